@@ -1,0 +1,63 @@
+// The model's hot operations, each with a plain-LibTorch reference and (on
+// CUDA, where built and where its start-up self-test passed) a fused kernel.
+// The model calls only these entry points; which implementation runs is chosen
+// at run time from the tensor's device and the process-wide Backend policy.
+//
+// Shape legend: N tokens (B·T flattened), B batch, T tokens, C hidden,
+// Hq query heads, Hk key/value heads, D head dim, V vocab.
+#ifndef FJORD_RUNTIME_KERNELS_OPS_H_
+#define FJORD_RUNTIME_KERNELS_OPS_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace fjord::kernels {
+
+enum class Backend {
+  kAuto,       // fused on CUDA when available and self-tested, else reference (default)
+  kReference,  // always the plain LibTorch reference
+  kFused,      // fused on CUDA tensors (reference on CPU tensors)
+};
+
+// Process-wide policy. Thread-safe.
+void SetBackend(Backend backend);
+Backend GetBackend();
+
+// RMSNorm: y = x / sqrt(mean(x²) + eps) · weight, computed in fp32, returned in
+// x's dtype. x: (..., C); weight: (C).
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
+// Rotary embedding with Hugging Face's rotate_half convention:
+// out = x·cos + rotate_half(x)·sin. q: (B, Hq, T, D); k: (B, Hk, T, D);
+// cos, sin: (B, T, D) (already expanded per position, llama3 scaling applied).
+std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor& q, const torch::Tensor& k,
+                                                  const torch::Tensor& cos,
+                                                  const torch::Tensor& sin);
+
+// SwiGLU: silu(gate) · up. gate, up: (..., I).
+torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
+
+// Sum over tokens whose label != -100 of the cross-entropy of
+// softmax(hidden·weightᵀ) against labels, never holding more than
+// `chunk_tokens` rows of logits at once (fp32 accumulation).
+// hidden: (N, C); weight: (V, C); labels: (N) int64. Returns a 0-dim fp32
+// tensor; the caller divides by its trained-token count.
+torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                    const torch::Tensor& labels, int64_t chunk_tokens = 4096);
+
+// The plain LibTorch references (used on CPU and as the fused kernels' oracle).
+namespace reference {
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor& q, const torch::Tensor& k,
+                                                  const torch::Tensor& cos,
+                                                  const torch::Tensor& sin);
+torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
+torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                    const torch::Tensor& labels, int64_t chunk_tokens);
+}  // namespace reference
+
+}  // namespace fjord::kernels
+
+#endif  // FJORD_RUNTIME_KERNELS_OPS_H_

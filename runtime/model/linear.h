@@ -1,0 +1,70 @@
+// Linear layers of the decoder, behind one small interface so that lora/ can
+// wrap a frozen base layer without runtime/ knowing about LoRA.
+//
+// Shape legend: N tokens (any leading dims), in = in_features, out = out_features.
+#ifndef FJORD_RUNTIME_MODEL_LINEAR_H_
+#define FJORD_RUNTIME_MODEL_LINEAR_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace fjord {
+
+// A linear map y = x·Wᵀ (+ b). Implementations: DenseLinear (here) and
+// lora::LoraLinear (lora/), which holds a DenseLinear as its frozen base.
+class LinearBase : public torch::nn::Module {
+ public:
+  // x: (..., in) -> (..., out).
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  // The base weight (out, in) and bias (out) or an undefined tensor.
+  virtual torch::Tensor base_weight() const = 0;
+  virtual torch::Tensor base_bias() const = 0;
+  int64_t in_features() const { return base_weight().size(1); }
+  int64_t out_features() const { return base_weight().size(0); }
+};
+
+// A plain linear layer. Parameters are registered as "weight" and "bias"
+// (bias only if given), matching Hugging Face's nn.Linear names.
+class DenseLinear : public LinearBase {
+ public:
+  // weight: (out, in); bias: (out) or undefined.
+  DenseLinear(torch::Tensor weight, torch::Tensor bias) {
+    weight_ = register_parameter("weight", std::move(weight), /*requires_grad=*/false);
+    if (bias.defined()) bias_ = register_parameter("bias", std::move(bias), false);
+  }
+  torch::Tensor forward(const torch::Tensor& x) override {
+    return torch::nn::functional::linear(x, weight_, bias_);
+  }
+  torch::Tensor base_weight() const override { return weight_; }
+  torch::Tensor base_bias() const override { return bias_; }
+  // Replaces the weight data in place (merge/unmerge of adapters).
+  void set_weight(const torch::Tensor& w) {
+    torch::NoGradGuard g;
+    weight_.copy_(w);
+  }
+
+ private:
+  torch::Tensor weight_;  // (out, in)
+  torch::Tensor bias_;    // (out) or undefined
+};
+
+// A place in the model that holds a linear layer, so it can be swapped.
+struct LinearSlot {
+  std::string name;      // HF module path, e.g. "model.layers.0.self_attn.q_proj"
+  int layer_index;       // decoder layer index, -1 for layers outside the stack (lm_head)
+  std::string kind;      // leaf name: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head
+  torch::nn::Module* parent;                 // module that registered it
+  std::shared_ptr<LinearBase>* layer;        // the member that holds it
+  // Replaces the layer in both the member and the parent's registry.
+  void Replace(std::shared_ptr<LinearBase> next) const {
+    parent->replace_module(kind, next);
+    *layer = std::move(next);
+  }
+};
+
+}  // namespace fjord
+
+#endif  // FJORD_RUNTIME_MODEL_LINEAR_H_
