@@ -149,7 +149,7 @@ def main():
     seq = 64
     rows = torch.tensor(stream[: len(stream) // seq * seq]).view(-1, seq)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    steps, batch = int(os.environ.get("FJORD_DEMO_PRETRAIN_STEPS", "400")), 32
+    steps, batch = int(os.environ.get("FJORD_DEMO_PRETRAIN_STEPS", "500")), 32
     g = torch.Generator().manual_seed(0)
     model.train()
     for step in range(steps):
