@@ -1,0 +1,111 @@
+#include "runtime/train/generate.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/util/status_macros.h"
+
+namespace fjord::train {
+namespace {
+
+void Append(std::vector<int32_t>& ids, const std::vector<int32_t>& more) {
+  ids.insert(ids.end(), more.begin(), more.end());
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& tok,
+                                                   const std::string& chat_template,
+                                                   const std::string& user_message) {
+  std::string tmpl = chat_template;
+  if (tmpl == "auto") {
+    tmpl = tok.TokenToId("<|start_header_id|>") ? "llama3" : tok.TokenToId("<|im_start|>") ? "chatml" : "none";
+  }
+  std::vector<int32_t> ids;
+  auto special = [&](const char* name) -> absl::StatusOr<int32_t> {
+    std::optional<int32_t> id = tok.TokenToId(name);
+    if (!id) return absl::InvalidArgumentError(absl::StrCat("chat template ", tmpl, " needs token ", name));
+    return *id;
+  };
+  if (tmpl == "llama3") {
+    if (std::optional<int32_t> bos = tok.bos_id()) ids.push_back(*bos);
+    FJORD_ASSIGN_OR_RETURN(int32_t sh, special("<|start_header_id|>"));
+    FJORD_ASSIGN_OR_RETURN(int32_t eh, special("<|end_header_id|>"));
+    FJORD_ASSIGN_OR_RETURN(int32_t eot, special("<|eot_id|>"));
+    ids.push_back(sh);
+    Append(ids, tok.Encode("user"));
+    ids.push_back(eh);
+    Append(ids, tok.Encode("\n\n" + user_message));
+    ids.push_back(eot);
+    ids.push_back(sh);
+    Append(ids, tok.Encode("assistant"));
+    ids.push_back(eh);
+    Append(ids, tok.Encode("\n\n"));
+  } else if (tmpl == "chatml") {
+    FJORD_ASSIGN_OR_RETURN(int32_t start, special("<|im_start|>"));
+    FJORD_ASSIGN_OR_RETURN(int32_t end, special("<|im_end|>"));
+    ids.push_back(start);
+    Append(ids, tok.Encode("user\n" + user_message));
+    ids.push_back(end);
+    Append(ids, tok.Encode("\n"));
+    ids.push_back(start);
+    Append(ids, tok.Encode("assistant\n"));
+  } else {
+    if (std::optional<int32_t> bos = tok.bos_id()) ids.push_back(*bos);
+    Append(ids, tok.Encode(user_message));
+  }
+  return ids;
+}
+
+std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer& tok,
+                                    const std::vector<int32_t>& prompt, int64_t max_new_tokens,
+                                    const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  std::vector<int32_t> stops;
+  for (const char* s : {"<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>"}) {
+    if (std::optional<int32_t> id = tok.TokenToId(s)) stops.push_back(*id);
+  }
+  std::vector<int64_t> ids(prompt.begin(), prompt.end());
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < max_new_tokens; ++i) {
+    const int64_t n = static_cast<int64_t>(ids.size());
+    torch::Tensor input = torch::tensor(ids, torch::kInt64).view({1, n}).to(device);  // (1, T)
+    torch::Tensor pos = torch::arange(n, torch::dtype(torch::kInt64).device(device)).view({1, n});
+    torch::Tensor hidden = model.Hidden(input, pos, torch::Tensor());                   // (1, T, C)
+    torch::Tensor logits = model.Logits(hidden.narrow(1, n - 1, 1));                    // (1, 1, V)
+    const int32_t next = static_cast<int32_t>(logits.argmax(-1).item<int64_t>());
+    if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
+    out.push_back(next);
+    ids.push_back(next);
+  }
+  return out;
+}
+
+absl::StatusOr<double> HeldoutAccuracy(CausalLM& model, const tokenizer::Tokenizer& tok,
+                                       const std::string& path, const std::string& chat_template,
+                                       int64_t max_new_tokens, const torch::Device& device) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open held-out file ", path));
+  std::string line;
+  int64_t lineno = 0, total = 0, correct = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string() || !j.contains("answer") ||
+        !j["answer"].is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", lineno, ": expected {\"prompt\": string, \"answer\": string}"));
+    }
+    FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                           ChatPromptIds(tok, chat_template, j["prompt"].get<std::string>()));
+    const std::string reply = tok.Decode(GreedyGenerate(model, tok, prompt, max_new_tokens, device), true);
+    ++total;
+    if (reply.find(j["answer"].get<std::string>()) != std::string::npos) ++correct;
+  }
+  if (total == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": no held-out examples"));
+  return static_cast<double>(correct) / static_cast<double>(total);
+}
+
+}  // namespace fjord::train

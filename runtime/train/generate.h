@@ -1,0 +1,40 @@
+// Greedy generation and the held-out answer-accuracy check.
+#ifndef FJORD_RUNTIME_TRAIN_GENERATE_H_
+#define FJORD_RUNTIME_TRAIN_GENERATE_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/model.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace fjord::train {
+
+// Token ids of a one-turn chat prompt ending with the assistant header, in
+// `chat_template` ("auto", "llama3", "chatml"; auto picks from the
+// tokenizer's special tokens). InvalidArgument when the template needs special
+// tokens the tokenizer lacks.
+absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& tok,
+                                                   const std::string& chat_template,
+                                                   const std::string& user_message);
+
+// Greedy continuation of `prompt` (no sampling), at most max_new_tokens,
+// stopping at an end-of-turn/end-of-text token (not included).
+std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer& tok,
+                                    const std::vector<int32_t>& prompt, int64_t max_new_tokens,
+                                    const torch::Device& device);
+
+// Fraction of lines of `path` (JSONL of {"prompt": ..., "answer": ...}) whose
+// greedy reply to the prompt contains the answer. InvalidArgument naming the
+// file and line for a malformed line.
+absl::StatusOr<double> HeldoutAccuracy(CausalLM& model, const tokenizer::Tokenizer& tok,
+                                       const std::string& path, const std::string& chat_template,
+                                       int64_t max_new_tokens, const torch::Device& device);
+
+}  // namespace fjord::train
+
+#endif  // FJORD_RUNTIME_TRAIN_GENERATE_H_

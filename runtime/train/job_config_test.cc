@@ -1,0 +1,138 @@
+#include "runtime/train/job_config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fjord::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMinimal[] = R"(
+model:
+  path: /models/llama
+data:
+  train: /data/train.jsonl
+output:
+  dir: /out
+)";
+
+TEST(JobConfigTest, MinimalConfigGetsDefaults) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.path, "/models/llama");
+  EXPECT_EQ(c->lora.r, 16);
+  EXPECT_EQ(c->lora.target_modules, std::vector<std::string>{"all-linear"});
+  EXPECT_EQ(c->training.lr_scheduler, "cosine");
+  EXPECT_TRUE(c->data.packing);
+}
+
+TEST(JobConfigTest, ReadsEverySection) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig(R"(
+model: {path: /m, dtype: bfloat16}
+data: {train: /t.jsonl, validation: /v.jsonl, chat_template: chatml, max_length: 512, packing: false}
+lora: {r: 8, alpha: 16, dropout: 0.1, target_modules: [q_proj, v_proj], use_rslora: true, layers_to_transform: [0, 2]}
+training: {epochs: 3, micro_batch_size: 2, gradient_accumulation_steps: 4, learning_rate: 1e-4, lr_scheduler: linear, warmup_ratio: 0.1, seed: 7}
+eval: {every_steps: 10}
+checkpoint: {every_steps: 20, keep_last: 2}
+output: {dir: /o}
+)", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.dtype, "bfloat16");
+  EXPECT_EQ(c->data.chat_template, "chatml");
+  EXPECT_EQ(c->data.max_length, 512);
+  EXPECT_FALSE(c->data.packing);
+  EXPECT_EQ(c->lora.r, 8);
+  EXPECT_DOUBLE_EQ(c->lora.alpha, 16);
+  EXPECT_EQ(c->lora.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_TRUE(c->lora.use_rslora);
+  EXPECT_EQ(c->lora.layers_to_transform, (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(c->training.gradient_accumulation_steps, 4);
+  EXPECT_DOUBLE_EQ(c->training.learning_rate, 1e-4);
+  EXPECT_EQ(c->training.seed, 7u);
+  EXPECT_EQ(c->checkpoint.keep_last, 2);
+}
+
+TEST(JobConfigTest, UnknownKeyNamesLineAndAllowedKeys) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig(R"(model:
+  path: /m
+lora:
+  rank: 8
+)", "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("job.yaml:4"));
+  EXPECT_THAT(c.status().message(), HasSubstr("lora.rank"));
+  EXPECT_THAT(c.status().message(), HasSubstr("accepts r, alpha"));
+}
+
+TEST(JobConfigTest, UnknownSection) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig("optimiser:\n  lr: 1\n", "j.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("unknown section"));
+}
+
+TEST(JobConfigTest, WrongTypeNamesFieldAndLine) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig(std::string(kMinimal) + "lora:\n  r: sixteen\n", "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("job.yaml:9: field 'lora.r': expected an integer, got 'sixteen'"));
+}
+
+TEST(JobConfigTest, OutOfRange) {
+  absl::StatusOr<JobConfig> c =
+      ParseJobConfig(std::string(kMinimal) + "training:\n  learning_rate: -1\n", "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("training.learning_rate"));
+  EXPECT_THAT(c.status().message(), HasSubstr("out of range"));
+}
+
+TEST(JobConfigTest, EnumValueChecked) {
+  absl::StatusOr<JobConfig> c =
+      ParseJobConfig(std::string(kMinimal) + "training:\n  lr_scheduler: exponential\n", "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("'exponential' is not one of cosine, linear, constant"));
+}
+
+TEST(JobConfigTest, MissingRequiredField) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig("model:\n  path: /m\noutput:\n  dir: /o\n", "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("'data.train' is required"));
+}
+
+TEST(JobConfigTest, MalformedYamlNamesPosition) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig("model: [unclosed\n", "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("job.yaml:"));
+  EXPECT_THAT(c.status().message(), HasSubstr("not valid YAML"));
+}
+
+TEST(JobConfigTest, NotAMapping) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig("- a\n- b\n", "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("must be a mapping"));
+}
+
+TEST(JobConfigTest, OverridesApplyAndValidate) {
+  JobConfig c = *ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(ApplyOverride(c, "lora.r=4").ok());
+  EXPECT_EQ(c.lora.r, 4);
+  ASSERT_TRUE(ApplyOverride(c, "lora.target_modules=[q_proj,k_proj]").ok());
+  EXPECT_EQ(c.lora.target_modules, (std::vector<std::string>{"q_proj", "k_proj"}));
+  ASSERT_TRUE(ApplyOverride(c, "output.dir=/elsewhere").ok());
+  EXPECT_EQ(c.output.dir, "/elsewhere");
+  EXPECT_THAT(ApplyOverride(c, "lora.rank=4").message(), HasSubstr("unknown field 'lora.rank'"));
+  EXPECT_THAT(ApplyOverride(c, "lora.r").message(), HasSubstr("expected section.field=value"));
+  EXPECT_THAT(ApplyOverride(c, "lora.r=0").message(), HasSubstr("out of range"));
+}
+
+TEST(JobConfigTest, ToYamlRoundTrips) {
+  JobConfig c = *ParseJobConfig(kMinimal, "job.yaml");
+  c.lora.layers_to_transform = {1, 3};
+  c.training.learning_rate = 3e-4;
+  absl::StatusOr<JobConfig> back = ParseJobConfig(c.ToYaml(), "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << c.ToYaml();
+  EXPECT_EQ(back->ToYaml(), c.ToYaml());
+  EXPECT_EQ(back->lora.layers_to_transform, c.lora.layers_to_transform);
+}
+
+}  // namespace
+}  // namespace fjord::train
