@@ -1,0 +1,143 @@
+#include "daemon/worker/worker_process.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fjord::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class WorkerProcessTest : public ::testing::Test {
+ protected:
+  std::string LogPath() {
+    return ::testing::TempDir() + "/worker-" + std::to_string(::getpid()) + "-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".log";
+  }
+};
+
+TEST_F(WorkerProcessTest, ArgumentsReachTheProgramLiterallyWithoutAShell) {
+  WorkerSpec spec;
+  spec.program = "/bin/echo";
+  spec.args = {"job; rm -rf /tmp/x", "$(whoami)", "`id`"};
+  spec.log_path = LogPath();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto e = (*w)->Wait(10000);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->exit_code, 0);
+  EXPECT_EQ(ReadFile(spec.log_path), "job; rm -rf /tmp/x $(whoami) `id`\n");
+}
+
+TEST_F(WorkerProcessTest, EnvironmentIsExactlyTheSpecPlusCudaDevices) {
+  ::setenv("FJORD_DAEMON_SECRET", "do-not-leak", 1);
+  WorkerSpec spec;
+  spec.program = "/usr/bin/env";
+  spec.env = {{"FOO", "bar"}, {"CUDA_VISIBLE_DEVICES", "7"}};
+  spec.cuda_visible_devices = "1,3";
+  spec.log_path = LogPath();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Wait(10000).has_value());
+  const std::string out = ReadFile(spec.log_path);
+  EXPECT_THAT(out, HasSubstr("FOO=bar\n"));
+  EXPECT_THAT(out, HasSubstr("CUDA_VISIBLE_DEVICES=1,3\n"));
+  EXPECT_THAT(out, Not(HasSubstr("CUDA_VISIBLE_DEVICES=7")));
+  EXPECT_THAT(out, Not(HasSubstr("FJORD_DAEMON_SECRET")));
+}
+
+TEST_F(WorkerProcessTest, ReportsExitCode) {
+  WorkerSpec spec;
+  spec.program = "/bin/sh";
+  spec.args = {"-c", "exit 3"};
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_TRUE(w.ok());
+  auto e = (*w)->Wait(10000);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_TRUE(e->normal());
+  EXPECT_EQ(e->exit_code, 3);
+  EXPECT_EQ(e->Describe(), "exit code 3");
+}
+
+TEST_F(WorkerProcessTest, TerminateSendsSigterm) {
+  WorkerSpec spec;
+  spec.program = "/bin/sleep";
+  spec.args = {"100"};
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_TRUE(w.ok());
+  EXPECT_FALSE((*w)->Poll().has_value());
+  (*w)->Terminate();
+  auto e = (*w)->Wait(10000);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->signal, SIGTERM);
+  EXPECT_THAT(e->Describe(), HasSubstr("signal 15"));
+}
+
+TEST_F(WorkerProcessTest, KillReachesTheWholeProcessGroup) {
+  WorkerSpec spec;
+  spec.program = "/bin/sh";
+  spec.args = {"-c", "sleep 100 & echo $!; wait"};
+  spec.log_path = LogPath();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_TRUE(w.ok());
+  pid_t grandchild = 0;
+  for (int i = 0; i < 500 && grandchild == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::string s = ReadFile(spec.log_path);
+    if (!s.empty() && s.back() == '\n') grandchild = std::stoi(s);
+  }
+  ASSERT_GT(grandchild, 0);
+  EXPECT_EQ(::kill(grandchild, 0), 0);
+  (*w)->Kill();
+  ASSERT_TRUE((*w)->Wait(10000).has_value());
+  bool gone = false;
+  for (int i = 0; i < 500 && !gone; ++i) {
+    // The grandchild is reparented to init, which reaps it once killed.
+    gone = ::kill(grandchild, 0) != 0;
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(gone) << "grandchild " << grandchild << " survived";
+}
+
+TEST_F(WorkerProcessTest, DestructorKillsARunningWorker) {
+  pid_t pid = 0;
+  {
+    WorkerSpec spec;
+    spec.program = "/bin/sleep";
+    spec.args = {"100"};
+    auto w = WorkerProcess::Start(spec);
+    ASSERT_TRUE(w.ok());
+    pid = (*w)->pid();
+  }
+  EXPECT_NE(::kill(pid, 0), 0);
+}
+
+TEST_F(WorkerProcessTest, RefusesRelativeAndMissingPrograms) {
+  WorkerSpec spec;
+  spec.program = "fjord-train";
+  EXPECT_EQ(WorkerProcess::Start(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.program = "/nonexistent/fjord-train";
+  auto w = WorkerProcess::Start(spec);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(w.status().message(), HasSubstr("/nonexistent/fjord-train"));
+}
+
+}  // namespace
+}  // namespace fjord::daemon
