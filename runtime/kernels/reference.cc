@@ -1,4 +1,10 @@
-// Plain LibTorch references for runtime/kernels/ops.h.
+// Plain LibTorch references for runtime/kernels/ops.h: the behaviour on CPU,
+// the fallback on CUDA, and the oracle the fused kernels are tested against.
+//
+// Shape legend: N tokens, C hidden, B batch, H heads, T tokens, D head dim,
+// V vocab.
+#include <algorithm>
+
 #include "runtime/kernels/ops.h"
 
 namespace fjord::kernels::reference {
@@ -32,21 +38,107 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up) {
   return torch::silu(gate) * up;
 }
 
-torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
-                                    const torch::Tensor& labels, int64_t chunk_tokens) {
+// ---- Chunked linear + cross-entropy ----
+//
+// Autograd over a plain chunk loop would keep every chunk's logits (and
+// log-softmax) alive until the backward, i.e. all N rows. So, like the fused
+// kernel, the reference computes the gradients chunk by chunk during the
+// forward (softmax − onehot, then dhidden = dlogits·W and dW += dlogitsᵀ·h in
+// fp32) and keeps only dhidden (N, C) and dW (V, C); the backward scales them
+// by grad_output. Plain LibTorch ops throughout.
+namespace {
+
+constexpr int64_t kIgnoreIndex = -100;
+
+struct ChunkedResult {
+  torch::Tensor loss;     // 0-dim fp32
+  torch::Tensor dhidden;  // (N, C) or undefined
+  torch::Tensor dweight;  // (V, C) or undefined
+};
+
+void CheckLabels(const torch::Tensor& labels, int64_t vocab) {
+  TORCH_CHECK(labels.scalar_type() == torch::kInt64, "LinearCrossEntropySum: labels must be int64, got ",
+              labels.scalar_type());
+  if (labels.numel() == 0) return;
+  const bool bad =
+      ((labels != kIgnoreIndex) & ((labels < 0) | (labels >= vocab))).any().item<bool>();
+  TORCH_CHECK(!bad, "LinearCrossEntropySum: every label must be -100 or in [0, ", vocab, ")");
+}
+
+ChunkedResult RunChunks(const torch::Tensor& hidden, const torch::Tensor& weight,
+                        const torch::Tensor& labels, int64_t chunk_tokens, bool want_dhidden,
+                        bool want_dweight) {
   const int64_t n = hidden.size(0);
+  if (chunk_tokens <= 0) chunk_tokens = std::max<int64_t>(n, 1);
+  ChunkedResult r;
   torch::Tensor total = torch::zeros({}, hidden.options().dtype(torch::kFloat32));
-  if (chunk_tokens <= 0) chunk_tokens = n;
+  if (want_dhidden) r.dhidden = torch::zeros_like(hidden);
+  torch::Tensor dweight32;
+  if (want_dweight) dweight32 = torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32));
   for (int64_t start = 0; start < n; start += chunk_tokens) {
     const int64_t len = std::min(chunk_tokens, n - start);
-    torch::Tensor logits = torch::matmul(hidden.narrow(0, start, len), weight.t()).to(torch::kFloat32);
-    torch::Tensor l = labels.narrow(0, start, len);
-    total = total + torch::nn::functional::cross_entropy(
-                        logits, l,
-                        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(
-                            torch::kSum));
+    torch::Tensor h = hidden.narrow(0, start, len);                         // (len, C)
+    torch::Tensor logits = torch::matmul(h, weight.t()).to(torch::kFloat32);  // (len, V)
+    torch::Tensor l = labels.narrow(0, start, len);                          // (len)
+    torch::Tensor valid = l != kIgnoreIndex;                                 // (len)
+    torch::Tensor safe = torch::where(valid, l, torch::zeros_like(l));       // (len)
+    torch::Tensor lse = torch::logsumexp(logits, -1);                        // (len)
+    torch::Tensor target = logits.gather(1, safe.unsqueeze(1)).squeeze(1);   // (len)
+    total = total + torch::where(valid, lse - target, torch::zeros_like(lse)).sum();
+    if (!want_dhidden && !want_dweight) continue;
+    torch::Tensor dlogits = torch::exp(logits - lse.unsqueeze(1));  // softmax (len, V)
+    dlogits.scatter_add_(1, safe.unsqueeze(1), -torch::ones({len, 1}, dlogits.options()));
+    dlogits = (dlogits * valid.unsqueeze(1).to(torch::kFloat32)).to(hidden.scalar_type());
+    if (want_dhidden) r.dhidden.narrow(0, start, len).copy_(torch::matmul(dlogits, weight));
+    if (want_dweight) {
+      dweight32.add_(torch::matmul(dlogits.t(), h).to(torch::kFloat32));
+    }
   }
-  return total;
+  if (want_dweight) r.dweight = dweight32.to(weight.scalar_type());
+  r.loss = total;
+  return r;
+}
+
+struct ChunkedLinearCrossEntropyFn
+    : public torch::autograd::Function<ChunkedLinearCrossEntropyFn> {
+  // hidden: (N, C); weight: (V, C); labels: (N).
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
+                               const torch::Tensor& weight, const torch::Tensor& labels,
+                               int64_t chunk_tokens, bool want_dhidden, bool want_dweight) {
+    ChunkedResult r = RunChunks(hidden, weight, labels, chunk_tokens, want_dhidden, want_dweight);
+    ctx->save_for_backward({r.dhidden, r.dweight});
+    return r.loss;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor& g = grads[0];  // 0-dim fp32
+    torch::Tensor dhidden = saved[0].defined() ? saved[0] * g : torch::Tensor();
+    torch::Tensor dweight = saved[1].defined() ? saved[1] * g : torch::Tensor();
+    return {dhidden, dweight, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                    const torch::Tensor& labels, int64_t chunk_tokens) {
+  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && labels.dim() == 1,
+              "LinearCrossEntropySum: want hidden (N, C), weight (V, C), labels (N); got ",
+              hidden.sizes(), ", ", weight.sizes(), ", ", labels.sizes());
+  TORCH_CHECK(hidden.size(1) == weight.size(1) && labels.size(0) == hidden.size(0),
+              "LinearCrossEntropySum: mismatched shapes hidden ", hidden.sizes(), ", weight ",
+              weight.sizes(), ", labels ", labels.sizes());
+  CheckLabels(labels, weight.size(0));
+  const bool grad_mode = torch::GradMode::is_enabled();
+  const bool want_dhidden = grad_mode && hidden.requires_grad();
+  const bool want_dweight = grad_mode && weight.requires_grad();
+  if (!want_dhidden && !want_dweight) {
+    return RunChunks(hidden, weight, labels, chunk_tokens, false, false).loss;
+  }
+  return ChunkedLinearCrossEntropyFn::apply(hidden, weight, labels, chunk_tokens, want_dhidden,
+                                            want_dweight);
 }
 
 }  // namespace fjord::kernels::reference

@@ -1,0 +1,223 @@
+// RunKernelSelfTest and the self-tests of runtime/kernels' fused kernels.
+//
+// Each test runs its kernel in fp32 and bf16 on two small shapes (one taking
+// the 16-byte vector path, one the scalar fallback) and compares forward and
+// gradients with the reference (compare.h). Inputs are drawn on the CPU with
+// a fixed seed; the default CPU generator's state is restored afterwards, so
+// the self-test does not change a training run's random stream.
+#include "runtime/kernels/self_test.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <exception>
+#include <iostream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/kernels/compare.h"
+#include "runtime/kernels/fused.h"
+#include "runtime/kernels/kernel_registry.h"
+#include "runtime/kernels/ops.h"
+
+namespace fjord::kernels {
+namespace {
+
+using torch::Tensor;
+using Tensors = std::vector<Tensor>;
+
+constexpr uint64_t kSelfTestSeed = 20260417;
+
+// randn·scale drawn on the CPU, moved to the current CUDA device as `dtype`.
+Tensor Rand(std::vector<int64_t> sizes, torch::ScalarType dtype, double scale = 1.0) {
+  return (torch::randn(sizes, torch::kFloat32) * scale).to(torch::kCUDA, dtype);
+}
+
+Tolerance Scale(Tolerance t, double factor) { return {t.atol * factor, t.rtol * factor}; }
+
+const char* DTypeName(torch::ScalarType t) {
+  return t == torch::kFloat32 ? "fp32" : t == torch::kBFloat16 ? "bf16" : "fp16";
+}
+
+const torch::ScalarType kDTypes[] = {torch::kFloat32, torch::kBFloat16};
+
+absl::Status TestRmsNorm() {
+  for (torch::ScalarType dt : kDTypes) {
+    for (int64_t cols : {96, 33}) {
+      Tensor x = Rand({3, 2, cols}, dt).requires_grad_(true);            // (B, T, C)
+      Tensor w = (1.0 + Rand({cols}, torch::kFloat32, 0.1)).to(dt).requires_grad_(true);  // (C)
+      const Tolerance tol = DefaultTolerance(dt);
+      absl::Status s = CompareWithReference(
+          absl::StrCat("rms_norm ", DTypeName(dt), " C=", cols), {x, w},
+          [](const Tensors& in) { return Tensors{fused::RmsNorm(in[0], in[1], 1e-6)}; },
+          [](const Tensors& in) { return Tensors{reference::RmsNorm(in[0], in[1], 1e-6)}; }, tol,
+          Scale(tol, 2));
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TestRope() {
+  for (torch::ScalarType dt : kDTypes) {
+    for (int64_t d : {16, 6}) {
+      // q as q_proj's output viewed (B, T, Hq, D) then transposed: strided.
+      Tensor q = Rand({2, 5, 4, d}, dt).transpose(1, 2).requires_grad_(true);  // (B, Hq, T, D)
+      Tensor k = Rand({2, 2, 5, d}, dt).requires_grad_(true);                  // (B, Hk, T, D)
+      Tensor cos = Rand({2, 5, d}, torch::kFloat32);                           // (B, T, D)
+      Tensor sin = Rand({2, 5, d}, torch::kFloat32);
+      const Tolerance tol = DefaultTolerance(dt);
+      absl::Status s = CompareWithReference(
+          absl::StrCat("rope ", DTypeName(dt), " D=", d), {q, k, cos, sin},
+          [](const Tensors& in) {
+            auto [qo, ko] = fused::ApplyRope(in[0], in[1], in[2], in[3]);
+            return Tensors{qo, ko};
+          },
+          [](const Tensors& in) {
+            auto [qo, ko] = reference::ApplyRope(in[0], in[1], in[2], in[3]);
+            return Tensors{qo, ko};
+          },
+          Scale(tol, 2), Scale(tol, 2));
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TestSwiGlu() {
+  for (torch::ScalarType dt : kDTypes) {
+    for (int64_t n : {64, 13}) {
+      Tensor g = Rand({3, n}, dt, 2.0).requires_grad_(true);  // (N, I)
+      Tensor u = Rand({3, n}, dt).requires_grad_(true);
+      const Tolerance tol = DefaultTolerance(dt);
+      absl::Status s = CompareWithReference(
+          absl::StrCat("swiglu ", DTypeName(dt), " I=", n), {g, u},
+          [](const Tensors& in) { return Tensors{fused::SwiGlu(in[0], in[1])}; },
+          [](const Tensors& in) { return Tensors{reference::SwiGlu(in[0], in[1])}; }, tol, tol);
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TestLinearCrossEntropy() {
+  for (torch::ScalarType dt : kDTypes) {
+    for (int64_t vocab : {56, 51}) {
+      Tensor h = Rand({9, 32}, dt, 0.5).requires_grad_(true);     // (N, C)
+      Tensor w = Rand({vocab, 32}, dt, 0.2).requires_grad_(true);  // (V, C)
+      Tensor labels = torch::randint(0, vocab, {9}, torch::kInt64);
+      labels[2] = -100;
+      labels[7] = -100;
+      labels = labels.to(torch::kCUDA);
+      const Tolerance tol = DefaultTolerance(dt);
+      absl::Status s = CompareWithReference(
+          absl::StrCat("linear_cross_entropy ", DTypeName(dt), " V=", vocab), {h, w, labels},
+          [](const Tensors& in) {
+            return Tensors{fused::LinearCrossEntropySum(in[0], in[1], in[2], 4)};
+          },
+          [](const Tensors& in) {
+            return Tensors{reference::LinearCrossEntropySum(in[0], in[1], in[2], 4)};
+          },
+          Scale(tol, 4), Scale(tol, 2));
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+[[maybe_unused]] const bool kRegistered = [] {
+  RegisterKernel(kRmsNormKernel, &TestRmsNorm);
+  RegisterKernel(kRopeKernel, &TestRope);
+  RegisterKernel(kSwiGluKernel, &TestSwiGlu);
+  RegisterKernel(kLinearCrossEntropyKernel, &TestLinearCrossEntropy);
+  return true;
+}();
+
+// Restores the default CPU generator's state on destruction.
+class CpuGeneratorStateGuard {
+ public:
+  explicit CpuGeneratorStateGuard(uint64_t seed) : gen_(at::detail::getDefaultCPUGenerator()) {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    state_ = gen_.get_state();
+    gen_.set_current_seed(seed);
+  }
+  ~CpuGeneratorStateGuard() {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_state(state_);
+  }
+  CpuGeneratorStateGuard(const CpuGeneratorStateGuard&) = delete;
+  CpuGeneratorStateGuard& operator=(const CpuGeneratorStateGuard&) = delete;
+
+ private:
+  at::Generator gen_;
+  Tensor state_;
+};
+
+// OK when the CUDA context still works after a test.
+absl::Status DeviceHealthy() {
+  try {
+    torch::cuda::synchronize();
+    // A trivial kernel and a copy back: fails if the context is poisoned.
+    const double v = torch::ones({1}, torch::kCUDA).sum().item<double>();
+    if (v != 1.0) return absl::InternalError("CUDA context check returned a wrong value");
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(e.what());
+  }
+}
+
+}  // namespace
+
+absl::Status RunKernelSelfTest(std::string* report) {
+  std::string out;
+  if (!fused::kBuilt) {
+    out = "built without CUDA kernels; references in use\n";
+    if (report != nullptr) *report = out;
+    return absl::OkStatus();
+  }
+  if (!torch::cuda::is_available()) {
+    out = "no CUDA device; references in use\n";
+    if (report != nullptr) *report = out;
+    return absl::OkStatus();
+  }
+  torch::AutoGradMode grad_mode(true);
+  CpuGeneratorStateGuard rng(kSelfTestSeed);
+  const std::vector<std::string> names = RegisteredKernels();
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    KernelSelfTest test = GetKernelSelfTest(name);
+    absl::Status s;
+    try {
+      s = test ? test() : absl::NotFoundError("no self-test registered");
+      if (s.ok()) torch::cuda::synchronize();
+    } catch (const std::exception& e) {
+      s = absl::InternalError(absl::StrCat("threw: ", e.what()));
+    }
+    if (s.ok()) {
+      SetKernelHealth(name, KernelHealth::kPassed);
+      absl::StrAppend(&out, name, ": passed\n");
+    } else {
+      SetKernelHealth(name, KernelHealth::kDisabled);
+      absl::StrAppend(&out, name, ": disabled (", s.message(), ")\n");
+      std::cerr << "fjord: WARNING: fused kernel '" << name
+                << "' failed its self-test and is disabled; using the reference: " << s.message()
+                << std::endl;
+    }
+    absl::Status device = DeviceHealthy();
+    if (!device.ok()) {
+      for (size_t j = 0; j < names.size(); ++j) SetKernelHealth(names[j], KernelHealth::kDisabled);
+      absl::StrAppend(&out, "CUDA context broken after '", name, "': ", device.message(),
+                      "; every fused kernel disabled\n");
+      if (report != nullptr) *report = out;
+      return absl::InternalError(absl::StrCat("CUDA context broken after the self-test of '",
+                                              name, "': ", device.message()));
+    }
+  }
+  if (report != nullptr) *report = out;
+  return absl::OkStatus();
+}
+
+}  // namespace fjord::kernels
