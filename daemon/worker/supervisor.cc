@@ -1,0 +1,118 @@
+#include "daemon/worker/supervisor.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace fjord::daemon {
+
+WorkerSupervisor::WorkerSupervisor(SupervisorOptions options) : options_(std::move(options)) {}
+
+WorkerSupervisor::~WorkerSupervisor() {
+  for (auto& [id, w] : workers_) {
+    w.process->Kill();
+    w.process->Wait(5000);
+    w.socket->close();
+    ::unlink(w.socket_path.c_str());
+  }
+}
+
+int64_t WorkerSupervisor::Now() const {
+  if (options_.now_ms) return options_.now_ms();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string WorkerSupervisor::EndpointFor(const std::string& job_id) const {
+  return absl::StrCat("ipc://", options_.socket_dir, "/", job_id, ".sock");
+}
+
+absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpec& spec) {
+  if (workers_.count(job_id)) return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " already has a worker"));
+  Worker w;
+  w.socket_path = absl::StrCat(options_.socket_dir, "/", job_id, ".sock");
+  ::unlink(w.socket_path.c_str());  // left over from a crashed daemon
+  w.socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pull);
+  w.socket->set(zmq::sockopt::linger, 0);
+  w.socket->set(zmq::sockopt::maxmsgsize, int64_t{1} << 20);  // events are small; refuse floods
+  try {
+    w.socket->bind(EndpointFor(job_id));
+  } catch (const zmq::error_t& e) {
+    return absl::InternalError(absl::StrCat("cannot bind ", EndpointFor(job_id), ": ", e.what()));
+  }
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> p = WorkerProcess::Start(spec);
+  if (!p.ok()) {
+    w.socket->close();
+    ::unlink(w.socket_path.c_str());
+    return p.status();
+  }
+  w.process = std::move(*p);
+  w.last_heard_ms = Now();
+  workers_.emplace(job_id, std::move(w));
+  return absl::OkStatus();
+}
+
+void WorkerSupervisor::Stop(const std::string& job_id) {
+  auto it = workers_.find(job_id);
+  if (it == workers_.end() || it->second.stop_deadline_ms) return;
+  it->second.process->Terminate();
+  it->second.stop_deadline_ms = Now() + options_.stop_grace_ms;
+}
+
+void WorkerSupervisor::Kill(const std::string& job_id) {
+  auto it = workers_.find(job_id);
+  if (it != workers_.end()) it->second.process->Kill();
+}
+
+std::vector<WorkerUpdate> WorkerSupervisor::Poll(int timeout_ms) {
+  std::vector<WorkerUpdate> updates;
+  std::vector<zmq::pollitem_t> items;
+  std::vector<std::string> ids;
+  for (auto& [id, w] : workers_) {
+    items.push_back({w.socket->handle(), 0, ZMQ_POLLIN, 0});
+    ids.push_back(id);
+  }
+  if (!items.empty()) {
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
+  } else if (timeout_ms > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(timeout_ms, 50)));
+  }
+  const int64_t now = Now();
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!(items[i].revents & ZMQ_POLLIN)) continue;
+    Worker& w = workers_.at(ids[i]);
+    zmq::message_t msg;
+    while (w.socket->recv(msg, zmq::recv_flags::dontwait)) {
+      w.last_heard_ms = now;
+      std::string body = msg.to_string();
+      if (body.find("\"type\":\"heartbeat\"") != std::string::npos) continue;
+      updates.push_back({WorkerUpdate::Kind::kEvent, ids[i], std::move(body), {}});
+    }
+  }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    Worker& w = it->second;
+    if (std::optional<WorkerExit> e = w.process->Poll()) {
+      updates.push_back({WorkerUpdate::Kind::kExited, it->first, "", *e});
+      w.socket->close();
+      ::unlink(w.socket_path.c_str());
+      it = workers_.erase(it);
+      continue;
+    }
+    if (w.stop_deadline_ms && now >= *w.stop_deadline_ms) {
+      updates.push_back({WorkerUpdate::Kind::kStopTimeout, it->first, "", {}});
+      w.process->Kill();
+      w.stop_deadline_ms.reset();
+    } else if (!w.stop_deadline_ms && now - w.last_heard_ms > options_.heartbeat_timeout_ms) {
+      updates.push_back({WorkerUpdate::Kind::kHeartbeatTimeout, it->first, "", {}});
+      w.process->Kill();
+      w.last_heard_ms = now;  // report once
+    }
+    ++it;
+  }
+  return updates;
+}
+
+}  // namespace fjord::daemon
