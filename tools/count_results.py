@@ -1,6 +1,6 @@
 """Counts test cases from Bazel's test.xml files and pytest's JUnit XML.
 
-Usage: count_results.py BAZEL_TESTLOGS_DIR PYTEST_XML
+Usage: count_results.py BAZEL_TESTLOGS_DIR JUNIT_XML...  (pytest's, the fuzzers')
 Prints a per-source summary and, last, the line "N passed, N failed, N skipped".
 Exits 1 if anything failed or nothing ran.
 """
@@ -32,7 +32,7 @@ def count_xml(path):
 
 
 def main():
-    testlogs, pytest_xml = sys.argv[1], sys.argv[2]
+    testlogs, junit_files = sys.argv[1], sys.argv[2:]
     totals = [0, 0, 0]
     bazel = [0, 0, 0]
     if os.path.isdir(testlogs):
@@ -40,11 +40,13 @@ def main():
             if "test.xml" in files:
                 for i, n in enumerate(count_xml(os.path.join(dirpath, "test.xml"))):
                     bazel[i] += n
-    py = list(count_xml(pytest_xml)) if os.path.exists(pytest_xml) else [0, 0, 0]
-    for i in range(3):
-        totals[i] = bazel[i] + py[i]
     print(f"bazel (C++ test cases): {bazel[0]} passed, {bazel[1]} failed, {bazel[2]} skipped")
-    print(f"pytest (interop/integration): {py[0]} passed, {py[1]} failed, {py[2]} skipped")
+    totals = list(bazel)
+    for path in junit_files:
+        c = count_xml(path) if os.path.exists(path) else (0, 0, 0)
+        print(f"{os.path.basename(path)}: {c[0]} passed, {c[1]} failed, {c[2]} skipped")
+        for i in range(3):
+            totals[i] += c[i]
     print(f"{totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
     return 1 if totals[1] or totals[0] == 0 else 0
 

@@ -33,9 +33,13 @@ pytest_rc=$?
 # pytest exits 5 when it collected no test: not a failure of the suite.
 [ $pytest_rc = 5 ] && pytest_rc=0
 
-"$venv/bin/python" tools/count_results.py "$root/bazel-testlogs" "$logs/pytest.xml"
+echo "== fuzz (bounded: ${FJORD_FUZZ_SECONDS:-20}s per target, ASan+UBSan) =="
+bash tools/fuzz/fuzz.sh --junit "$logs/fuzz.xml"
+fuzz_rc=$?
+
+"$venv/bin/python" tools/count_results.py "$root/bazel-testlogs" "$logs/pytest.xml" "$logs/fuzz.xml"
 count_rc=$?
 
-if [ $build_rc != 0 ] || [ $bazel_rc != 0 ] || [ $pytest_rc != 0 ] || [ $count_rc != 0 ]; then
+if [ $build_rc != 0 ] || [ $bazel_rc != 0 ] || [ $pytest_rc != 0 ] || [ $fuzz_rc != 0 ] || [ $count_rc != 0 ]; then
   exit 1
 fi

@@ -232,24 +232,29 @@ absl::StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml, absl::string_vi
   }
   const std::set<std::string> sections = {"model", "data", "lora", "training", "eval", "checkpoint", "output"};
   for (auto it = root.begin(); it != root.end(); ++it) {
-    const std::string section = it->first.as<std::string>("");
-    const std::string where = Where(name, it->first, section);
+    // yaml-cpp's iterator yields a temporary proxy: copy the nodes out (a
+    // reference to it->second dangles; found by tests/fuzz/job_config).
+    const YAML::Node section_key = it->first;
+    const YAML::Node body = it->second;
+    const std::string section = section_key.as<std::string>("");
+    const std::string where = Where(name, section_key, section);
     if (!sections.count(section)) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": unknown section; expected one of model, data, lora, training, eval, checkpoint, output"));
     }
-    const YAML::Node& body = it->second;
     if (body.IsNull()) continue;
     if (!body.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping"));
     for (auto jt = body.begin(); jt != body.end(); ++jt) {
-      const std::string key = jt->first.as<std::string>("");
-      const std::string fwhere = Where(name, jt->second.IsNull() ? jt->first : jt->second, section + "." + key);
+      const YAML::Node key_node = jt->first;
+      const YAML::Node value = jt->second;
+      const std::string key = key_node.as<std::string>("");
+      const std::string fwhere = Where(name, value.IsNull() ? key_node : value, section + "." + key);
       const Field* f = FindField(section, key);
       if (f == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(Where(name, jt->first, section + "." + key),
+        return absl::InvalidArgumentError(absl::StrCat(Where(name, key_node, section + "." + key),
                                                        ": unknown key; '", section, "' accepts ",
                                                        absl::StrJoin(KeysOf(section), ", ")));
       }
-      FJORD_RETURN_IF_ERROR(f->set(config, jt->second, fwhere));
+      FJORD_RETURN_IF_ERROR(f->set(config, value, fwhere));
     }
   }
   FJORD_RETURN_IF_ERROR(CheckRequired(config, name));
