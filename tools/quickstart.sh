@@ -9,10 +9,10 @@ cd "$root"
 bash tools/bootstrap.sh
 cache=${FJORD_BAZEL_CACHE:-$HOME/.cache/fjord/bazel-disk}
 mkdir -p "$cache"
-bazel build --disk_cache="$cache" //runtime/train:fjord-train //tools/demo:demo
+bazel build --disk_cache="$cache" //lora/cli:fjord-train //tools/demo:demo
 out=${FJORD_QUICKSTART_OUT:-$HOME/.cache/fjord/quickstart}
 demo=$root/bazel-bin/tools/demo/out
-exec "$root/bazel-bin/runtime/train/fjord-train" --config "$root/configs/quickstart.yaml" \
+exec "$root/bazel-bin/lora/cli/fjord-train" --config "$root/configs/quickstart.yaml" \
   --set "model.path=$demo/model" --set "data.train=$demo/data/train.jsonl" \
   --set "data.validation=$demo/data/valid.jsonl" --set "eval.heldout=$demo/data/heldout.jsonl" \
   --set "output.dir=$out"
