@@ -226,6 +226,8 @@ TEST_F(ReferenceTest, LinearCrossEntropyWithoutGradMatchesWithGrad) {
   EXPECT_FALSE(plain.requires_grad());
   Tensor graded = reference::LinearCrossEntropySum(h.requires_grad_(true), w, labels, 4);
   EXPECT_TRUE(graded.requires_grad());
+  // The gradient path is the chunked Function (no (N, V) logits kept alive).
+  EXPECT_THAT(graded.grad_fn()->name(), HasSubstr("ChunkedLinearCrossEntropyFn"));
   EXPECT_TRUE(Close(plain, graded, 0, 0));
   EXPECT_TRUE(Close(plain, FullCrossEntropySum(h, w, labels), 1e-5, 1e-5));
 }
