@@ -13,7 +13,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr size_t kChunkBytes = 1 << 20;
+constexpr size_t kChunkBytes = 64 << 10;
 // User-supplied values quoted in error messages are cut to this many bytes.
 constexpr size_t kMaxQuotedBytes = 40;
 

@@ -164,7 +164,7 @@ TEST(LineReaderTest, SplitsLinesStripsCrAndBom) {
 
 TEST(LineReaderTest, SkipsOverlongLinesAcrossChunks) {
   using R = LineReader::Result;
-  // 3 MiB line spans several 1 MiB read chunks.
+  // A 3 MiB line spans many read chunks.
   const std::string data = "ok\n" + std::string(3 << 20, 'x') + "\nafter\n";
   auto lines = ReadAll(data, 1 << 20);
   ASSERT_EQ(lines.size(), 3u);

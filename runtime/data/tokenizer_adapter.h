@@ -1,0 +1,42 @@
+// TokenizerAdapter: fjord's tokenizer (runtime/tokenizer) seen as the
+// DataTokenizer that runtime/data needs. Target //runtime/data:tokenizer_adapter.
+#ifndef FJORD_RUNTIME_DATA_TOKENIZER_ADAPTER_H_
+#define FJORD_RUNTIME_DATA_TOKENIZER_ADAPTER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "runtime/data/tokenizer_view.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace fjord::data {
+
+// Wraps a tokenizer that must outlive the adapter. Thread-safe for concurrent
+// const calls when the tokenizer's const methods are.
+class TokenizerAdapter : public DataTokenizer {
+ public:
+  explicit TokenizerAdapter(const tokenizer::Tokenizer& tokenizer);
+
+  // Encodes with special-token matching off: text spelling a special token is
+  // encoded as ordinary characters. Until the tokenizer offers a switch for
+  // this, text that contains a special token's spelling is cut before it and
+  // after its first byte, and the parts are encoded separately: never the
+  // special token, though BPE merges across those cuts are lost (HF would
+  // have matched the special token there instead).
+  std::vector<int32_t> EncodeOrdinary(absl::string_view text) const override;
+  std::optional<int32_t> SpecialTokenId(absl::string_view token) const override;
+  std::optional<std::string> IdToToken(int32_t id) const override;
+  std::optional<int32_t> bos_id() const override;
+
+ private:
+  const tokenizer::Tokenizer& tokenizer_;
+  std::vector<std::string> specials_;  // spellings of the special tokens
+  bool first_bytes_[256] = {};         // first bytes of those spellings
+};
+
+}  // namespace fjord::data
+
+#endif  // FJORD_RUNTIME_DATA_TOKENIZER_ADAPTER_H_

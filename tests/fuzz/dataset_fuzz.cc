@@ -1,0 +1,62 @@
+// libFuzzer target: runtime/data's JSONL validator, templates and packer.
+// Any bytes must give a report (or a Status), never a crash, hang or
+// sanitizer report; whatever loads must pack into batches that keep the
+// packing invariants (targets never cross a segment, padding untrained).
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "runtime/data/dataset.h"
+#include "runtime/data/fake_tokenizer.h"
+#include "runtime/data/loader.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace fjord::data;
+  if (size == 0) return 0;
+  // First byte picks the tokenizer and options; the rest is the file.
+  const uint8_t knobs = data[0];
+  const std::string text(reinterpret_cast<const char*>(data + 1), size - 1);
+  const FakeTokenizer tok = (knobs & 3) == 0   ? FakeTokenizer::Llama3()
+                            : (knobs & 3) == 1 ? FakeTokenizer::ChatML()
+                                               : FakeTokenizer({"<s>", "</s>"}, (knobs & 3) == 2);
+  DataOptions options;
+  options.max_length = (knobs & 4) ? 24 : 0;
+  options.truncate = knobs & 8;
+  options.render.train_on_inputs = knobs & 16;
+  options.max_errors = 3;
+  options.max_line_bytes = 4096;
+  std::istringstream in(text);
+  absl::StatusOr<ValidationReport> report = ValidateJsonlStream(in, "fuzz.jsonl", tok, options);
+  if (!report.ok()) return 0;
+  (void)report->Summary();
+  (void)report->ToJson();
+  std::istringstream again(text);
+  absl::StatusOr<Dataset> dataset = LoadJsonlStream(again, "fuzz.jsonl", tok, options);
+  if (dataset.ok() != report->ok()) __builtin_trap();
+  if (!dataset.ok()) return 0;
+  LoaderOptions lo;
+  lo.seq_len = 16;
+  lo.packing = knobs & 32;
+  lo.seed = knobs;
+  auto examples = std::make_shared<const std::vector<Example>>(std::move(dataset->examples));
+  absl::StatusOr<std::unique_ptr<DataLoader>> loader = DataLoader::Create(examples, lo);
+  if (!loader.ok()) __builtin_trap();
+  for (int step = 0; step < 64; ++step) {
+    absl::StatusOr<PackedBatch> b = (*loader)->NextBatch(2);
+    if (!b.ok()) __builtin_trap();
+    for (size_t i = 0; i < b->targets.size(); ++i) {
+      const bool row_end = (i + 1) % static_cast<size_t>(b->seq_len) == 0;
+      if (b->segment_ids[i] == 0 && b->targets[i] != kIgnoreIndex) __builtin_trap();
+      if (b->targets[i] != kIgnoreIndex && (row_end || b->segment_ids[i + 1] != b->segment_ids[i] ||
+                                            b->targets[i] != b->input_ids[i + 1])) {
+        __builtin_trap();
+      }
+    }
+    if (b->end_of_epoch) break;
+  }
+  const std::string state = (*loader)->SaveState();
+  if (!(*loader)->RestoreState(state).ok()) __builtin_trap();
+  return 0;
+}
