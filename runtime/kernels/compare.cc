@@ -106,6 +106,16 @@ std::vector<torch::Tensor> Grads(const std::vector<torch::Tensor>& outputs,
   return result;
 }
 
+// `t` with atol multiplied by max(1, max |ref|).
+Tolerance ScaledToMagnitude(Tolerance t, const torch::Tensor& ref) {
+  double m = 1;
+  if (ref.defined() && ref.numel() > 0) {
+    m = ref.detach().abs().max().to(torch::kCPU, torch::kFloat64).item<double>();
+    if (!(m > 1)) m = 1;  // also for NaN
+  }
+  return {t.atol * m, t.rtol};
+}
+
 }  // namespace
 
 absl::Status CompareWithReference(const std::string& what, const std::vector<torch::Tensor>& inputs,
@@ -121,7 +131,8 @@ absl::Status CompareWithReference(const std::string& what, const std::vector<tor
                                               " outputs, reference ", out_r.size()));
     }
     for (size_t i = 0; i < out_f.size(); ++i) {
-      absl::Status s = CheckClose(out_f[i], out_r[i], out_tol, absl::StrCat(what, " output ", i));
+      absl::Status s = CheckClose(out_f[i], out_r[i], ScaledToMagnitude(out_tol, out_r[i]),
+                                  absl::StrCat(what, " output ", i));
       if (!s.ok()) return s;
     }
     std::vector<torch::Tensor> grad_outputs;
@@ -138,7 +149,8 @@ absl::Status CompareWithReference(const std::string& what, const std::vector<tor
       // An unused input has no gradient: treat it as zeros on both sides.
       torch::Tensor gf = g_f[i].defined() ? g_f[i] : torch::zeros_like(inputs[i]);
       torch::Tensor gr = g_r[i].defined() ? g_r[i] : torch::zeros_like(inputs[i]);
-      absl::Status s = CheckClose(gf, gr, grad_tol, absl::StrCat(what, " grad of input ", i));
+      absl::Status s = CheckClose(gf, gr, ScaledToMagnitude(grad_tol, gr),
+                                  absl::StrCat(what, " grad of input ", i));
       if (!s.ok()) return s;
     }
     return absl::OkStatus();

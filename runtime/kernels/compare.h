@@ -43,6 +43,9 @@ using TensorFn = std::function<std::vector<torch::Tensor>(const std::vector<torc
 // on the CPU from LibTorch's default CPU generator, cast to each output's
 // dtype and device) through both and
 // checks the gradient of every input that requires grad with `grad_tol`.
+// Each tensor's atol is multiplied by max(1, max |reference|): outputs of
+// GEMMs and gradients summed over many rows carry rounding errors that scale
+// with the magnitude of their terms, not with 1.
 // Returns the first mismatch (CheckClose's error, prefixed with `what` and
 // "output i" or "grad of input i"), or an InternalError carrying any
 // exception either function threw.

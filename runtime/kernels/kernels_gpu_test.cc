@@ -6,10 +6,12 @@
 //
 // Tolerance: |fused − reference| <= atol + rtol·|reference| elementwise, with
 // fp32 atol 1e-5, rtol 1e-4; bf16 atol 2e-2, rtol 2e-2; fp16 atol 2e-3,
-// rtol 2e-3 (compare.h DefaultTolerance). Gradients that are sums over many
-// rows (dweight of RMSNorm, dW of linear+CE) have atol scaled by
-// sqrt(rows): the reference rounds each product to the dtype before summing,
-// the kernel sums in fp32, and the difference grows like a random walk.
+// rtol 2e-3 (compare.h DefaultTolerance), atol multiplied by
+// max(1, max |reference|) of each tensor (CompareWithReference). Gradients
+// that are sums over many rows (dweight of RMSNorm, dW of linear+CE) have atol
+// further scaled by sqrt(rows): the reference rounds each product to the dtype
+// before summing, the kernel sums in fp32, and the difference grows like a
+// random walk.
 //
 // Shape legend: N rows/tokens, C hidden, B batch, Hq/Hk heads, T tokens,
 // D head dim, V vocab, I intermediate.

@@ -8,6 +8,7 @@
 #
 #   bash runtime/kernels/gpu_check/run.sh            # build, tests, benchmarks
 #   FJORD_SKIP_BENCH=1 bash runtime/kernels/gpu_check/run.sh
+#   FJORD_SANITIZE=1 ...                               # + compute-sanitizer runs
 #   FJORD_CUDA_ARCHS="80;90" ...                       # default: 90
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -37,6 +38,21 @@ for t in reference_test self_test_test lora_ops_test kernels_gpu_test lora_kerne
   echo "$t: rc=$r $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
   [ $r -ne 0 ] && { rc=1; grep -B2 -A12 -E "Failure|FAILED  \]" "$out/$t.log" | head -80; }
 done
+if [ "${FJORD_SANITIZE:-0}" = 1 ]; then
+  # compute-sanitizer over the GPU tests: memcheck on all, racecheck and
+  # synccheck on the kernels with shared memory and barriers. Appended to
+  # the tests' logs.
+  for t in kernels_gpu_test lora_kernels_gpu_test; do
+    compute-sanitizer --tool memcheck --error-exitcode 9 $build/$t >> "$out/$t.log" 2>&1
+    r=$?; echo "memcheck $t: rc=$r $(grep -m1 'ERROR SUMMARY' "$out/$t.log")"; [ $r -ne 0 ] && rc=1
+  done
+  for tool in racecheck synccheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $build/kernels_gpu_test \
+      --gtest_filter='*RmsNormMatches*:*RmsNormLaunchers*:*CrossEntropyRows*' \
+      >> "$out/kernels_gpu_test.log" 2>&1
+    r=$?; echo "$tool kernels_gpu_test (RMSNorm, CE rows): rc=$r"; [ $r -ne 0 ] && rc=1
+  done
+fi
 if [ "${FJORD_SKIP_BENCH:-0}" != 1 ]; then
   $build/kernel_bench ${FJORD_BENCH_ARGS:-} > "$out/kernel_bench.log" 2>&1 || rc=1
   $build/lora_kernel_bench ${FJORD_BENCH_ARGS:-} > "$out/lora_kernel_bench.log" 2>&1 || rc=1
