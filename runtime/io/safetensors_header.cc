@@ -251,6 +251,11 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
   if (const size_t bad = FirstInvalidUtf8(header); bad != absl::string_view::npos) {
     return Corrupt(file, absl::StrCat("header is not valid UTF-8 at file byte ", 8 + bad));
   }
+  // Raw NUL is never valid JSON, and nlohmann's lexer would take it for the
+  // end of input (accepting "{}\0garbage").
+  if (const size_t nul = header.find('\0'); nul != absl::string_view::npos) {
+    return Corrupt(file, absl::StrCat("header is not valid JSON: NUL byte at file byte ", 8 + nul));
+  }
   if (header.empty() || header[0] != '{') {
     return Corrupt(file, "header does not start with '{' (not a JSON object)");
   }
