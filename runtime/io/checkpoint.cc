@@ -160,7 +160,8 @@ absl::Status WriteCheckpointTensors(const std::string& dir,
           absl::StrCat("writing checkpoint ", dir, ": tensor '", name, "' is undefined"));
     }
     const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    if (!shards.back().empty() && current + bytes > static_cast<uint64_t>(max_shard_bytes)) {
+    if (!shards.back().empty() && bytes > 0 &&
+        current + bytes > static_cast<uint64_t>(max_shard_bytes)) {
       shards.emplace_back();
       current = 0;
     }

@@ -34,7 +34,7 @@ class CheckpointReader {
   // (messages name dir and file):
   //  - NotFound: neither file exists; a shard the index names is missing;
   //  - DataLoss: malformed index JSON, weight_map not name -> file string,
-  //    a shard path that is absolute or escapes dir ("..") , a name the index
+  //    a shard path that is absolute or escapes dir (".."), a name the index
   //    maps to a shard that lacks it, a corrupt safetensors file;
   //  - the Env's errors otherwise.
   static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(const std::string& dir,
@@ -68,8 +68,9 @@ class CheckpointReader {
 // model-00001-of-0000N.safetensors filled in the given order (a new shard
 // starts when the next tensor would push the current one past
 // max_shard_bytes; a single tensor larger than the limit gets a shard of its
-// own) plus model.safetensors.index.json with metadata.total_size and a
-// sorted weight_map. Each file is written atomically; the index is written
+// own; an empty tensor never starts a shard) plus
+// model.safetensors.index.json with metadata.total_size and a sorted
+// weight_map. Each file is written atomically; the index is written
 // after all shards. Files of a previous layout in dir (model.safetensors, the
 // index, old model-*-of-*.safetensors shards) are removed afterwards.
 // Errors: InvalidArgument (max_shard_bytes <= 0, duplicate names, bad
