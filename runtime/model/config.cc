@@ -1,0 +1,486 @@
+#include "runtime/model/config.h"
+
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "runtime/util/status_macros.h"
+
+namespace fjord::model {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr char kLlamaArch[] = "LlamaForCausalLM";
+constexpr char kQwen2Arch[] = "Qwen2ForCausalLM";
+
+// A short rendering of a JSON value for error messages.
+std::string Show(const Json& v) {
+  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
+absl::Status FieldError(absl::string_view field, absl::string_view msg) {
+  return absl::InvalidArgumentError(absl::StrCat("field '", field, "': ", msg));
+}
+
+// The value of obj[key], or nullptr when absent or null.
+const Json* Find(const Json& obj, const std::string& key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+absl::StatusOr<int64_t> AsInt(const Json& v, absl::string_view field) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return FieldError(field, absl::StrCat("integer out of range: ", Show(v)));
+    }
+    return static_cast<int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) {
+      return static_cast<int64_t>(d);
+    }
+  }
+  return FieldError(field, absl::StrCat("must be an integer, got ", Show(v)));
+}
+
+// Optional integer field; null counts as absent.
+absl::StatusOr<std::optional<int64_t>> GetInt(const Json& obj, const std::string& key,
+                                              absl::string_view field) {
+  const Json* v = Find(obj, key);
+  if (v == nullptr) return std::optional<int64_t>();
+  FJORD_ASSIGN_OR_RETURN(int64_t i, AsInt(*v, field));
+  return std::optional<int64_t>(i);
+}
+
+absl::StatusOr<int64_t> RequireInt(const Json& obj, const std::string& key) {
+  FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> v, GetInt(obj, key, key));
+  if (!v.has_value()) return FieldError(key, "is required");
+  return *v;
+}
+
+absl::StatusOr<std::optional<double>> GetDouble(const Json& obj, const std::string& key,
+                                                absl::string_view field) {
+  const Json* v = Find(obj, key);
+  if (v == nullptr) return std::optional<double>();
+  if (!v->is_number()) return FieldError(field, absl::StrCat("must be a number, got ", Show(*v)));
+  return std::optional<double>(v->get<double>());
+}
+
+absl::StatusOr<std::optional<bool>> GetBool(const Json& obj, const std::string& key) {
+  const Json* v = Find(obj, key);
+  if (v == nullptr) return std::optional<bool>();
+  if (!v->is_boolean()) return FieldError(key, absl::StrCat("must be true or false, got ", Show(*v)));
+  return std::optional<bool>(v->get<bool>());
+}
+
+absl::StatusOr<std::optional<std::string>> GetString(const Json& obj, const std::string& key,
+                                                     absl::string_view field) {
+  const Json* v = Find(obj, key);
+  if (v == nullptr) return std::optional<std::string>();
+  if (!v->is_string()) return FieldError(field, absl::StrCat("must be a string, got ", Show(*v)));
+  return std::optional<std::string>(v->get<std::string>());
+}
+
+// A token id field: an integer, a list of integers, or null.
+absl::StatusOr<std::vector<int64_t>> GetTokenIds(const Json& obj, const std::string& key) {
+  std::vector<int64_t> ids;
+  const Json* v = Find(obj, key);
+  if (v == nullptr) return ids;
+  if (v->is_array()) {
+    for (size_t i = 0; i < v->size(); ++i) {
+      FJORD_ASSIGN_OR_RETURN(int64_t id, AsInt((*v)[i], absl::StrCat(key, "[", i, "]")));
+      ids.push_back(id);
+    }
+    return ids;
+  }
+  if (!v->is_number()) {
+    return FieldError(key, absl::StrCat("must be an integer or a list of integers, got ", Show(*v)));
+  }
+  FJORD_ASSIGN_OR_RETURN(int64_t id, AsInt(*v, key));
+  ids.push_back(id);
+  return ids;
+}
+
+absl::StatusOr<std::optional<int64_t>> GetSingleTokenId(const Json& obj, const std::string& key) {
+  FJORD_ASSIGN_OR_RETURN(std::vector<int64_t> ids, GetTokenIds(obj, key));
+  if (ids.empty()) return std::optional<int64_t>();
+  // A list (seen for bos in a few configs): the first id is the one prepended.
+  return std::optional<int64_t>(ids.front());
+}
+
+// Sets family/architecture/model_type from "architectures" and "model_type".
+absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
+  std::optional<ModelFamily> from_arch;
+  if (const Json* archs = Find(root, "architectures")) {
+    if (!archs->is_array() || archs->empty()) {
+      return FieldError("architectures",
+                        absl::StrCat("must be a non-empty list of strings, got ", Show(*archs)));
+    }
+    std::vector<std::string> names;
+    for (const Json& a : *archs) {
+      if (!a.is_string()) {
+        return FieldError("architectures", absl::StrCat("must be a list of strings, got ", Show(*archs)));
+      }
+      names.push_back(a.get<std::string>());
+    }
+    for (const std::string& n : names) {
+      if (n == kLlamaArch) from_arch = ModelFamily::kLlama;
+      if (n == kQwen2Arch) from_arch = ModelFamily::kQwen2;
+      if (from_arch.has_value()) break;
+    }
+    if (!from_arch.has_value()) {
+      return FieldError("architectures",
+                        absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
+                                     "' is not supported; supported: ", kLlamaArch, ", ", kQwen2Arch));
+    }
+  }
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> model_type,
+                         GetString(root, "model_type", "model_type"));
+  std::optional<ModelFamily> from_type;
+  if (model_type.has_value()) {
+    if (*model_type == "llama") {
+      from_type = ModelFamily::kLlama;
+    } else if (*model_type == "qwen2") {
+      from_type = ModelFamily::kQwen2;
+    } else {
+      return FieldError("model_type", absl::StrCat("model type '", *model_type,
+                                                   "' is not supported; supported: llama, qwen2"));
+    }
+  }
+  if (!from_arch.has_value() && !from_type.has_value()) {
+    return FieldError("architectures", "is required (or 'model_type')");
+  }
+  if (from_arch.has_value() && from_type.has_value() && *from_arch != *from_type) {
+    return FieldError("model_type",
+                      absl::StrCat("'", *model_type, "' does not match architectures (",
+                                   *from_arch == ModelFamily::kLlama ? kLlamaArch : kQwen2Arch, ")"));
+  }
+  c.family = from_arch.has_value() ? *from_arch : *from_type;
+  c.architecture = c.family == ModelFamily::kLlama ? kLlamaArch : kQwen2Arch;
+  c.model_type = c.family == ModelFamily::kLlama ? "llama" : "qwen2";
+  return absl::OkStatus();
+}
+
+// RoPE from v5's "rope_parameters" or v4's "rope_theta" + "rope_scaling".
+absl::Status ParseRope(const Json& root, ModelConfig& c) {
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> top_theta,
+                         GetDouble(root, "rope_theta", "rope_theta"));
+  if (top_theta.has_value()) c.rope_theta = *top_theta;
+
+  std::string section = "rope_parameters";
+  const Json* rp = Find(root, section);
+  if (rp == nullptr) {
+    section = "rope_scaling";
+    rp = Find(root, section);
+  }
+  if (rp == nullptr) return absl::OkStatus();
+  if (!rp->is_object()) {
+    return FieldError(section, absl::StrCat("must be an object or null, got ", Show(*rp)));
+  }
+  for (const auto& [key, value] : rp->items()) {
+    if (value.is_object()) {
+      return FieldError(absl::StrCat(section, ".", key),
+                        "per-layer-type RoPE parameters are not supported");
+    }
+  }
+  auto field = [&](absl::string_view key) { return absl::StrCat(section, ".", key); };
+
+  std::string type_key = "rope_type";
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> type, GetString(*rp, "rope_type", field("rope_type")));
+  if (!type.has_value()) {
+    type_key = "type";
+    FJORD_ASSIGN_OR_RETURN(type, GetString(*rp, "type", field("type")));
+  }
+  const std::string rope_type = type.value_or("default");
+
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> theta, GetDouble(*rp, "rope_theta", field("rope_theta")));
+  if (theta.has_value()) c.rope_theta = *theta;
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> partial,
+                         GetDouble(*rp, "partial_rotary_factor", field("partial_rotary_factor")));
+  if (partial.has_value() && *partial != 1.0) {
+    return FieldError(field("partial_rotary_factor"),
+                      absl::StrCat("partial rotary embeddings are not supported, got ", *partial));
+  }
+
+  auto require_double = [&](const std::string& key) -> absl::StatusOr<double> {
+    FJORD_ASSIGN_OR_RETURN(std::optional<double> v, GetDouble(*rp, key, field(key)));
+    if (!v.has_value()) {
+      return FieldError(field(key), absl::StrCat("is required for rope type '", rope_type, "'"));
+    }
+    return *v;
+  };
+
+  RopeScaling& s = c.rope_scaling;
+  if (rope_type == "default") {
+    s.type = RopeType::kDefault;
+  } else if (rope_type == "linear") {
+    s.type = RopeType::kLinear;
+    FJORD_ASSIGN_OR_RETURN(s.factor, require_double("factor"));
+  } else if (rope_type == "llama3") {
+    s.type = RopeType::kLlama3;
+    FJORD_ASSIGN_OR_RETURN(s.factor, require_double("factor"));
+    FJORD_ASSIGN_OR_RETURN(s.low_freq_factor, require_double("low_freq_factor"));
+    FJORD_ASSIGN_OR_RETURN(s.high_freq_factor, require_double("high_freq_factor"));
+    FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> orig,
+                           GetInt(*rp, "original_max_position_embeddings",
+                                  field("original_max_position_embeddings")));
+    s.original_max_position_embeddings = orig.value_or(c.max_position_embeddings);
+  } else {
+    return FieldError(field(type_key), absl::StrCat("rope type '", rope_type,
+                                                    "' is not supported; supported: default, "
+                                                    "linear, llama3"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> Parse(const Json& root) {
+  if (!root.is_object()) return absl::InvalidArgumentError("config must be a JSON object");
+  ModelConfig c;
+  FJORD_RETURN_IF_ERROR(ParseArchitecture(root, c));
+  const bool llama = c.family == ModelFamily::kLlama;
+
+  FJORD_ASSIGN_OR_RETURN(c.vocab_size, RequireInt(root, "vocab_size"));
+  FJORD_ASSIGN_OR_RETURN(c.hidden_size, RequireInt(root, "hidden_size"));
+  FJORD_ASSIGN_OR_RETURN(c.intermediate_size, RequireInt(root, "intermediate_size"));
+  FJORD_ASSIGN_OR_RETURN(c.num_hidden_layers, RequireInt(root, "num_hidden_layers"));
+  FJORD_ASSIGN_OR_RETURN(c.num_attention_heads, RequireInt(root, "num_attention_heads"));
+  if (c.num_attention_heads <= 0) {
+    return FieldError("num_attention_heads",
+                      absl::StrCat("must be positive, got ", c.num_attention_heads));
+  }
+  FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> kv,
+                         GetInt(root, "num_key_value_heads", "num_key_value_heads"));
+  c.num_key_value_heads = kv.value_or(c.num_attention_heads);
+  FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> head_dim, GetInt(root, "head_dim", "head_dim"));
+  if (head_dim.has_value()) {
+    c.head_dim = *head_dim;
+  } else {
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      return FieldError("head_dim", absl::StrCat("is absent and hidden_size ", c.hidden_size,
+                                                 " is not divisible by num_attention_heads ",
+                                                 c.num_attention_heads));
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> eps, GetDouble(root, "rms_norm_eps", "rms_norm_eps"));
+  if (eps.has_value()) c.rms_norm_eps = *eps;
+  c.max_position_embeddings = llama ? 2048 : 32768;
+  FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> max_pos,
+                         GetInt(root, "max_position_embeddings", "max_position_embeddings"));
+  if (max_pos.has_value()) c.max_position_embeddings = *max_pos;
+  FJORD_RETURN_IF_ERROR(ParseRope(root, c));
+
+  FJORD_ASSIGN_OR_RETURN(std::optional<bool> tie, GetBool(root, "tie_word_embeddings"));
+  c.tie_word_embeddings = tie.value_or(false);
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> dropout,
+                         GetDouble(root, "attention_dropout", "attention_dropout"));
+  c.attention_dropout = dropout.value_or(0.0);
+
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> act, GetString(root, "hidden_act", "hidden_act"));
+  if (act.has_value() && *act != "silu" && *act != "swish") {
+    return FieldError("hidden_act",
+                      absl::StrCat("activation '", *act, "' is not supported; supported: silu"));
+  }
+
+  FJORD_ASSIGN_OR_RETURN(std::optional<bool> attention_bias, GetBool(root, "attention_bias"));
+  FJORD_ASSIGN_OR_RETURN(std::optional<bool> mlp_bias, GetBool(root, "mlp_bias"));
+  if (llama) {
+    c.qkv_bias = attention_bias.value_or(false);
+    c.o_proj_bias = c.qkv_bias;
+    c.mlp_bias = mlp_bias.value_or(false);
+  } else {
+    // Qwen2's modeling code hard-codes its biases and ignores these fields.
+    c.qkv_bias = true;
+    c.o_proj_bias = false;
+    c.mlp_bias = false;
+    FJORD_ASSIGN_OR_RETURN(std::optional<bool> sliding, GetBool(root, "use_sliding_window"));
+    if (sliding.value_or(false)) {
+      return FieldError("use_sliding_window", "sliding-window attention is not supported");
+    }
+    if (const Json* types = Find(root, "layer_types")) {
+      if (!types->is_array()) {
+        return FieldError("layer_types", absl::StrCat("must be a list, got ", Show(*types)));
+      }
+      for (size_t i = 0; i < types->size(); ++i) {
+        const Json& t = (*types)[i];
+        if (!t.is_string() || t.get<std::string>() != "full_attention") {
+          return FieldError(absl::StrCat("layer_types[", i, "]"),
+                            absl::StrCat("only \"full_attention\" is supported, got ", Show(t)));
+        }
+      }
+    }
+  }
+
+  std::string dtype_key = "dtype";
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> dtype, GetString(root, "dtype", "dtype"));
+  if (!dtype.has_value()) {
+    dtype_key = "torch_dtype";
+    FJORD_ASSIGN_OR_RETURN(dtype, GetString(root, "torch_dtype", "torch_dtype"));
+  }
+  if (dtype.has_value()) {
+    if (*dtype != "float32" && *dtype != "bfloat16" && *dtype != "float16") {
+      return FieldError(dtype_key, absl::StrCat("dtype '", *dtype,
+                                                "' is not supported; supported: float32, "
+                                                "bfloat16, float16"));
+    }
+    c.dtype = *dtype;
+  }
+
+  FJORD_ASSIGN_OR_RETURN(c.bos_token_id, GetSingleTokenId(root, "bos_token_id"));
+  FJORD_ASSIGN_OR_RETURN(c.eos_token_ids, GetTokenIds(root, "eos_token_id"));
+  FJORD_ASSIGN_OR_RETURN(c.pad_token_id, GetSingleTokenId(root, "pad_token_id"));
+
+  FJORD_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+}  // namespace
+
+absl::Status ModelConfig::Validate() const {
+  auto positive = [](absl::string_view field, int64_t v) -> absl::Status {
+    if (v <= 0) return FieldError(field, absl::StrCat("must be positive, got ", v));
+    return absl::OkStatus();
+  };
+  FJORD_RETURN_IF_ERROR(positive("vocab_size", vocab_size));
+  FJORD_RETURN_IF_ERROR(positive("hidden_size", hidden_size));
+  FJORD_RETURN_IF_ERROR(positive("intermediate_size", intermediate_size));
+  FJORD_RETURN_IF_ERROR(positive("num_hidden_layers", num_hidden_layers));
+  FJORD_RETURN_IF_ERROR(positive("num_attention_heads", num_attention_heads));
+  FJORD_RETURN_IF_ERROR(positive("num_key_value_heads", num_key_value_heads));
+  FJORD_RETURN_IF_ERROR(positive("head_dim", head_dim));
+  FJORD_RETURN_IF_ERROR(positive("max_position_embeddings", max_position_embeddings));
+  if (num_attention_heads % num_key_value_heads != 0) {
+    return FieldError("num_key_value_heads",
+                      absl::StrCat(num_key_value_heads, " does not divide num_attention_heads ",
+                                   num_attention_heads));
+  }
+  if (head_dim % 2 != 0) {
+    return FieldError("head_dim", absl::StrCat("must be even for rotary embeddings, got ", head_dim));
+  }
+  if (!(rms_norm_eps > 0.0) || !std::isfinite(rms_norm_eps)) {
+    return FieldError("rms_norm_eps", absl::StrCat("must be positive, got ", rms_norm_eps));
+  }
+  if (!(rope_theta > 0.0) || !std::isfinite(rope_theta)) {
+    return FieldError("rope_theta", absl::StrCat("must be positive, got ", rope_theta));
+  }
+  if (!(attention_dropout >= 0.0 && attention_dropout < 1.0)) {
+    return FieldError("attention_dropout", absl::StrCat("must be in [0, 1), got ", attention_dropout));
+  }
+  const RopeScaling& s = rope_scaling;
+  if (s.type != RopeType::kDefault && !(s.factor > 0.0 && std::isfinite(s.factor))) {
+    return FieldError("rope_parameters.factor", absl::StrCat("must be positive, got ", s.factor));
+  }
+  if (s.type == RopeType::kLlama3) {
+    if (!(s.low_freq_factor > 0.0)) {
+      return FieldError("rope_parameters.low_freq_factor",
+                        absl::StrCat("must be positive, got ", s.low_freq_factor));
+    }
+    if (!(s.high_freq_factor > s.low_freq_factor)) {
+      return FieldError("rope_parameters.high_freq_factor",
+                        absl::StrCat("must exceed low_freq_factor ", s.low_freq_factor, ", got ",
+                                     s.high_freq_factor));
+    }
+    if (s.original_max_position_embeddings <= 0) {
+      return FieldError("rope_parameters.original_max_position_embeddings",
+                        absl::StrCat("must be positive, got ", s.original_max_position_embeddings));
+    }
+  }
+  if (family == ModelFamily::kQwen2 && (!qkv_bias || o_proj_bias || mlp_bias)) {
+    return FieldError("attention_bias",
+                      "Qwen2 has q/k/v biases and no o_proj or MLP biases");
+  }
+  if (family == ModelFamily::kLlama && qkv_bias != o_proj_bias) {
+    return FieldError("attention_bias", "Llama's attention_bias covers q, k, v and o_proj alike");
+  }
+  if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
+    return FieldError("dtype", absl::StrCat("dtype '", dtype, "' is not supported"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view json, absl::string_view name) {
+  Json root;
+  try {
+    root = Json::parse(json.begin(), json.end());
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": malformed JSON: ", e.what()));
+  }
+  absl::StatusOr<ModelConfig> c = Parse(root);
+  if (!c.ok()) {
+    return absl::Status(c.status().code(), absl::StrCat(name, ": ", c.status().message()));
+  }
+  return c;
+}
+
+absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  FJORD_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(path));
+  return FromJson(text, path);
+}
+
+std::string ModelConfig::ToJson() const {
+  nlohmann::ordered_json j;
+  const bool llama = family == ModelFamily::kLlama;
+  j["architectures"] = {llama ? kLlamaArch : kQwen2Arch};
+  j["model_type"] = llama ? "llama" : "qwen2";
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["head_dim"] = head_dim;
+  j["hidden_act"] = "silu";
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["attention_dropout"] = attention_dropout;
+  if (llama) {
+    j["attention_bias"] = qkv_bias;
+    j["mlp_bias"] = mlp_bias;
+  }
+  nlohmann::ordered_json rope;
+  rope["rope_theta"] = rope_theta;
+  switch (rope_scaling.type) {
+    case RopeType::kDefault:
+      rope["rope_type"] = "default";
+      break;
+    case RopeType::kLinear:
+      rope["rope_type"] = "linear";
+      rope["factor"] = rope_scaling.factor;
+      break;
+    case RopeType::kLlama3:
+      rope["rope_type"] = "llama3";
+      rope["factor"] = rope_scaling.factor;
+      rope["low_freq_factor"] = rope_scaling.low_freq_factor;
+      rope["high_freq_factor"] = rope_scaling.high_freq_factor;
+      rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+      break;
+  }
+  j["rope_parameters"] = rope;
+  if (!dtype.empty()) j["dtype"] = dtype;
+  j["bos_token_id"] = bos_token_id.has_value() ? nlohmann::ordered_json(*bos_token_id) : nullptr;
+  if (eos_token_ids.empty()) {
+    j["eos_token_id"] = nullptr;
+  } else if (eos_token_ids.size() == 1) {
+    j["eos_token_id"] = eos_token_ids[0];
+  } else {
+    j["eos_token_id"] = eos_token_ids;
+  }
+  j["pad_token_id"] = pad_token_id.has_value() ? nlohmann::ordered_json(*pad_token_id) : nullptr;
+  return j.dump(2);
+}
+
+}  // namespace fjord::model

@@ -1,0 +1,106 @@
+// The decoder's hyper-parameters, parsed from a Hugging Face config.json as
+// transformers writes it (v4 field names and v5's "rope_parameters"). Plain
+// C++: no LibTorch, so tools that only inspect a model stay light.
+//
+//   FJORD_ASSIGN_OR_RETURN(model::ModelConfig cfg, model::ModelConfig::FromFile(dir + "/config.json"));
+//
+// Supported architectures: LlamaForCausalLM (model_type "llama") and
+// Qwen2ForCausalLM (model_type "qwen2"). RoPE: default, linear and llama3
+// scaling.
+#ifndef FJORD_RUNTIME_MODEL_CONFIG_H_
+#define FJORD_RUNTIME_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "runtime/util/env.h"
+
+namespace fjord::model {
+
+enum class ModelFamily {
+  kLlama,  // LlamaForCausalLM: q,k,v,o biases iff attention_bias; MLP biases iff mlp_bias
+  kQwen2,  // Qwen2ForCausalLM: q,k,v biases always, o_proj and MLP never
+};
+
+enum class RopeType {
+  kDefault,  // inv_freq = 1 / theta^(2i/D)
+  kLinear,   // inv_freq / factor
+  kLlama3,   // Llama 3.1 frequency-dependent scaling (factor, low/high_freq_factor)
+};
+
+// RoPE scaling parameters (rope_scaling, or v5's rope_parameters).
+struct RopeScaling {
+  RopeType type = RopeType::kDefault;
+  double factor = 1.0;            // linear, llama3
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  // llama3: the pre-training context length; defaults to
+  // max_position_embeddings when absent (as transformers does).
+  int64_t original_max_position_embeddings = 0;
+};
+
+struct ModelConfig {
+  ModelFamily family = ModelFamily::kLlama;
+  std::string architecture;  // "LlamaForCausalLM" or "Qwen2ForCausalLM"
+  std::string model_type;    // "llama" or "qwen2"
+
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;  // default: num_attention_heads
+  int64_t head_dim = 0;             // default: hidden_size / num_attention_heads
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  int64_t max_position_embeddings = 2048;  // default: 2048 (llama), 32768 (qwen2)
+  bool tie_word_embeddings = false;
+  double attention_dropout = 0.0;  // applied in training mode only
+
+  // Which linear layers carry a bias (derived from the family and
+  // attention_bias / mlp_bias).
+  bool qkv_bias = false;
+  bool o_proj_bias = false;
+  bool mlp_bias = false;
+
+  // "float32", "bfloat16", "float16" (from "dtype" or "torch_dtype"); empty
+  // if the config names none.
+  std::string dtype;
+
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;  // "eos_token_id": int or list
+  std::optional<int64_t> pad_token_id;
+
+  // Parses config.json text. `name` (usually the path) prefixes every error
+  // message. Errors: InvalidArgument naming `name` and the field for malformed
+  // JSON, a missing required field (vocab_size, hidden_size,
+  // intermediate_size, num_hidden_layers, num_attention_heads, and one of
+  // architectures / model_type), a field of the wrong type or out of range,
+  // an unsupported architecture / model_type / rope type / hidden_act, or
+  // inconsistent sizes (heads not dividing, odd head_dim).
+  static absl::StatusOr<ModelConfig> FromJson(absl::string_view json, absl::string_view name);
+
+  // Reads and parses path through env (default Env::Default()). Errors: the
+  // Env's (NotFound naming the path) and FromJson's.
+  static absl::StatusOr<ModelConfig> FromFile(const std::string& path, Env* env = nullptr);
+
+  // Checks the invariants FromJson enforces (for configs built in code, e.g.
+  // RandomInit's). InvalidArgument naming the field.
+  absl::Status Validate() const;
+
+  // A config.json transformers can load (v5 form, with rope_parameters).
+  std::string ToJson() const;
+
+  int64_t q_size() const { return num_attention_heads * head_dim; }
+  int64_t kv_size() const { return num_key_value_heads * head_dim; }
+};
+
+}  // namespace fjord::model
+
+#endif  // FJORD_RUNTIME_MODEL_CONFIG_H_

@@ -1,0 +1,468 @@
+#include "runtime/model/config.h"
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/util/env.h"
+
+namespace fjord::model {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Json = nlohmann::json;
+
+// config.json as transformers 5.23 writes it for LlamaForCausalLM with
+// llama3 RoPE scaling (save_pretrained output, trimmed of nothing).
+constexpr char kLlamaV5[] = R"({
+  "architectures": ["LlamaForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "bos_token_id": 1,
+  "dtype": "bfloat16",
+  "eos_token_id": 2,
+  "head_dim": 8,
+  "hidden_act": "silu",
+  "hidden_size": 32,
+  "initializer_range": 0.02,
+  "intermediate_size": 48,
+  "max_position_embeddings": 256,
+  "mlp_bias": false,
+  "model_type": "llama",
+  "num_attention_heads": 4,
+  "num_hidden_layers": 2,
+  "num_key_value_heads": 2,
+  "pad_token_id": null,
+  "pretraining_tp": 1,
+  "rms_norm_eps": 1e-06,
+  "rope_parameters": {
+    "factor": 8.0,
+    "high_freq_factor": 4.0,
+    "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 64,
+    "rope_theta": 500000.0,
+    "rope_type": "llama3"
+  },
+  "tie_word_embeddings": false,
+  "transformers_version": "5.23.0",
+  "use_cache": true,
+  "vocab_size": 64
+})";
+
+// Qwen2Config as transformers 5.23 writes it.
+constexpr char kQwen2V5[] = R"({
+  "architectures": ["Qwen2ForCausalLM"],
+  "attention_dropout": 0.0,
+  "bos_token_id": null,
+  "dtype": "float32",
+  "eos_token_id": null,
+  "hidden_act": "silu",
+  "hidden_size": 32,
+  "initializer_range": 0.02,
+  "intermediate_size": 48,
+  "layer_types": ["full_attention", "full_attention"],
+  "max_position_embeddings": 32768,
+  "max_window_layers": 28,
+  "model_type": "qwen2",
+  "num_attention_heads": 4,
+  "num_hidden_layers": 2,
+  "num_key_value_heads": 2,
+  "pad_token_id": null,
+  "rms_norm_eps": 1e-06,
+  "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
+  "sliding_window": null,
+  "tie_word_embeddings": true,
+  "transformers_version": "5.23.0",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 64
+})";
+
+// A minimal v4-style Llama config: top-level rope_theta, rope_scaling,
+// torch_dtype, defaults for the rest.
+Json MinimalV4() {
+  return Json::parse(R"({
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 100,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 8
+  })");
+}
+
+absl::StatusOr<ModelConfig> Parse(const Json& j) { return ModelConfig::FromJson(j.dump(), "cfg.json"); }
+
+void ExpectInvalid(const Json& j, const std::string& field, const std::string& detail = "") {
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_FALSE(c.ok()) << j.dump();
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  EXPECT_THAT(c.status().message(), HasSubstr("cfg.json: "));
+  EXPECT_THAT(c.status().message(), HasSubstr("field '" + field + "'"));
+  if (!detail.empty()) {
+    EXPECT_THAT(c.status().message(), HasSubstr(detail));
+  }
+}
+
+TEST(ModelConfigTest, ParsesTransformersV5Llama) {
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(kLlamaV5, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kLlama);
+  EXPECT_EQ(c->architecture, "LlamaForCausalLM");
+  EXPECT_EQ(c->model_type, "llama");
+  EXPECT_EQ(c->vocab_size, 64);
+  EXPECT_EQ(c->hidden_size, 32);
+  EXPECT_EQ(c->intermediate_size, 48);
+  EXPECT_EQ(c->num_hidden_layers, 2);
+  EXPECT_EQ(c->num_attention_heads, 4);
+  EXPECT_EQ(c->num_key_value_heads, 2);
+  EXPECT_EQ(c->head_dim, 8);
+  EXPECT_DOUBLE_EQ(c->rms_norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kLlama3);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 8.0);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.low_freq_factor, 1.0);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 64);
+  EXPECT_EQ(c->max_position_embeddings, 256);
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_FALSE(c->qkv_bias);
+  EXPECT_FALSE(c->o_proj_bias);
+  EXPECT_FALSE(c->mlp_bias);
+  EXPECT_EQ(c->dtype, "bfloat16");
+  EXPECT_EQ(c->bos_token_id, 1);
+  EXPECT_THAT(c->eos_token_ids, ElementsAre(2));
+  EXPECT_FALSE(c->pad_token_id.has_value());
+  EXPECT_EQ(c->q_size(), 32);
+  EXPECT_EQ(c->kv_size(), 16);
+}
+
+TEST(ModelConfigTest, ParsesTransformersV5Qwen2) {
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(kQwen2V5, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen2);
+  EXPECT_EQ(c->architecture, "Qwen2ForCausalLM");
+  EXPECT_TRUE(c->qkv_bias);
+  EXPECT_FALSE(c->o_proj_bias);
+  EXPECT_FALSE(c->mlp_bias);
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 1e6);
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kDefault);
+  EXPECT_EQ(c->max_position_embeddings, 32768);
+  EXPECT_EQ(c->head_dim, 8);
+  EXPECT_EQ(c->dtype, "float32");
+  EXPECT_FALSE(c->bos_token_id.has_value());
+  EXPECT_TRUE(c->eos_token_ids.empty());
+}
+
+TEST(ModelConfigTest, DefaultsForAbsentFields) {
+  absl::StatusOr<ModelConfig> c = Parse(MinimalV4());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_key_value_heads, 8);  // = heads
+  EXPECT_EQ(c->head_dim, 8);             // hidden / heads
+  EXPECT_DOUBLE_EQ(c->rms_norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 10000.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kDefault);
+  EXPECT_EQ(c->max_position_embeddings, 2048);
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_EQ(c->dtype, "");
+  EXPECT_FALSE(c->bos_token_id.has_value());
+}
+
+TEST(ModelConfigTest, ArchitectureFromModelTypeAlone) {
+  Json j = MinimalV4();
+  j.erase("architectures");
+  j["model_type"] = "qwen2";
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen2);
+  EXPECT_EQ(c->max_position_embeddings, 32768);
+}
+
+TEST(ModelConfigTest, LegacyRopeScalingLlama3WithTopLevelTheta) {
+  Json j = MinimalV4();
+  j["rope_theta"] = 500000.0;
+  j["max_position_embeddings"] = 131072;
+  j["torch_dtype"] = "float16";
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}};  // no original_max_position_embeddings
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kLlama3);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 32.0);
+  // Falls back to max_position_embeddings, as transformers does.
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 131072);
+  EXPECT_EQ(c->dtype, "float16");
+}
+
+TEST(ModelConfigTest, LegacyRopeScalingTypeKeyLinear) {
+  Json j = MinimalV4();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kLinear);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 2.0);
+}
+
+TEST(ModelConfigTest, NullRopeScalingAndDefaultType) {
+  Json j = MinimalV4();
+  j["rope_scaling"] = nullptr;
+  ASSERT_TRUE(Parse(j).ok());
+  j["rope_scaling"] = {{"rope_type", "default"}};
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kDefault);
+}
+
+TEST(ModelConfigTest, RopeParametersThetaFallsBackToTopLevel) {
+  Json j = MinimalV4();
+  j["rope_theta"] = 1234.0;
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 4.0}};
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->rope_theta, 1234.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kLinear);
+}
+
+TEST(ModelConfigTest, TokenIdForms) {
+  Json j = MinimalV4();
+  j["bos_token_id"] = 128000;
+  j["eos_token_id"] = {128001, 128008, 128009};
+  j["pad_token_id"] = 0;
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->bos_token_id, 128000);
+  EXPECT_THAT(c->eos_token_ids, ElementsAre(128001, 128008, 128009));
+  EXPECT_EQ(c->pad_token_id, 0);
+  j["eos_token_id"] = {1, "two"};
+  ExpectInvalid(j, "eos_token_id[1]", "must be an integer");
+  j["eos_token_id"] = "x";
+  ExpectInvalid(j, "eos_token_id", "an integer or a list of integers");
+}
+
+TEST(ModelConfigTest, LlamaBiases) {
+  Json j = MinimalV4();
+  j["attention_bias"] = true;
+  j["mlp_bias"] = true;
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->qkv_bias);
+  EXPECT_TRUE(c->o_proj_bias);
+  EXPECT_TRUE(c->mlp_bias);
+}
+
+TEST(ModelConfigTest, RefusesUnknownArchitectureNamingIt) {
+  Json j = MinimalV4();
+  j["architectures"] = {"MistralForCausalLM"};
+  j["model_type"] = "mistral";
+  ExpectInvalid(j, "architectures", "'MistralForCausalLM' is not supported");
+  j.erase("architectures");
+  ExpectInvalid(j, "model_type", "'mistral' is not supported");
+}
+
+TEST(ModelConfigTest, RefusesMismatchedModelType) {
+  Json j = MinimalV4();
+  j["model_type"] = "qwen2";
+  ExpectInvalid(j, "model_type", "does not match");
+}
+
+TEST(ModelConfigTest, RefusesMissingArchitecture) {
+  Json j = MinimalV4();
+  j.erase("architectures");
+  j.erase("model_type");
+  ExpectInvalid(j, "architectures", "is required");
+}
+
+TEST(ModelConfigTest, RefusesMissingAndMistypedFields) {
+  for (const char* field : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                            "num_attention_heads"}) {
+    Json j = MinimalV4();
+    j.erase(field);
+    ExpectInvalid(j, field, "is required");
+    j[field] = nullptr;
+    ExpectInvalid(j, field, "is required");
+    j[field] = "64";
+    ExpectInvalid(j, field, "must be an integer");
+    j[field] = 1.5;
+    ExpectInvalid(j, field, "must be an integer");
+  }
+  Json j = MinimalV4();
+  j["vocab_size"] = 0;
+  ExpectInvalid(j, "vocab_size", "must be positive");
+  j = MinimalV4();
+  j["rms_norm_eps"] = "small";
+  ExpectInvalid(j, "rms_norm_eps", "must be a number");
+  j = MinimalV4();
+  j["rms_norm_eps"] = -1.0;
+  ExpectInvalid(j, "rms_norm_eps", "must be positive");
+  j = MinimalV4();
+  j["tie_word_embeddings"] = 1;
+  ExpectInvalid(j, "tie_word_embeddings", "true or false");
+  j = MinimalV4();
+  j["attention_bias"] = "yes";
+  ExpectInvalid(j, "attention_bias", "true or false");
+  j = MinimalV4();
+  j["max_position_embeddings"] = -4;
+  ExpectInvalid(j, "max_position_embeddings", "must be positive");
+  j = MinimalV4();
+  j["architectures"] = "LlamaForCausalLM";
+  ExpectInvalid(j, "architectures", "non-empty list");
+}
+
+TEST(ModelConfigTest, AcceptsIntegralFloatsForIntegers) {
+  Json j = MinimalV4();
+  j["vocab_size"] = 100.0;
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->vocab_size, 100);
+}
+
+TEST(ModelConfigTest, RefusesInconsistentHeads) {
+  Json j = MinimalV4();
+  j["num_key_value_heads"] = 3;
+  ExpectInvalid(j, "num_key_value_heads", "does not divide num_attention_heads 8");
+  j = MinimalV4();
+  j["num_attention_heads"] = 6;  // 64 % 6 != 0 and no head_dim
+  ExpectInvalid(j, "head_dim", "not divisible");
+  j["head_dim"] = 16;  // explicit head_dim: fine
+  ASSERT_TRUE(Parse(j).ok());
+  j["head_dim"] = 7;
+  ExpectInvalid(j, "head_dim", "must be even");
+}
+
+TEST(ModelConfigTest, RefusesUnsupportedRopeTypesNamingThem) {
+  Json j = MinimalV4();
+  j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  ExpectInvalid(j, "rope_scaling.rope_type", "rope type 'dynamic' is not supported");
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}};
+  ExpectInvalid(j, "rope_scaling.type", "rope type 'yarn' is not supported");
+  j.erase("rope_scaling");
+  j["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 10000.0}};
+  ExpectInvalid(j, "rope_parameters.rope_type", "'longrope'");
+}
+
+TEST(ModelConfigTest, RefusesBadRopeParameters) {
+  Json j = MinimalV4();
+  j["rope_parameters"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}};
+  ExpectInvalid(j, "rope_parameters.high_freq_factor", "is required for rope type 'llama3'");
+  j["rope_parameters"] = {{"rope_type", "linear"}};
+  ExpectInvalid(j, "rope_parameters.factor", "is required");
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"factor", "2"}};
+  ExpectInvalid(j, "rope_parameters.factor", "must be a number");
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"factor", -2.0}};
+  ExpectInvalid(j, "rope_parameters.factor", "must be positive");
+  j["rope_parameters"] = {{"rope_type", "llama3"},
+                          {"factor", 8.0},
+                          {"low_freq_factor", 4.0},
+                          {"high_freq_factor", 4.0}};
+  ExpectInvalid(j, "rope_parameters.high_freq_factor", "must exceed low_freq_factor");
+  j["rope_parameters"] = {{"rope_type", "default"}, {"partial_rotary_factor", 0.5}};
+  ExpectInvalid(j, "rope_parameters.partial_rotary_factor", "not supported");
+  j["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}}}};
+  ExpectInvalid(j, "rope_parameters.full_attention", "per-layer-type");
+  j["rope_parameters"] = 3;
+  ExpectInvalid(j, "rope_parameters", "must be an object");
+}
+
+TEST(ModelConfigTest, RefusesUnsupportedFeatures) {
+  Json j = MinimalV4();
+  j["hidden_act"] = "gelu";
+  ExpectInvalid(j, "hidden_act", "'gelu' is not supported");
+  j = Json::parse(kQwen2V5);
+  j["use_sliding_window"] = true;
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(j.dump(), "cfg.json");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("field 'use_sliding_window'"));
+  j["use_sliding_window"] = false;
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  c = ModelConfig::FromJson(j.dump(), "cfg.json");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("field 'layer_types[1]'"));
+}
+
+TEST(ModelConfigTest, RefusesUnsupportedDtypeNamingTheKey) {
+  Json j = MinimalV4();
+  j["torch_dtype"] = "float64";
+  ExpectInvalid(j, "torch_dtype", "dtype 'float64' is not supported");
+  j["dtype"] = "int8";
+  ExpectInvalid(j, "dtype", "'int8'");
+}
+
+TEST(ModelConfigTest, MalformedJsonNamesTheFile) {
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson("{\"vocab_size\": 3,", "/m/config.json");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("/m/config.json: malformed JSON"));
+  c = ModelConfig::FromJson("[1, 2]", "/m/config.json");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("/m/config.json: config must be a JSON object"));
+}
+
+TEST(ModelConfigTest, FromFileReadsThroughEnvAndReportsMissingFile) {
+  std::unique_ptr<Env> env = NewMemEnv();
+  ASSERT_TRUE(env->CreateDirs("/m").ok());
+  ASSERT_TRUE(env->WriteFileAtomic("/m/config.json", kQwen2V5).ok());
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromFile("/m/config.json", env.get());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen2);
+
+  c = ModelConfig::FromFile("/nope/config.json", env.get());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(c.status().message(), HasSubstr("/nope/config.json"));
+
+  ASSERT_TRUE(env->WriteFileAtomic("/m/bad.json", R"({"architectures": ["GPT2LMHeadModel"]})").ok());
+  c = ModelConfig::FromFile("/m/bad.json", env.get());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("/m/bad.json: field 'architectures'"));
+}
+
+TEST(ModelConfigTest, ToJsonRoundTrips) {
+  for (const char* text : {kLlamaV5, kQwen2V5}) {
+    absl::StatusOr<ModelConfig> a = ModelConfig::FromJson(text, "a");
+    ASSERT_TRUE(a.ok()) << a.status();
+    a->eos_token_ids = {5, 6};
+    absl::StatusOr<ModelConfig> b = ModelConfig::FromJson(a->ToJson(), "b");
+    ASSERT_TRUE(b.ok()) << b.status() << "\n" << a->ToJson();
+    EXPECT_EQ(b->family, a->family);
+    EXPECT_EQ(b->vocab_size, a->vocab_size);
+    EXPECT_EQ(b->num_key_value_heads, a->num_key_value_heads);
+    EXPECT_EQ(b->head_dim, a->head_dim);
+    EXPECT_DOUBLE_EQ(b->rope_theta, a->rope_theta);
+    EXPECT_EQ(b->rope_scaling.type, a->rope_scaling.type);
+    EXPECT_DOUBLE_EQ(b->rope_scaling.factor, a->rope_scaling.factor);
+    EXPECT_EQ(b->rope_scaling.original_max_position_embeddings,
+              a->rope_scaling.original_max_position_embeddings);
+    EXPECT_EQ(b->tie_word_embeddings, a->tie_word_embeddings);
+    EXPECT_EQ(b->qkv_bias, a->qkv_bias);
+    EXPECT_EQ(b->dtype, a->dtype);
+    EXPECT_EQ(b->bos_token_id, a->bos_token_id);
+    EXPECT_EQ(b->eos_token_ids, a->eos_token_ids);
+  }
+}
+
+TEST(ModelConfigTest, ValidateCatchesHandBuiltMistakes) {
+  ModelConfig c;
+  absl::Status s = c.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("field 'vocab_size'"));
+  c.vocab_size = 10;
+  c.hidden_size = 8;
+  c.intermediate_size = 16;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 2;
+  c.head_dim = 4;
+  EXPECT_TRUE(c.Validate().ok());
+  c.family = ModelFamily::kQwen2;  // Qwen2 needs its q/k/v biases
+  s = c.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("field 'attention_bias'"));
+}
+
+}  // namespace
+}  // namespace fjord::model

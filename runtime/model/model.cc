@@ -1,0 +1,549 @@
+// Llama / Qwen2 decoder: embeddings, pre-norm blocks (RMSNorm -> attention
+// with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual), final RMSNorm,
+// lm_head; plus loading from a Hugging Face checkpoint and gradient
+// checkpointing of each block.
+//
+// Shape legend: B batch, T tokens, C hidden, Hq query heads, Hk key/value
+// heads, D head dim, I intermediate, V vocab.
+#include "runtime/model/model.h"
+
+#include <ATen/core/Generator.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/kernels/ops.h"
+#include "runtime/util/status_macros.h"
+#include "runtime/util/torch_status.h"
+
+namespace fjord::model {
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+std::string DtypeName(torch::Dtype dtype) {
+  switch (dtype) {
+    case torch::kFloat32:
+      return "float32";
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kFloat16:
+      return "float16";
+    default:
+      return std::string(c10::toString(dtype));
+  }
+}
+
+// ---- Gradient checkpointing ----
+//
+// The layer's forward runs without autograd; backward recomputes it from the
+// saved input, with the RNG states of the forward, and differentiates the
+// recomputation with respect to the input and the parameters that required
+// grad at call time (passed as inputs so autograd routes their gradients).
+
+struct RngSnapshot {
+  Tensor cpu;   // CPU generator state
+  Tensor cuda;  // CUDA generator state of `cuda_device`, or undefined
+  c10::DeviceIndex cuda_device = -1;
+};
+
+RngSnapshot TakeRng(const torch::Device& device) {
+  RngSnapshot s;
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    s.cpu = gen.get_state();
+  }
+  if (device.is_cuda()) {
+    s.cuda_device = device.has_index() ? device.index() : 0;
+    at::Generator gen = at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, s.cuda_device));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    s.cuda = gen.get_state();
+  }
+  return s;
+}
+
+void RestoreRng(const RngSnapshot& s) {
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(s.cpu);
+  }
+  if (s.cuda.defined()) {
+    at::Generator gen =
+        at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, s.cuda_device));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(s.cuda);
+  }
+}
+
+// What backward needs besides the saved input.
+struct CheckpointState : torch::CustomClassHolder {
+  std::shared_ptr<DecoderLayer> layer;
+  Tensor cos, sin, mask;          // (B, T, D), (B, T, D), (B, 1, T, T) or undefined
+  std::vector<Tensor> params;     // parameters that required grad at call time
+  RngSnapshot rng;
+  bool input_requires_grad = false;
+};
+
+struct CheckpointedLayerFn : public torch::autograd::Function<CheckpointedLayerFn> {
+  // x: (B, T, C); params: the layer's trainable parameters (for autograd's
+  // bookkeeping; the layer reads its own). Returns (B, T, C).
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, at::TensorList params,
+                        c10::intrusive_ptr<CheckpointState> state) {
+    state->rng = TakeRng(x.device());
+    state->input_requires_grad = x.requires_grad();
+    Tensor y = state->layer->forward(x, state->cos, state->sin, state->mask);
+    ctx->save_for_backward({x});
+    ctx->saved_data["state"] = c10::IValue::make_capsule(state);
+    (void)params;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto state = c10::static_intrusive_pointer_cast<CheckpointState>(
+        ctx->saved_data["state"].toCapsule());
+    Tensor x = ctx->get_saved_variables()[0];
+    Tensor x_in = x.detach().requires_grad_(state->input_requires_grad);
+
+    const RngSnapshot now = TakeRng(x.device());
+    RestoreRng(state->rng);
+    Tensor y;
+    {
+      torch::AutoGradMode enable(true);
+      y = state->layer->forward(x_in, state->cos, state->sin, state->mask);
+    }
+    RestoreRng(now);
+
+    std::vector<Tensor> inputs;
+    if (state->input_requires_grad) inputs.push_back(x_in);
+    for (const Tensor& p : state->params) inputs.push_back(p);
+    std::vector<Tensor> g;
+    if (!inputs.empty() && y.requires_grad()) {
+      g = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false,
+                                /*create_graph=*/false, /*allow_unused=*/true);
+    } else {
+      g.assign(inputs.size(), Tensor());
+    }
+    variable_list out;
+    size_t k = 0;
+    out.push_back(state->input_requires_grad ? g[k++] : Tensor());
+    for (size_t i = 0; i < state->params.size(); ++i) out.push_back(g[k++]);
+    out.push_back(Tensor());  // state
+    return out;
+  }
+};
+
+}  // namespace
+
+// ---- Modules ----
+
+RmsNormModule::RmsNormModule(Tensor weight, double eps) : eps_(eps) {
+  weight_ = register_parameter("weight", std::move(weight), /*requires_grad=*/false);
+}
+
+Tensor RmsNormModule::forward(const Tensor& x) { return kernels::RmsNorm(x, weight_, eps_); }
+
+Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
+                     std::shared_ptr<LinearBase> k, std::shared_ptr<LinearBase> v,
+                     std::shared_ptr<LinearBase> o)
+    : q_proj(std::move(q)),
+      k_proj(std::move(k)),
+      v_proj(std::move(v)),
+      o_proj(std::move(o)),
+      num_heads_(config.num_attention_heads),
+      num_kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim),
+      dropout_(config.attention_dropout) {
+  register_module("q_proj", q_proj);
+  register_module("k_proj", k_proj);
+  register_module("v_proj", v_proj);
+  register_module("o_proj", o_proj);
+}
+
+Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
+                          const Tensor& mask) {
+  const int64_t b = x.size(0);
+  const int64_t t = x.size(1);
+  Tensor q = q_proj->forward(x).view({b, t, num_heads_, head_dim_}).transpose(1, 2);     // (B, Hq, T, D)
+  Tensor k = k_proj->forward(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
+  Tensor v = v_proj->forward(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
+  std::tie(q, k) = kernels::ApplyRope(q, k, cos, sin);
+  const double dropout = is_training() ? dropout_ : 0.0;
+  Tensor attn;  // (B, Hq, T, D)
+  if (mask.defined()) {
+    // Packed rows: block-diagonal causal mask. Expand k/v to every query
+    // head so the memory-efficient kernels (which take a mask but not GQA)
+    // stay eligible.
+    if (num_kv_heads_ != num_heads_) {
+      const int64_t group = num_heads_ / num_kv_heads_;
+      k = k.repeat_interleave(group, /*dim=*/1);
+      v = v.repeat_interleave(group, /*dim=*/1);
+    }
+    attn = at::scaled_dot_product_attention(q, k, v, mask, dropout, /*is_causal=*/false);
+  } else {
+    attn = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout, /*is_causal=*/true,
+                                            /*scale=*/std::nullopt,
+                                            /*enable_gqa=*/num_kv_heads_ != num_heads_);
+  }
+  attn = attn.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});  // (B, T, Hq·D)
+  return o_proj->forward(attn);                                         // (B, T, C)
+}
+
+Mlp::Mlp(std::shared_ptr<LinearBase> gate, std::shared_ptr<LinearBase> up,
+         std::shared_ptr<LinearBase> down)
+    : gate_proj(std::move(gate)), up_proj(std::move(up)), down_proj(std::move(down)) {
+  register_module("gate_proj", gate_proj);
+  register_module("up_proj", up_proj);
+  register_module("down_proj", down_proj);
+}
+
+Tensor Mlp::forward(const Tensor& x) {
+  Tensor h = kernels::SwiGlu(gate_proj->forward(x), up_proj->forward(x));  // (B, T, I)
+  return down_proj->forward(h);                                            // (B, T, C)
+}
+
+DecoderLayer::DecoderLayer(std::shared_ptr<RmsNormModule> input_ln, std::shared_ptr<Attention> attn,
+                           std::shared_ptr<RmsNormModule> post_ln, std::shared_ptr<Mlp> mlp_in)
+    : input_layernorm(std::move(input_ln)),
+      self_attn(std::move(attn)),
+      post_attention_layernorm(std::move(post_ln)),
+      mlp(std::move(mlp_in)) {
+  // Registration order follows HF's named_parameters().
+  register_module("self_attn", self_attn);
+  register_module("mlp", mlp);
+  register_module("input_layernorm", input_layernorm);
+  register_module("post_attention_layernorm", post_attention_layernorm);
+}
+
+Tensor DecoderLayer::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
+                             const Tensor& mask) {
+  Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask);  // (B, T, C)
+  return h + mlp->forward(post_attention_layernorm->forward(h));                  // (B, T, C)
+}
+
+DecoderStack::DecoderStack(Tensor embed, std::vector<std::shared_ptr<DecoderLayer>> layers_in,
+                           std::shared_ptr<RmsNormModule> norm_in)
+    : layers(std::move(layers_in)), norm(std::move(norm_in)) {
+  auto embed_tokens = std::make_shared<torch::nn::Module>("Embedding");
+  embed_weight = embed_tokens->register_parameter("weight", std::move(embed), false);
+  register_module("embed_tokens", embed_tokens);
+  torch::nn::ModuleList list;
+  for (const auto& layer : layers) list->push_back(layer);
+  register_module("layers", list);
+  register_module("norm", norm);
+}
+
+// ---- CausalLM ----
+
+CausalLM::CausalLM(
+    ModelConfig config, torch::Dtype dtype, torch::Device device,
+    const std::function<Tensor(const std::string&, const std::vector<int64_t>&)>& weight)
+    : config_(std::move(config)), dtype_(dtype), device_(device) {
+  const ModelConfig& c = config_;
+  auto linear = [&](const std::string& prefix, int64_t out, int64_t in, bool bias) {
+    Tensor w = weight(prefix + ".weight", {out, in});
+    Tensor b = bias ? weight(prefix + ".bias", {out}) : Tensor();
+    return std::static_pointer_cast<LinearBase>(std::make_shared<DenseLinear>(w, b));
+  };
+  Tensor embed = weight("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  std::vector<std::shared_ptr<DecoderLayer>> layers;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i);
+    auto attn = std::make_shared<Attention>(
+        c, linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias),
+        linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
+        linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
+        linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias));
+    auto mlp = std::make_shared<Mlp>(
+        linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
+        linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
+        linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias));
+    auto ln1 = std::make_shared<RmsNormModule>(weight(p + ".input_layernorm.weight", {c.hidden_size}),
+                                               c.rms_norm_eps);
+    auto ln2 = std::make_shared<RmsNormModule>(
+        weight(p + ".post_attention_layernorm.weight", {c.hidden_size}), c.rms_norm_eps);
+    layers.push_back(std::make_shared<DecoderLayer>(ln1, attn, ln2, mlp));
+  }
+  auto norm = std::make_shared<RmsNormModule>(weight("model.norm.weight", {c.hidden_size}),
+                                              c.rms_norm_eps);
+  model = register_module("model", std::make_shared<DecoderStack>(embed, std::move(layers), norm));
+  if (c.tie_word_embeddings) {
+    lm_head = std::make_shared<DenseLinear>(model->embed_weight, Tensor());
+  } else {
+    lm_head = linear("lm_head", c.vocab_size, c.hidden_size, false);
+  }
+  register_module("lm_head", lm_head);
+  inv_freq_ = RopeInvFreq(c);
+}
+
+std::shared_ptr<CausalLM> CausalLM::RandomInit(const ModelConfig& config, torch::Dtype dtype,
+                                               torch::Device device, uint64_t seed) {
+  const absl::Status valid = config.Validate();
+  TORCH_CHECK(valid.ok(), "CausalLM::RandomInit: ", valid.ToString());
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto weight = [&](const std::string& name, const std::vector<int64_t>& shape) {
+    const bool is_norm = absl::EndsWith(name, "norm.weight");
+    Tensor w = is_norm ? torch::ones(shape)
+                       : at::normal(0.0, 0.02, shape, gen, torch::TensorOptions(torch::kFloat32));
+    return w.to(device, dtype);
+  };
+  return std::make_shared<CausalLM>(config, dtype, device, weight);
+}
+
+absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::string& dir,
+                                                                   torch::Dtype dtype,
+                                                                   torch::Device device) {
+  if (dtype != torch::kFloat32 && dtype != torch::kBFloat16 && dtype != torch::kFloat16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": model dtype ", DtypeName(dtype), " is not supported; use float32, bfloat16 or float16"));
+  }
+  FJORD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::CheckpointReader> reader, io::CheckpointReader::Open(dir));
+
+  const auto expected = ExpectedTensors(config);
+  std::set<std::string> expected_names;
+  std::vector<std::string> missing;
+  for (const auto& [name, shape] : expected) {
+    expected_names.insert(name);
+    const io::TensorEntry* entry = reader->Find(name);
+    if (entry == nullptr) {
+      missing.push_back(name);
+      continue;
+    }
+    if (entry->shape != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          dir, ": tensor '", name, "' has shape ", ShapeString(entry->shape), ", expected ",
+          ShapeString(shape), " from config.json"));
+    }
+    if (entry->dtype != "F32" && entry->dtype != "BF16" && entry->dtype != "F16" &&
+        entry->dtype != "F64") {
+      return absl::InvalidArgumentError(absl::StrCat(dir, ": tensor '", name, "' has dtype ",
+                                                     entry->dtype, ", expected a float type"));
+    }
+  }
+  if (!missing.empty()) {
+    return absl::NotFoundError(absl::StrCat(dir, ": checkpoint lacks ", missing.size(),
+                                            " tensor(s) the config requires: ",
+                                            absl::StrJoin(missing, ", ")));
+  }
+  std::vector<std::string> unexpected;
+  for (const std::string& name : reader->Names()) {
+    if (expected_names.count(name) > 0) continue;
+    if (absl::EndsWith(name, "rotary_emb.inv_freq")) continue;  // old non-persistent buffer
+    if (config.tie_word_embeddings && name == "lm_head.weight") continue;  // tied copy
+    unexpected.push_back(name);
+  }
+  if (!unexpected.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": checkpoint has ", unexpected.size(), " tensor(s) a ", config.architecture,
+        " with this config.json does not use: ", absl::StrJoin(unexpected, ", ")));
+  }
+
+  std::map<std::string, Tensor> loaded;
+  for (const auto& [name, shape] : expected) {
+    FJORD_ASSIGN_OR_RETURN(Tensor t, reader->Get(name));
+    loaded.emplace(name, std::move(t));
+  }
+  return TorchCall(absl::StrCat(dir, ": loading weights"), [&]() {
+    auto weight = [&](const std::string& name, const std::vector<int64_t>&) {
+      Tensor t = loaded.at(name).to(device, dtype);
+      loaded.erase(name);  // release the CPU copy early
+      return t;
+    };
+    return std::make_shared<CausalLM>(std::move(config), dtype, device, weight);
+  });
+}
+
+Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
+                        const Tensor& segment_ids) {
+  TORCH_CHECK(input_ids.defined() && input_ids.dim() == 2,
+              "CausalLM::Hidden: input_ids must be (B, T), got ",
+              input_ids.defined() ? input_ids.sizes() : c10::IntArrayRef{});
+  TORCH_CHECK(input_ids.scalar_type() == torch::kInt64, "CausalLM::Hidden: input_ids must be int64, got ",
+              input_ids.scalar_type());
+  TORCH_CHECK(position_ids.defined() && position_ids.sizes() == input_ids.sizes() &&
+                  position_ids.scalar_type() == torch::kInt64,
+              "CausalLM::Hidden: position_ids must be int64 of shape ", input_ids.sizes());
+  if (segment_ids.defined()) {
+    TORCH_CHECK(segment_ids.sizes() == input_ids.sizes() &&
+                    (segment_ids.scalar_type() == torch::kInt64 ||
+                     segment_ids.scalar_type() == torch::kInt32),
+                "CausalLM::Hidden: segment_ids must be int32/int64 of shape ", input_ids.sizes());
+  }
+  const int64_t b = input_ids.size(0);
+  const int64_t t = input_ids.size(1);
+  const Tensor ids = input_ids.to(device_);  // (B, T)
+  if (ids.numel() > 0) {
+    const bool in_range = ((ids >= 0) & (ids < config_.vocab_size)).all().item<bool>();
+    TORCH_CHECK_INDEX(in_range, "CausalLM::Hidden: token ids must be in [0, ", config_.vocab_size, ")");
+  }
+
+  // Rotary tables in fp32, gathered per position (packed rows restart).
+  if (!inv_freq_device_.defined() || inv_freq_device_.device() != device_) {
+    inv_freq_device_ = inv_freq_.to(device_);
+  }
+  Tensor pos = position_ids.to(device_).to(torch::kFloat32);              // (B, T)
+  Tensor freqs = pos.unsqueeze(-1) * inv_freq_device_.view({1, 1, -1});  // (B, T, D/2)
+  Tensor emb = torch::cat({freqs, freqs}, -1);                           // (B, T, D)
+  Tensor cos = emb.cos();
+  Tensor sin = emb.sin();
+
+  Tensor mask;  // (B, 1, T, T) bool, true = attend
+  if (segment_ids.defined()) {
+    Tensor seg = segment_ids.to(device_);
+    Tensor same = seg.unsqueeze(2) == seg.unsqueeze(1);  // (B, T, T)
+    Tensor causal = torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device_)).tril();
+    mask = (same & causal).unsqueeze(1);
+  }
+  (void)b;
+
+  Tensor x = torch::embedding(model->embed_weight, ids);  // (B, T, C)
+  const bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
+  for (const auto& layer : model->layers) {
+    if (!checkpoint) {
+      x = layer->forward(x, cos, sin, mask);
+      continue;
+    }
+    auto state = c10::make_intrusive<CheckpointState>();
+    state->layer = layer;
+    state->cos = cos;
+    state->sin = sin;
+    state->mask = mask;
+    for (const Tensor& p : layer->parameters()) {
+      if (p.requires_grad()) state->params.push_back(p);
+    }
+    if (!x.requires_grad() && state->params.empty()) {
+      x = layer->forward(x, cos, sin, mask);  // nothing to differentiate
+      continue;
+    }
+    const std::vector<Tensor> params = state->params;
+    x = CheckpointedLayerFn::apply(x, at::TensorList(params), state);
+  }
+  return model->norm->forward(x);  // (B, T, C)
+}
+
+Tensor CausalLM::Logits(const Tensor& hidden) {
+  return lm_head->forward(hidden).to(torch::kFloat32);  // (..., V)
+}
+
+Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
+  TORCH_CHECK(hidden.defined() && hidden.dim() == 3, "CausalLM::LossSum: hidden must be (B, T, C)");
+  TORCH_CHECK(targets.defined() && targets.dim() == 2 && targets.size(0) == hidden.size(0) &&
+                  targets.size(1) == hidden.size(1) && targets.scalar_type() == torch::kInt64,
+              "CausalLM::LossSum: targets must be int64 of shape (B, T) = (", hidden.size(0), ", ",
+              hidden.size(1), ")");
+  const int64_t c = hidden.size(2);
+  Tensor h = hidden.reshape({-1, c});               // (N, C)
+  Tensor y = targets.to(hidden.device()).reshape({-1});  // (N)
+  auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
+  if (dense != nullptr && !dense->base_bias().defined()) {
+    return kernels::LinearCrossEntropySum(h, dense->base_weight(), y);
+  }
+  // An adapted or biased lm_head: plain logits (all of them at once).
+  Tensor logits = Logits(h);  // (N, V)
+  return torch::nn::functional::cross_entropy(
+      logits, y,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
+std::vector<LinearSlot> CausalLM::LinearSlots() {
+  std::vector<LinearSlot> slots;
+  for (size_t i = 0; i < model->layers.size(); ++i) {
+    DecoderLayer& layer = *model->layers[i];
+    const std::string p = absl::StrCat("model.layers.", i);
+    const int index = static_cast<int>(i);
+    Attention* attn = layer.self_attn.get();
+    Mlp* mlp = layer.mlp.get();
+    slots.push_back({p + ".self_attn.q_proj", index, "q_proj", attn, &attn->q_proj});
+    slots.push_back({p + ".self_attn.k_proj", index, "k_proj", attn, &attn->k_proj});
+    slots.push_back({p + ".self_attn.v_proj", index, "v_proj", attn, &attn->v_proj});
+    slots.push_back({p + ".self_attn.o_proj", index, "o_proj", attn, &attn->o_proj});
+    slots.push_back({p + ".mlp.gate_proj", index, "gate_proj", mlp, &mlp->gate_proj});
+    slots.push_back({p + ".mlp.up_proj", index, "up_proj", mlp, &mlp->up_proj});
+    slots.push_back({p + ".mlp.down_proj", index, "down_proj", mlp, &mlp->down_proj});
+  }
+  slots.push_back({"lm_head", -1, "lm_head", this, &lm_head});
+  return slots;
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const ModelConfig& c) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  auto linear = [&](const std::string& prefix, int64_t o, int64_t i, bool bias) {
+    out.push_back({prefix + ".weight", {o, i}});
+    if (bias) out.push_back({prefix + ".bias", {o}});
+  };
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l);
+    linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias);
+    linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias);
+    linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias);
+    linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias);
+    linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
+    linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
+    linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+    out.push_back({p + ".input_layernorm.weight", {c.hidden_size}});
+    out.push_back({p + ".post_attention_layernorm.weight", {c.hidden_size}});
+  }
+  out.push_back({"model.norm.weight", {c.hidden_size}});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  return out;
+}
+
+Tensor RopeInvFreq(const ModelConfig& c) {
+  // Same operation order as transformers' rope init functions, all fp32.
+  const int64_t dim = c.head_dim;
+  Tensor exponent = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  Tensor inv_freq = 1.0 / torch::pow(c.rope_theta, exponent);  // (D/2)
+  const RopeScaling& s = c.rope_scaling;
+  switch (s.type) {
+    case RopeType::kDefault:
+      return inv_freq;
+    case RopeType::kLinear:
+      return inv_freq / s.factor;
+    case RopeType::kLlama3: {
+      const double old_len = static_cast<double>(s.original_max_position_embeddings);
+      const double low_freq_wavelen = old_len / s.low_freq_factor;
+      const double high_freq_wavelen = old_len / s.high_freq_factor;
+      Tensor wavelen = 2 * M_PI / inv_freq;
+      Tensor llama = torch::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
+      Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      Tensor smoothed = (1 - smooth) * llama / s.factor + smooth * llama;
+      Tensor medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen);
+      return torch::where(medium, smoothed, llama);
+    }
+  }
+  return inv_freq;
+}
+
+Tensor PositionsFromSegments(const Tensor& segment_ids) {
+  TORCH_CHECK(segment_ids.dim() == 2, "PositionsFromSegments: want (B, T), got ", segment_ids.sizes());
+  Tensor seg = segment_ids.to(torch::kCPU).to(torch::kInt64).contiguous();
+  Tensor pos = torch::zeros_like(seg);
+  auto s = seg.accessor<int64_t, 2>();
+  auto p = pos.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < seg.size(0); ++i) {
+    for (int64_t j = 1; j < seg.size(1); ++j) {
+      p[i][j] = s[i][j] == s[i][j - 1] ? p[i][j - 1] + 1 : 0;
+    }
+  }
+  return pos.to(segment_ids.device());
+}
+
+}  // namespace fjord::model

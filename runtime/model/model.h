@@ -1,0 +1,206 @@
+// The Llama / Qwen2 decoder-only causal language model.
+//
+//   FJORD_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLM> lm,
+//                          model::CausalLM::FromPretrained(dir, torch::kBFloat16, torch::kCUDA));
+//   torch::Tensor h = lm->Hidden(ids, positions, segments);   // (B, T, C)
+//   torch::Tensor loss = lm->LossSum(h, targets);             // () fp32
+//
+// Parameter names equal Hugging Face's state-dict names
+// (model.embed_tokens.weight, model.layers.N.self_attn.q_proj.weight, ...,
+// model.norm.weight, lm_head.weight) as listed by named_parameters(). Every
+// base weight is frozen (requires_grad false); adapters (lora/) swap linear
+// layers through LinearSlots().
+//
+// The hot operations (RMSNorm, RoPE, SwiGLU, linear + cross-entropy) go
+// through runtime/kernels/ops.h, which picks a fused CUDA kernel or the
+// LibTorch reference at run time.
+//
+// Thread-safety: a CausalLM is a torch::nn::Module; concurrent forwards on
+// one instance are safe only in inference (no_grad) with no one mutating it.
+//
+// Shape legend: B batch, T tokens, C hidden, Hq query heads, Hk key/value
+// heads, D head dim, I intermediate, V vocab.
+#ifndef FJORD_RUNTIME_MODEL_MODEL_H_
+#define FJORD_RUNTIME_MODEL_MODEL_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/config.h"
+#include "runtime/model/linear.h"
+
+namespace fjord::model {
+
+// RMSNorm's learned scale, registered as "weight".
+class RmsNormModule : public torch::nn::Module {
+ public:
+  RmsNormModule(torch::Tensor weight, double eps);
+  torch::Tensor forward(const torch::Tensor& x);  // (..., C) -> (..., C)
+  const torch::Tensor& weight() const { return weight_; }
+
+ private:
+  torch::Tensor weight_;  // (C)
+  double eps_;
+};
+
+// self_attn: q_proj, k_proj, v_proj, o_proj.
+class Attention : public torch::nn::Module {
+ public:
+  Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q, std::shared_ptr<LinearBase> k,
+            std::shared_ptr<LinearBase> v, std::shared_ptr<LinearBase> o);
+  // x: (B, T, C); cos, sin: (B, T, D) fp32; mask: (B, 1, T, T) bool (true =
+  // attend) or undefined for plain causal attention. Returns (B, T, C).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask);
+
+  std::shared_ptr<LinearBase> q_proj, k_proj, v_proj, o_proj;
+
+ private:
+  int64_t num_heads_, num_kv_heads_, head_dim_;
+  double dropout_;
+};
+
+// mlp: gate_proj, up_proj, down_proj with SwiGLU.
+class Mlp : public torch::nn::Module {
+ public:
+  Mlp(std::shared_ptr<LinearBase> gate, std::shared_ptr<LinearBase> up,
+      std::shared_ptr<LinearBase> down);
+  torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
+
+  std::shared_ptr<LinearBase> gate_proj, up_proj, down_proj;
+};
+
+// One pre-norm decoder block.
+class DecoderLayer : public torch::nn::Module {
+ public:
+  DecoderLayer(std::shared_ptr<RmsNormModule> input_layernorm, std::shared_ptr<Attention> self_attn,
+               std::shared_ptr<RmsNormModule> post_attention_layernorm, std::shared_ptr<Mlp> mlp);
+  // x: (B, T, C); see Attention::forward for the rest. Returns (B, T, C).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask);
+
+  std::shared_ptr<RmsNormModule> input_layernorm;
+  std::shared_ptr<Attention> self_attn;
+  std::shared_ptr<RmsNormModule> post_attention_layernorm;
+  std::shared_ptr<Mlp> mlp;
+};
+
+// The inner "model" module: embed_tokens, layers, norm.
+class DecoderStack : public torch::nn::Module {
+ public:
+  DecoderStack(torch::Tensor embed_weight, std::vector<std::shared_ptr<DecoderLayer>> layers,
+               std::shared_ptr<RmsNormModule> norm);
+
+  torch::Tensor embed_weight;  // (V, C), registered as embed_tokens.weight
+  std::vector<std::shared_ptr<DecoderLayer>> layers;
+  std::shared_ptr<RmsNormModule> norm;
+};
+
+class CausalLM : public torch::nn::Module {
+ public:
+  // Loads dir/config.json and the safetensors weights of dir (single file or
+  // sharded with an index), converting them to `dtype` on `device`.
+  // Errors (messages name dir and the tensor or field):
+  //  - config.json's errors (ModelConfig::FromFile), the checkpoint's
+  //    (io::CheckpointReader::Open / Get: NotFound, DataLoss, ...);
+  //  - NotFound naming every missing tensor;
+  //  - InvalidArgument for a tensor of unexpected shape (expected and actual
+  //    shapes) and for unexpected tensors (ignored: rotary inv_freq buffers,
+  //    and lm_head.weight when the embeddings are tied);
+  //  - InvalidArgument for a dtype other than float32/bfloat16/float16;
+  //  - ResourceExhausted when the device runs out of memory.
+  static absl::StatusOr<std::shared_ptr<CausalLM>> FromPretrained(const std::string& dir,
+                                                                  torch::Dtype dtype,
+                                                                  torch::Device device);
+
+  // A model with weights drawn from N(0, 0.02²) (biases too) and norm
+  // weights 1, from a CPU generator seeded with `seed` (same weights on every
+  // device). The config must be valid (ModelConfig::Validate); a bad one
+  // throws c10::Error. For tests and benchmarks.
+  static std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, torch::Dtype dtype,
+                                              torch::Device device, uint64_t seed);
+
+  // The final-norm hidden states (B, T, C) in the model's dtype.
+  // input_ids: (B, T) int64 in [0, V); position_ids: (B, T) int64, the
+  // rotary position of each token; segment_ids: (B, T) int32/int64 or
+  // undefined. With segment ids (packed sequences) a token attends only to
+  // itself and earlier tokens of the same segment id (0 may mark padding,
+  // which then only attends to padding), and the caller restarts
+  // position_ids at each segment; undefined means one causal sequence per
+  // row. Throws c10::Error on bad shapes, dtypes or out-of-range ids.
+  torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                       const torch::Tensor& segment_ids);
+
+  // lm_head(hidden) as fp32: (..., C) -> (..., V).
+  torch::Tensor Logits(const torch::Tensor& hidden);
+
+  // Sum over tokens with target != -100 of the cross-entropy of
+  // softmax(lm_head(hidden)) against targets, a 0-dim fp32 tensor. hidden:
+  // (B, T, C); targets: (B, T) int64, already the next-token targets (no
+  // shift here). Through kernels::LinearCrossEntropySum (never holding all
+  // logits) when lm_head is a bias-free DenseLinear, else via Logits.
+  torch::Tensor LossSum(const torch::Tensor& hidden, const torch::Tensor& targets);
+
+  // Every linear layer with its HF module path, decoder layers in order
+  // (q, k, v, o, gate, up, down), then lm_head (layer_index -1). Pointers
+  // stay valid while the model lives. With tied embeddings, replacing
+  // lm_head does not untie the embedding weight.
+  std::vector<LinearSlot> LinearSlots();
+
+  // When on, and grad mode is enabled, each decoder layer keeps only its
+  // input for backward and is recomputed there (with the CPU and CUDA RNG
+  // states of its forward, so dropout draws the same). Default off.
+  void SetGradientCheckpointing(bool enabled) { gradient_checkpointing_ = enabled; }
+  bool gradient_checkpointing() const { return gradient_checkpointing_; }
+
+  const ModelConfig& config() const { return config_; }
+  torch::Dtype dtype() const { return dtype_; }
+  torch::Device device() const { return device_; }
+
+  // The rotary inverse frequencies (D/2) fp32 on CPU, scaling applied.
+  const torch::Tensor& inv_freq() const { return inv_freq_; }
+
+  // Internal: use FromPretrained or RandomInit.
+  CausalLM(ModelConfig config, torch::Dtype dtype, torch::Device device,
+           const std::function<torch::Tensor(const std::string&, const std::vector<int64_t>&)>&
+               weight);
+
+  std::shared_ptr<DecoderStack> model;
+  std::shared_ptr<LinearBase> lm_head;
+
+ private:
+  ModelConfig config_;
+  torch::Dtype dtype_;
+  torch::Device device_;
+  bool gradient_checkpointing_ = false;
+  torch::Tensor inv_freq_;         // (D/2) fp32, CPU
+  torch::Tensor inv_freq_device_;  // cached copy on the last device used
+};
+
+// The tensors a checkpoint for `config` must hold, with their shapes, in
+// Hugging Face's order (lm_head.weight omitted when tied).
+std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const ModelConfig& config);
+
+// RoPE inverse frequencies (D/2) fp32 on CPU for config's head_dim,
+// rope_theta and rope scaling, computed as transformers does.
+torch::Tensor RopeInvFreq(const ModelConfig& config);
+
+// Position ids (B, T) int64 that restart at 0 at each change of segment id
+// along a row. segment_ids: (B, T) int32/int64.
+torch::Tensor PositionsFromSegments(const torch::Tensor& segment_ids);
+
+}  // namespace fjord::model
+
+namespace fjord {
+// The model is used across the runtime (train/, lora/) by these names.
+using model::CausalLM;
+using model::ModelConfig;
+}  // namespace fjord
+
+#endif  // FJORD_RUNTIME_MODEL_MODEL_H_
