@@ -308,13 +308,14 @@ std::shared_ptr<CausalLM> CausalLM::RandomInit(const ModelConfig& config, torch:
 
 absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::string& dir,
                                                                    torch::Dtype dtype,
-                                                                   torch::Device device) {
+                                                                   torch::Device device,
+                                                                   Env* env) {
   if (dtype != torch::kFloat32 && dtype != torch::kBFloat16 && dtype != torch::kFloat16) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, ": model dtype ", DtypeName(dtype), " is not supported; use float32, bfloat16 or float16"));
   }
-  FJORD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
-  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::CheckpointReader> reader, io::CheckpointReader::Open(dir));
+  FJORD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json", env));
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::CheckpointReader> reader, io::CheckpointReader::Open(dir, env));
 
   const auto expected = ExpectedTensors(config);
   std::set<std::string> expected_names;

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/model/config.h"
 #include "runtime/model/linear.h"
+#include "runtime/util/env.h"
 
 namespace fjord::model {
 
@@ -105,7 +106,8 @@ class DecoderStack : public torch::nn::Module {
 class CausalLM : public torch::nn::Module {
  public:
   // Loads dir/config.json and the safetensors weights of dir (single file or
-  // sharded with an index), converting them to `dtype` on `device`.
+  // sharded with an index), converting them to `dtype` on `device`. Files
+  // are read through env (default Env::Default()).
   // Errors (messages name dir and the tensor or field):
   //  - config.json's errors (ModelConfig::FromFile), the checkpoint's
   //    (io::CheckpointReader::Open / Get: NotFound, DataLoss, ...);
@@ -117,7 +119,8 @@ class CausalLM : public torch::nn::Module {
   //  - ResourceExhausted when the device runs out of memory.
   static absl::StatusOr<std::shared_ptr<CausalLM>> FromPretrained(const std::string& dir,
                                                                   torch::Dtype dtype,
-                                                                  torch::Device device);
+                                                                  torch::Device device,
+                                                                  Env* env = nullptr);
 
   // A model with weights drawn from N(0, 0.02²) (biases too) and norm
   // weights 1, from a CPU generator seeded with `seed` (same weights on every

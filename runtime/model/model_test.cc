@@ -1,0 +1,536 @@
+// CausalLM on CPU with tiny configs: parameter names, slots, tying, packed
+// attention, gradient checkpointing, loss, RoPE tables, loading.
+// (config.json parsing is tested in config_test.cc.)
+#include "runtime/model/model.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/model/config.h"
+#include "runtime/util/env.h"
+
+namespace fjord::model {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using torch::Tensor;
+
+ModelConfig TinyLlama() {
+  ModelConfig c;
+  c.family = ModelFamily::kLlama;
+  c.architecture = "LlamaForCausalLM";
+  c.model_type = "llama";
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.intermediate_size = 40;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;  // GQA
+  c.head_dim = 8;
+  c.max_position_embeddings = 128;
+  return c;
+}
+
+ModelConfig TinyQwen2() {
+  ModelConfig c = TinyLlama();
+  c.family = ModelFamily::kQwen2;
+  c.architecture = "Qwen2ForCausalLM";
+  c.model_type = "qwen2";
+  c.qkv_bias = true;
+  return c;
+}
+
+Tensor Ids(std::vector<std::vector<int64_t>> rows) {
+  const int64_t b = static_cast<int64_t>(rows.size());
+  const int64_t t = static_cast<int64_t>(rows[0].size());
+  Tensor out = torch::empty({b, t}, torch::kInt64);
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = 0; j < t; ++j) out[i][j] = rows[i][j];
+  }
+  return out;
+}
+
+Tensor Positions(const Tensor& ids) {
+  return torch::arange(ids.size(1), torch::kInt64).unsqueeze(0).expand_as(ids).contiguous();
+}
+
+// A LoRA-like adapter standing in for lora/'s: trainable A, B and dropout on
+// its input (so gradient checkpointing must replay the RNG).
+class TestAdapter : public LinearBase {
+ public:
+  TestAdapter(std::shared_ptr<LinearBase> base, int64_t rank, double dropout)
+      : base_(std::move(base)), dropout_(dropout) {
+    register_module("base_layer", base_);
+    a_ = register_parameter("lora_A", torch::randn({rank, base_->in_features()}) * 0.2);
+    b_ = register_parameter("lora_B", torch::randn({base_->out_features(), rank}) * 0.2);
+  }
+  Tensor forward(const Tensor& x) override {
+    ++forward_calls;
+    Tensor d = torch::dropout(x, dropout_, is_training());
+    return base_->forward(x) + torch::nn::functional::linear(torch::nn::functional::linear(d, a_), b_);
+  }
+  Tensor base_weight() const override { return base_->base_weight(); }
+  Tensor base_bias() const override { return base_->base_bias(); }
+
+  int forward_calls = 0;
+
+ private:
+  std::shared_ptr<LinearBase> base_;
+  Tensor a_, b_;
+  double dropout_;
+};
+
+TEST(CausalLMTest, ParameterNamesMatchHuggingFaceAndAreFrozen) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 1);
+  std::vector<std::string> names;
+  for (const auto& p : lm->named_parameters()) {
+    names.push_back(p.key());
+    EXPECT_FALSE(p.value().requires_grad()) << p.key();
+  }
+  std::vector<std::string> expected;
+  for (const auto& [name, shape] : ExpectedTensors(lm->config())) expected.push_back(name);
+  EXPECT_EQ(names, expected);
+  EXPECT_EQ(names.front(), "model.embed_tokens.weight");
+  EXPECT_EQ(names[1], "model.layers.0.self_attn.q_proj.weight");
+  EXPECT_EQ(names.back(), "lm_head.weight");
+  const auto params = lm->named_parameters();
+  EXPECT_THAT(params["model.layers.1.self_attn.k_proj.weight"].sizes(), ElementsAre(16, 32));
+  EXPECT_THAT(params["model.layers.1.self_attn.o_proj.weight"].sizes(), ElementsAre(32, 32));
+  EXPECT_THAT(params["model.layers.1.mlp.down_proj.weight"].sizes(), ElementsAre(32, 40));
+  EXPECT_THAT(params["model.norm.weight"].sizes(), ElementsAre(32));
+  EXPECT_TRUE(torch::equal(params["model.norm.weight"], torch::ones({32})));
+}
+
+TEST(CausalLMTest, Qwen2HasQkvBiasesOnly) {
+  auto lm = CausalLM::RandomInit(TinyQwen2(), torch::kFloat32, torch::kCPU, 1);
+  const auto params = lm->named_parameters();
+  EXPECT_TRUE(params.contains("model.layers.0.self_attn.q_proj.bias"));
+  EXPECT_TRUE(params.contains("model.layers.0.self_attn.k_proj.bias"));
+  EXPECT_TRUE(params.contains("model.layers.0.self_attn.v_proj.bias"));
+  EXPECT_FALSE(params.contains("model.layers.0.self_attn.o_proj.bias"));
+  EXPECT_FALSE(params.contains("model.layers.0.mlp.up_proj.bias"));
+  EXPECT_THAT(params["model.layers.0.self_attn.k_proj.bias"].sizes(), ElementsAre(16));
+}
+
+TEST(CausalLMTest, LlamaAttentionAndMlpBias) {
+  ModelConfig c = TinyLlama();
+  c.qkv_bias = c.o_proj_bias = c.mlp_bias = true;
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 1);
+  const auto params = lm->named_parameters();
+  for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+    EXPECT_TRUE(params.contains(std::string("model.layers.1.self_attn.") + n + ".bias")) << n;
+  }
+  for (const char* n : {"gate_proj", "up_proj", "down_proj"}) {
+    EXPECT_TRUE(params.contains(std::string("model.layers.1.mlp.") + n + ".bias")) << n;
+  }
+}
+
+TEST(CausalLMTest, TiedEmbeddingsShareStorage) {
+  ModelConfig c = TinyLlama();
+  c.tie_word_embeddings = true;
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 1);
+  Tensor embed = lm->named_parameters()["model.embed_tokens.weight"];
+  EXPECT_EQ(lm->lm_head->base_weight().data_ptr(), embed.data_ptr());
+  {
+    torch::NoGradGuard g;
+    embed[3].fill_(0.5);
+  }
+  EXPECT_TRUE(torch::equal(lm->lm_head->base_weight()[3], torch::full({32}, 0.5)));
+  for (const auto& [name, shape] : ExpectedTensors(c)) EXPECT_NE(name, "lm_head.weight");
+}
+
+TEST(CausalLMTest, LinearSlotsListEveryLinearInHuggingFaceNames) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 1);
+  std::vector<LinearSlot> slots = lm->LinearSlots();
+  ASSERT_EQ(slots.size(), 2u * 7 + 1);
+  EXPECT_EQ(slots[0].name, "model.layers.0.self_attn.q_proj");
+  EXPECT_EQ(slots[0].kind, "q_proj");
+  EXPECT_EQ(slots[0].layer_index, 0);
+  EXPECT_EQ(slots[6].name, "model.layers.0.mlp.down_proj");
+  EXPECT_EQ(slots[10].name, "model.layers.1.self_attn.o_proj");
+  EXPECT_EQ(slots[10].layer_index, 1);
+  EXPECT_EQ(slots.back().name, "lm_head");
+  EXPECT_EQ(slots.back().kind, "lm_head");
+  EXPECT_EQ(slots.back().layer_index, -1);
+  const auto params = lm->named_parameters();
+  for (const LinearSlot& s : slots) {
+    EXPECT_EQ((*s.layer)->base_weight().data_ptr(), params[s.name + ".weight"].data_ptr()) << s.name;
+  }
+
+  // Replacing a slot swaps both the member and the registered module.
+  auto adapter = std::make_shared<TestAdapter>(*slots[1].layer, 2, 0.0);
+  slots[1].Replace(adapter);
+  EXPECT_EQ(lm->model->layers[0]->self_attn->k_proj.get(), adapter.get());
+  const auto after = lm->named_parameters();
+  EXPECT_TRUE(after.contains("model.layers.0.self_attn.k_proj.lora_A"));
+  EXPECT_TRUE(after.contains("model.layers.0.self_attn.k_proj.base_layer.weight"));
+  EXPECT_FALSE(after.contains("model.layers.0.self_attn.k_proj.weight"));
+}
+
+TEST(CausalLMTest, PackedSequencesMatchSeparateRuns) {
+  for (const ModelConfig& c : {TinyLlama(), TinyQwen2()}) {
+    auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 7);
+    lm->eval();
+    torch::NoGradGuard g;
+    Tensor a = Ids({{5, 9, 2}});
+    Tensor b = Ids({{7, 1, 3, 3, 8}});
+    Tensor ha = lm->Hidden(a, Positions(a), Tensor());  // (1, 3, C)
+    Tensor hb = lm->Hidden(b, Positions(b), Tensor());  // (1, 5, C)
+
+    // Row 0: a, b, two padding tokens (segment 0); row 1: b, a, padding.
+    Tensor packed = Ids({{5, 9, 2, 7, 1, 3, 3, 8, 0, 0}, {7, 1, 3, 3, 8, 5, 9, 2, 0, 0}});
+    Tensor seg = Ids({{1, 1, 1, 2, 2, 2, 2, 2, 0, 0}, {1, 1, 1, 1, 1, 2, 2, 2, 0, 0}}).to(torch::kInt32);
+    Tensor pos = PositionsFromSegments(seg);
+    EXPECT_TRUE(torch::equal(pos[0], Ids({{0, 1, 2, 0, 1, 2, 3, 4, 0, 1}})[0]));
+    Tensor h = lm->Hidden(packed, pos, seg);  // (2, 10, C)
+    ASSERT_THAT(h.sizes(), ElementsAre(2, 10, 32));
+    EXPECT_TRUE(torch::allclose(h[0].narrow(0, 0, 3), ha[0], 1e-5, 1e-5));
+    EXPECT_TRUE(torch::allclose(h[0].narrow(0, 3, 5), hb[0], 1e-5, 1e-5));
+    EXPECT_TRUE(torch::allclose(h[1].narrow(0, 0, 5), hb[0], 1e-5, 1e-5));
+    EXPECT_TRUE(torch::allclose(h[1].narrow(0, 5, 3), ha[0], 1e-5, 1e-5));
+    EXPECT_TRUE(torch::isfinite(h).all().item<bool>());
+
+    // Unpacked causal equals one segment covering the row.
+    Tensor one = torch::ones({1, 5}, torch::kInt64);
+    EXPECT_TRUE(torch::allclose(lm->Hidden(b, Positions(b), one), hb, 1e-5, 1e-5));
+    // Without segments the packed row is one sequence: different results.
+    Tensor flat = lm->Hidden(packed, Positions(packed), Tensor());
+    EXPECT_FALSE(torch::allclose(flat[0].narrow(0, 3, 5), hb[0], 1e-3, 1e-3));
+  }
+}
+
+// Loss and gradients of `lm` on a fixed batch (packed when `packed`).
+std::pair<Tensor, std::vector<Tensor>> LossAndGrads(CausalLM& lm, bool packed, uint64_t seed) {
+  torch::manual_seed(seed);
+  Tensor ids = Ids({{5, 9, 2, 7, 1, 3, 3, 8}, {4, 4, 1, 0, 6, 2, 9, 11}});
+  Tensor targets = Ids({{9, 2, -100, 1, 3, 3, 8, -100}, {4, 1, 0, 6, 2, 9, 11, 12}});
+  Tensor seg = packed ? Ids({{1, 1, 1, 2, 2, 2, 2, 2}, {1, 1, 1, 1, 1, 1, 1, 1}}) : Tensor();
+  Tensor pos = packed ? PositionsFromSegments(seg) : Positions(ids);
+  for (auto& p : lm.parameters()) p.mutable_grad() = Tensor();
+  Tensor loss = lm.LossSum(lm.Hidden(ids, pos, seg), targets);
+  loss.backward();
+  std::vector<Tensor> grads;
+  for (const auto& p : lm.parameters()) {
+    if (p.requires_grad()) grads.push_back(p.grad().defined() ? p.grad().clone() : Tensor());
+  }
+  return {loss.detach(), grads};
+}
+
+TEST(CausalLMTest, GradientCheckpointingGivesSameGradients) {
+  ModelConfig c = TinyQwen2();
+  c.attention_dropout = 0.2;  // dropout in training mode: the RNG must replay
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 3);
+  lm->train();
+  // Some base parameters trainable, plus adapters injected after construction.
+  auto params = lm->named_parameters();
+  params["model.embed_tokens.weight"].requires_grad_(true);
+  params["model.layers.0.self_attn.q_proj.weight"].requires_grad_(true);
+  params["model.layers.1.post_attention_layernorm.weight"].requires_grad_(true);
+  params["model.layers.1.self_attn.k_proj.bias"].requires_grad_(true);
+  torch::manual_seed(0);
+  std::vector<LinearSlot> slots = lm->LinearSlots();
+  std::vector<std::shared_ptr<TestAdapter>> adapters;
+  for (LinearSlot& s : slots) {
+    if (s.kind == "v_proj" || s.kind == "down_proj") {
+      adapters.push_back(std::make_shared<TestAdapter>(*s.layer, 2, 0.3));
+      s.Replace(adapters.back());
+    }
+  }
+  for (bool packed : {false, true}) {
+    lm->SetGradientCheckpointing(false);
+    auto [loss_ref, grads_ref] = LossAndGrads(*lm, packed, 42);
+    EXPECT_EQ(adapters[0]->forward_calls, 1);
+    adapters[0]->forward_calls = 0;
+    lm->SetGradientCheckpointing(true);
+    auto [loss_ck, grads_ck] = LossAndGrads(*lm, packed, 42);
+    EXPECT_EQ(adapters[0]->forward_calls, 2);  // forward + recompute in backward
+    adapters[0]->forward_calls = 0;
+    EXPECT_TRUE(torch::allclose(loss_ref, loss_ck, 1e-6, 1e-6)) << loss_ref << " vs " << loss_ck;
+    ASSERT_EQ(grads_ref.size(), grads_ck.size());
+    ASSERT_EQ(grads_ref.size(), 4u + 2 * 2 * 2);
+    for (size_t i = 0; i < grads_ref.size(); ++i) {
+      ASSERT_TRUE(grads_ref[i].defined() && grads_ck[i].defined()) << i;
+      EXPECT_GT(grads_ref[i].abs().sum().item<double>(), 0.0) << i;
+      EXPECT_TRUE(torch::allclose(grads_ref[i], grads_ck[i], 1e-5, 1e-6))
+          << "param " << i << " packed=" << packed << " max diff "
+          << (grads_ref[i] - grads_ck[i]).abs().max().item<double>();
+    }
+    // A different seed draws other dropout masks: the comparison is not vacuous.
+    auto [loss_other, grads_other] = LossAndGrads(*lm, packed, 43);
+    EXPECT_FALSE(torch::allclose(loss_ref, loss_other, 1e-6, 1e-6));
+    adapters[0]->forward_calls = 0;
+  }
+}
+
+TEST(CausalLMTest, GradientCheckpointingOffUnderNoGrad) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 3);
+  lm->SetGradientCheckpointing(true);
+  lm->named_parameters()["model.layers.0.self_attn.q_proj.weight"].requires_grad_(true);
+  Tensor ids = Ids({{1, 2, 3}});
+  Tensor with_grad = lm->Hidden(ids, Positions(ids), Tensor());
+  EXPECT_TRUE(with_grad.requires_grad());
+  torch::NoGradGuard g;
+  Tensor h = lm->Hidden(ids, Positions(ids), Tensor());
+  EXPECT_FALSE(h.requires_grad());
+  EXPECT_TRUE(torch::allclose(h, with_grad.detach(), 1e-6, 1e-6));
+}
+
+TEST(CausalLMTest, LossSumIsSummedCrossEntropyOverUnignoredTargets) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 5);
+  torch::NoGradGuard g;
+  Tensor ids = Ids({{1, 2, 3, 4}, {5, 6, 7, 8}});
+  Tensor targets = Ids({{2, 3, 4, -100}, {6, -100, 8, 9}});
+  Tensor h = lm->Hidden(ids, Positions(ids), Tensor());
+  Tensor loss = lm->LossSum(h, targets);
+  EXPECT_EQ(loss.dim(), 0);
+  EXPECT_EQ(loss.scalar_type(), torch::kFloat32);
+  Tensor logits = lm->Logits(h);  // (2, 4, V)
+  EXPECT_THAT(logits.sizes(), ElementsAre(2, 4, 50));
+  Tensor expected = torch::nn::functional::cross_entropy(
+      logits.reshape({-1, 50}), targets.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-4);
+
+  // An adapted lm_head goes through Logits: same value with a zero adapter.
+  LinearSlot head = lm->LinearSlots().back();
+  auto adapter = std::make_shared<TestAdapter>(*head.layer, 2, 0.0);
+  for (auto& p : adapter->parameters(false)) p.zero_();
+  head.Replace(adapter);
+  EXPECT_NEAR(lm->LossSum(h, targets).item<double>(), expected.item<double>(), 1e-4);
+}
+
+TEST(CausalLMTest, HiddenRejectsBadInputs) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 5);
+  torch::NoGradGuard g;
+  Tensor ids = Ids({{1, 2, 50}});
+  try {
+    lm->Hidden(ids, Positions(ids), Tensor());
+    FAIL() << "out-of-range id accepted";
+  } catch (const c10::IndexError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("token ids must be in [0, 50)"));
+  }
+  EXPECT_THROW(lm->Hidden(torch::ones({3}, torch::kInt64), torch::zeros({3}, torch::kInt64), Tensor()),
+               c10::Error);
+  Tensor ok = Ids({{1, 2}});
+  EXPECT_THROW(lm->Hidden(ok, Positions(ok).to(torch::kInt32), Tensor()), c10::Error);
+  EXPECT_THROW(lm->Hidden(ok, Positions(ok), torch::ones({1, 3}, torch::kInt64)), c10::Error);
+  EXPECT_THROW(lm->Hidden(ok.to(torch::kFloat32), Positions(ok), Tensor()), c10::Error);
+}
+
+TEST(CausalLMTest, RopeInvFreqScaling) {
+  ModelConfig c = TinyLlama();  // D = 8
+  c.rope_theta = 10000.0;
+  Tensor base = RopeInvFreq(c);
+  ASSERT_THAT(base.sizes(), ElementsAre(4));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(base[i].item<double>(), std::pow(10000.0, -2.0 * i / 8), 1e-7);
+  }
+  c.rope_scaling.type = RopeType::kLinear;
+  c.rope_scaling.factor = 4.0;
+  EXPECT_TRUE(torch::allclose(RopeInvFreq(c), base / 4.0));
+
+  // llama3: wavelengths 2π/inv_freq = 6.3, 62.8, 628, 6283. With an original
+  // context of 1024, low/high factors 1/4: wavelen < 256 unchanged, > 1024
+  // divided by the factor, between: smoothed.
+  c.rope_scaling.type = RopeType::kLlama3;
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.low_freq_factor = 1.0;
+  c.rope_scaling.high_freq_factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 1024;
+  Tensor l3 = RopeInvFreq(c);
+  EXPECT_FLOAT_EQ(l3[0].item<float>(), base[0].item<float>());
+  EXPECT_FLOAT_EQ(l3[1].item<float>(), base[1].item<float>());
+  EXPECT_FLOAT_EQ(l3[3].item<float>(), base[3].item<float>() / 8.0f);
+  const double wavelen = 2 * M_PI / base[2].item<double>();
+  const double smooth = (1024.0 / wavelen - 1.0) / (4.0 - 1.0);
+  const double expected = (1 - smooth) * base[2].item<double>() / 8.0 + smooth * base[2].item<double>();
+  EXPECT_NEAR(l3[2].item<double>(), expected, 1e-6 * expected);
+}
+
+TEST(CausalLMTest, Bfloat16ForwardKeepsDtypeAndTracksFloat32) {
+  auto f32 = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 9);
+  auto bf16 = CausalLM::RandomInit(TinyLlama(), torch::kBFloat16, torch::kCPU, 9);
+  torch::NoGradGuard g;
+  Tensor ids = Ids({{1, 2, 3, 4, 5}});
+  Tensor h32 = f32->Hidden(ids, Positions(ids), Tensor());
+  Tensor h16 = bf16->Hidden(ids, Positions(ids), Tensor());
+  EXPECT_EQ(h16.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(bf16->Logits(h16).scalar_type(), torch::kFloat32);
+  EXPECT_LT((h16.to(torch::kFloat32) - h32).abs().max().item<double>(), 0.1);
+}
+
+// ---- Loading ----
+
+class FromPretrainedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    env_ = NewMemEnv();
+    ASSERT_TRUE(env_->CreateDirs("/m").ok());
+  }
+
+  // Writes `lm`'s config and weights (HF names) to dir, optionally editing
+  // the tensor list first.
+  void Save(CausalLM& lm, const std::string& dir,
+            std::vector<std::pair<std::string, Tensor>>* tensors_out = nullptr) {
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& [name, shape] : ExpectedTensors(lm.config())) {
+      tensors.emplace_back(name, lm.named_parameters()[name].detach());
+    }
+    if (tensors_out != nullptr) {
+      *tensors_out = tensors;
+      return;
+    }
+    Write(lm.config(), dir, tensors, 1 << 20);
+  }
+
+  void Write(const ModelConfig& c, const std::string& dir,
+             const std::vector<std::pair<std::string, Tensor>>& tensors, int64_t shard_bytes) {
+    ASSERT_TRUE(env_->CreateDirs(dir).ok());
+    ASSERT_TRUE(env_->WriteFileAtomic(dir + "/config.json", c.ToJson()).ok());
+    const absl::Status s = io::WriteCheckpointTensors(dir, tensors, shard_bytes, env_.get());
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  absl::StatusOr<std::shared_ptr<CausalLM>> Load(const std::string& dir,
+                                                 torch::Dtype dtype = torch::kFloat32) {
+    return CausalLM::FromPretrained(dir, dtype, torch::kCPU, env_.get());
+  }
+
+  std::unique_ptr<Env> env_;
+};
+
+TEST_F(FromPretrainedTest, RoundTripsSingleAndSharded) {
+  ModelConfig c = TinyQwen2();
+  c.tie_word_embeddings = true;
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 11);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  Save(*lm, "", &tensors);
+  Write(c, "/m/single", tensors, 1 << 20);
+  Write(c, "/m/sharded", tensors, 8 << 10);
+  Tensor ids = Ids({{3, 1, 4, 1, 5}});
+  torch::NoGradGuard g;
+  Tensor want = lm->Logits(lm->Hidden(ids, Positions(ids), Tensor()));
+  for (const char* dir : {"/m/single", "/m/sharded"}) {
+    absl::StatusOr<std::shared_ptr<CausalLM>> got = Load(dir);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE((*got)->config().tie_word_embeddings);
+    EXPECT_EQ((*got)->lm_head->base_weight().data_ptr(),
+              (*got)->named_parameters()["model.embed_tokens.weight"].data_ptr());
+    for (const auto& p : (*got)->named_parameters()) EXPECT_FALSE(p.value().requires_grad());
+    Tensor logits = (*got)->Logits((*got)->Hidden(ids, Positions(ids), Tensor()));
+    EXPECT_TRUE(torch::equal(logits, want)) << dir;
+  }
+  absl::StatusOr<std::vector<std::string>> files = env_->ListDir("/m/sharded");
+  ASSERT_TRUE(files.ok());
+  EXPECT_THAT(*files, ::testing::Contains("model.safetensors.index.json"));
+
+  // Converting on load: bf16.
+  absl::StatusOr<std::shared_ptr<CausalLM>> bf = Load("/m/single", torch::kBFloat16);
+  ASSERT_TRUE(bf.ok()) << bf.status();
+  EXPECT_EQ((*bf)->named_parameters()["model.norm.weight"].scalar_type(), torch::kBFloat16);
+}
+
+TEST_F(FromPretrainedTest, IgnoresRotaryBuffersAndTiedHeadCopy) {
+  ModelConfig c = TinyLlama();
+  c.tie_word_embeddings = true;
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 11);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  Save(*lm, "", &tensors);
+  tensors.emplace_back("model.layers.0.self_attn.rotary_emb.inv_freq", torch::ones({4}));
+  tensors.emplace_back("lm_head.weight", tensors[0].second.clone());
+  Write(c, "/m/extra", tensors, 1 << 20);
+  absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/extra");
+  ASSERT_TRUE(got.ok()) << got.status();
+}
+
+TEST_F(FromPretrainedTest, MissingTensorIsNotFoundNamingIt) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 11);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  Save(*lm, "", &tensors);
+  std::vector<std::pair<std::string, Tensor>> kept;
+  for (auto& t : tensors) {
+    if (t.first != "model.layers.1.mlp.up_proj.weight" && t.first != "lm_head.weight") kept.push_back(t);
+  }
+  Write(lm->config(), "/m/missing", kept, 1 << 20);
+  absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/missing");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(got.status().message(), HasSubstr("/m/missing"));
+  EXPECT_THAT(got.status().message(),
+              HasSubstr("lacks 2 tensor(s) the config requires: model.layers.1.mlp.up_proj.weight, "
+                        "lm_head.weight"));
+}
+
+TEST_F(FromPretrainedTest, WrongShapeIsInvalidArgumentWithBothShapes) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 11);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  Save(*lm, "", &tensors);
+  for (auto& t : tensors) {
+    if (t.first == "model.layers.0.self_attn.k_proj.weight") t.second = torch::zeros({32, 32});
+  }
+  Write(lm->config(), "/m/shape", tensors, 1 << 20);
+  absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/shape");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(got.status().message(),
+              HasSubstr("tensor 'model.layers.0.self_attn.k_proj.weight' has shape [32, 32], "
+                        "expected [16, 32]"));
+}
+
+TEST_F(FromPretrainedTest, UnexpectedTensorIsRefused) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 11);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  Save(*lm, "", &tensors);
+  tensors.emplace_back("model.layers.0.self_attn.q_proj.bias", torch::zeros({32}));
+  Write(lm->config(), "/m/extra", tensors, 1 << 20);
+  absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/extra");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(got.status().message(), HasSubstr("does not use: model.layers.0.self_attn.q_proj.bias"));
+}
+
+TEST_F(FromPretrainedTest, IntegerTensorIsRefused) {
+  auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 11);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  Save(*lm, "", &tensors);
+  tensors[0].second = tensors[0].second.to(torch::kInt32);
+  Write(lm->config(), "/m/int", tensors, 1 << 20);
+  absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/int");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(got.status().message(), HasSubstr("'model.embed_tokens.weight' has dtype I32"));
+}
+
+TEST_F(FromPretrainedTest, ConfigAndCheckpointErrorsPassThrough) {
+  absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/none");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(got.status().message(), HasSubstr("/m/none/config.json"));
+
+  ASSERT_TRUE(env_->CreateDirs("/m/mistral").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic("/m/mistral/config.json",
+                                    R"({"architectures": ["MistralForCausalLM"], "vocab_size": 8})")
+                  .ok());
+  got = Load("/m/mistral");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(got.status().message(), HasSubstr("'MistralForCausalLM' is not supported"));
+
+  ModelConfig c = TinyLlama();
+  ASSERT_TRUE(env_->CreateDirs("/m/noweights").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic("/m/noweights/config.json", c.ToJson()).ok());
+  got = Load("/m/noweights");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(got.status().message(), HasSubstr("/m/noweights"));
+
+  got = CausalLM::FromPretrained("/m/noweights", torch::kInt64, torch::kCPU, env_.get());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(got.status().message(), HasSubstr("model dtype"));
+}
+
+}  // namespace
+}  // namespace fjord::model
