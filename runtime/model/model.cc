@@ -286,6 +286,8 @@ CausalLM::CausalLM(
   }
   register_module("lm_head", lm_head);
   inv_freq_ = RopeInvFreq(c);
+  inv_freq_device_ = inv_freq_.to(device_);
+  device_ = inv_freq_device_.device();  // "cuda" -> "cuda:<current>"
 }
 
 std::shared_ptr<CausalLM> CausalLM::RandomInit(const ModelConfig& config, torch::Dtype dtype,
@@ -392,11 +394,11 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   }
 
   // Rotary tables in fp32, gathered per position (packed rows restart).
-  if (!inv_freq_device_.defined() || inv_freq_device_.device() != device_) {
-    inv_freq_device_ = inv_freq_.to(device_);
-  }
-  Tensor pos = position_ids.to(device_).to(torch::kFloat32);              // (B, T)
-  Tensor freqs = pos.unsqueeze(-1) * inv_freq_device_.view({1, 1, -1});  // (B, T, D/2)
+  // (A model moved with to() after construction gets a fresh copy per call.)
+  const Tensor inv_freq =
+      inv_freq_device_.device() == device_ ? inv_freq_device_ : inv_freq_.to(device_);  // (D/2)
+  Tensor pos = position_ids.to(device_).to(torch::kFloat32);       // (B, T)
+  Tensor freqs = pos.unsqueeze(-1) * inv_freq.view({1, 1, -1});  // (B, T, D/2)
   Tensor emb = torch::cat({freqs, freqs}, -1);                           // (B, T, D)
   Tensor cos = emb.cos();
   Tensor sin = emb.sin();

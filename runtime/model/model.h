@@ -15,8 +15,9 @@
 // through runtime/kernels/ops.h, which picks a fused CUDA kernel or the
 // LibTorch reference at run time.
 //
-// Thread-safety: a CausalLM is a torch::nn::Module; concurrent forwards on
-// one instance are safe only in inference (no_grad) with no one mutating it.
+// Thread-safety: a CausalLM is a torch::nn::Module; concurrent Hidden /
+// Logits calls on one instance are safe only under no_grad with no one
+// mutating the model (swapping slots, changing modes or weights).
 //
 // Shape legend: B batch, T tokens, C hidden, Hq query heads, Hk key/value
 // heads, D head dim, I intermediate, V vocab.
@@ -183,7 +184,7 @@ class CausalLM : public torch::nn::Module {
   torch::Device device_;
   bool gradient_checkpointing_ = false;
   torch::Tensor inv_freq_;         // (D/2) fp32, CPU
-  torch::Tensor inv_freq_device_;  // cached copy on the last device used
+  torch::Tensor inv_freq_device_;  // (D/2) fp32 on device_
 };
 
 // The tensors a checkpoint for `config` must hold, with their shapes, in
