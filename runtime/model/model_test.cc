@@ -270,6 +270,19 @@ TEST(CausalLMTest, GradientCheckpointingGivesSameGradients) {
     EXPECT_FALSE(torch::allclose(loss_ref, loss_other, 1e-6, 1e-6));
     adapters[0]->forward_calls = 0;
   }
+
+  // Frozen embeddings: the first layer's input needs no gradient, only its
+  // parameters do.
+  params["model.embed_tokens.weight"].requires_grad_(false);
+  lm->SetGradientCheckpointing(false);
+  auto [loss_ref, grads_ref] = LossAndGrads(*lm, true, 44);
+  lm->SetGradientCheckpointing(true);
+  auto [loss_ck, grads_ck] = LossAndGrads(*lm, true, 44);
+  ASSERT_EQ(grads_ref.size(), 3u + 2 * 2 * 2);
+  for (size_t i = 0; i < grads_ref.size(); ++i) {
+    ASSERT_TRUE(grads_ref[i].defined() && grads_ck[i].defined()) << i;
+    EXPECT_TRUE(torch::allclose(grads_ref[i], grads_ck[i], 1e-5, 1e-6)) << "param " << i;
+  }
 }
 
 TEST(CausalLMTest, GradientCheckpointingOffUnderNoGrad) {
