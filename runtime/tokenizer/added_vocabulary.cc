@@ -1,6 +1,7 @@
 #include "runtime/tokenizer/added_vocabulary.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "runtime/tokenizer/normalizer.h"
@@ -52,7 +53,11 @@ void AddedVocabulary::Trie::Add(absl::string_view pattern, int32_t token_index) 
     }
     node = it->second;
   }
-  first_byte[static_cast<unsigned char>(pattern[0])] = true;
+  const unsigned char first = static_cast<unsigned char>(pattern[0]);
+  if (!first_byte[first]) {
+    first_byte[first] = true;
+    only_first_byte = ++first_bytes == 1 ? first : -1;
+  }
   // Two tokens with one spelling: the first added keeps it (HF's trie reports
   // the lower pattern index).
   if (terminal[node] < 0) terminal[node] = token_index;
@@ -106,7 +111,11 @@ void AddedVocabulary::Split(absl::string_view text, bool normalized, bool skip_s
   size_t cursor = 0;  // end of the last accepted match
   size_t pos = 0;     // where the search goes on
   while (pos < text.size()) {
-    if (!trie.first_byte[static_cast<unsigned char>(text[pos])]) {
+    if (trie.only_first_byte >= 0) {  // one first byte (Llama 3: '<'): memchr
+      const void* hit = std::memchr(text.data() + pos, trie.only_first_byte, text.size() - pos);
+      if (hit == nullptr) break;
+      pos = static_cast<size_t>(static_cast<const char*>(hit) - text.data());
+    } else if (!trie.first_byte[static_cast<unsigned char>(text[pos])]) {
       ++pos;
       continue;
     }

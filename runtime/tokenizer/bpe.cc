@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <mutex>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/match.h"
@@ -25,7 +26,7 @@ size_t WordCache::ShardOf(absl::string_view word) const {
 
 bool WordCache::Lookup(absl::string_view word, std::vector<int32_t>* ids) const {
   Shard& shard = shards_[ShardOf(word)];
-  absl::ReaderMutexLock lock(&shard.mu);
+  std::shared_lock lock(shard.mu);
   auto it = shard.map.find(word);
   if (it == shard.map.end()) return false;
   ids->insert(ids->end(), it->second.begin(), it->second.end());
@@ -34,7 +35,7 @@ bool WordCache::Lookup(absl::string_view word, std::vector<int32_t>* ids) const 
 
 void WordCache::Insert(absl::string_view word, const int32_t* ids, size_t n) const {
   Shard& shard = shards_[ShardOf(word)];
-  absl::MutexLock lock(&shard.mu);
+  std::unique_lock lock(shard.mu);
   if (shard.map.size() >= kEntriesPerShard) shard.map.clear();
   shard.map.try_emplace(word, ids, ids + n);
 }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,7 +28,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "runtime/tokenizer/json_fields.h"
 
 namespace fjord::tokenizer::internal {
@@ -44,8 +44,10 @@ class WordCache {
 
  private:
   struct Shard {
-    mutable absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::vector<int32_t>> map ABSL_GUARDED_BY(mu);
+    // std::shared_mutex, not absl::Mutex: Debian's Abseil is built with
+    // deadlock detection, which costs more than the lookup.
+    mutable std::shared_mutex mu;
+    absl::flat_hash_map<std::string, std::vector<int32_t>> map;  // guarded by mu
   };
   size_t ShardOf(absl::string_view word) const;
   mutable std::array<Shard, kShards> shards_;

@@ -24,6 +24,14 @@ const ClassDelta* FindClassDelta(absl::string_view name) {
   return nullptr;
 }
 
+bool NormalizationMayChange(uint32_t cp, bool compose, bool compat) {
+  if (cp < 0x80) return false;
+  if (compose) {
+    return compat ? InRanges(kNfkcMaybe, kNfkcMaybeSize, cp) : InRanges(kNfcMaybe, kNfcMaybeSize, cp);
+  }
+  return compat ? InRanges(kNfkdMaybe, kNfkdMaybeSize, cp) : InRanges(kNfdMaybe, kNfdMaybeSize, cp);
+}
+
 bool IsHfNormalizationInert(uint32_t cp, bool compat) {
   if (cp < 0x80) return false;
   return compat ? InRanges(kHfInertCompat, kHfInertCompatSize, cp)

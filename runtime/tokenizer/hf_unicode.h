@@ -39,6 +39,11 @@ struct ClassDelta {
 // is then left to PCRE2).
 const ClassDelta* FindClassDelta(absl::string_view name);
 
+// Quick check: false when `cp` can neither change under the normal form
+// (compose: NFC/NFKC, else NFD/NFKD; compat: the K forms) nor make a
+// neighbour change; text made only of such code points is normalized.
+bool NormalizationMayChange(uint32_t cp, bool compose, bool compat);
+
 // Whether HF's NFC/NFD (compat: NFKC/NFKD) leaves `cp` alone and composes
 // nothing across it, though utf8proc would not.
 bool IsHfNormalizationInert(uint32_t cp, bool compat);

@@ -14,6 +14,8 @@
 namespace fjord::tokenizer::internal {
 namespace {
 
+constexpr size_t kMaxKeptBytes = size_t{16} << 20;
+
 // GPT-2's pre-tokenization regex (ByteLevel with use_regex).
 constexpr char kGpt2Pattern[] =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -23,18 +25,18 @@ const Regex& Gpt2Regex() {
   return *kRegex;
 }
 
-// Appends the non-empty `spans` of `piece` to *out.
-void EmitSpans(const Piece& piece, const std::vector<Span>& spans, std::vector<Piece>* out) {
+// Appends the non-empty `spans` of piece `i` of `in` to *out.
+void EmitSpans(const Pieces& in, size_t i, const std::vector<Span>& spans, Pieces* out) {
+  const absl::string_view text = in[i];
   for (const Span& s : spans) {
     if (s.second <= s.first) continue;
-    out->push_back(Piece{piece.text.substr(s.first, s.second - s.first),
-                         piece.at_start && s.first == 0});
+    out->Add(text.substr(s.first, s.second - s.first), in.at_start(i) && s.first == 0);
   }
 }
 
 // Each character satisfying `pred` as its own match (HF's Fn(char) pattern).
-void FindChars(absl::string_view text, const std::function<bool(uint32_t)>& pred,
-               std::vector<Span>* out) {
+template <typename Pred>
+void FindChars(absl::string_view text, Pred pred, std::vector<Span>* out) {
   size_t pos = 0;
   while (pos < text.size()) {
     const size_t start = pos;
@@ -42,30 +44,25 @@ void FindChars(absl::string_view text, const std::function<bool(uint32_t)>& pred
   }
 }
 
-// Applies `split(text, &spans)` to every piece.
-template <typename SplitFn>
-void SplitEach(std::vector<Piece>* pieces, SplitFn split) {
-  std::vector<Piece> out;
-  out.reserve(pieces->size() * 2);
-  std::vector<Span> spans;
-  for (const Piece& piece : *pieces) {
-    spans.clear();
-    split(piece.text, &spans);
-    EmitSpans(piece, spans, &out);
+// Splits every piece at the matches `find(text, &matches)` reports.
+template <typename FindFn>
+void SplitEach(const Pieces& in, Pieces* out, SplitBehavior behavior, bool invert, FindFn find) {
+  thread_local std::vector<Span> matches, spans;
+  for (size_t i = 0; i < in.size(); ++i) {
+    matches.clear();
+    find(in[i], &matches);
+    SplitSpans(in[i].size(), matches, behavior, invert, &spans);
+    EmitSpans(in, i, spans, out);
   }
-  *pieces = std::move(out);
 }
 
 class SplitPreTokenizer : public PreTokenizer {
  public:
   SplitPreTokenizer(Pattern pattern, SplitBehavior behavior, bool invert)
       : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
-  void Apply(std::vector<Piece>* pieces) const override {
-    std::vector<Span> matches;
-    SplitEach(pieces, [&](const std::string& text, std::vector<Span>* spans) {
-      matches.clear();
-      pattern_.FindAll(text, &matches);
-      *spans = SplitSpans(text.size(), matches, behavior_, invert_);
+  void Apply(const Pieces& in, Pieces* out) const override {
+    SplitEach(in, out, behavior_, invert_, [&](absl::string_view text, std::vector<Span>* m) {
+      pattern_.FindAll(text, m);
     });
   }
 
@@ -79,33 +76,31 @@ class ByteLevelPreTokenizer : public PreTokenizer {
  public:
   ByteLevelPreTokenizer(bool add_prefix_space, bool use_regex)
       : add_prefix_space_(add_prefix_space), use_regex_(use_regex) {}
-  void Apply(std::vector<Piece>* pieces) const override {
-    std::vector<Piece> out;
-    out.reserve(pieces->size() * 2);
-    std::vector<Span> matches;
-    std::string spaced;
-    for (const Piece& piece : *pieces) {
-      const std::string* text = &piece.text;
-      if (add_prefix_space_ && (text->empty() || (*text)[0] != ' ')) {
-        spaced = absl::StrCat(" ", *text);
-        text = &spaced;
+  void Apply(const Pieces& in, Pieces* out) const override {
+    thread_local std::vector<Span> matches, spans;
+    thread_local std::string spaced;
+    for (size_t i = 0; i < in.size(); ++i) {
+      absl::string_view text = in[i];
+      if (add_prefix_space_ && (text.empty() || text[0] != ' ')) {
+        spaced.clear();
+        spaced.push_back(' ');
+        spaced.append(text.data(), text.size());
+        text = spaced;
       }
       if (!use_regex_) {
-        Piece mapped{std::string(), piece.at_start};
-        AppendByteLevel(*text, &mapped.text);
-        if (!mapped.text.empty()) out.push_back(std::move(mapped));
+        out->AddWith(in.at_start(i), [&](std::string* buf) { AppendByteLevel(text, buf); });
         continue;
       }
       matches.clear();
-      Gpt2Regex().FindAll(*text, &matches);
-      for (const Span& s : SplitSpans(text->size(), matches, SplitBehavior::kIsolated, false)) {
+      Gpt2Regex().FindAll(text, &matches);
+      SplitSpans(text.size(), matches, SplitBehavior::kIsolated, false, &spans);
+      for (const Span& s : spans) {
         if (s.second <= s.first) continue;
-        Piece mapped{std::string(), piece.at_start && s.first == 0};
-        AppendByteLevel(absl::string_view(*text).substr(s.first, s.second - s.first), &mapped.text);
-        out.push_back(std::move(mapped));
+        out->AddWith(in.at_start(i) && s.first == 0, [&](std::string* buf) {
+          AppendByteLevel(text.substr(s.first, s.second - s.first), buf);
+        });
       }
     }
-    *pieces = std::move(out);
   }
 
  private:
@@ -119,25 +114,36 @@ class MetaspacePreTokenizer : public PreTokenizer {
  public:
   MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, bool split)
       : replacement_(std::move(replacement)), scheme_(scheme), split_(split) {}
-  void Apply(std::vector<Piece>* pieces) const override {
-    std::vector<Piece> out;
-    out.reserve(pieces->size() * 2);
-    std::vector<Span> matches;
-    for (Piece& piece : *pieces) {
-      Piece p{absl::StrReplaceAll(piece.text, {{" ", replacement_}}), piece.at_start};
+  void Apply(const Pieces& in, Pieces* out) const override {
+    thread_local Pieces replaced;
+    thread_local std::vector<Span> matches, spans;
+    replaced.clear();
+    for (size_t i = 0; i < in.size(); ++i) {
+      const absl::string_view text = in[i];
+      const bool at_start = in.at_start(i);
       const bool prepend =
-          scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && p.at_start);
-      if (prepend && !absl::StartsWith(p.text, replacement_)) p.text.insert(0, replacement_);
-      if (!split_) {
-        if (!p.text.empty()) out.push_back(std::move(p));
-        continue;
-      }
-      matches.clear();
-      FindAllLiteral(replacement_, p.text, &matches);
-      EmitSpans(p, SplitSpans(p.text.size(), matches, SplitBehavior::kMergedWithNext, false),
-                &out);
+          scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && at_start);
+      Pieces& target = split_ ? replaced : *out;
+      target.AddWith(at_start, [&](std::string* buf) {
+        if (prepend && !absl::StartsWith(text, " ") && !absl::StartsWith(text, replacement_)) {
+          buf->append(replacement_);
+        }
+        for (char c : text) {
+          if (c == ' ') {
+            buf->append(replacement_);
+          } else {
+            buf->push_back(c);
+          }
+        }
+      });
     }
-    *pieces = std::move(out);
+    if (!split_) return;
+    for (size_t i = 0; i < replaced.size(); ++i) {
+      matches.clear();
+      FindAllLiteral(replacement_, replaced[i], &matches);
+      SplitSpans(replaced[i].size(), matches, SplitBehavior::kMergedWithNext, false, &spans);
+      EmitSpans(replaced, i, spans, out);
+    }
   }
 
  private:
@@ -149,15 +155,9 @@ class MetaspacePreTokenizer : public PreTokenizer {
 class DigitsPreTokenizer : public PreTokenizer {
  public:
   explicit DigitsPreTokenizer(bool individual) : individual_(individual) {}
-  void Apply(std::vector<Piece>* pieces) const override {
-    std::vector<Span> matches;
-    SplitEach(pieces, [&](const std::string& text, std::vector<Span>* spans) {
-      matches.clear();
-      FindChars(text, IsNumeric, &matches);
-      *spans = SplitSpans(text.size(), matches,
-                          individual_ ? SplitBehavior::kIsolated : SplitBehavior::kContiguous,
-                          false);
-    });
+  void Apply(const Pieces& in, Pieces* out) const override {
+    SplitEach(in, out, individual_ ? SplitBehavior::kIsolated : SplitBehavior::kContiguous, false,
+              [](absl::string_view text, std::vector<Span>* m) { FindChars(text, IsNumeric, m); });
   }
 
  private:
@@ -166,38 +166,35 @@ class DigitsPreTokenizer : public PreTokenizer {
 
 class WhitespaceSplitPreTokenizer : public PreTokenizer {
  public:
-  void Apply(std::vector<Piece>* pieces) const override {
-    std::vector<Span> matches;
-    SplitEach(pieces, [&](const std::string& text, std::vector<Span>* spans) {
-      matches.clear();
-      FindChars(text, IsWhiteSpace, &matches);
-      *spans = SplitSpans(text.size(), matches, SplitBehavior::kRemoved, false);
-    });
+  void Apply(const Pieces& in, Pieces* out) const override {
+    SplitEach(in, out, SplitBehavior::kRemoved, false,
+              [](absl::string_view text, std::vector<Span>* m) { FindChars(text, IsWhiteSpace, m); });
   }
 };
 
 // HF's Whitespace: the matches of \w+|[^\w\s]+ (Rust regex, Unicode).
 class WhitespacePreTokenizer : public PreTokenizer {
  public:
-  void Apply(std::vector<Piece>* pieces) const override {
-    SplitEach(pieces, [&](const std::string& text, std::vector<Span>* spans) {
-      size_t pos = 0;
-      while (pos < text.size()) {
-        const size_t start = pos;
-        const uint32_t cp = DecodeUtf8(text, &pos);
-        if (IsWhiteSpace(cp)) continue;
-        const bool word = IsWordChar(cp);
-        size_t end = pos;
-        while (end < text.size()) {
-          size_t next = end;
-          const uint32_t c = DecodeUtf8(text, &next);
-          if (word ? !IsWordChar(c) : (IsWordChar(c) || IsWhiteSpace(c))) break;
-          end = next;
-        }
-        spans->emplace_back(start, end);
-        pos = end;
-      }
-    });
+  void Apply(const Pieces& in, Pieces* out) const override {
+    SplitEach(in, out, SplitBehavior::kRemoved, true,
+              [](absl::string_view text, std::vector<Span>* spans) {
+                size_t pos = 0;
+                while (pos < text.size()) {
+                  const size_t start = pos;
+                  const uint32_t cp = DecodeUtf8(text, &pos);
+                  if (IsWhiteSpace(cp)) continue;
+                  const bool word = IsWordChar(cp);
+                  size_t end = pos;
+                  while (end < text.size()) {
+                    size_t next = end;
+                    const uint32_t c = DecodeUtf8(text, &next);
+                    if (word ? !IsWordChar(c) : (IsWordChar(c) || IsWhiteSpace(c))) break;
+                    end = next;
+                  }
+                  spans->emplace_back(start, end);
+                  pos = end;
+                }
+              });
   }
 };
 
@@ -205,8 +202,31 @@ class SequencePreTokenizer : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts)
       : parts_(std::move(parts)) {}
-  void Apply(std::vector<Piece>* pieces) const override {
-    for (const auto& p : parts_) p->Apply(pieces);
+  void Apply(const Pieces& in, Pieces* out) const override {
+    if (parts_.empty()) {
+      for (size_t i = 0; i < in.size(); ++i) out->Add(in[i], in.at_start(i));
+      return;
+    }
+    // Ping-pong between two buffers; the last part writes to `out`.
+    thread_local std::vector<std::unique_ptr<Pieces>> buffers;
+    thread_local size_t depth = 0;  // nested Sequences need their own buffers
+    if (buffers.size() < 2 * (depth + 1)) {
+      buffers.push_back(std::make_unique<Pieces>());
+      buffers.push_back(std::make_unique<Pieces>());
+    }
+    Pieces* a = buffers[2 * depth].get();
+    Pieces* b = buffers[2 * depth + 1].get();
+    ++depth;
+    const Pieces* current = &in;
+    for (size_t k = 0; k < parts_.size(); ++k) {
+      Pieces* target = k + 1 == parts_.size() ? out : (current == a ? b : a);
+      target->clear();
+      parts_[k]->Apply(*current, target);
+      current = target;
+    }
+    a->Trim(kMaxKeptBytes);
+    b->Trim(kMaxKeptBytes);
+    --depth;
   }
 
  private:
@@ -228,10 +248,11 @@ absl::StatusOr<SplitBehavior> ParseBehavior(const Json& value, absl::string_view
 
 }  // namespace
 
-std::vector<Span> SplitSpans(size_t text_size, const std::vector<Span>& matches,
-                             SplitBehavior behavior, bool invert) {
+void SplitSpans(size_t text_size, const std::vector<Span>& matches, SplitBehavior behavior,
+                bool invert, std::vector<Span>* result) {
   // Every part of the text, marked as match or not (HF find_matches).
-  std::vector<std::pair<Span, bool>> parts;
+  thread_local std::vector<std::pair<Span, bool>> parts;
+  parts.clear();
   if (text_size == 0) {
     parts.push_back({{0, 0}, false});
   } else {
@@ -247,8 +268,8 @@ std::vector<Span> SplitSpans(size_t text_size, const std::vector<Span>& matches,
   if (invert) {
     for (auto& p : parts) p.second = !p.second;
   }
-  std::vector<Span> out;
-  out.reserve(parts.size());
+  std::vector<Span>& out = *result;
+  out.clear();
   bool previous_match = false;
   switch (behavior) {
     case SplitBehavior::kIsolated:
@@ -292,7 +313,6 @@ std::vector<Span> SplitSpans(size_t text_size, const std::vector<Span>& matches,
       std::reverse(out.begin(), out.end());
       break;
   }
-  return out;
 }
 
 absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& value,

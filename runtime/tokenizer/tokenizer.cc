@@ -33,7 +33,7 @@ using internal::IndexPath;
 using internal::Json;
 using internal::JsonTypeName;
 using internal::Normalizer;
-using internal::Piece;
+using internal::Pieces;
 using internal::PostProcessor;
 using internal::PreTokenizer;
 using internal::Segment;
@@ -228,10 +228,18 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
 
 void Tokenizer::Impl::EncodeText(absl::string_view text, bool at_start,
                                  std::vector<int32_t>* ids) const {
-  std::vector<Piece> pieces;
-  pieces.push_back(Piece{std::string(text), at_start});
-  if (pre_tokenizer != nullptr) pre_tokenizer->Apply(&pieces);
-  for (const Piece& p : pieces) model->Tokenize(p.text, ids);
+  if (pre_tokenizer == nullptr) {
+    model->Tokenize(text, ids);
+    return;
+  }
+  thread_local Pieces in, out;
+  in.clear();
+  out.clear();
+  in.Add(text, at_start);
+  pre_tokenizer->Apply(in, &out);
+  for (size_t i = 0; i < out.size(); ++i) model->Tokenize(out[i], ids);
+  in.Trim(size_t{16} << 20);
+  out.Trim(size_t{16} << 20);
 }
 
 std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool add_special_tokens) const {

@@ -197,6 +197,12 @@ std::string Normalize(absl::string_view s, NormalForm form) {
     }
     std::free(mapped);
   };
+  const bool compose = form == NormalForm::kNfc || form == NormalForm::kNfkc;
+  bool may_change = false;
+  for (size_t pos = 0; pos < s.size() && !may_change;) {
+    may_change = NormalizationMayChange(DecodeUtf8(s, &pos), compose, compat);
+  }
+  if (!may_change) return std::string(s);
   // HF's normalizer does not know some characters utf8proc does: it leaves
   // them alone and nothing composes or reorders across them, so normalize
   // the text between them.

@@ -194,6 +194,34 @@ def main():
                    f"kOnigMissing{key}, {len(ranges(missing))}}},")
     out.append("};")
     out.append("")
+    # Quick checks: code points that can change under a normal form or make a
+    # neighbour change (combining marks, decomposable characters, second
+    # characters of compositions, Hangul vowel and trailing jamo). Text
+    # without any is already normalized.
+    maybe = {f: set() for f in ["NFC", "NFD", "NFKC", "NFKD"]}
+    seconds = set()
+    for c in ALL:
+        ch = chr(c)
+        if c < 0x80:
+            continue
+        for f in maybe:
+            if u.ccc(c) != 0 or u.norm(f, ch) != ch:
+                maybe[f].add(c)
+        d = u.norm("NFD", ch)
+        if len(d) == 2 and u.norm("NFC", d) == ch:
+            seconds.add(ord(d[1]))
+    # Precomposed characters are NFC already, unless what they decompose to
+    # starts with a character that composes with what precedes it.
+    starts_with_second = {c for c in ALL if c >= 0x80 and ord(u.norm("NFKD", chr(c))[:1] or "a")
+                          in seconds}
+    jamo = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+    composing = seconds | jamo | starts_with_second
+    for name, points in [("kNfcMaybe", maybe["NFC"] | composing), ("kNfdMaybe", maybe["NFD"]),
+                         ("kNfkcMaybe", maybe["NFKC"] | composing),
+                         ("kNfkdMaybe", maybe["NFKD"])]:
+        emit(name, points, out)
+        out.append(f"constexpr size_t {name}Size = {len(ranges(points))};")
+    out.append("")
     canonical, compat = inert_code_points(u)
     out.append("// Inert for HF's NFC/NFD.")
     emit("kHfInertCanonical", canonical, out)
