@@ -5,16 +5,17 @@
 // tokenizer.json patterns are Oniguruma syntax (Ruby flavour). They are
 // translated to PCRE2 (UTF + UCP, JIT-compiled once at load):
 //   \s \S      Unicode White_Space (as Oniguruma; PCRE2's own \s adds U+180E)
-//   \w \W      letters, marks, numbers, connector punctuation (Oniguruma's \w)
+//   \w \W \d \D \p{X} \P{X} \p{^X}
+//              PCRE2's class plus/minus the code points where HF's Oniguruma
+//              (Unicode 16) differs from PCRE2 10.42 (Unicode 14), per class
+//              (hf_unicode.h); inside a bracket class those needing an
+//              exclusion turn the class into an equivalent alternation
 //   \h \H      hexadecimal digit (Oniguruma), not PCRE2's horizontal space
 //   \uHHHH     code point (PCRE2: \x{HHHH})
 //   ^ $        line anchors (Ruby semantics: PCRE2_MULTILINE)
 //   (?m)       dot matches newline (Ruby's m is PCRE2's s)
-// Inside a character class \s and \w are expanded the same way; \S and \W
-// there keep PCRE2's definitions. Character class intersection (&&) and
-// nested classes are refused. Unicode properties (\p{L}, \p{N}, ...) come
-// from PCRE2 (10.42: Unicode 14), so characters assigned in later Unicode
-// versions can classify differently from HF's Oniguruma.
+// Character class intersection (&&) and nested classes are refused.
+// Properties without a delta (scripts such as \p{Han}) are PCRE2's.
 //
 // Thread-safety: a compiled Regex is immutable; FindAll may be called
 // concurrently (each thread has its own match data and JIT stack).

@@ -26,10 +26,11 @@
 //
 // Text that is not valid UTF-8 is encoded as if each maximal invalid byte
 // sequence were U+FFFD (Python's bytes.decode("utf-8", errors="replace")),
-// so Encode(bytes) == HF's encode(bytes.decode(errors="replace")). Regex
-// character properties come from PCRE2 (Unicode 14) and normalization from
-// utf8proc (Unicode 15); characters assigned in later Unicode versions may
-// tokenize differently from HF.
+// so Encode(bytes) == HF's encode(bytes.decode(errors="replace")). Split
+// regexes run on PCRE2 and normalization on utf8proc, corrected to the Unicode
+// data of the pinned HF tokenizers (hf_unicode.h: its Oniguruma knows Unicode
+// 16, its normalizer older tables); tests/interop/test_tokenizer.py checks
+// every code point against HF.
 //
 // Thread-safety: a Tokenizer is immutable after loading, except for an
 // internal word cache guarded by mutexes; every const method may be called
