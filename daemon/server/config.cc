@@ -34,6 +34,7 @@ class Reader {
   // Calls `fields[key]` for each key of map `n` (at `path`); unknown keys fail.
   absl::Status Map(const YAML::Node& n, const std::string& path,
                    const std::map<std::string, std::function<absl::Status(const YAML::Node&, const std::string&)>>& fields) {
+    if (n.IsNull() && !path.empty()) return absl::OkStatus();  // a section with every field commented out
     if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(Where(n, path.empty() ? "config" : path), ": expected a mapping"));
     for (auto it = n.begin(); it != n.end(); ++it) {
       const std::string key = it->first.as<std::string>();
