@@ -134,5 +134,39 @@ TEST(JobConfigTest, ToYamlRoundTrips) {
   EXPECT_EQ(back->lora.layers_to_transform, c.lora.layers_to_transform);
 }
 
+TEST(JobConfigTest, LoraTargetFormsAndPatterns) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig(std::string(kMinimal) + R"(lora:
+  target_modules: '.*\.(q|v)_proj'
+  rank_pattern: {down_proj: 32, 'layers\.0\..*': 4}
+  alpha_pattern: {down_proj: 64}
+)", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->lora.target_modules_regex);
+  EXPECT_EQ(c->lora.target_modules, std::vector<std::string>{".*\\.(q|v)_proj"});
+  ASSERT_EQ(c->lora.rank_pattern.size(), 2u);
+  EXPECT_EQ(c->lora.rank_pattern[0], (std::pair<std::string, int64_t>{"down_proj", 32}));
+  EXPECT_EQ(c->lora.rank_pattern[1].first, "layers\\.0\\..*");  // file order kept
+  EXPECT_DOUBLE_EQ(c->lora.alpha_pattern[0].second, 64);
+  absl::StatusOr<JobConfig> back = ParseJobConfig(c->ToYaml(), "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->lora.target_modules_regex);
+  EXPECT_EQ(back->lora.rank_pattern, c->lora.rank_pattern);
+  EXPECT_EQ(back->ToYaml(), c->ToYaml());
+
+  // "all-linear" and lists are not regexes.
+  JobConfig d = *ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(ApplyOverride(d, "lora.target_modules=all-linear").ok());
+  EXPECT_FALSE(d.lora.target_modules_regex);
+  ASSERT_TRUE(ApplyOverride(d, "lora.target_modules=[q_proj]").ok());
+  EXPECT_FALSE(d.lora.target_modules_regex);
+
+  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 0}\n", "job.yaml").status().message(),
+              HasSubstr("job.yaml:9: field 'lora.rank_pattern'[q_proj]: rank must be in [1, 4096]"));
+  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 2, q_proj: 3}\n", "job.yaml").status().message(),
+              HasSubstr("pattern 'q_proj' appears twice"));
+  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  alpha_pattern: [1]\n", "job.yaml").status().message(),
+              HasSubstr("expected a mapping of module pattern: alpha"));
+}
+
 }  // namespace
 }  // namespace fjord::train
