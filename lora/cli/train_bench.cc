@@ -7,6 +7,7 @@
 //   train_bench --model DIR [--batch 8] [--seq 256] [--rank 16] [--steps 6]
 //       [--warmup 2] [--device cpu|cuda] [--dtype float32|bfloat16]
 //       [--threads N] [--checkpointing] [--kernels auto|fused|reference]
+//       [--profile]   (per-phase times on stderr)
 //
 // Prints one JSON line: {"tokens_per_s", "peak_bytes", "loss", "step_s":
 // [...], "threads"}. tokens_per_s counts batch·seq tokens per second over the
@@ -63,11 +64,11 @@ int Main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"batch", "8"},   {"seq", "256"},    {"rank", "16"},
                                               {"steps", "6"},   {"warmup", "2"},   {"device", "cpu"},
                                               {"dtype", "float32"}, {"threads", "0"}, {"kernels", "auto"}};
-  bool checkpointing = false;
+  bool checkpointing = false, profile = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--checkpointing") {
-      checkpointing = true;
+    if (a == "--checkpointing" || a == "--profile") {
+      (a == "--profile" ? profile : checkpointing) = true;
       continue;
     }
     if (a.rfind("--", 0) != 0 || i + 1 >= argc || (a != "--model" && !flags.count(a.substr(2)))) {
@@ -134,13 +135,29 @@ int Main(int argc, char** argv) {
     const auto& [x, y] = batches[step % 2];
     if (cuda) torch::cuda::synchronize();
     const auto t0 = std::chrono::steady_clock::now();
-    torch::Tensor loss = (*lm)->LossSum((*lm)->Hidden(x, pos, torch::Tensor()), y) / trained;
+    auto lap = [&, last = t0]() mutable {
+      if (cuda) torch::cuda::synchronize();
+      const auto now = std::chrono::steady_clock::now();
+      const double s = std::chrono::duration<double>(now - last).count();
+      last = now;
+      return s;
+    };
+    torch::Tensor hidden = (*lm)->Hidden(x, pos, torch::Tensor());  // (B, T, C)
+    const double t_forward = lap();
+    torch::Tensor loss = (*lm)->LossSum(hidden, y) / trained;
+    const double t_loss = lap();
     loss.backward();
+    const double t_backward = lap();
     optimizer.Step(1e-4);
     optimizer.ZeroGrad();
+    const double t_step = lap();
     last_loss = loss.item<double>();
     if (cuda) torch::cuda::synchronize();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (profile) {
+      std::cerr << "  forward " << t_forward << " s, loss (+its gradient) " << t_loss << " s, backward "
+                << t_backward << " s, optimizer " << t_step << " s\n";
+    }
     if (step >= warmup) times.push_back(dt);
     std::cerr << "step " << step << ": " << dt << " s, loss " << last_loss << "\n";
   }

@@ -1,5 +1,10 @@
 #include "runtime/train/job_config.h"
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -166,6 +171,26 @@ TEST(JobConfigTest, LoraTargetFormsAndPatterns) {
               HasSubstr("pattern 'q_proj' appears twice"));
   EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  alpha_pattern: [1]\n", "job.yaml").status().message(),
               HasSubstr("expected a mapping of module pattern: alpha"));
+}
+
+// Every example under configs/ parses, and starts with the command that runs it.
+TEST(JobConfigTest, ExampleConfigsParse) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  ASSERT_NE(srcdir, nullptr);
+  const std::filesystem::path dir = std::filesystem::path(srcdir) / (workspace ? workspace : "fjord") / "configs";
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++n;
+    absl::StatusOr<JobConfig> c = LoadJobConfig(entry.path().string());
+    EXPECT_TRUE(c.ok()) << entry.path() << ": " << c.status();
+    std::ifstream in(entry.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_THAT(text, HasSubstr("fjord-train --config configs/" + entry.path().filename().string()))
+        << entry.path() << " should start with the command that runs it";
+  }
+  EXPECT_GE(n, 3);
 }
 
 }  // namespace
