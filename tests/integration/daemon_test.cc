@@ -222,7 +222,7 @@ TEST(DaemonTest, Kill9OfAWorkerRequeuesAndSucceeds) {
             (std::vector<std::string>{"validating", "queued", "running", "requeued", "running", "succeeded"}));
   ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
   bool said_signal = false;
-  for (const auto& e : events.events) said_signal |= e.type == "status" && absl::StrContains(e.message, "signal 11");
+  for (const auto& e : events.events) said_signal |= e.type == "status" && absl::StrContains(e.message, "signal 9");
   EXPECT_TRUE(said_signal);
 }
 
@@ -284,7 +284,7 @@ TEST(DaemonTest, BadDataFailsValidationWithTheLine) {
   ASSERT_OK_AND_ASSIGN(d2, h.WaitForFinal(*acme, j2.id));
   EXPECT_EQ(d2.status, JobStatus::kFailed);
   EXPECT_FALSE(d2.error->user_error);
-  EXPECT_THAT(d2.error->message, HasSubstr("signal 11"));
+  EXPECT_THAT(d2.error->message, HasSubstr("signal 9"));
   EXPECT_TRUE(acme->Ping().ok());
 }
 
