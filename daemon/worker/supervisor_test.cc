@@ -118,5 +118,23 @@ TEST_F(SupervisorTest, StopEscalatesToKillAfterGrace) {
   EXPECT_EQ(u.back().exit.signal, SIGKILL);
 }
 
+TEST_F(SupervisorTest, DeadlineBoundsAWorkerWithoutHeartbeats) {
+  LaunchOptions lo;
+  lo.expect_heartbeats = false;
+  lo.deadline_ms = 5000;
+  ASSERT_TRUE(sup_->Launch("ftjob-f", Fake("ftjob-f", {"--silent", "--hang"}), lo).ok());
+  EXPECT_GT(sup_->Pid("ftjob-f"), 0);
+  // Silent for 2 s of fake time: no heartbeat kill (not expected to beat).
+  for (int i = 0; i < 20; ++i) {
+    now_ += 100;
+    for (const WorkerUpdate& u : sup_->Poll(5)) EXPECT_NE(u.kind, Kind::kHeartbeatTimeout);
+  }
+  EXPECT_TRUE(sup_->Running("ftjob-f"));
+  std::vector<WorkerUpdate> u = RunUntilExit("ftjob-f", /*advance_ms=*/500);
+  ASSERT_GE(u.size(), 2u);
+  EXPECT_EQ(u[u.size() - 2].kind, Kind::kDeadline);
+  EXPECT_EQ(u.back().exit.signal, SIGKILL);
+}
+
 }  // namespace
 }  // namespace fjord::daemon
