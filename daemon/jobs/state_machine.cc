@@ -29,6 +29,7 @@ constexpr Row kTable[] = {
     {S::kQueued, T::kResume, S::kQueued},
     {S::kQueued, T::kShutdown, S::kQueued},
     {S::kQueued, T::kRecover, S::kQueued},
+    {S::kQueued, T::kWorkerLostFinal, S::kFailed},  // the worker could not start
 
     {S::kRequeued, T::kSchedule, S::kRunning},
     {S::kRequeued, T::kPause, S::kPaused},
@@ -36,6 +37,7 @@ constexpr Row kTable[] = {
     {S::kRequeued, T::kResume, S::kRequeued},
     {S::kRequeued, T::kShutdown, S::kRequeued},
     {S::kRequeued, T::kRecover, S::kRequeued},
+    {S::kRequeued, T::kWorkerLostFinal, S::kFailed},
 
     {S::kRunning, T::kWorkerSucceeded, S::kSucceeded},
     {S::kRunning, T::kWorkerUserError, S::kFailed},

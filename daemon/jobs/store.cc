@@ -280,6 +280,22 @@ absl::StatusOr<CreateResult> JobStore::CreateJob(const Job& job, const std::stri
   return CreateResult{job, true};
 }
 
+absl::StatusOr<std::optional<Job>> JobStore::FindIdempotent(const std::string& tenant, const std::string& key,
+                                                           const std::string& fingerprint) {
+  Stmt s(db_, "SELECT fingerprint, body FROM jobs WHERE tenant = ? AND idempotency_key = ?");
+  FJORD_RETURN_IF_ERROR(s.status());
+  s.Bind(1, tenant).Bind(2, key);
+  FJORD_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return std::optional<Job>();
+  if (s.Text(0) != fingerprint) {
+    return protocol::Error(absl::StatusCode::kAlreadyExists,
+                           absl::StrCat("idempotency_key '", key, "' was used for a different job.create request"),
+                           "idempotency_key");
+  }
+  FJORD_ASSIGN_OR_RETURN(Job job, ParseJobRow(s.Text(1)));
+  return std::optional<Job>(std::move(job));
+}
+
 absl::Status JobStore::UpdateJob(const Job& job, std::vector<JobEvent>* events) {
   Transaction tx(db_);
   FJORD_RETURN_IF_ERROR(tx.status());

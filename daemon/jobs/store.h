@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,11 @@ class JobStore {
   // Events get their seq assigned (dense from 1).
   absl::StatusOr<CreateResult> CreateJob(const protocol::Job& job, const std::string& fingerprint,
                                          std::vector<protocol::JobEvent>* events);
+  // The job a tenant created with this idempotency key: nullopt when the key
+  // is new, AlreadyExists (param idempotency_key) when the key was used with
+  // a different fingerprint.
+  absl::StatusOr<std::optional<protocol::Job>> FindIdempotent(const std::string& tenant, const std::string& key,
+                                                              const std::string& fingerprint);
   // Replaces the job's row and appends events, atomically. NotFound if the
   // job does not exist.
   absl::Status UpdateJob(const protocol::Job& job, std::vector<protocol::JobEvent>* events = nullptr);
