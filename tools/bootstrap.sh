@@ -3,7 +3,7 @@
 # a second run checks and skips what is there.
 #   - Debian packages: Bazel 4.2.3 (bazel-bootstrap) + platforms, the -dev
 #     libraries fjord links (ZeroMQ, Abseil, GoogleTest, nlohmann-json,
-#     yaml-cpp, libsodium, PCRE2, SQLite, cpp-httplib), clang for fuzzing.
+#     yaml-cpp, libsodium, PCRE2, utf8proc, SQLite, cpp-httplib), clang for fuzzing.
 #   - A virtualenv outside the repo (FJORD_VENV, default ~/.cache/fjord/venv)
 #     with the torch wheel (LibTorch's headers and libraries) and the Python
 #     packages in tools/requirements.txt, and the fjord Python SDK (sdk/python,
@@ -30,7 +30,7 @@ fi
 # --- Debian packages ------------------------------------------------------------
 pkgs=(bazel-bootstrap bazel-platforms default-jdk-headless g++ python3 python3-venv
       libzmq3-dev cppzmq-dev libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
-      libyaml-cpp-dev libsodium-dev libpcre2-dev libsqlite3-dev libcpp-httplib-dev
+      libyaml-cpp-dev libsodium-dev libpcre2-dev libutf8proc-dev libsqlite3-dev libcpp-httplib-dev
       clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
