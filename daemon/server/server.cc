@@ -1228,7 +1228,8 @@ struct Server::Impl {
     const int64_t start = clock->NowMs();
     const auto t0 = std::chrono::steady_clock::now();
     const std::string identity = parts[0].to_string();
-    const char* user = zmq_msg_gets(parts[0].handle(), "User-Id");
+    // Connection metadata rides on the peer's own frames, not on the routing id ROUTER adds.
+    const char* user = zmq_msg_gets(parts[1].handle(), "User-Id");
     Frames frames;
     frames.reserve(parts.size() - 1);
     for (size_t i = 1; i < parts.size(); ++i) frames.push_back(parts[i].to_string());

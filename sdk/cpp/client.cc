@@ -97,8 +97,9 @@ struct Client::Impl {
         dealer->set(zmq::sockopt::curve_publickey, options.client_keys.public_key);
         dealer->set(zmq::sockopt::curve_secretkey, options.client_keys.secret_key);
       }
-      monitor_endpoint = absl::StrCat("inproc://fjord-client-monitor-",
-                                      reinterpret_cast<uintptr_t>(this), "-", sockets_opened++);
+      static std::atomic<uint64_t> monitors{0};
+      monitor_endpoint = absl::StrCat("inproc://fjord-client-monitor-", ::getpid(), "-", monitors++);
+      ++sockets_opened;
       if (zmq_socket_monitor(dealer->handle(), monitor_endpoint.c_str(),
                              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_CONNECTED |
