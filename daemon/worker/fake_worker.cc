@@ -1,25 +1,60 @@
 // A stand-in for fjord-train in daemon tests: speaks the worker protocol
-// (JSON events and heartbeats over a ZeroMQ PUSH socket) without training.
+// (JSON events and heartbeats over a ZeroMQ PUSH socket, the same exit codes)
+// without training.
 //
+// Supervisor-test mode (no --config):
 //   fake_worker --report ENDPOINT [--events N] [--exit-code C] [--silent]
 //               [--hang] [--ignore-sigterm]
 // --silent: no heartbeats; --hang: never exit on its own; on SIGTERM (unless
 // --ignore-sigterm) it sends a checkpoint event and exits 75, like fjord-train.
+//
+// fjord-train mode (what fjordd launches):
+//   fake_worker validate --config JOB.yaml          (JSON report on stdout; exit 0 or 2)
+//   fake_worker --config JOB.yaml --report ENDPOINT --progress none [--set k=v]...
+// The job's training file (data.train) is JSONL; every line must be a JSON
+// object. A first line {"fake_worker": {...}} scripts the run:
+//   "steps": 6            optimizer steps in total
+//   "step_ms": 50         time per step
+//   "checkpoint_every": 2 a real checkpoint (runtime/train/checkpoint) every N steps
+//   "checkpoint_ms": 0    extra time a checkpoint takes (slow checkpoint)
+//   "mode": "succeed" | "fail_user" (error event, exit 2) | "exit3" (error, exit 3)
+//         | "crash" (SIGKILL at crash_at_step) | "crash_once" (the same, only on
+//           the first run: a marker file in output.dir remembers)
+//         | "hang" (stops reporting and sleeps) | "ignore_sigterm"
+//   "crash_at_step": 3
+//   "validate": "ok" | "crash" (SIGKILL while validating) | "hang"
+// Resumes from the newest valid checkpoint under <output.dir>/checkpoints and
+// writes a PEFT-format adapter (adapter_config.json + an empty but valid
+// adapter_model.safetensors) to <output.dir>/adapter when done.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
+#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
+#include "runtime/train/checkpoint.h"
+#include "runtime/train/job_config.h"
+
 namespace {
+
+using nlohmann::json;
+
 std::atomic<bool> g_term{false};
 void OnTerm(int) { g_term.store(true); }
-}  // namespace
 
-int main(int argc, char** argv) {
+void SleepMs(int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+int SupervisorTestMode(int argc, char** argv) {
   std::string endpoint;
   int events = 0, exit_code = 0;
   bool silent = false, hang = false, ignore_term = false;
@@ -51,7 +86,204 @@ int main(int argc, char** argv) {
       send("{\"type\":\"heartbeat\"}");
       last_beat = std::chrono::steady_clock::now();
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    SleepMs(20);
   }
   return exit_code;
+}
+
+// Reads the JSONL file: the script (first line's "fake_worker") and the
+// first bad line, if any.
+struct Data {
+  json script = json::object();
+  int64_t lines = 0;
+  int64_t bad_line = 0;
+  std::string error;
+};
+
+Data ReadData(const std::string& path) {
+  Data d;
+  std::ifstream f(path);
+  if (!f) {
+    d.bad_line = -1;
+    d.error = "cannot open " + path;
+    return d;
+  }
+  std::string line;
+  while (std::getline(f, line)) {
+    ++d.lines;
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+      if (d.bad_line == 0) {
+        d.bad_line = d.lines;
+        d.error = "line " + std::to_string(d.lines) + ": not a JSON object";
+      }
+      continue;
+    }
+    if (d.lines == 1 && j.contains("fake_worker") && j["fake_worker"].is_object()) d.script = j["fake_worker"];
+  }
+  return d;
+}
+
+int Validate(const fjord::train::JobConfig& cfg) {
+  Data d = ReadData(cfg.data.train);
+  const std::string mode = d.script.value("validate", "ok");
+  if (mode == "crash") ::raise(SIGKILL);
+  if (mode == "hang") SleepMs(3600 * 1000);
+  json out = {{"valid", d.bad_line == 0}};
+  if (d.bad_line == 0) {
+    out["train"] = {{"valid", true}, {"lines", d.lines}, {"examples", d.lines}, {"summary", "ok"}};
+  } else {
+    out["train"] = {{"valid", false}, {"error_count", 1}, {"summary", d.error},
+                    {"errors", json::array({{{"line", d.bad_line}, {"field", ""}, {"message", d.error}}})}};
+  }
+  if (!cfg.data.validation.empty()) {
+    Data v = ReadData(cfg.data.validation);
+    out["validation"] = {{"valid", v.bad_line == 0}, {"summary", v.bad_line == 0 ? "ok" : v.error}};
+    if (v.bad_line != 0) out["valid"] = false;
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+  return out["valid"].get<bool>() ? 0 : 2;
+}
+
+class Reporter {
+ public:
+  explicit Reporter(const std::string& endpoint) : push_(ctx_, zmq::socket_type::push) {
+    push_.set(zmq::sockopt::linger, 2000);
+    push_.connect(endpoint);
+    beat_ = std::thread([this] {
+      while (!done_.load()) {
+        if (!paused_.load()) Send(json{{"type", "heartbeat"}, {"pid", ::getpid()}}.dump());
+        for (int i = 0; i < 10 && !done_.load(); ++i) SleepMs(20);
+      }
+    });
+  }
+  ~Reporter() {
+    done_ = true;
+    beat_.join();
+  }
+  void Send(const std::string& s) {
+    std::lock_guard<std::mutex> l(mu_);
+    push_.send(zmq::buffer(s), zmq::send_flags::none);
+  }
+  void StopHeartbeats() { paused_ = true; }
+
+ private:
+  zmq::context_t ctx_;
+  std::mutex mu_;
+  zmq::socket_t push_;
+  std::atomic<bool> done_{false}, paused_{false};
+  std::thread beat_;
+};
+
+int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
+  Data d = ReadData(cfg.data.train);
+  const json& s = d.script;
+  const int64_t steps = s.value("steps", 6);
+  const int64_t step_ms = s.value("step_ms", 50);
+  const int64_t every = s.value("checkpoint_every", 2);
+  const int64_t ckpt_ms = s.value("checkpoint_ms", 0);
+  const int64_t crash_at = s.value("crash_at_step", 3);
+  const std::string mode = s.value("mode", "succeed");
+  signal(SIGTERM, mode == "ignore_sigterm" ? SIG_IGN : OnTerm);
+  signal(SIGINT, mode == "ignore_sigterm" ? SIG_IGN : OnTerm);
+  Reporter r(endpoint);
+  const std::string ckpt_root = cfg.output.dir + "/checkpoints";
+  int64_t step = 0;
+  std::vector<std::string> skipped;
+  if (auto found = fjord::train::FindLatestCheckpoint(ckpt_root, &skipped); found.ok()) step = found->step;
+  r.Send(json{{"type", "start"}, {"step", step}, {"total_steps", steps},
+              {"message", step > 0 ? "resumed from step " + std::to_string(step) : "started"}}
+             .dump());
+  auto checkpoint = [&](int64_t at) -> bool {
+    if (ckpt_ms > 0) SleepMs(ckpt_ms);
+    auto path = fjord::train::WriteCheckpoint(ckpt_root, at, 3, [&](const std::string& dir) {
+      std::ofstream(dir + "/trainer_state.json") << json{{"step", at}}.dump();
+      return absl::OkStatus();
+    });
+    if (!path.ok()) {
+      r.Send(json{{"type", "error"}, {"code", "INTERNAL"}, {"message", std::string(path.status().message())},
+                  {"user_error", false}}
+                 .dump());
+      return false;
+    }
+    r.Send(json{{"type", "checkpoint"}, {"step", at}, {"total_steps", steps}, {"message", *path}}.dump());
+    return true;
+  };
+  while (step < steps) {
+    if (g_term.load()) {
+      if (step > 0 && !checkpoint(step)) return 3;
+      return 75;
+    }
+    SleepMs(step_ms);
+    ++step;
+    const std::string marker = cfg.output.dir + "/.fake-crashed";
+    if ((mode == "crash" || (mode == "crash_once" && ::access(marker.c_str(), F_OK) != 0)) && step == crash_at) {
+      std::ofstream(marker) << "1";
+      ::raise(SIGKILL);  // like the OOM killer or kill -9 (and no sanitizer can catch it)
+    }
+    if (mode == "hang" && step == crash_at) {
+      r.StopHeartbeats();
+      SleepMs(3600 * 1000);
+    }
+    r.Send(json{{"type", "step"}, {"step", step}, {"total_steps", steps}, {"loss", 2.0 / static_cast<double>(step)},
+                {"lr", 1e-3}, {"grad_norm", 0.5}, {"tokens_per_s", 1000.0}, {"eta_s", 0.05 * (steps - step)},
+                {"trained_tokens", step * 100}, {"peak_memory_bytes", 1 << 20}}
+               .dump());
+    if (mode == "fail_user" && step == crash_at) {
+      r.Send(json{{"type", "error"}, {"code", "INVALID_ARGUMENT"},
+                  {"message", "line 2 (messages[0].role): unknown role 'robot'"}, {"user_error", true}}
+                 .dump());
+      return 2;
+    }
+    if (mode == "exit3" && step == crash_at) {
+      r.Send(json{{"type", "error"}, {"code", "RESOURCE_EXHAUSTED"}, {"message", "CUDA out of memory"},
+                  {"user_error", false}}
+                 .dump());
+      return 3;
+    }
+    if (every > 0 && step % every == 0 && step < steps && !checkpoint(step)) return 3;
+  }
+  const std::string adapter = cfg.output.dir + "/adapter";
+  ::mkdir(adapter.c_str(), 0755);
+  std::ofstream(adapter + "/adapter_config.json")
+      << json{{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", cfg.lora.r}, {"lora_alpha", cfg.lora.alpha},
+              {"lora_dropout", cfg.lora.dropout}, {"target_modules", cfg.lora.target_modules},
+              {"base_model_name_or_path", cfg.model.path}}
+             .dump(2);
+  const std::string header = "{\"__metadata__\":{\"format\":\"pt\"}}";
+  std::string st(8, '\0');
+  for (int i = 0; i < 8; ++i) st[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  std::ofstream(adapter + "/adapter_model.safetensors", std::ios::binary) << st << header;
+  r.Send(json{{"type", "eval"}, {"step", step}, {"total_steps", steps}, {"eval_loss", 0.5}, {"eval_token_accuracy", 0.9}}.dump());
+  r.Send(json{{"type", "done"}, {"step", step}, {"total_steps", steps}, {"adapter", adapter}}.dump());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config, endpoint;
+  std::vector<std::string> sets;
+  bool validate = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "validate" && i == 1) validate = true;
+    else if (a == "--config" && i + 1 < argc) config = argv[++i];
+    else if (a == "--report" && i + 1 < argc) endpoint = argv[++i];
+    else if (a == "--set" && i + 1 < argc) sets.push_back(argv[++i]);
+    else if (a == "--progress" && i + 1 < argc) ++i;
+  }
+  if (config.empty()) return SupervisorTestMode(argc, argv);
+  auto cfg = fjord::train::LoadJobConfig(config);
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "fake_worker: %s\n", std::string(cfg.status().message()).c_str());
+    return 2;
+  }
+  for (const std::string& s : sets) {
+    if (auto st = fjord::train::ApplyOverride(*cfg, s); !st.ok()) return 2;
+  }
+  if (validate) return Validate(*cfg);
+  if (endpoint.empty()) return 2;
+  return Train(*cfg, endpoint);
 }

@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <chrono>
 #include <thread>
 
@@ -30,7 +33,13 @@ std::string WorkerSupervisor::EndpointFor(const std::string& job_id) const {
   return absl::StrCat("ipc://", options_.socket_dir, "/", job_id, ".sock");
 }
 
-absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpec& spec) {
+pid_t WorkerSupervisor::Pid(const std::string& job_id) const {
+  auto it = workers_.find(job_id);
+  return it == workers_.end() ? 0 : it->second.process->pid();
+}
+
+absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpec& spec,
+                                      const LaunchOptions& launch) {
   if (workers_.count(job_id)) return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " already has a worker"));
   Worker w;
   w.socket_path = absl::StrCat(options_.socket_dir, "/", job_id, ".sock");
@@ -43,6 +52,12 @@ absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpe
   } catch (const zmq::error_t& e) {
     return absl::InternalError(absl::StrCat("cannot bind ", EndpointFor(job_id), ": ", e.what()));
   }
+  // A worker running as another user must be able to connect to the socket.
+  if (spec.uid && ::chown(w.socket_path.c_str(), *spec.uid, spec.gid.value_or(static_cast<gid_t>(-1))) != 0) {
+    w.socket->close();
+    ::unlink(w.socket_path.c_str());
+    return absl::InternalError(absl::StrCat("chown ", w.socket_path, ": ", std::strerror(errno)));
+  }
   absl::StatusOr<std::unique_ptr<WorkerProcess>> p = WorkerProcess::Start(spec);
   if (!p.ok()) {
     w.socket->close();
@@ -51,6 +66,8 @@ absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpe
   }
   w.process = std::move(*p);
   w.last_heard_ms = Now();
+  w.started_ms = w.last_heard_ms;
+  w.launch = launch;
   workers_.emplace(job_id, std::move(w));
   return absl::OkStatus();
 }
@@ -67,34 +84,43 @@ void WorkerSupervisor::Kill(const std::string& job_id) {
   if (it != workers_.end()) it->second.process->Kill();
 }
 
+void WorkerSupervisor::AddPollItems(std::vector<zmq::pollitem_t>* items) const {
+  for (const auto& [id, w] : workers_) items->push_back({w.socket->handle(), 0, ZMQ_POLLIN, 0});
+}
+
 std::vector<WorkerUpdate> WorkerSupervisor::Poll(int timeout_ms) {
-  std::vector<WorkerUpdate> updates;
   std::vector<zmq::pollitem_t> items;
-  std::vector<std::string> ids;
-  for (auto& [id, w] : workers_) {
-    items.push_back({w.socket->handle(), 0, ZMQ_POLLIN, 0});
-    ids.push_back(id);
-  }
+  AddPollItems(&items);
   if (!items.empty()) {
     zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
   } else if (timeout_ms > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(timeout_ms, 50)));
   }
+  return Collect();
+}
+
+std::vector<WorkerUpdate> WorkerSupervisor::Collect() {
+  std::vector<WorkerUpdate> updates;
   const int64_t now = Now();
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (!(items[i].revents & ZMQ_POLLIN)) continue;
-    Worker& w = workers_.at(ids[i]);
+  for (auto& [id, w] : workers_) {
     zmq::message_t msg;
     while (w.socket->recv(msg, zmq::recv_flags::dontwait)) {
       w.last_heard_ms = now;
       std::string body = msg.to_string();
       if (body.find("\"type\":\"heartbeat\"") != std::string::npos) continue;
-      updates.push_back({WorkerUpdate::Kind::kEvent, ids[i], std::move(body), {}});
+      updates.push_back({WorkerUpdate::Kind::kEvent, id, std::move(body), {}});
     }
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
     Worker& w = it->second;
     if (std::optional<WorkerExit> e = w.process->Poll()) {
+      // Events sent just before the exit may still be queued.
+      zmq::message_t msg;
+      while (w.socket->recv(msg, zmq::recv_flags::dontwait)) {
+        std::string body = msg.to_string();
+        if (body.find("\"type\":\"heartbeat\"") != std::string::npos) continue;
+        updates.push_back({WorkerUpdate::Kind::kEvent, it->first, std::move(body), {}});
+      }
       updates.push_back({WorkerUpdate::Kind::kExited, it->first, "", *e});
       w.socket->close();
       ::unlink(w.socket_path.c_str());
@@ -105,7 +131,13 @@ std::vector<WorkerUpdate> WorkerSupervisor::Poll(int timeout_ms) {
       updates.push_back({WorkerUpdate::Kind::kStopTimeout, it->first, "", {}});
       w.process->Kill();
       w.stop_deadline_ms.reset();
-    } else if (!w.stop_deadline_ms && now - w.last_heard_ms > options_.heartbeat_timeout_ms) {
+    } else if (w.launch.deadline_ms > 0 && !w.deadline_reported &&
+               now - w.started_ms > w.launch.deadline_ms) {
+      updates.push_back({WorkerUpdate::Kind::kDeadline, it->first, "", {}});
+      w.process->Kill();
+      w.deadline_reported = true;
+    } else if (w.launch.expect_heartbeats && !w.stop_deadline_ms &&
+               now - w.last_heard_ms > options_.heartbeat_timeout_ms) {
       updates.push_back({WorkerUpdate::Kind::kHeartbeatTimeout, it->first, "", {}});
       w.process->Kill();
       w.last_heard_ms = now;  // report once

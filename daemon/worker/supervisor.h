@@ -33,6 +33,7 @@ struct WorkerUpdate {
     kExited,            // the worker ended; exit holds how
     kHeartbeatTimeout,  // the worker went silent and was killed; an kExited follows
     kStopTimeout,       // the worker ignored SIGTERM for the grace period and was killed
+    kDeadline,          // the worker ran past LaunchOptions::deadline_ms and was killed; an kExited follows
   };
   Kind kind;
   std::string job_id;
@@ -47,6 +48,13 @@ struct SupervisorOptions {
   std::function<int64_t()> now_ms;       // default: steady clock
 };
 
+struct LaunchOptions {
+  // False for workers that do not report (fjord-train validate): no
+  // heartbeat timeout; bound them with deadline_ms instead.
+  bool expect_heartbeats = true;
+  int64_t deadline_ms = 0;  // > 0: killed this long after launch (kDeadline)
+};
+
 class WorkerSupervisor {
  public:
   explicit WorkerSupervisor(SupervisorOptions options);
@@ -56,18 +64,28 @@ class WorkerSupervisor {
   std::string EndpointFor(const std::string& job_id) const;
   // Binds the job's socket and starts the worker. AlreadyExists when the job
   // already has a worker; errors of WorkerProcess::Start otherwise.
-  absl::Status Launch(const std::string& job_id, const WorkerSpec& spec);
+  absl::Status Launch(const std::string& job_id, const WorkerSpec& spec,
+                      const LaunchOptions& launch = {});
   // SIGTERM now, SIGKILL after stop_grace_ms (reported as kStopTimeout).
   void Stop(const std::string& job_id);
   // SIGKILL now.
   void Kill(const std::string& job_id);
   bool Running(const std::string& job_id) const { return workers_.count(job_id) > 0; }
+  // The worker's pid (0 when none).
+  pid_t Pid(const std::string& job_id) const;
   size_t size() const { return workers_.size(); }
 
   // Waits up to timeout_ms for worker messages, then returns everything that
   // happened: events, exits, timeouts. A job whose worker exited is removed
   // after its kExited update.
   std::vector<WorkerUpdate> Poll(int timeout_ms);
+
+  // The same in two halves, for a caller that polls other sockets too:
+  // AddPollItems appends one item per worker socket; Collect (after the
+  // caller's zmq::poll) drains them without blocking, reaps exits and
+  // applies timeouts.
+  void AddPollItems(std::vector<zmq::pollitem_t>* items) const;
+  std::vector<WorkerUpdate> Collect();
 
  private:
   struct Worker {
@@ -76,6 +94,9 @@ class WorkerSupervisor {
     std::string socket_path;
     int64_t last_heard_ms = 0;
     std::optional<int64_t> stop_deadline_ms;
+    LaunchOptions launch;
+    int64_t started_ms = 0;
+    bool deadline_reported = false;
   };
   int64_t Now() const;
 

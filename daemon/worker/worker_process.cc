@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,18 +48,30 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (log_fd < 0) return absl::InternalError(absl::StrCat("cannot open worker log ", log, ": ", std::strerror(errno)));
   const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int out_fd = -1;
+  if (!spec.stdout_path.empty()) {
+    out_fd = ::open(spec.stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (out_fd < 0) {
+      const int e = errno;
+      ::close(log_fd);
+      if (null_fd >= 0) ::close(null_fd);
+      return absl::InternalError(absl::StrCat("cannot open worker stdout ", spec.stdout_path, ": ", std::strerror(e)));
+    }
+  }
+  const pid_t parent = ::getpid();
 
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int e = errno;
     ::close(log_fd);
     if (null_fd >= 0) ::close(null_fd);
+    if (out_fd >= 0) ::close(out_fd);
     return absl::InternalError(absl::StrCat("fork: ", std::strerror(e)));
   }
   if (pid == 0) {
     ::setpgid(0, 0);  // own process group: signals reach the worker and its children
     if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
-    ::dup2(log_fd, STDOUT_FILENO);
+    ::dup2(out_fd >= 0 ? out_fd : log_fd, STDOUT_FILENO);
     ::dup2(log_fd, STDERR_FILENO);
     // Reset signal dispositions the daemon may have changed.
     struct sigaction dfl {};
@@ -70,12 +83,17 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
     if (!spec.working_dir.empty() && ::chdir(spec.working_dir.c_str()) != 0) ::_exit(126);
     if (spec.gid && (::setgroups(0, nullptr) != 0 || ::setgid(*spec.gid) != 0)) ::_exit(126);
     if (spec.uid && ::setuid(*spec.uid) != 0) ::_exit(126);
+    // After setuid (a credential change clears the parent-death signal).
+    if (spec.die_with_parent) {
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(126);
+    }
     ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   ::setpgid(pid, pid);  // also from the parent, so there is no race with Terminate
   ::close(log_fd);
   if (null_fd >= 0) ::close(null_fd);
+  if (out_fd >= 0) ::close(out_fd);
   return std::unique_ptr<WorkerProcess>(new WorkerProcess(pid));
 }
 

@@ -26,11 +26,16 @@ struct WorkerSpec {
   std::map<std::string, std::string> env;  // the whole environment of the child
   std::string cuda_visible_devices;        // set as CUDA_VISIBLE_DEVICES ("" = none visible)
   std::string log_path;                    // stdout+stderr appended here; "" = /dev/null
+  std::string stdout_path;                 // if set: stdout truncated into this file instead
   std::string working_dir;                 // "" = inherit
   // When the daemon runs as root: the unprivileged user the worker runs as
   // (setgid/setuid before exec). Unset: same user as the daemon.
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
+  // The worker gets SIGKILL when the thread that started it dies (the daemon
+  // crashing or being killed -9), so no orphan keeps training, or writing
+  // checkpoints, beside the worker a restarted daemon launches.
+  bool die_with_parent = true;
 };
 
 struct WorkerExit {

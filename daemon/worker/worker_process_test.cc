@@ -1,6 +1,7 @@
 #include "daemon/worker/worker_process.h"
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -44,6 +45,55 @@ TEST_F(WorkerProcessTest, ArgumentsReachTheProgramLiterallyWithoutAShell) {
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->exit_code, 0);
   EXPECT_EQ(ReadFile(spec.log_path), "job; rm -rf /tmp/x $(whoami) `id`\n");
+}
+
+TEST_F(WorkerProcessTest, StdoutCanGoToItsOwnFile) {
+  WorkerSpec spec;
+  spec.program = "/bin/sh";
+  spec.args = {"-c", "echo report; echo warning >&2"};
+  spec.log_path = LogPath();
+  spec.stdout_path = LogPath() + ".stdout";
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE((*w)->Wait(10000).has_value());
+  EXPECT_EQ(ReadFile(spec.stdout_path), "report\n");
+  EXPECT_EQ(ReadFile(spec.log_path), "warning\n");
+}
+
+// A daemon killed with -9 takes its workers with it (PR_SET_PDEATHSIG).
+TEST_F(WorkerProcessTest, WorkerDiesWithItsParent) {
+  const std::string pid_file = LogPath() + ".pid";
+  const pid_t daemon = ::fork();
+  ASSERT_GE(daemon, 0);
+  if (daemon == 0) {
+    WorkerSpec spec;
+    spec.program = "/bin/sleep";
+    spec.args = {"60"};
+    auto w = WorkerProcess::Start(spec);
+    if (!w.ok()) ::_exit(1);
+    std::ofstream(pid_file) << (*w)->pid();
+    ::pause();
+    ::_exit(0);
+  }
+  pid_t worker = 0;
+  for (int i = 0; i < 500 && worker == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::ifstream(pid_file) >> worker;
+  }
+  ASSERT_GT(worker, 0);
+  EXPECT_EQ(::kill(worker, 0), 0);
+  ::kill(daemon, SIGKILL);
+  ::waitpid(daemon, nullptr, 0);
+  bool gone = false;
+  for (int i = 0; i < 500 && !gone; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // The worker is reparented and reaped by init (or a subreaper); gone or a zombie.
+    std::ifstream stat("/proc/" + std::to_string(worker) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    gone = line.empty() || line.find(") Z") != std::string::npos;
+  }
+  EXPECT_TRUE(gone);
 }
 
 TEST_F(WorkerProcessTest, EnvironmentIsExactlyTheSpecPlusCudaDevices) {

@@ -1,0 +1,92 @@
+#include "daemon/auth/keys.h"
+
+#include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "daemon/protocol/messages.h"
+#include "sdk/cpp/curve_keys.h"
+
+namespace fjord::daemon {
+
+std::optional<Principal> KeyRing::Find(absl::string_view public_key) const {
+  auto it = keys_.find(std::string(public_key));
+  if (it == keys_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not valid YAML: ", e.what()));
+  }
+  if (!root.IsMap() || !root["clients"] || !root["clients"].IsSequence()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": expected a mapping with a 'clients' list"));
+  }
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    if (it->first.as<std::string>() != "clients") {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": unknown field '", it->first.as<std::string>(), "'"));
+    }
+  }
+  std::map<std::string, Principal> keys;
+  int index = 0;
+  for (const YAML::Node& entry : root["clients"]) {
+    const std::string where = absl::StrCat(name, ":", entry.Mark().line + 1, ": clients[", index++, "]");
+    if (!entry.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping"));
+    Principal p;
+    std::string key, role = "tenant";
+    for (auto f = entry.begin(); f != entry.end(); ++f) {
+      const std::string k = f->first.as<std::string>();
+      if (!f->second.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(where, ".", k, ": expected a string"));
+      const std::string v = f->second.as<std::string>();
+      if (k == "name") p.key_name = v;
+      else if (k == "public_key") key = v;
+      else if (k == "tenant") p.tenant = v;
+      else if (k == "role") role = v;
+      else return absl::InvalidArgumentError(absl::StrCat(where, ": unknown field '", k, "'"));
+    }
+    if (!ValidZ85Key(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".public_key: not a Z85 CURVE public key (40 characters)"));
+    }
+    if (!protocol::ValidTenantName(p.tenant)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".tenant: '", p.tenant, "' is not a valid tenant name ([a-z0-9][a-z0-9_-]*)"));
+    }
+    if (role != "tenant" && role != "admin") {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".role: '", role, "' is not tenant or admin"));
+    }
+    p.admin = role == "admin";
+    if (p.key_name.empty()) p.key_name = key.substr(0, 8);
+    if (!keys.emplace(key, p).second) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".public_key: the same key is listed twice"));
+    }
+  }
+  return std::make_shared<const KeyRing>(std::move(keys));
+}
+
+absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("keys file ", path, " does not exist"));
+    return absl::PermissionDeniedError(absl::StrCat("keys file ", path, ": ", std::strerror(errno)));
+  }
+  if ((st.st_mode & 022) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "keys file %s has mode %04o: group or others can change who may connect; run chmod 644 %s", path,
+        st.st_mode & 07777, path));
+  }
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return ParseKeysFile(s.str(), path);
+}
+
+}  // namespace fjord::daemon

@@ -1,0 +1,52 @@
+// The keys file: which CURVE client keys may talk to the daemon, and as whom.
+//
+//   # /etc/fjordd/clients.yaml
+//   clients:
+//     - name: acme-ci                 # shown in logs and in `ping`
+//       public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"   # Z85, 40 chars
+//       tenant: acme
+//       role: tenant                  # tenant (default) | admin
+//
+// The file holds public keys only, but who may connect is decided by it: a
+// keys file that group or others can write is refused.
+#ifndef FJORD_DAEMON_AUTH_KEYS_H_
+#define FJORD_DAEMON_AUTH_KEYS_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace fjord::daemon {
+
+struct Principal {
+  std::string key_name;
+  std::string tenant;
+  bool admin = false;
+  const char* role() const { return admin ? "admin" : "tenant"; }
+};
+
+class KeyRing {
+ public:
+  // Z85 public key -> principal.
+  explicit KeyRing(std::map<std::string, Principal> keys) : keys_(std::move(keys)) {}
+  std::optional<Principal> Find(absl::string_view public_key) const;
+  size_t size() const { return keys_.size(); }
+
+ private:
+  std::map<std::string, Principal> keys_;
+};
+
+// Parses a keys file's YAML. InvalidArgument naming `name`, the entry and the
+// field (a bad key, an invalid tenant name, a duplicate key, an unknown
+// field).
+absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name);
+// Reads and parses; NotFound if missing, PermissionDenied if group/other-writable.
+absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path);
+
+}  // namespace fjord::daemon
+
+#endif  // FJORD_DAEMON_AUTH_KEYS_H_

@@ -1,0 +1,56 @@
+#include "daemon/auth/keys.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sdk/cpp/curve_keys.h"
+
+namespace fjord::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(KeysTest, Parses) {
+  const std::string a = GenerateCurveKeyPair()->public_key, b = GenerateCurveKeyPair()->public_key;
+  auto ring = ParseKeysFile("clients:\n  - name: ci\n    public_key: \"" + a + "\"\n    tenant: acme\n"
+                            "  - public_key: \"" + b + "\"\n    tenant: ops\n    role: admin\n",
+                            "clients.yaml");
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  EXPECT_EQ((*ring)->Find(a)->tenant, "acme");
+  EXPECT_FALSE((*ring)->Find(a)->admin);
+  EXPECT_TRUE((*ring)->Find(b)->admin);
+  EXPECT_FALSE((*ring)->Find("x").has_value());
+}
+
+TEST(KeysTest, Errors) {
+  const std::string a = GenerateCurveKeyPair()->public_key;
+  const std::string entry = "clients:\n  - public_key: \"" + a + "\"\n    tenant: acme\n";
+  EXPECT_THAT(ParseKeysFile("clients:\n  - public_key: abc\n    tenant: acme\n", "k").status().message(),
+              HasSubstr("k:2: clients[0].public_key: not a Z85"));
+  EXPECT_THAT(ParseKeysFile("clients:\n  - public_key: \"" + a + "\"\n    tenant: ../x\n", "k").status().message(),
+              HasSubstr("not a valid tenant name"));
+  EXPECT_THAT(ParseKeysFile(entry + "    role: root\n", "k").status().message(), HasSubstr("'root' is not tenant or admin"));
+  EXPECT_THAT(ParseKeysFile(entry + "    colour: red\n", "k").status().message(), HasSubstr("unknown field 'colour'"));
+  EXPECT_THAT(ParseKeysFile(entry + "  - public_key: \"" + a + "\"\n    tenant: b\n", "k").status().message(),
+              HasSubstr("listed twice"));
+  EXPECT_THAT(ParseKeysFile("[", "k").status().message(), HasSubstr("not valid YAML"));
+}
+
+TEST(KeysTest, WritableKeysFileIsRefused) {
+  const std::string path = ::testing::TempDir() + "/keys-" + std::to_string(::getpid()) + ".yaml";
+  std::ofstream(path) << "clients: []\n";
+  ::chmod(path.c_str(), 0664);
+  auto r = LoadKeysFile(path);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(r.status().message(), HasSubstr("chmod 644"));
+  ::chmod(path.c_str(), 0644);
+  EXPECT_TRUE(LoadKeysFile(path).ok());
+  EXPECT_EQ(LoadKeysFile(path + ".none").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace fjord::daemon

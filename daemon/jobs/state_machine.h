@@ -1,0 +1,40 @@
+// The job state machine (docs/protocol.md §6): an explicit table of
+// (status, trigger) -> status. NextStatus is the one place that refuses
+// every pair not in the table. No I/O; thread-safe.
+#ifndef FJORD_DAEMON_JOBS_STATE_MACHINE_H_
+#define FJORD_DAEMON_JOBS_STATE_MACHINE_H_
+
+#include "absl/status/statusor.h"
+#include "daemon/protocol/messages.h"
+
+namespace fjord::daemon {
+
+using protocol::JobStatus;
+
+enum class Trigger {
+  kValidationPassed,  // fjord-train validate exit 0
+  kValidationFailed,  // exit 2: the user's data/config
+  kValidatorCrashed,  // crash, kill, timeout
+  kSchedule,          // a slot was given
+  kWorkerSucceeded,   // exit 0
+  kWorkerUserError,   // exit 2
+  kWorkerLost,        // crash/kill/silence with restarts left
+  kWorkerLostFinal,   // the same with no restarts left
+  kWorkerStopped,     // exited after SIGTERM (pause/cancel)
+  kCancel,
+  kPause,
+  kResume,
+  kShutdown,          // graceful daemon shutdown
+  kRecover,           // found unfinished when the daemon starts
+};
+
+const char* TriggerName(Trigger trigger);
+
+// The status after `trigger`, which may equal `from` (a no-op such as
+// cancelling a cancelled job). FailedPrecondition("cannot pause a job that is
+// succeeded") for a pair outside the table.
+absl::StatusOr<JobStatus> NextStatus(JobStatus from, Trigger trigger);
+
+}  // namespace fjord::daemon
+
+#endif  // FJORD_DAEMON_JOBS_STATE_MACHINE_H_

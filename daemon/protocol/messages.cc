@@ -1,0 +1,419 @@
+#include "daemon/protocol/messages.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/protocol/errors.h"
+#include "daemon/protocol/json_reader.h"
+#include "daemon/protocol/protocol.h"
+#include "runtime/util/status_macros.h"
+
+namespace fjord::protocol {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kStatusNames[] = {"validating", "queued",     "running",  "pausing",
+                                        "paused",     "cancelling", "requeued", "succeeded",
+                                        "failed",     "cancelled"};
+
+absl::Status Malformed(absl::string_view what, absl::string_view field, const json& v) {
+  return absl::InternalError(absl::StrCat("malformed reply: ", what, ".", field, " is ",
+                                          v.type_name()));
+}
+
+// Lenient getters for replies: absent or null leaves *out as it is.
+absl::Status GetStr(const json& j, const char* what, const char* key, std::string* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_string()) return Malformed(what, key, *it);
+  *out = it->get<std::string>();
+  return absl::OkStatus();
+}
+
+template <class Int>
+absl::Status GetInt(const json& j, const char* what, const char* key, Int* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return Malformed(what, key, *it);
+  *out = static_cast<Int>(it->is_number_float() ? it->get<double>() : it->get<int64_t>());
+  return absl::OkStatus();
+}
+
+absl::Status GetOptInt(const json& j, const char* what, const char* key,
+                       std::optional<int64_t>* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return Malformed(what, key, *it);
+  *out = it->get<int64_t>();
+  return absl::OkStatus();
+}
+
+absl::Status GetNum(const json& j, const char* what, const char* key, double* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return Malformed(what, key, *it);
+  *out = it->get<double>();
+  return absl::OkStatus();
+}
+
+absl::Status GetBool(const json& j, const char* what, const char* key, bool* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) return Malformed(what, key, *it);
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+json OptInt(const std::optional<int64_t>& v) { return v ? json(*v) : json(nullptr); }
+
+absl::Status ReadHyperparameters(const json& j, Hyperparameters* h) {
+  FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(j, "hyperparameters"));
+  FJORD_RETURN_IF_ERROR(r.Int("epochs", &h->epochs, 1, 1000));
+  FJORD_RETURN_IF_ERROR(r.Int("max_steps", &h->max_steps, 0, 100000000));
+  FJORD_RETURN_IF_ERROR(r.Int("batch_size", &h->batch_size, 1, 4096));
+  FJORD_RETURN_IF_ERROR(r.Int("gradient_accumulation_steps", &h->gradient_accumulation_steps, 1, 4096));
+  FJORD_RETURN_IF_ERROR(r.Number("learning_rate", &h->learning_rate, 0, 1, /*min_exclusive=*/true));
+  FJORD_RETURN_IF_ERROR(r.String("lr_scheduler", &h->lr_scheduler, false, 16));
+  if (h->lr_scheduler != "cosine" && h->lr_scheduler != "linear" && h->lr_scheduler != "constant") {
+    return InvalidArgument(
+        absl::StrCat("hyperparameters.lr_scheduler must be cosine, linear or constant, got '",
+                     h->lr_scheduler, "'"),
+        "hyperparameters.lr_scheduler");
+  }
+  FJORD_RETURN_IF_ERROR(r.Int("warmup_steps", &h->warmup_steps, 0, 100000000));
+  FJORD_RETURN_IF_ERROR(r.Number("weight_decay", &h->weight_decay, 0, 10));
+  FJORD_RETURN_IF_ERROR(r.Number("max_grad_norm", &h->max_grad_norm, -1e9, 1e9));
+  FJORD_RETURN_IF_ERROR(r.Int("max_length", &h->max_length, 16, 131072));
+  FJORD_RETURN_IF_ERROR(r.Int("seed", &h->seed, 0, INT64_MAX));
+  FJORD_RETURN_IF_ERROR(r.Int("checkpoint_every_steps", &h->checkpoint_every_steps, 0, 100000000));
+  FJORD_RETURN_IF_ERROR(r.Int("eval_every_steps", &h->eval_every_steps, 0, 100000000));
+  return r.Finish();
+}
+
+absl::Status ReadLora(const json& j, LoraSettings* l) {
+  FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(j, "lora"));
+  FJORD_RETURN_IF_ERROR(r.Int("r", &l->r, 1, 1024));
+  FJORD_RETURN_IF_ERROR(r.Number("alpha", &l->alpha, 0, 1e6, /*min_exclusive=*/true));
+  FJORD_RETURN_IF_ERROR(r.Number("dropout", &l->dropout, 0, 1, false, /*max_exclusive=*/true));
+  if (r.Has("target_modules")) {
+    FJORD_RETURN_IF_ERROR(r.StringList("target_modules", &l->target_modules, 64, 256));
+    if (l->target_modules.empty()) {
+      return InvalidArgument("lora.target_modules must not be empty", "lora.target_modules");
+    }
+  } else {
+    r.Accept("target_modules");
+  }
+  return r.Finish();
+}
+
+json HyperparametersToJson(const Hyperparameters& h) {
+  return json{{"epochs", h.epochs},
+              {"max_steps", h.max_steps},
+              {"batch_size", h.batch_size},
+              {"gradient_accumulation_steps", h.gradient_accumulation_steps},
+              {"learning_rate", h.learning_rate},
+              {"lr_scheduler", h.lr_scheduler},
+              {"warmup_steps", h.warmup_steps},
+              {"weight_decay", h.weight_decay},
+              {"max_grad_norm", h.max_grad_norm},
+              {"max_length", h.max_length},
+              {"seed", h.seed},
+              {"checkpoint_every_steps", h.checkpoint_every_steps},
+              {"eval_every_steps", h.eval_every_steps}};
+}
+
+json LoraToJson(const LoraSettings& l) {
+  return json{{"r", l.r}, {"alpha", l.alpha}, {"dropout", l.dropout},
+              {"target_modules", l.target_modules}};
+}
+
+absl::Status ReadHyperparametersLenient(const json& j, Hyperparameters* h) {
+  if (!j.is_object()) return Malformed("job", "hyperparameters", j);
+  const char* w = "hyperparameters";
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "epochs", &h->epochs));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "max_steps", &h->max_steps));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "batch_size", &h->batch_size));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "gradient_accumulation_steps", &h->gradient_accumulation_steps));
+  FJORD_RETURN_IF_ERROR(GetNum(j, w, "learning_rate", &h->learning_rate));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "lr_scheduler", &h->lr_scheduler));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "warmup_steps", &h->warmup_steps));
+  FJORD_RETURN_IF_ERROR(GetNum(j, w, "weight_decay", &h->weight_decay));
+  FJORD_RETURN_IF_ERROR(GetNum(j, w, "max_grad_norm", &h->max_grad_norm));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "max_length", &h->max_length));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "seed", &h->seed));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "checkpoint_every_steps", &h->checkpoint_every_steps));
+  return GetInt(j, w, "eval_every_steps", &h->eval_every_steps);
+}
+
+absl::Status ReadLoraLenient(const json& j, LoraSettings* l) {
+  if (!j.is_object()) return Malformed("job", "lora", j);
+  FJORD_RETURN_IF_ERROR(GetInt(j, "lora", "r", &l->r));
+  FJORD_RETURN_IF_ERROR(GetNum(j, "lora", "alpha", &l->alpha));
+  FJORD_RETURN_IF_ERROR(GetNum(j, "lora", "dropout", &l->dropout));
+  auto it = j.find("target_modules");
+  if (it != j.end() && it->is_array()) {
+    l->target_modules.clear();
+    for (const json& m : *it) {
+      if (!m.is_string()) return Malformed("lora", "target_modules[]", m);
+      l->target_modules.push_back(m.get<std::string>());
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* JobStatusName(JobStatus status) { return kStatusNames[static_cast<int>(status)]; }
+
+std::optional<JobStatus> ParseJobStatus(absl::string_view name) {
+  for (JobStatus s : kAllJobStatuses) {
+    if (name == JobStatusName(s)) return s;
+  }
+  return std::nullopt;
+}
+
+bool IsFinal(JobStatus status) {
+  return status == JobStatus::kSucceeded || status == JobStatus::kFailed ||
+         status == JobStatus::kCancelled;
+}
+
+bool ValidTenantName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '-' && c != '_'))) return false;
+  }
+  return true;
+}
+
+bool ValidIdempotencyKey(absl::string_view key) {
+  if (key.empty() || key.size() > kMaxIdempotencyKeyBytes) return false;
+  for (char c : key) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
+  JobSpec spec;
+  FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(body, ""));
+  FJORD_RETURN_IF_ERROR(r.String("model", &spec.model, /*required=*/true, 256));
+  FJORD_RETURN_IF_ERROR(r.String("training_file", &spec.training_file, /*required=*/true, 1024));
+  FJORD_RETURN_IF_ERROR(r.String("validation_file", &spec.validation_file, false, 1024));
+  FJORD_ASSIGN_OR_RETURN(const json* hp, r.Object("hyperparameters"));
+  if (hp != nullptr) FJORD_RETURN_IF_ERROR(ReadHyperparameters(*hp, &spec.hyperparameters));
+  FJORD_ASSIGN_OR_RETURN(const json* lora, r.Object("lora"));
+  if (lora != nullptr) FJORD_RETURN_IF_ERROR(ReadLora(*lora, &spec.lora));
+  FJORD_RETURN_IF_ERROR(r.Int("priority", &spec.priority, -10, 10));
+  FJORD_RETURN_IF_ERROR(r.Int("gpus", &spec.gpus, 1, 64));
+  FJORD_RETURN_IF_ERROR(r.Int("max_restarts", &spec.max_restarts, 0, 100));
+  FJORD_ASSIGN_OR_RETURN(const json* md, r.Object("metadata"));
+  if (md != nullptr) {
+    if (md->size() > 16) {
+      return InvalidArgument(absl::StrCat("metadata has ", md->size(), " entries, limit 16"),
+                             "metadata");
+    }
+    for (auto it = md->begin(); it != md->end(); ++it) {
+      const std::string p = absl::StrCat("metadata.", it.key());
+      if (it.key().empty() || it.key().size() > 64) {
+        return InvalidArgument("metadata keys must be 1..64 bytes", "metadata");
+      }
+      if (!it->is_string() || it->get_ref<const std::string&>().size() > 512) {
+        return InvalidArgument(absl::StrCat(p, " must be a string of at most 512 bytes"), p);
+      }
+      spec.metadata[it.key()] = it->get<std::string>();
+    }
+  }
+  FJORD_RETURN_IF_ERROR(r.String("idempotency_key", &spec.idempotency_key, false,
+                                 kMaxIdempotencyKeyBytes));
+  if (!spec.idempotency_key.empty() && !ValidIdempotencyKey(spec.idempotency_key)) {
+    return InvalidArgument("idempotency_key must be printable ASCII", "idempotency_key");
+  }
+  FJORD_RETURN_IF_ERROR(r.String("tenant", &spec.tenant, false, 64));
+  if (!spec.tenant.empty() && !ValidTenantName(spec.tenant)) {
+    return InvalidArgument(absl::StrCat("tenant '", spec.tenant, "' is not a valid tenant name"),
+                           "tenant");
+  }
+  FJORD_RETURN_IF_ERROR(r.Finish());
+  return spec;
+}
+
+json JobSpecToJson(const JobSpec& spec) {
+  json j{{"model", spec.model},
+         {"training_file", spec.training_file},
+         {"hyperparameters", HyperparametersToJson(spec.hyperparameters)},
+         {"lora", LoraToJson(spec.lora)},
+         {"priority", spec.priority},
+         {"gpus", spec.gpus},
+         {"metadata", spec.metadata}};
+  if (!spec.validation_file.empty()) j["validation_file"] = spec.validation_file;
+  if (spec.max_restarts >= 0) j["max_restarts"] = spec.max_restarts;
+  if (!spec.idempotency_key.empty()) j["idempotency_key"] = spec.idempotency_key;
+  if (!spec.tenant.empty()) j["tenant"] = spec.tenant;
+  return j;
+}
+
+std::string JobSpecFingerprint(const JobSpec& spec) {
+  JobSpec s = spec;
+  s.idempotency_key.clear();
+  s.tenant.clear();
+  return DumpJson(JobSpecToJson(s));
+}
+
+json JobToJson(const Job& job) {
+  json j{{"id", job.id},
+         {"tenant", job.tenant},
+         {"model", job.spec.model},
+         {"training_file", job.spec.training_file},
+         {"validation_file",
+          job.spec.validation_file.empty() ? json(nullptr) : json(job.spec.validation_file)},
+         {"hyperparameters", HyperparametersToJson(job.spec.hyperparameters)},
+         {"lora", LoraToJson(job.spec.lora)},
+         {"priority", job.spec.priority},
+         {"gpus", job.spec.gpus},
+         {"max_restarts", job.spec.max_restarts},
+         {"metadata", job.spec.metadata},
+         {"idempotency_key",
+          job.spec.idempotency_key.empty() ? json(nullptr) : json(job.spec.idempotency_key)},
+         {"status", JobStatusName(job.status)},
+         {"queue_position", OptInt(job.queue_position)},
+         {"created_at_ms", job.created_at_ms},
+         {"started_at_ms", OptInt(job.started_at_ms)},
+         {"finished_at_ms", OptInt(job.finished_at_ms)},
+         {"step", job.step},
+         {"total_steps", job.total_steps},
+         {"trained_tokens", job.trained_tokens},
+         {"metrics", job.metrics.is_object() ? job.metrics : json::object()},
+         {"error", nullptr},
+         {"latest_checkpoint", nullptr},
+         {"result_adapter", nullptr},
+         {"restarts", job.restarts},
+         {"node", job.node},
+         {"gpu_ids", job.gpu_ids}};
+  if (job.error) {
+    j["error"] = {{"code", job.error->code},
+                  {"message", job.error->message},
+                  {"param", job.error->param.empty() ? json(nullptr) : json(job.error->param)},
+                  {"user_error", job.error->user_error}};
+  }
+  if (job.latest_checkpoint) j["latest_checkpoint"] = CheckpointToJson(*job.latest_checkpoint);
+  if (!job.result_adapter_path.empty()) j["result_adapter"] = {{"path", job.result_adapter_path}};
+  return j;
+}
+
+absl::StatusOr<Job> JobFromJson(const json& j) {
+  if (!j.is_object()) return absl::InternalError("malformed reply: job is not an object");
+  Job job;
+  const char* w = "job";
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "id", &job.id));
+  if (job.id.empty()) return absl::InternalError("malformed reply: job has no id");
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "tenant", &job.tenant));
+  job.spec.tenant = job.tenant;
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "model", &job.spec.model));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "training_file", &job.spec.training_file));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "validation_file", &job.spec.validation_file));
+  if (auto it = j.find("hyperparameters"); it != j.end() && !it->is_null()) {
+    FJORD_RETURN_IF_ERROR(ReadHyperparametersLenient(*it, &job.spec.hyperparameters));
+  }
+  if (auto it = j.find("lora"); it != j.end() && !it->is_null()) {
+    FJORD_RETURN_IF_ERROR(ReadLoraLenient(*it, &job.spec.lora));
+  }
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "priority", &job.spec.priority));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "gpus", &job.spec.gpus));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "max_restarts", &job.spec.max_restarts));
+  if (auto it = j.find("metadata"); it != j.end() && it->is_object()) {
+    for (auto m = it->begin(); m != it->end(); ++m) {
+      if (m->is_string()) job.spec.metadata[m.key()] = m->get<std::string>();
+    }
+  }
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "idempotency_key", &job.spec.idempotency_key));
+  std::string status;
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "status", &status));
+  std::optional<JobStatus> st = ParseJobStatus(status);
+  if (!st) return absl::InternalError(absl::StrCat("malformed reply: unknown job status '", status, "'"));
+  job.status = *st;
+  FJORD_RETURN_IF_ERROR(GetOptInt(j, w, "queue_position", &job.queue_position));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "created_at_ms", &job.created_at_ms));
+  FJORD_RETURN_IF_ERROR(GetOptInt(j, w, "started_at_ms", &job.started_at_ms));
+  FJORD_RETURN_IF_ERROR(GetOptInt(j, w, "finished_at_ms", &job.finished_at_ms));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "step", &job.step));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "total_steps", &job.total_steps));
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "trained_tokens", &job.trained_tokens));
+  if (auto it = j.find("metrics"); it != j.end() && it->is_object()) job.metrics = *it;
+  if (auto it = j.find("error"); it != j.end() && it->is_object()) {
+    JobError e;
+    FJORD_RETURN_IF_ERROR(GetStr(*it, "error", "code", &e.code));
+    FJORD_RETURN_IF_ERROR(GetStr(*it, "error", "message", &e.message));
+    FJORD_RETURN_IF_ERROR(GetStr(*it, "error", "param", &e.param));
+    FJORD_RETURN_IF_ERROR(GetBool(*it, "error", "user_error", &e.user_error));
+    job.error = e;
+  }
+  if (auto it = j.find("latest_checkpoint"); it != j.end() && it->is_object()) {
+    FJORD_ASSIGN_OR_RETURN(CheckpointInfo c, CheckpointFromJson(*it));
+    job.latest_checkpoint = c;
+  }
+  if (auto it = j.find("result_adapter"); it != j.end() && it->is_object()) {
+    FJORD_RETURN_IF_ERROR(GetStr(*it, "result_adapter", "path", &job.result_adapter_path));
+  }
+  FJORD_RETURN_IF_ERROR(GetInt(j, w, "restarts", &job.restarts));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "node", &job.node));
+  if (auto it = j.find("gpu_ids"); it != j.end() && it->is_array()) {
+    for (const json& g : *it) {
+      if (!g.is_number_integer()) return Malformed("job", "gpu_ids[]", g);
+      job.gpu_ids.push_back(g.get<int>());
+    }
+  }
+  return job;
+}
+
+json JobEventToJson(const JobEvent& e) {
+  return json{{"seq", e.seq},
+              {"time_ms", e.time_ms},
+              {"type", e.type},
+              {"message", e.message},
+              {"data", e.data.is_object() ? e.data : json::object()}};
+}
+
+absl::StatusOr<JobEvent> JobEventFromJson(const json& j) {
+  if (!j.is_object()) return absl::InternalError("malformed reply: event is not an object");
+  JobEvent e;
+  FJORD_RETURN_IF_ERROR(GetInt(j, "event", "seq", &e.seq));
+  FJORD_RETURN_IF_ERROR(GetInt(j, "event", "time_ms", &e.time_ms));
+  FJORD_RETURN_IF_ERROR(GetStr(j, "event", "type", &e.type));
+  FJORD_RETURN_IF_ERROR(GetStr(j, "event", "message", &e.message));
+  if (auto it = j.find("data"); it != j.end() && it->is_object()) e.data = *it;
+  return e;
+}
+
+json FileInfoToJson(const FileInfo& f) {
+  return json{{"id", f.id},           {"filename", f.filename},
+              {"bytes", f.bytes},     {"sha256", f.sha256},
+              {"created_at_ms", f.created_at_ms}, {"path", f.path}};
+}
+
+absl::StatusOr<FileInfo> FileInfoFromJson(const json& j) {
+  if (!j.is_object()) return absl::InternalError("malformed reply: file is not an object");
+  FileInfo f;
+  FJORD_RETURN_IF_ERROR(GetStr(j, "file", "id", &f.id));
+  FJORD_RETURN_IF_ERROR(GetStr(j, "file", "filename", &f.filename));
+  FJORD_RETURN_IF_ERROR(GetInt(j, "file", "bytes", &f.bytes));
+  FJORD_RETURN_IF_ERROR(GetStr(j, "file", "sha256", &f.sha256));
+  FJORD_RETURN_IF_ERROR(GetInt(j, "file", "created_at_ms", &f.created_at_ms));
+  FJORD_RETURN_IF_ERROR(GetStr(j, "file", "path", &f.path));
+  return f;
+}
+
+json CheckpointToJson(const CheckpointInfo& c) { return json{{"step", c.step}, {"path", c.path}}; }
+
+absl::StatusOr<CheckpointInfo> CheckpointFromJson(const json& j) {
+  if (!j.is_object()) return absl::InternalError("malformed reply: checkpoint is not an object");
+  CheckpointInfo c;
+  FJORD_RETURN_IF_ERROR(GetInt(j, "checkpoint", "step", &c.step));
+  FJORD_RETURN_IF_ERROR(GetStr(j, "checkpoint", "path", &c.path));
+  return c;
+}
+
+}  // namespace fjord::protocol

@@ -1,0 +1,168 @@
+// The JSON bodies of FJD01 (docs/protocol.md §5-§6) as structs: the job spec
+// a client submits, the job object, events, files, checkpoints.
+//
+// *FromJson of a request body (JobSpecFromJson) is strict: types, ranges and
+// unknown fields are checked, errors are InvalidArgument with the field's
+// dotted path as param. *FromJson of a daemon reply (JobFromJson, ...) is
+// lenient about fields it does not know (forward compatibility) and fails
+// with Internal("malformed reply: ...") on a wrong type.
+#ifndef FJORD_DAEMON_PROTOCOL_MESSAGES_H_
+#define FJORD_DAEMON_PROTOCOL_MESSAGES_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace fjord::protocol {
+
+enum class JobStatus {
+  kValidating,
+  kQueued,
+  kRunning,
+  kPausing,
+  kPaused,
+  kCancelling,
+  kRequeued,
+  kSucceeded,
+  kFailed,
+  kCancelled,
+};
+inline constexpr JobStatus kAllJobStatuses[] = {
+    JobStatus::kValidating, JobStatus::kQueued,     JobStatus::kRunning,   JobStatus::kPausing,
+    JobStatus::kPaused,     JobStatus::kCancelling, JobStatus::kRequeued,  JobStatus::kSucceeded,
+    JobStatus::kFailed,     JobStatus::kCancelled,
+};
+// "validating", "queued", ...
+const char* JobStatusName(JobStatus status);
+std::optional<JobStatus> ParseJobStatus(absl::string_view name);
+// succeeded, failed, cancelled.
+bool IsFinal(JobStatus status);
+
+struct Hyperparameters {
+  int64_t epochs = 1;
+  int64_t max_steps = 0;
+  int64_t batch_size = 4;
+  int64_t gradient_accumulation_steps = 1;
+  double learning_rate = 2e-4;
+  std::string lr_scheduler = "cosine";
+  int64_t warmup_steps = 0;
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;
+  int64_t max_length = 1024;
+  int64_t seed = 42;
+  int64_t checkpoint_every_steps = 0;
+  int64_t eval_every_steps = 0;
+};
+
+struct LoraSettings {
+  int64_t r = 16;
+  double alpha = 32;
+  double dropout = 0.05;
+  std::vector<std::string> target_modules = {"all-linear"};
+};
+
+// What a client submits (job.create). max_restarts < 0: the daemon's default.
+struct JobSpec {
+  std::string model;
+  std::string training_file;
+  std::string validation_file;  // "" = none
+  Hyperparameters hyperparameters;
+  LoraSettings lora;
+  int priority = 0;
+  int gpus = 1;
+  int max_restarts = -1;
+  std::map<std::string, std::string> metadata;
+  std::string idempotency_key;  // "" = none
+  std::string tenant;           // "" = the principal's (admin may name another)
+};
+
+// Strict parse of a job.create body (docs/protocol.md §5 table).
+absl::StatusOr<JobSpec> JobSpecFromJson(const nlohmann::json& body);
+// The body a client sends: every field, defaults included, except empty
+// validation_file / idempotency_key / tenant and max_restarts < 0.
+nlohmann::json JobSpecToJson(const JobSpec& spec);
+// Canonical JSON of the spec without idempotency_key and tenant: two
+// requests with the same key must have equal fingerprints.
+std::string JobSpecFingerprint(const JobSpec& spec);
+
+struct JobError {
+  std::string code;     // an error code name (§4)
+  std::string message;
+  std::string param;    // "" = none
+  bool user_error = false;
+};
+
+struct CheckpointInfo {
+  int64_t step = 0;
+  std::string path;
+};
+
+struct Job {
+  std::string id;
+  std::string tenant;
+  JobSpec spec;  // spec.tenant == tenant; spec.max_restarts resolved (>= 0)
+  JobStatus status = JobStatus::kValidating;
+  std::optional<int64_t> queue_position;
+  int64_t created_at_ms = 0;
+  std::optional<int64_t> started_at_ms;
+  std::optional<int64_t> finished_at_ms;
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  int64_t trained_tokens = 0;
+  nlohmann::json metrics = nlohmann::json::object();
+  std::optional<JobError> error;
+  std::optional<CheckpointInfo> latest_checkpoint;
+  std::string result_adapter_path;  // "" until succeeded
+  int restarts = 0;
+  std::string node;
+  std::vector<int> gpu_ids;
+};
+
+nlohmann::json JobToJson(const Job& job);
+absl::StatusOr<Job> JobFromJson(const nlohmann::json& value);
+
+struct JobEvent {
+  int64_t seq = 0;
+  int64_t time_ms = 0;
+  std::string type;     // "status", "step", "eval", "checkpoint", "log", "done", "error", "validation", "start"
+  std::string message;
+  nlohmann::json data = nlohmann::json::object();
+};
+nlohmann::json JobEventToJson(const JobEvent& event);
+absl::StatusOr<JobEvent> JobEventFromJson(const nlohmann::json& value);
+
+struct FileInfo {
+  std::string id;
+  std::string filename;
+  uint64_t bytes = 0;
+  std::string sha256;
+  int64_t created_at_ms = 0;
+  std::string path;  // relative to the tenant's area: "files/<id>"
+};
+nlohmann::json FileInfoToJson(const FileInfo& file);
+absl::StatusOr<FileInfo> FileInfoFromJson(const nlohmann::json& value);
+
+nlohmann::json CheckpointToJson(const CheckpointInfo& checkpoint);
+absl::StatusOr<CheckpointInfo> CheckpointFromJson(const nlohmann::json& value);
+
+struct AdapterFile {
+  std::string name;
+  uint64_t bytes = 0;
+  std::string sha256;
+};
+
+// True for [a-z0-9][a-z0-9_-]{0,63} (tenant names, model names are looser).
+bool ValidTenantName(absl::string_view name);
+// True for 1..128 printable ASCII bytes.
+bool ValidIdempotencyKey(absl::string_view key);
+
+}  // namespace fjord::protocol
+
+#endif  // FJORD_DAEMON_PROTOCOL_MESSAGES_H_

@@ -1,0 +1,300 @@
+#include "daemon/server/config.h"
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/auth/keys.h"
+#include "daemon/protocol/messages.h"
+#include "daemon/util/log.h"
+#include "sdk/cpp/curve_keys.h"
+
+namespace fjord::daemon {
+namespace {
+
+class Reader {
+ public:
+  Reader(std::string name) : name_(std::move(name)) {}
+
+  std::string Where(const YAML::Node& n, const std::string& field) const {
+    const YAML::Mark m = n.Mark();
+    if (m.line >= 0) return absl::StrCat(name_, ":", m.line + 1, ": ", field);
+    return absl::StrCat(name_, ": ", field);
+  }
+
+  // Calls `fields[key]` for each key of map `n` (at `path`); unknown keys fail.
+  absl::Status Map(const YAML::Node& n, const std::string& path,
+                   const std::map<std::string, std::function<absl::Status(const YAML::Node&, const std::string&)>>& fields) {
+    if (n.IsNull() && !path.empty()) return absl::OkStatus();  // a section with every field commented out
+    if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(Where(n, path.empty() ? "config" : path), ": expected a mapping"));
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      const std::string key = it->first.as<std::string>();
+      const std::string p = path.empty() ? key : absl::StrCat(path, ".", key);
+      auto f = fields.find(key);
+      if (f == fields.end()) {
+        std::vector<std::string> known;
+        for (const auto& [k, v] : fields) known.push_back(k);
+        return absl::InvalidArgumentError(
+            absl::StrCat(Where(it->first, p), ": unknown field (known: ", absl::StrJoin(known, ", "), ")"));
+      }
+      if (absl::Status s = f->second(it->second, p); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  template <class T>
+  absl::Status Scalar(const YAML::Node& n, const std::string& path, const char* type, T* out) {
+    if (!n.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(Where(n, path), ": expected ", type));
+    try {
+      *out = n.as<T>();
+    } catch (const YAML::Exception&) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(n, path), ": expected ", type, ", got '", n.Scalar(), "'"));
+    }
+    return absl::OkStatus();
+  }
+  auto Str(std::string* out) {
+    return [this, out](const YAML::Node& n, const std::string& p) { return Scalar(n, p, "a string", out); };
+  }
+  auto Bool(bool* out) {
+    return [this, out](const YAML::Node& n, const std::string& p) { return Scalar(n, p, "true or false", out); };
+  }
+  template <class T>
+  auto Int(T* out, int64_t min, int64_t max) {
+    return [this, out, min, max](const YAML::Node& n, const std::string& p) -> absl::Status {
+      int64_t v = 0;
+      if (absl::Status s = Scalar(n, p, "an integer", &v); !s.ok()) return s;
+      if (v < min || v > max) {
+        return absl::InvalidArgumentError(absl::StrCat(Where(n, p), ": must be in [", min, ", ", max, "], got ", v));
+      }
+      *out = static_cast<T>(v);
+      return absl::OkStatus();
+    };
+  }
+  // Seconds in the file, milliseconds in the struct.
+  auto Seconds(int64_t* out_ms) {
+    return [this, out_ms](const YAML::Node& n, const std::string& p) -> absl::Status {
+      double v = 0;
+      if (absl::Status s = Scalar(n, p, "a number of seconds", &v); !s.ok()) return s;
+      if (!(v > 0) || v > 86400 * 30) {
+        return absl::InvalidArgumentError(absl::StrCat(Where(n, p), ": must be > 0 seconds"));
+      }
+      *out_ms = static_cast<int64_t>(v * 1000);
+      return absl::OkStatus();
+    };
+  }
+  auto StrList(std::vector<std::string>* out) {
+    return [this, out](const YAML::Node& n, const std::string& p) -> absl::Status {
+      if (!n.IsSequence()) return absl::InvalidArgumentError(absl::StrCat(Where(n, p), ": expected a list"));
+      out->clear();
+      for (const YAML::Node& e : n) {
+        std::string v;
+        if (absl::Status s = Scalar(e, p, "a string", &v); !s.ok()) return s;
+        out->push_back(v);
+      }
+      return absl::OkStatus();
+    };
+  }
+  auto StrMap(std::map<std::string, std::string>* out) {
+    return [this, out](const YAML::Node& n, const std::string& p) -> absl::Status {
+      if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(Where(n, p), ": expected a mapping"));
+      for (auto it = n.begin(); it != n.end(); ++it) {
+        std::string v;
+        if (absl::Status s = Scalar(it->second, absl::StrCat(p, ".", it->first.as<std::string>()), "a string", &v);
+            !s.ok()) {
+          return s;
+        }
+        (*out)[it->first.as<std::string>()] = v;
+      }
+      return absl::OkStatus();
+    };
+  }
+
+ private:
+  std::string name_;
+};
+
+bool IsAbsolute(const std::string& p) { return !p.empty() && p[0] == '/'; }
+
+}  // namespace
+
+bool IsLoopbackOrIpc(absl::string_view e) {
+  if (absl::StartsWith(e, "ipc://")) return true;
+  if (!absl::StartsWith(e, "tcp://")) return false;
+  absl::string_view host = e.substr(6);
+  const size_t colon = host.rfind(':');
+  if (colon == absl::string_view::npos) return false;
+  host = host.substr(0, colon);
+  return absl::StartsWith(host, "127.") || host == "[::1]" || host == "localhost";
+}
+
+absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::string_view name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not valid YAML: ", e.what()));
+  }
+  DaemonConfig c;
+  Reader r{std::string(name)};
+  auto sub = [&r](auto fields) {
+    return [&r, fields](const YAML::Node& n, const std::string& p) { return r.Map(n, p, fields); };
+  };
+  using Fields = std::map<std::string, std::function<absl::Status(const YAML::Node&, const std::string&)>>;
+  Fields security = {{"curve", r.Bool(&c.security.curve)},
+                     {"server_secret_key_file", r.Str(&c.security.server_secret_key_file)},
+                     {"keys_file", r.Str(&c.security.keys_file)},
+                     {"allow_plaintext", r.Bool(&c.security.allow_plaintext)},
+                     {"plaintext_tenant", r.Str(&c.security.plaintext_tenant)},
+                     {"plaintext_admin", r.Bool(&c.security.plaintext_admin)}};
+  Fields worker = {{"program", r.Str(&c.worker.program)},
+                   {"args", r.StrList(&c.worker.args)},
+                   {"user", r.Str(&c.worker.user)},
+                   {"env", r.StrMap(&c.worker.env)},
+                   {"validate", r.Bool(&c.worker.validate)},
+                   {"heartbeat_timeout_s", r.Seconds(&c.worker.heartbeat_timeout_ms)},
+                   {"stop_grace_s", r.Seconds(&c.worker.stop_grace_ms)},
+                   {"validation_timeout_s", r.Seconds(&c.worker.validation_timeout_ms)},
+                   {"max_restarts", r.Int(&c.worker.max_restarts, 0, 100)}};
+  Fields scheduler = {
+      {"gpus",
+       [&](const YAML::Node& n, const std::string& p) -> absl::Status {
+         if (!n.IsSequence()) return absl::InvalidArgumentError(absl::StrCat(r.Where(n, p), ": expected a list of GPU indices"));
+         std::set<int> seen;
+         for (const YAML::Node& e : n) {
+           int g = 0;
+           if (absl::Status s = r.Int(&g, 0, 1023)(e, p); !s.ok()) return s;
+           if (!seen.insert(g).second) return absl::InvalidArgumentError(absl::StrCat(r.Where(e, p), ": GPU ", g, " listed twice"));
+           c.scheduler.gpus.push_back(g);
+         }
+         return absl::OkStatus();
+       }},
+      {"cpu_slots", r.Int(&c.scheduler.cpu_slots, 1, 1024)},
+      {"max_running_per_tenant", r.Int(&c.scheduler.max_running_per_tenant, 1, 100000)},
+      {"max_queued_per_tenant", r.Int(&c.scheduler.max_queued_per_tenant, 1, 1000000)}};
+  Fields limits = {{"max_message_bytes", r.Int(&c.limits.max_message_bytes, 4096, int64_t{1} << 30)},
+                   {"max_body_bytes", r.Int(&c.limits.max_body_bytes, 1024, int64_t{1} << 28)},
+                   {"upload_chunk_bytes", r.Int(&c.limits.upload_chunk_bytes, 1024, int64_t{1} << 28)},
+                   {"max_upload_bytes", r.Int(&c.limits.max_upload_bytes, 1, int64_t{1} << 42)},
+                   {"max_peers", r.Int(&c.limits.max_peers, 1, 1000000)},
+                   {"max_streams_per_peer", r.Int(&c.limits.max_streams_per_peer, 1, 10000)},
+                   {"heartbeat_interval_ms", r.Int(&c.limits.heartbeat_interval_ms, 10, 600000)},
+                   {"upload_idle_s", r.Seconds(&c.limits.upload_idle_ms)}};
+  Fields top = {{"node_name", r.Str(&c.node_name)},
+                {"state_dir", r.Str(&c.state_dir)},
+                {"storage_root", r.Str(&c.storage_root)},
+                {"listen", r.StrList(&c.listen)},
+                {"security", sub(security)},
+                {"models", r.StrMap(&c.models)},
+                {"worker", sub(worker)},
+                {"scheduler", sub(scheduler)},
+                {"limits", sub(limits)},
+                {"metrics", sub(Fields{{"listen", r.Str(&c.metrics.listen)}})},
+                {"logging", sub(Fields{{"level", r.Str(&c.logging.level)}, {"file", r.Str(&c.logging.file)}})}};
+  if (absl::Status s = r.Map(root, "", top); !s.ok()) return s;
+
+  auto missing = [&](const char* field) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", field, " is required"));
+  };
+  if (c.state_dir.empty()) return missing("state_dir");
+  if (c.storage_root.empty()) return missing("storage_root");
+  if (c.listen.empty()) return missing("listen");
+  if (c.worker.program.empty()) return missing("worker.program");
+  for (const auto& [field, path] : {std::pair<const char*, std::string*>{"state_dir", &c.state_dir},
+                                    {"storage_root", &c.storage_root},
+                                    {"worker.program", &c.worker.program}}) {
+    if (!IsAbsolute(*path)) return absl::InvalidArgumentError(absl::StrCat(name, ": ", field, " must be an absolute path, got '", *path, "'"));
+  }
+  for (const std::string& e : c.listen) {
+    if (!absl::StartsWith(e, "tcp://") && !absl::StartsWith(e, "ipc://")) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": listen: '", e, "' is not tcp://HOST:PORT or ipc:///PATH"));
+    }
+  }
+  if (c.security.curve) {
+    if (c.security.server_secret_key_file.empty()) return missing("security.server_secret_key_file (with curve: true)");
+    if (c.security.keys_file.empty()) return missing("security.keys_file (with curve: true)");
+  } else {
+    if (!c.security.allow_plaintext) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": security.curve is false but security.allow_plaintext is not true: plain connections must be asked for explicitly"));
+    }
+    for (const std::string& e : c.listen) {
+      if (!IsLoopbackOrIpc(e)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ": listen: '", e, "' is not loopback; plaintext (curve: false) is allowed only on 127.0.0.0/8, [::1] and ipc://"));
+      }
+    }
+    if (!protocol::ValidTenantName(c.security.plaintext_tenant)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": security.plaintext_tenant is not a valid tenant name"));
+    }
+  }
+  for (const auto& [model, path] : c.models) {
+    if (model.empty() || model.size() > 128 || !IsAbsolute(path)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": models.", model, ": must map a name to an absolute directory"));
+    }
+  }
+  LogLevel level;
+  if (!ParseLogLevel(c.logging.level, &level)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": logging.level must be debug, info, warning or error"));
+  }
+  if (c.node_name.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    c.node_name = host;
+  }
+  if (c.limits.max_body_bytes > c.limits.max_message_bytes ||
+      c.limits.upload_chunk_bytes + c.limits.max_body_bytes > c.limits.max_message_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": limits: max_body_bytes + upload_chunk_bytes must fit in max_message_bytes"));
+  }
+  return c;
+}
+
+absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
+  std::stringstream s;
+  s << f.rdbuf();
+  return ParseDaemonConfig(s.str(), path);
+}
+
+absl::Status CheckConfig(const DaemonConfig& c) {
+  std::vector<std::string> problems;
+  auto is_dir = [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  };
+  if (c.security.curve) {
+    if (auto k = LoadCurveSecretKeyFile(c.security.server_secret_key_file); !k.ok()) {
+      problems.push_back(std::string(k.status().message()));
+    }
+    if (auto k = LoadKeysFile(c.security.keys_file); !k.ok()) problems.push_back(std::string(k.status().message()));
+  }
+  for (const auto& [model, path] : c.models) {
+    struct stat st {};
+    if (::stat((path + "/config.json").c_str(), &st) != 0) {
+      problems.push_back(absl::StrCat("models.", model, ": ", path, "/config.json does not exist"));
+    }
+  }
+  if (c.models.empty()) problems.push_back("models: none configured; every job.create would fail");
+  if (::access(c.worker.program.c_str(), X_OK) != 0) {
+    problems.push_back(absl::StrCat("worker.program: ", c.worker.program, " is not executable"));
+  }
+  if (!c.worker.user.empty() && ::getpwnam(c.worker.user.c_str()) == nullptr) {
+    problems.push_back(absl::StrCat("worker.user: no such user '", c.worker.user, "'"));
+  }
+  if (!is_dir(c.storage_root)) problems.push_back(absl::StrCat("storage_root: ", c.storage_root, " is not a directory"));
+  if (!is_dir(c.state_dir)) problems.push_back(absl::StrCat("state_dir: ", c.state_dir, " is not a directory"));
+  if (problems.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
+}
+
+}  // namespace fjord::daemon

@@ -1,0 +1,88 @@
+#include "daemon/server/config.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fjord::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMinimal[] = R"(
+state_dir: /var/lib/fjordd
+storage_root: /mnt/fjord
+listen: [tcp://0.0.0.0:7700]
+security:
+  server_secret_key_file: /etc/fjordd/server.key
+  keys_file: /etc/fjordd/clients.yaml
+worker:
+  program: /usr/bin/fjord-train
+)";
+
+TEST(ConfigTest, MinimalAndDefaults) {
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(kMinimal, "fjordd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->security.curve);
+  EXPECT_EQ(c->worker.max_restarts, 3);
+  EXPECT_EQ(c->worker.heartbeat_timeout_ms, 30000);
+  EXPECT_EQ(c->limits.max_peers, 1024);
+  EXPECT_FALSE(c->node_name.empty());
+}
+
+TEST(ConfigTest, TheShippedExampleParses) {
+  std::ifstream f("configs/fjordd.yaml");
+  std::stringstream s;
+  s << f.rdbuf();
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(s.str(), "configs/fjordd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->scheduler.gpus.size(), 8u);
+  EXPECT_EQ(c->models.at("llama-3.2-1b"), "/models/Llama-3.2-1B-Instruct");
+}
+
+TEST(ConfigTest, Errors) {
+  const std::string base = kMinimal;
+  EXPECT_THAT(ParseDaemonConfig(base + "colour: red\n", "f").status().message(), HasSubstr("f:10: colour: unknown field"));
+  EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  gpus: [0, 0]\n", "f").status().message(), HasSubstr("listed twice"));
+  EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  cpu_slots: x\n", "f").status().message(), HasSubstr("expected an integer"));
+  EXPECT_THAT(ParseDaemonConfig("state_dir: /a\nstorage_root: /b\nlisten: [tcp://0.0.0.0:1]\nworker: {program: /x}\n", "f")
+                  .status()
+                  .message(),
+              HasSubstr("server_secret_key_file"));
+  EXPECT_THAT(ParseDaemonConfig("state_dir: rel\nstorage_root: /b\nlisten: [ipc:///x]\nworker: {program: /x}\n"
+                                "security: {curve: false, allow_plaintext: true}\n",
+                                "f")
+                  .status()
+                  .message(),
+              HasSubstr("state_dir must be an absolute path"));
+}
+
+TEST(ConfigTest, PlaintextOnlyWhenAskedAndOnlyOnLoopback) {
+  const std::string head = "state_dir: /a\nstorage_root: /b\nworker: {program: /x}\n";
+  EXPECT_THAT(ParseDaemonConfig(head + "listen: [tcp://127.0.0.1:7700]\nsecurity: {curve: false}\n", "f").status().message(),
+              HasSubstr("allow_plaintext is not true"));
+  EXPECT_THAT(ParseDaemonConfig(head + "listen: [tcp://0.0.0.0:7700]\nsecurity: {curve: false, allow_plaintext: true}\n", "f")
+                  .status()
+                  .message(),
+              HasSubstr("not loopback"));
+  EXPECT_TRUE(ParseDaemonConfig(head + "listen: [tcp://127.0.0.1:7700, ipc:///tmp/x]\n"
+                                       "security: {curve: false, allow_plaintext: true}\n",
+                                "f")
+                  .ok());
+  EXPECT_TRUE(IsLoopbackOrIpc("tcp://[::1]:5"));
+  EXPECT_FALSE(IsLoopbackOrIpc("tcp://10.0.0.1:5"));
+}
+
+TEST(ConfigTest, CheckConfigReportsEveryProblem) {
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(kMinimal, "f");
+  ASSERT_TRUE(c.ok());
+  absl::Status s = CheckConfig(*c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("/etc/fjordd/server.key does not exist"));
+  EXPECT_THAT(s.message(), HasSubstr("worker.program: /usr/bin/fjord-train is not executable"));
+  EXPECT_THAT(s.message(), HasSubstr("models: none configured"));
+}
+
+}  // namespace
+}  // namespace fjord::daemon

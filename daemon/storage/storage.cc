@@ -1,0 +1,156 @@
+#include "daemon/storage/storage.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "daemon/protocol/errors.h"
+
+namespace fjord::daemon {
+namespace {
+
+// RAII file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+absl::Status MakeDirNoFollow(int parent, const std::string& name, const std::string& full) {
+  if (::mkdirat(parent, name.c_str(), 0750) != 0 && errno != EEXIST) {
+    return absl::PermissionDeniedError(absl::StrCat("mkdir ", full, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return absl::InternalError(absl::StrCat("stat ", full, ": ", std::strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(full, " exists but is ", S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+// Creates root/a/b/... below root without following symlinks.
+absl::Status MakeDirs(const std::string& root, const std::vector<std::string>& parts) {
+  Fd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("storage root ", root, " is not an accessible directory: ", std::strerror(errno)));
+  }
+  std::string full = root;
+  for (const std::string& p : parts) {
+    full += "/" + p;
+    if (absl::Status s = MakeDirNoFollow(dir.get(), p, full); !s.ok()) return s;
+    Fd next(::openat(dir.get(), p.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (next.get() < 0) return absl::InternalError(absl::StrCat("open ", full, ": ", std::strerror(errno)));
+    dir = std::move(next);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool ValidUploadFilename(absl::string_view name) {
+  if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
+  for (char c : name) {
+    if (c == '/' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
+absl::Status Storage::EnsureTenant(const std::string& tenant) const {
+  if (absl::Status s = MakeDirs(root_, {tenant, "files"}); !s.ok()) return s;
+  return MakeDirs(root_, {tenant, "jobs"});
+}
+
+absl::Status Storage::EnsureJobDir(const std::string& tenant, const std::string& job_id) const {
+  return MakeDirs(root_, {tenant, "jobs", job_id, "checkpoints"});
+}
+
+absl::StatusOr<std::string> Storage::ResolveTenantFile(const std::string& tenant, absl::string_view relative,
+                                                       absl::string_view param) const {
+  const std::string shown(relative);
+  auto bad = [&](absl::string_view why) {
+    return protocol::InvalidArgument(absl::StrCat(param, " '", shown, "' ", why), param);
+  };
+  if (relative.empty()) return bad("is empty");
+  if (relative.find('\0') != absl::string_view::npos) return bad("contains NUL");
+  if (relative[0] == '/') return bad("is an absolute path; name a path inside your storage area");
+  std::vector<std::string> parts = absl::StrSplit(relative, '/');
+  for (const std::string& p : parts) {
+    if (p.empty() || p == "." || p == "..") {
+      return bad("has an empty, '.' or '..' component; paths must stay inside your storage area");
+    }
+  }
+  Fd dir(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) {
+    return absl::UnavailableError(absl::StrCat("storage root ", root_, " is not accessible: ", std::strerror(errno)));
+  }
+  Fd tdir(::openat(dir.get(), tenant.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (tdir.get() < 0) return bad("does not exist (your storage area is empty)");
+  dir = std::move(tdir);
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    Fd next(::openat(dir.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (next.get() < 0) {
+      if (errno == ELOOP || errno == ENOTDIR) {
+        struct stat st {};
+        if (::fstatat(dir.get(), parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+          return bad(absl::StrCat("goes through a symbolic link ('", parts[i], "'); refused"));
+        }
+        return bad(absl::StrCat("has '", parts[i], "', which is not a directory"));
+      }
+      return bad("does not exist");
+    }
+    dir = std::move(next);
+  }
+  Fd file(::openat(dir.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (file.get() < 0) {
+    if (errno == ELOOP) return bad("is a symbolic link; refused");
+    if (errno == ENOENT) return bad("does not exist");
+    return bad(absl::StrCat("cannot be opened: ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) return bad("is not a regular file");
+  return absl::StrCat(TenantDir(tenant), "/", relative);
+}
+
+absl::StatusOr<std::vector<Storage::Entry>> Storage::ListRegularFiles(const std::string& path) {
+  Fd dfd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (dfd.get() < 0) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
+  DIR* d = ::fdopendir(::dup(dfd.get()));
+  if (d == nullptr) return absl::InternalError(absl::StrCat("opendir ", path, ": ", std::strerror(errno)));
+  std::vector<Entry> out;
+  while (struct dirent* e = ::readdir(d)) {
+    struct stat st {};
+    if (::fstatat(dfd.get(), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    out.push_back({e->d_name, static_cast<uint64_t>(st.st_size)});
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+  return out;
+}
+
+}  // namespace fjord::daemon

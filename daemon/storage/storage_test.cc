@@ -1,0 +1,113 @@
+#include "daemon/storage/storage.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "daemon/protocol/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fjord::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+class StorageTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* t = std::getenv("TEST_TMPDIR");
+    root_ = std::string(t ? t : "/tmp") + "/storage-" + std::to_string(::getpid());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    storage_ = std::make_unique<Storage>(root_);
+    ASSERT_TRUE(storage_->EnsureTenant("acme").ok());
+    ASSERT_TRUE(storage_->EnsureTenant("zeta").ok());
+    Write(root_ + "/acme/files/train.jsonl", "{}\n");
+    fs::create_directories(root_ + "/acme/data/sub");
+    Write(root_ + "/acme/data/sub/x.jsonl", "{}\n");
+    Write(root_ + "/zeta/files/secret.jsonl", "secret\n");
+    Write(root_ + "/outside.jsonl", "outside\n");
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  static void Write(const std::string& p, const std::string& s) { std::ofstream(p) << s; }
+
+  absl::Status Resolve(const std::string& rel) {
+    return storage_->ResolveTenantFile("acme", rel, "training_file").status();
+  }
+
+  std::string root_;
+  std::unique_ptr<Storage> storage_;
+};
+
+TEST_F(StorageTest, ResolvesInsideTheTenantArea) {
+  absl::StatusOr<std::string> p = storage_->ResolveTenantFile("acme", "files/train.jsonl", "training_file");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(*p, root_ + "/acme/files/train.jsonl");
+  EXPECT_TRUE(Resolve("data/sub/x.jsonl").ok());
+}
+
+TEST_F(StorageTest, TraversalIsRefused) {
+  for (const std::string rel : {"../zeta/files/secret.jsonl", "files/../../zeta/files/secret.jsonl",
+                                "/etc/passwd", "files//train.jsonl", "./files/train.jsonl", "..",
+                                "files/"}) {
+    SCOPED_TRACE(rel);
+    absl::Status s = Resolve(rel);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(protocol::ParamOf(s), "training_file");
+  }
+  EXPECT_THAT(Resolve("/etc/passwd").message(), HasSubstr("absolute path"));
+  EXPECT_THAT(Resolve("../x").message(), HasSubstr("'..'"));
+}
+
+TEST_F(StorageTest, SymlinksAreRefused) {
+  fs::create_symlink(root_ + "/zeta/files/secret.jsonl", root_ + "/acme/files/link.jsonl");
+  fs::create_directory_symlink(root_ + "/zeta/files", root_ + "/acme/zfiles");
+  fs::create_directory_symlink(root_, root_ + "/acme/up");
+  EXPECT_THAT(Resolve("files/link.jsonl").message(), HasSubstr("symbolic link"));
+  EXPECT_THAT(Resolve("zfiles/secret.jsonl").message(), HasSubstr("symbolic link ('zfiles')"));
+  EXPECT_THAT(Resolve("up/outside.jsonl").message(), HasSubstr("symbolic link"));
+}
+
+TEST_F(StorageTest, MissingAndNonRegular) {
+  EXPECT_THAT(Resolve("files/none.jsonl").message(), HasSubstr("does not exist"));
+  EXPECT_THAT(Resolve("data").message(), HasSubstr("not a regular file"));
+  EXPECT_THAT(Resolve("files/train.jsonl/x").message(), HasSubstr("not a directory"));
+  EXPECT_THAT(storage_->ResolveTenantFile("nobody", "files/a", "training_file").status().message(),
+              HasSubstr("does not exist"));
+}
+
+TEST_F(StorageTest, TenantDirThatIsASymlinkIsRefused) {
+  fs::create_directory_symlink(root_ + "/zeta", root_ + "/evil");
+  EXPECT_EQ(storage_->EnsureTenant("evil").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(storage_->ResolveTenantFile("evil", "files/secret.jsonl", "training_file").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StorageTest, JobDirAndListing) {
+  ASSERT_TRUE(storage_->EnsureJobDir("acme", "job-1").ok());
+  EXPECT_TRUE(fs::is_directory(root_ + "/acme/jobs/job-1/checkpoints"));
+  Write(root_ + "/acme/jobs/job-1/b", "12");
+  Write(root_ + "/acme/jobs/job-1/a", "1");
+  fs::create_symlink("/etc/passwd", root_ + "/acme/jobs/job-1/c");
+  auto files = *Storage::ListRegularFiles(root_ + "/acme/jobs/job-1");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].name, "a");
+  EXPECT_EQ(files[1].bytes, 2u);
+}
+
+TEST(UploadNameTest, Names) {
+  EXPECT_TRUE(ValidUploadFilename("train.jsonl"));
+  EXPECT_FALSE(ValidUploadFilename("a/b"));
+  EXPECT_FALSE(ValidUploadFilename(".."));
+  EXPECT_FALSE(ValidUploadFilename(""));
+  EXPECT_FALSE(ValidUploadFilename(std::string(256, 'a')));
+  EXPECT_FALSE(ValidUploadFilename("a\nb"));
+}
+
+}  // namespace
+}  // namespace fjord::daemon

@@ -1,0 +1,362 @@
+// fjord::Client against a scripted ROUTER in a thread (the daemon itself is
+// exercised in tests/integration): request/reply matching, error mapping,
+// lazy-pirate retries with one idempotency key, streams (heartbeats, CANCEL,
+// resubscribe after silence), chunked upload, CURVE refusal.
+#include "sdk/cpp/client.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+
+#include "daemon/protocol/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/util/sha256.h"
+
+namespace fjord {
+namespace {
+
+using nlohmann::json;
+using protocol::ClientMessage;
+using protocol::Frames;
+using protocol::MessageType;
+using protocol::ServerMessage;
+using ::testing::HasSubstr;
+
+std::string TempEndpoint(const char* name) {
+  static std::atomic<int> n{0};
+  // ipc paths are limited to ~100 bytes: TEST_TMPDIR is too long.
+  struct Dir {
+    std::string path;
+    Dir() {
+      char tmpl[] = "/tmp/fjord-client-test-XXXXXX";
+      path = ::mkdtemp(tmpl);
+    }
+    ~Dir() { std::filesystem::remove_all(path); }
+  };
+  static const Dir dir;
+  return "ipc://" + dir.path + "/" + name + "-" + std::to_string(n++) + ".sock";
+}
+
+// A ROUTER answering with `handler`: it gets each decoded client message and
+// a send function (routing id bound) to reply any number of times.
+class ScriptedServer {
+ public:
+  using Send = std::function<void(const ServerMessage&)>;
+  using Handler = std::function<void(const ClientMessage&, const Send&)>;
+
+  ScriptedServer(std::string endpoint, Handler handler, const CurveKeyPair* server_keys = nullptr,
+                 bool refuse_all = false)
+      : endpoint_(std::move(endpoint)), handler_(std::move(handler)) {
+    if (server_keys != nullptr) {
+      zap_ = std::thread([this, refuse_all] { RunZap(refuse_all); });
+      // The ZAP handler must be bound before the server socket accepts.
+      while (!zap_ready_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    router_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
+    router_->set(zmq::sockopt::linger, 0);
+    if (server_keys != nullptr) {
+      router_->set(zmq::sockopt::curve_server, 1);
+      router_->set(zmq::sockopt::curve_secretkey, server_keys->secret_key);
+    }
+    router_->bind(endpoint_);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~ScriptedServer() {
+    stop_ = true;
+    thread_.join();
+    if (zap_.joinable()) zap_.join();
+  }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      zmq::pollitem_t item{router_->handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      std::vector<std::string> parts;
+      while (true) {
+        zmq::message_t m;
+        (void)router_->recv(m);
+        parts.push_back(m.to_string());
+        if (!m.more()) break;
+      }
+      const std::string identity = parts[0];
+      Frames frames(parts.begin() + 1, parts.end());
+      absl::StatusOr<ClientMessage> msg = protocol::DecodeClientMessage(frames);
+      if (!msg.ok()) continue;
+      Send send = [this, identity](const ServerMessage& reply) {
+        Frames out = protocol::EncodeServerMessage(reply);
+        router_->send(zmq::buffer(identity), zmq::send_flags::sndmore);
+        for (size_t i = 0; i < out.size(); ++i) {
+          router_->send(zmq::buffer(out[i]), i + 1 < out.size() ? zmq::send_flags::sndmore
+                                                                : zmq::send_flags::none);
+        }
+      };
+      handler_(*msg, send);
+    }
+  }
+
+  void RunZap(bool refuse_all) {
+    zmq::socket_t zap(ctx_, zmq::socket_type::rep);
+    zap.set(zmq::sockopt::linger, 0);
+    zap.bind("inproc://zeromq.zap.01");
+    zap_ready_ = true;
+    while (!stop_) {
+      zmq::pollitem_t item{zap.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      std::vector<std::string> req;
+      while (true) {
+        zmq::message_t m;
+        (void)zap.recv(m);
+        req.push_back(m.to_string());
+        if (!m.more()) break;
+      }
+      const std::vector<std::string> reply = {"1.0", req[1], refuse_all ? "400" : "200",
+                                              refuse_all ? "unknown key" : "OK",
+                                              refuse_all ? "" : "tester", ""};
+      for (size_t i = 0; i < reply.size(); ++i) {
+        zap.send(zmq::buffer(reply[i]), i + 1 < reply.size() ? zmq::send_flags::sndmore
+                                                             : zmq::send_flags::none);
+      }
+    }
+  }
+
+  zmq::context_t ctx_;
+  std::string endpoint_;
+  Handler handler_;
+  std::unique_ptr<zmq::socket_t> router_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> zap_ready_{false};
+  std::thread thread_;
+  std::thread zap_;
+};
+
+std::unique_ptr<Client> Connect(const std::string& endpoint, int timeout_ms = 2000, int retries = 2) {
+  ClientOptions o;
+  o.endpoint = endpoint;
+  o.timeout_ms = timeout_ms;
+  o.retries = retries;
+  o.heartbeat_interval_ms = 50;
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return std::move(*c);
+}
+
+json JobBody(const std::string& id, const std::string& status) {
+  return json{{"id", id}, {"tenant", "t"}, {"status", status}, {"model", "m"}};
+}
+
+TEST(ClientTest, CallsAndErrors) {
+  const std::string ep = TempEndpoint("calls");
+  ScriptedServer server(ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (m.command == "job.get" && m.body["job_id"] == "job-1") {
+      send(protocol::OkReply(m.request_id, JobBody("job-1", "running")));
+    } else if (m.command == "job.get") {
+      send(protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kNotFound,
+                                                              "no job 'job-2'", "job_id")));
+    } else {
+      send(protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kUnimplemented,
+                                                              "unknown command", "command")));
+    }
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  absl::StatusOr<protocol::Job> j = c->GetJob("job-1");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->status, protocol::JobStatus::kRunning);
+  j = c->GetJob("job-2");
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(protocol::ParamOf(j.status()), "job_id");
+  EXPECT_EQ(c->Call("no.such", json::object()).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(ClientTest, RetryReusesTheIdempotencyKey) {
+  const std::string ep = TempEndpoint("retry");
+  std::mutex mu;
+  std::vector<std::string> keys;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    keys.push_back(m.body.value("idempotency_key", ""));
+    if (keys.size() == 1) return;  // lose the first request
+    send(protocol::OkReply(m.request_id, JobBody("job-9", "validating")));
+  });
+  std::unique_ptr<Client> c = Connect(ep, /*timeout_ms=*/300);
+  protocol::JobSpec spec;
+  spec.model = "m";
+  spec.training_file = "file-1";
+  absl::StatusOr<protocol::Job> j = c->CreateJob(spec);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->id, "job-9");
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_FALSE(keys[0].empty());
+  EXPECT_EQ(keys[0], keys[1]);
+}
+
+TEST(ClientTest, NoReplyIsDeadlineExceeded) {
+  const std::string ep = TempEndpoint("silent");
+  std::atomic<int> seen{0};
+  ScriptedServer server(ep, [&](const ClientMessage&, const ScriptedServer::Send&) { ++seen; });
+  std::unique_ptr<Client> c = Connect(ep, /*timeout_ms=*/100, /*retries=*/2);
+  absl::Status s = c->GetJob("job-1").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(s.message(), HasSubstr("3 attempts"));
+  EXPECT_EQ(seen.load(), 3);
+}
+
+TEST(ClientTest, NobodyListeningIsUnavailableAfterOneTimeout) {
+  const std::string ep = TempEndpoint("nobody");  // nothing bound there
+  std::unique_ptr<Client> c = Connect(ep, /*timeout_ms=*/300, /*retries=*/2);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = c->Ping().status();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(s.message(), "no reply from " + ep + " within 0.3 s: is fjordd running?");
+  EXPECT_LT(took, std::chrono::milliseconds(800));  // one timeout, not three
+  s = c->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; }).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_THAT(s.message(), HasSubstr("is fjordd running?"));
+}
+
+TEST(ClientTest, StreamDeliversEventsThenTheFinalJob) {
+  const std::string ep = TempEndpoint("stream");
+  ScriptedServer server(ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (m.type != MessageType::kRequest) return;
+    for (int seq = m.body["after_seq"].get<int>() + 1; seq <= 3; ++seq) {
+      send(protocol::OkReply(m.request_id,
+                             json{{"event", {{"seq", seq}, {"type", "step"}, {"data", {{"step", seq}}}}}},
+                             MessageType::kPartial));
+      ServerMessage hb;
+      hb.type = MessageType::kHeartbeat;
+      send(hb);
+    }
+    send(protocol::OkReply(m.request_id, json{{"job", JobBody("job-1", "succeeded")}}));
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  std::vector<int64_t> seqs;
+  absl::StatusOr<protocol::Job> j = c->StreamEvents("job-1", 1, [&](const protocol::JobEvent& e) {
+    seqs.push_back(e.seq);
+    return true;
+  });
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->status, protocol::JobStatus::kSucceeded);
+  EXPECT_EQ(seqs, (std::vector<int64_t>{2, 3}));
+}
+
+TEST(ClientTest, StreamCancelAndResubscribeAfterSilence) {
+  const std::string ep = TempEndpoint("stream2");
+  std::atomic<int> subscribes{0};
+  std::atomic<bool> cancel_seen{false};
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (m.type == MessageType::kCancel) {
+      cancel_seen = true;
+      send(protocol::OkReply(m.request_id, json{{"job", JobBody("job-1", "running")}}));
+      return;
+    }
+    if (m.type != MessageType::kRequest) return;
+    const int n = ++subscribes;
+    const int from = m.body["after_seq"].get<int>();
+    // First subscription: one event, then silence (a dead daemon).
+    send(protocol::OkReply(m.request_id, json{{"event", {{"seq", from + 1}, {"type", "log"}}}},
+                           MessageType::kPartial));
+    if (n >= 2) {
+      send(protocol::OkReply(m.request_id, json{{"event", {{"seq", from + 2}, {"type", "log"}}}},
+                             MessageType::kPartial));
+    }
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  std::vector<int64_t> seqs;
+  absl::StatusOr<protocol::Job> j = c->StreamEvents("job-1", 0, [&](const protocol::JobEvent& e) {
+    seqs.push_back(e.seq);
+    return seqs.size() < 3;
+  });
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(subscribes.load(), 2);
+  EXPECT_EQ(seqs, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_TRUE(cancel_seen.load());
+  EXPECT_EQ(j->status, protocol::JobStatus::kRunning);
+}
+
+TEST(ClientTest, UploadInChunksWithChecksum) {
+  const std::string ep = TempEndpoint("upload");
+  std::string received;
+  std::string announced_sha;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (m.command == "file.upload.begin") {
+      announced_sha = m.body["sha256"];
+      send(protocol::OkReply(m.request_id, json{{"upload_id", "upl-1"}, {"chunk_bytes", 7}}));
+    } else if (m.command == "file.upload.chunk") {
+      EXPECT_EQ(m.body["offset"].get<size_t>(), received.size());
+      EXPECT_LE(m.data->size(), 7u);
+      received += *m.data;
+      send(protocol::OkReply(m.request_id, json{{"received", received.size()}}));
+    } else {
+      send(protocol::OkReply(m.request_id, json{{"id", "file-1"}, {"filename", "t.jsonl"},
+                                                {"bytes", received.size()}, {"sha256", Sha256Hex(received)}}));
+    }
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  const std::string data = "{\"text\": \"hello world, twenty-nine+\"}\n";
+  absl::StatusOr<protocol::FileInfo> f = c->UploadBytes(data, "t.jsonl");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(received, data);
+  EXPECT_EQ(announced_sha, Sha256Hex(data));
+  EXPECT_EQ(f->sha256, Sha256Hex(data));
+}
+
+TEST(ClientTest, CurveKeyRefusedIsUnauthenticated) {
+  const std::string ep = TempEndpoint("curve");
+  CurveKeyPair server_keys = *GenerateCurveKeyPair();
+  ScriptedServer server(
+      ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {
+        send(protocol::OkReply(m.request_id, json{{"protocol", 1}}));
+      },
+      &server_keys, /*refuse_all=*/true);
+  ClientOptions o;
+  o.endpoint = ep;
+  o.server_public_key = server_keys.public_key;
+  o.client_keys = *GenerateCurveKeyPair();
+  o.timeout_ms = 3000;
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+  ASSERT_TRUE(c.ok());
+  absl::Status s = (*c)->Ping().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
+  EXPECT_THAT(s.message(), HasSubstr("refused this client's CURVE key"));
+}
+
+TEST(ClientTest, CurveAccepted) {
+  const std::string ep = TempEndpoint("curve-ok");
+  CurveKeyPair server_keys = *GenerateCurveKeyPair();
+  ScriptedServer server(
+      ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {
+        send(protocol::OkReply(m.request_id, json{{"protocol", 1}, {"node", "n1"}}));
+      },
+      &server_keys);
+  ClientOptions o;
+  o.endpoint = ep;
+  o.server_public_key = server_keys.public_key;
+  o.client_keys = *GenerateCurveKeyPair();
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+  ASSERT_TRUE(c.ok());
+  absl::StatusOr<PingInfo> p = (*c)->Ping();
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->node, "n1");
+}
+
+TEST(ClientTest, BadOptions) {
+  ClientOptions o;
+  o.endpoint = "http://x";
+  EXPECT_EQ(Client::Connect(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.endpoint = "tcp://127.0.0.1:1";
+  o.server_public_key = "short";
+  EXPECT_THAT(Client::Connect(o).status().message(), HasSubstr("server_public_key"));
+}
+
+}  // namespace
+}  // namespace fjord

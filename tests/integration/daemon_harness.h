@@ -1,0 +1,235 @@
+// A real fjordd process for integration tests: a temp directory with a
+// state dir, a storage root, CURVE keys for three clients (tenants "acme" and
+// "zeta", and an admin), a keys file, a tiny "model" directory, and a config
+// listening on a free loopback TCP port and an ipc socket. The fake worker
+// (daemon/worker/fake_worker) stands in for fjord-train unless a test names
+// another program. Everything is removed, and every process killed, when the
+// harness is destroyed.
+#ifndef FJORD_TESTS_INTEGRATION_DAEMON_HARNESS_H_
+#define FJORD_TESTS_INTEGRATION_DAEMON_HARNESS_H_
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "daemon/protocol/messages.h"
+#include "daemon/worker/worker_process.h"
+#include "gtest/gtest.h"
+#include "sdk/cpp/client.h"
+#include "sdk/cpp/curve_keys.h"
+
+namespace fjord::testing {
+
+inline int FreeTcpPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// A training file for the fake worker: its script line, then `lines` valid
+// examples.
+inline std::string FakeData(const std::string& script_json, int lines = 4) {
+  std::string s = "{\"fake_worker\": " + script_json + "}\n";
+  for (int i = 0; i < lines; ++i) s += "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}]}\n";
+  return s;
+}
+
+struct HarnessOptions {
+  std::string worker_program;     // "" = the fake worker
+  std::string model_dir;          // "" = a stub directory
+  std::string extra_config;       // appended YAML (top-level sections must not repeat)
+  std::string worker_extra;       // lines inside the worker: section
+  std::string limits_extra;       // lines inside the limits: section
+  std::string scheduler_extra;    // lines inside the scheduler: section
+  int cpu_slots = 2;
+};
+
+class DaemonHarness {
+ public:
+  explicit DaemonHarness(HarnessOptions o = {}) : options_(std::move(o)) {
+    char tmpl[] = "/tmp/fjit-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    std::filesystem::create_directories(dir_ + "/storage");
+    std::filesystem::create_directories(dir_ + "/keys");
+    model_dir_ = options_.model_dir;
+    if (model_dir_.empty()) {
+      model_dir_ = dir_ + "/model";
+      std::filesystem::create_directories(model_dir_);
+      std::ofstream(model_dir_ + "/config.json") << "{}";
+    }
+    server_keys_ = *GenerateCurveKeyPair();
+    EXPECT_TRUE(WriteCurveKeyFiles(dir_ + "/keys/server", server_keys_).ok());
+    acme_ = *GenerateCurveKeyPair();
+    zeta_ = *GenerateCurveKeyPair();
+    admin_ = *GenerateCurveKeyPair();
+    std::ofstream(dir_ + "/keys/clients.yaml")
+        << "clients:\n"
+        << "  - {name: acme-ci, public_key: \"" << acme_.public_key << "\", tenant: acme}\n"
+        << "  - {name: zeta-dev, public_key: \"" << zeta_.public_key << "\", tenant: zeta}\n"
+        << "  - {name: ops, public_key: \"" << admin_.public_key << "\", tenant: ops, role: admin}\n";
+    ::chmod((dir_ + "/keys/clients.yaml").c_str(), 0644);
+    port_ = FreeTcpPort();
+    metrics_port_ = FreeTcpPort();
+    const std::string worker = options_.worker_program.empty()
+                                   ? std::filesystem::absolute("daemon/worker/fake_worker").string()
+                                   : options_.worker_program;
+    std::ofstream(dir_ + "/fjordd.yaml")
+        << "node_name: test-node\n"
+        << "state_dir: " << dir_ << "/state\n"
+        << "storage_root: " << dir_ << "/storage\n"
+        << "listen: [\"tcp://127.0.0.1:" << port_ << "\", \"ipc://" << dir_ << "/fjordd.sock\"]\n"
+        << "security:\n  server_secret_key_file: " << dir_ << "/keys/server.key\n"
+        << "  keys_file: " << dir_ << "/keys/clients.yaml\n"
+        << "models:\n  tiny: " << model_dir_ << "\n"
+        << "worker:\n  program: " << worker << "\n  heartbeat_timeout_s: 2\n  stop_grace_s: 5\n"
+        << "  validation_timeout_s: 20\n  max_restarts: 2\n" << options_.worker_extra
+        << "scheduler:\n  cpu_slots: " << options_.cpu_slots << "\n" << options_.scheduler_extra
+        << "limits:\n  heartbeat_interval_ms: 200\n" << options_.limits_extra
+        << "metrics:\n  listen: 127.0.0.1:" << metrics_port_ << "\n"
+        << "logging:\n  level: debug\n"
+        << options_.extra_config;
+  }
+
+  ~DaemonHarness() {
+    daemon_.reset();  // SIGKILL + reap if still running
+    std::filesystem::remove_all(dir_);
+  }
+
+  const std::string& dir() const { return dir_; }
+  std::string storage() const { return dir_ + "/storage"; }
+  std::string config_path() const { return dir_ + "/fjordd.yaml"; }
+  std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+  std::string ipc_endpoint() const { return "ipc://" + dir_ + "/fjordd.sock"; }
+  int metrics_port() const { return metrics_port_; }
+  const CurveKeyPair& server_keys() const { return server_keys_; }
+  const CurveKeyPair& acme_keys() const { return acme_; }
+  const CurveKeyPair& zeta_keys() const { return zeta_; }
+  const CurveKeyPair& admin_keys() const { return admin_; }
+  pid_t daemon_pid() const { return daemon_ ? daemon_->pid() : 0; }
+  std::string log() const { return ReadFile(dir_ + "/fjordd.log"); }
+
+  // Starts fjordd and waits until it answers a ping.
+  void Start() {
+    daemon::WorkerSpec spec;
+    spec.program = std::filesystem::absolute("daemon/server/fjordd").string();
+    spec.args = {"--config", config_path()};
+    spec.env = {{"PATH", "/usr/bin:/bin"}};
+    if (const char* a = std::getenv("ASAN_OPTIONS")) spec.env["ASAN_OPTIONS"] = a;
+    if (const char* t = std::getenv("TSAN_OPTIONS")) spec.env["TSAN_OPTIONS"] = t;
+    spec.log_path = dir_ + "/fjordd.log";
+    auto p = daemon::WorkerProcess::Start(spec);
+    ASSERT_TRUE(p.ok()) << p.status();
+    daemon_ = std::move(*p);
+    std::unique_ptr<Client> c = Connect(acme_, 500, 0);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (true) {
+      absl::StatusOr<PingInfo> ping = c->Ping();
+      if (ping.ok()) break;
+      if (auto e = daemon_->Poll()) FAIL() << "fjordd exited (" << e->Describe() << "):\n" << log();
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "fjordd did not answer: " << ping.status() << "\n" << log();
+      c = Connect(acme_, 500, 0);
+    }
+  }
+
+  void Kill9() {
+    ASSERT_TRUE(daemon_);
+    ::kill(daemon_->pid(), SIGKILL);
+    daemon_->Wait(10000);
+    daemon_.reset();
+  }
+
+  // SIGTERM; returns the exit.
+  daemon::WorkerExit Terminate(int timeout_ms = 30000) {
+    ::kill(daemon_->pid(), SIGTERM);
+    std::optional<daemon::WorkerExit> e = daemon_->Wait(timeout_ms);
+    daemon::WorkerExit out = e.value_or(daemon::WorkerExit{});
+    daemon_.reset();
+    return out;
+  }
+
+  std::unique_ptr<Client> Connect(const CurveKeyPair& keys, int timeout_ms = 5000, int retries = 2,
+                                  const std::string& endpoint = "") {
+    ClientOptions o;
+    o.endpoint = endpoint.empty() ? this->endpoint() : endpoint;
+    o.server_public_key = server_keys_.public_key;
+    o.client_keys = keys;
+    o.timeout_ms = timeout_ms;
+    o.retries = retries;
+    o.heartbeat_interval_ms = 200;
+    absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::move(*c);
+  }
+  std::unique_ptr<Client> Acme() { return Connect(acme_); }
+  std::unique_ptr<Client> Zeta() { return Connect(zeta_); }
+  std::unique_ptr<Client> Admin() { return Connect(admin_); }
+
+  // Polls the job until `done` says so or timeout_s passes.
+  absl::StatusOr<protocol::Job> WaitFor(Client& c, const std::string& job_id,
+                                        const std::function<bool(const protocol::Job&)>& done, int timeout_s = 30) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    while (true) {
+      absl::StatusOr<protocol::Job> j = c.GetJob(job_id);
+      if (j.ok() && done(*j)) return j;
+      if (std::chrono::steady_clock::now() > deadline) {
+        return absl::DeadlineExceededError("job " + job_id + " did not get there; last: " +
+                                           (j.ok() ? std::string(protocol::JobStatusName(j->status)) + " step " +
+                                                         std::to_string(j->step)
+                                                   : std::string(j.status().message())));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  absl::StatusOr<protocol::Job> WaitForStatus(Client& c, const std::string& id, protocol::JobStatus s, int timeout_s = 30) {
+    return WaitFor(c, id, [s](const protocol::Job& j) { return j.status == s; }, timeout_s);
+  }
+  absl::StatusOr<protocol::Job> WaitForFinal(Client& c, const std::string& id, int timeout_s = 30) {
+    return WaitFor(c, id, [](const protocol::Job& j) { return protocol::IsFinal(j.status); }, timeout_s);
+  }
+
+ private:
+  HarnessOptions options_;
+  std::string dir_, model_dir_;
+  CurveKeyPair server_keys_, acme_, zeta_, admin_;
+  int port_ = 0, metrics_port_ = 0;
+  std::unique_ptr<daemon::WorkerProcess> daemon_;
+};
+
+// Uploads data and returns a spec naming it.
+inline protocol::JobSpec SpecWithData(Client& c, const std::string& data) {
+  absl::StatusOr<protocol::FileInfo> f = c.UploadBytes(data, "train.jsonl");
+  EXPECT_TRUE(f.ok()) << f.status();
+  protocol::JobSpec spec;
+  spec.model = "tiny";
+  spec.training_file = f.ok() ? f->id : "";
+  return spec;
+}
+
+}  // namespace fjord::testing
+
+#endif  // FJORD_TESTS_INTEGRATION_DAEMON_HARNESS_H_
