@@ -3,10 +3,11 @@
 # a second run checks and skips what is there.
 #   - Debian packages: Bazel 4.2.3 (bazel-bootstrap) + platforms, the -dev
 #     libraries fjord links (ZeroMQ, Abseil, GoogleTest, nlohmann-json,
-#     yaml-cpp, libsodium, PCRE2, SQLite, cpp-httplib), clang for fuzzing.
+#     yaml-cpp, libsodium, PCRE2, utf8proc, SQLite, cpp-httplib), clang for fuzzing.
 #   - A virtualenv outside the repo (FJORD_VENV, default ~/.cache/fjord/venv)
 #     with the torch wheel (LibTorch's headers and libraries) and the Python
-#     packages in tools/requirements.txt.
+#     packages in tools/requirements.txt, and the fjord Python SDK (sdk/python,
+#     reinstalled when its sources change).
 # The CUDA toolkit is optional (CUDA_HOME or /usr/local/cuda): with it, the
 # .cu kernels compile and link; without it, a CPU-only build.
 set -euo pipefail
@@ -29,7 +30,7 @@ fi
 # --- Debian packages ------------------------------------------------------------
 pkgs=(bazel-bootstrap bazel-platforms default-jdk-headless g++ python3 python3-venv
       libzmq3-dev cppzmq-dev libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
-      libyaml-cpp-dev libsodium-dev libpcre2-dev libsqlite3-dev libcpp-httplib-dev
+      libyaml-cpp-dev libsodium-dev libpcre2-dev libutf8proc-dev libsqlite3-dev libcpp-httplib-dev
       clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -68,6 +69,31 @@ import os, torch
 d = os.path.dirname(torch.__file__)
 assert os.path.isfile(os.path.join(d, "include", "torch", "script.h")), "the torch wheel has no C++ headers"
 PY
+
+# --- the fjord Python SDK (sdk/python) into the venv ---------------------------
+# Reinstalled when its sources change (a stamp holds their checksum). Built
+# from a copy, offline, with the venv's setuptools: nothing is written into
+# the source tree and pyzmq (its only dependency) is already installed above.
+sdk_src="$here/../sdk/python"
+sdk_stamp="$venv/.fjord-sdk-python"
+sdk_sum=$(cd "$sdk_src" && find . -type f \( -name '*.py' -o -name '*.toml' -o -name '*.md' -o -name py.typed \) \
+            -not -path './build/*' -not -path '*.egg-info/*' -not -path '*__pycache__*' | LC_ALL=C sort |
+          xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$sdk_stamp" 2>/dev/null)" != "$sdk_sum" ]; then
+  say "installing the fjord Python SDK (sdk/python) into $venv"
+  sdk_tmp=$(mktemp -d)
+  cp -r "$sdk_src" "$sdk_tmp/python"
+  rm -rf "$sdk_tmp/python/build" "$sdk_tmp/python"/*.egg-info
+  if ! "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-index --force-reinstall \
+       --no-deps "$sdk_tmp/python"; then
+    rm -rf "$sdk_tmp"
+    die "pip could not install sdk/python into $venv (see above)."
+  fi
+  rm -rf "$sdk_tmp"
+  echo "$sdk_sum" > "$sdk_stamp"
+else
+  say "fjord Python SDK in $venv: up to date"
+fi
 
 if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
   say "CUDA toolkit: ${CUDA_HOME:-/usr/local/cuda} (kernels will be compiled)"

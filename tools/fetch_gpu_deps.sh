@@ -9,7 +9,7 @@ grep -qx '/.gpu-deps/' .git/info/exclude 2>/dev/null || echo '/.gpu-deps/' >> .g
 cd .gpu-deps
 pkgs=(libabsl-dev libabsl20220623 libgtest-dev libgmock-dev googletest nlohmann-json3-dev
       libyaml-cpp-dev libyaml-cpp0.7 libsodium-dev libsodium23 libpcre2-dev libpcre2-8-0
-      libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libsqlite3-dev libsqlite3-0 libzmq3-dev libzmq5
+      libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2 libsqlite3-dev libsqlite3-0 libzmq3-dev libzmq5
       cppzmq-dev libbsd0 libnorm1 libpgm-5.3-0 libgssapi-krb5-2)
 apt-get download "${pkgs[@]}" >/dev/null
 ls -1 | wc -l | xargs echo "debs in .gpu-deps:"

@@ -20,12 +20,11 @@ class TokenizerAdapter : public DataTokenizer {
  public:
   explicit TokenizerAdapter(const tokenizer::Tokenizer& tokenizer);
 
-  // Encodes with special-token matching off: text spelling a special token is
-  // encoded as ordinary characters. Until the tokenizer offers a switch for
-  // this, text that contains a special token's spelling is cut before it and
-  // after its first byte, and the parts are encoded separately: never the
-  // special token, though BPE merges across those cuts are lost (HF would
-  // have matched the special token there instead).
+  // Encodes with special-token matching off (EncodeOptions::
+  // split_special_tokens, as transformers' split_special_tokens=True): text
+  // spelling a special token is encoded as ordinary characters, so it can
+  // never become that token. Non-special added tokens still match, and the
+  // model may still emit its unk token for characters it cannot encode (as HF).
   std::vector<int32_t> EncodeOrdinary(absl::string_view text) const override;
   std::optional<int32_t> SpecialTokenId(absl::string_view token) const override;
   std::optional<std::string> IdToToken(int32_t id) const override;
@@ -33,8 +32,6 @@ class TokenizerAdapter : public DataTokenizer {
 
  private:
   const tokenizer::Tokenizer& tokenizer_;
-  std::vector<std::string> specials_;  // spellings of the special tokens
-  bool first_bytes_[256] = {};         // first bytes of those spellings
 };
 
 }  // namespace fjord::data

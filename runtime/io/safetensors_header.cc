@@ -4,7 +4,10 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <optional>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,7 +15,60 @@
 namespace fjord::io {
 namespace {
 
-using Json = nlohmann::ordered_json;
+// std::map-backed: ordered_json's linear-time key lookup would make a header
+// with many tensors quadratic. JSON key order is recovered by KeyScanner.
+using Json = nlohmann::json;
+
+// SAX handler recording the first duplicate key of any object, the order of
+// the top-level keys, and the first JSON syntax error.
+struct KeyScanner : nlohmann::json_sax<Json> {
+  std::vector<std::optional<std::set<std::string>>> stack;  // nullopt: an array
+  std::string duplicate;
+  bool duplicate_is_tensor = false;
+  std::map<std::string, size_t> key_order;  // top-level key -> position
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    stack.emplace_back(std::set<std::string>());
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!duplicate.empty() || stack.empty() || !stack.back()) return true;
+    if (!stack.back()->insert(k).second) {
+      duplicate = k;
+      duplicate_is_tensor = stack.size() == 1;
+    } else if (stack.size() == 1) {
+      key_order.emplace(k, key_order.size());
+    }
+    return true;
+  }
+  bool end_object() override {
+    if (!stack.empty()) stack.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    stack.emplace_back(std::nullopt);
+    return true;
+  }
+  bool end_array() override {
+    if (!stack.empty()) stack.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string&,
+                   const nlohmann::detail::exception& ex) override {
+    error = ex.what();
+    error_byte = position;
+    return false;
+  }
+  std::string error;  // set when the JSON is malformed
+  std::size_t error_byte = 0;
+};
 
 // The header's nesting is at most 3 levels deep; anything much deeper is
 // refused before the JSON parser sees it.
@@ -263,36 +319,28 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
     return Corrupt(file, absl::StrCat("header JSON nests deeper than ", kMaxJsonDepth, " levels"));
   }
 
-  // Duplicate keys are silently merged by JSON parsers; detect them while
-  // parsing with one set of seen keys per open object.
-  std::vector<std::set<std::string>> seen_keys;
-  std::string duplicate;
-  bool duplicate_is_tensor = false;
-  const Json::parser_callback_t callback = [&](int /*depth*/, nlohmann::json::parse_event_t event,
-                                               Json& parsed) {
-    using Event = nlohmann::json::parse_event_t;
-    if (event == Event::object_start) {
-      seen_keys.emplace_back();
-    } else if (event == Event::object_end) {
-      if (!seen_keys.empty()) seen_keys.pop_back();
-    } else if (event == Event::key && !seen_keys.empty() && duplicate.empty()) {
-      const std::string key = parsed.get<std::string>();
-      if (!seen_keys.back().insert(key).second) {
-        duplicate = key;
-        duplicate_is_tensor = seen_keys.size() == 1;
-      }
-    }
-    return true;
-  };
+  // Duplicate keys are silently merged by JSON parsers: a SAX pass finds
+  // them (and the top-level key order), then the DOM is built without a
+  // callback (nlohmann's callback parser rescans the parent object at every
+  // nested object's end, which is quadratic in the number of tensors).
+  KeyScanner scanner;
   Json root;
   try {
-    root = Json::parse(header.begin(), header.end(), callback, /*allow_exceptions=*/true);
+    Json::sax_parse(header.begin(), header.end(), &scanner);
+    if (!scanner.error.empty()) {
+      return Corrupt(file, absl::StrCat("header is not valid JSON (error at file byte ",
+                                        8 + scanner.error_byte, "): ", scanner.error));
+    }
+    if (scanner.duplicate.empty()) root = Json::parse(header.begin(), header.end());
   } catch (const Json::parse_error& e) {
     return Corrupt(file, absl::StrCat("header is not valid JSON (error at file byte ", 8 + e.byte,
                                       "): ", e.what()));
   } catch (const Json::exception& e) {
     return Corrupt(file, absl::StrCat("header is not valid JSON: ", e.what()));
   }
+  const std::string& duplicate = scanner.duplicate;
+  const bool duplicate_is_tensor = scanner.duplicate_is_tensor;
+  std::map<std::string, size_t>& key_order = scanner.key_order;
   if (!duplicate.empty()) {
     if (duplicate_is_tensor) return CorruptTensor(file, duplicate, "name appears twice");
     return Corrupt(file, absl::StrCat("duplicate key \"", duplicate, "\" in the header"));
@@ -322,10 +370,23 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
     out.tensors.push_back(*std::move(entry));
   }
 
-  std::stable_sort(out.tensors.begin(), out.tensors.end(),
-                   [](const TensorEntry& a, const TensorEntry& b) {
-                     return std::pair(a.begin, a.end) < std::pair(b.begin, b.end);
-                   });
+  // File order: by offsets; zero-sized tensors sharing an offset keep their
+  // order in the JSON.
+  std::vector<size_t> position(out.tensors.size());
+  for (size_t i = 0; i < out.tensors.size(); ++i) position[i] = key_order[out.tensors[i].name];
+  std::vector<size_t> perm(out.tensors.size());
+  for (size_t i = 0; i < perm.size(); ++i) perm[i] = i;
+  std::sort(perm.begin(), perm.end(), [&](size_t a, size_t b) {
+    const TensorEntry& x = out.tensors[a];
+    const TensorEntry& y = out.tensors[b];
+    return std::tuple(x.begin, x.end, position[a]) < std::tuple(y.begin, y.end, position[b]);
+  });
+  {
+    std::vector<TensorEntry> sorted;
+    sorted.reserve(perm.size());
+    for (size_t i : perm) sorted.push_back(std::move(out.tensors[i]));
+    out.tensors = std::move(sorted);
+  }
   uint64_t expected = 0;
   const TensorEntry* previous = nullptr;
   for (const TensorEntry& e : out.tensors) {
@@ -359,11 +420,16 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
 
 absl::StatusOr<std::string> EncodeSafetensorsHeader(
     std::vector<TensorEntry>* tensors, const std::map<std::string, std::string>& metadata) {
-  Json root = Json::object();
-  if (!metadata.empty()) {
-    Json meta = Json::object();
-    for (const auto& [k, v] : metadata) meta[k] = v;
-    root["__metadata__"] = std::move(meta);
+  // The top-level object is written piece by piece to keep the given order
+  // (nlohmann's ordered_json would be quadratic in the number of tensors).
+  using OrderedJson = nlohmann::ordered_json;
+  std::string json = "{";
+  auto dump = [](const auto& j) { return j.dump(-1, ' ', false, Json::error_handler_t::strict); };
+  try {
+    if (!metadata.empty()) json += "\"__metadata__\":" + dump(Json(metadata));
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors header: a metadata string is not UTF-8: ", e.what()));
   }
   std::set<std::string> names;
   uint64_t offset = 0;
@@ -401,15 +467,19 @@ absl::StatusOr<std::string> EncodeSafetensorsHeader(
     e.begin = offset;
     e.end = offset + total_bits / 8;
     offset = e.end;
-    root[e.name] = Json{{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {e.begin, e.end}}};
+    OrderedJson entry = OrderedJson::object();
+    entry["dtype"] = e.dtype;
+    entry["shape"] = e.shape;
+    entry["data_offsets"] = {e.begin, e.end};
+    try {
+      if (json.size() > 1) json += ",";
+      json += dump(Json(e.name)) + ":" + dump(entry);
+    } catch (const Json::exception& ex) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", e.name, "': name is not UTF-8: ", ex.what()));
+    }
   }
-  std::string json;
-  try {
-    json = root.dump(-1, ' ', false, Json::error_handler_t::strict);
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("safetensors header: a name or metadata string is not UTF-8: ", e.what()));
-  }
+  json += "}";
   // Pad with spaces so the data buffer starts 8-byte aligned.
   json.append((8 - json.size() % 8) % 8, ' ');
   std::string out(8, '\0');

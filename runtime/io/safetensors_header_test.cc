@@ -115,6 +115,36 @@ TEST(ParseSafetensorsHeaderTest, EveryTruncationOfAValidFileIsRefused) {
   }
 }
 
+TEST(ParseSafetensorsHeaderTest, ZeroSizedTensorsAtOneOffsetKeepJsonOrder) {
+  const std::string header =
+      R"({"zz":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+      R"("c":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+      R"("aa":{"dtype":"I8","shape":[0,2],"data_offsets":[0,0]}})";
+  const auto h = ParseSafetensorsHeader(MakeSafetensors(header, "abcd"), "f");
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_EQ(h->tensors.size(), 3u);
+  EXPECT_EQ(h->tensors[0].name, "zz");
+  EXPECT_EQ(h->tensors[1].name, "aa");
+  EXPECT_EQ(h->tensors[2].name, "c");
+}
+
+// Guards against quadratic parsing (a header may legally hold ~1M entries).
+TEST(ParseSafetensorsHeaderTest, ManyTensors) {
+  constexpr int kN = 50000;
+  std::vector<TensorEntry> entries;
+  entries.reserve(kN);
+  for (int i = kN - 1; i >= 0; --i) {
+    entries.push_back({"t" + std::to_string(i), "U8", {1}, 0, 0});
+  }
+  const auto header = EncodeSafetensorsHeader(&entries, {});
+  ASSERT_TRUE(header.ok());
+  const auto h = ParseSafetensorsHeader(*header + std::string(kN, 'x'), "f");
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_EQ(h->tensors.size(), static_cast<size_t>(kN));
+  EXPECT_EQ(h->tensors.front().name, "t" + std::to_string(kN - 1));
+  EXPECT_EQ(h->tensors.back().name, "t0");
+}
+
 TEST(EncodeSafetensorsHeaderTest, RoundTripsThroughParse) {
   std::vector<TensorEntry> entries = {
       {"layers.0.w", "BF16", {3, 5}, 99, 99},  // stale offsets are ignored

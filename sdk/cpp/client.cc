@@ -64,6 +64,11 @@ struct Client::Impl {
   std::string id_prefix = RandomHex(4);
   uint64_t next_id = 1;
   uint64_t sockets_opened = 0;
+  // What the current socket has seen: a transport connection, a completed
+  // handshake (or any message). A timeout without a handshake means nobody
+  // fjordd-like answered: retrying would not help.
+  bool transport_ok = false;
+  bool handshake_ok = false;
 
   ~Impl() { CloseSocket(); }
 
@@ -83,6 +88,7 @@ struct Client::Impl {
 
   absl::Status OpenSocket() {
     CloseSocket();
+    transport_ok = handshake_ok = false;
     try {
       dealer = std::make_unique<zmq::socket_t>(SharedContext(), zmq::socket_type::dealer);
       dealer->set(zmq::sockopt::linger, 0);
@@ -96,7 +102,8 @@ struct Client::Impl {
       ++sockets_opened;
       if (zmq_socket_monitor(dealer->handle(), monitor_endpoint.c_str(),
                              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_CONNECTED |
+                                 ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) {
         return absl::InternalError(absl::StrCat("zmq_socket_monitor: ", zmq_strerror(zmq_errno())));
       }
       monitor = std::make_unique<zmq::socket_t>(SharedContext(), zmq::socket_type::pair);
@@ -137,6 +144,8 @@ struct Client::Impl {
     uint32_t value;
     std::memcpy(&event, ev.data(), 2);
     std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+    if (event == ZMQ_EVENT_CONNECTED) transport_ok = true;
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_ok = true;
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
       return absl::UnauthenticatedError(absl::StrCat(
           "the daemon at ", options.endpoint,
@@ -150,6 +159,19 @@ struct Client::Impl {
               : " (wrong server public key, or the daemon does not use CURVE)"));
     }
     return absl::OkStatus();
+  }
+
+  // The error for a wait of waited_ms that ended without a handshake.
+  absl::Status Unreachable(int64_t waited_ms) const {
+    const std::string waited = absl::StrCat(static_cast<double>(waited_ms) / 1000.0, " s");
+    if (transport_ok) {
+      return absl::UnavailableError(absl::StrCat(
+          "connected to ", options.endpoint, " but no fjord handshake within ", waited, ": ",
+          options.server_public_key.empty() ? "is it fjordd, and does it allow plain connections?"
+                                            : "is the server public key right, and is it fjordd?"));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("no reply from ", options.endpoint, " within ", waited, ": is fjordd running?"));
   }
 
   // The next message from the daemon, waiting until deadline_ms.
@@ -167,6 +189,7 @@ struct Client::Impl {
       }
       if (items[1].revents & ZMQ_POLLIN) FJORD_RETURN_IF_ERROR(ReadMonitorEvent());
       if (items[0].revents & ZMQ_POLLIN) {
+        handshake_ok = true;  // a message proves the connection
         Frames frames;
         while (true) {
           zmq::message_t part;
@@ -218,6 +241,11 @@ struct Client::Impl {
       }
       last = reply.status();
       if (last.code() != absl::StatusCode::kDeadlineExceeded) return last;
+      if (!handshake_ok) {  // nothing is there: one timeout is enough
+        absl::Status down = Unreachable(options.timeout_ms);
+        CloseSocket();
+        return down;
+      }
       CloseSocket();  // lazy pirate: a fresh connection for the retry
     }
     return absl::DeadlineExceededError(absl::StrCat("no reply from ", options.endpoint, " to '",
@@ -400,6 +428,11 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
         FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(cancel)));
         cancelled = true;
       }
+    }
+    if (!im.handshake_ok) {
+      absl::Status down = im.Unreachable(silence_limit);
+      im.CloseSocket();
+      return down;
     }
     im.CloseSocket();
     if (++resubscribes > im.options.retries) {

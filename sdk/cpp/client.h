@@ -15,9 +15,11 @@
 //
 // Errors: every call returns absl::Status / StatusOr and never throws. A
 // daemon error keeps its code, message and param (protocol::ParamOf(status));
-// no reply within timeout_ms after all retries is DeadlineExceeded; a daemon
-// that refuses this client's key (CURVE/ZAP handshake failure) is
-// Unauthenticated.
+// no reply within timeout_ms after all retries is DeadlineExceeded; nothing
+// answering at the endpoint at all (no handshake within timeout_ms: fjordd is
+// not running there) is Unavailable after one timeout, without retries ("no
+// reply from tcp://... within 5 s: is fjordd running?"); a daemon that refuses
+// this client's key (CURVE/ZAP handshake failure) is Unauthenticated.
 //
 // Retries (lazy pirate): after a timeout the Client closes its socket, opens a
 // new one and sends the same request again, at most `retries` times. Every

@@ -210,6 +210,20 @@ TEST(ClientTest, NoReplyIsDeadlineExceeded) {
   EXPECT_EQ(seen.load(), 3);
 }
 
+TEST(ClientTest, NobodyListeningIsUnavailableAfterOneTimeout) {
+  const std::string ep = TempEndpoint("nobody");  // nothing bound there
+  std::unique_ptr<Client> c = Connect(ep, /*timeout_ms=*/300, /*retries=*/2);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = c->Ping().status();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(s.message(), "no reply from " + ep + " within 0.3 s: is fjordd running?");
+  EXPECT_LT(took, std::chrono::milliseconds(800));  // one timeout, not three
+  s = c->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; }).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_THAT(s.message(), HasSubstr("is fjordd running?"));
+}
+
 TEST(ClientTest, StreamDeliversEventsThenTheFinalJob) {
   const std::string ep = TempEndpoint("stream");
   ScriptedServer server(ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {

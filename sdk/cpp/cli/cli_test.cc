@@ -1,0 +1,485 @@
+// The fjord CLI's pure parts: option parsing, connection settings (flags >
+// env > config file), job.yaml with located errors, progress lines, the SVG
+// plot, exit codes, and Main's handling of bad command lines. Talking to a
+// daemon is tested by tests/sdk/cli (a scripted peer) and tests/sdk/e2e (a
+// real fjordd).
+#include "sdk/cpp/cli/cli.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+
+#include "daemon/protocol/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sdk/cpp/cli/args.h"
+#include "sdk/cpp/cli/exit_codes.h"
+#include "sdk/cpp/cli/job_file.h"
+#include "sdk/cpp/cli/quickstart.h"
+#include "sdk/cpp/cli/render.h"
+#include "sdk/cpp/cli/settings.h"
+#include "sdk/cpp/cli/svg_plot.h"
+#include "sdk/cpp/curve_keys.h"
+
+namespace fjord::cli {
+namespace {
+
+using nlohmann::json;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+MATCHER_P2(StatusIs, code, matcher, "") {
+  return arg.code() == code && ::testing::ExplainMatchResult(matcher, std::string(arg.message()), result_listener);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/fjord-cli-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& text) const {
+    const std::string p = path_ + "/" + name;
+    std::ofstream(p) << text;
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+EnvGetter FakeEnv(std::map<std::string, std::string> vars) {
+  return [vars](const char* name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end() || it->second.empty()) return std::nullopt;
+    return it->second;
+  };
+}
+
+// Main with captured output.
+struct RunResult {
+  int code;
+  std::string out, err;
+};
+RunResult RunMain(const std::vector<std::string>& args, const EnvGetter& env) {
+  FILE* out = std::tmpfile();
+  FILE* err = std::tmpfile();
+  const int code = Main(args, out, err, env);
+  auto slurp = [](FILE* f) {
+    std::fflush(f);
+    std::rewind(f);
+    std::string s;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    std::fclose(f);
+    return s;
+  };
+  return {code, slurp(out), slurp(err)};
+}
+
+// ---- args ---------------------------------------------------------------------
+
+const std::vector<OptionSpec> kSpecs = {
+    {"file", 'f', true, false, "FILE", ""},
+    {"json", 0, false, false, "", ""},
+    {"metadata", 0, true, true, "K=V", ""},
+};
+
+TEST(ArgsTest, LongShortInlineRepeatedAndPositionals) {
+  absl::StatusOr<ParsedArgs> a =
+      ParseArgs({"job-1", "-f", "a.yaml", "--json", "--metadata=team=x", "--metadata", "b=2", "--", "--x"}, kSpecs);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_THAT(a->positionals, ElementsAre("job-1", "--x"));
+  EXPECT_EQ(a->Get("file"), "a.yaml");
+  EXPECT_TRUE(a->Has("json"));
+  EXPECT_THAT(a->All("metadata"), ElementsAre("team=x", "b=2"));
+  EXPECT_FALSE(a->Get("missing").has_value());
+}
+
+TEST(ArgsTest, ErrorsNameTheOption) {
+  EXPECT_THAT(ParseArgs({"--nope"}, kSpecs).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "unknown option --nope"));
+  EXPECT_THAT(ParseArgs({"-f"}, kSpecs).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("option -f needs a value (-f FILE)")));
+  EXPECT_THAT(ParseArgs({"--json=1"}, kSpecs).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "option --json takes no value"));
+  EXPECT_THAT(ParseArgs({"-f", "a", "--file", "b"}, kSpecs).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "option --file given twice"));
+  EXPECT_THAT(ParseArgs({"-fx"}, kSpecs).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("short options take one letter")));
+  EXPECT_THAT(ParseIntOption("limit", "ten").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "--limit must be an integer, got 'ten'"));
+  EXPECT_THAT(ParseNumberOption("learning-rate", "1e-3x").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be a number")));
+  EXPECT_EQ(*ParseNumberOption("learning-rate", "2e-4"), 2e-4);
+}
+
+// ---- exit codes ------------------------------------------------------------------
+
+TEST(ExitCodesTest, OnePerCode) {
+  EXPECT_EQ(ExitCodeFor(absl::OkStatus()), 0);
+  EXPECT_EQ(ExitCodeFor(absl::InvalidArgumentError("")), 3);
+  EXPECT_EQ(ExitCodeFor(absl::NotFoundError("")), 4);
+  EXPECT_EQ(ExitCodeFor(absl::AlreadyExistsError("")), 5);
+  EXPECT_EQ(ExitCodeFor(absl::PermissionDeniedError("")), 6);
+  EXPECT_EQ(ExitCodeFor(absl::UnauthenticatedError("")), 7);
+  EXPECT_EQ(ExitCodeFor(absl::ResourceExhaustedError("")), 8);
+  EXPECT_EQ(ExitCodeFor(absl::FailedPreconditionError("")), 9);
+  EXPECT_EQ(ExitCodeFor(absl::UnimplementedError("")), 10);
+  EXPECT_EQ(ExitCodeFor(absl::UnavailableError("")), 11);
+  EXPECT_EQ(ExitCodeFor(absl::DeadlineExceededError("")), 12);
+  EXPECT_EQ(ExitCodeFor(absl::InternalError("")), 13);
+  EXPECT_EQ(ExitCodeFor(absl::DataLossError("")), 13);
+  EXPECT_THAT(ExitCodeHelp(), HasSubstr("11  UNAVAILABLE"));
+}
+
+// ---- settings ----------------------------------------------------------------------
+
+TEST(SettingsTest, FlagsBeatEnvBeatConfigFile) {
+  TempDir d;
+  CurveKeyPair server = *GenerateCurveKeyPair(), me = *GenerateCurveKeyPair();
+  ASSERT_TRUE(WriteCurveKeyFiles(d.path() + "/server", server).ok());
+  ASSERT_TRUE(WriteCurveKeyFiles(d.path() + "/me", me).ok());
+  const std::string cfg = d.Write("client.yaml",
+                                  "# my daemon\nendpoint: tcp://file-host:7700\nserver_public_key: server.pub  # a "
+                                  "file\nkeys: me.key\ntimeout_s: 3\n");
+  absl::StatusOr<ConnectionSettings> s = ResolveConnection({.config = cfg}, FakeEnv({}));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->options.endpoint, "tcp://file-host:7700");
+  EXPECT_EQ(s->options.server_public_key, server.public_key);
+  EXPECT_EQ(s->options.client_keys.secret_key, me.secret_key);
+  EXPECT_EQ(s->options.client_keys.public_key, me.public_key);
+  EXPECT_EQ(s->options.timeout_ms, 3000);
+  EXPECT_EQ(s->source["endpoint"], cfg + ":2");
+
+  s = ResolveConnection({.config = cfg}, FakeEnv({{"FJORD_ENDPOINT", "ipc:///tmp/e.sock"}, {"FJORD_TIMEOUT", "0.5"}}));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->options.endpoint, "ipc:///tmp/e.sock");
+  EXPECT_EQ(s->options.timeout_ms, 500);
+  EXPECT_EQ(s->source["endpoint"], "FJORD_ENDPOINT");
+
+  s = ResolveConnection({.endpoint = "tcp://flag:1", .config = cfg}, FakeEnv({{"FJORD_ENDPOINT", "tcp://env:2"}}));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->options.endpoint, "tcp://flag:1");
+  EXPECT_EQ(s->source["endpoint"], "--endpoint");
+
+  // FJORD_CONFIG and XDG_CONFIG_HOME name the file when --config does not.
+  s = ResolveConnection({}, FakeEnv({{"FJORD_CONFIG", cfg}}));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->options.endpoint, "tcp://file-host:7700");
+  std::filesystem::create_directories(d.path() + "/xdg/fjord");
+  d.Write("xdg/fjord/client.yaml", "endpoint: 'tcp://xdg:9'\n");
+  s = ResolveConnection({}, FakeEnv({{"XDG_CONFIG_HOME", d.path() + "/xdg"}}));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->options.endpoint, "tcp://xdg:9");
+  EXPECT_EQ(DefaultConfigPath(FakeEnv({{"HOME", "/home/u"}})), "/home/u/.config/fjord/client.yaml");
+}
+
+TEST(SettingsTest, ErrorsSayWhatAndWhere) {
+  TempDir d;
+  const EnvGetter none = FakeEnv({{"HOME", d.path()}});
+  EXPECT_THAT(ResolveConnection({}, none).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("no daemon endpoint: pass --endpoint, set FJORD_ENDPOINT, or write")));
+  EXPECT_THAT(ResolveConnection({.endpoint = "http://x"}, none).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "endpoint must be tcp://HOST:PORT or ipc://PATH, got 'http://x' (--endpoint)"));
+  const std::string typo = d.Write("c.yaml", "endpoint: tcp://h:1\nenpoint: tcp://typo:2\n");
+  EXPECT_THAT(ResolveConnection({.config = typo}, none).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("c.yaml:2: unknown key 'enpoint'")));
+  const std::string nested = d.Write("n.yaml", "endpoint: tcp://h:1\n  x: 1\n");
+  EXPECT_THAT(ResolveConnection({.config = nested}, none).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("n.yaml:2: expected 'key: value'")));
+  EXPECT_THAT(ResolveConnection({.config = d.path() + "/missing.yaml"}, none).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("does not exist")));
+  CurveKeyPair server = *GenerateCurveKeyPair();
+  EXPECT_THAT(ResolveConnection({.endpoint = "tcp://h:1", .server_key = server.public_key}, none).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs this client's keys too")));
+  EXPECT_THAT(ResolveConnection({.endpoint = "tcp://h:1", .server_key = "server.pub"}, none).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("neither a Z85 key")));
+  EXPECT_THAT(ResolveConnection({.endpoint = "tcp://h:1", .timeout = "soon"}, none).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "timeout must be a number of seconds, got 'soon' (--timeout)"));
+  ASSERT_TRUE(WriteCurveKeyFiles(d.path() + "/open", *GenerateCurveKeyPair()).ok());
+  ::chmod((d.path() + "/open.key").c_str(), 0644);
+  EXPECT_THAT(
+      ResolveConnection({.endpoint = "tcp://h:1", .server_key = server.public_key, .keys = d.path() + "/open.key"},
+                        none)
+          .status(),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("chmod 600")));
+}
+
+// ---- job.yaml -------------------------------------------------------------------------
+
+constexpr char kJob[] = R"(# a job
+model: demo
+training_file: train.jsonl
+suffix: capitals
+hyperparameters:
+  epochs: 3
+  learning_rate: 2.0e-3
+  lr_scheduler: "linear"
+lora:
+  r: 8
+  target_modules: [q_proj, v_proj]
+metadata:
+  team: "007"
+)";
+
+TEST(JobFileTest, TypedValuesAndSuffix) {
+  absl::StatusOr<JobDocument> d = ParseJobYaml(kJob, "job.yaml", "/data");
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(NormalizeSuffix(*d).ok());
+  EXPECT_EQ(d->body["hyperparameters"]["epochs"], json(3));
+  EXPECT_TRUE(d->body["hyperparameters"]["epochs"].is_number_integer());
+  EXPECT_EQ(d->body["hyperparameters"]["learning_rate"], json(2e-3));
+  EXPECT_EQ(d->body["metadata"], json({{"team", "007"}, {"suffix", "capitals"}}));  // quoted: stays a string
+  EXPECT_FALSE(d->body.contains("suffix"));
+  EXPECT_EQ(d->lines["hyperparameters.epochs"], 6);
+  absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model, "demo");
+  EXPECT_EQ(spec->hyperparameters.epochs, 3);
+  EXPECT_EQ(spec->hyperparameters.lr_scheduler, "linear");
+  EXPECT_EQ(spec->hyperparameters.batch_size, 4);  // the protocol's default
+  EXPECT_EQ(spec->lora.r, 8);
+  EXPECT_THAT(spec->lora.target_modules, ElementsAre("q_proj", "v_proj"));
+  EXPECT_EQ(spec->metadata.at("suffix"), "capitals");
+}
+
+TEST(JobFileTest, ErrorsNameFileLineAndField) {
+  absl::StatusOr<JobDocument> d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nhyperparameters:\n  epochs: 0\n",
+                                               "job.yaml", ".");
+  ASSERT_TRUE(d.ok());
+  absl::Status s = ValidateJob(*d).status();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          "job.yaml:4: hyperparameters.epochs must be in [1, 1000], got 0"));
+  EXPECT_EQ(protocol::ParamOf(s), "hyperparameters.epochs");
+
+  d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nlora:\n  rank: 8\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok());
+  EXPECT_THAT(ValidateJob(*d).status(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:4:")));
+
+  d = ParseJobYaml("training_file: t.jsonl\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok());
+  EXPECT_THAT(ValidateJob(*d).status(), StatusIs(absl::StatusCode::kInvalidArgument, "job.yaml: model is required"));
+
+  EXPECT_THAT(ParseJobYaml("model: [unclosed\n", "job.yaml", ".").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:")));
+  EXPECT_THAT(ParseJobYaml("- a\n- b\n", "job.yaml", ".").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected a mapping of job fields")));
+  EXPECT_THAT(ParseJobYaml("", "job.yaml", ".").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("the file is empty")));
+  EXPECT_THAT(ParseJobYaml("model: a\nmodel: b\n", "job.yaml", ".").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:2: model is given twice")));
+  EXPECT_THAT(LoadJobFile("/nonexistent/job.yaml").status(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("does not exist")));
+}
+
+TEST(JobFileTest, FlagsOverrideAndLoseTheLine) {
+  absl::StatusOr<JobDocument> d = ParseJobYaml(kJob, "job.yaml", ".");
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(NormalizeSuffix(*d).ok());
+  SetField(*d, "hyperparameters.epochs", 0);
+  SetField(*d, "hyperparameters.seed", 7);
+  absl::Status s = ValidateJob(*d).status();
+  // The bad value came from a flag: no line, but its parent section's line.
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("job.yaml:5: hyperparameters.epochs")));
+  SetField(*d, "hyperparameters.epochs", 2);
+  absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->hyperparameters.seed, 7);
+}
+
+TEST(JobFileTest, TheQuickstartJobIsValid) {
+  absl::StatusOr<JobDocument> d = ParseJobYaml(QuickstartJobYaml(), "quickstart", "/demo/data");
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(NormalizeSuffix(*d).ok());
+  absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model, "demo");
+  EXPECT_EQ(spec->hyperparameters.epochs, 5);
+  EXPECT_EQ(spec->hyperparameters.eval_every_steps, 50);
+}
+
+// ---- rendering ------------------------------------------------------------------------
+
+protocol::JobEvent Ev(int64_t seq, const std::string& type, json data, const std::string& message = "") {
+  protocol::JobEvent e;
+  e.seq = seq;
+  e.time_ms = 1700000000000 + seq;
+  e.type = type;
+  e.message = message;
+  e.data = std::move(data);
+  return e;
+}
+
+std::string Rendered(bool bar, const std::vector<protocol::JobEvent>& events) {
+  FILE* f = std::tmpfile();
+  Progress p(f, bar);
+  for (const auto& e : events) p.OnEvent(e);
+  std::fflush(f);
+  std::rewind(f);
+  std::string s;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+  std::fclose(f);
+  return s;
+}
+
+TEST(RenderTest, ProgressLinesMatchThePythonSdk) {
+  const std::vector<protocol::JobEvent> events = {
+      Ev(1, "status", {{"status", "queued"}, {"previous", "validating"}}, "validation passed"),
+      Ev(2, "eval", {{"step", 0}, {"total_steps", 40}, {"eval_loss", 2.5}, {"eval_token_accuracy", 0.25}}),
+      Ev(3, "step", {{"step", 1}, {"total_steps", 40}, {"loss", 2.5}, {"tokens_per_s", 1000.4}, {"eta_s", 75.0}}),
+      Ev(4, "step", {{"step", 2}, {"total_steps", 40}, {"loss", 2.4}, {"tokens_per_s", 1000.0}, {"eta_s", 74.0}}),
+      Ev(5, "step", {{"step", 40}, {"total_steps", 40}, {"loss", 1.0}, {"tokens_per_s", 1200.0}, {"eta_s", 0.0}}),
+  };
+  const std::string lines = Rendered(false, events);
+  EXPECT_EQ(lines,
+            "status: validating -> queued (validation passed)\n"
+            "eval  step 0/40  loss 2.5000  token accuracy 25.0%\n"
+            "1/40  loss 2.5000  eval 2.5000  1000 tok/s  ETA 1m15s\n"
+            "2/40  loss 2.4000  eval 2.5000  1000 tok/s  ETA 1m14s\n"
+            "40/40  loss 1.0000  eval 2.5000  1200 tok/s  ETA 0s\n");
+  const std::string bar = Rendered(true, events);
+  EXPECT_THAT(bar, HasSubstr("\r[#.......................] 2/40  loss 2.4000"));
+  EXPECT_THAT(bar, HasSubstr("\r[########################] 40/40"));
+  EXPECT_EQ(FormatDuration(3725), "1h02m");
+  EXPECT_EQ(FormatDuration(-1), "?");
+  EXPECT_EQ(FormatTimeMs(1700000000000), "2023-11-14 22:13:20Z");
+}
+
+TEST(RenderTest, TableAndEventLines) {
+  EXPECT_EQ(Table({"A", "LONGER"}, {{"xxxx", "y"}}), "A     LONGER\nxxxx  y\n");
+  EXPECT_THAT(EventLine(Ev(7, "step", {{"step", 10}, {"total_steps", 100}, {"loss", 1.23}})),
+              HasSubstr("step 10/100  loss 1.2300"));
+  EXPECT_THAT(EventLine(Ev(8, "status", {{"status", "running"}, {"previous", "queued"}})), HasSubstr("queued -> running"));
+}
+
+// ---- SVG ----------------------------------------------------------------------------
+
+TEST(SvgTest, SeriesFromEventsAndDocument) {
+  std::vector<protocol::JobEvent> events;
+  for (int s = 1; s <= 20; ++s) events.push_back(Ev(s, "step", {{"step", s}, {"total_steps", 20}, {"loss", 3.0 - 0.1 * s}}));
+  events.push_back(Ev(21, "eval", {{"step", 0}, {"eval_loss", 3.1}}));
+  events.push_back(Ev(22, "eval", {{"step", 20}, {"eval_loss", 1.2}}));
+  events.push_back(Ev(23, "step", {{"step", 20}, {"loss", 0.9}}));  // a repeated step (resume): the later wins
+  std::vector<Series> s = LossSeriesFromEvents(events);
+  ASSERT_EQ(s.size(), 2u);
+  ASSERT_EQ(s[0].points.size(), 20u);
+  EXPECT_EQ(s[0].points.back(), std::make_pair(20.0, 0.9));
+  ASSERT_EQ(s[1].points.size(), 2u);
+  EXPECT_EQ(s[1].points.front(), std::make_pair(0.0, 3.1));
+
+  const std::string svg = LossCurveSvg("job-1 <loss> & \"more\"", s);
+  EXPECT_THAT(svg, StartsWith("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\""));
+  EXPECT_THAT(svg, HasSubstr("<title>job-1 &lt;loss&gt; &amp; &quot;more&quot;</title>"));
+  const std::regex polyline("<polyline class=\"series\" data-name=\"([a-z ]+)\"[^>]* points=\"([^\"]*)\"/>");
+  std::vector<std::pair<std::string, int>> found;
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), polyline); it != std::sregex_iterator(); ++it) {
+    const std::string pts = (*it)[2];
+    found.emplace_back((*it)[1], static_cast<int>(std::count(pts.begin(), pts.end(), ',')));
+  }
+  EXPECT_THAT(found, ElementsAre(std::make_pair("training loss", 20), std::make_pair("eval loss", 2)));
+  EXPECT_EQ(std::count(svg.begin(), svg.end(), '<') - std::count(svg.begin(), svg.end(), '>'), 0);
+  EXPECT_THAT(svg, HasSubstr(">step</text>"));
+  EXPECT_THAT(svg, HasSubstr("</svg>\n"));
+  // Deterministic.
+  EXPECT_EQ(svg, LossCurveSvg("job-1 <loss> & \"more\"", s));
+}
+
+TEST(SvgTest, NiceTicks) {
+  EXPECT_THAT(NiceTicks(0, 100, 5), ElementsAre(0, 20, 40, 60, 80, 100));
+  EXPECT_THAT(NiceTicks(0.95, 3.05, 5), ElementsAre(1.0, 1.5, 2.0, 2.5, 3.0));
+  EXPECT_THAT(NiceTicks(0, 7, 6), ElementsAre(0, 2, 4, 6));
+}
+
+// ---- Main ---------------------------------------------------------------------------
+
+TEST(MainTest, UsageErrorsExitOne) {
+  TempDir d;
+  const EnvGetter env = FakeEnv({{"HOME", d.path()}});
+  RunResult r = RunMain({}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("usage: fjord"));
+  r = RunMain({"--help"}, env);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("jobs create"));
+  EXPECT_THAT(r.out, HasSubstr("Exit codes:"));
+  r = RunMain({"frobnicate"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'frobnicate'"));
+  r = RunMain({"jobs", "explode"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("'jobs' needs a subcommand ('explode' is not one)"));
+  r = RunMain({"jobs", "get"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("missing the job id"));
+  r = RunMain({"jobs", "get", "a", "b"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("unexpected argument 'b'"));
+  r = RunMain({"jobs", "list", "--bogus"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("fjord jobs list: unknown option --bogus"));
+  r = RunMain({"jobs", "list", "--status", "done"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("unknown job status 'done'"));
+  r = RunMain({"jobs", "create", "--epochs", "many"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  r = RunMain({"jobs", "get", "--help"}, env);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("usage: fjord jobs get JOB_ID"));
+  r = RunMain({"--json", "version"}, env);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(json::parse(r.out)["protocol"], 1);
+}
+
+TEST(MainTest, ConfigErrorsBeforeConnecting) {
+  TempDir d;
+  const EnvGetter env = FakeEnv({{"HOME", d.path()}});
+  RunResult r = RunMain({"ping"}, env);
+  EXPECT_EQ(r.code, kExitInvalidArgument);
+  EXPECT_THAT(r.err, HasSubstr("no daemon endpoint"));
+  r = RunMain({"--json", "--endpoint", "http://x", "ping"}, env);
+  EXPECT_EQ(r.code, kExitInvalidArgument);
+  EXPECT_EQ(json::parse(r.out)["error"]["code"], "INVALID_ARGUMENT");
+  // A job.yaml error is found before any daemon is contacted (none is running).
+  const std::string job = d.Write("job.yaml", "model: demo\ntraining_file: t.jsonl\nhyperparameters:\n  epochs: 0\n");
+  r = RunMain({"--endpoint", "ipc:///nonexistent/fjordd.sock", "jobs", "create", "-f", job}, env);
+  EXPECT_EQ(r.code, kExitInvalidArgument);
+  EXPECT_THAT(r.err, HasSubstr("job.yaml:4: hyperparameters.epochs must be in [1, 1000], got 0"));
+  r = RunMain({"--endpoint", "ipc:///x.sock", "jobs", "create", "-f", d.path() + "/none.yaml"}, env);
+  EXPECT_EQ(r.code, kExitNotFound);
+}
+
+TEST(MainTest, KeysGenerateWritesPrivateFiles) {
+  TempDir d;
+  const EnvGetter env = FakeEnv({{"HOME", d.path()}});
+  const std::string prefix = d.path() + "/alice";
+  RunResult r = RunMain({"keys", "generate", prefix, "--tenant", "acme"}, env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  struct stat st {};
+  ASSERT_EQ(::stat((prefix + ".key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  absl::StatusOr<CurveKeyPair> keys = LoadCurveSecretKeyFile(prefix + ".key");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(*LoadCurvePublicKeyFile(prefix + ".pub"), keys->public_key);
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("public_key: \"", keys->public_key, "\"")));
+  EXPECT_THAT(r.out, HasSubstr("tenant: acme"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr(keys->secret_key)));
+  r = RunMain({"keys", "generate", prefix}, env);
+  EXPECT_EQ(r.code, kExitAlreadyExists);
+  r = RunMain({"keys", "generate", d.path() + "/bob", "--tenant", "Bad Name"}, env);
+  EXPECT_EQ(r.code, kExitInvalidArgument);
+}
+
+}  // namespace
+}  // namespace fjord::cli

@@ -1,0 +1,61 @@
+"""fjord: the Python SDK for fjordd, fjord's fine-tuning daemon.
+
+    import fjord
+    client = fjord.Client()            # endpoint and keys from FJORD_* or ~/.config/fjord/client.yaml
+    f = client.files.upload("train.jsonl")
+    job = client.jobs.create(model="llama-3.2-1b", training_file=f.id,
+                             hyperparameters={"epochs": 3})
+    job = job.wait(progress=True)
+    client.adapters.download(job.id, "adapter")
+
+See docs/python-sdk.md for the API reference, docs/protocol.md for the wire
+protocol it speaks. Depends on pyzmq only.
+"""
+
+from .client import Adapters, Client, EventStream, Files, Jobs, Models
+from .errors import (
+    AlreadyExistsError,
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    FjordError,
+    InternalError,
+    InvalidArgumentError,
+    JobFailedError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+)
+from .keys import KeyPair, generate_keypair, load_secret_key_file, write_key_files
+from .types import (
+    FINAL_STATUSES,
+    JOB_STATUSES,
+    AdapterFile,
+    Checkpoint,
+    Event,
+    FileObject,
+    Hyperparameters,
+    Job,
+    JobError,
+    JobPage,
+    LoraConfig,
+    Model,
+    PingInfo,
+)
+
+__version__ = "0.1.0"
+PROTOCOL_VERSION = 1
+
+__all__ = [
+    "Client", "EventStream", "Files", "Jobs", "Adapters", "Models",
+    "FjordError", "InvalidArgumentError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",
+    "UnauthenticatedError", "ResourceExhaustedError", "FailedPreconditionError", "UnimplementedError",
+    "UnavailableError", "InternalError", "DeadlineExceededError", "DataLossError", "JobFailedError",
+    "KeyPair", "generate_keypair", "load_secret_key_file", "write_key_files",
+    "JOB_STATUSES", "FINAL_STATUSES", "AdapterFile", "Checkpoint", "Event", "FileObject", "Hyperparameters",
+    "Job", "JobError", "JobPage", "LoraConfig", "Model", "PingInfo",
+    "__version__", "PROTOCOL_VERSION",
+]

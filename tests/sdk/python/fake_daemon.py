@@ -1,0 +1,166 @@
+"""A scripted FJD01 peer: a ZeroMQ ROUTER in a thread that decodes what the
+client sends (with the SDK's own codec, checked against the shared vectors)
+and answers through a handler. Used by the SDK's unit tests until, and
+besides, the end-to-end tests against a real fjordd.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from typing import Callable, Optional
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from fjord import _wire
+from fjord._wire import ClientMessage, MessageType, ServerMessage
+
+
+class Peer:
+    """Replies to one client message (its routing id bound)."""
+
+    def __init__(self, server: "FakeDaemon", routing_id: bytes, message: ClientMessage):
+        self.server = server
+        self.routing_id = routing_id
+        self.message = message
+
+    def send(self, m: ServerMessage) -> None:
+        self.server.send(self.routing_id, m)
+
+    def ok(self, body: dict, final: bool = True, data: Optional[bytes] = None) -> None:
+        t = MessageType.FINAL if final else MessageType.PARTIAL
+        self.send(ServerMessage(t, self.message.request_id, "OK", body, data))
+
+    def error(self, code: str, message: str, param: Optional[str] = None) -> None:
+        self.send(ServerMessage(MessageType.FINAL, self.message.request_id, code,
+                                {"error": {"code": code, "message": message, "param": param}}))
+
+    def heartbeat(self) -> None:
+        self.send(ServerMessage(MessageType.HEARTBEAT))
+
+
+class _Keys:
+    def __init__(self, allowed: set):
+        self.allowed = allowed
+
+    def callback(self, domain, key) -> bool:
+        k = key.decode("ascii") if isinstance(key, bytes) else key
+        return k in self.allowed
+
+
+class FakeDaemon:
+    """handler(peer) is called in the server thread for every decoded message
+    (heartbeats included); received messages are kept in ``received``."""
+
+    def __init__(self, handler: Callable[[Peer], None], curve_secret: Optional[str] = None,
+                 allowed_keys: Optional[set] = None, endpoint: Optional[str] = None):
+        self.handler = handler
+        self.ctx = zmq.Context()
+        self.dir = tempfile.mkdtemp(prefix="fjord-fake-")
+        self.endpoint = endpoint or f"ipc://{self.dir}/d.sock"
+        self.received: list = []  # (routing_id, ClientMessage)
+        self.auth = None
+        if curve_secret is not None:
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve_callback(domain="*", credentials_provider=_Keys(allowed_keys or set()))
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if curve_secret is not None:
+            self.sock.curve_server = True
+            self.sock.curve_secretkey = curve_secret.encode("ascii")
+        self.sock.bind(self.endpoint)
+        self._lock = threading.Lock()
+        self._outbox: list = []
+        self._stop = False
+        self.errors: list = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def send(self, routing_id: bytes, m: ServerMessage) -> None:
+        with self._lock:
+            self._outbox.append([routing_id] + _wire.encode_server_message(m))
+
+    def send_raw(self, routing_id: bytes, frames: list) -> None:
+        with self._lock:
+            self._outbox.append([routing_id] + frames)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while not self._stop:
+            with self._lock:
+                out, self._outbox = self._outbox, []
+            for frames in out:
+                self.sock.send_multipart(frames)
+            if not dict(poller.poll(5)):
+                continue
+            frames = self.sock.recv_multipart()
+            rid, rest = frames[0], frames[1:]
+            try:
+                m = _wire.decode_client_message(rest)
+            except _wire.WireError as e:
+                self.errors.append(e)
+                continue
+            self.received.append((rid, m))
+            try:
+                self.handler(Peer(self, rid, m))
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                self.errors.append(e)
+
+    def requests(self, command: Optional[str] = None) -> list:
+        return [m for _, m in self.received
+                if m.type == MessageType.REQUEST and (command is None or m.command == command)]
+
+    def of_type(self, t: MessageType) -> list:
+        return [m for _, m in self.received if m.type == t]
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(5)
+        self.sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        os.rmdir(self.dir)
+
+    def __enter__(self) -> "FakeDaemon":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def job_body(job_id: str = "job-0000000000000001", status: str = "queued", **extra) -> dict:
+    """A job object as the daemon writes it (docs/protocol.md §6)."""
+    body = {
+        "id": job_id, "tenant": "acme", "model": "demo", "training_file": "file-0000000000000001",
+        "validation_file": None,
+        "hyperparameters": {"epochs": 1, "max_steps": 0, "batch_size": 4, "gradient_accumulation_steps": 1,
+                            "learning_rate": 0.0002, "lr_scheduler": "cosine", "warmup_steps": 0,
+                            "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 1024, "seed": 42,
+                            "checkpoint_every_steps": 0, "eval_every_steps": 0},
+        "lora": {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": ["all-linear"]},
+        "priority": 0, "gpus": 1, "max_restarts": 3, "metadata": {}, "idempotency_key": None,
+        "status": status, "queue_position": None, "created_at_ms": 1700000000000, "started_at_ms": None,
+        "finished_at_ms": None, "step": 0, "total_steps": 0, "trained_tokens": 0, "metrics": {},
+        "error": None, "latest_checkpoint": None, "result_adapter": None, "restarts": 0, "node": "node-1",
+        "gpu_ids": [],
+    }
+    body.update(extra)
+    return body
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

@@ -1,0 +1,461 @@
+"""fjord.Client against a scripted ROUTER (fake_daemon.FakeDaemon): requests
+as the protocol says, error mapping, lazy-pirate retries with one idempotency
+key, a daemon that is down, CURVE refusal, event streams (heartbeats,
+resubscribe after silence, CANCEL), chunked uploads and checked downloads.
+The real daemon is driven in tests/integration.
+
+    ~/.cache/fjord/venv/bin/python -m pytest -q tests/sdk/python/test_sdk_client.py
+"""
+
+import hashlib
+import io
+import os
+import pathlib
+import tempfile
+import threading
+import time
+
+import pytest
+import zmq
+
+import fjord
+from fjord._wire import MessageType, ServerMessage
+from fake_daemon import FakeDaemon, job_body, wait_for
+
+PING = {"protocol": 1, "daemon": "fjordd", "version": "0.1.0", "node": "node-1", "time_ms": 1,
+        "heartbeat_interval_ms": 2000, "liveness": 3,
+        "principal": {"tenant": "acme", "role": "tenant", "key_name": "ci"},
+        "limits": {"max_message_bytes": 8388608, "max_body_bytes": 1048576,
+                   "upload_chunk_bytes": 4194304, "max_upload_bytes": 1073741824}}
+
+
+def fast_client(endpoint, **kw):
+    kw.setdefault("timeout", 1.0)
+    return fjord.Client(endpoint, config_file=os.devnull, **kw)
+
+
+def answer_ping(peer):
+    if peer.message.type == MessageType.REQUEST and peer.message.command == "ping":
+        peer.ok(PING)
+
+
+def test_ping_and_request_frames():
+    with FakeDaemon(answer_ping) as d, fast_client(d.endpoint) as c:
+        info = c.ping()
+        assert (info.daemon, info.tenant, info.role, info.heartbeat_interval_ms) == ("fjordd", "acme", "tenant", 2000)
+        assert info.limits["upload_chunk_bytes"] == 4194304
+        (req,) = d.requests("ping")
+        assert req.body == {}
+        assert fjord._wire.valid_request_id(req.request_id)
+
+
+def test_error_reply_becomes_the_class_for_its_code():
+    def handler(peer):
+        m = peer.message
+        if m.command == "job.get":
+            peer.error("NOT_FOUND", f"job {m.body['job_id']} not found", "job_id")
+        elif m.command == "job.create":
+            peer.error("INVALID_ARGUMENT", "hyperparameters.learning_rate must be in (0, 1], got -1",
+                       "hyperparameters.learning_rate")
+        elif m.command == "job.resume":
+            peer.error("FAILED_PRECONDITION", "job job-1 is succeeded; only a paused job can resume")
+        elif m.command == "nope":
+            peer.error("UNIMPLEMENTED", "unknown command 'nope'", "command")
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.NotFoundError) as e:
+            c.jobs.get("job-404")
+        assert (e.value.code, e.value.param) == ("NOT_FOUND", "job_id")
+        assert "job-404 not found" in e.value.message
+        with pytest.raises(fjord.InvalidArgumentError) as e:
+            c.jobs.create(model="demo", training_file="file-1", hyperparameters={"learning_rate": -1})
+        assert e.value.param == "hyperparameters.learning_rate"
+        assert str(e.value).startswith("INVALID_ARGUMENT: hyperparameters.learning_rate must be")
+        with pytest.raises(fjord.FailedPreconditionError, match="only a paused job") as e:
+            c.jobs.resume("job-1")
+        assert e.value.param is None
+        with pytest.raises(fjord.UnimplementedError):
+            c.call("nope")
+        assert isinstance(e.value, fjord.FjordError)
+
+
+def test_create_body_and_retry_reuses_idempotency_key():
+    seen = []
+
+    def handler(peer):
+        m = peer.message
+        if m.command != "job.create":
+            return
+        seen.append(m)
+        if len(seen) == 1:
+            return  # the reply is "lost": the client must retry on a new connection
+        peer.ok(job_body("job-1", "validating", idempotency_key=m.body["idempotency_key"]))
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, timeout=0.4) as c:
+        job = c.jobs.create(model="demo", training_file=fjord.FileObject("file-9", "t.jsonl", 3, "", 0, "files/file-9"),
+                            validation_file="files/valid.jsonl", hyperparameters={"epochs": 2},
+                            lora=fjord.LoraConfig(r=8), suffix="capitals", seed=7, priority=1)
+        assert job.id == "job-1" and job.status == "validating"
+        assert len(seen) == 2
+        assert seen[0].request_id != seen[1].request_id
+        assert seen[0].body == seen[1].body
+        body = seen[0].body
+        assert body["training_file"] == "file-9"
+        assert body["validation_file"] == "files/valid.jsonl"
+        assert body["hyperparameters"] == {"epochs": 2, "seed": 7}
+        assert body["lora"] == {"r": 8, "alpha": 32.0, "dropout": 0.05, "target_modules": ["all-linear"]}
+        assert body["metadata"] == {"suffix": "capitals"}
+        assert body["priority"] == 1
+        assert len(body["idempotency_key"]) == 32
+        # Two routing ids: the retry came on a fresh connection (lazy pirate).
+        ids = {rid for rid, m in d.received if m.type == MessageType.REQUEST and m.command == "job.create"}
+        assert len(ids) == 2
+
+
+def test_given_idempotency_key_is_sent_and_checked():
+    with FakeDaemon(lambda p: p.ok(job_body("job-2"))) as d, fast_client(d.endpoint) as c:
+        c.jobs.create(model="demo", training_file="file-1", idempotency_key="nightly-2024-05-01")
+        assert d.requests("job.create")[0].body["idempotency_key"] == "nightly-2024-05-01"
+        with pytest.raises(fjord.InvalidArgumentError) as e:
+            c.jobs.create(model="demo", training_file="file-1", idempotency_key="x" * 129)
+        assert e.value.param == "idempotency_key"
+
+
+def test_no_reply_after_retries_is_deadline_exceeded():
+    with FakeDaemon(lambda p: None) as d, fast_client(d.endpoint, timeout=0.3, retries=2) as c:
+        t0 = time.monotonic()
+        with pytest.raises(fjord.DeadlineExceededError, match=r"to 'job.get' within 0.3 s, 3 attempts"):
+            c.jobs.get("job-1")
+        assert 0.85 < time.monotonic() - t0 < 3.0
+        assert len(d.requests("job.get")) == 3
+
+
+def test_daemon_down_fails_after_one_timeout_with_a_clear_message():
+    with tempfile.TemporaryDirectory() as tmp:
+        for endpoint in (f"ipc://{tmp}/nobody.sock", "tcp://127.0.0.1:9"):
+            with fast_client(endpoint, timeout=0.5, retries=2) as c:
+                t0 = time.monotonic()
+                with pytest.raises(fjord.UnavailableError) as e:
+                    c.ping()
+                took = time.monotonic() - t0
+                assert str(e.value) == f"UNAVAILABLE: no reply from {endpoint} within 0.5 s: is fjordd running?"
+                assert 0.45 < took < 1.4  # one timeout, not three
+
+
+def test_curve_right_key_works_and_wrong_key_is_unauthenticated():
+    server = fjord.generate_keypair()
+    good, bad = fjord.generate_keypair(), fjord.generate_keypair()
+    with FakeDaemon(answer_ping, curve_secret=server.secret_key, allowed_keys={good.public_key}) as d:
+        with fast_client(d.endpoint, server_public_key=server.public_key, secret_key=good.secret_key) as c:
+            assert c.ping().tenant == "acme"
+        with fast_client(d.endpoint, server_public_key=server.public_key, secret_key=bad.secret_key, timeout=3) as c:
+            t0 = time.monotonic()
+            with pytest.raises(fjord.UnauthenticatedError, match="refused this client's CURVE key"):
+                c.ping()
+            assert time.monotonic() - t0 < 2.5  # reported at the handshake, not at the timeout
+        # The daemon's key is wrong: the handshake never completes.
+        other = fjord.generate_keypair()
+        with fast_client(d.endpoint, server_public_key=other.public_key, secret_key=good.secret_key, timeout=0.5) as c:
+            with pytest.raises(fjord.UnauthenticatedError, match="wrong server public key"):
+                c.ping()
+        # A plain client at a CURVE daemon.
+        with fast_client(d.endpoint, timeout=0.5) as c:
+            with pytest.raises(fjord.UnauthenticatedError, match="the daemon requires CURVE"):
+                c.ping()
+        assert d.requests() == [d.requests()[0]]  # only the good client's ping got through
+
+
+def stream_handler(events, final_status="succeeded", silent_after=None, partial_hb=False):
+    """Answers job.subscribe with `events` (seq 1..n) then a FINAL job. With
+    silent_after=k the first subscription goes silent after k events."""
+    state = {"subs": 0}
+
+    def handler(peer):
+        m = peer.message
+        if m.type == MessageType.HEARTBEAT:
+            return
+        if m.type == MessageType.CANCEL:
+            peer.send(ServerMessage(MessageType.FINAL, m.request_id, "OK", {"job": job_body("job-1", "running")}))
+            return
+        if m.command != "job.subscribe":
+            return
+        state["subs"] += 1
+        after = m.body["after_seq"]
+
+        def run():
+            for e in events:
+                if e["seq"] <= after:
+                    continue
+                if silent_after is not None and state["subs"] == 1 and e["seq"] > silent_after:
+                    return  # the daemon "dies" for this subscription
+                time.sleep(e.get("_delay", 0))
+                ev = {k: v for k, v in e.items() if not k.startswith("_")}
+                peer.ok({"event": ev}, final=False)
+            if final_status is not None:
+                peer.ok({"job": job_body("job-1", final_status, result_adapter={"path": "/s/acme/jobs/job-1/adapter"})})
+
+        threading.Thread(target=run, daemon=True).start()
+
+    return handler, state
+
+
+def ev(seq, type_, **data):
+    return {"seq": seq, "time_ms": 1700000000000 + seq, "type": type_, "message": data.pop("message", ""),
+            "data": data}
+
+
+EVENTS = [
+    ev(1, "status", status="queued", previous="validating", message="validation passed"),
+    ev(2, "status", status="running", previous="queued"),
+    ev(3, "step", step=1, total_steps=4, loss=2.5, tokens_per_s=1000.0, eta_s=3.0),
+    ev(4, "step", step=2, total_steps=4, loss=2.0, tokens_per_s=1100.0, eta_s=2.0),
+    ev(5, "eval", step=2, total_steps=4, eval_loss=1.9, eval_token_accuracy=0.5),
+    ev(6, "step", step=4, total_steps=4, loss=1.5, tokens_per_s=1200.0, eta_s=0.0),
+    ev(7, "done", step=4, total_steps=4, eval_loss=1.4, message="adapter written"),
+    ev(8, "status", status="succeeded", previous="running"),
+]
+
+
+def test_follow_stream_yields_every_event_then_the_final_job():
+    handler, _ = stream_handler(EVENTS)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        stream = c.jobs.events("job-1", follow=True)
+        got = [e.seq for e in stream]
+        assert got == list(range(1, 9))
+        assert stream.job.status == "succeeded"
+        assert stream.job.result_adapter == "/s/acme/jobs/job-1/adapter"
+        (sub,) = d.requests("job.subscribe")
+        assert sub.body == {"job_id": "job-1", "after_seq": 0}
+        assert wait_for(lambda: len(d.of_type(MessageType.DISCONNECT)) == 1)
+
+
+def test_stream_sends_heartbeats_while_waiting():
+    slow = [dict(EVENTS[0], _delay=0.6)] + EVENTS[1:]
+    handler, _ = stream_handler(slow)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1, heartbeat_liveness=20) as c:
+        assert len(list(c.jobs.events("job-1", follow=True))) == 8
+        assert len(d.of_type(MessageType.HEARTBEAT)) >= 3
+
+
+def test_stream_resubscribes_after_silence_without_losing_or_repeating_events():
+    handler, state = stream_handler(EVENTS, silent_after=4)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1, heartbeat_liveness=3) as c:
+        stream = c.jobs.events("job-1", follow=True)
+        assert [e.seq for e in stream] == list(range(1, 9))
+        subs = d.requests("job.subscribe")
+        assert [s.body["after_seq"] for s in subs] == [0, 4]
+        assert state["subs"] == 2
+
+
+def test_stream_gives_up_after_retries_of_silence():
+    def handler(peer):
+        if peer.message.command == "job.subscribe":
+            peer.ok({"event": ev(1, "log", message="hello")}, final=False)  # then nothing, ever
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.05, heartbeat_liveness=2,
+                                               retries=1) as c:
+        seen = []
+        with pytest.raises(fjord.UnavailableError, match="went silent for 0.1 s during the event stream of job-1"):
+            for e in c.jobs.events("job-1", follow=True):
+                seen.append(e.seq)
+        assert seen == [1]
+        assert len(d.requests("job.subscribe")) == 2  # the first and one resubscribe (retries=1)
+
+
+def test_close_cancels_the_stream():
+    events = [ev(i, "log", message=f"m{i}", _delay=0.05) for i in range(1, 50)]
+    handler, _ = stream_handler(events, final_status=None)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        with c.jobs.events("job-1", follow=True) as stream:
+            for e in stream:
+                if e.seq == 2:
+                    break
+        assert stream.job is not None and stream.job.status == "running"
+        (cancel,) = d.of_type(MessageType.CANCEL)
+        assert cancel.request_id == d.requests("job.subscribe")[0].request_id
+
+
+def test_stream_error_reply_raises():
+    def handler(peer):
+        if peer.message.command == "job.subscribe":
+            peer.error("NOT_FOUND", "job job-9 not found", "job_id")
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.NotFoundError):
+            list(c.jobs.events("job-9", follow=True))
+
+
+def test_wait_draws_progress_and_returns_the_final_job():
+    handler, _ = stream_handler(EVENTS)
+    out = io.StringIO()
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        seen = []
+        job = fjord.Job.from_dict(job_body("job-1"), c).wait(progress=out, on_event=seen.append)
+        assert job.status == "succeeded" and len(seen) == 8
+    text = out.getvalue()
+    assert "status: validating -> queued (validation passed)" in text
+    assert "1/4  loss 2.5000  1000 tok/s  ETA 3s" in text
+    assert "4/4  loss 1.5000  eval 1.9000  1200 tok/s  ETA 0s" in text
+    assert "eval  step 2/4  loss 1.9000  token accuracy 50.0%" in text
+    assert "job job-1 succeeded: adapter at /s/acme/jobs/job-1/adapter" in text
+
+
+def test_wait_raise_on_failure_and_timeout():
+    handler, _ = stream_handler(EVENTS[:2], final_status="failed")
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.JobFailedError, match="job job-1 ended failed") as e:
+            c.jobs.wait("job-1", raise_on_failure=True)
+        assert e.value.job.status == "failed"
+    handler, _ = stream_handler([], final_status=None)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1) as c:
+        t0 = time.monotonic()
+        with pytest.raises(fjord.DeadlineExceededError, match="not final within"):
+            c.jobs.wait("job-1", timeout=0.5)
+        assert time.monotonic() - t0 < 2.0
+
+
+def test_events_without_follow_pages_through_job_events():
+    def handler(peer):
+        m = peer.message
+        if m.command == "job.events":
+            after, limit = m.body["after_seq"], m.body["limit"]
+            page = [e for e in EVENTS if e["seq"] > after][:limit]
+            peer.ok({"events": page, "has_more": page[-1]["seq"] < 8 if page else False})
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        got = list(c.jobs.events("job-1", page_size=3))
+        assert [e.seq for e in got] == list(range(1, 9))
+        assert got[2].type == "step" and got[2].data["loss"] == 2.5
+        assert [r.body["after_seq"] for r in d.requests("job.events")] == [0, 3, 6]
+
+
+def test_upload_in_chunks_with_sha256(tmp_path):
+    content = os.urandom(23) + b"\x00\xff" + b'{"text": "hi"}\n' * 3
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content)
+    got = bytearray()
+
+    def handler(peer):
+        m = peer.message
+        if m.command == "file.upload.begin":
+            assert m.body == {"filename": "train.jsonl", "bytes": len(content),
+                              "sha256": hashlib.sha256(content).hexdigest()}
+            peer.ok({"upload_id": "upl-1", "chunk_bytes": 10})
+        elif m.command == "file.upload.chunk":
+            assert m.body["offset"] == len(got) and len(m.data) <= 10
+            got.extend(m.data)
+            peer.ok({"received": len(got)})
+        elif m.command == "file.upload.finish":
+            peer.ok({"id": "file-1", "filename": "train.jsonl", "bytes": len(got),
+                     "sha256": hashlib.sha256(bytes(got)).hexdigest(), "created_at_ms": 5, "path": "files/file-1"})
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        f = c.files.upload(path)
+        assert bytes(got) == content
+        assert (f.id, f.path, f.bytes) == ("file-1", "files/file-1", len(content))
+        assert len(d.requests("file.upload.chunk")) == (len(content) + 9) // 10
+        with pytest.raises(fjord.NotFoundError, match="no such file"):
+            c.files.upload(tmp_path / "missing.jsonl")
+        # A pathlib.Path as training_file is uploaded first.
+        d.handler = lambda p: handler(p) if p.message.command != "job.create" else p.ok(job_body("job-3"))
+        got.clear()
+        c.jobs.create(model="demo", training_file=path)
+        assert d.requests("job.create")[0].body["training_file"] == "file-1"
+
+
+def adapter_handler(files, corrupt=False):
+    def handler(peer):
+        m = peer.message
+        if m.command == "adapter.files":
+            peer.ok({"files": [{"name": n, "bytes": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                               for n, b in files.items()]})
+        elif m.command == "adapter.download":
+            b = files[m.body["name"]]
+            off, n = m.body["offset"], min(m.body["length"], 7)
+            chunk = b[off:off + n]
+            if corrupt and off == 0:
+                chunk = b"X" + chunk[1:]
+            peer.ok({"name": m.body["name"], "offset": off, "bytes": len(chunk), "total_bytes": len(b),
+                     "eof": off + len(chunk) >= len(b)}, data=chunk)
+    return handler
+
+
+def test_adapter_download_checks_sha256(tmp_path):
+    files = {"adapter_config.json": b'{"r": 8, "peft_type": "LORA"}',
+             "adapter_model.safetensors": os.urandom(40)}
+    with FakeDaemon(adapter_handler(files)) as d, fast_client(d.endpoint) as c:
+        out = c.adapters.download("job-1", tmp_path / "adapter")
+        assert out == tmp_path / "adapter"
+        for name, b in files.items():
+            assert (out / name).read_bytes() == b
+        assert sorted(os.listdir(out)) == sorted(files)
+    with FakeDaemon(adapter_handler(files, corrupt=True)) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.DataLossError, match="does not match the daemon's"):
+            c.adapters.download("job-1", tmp_path / "bad")
+        assert os.listdir(tmp_path / "bad") == []
+
+
+def test_list_pages_and_status_filter():
+    jobs = [job_body(f"job-{i}", "succeeded") for i in range(5, 0, -1)]
+
+    def handler(peer):
+        m = peer.message
+        if m.command == "job.list":
+            start = 0 if "after" not in m.body else [j["id"] for j in jobs].index(m.body["after"]) + 1
+            page = jobs[start:start + m.body["limit"]]
+            peer.ok({"jobs": page, "has_more": start + len(page) < len(jobs)})
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        page = c.jobs.list(limit=2, status="succeeded")
+        assert [j.id for j in page] == ["job-5", "job-4"] and page.has_more
+        assert [j.id for j in page.auto_paging_iter()] == ["job-5", "job-4", "job-3", "job-2", "job-1"]
+        assert d.requests("job.list")[0].body == {"limit": 2, "status": ["succeeded"]}
+        with pytest.raises(fjord.InvalidArgumentError, match="unknown job status 'done'"):
+            c.jobs.list(status=["done"])
+
+
+def test_malformed_reply_is_internal_error():
+    def handler(peer):
+        m = peer.message
+        if m.command == "job.get":
+            peer.ok({"id": "job-1", "status": "exploded"})
+        elif m.command == "ping":
+            peer.server.send_raw(peer.routing_id, [b"", b"FJD01", b"\x03", m.request_id.encode(), b"WHAT", b"{}"])
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.InternalError, match="unknown job status 'exploded'"):
+            c.jobs.get("job-1")
+        with pytest.raises(fjord.InternalError, match="malformed reply .* frame 4: unknown status code"):
+            c.ping()
+
+
+def test_job_methods_use_their_client():
+    def handler(peer):
+        m = peer.message
+        status = {"job.get": "running", "job.cancel": "cancelling", "job.pause": "pausing", "job.resume": "queued"}
+        if m.command in status:
+            peer.ok(job_body(m.body["job_id"], status[m.command]))
+        elif m.command == "job.checkpoints":
+            peer.ok({"checkpoints": [{"step": 10, "path": "/s/c/step-00000010"}, {"step": 20, "path": "/s/c/step-00000020"}]})
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        job = c.jobs.get("job-7")
+        assert job.refresh().status == "running"
+        assert job.cancel().status == "cancelling"
+        assert job.pause().status == "pausing"
+        assert job.resume().status == "queued"
+        assert [cp.step for cp in job.checkpoints()] == [10, 20]
+        assert not job.done
+    with pytest.raises(RuntimeError, match="not returned by a fjord.Client"):
+        fjord.Job.from_dict(job_body()).refresh()
+
+
+def test_client_is_usable_from_threads():
+    with FakeDaemon(lambda p: p.ok(job_body(p.message.body["job_id"]))) as d, fast_client(d.endpoint) as c:
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(c.jobs.get(f"job-{i}").id)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == sorted(f"job-{i}" for i in range(8))
