@@ -69,6 +69,9 @@ struct Client::Impl {
   // fjordd-like answered: retrying would not help.
   bool transport_ok = false;
   bool handshake_ok = false;
+  // The daemon's heartbeat interval and liveness (learn_heartbeat), once asked.
+  std::optional<int64_t> daemon_heartbeat_ms;
+  int64_t daemon_liveness = protocol::kHeartbeatLiveness;
 
   ~Impl() { CloseSocket(); }
 
@@ -379,8 +382,19 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
     const std::string& job_id, int64_t after_seq,
     const std::function<bool(const protocol::JobEvent&)>& on_event) {
   Impl& im = *impl_;
-  const int64_t interval = im.options.heartbeat_interval_ms;
-  const int64_t silence_limit = interval * im.options.heartbeat_liveness;
+  int64_t interval = im.options.heartbeat_interval_ms;
+  int64_t silence_limit = interval * im.options.heartbeat_liveness;
+  if (im.options.learn_heartbeat) {
+    if (!im.daemon_heartbeat_ms) {
+      FJORD_ASSIGN_OR_RETURN(PingInfo p, Ping());
+      const int64_t liveness = p.raw.value("liveness", int64_t{protocol::kHeartbeatLiveness});
+      im.daemon_heartbeat_ms = p.heartbeat_interval_ms > 0 ? p.heartbeat_interval_ms
+                                                           : protocol::kDefaultHeartbeatIntervalMs;
+      im.daemon_liveness = liveness > 0 ? liveness : protocol::kHeartbeatLiveness;
+    }
+    interval = std::min(interval, *im.daemon_heartbeat_ms);
+    silence_limit = *im.daemon_heartbeat_ms * im.daemon_liveness;
+  }
   int64_t last_seq = after_seq;
   int resubscribes = 0;
   while (true) {

@@ -62,6 +62,12 @@ struct ClientOptions {
   // heartbeat_liveness periods of silence.
   int heartbeat_interval_ms = 2000;
   int heartbeat_liveness = 3;
+  // Before its first stream, ask the daemon (ping) for its heartbeat interval
+  // and liveness: the stream then heartbeats at the smaller interval and
+  // presumes the daemon gone after the daemon's liveness x interval (a daemon
+  // configured with a shorter interval than ours would otherwise drop our
+  // streams as silent). false: use the two fields above as they are.
+  bool learn_heartbeat = true;
 };
 
 struct PingInfo {

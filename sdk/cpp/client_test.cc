@@ -144,6 +144,7 @@ std::unique_ptr<Client> Connect(const std::string& endpoint, int timeout_ms = 20
   o.timeout_ms = timeout_ms;
   o.retries = retries;
   o.heartbeat_interval_ms = 50;
+  o.learn_heartbeat = false;  // the scripted servers do not all answer ping
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
   EXPECT_TRUE(c.ok()) << c.status();
   return std::move(*c);
@@ -222,6 +223,42 @@ TEST(ClientTest, NobodyListeningIsUnavailableAfterOneTimeout) {
   s = c->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; }).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_THAT(s.message(), HasSubstr("is fjordd running?"));
+}
+
+TEST(ClientTest, StreamHeartbeatsAtTheDaemonsIntervalFromPing) {
+  const std::string ep = TempEndpoint("learn");
+  std::atomic<int> pings{0}, beats{0};
+  std::string stream_id;  // the server thread's only
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (m.type == MessageType::kHeartbeat) {
+      // Answer as fjordd does; the job ends after 6 of the client's heartbeats.
+      ServerMessage hb;
+      hb.type = MessageType::kHeartbeat;
+      send(hb);
+      if (++beats == 6 && !stream_id.empty()) {
+        send(protocol::OkReply(stream_id, json{{"job", JobBody("job-1", "succeeded")}}));
+      }
+      return;
+    }
+    if (m.type != MessageType::kRequest) return;
+    if (m.command == protocol::kPing) {
+      ++pings;
+      send(protocol::OkReply(m.request_id, json{{"heartbeat_interval_ms", 50}, {"liveness", 3}}));
+      return;
+    }
+    stream_id = m.request_id;
+  });
+  ClientOptions o;
+  o.endpoint = ep;
+  o.timeout_ms = 2000;  // heartbeat_interval_ms stays 2000: the daemon's 50 must win
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<protocol::Job> j = (*c)->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; });
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(pings.load(), 1);
+  EXPECT_EQ(beats.load(), 6);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));  // not 6 x 2 s
 }
 
 TEST(ClientTest, StreamDeliversEventsThenTheFinalJob) {

@@ -1,15 +1,11 @@
-"""Tests of the SDK: the Python package is imported from the source tree
+"""Tests of the SDK. The Python package is imported from the source tree
 (sdk/python), so they test this checkout whatever version the venv has;
-fake_daemon (a scripted FJD01 peer) lives in tests/sdk/python, fjordd (a real
-daemon process) in tests/sdk/e2e."""
+helpers: sdk_testenv (paths), python/fake_daemon.py (a scripted FJD01 peer),
+e2e/fjordd.py (a real daemon process)."""
 
-import os
 import pathlib
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "sdk" / "python"))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "python"))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "e2e"))  # fjordd.py: a real daemon
-
-BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
+HERE = pathlib.Path(__file__).resolve().parent
+for p in (HERE.parents[1] / "sdk" / "python", HERE, HERE / "python", HERE / "e2e"):
+    sys.path.insert(0, str(p))

@@ -216,8 +216,10 @@ class Client:
         keys_file: this client's secret key file (same as ``secret_key=PATH``).
         timeout: seconds to wait for each reply (default 10).
         retries: extra attempts after a timeout on a live connection (default 2).
-        heartbeat_interval, heartbeat_liveness: streams send a heartbeat every interval and
-            presume the daemon gone after ``liveness`` silent intervals (defaults 2 s, 3).
+        heartbeat_interval, heartbeat_liveness: followed streams send a heartbeat every interval
+            and presume the daemon gone after ``liveness`` silent intervals. Default: the
+            daemon's own (``ping`` reports them: 2 s and 3 unless its config says otherwise),
+            asked once per Client; a given value is used as it is.
         config_file: a client config file instead of the default one.
 
     Raises InvalidArgumentError (bad endpoint, malformed keys), NotFoundError /
@@ -235,11 +237,12 @@ class Client:
         keys_file: Optional[PathLike] = None,
         timeout: Optional[float] = None,
         retries: int = 2,
-        heartbeat_interval: float = _wire.DEFAULT_HEARTBEAT_INTERVAL_MS / 1000.0,
-        heartbeat_liveness: int = _wire.HEARTBEAT_LIVENESS,
+        heartbeat_interval: Optional[float] = None,
+        heartbeat_liveness: Optional[int] = None,
         config_file: Optional[PathLike] = None,
     ):
-        if retries < 0 or heartbeat_interval <= 0 or heartbeat_liveness <= 0:
+        if retries < 0 or (heartbeat_interval is not None and heartbeat_interval <= 0) or (
+                heartbeat_liveness is not None and heartbeat_liveness <= 0):
             raise InvalidArgumentError("retries must be >= 0, heartbeat_interval and heartbeat_liveness > 0")
         if secret_key is not None and keys_file is not None:
             raise InvalidArgumentError("pass secret_key or keys_file, not both", param="keys_file")
@@ -266,7 +269,7 @@ class Client:
         self._conn: Optional[_Connection] = None
         self._id_prefix = secrets.token_hex(4)
         self._next_id = itertools.count(1)
-        self._upload_chunk_bytes: Optional[int] = None
+        self._daemon_heartbeat: Optional[tuple] = None
         self.files = Files(self)
         self.jobs = Jobs(self)
         self.adapters = Adapters(self)
@@ -342,6 +345,19 @@ class Client:
         if self._conn is not None:
             self._conn.close(disconnect=False)
             self._conn = None
+
+    def _heartbeat(self) -> tuple:
+        """(interval s, liveness) for streams: the given values, else the daemon's."""
+        if self.heartbeat_interval is not None and self.heartbeat_liveness is not None:
+            return self.heartbeat_interval, self.heartbeat_liveness
+        if self._daemon_heartbeat is None:
+            info = self.ping()
+            self._daemon_heartbeat = (
+                (info.heartbeat_interval_ms or _wire.DEFAULT_HEARTBEAT_INTERVAL_MS) / 1000.0,
+                info.liveness or _wire.HEARTBEAT_LIVENESS,
+            )
+        interval, liveness = self._daemon_heartbeat
+        return (self.heartbeat_interval or interval, self.heartbeat_liveness or liveness)
 
     # -- calls -------------------------------------------------------------
     def ping(self) -> PingInfo:
@@ -542,10 +558,12 @@ class Jobs:
 class EventStream:
     """Iterator over a job's events (see :meth:`Jobs.events`).
 
-    A followed stream runs on its own connection: it sends heartbeats while it waits,
-    and when the daemon falls silent for ``heartbeat_liveness`` intervals it reconnects
-    and subscribes again after the last event it saw (so no event is lost or repeated),
-    up to ``retries`` times in a row.
+    A followed stream runs on its own connection: it sends heartbeats at the daemon's
+    interval while it waits, and when the daemon falls silent for ``heartbeat_liveness``
+    intervals it reconnects and subscribes again after the last event it saw (so no event
+    is lost or repeated), up to ``retries`` times in a row. It also subscribes again,
+    silently, when the code consuming the events kept it away longer than the daemon
+    waits for a silent peer (the daemon has then dropped the stream).
     """
 
     def __init__(self, client: Client, job_id: str, follow: bool, after_seq: int = 0,
@@ -602,15 +620,16 @@ class EventStream:
         self._conn.send(_wire.request(self._rid, "job.subscribe", {"job_id": self.job_id, "after_seq": self.last_seq}))
 
     def _follow(self) -> Iterator[Event]:
-        interval = self._c.heartbeat_interval
-        silence_limit = interval * self._c.heartbeat_liveness
+        interval, liveness = self._c._heartbeat()
+        silence_limit = interval * liveness
         failures = 0
         while not self._closed:
             self._subscribe()
             conn = self._conn
             assert conn is not None
-            last_heard = _now()
+            last_heard = last_sent = _now()
             next_beat = last_heard + interval
+            dropped = False  # the daemon forgot this peer while the consumer had control
             while True:
                 now = _now()
                 if self.deadline is not None and now >= self.deadline:
@@ -618,6 +637,7 @@ class EventStream:
                     raise DeadlineExceededError(f"job {self.job_id} was not final within the wait's timeout")
                 if now >= next_beat:
                     conn.send(_wire.heartbeat())
+                    last_sent = now
                     next_beat = now + interval
                 until = min(next_beat, last_heard + silence_limit)
                 if self.deadline is not None:
@@ -653,9 +673,16 @@ class EventStream:
                 last_heard = _now()  # the consumer's time is not the daemon's silence
                 if self._closed:
                     return
-            # Silent daemon: reconnect and resubscribe from last_seq.
+                if last_heard - last_sent >= silence_limit:
+                    # We sent nothing for as long as the daemon waits: it has dropped our
+                    # stream (and would only answer heartbeats now). Subscribe again.
+                    dropped = True
+                    break
+            # Silent daemon (or a dropped stream): reconnect and resubscribe from last_seq.
             never = not conn.ever_ready
             self._drop()
+            if dropped:
+                continue
             if never:
                 raise conn.unreachable_error(silence_limit)
             failures += 1

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import fjord
-from conftest import BIN_DIR
+from sdk_testenv import BIN_DIR
 from fake_daemon import FakeDaemon, job_body
 from fjord._wire import MessageType, ServerMessage
 

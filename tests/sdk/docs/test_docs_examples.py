@@ -30,7 +30,7 @@ import traceback
 
 import pytest
 
-from conftest import REPO
+from sdk_testenv import REPO
 from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require
 
 DOCS = ["docs/user-guide.md", "docs/python-sdk.md"]

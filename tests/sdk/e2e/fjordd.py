@@ -9,13 +9,15 @@ directory, stopped (SIGTERM, then SIGKILL) at the end.
 Programs come from $FJORD_BIN_DIR (default <repo>/bazel-bin): fjordd
 (//daemon/server:fjordd), the fjord CLI (//sdk/cpp/cli:fjord), the workers
 fjord-train (//lora/cli:fjord-train) or the daemon's scripted fake
-(//daemon/worker:fake_worker), the demo model (//tools/demo:demo).
+(//daemon/worker:fake_worker), the demo model (//tools/demo:demo). $FJORD_TRAIN
+overrides the fjord-train program.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -25,12 +27,12 @@ import time
 from typing import Optional
 
 import fjord
-from conftest import BIN_DIR
+from sdk_testenv import BIN_DIR
 
 FJORDD = BIN_DIR / "daemon" / "server" / "fjordd"
 FJORD_CLI = BIN_DIR / "sdk" / "cpp" / "cli" / "fjord"
 FAKE_WORKER = BIN_DIR / "daemon" / "worker" / "fake_worker"
-FJORD_TRAIN = BIN_DIR / "lora" / "cli" / "fjord-train"
+FJORD_TRAIN = pathlib.Path(os.environ.get("FJORD_TRAIN", BIN_DIR / "lora" / "cli" / "fjord-train"))
 DEMO = BIN_DIR / "tools" / "demo" / "out"
 
 
@@ -102,7 +104,11 @@ class Fjordd:
         with open(self.client_config, "w") as f:
             f.write(f"endpoint: {self.endpoint}\nserver_public_key: keys/server.pub\nkeys: keys/acme.key\ntimeout_s: 10\n")
         self.proc: Optional[subprocess.Popen] = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # never leave a daemon behind
+            raise
 
     def start(self) -> None:
         out = open(os.path.join(self.dir, "fjordd.out"), "ab")

@@ -31,6 +31,8 @@ PING = {"protocol": 1, "daemon": "fjordd", "version": "0.1.0", "node": "node-1",
 
 def fast_client(endpoint, **kw):
     kw.setdefault("timeout", 1.0)
+    kw.setdefault("heartbeat_interval", 0.5)  # given: no ping to learn the daemon's
+    kw.setdefault("heartbeat_liveness", 3)
     return fjord.Client(endpoint, config_file=os.devnull, **kw)
 
 
@@ -235,6 +237,41 @@ def test_stream_sends_heartbeats_while_waiting():
     with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1, heartbeat_liveness=20) as c:
         assert len(list(c.jobs.events("job-1", follow=True))) == 8
         assert len(d.of_type(MessageType.HEARTBEAT)) >= 3
+
+
+def test_stream_uses_the_daemons_heartbeat_interval_from_ping():
+    slow = [dict(EVENTS[0], _delay=0.7)] + EVENTS[1:]
+    handler, _ = stream_handler(slow)
+
+    def with_ping(peer):
+        if peer.message.type == MessageType.REQUEST and peer.message.command == "ping":
+            peer.ok(dict(PING, heartbeat_interval_ms=100, liveness=3))
+        elif peer.message.type == MessageType.HEARTBEAT:
+            peer.heartbeat()  # as fjordd does: the client hears it is alive
+        else:
+            handler(peer)
+
+    with FakeDaemon(with_ping) as d, fjord.Client(d.endpoint, config_file=os.devnull, timeout=1) as c:
+        assert len(list(c.jobs.events("job-1", follow=True))) == 8
+        assert len(d.requests("ping")) == 1
+        assert len(d.of_type(MessageType.HEARTBEAT)) >= 5  # every 0.1 s while it waited 0.7 s
+        list(c.jobs.events("job-1", follow=True))
+        assert len(d.requests("ping")) == 1  # asked once per Client
+
+
+def test_stream_resubscribes_when_the_consumer_kept_it_away_too_long():
+    events = [ev(i, "log", message=f"m{i}", _delay=0.02) for i in range(1, 6)]
+    handler, state = stream_handler(events)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1, heartbeat_liveness=3) as c:
+        got = []
+        for e in c.jobs.events("job-1", follow=True):
+            got.append(e.seq)
+            if e.seq == 2:
+                time.sleep(0.5)  # > 3 x 0.1 s without a heartbeat: a daemon would have dropped us
+        assert got == [1, 2, 3, 4, 5]
+        subs = d.requests("job.subscribe")
+        assert [s.body["after_seq"] for s in subs] == [0, 2]
+        assert len(d.of_type(MessageType.DISCONNECT)) >= 1  # the old stream was let go of
 
 
 def test_stream_resubscribes_after_silence_without_losing_or_repeating_events():
