@@ -442,7 +442,9 @@ class Jobs:
         hp = _section(hyperparameters, Hyperparameters, "hyperparameters")
         if seed is not None:
             hp = dict(hp or {})
-            if "seed" in hp and hp["seed"] != seed:
+            # A dict that names another seed is a contradiction; a Hyperparameters
+            # object always carries one (its default), which the argument replaces.
+            if isinstance(hyperparameters, dict) and "seed" in hp and hp["seed"] != seed:
                 raise InvalidArgumentError("seed given twice, with different values", param="hyperparameters.seed")
             hp["seed"] = seed
         if hp is not None:

@@ -25,13 +25,12 @@ import pathlib
 import re
 import shutil
 import subprocess
-import sys
 import traceback
 
 import pytest
 
 from sdk_testenv import REPO
-from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require
+from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require, require_trainer
 
 DOCS = ["docs/user-guide.md", "docs/python-sdk.md"]
 FENCE = re.compile(r"^```(\S*)(.*)$")
@@ -73,9 +72,9 @@ def test_docs_have_runnable_examples():
 
 @pytest.fixture(scope="module")
 def daemon():
-    worker = pathlib.Path(os.environ.get("FJORD_DOCS_WORKER", FJORD_TRAIN))
-    require(FJORD_CLI, worker, DEMO / "model" / "config.json", DEMO / "data" / "train.jsonl")
-    with Fjordd(worker=worker, models={"demo": str(DEMO / "model")}) as d:
+    require_trainer()
+    require(FJORD_CLI, DEMO / "model" / "config.json", DEMO / "data" / "train.jsonl")
+    with Fjordd(worker=FJORD_TRAIN, models={"demo": str(DEMO / "model")}) as d:
         yield d
 
 

@@ -27,7 +27,7 @@ import time
 from typing import Optional
 
 import fjord
-from sdk_testenv import BIN_DIR
+from sdk_testenv import BIN_DIR, REPO
 
 FJORDD = BIN_DIR / "daemon" / "server" / "fjordd"
 FJORD_CLI = BIN_DIR / "sdk" / "cpp" / "cli" / "fjord"
@@ -41,6 +41,17 @@ def require(*paths) -> None:
         if not os.path.exists(p):
             raise FileNotFoundError(f"{p} not built: run `bazel build //daemon/server:fjordd //sdk/cpp/cli:fjord "
                                     "//daemon/worker:fake_worker //lora/cli:fjord-train //tools/demo:demo`")
+
+
+def require_trainer() -> None:
+    """fjord-train must be built; until //lora/cli is part of the checkout the
+    tests that need it are skipped (saying so), after that they fail if it is
+    missing."""
+    import pytest
+
+    if "FJORD_TRAIN" not in os.environ and not (REPO / "lora" / "cli" / "BUILD.bazel").exists():
+        pytest.skip("fjord-train (//lora/cli) is not in this checkout yet")
+    require(FJORD_TRAIN)
 
 
 def free_port() -> int:

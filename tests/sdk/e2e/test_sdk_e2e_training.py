@@ -21,15 +21,16 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import fjord
-from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require
+from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require, require_trainer
 
-SHORT = {"epochs": 1, "max_steps": 16, "batch_size": 1, "learning_rate": 2e-3, "warmup_steps": 2,
-         "max_length": 256, "eval_every_steps": 8, "checkpoint_every_steps": 8}
+SHORT = {"epochs": 1, "max_steps": 12, "batch_size": 1, "learning_rate": 2e-3, "warmup_steps": 2,
+         "max_length": 256, "eval_every_steps": 6, "checkpoint_every_steps": 6}
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    require(FJORD_TRAIN, FJORD_CLI, DEMO / "model" / "config.json", DEMO / "data" / "train.jsonl")
+    require_trainer()
+    require(FJORD_CLI, DEMO / "model" / "config.json", DEMO / "data" / "train.jsonl")
     with Fjordd(worker=FJORD_TRAIN, models={"demo": str(DEMO / "model"), "gone": "/nonexistent/fjord-model"}) as d:
         yield d
 
@@ -73,13 +74,13 @@ def test_python_sdk_fine_tune_follow_download_load_with_peft(daemon, client, dat
     job = job.wait(on_event=seen.append)
     assert job.status == "succeeded", f"{job.error}\n{daemon.worker_log('acme', job.id)}"
     steps = [e.data for e in seen if e.type == "step"]
-    assert [s["step"] for s in steps] == list(range(1, 17)) and steps[-1]["total_steps"] == 16
+    assert [s["step"] for s in steps] == list(range(1, 13)) and steps[-1]["total_steps"] == 12
     assert all(s["loss"] > 0 and s["tokens_per_s"] > 0 for s in steps)
     evals = [(e.data["step"], e.data["eval_loss"]) for e in seen if e.type == "eval"]
-    assert [s for s, _ in evals] == [0, 8, 16]
+    assert [s for s, _ in evals] == [0, 6, 12]
     assert evals[-1][1] < evals[0][1] * 0.9, f"eval loss did not fall: {evals}"
     assert job.metrics["eval_loss"] == pytest.approx(evals[-1][1])
-    assert [c.step for c in client.jobs.checkpoints(job.id)] == [8, 16]
+    assert [c.step for c in client.jobs.checkpoints(job.id)] == [6, 12]
     out = client.adapters.download(job.id, tmp_path / "adapter")
     assert sorted(os.listdir(out)) == ["adapter_config.json", "adapter_model.safetensors"]
     check_adapter_loads_and_changes_the_model(out, r=8)

@@ -114,6 +114,16 @@ def test_create_body_and_retry_reuses_idempotency_key():
         assert len(ids) == 2
 
 
+def test_seed_argument_and_hyperparameters():
+    with FakeDaemon(lambda p: p.ok(job_body("job-4"))) as d, fast_client(d.endpoint) as c:
+        c.jobs.create(model="demo", training_file="file-1", hyperparameters=fjord.Hyperparameters(epochs=2), seed=7)
+        body = d.requests("job.create")[0].body
+        assert body["hyperparameters"]["seed"] == 7 and body["hyperparameters"]["epochs"] == 2
+        with pytest.raises(fjord.InvalidArgumentError, match="seed given twice") as e:
+            c.jobs.create(model="demo", training_file="file-1", hyperparameters={"seed": 1}, seed=7)
+        assert e.value.param == "hyperparameters.seed"
+
+
 def test_given_idempotency_key_is_sent_and_checked():
     with FakeDaemon(lambda p: p.ok(job_body("job-2"))) as d, fast_client(d.endpoint) as c:
         c.jobs.create(model="demo", training_file="file-1", idempotency_key="nightly-2024-05-01")
