@@ -182,6 +182,34 @@ struct Server::Impl {
     SendFrames(identity, protocol::EncodeServerMessage(m));
   }
 
+  // ---- storage ownership --------------------------------------------------
+  // When workers run as another user (the daemon is root), they must read the
+  // tenant's files and write their job directory: tenant directories get the
+  // worker's group, a job directory belongs to the worker user.
+  absl::Status EnsureTenant(const std::string& tenant) {
+    FJORD_RETURN_IF_ERROR(storage->EnsureTenant(tenant));
+    if (worker_gid) {
+      for (const std::string& d : {storage->TenantDir(tenant), storage->FilesDir(tenant), storage->TenantDir(tenant) + "/jobs"}) {
+        if (::lchown(d.c_str(), static_cast<uid_t>(-1), *worker_gid) != 0) {
+          return absl::PermissionDeniedError(absl::StrCat("chown ", d, ": ", std::strerror(errno)));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::Status EnsureJobDir(const std::string& tenant, const std::string& job_id) {
+    FJORD_RETURN_IF_ERROR(storage->EnsureJobDir(tenant, job_id));
+    if (worker_uid) {
+      const std::string d = storage->JobDir(tenant, job_id);
+      for (const std::string& p : {d, d + "/checkpoints"}) {
+        if (::lchown(p.c_str(), *worker_uid, *worker_gid) != 0) {
+          return absl::PermissionDeniedError(absl::StrCat("chown ", p, ": ", std::strerror(errno)));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // ---- jobs ---------------------------------------------------------------
   json JobJson(const Job& job) {
     Job j = job;
@@ -781,7 +809,7 @@ struct Server::Impl {
         return JobJson(current.ok() ? *current : *replay);
       }
     }
-    FJORD_RETURN_IF_ERROR(storage->EnsureTenant(tenant));
+    FJORD_RETURN_IF_ERROR(EnsureTenant(tenant));
     FJORD_ASSIGN_OR_RETURN(std::string train, ResolveDataFile(tenant, spec.training_file, "training_file"));
     (void)train;
     if (!spec.validation_file.empty()) {
@@ -807,7 +835,7 @@ struct Server::Impl {
                                           config.scheduler.max_queued_per_tenant),
                              "tenant");
     }
-    FJORD_RETURN_IF_ERROR(storage->EnsureJobDir(tenant, job.id));
+    FJORD_RETURN_IF_ERROR(EnsureJobDir(tenant, job.id));
     absl::StatusOr<std::string> yaml = WriteJobYaml(job);
     if (!yaml.ok()) {
       (void)Env::Default()->DeleteRecursively(storage->JobDir(tenant, job.id));
@@ -984,7 +1012,7 @@ struct Server::Impl {
       return protocol::Error(absl::StatusCode::kResourceExhausted, "at most 16 uploads in progress per tenant", "upload_id");
     }
     u.bytes = static_cast<uint64_t>(bytes);
-    FJORD_RETURN_IF_ERROR(storage->EnsureTenant(u.tenant));
+    FJORD_RETURN_IF_ERROR(EnsureTenant(u.tenant));
     const std::string id = RandomId("upl-");
     u.path = absl::StrCat(storage->FilesDir(u.tenant), "/.upload-", id);
     u.fd = UniqueFd(::open(u.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
@@ -1073,6 +1101,10 @@ struct Server::Impl {
       DropUpload(id);
       return protocol::InvalidArgument(
           absl::StrCat("the data's SHA-256 is ", got, ", the request said ", want, "; the upload was dropped"), "sha256");
+    }
+    if (worker_gid && ::fchown(u->fd.fd, static_cast<uid_t>(-1), *worker_gid) != 0) {
+      DropUpload(id);
+      return absl::UnavailableError(absl::StrCat("chown of the upload failed: ", std::strerror(errno)));
     }
     if (::fsync(u->fd.fd) != 0) {
       DropUpload(id);

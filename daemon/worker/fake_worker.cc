@@ -18,11 +18,11 @@
 //   "checkpoint_every": 2 a real checkpoint (runtime/train/checkpoint) every N steps
 //   "checkpoint_ms": 0    extra time a checkpoint takes (slow checkpoint)
 //   "mode": "succeed" | "fail_user" (error event, exit 2) | "exit3" (error, exit 3)
-//         | "crash" (SIGSEGV at crash_at_step) | "crash_once" (the same, only on
+//         | "crash" (SIGKILL at crash_at_step) | "crash_once" (the same, only on
 //           the first run: a marker file in output.dir remembers)
 //         | "hang" (stops reporting and sleeps) | "ignore_sigterm"
 //   "crash_at_step": 3
-//   "validate": "ok" | "crash" (SIGSEGV while validating) | "hang"
+//   "validate": "ok" | "crash" (SIGKILL while validating) | "hang"
 // Resumes from the newest valid checkpoint under <output.dir>/checkpoints and
 // writes a PEFT-format adapter (adapter_config.json + an empty but valid
 // adapter_model.safetensors) to <output.dir>/adapter when done.
@@ -128,7 +128,7 @@ Data ReadData(const std::string& path) {
 int Validate(const fjord::train::JobConfig& cfg) {
   Data d = ReadData(cfg.data.train);
   const std::string mode = d.script.value("validate", "ok");
-  if (mode == "crash") ::raise(SIGSEGV);
+  if (mode == "crash") ::raise(SIGKILL);
   if (mode == "hang") SleepMs(3600 * 1000);
   json out = {{"valid", d.bad_line == 0}};
   if (d.bad_line == 0) {
@@ -220,7 +220,7 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
     const std::string marker = cfg.output.dir + "/.fake-crashed";
     if ((mode == "crash" || (mode == "crash_once" && ::access(marker.c_str(), F_OK) != 0)) && step == crash_at) {
       std::ofstream(marker) << "1";
-      ::raise(SIGSEGV);
+      ::raise(SIGKILL);  // like the OOM killer or kill -9 (and no sanitizer can catch it)
     }
     if (mode == "hang" && step == crash_at) {
       r.StopHeartbeats();

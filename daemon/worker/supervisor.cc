@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <chrono>
 #include <thread>
 
@@ -48,6 +51,12 @@ absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpe
     w.socket->bind(EndpointFor(job_id));
   } catch (const zmq::error_t& e) {
     return absl::InternalError(absl::StrCat("cannot bind ", EndpointFor(job_id), ": ", e.what()));
+  }
+  // A worker running as another user must be able to connect to the socket.
+  if (spec.uid && ::chown(w.socket_path.c_str(), *spec.uid, spec.gid.value_or(static_cast<gid_t>(-1))) != 0) {
+    w.socket->close();
+    ::unlink(w.socket_path.c_str());
+    return absl::InternalError(absl::StrCat("chown ", w.socket_path, ": ", std::strerror(errno)));
   }
   absl::StatusOr<std::unique_ptr<WorkerProcess>> p = WorkerProcess::Start(spec);
   if (!p.ok()) {

@@ -53,6 +53,17 @@ class SupervisorTest : public ::testing::Test {
     return all;
   }
 
+  // The fake sends its events after installing its signal handlers: once one
+  // arrived, a SIGTERM meets the handler (slow starts under sanitizers).
+  void WaitForFirstEvent(const std::string& job) {
+    for (int i = 0; i < 500; ++i) {
+      for (const WorkerUpdate& u : sup_->Poll(20)) {
+        if (u.kind == Kind::kEvent && u.job_id == job) return;
+      }
+    }
+    FAIL() << "no event from " << job;
+  }
+
   std::string dir_;
   std::atomic<int64_t> now_{0};
   std::unique_ptr<WorkerSupervisor> sup_;
@@ -97,8 +108,8 @@ TEST_F(SupervisorTest, HeartbeatingWorkerIsNotKilled) {
 }
 
 TEST_F(SupervisorTest, StopCheckpointsAndExits75) {
-  ASSERT_TRUE(sup_->Launch("ftjob-d", Fake("ftjob-d", {"--hang"})).ok());
-  sup_->Poll(50);
+  ASSERT_TRUE(sup_->Launch("ftjob-d", Fake("ftjob-d", {"--events", "1", "--hang"})).ok());
+  WaitForFirstEvent("ftjob-d");
   sup_->Stop("ftjob-d");
   std::vector<WorkerUpdate> u = RunUntilExit("ftjob-d");
   bool checkpoint = false;
@@ -108,8 +119,8 @@ TEST_F(SupervisorTest, StopCheckpointsAndExits75) {
 }
 
 TEST_F(SupervisorTest, StopEscalatesToKillAfterGrace) {
-  ASSERT_TRUE(sup_->Launch("ftjob-e", Fake("ftjob-e", {"--hang", "--ignore-sigterm"})).ok());
-  sup_->Poll(50);
+  ASSERT_TRUE(sup_->Launch("ftjob-e", Fake("ftjob-e", {"--events", "1", "--hang", "--ignore-sigterm"})).ok());
+  WaitForFirstEvent("ftjob-e");
   sup_->Stop("ftjob-e");
   std::vector<WorkerUpdate> u = RunUntilExit("ftjob-e", /*advance_ms=*/100);
   bool timed_out = false;

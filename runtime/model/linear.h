@@ -24,7 +24,30 @@ class LinearBase : public torch::nn::Module {
   virtual torch::Tensor base_bias() const = 0;
   int64_t in_features() const { return base_weight().size(1); }
   int64_t out_features() const { return base_weight().size(0); }
+
+  // Applies `group` (this layer first, then others reading the same x) to
+  // x, sharing work where the implementation can (lora: one GEMM for every
+  // adapter's x·Aᵀ on CUDA). Returns one output per layer, or an empty
+  // vector when it has no shared form for this group (the default), in
+  // which case callers run each layer's forward. Use ForwardShared.
+  virtual std::vector<torch::Tensor> ForwardGroup(const std::vector<LinearBase*>& group,
+                                                  const torch::Tensor& x) {
+    (void)group;
+    (void)x;
+    return {};
+  }
 };
+
+// y_i = layers[i]->forward(x) for each i, through LinearBase::ForwardGroup
+// when the layers offer a shared form. x: (..., in) -> each (..., out_i).
+inline std::vector<torch::Tensor> ForwardShared(const std::vector<LinearBase*>& layers,
+                                                const torch::Tensor& x) {
+  std::vector<torch::Tensor> ys = layers.front()->ForwardGroup(layers, x);
+  if (ys.size() == layers.size()) return ys;
+  ys.clear();
+  for (LinearBase* layer : layers) ys.push_back(layer->forward(x));
+  return ys;
+}
 
 // A plain linear layer. Parameters are registered as "weight" and "bias"
 // (bias only if given), matching Hugging Face's nn.Linear names.

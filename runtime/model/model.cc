@@ -180,9 +180,11 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
                           const Tensor& mask) {
   const int64_t b = x.size(0);
   const int64_t t = x.size(1);
-  Tensor q = q_proj->forward(x).view({b, t, num_heads_, head_dim_}).transpose(1, 2);     // (B, Hq, T, D)
-  Tensor k = k_proj->forward(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
-  Tensor v = v_proj->forward(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
+  std::vector<Tensor> qkv = ForwardShared({q_proj.get(), k_proj.get(), v_proj.get()}, x);
+  Tensor q = qkv[0].view({b, t, num_heads_, head_dim_}).transpose(1, 2);     // (B, Hq, T, D)
+  Tensor k = qkv[1].view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
+  Tensor v = qkv[2].view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
+  qkv.clear();
   std::tie(q, k) = kernels::ApplyRope(q, k, cos, sin);
   const double dropout = is_training() ? dropout_ : 0.0;
   // GQA through enable_gqa: no repeated k/v is materialised or saved for
@@ -210,7 +212,9 @@ Mlp::Mlp(std::shared_ptr<LinearBase> gate, std::shared_ptr<LinearBase> up,
 }
 
 Tensor Mlp::forward(const Tensor& x) {
-  Tensor h = kernels::SwiGlu(gate_proj->forward(x), up_proj->forward(x));  // (B, T, I)
+  std::vector<Tensor> gate_up = ForwardShared({gate_proj.get(), up_proj.get()}, x);
+  Tensor h = kernels::SwiGlu(gate_up[0], gate_up[1]);  // (B, T, I)
+  gate_up.clear();
   return down_proj->forward(h);                                            // (B, T, C)
 }
 

@@ -117,7 +117,7 @@ void AddedVocabulary::Split(absl::string_view text, bool normalized, bool skip_s
       continue;
     }
     size_t start = pos, stop = pos + length;
-    pos = stop;
+    pos = stop;  // the search goes on after the match itself, not its strip
     const AddedToken& t = tokens_[index];
     if (skip_special && t.special) continue;
     if (t.single_word) {
@@ -127,15 +127,15 @@ void AddedVocabulary::Split(absl::string_view text, bool normalized, bool skip_s
       const bool word_after = stop < text.size() && IsWordChar(DecodeUtf8(text, &after));
       if (word_before || word_after) continue;
     }
-    // A match that starts inside a previous one's stripped space is dropped
-    // (HF would emit overlapping pieces there).
-    if (start < cursor) continue;
     if (t.lstrip) start = std::max(WhiteSpaceStartBefore(text, start), cursor);
     if (t.rstrip) stop = WhiteSpaceEndAfter(text, stop);
+    // A match may start inside the space the previous one stripped on its
+    // right: HF keeps both tokens (their pieces overlap; only ids matter).
+    start = std::max(start, cursor);
+    stop = std::max(stop, start);
     if (cursor < start) out->push_back(Segment{cursor, start, -1});
     out->push_back(Segment{start, stop, t.id});
     cursor = stop;
-    pos = std::max(pos, stop);
   }
   if (cursor < text.size()) out->push_back(Segment{cursor, text.size(), -1});
 }

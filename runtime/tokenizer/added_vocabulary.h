@@ -8,7 +8,9 @@
 // occurrences (HF uses Aho-Corasick, MatchKind::LeftmostLongest); an
 // occurrence that is skipped (a special token while split_special_tokens, or a
 // single_word token inside a word) is not searched again for shorter tokens.
-// lstrip/rstrip widen a match over White_Space on that side.
+// lstrip/rstrip widen a match over White_Space on that side; the search goes
+// on from the end of the match itself, so a token may also be found inside
+// the space the previous one stripped (HF keeps both).
 //
 // Thread-safety: immutable after construction.
 #ifndef FJORD_RUNTIME_TOKENIZER_ADDED_VOCABULARY_H_

@@ -3,13 +3,20 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <optional>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "runtime/tokenizer/hf_unicode.h"
 #include "runtime/tokenizer/unicode.h"
 
 namespace fjord::tokenizer::internal {
 namespace {
 
-// Oniguruma's \s (White_Space) and \w, as the inside of a PCRE2 class.
+// Oniguruma's \s (White_Space), as the inside of a PCRE2 class. \w and \d
+// are PCRE2's classes below plus the Oniguruma deltas (hf_unicode.h).
 constexpr char kSpaceSet[] =
     R"(\t\n\x0B\f\r\x20\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
 constexpr char kWordSet[] = R"(\p{L}\p{M}\p{N}\p{Pc})";
@@ -50,6 +57,60 @@ ThreadMatchState& MatchState() {
   return state;
 }
 
+void AppendRanges(const CodePointRange* ranges, size_t n, std::string* out) {
+  for (size_t i = 0; i < n; ++i) {
+    absl::StrAppend(out, absl::StrFormat("\\x{%X}", ranges[i].first));
+    if (ranges[i].last != ranges[i].first) {
+      absl::StrAppend(out, absl::StrFormat("-\\x{%X}", ranges[i].last));
+    }
+  }
+}
+
+// A class as Oniguruma matches it, given its PCRE2 form `base` (the inside of
+// a character class, e.g. "\\p{L}") and its delta (may be null): either a
+// plain set (*simple: `base` plus the extra code points, usable inside a
+// class) or a whole expression (negated, or code points to exclude).
+std::string ClassFor(absl::string_view base, const ClassDelta* delta, bool negated,
+                     bool* simple) {
+  std::string body(base), missing;
+  if (delta != nullptr) {
+    AppendRanges(delta->extra, delta->extra_size, &body);
+    AppendRanges(delta->missing, delta->missing_size, &missing);
+  }
+  *simple = !negated && missing.empty();
+  if (*simple) return body;
+  if (!negated) return absl::StrCat("(?:(?![", missing, "])[", body, "])");
+  if (missing.empty()) return absl::StrCat("[^", body, "]");
+  return absl::StrCat("(?:[", missing, "]|[^", body, "])");
+}
+
+// The character class being translated: its plain members, and members that
+// need a whole expression (combined with the plain ones at the end).
+struct ClassState {
+  bool negated = false;
+  std::string body;
+  std::vector<std::string> complex;
+  size_t start = 0;  // offset of the first member (a "]" there is literal)
+
+  void Add(std::string item, bool simple) {
+    if (simple) {
+      body += item;
+    } else {
+      complex.push_back(std::move(item));
+    }
+  }
+  std::string Finish() const {
+    if (complex.empty()) return absl::StrCat(negated ? "[^" : "[", body, "]");
+    std::string alternatives = absl::StrJoin(complex, "|");
+    if (!negated) {
+      return body.empty() ? absl::StrCat("(?:", alternatives, ")")
+                          : absl::StrCat("(?:[", body, "]|", alternatives, ")");
+    }
+    return absl::StrCat("(?:(?!", alternatives, ")", body.empty() ? "(?s:.)" : "[^" + body + "]",
+                        ")");
+  }
+};
+
 }  // namespace
 
 struct Regex::Code {
@@ -61,8 +122,24 @@ struct Regex::Code {
 absl::StatusOr<std::string> TranslateOnigurumaPattern(absl::string_view p) {
   std::string out;
   out.reserve(p.size() + 16);
-  bool in_class = false;
-  size_t class_start = 0;  // offset of the first char after "[" or "[^"
+  std::optional<ClassState> cls;  // set inside a character class
+  // Appends a class-like item: to the current class, or as an expression.
+  auto emit = [&](absl::string_view base, const ClassDelta* delta, bool negated) {
+    bool simple;
+    std::string item = ClassFor(base, delta, negated, &simple);
+    if (cls) {
+      cls->Add(std::move(item), simple);
+    } else {
+      absl::StrAppend(&out, simple ? absl::StrCat("[", item, "]") : item);
+    }
+  };
+  auto literal = [&](absl::string_view text) {
+    if (cls) {
+      cls->body.append(text.data(), text.size());
+    } else {
+      out.append(text.data(), text.size());
+    }
+  };
   for (size_t i = 0; i < p.size(); ++i) {
     const char c = p[i];
     if (c == '\\') {
@@ -70,65 +147,91 @@ absl::StatusOr<std::string> TranslateOnigurumaPattern(absl::string_view p) {
       const char e = p[++i];
       switch (e) {
         case 's':
-          absl::StrAppend(&out, in_class ? "" : "[", kSpaceSet, in_class ? "" : "]");
+        case 'S':
+          emit(kSpaceSet, nullptr, e == 'S');
           continue;
         case 'w':
-          absl::StrAppend(&out, in_class ? "" : "[", kWordSet, in_class ? "" : "]");
-          continue;
-        case 'S':
-          if (in_class) break;  // PCRE2's \S (differs only at U+180E)
-          absl::StrAppend(&out, "[^", kSpaceSet, "]");
-          continue;
         case 'W':
-          if (in_class) break;
-          absl::StrAppend(&out, "[^", kWordSet, "]");
+          emit(kWordSet, FindClassDelta(cls ? "w@class" : "w"), e == 'W');
+          continue;
+        case 'd':
+        case 'D':
+          emit("\\p{Nd}", FindClassDelta("d"), e == 'D');
           continue;
         case 'h':
-          absl::StrAppend(&out, in_class ? "" : "[", kHexSet, in_class ? "" : "]");
-          continue;
         case 'H':
-          if (in_class) return Unsupported("\\H inside a character class", i - 1);
-          absl::StrAppend(&out, "[^", kHexSet, "]");
+          emit(kHexSet, nullptr, e == 'H');
           continue;
+        case 'p':
+        case 'P': {
+          // \pL, \p{L}, \p{^L}, \P{L}.
+          std::string name;
+          size_t end = i;
+          if (i + 1 < p.size() && p[i + 1] == '{') {
+            end = p.find('}', i + 2);
+            if (end == absl::string_view::npos) return Unsupported("unterminated \\p{", i - 1);
+            name = std::string(p.substr(i + 2, end - i - 2));
+          } else if (i + 1 < p.size()) {
+            end = i + 1;
+            name = std::string(1, p[i + 1]);
+          } else {
+            return Unsupported("\\p without a property", i - 1);
+          }
+          bool negated = e == 'P';
+          if (!name.empty() && name[0] == '^') {
+            negated = !negated;
+            name.erase(0, 1);
+          }
+          const ClassDelta* delta = FindClassDelta(name);
+          if (delta == nullptr) {  // a property fjord has no delta for: PCRE2's
+            literal(p.substr(i - 1, end + 2 - i));
+          } else {
+            emit(absl::StrCat("\\p{", name, "}"), delta, negated);
+          }
+          i = end;
+          continue;
+        }
         case 'u': {
           if (i + 4 >= p.size() || !IsHex(p[i + 1]) || !IsHex(p[i + 2]) || !IsHex(p[i + 3]) ||
               !IsHex(p[i + 4])) {
             return Unsupported("\\u needs four hexadecimal digits", i - 1);
           }
-          absl::StrAppend(&out, "\\x{", p.substr(i + 1, 4), "}");
+          literal(absl::StrCat("\\x{", p.substr(i + 1, 4), "}"));
           i += 4;
           continue;
         }
         default:
-          break;
+          literal(p.substr(i - 1, 2));
+          continue;
       }
-      out.push_back('\\');
-      out.push_back(e);
-      continue;
     }
-    if (in_class) {
-      if (c == ']' && i > class_start) {
-        in_class = false;
+    if (cls) {
+      if (c == ']' && i > cls->start) {
+        out += cls->Finish();
+        cls.reset();
       } else if (c == '[') {
         if (i + 1 < p.size() && p[i + 1] == ':') {  // POSIX class [:alpha:]
           const size_t end = p.find(":]", i + 2);
           if (end == absl::string_view::npos) return Unsupported("unterminated [: class", i);
-          out.append(p.data() + i, end + 2 - i);
+          cls->body.append(p.data() + i, end + 2 - i);
           i = end + 1;
           continue;
         }
         return Unsupported("nested character class", i);
       } else if (c == '&' && i + 1 < p.size() && p[i + 1] == '&') {
         return Unsupported("character class intersection (&&)", i);
+      } else {
+        cls->body.push_back(c);
       }
-      out.push_back(c);
       continue;
     }
     if (c == '[') {
-      in_class = true;
-      out.push_back(c);
-      if (i + 1 < p.size() && p[i + 1] == '^') out.push_back(p[++i]);
-      class_start = i + 1;  // a ']' right here is a literal
+      cls.emplace();
+      if (i + 1 < p.size() && p[i + 1] == '^') {
+        cls->negated = true;
+        ++i;
+      }
+      cls->start = i + 1;
       continue;
     }
     if (c == '(' && i + 2 < p.size() && p[i + 1] == '?') {
@@ -144,7 +247,7 @@ absl::StatusOr<std::string> TranslateOnigurumaPattern(absl::string_view p) {
     }
     out.push_back(c);
   }
-  if (in_class) return Unsupported("unterminated character class", class_start);
+  if (cls) return Unsupported("unterminated character class", cls->start);
   return out;
 }
 

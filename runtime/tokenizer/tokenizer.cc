@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
@@ -45,14 +46,23 @@ struct Tokenizer::Impl {
   std::unique_ptr<PostProcessor> post_processor;  // may be null
   std::unique_ptr<Decoder> decoder;               // may be null
   absl::flat_hash_map<std::string, int32_t> added_ids;  // content -> id
-  std::vector<std::string> added_tokens_by_id;          // ids >= model size
-  std::vector<bool> special;                            // by id
+  // The spelling of each added token's id, as HF's id_to_token: the content,
+  // or for normalized=true tokens the content through the normalizer.
+  absl::flat_hash_map<int32_t, std::string> added_strings;
+  std::vector<bool> special;  // by id
+  // Ids that Decode(skip_special_tokens) drops: as HF, those spelled as the
+  // content of a special token (a normalized=true special spelled otherwise,
+  // e.g. "▁<s>", is kept).
+  std::vector<bool> skipped_in_decode;
   int32_t vocab_size = 0;
   std::optional<int32_t> bos;
 
   const std::string& Token(int32_t id) const {
-    return id < model->size() ? model->IdToToken(id)
-                              : added_tokens_by_id[static_cast<size_t>(id - model->size())];
+    if (!added_strings.empty()) {
+      auto it = added_strings.find(id);
+      if (it != added_strings.end()) return it->second;
+    }
+    return model->IdToToken(id);
   }
   void EncodeText(absl::string_view text, bool at_start, std::vector<int32_t>* ids) const;
 };
@@ -168,13 +178,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
       impl->vocab_size = std::max(impl->vocab_size, t.id + 1);
       impl->added_ids[t.content] = t.id;
     }
-    impl->added_tokens_by_id.resize(static_cast<size_t>(impl->vocab_size - impl->model->size()));
     impl->special.assign(static_cast<size_t>(impl->vocab_size), false);
     for (const AddedToken& t : added) {
-      if (t.id >= impl->model->size()) {
-        impl->added_tokens_by_id[static_cast<size_t>(t.id - impl->model->size())] = t.content;
-      }
+      std::string spelling = t.content;
+      if (t.normalized && impl->normalizer != nullptr) impl->normalizer->Apply(&spelling);
+      impl->added_strings[t.id] = std::move(spelling);
       if (t.special) impl->special[static_cast<size_t>(t.id)] = true;
+    }
+    absl::flat_hash_set<std::string> special_contents;
+    for (const AddedToken& t : added) {
+      if (t.special) special_contents.insert(t.content);
+    }
+    impl->skipped_in_decode.assign(static_cast<size_t>(impl->vocab_size), false);
+    if (!special_contents.empty()) {
+      for (int32_t id = 0; id < impl->vocab_size; ++id) {
+        impl->skipped_in_decode[static_cast<size_t>(id)] =
+            special_contents.contains(impl->Token(id));
+      }
     }
     impl->added = std::make_unique<AddedVocabulary>(std::move(added), impl->normalizer.get());
     if (const Json* p = FindField(root, "post_processor")) {
@@ -264,7 +284,7 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
     if (id < 0 || id >= m.vocab_size) continue;
-    if (skip_special_tokens && m.special[static_cast<size_t>(id)]) continue;
+    if (skip_special_tokens && m.skipped_in_decode[static_cast<size_t>(id)]) continue;
     tokens.push_back(m.Token(id));
   }
   if (m.decoder == nullptr) return absl::StrJoin(tokens, " ");

@@ -96,9 +96,11 @@ class Tokenizer {
   std::vector<int32_t> Encode(absl::string_view text, const EncodeOptions& options) const;
 
   // Text of `ids`, as HF's Tokenizer.decode(ids, skip_special_tokens): the
-  // tokens through the tokenizer.json decoder (or joined with spaces when it
-  // has none). Ids outside [0, vocab_size()) are skipped. The result is valid
-  // UTF-8 (incomplete byte sequences become U+FFFD, as HF).
+  // tokens (IdToToken) through the tokenizer.json decoder, or joined with
+  // spaces when it has none. skip_special_tokens drops the tokens spelled as
+  // a special token (as HF: not a normalized=true special whose spelling the
+  // normalizer changed). Ids outside [0, vocab_size()) are skipped. The result
+  // is valid UTF-8 (incomplete byte sequences become U+FFFD, as HF).
   std::string Decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 
   // Number of ids: the model's vocabulary plus added tokens that are not in
@@ -114,7 +116,9 @@ class Tokenizer {
   std::optional<int32_t> TokenToId(absl::string_view token) const;
 
   // The spelling of `id` (byte-level tokens as stored, e.g. "Ġthe"), or
-  // nullopt when out of range.
+  // nullopt when out of range. As HF's id_to_token, an added token with
+  // normalized=true is spelled as the normalizer rewrites it (Llama 2's
+  // Prepend normalizer: "▁<s>"); Decode uses these spellings too.
   std::optional<std::string> IdToToken(int32_t id) const;
 
   // The beginning-of-sequence token: the special token the post-processor

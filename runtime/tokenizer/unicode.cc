@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <utf8proc.h>
 
+#include "runtime/tokenizer/hf_unicode.h"
+
 namespace fjord::tokenizer::internal {
 namespace {
 
@@ -164,6 +166,7 @@ std::string Normalize(absl::string_view s, NormalForm form) {
   }
   if (unchanged) return std::string(s);
   int options = UTF8PROC_STABLE;
+  bool compat = false;
   switch (form) {
     case NormalForm::kNfc:
       options |= UTF8PROC_COMPOSE;
@@ -173,22 +176,42 @@ std::string Normalize(absl::string_view s, NormalForm form) {
       break;
     case NormalForm::kNfkc:
       options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      compat = true;
       break;
     case NormalForm::kNfkd:
       options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      compat = true;
       break;
   }
-  utf8proc_uint8_t* out = nullptr;
-  const utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                   static_cast<utf8proc_ssize_t>(s.size()), &out,
-                   static_cast<utf8proc_option_t>(options));
-  if (n < 0) {  // only on invalid UTF-8 or out of memory: leave the text as it is
-    std::free(out);
-    return std::string(s);
+  auto map = [options](absl::string_view piece, std::string* out) {
+    if (piece.empty()) return;
+    utf8proc_uint8_t* mapped = nullptr;
+    const utf8proc_ssize_t n =
+        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(piece.data()),
+                     static_cast<utf8proc_ssize_t>(piece.size()), &mapped,
+                     static_cast<utf8proc_option_t>(options));
+    if (n < 0) {  // only on invalid UTF-8 or out of memory: leave the text as it is
+      out->append(piece.data(), piece.size());
+    } else {
+      out->append(reinterpret_cast<const char*>(mapped), static_cast<size_t>(n));
+    }
+    std::free(mapped);
+  };
+  // HF's normalizer does not know some characters utf8proc does: it leaves
+  // them alone and nothing composes or reorders across them, so normalize
+  // the text between them.
+  std::string result;
+  result.reserve(s.size());
+  size_t start = 0, pos = 0;
+  while (pos < s.size()) {
+    const size_t at = pos;
+    const uint32_t cp = DecodeUtf8(s, &pos);
+    if (!IsHfNormalizationInert(cp, compat)) continue;
+    map(s.substr(start, at - start), &result);
+    result.append(s.data() + at, pos - at);
+    start = pos;
   }
-  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
-  std::free(out);
+  map(s.substr(start), &result);
   return result;
 }
 

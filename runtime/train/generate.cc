@@ -4,57 +4,32 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/data/chat_template.h"
+#include "runtime/data/tokenizer_adapter.h"
 #include "runtime/util/status_macros.h"
 
 namespace fjord::train {
-namespace {
-
-void Append(std::vector<int32_t>& ids, const std::vector<int32_t>& more) {
-  ids.insert(ids.end(), more.begin(), more.end());
-}
-
-}  // namespace
-
 absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& tok,
                                                    const std::string& chat_template,
                                                    const std::string& user_message) {
-  std::string tmpl = chat_template;
-  if (tmpl == "auto") {
-    tmpl = tok.TokenToId("<|start_header_id|>") ? "llama3" : tok.TokenToId("<|im_start|>") ? "chatml" : "none";
-  }
-  std::vector<int32_t> ids;
-  auto special = [&](const char* name) -> absl::StatusOr<int32_t> {
-    std::optional<int32_t> id = tok.TokenToId(name);
-    if (!id) return absl::InvalidArgumentError(absl::StrCat("chat template ", tmpl, " needs token ", name));
-    return *id;
-  };
-  if (tmpl == "llama3") {
-    if (std::optional<int32_t> bos = tok.bos_id()) ids.push_back(*bos);
-    FJORD_ASSIGN_OR_RETURN(int32_t sh, special("<|start_header_id|>"));
-    FJORD_ASSIGN_OR_RETURN(int32_t eh, special("<|end_header_id|>"));
-    FJORD_ASSIGN_OR_RETURN(int32_t eot, special("<|eot_id|>"));
-    ids.push_back(sh);
-    Append(ids, tok.Encode("user"));
-    ids.push_back(eh);
-    Append(ids, tok.Encode("\n\n" + user_message));
-    ids.push_back(eot);
-    ids.push_back(sh);
-    Append(ids, tok.Encode("assistant"));
-    ids.push_back(eh);
-    Append(ids, tok.Encode("\n\n"));
-  } else if (tmpl == "chatml") {
-    FJORD_ASSIGN_OR_RETURN(int32_t start, special("<|im_start|>"));
-    FJORD_ASSIGN_OR_RETURN(int32_t end, special("<|im_end|>"));
-    ids.push_back(start);
-    Append(ids, tok.Encode("user\n" + user_message));
-    ids.push_back(end);
-    Append(ids, tok.Encode("\n"));
-    ids.push_back(start);
-    Append(ids, tok.Encode("assistant\n"));
+  // The training data's own renderer, so that prompts are tokenized exactly
+  // as the examples were: a user turn and an empty assistant turn, cut
+  // before the first trained token (the assistant's content).
+  data::TokenizerAdapter adapter(tok);
+  data::RenderOptions options;
+  FJORD_ASSIGN_OR_RETURN(options.chat_template, data::ParseChatTemplate(chat_template));
+  FJORD_ASSIGN_OR_RETURN(data::ExampleRenderer renderer, data::ExampleRenderer::Create(adapter, options));
+  data::Record record;
+  if (renderer.chat_template() == data::ChatTemplate::kNone) {
+    record.format = data::Format::kPromptCompletion;
+    record.prompt = user_message;
   } else {
-    if (std::optional<int32_t> bos = tok.bos_id()) ids.push_back(*bos);
-    Append(ids, tok.Encode(user_message));
+    record.format = data::Format::kChat;
+    record.messages = {{data::Role::kUser, user_message, -1}, {data::Role::kAssistant, "", -1}};
   }
+  FJORD_ASSIGN_OR_RETURN(data::RenderedTokens rendered, renderer.Render(record));
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < rendered.ids.size() && !rendered.trained[i]; ++i) ids.push_back(rendered.ids[i]);
   return ids;
 }
 

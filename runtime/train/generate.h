@@ -15,9 +15,11 @@
 namespace fjord::train {
 
 // Token ids of a one-turn chat prompt ending with the assistant header, in
-// `chat_template` ("auto", "llama3", "chatml"; auto picks from the
-// tokenizer's special tokens). InvalidArgument when the template needs special
-// tokens the tokenizer lacks.
+// `chat_template` ("auto", "llama3", "chatml", "none"; auto picks from the
+// tokenizer's special tokens), rendered by runtime/data's ExampleRenderer
+// exactly as training examples are (for "none": BOS and the prompt).
+// InvalidArgument for an unknown template name; FailedPrecondition when the
+// template needs special tokens the tokenizer lacks.
 absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& tok,
                                                    const std::string& chat_template,
                                                    const std::string& user_message);

@@ -120,8 +120,10 @@ const std::vector<Field>& Fields() {
       Field f{"lora", "target_modules", nullptr, nullptr};
       f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {
         std::vector<std::string> out;
+        bool regex = false;
         if (n.IsScalar()) {
           out.push_back(n.Scalar());
+          regex = out[0] != "all-linear";
         } else if (n.IsSequence()) {
           for (size_t i = 0; i < n.size(); ++i) {
             std::string s;
@@ -135,9 +137,74 @@ const std::vector<Field>& Fields() {
           return absl::InvalidArgumentError(absl::StrCat(where, ": must name at least one module"));
         }
         c.lora.target_modules = out;
+        c.lora.target_modules_regex = regex;
         return absl::OkStatus();
       };
-      f.get = [](const JobConfig& c) { return YAML::Node(c.lora.target_modules); };
+      f.get = [](const JobConfig& c) {
+        if (c.lora.target_modules_regex && c.lora.target_modules.size() == 1) {
+          return YAML::Node(c.lora.target_modules[0]);
+        }
+        return YAML::Node(c.lora.target_modules);
+      };
+      v->push_back(f);
+    }
+    // rank_pattern / alpha_pattern: mappings of pattern -> number, in order.
+    {
+      Field f{"lora", "rank_pattern", nullptr, nullptr};
+      f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {
+        std::vector<std::pair<std::string, int64_t>> out;
+        if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping of module pattern: rank"));
+        for (auto it = n.begin(); it != n.end(); ++it) {
+          const YAML::Node k = it->first;
+          const YAML::Node val = it->second;
+          const std::string key = k.as<std::string>("");
+          int64_t r = 0;
+          FJORD_RETURN_IF_ERROR(ReadScalar(val, absl::StrCat(where, "[", key, "]"), "an integer", &r));
+          if (key.empty() || r < 1 || r > 4096) {
+            return absl::InvalidArgumentError(absl::StrCat(where, "[", key, "]: rank must be in [1, 4096] for a non-empty pattern"));
+          }
+          for (const auto& [seen, unused] : out) {
+            if (seen == key) return absl::InvalidArgumentError(absl::StrCat(where, ": pattern '", key, "' appears twice"));
+          }
+          out.emplace_back(key, r);
+        }
+        c.lora.rank_pattern = out;
+        return absl::OkStatus();
+      };
+      f.get = [](const JobConfig& c) {
+        YAML::Node n(YAML::NodeType::Map);
+        for (const auto& [k, r] : c.lora.rank_pattern) n[k] = r;
+        return n;
+      };
+      v->push_back(f);
+    }
+    {
+      Field f{"lora", "alpha_pattern", nullptr, nullptr};
+      f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {
+        std::vector<std::pair<std::string, double>> out;
+        if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping of module pattern: alpha"));
+        for (auto it = n.begin(); it != n.end(); ++it) {
+          const YAML::Node k = it->first;
+          const YAML::Node val = it->second;
+          const std::string key = k.as<std::string>("");
+          double a = 0;
+          FJORD_RETURN_IF_ERROR(ReadScalar(val, absl::StrCat(where, "[", key, "]"), "a number", &a));
+          if (key.empty() || !(a > 0) || a > 1e6) {
+            return absl::InvalidArgumentError(absl::StrCat(where, "[", key, "]: alpha must be in (0, 1e6] for a non-empty pattern"));
+          }
+          for (const auto& [seen, unused] : out) {
+            if (seen == key) return absl::InvalidArgumentError(absl::StrCat(where, ": pattern '", key, "' appears twice"));
+          }
+          out.emplace_back(key, a);
+        }
+        c.lora.alpha_pattern = out;
+        return absl::OkStatus();
+      };
+      f.get = [](const JobConfig& c) {
+        YAML::Node n(YAML::NodeType::Map);
+        for (const auto& [k, a] : c.lora.alpha_pattern) n[k] = a;
+        return n;
+      };
       v->push_back(f);
     }
     {

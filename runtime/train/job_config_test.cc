@@ -1,5 +1,10 @@
 #include "runtime/train/job_config.h"
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -132,6 +137,60 @@ TEST(JobConfigTest, ToYamlRoundTrips) {
   ASSERT_TRUE(back.ok()) << back.status() << "\n" << c.ToYaml();
   EXPECT_EQ(back->ToYaml(), c.ToYaml());
   EXPECT_EQ(back->lora.layers_to_transform, c.lora.layers_to_transform);
+}
+
+TEST(JobConfigTest, LoraTargetFormsAndPatterns) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig(std::string(kMinimal) + R"(lora:
+  target_modules: '.*\.(q|v)_proj'
+  rank_pattern: {down_proj: 32, 'layers\.0\..*': 4}
+  alpha_pattern: {down_proj: 64}
+)", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->lora.target_modules_regex);
+  EXPECT_EQ(c->lora.target_modules, std::vector<std::string>{".*\\.(q|v)_proj"});
+  ASSERT_EQ(c->lora.rank_pattern.size(), 2u);
+  EXPECT_EQ(c->lora.rank_pattern[0], (std::pair<std::string, int64_t>{"down_proj", 32}));
+  EXPECT_EQ(c->lora.rank_pattern[1].first, "layers\\.0\\..*");  // file order kept
+  EXPECT_DOUBLE_EQ(c->lora.alpha_pattern[0].second, 64);
+  absl::StatusOr<JobConfig> back = ParseJobConfig(c->ToYaml(), "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->lora.target_modules_regex);
+  EXPECT_EQ(back->lora.rank_pattern, c->lora.rank_pattern);
+  EXPECT_EQ(back->ToYaml(), c->ToYaml());
+
+  // "all-linear" and lists are not regexes.
+  JobConfig d = *ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(ApplyOverride(d, "lora.target_modules=all-linear").ok());
+  EXPECT_FALSE(d.lora.target_modules_regex);
+  ASSERT_TRUE(ApplyOverride(d, "lora.target_modules=[q_proj]").ok());
+  EXPECT_FALSE(d.lora.target_modules_regex);
+
+  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 0}\n", "job.yaml").status().message(),
+              HasSubstr("job.yaml:9: field 'lora.rank_pattern'[q_proj]: rank must be in [1, 4096]"));
+  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 2, q_proj: 3}\n", "job.yaml").status().message(),
+              HasSubstr("pattern 'q_proj' appears twice"));
+  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  alpha_pattern: [1]\n", "job.yaml").status().message(),
+              HasSubstr("expected a mapping of module pattern: alpha"));
+}
+
+// Every example under configs/ parses, and starts with the command that runs it.
+TEST(JobConfigTest, ExampleConfigsParse) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  ASSERT_NE(srcdir, nullptr);
+  const std::filesystem::path dir = std::filesystem::path(srcdir) / (workspace ? workspace : "fjord") / "configs";
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++n;
+    absl::StatusOr<JobConfig> c = LoadJobConfig(entry.path().string());
+    EXPECT_TRUE(c.ok()) << entry.path() << ": " << c.status();
+    std::ifstream in(entry.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_THAT(text, HasSubstr("fjord-train --config configs/" + entry.path().filename().string()))
+        << entry.path() << " should start with the command that runs it";
+  }
+  EXPECT_GE(n, 3);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -21,12 +22,18 @@
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/kernels/ops.h"
+#include "runtime/kernels/self_test.h"
 #include "runtime/model/model.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/generate.h"
 #include "runtime/train/optimizer.h"
+#include "runtime/kernels/fused.h"
 #include "runtime/util/status_macros.h"
+
+#if FJORD_KERNELS_FUSED
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace fjord::train {
 namespace fs = std::filesystem;
@@ -58,12 +65,46 @@ DeviceBatch ToDevice(const data::PackedBatch& b, const torch::Device& device, bo
   return d;
 }
 
+// Peak memory so far: the CUDA caching allocator's peak allocated bytes on
+// a GPU, the process's peak resident set on CPU.
 int64_t PeakMemoryBytes(const torch::Device& device) {
+#if FJORD_KERNELS_FUSED
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[0].peak;  // [0]: StatType::AGGREGATE
+  }
+#else
   (void)device;
+#endif
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
+
+// The generator states dropout draws from: "rng.cpu" and, on a GPU, "rng.cuda".
+std::vector<std::pair<std::string, torch::Tensor>> RngStates(const torch::Device& device) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    out.emplace_back("rng.cpu", gen.get_state());
+  }
+  if (device.is_cuda()) {
+    at::Generator gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    out.emplace_back("rng.cuda", gen.get_state());
+  }
+  return out;
+}
+
+void RestoreRng(const std::string& name, const torch::Tensor& state, const torch::Device& device) {
+  at::Generator gen = name == "rng.cuda" ? at::globalContext().defaultGenerator(device)
+                                         : at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+constexpr int64_t kEvalChunkRows = 1024;
 
 struct EvalResult {
   double loss = 0;
@@ -91,14 +132,19 @@ absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
     DeviceBatch b = ToDevice(pb, device, cfg.data.packing);
     if (b.trained_tokens > 0) {
       torch::Tensor hidden = model.Hidden(b.input_ids, b.position_ids, b.segment_ids);  // (B, T, C)
-      torch::Tensor mask = b.targets.ne(-100);                                           // (B, T)
+      torch::Tensor mask = b.targets.ne(data::kIgnoreIndex);                              // (B, T)
       torch::Tensor h = hidden.index({mask});                                             // (n, C)
       torch::Tensor t = b.targets.index({mask});                                          // (n)
-      torch::Tensor logits = model.Logits(h.unsqueeze(0)).squeeze(0);                     // (n, V) fp32
-      loss_sum += torch::nn::functional::cross_entropy(
-                      logits, t, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                      .item<double>();
-      correct += logits.argmax(-1).eq(t).sum().item<int64_t>();
+      // A few rows of logits at a time: (n, V) fp32 may not fit for a 128k vocab.
+      for (int64_t start = 0; start < t.size(0); start += kEvalChunkRows) {
+        const int64_t len = std::min(kEvalChunkRows, t.size(0) - start);
+        torch::Tensor logits = model.Logits(h.narrow(0, start, len));  // (len, V) fp32
+        torch::Tensor target = t.narrow(0, start, len);                // (len)
+        loss_sum += torch::nn::functional::cross_entropy(
+                        logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                        .item<double>();
+        correct += logits.argmax(-1).eq(target).sum().item<int64_t>();
+      }
       tokens += t.size(0);
     }
     ++batches;
@@ -136,17 +182,32 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
   return absl::OkStatus();
 }
 
+// Everything but the adapter weights that an exact resume needs:
+// training_state.safetensors (AdamW moments and step, generator states),
+// trainer_state.json (step, epoch, tokens, the data loader's position, the
+// schedule) and config.yaml (the job as run).
 absl::Status SaveTrainingState(const std::string& dir, const AdamW& opt, const data::DataLoader& loader,
-                               int64_t step, int64_t trained_tokens, int64_t epoch,
-                               const JobConfig& cfg) {
+                               int64_t step, int64_t trained_tokens, int64_t epoch, int64_t total_steps,
+                               int64_t warmup, const JobConfig& cfg, const torch::Device& device) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (auto& [name, t] : opt.StateTensors()) tensors.emplace_back("optimizer." + name, t);
-  tensors.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  for (auto& [name, t] : RngStates(device)) tensors.emplace_back(name, t);
   FJORD_RETURN_IF_ERROR(io::WriteSafetensors(dir + "/training_state.safetensors", tensors));
   nlohmann::json state = {
-      {"format", "fjord.trainer_state"}, {"version", 1},       {"step", step},
-      {"epoch", epoch},                  {"trained_tokens", trained_tokens},
+      {"format", "fjord.trainer_state"},
+      {"version", 1},
+      {"step", step},
+      {"epoch", epoch},
+      {"trained_tokens", trained_tokens},
       {"loader", nlohmann::json::parse(loader.SaveState())},
+      {"schedule",
+       {{"name", cfg.training.lr_scheduler},
+        {"peak_lr", cfg.training.learning_rate},
+        {"total_steps", total_steps},
+        {"warmup_steps", warmup},
+        {"min_lr_ratio", cfg.training.min_lr_ratio},
+        {"next_lr", LearningRate(cfg.training.lr_scheduler, cfg.training.learning_rate, step, total_steps, warmup,
+                                 cfg.training.min_lr_ratio)}}},
   };
   FJORD_RETURN_IF_ERROR(WriteText(dir + "/trainer_state.json", state.dump(2) + "\n"));
   return WriteText(dir + "/config.yaml", cfg.ToYaml() + "\n");
@@ -156,25 +217,30 @@ struct RestoredState {
   int64_t step = 0, trained_tokens = 0, epoch = 0;
 };
 
+// Restores what SaveTrainingState wrote (and the adapter weights) from a
+// verified checkpoint. Nothing is restored partially: every file is read and
+// checked before the loader, optimizer and generators change.
 absl::StatusOr<RestoredState> LoadTrainingState(const std::string& dir, AdamW& opt,
-                                                data::DataLoader& loader, AdapterMethod& adapter) {
-  FJORD_RETURN_IF_ERROR(adapter.Load(dir + "/adapter"));
+                                                data::DataLoader& loader, AdapterMethod& adapter,
+                                                const torch::Device& device) {
+  std::ifstream in(dir + "/trainer_state.json");
+  nlohmann::json state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!state.is_object() || !state.contains("step") || !state["step"].is_number_integer() ||
+      !state.contains("loader") || !state["loader"].is_object()) {
+    return absl::DataLossError(absl::StrCat(dir, "/trainer_state.json: malformed (no step or loader position)"));
+  }
   FJORD_ASSIGN_OR_RETURN(auto file, io::SafetensorsFile::Open(dir + "/training_state.safetensors"));
   std::map<std::string, torch::Tensor> opt_state;
-  torch::Tensor rng;
+  std::vector<std::pair<std::string, torch::Tensor>> rng;
   for (const std::string& name : file->Names()) {
     FJORD_ASSIGN_OR_RETURN(torch::Tensor t, file->Get(name));
     if (name.rfind("optimizer.", 0) == 0) opt_state[name.substr(10)] = t.clone();
-    if (name == "rng.cpu") rng = t.clone();
+    if (name == "rng.cpu" || (name == "rng.cuda" && device.is_cuda())) rng.emplace_back(name, t.clone());
   }
+  FJORD_RETURN_IF_ERROR(adapter.Load(dir + "/adapter"));
   FJORD_RETURN_IF_ERROR(opt.LoadStateTensors(opt_state));
-  std::ifstream in(dir + "/trainer_state.json");
-  nlohmann::json state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!state.is_object() || !state.contains("step") || !state.contains("loader")) {
-    return absl::DataLossError(absl::StrCat(dir, "/trainer_state.json: malformed"));
-  }
   FJORD_RETURN_IF_ERROR(loader.RestoreState(state["loader"].dump()));
-  if (rng.defined()) at::detail::getDefaultCPUGenerator().set_state(rng);
+  for (const auto& [name, t] : rng) RestoreRng(name, t, device);
   RestoredState r;
   r.step = state.value("step", int64_t{0});
   r.trained_tokens = state.value("trained_tokens", int64_t{0});
@@ -221,6 +287,18 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
   kernels::SetBackend(cfg.training.kernels == "fused"       ? kernels::Backend::kFused
                       : cfg.training.kernels == "reference" ? kernels::Backend::kReference
                                                             : kernels::Backend::kAuto);
+  if (!cuda) {
+    // Subnormal floats are ~100x slower on x86 CPUs, and training makes them
+    // (softmax tails, Adam's second moments of tiny gradients): flush them to
+    // zero. Set before LibTorch starts its worker threads, which inherit it.
+    at::globalContext().setFlushDenormal(true);
+  }
+  if (cuda && cfg.training.kernels != "reference") {
+    // Fused kernels run under kAuto only after passing this check on this GPU.
+    std::string report;
+    FJORD_RETURN_IF_ERROR(kernels::RunKernelSelfTest(&report));
+    log(absl::StrCat("kernel self-test: ", report));
+  }
   torch::manual_seed(cfg.training.seed);
 
   // ---- Model and adapters -------------------------------------------------------
@@ -285,7 +363,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
     absl::StatusOr<FoundCheckpoint> found = FindLatestCheckpoint(ckpt_root, &skipped);
     for (const std::string& s : skipped) log(absl::StrCat("warning: skipping invalid checkpoint ", s));
     if (found.ok()) {
-      FJORD_ASSIGN_OR_RETURN(RestoredState rs, LoadTrainingState(found->dir, optimizer, *loader, adapter));
+      FJORD_ASSIGN_OR_RETURN(RestoredState rs, LoadTrainingState(found->dir, optimizer, *loader, adapter, device));
       step = rs.step;
       trained_tokens = rs.trained_tokens;
       epoch = rs.epoch;
@@ -326,7 +404,8 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
                                            [&](const std::string& tmp) -> absl::Status {
                                              FJORD_RETURN_IF_ERROR(adapter.Save(tmp + "/adapter"));
                                              return SaveTrainingState(tmp, optimizer, *loader, at_step,
-                                                                      trained_tokens, epoch, cfg);
+                                                                      trained_tokens, epoch, total_steps, warmup,
+                                                                      cfg, device);
                                            }));
     result.last_checkpoint = path;
     TrainEvent e;
@@ -348,9 +427,11 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
 
   // ---- The loop ---------------------------------------------------------------------
   const auto started = Clock::now();
+  double train_seconds = 0;  // in steps only: evaluation and checkpoints excluded
   int64_t tokens_since_start = 0;
   const int64_t first_step = step;
   while (step < total_steps) {
+    const auto step_started = Clock::now();
     // Gather the whole accumulated batch first: the loss is normalised by its
     // trained tokens, not per micro-batch.
     std::vector<DeviceBatch> micro;
@@ -373,12 +454,15 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
       loss_sum += loss.item<double>();
       (loss / static_cast<double>(std::max<int64_t>(step_trained, 1))).backward();
     }
+    if (options.on_gradients) options.on_gradients(step, trainable);
     const double grad_norm = ClipGradNorm(params, cfg.training.max_grad_norm);
     optimizer.Step(lr);
     ++step;
     trained_tokens += step_trained;
 
-    const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+    const auto now = Clock::now();
+    train_seconds += std::chrono::duration<double>(now - step_started).count();
+    const double elapsed = std::chrono::duration<double>(now - started).count();  // wall, for the ETA
     TrainEvent e;
     e.type = TrainEvent::Type::kStep;
     e.step = step;
@@ -387,7 +471,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
     e.loss = step_trained > 0 ? loss_sum / static_cast<double>(step_trained) : 0.0;
     e.lr = lr;
     e.grad_norm = grad_norm;
-    e.tokens_per_s = elapsed > 0 ? static_cast<double>(tokens_since_start) / elapsed : 0.0;
+    e.tokens_per_s = train_seconds > 0 ? static_cast<double>(tokens_since_start) / train_seconds : 0.0;
     e.eta_s = elapsed / static_cast<double>(step - first_step) * static_cast<double>(total_steps - step);
     e.trained_tokens = trained_tokens;
     e.peak_memory_bytes = PeakMemoryBytes(device);

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "runtime/train/adapter_method.h"
@@ -28,7 +30,8 @@ struct TrainEvent {
   double loss = 0;          // mean CE per trained token over the step
   double lr = 0;
   double grad_norm = 0;     // before clipping
-  double tokens_per_s = 0;  // non-padding tokens per second, since (re)start
+  double tokens_per_s = 0;  // non-padding tokens per second of training steps since (re)start
+                            // (evaluation and checkpoint time excluded)
   double eta_s = 0;
   int64_t trained_tokens = 0;      // cumulative targets that carried loss
   int64_t peak_memory_bytes = 0;   // peak GPU memory on CUDA, peak RSS on CPU
@@ -54,6 +57,11 @@ struct TrainOptions {
   bool resume = true;
   // Tests: stop (as if asked) once this many steps are done; 0: never.
   int64_t stop_after_steps = 0;
+  // Called at every optimizer step (0-based), after the accumulated
+  // backward and before clipping, with the trainable parameters (their
+  // .grad() is the step's gradient). For inspection; may be empty.
+  std::function<void(int64_t step, const std::vector<std::pair<std::string, torch::Tensor>>& params)>
+      on_gradients;
 };
 
 struct TrainResult {

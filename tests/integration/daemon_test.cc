@@ -1,6 +1,8 @@
 // fjordd end to end: a real daemon process on loopback (CURVE) with the fake
 // worker, driven through the C++ SDK (and a raw DEALER for malformed input).
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <filesystem>
@@ -222,7 +224,7 @@ TEST(DaemonTest, Kill9OfAWorkerRequeuesAndSucceeds) {
             (std::vector<std::string>{"validating", "queued", "running", "requeued", "running", "succeeded"}));
   ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
   bool said_signal = false;
-  for (const auto& e : events.events) said_signal |= e.type == "status" && absl::StrContains(e.message, "signal 11");
+  for (const auto& e : events.events) said_signal |= e.type == "status" && absl::StrContains(e.message, "signal 9");
   EXPECT_TRUE(said_signal);
 }
 
@@ -284,7 +286,7 @@ TEST(DaemonTest, BadDataFailsValidationWithTheLine) {
   ASSERT_OK_AND_ASSIGN(d2, h.WaitForFinal(*acme, j2.id));
   EXPECT_EQ(d2.status, JobStatus::kFailed);
   EXPECT_FALSE(d2.error->user_error);
-  EXPECT_THAT(d2.error->message, HasSubstr("signal 11"));
+  EXPECT_THAT(d2.error->message, HasSubstr("signal 9"));
   EXPECT_TRUE(acme->Ping().ok());
 }
 
@@ -601,6 +603,37 @@ TEST(DaemonTest, CheckConfigAndKeygen) {
   e = (*p)->Wait(20000);
   EXPECT_EQ(e->exit_code, 0);
   EXPECT_TRUE(LoadCurveSecretKeyFile(h.dir() + "/newkey.key").ok());
+}
+
+// As root, workers run as the configured unprivileged user and can still
+// read the tenant's files and write checkpoints and the adapter.
+TEST(DaemonTest, WorkersRunAsTheConfiguredUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  struct passwd* nobody = ::getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
+  HarnessOptions ho;
+  ho.worker_extra = "  user: nobody\n";
+  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
+  const std::string bin_dir = ::mkdtemp(tmpl);
+  ::chmod(bin_dir.c_str(), 0755);
+  const std::string worker = bin_dir + "/fake_worker";
+  fs::copy_file("daemon/worker/fake_worker", worker);
+  ::chmod(worker.c_str(), 0755);
+  ho.worker_program = worker;
+  DaemonHarness h(ho);
+  ::chmod(h.dir().c_str(), 0755);
+  ::chmod(h.storage().c_str(), 0755);
+  ::chmod((h.dir() + "/model").c_str(), 0755);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+  ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
+  ASSERT_EQ(done.status, JobStatus::kSucceeded) << h.log() << ReadFile(h.storage() + "/acme/jobs/" + job.id + "/worker.log");
+  struct stat st {};
+  ASSERT_EQ(::stat((done.result_adapter_path + "/adapter_config.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, nobody->pw_uid);
+  fs::remove_all(bin_dir);
 }
 
 // Bounded load on loopback: 100 clients x 100 requests, no errors.

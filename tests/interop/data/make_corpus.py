@@ -18,7 +18,8 @@ ENGLISH = ("the of and to in is you that it he was for on are as with his they I
            "which she do how their if will up other about out many then them these so some her would "
            "make like him into time has look two more write go see number no way could people my than "
            "first water been call who oil its now find long down day did get come made may part "
-           "tokenizer merge vocabulary training gradient adapter checkpoint kernel throughput").split()
+           "tokenizer merge vocabulary training gradient adapter checkpoint kernel throughput "
+           "model models remodel fjord fjords").split()
 CONTRACTIONS = ["don't", "it's", "we're", "they've", "I'm", "you'll", "she'd", "DON'T", "It'S",
                 "WE'RE", "I'M", "Y'ALL", "o'clock", "rock'n'roll", "'s", "'t"]
 GERMAN = ("Straße Größe Fußgängerübergang Mädchen Bäckerei Übung schön müssen Äpfel Öl "

@@ -1,0 +1,184 @@
+// LoraAdapter: injection through CausalLM::LinearSlots, PEFT files through
+// runtime/io's safetensors reader/writer and lora/peft_format.
+#include "lora/adapter.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "lora/peft_format.h"
+#include "runtime/io/safetensors.h"
+#include "runtime/util/status_macros.h"
+#include "runtime/util/torch_status.h"
+
+namespace fjord::lora {
+namespace {
+
+std::map<std::string, LinearSlot> SlotsByName(CausalLM& model) {
+  std::map<std::string, LinearSlot> out;
+  for (LinearSlot& s : model.LinearSlots()) out.emplace(s.name, s);
+  return out;
+}
+
+}  // namespace
+
+std::vector<ModuleInfo> ModulesOf(CausalLM& model) {
+  std::vector<ModuleInfo> out;
+  for (const LinearSlot& s : model.LinearSlots()) {
+    const LinearBase& layer = **s.layer;
+    out.push_back({s.name, layer.in_features(), layer.out_features(), s.layer_index < 0});
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Inject(CausalLM& model, LoraConfig config,
+                                                                  uint64_t seed) {
+  FJORD_ASSIGN_OR_RETURN(std::vector<AdaptedModule> modules, ResolveTargets(config, ModulesOf(model)));
+  std::map<std::string, LinearSlot> slots = SlotsByName(model);
+  for (const AdaptedModule& m : modules) {
+    if (std::dynamic_pointer_cast<DenseLinear>(*slots.at(m.path).layer) == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(m.path, " is not a plain linear layer (already adapted?); cannot inject LoRA"));
+    }
+  }
+  std::unique_ptr<LoraAdapter> adapter(new LoraAdapter());
+  adapter->model_ = &model;
+  adapter->config_ = std::move(config);
+  FJORD_RETURN_IF_ERROR(TorchCall("injecting LoRA layers", [&]() {
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    std::vector<std::shared_ptr<LoraLinear>> layers;
+    for (const AdaptedModule& m : modules) {
+      auto base = std::dynamic_pointer_cast<DenseLinear>(*slots.at(m.path).layer);
+      LoraLinear::Options o;
+      o.r = m.r;
+      o.scale = m.scale;
+      o.dropout = adapter->config_.dropout;
+      layers.push_back(std::make_shared<LoraLinear>(base, o, gen));
+    }
+    // Swap only once every layer was built, so an error leaves the model as it was.
+    for (size_t i = 0; i < modules.size(); ++i) {
+      layers[i]->train(model.is_training());
+      slots.at(modules[i].path).Replace(layers[i]);
+    }
+    adapter->layers_ = std::move(layers);
+  }));
+  adapter->modules_ = std::move(modules);
+  return adapter;
+}
+
+absl::StatusOr<std::vector<torch::Tensor>> LoraAdapter::ReadWeights(const std::string& dir,
+                                                                    const std::vector<AdaptedModule>& modules,
+                                                                    Env* env) {
+  const std::string path = JoinPath(dir, kAdapterWeightsName);
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::SafetensorsFile> file, io::SafetensorsFile::Open(path, env));
+  FJORD_RETURN_IF_ERROR(CheckAdapterTensors(file->header(), modules, path));
+  std::vector<torch::Tensor> out;
+  for (const AdaptedModule& m : modules) {
+    for (const std::string& key : {LoraAKey(m.path), LoraBKey(m.path)}) {
+      FJORD_ASSIGN_OR_RETURN(torch::Tensor t, file->Get(key));
+      FJORD_ASSIGN_OR_RETURN(torch::Tensor f, TorchCall(absl::StrCat(path, ": ", key), [&]() {
+                               return t.to(torch::kFloat32).contiguous().clone();
+                             }));
+      if (!torch::isfinite(f).all().item<bool>()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", key, "' holds NaN or infinite values"));
+      }
+      out.push_back(std::move(f));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPretrained(CausalLM& model, const std::string& dir,
+                                                                         Env* env) {
+  if (env == nullptr) env = Env::Default();
+  const std::string config_path = JoinPath(dir, kAdapterConfigName);
+  FJORD_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(config_path));
+  FJORD_ASSIGN_OR_RETURN(LoraConfig config, ParseAdapterConfig(text, config_path));
+  absl::StatusOr<std::vector<AdaptedModule>> modules = ResolveTargets(config, ModulesOf(model));
+  if (!modules.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", modules.status().message()));
+  }
+  FJORD_ASSIGN_OR_RETURN(std::vector<torch::Tensor> weights, ReadWeights(dir, *modules, env));
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter, Inject(model, std::move(config), 0));
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < adapter->layers_.size(); ++i) {
+    adapter->layers_[i]->lora_A().copy_(weights[2 * i]);
+    adapter->layers_[i]->lora_B().copy_(weights[2 * i + 1]);
+  }
+  return adapter;
+}
+
+absl::Status LoraAdapter::Save(const std::string& dir, Env* env) const {
+  if (env == nullptr) env = Env::Default();
+  FJORD_RETURN_IF_ERROR(env->CreateDirs(dir));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    tensors.emplace_back(LoraAKey(modules_[i].path), layers_[i]->lora_A().detach());
+    tensors.emplace_back(LoraBKey(modules_[i].path), layers_[i]->lora_B().detach());
+  }
+  FJORD_RETURN_IF_ERROR(io::WriteSafetensors(JoinPath(dir, kAdapterWeightsName), tensors, {{"format", "pt"}}, env));
+  return env->WriteFileAtomic(JoinPath(dir, kAdapterConfigName), AdapterConfigJson(config_, modules_));
+}
+
+absl::Status LoraAdapter::LoadWeights(const std::string& dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  const std::string config_path = JoinPath(dir, kAdapterConfigName);
+  FJORD_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(config_path));
+  FJORD_ASSIGN_OR_RETURN(LoraConfig config, ParseAdapterConfig(text, config_path));
+  FJORD_ASSIGN_OR_RETURN(std::vector<AdaptedModule> modules, ResolveTargets(config, ModulesOf(*model_)));
+  if (modules.size() != modules_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(config_path, ": adapts ", modules.size(),
+                                                      " modules, this adapter ", modules_.size()));
+  }
+  for (size_t i = 0; i < modules.size(); ++i) {
+    const AdaptedModule& a = modules[i];
+    const AdaptedModule& b = modules_[i];
+    if (a.path != b.path || a.r != b.r || a.scale != b.scale) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          config_path, ": module ", a.path, " (r ", a.r, ", scale ", a.scale, ") differs from this adapter's ",
+          b.path, " (r ", b.r, ", scale ", b.scale, ")"));
+    }
+  }
+  FJORD_ASSIGN_OR_RETURN(std::vector<torch::Tensor> weights, ReadWeights(dir, modules_, env));
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->lora_A().copy_(weights[2 * i]);
+    layers_[i]->lora_B().copy_(weights[2 * i + 1]);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LoraAdapter::NamedParameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    out.emplace_back(modules_[i].path + ".lora_A.weight", layers_[i]->lora_A());
+    out.emplace_back(modules_[i].path + ".lora_B.weight", layers_[i]->lora_B());
+  }
+  return out;
+}
+
+void LoraAdapter::Merge() {
+  for (auto& l : layers_) l->Merge();
+}
+
+void LoraAdapter::Unmerge() {
+  for (auto& l : layers_) l->Unmerge();
+}
+
+void LoraAdapter::Detach() {
+  Unmerge();
+  std::map<std::string, LinearSlot> slots = SlotsByName(*model_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const LinearSlot& slot = slots.at(modules_[i].path);
+    if (slot.layer->get() == layers_[i].get()) slot.Replace(layers_[i]->base_layer());
+  }
+}
+
+int64_t LoraAdapter::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& l : layers_) n += l->lora_A().numel() + l->lora_B().numel();
+  return n;
+}
+
+}  // namespace fjord::lora

@@ -1,0 +1,354 @@
+// fjord-train: runs one LoRA fine-tuning job in this process.
+//
+//   fjord-train --config job.yaml [--set section.field=value]... [--no-resume]
+//               [--events FILE|-] [--report ipc://PATH] [--progress auto|bar|lines|none]
+//   fjord-train validate --config job.yaml    (config + data checks only; JSON report)
+//   fjord-train export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]
+//               (the base model with the adapter merged in, as a Hugging Face checkpoint)
+//
+// The daemon launches one fjord-train per job (--report points at its ipc
+// socket: JSON events and heartbeats over a ZeroMQ PUSH socket). SIGTERM or
+// SIGINT: checkpoint after the current step, then exit 75.
+//
+// Exit codes: 0 done; 2 bad config or data (the user's to fix); 3 system
+// error (I/O, out of memory, internal); 75 stopped on request after a
+// checkpoint (resume by running the same command again).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "lora/export.h"
+#include "lora/lora_method.h"
+#include "runtime/data/dataset.h"
+#include "runtime/data/tokenizer_adapter.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/train/job_config.h"
+#include "runtime/train/trainer.h"
+
+namespace fjord {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) { g_stop.store(true); }
+
+int ExitCodeFor(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return 2;
+    default:
+      return 3;
+  }
+}
+
+std::string Duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return absl::StrFormat("%dh%02dm", t / 3600, (t / 60) % 60);
+  if (t >= 60) return absl::StrFormat("%dm%02ds", t / 60, t % 60);
+  return absl::StrFormat("%ds", t);
+}
+
+// Renders trainer events for people: a one-line bar on a terminal, a line
+// every few percent otherwise.
+class Progress {
+ public:
+  enum class Mode { kBar, kLines, kNone };
+  explicit Progress(Mode mode) : mode_(mode) {}
+
+  void On(const train::TrainEvent& e) {
+    using T = train::TrainEvent::Type;
+    // kNone drops the progress display, not the log (warnings, resume notes).
+    if (mode_ == Mode::kNone && e.type != T::kLog) return;
+    switch (e.type) {
+      case T::kStart:
+        Line(absl::StrCat("fjord-train: ", e.message));
+        break;
+      case T::kLog:
+        Line(e.message);
+        break;
+      case T::kEval:
+        last_eval_ = e.eval_loss;
+        Line(absl::StrFormat("eval  step %d/%d  loss %.4f  token accuracy %.1f%%", e.step, e.total_steps,
+                             e.eval_loss, 100 * e.eval_token_accuracy));
+        break;
+      case T::kCheckpoint:
+        Line(absl::StrCat("checkpoint ", e.message));
+        break;
+      case T::kStep: {
+        const std::string stats = absl::StrFormat(
+            "step %d/%d  loss %.4f%s  lr %.2e  %.0f tok/s  ETA %s", e.step, e.total_steps, e.loss,
+            last_eval_ >= 0 ? absl::StrFormat("  eval %.4f", last_eval_) : "", e.lr, e.tokens_per_s,
+            Duration(e.eta_s));
+        if (mode_ == Mode::kBar) {
+          const int width = 24;
+          const int filled = e.total_steps > 0 ? static_cast<int>(width * e.step / e.total_steps) : 0;
+          std::string bar(filled, '#');
+          bar.resize(width, '.');
+          std::fprintf(stderr, "\r[%s] %s\033[K", bar.c_str(), stats.c_str());
+          bar_open_ = true;
+        } else {
+          const int64_t every = std::max<int64_t>(1, e.total_steps / 20);
+          if (e.step % every == 0 || e.step == e.total_steps || e.step == 1) Line(stats);
+        }
+        break;
+      }
+      case T::kDone:
+        Line(absl::StrCat("done: adapter at ", e.message));
+        break;
+    }
+  }
+
+ private:
+  void Line(const std::string& s) {
+    if (bar_open_) std::fputc('\n', stderr);
+    bar_open_ = false;
+    std::fprintf(stderr, "%s\n", s.c_str());
+  }
+  Mode mode_;
+  bool bar_open_ = false;
+  double last_eval_ = -1;
+};
+
+// Sends events and heartbeats to the daemon over a ZeroMQ PUSH socket.
+class Reporter {
+ public:
+  explicit Reporter(const std::string& endpoint) : socket_(context_, zmq::socket_type::push) {
+    socket_.set(zmq::sockopt::linger, 2000);
+    socket_.set(zmq::sockopt::sndhwm, 10000);
+    socket_.connect(endpoint);
+    heartbeat_ = std::thread([this] {
+      while (!done_.load()) {
+        Send(absl::StrCat("{\"type\":\"heartbeat\",\"pid\":", ::getpid(), "}"));
+        for (int i = 0; i < 20 && !done_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  ~Reporter() {
+    done_.store(true);
+    heartbeat_.join();
+  }
+  void Send(const std::string& json) {
+    std::lock_guard<std::mutex> lock(mu_);
+    socket_.send(zmq::buffer(json), zmq::send_flags::dontwait);
+  }
+
+ private:
+  zmq::context_t context_;
+  std::mutex mu_;
+  zmq::socket_t socket_;
+  std::atomic<bool> done_{false};
+  std::thread heartbeat_;
+};
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: fjord-train --config JOB.yaml [--set section.field=value]... [--no-resume] [--stop-after-steps N]\n"
+               "                   [--events FILE|-] [--report ENDPOINT] [--progress auto|bar|lines|none]\n"
+               "       fjord-train validate --config JOB.yaml [--set ...]\n"
+               "       fjord-train export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]\n");
+}
+
+int Validate(const train::JobConfig& cfg) {
+  const std::string tok_path = cfg.data.tokenizer.empty() ? cfg.model.path + "/tokenizer.json" : cfg.data.tokenizer;
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok = tokenizer::Tokenizer::FromFile(tok_path);
+  if (!tok.ok()) {
+    std::printf("{\"valid\": false, \"error\": %s}\n", nlohmann::json(std::string(tok.status().message())).dump().c_str());
+    return ExitCodeFor(tok.status());
+  }
+  data::TokenizerAdapter adapter(**tok);
+  data::DataOptions dopt;
+  absl::StatusOr<data::ChatTemplate> tmpl = data::ParseChatTemplate(cfg.data.chat_template);
+  if (!tmpl.ok()) {
+    std::printf("{\"valid\": false, \"error\": %s}\n", nlohmann::json(std::string(tmpl.status().message())).dump().c_str());
+    return 2;
+  }
+  dopt.render.chat_template = *tmpl;
+  dopt.render.train_on_inputs = cfg.data.train_on_inputs;
+  dopt.max_length = cfg.data.max_length;
+  dopt.truncate = cfg.data.truncate;
+  nlohmann::json out = {{"valid", true}};
+  for (const auto& [name, path] : {std::pair<std::string, std::string>{"train", cfg.data.train},
+                                   {"validation", cfg.data.validation}}) {
+    if (path.empty()) continue;
+    absl::StatusOr<data::ValidationReport> r = data::ValidateJsonl(path, adapter, dopt);
+    if (!r.ok()) {
+      out["valid"] = false;
+      out[name] = {{"error", std::string(r.status().message())}};
+      continue;
+    }
+    out[name] = nlohmann::json::parse(r->ToJson());
+    if (!r->ok()) out["valid"] = false;
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+  return out["valid"].get<bool>() ? 0 : 2;
+}
+
+// fjord-train export --model DIR --adapter DIR --out DIR [--dtype D]
+int Export(int argc, char** argv) {
+  std::string model, adapter, out;
+  lora::ExportOptions options;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "fjord-train export: %s needs a value\n", a.c_str());
+      return 2;
+    }
+    const std::string v = argv[++i];
+    if (a == "--model") model = v;
+    else if (a == "--adapter") adapter = v;
+    else if (a == "--out") out = v;
+    else if (a == "--dtype") options.dtype = v;
+    else {
+      std::fprintf(stderr, "fjord-train export: unknown argument '%s'\n", a.c_str());
+      return 2;
+    }
+  }
+  if (model.empty() || adapter.empty() || out.empty()) {
+    Usage();
+    return 2;
+  }
+  const absl::Status s = lora::ExportMerged(model, adapter, out, options);
+  if (!s.ok()) {
+    std::fprintf(stderr, "fjord-train export: %s\n", std::string(s.message()).c_str());
+    return ExitCodeFor(s);
+  }
+  std::fprintf(stderr, "merged model written to %s\n", out.c_str());
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "export") return Export(argc, argv);
+  std::string config_path, events_path, report_endpoint, progress = "auto";
+  std::vector<std::string> sets;
+  bool resume = true, validate = false;
+  int64_t stop_after = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const char* flag) -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "fjord-train: %s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "validate" && i == 1) validate = true;
+    else if (a == "--config") config_path = value("--config");
+    else if (a == "--set") sets.push_back(value("--set"));
+    else if (a == "--no-resume") resume = false;
+    else if (a == "--events") events_path = value("--events");
+    else if (a == "--report") report_endpoint = value("--report");
+    else if (a == "--progress") progress = value("--progress");
+    else if (a == "--stop-after-steps") {
+      const std::string v = value("--stop-after-steps");
+      if (!absl::SimpleAtoi(v, &stop_after) || stop_after < 0) {
+        std::fprintf(stderr, "fjord-train: --stop-after-steps: '%s' is not a non-negative integer\n", v.c_str());
+        return 2;
+      }
+    }
+    else if (a == "-h" || a == "--help") { Usage(); return 0; }
+    else {
+      std::fprintf(stderr, "fjord-train: unknown argument '%s'\n", a.c_str());
+      Usage();
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    Usage();
+    return 2;
+  }
+  absl::StatusOr<train::JobConfig> cfg = train::LoadJobConfig(config_path);
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "fjord-train: %s\n", std::string(cfg.status().message()).c_str());
+    return 2;
+  }
+  for (const std::string& s : sets) {
+    if (absl::Status st = train::ApplyOverride(*cfg, s); !st.ok()) {
+      std::fprintf(stderr, "fjord-train: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
+  }
+  if (validate) return Validate(*cfg);
+
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+
+  Progress::Mode mode = progress == "bar"     ? Progress::Mode::kBar
+                        : progress == "lines" ? Progress::Mode::kLines
+                        : progress == "none"  ? Progress::Mode::kNone
+                        : isatty(STDERR_FILENO) ? Progress::Mode::kBar
+                                                : Progress::Mode::kLines;
+  Progress bar(mode);
+  std::unique_ptr<std::ofstream> events_file;
+  if (!events_path.empty() && events_path != "-") events_file = std::make_unique<std::ofstream>(events_path, std::ios::app);
+  std::unique_ptr<Reporter> reporter;
+  if (!report_endpoint.empty()) reporter = std::make_unique<Reporter>(report_endpoint);
+
+  lora::LoraMethod method(*cfg);
+  train::TrainOptions options;
+  options.adapter = &method;
+  options.resume = resume;
+  options.stop_requested = &g_stop;
+  options.stop_after_steps = stop_after;
+  options.on_event = [&](const train::TrainEvent& e) {
+    bar.On(e);
+    const std::string json = train::EventToJson(e);
+    if (events_path == "-") std::printf("%s\n", json.c_str()), std::fflush(stdout);
+    if (events_file) *events_file << json << "\n" << std::flush;
+    if (reporter) reporter->Send(json);
+  };
+  absl::StatusOr<train::TrainResult> result = train::RunTraining(*cfg, options);
+  if (!result.ok()) {
+    std::fprintf(stderr, "fjord-train: %s\n", std::string(result.status().message()).c_str());
+    if (reporter) {
+      reporter->Send(nlohmann::json{{"type", "error"},
+                                    {"code", absl::StatusCodeToString(result.status().code())},
+                                    {"message", std::string(result.status().message())},
+                                    {"user_error", ExitCodeFor(result.status()) == 2}}
+                         .dump());
+    }
+    return ExitCodeFor(result.status());
+  }
+  if (result->stopped) {
+    std::fprintf(stderr, "fjord-train: stopped at step %lld after checkpoint %s\n",
+                 static_cast<long long>(result->steps), result->last_checkpoint.c_str());
+    return 75;
+  }
+  std::fprintf(stderr, "\nPEFT adapter: %s\n", result->adapter_dir.c_str());
+  if (result->initial_eval_loss > 0 && result->final_eval_loss >= 0) {
+    std::fprintf(stderr, "eval loss: %.4f -> %.4f (%.0f%% lower)\n", result->initial_eval_loss,
+                 result->final_eval_loss, 100 * (1 - result->final_eval_loss / result->initial_eval_loss));
+  }
+  if (result->final_heldout_accuracy >= 0 && result->initial_heldout_accuracy >= 0) {
+    std::fprintf(stderr, "held-out answer accuracy: %.0f%% -> %.0f%%\n", 100 * result->initial_heldout_accuracy,
+                 100 * result->final_heldout_accuracy);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace fjord
+
+int main(int argc, char** argv) { return fjord::Main(argc, argv); }

@@ -1,0 +1,181 @@
+// train_bench: fjord's side of tools/bench/train_bench.py. LoRA fine-tuning
+// steps on random token batches, timed, with the same setup as the script's
+// transformers + peft side: LoRA (r, alpha 2r, no dropout) on every linear
+// layer but lm_head, AdamW (lr 1e-4) over the adapters, batches drawn once
+// (2 of them, alternating), next-token loss over the whole row.
+//
+//   train_bench --model DIR [--batch 8] [--seq 256] [--rank 16] [--steps 6]
+//       [--warmup 2] [--device cpu|cuda] [--dtype float32|bfloat16]
+//       [--threads N] [--checkpointing] [--kernels auto|fused|reference]
+//       [--profile]   (per-phase times on stderr)
+//
+// Prints one JSON line: {"tokens_per_s", "peak_bytes", "loss", "step_s":
+// [...], "threads"}. tokens_per_s counts batch·seq tokens per second over the
+// steps after the warm-up ones; peak_bytes is the CUDA caching allocator's
+// peak allocated bytes on a GPU, the process's peak RSS on CPU.
+// Exit status: 0 ok, 1 error, 2 bad usage.
+#include <ATen/CPUGeneratorImpl.h>
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "lora/adapter.h"
+#include "runtime/kernels/fused.h"
+#include "runtime/kernels/ops.h"
+#include "runtime/kernels/self_test.h"
+#include "runtime/model/model.h"
+#include "runtime/train/optimizer.h"
+
+#if FJORD_KERNELS_FUSED
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace fjord::lora {
+namespace {
+
+int64_t PeakBytes(const torch::Device& device) {
+#if FJORD_KERNELS_FUSED
+  if (device.is_cuda()) {
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[0].peak;
+  }
+#else
+  (void)device;
+#endif
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+int Fail(const std::string& message) {
+  std::cerr << "train_bench: " << message << "\n";
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  std::map<std::string, std::string> flags = {{"batch", "8"},   {"seq", "256"},    {"rank", "16"},
+                                              {"steps", "6"},   {"warmup", "2"},   {"device", "cpu"},
+                                              {"dtype", "float32"}, {"threads", "0"}, {"kernels", "auto"}};
+  bool checkpointing = false, profile = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--checkpointing" || a == "--profile") {
+      (a == "--profile" ? profile : checkpointing) = true;
+      continue;
+    }
+    if (a.rfind("--", 0) != 0 || i + 1 >= argc || (a != "--model" && !flags.count(a.substr(2)))) {
+      std::cerr << "train_bench: bad argument '" << a << "'\n";
+      return 2;
+    }
+    flags[a.substr(2)] = argv[++i];
+  }
+  if (!flags.count("model")) {
+    std::cerr << "train_bench: --model is required\n";
+    return 2;
+  }
+  int64_t batch = 0, seq = 0, rank = 0, steps = 0, warmup = 0, threads = 0;
+  for (auto [name, out] : {std::pair{"batch", &batch}, {"seq", &seq}, {"rank", &rank}, {"steps", &steps},
+                           {"warmup", &warmup}, {"threads", &threads}}) {
+    if (!absl::SimpleAtoi(flags[name], out) || *out < 0) {
+      std::cerr << "train_bench: --" << name << " must be a non-negative integer\n";
+      return 2;
+    }
+  }
+  if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
+  const bool cuda = flags["device"] == "cuda";
+  if (cuda && !torch::cuda::is_available()) return Fail("--device cuda: no CUDA device");
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  const torch::Dtype dtype = flags["dtype"] == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  kernels::SetBackend(flags["kernels"] == "fused"       ? kernels::Backend::kFused
+                      : flags["kernels"] == "reference" ? kernels::Backend::kReference
+                                                        : kernels::Backend::kAuto);
+  if (cuda) {
+    std::string report;
+    if (absl::Status s = kernels::RunKernelSelfTest(&report); !s.ok()) return Fail(std::string(s.message()));
+    std::cerr << "kernel self-test: " << report << "\n";
+  }
+
+  absl::StatusOr<std::shared_ptr<CausalLM>> lm = CausalLM::FromPretrained(flags["model"], dtype, device);
+  if (!lm.ok()) return Fail(std::string(lm.status().message()));
+  LoraConfig config;
+  config.r = rank;
+  config.alpha = 2.0 * static_cast<double>(rank);
+  config.dropout = 0;
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter = LoraAdapter::Inject(**lm, config, 0);
+  if (!adapter.ok()) return Fail(std::string(adapter.status().message()));
+  (*lm)->train();
+  (*lm)->SetGradientCheckpointing(checkpointing);
+  const auto params = (*adapter)->NamedParameters();
+  train::AdamW optimizer(params, {});
+
+  // The same two batches the Python side draws (torch.randint with a
+  // generator seeded 1), as next-token targets.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const int64_t vocab = (*lm)->config().vocab_size;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
+  for (int i = 0; i < 2; ++i) {
+    torch::Tensor x = at::randint(0, vocab, {batch, seq}, gen, torch::kInt64);                           // (B, T)
+    torch::Tensor y = torch::cat({x.narrow(1, 1, seq - 1), torch::full({batch, 1}, -100, torch::kInt64)}, 1);
+    batches.emplace_back(x.to(device), y.to(device));
+  }
+  torch::Tensor pos = torch::arange(seq, torch::kInt64).unsqueeze(0).expand({batch, seq}).contiguous().to(device);
+  const double trained = static_cast<double>(batch * (seq - 1));
+
+  std::vector<double> times;
+  double last_loss = 0;
+  for (int64_t step = 0; step < warmup + steps; ++step) {
+    const auto& [x, y] = batches[step % 2];
+    if (cuda) torch::cuda::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto lap = [&, last = t0]() mutable {
+      if (cuda) torch::cuda::synchronize();
+      const auto now = std::chrono::steady_clock::now();
+      const double s = std::chrono::duration<double>(now - last).count();
+      last = now;
+      return s;
+    };
+    torch::Tensor hidden = (*lm)->Hidden(x, pos, torch::Tensor());  // (B, T, C)
+    const double t_forward = lap();
+    torch::Tensor loss = (*lm)->LossSum(hidden, y) / trained;
+    const double t_loss = lap();
+    loss.backward();
+    const double t_backward = lap();
+    optimizer.Step(1e-4);
+    optimizer.ZeroGrad();
+    const double t_step = lap();
+    last_loss = loss.item<double>();
+    if (cuda) torch::cuda::synchronize();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (profile) {
+      std::cerr << "  forward " << t_forward << " s, loss (+its gradient) " << t_loss << " s, backward "
+                << t_backward << " s, optimizer " << t_step << " s\n";
+    }
+    if (step >= warmup) times.push_back(dt);
+    std::cerr << "step " << step << ": " << dt << " s, loss " << last_loss << "\n";
+  }
+  double total = 0;
+  for (double t : times) total += t;
+  nlohmann::json out = {
+      {"tokens_per_s", total > 0 ? static_cast<double>(batch * seq) * static_cast<double>(times.size()) / total : 0.0},
+      {"peak_bytes", PeakBytes(device)},
+      {"loss", last_loss},
+      {"step_s", times},
+      {"threads", torch::get_num_threads()},
+      {"lora_params", (*adapter)->num_parameters()},
+  };
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace fjord::lora
+
+int main(int argc, char** argv) { return fjord::lora::Main(argc, argv); }

@@ -1,0 +1,86 @@
+// LoraLinear: wraps a frozen DenseLinear; the forward is lora/kernels'
+// LoraLinear (fused on CUDA, reference elsewhere).
+//
+// Shape legend: N tokens, in, out features, r rank.
+#include "lora/lora_linear.h"
+
+#include <cmath>
+
+#include "lora/kernels/lora_ops.h"
+
+namespace fjord::lora {
+
+LoraLinear::LoraLinear(std::shared_ptr<fjord::DenseLinear> base, const Options& options,
+                       at::Generator generator)
+    : base_(std::move(base)), r_(options.r), scale_(options.scale), dropout_(options.dropout) {
+  TORCH_CHECK(base_ != nullptr && base_->base_weight().defined(), "LoraLinear: no base layer");
+  TORCH_CHECK(r_ >= 1, "LoraLinear: rank must be >= 1, got ", r_);
+  TORCH_CHECK(dropout_ >= 0 && dropout_ < 1, "LoraLinear: dropout must be in [0, 1), got ", dropout_);
+  const torch::Tensor& w = base_->base_weight();  // (out, in)
+  const int64_t in = w.size(1), out = w.size(0);
+  register_module("base_layer", base_);
+  // PEFT: kaiming_uniform_(A, a=sqrt(5)): gain sqrt(2 / (1 + 5)), bound
+  // gain * sqrt(3 / fan_in) = 1 / sqrt(in).
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  TORCH_CHECK(options.dtype == torch::kFloat32 || options.dtype == torch::kFloat64,
+              "LoraLinear: adapter dtype must be float32 or float64");
+  torch::Tensor a = at::empty({r_, in}, torch::kFloat32);
+  {
+    torch::NoGradGuard no_grad;
+    a.uniform_(-bound, bound, generator);
+  }
+  a = a.to(options.dtype);
+  torch::Tensor b = torch::zeros({out, r_}, options.dtype);
+  auto holder_a = std::make_shared<torch::nn::Module>("Linear");
+  auto holder_b = std::make_shared<torch::nn::Module>("Linear");
+  a_ = holder_a->register_parameter("weight", a.to(w.device()), /*requires_grad=*/true);
+  b_ = holder_b->register_parameter("weight", b.to(w.device()), /*requires_grad=*/true);
+  register_module("lora_A", holder_a);
+  register_module("lora_B", holder_b);
+}
+
+torch::Tensor LoraLinear::forward(const torch::Tensor& x) {
+  if (merged_) return base_->forward(x);
+  return kernels::LoraLinear(x, base_->base_weight(), base_->base_bias(), a_, b_, scale_, dropout_,
+                             is_training());
+}
+
+std::vector<torch::Tensor> LoraLinear::ForwardGroup(const std::vector<fjord::LinearBase*>& group,
+                                                    const torch::Tensor& x) {
+  std::vector<kernels::LoraProjection> projections;
+  projections.reserve(group.size());
+  for (fjord::LinearBase* layer : group) {
+    auto* lora = dynamic_cast<LoraLinear*>(layer);
+    if (lora == nullptr || lora->merged_ || lora->dropout_ != dropout_ ||
+        lora->is_training() != is_training()) {
+      return {};
+    }
+    projections.push_back({lora->base_weight(), lora->base_bias(), lora->a_, lora->b_, lora->scale_});
+  }
+  return kernels::LoraLinearGrouped(x, projections, dropout_, is_training());
+}
+
+torch::Tensor LoraLinear::DeltaWeight() const {
+  torch::NoGradGuard no_grad;
+  return torch::matmul(b_, a_) * scale_;  // (out, in) in A's dtype
+}
+
+void LoraLinear::Merge() {
+  if (merged_) return;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor& w = base_->base_weight();
+  const auto wide = a_.scalar_type();
+  base_->set_weight((w.to(wide) + DeltaWeight()).to(w.scalar_type()));
+  merged_ = true;
+}
+
+void LoraLinear::Unmerge() {
+  if (!merged_) return;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor& w = base_->base_weight();
+  const auto wide = a_.scalar_type();
+  base_->set_weight((w.to(wide) - DeltaWeight()).to(w.scalar_type()));
+  merged_ = false;
+}
+
+}  // namespace fjord::lora

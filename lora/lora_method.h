@@ -1,0 +1,52 @@
+// LoraMethod: LoRA as the trainer's parameter-efficient method
+// (train::AdapterMethod), configured from a job config's lora section.
+//
+//   lora::LoraMethod method(job_config);
+//   train::TrainOptions options;
+//   options.adapter = &method;
+//   FJORD_ASSIGN_OR_RETURN(train::TrainResult result, train::RunTraining(job_config, options));
+//
+// Thread-safety: none (the trainer's thread).
+#ifndef FJORD_LORA_LORA_METHOD_H_
+#define FJORD_LORA_LORA_METHOD_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lora/adapter.h"
+#include "lora/lora_config.h"
+#include "runtime/train/adapter_method.h"
+#include "runtime/train/job_config.h"
+
+namespace fjord::lora {
+
+// The LoraConfig a job's lora section describes (base_model_name_or_path is
+// model.path).
+LoraConfig LoraConfigFromJob(const train::JobConfig& job);
+
+class LoraMethod : public train::AdapterMethod {
+ public:
+  explicit LoraMethod(const train::JobConfig& job) : config_(LoraConfigFromJob(job)) {}
+  explicit LoraMethod(LoraConfig config) : config_(std::move(config)) {}
+
+  // LoraAdapter::Inject. FailedPrecondition when called twice.
+  absl::Status Attach(CausalLM& model, uint64_t seed) override;
+  // LoraAdapter::NamedParameters (empty before Attach).
+  std::vector<std::pair<std::string, torch::Tensor>> TrainableParameters() override;
+  // LoraAdapter::Save / LoadWeights; FailedPrecondition before Attach.
+  absl::Status Save(const std::string& dir) override;
+  absl::Status Load(const std::string& dir) override;
+
+  const LoraConfig& config() const { return config_; }
+  LoraAdapter* adapter() { return adapter_.get(); }  // null before Attach
+
+ private:
+  LoraConfig config_;
+  std::unique_ptr<LoraAdapter> adapter_;
+};
+
+}  // namespace fjord::lora
+
+#endif  // FJORD_LORA_LORA_METHOD_H_

@@ -1,0 +1,237 @@
+"""fjord-train end to end, as a process: PEFT interop of what it trains, exact
+resume after a stop (--stop-after-steps and SIGTERM), the daemon report
+socket, `validate`, exit codes, and learning on the demo data.
+
+Tiny Llama / Qwen2 models are made with transformers (save_pretrained) with a
+tokenizer trained here with `tokenizers` (Llama 3 / ChatML special tokens);
+the demo (//tools/demo) is the project's own pretrained toy model.
+
+    bazel build //lora/cli:fjord-train //lora/cli:adapter_tool //tools/demo
+    ~/.cache/fjord/venv/bin/python -m pytest -q tests/interop/test_fjord_train.py
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+from peft import PeftModel
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
+TRAIN = BIN_DIR / "lora" / "cli" / "fjord-train"
+TOOL = BIN_DIR / "lora" / "cli" / "adapter_tool"
+DEMO = BIN_DIR / "tools" / "demo" / "out"
+
+TOL = 1e-4
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
+THINGS = ["apple", "sky", "leaf", "sun", "grape", "carrot", "night", "snow"]
+
+
+def make_tokenizer(arch):
+    specials = (["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+                if arch == "llama" else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [f"What color is the {t}? The {t} is {c}." for t, c in zip(THINGS, COLORS)] * 4
+    corpus += ["user", "assistant", "system", "\n\n", "\n"] * 10
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if arch == "llama":
+        bos = tok.token_to_id("<|begin_of_text|>")
+        tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                           special_tokens=[("<|begin_of_text|>", bos)])
+    return tok
+
+
+def make_job(tmp, arch="llama", **overrides):
+    """A tiny model + tokenizer + chat data + job config under tmp; returns (config path, model dir)."""
+    tok = make_tokenizer(arch)
+    common = dict(vocab_size=tok.get_vocab_size(), hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = (LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True)) if arch == "llama"
+             else Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False)))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith("norm.weight"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    mdir = tmp / "model"
+    model.save_pretrained(mdir, safe_serialization=True)
+    tok.save(str(mdir / "tokenizer.json"))
+    data = tmp / "train.jsonl"
+    with open(data, "w") as f:
+        for i in range(24):
+            t, c = THINGS[i % 8], COLORS[i % 8]
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"What color is the {t}?"},
+                                             {"role": "assistant", "content": f"The {t} is {c}."}]}) + "\n")
+    cfg = {
+        "model": {"path": str(mdir)},
+        "data": {"train": str(data), "max_length": 64},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"},
+        "training": {"max_steps": 8, "micro_batch_size": 2, "learning_rate": 5e-3, "warmup_steps": 1,
+                     "device": "cpu", "seed": 3, "threads": 1},
+        "checkpoint": {"every_steps": 2, "keep_last": 3},
+        "output": {"dir": str(tmp / "out")},
+    }
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        cfg[section][field] = value
+    path = tmp / "job.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, mdir
+
+
+def run_train(config, *args, check_rc=0):
+    r = subprocess.run([str(TRAIN), "--config", str(config), "--progress", "none", *args],
+                       capture_output=True, text=True, timeout=600)
+    if check_rc is not None:
+        assert r.returncode == check_rc, f"rc {r.returncode}\n{r.stderr[-3000:]}"
+    return r
+
+
+IDS = [[1, 5, 9, 20, 33, 7, 2, 60], [4, 4, 100, 8, 16, 23, 42, 15]]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_adapter_trained_by_fjord_loads_in_peft(tmp_path, arch):
+    config, mdir = make_job(tmp_path, arch)
+    run_train(config)
+    adapter = tmp_path / "out" / "adapter"
+    meta = json.loads((adapter / "adapter_config.json").read_text())
+    assert meta["peft_type"] == "LORA" and meta["task_type"] == "CAUSAL_LM"
+    assert meta["r"] == 4 and meta["lora_alpha"] == 8 and meta["bias"] == "none"
+    assert meta["base_model_name_or_path"] == str(mdir)
+    assert sorted(meta["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert len(weights) == 2 * 7 * 2
+    assert all(k.startswith("base_model.model.model.layers.") for k in weights)
+    assert max(v.abs().max().item() for k, v in weights.items() if "lora_B" in k) > 1e-3  # it trained
+
+    base = AutoModelForCausalLM.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager")
+    peft_model = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        ref = peft_model(input_ids=torch.tensor(IDS)).logits
+    out = tmp_path / "fjord_logits.safetensors"
+    subprocess.run([str(TOOL), "logits", "--model", str(mdir), "--adapter", str(adapter), "--ids",
+                    ";".join(",".join(map(str, r)) for r in IDS), "--out", str(out)], check=True)
+    got = load_file(out)["logits"]
+    err = (got - ref).abs().max().item()
+    assert err < TOL, f"fjord vs peft on fjord's adapter: {err}"
+
+
+def test_stop_after_steps_then_resume_is_bitwise_identical(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    config_a, _ = make_job(a)
+    config_b, _ = make_job(b)
+    run_train(config_a)
+    r = run_train(config_b, "--stop-after-steps", "3", check_rc=75)
+    assert "stopped at step 3" in r.stderr
+    assert (b / "out" / "checkpoints" / "step-00000003" / "MANIFEST.json").exists()
+    assert not (b / "out" / "adapter").exists()
+    r = run_train(config_b)
+    assert "resumed from" in r.stderr and "at step 3" in r.stderr
+    wa = (a / "out" / "adapter" / "adapter_model.safetensors").read_bytes()
+    wb = (b / "out" / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert wa == wb
+    # keep_last 3 of the checkpoints at 2, 4, 6, 8.
+    assert sorted(p.name for p in (a / "out" / "checkpoints").iterdir()) == [
+        "step-00000004", "step-00000006", "step-00000008"]
+
+
+def test_sigterm_checkpoints_then_exits_75(tmp_path):
+    config, _ = make_job(tmp_path, training__max_steps=100000, checkpoint__every_steps=0)
+    events = tmp_path / "events.jsonl"
+    p = subprocess.Popen([str(TRAIN), "--config", str(config), "--progress", "none", "--events", str(events)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if events.exists() and '"type":"step","step":3,' in events.read_text().replace(" ", ""):
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 75, err
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    cps = [e for e in lines if e["type"] == "checkpoint"]
+    assert len(cps) == 1 and cps[0]["step"] >= 3
+    assert pathlib.Path(cps[0]["message"]).exists()
+
+
+def test_report_socket_gets_events_and_heartbeats(tmp_path):
+    zmq = pytest.importorskip("zmq")
+    config, _ = make_job(tmp_path, training__max_steps=3)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    endpoint = f"ipc://{tmp_path}/worker.sock"
+    pull.bind(endpoint)
+    run_train(config, "--report", endpoint)
+    types = []
+    while pull.poll(1000):
+        types.append(json.loads(pull.recv())["type"])
+    pull.close()
+    ctx.term()
+    assert "heartbeat" in types
+    assert types.count("step") == 3
+    assert "start" in types and types[-1] in ("done", "heartbeat")
+    assert "done" in types
+
+
+def test_validate_and_exit_codes(tmp_path):
+    config, _ = make_job(tmp_path)
+    r = subprocess.run([str(TRAIN), "validate", "--config", str(config)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["valid"] and report["train"]["examples"] == 24
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    r = subprocess.run([str(TRAIN), "validate", "--config", str(config), "--set", f"data.train={bad}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert json.loads(r.stdout)["valid"] is False
+
+    r = run_train(config, "--set", "lora.r=0", check_rc=2)
+    assert "--set: field 'lora.r'" in r.stderr and "out of range" in r.stderr
+    r = run_train(config, "--set", "lora.target_modules=[c_attn]", check_rc=2)
+    assert "target_modules [c_attn] matched no linear layer" in r.stderr
+    text = config.read_text().replace("learning_rate", "learning_rat")
+    config.write_text(text)
+    r = run_train(config, check_rc=2)
+    assert "unknown key" in r.stderr and "learning_rat" in r.stderr
+
+
+@pytest.mark.skipif(not (DEMO / "model" / "config.json").exists(), reason="bazel build //tools/demo first")
+def test_quickstart_config_learns_the_demo(tmp_path):
+    """configs/quickstart.yaml on the demo: eval loss falls by half, held-out accuracy rises."""
+    out = tmp_path / "out"
+    events = tmp_path / "events.jsonl"
+    r = subprocess.run([str(TRAIN), "--config", str(REPO / "configs" / "quickstart.yaml"), "--progress", "none",
+                        "--events", str(events),
+                        "--set", f"model.path={DEMO}/model", "--set", f"data.train={DEMO}/data/train.jsonl",
+                        "--set", f"data.validation={DEMO}/data/valid.jsonl",
+                        "--set", f"eval.heldout={DEMO}/data/heldout.jsonl", "--set", f"output.dir={out}",
+                        "--set", "training.device=cpu", "--set", "training.threads=1"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = [json.loads(x) for x in events.read_text().splitlines() if '"done"' in x][-1]
+    evals = [json.loads(x) for x in events.read_text().splitlines() if '"type":"eval"' in x.replace(" ", "")]
+    first, last = evals[0]["eval_loss"], evals[-1]["eval_loss"]
+    assert last < 0.5 * first, f"eval loss {first} -> {last}"
+    assert "held-out answer accuracy" in r.stderr
+    line = [x for x in r.stderr.splitlines() if x.startswith("held-out answer accuracy")][0]
+    before, after = [float(v.strip().rstrip("%")) for v in line.split(":")[1].split("->")]
+    assert after > before + 20, line
+    assert done["heldout_accuracy"] >= 0.5
