@@ -126,7 +126,10 @@ class Client {
   // on_event returning false ends the stream early (CANCEL) and returns the
   // job as it is then. If the daemon falls silent (no heartbeat) or the
   // connection is replaced, re-subscribes from the last seq seen, up to
-  // `retries` times, then Unavailable.
+  // `retries` times, then Unavailable. It also re-subscribes (uncounted) when
+  // ZeroMQ reconnected to a restarted daemon, or when on_event kept the
+  // stream silent past the daemon's peer timeout: in both cases the daemon
+  // has dropped the stream while it still answers heartbeats.
   absl::StatusOr<protocol::Job> StreamEvents(
       const std::string& job_id, int64_t after_seq,
       const std::function<bool(const protocol::JobEvent&)>& on_event);

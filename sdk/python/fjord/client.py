@@ -103,6 +103,7 @@ class _Connection:
         self.ever_transport = False
         self.ready = False  # the ZMTP/CURVE handshake succeeded and the peer is still there
         self.ever_ready = False
+        self.handshakes = 0  # > 1: ZeroMQ reconnected (the daemon restarted: it has forgotten our streams)
         self.socket = context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         if settings.server_public_key:
@@ -154,6 +155,7 @@ class _Connection:
             self.transport_up = self.ever_transport = True
         elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.ready = self.ever_ready = True
+            self.handshakes += 1
         elif kind == zmq.EVENT_DISCONNECTED:
             self.transport_up = self.ready = False
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -649,6 +651,11 @@ class EventStream:
                 except UnauthenticatedError:
                     self._drop()
                     raise
+                if conn.handshakes > 1:
+                    # ZeroMQ reconnected under us: a restarted daemon, which knows nothing of
+                    # this stream (and would only answer our heartbeats). Subscribe again.
+                    dropped = True
+                    break
                 if m is None:
                     if _now() - last_heard < silence_limit:
                         continue  # time to send a heartbeat

@@ -98,7 +98,7 @@ def test_doc_examples_run(doc, daemon, tmp_path):
         ran += 1
         if lang == "sh":
             r = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=work, env=env, capture_output=True,
-                               text=True, timeout=600)
+                               text=True, timeout=300)
             want = int(attrs.get("exit", 0))
             assert r.returncode == want, (f"{where}: exit {r.returncode}, expected {want}\n--- stdout\n{r.stdout}"
                                           f"\n--- stderr\n{r.stderr}\n{daemon.output()}")

@@ -284,6 +284,43 @@ def test_stream_resubscribes_when_the_consumer_kept_it_away_too_long():
         assert len(d.of_type(MessageType.DISCONNECT)) >= 1  # the old stream was let go of
 
 
+def test_stream_resubscribes_after_the_daemon_restarts():
+    """A restarted daemon (same endpoint) has forgotten the stream; ZeroMQ
+    reconnects by itself, and the client must notice and subscribe again."""
+    first_subs = []
+
+    def first(peer):
+        m = peer.message
+        if m.type == MessageType.HEARTBEAT:
+            peer.heartbeat()
+        elif m.command == "job.subscribe":
+            first_subs.append(m)
+            for e in EVENTS[:3]:
+                peer.ok({"event": e}, final=False)
+
+    handler, state = stream_handler(EVENTS)
+    d1 = FakeDaemon(first)
+    endpoint = d1.endpoint
+    got = []
+    with fast_client(endpoint, heartbeat_interval=0.1, heartbeat_liveness=30) as c:
+        stream = c.jobs.events("job-1", follow=True)
+        it = iter(stream)
+        for _ in range(3):
+            got.append(next(it).seq)
+        d1._stop = True  # the daemon dies...
+        d1.thread.join()
+        d1.sock.close(0)
+        d2 = FakeDaemon(handler, endpoint=endpoint)  # ...and a new one comes up at the same endpoint
+        try:
+            got += [e.seq for e in it]
+        finally:
+            d2.close()
+    d1.ctx.term()
+    assert got == list(range(1, 9))
+    assert [s.body["after_seq"] for s in d2.requests("job.subscribe")] == [3]
+    assert stream.job.status == "succeeded"
+
+
 def test_stream_resubscribes_after_silence_without_losing_or_repeating_events():
     handler, state = stream_handler(EVENTS, silent_after=4)
     with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1, heartbeat_liveness=3) as c:
