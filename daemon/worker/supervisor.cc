@@ -12,6 +12,9 @@
 
 namespace fjord::daemon {
 
+// How long the socket of an exited worker is still drained (real time).
+constexpr int kExitDrainMs = 100;
+
 WorkerSupervisor::WorkerSupervisor(SupervisorOptions options) : options_(std::move(options)) {}
 
 WorkerSupervisor::~WorkerSupervisor() {
@@ -113,15 +116,25 @@ std::vector<WorkerUpdate> WorkerSupervisor::Collect() {
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
     Worker& w = it->second;
-    if (std::optional<WorkerExit> e = w.process->Poll()) {
-      // Events sent just before the exit may still be queued.
+    if (!w.exit) {
+      if (std::optional<WorkerExit> e = w.process->Poll()) {
+        w.exit = *e;
+        w.exit_seen = std::chrono::steady_clock::now();
+      }
+    }
+    if (w.exit) {
+      // Events sent just before the exit may still be on their way.
       zmq::message_t msg;
       while (w.socket->recv(msg, zmq::recv_flags::dontwait)) {
         std::string body = msg.to_string();
         if (body.find("\"type\":\"heartbeat\"") != std::string::npos) continue;
         updates.push_back({WorkerUpdate::Kind::kEvent, it->first, std::move(body), {}});
       }
-      updates.push_back({WorkerUpdate::Kind::kExited, it->first, "", *e});
+      if (std::chrono::steady_clock::now() - w.exit_seen < std::chrono::milliseconds(kExitDrainMs)) {
+        ++it;
+        continue;
+      }
+      updates.push_back({WorkerUpdate::Kind::kExited, it->first, "", *w.exit});
       w.socket->close();
       ::unlink(w.socket_path.c_str());
       it = workers_.erase(it);

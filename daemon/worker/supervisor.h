@@ -13,6 +13,7 @@
 #ifndef FJORD_DAEMON_WORKER_SUPERVISOR_H_
 #define FJORD_DAEMON_WORKER_SUPERVISOR_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -97,6 +98,11 @@ class WorkerSupervisor {
     LaunchOptions launch;
     int64_t started_ms = 0;
     bool deadline_reported = false;
+    // Set when the process has been reaped: its last messages may still be
+    // in ZeroMQ's queues, so the socket is drained for a short real-time
+    // window before kExited is reported.
+    std::optional<WorkerExit> exit;
+    std::chrono::steady_clock::time_point exit_seen;
   };
   int64_t Now() const;
 
