@@ -25,7 +25,6 @@ with :class:`fjord.UnavailableError` ("... is fjordd running?").
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import os
@@ -54,7 +53,7 @@ from .errors import (
     UnavailableError,
     error_for_code,
 )
-from .keys import KeyPair, valid_z85_key
+from .keys import valid_z85_key
 from .types import (
     JOB_STATUSES,
     AdapterFile,

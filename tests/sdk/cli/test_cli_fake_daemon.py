@@ -19,7 +19,7 @@ import pytest
 import fjord
 from sdk_testenv import BIN_DIR
 from fake_daemon import FakeDaemon, job_body
-from fjord._wire import MessageType, ServerMessage
+from fjord._wire import MessageType
 
 FJORD = BIN_DIR / "sdk" / "cpp" / "cli" / "fjord"
 

@@ -10,13 +10,12 @@ The real daemon is driven in tests/integration.
 import hashlib
 import io
 import os
-import pathlib
+import shutil
 import tempfile
 import threading
 import time
 
 import pytest
-import zmq
 
 import fjord
 from fjord._wire import MessageType, ServerMessage
@@ -316,6 +315,7 @@ def test_stream_resubscribes_after_the_daemon_restarts():
         finally:
             d2.close()
     d1.ctx.term()
+    shutil.rmtree(d1.dir, ignore_errors=True)
     assert got == list(range(1, 9))
     assert [s.body["after_seq"] for s in d2.requests("job.subscribe")] == [3]
     assert stream.job.status == "succeeded"
