@@ -69,6 +69,10 @@ struct Client::Impl {
   // fjordd-like answered: retrying would not help.
   bool transport_ok = false;
   bool handshake_ok = false;
+  int handshakes = 0;  // completed on this socket; a second one means ZeroMQ reconnected
+  // The daemon's heartbeat interval and liveness (learn_heartbeat), once asked.
+  std::optional<int64_t> daemon_heartbeat_ms;
+  int64_t daemon_liveness = protocol::kHeartbeatLiveness;
 
   ~Impl() { CloseSocket(); }
 
@@ -89,6 +93,7 @@ struct Client::Impl {
   absl::Status OpenSocket() {
     CloseSocket();
     transport_ok = handshake_ok = false;
+    handshakes = 0;
     try {
       dealer = std::make_unique<zmq::socket_t>(SharedContext(), zmq::socket_type::dealer);
       dealer->set(zmq::sockopt::linger, 0);
@@ -145,7 +150,7 @@ struct Client::Impl {
     std::memcpy(&event, ev.data(), 2);
     std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
     if (event == ZMQ_EVENT_CONNECTED) transport_ok = true;
-    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_ok = true;
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_ok = true, ++handshakes;
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
       return absl::UnauthenticatedError(absl::StrCat(
           "the daemon at ", options.endpoint,
@@ -379,8 +384,19 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
     const std::string& job_id, int64_t after_seq,
     const std::function<bool(const protocol::JobEvent&)>& on_event) {
   Impl& im = *impl_;
-  const int64_t interval = im.options.heartbeat_interval_ms;
-  const int64_t silence_limit = interval * im.options.heartbeat_liveness;
+  int64_t interval = im.options.heartbeat_interval_ms;
+  int64_t silence_limit = interval * im.options.heartbeat_liveness;
+  if (im.options.learn_heartbeat) {
+    if (!im.daemon_heartbeat_ms) {
+      FJORD_ASSIGN_OR_RETURN(PingInfo p, Ping());
+      const int64_t liveness = p.raw.value("liveness", int64_t{protocol::kHeartbeatLiveness});
+      im.daemon_heartbeat_ms = p.heartbeat_interval_ms > 0 ? p.heartbeat_interval_ms
+                                                           : protocol::kDefaultHeartbeatIntervalMs;
+      im.daemon_liveness = liveness > 0 ? liveness : protocol::kHeartbeatLiveness;
+    }
+    interval = std::min(interval, *im.daemon_heartbeat_ms);
+    silence_limit = *im.daemon_heartbeat_ms * im.daemon_liveness;
+  }
   int64_t last_seq = after_seq;
   int resubscribes = 0;
   while (true) {
@@ -390,19 +406,30 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
     sub.command = protocol::kJobSubscribe;
     sub.body = json{{"job_id", job_id}, {"after_seq", last_seq}};
     FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(sub)));
+    const int sub_handshakes = std::max(im.handshakes, 1);
     int64_t last_heard = NowMs();
+    int64_t last_sent = last_heard;
     int64_t next_beat = last_heard + interval;
     bool cancelled = false;
+    // The daemon no longer has this stream, though it still answers heartbeats:
+    // it restarted (ZeroMQ reconnected by itself), or on_event kept us silent
+    // past its peer timeout. Subscribe again, not counted as a failure.
+    bool dropped = false;
     while (true) {
       const int64_t now = NowMs();
       if (now >= next_beat) {
         ClientMessage hb;
         hb.type = MessageType::kHeartbeat;
         FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(hb)));
+        last_sent = now;
         next_beat = now + interval;
       }
       const int64_t deadline = std::min(next_beat, last_heard + silence_limit);
       absl::StatusOr<ServerMessage> m = im.Receive(deadline);
+      if (im.handshakes > sub_handshakes) {
+        dropped = true;
+        break;
+      }
       if (!m.ok()) {
         if (m.status().code() != absl::StatusCode::kDeadlineExceeded) return m.status();
         if (NowMs() - last_heard < silence_limit) continue;  // time to heartbeat
@@ -427,7 +454,15 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
         cancel.request_id = sub.request_id;
         FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(cancel)));
         cancelled = true;
+      } else if (NowMs() - last_sent >= silence_limit) {
+        dropped = true;
+        break;
       }
+      last_heard = NowMs();  // on_event's time is not the daemon's silence
+    }
+    if (dropped) {
+      im.CloseSocket();
+      continue;
     }
     if (!im.handshake_ok) {
       absl::Status down = im.Unreachable(silence_limit);

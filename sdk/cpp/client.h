@@ -62,6 +62,12 @@ struct ClientOptions {
   // heartbeat_liveness periods of silence.
   int heartbeat_interval_ms = 2000;
   int heartbeat_liveness = 3;
+  // Before its first stream, ask the daemon (ping) for its heartbeat interval
+  // and liveness: the stream then heartbeats at the smaller interval and
+  // presumes the daemon gone after the daemon's liveness x interval (a daemon
+  // configured with a shorter interval than ours would otherwise drop our
+  // streams as silent). false: use the two fields above as they are.
+  bool learn_heartbeat = true;
 };
 
 struct PingInfo {
@@ -120,7 +126,10 @@ class Client {
   // on_event returning false ends the stream early (CANCEL) and returns the
   // job as it is then. If the daemon falls silent (no heartbeat) or the
   // connection is replaced, re-subscribes from the last seq seen, up to
-  // `retries` times, then Unavailable.
+  // `retries` times, then Unavailable. It also re-subscribes (uncounted) when
+  // ZeroMQ reconnected to a restarted daemon, or when on_event kept the
+  // stream silent past the daemon's peer timeout: in both cases the daemon
+  // has dropped the stream while it still answers heartbeats.
   absl::StatusOr<protocol::Job> StreamEvents(
       const std::string& job_id, int64_t after_seq,
       const std::function<bool(const protocol::JobEvent&)>& on_event);

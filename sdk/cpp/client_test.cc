@@ -144,6 +144,7 @@ std::unique_ptr<Client> Connect(const std::string& endpoint, int timeout_ms = 20
   o.timeout_ms = timeout_ms;
   o.retries = retries;
   o.heartbeat_interval_ms = 50;
+  o.learn_heartbeat = false;  // the scripted servers do not all answer ping
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
   EXPECT_TRUE(c.ok()) << c.status();
   return std::move(*c);
@@ -222,6 +223,117 @@ TEST(ClientTest, NobodyListeningIsUnavailableAfterOneTimeout) {
   s = c->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; }).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_THAT(s.message(), HasSubstr("is fjordd running?"));
+}
+
+TEST(ClientTest, StreamHeartbeatsAtTheDaemonsIntervalFromPing) {
+  const std::string ep = TempEndpoint("learn");
+  std::atomic<int> pings{0}, beats{0};
+  std::string stream_id;  // the server thread's only
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (m.type == MessageType::kHeartbeat) {
+      // Answer as fjordd does; the job ends after 6 of the client's heartbeats.
+      ServerMessage hb;
+      hb.type = MessageType::kHeartbeat;
+      send(hb);
+      if (++beats == 6 && !stream_id.empty()) {
+        send(protocol::OkReply(stream_id, json{{"job", JobBody("job-1", "succeeded")}}));
+      }
+      return;
+    }
+    if (m.type != MessageType::kRequest) return;
+    if (m.command == protocol::kPing) {
+      ++pings;
+      send(protocol::OkReply(m.request_id, json{{"heartbeat_interval_ms", 50}, {"liveness", 3}}));
+      return;
+    }
+    stream_id = m.request_id;
+  });
+  ClientOptions o;
+  o.endpoint = ep;
+  o.timeout_ms = 2000;  // heartbeat_interval_ms stays 2000: the daemon's 50 must win
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<protocol::Job> j = (*c)->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; });
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(pings.load(), 1);
+  EXPECT_EQ(beats.load(), 6);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));  // not 6 x 2 s
+}
+
+// Answers job.subscribe with events after_seq+1..last, then (final) the job;
+// HEARTBEAT with HEARTBEAT, as fjordd does.
+ScriptedServer::Handler StreamHandler(int last, bool final, std::atomic<int>* subscribes,
+                                      std::vector<int>* after_seqs, std::mutex* mu) {
+  return [=](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (m.type == MessageType::kHeartbeat) {
+      ServerMessage hb;
+      hb.type = MessageType::kHeartbeat;
+      send(hb);
+      return;
+    }
+    if (m.type != MessageType::kRequest || m.command != protocol::kJobSubscribe) return;
+    ++*subscribes;
+    const int from = m.body["after_seq"].get<int>();
+    {
+      std::lock_guard<std::mutex> l(*mu);
+      after_seqs->push_back(from);
+    }
+    for (int seq = from + 1; seq <= last; ++seq) {
+      send(protocol::OkReply(m.request_id, json{{"event", {{"seq", seq}, {"type", "log"}}}}, MessageType::kPartial));
+    }
+    if (final) send(protocol::OkReply(m.request_id, json{{"job", JobBody("job-1", "succeeded")}}));
+  };
+}
+
+TEST(ClientTest, StreamResubscribesWhenOnEventKeptItSilentTooLong) {
+  const std::string ep = TempEndpoint("slow-consumer");
+  std::atomic<int> subscribes{0};
+  std::vector<int> after;
+  std::mutex mu;
+  ScriptedServer server(ep, StreamHandler(3, true, &subscribes, &after, &mu));
+  std::unique_ptr<Client> c = Connect(ep);  // heartbeat 50 ms x 3
+  std::vector<int64_t> seqs;
+  absl::StatusOr<protocol::Job> j = c->StreamEvents("job-1", 0, [&](const protocol::JobEvent& e) {
+    seqs.push_back(e.seq);
+    if (e.seq == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));  // > 150 ms silent
+    return true;
+  });
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(seqs, (std::vector<int64_t>{1, 2, 3}));
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(after, (std::vector<int>{0, 1}));
+}
+
+TEST(ClientTest, StreamResubscribesAfterTheDaemonRestarts) {
+  const std::string ep = TempEndpoint("restart");
+  std::atomic<int> subs1{0}, subs2{0};
+  std::vector<int> after1, after2;
+  std::mutex mu;
+  auto server = std::make_unique<ScriptedServer>(ep, StreamHandler(1, false, &subs1, &after1, &mu));
+  ClientOptions o;
+  o.endpoint = ep;
+  o.timeout_ms = 2000;
+  o.heartbeat_interval_ms = 50;
+  o.heartbeat_liveness = 100;  // 5 s: only the reconnect can explain a quick resubscribe
+  o.learn_heartbeat = false;
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<int64_t> seqs;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<protocol::Job> j = (*c)->StreamEvents("job-1", 0, [&](const protocol::JobEvent& e) {
+    seqs.push_back(e.seq);
+    if (e.seq == 1) {  // the daemon restarts: same endpoint, no memory of the stream
+      server.reset();
+      server = std::make_unique<ScriptedServer>(ep, StreamHandler(3, true, &subs2, &after2, &mu));
+    }
+    return true;
+  });
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(seqs, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(after2, (std::vector<int>{1}));
 }
 
 TEST(ClientTest, StreamDeliversEventsThenTheFinalJob) {

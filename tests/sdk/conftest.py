@@ -1,15 +1,34 @@
-"""Tests of the SDK: the Python package is imported from the source tree
+"""Tests of the SDK. The Python package is imported from the source tree
 (sdk/python), so they test this checkout whatever version the venv has;
-fake_daemon (a scripted FJD01 peer) lives in tests/sdk/python, fjordd (a real
-daemon process) in tests/sdk/e2e."""
+helpers: sdk_testenv (paths), python/fake_daemon.py (a scripted FJD01 peer),
+e2e/fjordd.py (a real daemon process)."""
 
-import os
 import pathlib
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "sdk" / "python"))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "python"))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "e2e"))  # fjordd.py: a real daemon
+HERE = pathlib.Path(__file__).resolve().parent
+for p in (HERE.parents[1] / "sdk" / "python", HERE, HERE / "python", HERE / "e2e"):
+    sys.path.insert(0, str(p))
 
-BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
+
+import signal  # noqa: E402
+
+import pytest  # noqa: E402
+
+# No SDK test may hang the suite: each gets at most this long (pytest-timeout
+# is not in the venv), then fails with a traceback of where it was waiting.
+TEST_TIMEOUT_S = 480
+
+
+@pytest.fixture(autouse=True)
+def _bounded_test_time(request):
+    def expired(signum, frame):
+        raise TimeoutError(f"{request.node.nodeid} ran longer than {TEST_TIMEOUT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

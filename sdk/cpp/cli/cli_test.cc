@@ -304,8 +304,8 @@ TEST(JobFileTest, TheQuickstartJobIsValid) {
   absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->model, "demo");
-  EXPECT_EQ(spec->hyperparameters.epochs, 5);
-  EXPECT_EQ(spec->hyperparameters.eval_every_steps, 50);
+  EXPECT_EQ(spec->hyperparameters.epochs, 2);
+  EXPECT_EQ(spec->hyperparameters.eval_every_steps, 25);
 }
 
 // ---- rendering ------------------------------------------------------------------------

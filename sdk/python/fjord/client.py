@@ -25,7 +25,6 @@ with :class:`fjord.UnavailableError` ("... is fjordd running?").
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import os
@@ -54,7 +53,7 @@ from .errors import (
     UnavailableError,
     error_for_code,
 )
-from .keys import KeyPair, valid_z85_key
+from .keys import valid_z85_key
 from .types import (
     JOB_STATUSES,
     AdapterFile,
@@ -103,6 +102,7 @@ class _Connection:
         self.ever_transport = False
         self.ready = False  # the ZMTP/CURVE handshake succeeded and the peer is still there
         self.ever_ready = False
+        self.handshakes = 0  # > 1: ZeroMQ reconnected (the daemon restarted: it has forgotten our streams)
         self.socket = context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         if settings.server_public_key:
@@ -154,6 +154,7 @@ class _Connection:
             self.transport_up = self.ever_transport = True
         elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.ready = self.ever_ready = True
+            self.handshakes += 1
         elif kind == zmq.EVENT_DISCONNECTED:
             self.transport_up = self.ready = False
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -216,8 +217,10 @@ class Client:
         keys_file: this client's secret key file (same as ``secret_key=PATH``).
         timeout: seconds to wait for each reply (default 10).
         retries: extra attempts after a timeout on a live connection (default 2).
-        heartbeat_interval, heartbeat_liveness: streams send a heartbeat every interval and
-            presume the daemon gone after ``liveness`` silent intervals (defaults 2 s, 3).
+        heartbeat_interval, heartbeat_liveness: followed streams send a heartbeat every interval
+            and presume the daemon gone after ``liveness`` silent intervals. Default: the
+            daemon's own (``ping`` reports them: 2 s and 3 unless its config says otherwise),
+            asked once per Client; a given value is used as it is.
         config_file: a client config file instead of the default one.
 
     Raises InvalidArgumentError (bad endpoint, malformed keys), NotFoundError /
@@ -235,11 +238,12 @@ class Client:
         keys_file: Optional[PathLike] = None,
         timeout: Optional[float] = None,
         retries: int = 2,
-        heartbeat_interval: float = _wire.DEFAULT_HEARTBEAT_INTERVAL_MS / 1000.0,
-        heartbeat_liveness: int = _wire.HEARTBEAT_LIVENESS,
+        heartbeat_interval: Optional[float] = None,
+        heartbeat_liveness: Optional[int] = None,
         config_file: Optional[PathLike] = None,
     ):
-        if retries < 0 or heartbeat_interval <= 0 or heartbeat_liveness <= 0:
+        if retries < 0 or (heartbeat_interval is not None and heartbeat_interval <= 0) or (
+                heartbeat_liveness is not None and heartbeat_liveness <= 0):
             raise InvalidArgumentError("retries must be >= 0, heartbeat_interval and heartbeat_liveness > 0")
         if secret_key is not None and keys_file is not None:
             raise InvalidArgumentError("pass secret_key or keys_file, not both", param="keys_file")
@@ -266,7 +270,7 @@ class Client:
         self._conn: Optional[_Connection] = None
         self._id_prefix = secrets.token_hex(4)
         self._next_id = itertools.count(1)
-        self._upload_chunk_bytes: Optional[int] = None
+        self._daemon_heartbeat: Optional[tuple] = None
         self.files = Files(self)
         self.jobs = Jobs(self)
         self.adapters = Adapters(self)
@@ -342,6 +346,19 @@ class Client:
         if self._conn is not None:
             self._conn.close(disconnect=False)
             self._conn = None
+
+    def _heartbeat(self) -> tuple:
+        """(interval s, liveness) for streams: the given values, else the daemon's."""
+        if self.heartbeat_interval is not None and self.heartbeat_liveness is not None:
+            return self.heartbeat_interval, self.heartbeat_liveness
+        if self._daemon_heartbeat is None:
+            info = self.ping()
+            self._daemon_heartbeat = (
+                (info.heartbeat_interval_ms or _wire.DEFAULT_HEARTBEAT_INTERVAL_MS) / 1000.0,
+                info.liveness or _wire.HEARTBEAT_LIVENESS,
+            )
+        interval, liveness = self._daemon_heartbeat
+        return (self.heartbeat_interval or interval, self.heartbeat_liveness or liveness)
 
     # -- calls -------------------------------------------------------------
     def ping(self) -> PingInfo:
@@ -426,7 +443,9 @@ class Jobs:
         hp = _section(hyperparameters, Hyperparameters, "hyperparameters")
         if seed is not None:
             hp = dict(hp or {})
-            if "seed" in hp and hp["seed"] != seed:
+            # A dict that names another seed is a contradiction; a Hyperparameters
+            # object always carries one (its default), which the argument replaces.
+            if isinstance(hyperparameters, dict) and "seed" in hp and hp["seed"] != seed:
                 raise InvalidArgumentError("seed given twice, with different values", param="hyperparameters.seed")
             hp["seed"] = seed
         if hp is not None:
@@ -542,10 +561,12 @@ class Jobs:
 class EventStream:
     """Iterator over a job's events (see :meth:`Jobs.events`).
 
-    A followed stream runs on its own connection: it sends heartbeats while it waits,
-    and when the daemon falls silent for ``heartbeat_liveness`` intervals it reconnects
-    and subscribes again after the last event it saw (so no event is lost or repeated),
-    up to ``retries`` times in a row.
+    A followed stream runs on its own connection: it sends heartbeats at the daemon's
+    interval while it waits, and when the daemon falls silent for ``heartbeat_liveness``
+    intervals it reconnects and subscribes again after the last event it saw (so no event
+    is lost or repeated), up to ``retries`` times in a row. It also subscribes again,
+    silently, when the code consuming the events kept it away longer than the daemon
+    waits for a silent peer (the daemon has then dropped the stream).
     """
 
     def __init__(self, client: Client, job_id: str, follow: bool, after_seq: int = 0,
@@ -602,15 +623,16 @@ class EventStream:
         self._conn.send(_wire.request(self._rid, "job.subscribe", {"job_id": self.job_id, "after_seq": self.last_seq}))
 
     def _follow(self) -> Iterator[Event]:
-        interval = self._c.heartbeat_interval
-        silence_limit = interval * self._c.heartbeat_liveness
+        interval, liveness = self._c._heartbeat()
+        silence_limit = interval * liveness
         failures = 0
         while not self._closed:
             self._subscribe()
             conn = self._conn
             assert conn is not None
-            last_heard = _now()
+            last_heard = last_sent = _now()
             next_beat = last_heard + interval
+            dropped = False  # the daemon forgot this peer while the consumer had control
             while True:
                 now = _now()
                 if self.deadline is not None and now >= self.deadline:
@@ -618,6 +640,7 @@ class EventStream:
                     raise DeadlineExceededError(f"job {self.job_id} was not final within the wait's timeout")
                 if now >= next_beat:
                     conn.send(_wire.heartbeat())
+                    last_sent = now
                     next_beat = now + interval
                 until = min(next_beat, last_heard + silence_limit)
                 if self.deadline is not None:
@@ -627,6 +650,11 @@ class EventStream:
                 except UnauthenticatedError:
                     self._drop()
                     raise
+                if conn.handshakes > 1:
+                    # ZeroMQ reconnected under us: a restarted daemon, which knows nothing of
+                    # this stream (and would only answer our heartbeats). Subscribe again.
+                    dropped = True
+                    break
                 if m is None:
                     if _now() - last_heard < silence_limit:
                         continue  # time to send a heartbeat
@@ -653,9 +681,16 @@ class EventStream:
                 last_heard = _now()  # the consumer's time is not the daemon's silence
                 if self._closed:
                     return
-            # Silent daemon: reconnect and resubscribe from last_seq.
+                if last_heard - last_sent >= silence_limit:
+                    # We sent nothing for as long as the daemon waits: it has dropped our
+                    # stream (and would only answer heartbeats now). Subscribe again.
+                    dropped = True
+                    break
+            # Silent daemon (or a dropped stream): reconnect and resubscribe from last_seq.
             never = not conn.ever_ready
             self._drop()
+            if dropped:
+                continue
             if never:
                 raise conn.unreachable_error(silence_limit)
             failures += 1

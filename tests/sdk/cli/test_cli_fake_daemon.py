@@ -17,9 +17,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import fjord
-from conftest import BIN_DIR
+from sdk_testenv import BIN_DIR
 from fake_daemon import FakeDaemon, job_body
-from fjord._wire import MessageType, ServerMessage
+from fjord._wire import MessageType
 
 FJORD = BIN_DIR / "sdk" / "cpp" / "cli" / "fjord"
 
@@ -176,7 +176,9 @@ def events_handler(final_status="succeeded"):
         m = peer.message
         if m.type != MessageType.REQUEST:
             return
-        if m.command == "job.subscribe":
+        if m.command == "ping":  # the C++ client asks for the heartbeat interval before a stream
+            ping_handler(peer)
+        elif m.command == "job.subscribe":
             for e in EVENTS:
                 if e["seq"] > m.body["after_seq"]:
                     peer.ok({"event": e}, final=False)

@@ -25,13 +25,12 @@ import pathlib
 import re
 import shutil
 import subprocess
-import sys
 import traceback
 
 import pytest
 
-from conftest import REPO
-from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require
+from sdk_testenv import REPO
+from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require, require_trainer
 
 DOCS = ["docs/user-guide.md", "docs/python-sdk.md"]
 FENCE = re.compile(r"^```(\S*)(.*)$")
@@ -73,9 +72,9 @@ def test_docs_have_runnable_examples():
 
 @pytest.fixture(scope="module")
 def daemon():
-    worker = pathlib.Path(os.environ.get("FJORD_DOCS_WORKER", FJORD_TRAIN))
-    require(FJORD_CLI, worker, DEMO / "model" / "config.json", DEMO / "data" / "train.jsonl")
-    with Fjordd(worker=worker, models={"demo": str(DEMO / "model")}) as d:
+    require_trainer()
+    require(FJORD_CLI, DEMO / "model" / "config.json", DEMO / "data" / "train.jsonl")
+    with Fjordd(worker=FJORD_TRAIN, models={"demo": str(DEMO / "model")}) as d:
         yield d
 
 
@@ -99,7 +98,7 @@ def test_doc_examples_run(doc, daemon, tmp_path):
         ran += 1
         if lang == "sh":
             r = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=work, env=env, capture_output=True,
-                               text=True, timeout=600)
+                               text=True, timeout=300)
             want = int(attrs.get("exit", 0))
             assert r.returncode == want, (f"{where}: exit {r.returncode}, expected {want}\n--- stdout\n{r.stdout}"
                                           f"\n--- stderr\n{r.stderr}\n{daemon.output()}")

@@ -251,3 +251,30 @@ def test_cli_cancel_and_exit_codes(daemon, client, tmp_path):
     assert r.returncode == 11
     assert r.stderr.startswith(f"fjord: UNAVAILABLE: no reply from ipc://{tmp_path}/nobody.sock within 1 s: "
                                "is fjordd running?")
+
+
+def test_cli_listing_commands_and_pause_resume(daemon, client, tmp_path):
+    r = daemon.cli("models", "list")
+    assert r.returncode == 0 and r.stdout.split() == ["demo"]
+    r = daemon.cli("--json", "files", "upload", fake_data(tmp_path / "p.jsonl", steps=40, step_ms=25,
+                                                           checkpoint_every=5), "--name", "pausable.jsonl")
+    f = json.loads(r.stdout)
+    assert f["filename"] == "pausable.jsonl"
+    r = daemon.cli("--json", "files", "list")
+    assert f["id"] in [x["id"] for x in json.loads(r.stdout)["files"]]
+    # Every page of jobs, one at a time, is what the Python SDK pages through too.
+    r = daemon.cli("--json", "jobs", "list", "--limit", "1", "--all")
+    assert r.returncode == 0, r.stderr
+    assert [j["id"] for j in json.loads(r.stdout)["jobs"]] == [j.id for j in client.jobs.list(limit=1).auto_paging_iter()]
+    job = client.jobs.create(model="demo", training_file=f["id"])
+    wait_until(lambda: any(e.type == "step" for e in client.jobs.events(job.id)), what="a step")
+    r = daemon.cli("jobs", "pause", job.id)
+    assert r.returncode == 0 and r.stdout.split()[1] in ("pausing", "paused"), r.stderr
+    wait_until(lambda: client.jobs.get(job.id).status == "paused", what="paused")
+    r = daemon.cli("jobs", "resume", job.id)
+    assert r.returncode == 0 and r.stdout.split()[1] == "queued", r.stderr
+    r = daemon.cli("jobs", "events", job.id, "-f")
+    assert r.returncode == 0 and f"job {job.id} succeeded" in r.stdout
+    r = daemon.cli("--json", "adapters", "files", job.id)
+    names = [x["name"] for x in json.loads(r.stdout)["files"]]
+    assert names == ["adapter_config.json", "adapter_model.safetensors"]

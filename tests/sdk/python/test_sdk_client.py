@@ -10,13 +10,12 @@ The real daemon is driven in tests/integration.
 import hashlib
 import io
 import os
-import pathlib
+import shutil
 import tempfile
 import threading
 import time
 
 import pytest
-import zmq
 
 import fjord
 from fjord._wire import MessageType, ServerMessage
@@ -31,6 +30,8 @@ PING = {"protocol": 1, "daemon": "fjordd", "version": "0.1.0", "node": "node-1",
 
 def fast_client(endpoint, **kw):
     kw.setdefault("timeout", 1.0)
+    kw.setdefault("heartbeat_interval", 0.5)  # given: no ping to learn the daemon's
+    kw.setdefault("heartbeat_liveness", 3)
     return fjord.Client(endpoint, config_file=os.devnull, **kw)
 
 
@@ -110,6 +111,16 @@ def test_create_body_and_retry_reuses_idempotency_key():
         # Two routing ids: the retry came on a fresh connection (lazy pirate).
         ids = {rid for rid, m in d.received if m.type == MessageType.REQUEST and m.command == "job.create"}
         assert len(ids) == 2
+
+
+def test_seed_argument_and_hyperparameters():
+    with FakeDaemon(lambda p: p.ok(job_body("job-4"))) as d, fast_client(d.endpoint) as c:
+        c.jobs.create(model="demo", training_file="file-1", hyperparameters=fjord.Hyperparameters(epochs=2), seed=7)
+        body = d.requests("job.create")[0].body
+        assert body["hyperparameters"]["seed"] == 7 and body["hyperparameters"]["epochs"] == 2
+        with pytest.raises(fjord.InvalidArgumentError, match="seed given twice") as e:
+            c.jobs.create(model="demo", training_file="file-1", hyperparameters={"seed": 1}, seed=7)
+        assert e.value.param == "hyperparameters.seed"
 
 
 def test_given_idempotency_key_is_sent_and_checked():
@@ -235,6 +246,79 @@ def test_stream_sends_heartbeats_while_waiting():
     with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1, heartbeat_liveness=20) as c:
         assert len(list(c.jobs.events("job-1", follow=True))) == 8
         assert len(d.of_type(MessageType.HEARTBEAT)) >= 3
+
+
+def test_stream_uses_the_daemons_heartbeat_interval_from_ping():
+    slow = [dict(EVENTS[0], _delay=0.7)] + EVENTS[1:]
+    handler, _ = stream_handler(slow)
+
+    def with_ping(peer):
+        if peer.message.type == MessageType.REQUEST and peer.message.command == "ping":
+            peer.ok(dict(PING, heartbeat_interval_ms=100, liveness=3))
+        elif peer.message.type == MessageType.HEARTBEAT:
+            peer.heartbeat()  # as fjordd does: the client hears it is alive
+        else:
+            handler(peer)
+
+    with FakeDaemon(with_ping) as d, fjord.Client(d.endpoint, config_file=os.devnull, timeout=1) as c:
+        assert len(list(c.jobs.events("job-1", follow=True))) == 8
+        assert len(d.requests("ping")) == 1
+        assert len(d.of_type(MessageType.HEARTBEAT)) >= 5  # every 0.1 s while it waited 0.7 s
+        list(c.jobs.events("job-1", follow=True))
+        assert len(d.requests("ping")) == 1  # asked once per Client
+
+
+def test_stream_resubscribes_when_the_consumer_kept_it_away_too_long():
+    events = [ev(i, "log", message=f"m{i}", _delay=0.02) for i in range(1, 6)]
+    handler, state = stream_handler(events)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, heartbeat_interval=0.1, heartbeat_liveness=3) as c:
+        got = []
+        for e in c.jobs.events("job-1", follow=True):
+            got.append(e.seq)
+            if e.seq == 2:
+                time.sleep(0.5)  # > 3 x 0.1 s without a heartbeat: a daemon would have dropped us
+        assert got == [1, 2, 3, 4, 5]
+        subs = d.requests("job.subscribe")
+        assert [s.body["after_seq"] for s in subs] == [0, 2]
+        assert len(d.of_type(MessageType.DISCONNECT)) >= 1  # the old stream was let go of
+
+
+def test_stream_resubscribes_after_the_daemon_restarts():
+    """A restarted daemon (same endpoint) has forgotten the stream; ZeroMQ
+    reconnects by itself, and the client must notice and subscribe again."""
+    first_subs = []
+
+    def first(peer):
+        m = peer.message
+        if m.type == MessageType.HEARTBEAT:
+            peer.heartbeat()
+        elif m.command == "job.subscribe":
+            first_subs.append(m)
+            for e in EVENTS[:3]:
+                peer.ok({"event": e}, final=False)
+
+    handler, state = stream_handler(EVENTS)
+    d1 = FakeDaemon(first)
+    endpoint = d1.endpoint
+    got = []
+    with fast_client(endpoint, heartbeat_interval=0.1, heartbeat_liveness=30) as c:
+        stream = c.jobs.events("job-1", follow=True)
+        it = iter(stream)
+        for _ in range(3):
+            got.append(next(it).seq)
+        d1._stop = True  # the daemon dies...
+        d1.thread.join()
+        d1.sock.close(0)
+        d2 = FakeDaemon(handler, endpoint=endpoint)  # ...and a new one comes up at the same endpoint
+        try:
+            got += [e.seq for e in it]
+        finally:
+            d2.close()
+    d1.ctx.term()
+    shutil.rmtree(d1.dir, ignore_errors=True)
+    assert got == list(range(1, 9))
+    assert [s.body["after_seq"] for s in d2.requests("job.subscribe")] == [3]
+    assert stream.job.status == "succeeded"
 
 
 def test_stream_resubscribes_after_silence_without_losing_or_repeating_events():
