@@ -9,10 +9,12 @@
 //       [--threads N] [--checkpointing] [--kernels auto|fused|reference]
 //       [--profile]   (per-phase times on stderr)
 //
-// Prints one JSON line: {"tokens_per_s", "peak_bytes", "loss", "step_s":
-// [...], "threads"}. tokens_per_s counts batch·seq tokens per second over the
-// steps after the warm-up ones; peak_bytes is the CUDA caching allocator's
-// peak allocated bytes on a GPU, the process's peak RSS on CPU.
+// Prints one JSON line: {"tokens_per_s", "tokens_per_cpu_s", "peak_bytes",
+// "loss", "step_s": [...], "threads", "lora_params"}. tokens_per_s counts
+// batch·seq tokens per second over the steps after the warm-up ones
+// (tokens_per_cpu_s: per second of the process's user + system CPU time);
+// peak_bytes is the CUDA caching allocator's peak allocated bytes on a GPU,
+// the process's peak RSS on CPU.
 // Exit status: 0 ok, 1 error, 2 bad usage.
 #include <ATen/CPUGeneratorImpl.h>
 #include <sys/resource.h>
@@ -53,6 +55,14 @@ int64_t PeakBytes(const torch::Device& device) {
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+// User + system CPU time of the process so far.
+double CpuSeconds() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
 }
 
 int Fail(const std::string& message) {
@@ -131,7 +141,9 @@ int Main(int argc, char** argv) {
 
   std::vector<double> times;
   double last_loss = 0;
+  double cpu_start = 0;
   for (int64_t step = 0; step < warmup + steps; ++step) {
+    if (step == warmup) cpu_start = CpuSeconds();
     const auto& [x, y] = batches[step % 2];
     if (cuda) torch::cuda::synchronize();
     const auto t0 = std::chrono::steady_clock::now();
@@ -161,10 +173,12 @@ int Main(int argc, char** argv) {
     if (step >= warmup) times.push_back(dt);
     std::cerr << "step " << step << ": " << dt << " s, loss " << last_loss << "\n";
   }
+  const double cpu = CpuSeconds() - cpu_start;
   double total = 0;
   for (double t : times) total += t;
   nlohmann::json out = {
       {"tokens_per_s", total > 0 ? static_cast<double>(batch * seq) * static_cast<double>(times.size()) / total : 0.0},
+      {"tokens_per_cpu_s", cpu > 0 ? static_cast<double>(batch * seq) * static_cast<double>(times.size()) / cpu : 0.0},
       {"peak_bytes", PeakBytes(device)},
       {"loss", last_loss},
       {"step_s", times},

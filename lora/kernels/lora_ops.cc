@@ -21,11 +21,19 @@ namespace reference {
 torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, const torch::Tensor& a, const torch::Tensor& b,
                          double scale, double dropout_p, bool training) {
-  torch::Tensor y = torch::nn::functional::linear(x, weight, bias);  // (..., out)
-  torch::Tensor xd = x;
-  if (training && dropout_p > 0.0) xd = torch::dropout(x, dropout_p, /*train=*/true);
-  torch::Tensor xa = torch::matmul(xd, a.to(x.scalar_type()).t());  // (..., r)
-  return y + torch::matmul(xa, b.to(x.scalar_type()).t()) * scale;
+  // On (N, in): the adapter product is accumulated into the base output by
+  // one addmm (alpha = scale), so neither an (N, out) adapter product nor a
+  // scaled copy of it is formed, forward or backward.
+  TORCH_CHECK(x.dim() >= 1, "LoraLinear: x must have a feature dimension");
+  std::vector<int64_t> out_sizes = x.sizes().vec();
+  out_sizes.back() = weight.size(0);
+  const torch::Tensor x2 = x.reshape({-1, x.size(-1)});               // (N, in)
+  torch::Tensor y = torch::nn::functional::linear(x2, weight, bias);  // (N, out)
+  torch::Tensor xd = x2;
+  if (training && dropout_p > 0.0) xd = torch::dropout(x2, dropout_p, /*train=*/true);
+  torch::Tensor xa = torch::mm(xd, a.to(x.scalar_type()).t());  // (N, r)
+  y = torch::addmm(y, xa, b.to(x.scalar_type()).t(), /*beta=*/1, /*alpha=*/scale);
+  return y.view(out_sizes);  // (..., out)
 }
 
 std::vector<torch::Tensor> LoraLinearGrouped(const torch::Tensor& x,

@@ -456,7 +456,13 @@ Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
   Tensor y = targets.to(hidden.device()).reshape({-1});  // (N)
   auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
   if (dense != nullptr && !dense->base_bias().defined()) {
-    return kernels::LinearCrossEntropySum(h, dense->base_weight(), y);
+    // On CPU, rows of logits per chunk such that one (rows, V) fp32 buffer is
+    // ~64 MiB (524 rows for V = 32000): the loss's transient memory stays flat
+    // while the GEMMs stay large enough to run at full speed. The fused CUDA
+    // kernel keeps its default.
+    const int64_t chunk =
+        h.is_cuda() ? 4096 : std::max<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(1, config_.vocab_size));
+    return kernels::LinearCrossEntropySum(h, dense->base_weight(), y, chunk);
   }
   // An adapted or biased lm_head: plain logits (all of them at once).
   Tensor logits = Logits(h);  // (N, V)

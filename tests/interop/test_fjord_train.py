@@ -223,7 +223,7 @@ def test_quickstart_config_learns_the_demo(tmp_path):
                         "--set", f"model.path={DEMO}/model", "--set", f"data.train={DEMO}/data/train.jsonl",
                         "--set", f"data.validation={DEMO}/data/valid.jsonl",
                         "--set", f"eval.heldout={DEMO}/data/heldout.jsonl", "--set", f"output.dir={out}",
-                        "--set", "training.device=cpu", "--set", "training.threads=1"],
+                        "--set", "training.device=cpu"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     done = [json.loads(x) for x in events.read_text().splitlines() if '"done"' in x][-1]
