@@ -54,7 +54,7 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
   if (const Json* dropout = FindField(value, "dropout")) {
     if (!dropout->is_number() || dropout->get<double>() != 0.0) {
       return FieldError(JoinPath(path, "dropout"),
-                        absl::StrCat("BPE dropout ", dropout->dump(),
+                        absl::StrCat("BPE dropout ", Describe(*dropout),
                                      " is not supported (fjord encodes deterministically; "
                                      "expected null)"));
     }
@@ -91,8 +91,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
                                             " vocabulary ids must be 0..", n - 1));
     }
     if (seen[id]) {
-      return FieldError(field, absl::StrCat("id ", id, " is also the id of ",
-                                            Quoted(model->tokens_[id])));
+      return FieldError(field,
+                        absl::StrCat("id ", id, " is also the id of ", Quoted(model->tokens_[id])));
     }
     seen[id] = true;
     model->tokens_[id] = it.key();
@@ -129,8 +129,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
       if (absl::StartsWith(s, "#version")) continue;
       const size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-        return FieldError(field, absl::StrCat("expected \"LEFT RIGHT\" (one space), got ",
-                                              Quoted(s)));
+        return FieldError(field,
+                          absl::StrCat("expected \"LEFT RIGHT\" (one space), got ", Quoted(s)));
       }
       left = s.substr(0, space);
       right = s.substr(space + 1);
@@ -138,21 +138,22 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
       left = m[0].get<std::string>();
       right = m[1].get<std::string>();
     } else {
-      return FieldError(field, absl::StrCat("expected \"LEFT RIGHT\" or [\"LEFT\", \"RIGHT\"], got ",
-                                            m.dump()));
+      return FieldError(
+          field,
+          absl::StrCat("expected \"LEFT RIGHT\" or [\"LEFT\", \"RIGHT\"], got ", Describe(m)));
     }
     std::optional<int32_t> a = model->TokenToId(left), b = model->TokenToId(right);
     if (!a) return FieldError(field, absl::StrCat(Quoted(left), " is not in the vocabulary"));
     if (!b) return FieldError(field, absl::StrCat(Quoted(right), " is not in the vocabulary"));
     if (right.size() < model->prefix_.size()) {
-      return FieldError(field, absl::StrCat(Quoted(right),
-                                            " is shorter than continuing_subword_prefix"));
+      return FieldError(field,
+                        absl::StrCat(Quoted(right), " is shorter than continuing_subword_prefix"));
     }
     const std::string merged = left + right.substr(model->prefix_.size());
     std::optional<int32_t> id = model->TokenToId(merged);
     if (!id) {
-      return FieldError(field,
-                        absl::StrCat("the merged token ", Quoted(merged), " is not in the vocabulary"));
+      return FieldError(
+          field, absl::StrCat("the merged token ", Quoted(merged), " is not in the vocabulary"));
     }
     model->merges_[PairKey(*a, *b)] = Merge{rank++, *id};
   }

@@ -90,7 +90,8 @@ void SplitSpans(size_t text_size, const std::vector<Span>& matches, SplitBehavio
 // Metaspace, Digits, Whitespace, WhitespaceSplit, Sequence. InvalidArgument
 // naming the field for any other type or a malformed field.
 absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& value,
-                                                                absl::string_view path);
+                                                                absl::string_view path,
+                                                                int depth = 0);
 
 }  // namespace fjord::tokenizer::internal
 
