@@ -120,10 +120,11 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
   }
   model->merges_.reserve(merges->size());
   int32_t rank = 0;
+  std::string merged;
   for (size_t i = 0; i < merges->size(); ++i) {
     const Json& m = (*merges)[i];
     const std::string field = IndexPath(merges_path, i);
-    std::string left, right;
+    absl::string_view left, right;
     if (m.is_string()) {
       const std::string& s = m.get_ref<const std::string&>();
       if (absl::StartsWith(s, "#version")) continue;
@@ -132,11 +133,11 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
         return FieldError(field,
                           absl::StrCat("expected \"LEFT RIGHT\" (one space), got ", Quoted(s)));
       }
-      left = s.substr(0, space);
-      right = s.substr(space + 1);
+      left = absl::string_view(s).substr(0, space);
+      right = absl::string_view(s).substr(space + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      left = m[0].get<std::string>();
-      right = m[1].get<std::string>();
+      left = m[0].get_ref<const std::string&>();
+      right = m[1].get_ref<const std::string&>();
     } else {
       return FieldError(
           field,
@@ -149,7 +150,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
       return FieldError(field,
                         absl::StrCat(Quoted(right), " is shorter than continuing_subword_prefix"));
     }
-    const std::string merged = left + right.substr(model->prefix_.size());
+    merged.assign(left.data(), left.size());
+    const absl::string_view rest = right.substr(model->prefix_.size());
+    merged.append(rest.data(), rest.size());
     std::optional<int32_t> id = model->TokenToId(merged);
     if (!id) {
       return FieldError(
