@@ -215,40 +215,48 @@ void BpeModel::InitialSymbols(absl::string_view word, std::vector<int32_t>* symb
 
 void BpeModel::MergeAll(std::vector<int32_t>* symbols) const {
   std::vector<int32_t>& ids = *symbols;
-  const int32_t n = static_cast<int32_t>(ids.size());
+  const int64_t n = static_cast<int64_t>(ids.size());
   if (n < 2) return;
   if (n == 2) {
     auto it = merges_.find(PairKey(ids[0], ids[1]));
     if (it != merges_.end()) ids = {it->second.id};
     return;
   }
-  thread_local std::vector<int32_t> prev, next;
-  thread_local std::vector<uint64_t> heap;  // (rank << 32) | position, smallest first
-  prev.resize(n);
-  next.resize(n);
+  // Symbols form a linked list over their positions; candidate merges wait in
+  // a min-heap on (rank, position), stale ones are skipped when popped.
+  struct Candidate {
+    int32_t rank;
+    int64_t pos;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
+  };
+  thread_local std::vector<int64_t> prev, next;
+  thread_local std::vector<Candidate> heap;
+  prev.resize(static_cast<size_t>(n));
+  next.resize(static_cast<size_t>(n));
   heap.clear();
-  for (int32_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     prev[i] = i - 1;
     next[i] = i + 1 < n ? i + 1 : -1;
   }
-  auto push = [&](int32_t pos) {
+  auto push = [&](int64_t pos) {
     auto it = merges_.find(PairKey(ids[pos], ids[next[pos]]));
     if (it == merges_.end()) return;
-    heap.push_back((static_cast<uint64_t>(it->second.rank) << 32) | static_cast<uint32_t>(pos));
-    std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    heap.push_back(Candidate{it->second.rank, pos});
+    std::push_heap(heap.begin(), heap.end(), std::greater<Candidate>());
   };
-  for (int32_t i = 0; i + 1 < n; ++i) push(i);
+  for (int64_t i = 0; i + 1 < n; ++i) push(i);
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
-    const uint64_t top = heap.back();
+    std::pop_heap(heap.begin(), heap.end(), std::greater<Candidate>());
+    const Candidate top = heap.back();
     heap.pop_back();
-    const int32_t pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
-    const int32_t rank = static_cast<int32_t>(top >> 32);
+    const int64_t pos = top.pos;
     if (ids[pos] < 0) continue;
-    const int32_t right = next[pos];
+    const int64_t right = next[pos];
     if (right < 0) continue;
     auto it = merges_.find(PairKey(ids[pos], ids[right]));
-    if (it == merges_.end() || it->second.rank != rank) continue;  // stale entry
+    if (it == merges_.end() || it->second.rank != top.rank) continue;  // stale entry
     ids[pos] = it->second.id;
     ids[right] = -1;
     next[pos] = next[right];
@@ -257,6 +265,11 @@ void BpeModel::MergeAll(std::vector<int32_t>* symbols) const {
     if (next[pos] >= 0) push(pos);
   }
   ids.erase(std::remove(ids.begin(), ids.end(), -1), ids.end());
+  if (prev.capacity() > (size_t{1} << 20)) {  // do not pin the memory of one huge word
+    std::vector<int64_t>().swap(prev);
+    std::vector<int64_t>().swap(next);
+    std::vector<Candidate>().swap(heap);
+  }
 }
 
 void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const {
@@ -276,6 +289,7 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
   MergeAll(&symbols);
   ids->insert(ids->end(), symbols.begin(), symbols.end());
   if (cacheable) cache_.Insert(word, symbols.data(), symbols.size());
+  if (symbols.capacity() > (size_t{1} << 20)) std::vector<int32_t>().swap(symbols);
 }
 
 }  // namespace fjord::tokenizer::internal
