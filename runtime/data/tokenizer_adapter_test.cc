@@ -83,45 +83,44 @@ std::string MakeTokenizerJson(const char* regex, const std::vector<std::string>&
                      {"normalized", false},
                      {"special", true}});
   }
-  nlohmann::json j = {
-      {"version", "1.0"},
-      {"truncation", nullptr},
-      {"padding", nullptr},
-      {"added_tokens", added},
-      {"normalizer", nfc ? nlohmann::json{{"type", "NFC"}} : nlohmann::json()},
-      {"pre_tokenizer",
-       {{"type", "Sequence"},
-        {"pretokenizers",
-         {{{"type", "Split"},
-           {"pattern", {{"Regex", regex}}},
-           {"behavior", "Isolated"},
-           {"invert", false}},
-          {{"type", "ByteLevel"},
-           {"add_prefix_space", false},
-           {"trim_offsets", true},
-           {"use_regex", false}}}}}},
-      {"post_processor", nullptr},
-      {"decoder",
-       {{"type", "ByteLevel"},
-        {"add_prefix_space", true},
-        {"trim_offsets", true},
-        {"use_regex", true}}},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", false},
-        {"vocab", vocab},
-        {"merges", merges}}}};
+  nlohmann::json j = {{"version", "1.0"},
+                      {"truncation", nullptr},
+                      {"padding", nullptr},
+                      {"added_tokens", added},
+                      {"normalizer", nfc ? nlohmann::json{{"type", "NFC"}} : nlohmann::json()},
+                      {"pre_tokenizer",
+                       {{"type", "Sequence"},
+                        {"pretokenizers",
+                         {{{"type", "Split"},
+                           {"pattern", {{"Regex", regex}}},
+                           {"behavior", "Isolated"},
+                           {"invert", false}},
+                          {{"type", "ByteLevel"},
+                           {"add_prefix_space", false},
+                           {"trim_offsets", true},
+                           {"use_regex", false}}}}}},
+                      {"post_processor", nullptr},
+                      {"decoder",
+                       {{"type", "ByteLevel"},
+                        {"add_prefix_space", true},
+                        {"trim_offsets", true},
+                        {"use_regex", true}}},
+                      {"model",
+                       {{"type", "BPE"},
+                        {"dropout", nullptr},
+                        {"unk_token", nullptr},
+                        {"continuing_subword_prefix", nullptr},
+                        {"end_of_word_suffix", nullptr},
+                        {"fuse_unk", false},
+                        {"byte_fallback", false},
+                        {"ignore_merges", false},
+                        {"vocab", vocab},
+                        {"merges", merges}}}};
   return j.dump();
 }
 
-const std::vector<std::string> kWords = {"user", "assistant", "system", "\n\n", " you",
-                                         "Hello", " there", " are", "How", "ing", "<|"};
+const std::vector<std::string> kWords = {"user",   "assistant", "system", "\n\n", " you", "Hello",
+                                         " there", " are",      "How",    "ing",  "<|"};
 
 std::unique_ptr<tokenizer::Tokenizer> Load(const std::string& json, const char* name) {
   absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
@@ -139,9 +138,9 @@ std::unique_ptr<tokenizer::Tokenizer> Llama3() {
 }
 
 std::unique_ptr<tokenizer::Tokenizer> Qwen2() {
-  return Load(MakeTokenizerJson(kQwen2Regex, kWords, {"<|endoftext|>", "<|im_start|>", "<|im_end|>"},
-                                true),
-              "qwen2-test");
+  return Load(
+      MakeTokenizerJson(kQwen2Regex, kWords, {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, true),
+      "qwen2-test");
 }
 
 Record Chat(std::vector<Message> messages) {

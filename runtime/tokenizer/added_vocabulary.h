@@ -64,10 +64,10 @@ class AddedVocabulary {
  private:
   // A byte trie of one matcher's patterns.
   struct Trie {
-    std::vector<int32_t> terminal{-1};  // node -> index into tokens_, or -1
+    std::vector<int32_t> terminal{-1};             // node -> index into tokens_, or -1
     absl::flat_hash_map<uint64_t, int32_t> edges;  // (node << 8 | byte) -> node
     bool first_byte[256] = {};
-    int first_bytes = 0;      // how many bytes start a pattern
+    int first_bytes = 0;       // how many bytes start a pattern
     int only_first_byte = -1;  // that byte when there is one
     void Add(absl::string_view pattern, int32_t token_index);
     // Longest pattern starting at text[pos]: its token index and length.

@@ -63,7 +63,11 @@ TEST(AddedVocabularyTest, SingleWordLstripRstrip) {
   AddedVocabulary v({single, both, left}, nullptr);
   EXPECT_THAT(Split(v, "ab xab aby ab"), ElementsAre("ab|10", " xab aby ", "ab|10"));
   EXPECT_THAT(Split(v, "_ab_"), ElementsAre("_ab_"));
-  EXPECT_THAT(Split(v, "\xC3\xA9" "ab"), ElementsAre("\xC3\xA9" "ab"));
+  EXPECT_THAT(Split(v,
+                    "\xC3\xA9"
+                    "ab"),
+              ElementsAre("\xC3\xA9"
+                          "ab"));
   EXPECT_THAT(Split(v, "x  <m>  y"), ElementsAre("x", "  <m>  |11", "y"));
   EXPECT_THAT(Split(v, "x <m><m> y"), ElementsAre("x", " <m>|11", "<m> |11", "y"));
   EXPECT_THAT(Split(v, "xx  cd"), ElementsAre("xx", "  cd|12"));

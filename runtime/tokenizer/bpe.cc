@@ -54,7 +54,7 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
   if (const Json* dropout = FindField(value, "dropout")) {
     if (!dropout->is_number() || dropout->get<double>() != 0.0) {
       return FieldError(JoinPath(path, "dropout"),
-                        absl::StrCat("BPE dropout ", dropout->dump(),
+                        absl::StrCat("BPE dropout ", Describe(*dropout),
                                      " is not supported (fjord encodes deterministically; "
                                      "expected null)"));
     }
@@ -91,8 +91,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
                                             " vocabulary ids must be 0..", n - 1));
     }
     if (seen[id]) {
-      return FieldError(field, absl::StrCat("id ", id, " is also the id of ",
-                                            Quoted(model->tokens_[id])));
+      return FieldError(field,
+                        absl::StrCat("id ", id, " is also the id of ", Quoted(model->tokens_[id])));
     }
     seen[id] = true;
     model->tokens_[id] = it.key();
@@ -120,39 +120,43 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const Json& value,
   }
   model->merges_.reserve(merges->size());
   int32_t rank = 0;
+  std::string merged;
   for (size_t i = 0; i < merges->size(); ++i) {
     const Json& m = (*merges)[i];
     const std::string field = IndexPath(merges_path, i);
-    std::string left, right;
+    absl::string_view left, right;
     if (m.is_string()) {
       const std::string& s = m.get_ref<const std::string&>();
       if (absl::StartsWith(s, "#version")) continue;
       const size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-        return FieldError(field, absl::StrCat("expected \"LEFT RIGHT\" (one space), got ",
-                                              Quoted(s)));
+        return FieldError(field,
+                          absl::StrCat("expected \"LEFT RIGHT\" (one space), got ", Quoted(s)));
       }
-      left = s.substr(0, space);
-      right = s.substr(space + 1);
+      left = absl::string_view(s).substr(0, space);
+      right = absl::string_view(s).substr(space + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      left = m[0].get<std::string>();
-      right = m[1].get<std::string>();
+      left = m[0].get_ref<const std::string&>();
+      right = m[1].get_ref<const std::string&>();
     } else {
-      return FieldError(field, absl::StrCat("expected \"LEFT RIGHT\" or [\"LEFT\", \"RIGHT\"], got ",
-                                            m.dump()));
+      return FieldError(
+          field,
+          absl::StrCat("expected \"LEFT RIGHT\" or [\"LEFT\", \"RIGHT\"], got ", Describe(m)));
     }
     std::optional<int32_t> a = model->TokenToId(left), b = model->TokenToId(right);
     if (!a) return FieldError(field, absl::StrCat(Quoted(left), " is not in the vocabulary"));
     if (!b) return FieldError(field, absl::StrCat(Quoted(right), " is not in the vocabulary"));
     if (right.size() < model->prefix_.size()) {
-      return FieldError(field, absl::StrCat(Quoted(right),
-                                            " is shorter than continuing_subword_prefix"));
+      return FieldError(field,
+                        absl::StrCat(Quoted(right), " is shorter than continuing_subword_prefix"));
     }
-    const std::string merged = left + right.substr(model->prefix_.size());
+    merged.assign(left.data(), left.size());
+    const absl::string_view rest = right.substr(model->prefix_.size());
+    merged.append(rest.data(), rest.size());
     std::optional<int32_t> id = model->TokenToId(merged);
     if (!id) {
-      return FieldError(field,
-                        absl::StrCat("the merged token ", Quoted(merged), " is not in the vocabulary"));
+      return FieldError(
+          field, absl::StrCat("the merged token ", Quoted(merged), " is not in the vocabulary"));
     }
     model->merges_[PairKey(*a, *b)] = Merge{rank++, *id};
   }
@@ -211,40 +215,48 @@ void BpeModel::InitialSymbols(absl::string_view word, std::vector<int32_t>* symb
 
 void BpeModel::MergeAll(std::vector<int32_t>* symbols) const {
   std::vector<int32_t>& ids = *symbols;
-  const int32_t n = static_cast<int32_t>(ids.size());
+  const int64_t n = static_cast<int64_t>(ids.size());
   if (n < 2) return;
   if (n == 2) {
     auto it = merges_.find(PairKey(ids[0], ids[1]));
     if (it != merges_.end()) ids = {it->second.id};
     return;
   }
-  thread_local std::vector<int32_t> prev, next;
-  thread_local std::vector<uint64_t> heap;  // (rank << 32) | position, smallest first
-  prev.resize(n);
-  next.resize(n);
+  // Symbols form a linked list over their positions; candidate merges wait in
+  // a min-heap on (rank, position), stale ones are skipped when popped.
+  struct Candidate {
+    int32_t rank;
+    int64_t pos;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
+  };
+  thread_local std::vector<int64_t> prev, next;
+  thread_local std::vector<Candidate> heap;
+  prev.resize(static_cast<size_t>(n));
+  next.resize(static_cast<size_t>(n));
   heap.clear();
-  for (int32_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     prev[i] = i - 1;
     next[i] = i + 1 < n ? i + 1 : -1;
   }
-  auto push = [&](int32_t pos) {
+  auto push = [&](int64_t pos) {
     auto it = merges_.find(PairKey(ids[pos], ids[next[pos]]));
     if (it == merges_.end()) return;
-    heap.push_back((static_cast<uint64_t>(it->second.rank) << 32) | static_cast<uint32_t>(pos));
-    std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    heap.push_back(Candidate{it->second.rank, pos});
+    std::push_heap(heap.begin(), heap.end(), std::greater<Candidate>());
   };
-  for (int32_t i = 0; i + 1 < n; ++i) push(i);
+  for (int64_t i = 0; i + 1 < n; ++i) push(i);
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
-    const uint64_t top = heap.back();
+    std::pop_heap(heap.begin(), heap.end(), std::greater<Candidate>());
+    const Candidate top = heap.back();
     heap.pop_back();
-    const int32_t pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
-    const int32_t rank = static_cast<int32_t>(top >> 32);
+    const int64_t pos = top.pos;
     if (ids[pos] < 0) continue;
-    const int32_t right = next[pos];
+    const int64_t right = next[pos];
     if (right < 0) continue;
     auto it = merges_.find(PairKey(ids[pos], ids[right]));
-    if (it == merges_.end() || it->second.rank != rank) continue;  // stale entry
+    if (it == merges_.end() || it->second.rank != top.rank) continue;  // stale entry
     ids[pos] = it->second.id;
     ids[right] = -1;
     next[pos] = next[right];
@@ -253,6 +265,11 @@ void BpeModel::MergeAll(std::vector<int32_t>* symbols) const {
     if (next[pos] >= 0) push(pos);
   }
   ids.erase(std::remove(ids.begin(), ids.end(), -1), ids.end());
+  if (prev.capacity() > (size_t{1} << 20)) {  // do not pin the memory of one huge word
+    std::vector<int64_t>().swap(prev);
+    std::vector<int64_t>().swap(next);
+    std::vector<Candidate>().swap(heap);
+  }
 }
 
 void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const {
@@ -272,6 +289,7 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
   MergeAll(&symbols);
   ids->insert(ids->end(), symbols.begin(), symbols.end());
   if (cacheable) cache_.Insert(word, symbols.data(), symbols.size());
+  if (symbols.capacity() > (size_t{1} << 20)) std::vector<int32_t>().swap(symbols);
 }
 
 }  // namespace fjord::tokenizer::internal

@@ -62,8 +62,7 @@ class BpeModel {
   // not 0..N-1, a merge that is not "a b" / ["a", "b"] or refers to a token
   // (or a merged token) missing from the vocabulary, an unk_token missing from
   // the vocabulary.
-  static absl::StatusOr<std::unique_ptr<BpeModel>> Parse(const Json& value,
-                                                         absl::string_view path);
+  static absl::StatusOr<std::unique_ptr<BpeModel>> Parse(const Json& value, absl::string_view path);
 
   // Appends the ids of one pre-tokenized word (valid UTF-8) to *ids.
   void Tokenize(absl::string_view word, std::vector<int32_t>* ids) const;
@@ -82,7 +81,8 @@ class BpeModel {
   BpeModel() = default;
 
   static uint64_t PairKey(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
   }
   // The initial symbols of `word` (HF merge_word before merging).
   void InitialSymbols(absl::string_view word, std::vector<int32_t>* symbols) const;

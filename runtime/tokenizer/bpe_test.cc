@@ -66,16 +66,30 @@ TEST(BpeTest, EqualRanksMergeLeftmostFirst) {
 }
 
 TEST(BpeTest, ContinuingSubwordPrefixAndEndOfWordSuffix) {
-  auto m = Parse(ModelJson({{"a", 0}, {"b", 1}, {"c", 2}, {"##b", 3}, {"##c", 4}, {"a##b", 5},
-                            {"ab", 6}, {"##bc", 7}, {"abc", 8}, {"<unk>", 9}},
+  auto m = Parse(ModelJson({{"a", 0},
+                            {"b", 1},
+                            {"c", 2},
+                            {"##b", 3},
+                            {"##c", 4},
+                            {"a##b", 5},
+                            {"ab", 6},
+                            {"##bc", 7},
+                            {"abc", 8},
+                            {"<unk>", 9}},
                            {"a ##b", "##b ##c"},
                            {{"continuing_subword_prefix", "##"}, {"unk_token", "<unk>"}}));
   EXPECT_THAT(Tokens(*m, "ab"), ElementsAre("ab"));
   EXPECT_THAT(Tokens(*m, "abc"), ElementsAre("ab", "##c"));
   EXPECT_THAT(Tokens(*m, "bc"), ElementsAre("b", "##c"));
   EXPECT_THAT(Tokens(*m, "ax"), ElementsAre("a", "<unk>"));
-  m = Parse(ModelJson({{"a", 0}, {"b", 1}, {"c", 2}, {"b</w>", 3}, {"c</w>", 4}, {"ab</w>", 5},
-                       {"a</w>", 6}, {"<unk>", 7}},
+  m = Parse(ModelJson({{"a", 0},
+                       {"b", 1},
+                       {"c", 2},
+                       {"b</w>", 3},
+                       {"c</w>", 4},
+                       {"ab</w>", 5},
+                       {"a</w>", 6},
+                       {"<unk>", 7}},
                       {"a b</w>"}, {{"end_of_word_suffix", "</w>"}, {"unk_token", "<unk>"}}));
   EXPECT_THAT(Tokens(*m, "ab"), ElementsAre("ab</w>"));
   EXPECT_THAT(Tokens(*m, "abc"), ElementsAre("a", "b", "c</w>"));
@@ -99,15 +113,18 @@ TEST(BpeTest, UnknownCharactersInHfOrder) {
       {true, true, {"a", "<0x78>", "<unk>", "b"}, {"<0x78>", "<unk>"}},
   };
   for (const Case& c : cases) {
-    auto m = Parse(ModelJson(vocab, {"a b"},
-                             {{"unk_token", "<unk>"}, {"fuse_unk", c.fuse},
-                              {"byte_fallback", c.fallback}}));
+    auto m = Parse(
+        ModelJson(vocab, {"a b"},
+                  {{"unk_token", "<unk>"}, {"fuse_unk", c.fuse}, {"byte_fallback", c.fallback}}));
     EXPECT_EQ(Tokens(*m, "axyzb"), c.axyzb) << c.fuse << c.fallback;
     EXPECT_EQ(Tokens(*m, "yyx"), c.yyx) << c.fuse << c.fallback;
   }
   // "é" is two bytes; without <0xC3> it is unknown as a whole.
   auto m = Parse(ModelJson(vocab, {"a b"}, {{"unk_token", "<unk>"}, {"byte_fallback", true}}));
-  EXPECT_THAT(Tokens(*m, "\xC3\xA9" "a"), ElementsAre("<unk>", "a"));
+  EXPECT_THAT(Tokens(*m,
+                     "\xC3\xA9"
+                     "a"),
+              ElementsAre("<unk>", "a"));
   // No unk token: unknown characters are dropped.
   m = Parse(ModelJson(vocab, {"a b"}));
   EXPECT_THAT(Tokens(*m, "axyzb"), ElementsAre("ab"));
@@ -129,9 +146,9 @@ TEST(BpeTest, IgnoreMergesEmitsWholeWords) {
 }
 
 // The textbook BPE loop, for comparison.
-std::vector<int32_t> ReferenceMerge(std::vector<int32_t> ids,
-                                    const std::vector<std::pair<std::pair<int32_t, int32_t>, int32_t>>&
-                                        merges) {
+std::vector<int32_t> ReferenceMerge(
+    std::vector<int32_t> ids,
+    const std::vector<std::pair<std::pair<int32_t, int32_t>, int32_t>>& merges) {
   while (true) {
     size_t best = ids.size();
     size_t best_rank = merges.size();
@@ -160,8 +177,7 @@ TEST(BpeTest, PriorityQueueMergeEqualsTheTextbookLoop) {
     const int32_t l = static_cast<int32_t>(rng() % tokens.size());
     const int32_t r = static_cast<int32_t>(rng() % tokens.size());
     const std::string merged = tokens[l] + tokens[r];
-    if (merged.size() > 6 ||
-        std::find(tokens.begin(), tokens.end(), merged) != tokens.end()) {
+    if (merged.size() > 6 || std::find(tokens.begin(), tokens.end(), merged) != tokens.end()) {
       continue;
     }
     tokens.push_back(merged);
@@ -195,10 +211,12 @@ TEST(BpeTest, ParseErrors) {
   const Json vocab = {{"a", 0}, {"b", 1}, {"ab", 2}};
   EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, {"a c"}), "model"),
               StatusIs(kInvalid, "model.merges[0]: \"c\" is not in the vocabulary"));
-  EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, {"b a"}), "model"),
-              StatusIs(kInvalid, "model.merges[0]: the merged token \"ba\" is not in the vocabulary"));
-  EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, {"ab"}), "model"),
-              StatusIs(kInvalid, HasSubstr("model.merges[0]: expected \"LEFT RIGHT\" (one space)")));
+  EXPECT_THAT(
+      BpeModel::Parse(ModelJson(vocab, {"b a"}), "model"),
+      StatusIs(kInvalid, "model.merges[0]: the merged token \"ba\" is not in the vocabulary"));
+  EXPECT_THAT(
+      BpeModel::Parse(ModelJson(vocab, {"ab"}), "model"),
+      StatusIs(kInvalid, HasSubstr("model.merges[0]: expected \"LEFT RIGHT\" (one space)")));
   EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, {7}), "model"),
               StatusIs(kInvalid, HasSubstr("model.merges[0]: expected \"LEFT RIGHT\" or")));
   EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, Json::object()), "model"),
@@ -209,9 +227,9 @@ TEST(BpeTest, ParseErrors) {
               StatusIs(kInvalid, HasSubstr("model.vocab[\"b\"]: id 2 is out of range")));
   EXPECT_THAT(BpeModel::Parse(ModelJson({{"a", 1.5}}, Json::array()), "model"),
               StatusIs(kInvalid, "model.vocab[\"a\"]: expected a non-negative integer, got 1.5"));
-  EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, {"a b"}, {{"continuing_subword_prefix", "###"}}),
-                              "model"),
-              StatusIs(kInvalid, HasSubstr("is shorter than continuing_subword_prefix")));
+  EXPECT_THAT(
+      BpeModel::Parse(ModelJson(vocab, {"a b"}, {{"continuing_subword_prefix", "###"}}), "model"),
+      StatusIs(kInvalid, HasSubstr("is shorter than continuing_subword_prefix")));
   EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, {"a b"}, {{"type", "Unigram"}}), "model"),
               StatusIs(kInvalid, HasSubstr("model.type: unsupported model \"Unigram\"")));
   EXPECT_THAT(BpeModel::Parse(ModelJson(vocab, {"a b"}, {{"dropout", 0.5}}), "model"),

@@ -207,7 +207,9 @@ absl::StatusOr<uint32_t> SingleChar(const std::string& s, absl::string_view path
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& value, absl::string_view path) {
+absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& value, absl::string_view path,
+                                                      int depth) {
+  FJORD_RETURN_IF_ERROR(CheckDepth(path, depth));
   FJORD_ASSIGN_OR_RETURN(std::string type, GetType(value, path));
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Metaspace") {
@@ -259,7 +261,7 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& value, absl::s
     }
     std::vector<std::unique_ptr<Decoder>> parts;
     for (size_t i = 0; i < list->size(); ++i) {
-      FJORD_ASSIGN_OR_RETURN(auto part, ParseDecoder((*list)[i], IndexPath(field, i)));
+      FJORD_ASSIGN_OR_RETURN(auto part, ParseDecoder((*list)[i], IndexPath(field, i), depth + 1));
       parts.push_back(std::move(part));
     }
     return std::make_unique<SequenceDecoder>(std::move(parts));

@@ -25,7 +25,8 @@ class Decoder {
 // Parses a non-null "decoder" value at `path`: ByteLevel, Metaspace,
 // Replace, ByteFallback, Fuse, Strip, BPEDecoder, Sequence. InvalidArgument
 // naming the field for any other type or a malformed field.
-absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& value, absl::string_view path);
+absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& value, absl::string_view path,
+                                                      int depth = 0);
 
 }  // namespace fjord::tokenizer::internal
 

@@ -14,8 +14,8 @@
 namespace fjord::tokenizer::internal {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::ByteLevel;
+using ::testing::HasSubstr;
 using testing::Json;
 using testing::StatusIs;
 
@@ -44,17 +44,21 @@ TEST(DecoderTest, Llama2Chain) {
   EXPECT_EQ(Decode(d, {kSp, kSp, "a"}), " a");
   EXPECT_EQ(Decode(d, {kSp + "a", kSp, "b"}), "a b");
   EXPECT_EQ(Decode(d, {"<0x41>", "a"}), "Aa");
-  EXPECT_EQ(Decode(d, {"<0xC3>", "<0xA9>", "a"}), "\xC3\xA9" "a");
+  EXPECT_EQ(Decode(d, {"<0xC3>", "<0xA9>", "a"}),
+            "\xC3\xA9"
+            "a");
   // Bytes that are not UTF-8: one U+FFFD per byte.
-  EXPECT_EQ(Decode(d, {"<0xC3>", "a", "<0xA9>"}), "\xEF\xBF\xBD" "a\xEF\xBF\xBD");
+  EXPECT_EQ(Decode(d, {"<0xC3>", "a", "<0xA9>"}),
+            "\xEF\xBF\xBD"
+            "a\xEF\xBF\xBD");
   EXPECT_EQ(Decode(d, {"<0xc3>", "<0xa9>"}), "\xC3\xA9");  // lowercase hex too
   EXPECT_EQ(Decode(d, {"a" + kSp, "a" + kSp}), "a a ");
 }
 
 TEST(DecoderTest, Metaspace) {
   auto meta = [](const std::string& scheme) {
-    return Json{{"type", "Metaspace"}, {"replacement", kSp}, {"prepend_scheme", scheme},
-                {"split", true}};
+    return Json{
+        {"type", "Metaspace"}, {"replacement", kSp}, {"prepend_scheme", scheme}, {"split", true}};
   };
   // HF drops every "▁" of the first token unless the scheme is never.
   EXPECT_EQ(Decode(meta("first"), {kSp + kSp, "a"}), "a");
@@ -84,8 +88,9 @@ TEST(DecoderTest, ReplaceStripBpe) {
                       {{"type", "Strip"}, {"content", " "}, {"start", 0}, {"stop", 2}}}}},
                    {"aa", "a", kSp, "b  ", " "}),
             "XX" + kSp + "b");
-  EXPECT_EQ(Decode({{"type", "Strip"}, {"content", " "}, {"start", 3}, {"stop", 3}}, {" ", "  x  "}),
-            "x");
+  EXPECT_EQ(
+      Decode({{"type", "Strip"}, {"content", " "}, {"start", 3}, {"stop", 3}}, {" ", "  x  "}),
+      "x");
   EXPECT_EQ(Decode({{"type", "BPEDecoder"}, {"suffix", "</w>"}}, {"hel", "lo</w>", "you</w>"}),
             "hello you");
 }
@@ -98,9 +103,9 @@ TEST(DecoderTest, Errors) {
               StatusIs(kInvalid, "d.content: expected a single character, got \"ab\""));
   EXPECT_THAT(ParseDecoder({{"type", "Strip"}, {"content", " "}, {"start", -1}}, "d"),
               StatusIs(kInvalid, HasSubstr("d.start: -1 is out of range")));
-  EXPECT_THAT(ParseDecoder({{"type", "Sequence"}, {"decoders", {{{"type", "Fuse"}}, {{"a", 1}}}}},
-                           "d"),
-              StatusIs(kInvalid, "d.decoders[1].type: missing"));
+  EXPECT_THAT(
+      ParseDecoder({{"type", "Sequence"}, {"decoders", {{{"type", "Fuse"}}, {{"a", 1}}}}}, "d"),
+      StatusIs(kInvalid, "d.decoders[1].type: missing"));
   EXPECT_THAT(ParseDecoder({{"type", "Replace"}, {"pattern", {{"String", "x"}}}}, "d"),
               StatusIs(kInvalid, "d.content: missing"));
 }

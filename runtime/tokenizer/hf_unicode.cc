@@ -27,7 +27,8 @@ const ClassDelta* FindClassDelta(absl::string_view name) {
 bool NormalizationMayChange(uint32_t cp, bool compose, bool compat) {
   if (cp < 0x80) return false;
   if (compose) {
-    return compat ? InRanges(kNfkcMaybe, kNfkcMaybeSize, cp) : InRanges(kNfcMaybe, kNfcMaybeSize, cp);
+    return compat ? InRanges(kNfkcMaybe, kNfkcMaybeSize, cp)
+                  : InRanges(kNfcMaybe, kNfcMaybeSize, cp);
   }
   return compat ? InRanges(kNfkdMaybe, kNfkdMaybeSize, cp) : InRanges(kNfdMaybe, kNfdMaybeSize, cp);
 }

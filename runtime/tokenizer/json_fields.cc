@@ -50,8 +50,7 @@ absl::StatusOr<std::string> AsString(const Json& value, absl::string_view path) 
   return value.get<std::string>();
 }
 
-absl::StatusOr<std::string> GetString(const Json& object, absl::string_view path,
-                                      const char* key) {
+absl::StatusOr<std::string> GetString(const Json& object, absl::string_view path, const char* key) {
   const Json* v = FindField(object, key);
   if (v == nullptr) return FieldError(JoinPath(path, key), "missing");
   return AsString(*v, JoinPath(path, key));
@@ -102,6 +101,21 @@ absl::StatusOr<int64_t> GetUint(const Json& object, absl::string_view path, cons
   const Json* v = FindField(object, key);
   if (v == nullptr) return default_value;
   return AsUint(*v, JoinPath(path, key), max);
+}
+
+std::string Describe(const Json& value) {
+  if (value.is_array()) return absl::StrCat("an array of ", value.size());
+  if (value.is_object()) return absl::StrCat("an object of ", value.size(), " fields");
+  std::string s = value.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
+
+absl::Status CheckDepth(absl::string_view path, int depth) {
+  if (depth > kMaxComponentDepth) {
+    return FieldError(path, absl::StrCat("Sequences nested deeper than ", kMaxComponentDepth));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> GetType(const Json& value, absl::string_view path) {

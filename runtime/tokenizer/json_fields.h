@@ -32,8 +32,7 @@ const char* JsonTypeName(const Json& value);
 const Json* FindField(const Json& object, const char* key);
 
 // Required string / optional string (absent or null -> nullopt).
-absl::StatusOr<std::string> GetString(const Json& object, absl::string_view path,
-                                      const char* key);
+absl::StatusOr<std::string> GetString(const Json& object, absl::string_view path, const char* key);
 absl::StatusOr<std::optional<std::string>> GetOptionalString(const Json& object,
                                                              absl::string_view path,
                                                              const char* key);
@@ -47,6 +46,15 @@ absl::StatusOr<int64_t> GetUint(const Json& object, absl::string_view path, cons
 absl::StatusOr<int64_t> AsUint(const Json& value, absl::string_view path, int64_t max);
 // A value that must be a string.
 absl::StatusOr<std::string> AsString(const Json& value, absl::string_view path);
+
+// A short description of `value` for messages: scalars as JSON, containers by
+// kind and size (never a recursive dump of untrusted nesting).
+std::string Describe(const Json& value);
+
+// Sequence components nest at most this deep (deeper is refused, so parsing
+// and applying them cannot exhaust the stack).
+inline constexpr int kMaxComponentDepth = 16;
+absl::Status CheckDepth(absl::string_view path, int depth);
 
 // Checks `value` is an object with a string "type"; returns the type.
 absl::StatusOr<std::string> GetType(const Json& value, absl::string_view path);

@@ -74,7 +74,8 @@ class StripNormalizer : public Normalizer {
     if (right_) {
       while (end > begin) {
         size_t start = end - 1;
-        while (start > begin && (static_cast<unsigned char>((*text)[start]) & 0xC0) == 0x80) --start;
+        while (start > begin && (static_cast<unsigned char>((*text)[start]) & 0xC0) == 0x80)
+          --start;
         size_t pos = start;
         if (!IsWhiteSpace(DecodeUtf8(*text, &pos))) break;
         end = start;
@@ -102,7 +103,8 @@ class SequenceNormalizer : public Normalizer {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& value,
-                                                            absl::string_view path) {
+                                                            absl::string_view path, int depth) {
+  FJORD_RETURN_IF_ERROR(CheckDepth(path, depth));
   FJORD_ASSIGN_OR_RETURN(std::string type, GetType(value, path));
   if (type == "NFC") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfc);
   if (type == "NFD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfd);
@@ -135,7 +137,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& value,
     for (size_t i = 0; i < list->size(); ++i) {
       const Json& item = (*list)[i];
       if (item.is_null()) continue;
-      FJORD_ASSIGN_OR_RETURN(auto part, ParseNormalizer(item, IndexPath(field, i)));
+      FJORD_ASSIGN_OR_RETURN(auto part, ParseNormalizer(item, IndexPath(field, i), depth + 1));
       parts.push_back(std::move(part));
     }
     return std::make_unique<SequenceNormalizer>(std::move(parts));

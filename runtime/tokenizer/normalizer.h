@@ -25,7 +25,7 @@ class Normalizer {
 // strip_right}, Sequence{normalizers}. InvalidArgument naming the field for
 // any other type or a malformed field.
 absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& value,
-                                                            absl::string_view path);
+                                                            absl::string_view path, int depth = 0);
 
 }  // namespace fjord::tokenizer::internal
 

@@ -38,14 +38,16 @@ TEST(NormalizerTest, Llama2Sequence) {
 TEST(NormalizerTest, UnicodeForms) {
   EXPECT_EQ(Apply({{"type", "NFC"}}, "e\xCC\x81"), "\xC3\xA9");
   EXPECT_EQ(Apply({{"type", "NFD"}}, "\xC3\xA9"), "e\xCC\x81");
-  EXPECT_EQ(Apply({{"type", "NFKC"}}, "\xEF\xAC\x81 \xE2\x91\xA0 \xC2\xBD"), "fi 1 1\xE2\x81\x84" "2");
+  EXPECT_EQ(Apply({{"type", "NFKC"}}, "\xEF\xAC\x81 \xE2\x91\xA0 \xC2\xBD"),
+            "fi 1 1\xE2\x81\x84"
+            "2");
   EXPECT_EQ(Apply({{"type", "NFKD"}}, "\xC3\xA9"), "e\xCC\x81");
 }
 
 TEST(NormalizerTest, ReplaceRegexAndStrip) {
-  EXPECT_EQ(Apply({{"type", "Replace"}, {"pattern", {{"Regex", "\\s+"}}}, {"content", "_"}},
-                  "a  b\t\nc"),
-            "a_b_c");
+  EXPECT_EQ(
+      Apply({{"type", "Replace"}, {"pattern", {{"Regex", "\\s+"}}}, {"content", "_"}}, "a  b\t\nc"),
+      "a_b_c");
   EXPECT_EQ(Apply({{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}},
                   "\xE3\x80\x80 a b \n"),
             "a b");
@@ -56,15 +58,16 @@ TEST(NormalizerTest, ReplaceRegexAndStrip) {
 
 TEST(NormalizerTest, Errors) {
   constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
-  EXPECT_THAT(ParseNormalizer({{"type", "Lowercase"}}, "normalizer"),
-              StatusIs(kInvalid, HasSubstr("normalizer.type: unsupported normalizer \"Lowercase\"")));
+  EXPECT_THAT(
+      ParseNormalizer({{"type", "Lowercase"}}, "normalizer"),
+      StatusIs(kInvalid, HasSubstr("normalizer.type: unsupported normalizer \"Lowercase\"")));
   EXPECT_THAT(ParseNormalizer({{"type", "Prepend"}}, "normalizer"),
               StatusIs(kInvalid, "normalizer.prepend: missing"));
   EXPECT_THAT(ParseNormalizer({{"type", "Replace"}, {"content", "x"}}, "n"),
               StatusIs(kInvalid, "n.pattern: missing"));
-  EXPECT_THAT(ParseNormalizer({{"type", "Replace"}, {"pattern", {{"Regex", "("}}}, {"content", ""}},
-                              "n"),
-              StatusIs(kInvalid, HasSubstr("n.pattern.Regex: invalid regex")));
+  EXPECT_THAT(
+      ParseNormalizer({{"type", "Replace"}, {"pattern", {{"Regex", "("}}}, {"content", ""}}, "n"),
+      StatusIs(kInvalid, HasSubstr("n.pattern.Regex: invalid regex")));
   EXPECT_THAT(ParseNormalizer({{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, 3}}}, "n"),
               StatusIs(kInvalid, "n.normalizers[1]: expected an object, got number"));
   EXPECT_THAT(ParseNormalizer({{"type", "Strip"}, {"strip_left", 1}}, "n"),

@@ -52,8 +52,8 @@ class SequencePostProcessor : public PostProcessor {
 absl::StatusOr<int32_t> CheckId(const Json& value, absl::string_view path, int32_t vocab_size) {
   FJORD_ASSIGN_OR_RETURN(const int64_t id, AsUint(value, path, int64_t{1} << 31));
   if (id >= vocab_size) {
-    return FieldError(path, absl::StrCat("id ", id, " is not a token (the vocabulary has ",
-                                         vocab_size, " ids)"));
+    return FieldError(
+        path, absl::StrCat("id ", id, " is not a token (the vocabulary has ", vocab_size, " ids)"));
   }
   return static_cast<int32_t>(id);
 }
@@ -65,7 +65,7 @@ absl::StatusOr<int32_t> TokenPairId(const Json& value, absl::string_view path, c
   const Json* pair = FindField(value, key);
   if (pair == nullptr) return FieldError(field, "missing");
   if (!pair->is_array() || pair->size() != 2 || !(*pair)[0].is_string()) {
-    return FieldError(field, absl::StrCat("expected [\"TOKEN\", ID], got ", pair->dump()));
+    return FieldError(field, absl::StrCat("expected [\"TOKEN\", ID], got ", Describe(*pair)));
   }
   return CheckId((*pair)[1], IndexPath(field, 1), vocab_size);
 }
@@ -125,7 +125,8 @@ absl::StatusOr<std::vector<int32_t>> ParseTemplate(
 
 absl::StatusOr<std::unique_ptr<PostProcessor>> ParsePostProcessor(const Json& value,
                                                                   absl::string_view path,
-                                                                  int32_t vocab_size) {
+                                                                  int32_t vocab_size, int depth) {
+  FJORD_RETURN_IF_ERROR(CheckDepth(path, depth));
   FJORD_ASSIGN_OR_RETURN(std::string type, GetType(value, path));
   if (type == "ByteLevel") return std::make_unique<NoOpPostProcessor>();  // offsets only
   if (type == "TemplateProcessing") {
@@ -134,7 +135,8 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> ParsePostProcessor(const Json& va
     absl::flat_hash_map<std::string, std::vector<int32_t>> specials;
     if (specials_json != nullptr) {
       if (!specials_json->is_object()) {
-        return FieldError(sp, absl::StrCat("expected an object, got ", JsonTypeName(*specials_json)));
+        return FieldError(sp,
+                          absl::StrCat("expected an object, got ", JsonTypeName(*specials_json)));
       }
       for (auto it = specials_json->begin(); it != specials_json->end(); ++it) {
         const std::string entry = JoinPath(sp, it.key());
@@ -145,7 +147,8 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> ParsePostProcessor(const Json& va
         if (!ids->is_array()) return FieldError(ids_path, "expected an array of ids");
         std::vector<int32_t>& out = specials[it.key()];
         for (size_t i = 0; i < ids->size(); ++i) {
-          FJORD_ASSIGN_OR_RETURN(const int32_t id, CheckId((*ids)[i], IndexPath(ids_path, i), vocab_size));
+          FJORD_ASSIGN_OR_RETURN(const int32_t id,
+                                 CheckId((*ids)[i], IndexPath(ids_path, i), vocab_size));
           out.push_back(id);
         }
       }
@@ -171,8 +174,8 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> ParsePostProcessor(const Json& va
     }
     std::vector<std::unique_ptr<PostProcessor>> parts;
     for (size_t i = 0; i < list->size(); ++i) {
-      FJORD_ASSIGN_OR_RETURN(auto part,
-                             ParsePostProcessor((*list)[i], IndexPath(field, i), vocab_size));
+      FJORD_ASSIGN_OR_RETURN(
+          auto part, ParsePostProcessor((*list)[i], IndexPath(field, i), vocab_size, depth + 1));
       parts.push_back(std::move(part));
     }
     return std::make_unique<SequencePostProcessor>(std::move(parts));

@@ -29,7 +29,8 @@ class PostProcessor {
 // other types, or when a template names a special token it does not define.
 absl::StatusOr<std::unique_ptr<PostProcessor>> ParsePostProcessor(const Json& value,
                                                                   absl::string_view path,
-                                                                  int32_t vocab_size);
+                                                                  int32_t vocab_size,
+                                                                  int depth = 0);
 
 }  // namespace fjord::tokenizer::internal
 

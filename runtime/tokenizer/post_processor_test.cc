@@ -24,7 +24,8 @@ std::vector<int32_t> Apply(const Json& j, std::vector<int32_t> ids) {
 }
 
 Json Template(Json single, Json specials) {
-  return {{"type", "TemplateProcessing"}, {"single", std::move(single)},
+  return {{"type", "TemplateProcessing"},
+          {"single", std::move(single)},
           {"special_tokens", std::move(specials)}};
 }
 
@@ -39,18 +40,22 @@ TEST(PostProcessorTest, Templates) {
   EXPECT_THAT(Apply(Template({Special("<s>"), Seq("A"), Special("</s>")}, specials), {5}),
               ElementsAre(1, 5, 2));
   EXPECT_THAT(Apply(Template({Special("[X]"), Seq("A")}, specials), {}), ElementsAre(7, 8));
-  EXPECT_THAT(Apply({{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"[CLS]", 4}}}, {9}),
-              ElementsAre(4, 9, 3));
-  EXPECT_THAT(Apply({{"type", "RobertaProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 0}},
-                     {"trim_offsets", true}, {"add_prefix_space", true}},
+  EXPECT_THAT(
+      Apply({{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"[CLS]", 4}}}, {9}),
+      ElementsAre(4, 9, 3));
+  EXPECT_THAT(Apply({{"type", "RobertaProcessing"},
+                     {"sep", {"</s>", 2}},
+                     {"cls", {"<s>", 0}},
+                     {"trim_offsets", true},
+                     {"add_prefix_space", true}},
                     {9}),
               ElementsAre(0, 9, 2));
-  EXPECT_THAT(Apply({{"type", "Sequence"},
-                     {"processors",
-                      {{{"type", "ByteLevel"}, {"trim_offsets", false}},
-                       testing::BosTemplate("<s>", 1)}}},
-                    {5}),
-              ElementsAre(1, 5));
+  EXPECT_THAT(
+      Apply({{"type", "Sequence"},
+             {"processors",
+              {{{"type", "ByteLevel"}, {"trim_offsets", false}}, testing::BosTemplate("<s>", 1)}}},
+            {5}),
+      ElementsAre(1, 5));
   EXPECT_THAT(Apply({{"type", "ByteLevel"}}, {5}), ElementsAre(5));
 }
 
@@ -70,16 +75,18 @@ TEST(PostProcessorTest, Errors) {
               StatusIs(kInvalid, HasSubstr("pp.single[0]: expected {\"SpecialToken\"")));
   EXPECT_THAT(parse(Template({Special("<s>"), Seq("A")},
                              {{"<s>", {{"id", "<s>"}, {"ids", {100}}, {"tokens", {"<s>"}}}}})),
-              StatusIs(kInvalid, "pp.special_tokens.<s>.ids[0]: id 100 is not a token (the "
-                                 "vocabulary has 100 ids)"));
+              StatusIs(kInvalid,
+                       "pp.special_tokens.<s>.ids[0]: id 100 is not a token (the "
+                       "vocabulary has 100 ids)"));
   EXPECT_THAT(parse({{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}}),
               StatusIs(kInvalid, "pp.cls: missing"));
   EXPECT_THAT(parse({{"type", "BertProcessing"}, {"sep", 3}, {"cls", {"[CLS]", 4}}}),
               StatusIs(kInvalid, HasSubstr("pp.sep: expected [\"TOKEN\", ID], got 3")));
   Json pair = Template({Seq("A")}, specials);
   pair["pair"] = {Seq("A"), Special("<missing>"), Seq("B")};
-  EXPECT_THAT(parse(pair),
-              StatusIs(kInvalid, "pp.pair[1].SpecialToken.id: \"<missing>\" is not in special_tokens"));
+  EXPECT_THAT(
+      parse(pair),
+      StatusIs(kInvalid, "pp.pair[1].SpecialToken.id: \"<missing>\" is not in special_tokens"));
   EXPECT_THAT(parse({{"type", "Sequence"}, {"processors", {{{"type", "X"}}}}}),
               StatusIs(kInvalid, HasSubstr("pp.processors[0].type: unsupported post_processor")));
 }

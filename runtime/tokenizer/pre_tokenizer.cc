@@ -61,9 +61,8 @@ class SplitPreTokenizer : public PreTokenizer {
   SplitPreTokenizer(Pattern pattern, SplitBehavior behavior, bool invert)
       : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
   void Apply(const Pieces& in, Pieces* out) const override {
-    SplitEach(in, out, behavior_, invert_, [&](absl::string_view text, std::vector<Span>* m) {
-      pattern_.FindAll(text, m);
-    });
+    SplitEach(in, out, behavior_, invert_,
+              [&](absl::string_view text, std::vector<Span>* m) { pattern_.FindAll(text, m); });
   }
 
  private:
@@ -167,8 +166,9 @@ class DigitsPreTokenizer : public PreTokenizer {
 class WhitespaceSplitPreTokenizer : public PreTokenizer {
  public:
   void Apply(const Pieces& in, Pieces* out) const override {
-    SplitEach(in, out, SplitBehavior::kRemoved, false,
-              [](absl::string_view text, std::vector<Span>* m) { FindChars(text, IsWhiteSpace, m); });
+    SplitEach(
+        in, out, SplitBehavior::kRemoved, false,
+        [](absl::string_view text, std::vector<Span>* m) { FindChars(text, IsWhiteSpace, m); });
   }
 };
 
@@ -316,7 +316,8 @@ void SplitSpans(size_t text_size, const std::vector<Span>& matches, SplitBehavio
 }
 
 absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& value,
-                                                                absl::string_view path) {
+                                                                absl::string_view path, int depth) {
+  FJORD_RETURN_IF_ERROR(CheckDepth(path, depth));
   FJORD_ASSIGN_OR_RETURN(std::string type, GetType(value, path));
   if (type == "Split") {
     const Json* pattern = FindField(value, "pattern");
@@ -361,8 +362,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& valu
     return std::make_unique<MetaspacePreTokenizer>(std::move(replacement), scheme, split);
   }
   if (type == "Digits") {
-    FJORD_ASSIGN_OR_RETURN(const bool individual,
-                           GetBool(value, path, "individual_digits", false));
+    FJORD_ASSIGN_OR_RETURN(const bool individual, GetBool(value, path, "individual_digits", false));
     return std::make_unique<DigitsPreTokenizer>(individual);
   }
   if (type == "WhitespaceSplit") return std::make_unique<WhitespaceSplitPreTokenizer>();
@@ -376,7 +376,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& valu
     }
     std::vector<std::unique_ptr<PreTokenizer>> parts;
     for (size_t i = 0; i < list->size(); ++i) {
-      FJORD_ASSIGN_OR_RETURN(auto part, ParsePreTokenizer((*list)[i], IndexPath(field, i)));
+      FJORD_ASSIGN_OR_RETURN(auto part,
+                             ParsePreTokenizer((*list)[i], IndexPath(field, i), depth + 1));
       parts.push_back(std::move(part));
     }
     return std::make_unique<SequencePreTokenizer>(std::move(parts));

@@ -22,8 +22,8 @@ namespace fjord::tokenizer::internal {
 class Pieces {
  public:
   struct Ref {
-    uint32_t begin;
-    uint32_t end;
+    size_t begin;
+    size_t end;
     // Starts at offset 0 of the text given to Encode (Metaspace's
     // prepend_scheme "first" prepends only there).
     bool at_start;
@@ -49,19 +49,17 @@ class Pieces {
   // Appends a piece (empty ones are dropped).
   void Add(absl::string_view text, bool at_start) {
     if (text.empty()) return;
-    const uint32_t begin = static_cast<uint32_t>(text_.size());
+    const size_t begin = text_.size();
     text_.append(text.data(), text.size());
-    refs_.push_back(Ref{begin, static_cast<uint32_t>(text_.size()), at_start});
+    refs_.push_back(Ref{begin, text_.size(), at_start});
   }
   // Appends a piece written by `write(std::string* buffer)` at the end of the
   // buffer (empty ones are dropped).
   template <typename Write>
   void AddWith(bool at_start, Write write) {
-    const uint32_t begin = static_cast<uint32_t>(text_.size());
+    const size_t begin = text_.size();
     write(&text_);
-    if (text_.size() > begin) {
-      refs_.push_back(Ref{begin, static_cast<uint32_t>(text_.size()), at_start});
-    }
+    if (text_.size() > begin) refs_.push_back(Ref{begin, text_.size(), at_start});
   }
 
  private:
@@ -90,7 +88,8 @@ void SplitSpans(size_t text_size, const std::vector<Span>& matches, SplitBehavio
 // Metaspace, Digits, Whitespace, WhitespaceSplit, Sequence. InvalidArgument
 // naming the field for any other type or a malformed field.
 absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& value,
-                                                                absl::string_view path);
+                                                                absl::string_view path,
+                                                                int depth = 0);
 
 }  // namespace fjord::tokenizer::internal
 

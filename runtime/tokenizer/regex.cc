@@ -70,8 +70,7 @@ void AppendRanges(const CodePointRange* ranges, size_t n, std::string* out) {
 // a character class, e.g. "\\p{L}") and its delta (may be null): either a
 // plain set (*simple: `base` plus the extra code points, usable inside a
 // class) or a whole expression (negated, or code points to exclude).
-std::string ClassFor(absl::string_view base, const ClassDelta* delta, bool negated,
-                     bool* simple) {
+std::string ClassFor(absl::string_view base, const ClassDelta* delta, bool negated, bool* simple) {
   std::string body(base), missing;
   if (delta != nullptr) {
     AppendRanges(delta->extra, delta->extra_size, &body);
@@ -256,15 +255,15 @@ absl::StatusOr<Regex> Regex::Compile(absl::string_view pattern) {
   if (!translated.ok()) return translated.status();
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated->data()),
-                                   translated->size(), PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE,
-                                   &error, &offset, nullptr);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated->data()), translated->size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
-    return absl::InvalidArgumentError(absl::StrCat("invalid regex (", reinterpret_cast<char*>(message),
-                                                   " at offset ", offset, " of \"", *translated,
-                                                   "\")"));
+    return absl::InvalidArgumentError(absl::StrCat("invalid regex (",
+                                                   reinterpret_cast<char*>(message), " at offset ",
+                                                   offset, " of \"", *translated, "\")"));
   }
   auto compiled = std::make_shared<Code>();
   compiled->code = code;
@@ -280,19 +279,18 @@ void Regex::FindAll(absl::string_view text, std::vector<Span>* out) const {
   bool have_last = false;
   size_t last_match_end = 0;
   while (last_end <= text.size()) {
-    const int rc =
-        code_->jit ? pcre2_jit_match(code_->code, subject, text.size(), last_end, 0, state.data,
-                                     state.context)
-                   : pcre2_match(code_->code, subject, text.size(), last_end, PCRE2_NO_UTF_CHECK,
-                                 state.data, state.context);
+    const int rc = code_->jit ? pcre2_jit_match(code_->code, subject, text.size(), last_end, 0,
+                                                state.data, state.context)
+                              : pcre2_match(code_->code, subject, text.size(), last_end,
+                                            PCRE2_NO_UTF_CHECK, state.data, state.context);
     if (rc < 0) return;  // no match, or a PCRE2 limit: no further matches
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(state.data);
     const size_t start = ov[0], end = ov[1];
     if (end < start || start < last_end) return;  // \K tricks: refuse to loop
     if (start == end && have_last && last_match_end == end) {
       // Oniguruma: no empty match right after the previous one; step a char.
-      last_end += last_end < text.size() ? Utf8Length(static_cast<unsigned char>(text[last_end]))
-                                         : 1;
+      last_end +=
+          last_end < text.size() ? Utf8Length(static_cast<unsigned char>(text[last_end])) : 1;
       continue;
     }
     out->emplace_back(start, end);

@@ -34,8 +34,7 @@ std::vector<std::string> Matches(const std::string& pattern, const std::string& 
 TEST(RegexTest, EmptyMatchesAsOniguruma) {
   // HF: "abxxc" with x* splits a | b | xx | c: empty matches at 0, 1 and 5,
   // none right after "xx".
-  EXPECT_THAT(Find("x*", "abxxc"),
-              ElementsAre(Span(0, 0), Span(1, 1), Span(2, 4), Span(5, 5)));
+  EXPECT_THAT(Find("x*", "abxxc"), ElementsAre(Span(0, 0), Span(1, 1), Span(2, 4), Span(5, 5)));
   EXPECT_THAT(Find("x*", ""), ElementsAre(Span(0, 0)));
   EXPECT_THAT(Find("\\b", "ab cd"), ElementsAre(Span(0, 0), Span(2, 2), Span(3, 3), Span(5, 5)));
   // Stepping over an empty match moves by a whole character.
@@ -53,11 +52,15 @@ TEST(RegexTest, OnigurumaSemantics) {
   EXPECT_THAT(Matches("b$", "ab\nab\nab"), ElementsAre("b", "b", "b"));
   EXPECT_THAT(Matches("a.b", "a\nb axb"), ElementsAre("axb"));
   EXPECT_THAT(Matches("(?m)a.b", "a\nb axb"), ElementsAre("a\nb", "axb"));  // Ruby's m
-  EXPECT_THAT(Matches("\\h+", "xyz 0af G"), ElementsAre("0af"));          // hex digit
+  EXPECT_THAT(Matches("\\h+", "xyz 0af G"), ElementsAre("0af"));            // hex digit
   EXPECT_THAT(Matches("\\u00e9", "\xC3\xA9"), ElementsAre("\xC3\xA9"));
   EXPECT_THAT(Matches("(?i:'s)", "'S '\xC5\xBF"), ElementsAre("'S", "'\xC5\xBF"));  // ſ
-  EXPECT_THAT(Matches("\\s+", "a\xC2\xA0\xE1\xA0\x8E" "b"), ElementsAre("\xC2\xA0"));  // not U+180E
-  EXPECT_THAT(Matches("\\d+", "12 \xD9\xA1\xD9\xA2 \xC2\xB2"), ElementsAre("12", "\xD9\xA1\xD9\xA2"));
+  EXPECT_THAT(Matches("\\s+",
+                      "a\xC2\xA0\xE1\xA0\x8E"
+                      "b"),
+              ElementsAre("\xC2\xA0"));  // not U+180E
+  EXPECT_THAT(Matches("\\d+", "12 \xD9\xA1\xD9\xA2 \xC2\xB2"),
+              ElementsAre("12", "\xD9\xA1\xD9\xA2"));
   EXPECT_THAT(Matches("[^\\s\\p{L}]+", "ab, cd!"), ElementsAre(",", "!"));
   EXPECT_THAT(Matches("[\\S]+", "ab cd"), ElementsAre("ab", "cd"));
   EXPECT_THAT(Matches("[^\\W\\d]+", "ab12_c"), ElementsAre("ab", "_c"));
@@ -77,12 +80,14 @@ TEST(RegexTest, TranslatesWhatPcre2SpellsDifferently) {
 TEST(RegexTest, RefusesWhatItCannotTranslate) {
   constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
   EXPECT_THAT(Regex::Compile("[a-z&&[^aeiou]]"),
-              StatusIs(kInvalid, "unsupported regex construct at offset 4: character class "
-                                 "intersection (&&)"));
+              StatusIs(kInvalid,
+                       "unsupported regex construct at offset 4: character class "
+                       "intersection (&&)"));
   EXPECT_THAT(Regex::Compile("[a[bc]]"), StatusIs(kInvalid, HasSubstr("nested character class")));
   EXPECT_THAT(Regex::Compile("ab\\"), StatusIs(kInvalid, HasSubstr("trailing backslash")));
   EXPECT_THAT(Regex::Compile("\\u12"), StatusIs(kInvalid, HasSubstr("four hexadecimal digits")));
-  EXPECT_THAT(Regex::Compile("[abc"), StatusIs(kInvalid, HasSubstr("unterminated character class")));
+  EXPECT_THAT(Regex::Compile("[abc"),
+              StatusIs(kInvalid, HasSubstr("unterminated character class")));
   EXPECT_THAT(Regex::Compile("a)"),
               StatusIs(kInvalid, HasSubstr("invalid regex (unmatched closing parenthesis")));
   EXPECT_THAT(Regex::Compile("\\p{NoSuchProperty}"),

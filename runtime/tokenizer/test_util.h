@@ -80,29 +80,38 @@ inline BpeBuilder ByteLevelBpe(const std::vector<std::string>& words) {
 }
 
 inline Json Model(const BpeBuilder& b, Json extra = Json::object()) {
-  Json m = {{"type", "BPE"},          {"dropout", nullptr},
-            {"unk_token", nullptr},   {"continuing_subword_prefix", nullptr},
-            {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
-            {"byte_fallback", false}, {"ignore_merges", false},
-            {"vocab", b.vocab},       {"merges", b.merges}};
+  Json m = {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", nullptr},
+            {"continuing_subword_prefix", nullptr},
+            {"end_of_word_suffix", nullptr},
+            {"fuse_unk", false},
+            {"byte_fallback", false},
+            {"ignore_merges", false},
+            {"vocab", b.vocab},
+            {"merges", b.merges}};
   for (auto it = extra.begin(); it != extra.end(); ++it) m[it.key()] = it.value();
   return m;
 }
 
 inline Json AddedToken(int id, const std::string& content, bool special = true,
                        bool normalized = false) {
-  return {{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},  {"normalized", normalized}, {"special", special}};
+  return {{"id", id},        {"content", content},       {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", normalized}, {"special", special}};
 }
 
 // A whole tokenizer.json.
 inline Json Document(Json model, Json normalizer = nullptr, Json pre_tokenizer = nullptr,
                      Json decoder = nullptr, Json post_processor = nullptr,
                      Json added_tokens = Json::array()) {
-  return {{"version", "1.0"},          {"truncation", nullptr},
-          {"padding", nullptr},        {"added_tokens", std::move(added_tokens)},
-          {"normalizer", std::move(normalizer)}, {"pre_tokenizer", std::move(pre_tokenizer)},
-          {"post_processor", std::move(post_processor)}, {"decoder", std::move(decoder)},
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", std::move(added_tokens)},
+          {"normalizer", std::move(normalizer)},
+          {"pre_tokenizer", std::move(pre_tokenizer)},
+          {"post_processor", std::move(post_processor)},
+          {"decoder", std::move(decoder)},
           {"model", std::move(model)}};
 }
 
@@ -123,24 +132,30 @@ inline Json ByteLevelPreTokenizer(bool add_prefix_space, bool use_regex) {
 
 // Llama 3's pre-tokenizer: its split regex, then bytes to characters.
 inline Json Llama3PreTokenizer() {
-  return {{"type", "Sequence"},
-          {"pretokenizers", {SplitPreTokenizer(kLlama3Pattern), ByteLevelPreTokenizer(false, false)}}};
+  return {
+      {"type", "Sequence"},
+      {"pretokenizers", {SplitPreTokenizer(kLlama3Pattern), ByteLevelPreTokenizer(false, false)}}};
 }
 
 inline Json ByteLevelDecoder() {
-  return {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
+  return {{"type", "ByteLevel"},
+          {"add_prefix_space", true},
+          {"trim_offsets", true},
           {"use_regex", true}};
 }
 
 // Llama 3's post-processor: <|begin_of_text|> (id `bos`) in front.
 inline Json BosTemplate(const std::string& bos_token, int bos) {
   return {{"type", "TemplateProcessing"},
-          {"single", {{{"SpecialToken", {{"id", bos_token}, {"type_id", 0}}}},
-                      {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-          {"pair", {{{"SpecialToken", {{"id", bos_token}, {"type_id", 0}}}},
-                    {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                    {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-          {"special_tokens", {{bos_token, {{"id", bos_token}, {"ids", {bos}}, {"tokens", {bos_token}}}}}}};
+          {"single",
+           {{{"SpecialToken", {{"id", bos_token}, {"type_id", 0}}}},
+            {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+          {"pair",
+           {{{"SpecialToken", {{"id", bos_token}, {"type_id", 0}}}},
+            {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+            {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+          {"special_tokens",
+           {{bos_token, {{"id", bos_token}, {"ids", {bos}}, {"tokens", {bos_token}}}}}}};
 }
 
 // A SentencePiece-style (Llama 2) BPE: <unk> <s> </s>, the 256 <0xNN> byte
@@ -159,7 +174,12 @@ inline BpeBuilder SentencePieceBpe(const std::string& alphabet,
     for (size_t i = 0; i < s.size();) {
       size_t n = 1;
       const unsigned char c = static_cast<unsigned char>(s[i]);
-      if (c >= 0xF0) n = 4; else if (c >= 0xE0) n = 3; else if (c >= 0xC0) n = 2;
+      if (c >= 0xF0)
+        n = 4;
+      else if (c >= 0xE0)
+        n = 3;
+      else if (c >= 0xC0)
+        n = 2;
       out.push_back(s.substr(i, n));
       i += n;
     }

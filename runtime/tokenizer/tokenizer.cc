@@ -39,12 +39,12 @@ using internal::PreTokenizer;
 using internal::Segment;
 
 struct Tokenizer::Impl {
-  std::unique_ptr<Normalizer> normalizer;      // may be null
+  std::unique_ptr<Normalizer> normalizer;       // may be null
   std::unique_ptr<PreTokenizer> pre_tokenizer;  // may be null
   std::unique_ptr<BpeModel> model;
   std::unique_ptr<AddedVocabulary> added;
-  std::unique_ptr<PostProcessor> post_processor;  // may be null
-  std::unique_ptr<Decoder> decoder;               // may be null
+  std::unique_ptr<PostProcessor> post_processor;        // may be null
+  std::unique_ptr<Decoder> decoder;                     // may be null
   absl::flat_hash_map<std::string, int32_t> added_ids;  // content -> id
   // The spelling of each added token's id, as HF's id_to_token: the content,
   // or for normalized=true tokens the content through the normalizer.
@@ -92,9 +92,9 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const
     FJORD_ASSIGN_OR_RETURN(t.content, GetString(item, path, "content"));
     const Json* id_json = FindField(item, "id");
     if (id_json == nullptr) return FieldError(internal::JoinPath(path, "id"), "missing");
-    FJORD_ASSIGN_OR_RETURN(const int64_t id,
-                           internal::AsUint(*id_json, internal::JoinPath(path, "id"),
-                                            (int64_t{1} << 31) - 2));
+    FJORD_ASSIGN_OR_RETURN(
+        const int64_t id,
+        internal::AsUint(*id_json, internal::JoinPath(path, "id"), (int64_t{1} << 31) - 2));
     FJORD_ASSIGN_OR_RETURN(t.special, GetBool(item, path, "special", false));
     FJORD_ASSIGN_OR_RETURN(t.single_word, GetBool(item, path, "single_word", false));
     FJORD_ASSIGN_OR_RETURN(t.lstrip, GetBool(item, path, "lstrip", false));
@@ -102,9 +102,9 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const
     FJORD_ASSIGN_OR_RETURN(t.normalized, GetBool(item, path, "normalized", !t.special));
     if (t.content.empty()) continue;  // HF ignores empty added tokens
     if (auto it = seen.find(t.content); it != seen.end()) {
-      return FieldError(internal::JoinPath(path, "content"),
-                        absl::StrCat("\"", t.content, "\" is already added_tokens[", it->second,
-                                     "]"));
+      return FieldError(
+          internal::JoinPath(path, "content"),
+          absl::StrCat("\"", t.content, "\" is already added_tokens[", it->second, "]"));
     }
     seen[t.content] = i;
     // The id HF gives it: its vocabulary id, else the next one after the
@@ -115,10 +115,11 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const
       return FieldError(
           internal::JoinPath(path, "id"),
           absl::StrCat(id, " for \"", t.content, "\", but Hugging Face tokenizers gives it id ",
-                       *expected, model.TokenToId(t.content)
-                                      ? " (its id in model.vocab)"
-                                      : " (added tokens that are not in model.vocab take the ids "
-                                        "right after it, in order)"));
+                       *expected,
+                       model.TokenToId(t.content)
+                           ? " (its id in model.vocab)"
+                           : " (added tokens that are not in model.vocab take the ids "
+                             "right after it, in order)"));
     }
     t.id = *expected;
     max_added = std::max<int64_t>(max_added, t.id);
@@ -132,8 +133,7 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const
 Tokenizer::Tokenizer(std::unique_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::~Tokenizer() = default;
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path,
-                                                               Env* env) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path, Env* env) {
   if (env == nullptr) env = Env::Default();
   FJORD_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(path));
   return FromJson(text, path);
@@ -159,8 +159,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   absl::Status status = [&]() -> absl::Status {
     if (const Json* version = FindField(root, "version")) {
       if (!version->is_string() || version->get<std::string>() != "1.0") {
-        return FieldError("version", absl::StrCat("unsupported tokenizer.json version ",
-                                                  version->dump(), " (expected \"1.0\")"));
+        return FieldError("version",
+                          absl::StrCat("unsupported tokenizer.json version ",
+                                       internal::Describe(*version), " (expected \"1.0\")"));
       }
     }
     const Json* model = FindField(root, "model");

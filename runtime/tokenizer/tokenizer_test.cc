@@ -19,12 +19,12 @@
 namespace fjord::tokenizer {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::StartsWith;
 using testing::BpeBuilder;
 using testing::ByteLevel;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using testing::Json;
+using ::testing::StartsWith;
 using testing::StatusIs;
 
 constexpr char kBos[] = "<|begin_of_text|>";
@@ -68,9 +68,9 @@ TEST(TokenizerTest, Llama3ShapedEncodeDecode) {
   EXPECT_EQ(tok->IdToToken(tok->vocab_size()), std::nullopt);
   EXPECT_EQ(tok->IdToToken(-1), std::nullopt);
 
-  EXPECT_THAT(tok->Encode("Hello world!\n"),
-              ElementsAre(Id(*tok, "Hello"), Id(*tok, ByteLevel(" world")),
-                          Id(*tok, ByteLevel("!\n"))));
+  EXPECT_THAT(
+      tok->Encode("Hello world!\n"),
+      ElementsAre(Id(*tok, "Hello"), Id(*tok, ByteLevel(" world")), Id(*tok, ByteLevel("!\n"))));
   EXPECT_THAT(tok->Encode("Hello", /*add_special_tokens=*/true),
               ElementsAre(bos, Id(*tok, "Hello")));
   // Special tokens in the text match, unless split_special_tokens.
@@ -104,9 +104,14 @@ TEST(TokenizerTest, InvalidUtf8IsEncodedAsReplacementCharacters) {
   auto tok = Load(Llama3Json());
   ASSERT_NE(tok, nullptr);
   // \xFF: one U+FFFD; \xE4\xBD (a truncated 3-byte sequence): one U+FFFD.
-  const std::string bad = "a\xFF" "b\xE4\xBD" "c\xED\xA0\x80";
+  const std::string bad =
+      "a\xFF"
+      "b\xE4\xBD"
+      "c\xED\xA0\x80";
   const std::string replaced =
-      "a\xEF\xBF\xBD" "b\xEF\xBF\xBD" "c\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD";
+      "a\xEF\xBF\xBD"
+      "b\xEF\xBF\xBD"
+      "c\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD";
   EXPECT_EQ(tok->Encode(bad), tok->Encode(replaced));
   EXPECT_EQ(tok->Decode(tok->Encode(bad)), replaced);
 }
@@ -118,13 +123,14 @@ TEST(TokenizerTest, Qwen2ShapedNfc) {
               {"pretokenizers",
                {testing::SplitPreTokenizer(testing::kQwen2Pattern),
                 testing::ByteLevelPreTokenizer(false, false)}}};
-  Json doc = testing::Document(testing::Model(b), {{"type", "NFC"}}, pre,
-                               testing::ByteLevelDecoder(),
-                               {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                {"trim_offsets", false}, {"use_regex", false}},
-                               {testing::AddedToken(n, "<|endoftext|>"),
-                                testing::AddedToken(n + 1, "<|im_start|>"),
-                                testing::AddedToken(n + 2, "<|im_end|>")});
+  Json doc = testing::Document(
+      testing::Model(b), {{"type", "NFC"}}, pre, testing::ByteLevelDecoder(),
+      {{"type", "ByteLevel"},
+       {"add_prefix_space", false},
+       {"trim_offsets", false},
+       {"use_regex", false}},
+      {testing::AddedToken(n, "<|endoftext|>"), testing::AddedToken(n + 1, "<|im_start|>"),
+       testing::AddedToken(n + 2, "<|im_end|>")});
   auto tok = Load(doc);
   ASSERT_NE(tok, nullptr);
   // "cafe" + combining acute composes to "café" under NFC: one token.
@@ -139,8 +145,8 @@ TEST(TokenizerTest, Qwen2ShapedNfc) {
 Json Llama2Json() {
   const std::string sp = "\xE2\x96\x81";  // ▁
   BpeBuilder b = testing::SentencePieceBpe("abcdehlorw", {sp + "hello", sp + "world", sp + "he"});
-  Json model = testing::Model(
-      b, {{"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}});
+  Json model =
+      testing::Model(b, {{"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}});
   Json normalizer = {{"type", "Sequence"},
                      {"normalizers",
                       {{{"type", "Prepend"}, {"prepend", sp}},
@@ -238,8 +244,9 @@ TEST(TokenizerLoadErrorTest, VersionAndModel) {
   EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: model: missing"));
   j = Llama3Json();
   j["model"]["type"] = "WordPiece";
-  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: model.type: unsupported model "
-                                               "\"WordPiece\" (fjord supports BPE)"));
+  EXPECT_THAT(LoadError(j), StatusIs(kInvalid,
+                                     "t.json: model.type: unsupported model "
+                                     "\"WordPiece\" (fjord supports BPE)"));
   j = Llama3Json();
   j["model"]["dropout"] = 0.1;
   EXPECT_THAT(LoadError(j), StatusIs(kInvalid, HasSubstr("t.json: model.dropout: BPE dropout")));
@@ -266,15 +273,18 @@ TEST(TokenizerLoadErrorTest, Vocabulary) {
                                            "range")));
   j = Llama3Json();
   j["model"]["vocab"]["Hello"] = -1;
-  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: model.vocab[\"Hello\"]: "
-                                               "-1 is out of range (0 to 2147483646)"));
+  EXPECT_THAT(LoadError(j), StatusIs(kInvalid,
+                                     "t.json: model.vocab[\"Hello\"]: "
+                                     "-1 is out of range (0 to 2147483646)"));
   j = Llama3Json();
   j["model"]["vocab"]["Hello"] = "7";
-  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: model.vocab[\"Hello\"]: expected a "
-                                               "non-negative integer, got string"));
+  EXPECT_THAT(LoadError(j), StatusIs(kInvalid,
+                                     "t.json: model.vocab[\"Hello\"]: expected a "
+                                     "non-negative integer, got string"));
   j = Llama3Json();
   j["model"]["vocab"] = Json::array();
-  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, HasSubstr("t.json: model.vocab: expected an object")));
+  EXPECT_THAT(LoadError(j),
+              StatusIs(kInvalid, HasSubstr("t.json: model.vocab: expected an object")));
 }
 
 TEST(TokenizerLoadErrorTest, Merges) {
@@ -343,8 +353,9 @@ TEST(TokenizerLoadErrorTest, Patterns) {
                                                          "behavior \"Sideways\"")));
   j = Llama3Json();
   j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "ab"}};
-  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: pre_tokenizer.replacement: expected a "
-                                               "single character, got \"ab\""));
+  EXPECT_THAT(LoadError(j), StatusIs(kInvalid,
+                                     "t.json: pre_tokenizer.replacement: expected a "
+                                     "single character, got \"ab\""));
 }
 
 TEST(TokenizerLoadErrorTest, AddedTokens) {
@@ -361,8 +372,9 @@ TEST(TokenizerLoadErrorTest, AddedTokens) {
   EXPECT_THAT(LoadError(j), StatusIs(kInvalid, HasSubstr("(its id in model.vocab)")));
   j = Llama3Json();
   j["added_tokens"].push_back(testing::AddedToken(n + 2, kBos));
-  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: added_tokens[2].content: "
-                                               "\"<|begin_of_text|>\" is already added_tokens[0]"));
+  EXPECT_THAT(LoadError(j), StatusIs(kInvalid,
+                                     "t.json: added_tokens[2].content: "
+                                     "\"<|begin_of_text|>\" is already added_tokens[0]"));
   j = Llama3Json();
   j["added_tokens"] = {{{"content", "x"}}};
   EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: added_tokens[0].id: missing"));
@@ -374,13 +386,35 @@ TEST(TokenizerLoadErrorTest, AddedTokens) {
 TEST(TokenizerLoadErrorTest, PostProcessor) {
   Json j = Llama3Json();
   j["post_processor"]["single"][0]["SpecialToken"]["id"] = "<x>";
-  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, "t.json: post_processor.single[0].SpecialToken.id: "
-                                               "\"<x>\" is not in special_tokens"));
+  EXPECT_THAT(LoadError(j), StatusIs(kInvalid,
+                                     "t.json: post_processor.single[0].SpecialToken.id: "
+                                     "\"<x>\" is not in special_tokens"));
   j = Llama3Json();
   j["post_processor"]["special_tokens"][kBos]["ids"][0] = 999999;
   EXPECT_THAT(LoadError(j),
               StatusIs(kInvalid, HasSubstr("post_processor.special_tokens.<|begin_of_text|>.ids[0]"
                                            ": id 999999 is not a token")));
+}
+
+TEST(TokenizerLoadErrorTest, DeepNestingIsRefusedNotRecursedInto) {
+  // Sequences nested 100 deep.
+  std::string normalizer;
+  for (int i = 0; i < 100; ++i) normalizer += "{\"type\": \"Sequence\", \"normalizers\": [";
+  normalizer += "{\"type\": \"NFC\"}";
+  for (int i = 0; i < 100; ++i) normalizer += "]}";
+  Json j = Llama3Json();
+  j["normalizer"] = Json::parse(normalizer);
+  EXPECT_THAT(LoadError(j), StatusIs(kInvalid, HasSubstr("Sequences nested deeper than 16")));
+  // A merge that is an array nested 200,000 deep: refused, not dumped.
+  std::string text = Llama3Json().dump();
+  const std::string merges = "\"merges\":[";
+  const size_t at = text.find(merges);
+  ASSERT_NE(at, std::string::npos);
+  text.insert(at + merges.size(), std::string(200000, '[') + std::string(200000, ']') + ",");
+  EXPECT_THAT(Tokenizer::FromJson(text, "t.json"),
+              StatusIs(kInvalid,
+                       "t.json: model.merges[0]: expected \"LEFT RIGHT\" or "
+                       "[\"LEFT\", \"RIGHT\"], got an array of 1"));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 #include "runtime/tokenizer/unicode.h"
 
-#include <cstdlib>
 #include <utf8proc.h>
+
+#include <cstdlib>
 
 #include "runtime/tokenizer/hf_unicode.h"
 
@@ -186,10 +187,9 @@ std::string Normalize(absl::string_view s, NormalForm form) {
   auto map = [options](absl::string_view piece, std::string* out) {
     if (piece.empty()) return;
     utf8proc_uint8_t* mapped = nullptr;
-    const utf8proc_ssize_t n =
-        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(piece.data()),
-                     static_cast<utf8proc_ssize_t>(piece.size()), &mapped,
-                     static_cast<utf8proc_option_t>(options));
+    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(piece.data()),
+                                            static_cast<utf8proc_ssize_t>(piece.size()), &mapped,
+                                            static_cast<utf8proc_option_t>(options));
     if (n < 0) {  // only on invalid UTF-8 or out of memory: leave the text as it is
       out->append(piece.data(), piece.size());
     } else {

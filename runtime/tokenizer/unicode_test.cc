@@ -43,8 +43,10 @@ TEST(Utf8Test, FindsInvalidSequences) {
 // bytes.decode("utf-8", errors="replace") and Rust's from_utf8_lossy.
 TEST(Utf8Test, RepairsLikePython) {
   EXPECT_EQ(ToValidUtf8("ok"), "ok");
-  EXPECT_EQ(ToValidUtf8("a\xFF" "b"), std::string("a") + kFffd + "b");
-  EXPECT_EQ(ToValidUtf8("\xE4\xBD"), kFffd);                               // one subpart
+  EXPECT_EQ(ToValidUtf8("a\xFF"
+                        "b"),
+            std::string("a") + kFffd + "b");
+  EXPECT_EQ(ToValidUtf8("\xE4\xBD"), kFffd);  // one subpart
   EXPECT_EQ(ToValidUtf8("\xE4\xBDx\xA0"), std::string(kFffd) + "x" + kFffd);
   EXPECT_EQ(ToValidUtf8("\xED\xA0\x80"), std::string(kFffd) + kFffd + kFffd);
   EXPECT_EQ(ToValidUtf8("\xF0\x9F\x99"), kFffd);

@@ -78,7 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<int32_t> random;
   for (size_t i = 1; i + 3 < size && random.size() < 64; i += 4) {
     random.push_back(static_cast<int32_t>(data[i] | data[i + 1] << 8 | data[i + 2] << 16) %
-                     (t.vocab_size() + 3) - 1);
+                         (t.vocab_size() + 3) -
+                     1);
   }
   for (bool skip : {false, true}) {
     Check(!internal::FindInvalidUtf8(t.Decode(random, skip)).has_value());
