@@ -21,7 +21,9 @@ std::optional<Principal> KeyRing::Find(absl::string_view public_key) const {
   return it->second;
 }
 
-absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name) {
+namespace {
+
+absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeys(absl::string_view yaml, absl::string_view name) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
@@ -32,6 +34,10 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
     return absl::InvalidArgumentError(absl::StrCat(name, ": expected a mapping with a 'clients' list"));
   }
   for (auto it = root.begin(); it != root.end(); ++it) {
+    if (!it->first.IsScalar()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ":", it->first.Mark().line + 1, ": field names must be plain strings"));
+    }
     if (it->first.as<std::string>() != "clients") {
       return absl::InvalidArgumentError(absl::StrCat(name, ": unknown field '", it->first.as<std::string>(), "'"));
     }
@@ -44,6 +50,7 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
     Principal p;
     std::string key, role = "tenant";
     for (auto f = entry.begin(); f != entry.end(); ++f) {
+      if (!f->first.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(where, ": field names must be plain strings"));
       const std::string k = f->first.as<std::string>();
       if (!f->second.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(where, ".", k, ": expected a string"));
       const std::string v = f->second.as<std::string>();
@@ -70,6 +77,18 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
     }
   }
   return std::make_shared<const KeyRing>(std::move(keys));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name) {
+  // yaml-cpp throws on conversions the checks above do not foresee: never let
+  // one escape (fjordd would abort on a bad keys file).
+  try {
+    return ParseKeys(yaml, name);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", e.what()));
+  }
 }
 
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path) {

@@ -40,6 +40,21 @@ TEST(KeysTest, Errors) {
   EXPECT_THAT(ParseKeysFile("[", "k").status().message(), HasSubstr("not valid YAML"));
 }
 
+// Regression (found by tests/fuzz/keys_file_fuzz.cc): a mapping or list used
+// as a field name made yaml-cpp throw out of ParseKeysFile, aborting fjordd.
+TEST(KeysTest, NonScalarFieldNamesAreErrorsNotCrashes) {
+  const std::string a = GenerateCurveKeyPair()->public_key;
+  EXPECT_THAT(ParseKeysFile("{a: b}: c\nclients: []\n", "k").status(),
+              ::testing::AllOf(::testing::Property(&absl::Status::code, absl::StatusCode::kInvalidArgument),
+                               ::testing::Property(&absl::Status::message, HasSubstr("k:1: field names must be plain strings"))));
+  absl::Status s = ParseKeysFile("clients:\n  - {[x]: 1, public_key: \"" + a + "\", tenant: acme}\n", "k").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("k:2: clients[0]: field names must be plain strings"));
+  s = ParseKeysFile("clients:\n  - {name: [x], public_key: \"" + a + "\", tenant: acme}\n", "k").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("clients[0].name: expected a string"));
+}
+
 TEST(KeysTest, WritableKeysFileIsRefused) {
   const std::string path = ::testing::TempDir() + "/keys-" + std::to_string(::getpid()) + ".yaml";
   std::ofstream(path) << "clients: []\n";
