@@ -1,6 +1,7 @@
 #include "daemon/auth/keys.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -91,12 +92,28 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
   }
 }
 
+absl::Status CheckKeyFileOwner(const std::string& path, absl::string_view what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(what, " ", path, " does not exist"));
+    return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+  }
+  const uid_t me = ::geteuid();
+  if (st.st_uid != 0 && st.st_uid != me) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s %s is owned by uid %d, who can change it: it must belong to root or to fjordd's user (uid %d); run chown %d %s",
+        what, path, st.st_uid, me, me, path));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("keys file ", path, " does not exist"));
     return absl::PermissionDeniedError(absl::StrCat("keys file ", path, ": ", std::strerror(errno)));
   }
+  if (absl::Status s = CheckKeyFileOwner(path, "keys file"); !s.ok()) return s;
   if ((st.st_mode & 022) != 0) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "keys file %s has mode %04o: group or others can change who may connect; run chmod 644 %s", path,

@@ -67,5 +67,24 @@ TEST(KeysTest, WritableKeysFileIsRefused) {
   EXPECT_EQ(LoadKeysFile(path + ".none").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A keys file another user owns can be changed by that user whatever its
+// mode: refused unless root or this process's user owns it.
+TEST(KeysTest, KeysFileOwnedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  const std::string path = ::testing::TempDir() + "/keys-owner-" + std::to_string(::getpid()) + ".yaml";
+  std::ofstream(path) << "clients: []\n";
+  ::chmod(path.c_str(), 0644);
+  ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
+  auto r = LoadKeysFile(path);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(r.status().message(), HasSubstr("keys file " + path + " is owned by uid 65534"));
+  EXPECT_THAT(r.status().message(), HasSubstr("run chown 0 " + path));
+  EXPECT_EQ(CheckKeyFileOwner(path, "server secret key file").code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_EQ(::chown(path.c_str(), 0, 0), 0);
+  EXPECT_TRUE(LoadKeysFile(path).ok());
+  EXPECT_EQ(CheckKeyFileOwner(path + ".none", "keys file").code(), absl::StatusCode::kNotFound);
+  ::unlink(path.c_str());
+}
+
 }  // namespace
 }  // namespace fjord::daemon

@@ -288,6 +288,8 @@ absl::Status CheckConfig(const DaemonConfig& c) {
   if (c.security.curve) {
     if (auto k = LoadCurveSecretKeyFile(c.security.server_secret_key_file); !k.ok()) {
       problems.push_back(std::string(k.status().message()));
+    } else if (absl::Status o = CheckKeyFileOwner(c.security.server_secret_key_file, "server secret key file"); !o.ok()) {
+      problems.push_back(std::string(o.message()));
     }
     if (auto k = LoadKeysFile(c.security.keys_file); !k.ok()) problems.push_back(std::string(k.status().message()));
   }

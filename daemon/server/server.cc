@@ -1553,6 +1553,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
   }
   s.storage = std::make_unique<Storage>(c.storage_root);
   if (c.security.curve) {
+    FJORD_RETURN_IF_ERROR(CheckKeyFileOwner(c.security.server_secret_key_file, "server secret key file"));
     FJORD_ASSIGN_OR_RETURN(s.server_keys, LoadCurveSecretKeyFile(c.security.server_secret_key_file));
     FJORD_ASSIGN_OR_RETURN(s.keys, LoadKeysFile(c.security.keys_file));
   } else {

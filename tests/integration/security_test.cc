@@ -181,6 +181,21 @@ TEST(SecurityTest, LooseKeyFilePermissionsStopTheDaemon) {
     EXPECT_THAT(ReadFile(spec.log_path), HasSubstr(c.message)) << c.file;
     EXPECT_THAT(ReadFile(spec.log_path), HasSubstr(h.dir() + c.file));
   }
+  // Mode 0600 but owned by another user, who could change or read it.
+  if (::geteuid() == 0) {
+    ::chmod((h.dir() + "/keys/server.key").c_str(), 0600);
+    ASSERT_EQ(::chown((h.dir() + "/keys/server.key").c_str(), 65534, 65534), 0);
+    daemon::WorkerSpec spec;
+    spec.program = fs::absolute("daemon/server/fjordd").string();
+    spec.args = {"--config", h.config_path()};
+    spec.log_path = h.dir() + "/owner.log";
+    ASSERT_OK_AND_ASSIGN(p, daemon::WorkerProcess::Start(spec));
+    std::optional<daemon::WorkerExit> e = p->Wait(20000);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->exit_code, 1);
+    EXPECT_THAT(ReadFile(spec.log_path), HasSubstr("server secret key file " + h.dir() + "/keys/server.key is owned by uid 65534"));
+    EXPECT_THAT(ReadFile(spec.log_path), ::testing::Not(HasSubstr(h.server_keys().secret_key)));
+  }
 }
 
 // The connection, stream and upload limits hold for a real client on the
