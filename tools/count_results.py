@@ -1,6 +1,8 @@
 """Counts test cases from Bazel's test.xml files and pytest's JUnit XML.
 
-Usage: count_results.py BAZEL_TESTLOGS_DIR JUNIT_XML...  (pytest's, the fuzzers')
+Usage: count_results.py BAZEL_TESTLOGS_DIR [BAZEL_TESTLOGS_DIR...] JUNIT_XML...
+  Directories are Bazel test log trees (bazel-testlogs; the ASan run's copy),
+  files are JUnit XML (pytest's, the fuzzers'). A missing file counts nothing.
 Prints a per-source summary and, last, the line "N passed, N failed, N skipped".
 Exits 1 if anything failed or nothing ran.
 """
@@ -31,17 +33,28 @@ def count_xml(path):
     return passed, failed, skipped
 
 
-def main():
-    testlogs, junit_files = sys.argv[1], sys.argv[2:]
+def count_testlogs(testlogs):
     totals = [0, 0, 0]
-    bazel = [0, 0, 0]
-    if os.path.isdir(testlogs):
-        for dirpath, _, files in os.walk(testlogs, followlinks=True):
-            if "test.xml" in files:
-                for i, n in enumerate(count_xml(os.path.join(dirpath, "test.xml"))):
-                    bazel[i] += n
-    print(f"bazel (C++ test cases): {bazel[0]} passed, {bazel[1]} failed, {bazel[2]} skipped")
-    totals = list(bazel)
+    for dirpath, _, files in os.walk(testlogs, followlinks=True):
+        if "test.xml" in files:
+            for i, n in enumerate(count_xml(os.path.join(dirpath, "test.xml"))):
+                totals[i] += n
+    return totals
+
+
+def main():
+    args = sys.argv[1:]
+    # The first argument is always a test log tree (it may not exist yet);
+    # later ones are trees if they are directories, JUnit files otherwise.
+    trees = [args[0]] + [a for a in args[1:] if os.path.isdir(a)]
+    junit_files = [a for a in args[1:] if not os.path.isdir(a)]
+    totals = [0, 0, 0]
+    for n, tree in enumerate(trees):
+        c = count_testlogs(tree) if os.path.isdir(tree) else [0, 0, 0]
+        label = "bazel (C++ test cases)" if n == 0 else f"bazel {os.path.basename(os.path.normpath(tree))} (C++ test cases)"
+        print(f"{label}: {c[0]} passed, {c[1]} failed, {c[2]} skipped")
+        for i in range(3):
+            totals[i] += c[i]
     for path in junit_files:
         c = count_xml(path) if os.path.exists(path) else (0, 0, 0)
         print(f"{os.path.basename(path)}: {c[0]} passed, {c[1]} failed, {c[2]} skipped")

@@ -1,6 +1,7 @@
 #include "daemon/auth/keys.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -21,7 +22,9 @@ std::optional<Principal> KeyRing::Find(absl::string_view public_key) const {
   return it->second;
 }
 
-absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name) {
+namespace {
+
+absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeys(absl::string_view yaml, absl::string_view name) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
@@ -32,6 +35,10 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
     return absl::InvalidArgumentError(absl::StrCat(name, ": expected a mapping with a 'clients' list"));
   }
   for (auto it = root.begin(); it != root.end(); ++it) {
+    if (!it->first.IsScalar()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ":", it->first.Mark().line + 1, ": field names must be plain strings"));
+    }
     if (it->first.as<std::string>() != "clients") {
       return absl::InvalidArgumentError(absl::StrCat(name, ": unknown field '", it->first.as<std::string>(), "'"));
     }
@@ -44,6 +51,7 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
     Principal p;
     std::string key, role = "tenant";
     for (auto f = entry.begin(); f != entry.end(); ++f) {
+      if (!f->first.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(where, ": field names must be plain strings"));
       const std::string k = f->first.as<std::string>();
       if (!f->second.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(where, ".", k, ": expected a string"));
       const std::string v = f->second.as<std::string>();
@@ -72,12 +80,40 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
   return std::make_shared<const KeyRing>(std::move(keys));
 }
 
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name) {
+  // yaml-cpp throws on conversions the checks above do not foresee: never let
+  // one escape (fjordd would abort on a bad keys file).
+  try {
+    return ParseKeys(yaml, name);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", e.what()));
+  }
+}
+
+absl::Status CheckKeyFileOwner(const std::string& path, absl::string_view what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(what, " ", path, " does not exist"));
+    return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+  }
+  const uid_t me = ::geteuid();
+  if (st.st_uid != 0 && st.st_uid != me) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s %s is owned by uid %d, who can change it: it must belong to root or to fjordd's user (uid %d); run chown %d %s",
+        what, path, st.st_uid, me, me, path));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("keys file ", path, " does not exist"));
     return absl::PermissionDeniedError(absl::StrCat("keys file ", path, ": ", std::strerror(errno)));
   }
+  if (absl::Status s = CheckKeyFileOwner(path, "keys file"); !s.ok()) return s;
   if ((st.st_mode & 022) != 0) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "keys file %s has mode %04o: group or others can change who may connect; run chmod 644 %s", path,

@@ -44,8 +44,15 @@ class KeyRing {
 // field (a bad key, an invalid tenant name, a duplicate key, an unknown
 // field).
 absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name);
-// Reads and parses; NotFound if missing, PermissionDenied if group/other-writable.
+// Reads and parses; NotFound if missing, PermissionDenied if group/other-
+// writable or owned by someone other than root or this process's user.
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path);
+
+// PermissionDenied unless `path` belongs to root or to this process's
+// effective user (like sshd's StrictModes): a file another user owns can be
+// changed by that user whatever its mode. `what` names it in the message
+// ("keys file", "server secret key file"). NotFound if missing.
+absl::Status CheckKeyFileOwner(const std::string& path, absl::string_view what);
 
 }  // namespace fjord::daemon
 

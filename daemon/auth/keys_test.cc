@@ -40,6 +40,21 @@ TEST(KeysTest, Errors) {
   EXPECT_THAT(ParseKeysFile("[", "k").status().message(), HasSubstr("not valid YAML"));
 }
 
+// Regression (found by tests/fuzz/keys_file_fuzz.cc): a mapping or list used
+// as a field name made yaml-cpp throw out of ParseKeysFile, aborting fjordd.
+TEST(KeysTest, NonScalarFieldNamesAreErrorsNotCrashes) {
+  const std::string a = GenerateCurveKeyPair()->public_key;
+  EXPECT_THAT(ParseKeysFile("{a: b}: c\nclients: []\n", "k").status(),
+              ::testing::AllOf(::testing::Property(&absl::Status::code, absl::StatusCode::kInvalidArgument),
+                               ::testing::Property(&absl::Status::message, HasSubstr("k:1: field names must be plain strings"))));
+  absl::Status s = ParseKeysFile("clients:\n  - {[x]: 1, public_key: \"" + a + "\", tenant: acme}\n", "k").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("k:2: clients[0]: field names must be plain strings"));
+  s = ParseKeysFile("clients:\n  - {name: [x], public_key: \"" + a + "\", tenant: acme}\n", "k").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("clients[0].name: expected a string"));
+}
+
 TEST(KeysTest, WritableKeysFileIsRefused) {
   const std::string path = ::testing::TempDir() + "/keys-" + std::to_string(::getpid()) + ".yaml";
   std::ofstream(path) << "clients: []\n";
@@ -50,6 +65,25 @@ TEST(KeysTest, WritableKeysFileIsRefused) {
   ::chmod(path.c_str(), 0644);
   EXPECT_TRUE(LoadKeysFile(path).ok());
   EXPECT_EQ(LoadKeysFile(path + ".none").status().code(), absl::StatusCode::kNotFound);
+}
+
+// A keys file another user owns can be changed by that user whatever its
+// mode: refused unless root or this process's user owns it.
+TEST(KeysTest, KeysFileOwnedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  const std::string path = ::testing::TempDir() + "/keys-owner-" + std::to_string(::getpid()) + ".yaml";
+  std::ofstream(path) << "clients: []\n";
+  ::chmod(path.c_str(), 0644);
+  ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
+  auto r = LoadKeysFile(path);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(r.status().message(), HasSubstr("keys file " + path + " is owned by uid 65534"));
+  EXPECT_THAT(r.status().message(), HasSubstr("run chown 0 " + path));
+  EXPECT_EQ(CheckKeyFileOwner(path, "server secret key file").code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_EQ(::chown(path.c_str(), 0, 0), 0);
+  EXPECT_TRUE(LoadKeysFile(path).ok());
+  EXPECT_EQ(CheckKeyFileOwner(path + ".none", "keys file").code(), absl::StatusCode::kNotFound);
+  ::unlink(path.c_str());
 }
 
 }  // namespace

@@ -18,6 +18,7 @@ struct Row {
 constexpr Row kTable[] = {
     {S::kValidating, T::kValidationPassed, S::kQueued},
     {S::kValidating, T::kValidationFailed, S::kFailed},
+    {S::kValidating, T::kValidatorLost, S::kValidating},  // restarts + 1, validated again
     {S::kValidating, T::kValidatorCrashed, S::kFailed},
     {S::kValidating, T::kCancel, S::kCancelled},
     {S::kValidating, T::kShutdown, S::kValidating},
@@ -84,7 +85,8 @@ const char* TriggerName(Trigger t) {
   switch (t) {
     case T::kValidationPassed: return "pass validation";
     case T::kValidationFailed: return "fail validation";
-    case T::kValidatorCrashed: return "lose the validator";
+    case T::kValidatorLost: return "lose the validator of";
+    case T::kValidatorCrashed: return "lose the validator of";
     case T::kSchedule: return "schedule";
     case T::kWorkerSucceeded: return "succeed";
     case T::kWorkerUserError: return "fail";

@@ -14,7 +14,8 @@ using protocol::JobStatus;
 enum class Trigger {
   kValidationPassed,  // fjord-train validate exit 0
   kValidationFailed,  // exit 2: the user's data/config
-  kValidatorCrashed,  // crash, kill, timeout
+  kValidatorLost,     // crash, kill, timeout with restarts left: validate again
+  kValidatorCrashed,  // the same with no restarts left
   kSchedule,          // a slot was given
   kWorkerSucceeded,   // exit 0
   kWorkerUserError,   // exit 2

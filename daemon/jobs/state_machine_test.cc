@@ -39,6 +39,11 @@ TEST(StateMachineTest, WorkerLossAndRestarts) {
   EXPECT_EQ(*NextStatus(JobStatus::kRunning, Trigger::kRecover), JobStatus::kRequeued);
   EXPECT_EQ(*NextStatus(JobStatus::kRunning, Trigger::kShutdown), JobStatus::kRequeued);
   EXPECT_EQ(*NextStatus(JobStatus::kValidating, Trigger::kRecover), JobStatus::kValidating);
+  // A lost validator (killed, crashed, timed out) is run again while
+  // restarts are left, then the job fails.
+  EXPECT_EQ(*NextStatus(JobStatus::kValidating, Trigger::kValidatorLost), JobStatus::kValidating);
+  EXPECT_EQ(*NextStatus(JobStatus::kValidating, Trigger::kValidatorCrashed), JobStatus::kFailed);
+  EXPECT_FALSE(NextStatus(JobStatus::kQueued, Trigger::kValidatorLost).ok());
 }
 
 TEST(StateMachineTest, RefusedPairsNameTheStatus) {

@@ -24,6 +24,7 @@ constexpr MetricInfo kInfo[] = {
     {"fjord_worker_restarts_total", "counter", "Jobs requeued after a worker or node failure."},
     {"fjord_requests_total", "counter", "Requests answered, by command and status code."},
     {"fjord_peers", "gauge", "Client peers the daemon tracks."},
+    {"fjord_storage_available", "gauge", "1 while the storage root is a writable directory, else 0."},
     {"fjord_gpu_memory_used_bytes", "gauge", "GPU memory in use (NVML), by GPU index."},
     {"fjord_gpu_energy_joules_total", "counter", "GPU energy drawn by finished job runs (NVML)."},
     {"fjord_request_duration_seconds", "histogram", "Time from receiving a request to sending its reply."},
@@ -43,6 +44,16 @@ void Metrics::Add(const std::string& name, const std::string& labels, double v) 
 void Metrics::Set(const std::string& name, const std::string& labels, double v) {
   std::lock_guard<std::mutex> l(mu_);
   values_[name][labels] = v;
+}
+
+void Metrics::SetHealthProblem(const std::string& problem) {
+  std::lock_guard<std::mutex> l(mu_);
+  health_problem_ = problem;
+}
+
+std::string Metrics::HealthProblem() {
+  std::lock_guard<std::mutex> l(mu_);
+  return health_problem_;
 }
 
 void Metrics::ObserveLatency(const std::string& command, double seconds) {
@@ -113,8 +124,14 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
   s->server_->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics->Render(), "text/plain; version=0.0.4");
   });
-  s->server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
+  s->server_->Get("/healthz", [metrics](const httplib::Request&, httplib::Response& res) {
+    const std::string problem = metrics->HealthProblem();
+    if (problem.empty()) {
+      res.set_content("ok\n", "text/plain");
+    } else {
+      res.status = 503;
+      res.set_content(problem + "\n", "text/plain");
+    }
   });
   if (port == 0) {
     s->port_ = s->server_->bind_to_any_port(host.c_str());

@@ -1,6 +1,6 @@
 // The daemon's Prometheus metrics: a small registry of counters, gauges and
 // one latency histogram, rendered in the text exposition format (0.0.4), and
-// an HTTP exporter (cpp-httplib) serving GET /metrics.
+// an HTTP exporter (cpp-httplib) serving GET /metrics and GET /healthz.
 //
 // Thread-safe: the server loop updates, the HTTP thread renders.
 #ifndef FJORD_DAEMON_METRICS_METRICS_H_
@@ -35,6 +35,10 @@ class Metrics {
   // (GPU memory from NVML).
   void SetCollector(std::function<void(Metrics&)> collect);
   std::string Render();
+  // "" when healthy (GET /healthz answers 200 "ok"); otherwise why not (503
+  // with this text), e.g. the storage root is missing or read-only.
+  void SetHealthProblem(const std::string& problem);
+  std::string HealthProblem();
 
  private:
   struct Histogram {
@@ -48,6 +52,7 @@ class Metrics {
   std::map<std::string, Histogram> latency_;
   std::vector<double> bounds_;
   std::function<void(Metrics&)> collect_;
+  std::string health_problem_;
 };
 
 class MetricsHttpServer {

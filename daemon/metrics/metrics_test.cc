@@ -39,6 +39,26 @@ TEST(MetricsTest, ServesOverHttpOnLoopback) {
   EXPECT_EQ(MetricsHttpServer::Start("nonsense", &m).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// /healthz is 200 "ok" until the daemon sets a problem (its storage root
+// missing or read-only), then 503 with the problem, and 200 again after.
+TEST(MetricsTest, HealthzSaysWhatIsWrong) {
+  Metrics m;
+  auto s = MetricsHttpServer::Start("127.0.0.1:0", &m);
+  ASSERT_TRUE(s.ok()) << s.status();
+  httplib::Client c("127.0.0.1", (*s)->port());
+  auto res = c.Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "ok\n");
+  m.SetHealthProblem("storage root /mnt/fjord is not accessible: No such file or directory");
+  res = c.Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->body, "storage root /mnt/fjord is not accessible: No such file or directory\n");
+  m.SetHealthProblem("");
+  EXPECT_EQ(c.Get("/healthz")->status, 200);
+}
+
 // On a machine without the NVIDIA driver, Load says so; with one, the
 // counters read (the GPU check runs this on a GPU machine).
 TEST(NvmlTest, LoadsOrSaysWhy) {

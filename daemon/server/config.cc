@@ -37,6 +37,10 @@ class Reader {
     if (n.IsNull() && !path.empty()) return absl::OkStatus();  // a section with every field commented out
     if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(Where(n, path.empty() ? "config" : path), ": expected a mapping"));
     for (auto it = n.begin(); it != n.end(); ++it) {
+      if (!it->first.IsScalar()) {
+        return absl::InvalidArgumentError(absl::StrCat(Where(it->first, path.empty() ? "config" : path),
+                                                       ": field names must be plain strings"));
+      }
       const std::string key = it->first.as<std::string>();
       const std::string p = path.empty() ? key : absl::StrCat(path, ".", key);
       auto f = fields.find(key);
@@ -107,6 +111,9 @@ class Reader {
     return [this, out](const YAML::Node& n, const std::string& p) -> absl::Status {
       if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(Where(n, p), ": expected a mapping"));
       for (auto it = n.begin(); it != n.end(); ++it) {
+        if (!it->first.IsScalar()) {
+          return absl::InvalidArgumentError(absl::StrCat(Where(it->first, p), ": keys must be plain strings"));
+        }
         std::string v;
         if (absl::Status s = Scalar(it->second, absl::StrCat(p, ".", it->first.as<std::string>()), "a string", &v);
             !s.ok()) {
@@ -199,7 +206,13 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
                 {"limits", sub(limits)},
                 {"metrics", sub(Fields{{"listen", r.Str(&c.metrics.listen)}})},
                 {"logging", sub(Fields{{"level", r.Str(&c.logging.level)}, {"file", r.Str(&c.logging.file)}})}};
-  if (absl::Status s = r.Map(root, "", top); !s.ok()) return s;
+  // yaml-cpp throws on conversions the readers do not foresee: never let one
+  // escape (fjordd would abort on a bad config).
+  try {
+    if (absl::Status s = r.Map(root, "", top); !s.ok()) return s;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", e.what()));
+  }
 
   auto missing = [&](const char* field) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": ", field, " is required"));
@@ -275,6 +288,8 @@ absl::Status CheckConfig(const DaemonConfig& c) {
   if (c.security.curve) {
     if (auto k = LoadCurveSecretKeyFile(c.security.server_secret_key_file); !k.ok()) {
       problems.push_back(std::string(k.status().message()));
+    } else if (absl::Status o = CheckKeyFileOwner(c.security.server_secret_key_file, "server secret key file"); !o.ok()) {
+      problems.push_back(std::string(o.message()));
     }
     if (auto k = LoadKeysFile(c.security.keys_file); !k.ok()) problems.push_back(std::string(k.status().message()));
   }

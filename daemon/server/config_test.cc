@@ -58,6 +58,23 @@ TEST(ConfigTest, Errors) {
               HasSubstr("state_dir must be an absolute path"));
 }
 
+// Regression (found by tests/fuzz/daemon_config_fuzz.cc): a mapping or list
+// used as a key made yaml-cpp throw out of ParseDaemonConfig, aborting fjordd.
+TEST(ConfigTest, NonScalarKeysAreErrorsNotCrashes) {
+  const std::string base = kMinimal;
+  absl::Status s = ParseDaemonConfig(base + "{[1]: 2}: 3\n", "f").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("f:10: config: field names must be plain strings"));
+  s = ParseDaemonConfig("state_dir: /a\nstorage_root: /b\nlisten: [ipc:///x]\nworker:\n  program: /x\n  env:\n    [a, b]: c\n",
+                        "f")
+          .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("f:7: worker.env: keys must be plain strings"));
+  s = ParseDaemonConfig(base + "models:\n  [x]: /m\n", "f").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("models: keys must be plain strings"));
+}
+
 TEST(ConfigTest, PlaintextOnlyWhenAskedAndOnlyOnLoopback) {
   const std::string head = "state_dir: /a\nstorage_root: /b\nworker: {program: /x}\n";
   EXPECT_THAT(ParseDaemonConfig(head + "listen: [tcp://127.0.0.1:7700]\nsecurity: {curve: false}\n", "f").status().message(),

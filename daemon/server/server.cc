@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -159,6 +160,10 @@ struct Server::Impl {
   std::map<std::string, std::vector<protocol::AdapterFile>> adapter_cache;
   bool reschedule = true;
   bool stopping = false;
+  // "" while the storage root is a writable directory; otherwise why not.
+  // While it is not, new jobs and uploads are refused (UNAVAILABLE) and no
+  // worker starts: waiting jobs wait, they do not fail.
+  std::string storage_problem;
   int64_t next_tick_ms = 0;
   int64_t order_counter = 0;
   std::map<std::string, int64_t> order;  // job id -> FIFO order
@@ -208,6 +213,46 @@ struct Server::Impl {
       }
     }
     return absl::OkStatus();
+  }
+
+  // ---- storage health -----------------------------------------------------
+  std::string StorageRootProblem() const {
+    const std::string& root = storage->root();
+    struct stat st {};
+    if (::stat(root.c_str(), &st) != 0) {
+      return absl::StrCat("storage root ", root, " is not accessible: ", std::strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return absl::StrCat("storage root ", root, " is not a directory");
+    struct statvfs vfs {};
+    if (::statvfs(root.c_str(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY) != 0) {
+      return absl::StrCat("storage root ", root, " is on a read-only file system");
+    }
+    if (::access(root.c_str(), W_OK | X_OK) != 0) {
+      return absl::StrCat("storage root ", root, " is not writable: ", std::strerror(errno));
+    }
+    return "";
+  }
+
+  // Re-checks the storage root; logs and exports a change.
+  void UpdateStorageHealth() {
+    std::string problem = StorageRootProblem();
+    if (problem == storage_problem) return;
+    if (problem.empty()) {
+      LogInfo("storage root is available again: workers start again", {{"storage_root", storage->root()}});
+      reschedule = true;
+    } else {
+      LogError("storage root unavailable: new jobs and uploads are refused and no worker starts until it is back",
+               {{"problem", problem}});
+    }
+    storage_problem = std::move(problem);
+    metrics.Set("fjord_storage_available", "", storage_problem.empty() ? 1 : 0);
+    metrics.SetHealthProblem(storage_problem);
+  }
+
+  absl::Status StorageAvailable() {
+    UpdateStorageHealth();
+    if (storage_problem.empty()) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat(storage_problem, "; retry when the operator has restored it"));
   }
 
   // ---- jobs ---------------------------------------------------------------
@@ -458,7 +503,8 @@ struct Server::Impl {
     LaunchOptions lo;
     lo.expect_heartbeats = false;
     lo.deadline_ms = config.worker.validation_timeout_ms;
-    absl::Status s = supervisor->Launch(job.id, spec, lo);
+    absl::Status s = JobDirPresent(job);
+    if (s.ok()) s = supervisor->Launch(job.id, spec, lo);
     if (!s.ok()) {
       (void)Apply(job, Trigger::kValidatorCrashed, "cannot start the validator", [&](Job& j) {
         j.error = protocol::JobError{"INTERNAL", absl::StrCat("cannot start the validator: ", s.message()), "", false};
@@ -468,8 +514,21 @@ struct Server::Impl {
     runs[job.id] = WorkerRun{true, {}, std::nullopt, ""};
   }
 
+  // The job's directory can be lost with its storage (a root that came back
+  // without it): say so instead of failing to open the worker's log.
+  absl::Status JobDirPresent(const Job& job) {
+    const std::string dir = storage->JobDir(job.tenant, job.id);
+    struct stat st {};
+    if (::stat((dir + "/job.yaml").c_str(), &st) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the job's directory ", dir, " is gone from the storage root (", std::strerror(errno), ")"));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status LaunchTrainer(Job job, const std::vector<int>& gpus) {
     const std::string dir = storage->JobDir(job.tenant, job.id);
+    FJORD_RETURN_IF_ERROR(JobDirPresent(job));
     WorkerSpec spec = BaseSpec(job);
     spec.args = {"--config", dir + "/job.yaml", "--report", supervisor->EndpointFor(job.id), "--progress", "none"};
     spec.args.insert(spec.args.end(), config.worker.args.begin(), config.worker.args.end());
@@ -495,6 +554,7 @@ struct Server::Impl {
 
   void Reconcile() {
     if (stopping) return;
+    if (!storage_problem.empty()) return;  // jobs wait for the storage (reschedule stays set)
     // Validators for jobs that need one.
     std::vector<Job> to_validate;
     for (const auto& [id, job] : live) {
@@ -638,8 +698,24 @@ struct Server::Impl {
       });
       return;
     }
+    // Crashed, killed (the OOM killer, an operator) or timed out: validate
+    // again, counted against max_restarts like a lost trainer, so a file
+    // that crashes the validator every time still fails the job.
     const std::string why = run.lost_reason.empty() ? absl::StrCat("the validator ", exit.Describe()) : run.lost_reason;
-    (void)Apply(job, Trigger::kValidatorCrashed, why, [&](Job& j) {
+    if (job.restarts < job.spec.max_restarts) {
+      metrics.Add("fjord_worker_restarts_total", "");
+      JobEvent e;
+      e.time_ms = clock->WallMs();
+      e.type = "validation";
+      e.message = absl::StrCat(why, ": validating again (restart ", job.restarts + 1, " of ", job.spec.max_restarts, ")");
+      dirty[job.id].push_back(e);
+      (void)Apply(job, Trigger::kValidatorLost, e.message, [&](Job& j) {
+        ++j.restarts;
+        j.error = protocol::JobError{"INTERNAL", why, "", false};
+      });
+      return;
+    }
+    (void)Apply(job, Trigger::kValidatorCrashed, absl::StrCat(why, ": no restarts left"), [&](Job& j) {
       j.error = protocol::JobError{"INTERNAL", why, "", false};
     });
   }
@@ -651,16 +727,19 @@ struct Server::Impl {
     const bool user = exit.normal() && exit.exit_code == 2;
     const bool stopped = exit.normal() && exit.exit_code == 75;
     if (ok) {
+      // Never report an adapter that is missing or torn (a full disk, a
+      // buggy or hostile worker): check it first, like a crash otherwise.
       const std::string adapter = dir + "/adapter";
-      struct stat st {};
-      if (::stat((adapter + "/adapter_config.json").c_str(), &st) == 0) {
+      const absl::Status valid = VerifyAdapterDir(adapter);
+      if (valid.ok()) {
         (void)Apply(job, Trigger::kWorkerSucceeded, "training finished", [&](Job& j) {
           j.result_adapter_path = adapter;
           j.error.reset();
         });
         return;
       }
-      run.lost_reason = "the worker exited 0 without writing an adapter";
+      LogError("the worker's adapter is unusable", {{"job", job.id}, {"error", std::string(valid.message())}});
+      run.lost_reason = absl::StrCat("the worker exited 0 but its adapter is unusable: ", valid.message());
     }
     if (user) {
       protocol::JobError err = run.reported_error.value_or(
@@ -809,6 +888,7 @@ struct Server::Impl {
         return JobJson(current.ok() ? *current : *replay);
       }
     }
+    FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(tenant));
     FJORD_ASSIGN_OR_RETURN(std::string train, ResolveDataFile(tenant, spec.training_file, "training_file"));
     (void)train;
@@ -1012,6 +1092,7 @@ struct Server::Impl {
       return protocol::Error(absl::StatusCode::kResourceExhausted, "at most 16 uploads in progress per tenant", "upload_id");
     }
     u.bytes = static_cast<uint64_t>(bytes);
+    FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(u.tenant));
     const std::string id = RandomId("upl-");
     u.path = absl::StrCat(storage->FilesDir(u.tenant), "/.upload-", id);
@@ -1371,6 +1452,7 @@ struct Server::Impl {
     metrics.Set("fjord_running_jobs", "", running);
     metrics.Set("fjord_validating_jobs", "", validating);
     metrics.Set("fjord_peers", "", static_cast<double>(peers.size()));
+    UpdateStorageHealth();
     next_tick_ms = now + interval;
   }
 
@@ -1460,12 +1542,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
     return absl::FailedPreconditionError(absl::StrCat("storage_root ", c.storage_root, " is not a directory"));
   }
   FJORD_ASSIGN_OR_RETURN(s.store, JobStore::Open(c.state_dir + "/fjordd.db"));
+  // The store holds every tenant's jobs and events: the daemon's alone (the
+  // workers' user must not read it). SQLite gives its -wal and -shm files the
+  // database file's mode; older ones are fixed here too.
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string f = c.state_dir + "/fjordd.db" + suffix;
+    if (::chmod(f.c_str(), 0600) != 0 && errno != ENOENT) {
+      return absl::PermissionDeniedError(absl::StrCat("chmod 600 ", f, ": ", std::strerror(errno)));
+    }
+  }
   s.storage = std::make_unique<Storage>(c.storage_root);
   if (c.security.curve) {
+    FJORD_RETURN_IF_ERROR(CheckKeyFileOwner(c.security.server_secret_key_file, "server secret key file"));
     FJORD_ASSIGN_OR_RETURN(s.server_keys, LoadCurveSecretKeyFile(c.security.server_secret_key_file));
     FJORD_ASSIGN_OR_RETURN(s.keys, LoadKeysFile(c.security.keys_file));
   } else {
     s.keys = std::make_shared<const KeyRing>(std::map<std::string, Principal>{});
+  }
+  if (c.worker.user.empty() && ::geteuid() == 0) {
+    LogWarning("fjordd runs as root and worker.user is not set: workers (and the tenants' data they parse) run as root",
+               {{"fix", "set worker.user to an unprivileged user (docs/security.md)"}});
   }
   if (!c.worker.user.empty() && ::geteuid() == 0) {
     struct passwd* pw = ::getpwnam(c.worker.user.c_str());
@@ -1532,6 +1628,8 @@ absl::Status Server::Start() {
     FJORD_ASSIGN_OR_RETURN(s.http, MetricsHttpServer::Start(c.metrics.listen, &s.metrics));
   }
   s.next_tick_ms = s.clock->NowMs();
+  s.metrics.Set("fjord_storage_available", "", 1);
+  s.UpdateStorageHealth();
   LogInfo("fjordd listening", {{"endpoints", c.listen}, {"node", c.node_name}, {"curve", c.security.curve},
                                {"public_key", s.server_keys.public_key}, {"metrics_port", metrics_port()},
                                {"slots", c.scheduler.gpus.empty() ? c.scheduler.cpu_slots : static_cast<int>(c.scheduler.gpus.size())}});

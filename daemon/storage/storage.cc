@@ -9,9 +9,14 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "daemon/protocol/errors.h"
+#include "runtime/io/safetensors_header.h"
 
 namespace fjord::daemon {
 namespace {
@@ -38,9 +43,32 @@ class Fd {
   int fd_;
 };
 
+// The node's storage failing is not the client's doing: a read-only, full
+// or vanished storage root is Unavailable / ResourceExhausted (retry later),
+// only a real permission problem is PermissionDenied.
+absl::Status StorageError(const std::string& what, int err) {
+  const std::string msg = absl::StrCat(what, ": ", std::strerror(err));
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(absl::StrCat("storage is full: ", msg));
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(msg);
+    case EROFS:
+    case ENOENT:
+    case EIO:
+    case ESTALE:
+    case ENOTCONN:
+      return absl::UnavailableError(absl::StrCat("storage unavailable: ", msg));
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
 absl::Status MakeDirNoFollow(int parent, const std::string& name, const std::string& full) {
   if (::mkdirat(parent, name.c_str(), 0750) != 0 && errno != EEXIST) {
-    return absl::PermissionDeniedError(absl::StrCat("mkdir ", full, ": ", std::strerror(errno)));
+    return StorageError(absl::StrCat("mkdir ", full), errno);
   }
   struct stat st {};
   if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -57,7 +85,7 @@ absl::Status MakeDirNoFollow(int parent, const std::string& name, const std::str
 absl::Status MakeDirs(const std::string& root, const std::vector<std::string>& parts) {
   Fd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0) {
-    return absl::FailedPreconditionError(
+    return absl::UnavailableError(
         absl::StrCat("storage root ", root, " is not an accessible directory: ", std::strerror(errno)));
   }
   std::string full = root;
@@ -151,6 +179,47 @@ absl::StatusOr<std::vector<Storage::Entry>> Storage::ListRegularFiles(const std:
   ::closedir(d);
   std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
   return out;
+}
+
+absl::Status VerifyAdapterDir(const std::string& dir) {
+  auto read = [](const std::string& path, size_t max_bytes, std::string* out, uint64_t* size) -> absl::Status {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
+    if (!S_ISREG(st.st_mode)) return absl::DataLossError(absl::StrCat(path, " is not a regular file"));
+    *size = static_cast<uint64_t>(st.st_size);
+    std::ifstream f(path, std::ios::binary);
+    out->resize(std::min<uint64_t>(*size, max_bytes));
+    if (!f.read(out->data(), static_cast<std::streamsize>(out->size()))) {
+      return absl::DataLossError(absl::StrCat(path, ": cannot be read"));
+    }
+    return absl::OkStatus();
+  };
+  const std::string config_path = dir + "/adapter_config.json";
+  std::string text;
+  uint64_t size = 0;
+  if (absl::Status s = read(config_path, 1 << 20, &text, &size); !s.ok()) return s;
+  const nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (size > text.size() || !config.is_object() || !config.contains("peft_type") || !config["peft_type"].is_string()) {
+    return absl::DataLossError(absl::StrCat(config_path, ": not a PEFT adapter config (a JSON object with peft_type)"));
+  }
+  const std::string weights_path = dir + "/adapter_model.safetensors";
+  std::string head;
+  if (absl::Status s = read(weights_path, 8, &head, &size); !s.ok()) return s;
+  if (head.size() < 8) return absl::DataLossError(absl::StrCat(weights_path, ": ", size, " bytes, too short for a header"));
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(head[i]);
+  if (n > size - 8 || n > (uint64_t{100} << 20)) {
+    return absl::DataLossError(absl::StrCat(weights_path, ": header length ", n, " does not fit the file's ", size, " bytes"));
+  }
+  if (absl::Status s = read(weights_path, 8 + n, &head, &size); !s.ok()) return s;
+  absl::StatusOr<io::SafetensorsHeader> header = io::ParseSafetensorsHeaderPrefix(head, size, weights_path);
+  if (!header.ok()) return absl::DataLossError(header.status().message());
+  uint64_t end = header->data_offset;
+  for (const io::TensorEntry& t : header->tensors) end = std::max<uint64_t>(end, header->data_offset + t.end);
+  if (end != size) {
+    return absl::DataLossError(absl::StrCat(weights_path, ": the tensors end at byte ", end, " but the file has ", size));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fjord::daemon

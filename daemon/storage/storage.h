@@ -58,6 +58,13 @@ class Storage {
   std::string root_;
 };
 
+// Checks the PEFT adapter a worker left in `dir` before the daemon reports
+// it as a job's result: adapter_config.json is a JSON object with a string
+// "peft_type", and adapter_model.safetensors has a valid header whose
+// tensors fit the file (a truncated or torn file is refused). DataLoss
+// naming the file and what is wrong; NotFound for a missing file.
+absl::Status VerifyAdapterDir(const std::string& dir);
+
 // True for a file name a tenant may upload: 1..255 bytes, no '/', no NUL,
 // not "." or "..", no control characters.
 bool ValidUploadFilename(absl::string_view name);

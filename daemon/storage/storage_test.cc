@@ -100,6 +100,55 @@ TEST_F(StorageTest, JobDirAndListing) {
   EXPECT_EQ(files[1].bytes, 2u);
 }
 
+// A vanished storage root is the node's problem, not the client's:
+// Unavailable naming the root, for creating a tenant's area and for a job's.
+TEST_F(StorageTest, VanishedRootIsUnavailable) {
+  fs::remove_all(root_);
+  for (absl::Status s : {storage_->EnsureTenant("acme"), storage_->EnsureJobDir("acme", "job-1")}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), HasSubstr("storage root " + root_ + " is not an accessible directory"));
+  }
+  absl::Status s = storage_->ResolveTenantFile("acme", "files/train.jsonl", "training_file").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_FALSE(fs::exists(root_));  // nothing re-created
+}
+
+// What a worker leaves as a job's adapter is checked before it is reported.
+TEST_F(StorageTest, VerifyAdapterDirRefusesTornAdapters) {
+  const std::string dir = root_ + "/adapter";
+  fs::create_directories(dir);
+  const std::string header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+  std::string st(8, '\0');
+  for (int i = 0; i < 8; ++i) st[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  const std::string weights = st + header + std::string(8, '\1');
+  Write(dir + "/adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 8}");
+  Write(dir + "/adapter_model.safetensors", weights);
+  EXPECT_TRUE(VerifyAdapterDir(dir).ok()) << VerifyAdapterDir(dir);
+
+  Write(dir + "/adapter_model.safetensors", weights.substr(0, weights.size() - 3));  // truncated data
+  absl::Status s = VerifyAdapterDir(dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr(dir + "/adapter_model.safetensors"));
+  Write(dir + "/adapter_model.safetensors", weights.substr(0, 20));  // truncated header
+  s = VerifyAdapterDir(dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("does not fit"));
+  Write(dir + "/adapter_model.safetensors", "");
+  EXPECT_EQ(VerifyAdapterDir(dir).code(), absl::StatusCode::kDataLoss);
+  fs::remove(dir + "/adapter_model.safetensors");
+  s = VerifyAdapterDir(dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(s.message(), HasSubstr("adapter_model.safetensors"));
+
+  Write(dir + "/adapter_model.safetensors", weights);
+  Write(dir + "/adapter_config.json", "{\"peft_type\": \"LO");  // torn JSON
+  s = VerifyAdapterDir(dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("adapter_config.json: not a PEFT adapter config"));
+  Write(dir + "/adapter_config.json", "[]");
+  EXPECT_EQ(VerifyAdapterDir(dir).code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(UploadNameTest, Names) {
   EXPECT_TRUE(ValidUploadFilename("train.jsonl"));
   EXPECT_FALSE(ValidUploadFilename("a/b"));

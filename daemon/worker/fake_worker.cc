@@ -23,6 +23,7 @@
 //         | "hang" (stops reporting and sleeps) | "ignore_sigterm"
 //   "crash_at_step": 3
 //   "validate": "ok" | "crash" (SIGKILL while validating) | "hang"
+//   "adapter": "ok" | "truncated" (a torn adapter_model.safetensors, exit 0)
 // Resumes from the newest valid checkpoint under <output.dir>/checkpoints and
 // writes a PEFT-format adapter (adapter_config.json + an empty but valid
 // adapter_model.safetensors) to <output.dir>/adapter when done.
@@ -42,6 +43,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
+#include "absl/status/status.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/job_config.h"
 
@@ -202,8 +204,8 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
       return absl::OkStatus();
     });
     if (!path.ok()) {
-      r.Send(json{{"type", "error"}, {"code", "INTERNAL"}, {"message", std::string(path.status().message())},
-                  {"user_error", false}}
+      r.Send(json{{"type", "error"}, {"code", absl::StatusCodeToString(path.status().code())},
+                  {"message", std::string(path.status().message())}, {"user_error", false}}
                  .dump());
       return false;
     }
@@ -251,10 +253,15 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
               {"lora_dropout", cfg.lora.dropout}, {"target_modules", cfg.lora.target_modules},
               {"base_model_name_or_path", cfg.model.path}}
              .dump(2);
-  const std::string header = "{\"__metadata__\":{\"format\":\"pt\"}}";
+  // "adapter": "truncated" leaves a torn adapter_model.safetensors (a tensor
+  // the header promises but the file lacks) and still exits 0.
+  const bool truncated = s.value("adapter", "ok") == "truncated";
+  const std::string header = truncated
+                                 ? "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}"
+                                 : "{\"__metadata__\":{\"format\":\"pt\"}}";
   std::string st(8, '\0');
   for (int i = 0; i < 8; ++i) st[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
-  std::ofstream(adapter + "/adapter_model.safetensors", std::ios::binary) << st << header;
+  std::ofstream(adapter + "/adapter_model.safetensors", std::ios::binary) << st << header << (truncated ? "abc" : "");
   r.Send(json{{"type", "eval"}, {"step", step}, {"total_steps", steps}, {"eval_loss", 0.5}, {"eval_token_accuracy", 0.9}}.dump());
   r.Send(json{{"type", "done"}, {"step", step}, {"total_steps", steps}, {"adapter", adapter}}.dump());
   return 0;

@@ -96,6 +96,22 @@ bool ParseStepName(const std::string& name, int64_t* step) {
   return true;
 }
 
+// Writers killed mid-checkpoint (kill -9, OOM, a node crash) leave
+// .tmp-step-* and step-*.old-* directories behind, named with their pid.
+// There is one writer per root (a job has one trainer), so the next writer
+// removes them. Best effort.
+void RemoveStaleTemporaries(const std::string& root) {
+  std::vector<fs::path> stale;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(root, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(".tmp-step-", 0) == 0 || (name.rfind("step-", 0) == 0 && name.find(".old-") != std::string::npos)) {
+      stale.push_back(it->path());
+    }
+  }
+  for (const fs::path& p : stale) fs::remove_all(p, ec);
+}
+
 }  // namespace
 
 std::vector<FoundCheckpoint> ListCheckpoints(const std::string& root) {
@@ -164,12 +180,17 @@ absl::StatusOr<FoundCheckpoint> FindLatestCheckpoint(const std::string& root,
   return absl::NotFoundError(absl::StrCat("no valid checkpoint under ", root));
 }
 
-absl::StatusOr<std::string> WriteCheckpoint(
+namespace {
+
+absl::StatusOr<std::string> WriteCheckpointImpl(
     const std::string& root, int64_t step, int64_t keep_last,
     const std::function<absl::Status(const std::string& tmp_dir)>& write_files) {
+  // Only `root` itself is created: a missing parent (the job's directory, an
+  // unmounted or deleted storage root) is an error, never silently rebuilt
+  // on whatever disk is underneath.
+  if (::mkdir(root.c_str(), 0755) != 0 && errno != EEXIST) return Errno("cannot create", root);
   std::error_code ec;
-  fs::create_directories(root, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", root, ": ", ec.message()));
+  RemoveStaleTemporaries(root);
   const std::string name = absl::StrFormat("step-%08d", step);
   const std::string final_dir = root + "/" + name;
   const std::string tmp = absl::StrCat(root, "/.tmp-", name, "-", ::getpid());
@@ -228,6 +249,22 @@ absl::StatusOr<std::string> WriteCheckpoint(
     }
   }
   return final_dir;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> WriteCheckpoint(
+    const std::string& root, int64_t step, int64_t keep_last,
+    const std::function<absl::Status(const std::string& tmp_dir)>& write_files) {
+  absl::StatusOr<std::string> r = WriteCheckpointImpl(root, step, keep_last, write_files);
+  // A path that vanished under a checkpoint being written is the storage's
+  // fault, not a missing input of the job (NotFound means "fix your config"
+  // to fjord-train's callers): Unavailable.
+  if (r.status().code() == absl::StatusCode::kNotFound) {
+    return absl::UnavailableError(absl::StrCat(r.status().message(),
+                                               " (was the output directory deleted or its storage unmounted?)"));
+  }
+  return r;
 }
 
 }  // namespace fjord::train

@@ -27,7 +27,13 @@ namespace fjord::train {
 // <root>/step-NNNNNNNN (replacing an existing one of the same step), then
 // deletes the oldest step-* directories beyond `keep_last` (0 keeps all).
 // Returns the final path. On any error the temporary directory is removed and
-// existing checkpoints are untouched.
+// existing checkpoints are untouched. `root` is created if missing, its parent
+// never (Unavailable when it is gone: a deleted job directory or an
+// unmounted storage root is not rebuilt underneath). Temporaries that a
+// killed writer left in `root` (.tmp-step-*, step-*.old-*) are removed first:
+// one writer per root. Errors: ResourceExhausted for a full disk,
+// PermissionDenied for a read-only or unwritable one, Unavailable for a
+// vanished path, Internal otherwise; `write_files`' own errors as they are.
 absl::StatusOr<std::string> WriteCheckpoint(
     const std::string& root, int64_t step, int64_t keep_last,
     const std::function<absl::Status(const std::string& tmp_dir)>& write_files);

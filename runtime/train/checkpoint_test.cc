@@ -1,5 +1,6 @@
 #include "runtime/train/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -116,6 +117,39 @@ TEST_F(CheckpointTest, FailedWriteLeavesPreviousIntactAndNoTemp) {
     ++entries;
   }
   EXPECT_EQ(entries, 1);
+}
+
+// A writer killed mid-checkpoint (kill -9) leaves its temporary directory
+// (and, mid-replace, a step-*.old-* one) named with its pid; the next writer
+// of the root removes them, and neither ever counts as a checkpoint.
+TEST_F(CheckpointTest, TemporariesOfAKilledWriterAreRemovedByTheNextWrite) {
+  ASSERT_TRUE(WriteCheckpoint(root_, 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); }).ok());
+  fs::create_directories(root_ / ".tmp-step-00000002-99999/adapter");
+  std::ofstream(root_ / ".tmp-step-00000002-99999/adapter/adapter_model.safetensors") << "half";
+  fs::create_directories(root_ / "step-00000001.old-99998");
+  ASSERT_EQ(ListCheckpoints(root_).size(), 1u);
+  std::vector<std::string> skipped;
+  ASSERT_EQ(FindLatestCheckpoint(root_, &skipped)->step, 1);
+  EXPECT_TRUE(skipped.empty());
+  ASSERT_TRUE(WriteCheckpoint(root_, 2, 0, [](const std::string& d) { return WriteFiles(d, "two"); }).ok());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(root_)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_THAT(names, ::testing::ElementsAre("step-00000001", "step-00000002"));
+}
+
+// The root is created, its parent never: a checkpoint under a deleted job
+// directory (or an unmounted storage root) fails as Unavailable, naming the
+// path, and leaves nothing behind.
+TEST_F(CheckpointTest, VanishedParentIsUnavailableNotRebuilt) {
+  const fs::path gone = root_ / "job" / "checkpoints";
+  auto r = WriteCheckpoint(gone.string(), 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); });
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr(gone.string()));
+  EXPECT_THAT(r.status().message(), HasSubstr("No such file or directory"));
+  EXPECT_FALSE(fs::exists(root_ / "job"));
+  fs::create_directories(root_ / "job");
+  EXPECT_TRUE(WriteCheckpoint(gone.string(), 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); }).ok());
 }
 
 TEST_F(CheckpointTest, NoCheckpointIsNotFound) {

@@ -253,7 +253,10 @@ absl::Status SaveFinalAdapter(AdapterMethod& adapter, const std::string& dir) {
   const std::string tmp = dir + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
+  // Not create_directories: the output directory must still be there.
+  if (!fs::create_directory(tmp, ec) && ec) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", tmp, ": ", ec.message()));
+  }
   FJORD_RETURN_IF_ERROR(adapter.Save(tmp));
   fs::remove_all(dir, ec);
   fs::rename(tmp, dir, ec);
@@ -354,6 +357,13 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
   aopt.eps = cfg.training.adam_epsilon;
   aopt.weight_decay = cfg.training.weight_decay;
   AdamW optimizer(trainable, aopt);
+  // output.dir is made here, once; later writes never re-create it (a
+  // vanished or unmounted output directory fails them instead).
+  {
+    std::error_code ec;
+    fs::create_directories(cfg.output.dir, ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("cannot create output.dir ", cfg.output.dir, ": ", ec.message()));
+  }
   const std::string ckpt_root = cfg.output.dir + "/checkpoints";
   TrainResult result;
   result.total_steps = total_steps;

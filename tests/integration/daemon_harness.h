@@ -67,6 +67,10 @@ struct HarnessOptions {
   std::string limits_extra;       // lines inside the limits: section
   std::string scheduler_extra;    // lines inside the scheduler: section
   int cpu_slots = 2;
+  double heartbeat_timeout_s = 2;
+  int max_restarts = 2;
+  double validation_timeout_s = 20;
+  std::string storage_root;       // "" = <dir>/storage (created)
 };
 
 class DaemonHarness {
@@ -101,13 +105,15 @@ class DaemonHarness {
     std::ofstream(dir_ + "/fjordd.yaml")
         << "node_name: test-node\n"
         << "state_dir: " << dir_ << "/state\n"
-        << "storage_root: " << dir_ << "/storage\n"
+        << "storage_root: " << storage() << "\n"
         << "listen: [\"tcp://127.0.0.1:" << port_ << "\", \"ipc://" << dir_ << "/fjordd.sock\"]\n"
         << "security:\n  server_secret_key_file: " << dir_ << "/keys/server.key\n"
         << "  keys_file: " << dir_ << "/keys/clients.yaml\n"
         << "models:\n  tiny: " << model_dir_ << "\n"
-        << "worker:\n  program: " << worker << "\n  heartbeat_timeout_s: 2\n  stop_grace_s: 5\n"
-        << "  validation_timeout_s: 20\n  max_restarts: 2\n" << options_.worker_extra
+        << "worker:\n  program: " << worker << "\n  heartbeat_timeout_s: " << options_.heartbeat_timeout_s
+        << "\n  stop_grace_s: 5\n"
+        << "  validation_timeout_s: " << options_.validation_timeout_s << "\n  max_restarts: " << options_.max_restarts
+        << "\n" << options_.worker_extra
         << "scheduler:\n  cpu_slots: " << options_.cpu_slots << "\n" << options_.scheduler_extra
         << "limits:\n  heartbeat_interval_ms: 200\n" << options_.limits_extra
         << "metrics:\n  listen: 127.0.0.1:" << metrics_port_ << "\n"
@@ -121,7 +127,7 @@ class DaemonHarness {
   }
 
   const std::string& dir() const { return dir_; }
-  std::string storage() const { return dir_ + "/storage"; }
+  std::string storage() const { return options_.storage_root.empty() ? dir_ + "/storage" : options_.storage_root; }
   std::string config_path() const { return dir_ + "/fjordd.yaml"; }
   std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
   std::string ipc_endpoint() const { return "ipc://" + dir_ + "/fjordd.sock"; }

@@ -280,13 +280,22 @@ TEST(DaemonTest, BadDataFailsValidationWithTheLine) {
   EXPECT_EQ(done.error->param, "training_file");
   EXPECT_THAT(done.error->message, HasSubstr("line 6: not a JSON object"));
   EXPECT_FALSE(done.started_at_ms.has_value());
-  // A validator that crashes on a hostile file fails the job, not the daemon.
+  // A validator that crashes on a hostile file fails the job, not the daemon:
+  // validated again up to max_restarts times (it may have been the OOM
+  // killer), then failed.
   protocol::JobSpec hostile = SpecWithData(*acme, FakeData(R"({"validate": "crash"})"));
+  hostile.max_restarts = 1;
   ASSERT_OK_AND_ASSIGN(j2, acme->CreateJob(hostile));
   ASSERT_OK_AND_ASSIGN(d2, h.WaitForFinal(*acme, j2.id));
   EXPECT_EQ(d2.status, JobStatus::kFailed);
+  EXPECT_EQ(d2.restarts, 1);
   EXPECT_FALSE(d2.error->user_error);
   EXPECT_THAT(d2.error->message, HasSubstr("signal 9"));
+  EXPECT_THAT(StatusHistory(*acme, j2.id), (std::vector<std::string>{"validating", "failed"}));
+  ASSERT_OK_AND_ASSIGN(ev2, acme->ListEvents(j2.id, 0, 1000));
+  bool said_again = false;
+  for (const auto& e : ev2.events) said_again |= e.type == "validation" && absl::StrContains(e.message, "validating again (restart 1 of 1)");
+  EXPECT_TRUE(said_again);
   EXPECT_TRUE(acme->Ping().ok());
 }
 

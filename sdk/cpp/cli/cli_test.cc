@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <regex>
 
 #include "daemon/protocol/errors.h"
 #include "gmock/gmock.h"
@@ -254,6 +253,25 @@ TEST(JobFileTest, TypedValuesAndSuffix) {
   EXPECT_EQ(spec->metadata.at("suffix"), "capitals");
 }
 
+// Plain scalars are typed by YAML 1.2's core schema (the matcher replaced
+// std::regex, which did not compile under --config=asan).
+TEST(JobFileTest, PlainScalarsAreTypedLikeYamlCoreSchema) {
+  const std::vector<std::pair<std::string, json>> cases = {
+      {"7", json(7)},        {"-7", json(-7)},      {"+7", json(7)},          {"007", json(7)},
+      {"1.5", json(1.5)},    {".5", json(0.5)},     {"-.5", json(-0.5)},      {"5.", json(5.0)},
+      {"2e-3", json(2e-3)},  {"2.0E+3", json(2e3)}, {"1e400", json("1e400")}, {"1e", json("1e")},
+      {".", json(".")},      {"+", json("+")},      {"+.e1", json("+.e1")},   {"1.2.3", json("1.2.3")},
+      {"0x1f", json("0x1f")}, {"12abc", json("12abc")}, {"~", json(nullptr)}, {"True", json(true)},
+      {"99999999999999999999", json(1e20)},
+  };
+  for (const auto& [text, want] : cases) {
+    absl::StatusOr<JobDocument> d = ParseJobYaml("v: " + text + "\n", "job.yaml", ".");
+    ASSERT_TRUE(d.ok()) << text << ": " << d.status();
+    EXPECT_EQ(d->body["v"], want) << text;
+    EXPECT_EQ(d->body["v"].type(), want.type()) << text;
+  }
+}
+
 TEST(JobFileTest, ErrorsNameFileLineAndField) {
   absl::StatusOr<JobDocument> d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nhyperparameters:\n  epochs: 0\n",
                                                "job.yaml", ".");
@@ -382,11 +400,22 @@ TEST(SvgTest, SeriesFromEventsAndDocument) {
   const std::string svg = LossCurveSvg("job-1 <loss> & \"more\"", s);
   EXPECT_THAT(svg, StartsWith("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\""));
   EXPECT_THAT(svg, HasSubstr("<title>job-1 &lt;loss&gt; &amp; &quot;more&quot;</title>"));
-  const std::regex polyline("<polyline class=\"series\" data-name=\"([a-z ]+)\"[^>]* points=\"([^\"]*)\"/>");
+  // Each <polyline class="series" data-name="NAME" ... points="X,Y X,Y ..."/>
+  // (found by hand: std::regex does not compile under --config=asan).
   std::vector<std::pair<std::string, int>> found;
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), polyline); it != std::sregex_iterator(); ++it) {
-    const std::string pts = (*it)[2];
-    found.emplace_back((*it)[1], static_cast<int>(std::count(pts.begin(), pts.end(), ',')));
+  const std::string open = "<polyline class=\"series\" data-name=\"";
+  for (size_t at = svg.find(open); at != std::string::npos; at = svg.find(open, at + 1)) {
+    const size_t name_begin = at + open.size();
+    const size_t name_end = svg.find('"', name_begin);
+    const size_t tag_end = svg.find("/>", name_begin);
+    const size_t points = svg.find(" points=\"", name_begin);
+    ASSERT_TRUE(name_end != std::string::npos && tag_end != std::string::npos && points < tag_end);
+    const size_t pts_begin = points + 9;
+    const size_t pts_end = svg.find('"', pts_begin);
+    ASSERT_EQ(pts_end + 1, tag_end);
+    const std::string pts = svg.substr(pts_begin, pts_end - pts_begin);
+    found.emplace_back(svg.substr(name_begin, name_end - name_begin),
+                       static_cast<int>(std::count(pts.begin(), pts.end(), ',')));
   }
   EXPECT_THAT(found, ElementsAre(std::make_pair("training loss", 20), std::make_pair("eval loss", 2)));
   EXPECT_EQ(std::count(svg.begin(), svg.end(), '<') - std::count(svg.begin(), svg.end(), '>'), 0);

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <regex>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -26,17 +25,52 @@ absl::Status At(const std::string& name, const YAML::Mark& mark, const std::stri
                    message));
 }
 
+// YAML 1.2 core-schema numbers, matched by hand (std::regex trips GCC's
+// -Wmaybe-uninitialized under -fsanitize=address, and is slow besides):
+//   int:   [-+]?[0-9]+
+//   float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+size_t SkipDigits(const std::string& s, size_t i) {
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+  return i;
+}
+
+bool IsYamlInt(const std::string& s) {
+  size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+  const size_t end = SkipDigits(s, i);
+  return end > i && end == s.size();
+}
+
+bool IsYamlFloat(const std::string& s) {
+  size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+  const size_t int_end = SkipDigits(s, i);
+  if (int_end > i) {
+    i = int_end;
+    if (i < s.size() && s[i] == '.') i = SkipDigits(s, i + 1);
+  } else {
+    if (i >= s.size() || s[i] != '.') return false;
+    const size_t frac_end = SkipDigits(s, i + 1);
+    if (frac_end == i + 1) return false;
+    i = frac_end;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+    const size_t exp_end = SkipDigits(s, i);
+    if (exp_end == i) return false;
+    i = exp_end;
+  }
+  return i == s.size();
+}
+
 json PlainScalar(const std::string& s) {
-  static const std::regex kInt("[-+]?[0-9]+");
-  static const std::regex kFloat("[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?");
   if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return nullptr;
   if (s == "true" || s == "True" || s == "TRUE") return true;
   if (s == "false" || s == "False" || s == "FALSE") return false;
-  if (std::regex_match(s, kInt)) {
+  if (IsYamlInt(s)) {
     int64_t v;
     if (absl::SimpleAtoi(s, &v)) return v;
   }
-  if (std::regex_match(s, kFloat)) {
+  if (IsYamlFloat(s)) {
     double d;
     if (absl::SimpleAtod(s, &d) && std::isfinite(d)) return d;
   }

@@ -1,0 +1,323 @@
+// Security properties of a real fjordd (loopback, CURVE) with the fake worker
+// (docs/security.md): secret keys never reach a log, the job store, the
+// storage root or the metrics page; key files with loose permissions stop
+// the daemon; the limits on peers, streams and uploads hold over the wire;
+// and, as root, workers run as the configured unprivileged user with no
+// supplementary groups and cannot read the daemon's state.
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <filesystem>
+#include <httplib.h>
+#include <zmq.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/protocol/codec.h"
+#include "daemon/protocol/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon_harness.h"
+
+namespace fjord::testing {
+namespace {
+
+using nlohmann::json;
+using protocol::Job;
+using protocol::JobStatus;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)            \
+  auto lhs##_or = (expr);                          \
+  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
+  auto lhs = std::move(*lhs##_or)
+
+// The 32 raw bytes of a Z85 key.
+std::string RawKey(const std::string& z85) {
+  std::string raw(32, '\0');
+  EXPECT_NE(zmq_z85_decode(reinterpret_cast<uint8_t*>(raw.data()), z85.c_str()), nullptr);
+  return raw;
+}
+
+// A raw CURVE DEALER: one connection, requests sent as frames.
+class RawPeer {
+ public:
+  RawPeer(DaemonHarness& h, const CurveKeyPair& keys) : socket_(ctx_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::curve_serverkey, h.server_keys().public_key);
+    socket_.set(zmq::sockopt::curve_publickey, keys.public_key);
+    socket_.set(zmq::sockopt::curve_secretkey, keys.secret_key);
+    socket_.connect(h.endpoint());
+  }
+  void Send(const std::string& request_id, const std::string& command, const json& body) {
+    protocol::ClientMessage m;
+    m.request_id = request_id;
+    m.command = command;
+    m.body = body;
+    const protocol::Frames frames = protocol::EncodeClientMessage(m);
+    for (size_t i = 0; i < frames.size(); ++i) {
+      socket_.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  }
+  // The next reply (FINAL or error) to `request_id`, skipping partials and
+  // heartbeats.
+  absl::StatusOr<protocol::ServerMessage> Final(const std::string& request_id, int timeout_ms = 10000) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(200)) == 0) continue;
+      protocol::Frames reply;
+      while (true) {
+        zmq::message_t m;
+        (void)socket_.recv(m);
+        reply.push_back(m.to_string());
+        if (!m.more()) break;
+      }
+      absl::StatusOr<protocol::ServerMessage> s = protocol::DecodeServerMessage(reply);
+      if (!s.ok()) return s.status();
+      if (s->type == protocol::MessageType::kFinal && s->request_id == request_id) return s;
+    }
+    return absl::DeadlineExceededError("no reply to " + request_id);
+  }
+
+ private:
+  zmq::context_t ctx_;
+  zmq::socket_t socket_;
+};
+
+// Every file under the harness directory but the key files themselves, and
+// the metrics page, after a run that touched every command and error path:
+// no secret key appears, Z85 or raw.
+TEST(SecurityTest, SecretKeysNeverReachLogsStateStorageOrMetrics) {
+  HarnessOptions o;
+  o.limits_extra = "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  {
+    auto acme = h.Acme();
+    protocol::JobSpec ok = SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
+    ASSERT_OK_AND_ASSIGN(j1, acme->CreateJob(ok));
+    protocol::JobSpec bad = SpecWithData(*acme, FakeData(R"({"steps": 4, "mode": "fail_user", "crash_at_step": 2})"));
+    ASSERT_OK_AND_ASSIGN(j2, acme->CreateJob(bad));
+    protocol::JobSpec crash = SpecWithData(*acme, FakeData(R"({"steps": 4, "mode": "crash_once", "crash_at_step": 2})"));
+    ASSERT_OK_AND_ASSIGN(j3, acme->CreateJob(crash));
+    for (const std::string& id : {j1.id, j2.id, j3.id}) ASSERT_TRUE(h.WaitForFinal(*acme, id).ok());
+    ASSERT_TRUE(acme->DownloadAdapter(j1.id, h.dir() + "/download").ok());
+    EXPECT_FALSE(acme->GetJob("job-0000").ok());
+    EXPECT_FALSE(acme->Call("job.create", json{{"model", 7}}).ok());
+    EXPECT_FALSE(h.Connect(*GenerateCurveKeyPair(), 2000, 0)->Ping().ok());  // an unknown client
+    auto admin = h.Admin();
+    EXPECT_TRUE(admin->ListJobs().ok());
+  }
+  httplib::Client http("127.0.0.1", h.metrics_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  daemon::WorkerExit e = h.Terminate();
+  EXPECT_EQ(e.exit_code, 0) << e.Describe();
+  ASSERT_NO_FATAL_FAILURE(h.Start());  // a restart logs its keys-related lines again
+  (void)h.Terminate();
+  // A refused secret key file: fjordd must say why without printing it.
+  ::chmod((h.dir() + "/keys/server.key").c_str(), 0644);
+  daemon::WorkerSpec spec;
+  spec.program = fs::absolute("daemon/server/fjordd").string();
+  spec.args = {"--config", h.config_path()};
+  spec.log_path = h.dir() + "/refused.log";
+  ASSERT_OK_AND_ASSIGN(p, daemon::WorkerProcess::Start(spec));
+  ASSERT_TRUE(p->Wait(20000).has_value());
+  EXPECT_THAT(ReadFile(spec.log_path), HasSubstr("chmod 600"));
+
+  std::vector<std::pair<std::string, std::string>> secrets;  // (what, bytes)
+  for (const auto& [who, keys] : {std::pair<std::string, CurveKeyPair>{"server", h.server_keys()},
+                                  {"acme", h.acme_keys()}, {"zeta", h.zeta_keys()}, {"admin", h.admin_keys()}}) {
+    secrets.emplace_back(who + " secret key (Z85)", keys.secret_key);
+    secrets.emplace_back(who + " secret key (raw)", RawKey(keys.secret_key));
+  }
+  int scanned = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(h.dir())) {
+    if (!entry.is_regular_file() || entry.path().parent_path() == fs::path(h.dir() + "/keys")) continue;
+    const std::string bytes = ReadFile(entry.path().string());
+    ++scanned;
+    for (const auto& [what, secret] : secrets) {
+      EXPECT_FALSE(absl::StrContains(bytes, secret)) << what << " found in " << entry.path();
+    }
+  }
+  for (const auto& [what, secret] : secrets) EXPECT_FALSE(absl::StrContains(metrics->body, secret)) << what;
+  // The scan saw the daemon's log, its SQLite store and the jobs' files.
+  EXPECT_GE(scanned, 10);
+  EXPECT_TRUE(fs::exists(h.dir() + "/fjordd.log"));
+  EXPECT_TRUE(fs::exists(h.dir() + "/state/fjordd.db"));
+  EXPECT_THAT(h.log(), HasSubstr(h.server_keys().public_key));  // the public key is logged, on purpose
+}
+
+// Key files that group or others could change or read stop the daemon at
+// start (exit 1) with the fix in the message: the keys file decides who may
+// connect, the secret key is the server's identity.
+TEST(SecurityTest, LooseKeyFilePermissionsStopTheDaemon) {
+  DaemonHarness h;
+  fs::create_directories(h.dir() + "/state");
+  struct Case {
+    std::string file;
+    mode_t mode;
+    std::string message;
+  };
+  for (const Case& c : {Case{"/keys/clients.yaml", 0664, "run chmod 644"}, Case{"/keys/clients.yaml", 0646, "run chmod 644"},
+                        Case{"/keys/server.key", 0640, "chmod 600"}, Case{"/keys/server.key", 0604, "chmod 600"}}) {
+    ::chmod((h.dir() + "/keys/clients.yaml").c_str(), 0644);
+    ::chmod((h.dir() + "/keys/server.key").c_str(), 0600);
+    ::chmod((h.dir() + c.file).c_str(), c.mode);
+    daemon::WorkerSpec spec;
+    spec.program = fs::absolute("daemon/server/fjordd").string();
+    spec.args = {"--config", h.config_path()};
+    spec.log_path = h.dir() + "/start.log";
+    fs::remove(spec.log_path);
+    ASSERT_OK_AND_ASSIGN(p, daemon::WorkerProcess::Start(spec));
+    std::optional<daemon::WorkerExit> e = p->Wait(20000);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->exit_code, 1) << c.file << " " << std::oct << c.mode;
+    EXPECT_THAT(ReadFile(spec.log_path), HasSubstr(c.message)) << c.file;
+    EXPECT_THAT(ReadFile(spec.log_path), HasSubstr(h.dir() + c.file));
+  }
+  // Mode 0600 but owned by another user, who could change or read it.
+  if (::geteuid() == 0) {
+    ::chmod((h.dir() + "/keys/server.key").c_str(), 0600);
+    ASSERT_EQ(::chown((h.dir() + "/keys/server.key").c_str(), 65534, 65534), 0);
+    daemon::WorkerSpec spec;
+    spec.program = fs::absolute("daemon/server/fjordd").string();
+    spec.args = {"--config", h.config_path()};
+    spec.log_path = h.dir() + "/owner.log";
+    ASSERT_OK_AND_ASSIGN(p, daemon::WorkerProcess::Start(spec));
+    std::optional<daemon::WorkerExit> e = p->Wait(20000);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->exit_code, 1);
+    EXPECT_THAT(ReadFile(spec.log_path), HasSubstr("server secret key file " + h.dir() + "/keys/server.key is owned by uid 65534"));
+    EXPECT_THAT(ReadFile(spec.log_path), ::testing::Not(HasSubstr(h.server_keys().secret_key)));
+  }
+}
+
+// The connection, stream and upload limits hold for a real client on the
+// wire, and refusals say which limit.
+TEST(SecurityTest, PeerStreamAndUploadLimitsHold) {
+  HarnessOptions o;
+  // Peers expire after 3 silent heartbeat intervals: long enough here that
+  // the first three clients are still counted when the fourth comes.
+  o.limits_extra = "  max_peers: 3\n  max_streams_per_peer: 2\n  heartbeat_interval_ms: 5000\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  std::string job_id;
+  {
+    auto acme = h.Connect(h.acme_keys(), 5000, 0);
+    protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 200, "step_ms": 50})"));
+    ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+    job_id = job.id;
+  }
+  // Streams: the third on one connection is refused; the two open ones live on.
+  RawPeer peer(h, h.acme_keys());
+  peer.Send("s1", "job.subscribe", json{{"job_id", job_id}});
+  peer.Send("s2", "job.subscribe", json{{"job_id", job_id}});
+  peer.Send("s3", "job.subscribe", json{{"job_id", job_id}});
+  ASSERT_OK_AND_ASSIGN(refused, peer.Final("s3"));
+  EXPECT_EQ(refused.status, "RESOURCE_EXHAUSTED");
+  absl::Status s = protocol::StatusFromReply(refused.status, refused.body);
+  EXPECT_EQ(protocol::ParamOf(s), "streams");
+  EXPECT_THAT(s.message(), HasSubstr("at most 2 streams per connection"));
+  // Uploads in progress: 16 per tenant, the 17th refused.
+  for (int i = 0; i < 16; ++i) {
+    peer.Send(absl::StrCat("u", i), "file.upload.begin", json{{"filename", "x.jsonl"}, {"bytes", 10}, {"sha256", std::string(64, 'a')}});
+    ASSERT_OK_AND_ASSIGN(begun, peer.Final(absl::StrCat("u", i)));
+    ASSERT_EQ(begun.status, "OK") << begun.body.dump();
+  }
+  peer.Send("u16", "file.upload.begin", json{{"filename", "x.jsonl"}, {"bytes", 10}, {"sha256", std::string(64, 'a')}});
+  ASSERT_OK_AND_ASSIGN(too_many, peer.Final("u16"));
+  EXPECT_EQ(too_many.status, "RESOURCE_EXHAUSTED");
+  EXPECT_THAT(protocol::StatusFromReply(too_many.status, too_many.body).message(),
+              HasSubstr("at most 16 uploads in progress per tenant"));
+  // Peers: new connections are counted until 3 are tracked (the harness's
+  // start-up client, the job's, `peer`, ...): at the latest the third new
+  // one here is refused, naming the limit; a tracked one still works.
+  int accepted = 0;
+  absl::Status refusal;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 4 && refusal.ok(); ++i) {
+    clients.push_back(h.Connect(h.zeta_keys(), 5000, 0));
+    absl::Status st = clients.back()->Ping().status();
+    if (st.ok()) ++accepted;
+    else refusal = st;
+  }
+  EXPECT_LE(accepted, 1);  // `peer` and the job's client are tracked already
+  EXPECT_EQ(refusal.code(), absl::StatusCode::kResourceExhausted) << refusal;
+  EXPECT_EQ(protocol::ParamOf(refusal), "peers");
+  EXPECT_THAT(refusal.message(), HasSubstr("at most 3 connections"));
+  peer.Send("p", "ping", json::object());
+  ASSERT_OK_AND_ASSIGN(pong, peer.Final("p"));
+  EXPECT_EQ(pong.status, "OK");
+}
+
+// As root, with worker.user set, every worker (validator and trainer) runs
+// with the user's uid and gid in all four ids, no supplementary groups, and
+// the daemon's state (SQLite store, lock, keys) is closed to it.
+TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  struct passwd* nobody = ::getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
+  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
+  const std::string bin_dir = ::mkdtemp(tmpl);
+  ::chmod(bin_dir.c_str(), 0755);
+  const std::string worker = bin_dir + "/fake_worker";
+  fs::copy_file("daemon/worker/fake_worker", worker);
+  ::chmod(worker.c_str(), 0755);
+  HarnessOptions o;
+  o.worker_extra = "  user: nobody\n";
+  o.worker_program = worker;
+  DaemonHarness h(o);
+  ::chmod(h.dir().c_str(), 0755);
+  ::chmod(h.storage().c_str(), 0755);
+  ::chmod((h.dir() + "/model").c_str(), 0755);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 100, "step_ms": 20})"));
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 2; }).ok());
+  // The trainer: the daemon's child whose command line has --report.
+  pid_t trainer = 0;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string stat = ReadFile(e.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 >= stat.size()) continue;
+    if (std::atoi(stat.c_str() + close + 4) != h.daemon_pid()) continue;
+    if (absl::StrContains(ReadFile(e.path().string() + "/cmdline"), "--report")) {
+      trainer = std::atoi(e.path().filename().c_str());
+    }
+  }
+  ASSERT_NE(trainer, 0) << "no trainer found";
+  const std::string status = ReadFile(absl::StrCat("/proc/", trainer, "/status"));
+  const std::string uid = std::to_string(nobody->pw_uid), gid = std::to_string(nobody->pw_gid);
+  EXPECT_THAT(status, HasSubstr(absl::StrCat("Uid:\t", uid, "\t", uid, "\t", uid, "\t", uid, "\n")));
+  EXPECT_THAT(status, HasSubstr(absl::StrCat("Gid:\t", gid, "\t", gid, "\t", gid, "\t", gid, "\n")));
+  auto field = [&](const std::string& name) {
+    const size_t at = status.find("\n" + name + ":");
+    if (at == std::string::npos) return std::string("<none>");
+    const size_t begin = at + name.size() + 2, end = status.find('\n', begin);
+    return std::string(absl::StripAsciiWhitespace(status.substr(begin, end - begin)));
+  };
+  EXPECT_EQ(field("Groups"), "");  // setgroups(0): none of root's groups
+  EXPECT_EQ(field("CapEff"), "0000000000000000");
+  EXPECT_EQ(field("CapPrm"), "0000000000000000");
+  // What the worker's user could open of the daemon's own files: nothing.
+  for (const std::string& f : {h.dir() + "/state/fjordd.db", h.dir() + "/state/fjordd.db-wal",
+                               h.dir() + "/state/fjordd.lock", h.dir() + "/keys/server.key"}) {
+    struct stat st {};
+    if (::stat(f.c_str(), &st) != 0) continue;
+    EXPECT_EQ(st.st_mode & 077, 0u) << f << " is open to group or others (mode " << std::oct << (st.st_mode & 0777)
+                                    << "): the worker's user could read it";
+  }
+  ASSERT_TRUE(acme->CancelJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
+  fs::remove_all(bin_dir);
+}
+
+}  // namespace
+}  // namespace fjord::testing
