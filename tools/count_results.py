@@ -3,7 +3,7 @@
 Usage: count_results.py BAZEL_TESTLOGS_DIR [BAZEL_TESTLOGS_DIR...] JUNIT_XML...
   Directories are Bazel test log trees (bazel-testlogs; the ASan run's copy),
   files are JUnit XML (pytest's, the fuzzers'). A missing file counts nothing.
-Prints a per-source summary and, last, the line "N passed, N failed, N skipped".
+Prints a per-source summary, the number skipped, and, last, the line "N passed, N failed".
 Exits 1 if anything failed or nothing ran.
 """
 import os
@@ -60,7 +60,8 @@ def main():
         print(f"{os.path.basename(path)}: {c[0]} passed, {c[1]} failed, {c[2]} skipped")
         for i in range(3):
             totals[i] += c[i]
-    print(f"{totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
+    print(f"skipped (GPU-only or missing prerequisites, each with its reason in the logs): {totals[2]}")
+    print(f"{totals[0]} passed, {totals[1]} failed")
     return 1 if totals[1] or totals[0] == 0 else 0
 
 
