@@ -87,7 +87,7 @@ TEST(BadRequestsTest, AdapterAndJobCommandMisuse) {
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(quick));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
   ASSERT_EQ(done.status, JobStatus::kSucceeded);
-  for (const std::string& name : {"model.safetensors", "../job.yaml", "../../../../keys/server.key", "/etc/passwd"}) {
+  for (const char* name : {"model.safetensors", "../job.yaml", "../../../../keys/server.key", "/etc/passwd"}) {
     ExpectError(acme->Call("adapter.download", json{{"job_id", job.id}, {"name", name}}).status(),
                 {absl::StatusCode::kNotFound, "name", "the adapter has no file"});
   }
