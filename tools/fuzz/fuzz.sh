@@ -5,6 +5,7 @@
 #   tools/fuzz/fuzz.sh [--seconds N] [--fork N] [--junit FILE] [NAME...]
 #
 # CI runs every target for a short time (FJORD_FUZZ_SECONDS, default 20).
+# Targets are built, then run, FJORD_FUZZ_JOBS at a time (default: one per CPU).
 # Long campaigns, e.g. overnight on a many-core machine:
 #   tools/fuzz/fuzz.sh --seconds 36000                 each target 10 h, one after another
 #   tools/fuzz/fuzz.sh --seconds 3600 --fork 8 dataset one target, 8 fuzzing processes
@@ -42,41 +43,80 @@ cxxflags="-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-re
 # Every first-party source a target can include: any change rebuilds them all.
 tree_hash=$( { "$cxx" --version; echo "$cxxflags $absl_libs"; git ls-files -s -- runtime lora daemon sdk tests/fuzz ':!tests/fuzz/*/*' 2>/dev/null;
                git diff HEAD -- runtime lora daemon sdk tests/fuzz 2>/dev/null; git ls-files -o --exclude-standard -- runtime lora daemon sdk tests/fuzz | xargs -r cat; } | sha256sum | cut -c1-16)
-pass=0; fail=0; cases=""
+jobs=${FJORD_FUZZ_JOBS:-$(nproc)}
+[ "$fork" -gt 0 ] && jobs=1  # a --fork campaign takes the machine itself
+
+# The selected targets, in targets.txt's order.
+t_names=(); t_src=(); t_libs=(); t_flags=()
 while IFS='|' read -r name src libs flags; do
   name=$(echo "$name" | xargs); src=$(echo "$src" | xargs); libs=$(echo "$libs" | xargs); flags=$(echo "$flags" | xargs)
   [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
   if [ ${#names[@]} -gt 0 ] && [[ ! " ${names[*]} " =~ " $name " ]]; then continue; fi
+  t_names+=("$name"); t_src+=("$src"); t_libs+=("$libs"); t_flags+=("$flags")
+done < tools/fuzz/targets.txt
+
+# Each step writes its outcome to build/fuzz/<name>/status ("ok", or
+# "build" / "crash" on failure) so that steps can run side by side.
+build_one() {  # index
+  local i=$1 name=${t_names[$1]} bin cached
   bin=$out/$name/fuzzer
   mkdir -p "$out/$name/artifacts" "$out/$name/corpus"
-  start=$(date +%s)
-  cached="$cache/$name-$(echo "$tree_hash $src $libs $flags" | sha256sum | cut -c1-16)"
+  cached="$cache/$name-$(echo "$tree_hash ${t_src[$i]} ${t_libs[$i]} ${t_flags[$i]}" | sha256sum | cut -c1-16)"
   if [ -x "$cached" ]; then
     echo "== fuzz $name: cached build"
-    cp "$cached" "$bin"
-  else
-    echo "== fuzz $name: build"
-    # shellcheck disable=SC2086
-    if ! $cxx $cxxflags -I. $src $libs -o "$bin" $flags $absl_libs -lpthread 2> "$out/$name/build.log"; then
-      tail -20 "$out/$name/build.log"
-      fail=$((fail+1)); cases+="<testcase classname=\"fuzz\" name=\"$name\"><failure message=\"build failed\"/></testcase>"
-      continue
-    fi
-    cp "$bin" "$cached.tmp.$$" && mv "$cached.tmp.$$" "$cached"
+    cp "$cached" "$bin" && echo ok > "$out/$name/status"
+    return
   fi
-  echo "== fuzz $name: ${seconds}s on tests/fuzz/$name + build/fuzz/$name/corpus"
-  fork_flags=()
+  echo "== fuzz $name: build"
+  # shellcheck disable=SC2086
+  if ! $cxx $cxxflags -I. ${t_src[$i]} ${t_libs[$i]} -o "$bin" ${t_flags[$i]} $absl_libs -lpthread 2> "$out/$name/build.log"; then
+    echo "== fuzz $name: build failed"; tail -20 "$out/$name/build.log"
+    echo build > "$out/$name/status"
+    return
+  fi
+  cp "$bin" "$cached.tmp.$$.$i" && mv "$cached.tmp.$$.$i" "$cached"
+  echo ok > "$out/$name/status"
+}
+
+run_one() {  # index
+  local name=${t_names[$1]} bin start fork_flags=()
+  bin=$out/$name/fuzzer
+  [ "$(cat "$out/$name/status" 2>/dev/null)" = ok ] || return
+  start=$(date +%s)
   [ "$fork" -gt 0 ] && fork_flags=(-fork="$fork" -ignore_crashes=0)
   if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$bin" -max_total_time="$seconds" -timeout=10 \
       -rss_limit_mb=2048 -artifact_prefix="$out/$name/artifacts/" -print_final_stats=1 "${fork_flags[@]}" \
       "$out/$name/corpus" "tests/fuzz/$name" > "$out/$name/run.log" 2>&1; then
-    grep -E "stat::number_of_executed_units|Done" "$out/$name/run.log" | tail -2
-    pass=$((pass+1)); cases+="<testcase classname=\"fuzz\" name=\"$name\" time=\"$(( $(date +%s) - start ))\"/>"
+    echo "== fuzz $name: ${seconds}s on tests/fuzz/$name + build/fuzz/$name/corpus: $(grep -E "^Done" "$out/$name/run.log" | tail -1)"
+    echo "$(( $(date +%s) - start ))" > "$out/$name/time"
   else
-    tail -40 "$out/$name/run.log"
-    fail=$((fail+1)); cases+="<testcase classname=\"fuzz\" name=\"$name\"><failure message=\"crash: see build/fuzz/$name\"/></testcase>"
+    echo "== fuzz $name: FAILED"; tail -40 "$out/$name/run.log"
+    echo crash > "$out/$name/status"
   fi
-done < tools/fuzz/targets.txt
+}
+
+# Runs "$1 index" for every target, at most $jobs at a time.
+for_each_target() {
+  local i
+  for i in "${!t_names[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    "$1" "$i" &
+  done
+  wait
+}
+
+for name in "${t_names[@]}"; do rm -f "$out/$name/status" "$out/$name/time"; done
+for_each_target build_one
+for_each_target run_one
+
+pass=0; fail=0; cases=""
+for name in "${t_names[@]}"; do
+  case "$(cat "$out/$name/status" 2>/dev/null)" in
+    ok) pass=$((pass+1)); cases+="<testcase classname=\"fuzz\" name=\"$name\" time=\"$(cat "$out/$name/time" 2>/dev/null || echo 0)\"/>" ;;
+    build) fail=$((fail+1)); cases+="<testcase classname=\"fuzz\" name=\"$name\"><failure message=\"build failed: see build/fuzz/$name/build.log\"/></testcase>" ;;
+    *) fail=$((fail+1)); cases+="<testcase classname=\"fuzz\" name=\"$name\"><failure message=\"crash: see build/fuzz/$name\"/></testcase>" ;;
+  esac
+done
 [ -n "$junit" ] && echo "<testsuite name=\"fuzz\" tests=\"$((pass+fail))\" failures=\"$fail\">$cases</testsuite>" > "$junit"
 echo "fuzz: $pass passed, $fail failed"
 [ $fail = 0 ]

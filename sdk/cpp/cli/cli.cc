@@ -142,6 +142,31 @@ std::optional<std::string> Positional(Ctx& c, size_t i, const char* what, int* e
   return c.args.positionals[i];
 }
 
+// The job id (the one positional argument) and a connected client, for the
+// commands that act on one job. On failure the error has been reported and
+// *exit_code says how to exit.
+struct JobTarget {
+  std::string id;
+  Client* client = nullptr;
+};
+
+std::optional<JobTarget> JobAndClient(Ctx& c, int* exit_code) {
+  std::optional<std::string> id = Positional(c, 0, "the job id", exit_code);
+  if (!id) return std::nullopt;
+  absl::StatusOr<Client*> cl = c.GetClient();
+  if (!cl.ok()) {
+    *exit_code = Fail(c, cl.status());
+    return std::nullopt;
+  }
+  return JobTarget{*std::move(id), *cl};
+}
+
+json AdapterFilesJson(const std::vector<protocol::AdapterFile>& files) {
+  json arr = json::array();
+  for (const auto& f : files) arr.push_back(json{{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
+  return arr;
+}
+
 // ---------------------------------------------------------------- commands --
 
 int CmdVersion(Ctx& c) {
@@ -406,12 +431,11 @@ using JobCall = absl::StatusOr<protocol::Job> (Client::*)(const std::string&);
 
 int CmdJobAction(Ctx& c, JobCall call, bool describe) {
   int rc = kExitUsage;
-  const std::optional<std::string> id_arg = Positional(c, 0, "the job id", &rc);
-  if (!id_arg) return rc;
-  const std::string& id = *id_arg;
-  absl::StatusOr<Client*> cl = c.GetClient();
-  if (!cl.ok()) return Fail(c, cl.status());
-  absl::StatusOr<protocol::Job> job = ((**cl).*call)(id);
+  const std::optional<JobTarget> t = JobAndClient(c, &rc);
+  if (!t) return rc;
+  const std::string& id = t->id;
+  Client& client = *t->client;
+  absl::StatusOr<protocol::Job> job = (client.*call)(id);
   if (!job.ok()) return Fail(c, job.status());
   if (c.json_out) c.PrintJson(protocol::JobToJson(*job));
   else if (describe) c.Print(DescribeJob(*job));
@@ -432,20 +456,19 @@ absl::StatusOr<std::vector<protocol::JobEvent>> AllEvents(Client& client, const 
 }
 
 int CmdJobsEvents(Ctx& c) {
-  int rc = kExitUsage;
-  const std::optional<std::string> id_arg = Positional(c, 0, "the job id", &rc);
-  if (!id_arg) return rc;
-  const std::string& id = *id_arg;
   int64_t after = 0;
   if (auto a = c.args.Get("after")) {
     absl::StatusOr<int64_t> n = ParseIntOption("after", *a);
     if (!n.ok()) return UsageFail(c, std::string(n.status().message()));
     after = *n;
   }
-  absl::StatusOr<Client*> cl = c.GetClient();
-  if (!cl.ok()) return Fail(c, cl.status());
-  if (c.args.Has("follow")) return FollowJob(c, **cl, id, after);
-  absl::StatusOr<std::vector<protocol::JobEvent>> events = AllEvents(**cl, id, after);
+  int rc = kExitUsage;
+  const std::optional<JobTarget> t = JobAndClient(c, &rc);
+  if (!t) return rc;
+  const std::string& id = t->id;
+  Client& client = *t->client;
+  if (c.args.Has("follow")) return FollowJob(c, client, id, after);
+  absl::StatusOr<std::vector<protocol::JobEvent>> events = AllEvents(client, id, after);
   if (!events.ok()) return Fail(c, events.status());
   for (const auto& e : *events) {
     if (c.json_out) c.PrintJson(json{{"event", protocol::JobEventToJson(e)}});
@@ -456,12 +479,11 @@ int CmdJobsEvents(Ctx& c) {
 
 int CmdJobsCheckpoints(Ctx& c) {
   int rc = kExitUsage;
-  const std::optional<std::string> id_arg = Positional(c, 0, "the job id", &rc);
-  if (!id_arg) return rc;
-  const std::string& id = *id_arg;
-  absl::StatusOr<Client*> cl = c.GetClient();
-  if (!cl.ok()) return Fail(c, cl.status());
-  absl::StatusOr<std::vector<protocol::CheckpointInfo>> cps = (*cl)->ListCheckpoints(id);
+  const std::optional<JobTarget> t = JobAndClient(c, &rc);
+  if (!t) return rc;
+  const std::string& id = t->id;
+  Client& client = *t->client;
+  absl::StatusOr<std::vector<protocol::CheckpointInfo>> cps = client.ListCheckpoints(id);
   if (!cps.ok()) return Fail(c, cps.status());
   if (c.json_out) {
     json arr = json::array();
@@ -477,13 +499,12 @@ int CmdJobsCheckpoints(Ctx& c) {
 
 int CmdJobsPlot(Ctx& c) {
   int rc = kExitUsage;
-  const std::optional<std::string> id_arg = Positional(c, 0, "the job id", &rc);
-  if (!id_arg) return rc;
-  const std::string& id = *id_arg;
+  const std::optional<JobTarget> t = JobAndClient(c, &rc);
+  if (!t) return rc;
+  const std::string& id = t->id;
+  Client& client = *t->client;
   const std::string path = c.args.Get("output").value_or(absl::StrCat(id, "-loss.svg"));
-  absl::StatusOr<Client*> cl = c.GetClient();
-  if (!cl.ok()) return Fail(c, cl.status());
-  absl::StatusOr<std::vector<protocol::JobEvent>> events = AllEvents(**cl, id, 0);
+  absl::StatusOr<std::vector<protocol::JobEvent>> events = AllEvents(client, id, 0);
   if (!events.ok()) return Fail(c, events.status());
   std::vector<Series> series = LossSeriesFromEvents(*events);
   if (series[0].points.empty() && series[1].points.empty()) {
@@ -505,18 +526,15 @@ int CmdJobsPlot(Ctx& c) {
 
 int CmdAdaptersDownload(Ctx& c) {
   int rc = kExitUsage;
-  const std::optional<std::string> id_arg = Positional(c, 0, "the job id", &rc);
-  if (!id_arg) return rc;
-  const std::string& id = *id_arg;
+  const std::optional<JobTarget> t = JobAndClient(c, &rc);
+  if (!t) return rc;
+  const std::string& id = t->id;
+  Client& client = *t->client;
   const std::string dir = c.args.Get("output").value_or(absl::StrCat(id, "-adapter"));
-  absl::StatusOr<Client*> cl = c.GetClient();
-  if (!cl.ok()) return Fail(c, cl.status());
-  absl::StatusOr<std::vector<protocol::AdapterFile>> files = (*cl)->DownloadAdapter(id, dir);
+  absl::StatusOr<std::vector<protocol::AdapterFile>> files = client.DownloadAdapter(id, dir);
   if (!files.ok()) return Fail(c, files.status());
   if (c.json_out) {
-    json arr = json::array();
-    for (const auto& f : *files) arr.push_back(json{{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
-    c.PrintJson(json{{"path", dir}, {"files", arr}});
+    c.PrintJson(json{{"path", dir}, {"files", AdapterFilesJson(*files)}});
     return kExitOk;
   }
   uint64_t total = 0;
@@ -530,17 +548,14 @@ int CmdAdaptersDownload(Ctx& c) {
 
 int CmdAdaptersFiles(Ctx& c) {
   int rc = kExitUsage;
-  const std::optional<std::string> id_arg = Positional(c, 0, "the job id", &rc);
-  if (!id_arg) return rc;
-  const std::string& id = *id_arg;
-  absl::StatusOr<Client*> cl = c.GetClient();
-  if (!cl.ok()) return Fail(c, cl.status());
-  absl::StatusOr<std::vector<protocol::AdapterFile>> files = (*cl)->ListAdapterFiles(id);
+  const std::optional<JobTarget> t = JobAndClient(c, &rc);
+  if (!t) return rc;
+  const std::string& id = t->id;
+  Client& client = *t->client;
+  absl::StatusOr<std::vector<protocol::AdapterFile>> files = client.ListAdapterFiles(id);
   if (!files.ok()) return Fail(c, files.status());
   if (c.json_out) {
-    json arr = json::array();
-    for (const auto& f : *files) arr.push_back(json{{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
-    c.PrintJson(json{{"files", arr}});
+    c.PrintJson(json{{"files", AdapterFilesJson(*files)}});
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
