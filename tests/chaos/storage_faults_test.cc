@@ -37,11 +37,6 @@ using protocol::JobStatus;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)            \
-  auto lhs##_or = (expr);                          \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
-  auto lhs = std::move(*lhs##_or)
-
 // A tmpfs of `bytes` mounted at `dir` for the guard's lifetime (detached on
 // destruction, so open files of dead processes cannot keep it busy).
 class Tmpfs {

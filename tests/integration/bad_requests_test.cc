@@ -17,11 +17,6 @@ using protocol::Job;
 using protocol::JobStatus;
 using ::testing::HasSubstr;
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)            \
-  auto lhs##_or = (expr);                          \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
-  auto lhs = std::move(*lhs##_or)
-
 struct Expect {
   absl::StatusCode code;
   std::string param;

@@ -29,6 +29,13 @@
 #include "sdk/cpp/client.h"
 #include "sdk/cpp/curve_keys.h"
 
+// `auto lhs = *expr` for an absl::StatusOr<T> expression; a failed status
+// fails the test with the status in the message.
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)            \
+  auto lhs##_or = (expr);                          \
+  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
+  auto lhs = std::move(*lhs##_or)
+
 namespace fjord::testing {
 
 inline int FreeTcpPort() {

@@ -26,11 +26,6 @@ using protocol::JobStatus;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                  \
-  auto lhs##_or = (expr);                                \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status();       \
-  auto lhs = std::move(*lhs##_or)
-
 std::vector<std::string> StatusHistory(Client& c, const std::string& id) {
   std::vector<std::string> out;
   absl::StatusOr<EventPage> p = c.ListEvents(id, 0, 1000);

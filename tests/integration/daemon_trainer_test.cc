@@ -20,11 +20,6 @@ using protocol::JobStatus;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)            \
-  auto lhs##_or = (expr);                          \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
-  auto lhs = std::move(*lhs##_or)
-
 HarnessOptions TrainerOptions() {
   HarnessOptions o;
   o.worker_program = fs::absolute("lora/cli/fjord-train").string();

@@ -31,11 +31,6 @@ using protocol::JobStatus;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)            \
-  auto lhs##_or = (expr);                          \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
-  auto lhs = std::move(*lhs##_or)
-
 // The 32 raw bytes of a Z85 key.
 std::string RawKey(const std::string& z85) {
   std::string raw(32, '\0');
