@@ -92,12 +92,16 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
   }
 }
 
-absl::Status CheckKeyFileOwner(const std::string& path, absl::string_view what) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(what, " ", path, " does not exist"));
-    return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
-  }
+namespace {
+
+absl::Status StatKeyFile(const std::string& path, absl::string_view what, struct stat* st) {
+  if (::stat(path.c_str(), st) == 0) return absl::OkStatus();
+  if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(what, " ", path, " does not exist"));
+  return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+}
+
+// The owner check of CheckKeyFileOwner on a file already stat()ed.
+absl::Status CheckOwner(const struct stat& st, const std::string& path, absl::string_view what) {
   const uid_t me = ::geteuid();
   if (st.st_uid != 0 && st.st_uid != me) {
     return absl::PermissionDeniedError(absl::StrFormat(
@@ -107,13 +111,18 @@ absl::Status CheckKeyFileOwner(const std::string& path, absl::string_view what) 
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::Status CheckKeyFileOwner(const std::string& path, absl::string_view what) {
+  struct stat st {};
+  if (absl::Status s = StatKeyFile(path, what, &st); !s.ok()) return s;
+  return CheckOwner(st, path, what);
+}
+
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("keys file ", path, " does not exist"));
-    return absl::PermissionDeniedError(absl::StrCat("keys file ", path, ": ", std::strerror(errno)));
-  }
-  if (absl::Status s = CheckKeyFileOwner(path, "keys file"); !s.ok()) return s;
+  if (absl::Status s = StatKeyFile(path, "keys file", &st); !s.ok()) return s;
+  if (absl::Status s = CheckOwner(st, path, "keys file"); !s.ok()) return s;
   if ((st.st_mode & 022) != 0) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "keys file %s has mode %04o: group or others can change who may connect; run chmod 644 %s", path,
