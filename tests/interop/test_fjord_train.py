@@ -156,10 +156,22 @@ def test_sigterm_checkpoints_then_exits_75(tmp_path):
     events = tmp_path / "events.jsonl"
     p = subprocess.Popen([str(TRAIN), "--config", str(config), "--progress", "none", "--events", str(events)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def reached_step_3():
+        if not events.exists():
+            return False
+        for line in events.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:  # a line still being written
+                continue
+            if e["type"] == "step" and e["step"] >= 3:
+                return True
+        return False
+
     deadline = time.time() + 120
-    while time.time() < deadline:
-        if events.exists() and '"type":"step","step":3,' in events.read_text().replace(" ", ""):
-            break
+    while not reached_step_3():
+        assert time.time() < deadline, "fjord-train did not reach step 3 in 120 s"
+        assert p.poll() is None, p.communicate()[1]
         time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
