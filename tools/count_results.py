@@ -1,7 +1,8 @@
 """Counts test cases from Bazel's test.xml files and pytest's JUnit XML.
 
 Usage: count_results.py BAZEL_TESTLOGS_DIR [BAZEL_TESTLOGS_DIR...] JUNIT_XML...
-  Directories are Bazel test log trees (bazel-testlogs; the ASan run's copy),
+  Directories are Bazel test log trees (copies of the plain and the ASan
+  run's test.xml files),
   files are JUnit XML (pytest's, the fuzzers'). A missing file counts nothing.
 Prints a per-source summary, the number skipped, and, last, the line "N passed, N failed".
 Exits 1 if anything failed or nothing ran.
@@ -49,9 +50,9 @@ def main():
     trees = [args[0]] + [a for a in args[1:] if os.path.isdir(a)]
     junit_files = [a for a in args[1:] if not os.path.isdir(a)]
     totals = [0, 0, 0]
-    for n, tree in enumerate(trees):
+    for tree in trees:
         c = count_testlogs(tree) if os.path.isdir(tree) else [0, 0, 0]
-        label = "bazel (C++ test cases)" if n == 0 else f"bazel {os.path.basename(os.path.normpath(tree))} (C++ test cases)"
+        label = f"bazel {os.path.basename(os.path.normpath(tree))} (C++ test cases)"
         print(f"{label}: {c[0]} passed, {c[1]} failed, {c[2]} skipped")
         for i in range(3):
             totals[i] += c[i]
