@@ -3,6 +3,7 @@
 #include "lora/adapter.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/utils.h>
 
 #include <map>
 

@@ -19,7 +19,7 @@
 #ifndef FJORD_LORA_ADAPTER_H_
 #define FJORD_LORA_ADAPTER_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <memory>
 #include <string>

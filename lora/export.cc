@@ -1,7 +1,8 @@
 // ExportMerged: base checkpoint + PEFT adapter -> merged HF checkpoint.
 #include "lora/export.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <map>
 #include <nlohmann/json.hpp>

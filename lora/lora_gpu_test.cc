@@ -5,7 +5,9 @@
 // Shape legend: N tokens, in, out features, r rank.
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <string>
 

@@ -6,6 +6,9 @@
 
 #include <cmath>
 
+#include <torch/nn/module.h>
+#include <torch/utils.h>
+
 #include "lora/kernels/lora_ops.h"
 
 namespace fjord::lora {

@@ -21,7 +21,7 @@
 #define FJORD_LORA_LORA_LINEAR_H_
 
 #include <ATen/core/Generator.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <memory>
 #include <vector>

@@ -15,7 +15,8 @@
 //
 // Exit status: 0 ok; 1 an error (the message, on stderr, names the file,
 // field or key); 2 bad usage.
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cstdint>
 #include <iostream>

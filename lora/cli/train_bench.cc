@@ -18,7 +18,8 @@
 // Exit status: 0 ok, 1 error, 2 bad usage.
 #include <ATen/CPUGeneratorImpl.h>
 #include <sys/resource.h>
-#include <torch/torch.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
 
 #include <chrono>
 #include <cstdio>

@@ -8,6 +8,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include <torch/autograd.h>
+
 #include "runtime/kernels/fused.h"
 
 #if FJORD_KERNELS_FUSED

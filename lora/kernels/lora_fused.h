@@ -28,7 +28,7 @@
 #ifndef FJORD_LORA_KERNELS_LORA_FUSED_H_
 #define FJORD_LORA_KERNELS_LORA_FUSED_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <optional>

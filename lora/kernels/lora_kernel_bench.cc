@@ -11,7 +11,8 @@
 // above the inputs during fwd+bwd; the rate is TFLOP/s of the GEMM work
 // (base 4·N·in·out + adapters 6·N·r·(in + out) per projection). Exits with
 // status 1 and a message on a machine without a GPU.
-#include <torch/torch.h>
+#include <torch/autograd.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <cstdio>

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <torch/nn/functional/linear.h>
+
 #include "absl/strings/str_cat.h"
 #include "lora/kernels/lora_fused.h"
 #include "runtime/kernels/compare.h"

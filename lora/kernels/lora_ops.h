@@ -17,7 +17,7 @@
 #ifndef FJORD_LORA_KERNELS_LORA_OPS_H_
 #define FJORD_LORA_KERNELS_LORA_OPS_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <vector>
 

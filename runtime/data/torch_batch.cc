@@ -1,6 +1,6 @@
 #include "runtime/data/torch_batch.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <vector>
 

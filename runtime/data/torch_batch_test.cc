@@ -1,6 +1,7 @@
 #include "runtime/data/torch_batch.h"
 
-#include <torch/torch.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

@@ -1,6 +1,6 @@
 #include "runtime/io/checkpoint.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <nlohmann/json.hpp>
 #include <set>

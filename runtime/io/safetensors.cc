@@ -1,6 +1,6 @@
 #include "runtime/io/safetensors.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <cstring>

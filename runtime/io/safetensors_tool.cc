@@ -10,7 +10,7 @@
 //
 // Exit status 0 on success, 1 on an error (message on stderr, naming the
 // file), 2 on bad usage.
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <iostream>
 #include <nlohmann/json.hpp>

@@ -1,7 +1,7 @@
 #include "runtime/kernels/bench_util.h"
 
 #include <torch/cuda.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <cstdio>

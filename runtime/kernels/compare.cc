@@ -3,6 +3,9 @@
 #include <sstream>
 #include <string>
 
+#include <torch/autograd.h>
+#include <torch/utils.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 

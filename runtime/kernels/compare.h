@@ -3,7 +3,7 @@
 #ifndef FJORD_RUNTIME_KERNELS_COMPARE_H_
 #define FJORD_RUNTIME_KERNELS_COMPARE_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <functional>
 #include <string>

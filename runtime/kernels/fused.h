@@ -14,7 +14,7 @@
 #ifndef FJORD_RUNTIME_KERNELS_FUSED_H_
 #define FJORD_RUNTIME_KERNELS_FUSED_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <utility>

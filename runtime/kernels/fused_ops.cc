@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <vector>
 
+#include <torch/autograd.h>
+
 #if FJORD_KERNELS_FUSED
 #include "runtime/kernels/launchers.h"
 #include "runtime/kernels/torch_cuda.h"

@@ -14,7 +14,8 @@
 //
 // linear_cross_entropy computes its gradients during the forward (fused.h),
 // so its "fwd" column already holds most of the backward's work.
-#include <torch/torch.h>
+#include <torch/autograd.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <cstdio>

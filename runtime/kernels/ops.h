@@ -8,7 +8,7 @@
 #ifndef FJORD_RUNTIME_KERNELS_OPS_H_
 #define FJORD_RUNTIME_KERNELS_OPS_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <utility>

@@ -5,6 +5,8 @@
 // V vocab.
 #include <algorithm>
 
+#include <torch/autograd.h>
+
 #include "runtime/kernels/ops.h"
 
 namespace fjord::kernels::reference {

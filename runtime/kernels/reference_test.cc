@@ -3,7 +3,9 @@
 // LibTorch's full cross-entropy), plus the dispatch on CPU tensors.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/autograd.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/types.h>
 
 #include <cmath>
 #include <vector>

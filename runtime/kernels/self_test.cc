@@ -9,7 +9,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <exception>
 #include <iostream>

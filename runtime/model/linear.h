@@ -5,7 +5,10 @@
 #ifndef FJORD_RUNTIME_MODEL_LINEAR_H_
 #define FJORD_RUNTIME_MODEL_LINEAR_H_
 
-#include <torch/torch.h>
+#include <torch/nn/functional/linear.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <memory>
 #include <string>

@@ -24,7 +24,8 @@
 #ifndef FJORD_RUNTIME_MODEL_MODEL_H_
 #define FJORD_RUNTIME_MODEL_MODEL_H_
 
-#include <torch/torch.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <functional>

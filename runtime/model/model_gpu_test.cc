@@ -13,10 +13,10 @@
 // but cuDNN/mem-efficient backward kernels may accumulate in another order).
 //
 // Shape legend: B batch, T tokens, C hidden, V vocab.
-#include <torch/cuda.h>
-#include <torch/torch.h>
-
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <chrono>

@@ -3,7 +3,10 @@
 // (config.json parsing is tested in config_test.cc.)
 #include "runtime/model/model.h"
 
-#include <torch/torch.h>
+#include <torch/nn/functional/linear.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <memory>

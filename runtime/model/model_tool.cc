@@ -13,7 +13,9 @@
 //
 // Exit status 0 on success, 1 on an error (message on stderr naming the file,
 // field or tensor), 2 on bad usage.
-#include <torch/torch.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cstdint>
 #include <iostream>

@@ -4,7 +4,7 @@
 #ifndef FJORD_RUNTIME_TRAIN_ADAPTER_METHOD_H_
 #define FJORD_RUNTIME_TRAIN_ADAPTER_METHOD_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <string>
 #include <utility>

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include <torch/utils.h>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/data/chat_template.h"
 #include "runtime/data/tokenizer_adapter.h"

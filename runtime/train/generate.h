@@ -2,7 +2,7 @@
 #ifndef FJORD_RUNTIME_TRAIN_GENERATE_H_
 #define FJORD_RUNTIME_TRAIN_GENERATE_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <string>

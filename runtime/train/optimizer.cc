@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <torch/utils.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace fjord::train {

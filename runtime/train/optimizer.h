@@ -5,7 +5,7 @@
 #ifndef FJORD_RUNTIME_TRAIN_OPTIMIZER_H_
 #define FJORD_RUNTIME_TRAIN_OPTIMIZER_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <map>
 #include <string>

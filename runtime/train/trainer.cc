@@ -7,7 +7,10 @@
 #include <sys/resource.h>
 
 #include <ATen/Context.h>
-#include <torch/torch.h>
+#include <torch/cuda.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <chrono>
 #include <cmath>

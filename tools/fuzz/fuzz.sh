@@ -5,7 +5,8 @@
 #   tools/fuzz/fuzz.sh [--seconds N] [--fork N] [--junit FILE] [NAME...]
 #
 # CI runs every target for a short time (FJORD_FUZZ_SECONDS, default 20).
-# Targets are built, then run, FJORD_FUZZ_JOBS at a time (default: one per CPU).
+# Sources are compiled (each once, shared by the targets that use it), targets
+# linked, then run, FJORD_FUZZ_JOBS at a time (default: one per CPU).
 # Long campaigns, e.g. overnight on a many-core machine:
 #   tools/fuzz/fuzz.sh --seconds 36000                 each target 10 h, one after another
 #   tools/fuzz/fuzz.sh --seconds 3600 --fork 8 dataset one target, 8 fuzzing processes
@@ -57,23 +58,47 @@ done < tools/fuzz/targets.txt
 
 # Each step writes its outcome to build/fuzz/<name>/status ("ok", or
 # "build" / "crash" on failure) so that steps can run side by side.
-build_one() {  # index
-  local i=$1 name=${t_names[$1]} bin cached
+cached_bin() {  # index
+  echo "$cache/${t_names[$1]}-$(echo "$tree_hash ${t_src[$1]} ${t_libs[$1]} ${t_flags[$1]}" | sha256sum | cut -c1-16)"
+}
+
+# Sources shared by several targets (the tokenizer's, the protocol's) are
+# compiled once per tree hash into build/fuzz/obj/<hash>/.
+objdir=$out/obj/$tree_hash
+obj_of() { local s=${1//\//_}; echo "$objdir/${s%.cc}.o"; }
+compile_one() {  # source
+  local o; o=$(obj_of "$1")
+  [ -f "$o" ] && return
+  # shellcheck disable=SC2086
+  if $cxx $cxxflags -I. -c "$1" -o "$o.tmp.$$" 2> "$o.log"; then mv "$o.tmp.$$" "$o"; rm -f "$o.log"; fi
+}
+
+link_one() {  # index
+  local i=$1 name=${t_names[$1]} bin cached s objs=() missing=""
   bin=$out/$name/fuzzer
-  mkdir -p "$out/$name/artifacts" "$out/$name/corpus"
-  cached="$cache/$name-$(echo "$tree_hash ${t_src[$i]} ${t_libs[$i]} ${t_flags[$i]}" | sha256sum | cut -c1-16)"
+  cached=$(cached_bin "$i")
   if [ -x "$cached" ]; then
     echo "== fuzz $name: cached build"
     cp "$cached" "$bin" && echo ok > "$out/$name/status"
     return
   fi
-  echo "== fuzz $name: build"
-  # shellcheck disable=SC2086
-  if ! $cxx $cxxflags -I. ${t_src[$i]} ${t_libs[$i]} -o "$bin" ${t_flags[$i]} $absl_libs -lpthread 2> "$out/$name/build.log"; then
-    echo "== fuzz $name: build failed"; tail -20 "$out/$name/build.log"
+  for s in ${t_src[$i]} ${t_libs[$i]}; do
+    objs+=("$(obj_of "$s")")
+    [ -f "$(obj_of "$s")" ] || missing+=" $s"
+  done
+  if [ -n "$missing" ]; then
+    echo "== fuzz $name: build failed (compiling$missing)"
+    for s in $missing; do cat "$(obj_of "$s").log"; done | tee "$out/$name/build.log" | head -40
     echo build > "$out/$name/status"
     return
   fi
+  # shellcheck disable=SC2086
+  if ! $cxx $cxxflags "${objs[@]}" -o "$bin" ${t_flags[$i]} $absl_libs -lpthread 2> "$out/$name/build.log"; then
+    echo "== fuzz $name: link failed"; tail -20 "$out/$name/build.log"
+    echo build > "$out/$name/status"
+    return
+  fi
+  echo "== fuzz $name: built"
   cp "$bin" "$cached.tmp.$$.$i" && mv "$cached.tmp.$$.$i" "$cached"
   echo ok > "$out/$name/status"
 }
@@ -95,19 +120,31 @@ run_one() {  # index
   fi
 }
 
-# Runs "$1 index" for every target, at most $jobs at a time.
-for_each_target() {
-  local i
-  for i in "${!t_names[@]}"; do
+# Runs "$1 arg" for every following arg, at most $jobs at a time.
+for_each() {
+  local f=$1 a; shift
+  for a in "$@"; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
-    "$1" "$i" &
+    "$f" "$a" &
   done
   wait
 }
 
-for name in "${t_names[@]}"; do rm -f "$out/$name/status" "$out/$name/time"; done
-for_each_target build_one
-for_each_target run_one
+sources=()
+for i in "${!t_names[@]}"; do
+  rm -f "$out/${t_names[$i]}/status" "$out/${t_names[$i]}/time"
+  mkdir -p "$out/${t_names[$i]}/artifacts" "$out/${t_names[$i]}/corpus"
+  [ -x "$(cached_bin "$i")" ] || sources+=(${t_src[$i]} ${t_libs[$i]})
+done
+if [ ${#sources[@]} -gt 0 ]; then
+  find "$out/obj" -mindepth 1 -maxdepth 1 ! -name "$tree_hash" -exec rm -rf {} + 2>/dev/null
+  mkdir -p "$objdir"
+  mapfile -t sources < <(printf '%s\n' "${sources[@]}" | sort -u)
+  echo "== fuzz: compiling ${#sources[@]} sources, $jobs at a time"
+  for_each compile_one "${sources[@]}"
+fi
+for_each link_one "${!t_names[@]}"
+for_each run_one "${!t_names[@]}"
 
 pass=0; fail=0; cases=""
 for name in "${t_names[@]}"; do
