@@ -47,13 +47,11 @@ pure_targets=$(bazel query \
 if [ -z "$pure_targets" ]; then
   echo "bazel query found no C++ tests without LibTorch"; exit 1
 fi
+# The pure tests left out of the plain build and run (none with FJORD_ASAN=0).
+asan_only=""; [ "${FJORD_ASAN:-1}" != 0 ] && asan_only=$pure_targets
 minus_pure=()
-if [ "${FJORD_ASAN:-1}" = 0 ]; then
-  plain_tests=$(bazel query 'tests(//...)' 2>/dev/null)
-else
-  for t in $pure_targets; do minus_pure+=("-$t"); done
-  plain_tests=$(bazel query "tests(//...) except set($pure_targets)" 2>/dev/null)
-fi
+for t in $asan_only; do minus_pure+=("-$t"); done
+plain_tests=$(bazel query "tests(//...) except set($asan_only)" 2>/dev/null)
 
 # Copies the test.xml of each target that ran into $2 (so that a stale
 # result of a target no longer in the set is never counted).
@@ -68,11 +66,11 @@ copy_results() {  # testlogs_dir dest targets...
   done
 }
 
-echo "== bazel build //... (but the C++ tests without LibTorch: they build under ASan below) =="
+echo "== bazel build //... (${#minus_pure[@]} C++ tests without LibTorch left to the ASan build) =="
 bazel build "${bazel_flags[@]}" -- //... "${minus_pure[@]}"
 build_rc=$?
 
-echo "== bazel test (the LibTorch-linked C++ tests) =="
+echo "== bazel test //... (but those ${#minus_pure[@]}) =="
 bazel test "${bazel_flags[@]}" -- //... "${minus_pure[@]}"
 bazel_rc=$?
 # shellcheck disable=SC2086

@@ -76,12 +76,6 @@ compile_one() {  # source
 link_one() {  # index
   local i=$1 name=${t_names[$1]} bin cached s objs=() missing=""
   bin=$out/$name/fuzzer
-  cached=$(cached_bin "$i")
-  if [ -x "$cached" ]; then
-    echo "== fuzz $name: cached build"
-    cp "$cached" "$bin" && echo ok > "$out/$name/status"
-    return
-  fi
   for s in ${t_src[$i]} ${t_libs[$i]}; do
     objs+=("$(obj_of "$s")")
     [ -f "$(obj_of "$s")" ] || missing+=" $s"
@@ -99,6 +93,7 @@ link_one() {  # index
     return
   fi
   echo "== fuzz $name: built"
+  cached=$(cached_bin "$i")
   cp "$bin" "$cached.tmp.$$.$i" && mv "$cached.tmp.$$.$i" "$cached"
   echo ok > "$out/$name/status"
 }
@@ -130,11 +125,20 @@ for_each() {
   wait
 }
 
-sources=()
+# Cached binaries are copied; the other targets' sources are compiled, then
+# those targets linked.
+sources=(); to_link=()
 for i in "${!t_names[@]}"; do
-  rm -f "$out/${t_names[$i]}/status" "$out/${t_names[$i]}/time"
-  mkdir -p "$out/${t_names[$i]}/artifacts" "$out/${t_names[$i]}/corpus"
-  [ -x "$(cached_bin "$i")" ] || sources+=(${t_src[$i]} ${t_libs[$i]})
+  name=${t_names[$i]}
+  rm -f "$out/$name/status" "$out/$name/time"
+  mkdir -p "$out/$name/artifacts" "$out/$name/corpus"
+  cached=$(cached_bin "$i")
+  if [ -x "$cached" ]; then
+    echo "== fuzz $name: cached build"
+    cp "$cached" "$out/$name/fuzzer" && echo ok > "$out/$name/status"
+  else
+    to_link+=("$i"); sources+=(${t_src[$i]} ${t_libs[$i]})
+  fi
 done
 if [ ${#sources[@]} -gt 0 ]; then
   find "$out/obj" -mindepth 1 -maxdepth 1 ! -name "$tree_hash" -exec rm -rf {} + 2>/dev/null
@@ -143,7 +147,7 @@ if [ ${#sources[@]} -gt 0 ]; then
   echo "== fuzz: compiling ${#sources[@]} sources, $jobs at a time"
   for_each compile_one "${sources[@]}"
 fi
-for_each link_one "${!t_names[@]}"
+for_each link_one "${to_link[@]}"
 for_each run_one "${!t_names[@]}"
 
 pass=0; fail=0; cases=""
