@@ -5,6 +5,10 @@
 #
 #   bash tools/gpu_check.sh            # build + tests + kernel benchmarks
 #   FJORD_GPU_E2E=1 bash tools/gpu_check.sh   # + end-to-end benchmark
+#   FJORD_GPU_STEPS="e2e" bash tools/gpu_check.sh   # only some steps, in order,
+#       of: build test bench e2e (a device call runs at most 10 minutes: the
+#       build, tests and kernel benchmarks in one call, the end-to-end
+#       benchmark in the next, on the same warm machine, whose build/ stays)
 #
 # Debian -dev libraries that the machine lacks are taken from .gpu-deps/
 # (made by tools/fetch_gpu_deps.sh on a machine with network) and unpacked
@@ -27,21 +31,40 @@ if ls .gpu-deps/*.deb >/dev/null 2>&1; then
   export PKG_CONFIG_SYSROOT_DIR=$prefix
 fi
 
+steps=${FJORD_GPU_STEPS:-build test bench$([ "${FJORD_GPU_E2E:-0}" = 1 ] && echo " e2e")}
+has() { [[ " $steps " == *" $1 "* ]]; }
+stamp() { echo "[$(date +%T)] $*" | tee -a "$out/steps.log"; }
+
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$out/nvidia-smi.txt"
 torch_prefix=$($py -c 'import torch;print(torch.utils.cmake_prefix_path)') || { echo "no torch in $py"; exit 1; }
-set -o pipefail
-cmake -S . -B build/cmake -G Ninja -DCMAKE_PREFIX_PATH="$torch_prefix" \
-  -DCMAKE_CUDA_COMPILER=$(command -v nvcc) 2>&1 | tee "$out/cmake.log" | tail -20 || exit 1
-cmake --build build/cmake -j"$(nproc)" 2>&1 | tee "$out/build.log" | tail -30 || exit 1
-(cd build/cmake && ctest --output-on-failure 2>&1) | tee "$out/ctest.log" | tail -40
-test_rc=${PIPESTATUS[0]}
-for b in build/cmake/*_bench; do
-  [ "$(basename "$b")" = train_bench ] && continue  # needs a model: tools/bench/e2e_gpu.sh
-  [ -x "$b" ] || continue
-  echo "== $b ==" | tee -a "$out/bench.log"
-  "$b" 2>&1 | tee -a "$out/bench.log"
-done
-if [ "${FJORD_GPU_E2E:-0}" = 1 ] && [ -f tools/bench/e2e_gpu.sh ]; then
-  bash tools/bench/e2e_gpu.sh 2>&1 | tee "$out/e2e.log"
+rc=0
+if has build; then
+  stamp "build"
+  cmake -S . -B build/cmake -G Ninja -DCMAKE_PREFIX_PATH="$torch_prefix" \
+    -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
+  cmake --build build/cmake -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A12 'error' "$out/build.log" | head -80; exit 1; }
 fi
-exit $test_rc
+if has test; then
+  # CPU tests in parallel, then the GPU ones one at a time (they share the GPU).
+  stamp "test"
+  (cd build/cmake && ctest -LE gpu -j"$(nproc)" --output-on-failure > "$out/ctest-cpu.log" 2>&1) || rc=1
+  (cd build/cmake && ctest -L gpu --output-on-failure > "$out/ctest-gpu.log" 2>&1) || rc=1
+  tail -4 "$out/ctest-cpu.log" "$out/ctest-gpu.log"
+fi
+if has bench; then
+  stamp "bench"
+  for b in build/cmake/*_bench; do
+    [ "$(basename "$b")" = train_bench ] && continue  # needs a model: the e2e step
+    [ -x "$b" ] || continue
+    echo "== $b ==" >> "$out/bench.log"
+    "$b" >> "$out/bench.log" 2>&1 || rc=1
+  done
+  tail -30 "$out/bench.log"
+fi
+if has e2e; then
+  stamp "e2e"
+  OUT=$out bash tools/bench/e2e_gpu.sh > "$out/e2e.log" 2>&1 || rc=1
+  tail -12 "$out/e2e.log"
+fi
+stamp "done rc=$rc"
+exit $rc

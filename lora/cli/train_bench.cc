@@ -13,8 +13,9 @@
 // "loss", "step_s": [...], "threads", "lora_params"}. tokens_per_s counts
 // batch·seq tokens per second over the steps after the warm-up ones
 // (tokens_per_cpu_s: per second of the process's user + system CPU time);
-// peak_bytes is the CUDA caching allocator's peak allocated bytes on a GPU,
-// the process's peak RSS on CPU.
+// peak_bytes is the CUDA caching allocator's peak allocated bytes over the
+// timed and warm-up steps on a GPU (reset after loading, as the Python side
+// does), the process's peak RSS on CPU.
 // Exit status: 0 ok, 1 error, 2 bad usage.
 #include <ATen/CPUGeneratorImpl.h>
 #include <sys/resource.h>
@@ -139,6 +140,14 @@ int Main(int argc, char** argv) {
   }
   torch::Tensor pos = torch::arange(seq, torch::kInt64).unsqueeze(0).expand({batch, seq}).contiguous().to(device);
   const double trained = static_cast<double>(batch * (seq - 1));
+#if FJORD_KERNELS_FUSED
+  // As the Python side: the peak of the training steps (weights, adapters,
+  // batches and what the steps allocate), not of loading or the self-test.
+  if (cuda) {
+    torch::cuda::synchronize();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  }
+#endif
 
   std::vector<double> times;
   double last_loss = 0;

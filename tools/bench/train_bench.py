@@ -28,52 +28,86 @@ import tempfile
 import time
 
 PRESETS = {
+    # A few seconds on one core: tests/bench/test_train_bench.py runs the whole
+    # harness with it (both sides, the JSON, the table).
+    "cpu-tiny": dict(hidden=64, intermediate=160, layers=2, heads=4, kv_heads=2, vocab=320, tie=False,
+                     seq=32, batch=2, rank=4, steps=3, warmup=1, device="cpu", dtype="float32"),
     # ~30M parameters, the issue's CPU setting.
-    "cpu-30m": dict(hidden=512, intermediate=1376, layers=4, heads=8, kv_heads=8, vocab=32000,
+    "cpu-30m": dict(hidden=512, intermediate=1376, layers=4, heads=8, kv_heads=8, vocab=32000, tie=True,
                     seq=256, batch=8, rank=16, steps=6, warmup=2, device="cpu", dtype="float32"),
-    # Llama-3.2-1B shapes.
-    "gpu-1b": dict(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8, vocab=128256,
+    # Llama-3.2-1B shapes (tied embeddings, as the released model).
+    "gpu-1b": dict(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8, vocab=128256, tie=True,
                    seq=2048, batch=4, rank=16, steps=10, warmup=3, device="cuda", dtype="bfloat16"),
     # Llama-3.1-8B shapes.
-    "gpu-8b": dict(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, vocab=128256,
+    "gpu-8b": dict(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, vocab=128256, tie=False,
                    seq=2048, batch=1, rank=16, steps=8, warmup=3, device="cuda", dtype="bfloat16"),
 }
 
 
+def hf_config(p):
+    from transformers import LlamaConfig
+    return LlamaConfig(vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["intermediate"],
+                       num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
+                       num_key_value_heads=p["kv_heads"], max_position_embeddings=max(4096, p["seq"]),
+                       tie_word_embeddings=p["tie"], rope_theta=500000.0)
+
+
+def model_bytes(p):
+    """Bytes of the checkpoint make_model writes (an upper bound: untied)."""
+    per_layer = (2 * p["hidden"] * p["hidden"] + 2 * p["hidden"] * p["kv_heads"] * (p["hidden"] // p["heads"])
+                 + 3 * p["hidden"] * p["intermediate"])
+    n = p["layers"] * per_layer + 2 * p["vocab"] * p["hidden"] + (2 * p["layers"] + 1) * p["hidden"]
+    return n * (2 if p["dtype"] == "bfloat16" else 4)
+
+
+def model_parent_dir(p):
+    """Where the random checkpoint goes: /dev/shm (RAM) when it has room for
+    it twice over, so that writing and loading 16 GB is not a disk benchmark."""
+    import shutil
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and shutil.disk_usage(shm).free > 2 * model_bytes(p):
+        return shm
+    return None
+
+
 def make_model(p, out_dir):
+    """Writes a random HF checkpoint of the preset's shape; returns its
+    parameter count. Weights are drawn as transformers initialises Llama
+    (normal, std 0.02; RMSNorm weights 1), on the GPU when the preset runs on
+    one (8B parameters drawn on the CPU take minutes)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["intermediate"],
-                      num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-                      num_key_value_heads=p["kv_heads"], max_position_embeddings=max(4096, p["seq"]),
-                      tie_word_embeddings=p["vocab"] < 100000, rope_theta=500000.0)
+    from transformers import LlamaForCausalLM
     torch.manual_seed(0)
-    with torch.device("meta" if p["device"] == "cuda" and p["hidden"] >= 4096 else "cpu"):
-        model = LlamaForCausalLM(cfg)
-    if next(model.parameters()).is_meta:
-        model = model.to_empty(device="cpu")
-        for prm in model.parameters():
-            torch.nn.init.normal_(prm, std=0.02)
-    model = model.to(getattr(torch, p["dtype"]))
+    with torch.device("meta"):
+        model = LlamaForCausalLM(hf_config(p))
+    dev = "cuda" if p["device"] == "cuda" and torch.cuda.is_available() else "cpu"
+    model = model.to_empty(device=dev).to(getattr(torch, p["dtype"]))
+    if p["tie"]:
+        model.tie_weights()
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            if name.endswith("norm.weight"):
+                prm.fill_(1.0)
+            else:
+                prm.normal_(0.0, 0.02)
     model.save_pretrained(out_dir, safe_serialization=True)
-    n = sum(x.numel() for x in model.parameters())
-    return n
+    return sum(x.numel() for x in model.parameters())
 
 
-def flops_per_token(p, n_params):
-    # 4·N (forward 2N + backward input-grads 2N; frozen base needs no weight
-    # grads) + 3·attention (fwd + 2x bwd) + 6·N_lora.
-    n_emb = p["vocab"] * p["hidden"]
-    n_dense = n_params - n_emb  # embedding lookup is not a matmul (the lm_head is, tied or not)
-    n_dense += p["vocab"] * p["hidden"]
-    attn = 2 * 2 * p["layers"] * p["seq"] * p["hidden"] / 2  # causal: half of QKᵀ and PV
-    hd = p["hidden"] // p["heads"]
-    kv = p["kv_heads"] * hd
-    r = p["rank"]
-    lora_per_layer = r * ((p["hidden"] + p["hidden"]) + (p["hidden"] + kv) * 2 + (p["hidden"] + p["hidden"])
-                          + 2 * (p["hidden"] + p["intermediate"]) + (p["intermediate"] + p["hidden"]))
-    n_lora = lora_per_layer * p["layers"]
-    return 4 * n_dense + 3 * attn + 6 * n_lora, n_lora
+def flops_per_token(p):
+    """(FLOPs per trained token, N, N_lora) with N the parameters that take
+    part in a matrix product (every linear layer's weight and the lm_head,
+    tied or not; not the embedding lookup or the norms): 4·N (forward 2N +
+    backward input gradients 2N; the frozen base needs no weight gradients)
+    + 3·attention (forward, and twice that backward; causal, so half of QKᵀ
+    and PV) + 6·N_lora (forward, input and weight gradients)."""
+    c, i, L, r = p["hidden"], p["intermediate"], p["layers"], p["rank"]
+    kv = p["kv_heads"] * (c // p["heads"])
+    shapes = [(c, c), (c, kv), (c, kv), (c, c), (c, i), (c, i), (i, c)]  # q k v o gate up down: (in, out)
+    n_matmul = L * sum(a * b for a, b in shapes) + p["vocab"] * c
+    n_lora = L * r * sum(a + b for a, b in shapes)
+    attn = 2 * 2 * L * p["seq"] * c / 2
+    return 4 * n_matmul + 3 * attn + 6 * n_lora, n_matmul, n_lora
 
 
 def _cpu_seconds():
@@ -94,7 +128,8 @@ def run_hf(p, model_dir):
     for prm in model.parameters():
         if prm.requires_grad:
             prm.data = prm.data.float()
-    opt = torch.optim.AdamW([x for x in model.parameters() if x.requires_grad], lr=1e-4)
+    # fjord's AdamW defaults (no weight decay); torch's default decay is 0.01.
+    opt = torch.optim.AdamW([x for x in model.parameters() if x.requires_grad], lr=1e-4, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, p["vocab"], (p["batch"], p["seq"]), generator=g).to(dev) for _ in range(2)]
     if dev.type == "cuda":
@@ -129,19 +164,24 @@ def run_fjord(p, model_dir, bin_dir, threads=0):
     exe = os.path.join(bin_dir, "lora", "cli", "train_bench")
     if not os.path.exists(exe):
         exe = os.path.join(bin_dir, "train_bench")  # CMake layout
+    if not os.path.exists(exe):
+        sys.exit(f"fjord's train_bench is not in {bin_dir} (FJORD_BIN_DIR): bazel build //lora/cli:train_bench")
     cmd = [exe, "--model", model_dir, "--batch", str(p["batch"]), "--seq", str(p["seq"]),
            "--rank", str(p["rank"]), "--steps", str(p["steps"]), "--warmup", str(p["warmup"]),
            "--device", p["device"], "--dtype", p["dtype"]]
     if threads:
         cmd += ["--threads", str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:  # its own message, not a Python traceback, ends up in the row
+        sys.exit(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()[-2000:]}")
+    sys.stderr.write(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", action="append", choices=sorted(PRESETS), help="repeatable")
-    ap.add_argument("--impl", choices=["hf", "fjord"], help=argparse.SUPPRESS)  # child mode
+    ap.add_argument("--impl", choices=["make", "hf", "fjord"], help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("FJORD_BENCH_THREADS", "0")))
     ap.add_argument("--peak-tflops", type=float, default=989.0)
@@ -157,22 +197,36 @@ def main():
         if args.threads:
             torch.set_num_threads(args.threads)
         p = PRESETS[args.preset[0]]
-        res = run_hf(p, args.model_dir) if args.impl == "hf" else run_fjord(p, args.model_dir, bin_dir, args.threads)
+        if args.impl == "make":
+            res = {"params": make_model(p, args.model_dir)}
+        elif args.impl == "hf":
+            res = run_hf(p, args.model_dir)
+        else:
+            res = run_fjord(p, args.model_dir, bin_dir, args.threads)
         print(json.dumps(res))
         return
+
+    def child(impl, name, model_dir):
+        cmd = [sys.executable, __file__, "--impl", impl, "--preset", name, "--model-dir", model_dir,
+               "--threads", str(args.threads)]
+        return subprocess.run(cmd, capture_output=True, text=True)
 
     results = []
     for name in args.preset or ["cpu-30m"]:
         p = PRESETS[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            n_params = make_model(p, tmp)
-            fpt, n_lora = flops_per_token(p, n_params)
-            row = {"preset": name, "params": n_params, "lora_params": n_lora, **p}
+        # Each side, and the model's creation, runs in its own process: this one
+        # never touches the GPU, so each side's peak memory is its own.
+        with tempfile.TemporaryDirectory(dir=model_parent_dir(p)) as tmp:
+            made = child("make", name, tmp)
+            if made.returncode != 0:
+                sys.exit(f"train_bench: making the {name} model failed:\n{made.stderr}")
+            n_params = json.loads(made.stdout.strip().splitlines()[-1])["params"]
+            fpt, n_matmul, n_lora = flops_per_token(p)
+            row = {"preset": name, "params": n_params, "matmul_params": n_matmul, "lora_params": n_lora,
+                   "flops_per_token": fpt, **p}
             for _ in range(max(1, args.repeat)):
                 for impl in ("hf", "fjord"):
-                    cmd = [sys.executable, __file__, "--impl", impl, "--preset", name, "--model-dir", tmp,
-                           "--threads", str(args.threads)]
-                    out = subprocess.run(cmd, capture_output=True, text=True)
+                    out = child(impl, name, tmp)
                     if out.returncode != 0:
                         row.setdefault(impl, {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"})
                         continue
