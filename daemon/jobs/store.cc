@@ -432,6 +432,17 @@ absl::StatusOr<protocol::FileInfo> JobStore::GetFileByUpload(const std::string& 
   return FileRow(s);
 }
 
+absl::Status JobStore::DeleteFile(const std::string& tenant, const std::string& id) {
+  Stmt s(db_, "DELETE FROM files WHERE tenant = ? AND id = ?");
+  FJORD_RETURN_IF_ERROR(s.status());
+  s.Bind(1, tenant).Bind(2, id);
+  FJORD_RETURN_IF_ERROR(s.Step().status());
+  if (::sqlite3_changes(db_) == 0) {
+    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", id, "'"), "file_id");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<protocol::FileInfo>> JobStore::ListFiles(const std::string& tenant, int limit) {
   Stmt s(db_,
          "SELECT id, filename, bytes, sha256, created_at_ms, path FROM files WHERE tenant = ? "

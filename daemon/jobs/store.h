@@ -83,6 +83,8 @@ class JobStore {
   absl::StatusOr<protocol::FileInfo> GetFileByUpload(const std::string& tenant,
                                                      const std::string& upload_id);
   absl::StatusOr<std::vector<protocol::FileInfo>> ListFiles(const std::string& tenant, int limit);
+  // Removes the file's record. NotFound (param file_id) when the tenant has none.
+  absl::Status DeleteFile(const std::string& tenant, const std::string& id);
 
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}

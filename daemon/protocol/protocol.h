@@ -43,6 +43,7 @@ inline constexpr char kFileUploadBegin[] = "file.upload.begin";
 inline constexpr char kFileUploadChunk[] = "file.upload.chunk";
 inline constexpr char kFileUploadFinish[] = "file.upload.finish";
 inline constexpr char kFileList[] = "file.list";
+inline constexpr char kFileDelete[] = "file.delete";
 inline constexpr char kAdapterFiles[] = "adapter.files";
 inline constexpr char kAdapterDownload[] = "adapter.download";
 

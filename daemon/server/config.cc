@@ -170,7 +170,8 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
                    {"heartbeat_timeout_s", r.Seconds(&c.worker.heartbeat_timeout_ms)},
                    {"stop_grace_s", r.Seconds(&c.worker.stop_grace_ms)},
                    {"validation_timeout_s", r.Seconds(&c.worker.validation_timeout_ms)},
-                   {"max_restarts", r.Int(&c.worker.max_restarts, 0, 100)}};
+                   {"max_restarts", r.Int(&c.worker.max_restarts, 0, 100)},
+                   {"no_new_privs", r.Bool(&c.worker.no_new_privs)}};
   Fields scheduler = {
       {"gpus",
        [&](const YAML::Node& n, const std::string& p) -> absl::Status {
@@ -194,7 +195,9 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
                    {"max_peers", r.Int(&c.limits.max_peers, 1, 1000000)},
                    {"max_streams_per_peer", r.Int(&c.limits.max_streams_per_peer, 1, 10000)},
                    {"heartbeat_interval_ms", r.Int(&c.limits.heartbeat_interval_ms, 10, 600000)},
-                   {"upload_idle_s", r.Seconds(&c.limits.upload_idle_ms)}};
+                   {"upload_idle_s", r.Seconds(&c.limits.upload_idle_ms)},
+                   {"max_uploads_per_tenant", r.Int(&c.limits.max_uploads_per_tenant, 1, 10000)},
+                   {"max_tenant_storage_bytes", r.Int(&c.limits.max_tenant_storage_bytes, 0, int64_t{1} << 60)}};
   Fields top = {{"node_name", r.Str(&c.node_name)},
                 {"state_dir", r.Str(&c.state_dir)},
                 {"storage_root", r.Str(&c.storage_root)},

@@ -42,6 +42,10 @@ struct DaemonConfig {
     int64_t stop_grace_ms = 60000;
     int64_t validation_timeout_ms = 600000;
     int max_restarts = 3;
+    // prctl(PR_SET_NO_NEW_PRIVS) in every worker before exec: a compromised
+    // worker cannot gain privileges through a setuid/setcap program. Off only
+    // where CUDA needs the setuid nvidia-modprobe to create device files.
+    bool no_new_privs = true;
   } worker;
   struct Scheduler {
     std::vector<int> gpus;               // device ids; empty: CPU node
@@ -58,6 +62,8 @@ struct DaemonConfig {
     int max_streams_per_peer = protocol::kDefaultMaxStreamsPerPeer;
     int64_t heartbeat_interval_ms = protocol::kDefaultHeartbeatIntervalMs;
     int64_t upload_idle_ms = 600000;
+    int max_uploads_per_tenant = 16;        // in progress at once
+    uint64_t max_tenant_storage_bytes = 0;  // a tenant's area on the storage root; 0: no quota
   } limits;
   struct Metrics {
     std::string listen = "127.0.0.1:9464";  // "" disables the HTTP exporter

@@ -28,7 +28,27 @@ TEST(ConfigTest, MinimalAndDefaults) {
   EXPECT_EQ(c->worker.max_restarts, 3);
   EXPECT_EQ(c->worker.heartbeat_timeout_ms, 30000);
   EXPECT_EQ(c->limits.max_peers, 1024);
+  EXPECT_EQ(c->limits.max_uploads_per_tenant, 16);
+  EXPECT_EQ(c->limits.max_tenant_storage_bytes, 0u);  // no quota unless the operator sets one
+  EXPECT_TRUE(c->worker.no_new_privs);
   EXPECT_FALSE(c->node_name.empty());
+}
+
+TEST(ConfigTest, QuotaUploadAndPrivilegeFields) {
+  const std::string base = kMinimal;
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(
+      base + "limits:\n  max_tenant_storage_bytes: 1099511627776\n  max_uploads_per_tenant: 4\n", "f");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->limits.max_tenant_storage_bytes, uint64_t{1} << 40);
+  EXPECT_EQ(c->limits.max_uploads_per_tenant, 4);
+  EXPECT_THAT(ParseDaemonConfig(base + "limits:\n  max_uploads_per_tenant: 0\n", "f").status().message(),
+              HasSubstr("f:11: limits.max_uploads_per_tenant"));
+  EXPECT_THAT(ParseDaemonConfig(base + "limits:\n  max_tenant_storage_bytes: -1\n", "f").status().message(),
+              HasSubstr("f:11: limits.max_tenant_storage_bytes"));
+  absl::StatusOr<DaemonConfig> off = ParseDaemonConfig(
+      std::string(kMinimal).replace(std::string(kMinimal).find("  program:"), 0, "  no_new_privs: false\n"), "f");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->worker.no_new_privs);
 }
 
 TEST(ConfigTest, TheShippedExampleParses) {

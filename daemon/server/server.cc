@@ -492,6 +492,7 @@ struct Server::Impl {
     spec.working_dir = storage->JobDir(job.tenant, job.id);
     spec.uid = worker_uid;
     spec.gid = worker_gid;
+    spec.no_new_privs = config.worker.no_new_privs;
     return spec;
   }
 
@@ -890,6 +891,15 @@ struct Server::Impl {
     }
     FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(tenant));
+    if (const uint64_t quota = config.limits.max_tenant_storage_bytes; quota > 0) {
+      if (const uint64_t used = TenantUsage(tenant); used >= quota) {
+        return protocol::Error(absl::StatusCode::kResourceExhausted,
+                               absl::StrCat("tenant '", tenant, "' uses ", used, " of its ", quota,
+                                            " bytes of storage, and a job writes checkpoints: delete files "
+                                            "(file.delete) first"),
+                               "tenant");
+      }
+    }
     FJORD_ASSIGN_OR_RETURN(std::string train, ResolveDataFile(tenant, spec.training_file, "training_file"));
     (void)train;
     if (!spec.validation_file.empty()) {
@@ -1088,12 +1098,25 @@ struct Server::Impl {
     }
     int per_tenant = 0;
     for (const auto& [id, x] : uploads) per_tenant += x.tenant == u.tenant;
-    if (per_tenant >= 16) {
-      return protocol::Error(absl::StatusCode::kResourceExhausted, "at most 16 uploads in progress per tenant", "upload_id");
+    if (per_tenant >= config.limits.max_uploads_per_tenant) {
+      return protocol::Error(absl::StatusCode::kResourceExhausted,
+                             absl::StrCat("at most ", config.limits.max_uploads_per_tenant,
+                                          " uploads in progress per tenant"),
+                             "upload_id");
     }
     u.bytes = static_cast<uint64_t>(bytes);
     FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(u.tenant));
+    if (const uint64_t quota = config.limits.max_tenant_storage_bytes; quota > 0) {
+      const uint64_t used = TenantUsage(u.tenant);
+      if (used > quota || u.bytes > quota - used) {
+        return protocol::Error(absl::StatusCode::kResourceExhausted,
+                               absl::StrCat("tenant '", u.tenant, "' uses ", used, " of its ", quota,
+                                            " bytes of storage; this file needs ", u.bytes,
+                                            " more: delete files (file.delete) first"),
+                               "bytes");
+      }
+    }
     const std::string id = RandomId("upl-");
     u.path = absl::StrCat(storage->FilesDir(u.tenant), "/.upload-", id);
     u.fd = UniqueFd(::open(u.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
@@ -1219,7 +1242,54 @@ struct Server::Impl {
     FJORD_ASSIGN_OR_RETURN(std::vector<protocol::FileInfo> files, store->ListFiles(tenant, 1000));
     json out = json::array();
     for (const protocol::FileInfo& f : files) out.push_back(protocol::FileInfoToJson(f));
-    return json{{"files", out}};
+    return json{{"files", out},
+                {"usage_bytes", TenantUsage(tenant)},
+                {"quota_bytes", config.limits.max_tenant_storage_bytes}};
+  }
+
+  // What a tenant's area holds: the files on the storage root, plus what the
+  // uploads in progress have announced but not yet sent.
+  uint64_t TenantUsage(const std::string& tenant) {
+    uint64_t used = Storage::TreeBytes(storage->TenantDir(tenant));
+    for (const auto& [id, u] : uploads) {
+      if (u.tenant == tenant && u.bytes > u.received) used += u.bytes - u.received;
+    }
+    return used;
+  }
+
+  absl::StatusOr<json> HandleFileDelete(const Request& rq) {
+    FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(*rq.body, ""));
+    std::string id;
+    FJORD_RETURN_IF_ERROR(r.String("file_id", &id, /*required=*/true, 64));
+    FJORD_ASSIGN_OR_RETURN(std::string tenant, ActingTenant(rq.principal, r));
+    FJORD_RETURN_IF_ERROR(r.Finish());
+    FJORD_ASSIGN_OR_RETURN(protocol::FileInfo f, store->GetFile(tenant, id));
+    const std::string as_path = "files/" + f.id;
+    for (const auto& [job_id, job] : live) {
+      if (job.tenant != tenant || protocol::IsFinal(job.status)) continue;
+      for (const auto& [field, value] : {std::pair{"training_file", &job.spec.training_file},
+                                         std::pair{"validation_file", &job.spec.validation_file}}) {
+        if (*value == f.id || *value == as_path) {
+          return protocol::Error(absl::StatusCode::kFailedPrecondition,
+                                 absl::StrCat("file ", f.id, " is the ", field, " of job ", job_id, ", which is ",
+                                              protocol::JobStatusName(job.status),
+                                              ": cancel the job or wait until it ends"),
+                                 "file_id");
+        }
+      }
+    }
+    FJORD_RETURN_IF_ERROR(StorageAvailable());
+    // The file goes before its record: a crash in between leaves a record
+    // whose delete can be repeated, never bytes that count against the quota
+    // with no record to delete them by.
+    const std::string path = absl::StrCat(storage->FilesDir(tenant), "/", f.id);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return absl::UnavailableError(absl::StrCat("cannot delete the file: ", std::strerror(errno)));
+    }
+    (void)Env::Default()->SyncDir(storage->FilesDir(tenant));
+    FJORD_RETURN_IF_ERROR(store->DeleteFile(tenant, f.id));
+    LogInfo("file deleted", {{"file", f.id}, {"tenant", tenant}, {"key", rq.principal.key_name}});
+    return protocol::FileInfoToJson(f);
   }
 
   absl::StatusOr<std::vector<protocol::AdapterFile>> AdapterFiles(const Job& job) {
@@ -1305,6 +1375,7 @@ struct Server::Impl {
     else if (command == protocol::kFileUploadChunk) body = HandleUploadChunk(rq);
     else if (command == protocol::kFileUploadFinish) body = HandleUploadFinish(rq);
     else if (command == protocol::kFileList) body = HandleFileList(rq);
+    else if (command == protocol::kFileDelete) body = HandleFileDelete(rq);
     else if (command == protocol::kAdapterFiles) body = HandleAdapterFiles(rq);
     else if (command == protocol::kAdapterDownload) {
       absl::StatusOr<ServerMessage> m = HandleAdapterDownload(rq);

@@ -181,6 +181,37 @@ absl::StatusOr<std::vector<Storage::Entry>> Storage::ListRegularFiles(const std:
   return out;
 }
 
+namespace {
+
+uint64_t TreeBytesAt(int dfd, int depth) {
+  DIR* d = ::fdopendir(dfd);  // owns dfd from here
+  if (d == nullptr) {
+    ::close(dfd);
+    return 0;
+  }
+  uint64_t total = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISREG(st.st_mode)) {
+      total += static_cast<uint64_t>(st.st_size);
+    } else if (S_ISDIR(st.st_mode) && depth < 64) {
+      const int child = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child >= 0) total += TreeBytesAt(child, depth + 1);
+    }
+  }
+  ::closedir(d);
+  return total;
+}
+
+}  // namespace
+
+uint64_t Storage::TreeBytes(const std::string& dir) {
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  return dfd < 0 ? 0 : TreeBytesAt(dfd, 0);
+}
+
 absl::Status VerifyAdapterDir(const std::string& dir) {
   auto read = [](const std::string& path, size_t max_bytes, std::string* out, uint64_t* size) -> absl::Status {
     struct stat st {};

@@ -54,6 +54,12 @@ class Storage {
   };
   static absl::StatusOr<std::vector<Entry>> ListRegularFiles(const std::string& dir);
 
+  // Bytes of the regular files under `dir` (sizes as stat reports them),
+  // walked without following symlinks; 0 when `dir` does not exist.
+  // Directories nested deeper than 64 are not descended into (a worker
+  // cannot make the walk recurse without bound).
+  static uint64_t TreeBytes(const std::string& dir);
+
  private:
   std::string root_;
 };

@@ -36,6 +36,10 @@ struct WorkerSpec {
   // crashing or being killed -9), so no orphan keeps training, or writing
   // checkpoints, beside the worker a restarted daemon launches.
   bool die_with_parent = true;
+  // prctl(PR_SET_NO_NEW_PRIVS) before exec: neither the worker nor anything
+  // it runs can gain privileges through setuid/setgid bits or file
+  // capabilities. Survives exec and fork.
+  bool no_new_privs = true;
 };
 
 struct WorkerExit {

@@ -96,6 +96,28 @@ TEST_F(WorkerProcessTest, WorkerDiesWithItsParent) {
   EXPECT_TRUE(gone);
 }
 
+// The NoNewPrivs line of /proc/self/status as the worker's program sees it.
+std::string NoNewPrivsOfAWorker(bool no_new_privs, const std::string& log) {
+  WorkerSpec spec;
+  spec.program = "/bin/grep";
+  spec.args = {"^NoNewPrivs:", "/proc/self/status"};
+  spec.log_path = log;
+  spec.no_new_privs = no_new_privs;
+  auto w = WorkerProcess::Start(spec);
+  if (!w.ok()) return w.status().ToString();
+  auto e = (*w)->Wait(10000);
+  if (!e.has_value() || e->exit_code != 0) return "grep failed";
+  return ReadFile(log);
+}
+
+TEST_F(WorkerProcessTest, NoNewPrivsIsSetBeforeExec) {
+  EXPECT_EQ(NoNewPrivsOfAWorker(true, LogPath()), "NoNewPrivs:\t1\n");
+  // Off: the worker has what this process has (a sandbox may set it already).
+  const std::string own = ReadFile("/proc/self/status");
+  const std::string mine = own.substr(own.find("NoNewPrivs:"), std::string("NoNewPrivs:\t0\n").size());
+  EXPECT_EQ(NoNewPrivsOfAWorker(false, LogPath() + ".off"), mine);
+}
+
 TEST_F(WorkerProcessTest, EnvironmentIsExactlyTheSpecPlusCudaDevices) {
   ::setenv("FJORD_DAEMON_SECRET", "do-not-leak", 1);
   WorkerSpec spec;

@@ -301,6 +301,7 @@ TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
   EXPECT_EQ(field("Groups"), "");  // setgroups(0): none of root's groups
   EXPECT_EQ(field("CapEff"), "0000000000000000");
   EXPECT_EQ(field("CapPrm"), "0000000000000000");
+  EXPECT_EQ(field("NoNewPrivs"), "1");  // worker.no_new_privs (default): no setuid program helps it
   // What the worker's user could open of the daemon's own files: nothing.
   for (const std::string& f : {h.dir() + "/state/fjordd.db", h.dir() + "/state/fjordd.db-wal",
                                h.dir() + "/state/fjordd.lock", h.dir() + "/keys/server.key"}) {
@@ -312,6 +313,114 @@ TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
   ASSERT_TRUE(acme->CancelJob(job.id).ok());
   ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
   fs::remove_all(bin_dir);
+}
+
+// limits.max_tenant_storage_bytes: a tenant's area (files, uploads in
+// progress at their announced size, job directories) is held under its quota;
+// another tenant's is its own; limits.max_uploads_per_tenant is the config's.
+TEST(SecurityTest, StorageQuotaRefusesUploadsAndJobsPerTenant) {
+  HarnessOptions o;
+  o.limits_extra = "  max_tenant_storage_bytes: 4096\n  max_uploads_per_tenant: 2\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  auto usage = [&](Client& c) {
+    absl::StatusOr<protocol::ServerMessage> l = c.Call("file.list", json::object());
+    EXPECT_TRUE(l.ok()) << l.status();
+    EXPECT_EQ(l.ok() ? l->body.value("quota_bytes", uint64_t{0}) : 0, 4096u);
+    return l.ok() ? l->body.value("usage_bytes", uint64_t{0}) : 0;
+  };
+  auto begin = [&](Client& c, int64_t bytes) {
+    return c.Call("file.upload.begin", json{{"filename", "t.jsonl"}, {"bytes", bytes}, {"sha256", std::string(64, 'a')}});
+  };
+  ASSERT_OK_AND_ASSIGN(a, acme->UploadBytes(FakeData(R"({"steps": 2, "step_ms": 10})", 8), "train.jsonl"));
+  const uint64_t after_a = usage(*acme);
+  EXPECT_GE(after_a, a.bytes);
+  // An upload in progress counts at its announced size: 3000 fit, then 100 more do not.
+  ASSERT_TRUE(begin(*acme, 3000).ok());
+  absl::Status over = begin(*acme, 4096 - after_a - 3000 + 1).status();
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_EQ(protocol::ParamOf(over), "bytes");
+  EXPECT_THAT(over.message(), HasSubstr(absl::StrCat("tenant 'acme' uses ", after_a + 3000, " of its 4096 bytes")));
+  EXPECT_EQ(usage(*acme), after_a + 3000);
+  // Exactly up to the quota is allowed; then the upload count is the limit.
+  ASSERT_TRUE(begin(*acme, 4096 - after_a - 3000).ok());
+  absl::Status third = begin(*acme, 1).status();
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted) << third;
+  EXPECT_EQ(protocol::ParamOf(third), "upload_id");
+  EXPECT_THAT(third.message(), HasSubstr("at most 2 uploads in progress per tenant"));
+  // At the quota, a new job (it would write checkpoints) is refused.
+  protocol::JobSpec spec;
+  spec.model = "tiny";
+  spec.training_file = a.id;
+  absl::Status job = acme->CreateJob(spec).status();
+  EXPECT_EQ(job.code(), absl::StatusCode::kResourceExhausted) << job;
+  EXPECT_EQ(protocol::ParamOf(job), "tenant");
+  EXPECT_THAT(job.message(), HasSubstr("uses 4096 of its 4096 bytes"));
+  // zeta's quota is its own.
+  auto zeta = h.Zeta();
+  EXPECT_EQ(usage(*zeta), 0u);
+  ASSERT_OK_AND_ASSIGN(z, zeta->UploadBytes(std::string(4000, 'z'), "big.jsonl"));
+  EXPECT_EQ(usage(*zeta), 4000u);
+  EXPECT_TRUE(acme->Ping().ok());
+}
+
+// file.delete removes the file from the listing and the storage root, and
+// the usage with it; a file a live job names cannot be deleted until the job
+// ends; another tenant cannot delete (or learn of) it; a repeat is NOT_FOUND.
+TEST(SecurityTest, FileDeleteFreesStorageAndSparesFilesInUse) {
+  DaemonHarness h;
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  auto list = [&]() {
+    absl::StatusOr<protocol::ServerMessage> l = acme->Call("file.list", json::object());
+    EXPECT_TRUE(l.ok()) << l.status();
+    return l.ok() ? l->body : json::object();
+  };
+  ASSERT_OK_AND_ASSIGN(keep, acme->UploadBytes(FakeData(R"({"steps": 1})"), "keep.jsonl"));
+  ASSERT_OK_AND_ASSIGN(gone, acme->UploadBytes(std::string(5000, 'g'), "gone.jsonl"));
+  const json before = list();
+  EXPECT_EQ(before["quota_bytes"], 0);
+  EXPECT_EQ(before["files"].size(), 2u);
+  const uint64_t used = before["usage_bytes"].get<uint64_t>();
+  EXPECT_GE(used, keep.bytes + 5000);
+
+  absl::Status stranger = h.Zeta()->Call("file.delete", json{{"file_id", gone.id}}).status();
+  EXPECT_EQ(stranger.code(), absl::StatusCode::kNotFound) << stranger;
+  EXPECT_EQ(protocol::ParamOf(stranger), "file_id");
+  ASSERT_OK_AND_ASSIGN(deleted, acme->Call("file.delete", json{{"file_id", gone.id}}));
+  EXPECT_EQ(deleted.body["id"], gone.id);
+  EXPECT_EQ(deleted.body["filename"], "gone.jsonl");
+  EXPECT_EQ(deleted.body["bytes"], 5000);
+  const json after = list();
+  ASSERT_EQ(after["files"].size(), 1u);
+  EXPECT_EQ(after["files"][0]["id"], keep.id);
+  EXPECT_EQ(after["usage_bytes"].get<uint64_t>(), used - 5000);
+  EXPECT_FALSE(std::filesystem::exists(h.storage() + "/acme/files/" + gone.id));
+  absl::Status again = acme->Call("file.delete", json{{"file_id", gone.id}}).status();
+  EXPECT_EQ(again.code(), absl::StatusCode::kNotFound) << again;
+  EXPECT_THAT(again.message(), HasSubstr("no file '" + gone.id + "'"));
+
+  // In use: a running job's training file (named by id) and validation file
+  // (named by path) stay until the job ends.
+  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 400, "step_ms": 20})"));
+  spec.validation_file = keep.path;
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+  ASSERT_TRUE(h.WaitForStatus(*acme, job.id, protocol::JobStatus::kRunning).ok());
+  for (const auto& [id, field] : {std::pair{spec.training_file, "training_file"}, std::pair{keep.id, "validation_file"}}) {
+    absl::Status busy = acme->Call("file.delete", json{{"file_id", id}}).status();
+    EXPECT_EQ(busy.code(), absl::StatusCode::kFailedPrecondition) << busy;
+    EXPECT_EQ(protocol::ParamOf(busy), "file_id");
+    EXPECT_THAT(busy.message(), HasSubstr(absl::StrCat("is the ", field, " of job ", job.id, ", which is running")));
+  }
+  ASSERT_TRUE(acme->CancelJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
+  EXPECT_TRUE(acme->Call("file.delete", json{{"file_id", spec.training_file}}).ok());
+  EXPECT_TRUE(acme->Call("file.delete", json{{"file_id", keep.id}}).ok());
+  EXPECT_TRUE(list()["files"].empty());
+  // The ended job keeps its record.
+  ASSERT_OK_AND_ASSIGN(ended, acme->GetJob(job.id));
+  EXPECT_EQ(ended.status, protocol::JobStatus::kCancelled);
 }
 
 }  // namespace
