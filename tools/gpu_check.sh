@@ -40,8 +40,9 @@ torch_prefix=$($py -c 'import torch;print(torch.utils.cmake_prefix_path)') || { 
 rc=0
 if has build; then
   stamp "build"
+  nvcc=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null) || { echo "no nvcc on PATH or in /usr/local/cuda/bin"; exit 1; }
   cmake -S . -B build/cmake -G Ninja -DCMAKE_PREFIX_PATH="$torch_prefix" \
-    -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
+    -DCMAKE_CUDA_COMPILER="$nvcc" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
   cmake --build build/cmake -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A12 'error' "$out/build.log" | head -80; exit 1; }
 fi
 if has test; then
@@ -49,7 +50,7 @@ if has test; then
   stamp "test"
   (cd build/cmake && ctest -LE gpu -j"$(nproc)" --output-on-failure > "$out/ctest-cpu.log" 2>&1) || rc=1
   (cd build/cmake && ctest -L gpu --output-on-failure > "$out/ctest-gpu.log" 2>&1) || rc=1
-  tail -4 "$out/ctest-cpu.log" "$out/ctest-gpu.log"
+  tail -n 4 "$out/ctest-cpu.log" "$out/ctest-gpu.log"
 fi
 if has bench; then
   stamp "bench"
