@@ -563,16 +563,51 @@ absl::StatusOr<protocol::FileInfo> Client::UploadBytes(const std::string& bytes,
   return Upload(*this, src, bytes.size(), Sha256Hex(bytes), filename);
 }
 
-absl::StatusOr<std::vector<protocol::FileInfo>> Client::ListFiles() {
-  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kFileList, json::object()));
+namespace {
+
+// The files of a file.list reply.
+absl::StatusOr<std::vector<protocol::FileInfo>> FilesOfListing(const json& body) {
   std::vector<protocol::FileInfo> out;
-  if (r.body.contains("files") && r.body["files"].is_array()) {
-    for (const json& f : r.body["files"]) {
+  if (body.contains("files") && body["files"].is_array()) {
+    for (const json& f : body["files"]) {
       FJORD_ASSIGN_OR_RETURN(protocol::FileInfo fi, protocol::FileInfoFromJson(f));
       out.push_back(std::move(fi));
     }
   }
   return out;
+}
+
+// body[key] as a byte count: nullopt when absent or null (a daemon that does
+// not report it), InternalError for anything but an integer >= 0.
+absl::StatusOr<std::optional<uint64_t>> OptionalByteCount(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::optional<uint64_t>();
+  if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<int64_t>() < 0)) {
+    return absl::InternalError(absl::StrCat("malformed reply to file.list: ", key, " is ",
+                                            it->dump(), ", not a byte count"));
+  }
+  return std::optional<uint64_t>(it->get<uint64_t>());
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<protocol::FileInfo>> Client::ListFiles() {
+  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kFileList, json::object()));
+  return FilesOfListing(r.body);
+}
+
+absl::StatusOr<FileListing> Client::ListFilesWithUsage() {
+  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kFileList, json::object()));
+  FileListing out;
+  FJORD_ASSIGN_OR_RETURN(out.files, FilesOfListing(r.body));
+  FJORD_ASSIGN_OR_RETURN(out.usage_bytes, OptionalByteCount(r.body, "usage_bytes"));
+  FJORD_ASSIGN_OR_RETURN(out.quota_bytes, OptionalByteCount(r.body, "quota_bytes"));
+  return out;
+}
+
+absl::StatusOr<protocol::FileInfo> Client::DeleteFile(const std::string& file_id) {
+  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kFileDelete, json{{"file_id", file_id}}));
+  return protocol::FileInfoFromJson(r.body);
 }
 
 absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ListAdapterFiles(const std::string& job_id) {

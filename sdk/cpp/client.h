@@ -25,7 +25,8 @@
 // new one and sends the same request again, at most `retries` times. Every
 // command is safe to repeat: CreateJob always carries an idempotency key (a
 // random one when the spec has none) that is reused on retries, so a retry
-// never makes a second job.
+// never makes a second job. A DeleteFile whose reply was lost ends NotFound on
+// the retry: the file is gone all the same.
 //
 // Thread-safety: none. Use one Client per thread (they may share a process).
 // Does not link LibTorch.
@@ -97,6 +98,17 @@ struct EventPage {
   bool has_more = false;
 };
 
+// file.list with the tenant's storage use. A daemon older than the storage
+// quota reports neither number: both are then nullopt (unknown), not 0.
+struct FileListing {
+  std::vector<protocol::FileInfo> files;  // newest first
+  // What the tenant's area on the storage root holds: files, uploads in
+  // progress, its jobs' checkpoints, adapters and logs.
+  std::optional<uint64_t> usage_bytes;
+  // The daemon's limits.max_tenant_storage_bytes; 0 = no quota.
+  std::optional<uint64_t> quota_bytes;
+};
+
 class Client {
  public:
   // Validates the options and opens the socket (connecting is asynchronous:
@@ -143,6 +155,15 @@ class Client {
   absl::StatusOr<protocol::FileInfo> UploadBytes(const std::string& bytes,
                                                  const std::string& filename);
   absl::StatusOr<std::vector<protocol::FileInfo>> ListFiles();
+  // The same, with the usage and quota the daemon reports. InternalError
+  // when one of them is there but not a non-negative integer.
+  absl::StatusOr<FileListing> ListFilesWithUsage();
+  // file.delete: removes one of the tenant's files from the daemon (and its
+  // storage); returns the file as it was. NotFound (param file_id) when there
+  // is no such file, which includes one deleted already: a retry after a lost
+  // reply ends NotFound although the file is gone. FailedPrecondition (param
+  // file_id) while a job that has not ended uses it.
+  absl::StatusOr<protocol::FileInfo> DeleteFile(const std::string& file_id);
 
   absl::StatusOr<std::vector<protocol::AdapterFile>> ListAdapterFiles(const std::string& job_id);
   // Downloads every adapter file into local_dir (created if missing), each

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <zmq.hpp>
 
@@ -420,6 +421,98 @@ TEST(ClientTest, UploadInChunksWithChecksum) {
   EXPECT_EQ(received, data);
   EXPECT_EQ(announced_sha, Sha256Hex(data));
   EXPECT_EQ(f->sha256, Sha256Hex(data));
+}
+
+json FileBody(const std::string& id, uint64_t bytes) {
+  return json{{"id", id},       {"filename", "t.jsonl"}, {"bytes", bytes},
+              {"sha256", "ab"}, {"created_at_ms", 5},    {"path", "files/" + id}};
+}
+
+TEST(ClientTest, ListFilesWithUsageAndWithout) {
+  const std::string ep = TempEndpoint("file-list");
+  std::atomic<int> lists{0};
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    json body{{"files", json::array({FileBody("file-2", 7), FileBody("file-1", 3)})}};
+    switch (lists++) {
+      case 0:  // a daemon with a quota
+        body["usage_bytes"] = 1234;
+        body["quota_bytes"] = uint64_t{10} << 30;
+        break;
+      case 1:  // no quota
+        body["usage_bytes"] = 10;
+        body["quota_bytes"] = 0;
+        break;
+      case 2:  // an older daemon: neither field
+        break;
+      default:
+        body["usage_bytes"] = -1;
+    }
+    send(protocol::OkReply(m.request_id, body));
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  absl::StatusOr<FileListing> l = c->ListFilesWithUsage();
+  ASSERT_TRUE(l.ok()) << l.status();
+  ASSERT_EQ(l->files.size(), 2u);
+  EXPECT_EQ(l->files[0].id, "file-2");
+  EXPECT_EQ(l->usage_bytes, std::optional<uint64_t>(1234));
+  EXPECT_EQ(l->quota_bytes, std::optional<uint64_t>(uint64_t{10} << 30));
+  l = c->ListFilesWithUsage();
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->usage_bytes, std::optional<uint64_t>(10));
+  EXPECT_EQ(l->quota_bytes, std::optional<uint64_t>(0));
+  l = c->ListFilesWithUsage();
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->files.size(), 2u);
+  EXPECT_FALSE(l->usage_bytes.has_value());
+  EXPECT_FALSE(l->quota_bytes.has_value());
+  absl::Status bad = c->ListFilesWithUsage().status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInternal) << bad;
+  EXPECT_THAT(bad.message(), HasSubstr("usage_bytes is -1"));
+  // ListFiles is unchanged for its callers: it never looks at the usage.
+  absl::StatusOr<std::vector<protocol::FileInfo>> files = c->ListFiles();
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(files->size(), 2u);
+}
+
+TEST(ClientTest, DeleteFileReturnsItThenNotFound) {
+  const std::string ep = TempEndpoint("file-delete");
+  std::mutex mu;
+  std::set<std::string> files = {"file-1"};
+  std::vector<json> bodies;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    bodies.push_back(m.body);
+    const std::string id = m.body.value("file_id", "");
+    if (m.command != protocol::kFileDelete) {
+      send(protocol::ErrorReply(
+          m.request_id, protocol::Error(absl::StatusCode::kUnimplemented, "no", "command")));
+    } else if (id == "file-busy") {
+      send(protocol::ErrorReply(
+          m.request_id,
+          protocol::Error(absl::StatusCode::kFailedPrecondition,
+                          "file file-busy is used by job job-7 (running)", "file_id")));
+    } else if (files.erase(id) == 1) {
+      send(protocol::OkReply(m.request_id, FileBody(id, 3)));
+    } else {
+      send(protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kNotFound,
+                                                              "no file '" + id + "'", "file_id")));
+    }
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  absl::StatusOr<protocol::FileInfo> f = c->DeleteFile("file-1");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->id, "file-1");
+  EXPECT_EQ(f->bytes, 3u);
+  EXPECT_EQ(f->path, "files/file-1");
+  f = c->DeleteFile("file-1");  // deleted already
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kNotFound) << f.status();
+  EXPECT_EQ(protocol::ParamOf(f.status()), "file_id");
+  f = c->DeleteFile("file-busy");
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition) << f.status();
+  EXPECT_THAT(f.status().message(), HasSubstr("job-7"));
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(bodies.size(), 3u);
+  EXPECT_EQ(bodies[0], (json{{"file_id", "file-1"}}));
 }
 
 TEST(ClientTest, CurveKeyRefusedIsUnauthenticated) {

@@ -227,20 +227,48 @@ int CmdFilesUpload(Ctx& c) {
   return kExitOk;
 }
 
+// The files, then (when the daemon reports it) the tenant's storage usage.
+// --json: {"files": [...], "usage_bytes": N, "quota_bytes": Q}, the two
+// numbers only when the daemon sent them.
 int CmdFilesList(Ctx& c) {
   absl::StatusOr<Client*> cl = c.GetClient();
   if (!cl.ok()) return Fail(c, cl.status());
-  absl::StatusOr<std::vector<protocol::FileInfo>> fs = (*cl)->ListFiles();
-  if (!fs.ok()) return Fail(c, fs.status());
+  absl::StatusOr<FileListing> listing = (*cl)->ListFilesWithUsage();
+  if (!listing.ok()) return Fail(c, listing.status());
   if (c.json_out) {
     json arr = json::array();
-    for (const auto& f : *fs) arr.push_back(protocol::FileInfoToJson(f));
-    c.PrintJson(json{{"files", arr}});
+    for (const auto& f : listing->files) arr.push_back(protocol::FileInfoToJson(f));
+    json doc{{"files", arr}};
+    if (listing->usage_bytes) doc["usage_bytes"] = *listing->usage_bytes;
+    if (listing->quota_bytes) doc["quota_bytes"] = *listing->quota_bytes;
+    c.PrintJson(doc);
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
-  for (const auto& f : *fs) rows.push_back({f.id, f.filename, absl::StrCat(f.bytes), FormatTimeMs(f.created_at_ms)});
+  for (const auto& f : listing->files) {
+    rows.push_back({f.id, f.filename, absl::StrCat(f.bytes), FormatTimeMs(f.created_at_ms)});
+  }
   c.Print(Table({"ID", "FILENAME", "BYTES", "CREATED"}, rows));
+  if (listing->usage_bytes) {
+    c.Print(StorageUsageLine(*listing->usage_bytes, listing->quota_bytes.value_or(0)) + "\n");
+  }
+  return kExitOk;
+}
+
+int CmdFilesDelete(Ctx& c) {
+  int rc = kExitUsage;
+  const std::optional<std::string> id =
+      Positional(c, 0, "the file id (fjord files delete FILE_ID)", &rc);
+  if (!id) return rc;
+  absl::StatusOr<Client*> cl = c.GetClient();
+  if (!cl.ok()) return Fail(c, cl.status());
+  absl::StatusOr<protocol::FileInfo> f = (*cl)->DeleteFile(*id);
+  if (!f.ok()) return Fail(c, f.status());
+  if (c.json_out) {
+    c.PrintJson(protocol::FileInfoToJson(*f));
+  } else {
+    c.Print(absl::StrCat("deleted ", f->id, " (", f->filename, ", ", f->bytes, " bytes)\n"));
+  }
   return kExitOk;
 }
 
@@ -635,7 +663,8 @@ const std::vector<Command>& Commands() {
       {"models list", "", "the base models the daemon offers", {}, CmdModelsList},
       {"files upload", "PATH", "upload a data file (JSONL), checked with SHA-256",
        {{"name", 0, true, false, "NAME", "the name the daemon records (default: the file's)"}}, CmdFilesUpload},
-      {"files list", "", "your uploaded files", {}, CmdFilesList},
+      {"files list", "", "your uploaded files and your storage usage", {}, CmdFilesList},
+      {"files delete", "FILE_ID", "delete a file no unfinished job uses", {}, CmdFilesDelete},
       {"jobs create", "[-f job.yaml] [OPTIONS]", "submit a fine-tune", CreateOptions(), CmdJobsCreate},
       {"jobs list", "[OPTIONS]", "your jobs, newest first",
        {{"status", 0, true, false, "S[,S]", "only these statuses (queued,running,...)"},

@@ -382,6 +382,22 @@ TEST(RenderTest, TableAndEventLines) {
   EXPECT_THAT(EventLine(Ev(8, "status", {{"status", "running"}, {"previous", "queued"}})), HasSubstr("queued -> running"));
 }
 
+TEST(RenderTest, BytesAndStorageUsage) {
+  EXPECT_EQ(FormatBytes(0), "0 B");
+  EXPECT_EQ(FormatBytes(1023), "1023 B");
+  EXPECT_EQ(FormatBytes(1024), "1 KiB");
+  EXPECT_EQ(FormatBytes(1536), "1.5 KiB");
+  EXPECT_EQ(FormatBytes(1258291), "1.2 MiB");
+  EXPECT_EQ(FormatBytes((uint64_t{1} << 20) - 1), "1 MiB");  // not "1024 KiB"
+  EXPECT_EQ(FormatBytes(uint64_t{10} << 30), "10 GiB");
+  EXPECT_EQ(FormatBytes(~uint64_t{0}), "16 EiB");
+  EXPECT_EQ(StorageUsageLine(1258291, uint64_t{10} << 30), "usage 1.2 MiB of 10 GiB quota");
+  EXPECT_EQ(StorageUsageLine(1258291, 0), "usage 1.2 MiB (no quota)");
+  EXPECT_EQ(StorageUsageLine(2048, 2048),
+            "usage 2 KiB of 2 KiB quota (full: new uploads and jobs are refused until files are "
+            "deleted)");
+}
+
 // ---- SVG ----------------------------------------------------------------------------
 
 TEST(SvgTest, SeriesFromEventsAndDocument) {
@@ -455,6 +471,15 @@ TEST(MainTest, UsageErrorsExitOne) {
   r = RunMain({"jobs", "get", "a", "b"}, env);
   EXPECT_EQ(r.code, kExitUsage);
   EXPECT_THAT(r.err, HasSubstr("unexpected argument 'b'"));
+  r = RunMain({"files", "delete"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("fjord files delete: missing the file id"));
+  r = RunMain({"files", "delete", "file-1", "file-2"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("unexpected argument 'file-2'"));
+  r = RunMain({"files", "--help"}, env);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("fjord files delete FILE_ID"));
   r = RunMain({"jobs", "list", "--bogus"}, env);
   EXPECT_EQ(r.code, kExitUsage);
   EXPECT_THAT(r.err, HasSubstr("fjord jobs list: unknown option --bogus"));

@@ -18,8 +18,8 @@ enum ExitCode : int {
   kExitAlreadyExists = 5,     // ALREADY_EXISTS: idempotency key reused with another body; key file exists
   kExitPermissionDenied = 6,  // PERMISSION_DENIED (also a secret key file others can read)
   kExitUnauthenticated = 7,   // UNAUTHENTICATED: the daemon refused this client's key, or the handshake failed
-  kExitResourceExhausted = 8, // RESOURCE_EXHAUSTED: a limit (queue full, upload too big)
-  kExitFailedPrecondition = 9,  // FAILED_PRECONDITION: the job's status does not allow this
+  kExitResourceExhausted = 8, // RESOURCE_EXHAUSTED: a limit (queue full, upload too big, storage quota)
+  kExitFailedPrecondition = 9,  // FAILED_PRECONDITION: the job's status does not allow this; a file a job uses
   kExitUnimplemented = 10,    // UNIMPLEMENTED: the daemon does not know the command
   kExitUnavailable = 11,      // UNAVAILABLE: daemon unreachable (not running, wrong endpoint) or shutting down
   kExitDeadlineExceeded = 12, // DEADLINE_EXCEEDED: connected, but no reply within the timeout

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -48,6 +50,28 @@ std::string FormatDuration(double seconds) {
 std::string FormatTimeMs(int64_t ms) {
   if (ms <= 0) return "-";
   return absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes) / 1024;
+  size_t unit = 0;
+  // Move up while the value would print as 1024 or more ("1023.96 KiB" is "1 MiB").
+  while (unit + 1 < std::size(kUnits) && std::round(v * 10) / 10 >= 1024) v /= 1024, ++unit;
+  std::string s = absl::StrFormat("%.1f", v);
+  if (absl::EndsWith(s, ".0")) s.resize(s.size() - 2);
+  return absl::StrCat(s, " ", kUnits[unit]);
+}
+
+std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes) {
+  if (quota_bytes == 0) return absl::StrCat("usage ", FormatBytes(usage_bytes), " (no quota)");
+  std::string line =
+      absl::StrCat("usage ", FormatBytes(usage_bytes), " of ", FormatBytes(quota_bytes), " quota");
+  if (usage_bytes >= quota_bytes) {
+    absl::StrAppend(&line, " (full: new uploads and jobs are refused until files are deleted)");
+  }
+  return line;
 }
 
 std::string Table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {

@@ -23,6 +23,11 @@ namespace fjord::cli {
 std::string FormatDuration(double seconds);
 // "2024-05-01 12:00:00Z" (UTC) for Unix ms; "-" for 0.
 std::string FormatTimeMs(int64_t ms);
+// "512 B", "1.5 KiB", "1.2 MiB", "10 GiB" (binary units, one decimal at most).
+std::string FormatBytes(uint64_t bytes);
+// The storage line of `files list`: "usage 1.2 MiB of 10 GiB quota",
+// "usage 1.2 MiB (no quota)" for quota 0, and a warning when over the quota.
+std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes);
 // A table with a header row; columns padded to their widest cell.
 std::string Table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
 

@@ -44,6 +44,7 @@ from .types import (
     LoraConfig,
     Model,
     PingInfo,
+    StorageUsage,
 )
 
 __version__ = "0.1.0"
@@ -56,6 +57,6 @@ __all__ = [
     "UnavailableError", "InternalError", "DeadlineExceededError", "DataLossError", "JobFailedError",
     "KeyPair", "generate_keypair", "load_secret_key_file", "write_key_files",
     "JOB_STATUSES", "FINAL_STATUSES", "AdapterFile", "Checkpoint", "Event", "FileObject", "Hyperparameters",
-    "Job", "JobError", "JobPage", "LoraConfig", "Model", "PingInfo",
+    "Job", "JobError", "JobPage", "LoraConfig", "Model", "PingInfo", "StorageUsage",
     "__version__", "PROTOCOL_VERSION",
 ]

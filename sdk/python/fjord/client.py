@@ -18,9 +18,11 @@ Timeouts and retries (the "lazy pirate" of the ZeroMQ guide): a call waits
 answer, the client opens a fresh connection and sends the request again, at
 most ``retries`` times. Every command is safe to repeat: ``jobs.create``
 always carries an idempotency key (a random one unless you pass one) that the
-retries reuse, so a retry never makes a second job. If nothing ever answered
-the connection (no fjordd at that endpoint) the call fails after ``timeout``
-with :class:`fjord.UnavailableError` ("... is fjordd running?").
+retries reuse, so a retry never makes a second job; a ``files.delete`` whose
+reply was lost raises NotFoundError on the retry (the file is gone all the
+same). If nothing ever answered the connection (no fjordd at that endpoint)
+the call fails after ``timeout`` with :class:`fjord.UnavailableError`
+("... is fjordd running?").
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from .types import (
     LoraConfig,
     Model,
     PingInfo,
+    StorageUsage,
 )
 
 __all__ = ["Client", "EventStream"]
@@ -739,7 +742,8 @@ class Files:
 
         filename: the name the daemon records (default: the file's base name).
         NotFoundError if the local file does not exist; the daemon's errors otherwise
-        (ResourceExhaustedError above ``max_upload_bytes``).
+        (ResourceExhaustedError above ``max_upload_bytes``, or when the upload would
+        take the tenant over its storage quota: see :meth:`usage`).
         """
         path = os.fspath(path)
         try:
@@ -779,8 +783,29 @@ class Files:
         return FileObject.from_dict(self._c.call("file.upload.finish", {"upload_id": upload_id}).body)
 
     def list(self) -> list:
-        """Your uploaded files, newest first."""
+        """Your uploaded files, newest first (``[FileObject]``)."""
         return [FileObject.from_dict(f) for f in self._c.call("file.list").body.get("files", [])]
+
+    def usage(self) -> StorageUsage:
+        """Your tenant's storage use and quota, as the daemon reports them (``file.list``).
+
+        ``usage_bytes`` / ``quota_bytes`` (0: no quota) are None when the daemon does not
+        report them. InternalError when one is there but not an integer >= 0.
+        """
+        return StorageUsage.from_dict(self._c.call("file.list").body)
+
+    def delete(self, file: Union[str, FileObject]) -> FileObject:
+        """Deletes an uploaded file (a file id or a FileObject); returns the file as it was.
+
+        Its bytes leave the daemon's storage at once. NotFoundError when you have no
+        such file, which includes one deleted already: a delete retried after a lost
+        reply raises NotFoundError although the file is gone. FailedPreconditionError
+        while a job that has not ended uses the file (the message names the job).
+        """
+        file_id = file.id if isinstance(file, FileObject) else file
+        if not isinstance(file_id, str) or not file_id:
+            raise InvalidArgumentError("file must be a file id or a FileObject", param="file_id")
+        return FileObject.from_dict(self._c.call("file.delete", {"file_id": file_id}).body)
 
 
 class Adapters:

@@ -24,6 +24,7 @@ __all__ = [
     "JobPage",
     "Event",
     "FileObject",
+    "StorageUsage",
     "AdapterFile",
     "Model",
     "PingInfo",
@@ -203,6 +204,45 @@ class FileObject:
 
     def to_dict(self) -> dict:
         return dict(self.raw)
+
+
+def _byte_count(d: dict, key: str) -> Optional[int]:
+    from .errors import InternalError
+
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise InternalError(f"malformed reply to file.list: {key} is {v!r}, not a byte count")
+    return v
+
+
+@dataclasses.dataclass
+class StorageUsage:
+    """A tenant's use of the daemon's storage, from ``file.list``.
+
+    ``usage_bytes``: what the tenant's area holds (files, uploads in progress,
+    its jobs' checkpoints, adapters and logs). ``quota_bytes``: the daemon's
+    ``limits.max_tenant_storage_bytes``, 0 when there is no quota. Both are
+    None when the daemon does not report them (one older than the quota).
+    """
+
+    usage_bytes: Optional[int]
+    quota_bytes: Optional[int]
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "StorageUsage":
+        if not isinstance(d, dict):
+            return cls(None, None)
+        return cls(usage_bytes=_byte_count(d, "usage_bytes"), quota_bytes=_byte_count(d, "quota_bytes"))
+
+    @property
+    def available_bytes(self) -> Optional[int]:
+        """Bytes an upload may still take under the quota (0 at or over it); None
+        without a quota or without a report."""
+        if not self.quota_bytes or self.usage_bytes is None:
+            return None
+        return max(0, self.quota_bytes - self.usage_bytes)
 
 
 @dataclasses.dataclass

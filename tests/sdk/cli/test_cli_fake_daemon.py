@@ -1,7 +1,8 @@
 """The `fjord` CLI (//sdk/cpp/cli:fjord, built on the C++ client) against a
 scripted FJD01 peer: output for people and --json for scripts, exit codes,
-uploads of local files named in job.yaml, progress while following, the SVG
-plot, adapter downloads, a daemon that is down, a refused key.
+uploads of local files named in job.yaml, deleting files and the storage
+usage line, progress while following, the SVG plot, adapter downloads, a
+daemon that is down, a refused key.
 
     bazel build //sdk/cpp/cli:fjord
     ~/.cache/fjord/venv/bin/python -m pytest -q tests/sdk/cli/test_cli_fake_daemon.py
@@ -18,7 +19,7 @@ import pytest
 
 import fjord
 from sdk_testenv import BIN_DIR
-from fake_daemon import FakeDaemon, job_body
+from fake_daemon import FakeDaemon, FakeFiles, job_body
 from fjord._wire import MessageType
 
 FJORD = BIN_DIR / "sdk" / "cpp" / "cli" / "fjord"
@@ -156,6 +157,70 @@ def test_create_errors_locate_the_field(tmp_path, home):
         r = run(["--endpoint", d.endpoint, "jobs", "create", "--model", "demo", "--training-file", tmp_path / "none.jsonl"],
                 home)
         assert r.returncode == 3  # not a local file, so the daemon judges the path
+
+
+def test_files_delete_human_json_and_exit_codes(home):
+    store = FakeFiles()
+    a = store.add("train.jsonl", b"x" * 123)
+    b = store.add("valid.jsonl", b"y" * 7)
+    busy = store.add("busy.jsonl", b"z")
+    store.live_jobs["job-0000000000000007"] = ("running", busy["id"])
+    with FakeDaemon(store.handle) as d:
+        r = run(["--endpoint", d.endpoint, "files", "delete", a["id"]], home)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"deleted {a['id']} (train.jsonl, 123 bytes)\n"
+        assert d.requests("file.delete")[0].body == {"file_id": a["id"]}
+        assert a["id"] not in store.files
+        r = run(["--endpoint", d.endpoint, "files", "delete", a["id"]], home)  # deleted already
+        assert r.returncode == 4
+        assert r.stderr.startswith(f"fjord: NOT_FOUND: no file '{a['id']}' (field file_id)")
+        r = run(["--endpoint", d.endpoint, "--json", "files", "delete", b["id"]], home)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == b
+        r = run(["--endpoint", d.endpoint, "--json", "files", "delete", b["id"]], home)
+        assert r.returncode == 4
+        assert json.loads(r.stdout)["error"] == {"code": "NOT_FOUND", "message": f"no file '{b['id']}'",
+                                                 "param": "file_id"}
+        r = run(["--endpoint", d.endpoint, "files", "delete", busy["id"]], home)
+        assert r.returncode == 9
+        assert "FAILED_PRECONDITION" in r.stderr and "job-0000000000000007" in r.stderr
+        assert list(store.files) == [busy["id"]]
+
+
+def test_files_list_shows_the_storage_usage(home):
+    store = FakeFiles(quota_bytes=10 << 30, other_bytes=1258291 - 100)
+    f = store.add("train.jsonl", b"x" * 100)
+    with FakeDaemon(store.handle) as d:
+        r = run(["--endpoint", d.endpoint, "files", "list"], home)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].split() == ["ID", "FILENAME", "BYTES", "CREATED"]
+        assert lines[1].split()[:3] == [f["id"], "train.jsonl", "100"]
+        assert lines[-1] == "usage 1.2 MiB of 10 GiB quota"
+        r = run(["--endpoint", d.endpoint, "--json", "files", "list"], home)
+        assert json.loads(r.stdout) == {"files": [f], "usage_bytes": 1258291, "quota_bytes": 10 << 30}
+        store.quota_bytes = 0
+        r = run(["--endpoint", d.endpoint, "files", "list"], home)
+        assert r.stdout.splitlines()[-1] == "usage 1.2 MiB (no quota)"
+        store.quota_bytes = 1258291
+        r = run(["--endpoint", d.endpoint, "files", "list"], home)
+        assert r.stdout.splitlines()[-1].startswith("usage 1.2 MiB of 1.2 MiB quota (full: ")
+        store.report_usage = False  # an older daemon: no usage line, no usage fields, no error
+        r = run(["--endpoint", d.endpoint, "files", "list"], home)
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout.splitlines()) == 2 and "usage" not in r.stdout
+        r = run(["--endpoint", d.endpoint, "--json", "files", "list"], home)
+        assert json.loads(r.stdout) == {"files": [f]}
+
+
+def test_upload_over_the_storage_quota_exits_8(tmp_path, home):
+    store = FakeFiles(quota_bytes=100, other_bytes=90)
+    (tmp_path / "big.jsonl").write_bytes(b"x" * 11)
+    with FakeDaemon(store.handle) as d:
+        r = run(["--endpoint", d.endpoint, "files", "upload", tmp_path / "big.jsonl"], home)
+        assert r.returncode == 8
+        assert r.stderr.startswith("fjord: RESOURCE_EXHAUSTED: ") and "over its quota" in r.stderr
+        assert store.files == {} and d.requests("file.upload.chunk") == []
 
 
 EVENTS = [

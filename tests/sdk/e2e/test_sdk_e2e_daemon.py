@@ -1,7 +1,8 @@
 """The Python SDK and the fjord CLI against a real fjordd (a process, CURVE on
 loopback, temp dirs), with the daemon's scripted fake worker standing in for
 fjord-train so that these run in seconds: upload, create, follow to success,
-download, idempotent retries, cancel, pause/resume, and the errors a customer
+download, idempotent retries, cancel, pause/resume, deleting files and the
+storage usage, and the errors a customer
 meets (a missing file, a bad hyperparameter, an unknown model or job, bad
 data, a wrong key, a daemon that is down). Real training is
 test_sdk_e2e_training.py.
@@ -42,6 +43,42 @@ def wait_until(predicate, timeout=20.0, what="condition"):
             return v
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_delete_a_file_frees_its_storage(daemon, client, tmp_path):
+    # First in the module: no job of this tenant is writing checkpoints or logs,
+    # so the usage moves only with the file.
+    data = tmp_path / "to-delete.jsonl"
+    data.write_bytes(b'{"text": "delete me"}\n' * 500)
+    before = client.files.usage()
+    assert before.usage_bytes is not None and before.quota_bytes == 0  # the fixture sets no quota
+    f = client.files.upload(data)
+    on_disk = os.path.join(daemon.dir, "storage", "acme", f.path)
+    assert os.path.getsize(on_disk) == f.bytes == os.path.getsize(data)
+    assert f.id in [x.id for x in client.files.list()]
+    with_file = client.files.usage()
+    assert with_file.usage_bytes >= before.usage_bytes + f.bytes
+
+    gone = client.files.delete(f)
+    assert (gone.id, gone.bytes, gone.sha256) == (f.id, f.bytes, f.sha256)
+    assert f.id not in [x.id for x in client.files.list()]
+    assert not os.path.exists(on_disk)
+    assert client.files.usage().usage_bytes <= with_file.usage_bytes - f.bytes
+    with pytest.raises(fjord.NotFoundError) as e:
+        client.files.delete(f.id)  # deleted already
+    assert e.value.param == "file_id"
+
+    # The CLI (the C++ client) against the same daemon.
+    g = client.files.upload(data)
+    r = daemon.cli("--json", "files", "list")
+    assert r.returncode == 0, r.stderr
+    listing = json.loads(r.stdout)
+    assert g.id in [x["id"] for x in listing["files"]] and listing["usage_bytes"] >= g.bytes
+    assert daemon.cli("files", "list").stdout.splitlines()[-1].endswith("(no quota)")
+    r = daemon.cli("files", "delete", g.id)
+    assert r.returncode == 0 and r.stdout.startswith(f"deleted {g.id} "), r.stderr
+    r = daemon.cli("files", "delete", g.id)
+    assert r.returncode == 4 and "NOT_FOUND" in r.stderr
 
 
 def test_upload_create_follow_download(daemon, client, tmp_path):

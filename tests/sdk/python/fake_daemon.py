@@ -1,11 +1,13 @@
 """A scripted FJD01 peer: a ZeroMQ ROUTER in a thread that decodes what the
 client sends (with the SDK's own codec, checked against the shared vectors)
 and answers through a handler. Used by the SDK's unit tests until, and
-besides, the end-to-end tests against a real fjordd.
+besides, the end-to-end tests against a real fjordd. FakeFiles keeps the file
+commands' state (uploads, list with usage, delete) for handlers to delegate to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
@@ -135,6 +137,90 @@ class FakeDaemon:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class FakeFiles:
+    """The file commands of a daemon, kept in memory, for handlers to delegate
+    to: ``file.upload.begin/chunk/finish``, ``file.list`` (with ``usage_bytes``
+    and ``quota_bytes`` unless ``report_usage`` is False, as an older daemon)
+    and ``file.delete`` (NOT_FOUND for a file it does not have, deleted ones
+    included; FAILED_PRECONDITION while a job in ``live_jobs`` names it).
+
+    Usage is the files' bytes, uploads in progress at their announced size, and
+    ``other_bytes`` (standing in for checkpoints and logs). With ``quota_bytes``
+    > 0 an upload that would take the usage over it is refused at begin with
+    RESOURCE_EXHAUSTED, as docs/protocol.md says.
+
+        files = FakeFiles(quota_bytes=1 << 20)
+        with FakeDaemon(files.handle) as d: ...
+    """
+
+    def __init__(self, quota_bytes: int = 0, report_usage: bool = True, other_bytes: int = 0):
+        self.quota_bytes = quota_bytes
+        self.report_usage = report_usage
+        self.other_bytes = other_bytes
+        self.files: dict = {}  # id -> FILE object, in upload order
+        self.uploads: dict = {}  # upload id -> {"filename", "bytes", "sha256", "data"}
+        #: job id -> (status, training_file): jobs that have not ended.
+        self.live_jobs: dict = {}
+        self._next = 1
+
+    def usage_bytes(self) -> int:
+        return (sum(f["bytes"] for f in self.files.values()) + sum(u["bytes"] for u in self.uploads.values())
+                + self.other_bytes)
+
+    def add(self, filename: str, data: bytes) -> dict:
+        """A file as if uploaded; returns its FILE object."""
+        fid = f"file-{self._next:016x}"
+        self._next += 1
+        f = {"id": fid, "filename": filename, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+             "created_at_ms": 1700000000000 + self._next, "path": f"files/{fid}"}
+        self.files[fid] = f
+        return f
+
+    def handle(self, peer: Peer) -> bool:
+        """Answers a file command and returns True; False for anything else."""
+        m = peer.message
+        if m.type != MessageType.REQUEST:
+            return False
+        b = m.body
+        if m.command == "file.upload.begin":
+            if self.quota_bytes and self.usage_bytes() + b["bytes"] > self.quota_bytes:
+                peer.error("RESOURCE_EXHAUSTED", f"the upload of {b['bytes']} bytes would take tenant acme to "
+                           f"{self.usage_bytes() + b['bytes']} bytes, over its quota of {self.quota_bytes}", "bytes")
+                return True
+            uid = f"upl-{self._next}"
+            self._next += 1
+            self.uploads[uid] = {"filename": b["filename"], "bytes": b["bytes"], "sha256": b["sha256"], "data": b""}
+            peer.ok({"upload_id": uid, "chunk_bytes": 1 << 20})
+        elif m.command == "file.upload.chunk":
+            u = self.uploads[b["upload_id"]]
+            u["data"] += m.data or b""
+            peer.ok({"received": len(u["data"])})
+        elif m.command == "file.upload.finish":
+            u = self.uploads.pop(b["upload_id"])
+            if hashlib.sha256(u["data"]).hexdigest() != u["sha256"]:
+                peer.error("INVALID_ARGUMENT", "sha256 mismatch", "sha256")
+            else:
+                peer.ok(self.add(u["filename"], u["data"]))
+        elif m.command == "file.list":
+            body: dict = {"files": list(reversed(self.files.values()))}  # newest first
+            if self.report_usage:
+                body.update(usage_bytes=self.usage_bytes(), quota_bytes=self.quota_bytes)
+            peer.ok(body)
+        elif m.command == "file.delete":
+            fid = b.get("file_id")
+            if fid not in self.files:
+                peer.error("NOT_FOUND", f"no file '{fid}'", "file_id")
+                return True
+            for job_id, (status, ref) in self.live_jobs.items():
+                if ref in (fid, f"files/{fid}"):
+                    peer.error("FAILED_PRECONDITION", f"file {fid} is used by job {job_id} ({status})", "file_id")
+                    return True
+            peer.ok(self.files.pop(fid))
+        else:
+            return False
+        return True
 
 
 def job_body(job_id: str = "job-0000000000000001", status: str = "queued", **extra) -> dict:

@@ -19,7 +19,7 @@ import pytest
 
 import fjord
 from fjord._wire import MessageType, ServerMessage
-from fake_daemon import FakeDaemon, job_body, wait_for
+from fake_daemon import FakeDaemon, FakeFiles, Peer, job_body, wait_for
 
 PING = {"protocol": 1, "daemon": "fjordd", "version": "0.1.0", "node": "node-1", "time_ms": 1,
         "heartbeat_interval_ms": 2000, "liveness": 3,
@@ -445,6 +445,99 @@ def test_upload_in_chunks_with_sha256(tmp_path):
         got.clear()
         c.jobs.create(model="demo", training_file=path)
         assert d.requests("job.create")[0].body["training_file"] == "file-1"
+
+
+def test_files_delete_returns_the_file_then_not_found():
+    store = FakeFiles()
+    with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
+        a = c.files.upload_bytes(b'{"text": "a"}\n', "a.jsonl")
+        b = c.files.upload_bytes(b'{"text": "bb"}\n', "b.jsonl")
+        gone = c.files.delete(a.id)
+        assert gone == a and gone.raw == a.raw  # the file as it was
+        assert d.requests("file.delete")[0].body == {"file_id": a.id}
+        assert [f.id for f in c.files.list()] == [b.id]
+        with pytest.raises(fjord.NotFoundError) as e:
+            c.files.delete(a.id)  # deleted already
+        assert (e.value.code, e.value.param) == ("NOT_FOUND", "file_id")
+        with pytest.raises(fjord.NotFoundError):
+            c.files.delete("file-00000000deadbeef")
+        assert c.files.delete(b).id == b.id  # a FileObject works too
+        assert c.files.list() == []
+        with pytest.raises(fjord.InvalidArgumentError):
+            c.files.delete("")
+        assert len(d.requests("file.delete")) == 4  # the empty id never reached the daemon
+
+
+def test_files_delete_retried_after_a_lost_reply_is_not_found():
+    store = FakeFiles()
+    f = store.add("t.jsonl", b"x" * 10)
+    lost = []
+
+    def handler(peer):
+        if peer.message.command == "file.delete" and not lost:
+            lost.append(peer.message)
+            silent = Peer(peer.server, peer.routing_id, peer.message)
+            silent.send = lambda m: None  # the daemon deletes, its reply is lost
+            store.handle(silent)
+        else:
+            store.handle(peer)
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint, timeout=0.3) as c:
+        with pytest.raises(fjord.NotFoundError) as e:
+            c.files.delete(f["id"])
+        assert e.value.param == "file_id"
+        assert [m.body for m in d.requests("file.delete")] == [{"file_id": f["id"]}] * 2
+        assert store.files == {}
+
+
+def test_files_delete_of_a_file_a_live_job_uses_is_failed_precondition():
+    store = FakeFiles()
+    f = store.add("t.jsonl", b"x" * 10)
+    store.live_jobs["job-0000000000000007"] = ("running", f["path"])
+    with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.FailedPreconditionError, match="job-0000000000000007") as e:
+            c.files.delete(f["id"])
+        assert e.value.param == "file_id"
+        del store.live_jobs["job-0000000000000007"]  # the job ended
+        assert c.files.delete(f["id"]).id == f["id"]
+
+
+def test_files_usage_reported_and_not():
+    store = FakeFiles(quota_bytes=1000, other_bytes=300)
+    with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
+        f = c.files.upload_bytes(b"y" * 200, "t.jsonl")
+        u = c.files.usage()
+        assert u == fjord.StorageUsage(usage_bytes=500, quota_bytes=1000)
+        assert u.available_bytes == 500
+        c.files.delete(f)
+        assert c.files.usage().usage_bytes == 300
+        store.quota_bytes = 0
+        u = c.files.usage()
+        assert (u.usage_bytes, u.quota_bytes, u.available_bytes) == (300, 0, None)
+        store.report_usage = False  # a daemon older than the quota
+        assert c.files.usage() == fjord.StorageUsage(None, None)
+        assert c.files.usage().available_bytes is None
+        assert c.files.list() == []
+    # Over the quota: no bytes left, not a negative number.
+    assert fjord.StorageUsage(1200, 1000).available_bytes == 0
+
+
+def test_files_usage_malformed_is_internal_error():
+    with FakeDaemon(lambda p: p.ok({"files": [], "usage_bytes": "lots", "quota_bytes": 0})) as d, \
+            fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.InternalError, match="usage_bytes is 'lots'"):
+            c.files.usage()
+        assert c.files.list() == []  # the listing itself does not need the numbers
+
+
+def test_upload_over_the_storage_quota_is_resource_exhausted():
+    store = FakeFiles(quota_bytes=100, other_bytes=60)
+    with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.ResourceExhaustedError, match="over its quota") as e:
+            c.files.upload_bytes(b"z" * 41, "big.jsonl")
+        assert e.value.param == "bytes" and e.value.retryable
+        assert d.requests("file.upload.chunk") == []  # refused at begin
+        assert c.files.upload_bytes(b"z" * 40, "fits.jsonl").bytes == 40
 
 
 def adapter_handler(files, corrupt=False):
