@@ -5,6 +5,7 @@
 //   fjordd --keygen PREFIX                           write a CURVE key pair PREFIX.key (0600) / PREFIX.pub
 //
 // SIGTERM/SIGINT: graceful shutdown (workers checkpoint, jobs are requeued).
+// SIGHUP: read the keys file again (add or revoke clients without a restart).
 // Exit codes: 0 clean stop; 1 runtime failure; 2 bad usage or config.
 #include <signal.h>
 
@@ -21,6 +22,9 @@ namespace {
 fjord::daemon::Server* g_server = nullptr;
 void OnSignal(int) {
   if (g_server) g_server->RequestStop();
+}
+void OnHangup(int) {
+  if (g_server) g_server->RequestKeyReload();
 }
 
 int Usage() {
@@ -87,6 +91,11 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  struct sigaction hup {};
+  hup.sa_handler = OnHangup;
+  sigemptyset(&hup.sa_mask);
+  hup.sa_flags = SA_RESTART;
+  sigaction(SIGHUP, &hup, nullptr);
   if (auto s = (*server)->Start(); !s.ok()) {
     std::fprintf(stderr, "fjordd: %s\n", std::string(s.message()).c_str());
     return 1;

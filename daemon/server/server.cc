@@ -146,7 +146,26 @@ struct Server::Impl {
   std::unique_ptr<MetricsHttpServer> http;
   std::unique_ptr<Nvml> nvml;
   UniqueFd lock_fd;
-  int stop_pipe[2] = {-1, -1};
+  int stop_pipe[2] = {-1, -1};  // a byte per request: kReloadByte reloads the keys, any other stops
+  static constexpr char kReloadByte = 'r';
+
+  // SIGHUP: the keys file read again, as at start (owner, mode, every entry
+  // valid). Keys removed from it are refused from the next request on, by
+  // connections already open too; a file with any problem changes nothing.
+  void ReloadKeys() {
+    if (!config.security.curve) return;
+    absl::StatusOr<std::shared_ptr<const KeyRing>> next = LoadKeysFile(config.security.keys_file);
+    if (!next.ok()) {
+      metrics.Add("fjord_key_reloads_total", "result=\"error\"");
+      LogError("keys file not reloaded: the keys in use are unchanged",
+               {{"file", config.security.keys_file}, {"error", std::string(next.status().message())}});
+      return;
+    }
+    keys = *next;
+    if (zap) zap->Reload(keys);
+    metrics.Add("fjord_key_reloads_total", "result=\"ok\"");
+    LogInfo("keys file reloaded", {{"file", config.security.keys_file}, {"clients", keys->size()}});
+  }
   std::optional<uid_t> worker_uid;
   std::optional<gid_t> worker_gid;
   std::string worker_home;
@@ -1539,9 +1558,12 @@ struct Server::Impl {
     }
     if (items[1].revents & ZMQ_POLLIN) {
       char buf[16];
-      while (::read(stop_pipe[0], buf, sizeof(buf)) > 0) {
+      bool reload = false;
+      ssize_t n = 0;
+      while ((n = ::read(stop_pipe[0], buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; ++i) (buf[i] == kReloadByte ? reload : stop_requested) = true;
       }
-      stop_requested = true;
+      if (reload) ReloadKeys();
     }
     for (int n = 0; n < kMaxDrainPerIteration; ++n) {
       std::vector<zmq::message_t> parts;
@@ -1739,6 +1761,11 @@ absl::Status Server::Run() {
 
 void Server::RequestStop() {
   const char b = 1;
+  if (impl_->stop_pipe[1] >= 0) (void)!::write(impl_->stop_pipe[1], &b, 1);
+}
+
+void Server::RequestKeyReload() {
+  const char b = Impl::kReloadByte;
   if (impl_->stop_pipe[1] >= 0) (void)!::write(impl_->stop_pipe[1], &b, 1);
 }
 

@@ -51,6 +51,10 @@ class Server {
   absl::Status Run();
   // Async-signal-safe.
   void RequestStop();
+  // Reads the keys file again on the daemon's thread (SIGHUP); a file with
+  // a problem is logged and leaves the keys in use as they are. Safe from a
+  // signal handler.
+  void RequestKeyReload();
 
   std::string public_key() const;   // "" in plaintext mode
   int metrics_port() const;         // 0 when disabled

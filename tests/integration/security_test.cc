@@ -423,5 +423,71 @@ TEST(SecurityTest, FileDeleteFreesStorageAndSparesFilesInUse) {
   EXPECT_EQ(ended.status, protocol::JobStatus::kCancelled);
 }
 
+// SIGHUP reads the keys file again: a new client can connect, a removed one
+// is refused from its next request on (on its open connection too), and a
+// broken file changes nothing. Running jobs are not touched.
+TEST(SecurityTest, SighupReloadsTheKeysFile) {
+  DaemonHarness h;
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 3000, "step_ms": 20})"));
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+  ASSERT_TRUE(h.WaitForStatus(*acme, job.id, protocol::JobStatus::kRunning).ok());
+  auto zeta = h.Connect(h.zeta_keys(), 3000, 0);
+  ASSERT_TRUE(zeta->Ping().ok());
+  ASSERT_OK_AND_ASSIGN(newco, GenerateCurveKeyPair());
+  const std::string file = h.dir() + "/keys/clients.yaml";
+  auto replace_keys = [&](const std::string& text) {
+    std::ofstream(file + ".new") << text;
+    ::chmod((file + ".new").c_str(), 0644);
+    ASSERT_EQ(::rename((file + ".new").c_str(), file.c_str()), 0);
+  };
+  auto wait_for_log = [&](const std::string& line, int count) {
+    for (int i = 0; i < 200; ++i) {
+      const std::string log = h.log();
+      size_t n = 0;
+      for (size_t at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++n;
+      if (n >= static_cast<size_t>(count)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  ASSERT_FALSE(absl::StrContains(h.log(), "keys file reloaded"));
+  replace_keys(absl::StrCat("clients:\n  - {name: acme-ci, public_key: \"", h.acme_keys().public_key,
+                            "\", tenant: acme}\n  - {name: newco-ci, public_key: \"", newco.public_key,
+                            "\", tenant: newco}\n"));
+  ASSERT_EQ(::kill(h.daemon_pid(), SIGHUP), 0);
+  ASSERT_TRUE(wait_for_log("keys file reloaded", 1)) << h.log();
+  absl::Status revoked = zeta->Ping().status();
+  EXPECT_EQ(revoked.code(), absl::StatusCode::kUnauthenticated) << revoked;
+  EXPECT_THAT(revoked.message(), HasSubstr("no longer) in the keys file"));
+  EXPECT_EQ(h.Connect(h.zeta_keys(), 3000, 0)->Ping().status().code(), absl::StatusCode::kUnauthenticated);
+  ASSERT_OK_AND_ASSIGN(hello, h.Connect(newco, 3000, 0)->Ping());
+  EXPECT_EQ(hello.tenant, "newco");
+
+  // A broken file (a short key), and one others may write: nothing changes.
+  replace_keys("clients:\n  - {name: x, public_key: \"short\", tenant: x}\n");
+  ASSERT_EQ(::kill(h.daemon_pid(), SIGHUP), 0);
+  ASSERT_TRUE(wait_for_log("keys file not reloaded", 1)) << h.log();
+  replace_keys(absl::StrCat("clients:\n  - {name: zeta-dev, public_key: \"", h.zeta_keys().public_key,
+                            "\", tenant: zeta}\n"));
+  ::chmod(file.c_str(), 0666);
+  ASSERT_EQ(::kill(h.daemon_pid(), SIGHUP), 0);
+  ASSERT_TRUE(wait_for_log("keys file not reloaded", 2)) << h.log();
+  EXPECT_TRUE(h.Connect(newco, 3000, 0)->Ping().ok());
+  EXPECT_TRUE(acme->Ping().ok());
+  EXPECT_EQ(zeta->Ping().status().code(), absl::StatusCode::kUnauthenticated);
+  httplib::Client http("127.0.0.1", h.metrics_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_THAT(metrics->body, HasSubstr("fjord_key_reloads_total{result=\"ok\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("fjord_key_reloads_total{result=\"error\"} 2"));
+  // The job ran on throughout.
+  ASSERT_OK_AND_ASSIGN(still, acme->GetJob(job.id));
+  EXPECT_EQ(still.status, protocol::JobStatus::kRunning);
+  ASSERT_TRUE(acme->CancelJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
+}
+
 }  // namespace
 }  // namespace fjord::testing
