@@ -304,6 +304,27 @@ absl::Status JobStore::UpdateJob(const Job& job, std::vector<JobEvent>* events) 
   return tx.Commit();
 }
 
+absl::Status JobStore::DeleteJob(const std::string& id) {
+  Transaction tx(db_);
+  FJORD_RETURN_IF_ERROR(tx.status());
+  {
+    Stmt s(db_, "DELETE FROM jobs WHERE id = ?");
+    FJORD_RETURN_IF_ERROR(s.status());
+    s.Bind(1, id);
+    FJORD_RETURN_IF_ERROR(s.Step().status());
+    if (sqlite3_changes(db_) == 0) {
+      return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", id, "'"), "job_id");
+    }
+  }
+  {
+    Stmt s(db_, "DELETE FROM events WHERE job_id = ?");
+    FJORD_RETURN_IF_ERROR(s.status());
+    s.Bind(1, id);
+    FJORD_RETURN_IF_ERROR(s.Step().status());
+  }
+  return tx.Commit();
+}
+
 absl::StatusOr<Job> JobStore::GetJob(const std::string& id) {
   Stmt s(db_, "SELECT body FROM jobs WHERE id = ?");
   FJORD_RETURN_IF_ERROR(s.status());

@@ -64,6 +64,9 @@ class JobStore {
   // job does not exist.
   absl::Status UpdateJob(const protocol::Job& job, std::vector<protocol::JobEvent>* events = nullptr);
   absl::StatusOr<protocol::Job> GetJob(const std::string& id);
+  // Removes the job's record, its events and (with it) its idempotency key,
+  // in one transaction. NotFound (param job_id) when there is no such job.
+  absl::Status DeleteJob(const std::string& id);
   // Newest first. Returns up to limit + 1 jobs so the caller can tell has_more.
   absl::StatusOr<std::vector<protocol::Job>> ListJobs(const JobFilter& filter);
   // Every job not in a final status, oldest first.

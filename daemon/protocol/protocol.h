@@ -39,6 +39,7 @@ inline constexpr char kJobResume[] = "job.resume";
 inline constexpr char kJobEvents[] = "job.events";
 inline constexpr char kJobSubscribe[] = "job.subscribe";
 inline constexpr char kJobCheckpoints[] = "job.checkpoints";
+inline constexpr char kJobDelete[] = "job.delete";
 inline constexpr char kFileUploadBegin[] = "file.upload.begin";
 inline constexpr char kFileUploadChunk[] = "file.upload.chunk";
 inline constexpr char kFileUploadFinish[] = "file.upload.finish";

@@ -1094,6 +1094,34 @@ struct Server::Impl {
     return json{{"checkpoints", out}};
   }
 
+  absl::StatusOr<json> HandleDelete(const Request& rq) {
+    FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(*rq.body, ""));
+    FJORD_ASSIGN_OR_RETURN(std::string id, ReadJobId(r));
+    FJORD_RETURN_IF_ERROR(ActingTenant(rq.principal, r).status());
+    FJORD_RETURN_IF_ERROR(r.Finish());
+    FJORD_ASSIGN_OR_RETURN(Job job, JobFor(rq.principal, id));
+    if (!protocol::IsFinal(job.status) || live.count(id)) {
+      return protocol::Error(absl::StatusCode::kFailedPrecondition,
+                             absl::StrCat("job ", id, " is ", protocol::JobStatusName(job.status),
+                                          "; only a job that has ended can be deleted (cancel it first)"),
+                             "job_id");
+    }
+    FJORD_RETURN_IF_ERROR(StorageAvailable());
+    // The directory goes before the record: a crash in between leaves a
+    // record whose delete can be repeated, never bytes with no record.
+    const std::string dir = storage->JobDir(job.tenant, job.id);
+    if (absl::Status s = Env::Default()->DeleteRecursively(dir); !s.ok() && !absl::IsNotFound(s)) {
+      return absl::UnavailableError(absl::StrCat("cannot delete the job's directory: ", s.message()));
+    }
+    (void)Env::Default()->SyncDir(storage->TenantDir(job.tenant) + "/jobs");
+    FJORD_RETURN_IF_ERROR(store->DeleteJob(job.id));
+    adapter_cache.erase(job.id);
+    order.erase(job.id);
+    dirty.erase(job.id);
+    LogInfo("job deleted", {{"job", job.id}, {"tenant", job.tenant}, {"key", rq.principal.key_name}});
+    return JobJson(job);
+  }
+
   absl::StatusOr<json> HandleUploadBegin(const Request& rq) {
     FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(*rq.body, ""));
     Upload u;
@@ -1390,6 +1418,7 @@ struct Server::Impl {
     else if (command == protocol::kJobResume) body = HandleControl(rq, Trigger::kResume);
     else if (command == protocol::kJobEvents) body = HandleEvents(rq);
     else if (command == protocol::kJobCheckpoints) body = HandleCheckpoints(rq);
+    else if (command == protocol::kJobDelete) body = HandleDelete(rq);
     else if (command == protocol::kFileUploadBegin) body = HandleUploadBegin(rq);
     else if (command == protocol::kFileUploadChunk) body = HandleUploadChunk(rq);
     else if (command == protocol::kFileUploadFinish) body = HandleUploadFinish(rq);

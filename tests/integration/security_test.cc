@@ -489,5 +489,72 @@ TEST(SecurityTest, SighupReloadsTheKeysFile) {
   ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
 }
 
+// job.delete: only an ended job; its directory (checkpoints, adapter, logs)
+// and record go, the usage falls, every command naming it is NOT_FOUND (a
+// restart does not bring it back), and its idempotency key is free again.
+TEST(SecurityTest, JobDeleteFreesStorageAndForgetsTheJob) {
+  DaemonHarness h;
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  auto usage = [&]() {
+    absl::StatusOr<protocol::ServerMessage> l = acme->Call("file.list", json::object());
+    EXPECT_TRUE(l.ok()) << l.status();
+    return l.ok() ? l->body.value("usage_bytes", uint64_t{0}) : 0;
+  };
+  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
+  spec.idempotency_key = "nightly-1";
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+  ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
+  ASSERT_EQ(done.status, protocol::JobStatus::kSucceeded) << h.log();
+  const std::string dir = h.storage() + "/acme/jobs/" + job.id;
+  ASSERT_TRUE(std::filesystem::exists(dir + "/checkpoints"));
+  const uint64_t before = usage();
+  uint64_t dir_bytes = 0;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
+    if (f.is_regular_file() && !f.is_symlink()) dir_bytes += f.file_size();
+  }
+  EXPECT_GT(dir_bytes, 0u);
+
+  absl::Status stranger = h.Zeta()->Call("job.delete", json{{"job_id", job.id}}).status();
+  EXPECT_EQ(stranger.code(), absl::StatusCode::kNotFound) << stranger;
+  ASSERT_TRUE(std::filesystem::exists(dir));
+
+  ASSERT_OK_AND_ASSIGN(deleted, acme->Call("job.delete", json{{"job_id", job.id}}));
+  EXPECT_EQ(deleted.body["id"], job.id);
+  EXPECT_EQ(deleted.body["status"], "succeeded");
+  EXPECT_FALSE(std::filesystem::exists(dir));
+  EXPECT_EQ(usage(), before - dir_bytes);
+  auto gone = [&](const absl::Status& s, const std::string& what) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << what << ": " << s;
+  };
+  // A job that has not ended stays.
+  protocol::JobSpec slow = SpecWithData(*acme, FakeData(R"({"steps": 3000, "step_ms": 20})"));
+  ASSERT_OK_AND_ASSIGN(running, acme->CreateJob(slow));
+  ASSERT_TRUE(h.WaitForStatus(*acme, running.id, protocol::JobStatus::kRunning).ok());
+  absl::Status busy = acme->Call("job.delete", json{{"job_id", running.id}}).status();
+  EXPECT_EQ(busy.code(), absl::StatusCode::kFailedPrecondition) << busy;
+  EXPECT_EQ(protocol::ParamOf(busy), "job_id");
+  EXPECT_THAT(busy.message(), HasSubstr("is running; only a job that has ended can be deleted"));
+  gone(acme->GetJob(job.id).status(), "job.get");
+  gone(acme->ListEvents(job.id).status(), "job.events");
+  gone(acme->ListAdapterFiles(job.id).status(), "adapter.files");
+  gone(acme->Call("job.delete", json{{"job_id", job.id}}).status(), "job.delete again");
+  ASSERT_OK_AND_ASSIGN(page, acme->ListJobs());
+  for (const protocol::Job& j : page.jobs) EXPECT_NE(j.id, job.id);
+  // The key names a new job now.
+  ASSERT_OK_AND_ASSIGN(again, acme->CreateJob(spec));
+  EXPECT_NE(again.id, job.id);
+  ASSERT_TRUE(h.WaitForFinal(*acme, again.id).ok());
+  ASSERT_TRUE(acme->CancelJob(running.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, running.id).ok());
+  // A restart does not bring it back.
+  acme.reset();
+  daemon::WorkerExit e = h.Terminate();
+  EXPECT_EQ(e.exit_code, 0) << e.Describe();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  gone(h.Acme()->GetJob(job.id).status(), "job.get after a restart");
+  EXPECT_TRUE(h.Acme()->GetJob(again.id).ok());
+}
+
 }  // namespace
 }  // namespace fjord::testing
