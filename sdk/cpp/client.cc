@@ -365,6 +365,11 @@ absl::StatusOr<protocol::Job> Client::ResumeJob(const std::string& job_id) {
   return JobFromReply(r);
 }
 
+absl::StatusOr<protocol::Job> Client::DeleteJob(const std::string& job_id) {
+  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kJobDelete, json{{"job_id", job_id}}));
+  return JobFromReply(r);
+}
+
 absl::StatusOr<EventPage> Client::ListEvents(const std::string& job_id, int64_t after_seq, int limit) {
   FJORD_ASSIGN_OR_RETURN(ServerMessage r,
                          Call(protocol::kJobEvents,

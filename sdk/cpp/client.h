@@ -25,8 +25,8 @@
 // new one and sends the same request again, at most `retries` times. Every
 // command is safe to repeat: CreateJob always carries an idempotency key (a
 // random one when the spec has none) that is reused on retries, so a retry
-// never makes a second job. A DeleteFile whose reply was lost ends NotFound on
-// the retry: the file is gone all the same.
+// never makes a second job. A DeleteFile or DeleteJob whose reply was lost ends
+// NotFound on the retry: the file or job is gone all the same.
 //
 // Thread-safety: none. Use one Client per thread (they may share a process).
 // Does not link LibTorch.
@@ -130,6 +130,14 @@ class Client {
   absl::StatusOr<protocol::Job> CancelJob(const std::string& job_id);
   absl::StatusOr<protocol::Job> PauseJob(const std::string& job_id);
   absl::StatusOr<protocol::Job> ResumeJob(const std::string& job_id);
+  // job.delete: removes an ended job (succeeded, failed or cancelled) with its
+  // directory on the daemon's storage (checkpoints, adapter, logs: download
+  // the adapter first) and its events; returns the job as it was. NotFound
+  // (param job_id) when there is no such job, which includes another tenant's
+  // and one deleted already: a retry after a lost reply ends NotFound although
+  // the job is gone. FailedPrecondition (param job_id) while the job has not
+  // ended (cancel it and wait for cancelled).
+  absl::StatusOr<protocol::Job> DeleteJob(const std::string& job_id);
   absl::StatusOr<EventPage> ListEvents(const std::string& job_id, int64_t after_seq = 0,
                                        int limit = 100);
 

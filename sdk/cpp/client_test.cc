@@ -9,6 +9,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -513,6 +514,71 @@ TEST(ClientTest, DeleteFileReturnsItThenNotFound) {
   std::lock_guard<std::mutex> l(mu);
   ASSERT_EQ(bodies.size(), 3u);
   EXPECT_EQ(bodies[0], (json{{"file_id", "file-1"}}));
+}
+
+TEST(ClientTest, DeleteJobReturnsItThenNotFound) {
+  const std::string ep = TempEndpoint("job-delete");
+  std::mutex mu;
+  std::map<std::string, std::string> jobs = {{"job-1", "succeeded"}, {"job-2", "running"}};
+  std::vector<ClientMessage> requests;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    requests.push_back(m);
+    const std::string id = m.body.value("job_id", "");
+    auto it = jobs.find(id);
+    if (m.command != protocol::kJobDelete) {
+      send(protocol::ErrorReply(
+          m.request_id, protocol::Error(absl::StatusCode::kUnimplemented, "no", "command")));
+    } else if (it == jobs.end()) {
+      send(protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kNotFound,
+                                                              "no job '" + id + "'", "job_id")));
+    } else if (it->second == "running") {
+      send(protocol::ErrorReply(
+          m.request_id, protocol::Error(absl::StatusCode::kFailedPrecondition,
+                                        "job " + id + " is running: cancel it first", "job_id")));
+    } else {
+      send(protocol::OkReply(m.request_id, JobBody(id, it->second)));
+      jobs.erase(it);
+    }
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  absl::StatusOr<protocol::Job> j = c->DeleteJob("job-1");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->id, "job-1");
+  EXPECT_EQ(j->status, protocol::JobStatus::kSucceeded);  // the job as it was
+  j = c->DeleteJob("job-1");  // deleted already
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kNotFound) << j.status();
+  EXPECT_EQ(protocol::ParamOf(j.status()), "job_id");
+  j = c->DeleteJob("job-2");
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kFailedPrecondition) << j.status();
+  EXPECT_EQ(protocol::ParamOf(j.status()), "job_id");
+  EXPECT_THAT(j.status().message(), HasSubstr("running"));
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].command, "job.delete");
+  EXPECT_EQ(requests[0].body, (json{{"job_id", "job-1"}}));
+  EXPECT_EQ(jobs.count("job-2"), 1u);
+}
+
+TEST(ClientTest, DeleteJobRetriedAfterALostReplyIsNotFound) {
+  const std::string ep = TempEndpoint("job-delete-lost");
+  std::mutex mu;
+  std::set<std::string> jobs = {"job-1"};
+  int requests = 0;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    ++requests;
+    const std::string id = m.body.value("job_id", "");
+    if (jobs.erase(id) == 1) return;  // the daemon deletes, its reply is lost
+    send(protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kNotFound,
+                                                            "no job '" + id + "'", "job_id")));
+  });
+  std::unique_ptr<Client> c = Connect(ep, /*timeout_ms=*/300);
+  absl::Status s = c->DeleteJob("job-1").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(requests, 2);
+  EXPECT_TRUE(jobs.empty());
 }
 
 TEST(ClientTest, CurveKeyRefusedIsUnauthenticated) {

@@ -471,6 +471,25 @@ int CmdJobAction(Ctx& c, JobCall call, bool describe) {
   return kExitOk;
 }
 
+// job.delete: the job as it was, then its directory, record and events are
+// gone. --json: the JOB object.
+int CmdJobsDelete(Ctx& c) {
+  int rc = kExitUsage;
+  const std::optional<JobTarget> t = JobAndClient(c, &rc);
+  if (!t) return rc;
+  absl::StatusOr<protocol::Job> job = t->client->DeleteJob(t->id);
+  if (!job.ok()) return Fail(c, job.status());
+  if (c.json_out) {
+    c.PrintJson(protocol::JobToJson(*job));
+  } else {
+    const char* gone =
+        job->result_adapter_path.empty() ? "checkpoints and logs" : "checkpoints, adapter and logs";
+    c.Print(absl::StrCat("deleted ", job->id, " (", protocol::JobStatusName(job->status), "; its ",
+                         gone, " are gone)\n"));
+  }
+  return kExitOk;
+}
+
 absl::StatusOr<std::vector<protocol::JobEvent>> AllEvents(Client& client, const std::string& id, int64_t after) {
   std::vector<protocol::JobEvent> all;
   while (true) {
@@ -681,6 +700,8 @@ const std::vector<Command>& Commands() {
        [](Ctx& c) { return CmdJobAction(c, &Client::PauseJob, false); }},
       {"jobs resume", "JOB_ID", "queue a paused job again", {},
        [](Ctx& c) { return CmdJobAction(c, &Client::ResumeJob, false); }},
+      {"jobs delete", "JOB_ID", "delete an ended job with its checkpoints, adapter and logs", {},
+       CmdJobsDelete},
       {"jobs events", "JOB_ID [-f]", "the job's events; -f follows them with a progress bar until the job ends",
        {{"follow", 'f', false, false, "", "follow until the job ends (exit 2 unless it succeeds)"},
         {"after", 0, true, false, "SEQ", "only events after this sequence number"}},

@@ -394,8 +394,8 @@ TEST(RenderTest, BytesAndStorageUsage) {
   EXPECT_EQ(StorageUsageLine(1258291, uint64_t{10} << 30), "usage 1.2 MiB of 10 GiB quota");
   EXPECT_EQ(StorageUsageLine(1258291, 0), "usage 1.2 MiB (no quota)");
   EXPECT_EQ(StorageUsageLine(2048, 2048),
-            "usage 2 KiB of 2 KiB quota (full: new uploads and jobs are refused until files are "
-            "deleted)");
+            "usage 2 KiB of 2 KiB quota (full: new uploads and jobs are refused until files or "
+            "ended jobs are deleted)");
 }
 
 // ---- SVG ----------------------------------------------------------------------------
@@ -480,6 +480,18 @@ TEST(MainTest, UsageErrorsExitOne) {
   r = RunMain({"files", "--help"}, env);
   EXPECT_EQ(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("fjord files delete FILE_ID"));
+  r = RunMain({"jobs", "delete"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("fjord jobs delete: missing the job id"));
+  r = RunMain({"jobs", "delete", "job-1", "job-2"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("unexpected argument 'job-2'"));
+  r = RunMain({"jobs", "delete", "--force", "job-1"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("fjord jobs delete: unknown option --force"));
+  r = RunMain({"jobs", "--help"}, env);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("fjord jobs delete JOB_ID"));
   r = RunMain({"jobs", "list", "--bogus"}, env);
   EXPECT_EQ(r.code, kExitUsage);
   EXPECT_THAT(r.err, HasSubstr("fjord jobs list: unknown option --bogus"));

@@ -69,7 +69,7 @@ std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes) {
   std::string line =
       absl::StrCat("usage ", FormatBytes(usage_bytes), " of ", FormatBytes(quota_bytes), " quota");
   if (usage_bytes >= quota_bytes) {
-    absl::StrAppend(&line, " (full: new uploads and jobs are refused until files are deleted)");
+    absl::StrAppend(&line, " (full: new uploads and jobs are refused until files or ended jobs are deleted)");
   }
   return line;
 }

@@ -18,11 +18,11 @@ Timeouts and retries (the "lazy pirate" of the ZeroMQ guide): a call waits
 answer, the client opens a fresh connection and sends the request again, at
 most ``retries`` times. Every command is safe to repeat: ``jobs.create``
 always carries an idempotency key (a random one unless you pass one) that the
-retries reuse, so a retry never makes a second job; a ``files.delete`` whose
-reply was lost raises NotFoundError on the retry (the file is gone all the
-same). If nothing ever answered the connection (no fjordd at that endpoint)
-the call fails after ``timeout`` with :class:`fjord.UnavailableError`
-("... is fjordd running?").
+retries reuse, so a retry never makes a second job; a ``files.delete`` or
+``jobs.delete`` whose reply was lost raises NotFoundError on the retry (the
+file or job is gone all the same). If nothing ever answered the connection
+(no fjordd at that endpoint) the call fails after ``timeout`` with
+:class:`fjord.UnavailableError` ("... is fjordd running?").
 """
 
 from __future__ import annotations
@@ -517,6 +517,21 @@ class Jobs:
     def resume(self, job_id: str) -> Job:
         """Queues a paused job again; it continues from its newest checkpoint."""
         return Job.from_dict(self._c.call("job.resume", {"job_id": job_id}).body, self._c)
+
+    def delete(self, job: Union[str, Job]) -> Job:
+        """Deletes an ended job (a job id or a Job); returns the job as it was.
+
+        Its directory on the daemon's storage (checkpoints, adapter, logs) goes at
+        once, then its record and events: download the adapter first. Only a job that
+        has ended (succeeded, failed, cancelled) can be deleted: FailedPreconditionError
+        otherwise (cancel it and wait). NotFoundError when you have no such job, which
+        includes one deleted already: a delete retried after a lost reply raises
+        NotFoundError although the job is gone.
+        """
+        job_id = job.id if isinstance(job, Job) else job
+        if not isinstance(job_id, str) or not job_id:
+            raise InvalidArgumentError("job must be a job id or a Job", param="job_id")
+        return Job.from_dict(self._c.call("job.delete", {"job_id": job_id}).body, self._c)
 
     def checkpoints(self, job_id: str) -> list:
         """The job's checkpoints, oldest first (``[Checkpoint(step, path)]``)."""

@@ -402,6 +402,10 @@ class Job:
     def resume(self) -> "Job":
         return self._need_client().jobs.resume(self.id)
 
+    def delete(self) -> "Job":
+        """Deletes the job (it must have ended) with its checkpoints, adapter and logs."""
+        return self._need_client().jobs.delete(self.id)
+
     def events(self, follow: bool = False, after_seq: int = 0) -> Iterator[Event]:
         return self._need_client().jobs.events(self.id, follow=follow, after_seq=after_seq)
 

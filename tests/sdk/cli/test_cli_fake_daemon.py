@@ -1,7 +1,7 @@
 """The `fjord` CLI (//sdk/cpp/cli:fjord, built on the C++ client) against a
 scripted FJD01 peer: output for people and --json for scripts, exit codes,
-uploads of local files named in job.yaml, deleting files and the storage
-usage line, progress while following, the SVG plot, adapter downloads, a
+uploads of local files named in job.yaml, deleting files and jobs and the
+storage usage line, progress while following, the SVG plot, adapter downloads, a
 daemon that is down, a refused key.
 
     bazel build //sdk/cpp/cli:fjord
@@ -19,7 +19,7 @@ import pytest
 
 import fjord
 from sdk_testenv import BIN_DIR
-from fake_daemon import FakeDaemon, FakeFiles, job_body
+from fake_daemon import FakeDaemon, FakeFiles, FakeJobs, job_body
 from fjord._wire import MessageType
 
 FJORD = BIN_DIR / "sdk" / "cpp" / "cli" / "fjord"
@@ -211,6 +211,45 @@ def test_files_list_shows_the_storage_usage(home):
         assert len(r.stdout.splitlines()) == 2 and "usage" not in r.stdout
         r = run(["--endpoint", d.endpoint, "--json", "files", "list"], home)
         assert json.loads(r.stdout) == {"files": [f]}
+
+
+def test_jobs_delete_human_json_and_exit_codes(home):
+    files = FakeFiles()
+    jobs = FakeJobs(files)
+    done = jobs.add("succeeded", bytes_on_storage=1 << 20)
+    cancelled = jobs.add("cancelled", bytes_on_storage=10)
+    running = jobs.add("running", bytes_on_storage=100)
+    with FakeDaemon(lambda p: files.handle(p) or jobs.handle(p)) as d:
+        r = run(["--endpoint", d.endpoint, "jobs", "delete", done["id"]], home)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"deleted {done['id']} (succeeded; its checkpoints, adapter and logs are gone)\n"
+        assert d.requests("job.delete")[0].body == {"job_id": done["id"]}
+        assert done["id"] not in jobs.jobs
+        assert json.loads(run(["--endpoint", d.endpoint, "--json", "files", "list"], home).stdout)["usage_bytes"] == 110
+        r = run(["--endpoint", d.endpoint, "jobs", "delete", done["id"]], home)  # deleted already
+        assert r.returncode == 4
+        assert r.stderr.startswith(f"fjord: NOT_FOUND: no job '{done['id']}' (field job_id)")
+        r = run(["--endpoint", d.endpoint, "--json", "jobs", "delete", cancelled["id"]], home)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert (out["id"], out["status"], out["created_at_ms"]) == (cancelled["id"], "cancelled",
+                                                                   cancelled["created_at_ms"])
+        r = run(["--endpoint", d.endpoint, "--json", "jobs", "delete", cancelled["id"]], home)
+        assert r.returncode == 4
+        assert json.loads(r.stdout)["error"] == {"code": "NOT_FOUND", "message": f"no job '{cancelled['id']}'",
+                                                 "param": "job_id"}
+        r = run(["--endpoint", d.endpoint, "jobs", "delete", running["id"]], home)
+        assert r.returncode == 9
+        assert r.stderr.startswith(f"fjord: FAILED_PRECONDITION: job {running['id']} is running: ")
+        r = run(["--endpoint", d.endpoint, "--json", "jobs", "delete", running["id"]], home)
+        assert r.returncode == 9 and json.loads(r.stdout)["error"]["code"] == "FAILED_PRECONDITION"
+        assert list(jobs.jobs) == [running["id"]]
+        r = run(["--endpoint", d.endpoint, "jobs", "list"], home)
+        assert r.returncode == 0 and running["id"] in r.stdout and cancelled["id"] not in r.stdout
+        jobs.jobs[running["id"]]["status"] = "failed"  # it ended, with no adapter
+        r = run(["--endpoint", d.endpoint, "jobs", "delete", running["id"]], home)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"deleted {running['id']} (failed; its checkpoints and logs are gone)\n"
 
 
 def test_upload_over_the_storage_quota_exits_8(tmp_path, home):

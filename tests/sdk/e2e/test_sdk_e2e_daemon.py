@@ -1,8 +1,8 @@
 """The Python SDK and the fjord CLI against a real fjordd (a process, CURVE on
 loopback, temp dirs), with the daemon's scripted fake worker standing in for
 fjord-train so that these run in seconds: upload, create, follow to success,
-download, idempotent retries, cancel, pause/resume, deleting files and the
-storage usage, and the errors a customer
+download, idempotent retries, cancel, pause/resume, deleting files and jobs
+and the storage usage, and the errors a customer
 meets (a missing file, a bad hyperparameter, an unknown model or job, bad
 data, a wrong key, a daemon that is down). Real training is
 test_sdk_e2e_training.py.
@@ -78,6 +78,52 @@ def test_delete_a_file_frees_its_storage(daemon, client, tmp_path):
     r = daemon.cli("files", "delete", g.id)
     assert r.returncode == 0 and r.stdout.startswith(f"deleted {g.id} "), r.stderr
     r = daemon.cli("files", "delete", g.id)
+    assert r.returncode == 4 and "NOT_FOUND" in r.stderr
+
+
+def tree_bytes(path):
+    return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
+
+
+def test_delete_an_ended_job_frees_its_storage(daemon, client, tmp_path):
+    # Early in the module: no other job of this tenant is writing checkpoints or
+    # logs, so the usage moves only with the deleted job.
+    long = running_job(client, tmp_path)
+    with pytest.raises(fjord.FailedPreconditionError) as e:
+        client.jobs.delete(long)  # running: not ended
+    assert e.value.param == "job_id"
+    r = daemon.cli("jobs", "delete", long.id)
+    assert r.returncode == 9 and "FAILED_PRECONDITION" in r.stderr, r.stderr
+    long.cancel()
+    assert long.wait().status == "cancelled"
+
+    f = client.files.upload(fake_data(tmp_path / "short.jsonl", steps=4, step_ms=10, checkpoint_every=2))
+    final = client.jobs.create(model="demo", training_file=f.id).wait()
+    assert final.status == "succeeded", daemon.worker_log("acme", final.id)
+    job_dir = os.path.join(daemon.dir, "storage", "acme", "jobs", final.id)
+    in_dir = tree_bytes(job_dir)
+    assert in_dir > 0 and os.path.isdir(final.result_adapter)
+    before = client.files.usage().usage_bytes
+
+    gone = client.jobs.delete(final.id)
+    assert (gone.id, gone.status, gone.result_adapter) == (final.id, "succeeded", final.result_adapter)
+    assert not os.path.exists(job_dir) and not os.path.exists(final.result_adapter)
+    assert client.files.usage().usage_bytes <= before - in_dir
+    with pytest.raises(fjord.NotFoundError) as e:
+        client.jobs.get(final.id)
+    assert e.value.param == "job_id"
+    assert final.id not in [j.id for j in client.jobs.list(limit=100).auto_paging_iter()]
+    with pytest.raises(fjord.NotFoundError) as e:
+        client.jobs.delete(final)  # deleted already: what a retry after a lost reply sees
+    assert e.value.param == "job_id"
+
+    # The CLI (the C++ client) against the same daemon: the cancelled job.
+    r = daemon.cli("jobs", "delete", long.id)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"deleted {long.id} (cancelled; ")
+    r = daemon.cli("--json", "jobs", "delete", long.id)
+    assert r.returncode == 4 and json.loads(r.stdout)["error"]["code"] == "NOT_FOUND"
+    r = daemon.cli("jobs", "get", long.id)
     assert r.returncode == 4 and "NOT_FOUND" in r.stderr
 
 

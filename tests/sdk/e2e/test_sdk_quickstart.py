@@ -43,7 +43,9 @@ def test_quickstart_fine_tunes_downloads_and_cleans_up(tmp_path):
     assert "  eval loss: " in text and "quickstart: stopped fjordd\n" in text
     first, last = (float(x) for x in text.split("  eval loss: ")[1].split(" (")[0].split(" -> "))
     assert last < first
-    assert set(glob.glob("/tmp/fjord-quickstart-*")) == before  # the daemon's state is gone
+    # The daemon's state is gone: no state directory made during the run is
+    # left (another quickstart running meanwhile may remove its own).
+    assert not set(glob.glob("/tmp/fjord-quickstart-*")) - before
     assert not any(FJORDD.name in p for p in subprocess.run(["ps", "-eo", "args"], capture_output=True,
                                                             text=True).stdout.splitlines()
                    if str(tmp_path) in p)

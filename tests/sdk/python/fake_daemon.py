@@ -2,7 +2,8 @@
 client sends (with the SDK's own codec, checked against the shared vectors)
 and answers through a handler. Used by the SDK's unit tests until, and
 besides, the end-to-end tests against a real fjordd. FakeFiles keeps the file
-commands' state (uploads, list with usage, delete) for handlers to delegate to.
+commands' state (uploads, list with usage, delete) and FakeJobs the jobs'
+(get, list, delete) for handlers to delegate to.
 """
 
 from __future__ import annotations
@@ -220,6 +221,71 @@ class FakeFiles:
             peer.ok(self.files.pop(fid))
         else:
             return False
+        return True
+
+
+class FakeJobs:
+    """The job commands of a daemon over jobs kept in memory, for handlers to
+    delegate to: ``job.get``, ``job.list`` (newest first, ``status`` filter, one
+    page) and ``job.delete`` (NOT_FOUND for a job it does not have, deleted ones
+    included; FAILED_PRECONDITION param job_id while the job has not ended).
+
+    A job's directory (checkpoints, adapter, logs) holds ``bytes_on_storage``;
+    with a FakeFiles they count in its ``other_bytes``, so file.list's usage
+    falls when the job is deleted, as docs/protocol.md says.
+
+        files = FakeFiles()
+        jobs = FakeJobs(files)
+        with FakeDaemon(lambda p: files.handle(p) or jobs.handle(p)) as d: ...
+    """
+
+    FINAL = ("succeeded", "failed", "cancelled")
+
+    def __init__(self, files: Optional[FakeFiles] = None):
+        self.files = files
+        self.jobs: dict = {}  # id -> JOB object, in creation order
+        self.bytes_on_storage: dict = {}  # id -> what its directory holds
+        self._next = 1
+
+    def add(self, status: str = "succeeded", bytes_on_storage: int = 0, **extra) -> dict:
+        """A job in this status; returns its JOB object (the one the fake serves)."""
+        jid = f"job-{self._next:016x}"
+        self._next += 1
+        if status == "succeeded":
+            extra.setdefault("result_adapter", {"path": f"/mnt/fjord/acme/jobs/{jid}/adapter"})
+        j = job_body(jid, status, created_at_ms=1700000000000 + self._next, **extra)
+        self.jobs[jid] = j
+        self.bytes_on_storage[jid] = bytes_on_storage
+        if self.files is not None:
+            self.files.other_bytes += bytes_on_storage
+        return j
+
+    def handle(self, peer: Peer) -> bool:
+        """Answers a job command and returns True; False for anything else."""
+        m = peer.message
+        if m.type != MessageType.REQUEST or m.command not in ("job.get", "job.list", "job.delete"):
+            return False
+        b = m.body
+        if m.command == "job.list":
+            statuses = b.get("status")
+            jobs = [j for j in reversed(self.jobs.values()) if not statuses or j["status"] in statuses]
+            peer.ok({"jobs": jobs, "has_more": False})
+            return True
+        jid = b.get("job_id")
+        j = self.jobs.get(jid)
+        if j is None:
+            peer.error("NOT_FOUND", f"no job '{jid}'", "job_id")
+        elif m.command == "job.get":
+            peer.ok(j)
+        elif j["status"] not in self.FINAL:
+            peer.error("FAILED_PRECONDITION", f"job {jid} is {j['status']}: only a job that has ended can be "
+                       "deleted (cancel it and wait for cancelled)", "job_id")
+        else:
+            del self.jobs[jid]
+            if self.files is not None:
+                self.files.other_bytes -= self.bytes_on_storage[jid]
+            del self.bytes_on_storage[jid]
+            peer.ok(j)
         return True
 
 

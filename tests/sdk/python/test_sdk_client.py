@@ -19,7 +19,7 @@ import pytest
 
 import fjord
 from fjord._wire import MessageType, ServerMessage
-from fake_daemon import FakeDaemon, FakeFiles, Peer, job_body, wait_for
+from fake_daemon import FakeDaemon, FakeFiles, FakeJobs, Peer, job_body, wait_for
 
 PING = {"protocol": 1, "daemon": "fjordd", "version": "0.1.0", "node": "node-1", "time_ms": 1,
         "heartbeat_interval_ms": 2000, "liveness": 3,
@@ -468,21 +468,26 @@ def test_files_delete_returns_the_file_then_not_found():
         assert len(d.requests("file.delete")) == 4  # the empty id never reached the daemon
 
 
-def test_files_delete_retried_after_a_lost_reply_is_not_found():
-    store = FakeFiles()
-    f = store.add("t.jsonl", b"x" * 10)
+def lose_first_reply(command, backend):
+    """A handler for `backend` that carries out the first `command` but loses its reply."""
     lost = []
 
     def handler(peer):
-        if peer.message.command == "file.delete" and not lost:
+        if peer.message.command == command and not lost:
             lost.append(peer.message)
             silent = Peer(peer.server, peer.routing_id, peer.message)
-            silent.send = lambda m: None  # the daemon deletes, its reply is lost
-            store.handle(silent)
+            silent.send = lambda m: None  # the daemon acts, its reply is lost
+            backend.handle(silent)
         else:
-            store.handle(peer)
+            backend.handle(peer)
 
-    with FakeDaemon(handler) as d, fast_client(d.endpoint, timeout=0.3) as c:
+    return handler
+
+
+def test_files_delete_retried_after_a_lost_reply_is_not_found():
+    store = FakeFiles()
+    f = store.add("t.jsonl", b"x" * 10)
+    with FakeDaemon(lose_first_reply("file.delete", store)) as d, fast_client(d.endpoint, timeout=0.3) as c:
         with pytest.raises(fjord.NotFoundError) as e:
             c.files.delete(f["id"])
         assert e.value.param == "file_id"
@@ -538,6 +543,70 @@ def test_upload_over_the_storage_quota_is_resource_exhausted():
         assert e.value.param == "bytes" and e.value.retryable
         assert d.requests("file.upload.chunk") == []  # refused at begin
         assert c.files.upload_bytes(b"z" * 40, "fits.jsonl").bytes == 40
+
+
+def jobs_and_files():
+    files = FakeFiles(other_bytes=50)
+    jobs = FakeJobs(files)
+    return files, jobs, (lambda p: files.handle(p) or jobs.handle(p))
+
+
+def test_jobs_delete_returns_the_job_then_not_found():
+    files, jobs, handler = jobs_and_files()
+    done = jobs.add("succeeded", bytes_on_storage=4000)
+    failed = jobs.add("failed", bytes_on_storage=300)
+    kept = jobs.add("cancelled", bytes_on_storage=20)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        assert c.files.usage().usage_bytes == 4370
+        gone = c.jobs.delete(done["id"])
+        assert gone.id == done["id"] and gone.status == "succeeded" and gone.raw == done  # the job as it was
+        assert gone.result_adapter == f"/mnt/fjord/acme/jobs/{done['id']}/adapter"
+        assert d.requests("job.delete")[0].body == {"job_id": done["id"]}
+        assert c.files.usage().usage_bytes == 370  # its checkpoints, adapter and logs are gone
+        assert [j.id for j in c.jobs.list()] == [kept["id"], failed["id"]]
+        with pytest.raises(fjord.NotFoundError) as e:
+            c.jobs.get(done["id"])
+        with pytest.raises(fjord.NotFoundError) as e:
+            c.jobs.delete(done["id"])  # deleted already
+        assert (e.value.code, e.value.param) == ("NOT_FOUND", "job_id")
+        with pytest.raises(fjord.NotFoundError):
+            c.jobs.delete("job-00000000deadbeef")
+        job = c.jobs.get(failed["id"])
+        assert c.jobs.delete(job).id == failed["id"]  # a Job works too
+        assert c.jobs.get(kept["id"]).delete().status == "cancelled"  # and its own method
+        assert list(c.jobs.list()) == [] and jobs.jobs == {}
+        assert c.files.usage().usage_bytes == 50
+        with pytest.raises(fjord.InvalidArgumentError) as e:
+            c.jobs.delete("")
+        assert e.value.param == "job_id"
+        assert len(d.requests("job.delete")) == 5  # the empty id never reached the daemon
+
+
+@pytest.mark.parametrize("status", ["validating", "queued", "running", "pausing", "paused", "cancelling",
+                                    "requeued"])
+def test_jobs_delete_of_a_job_that_has_not_ended_is_failed_precondition(status):
+    files, jobs, handler = jobs_and_files()
+    live = jobs.add(status, bytes_on_storage=100)
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.FailedPreconditionError, match=f"is {status}") as e:
+            c.jobs.delete(live["id"])
+        assert e.value.param == "job_id"
+        assert c.jobs.get(live["id"]).status == status  # still there, storage and all
+        assert c.files.usage().usage_bytes == 150
+        jobs.jobs[live["id"]]["status"] = "cancelled"  # it ended
+        assert c.jobs.delete(live["id"]).status == "cancelled"
+        assert c.files.usage().usage_bytes == 50
+
+
+def test_jobs_delete_retried_after_a_lost_reply_is_not_found():
+    _, jobs, _ = jobs_and_files()
+    j = jobs.add("succeeded")
+    with FakeDaemon(lose_first_reply("job.delete", jobs)) as d, fast_client(d.endpoint, timeout=0.3) as c:
+        with pytest.raises(fjord.NotFoundError) as e:
+            c.jobs.delete(j["id"])
+        assert e.value.param == "job_id"
+        assert [m.body for m in d.requests("job.delete")] == [{"job_id": j["id"]}] * 2
+        assert jobs.jobs == {}
 
 
 def adapter_handler(files, corrupt=False):
