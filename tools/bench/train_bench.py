@@ -74,7 +74,7 @@ def make_model(p, out_dir):
     """Writes a random HF checkpoint of the preset's shape; returns its
     parameter count. Weights are drawn as transformers initialises Llama
     (normal, std 0.02; RMSNorm weights 1), on the GPU when the preset runs on
-    one (8B parameters drawn on the CPU take minutes)."""
+    one (faster than drawing 8B parameters on the CPU)."""
     import torch
     from transformers import LlamaForCausalLM
     torch.manual_seed(0)
