@@ -110,8 +110,20 @@ std::string Metrics::Render() {
   return out;
 }
 
+namespace {
+
+// Compares in time that depends only on the lengths, not on where they differ.
+bool SameSecret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& listen,
-                                                                             Metrics* metrics) {
+                                                                             Metrics* metrics,
+                                                                             std::string bearer_token) {
   const size_t colon = listen.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
@@ -122,7 +134,14 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->server_ = std::make_unique<httplib::Server>();
-  s->server_->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
+  s->server_->Get("/metrics", [metrics, token = std::move(bearer_token)](const httplib::Request& req,
+                                                                        httplib::Response& res) {
+    if (!token.empty() && !SameSecret(req.get_header_value("Authorization"), "Bearer " + token)) {
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer realm=\"fjordd metrics\"");
+      res.set_content("a bearer token is required (metrics.bearer_token_file)\n", "text/plain");
+      return;
+    }
     res.set_content(metrics->Render(), "text/plain; version=0.0.4");
   });
   s->server_->Get("/healthz", [metrics](const httplib::Request&, httplib::Response& res) {

@@ -10,6 +10,7 @@ namespace fjord::daemon {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(MetricsTest, RendersPrometheusText) {
   Metrics m;
@@ -41,6 +42,33 @@ TEST(MetricsTest, ServesOverHttpOnLoopback) {
 
 // /healthz is 200 "ok" until the daemon sets a problem (its storage root
 // missing or read-only), then 503 with the problem, and 200 again after.
+TEST(MetricsTest, BearerTokenGuardsMetricsButNotHealthz) {
+  Metrics m;
+  m.SetCollector([](Metrics& self) { self.Set("fjord_peers", "", 2); });
+  auto s = MetricsHttpServer::Start("127.0.0.1:0", &m, "s3cret-token-0123456789");
+  ASSERT_TRUE(s.ok()) << s.status();
+  httplib::Client c("127.0.0.1", (*s)->port());
+  auto none = c.Get("/metrics");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(none->get_header_value("WWW-Authenticate"), "Bearer realm=\"fjordd metrics\"");
+  EXPECT_THAT(none->body, Not(HasSubstr("fjord_peers")));
+  for (const std::string& wrong : {"Bearer s3cret-token-0123456788", "Bearer s3cret-token-012345678",
+                                   "Bearer s3cret-token-01234567890", "Basic s3cret-token-0123456789",
+                                   "s3cret-token-0123456789"}) {
+    auto r = c.Get("/metrics", {{"Authorization", wrong}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << wrong;
+  }
+  auto ok = c.Get("/metrics", {{"Authorization", "Bearer s3cret-token-0123456789"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_THAT(ok->body, HasSubstr("fjord_peers 2"));
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
 TEST(MetricsTest, HealthzSaysWhatIsWrong) {
   Metrics m;
   auto s = MetricsHttpServer::Start("127.0.0.1:0", &m);

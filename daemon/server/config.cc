@@ -10,7 +10,14 @@
 #include <set>
 #include <sstream>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <iterator>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/auth/keys.h"
@@ -207,7 +214,8 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
                 {"worker", sub(worker)},
                 {"scheduler", sub(scheduler)},
                 {"limits", sub(limits)},
-                {"metrics", sub(Fields{{"listen", r.Str(&c.metrics.listen)}})},
+                {"metrics", sub(Fields{{"listen", r.Str(&c.metrics.listen)},
+                                       {"bearer_token_file", r.Str(&c.metrics.bearer_token_file)}})},
                 {"logging", sub(Fields{{"level", r.Str(&c.logging.level)}, {"file", r.Str(&c.logging.file)}})}};
   // yaml-cpp throws on conversions the readers do not foresee: never let one
   // escape (fjordd would abort on a bad config).
@@ -282,6 +290,32 @@ absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path) {
   return ParseDaemonConfig(s.str(), path);
 }
 
+absl::StatusOr<std::string> LoadBearerTokenFile(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("metrics.bearer_token_file ", path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics.bearer_token_file ", path, " is not a regular file"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "metrics.bearer_token_file %s has mode %04o: group or others can access it; run chmod 600 %s", path,
+        st.st_mode & 07777, path));
+  }
+  if (absl::Status owner = CheckKeyFileOwner(path, "metrics.bearer_token_file"); !owner.ok()) return owner;
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string token(absl::StripAsciiWhitespace(text));
+  const bool printable = std::all_of(token.begin(), token.end(), [](char ch) { return ch > ' ' && ch < 127; });
+  if (token.size() < 16 || token.size() > 4096 || !printable) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics.bearer_token_file ", path,
+                     ": the token must be 16 to 4096 printable ASCII characters without spaces"));
+  }
+  return token;
+}
+
 absl::Status CheckConfig(const DaemonConfig& c) {
   std::vector<std::string> problems;
   auto is_dir = [](const std::string& p) {
@@ -295,6 +329,11 @@ absl::Status CheckConfig(const DaemonConfig& c) {
       problems.push_back(std::string(o.message()));
     }
     if (auto k = LoadKeysFile(c.security.keys_file); !k.ok()) problems.push_back(std::string(k.status().message()));
+  }
+  if (!c.metrics.bearer_token_file.empty()) {
+    if (auto t = LoadBearerTokenFile(c.metrics.bearer_token_file); !t.ok()) {
+      problems.push_back(std::string(t.status().message()));
+    }
   }
   for (const auto& [model, path] : c.models) {
     struct stat st {};

@@ -1747,7 +1747,16 @@ absl::Status Server::Start() {
         if (auto used = nvml->MemoryUsedBytes(g)) m.Set("fjord_gpu_memory_used_bytes", absl::StrCat("gpu=\"", g, "\""), static_cast<double>(*used));
       }
     });
-    FJORD_ASSIGN_OR_RETURN(s.http, MetricsHttpServer::Start(c.metrics.listen, &s.metrics));
+    std::string token;
+    if (!c.metrics.bearer_token_file.empty()) {
+      FJORD_ASSIGN_OR_RETURN(token, LoadBearerTokenFile(c.metrics.bearer_token_file));
+    } else if (!absl::StartsWith(c.metrics.listen, "127.") && !absl::StartsWith(c.metrics.listen, "[::1]") &&
+               !absl::StartsWith(c.metrics.listen, "localhost:")) {
+      LogWarning("metrics.listen is not a loopback address and metrics.bearer_token_file is not set: "
+                 "anyone who can reach it can read /metrics",
+                 {{"listen", c.metrics.listen}});
+    }
+    FJORD_ASSIGN_OR_RETURN(s.http, MetricsHttpServer::Start(c.metrics.listen, &s.metrics, std::move(token)));
   }
   s.next_tick_ms = s.clock->NowMs();
   s.metrics.Set("fjord_storage_available", "", 1);

@@ -73,6 +73,7 @@ struct HarnessOptions {
   std::string worker_extra;       // lines inside the worker: section
   std::string limits_extra;       // lines inside the limits: section
   std::string scheduler_extra;    // lines inside the scheduler: section
+  std::string metrics_extra;      // lines inside the metrics: section
   int cpu_slots = 2;
   double heartbeat_timeout_s = 2;
   int max_restarts = 2;
@@ -123,7 +124,7 @@ class DaemonHarness {
         << "\n" << options_.worker_extra
         << "scheduler:\n  cpu_slots: " << options_.cpu_slots << "\n" << options_.scheduler_extra
         << "limits:\n  heartbeat_interval_ms: 200\n" << options_.limits_extra
-        << "metrics:\n  listen: 127.0.0.1:" << metrics_port_ << "\n"
+        << "metrics:\n  listen: 127.0.0.1:" << metrics_port_ << "\n" << options_.metrics_extra
         << "logging:\n  level: debug\n"
         << options_.extra_config;
   }

@@ -556,5 +556,46 @@ TEST(SecurityTest, JobDeleteFreesStorageAndForgetsTheJob) {
   EXPECT_TRUE(h.Acme()->GetJob(again.id).ok());
 }
 
+// metrics.bearer_token_file: fjordd's /metrics needs the token; /healthz
+// does not; a token file others can read stops the daemon at start.
+TEST(SecurityTest, MetricsNeedTheBearerTokenWhenOneIsSet) {
+  char tmpl[] = "/tmp/fjtok-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string token_file = dir + "/metrics.token";
+  std::ofstream(token_file) << "prometheus-scrape-token-42\n";
+  ::chmod(token_file.c_str(), 0600);
+  HarnessOptions o;
+  o.metrics_extra = "  bearer_token_file: " + token_file + "\n";
+  {
+    DaemonHarness h(o);
+    ASSERT_NO_FATAL_FAILURE(h.Start());
+    httplib::Client http("127.0.0.1", h.metrics_port());
+    auto refused = http.Get("/metrics");
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 401);
+    auto scraped = http.Get("/metrics", {{"Authorization", "Bearer prometheus-scrape-token-42"}});
+    ASSERT_TRUE(scraped);
+    EXPECT_EQ(scraped->status, 200);
+    EXPECT_THAT(scraped->body, HasSubstr("fjord_peers"));
+    auto health = http.Get("/healthz");
+    ASSERT_TRUE(health);
+    EXPECT_EQ(health->status, 200);
+  }
+  ::chmod(token_file.c_str(), 0644);
+  DaemonHarness loose(o);
+  std::filesystem::create_directories(loose.dir() + "/state");
+  daemon::WorkerSpec spec;
+  spec.program = std::filesystem::absolute("daemon/server/fjordd").string();
+  spec.args = {"--config", loose.config_path()};
+  spec.log_path = loose.dir() + "/start.log";
+  auto p = daemon::WorkerProcess::Start(spec);
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto e = (*p)->Wait(30000);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->exit_code, 1) << e->Describe();
+  EXPECT_THAT(ReadFile(spec.log_path), HasSubstr("has mode 0644: group or others can access it"));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace fjord::testing
