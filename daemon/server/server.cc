@@ -910,15 +910,7 @@ struct Server::Impl {
     }
     FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(tenant));
-    if (const uint64_t quota = config.limits.max_tenant_storage_bytes; quota > 0) {
-      if (const uint64_t used = TenantUsage(tenant); used >= quota) {
-        return protocol::Error(absl::StatusCode::kResourceExhausted,
-                               absl::StrCat("tenant '", tenant, "' uses ", used, " of its ", quota,
-                                            " bytes of storage, and a job writes checkpoints: delete files "
-                                            "(file.delete) first"),
-                               "tenant");
-      }
-    }
+    FJORD_RETURN_IF_ERROR(CheckQuota(tenant, 1, "tenant", ", and a job writes checkpoints"));
     FJORD_ASSIGN_OR_RETURN(std::string train, ResolveDataFile(tenant, spec.training_file, "training_file"));
     (void)train;
     if (!spec.validation_file.empty()) {
@@ -1100,7 +1092,7 @@ struct Server::Impl {
     FJORD_RETURN_IF_ERROR(ActingTenant(rq.principal, r).status());
     FJORD_RETURN_IF_ERROR(r.Finish());
     FJORD_ASSIGN_OR_RETURN(Job job, JobFor(rq.principal, id));
-    if (!protocol::IsFinal(job.status) || live.count(id)) {
+    if (!protocol::IsFinal(job.status)) {
       return protocol::Error(absl::StatusCode::kFailedPrecondition,
                              absl::StrCat("job ", id, " is ", protocol::JobStatusName(job.status),
                                           "; only a job that has ended can be deleted (cancel it first)"),
@@ -1154,16 +1146,8 @@ struct Server::Impl {
     u.bytes = static_cast<uint64_t>(bytes);
     FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(u.tenant));
-    if (const uint64_t quota = config.limits.max_tenant_storage_bytes; quota > 0) {
-      const uint64_t used = TenantUsage(u.tenant);
-      if (used > quota || u.bytes > quota - used) {
-        return protocol::Error(absl::StatusCode::kResourceExhausted,
-                               absl::StrCat("tenant '", u.tenant, "' uses ", used, " of its ", quota,
-                                            " bytes of storage; this file needs ", u.bytes,
-                                            " more: delete files (file.delete) first"),
-                               "bytes");
-      }
-    }
+    FJORD_RETURN_IF_ERROR(
+        CheckQuota(u.tenant, u.bytes, "bytes", absl::StrCat("; this file needs ", u.bytes, " more")));
     const std::string id = RandomId("upl-");
     u.path = absl::StrCat(storage->FilesDir(u.tenant), "/.upload-", id);
     u.fd = UniqueFd(::open(u.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
@@ -1304,6 +1288,20 @@ struct Server::Impl {
     return used;
   }
 
+  // RESOURCE_EXHAUSTED (with `param`) when `need` more bytes would take the
+  // tenant past limits.max_tenant_storage_bytes; `why` ends the usage part of
+  // the message.
+  absl::Status CheckQuota(const std::string& tenant, uint64_t need, const char* param, const std::string& why) {
+    const uint64_t quota = config.limits.max_tenant_storage_bytes;
+    if (quota == 0) return absl::OkStatus();
+    const uint64_t used = TenantUsage(tenant);
+    if (used <= quota && need <= quota - used) return absl::OkStatus();
+    return protocol::Error(absl::StatusCode::kResourceExhausted,
+                           absl::StrCat("tenant '", tenant, "' uses ", used, " of its ", quota, " bytes of storage",
+                                        why, ": delete files or ended jobs (file.delete, job.delete) first"),
+                           param);
+  }
+
   absl::StatusOr<json> HandleFileDelete(const Request& rq) {
     FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(*rq.body, ""));
     std::string id;
@@ -1312,8 +1310,8 @@ struct Server::Impl {
     FJORD_RETURN_IF_ERROR(r.Finish());
     FJORD_ASSIGN_OR_RETURN(protocol::FileInfo f, store->GetFile(tenant, id));
     const std::string as_path = "files/" + f.id;
-    for (const auto& [job_id, job] : live) {
-      if (job.tenant != tenant || protocol::IsFinal(job.status)) continue;
+    for (const auto& [job_id, job] : live) {  // the jobs that have not ended
+      if (job.tenant != tenant) continue;
       for (const auto& [field, value] : {std::pair{"training_file", &job.spec.training_file},
                                          std::pair{"validation_file", &job.spec.validation_file}}) {
         if (*value == f.id || *value == as_path) {
@@ -1750,8 +1748,7 @@ absl::Status Server::Start() {
     std::string token;
     if (!c.metrics.bearer_token_file.empty()) {
       FJORD_ASSIGN_OR_RETURN(token, LoadBearerTokenFile(c.metrics.bearer_token_file));
-    } else if (!absl::StartsWith(c.metrics.listen, "127.") && !absl::StartsWith(c.metrics.listen, "[::1]") &&
-               !absl::StartsWith(c.metrics.listen, "localhost:")) {
+    } else if (!IsLoopbackOrIpc("tcp://" + c.metrics.listen)) {
       LogWarning("metrics.listen is not a loopback address and metrics.bearer_token_file is not set: "
                  "anyone who can reach it can read /metrics",
                  {{"listen", c.metrics.listen}});
