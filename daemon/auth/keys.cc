@@ -4,11 +4,13 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "daemon/protocol/messages.h"
@@ -117,6 +119,27 @@ absl::Status CheckKeyFileOwner(const std::string& path, absl::string_view what) 
   struct stat st {};
   if (absl::Status s = StatKeyFile(path, what, &st); !s.ok()) return s;
   return CheckOwner(st, path, what);
+}
+
+absl::StatusOr<std::string> LoadBearerTokenFile(const std::string& path, absl::string_view what) {
+  struct stat st {};
+  if (absl::Status s = StatKeyFile(path, what, &st); !s.ok()) return s;
+  if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is not a regular file"));
+  if ((st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat("%s %s has mode %04o: group or others can access it; run chmod 600 %s",
+                                                       what, path, st.st_mode & 07777, path));
+  }
+  if (absl::Status s = CheckOwner(st, path, what); !s.ok()) return s;
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream text;
+  text << f.rdbuf();
+  const std::string token(absl::StripAsciiWhitespace(text.str()));
+  const bool printable = std::all_of(token.begin(), token.end(), [](char ch) { return ch > ' ' && ch < 127; });
+  if (token.size() < 16 || token.size() > 4096 || !printable) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", path, ": the token must be 16 to 4096 printable ASCII characters without spaces"));
+  }
+  return token;
 }
 
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path) {

@@ -48,6 +48,14 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view y
 // writable or owned by someone other than root or this process's user.
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path);
 
+// The token in a secret token file (metrics.bearer_token_file): its content
+// without surrounding whitespace, 16..4096 printable ASCII characters. The
+// file must be regular, closed to group and others (chmod 600) and owned by
+// root or this process's user. NotFound / PermissionDenied /
+// InvalidArgument naming `what` and the file.
+absl::StatusOr<std::string> LoadBearerTokenFile(const std::string& path,
+                                                absl::string_view what = "metrics.bearer_token_file");
+
 // PermissionDenied unless `path` belongs to root or to this process's
 // effective user (like sshd's StrictModes): a file another user owns can be
 // changed by that user whatever its mode. `what` names it in the message

@@ -86,5 +86,25 @@ TEST(KeysTest, KeysFileOwnedByAnotherUserIsRefused) {
   ::unlink(path.c_str());
 }
 
+// metrics.bearer_token_file: a 0600 file; the token without surrounding
+// whitespace, 16..4096 printable characters and no spaces.
+TEST(KeysTest, BearerTokenFile) {
+  const std::string path = ::testing::TempDir() + "/metrics-" + std::to_string(::getpid()) + ".token";
+  std::ofstream(path) << "  0123456789abcdef-token\n";
+  ::chmod(path.c_str(), 0600);
+  absl::StatusOr<std::string> t = LoadBearerTokenFile(path);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*t, "0123456789abcdef-token");
+  ::chmod(path.c_str(), 0640);
+  EXPECT_THAT(LoadBearerTokenFile(path).status().message(), HasSubstr("has mode 0640: group or others can access it"));
+  std::ofstream(path, std::ios::trunc) << "short\n";
+  ::chmod(path.c_str(), 0600);
+  EXPECT_THAT(LoadBearerTokenFile(path).status().message(), HasSubstr("16 to 4096 printable ASCII characters"));
+  std::ofstream(path, std::ios::trunc) << "0123456789 abcdef\n";
+  EXPECT_THAT(LoadBearerTokenFile(path).status().message(), HasSubstr("without spaces"));
+  EXPECT_EQ(LoadBearerTokenFile(path + ".none").status().code(), absl::StatusCode::kNotFound);
+  ::unlink(path.c_str());
+}
+
 }  // namespace
 }  // namespace fjord::daemon

@@ -10,14 +10,7 @@
 #include <set>
 #include <sstream>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <iterator>
-
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/auth/keys.h"
@@ -288,32 +281,6 @@ absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path) {
   std::stringstream s;
   s << f.rdbuf();
   return ParseDaemonConfig(s.str(), path);
-}
-
-absl::StatusOr<std::string> LoadBearerTokenFile(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("metrics.bearer_token_file ", path, ": ", std::strerror(errno)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics.bearer_token_file ", path, " is not a regular file"));
-  }
-  if ((st.st_mode & 077) != 0) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "metrics.bearer_token_file %s has mode %04o: group or others can access it; run chmod 600 %s", path,
-        st.st_mode & 07777, path));
-  }
-  if (absl::Status owner = CheckKeyFileOwner(path, "metrics.bearer_token_file"); !owner.ok()) return owner;
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::string token(absl::StripAsciiWhitespace(text));
-  const bool printable = std::all_of(token.begin(), token.end(), [](char ch) { return ch > ' ' && ch < 127; });
-  if (token.size() < 16 || token.size() > 4096 || !printable) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics.bearer_token_file ", path,
-                     ": the token must be 16 to 4096 printable ASCII characters without spaces"));
-  }
-  return token;
 }
 
 absl::Status CheckConfig(const DaemonConfig& c) {

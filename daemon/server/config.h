@@ -85,12 +85,6 @@ absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
 // per line, as one InvalidArgument/FailedPrecondition.
 absl::Status CheckConfig(const DaemonConfig& config);
 
-// The token in a metrics.bearer_token_file: its content without surrounding
-// whitespace, 16..4096 printable ASCII characters. The file must be a regular
-// file that group and others cannot access (chmod 600), owned by root or
-// this process's user. PermissionDenied / InvalidArgument naming the file.
-absl::StatusOr<std::string> LoadBearerTokenFile(const std::string& path);
-
 // True for a loopback tcp:// endpoint (127.0.0.0/8, [::1], localhost) or any ipc://.
 bool IsLoopbackOrIpc(absl::string_view endpoint);
 
