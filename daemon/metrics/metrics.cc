@@ -1,6 +1,7 @@
 #include "daemon/metrics/metrics.h"
 
 #include <httplib.h>
+#include <sodium.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -110,17 +111,6 @@ std::string Metrics::Render() {
   return out;
 }
 
-namespace {
-
-// Compares in time that depends only on the lengths, not on where they differ.
-bool SameSecret(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& listen,
                                                                              Metrics* metrics,
                                                                              std::string bearer_token) {
@@ -134,9 +124,12 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->server_ = std::make_unique<httplib::Server>();
-  s->server_->Get("/metrics", [metrics, token = std::move(bearer_token)](const httplib::Request& req,
-                                                                        httplib::Response& res) {
-    if (!token.empty() && !SameSecret(req.get_header_value("Authorization"), "Bearer " + token)) {
+  s->server_->Get("/metrics", [metrics, expected = bearer_token.empty() ? "" : "Bearer " + bearer_token](
+                                  const httplib::Request& req, httplib::Response& res) {
+    // libsodium's comparison takes the same time wherever the strings differ.
+    const std::string given = req.get_header_value("Authorization");
+    if (!expected.empty() &&
+        (given.size() != expected.size() || sodium_memcmp(given.data(), expected.data(), expected.size()) != 0)) {
       res.status = 401;
       res.set_header("WWW-Authenticate", "Bearer realm=\"fjordd metrics\"");
       res.set_content("a bearer token is required (metrics.bearer_token_file)\n", "text/plain");
