@@ -379,6 +379,15 @@ class Models:
         return [Model(m["name"]) for m in body.get("models", []) if isinstance(m, dict) and isinstance(m.get("name"), str)]
 
 
+def _id_of(value: Any, kind: type, what: str) -> str:
+    """The id of a `kind` object (Job, FileObject) or an id string; InvalidArgumentError
+    (param ``<what>_id``) otherwise."""
+    value_id = value.id if isinstance(value, kind) else value
+    if not isinstance(value_id, str) or not value_id:
+        raise InvalidArgumentError(f"{what} must be a {what} id or a {kind.__name__}", param=f"{what}_id")
+    return value_id
+
+
 def _file_ref(value: Any, field: str, client: Client) -> Optional[str]:
     if value is None:
         return None
@@ -528,10 +537,7 @@ class Jobs:
         includes one deleted already: a delete retried after a lost reply raises
         NotFoundError although the job is gone.
         """
-        job_id = job.id if isinstance(job, Job) else job
-        if not isinstance(job_id, str) or not job_id:
-            raise InvalidArgumentError("job must be a job id or a Job", param="job_id")
-        return Job.from_dict(self._c.call("job.delete", {"job_id": job_id}).body, self._c)
+        return Job.from_dict(self._c.call("job.delete", {"job_id": _id_of(job, Job, "job")}).body, self._c)
 
     def checkpoints(self, job_id: str) -> list:
         """The job's checkpoints, oldest first (``[Checkpoint(step, path)]``)."""
@@ -817,10 +823,7 @@ class Files:
         reply raises NotFoundError although the file is gone. FailedPreconditionError
         while a job that has not ended uses the file (the message names the job).
         """
-        file_id = file.id if isinstance(file, FileObject) else file
-        if not isinstance(file_id, str) or not file_id:
-            raise InvalidArgumentError("file must be a file id or a FileObject", param="file_id")
-        return FileObject.from_dict(self._c.call("file.delete", {"file_id": file_id}).body)
+        return FileObject.from_dict(self._c.call("file.delete", {"file_id": _id_of(file, FileObject, "file")}).body)
 
 
 class Adapters:
