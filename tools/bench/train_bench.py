@@ -53,10 +53,10 @@ def hf_config(p):
 
 
 def model_bytes(p):
-    """Bytes of the checkpoint make_model writes (an upper bound: untied)."""
-    per_layer = (2 * p["hidden"] * p["hidden"] + 2 * p["hidden"] * p["kv_heads"] * (p["hidden"] // p["heads"])
-                 + 3 * p["hidden"] * p["intermediate"])
-    n = p["layers"] * per_layer + 2 * p["vocab"] * p["hidden"] + (2 * p["layers"] + 1) * p["hidden"]
+    """Bytes of the checkpoint make_model writes (an upper bound: untied). The
+    parameters are the matrix products' N plus the embedding and the norms."""
+    _, n_matmul, _ = flops_per_token(p)
+    n = n_matmul + p["vocab"] * p["hidden"] + (2 * p["layers"] + 1) * p["hidden"]
     return n * (2 if p["dtype"] == "bfloat16" else 4)
 
 
