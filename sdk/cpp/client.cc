@@ -123,17 +123,35 @@ struct Client::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status Send(const Frames& frames) {
+  // Sends by deadline_ms. While the socket has no connection to queue on
+  // (still connecting, or the daemon dropped it after a failed handshake), it
+  // waits for one, or for the monitor to say why there is none (a refused
+  // handshake: Unauthenticated). DeadlineExceeded when neither came in time.
+  absl::Status Send(const Frames& frames, int64_t deadline_ms) {
     for (size_t i = 0; i < frames.size(); ++i) {
       const auto flags = (i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none) |
                          zmq::send_flags::dontwait;
-      zmq::send_result_t r;
-      try {
-        r = dealer->send(zmq::buffer(frames[i]), flags);
-      } catch (const zmq::error_t& e) {
-        return absl::UnavailableError(absl::StrCat("send to ", options.endpoint, ": ", e.what()));
+      while (true) {
+        zmq::send_result_t r;
+        try {
+          r = dealer->send(zmq::buffer(frames[i]), flags);
+        } catch (const zmq::error_t& e) {
+          return absl::UnavailableError(absl::StrCat("send to ", options.endpoint, ": ", e.what()));
+        }
+        if (r) break;
+        const int64_t wait = deadline_ms - NowMs();
+        if (wait <= 0) {
+          return absl::DeadlineExceededError(
+              absl::StrCat("no connection to ", options.endpoint, " to send on within the timeout"));
+        }
+        zmq::pollitem_t items[] = {{dealer->handle(), 0, ZMQ_POLLOUT, 0}, {monitor->handle(), 0, ZMQ_POLLIN, 0}};
+        try {
+          zmq::poll(items, 2, std::chrono::milliseconds(std::min<int64_t>(wait, 50)));
+        } catch (const zmq::error_t& e) {
+          if (e.num() != EINTR) return absl::UnavailableError(absl::StrCat("poll: ", e.what()));
+        }
+        if (items[1].revents & ZMQ_POLLIN) FJORD_RETURN_IF_ERROR(ReadMonitorEvent());
       }
-      if (!r) return absl::UnavailableError(absl::StrCat("send to ", options.endpoint, ": queue full"));
     }
     return absl::OkStatus();
   }
@@ -238,8 +256,10 @@ struct Client::Impl {
     for (int attempt = 0; attempt <= options.retries; ++attempt) {
       if (!dealer) FJORD_RETURN_IF_ERROR(OpenSocket());
       req.request_id = NextRequestId();
-      FJORD_RETURN_IF_ERROR(Send(protocol::EncodeClientMessage(req)));
-      absl::StatusOr<ServerMessage> reply = AwaitFinal(req.request_id, NowMs() + options.timeout_ms);
+      const int64_t deadline_ms = NowMs() + options.timeout_ms;
+      // A send that found no connection in time is a timeout like a missing reply.
+      const absl::Status sent = Send(protocol::EncodeClientMessage(req), deadline_ms);
+      absl::StatusOr<ServerMessage> reply = sent.ok() ? AwaitFinal(req.request_id, deadline_ms) : sent;
       if (reply.ok()) {
         FJORD_RETURN_IF_ERROR(protocol::StatusFromReply(reply->status, reply->body));
         return reply;
@@ -410,7 +430,7 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
     sub.request_id = im.NextRequestId();
     sub.command = protocol::kJobSubscribe;
     sub.body = json{{"job_id", job_id}, {"after_seq", last_seq}};
-    FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(sub)));
+    FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(sub), NowMs() + im.options.timeout_ms));
     const int sub_handshakes = std::max(im.handshakes, 1);
     int64_t last_heard = NowMs();
     int64_t last_sent = last_heard;
@@ -425,7 +445,7 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
       if (now >= next_beat) {
         ClientMessage hb;
         hb.type = MessageType::kHeartbeat;
-        FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(hb)));
+        FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(hb), NowMs() + im.options.timeout_ms));
         last_sent = now;
         next_beat = now + interval;
       }
@@ -457,7 +477,7 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
         ClientMessage cancel;
         cancel.type = MessageType::kCancel;
         cancel.request_id = sub.request_id;
-        FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(cancel)));
+        FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(cancel), NowMs() + im.options.timeout_ms));
         cancelled = true;
       } else if (NowMs() - last_sent >= silence_limit) {
         dropped = true;

@@ -93,6 +93,10 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+class _NoConnection(UnavailableError):
+    """A send that found no connection to queue on before its deadline."""
+
+
 class _Connection:
     """One DEALER socket (CURVE when keys are set) and its monitor."""
 
@@ -142,13 +146,34 @@ class _Connection:
         self.monitor.close(linger=0)
         self.socket.close()
 
-    def send(self, frames: list) -> None:
-        try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            raise UnavailableError(f"send to {self.endpoint}: queue full") from None
-        except zmq.ZMQError as e:
-            raise UnavailableError(f"send to {self.endpoint}: {e}") from None
+    def send(self, frames: list, deadline: Optional[float] = None) -> None:
+        """Sends by `deadline` (default: the timeout from now). While the socket has no
+        connection to queue on (still connecting, or dropped by the daemon after a failed
+        handshake) it waits for one, or for the monitor to say why there is none
+        (UnauthenticatedError); _NoConnection when neither came in time."""
+        if deadline is None:
+            deadline = _now() + self.settings.timeout_s
+        while True:
+            try:
+                self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            except zmq.ZMQError as e:
+                raise UnavailableError(f"send to {self.endpoint}: {e}") from None
+            wait_ms = int((deadline - _now()) * 1000)
+            if wait_ms <= 0:
+                raise _NoConnection(f"no connection to {self.endpoint} to send on within the timeout")
+            waiting = zmq.Poller()
+            waiting.register(self.socket, zmq.POLLOUT)
+            waiting.register(self.monitor, zmq.POLLIN)
+            events = dict(waiting.poll(min(wait_ms, 50)))
+            if self.monitor in events:
+                while True:
+                    try:
+                        self._monitor_event()
+                    except zmq.Again:
+                        break
 
     def _monitor_event(self) -> None:
         ev = recv_monitor_message(self.monitor, flags=zmq.NOBLOCK)
@@ -315,10 +340,9 @@ class Client:
                     self._conn = self._new_connection()
                 conn = self._conn
                 rid = self._request_id()
-                conn.send(_wire.request(rid, command, body, data))
-                start = _now()
-                deadline = start + self.timeout
+                deadline = _now() + self.timeout
                 try:
+                    conn.send(_wire.request(rid, command, body, data), deadline)
                     while True:
                         m = conn.receive(deadline)
                         if m is None:
@@ -334,6 +358,8 @@ class Client:
                 except UnauthenticatedError:
                     self._drop_connection()
                     raise
+                except _NoConnection:
+                    pass  # a send that found no connection in time is a timeout like a missing reply
                 # Timed out.
                 if not conn.ever_ready:
                     err = conn.unreachable_error(self.timeout)
