@@ -205,7 +205,54 @@ uint64_t TreeBytesAt(int dfd, int depth) {
   return total;
 }
 
+// owner (uint32_t)-1: keep it.
+absl::Status ReownAt(int dfd, const std::string& path, int depth, int job_depth, uint32_t uid, uint32_t gid) {
+  DIR* d = ::fdopendir(dfd);  // owns dfd from here
+  if (d == nullptr) {
+    ::close(dfd);
+    return StorageError(absl::StrCat("opendir ", path), errno);
+  }
+  absl::Status result;
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    const std::string child = absl::StrCat(path, "/", e->d_name);
+    struct stat st {};
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISLNK(st.st_mode)) continue;
+    // <area>/jobs/<id> is at job_depth 1 below jobs/ (depth 1 of the area).
+    const bool in_job = job_depth >= 1 || (job_depth == 0 && S_ISDIR(st.st_mode));
+    const uid_t owner = in_job ? uid : static_cast<uid_t>(-1);
+    if (::fchownat(::dirfd(d), e->d_name, owner, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      result = StorageError(absl::StrCat("chown ", child), errno);
+      break;
+    }
+    if (S_ISDIR(st.st_mode) && depth < 64) {
+      const int sub = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0) {
+        result = StorageError(absl::StrCat("open ", child), errno);
+        break;
+      }
+      const int next_job_depth = job_depth >= 0 ? job_depth + 1 : (depth == 0 && std::strcmp(e->d_name, "jobs") == 0 ? 0 : -1);
+      result = ReownAt(sub, child, depth + 1, next_job_depth, uid, gid);
+      if (!result.ok()) break;
+    }
+  }
+  ::closedir(d);
+  return result;
+}
+
 }  // namespace
+
+absl::Status Storage::ReownTenantArea(const std::string& tenant, uint32_t uid, uint32_t gid) const {
+  const std::string area = TenantDir(tenant);
+  const int dfd = ::open(area.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) return StorageError(absl::StrCat("open ", area), errno);
+  if (::fchown(dfd, static_cast<uid_t>(-1), gid) != 0) {
+    const int err = errno;
+    ::close(dfd);
+    return StorageError(absl::StrCat("chown ", area), err);
+  }
+  return ReownAt(dfd, area, 0, -1, uid, gid);
+}
 
 uint64_t Storage::TreeBytes(const std::string& dir) {
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -60,6 +60,14 @@ class Storage {
   // cannot make the walk recurse without bound).
   static uint64_t TreeBytes(const std::string& dir);
 
+  // Gives a tenant's area to the ids its workers run as (when those change:
+  // worker.user changed, or worker.tenant_uid_range set): every directory
+  // and file under <root>/<tenant> gets group `gid`, and everything inside a
+  // job directory (jobs/<id>/...) also owner `uid`, which writes there.
+  // Symlinks are neither followed nor changed; depth is bounded as in
+  // TreeBytes. The first failure is returned, naming the path.
+  absl::Status ReownTenantArea(const std::string& tenant, uint32_t uid, uint32_t gid) const;
+
  private:
   std::string root_;
 };

@@ -158,5 +158,31 @@ TEST(UploadNameTest, Names) {
   EXPECT_FALSE(ValidUploadFilename("a\nb"));
 }
 
+TEST_F(StorageTest, ReownTenantAreaGivesJobsToTheWorkerAndFilesToItsGroup) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown to other ids)";
+  ASSERT_TRUE(storage_->EnsureJobDir("acme", "job-1").ok());
+  Write(root_ + "/acme/jobs/job-1/checkpoints/step-2.safetensors", "x");
+  fs::create_directories(root_ + "/acme/jobs/job-1/adapter");
+  fs::create_symlink("/etc/passwd", root_ + "/acme/jobs/job-1/link");
+  ASSERT_TRUE(storage_->ReownTenantArea("acme", 61001, 61002).ok());
+  auto owner = [](const std::string& p) {
+    struct stat st {};
+    EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
+    return std::make_pair(static_cast<uint32_t>(st.st_uid), static_cast<uint32_t>(st.st_gid));
+  };
+  using Ids = std::pair<uint32_t, uint32_t>;
+  for (const std::string p : {"/acme", "/acme/files", "/acme/files/train.jsonl", "/acme/jobs", "/acme/data/sub/x.jsonl"}) {
+    EXPECT_EQ(owner(root_ + p), Ids(0, 61002)) << p;  // readable by the worker's group, not its to change
+  }
+  for (const std::string p : {"/acme/jobs/job-1", "/acme/jobs/job-1/checkpoints",
+                              "/acme/jobs/job-1/checkpoints/step-2.safetensors", "/acme/jobs/job-1/adapter"}) {
+    EXPECT_EQ(owner(root_ + p), Ids(61001, 61002)) << p;  // the worker writes here
+  }
+  EXPECT_EQ(owner(root_ + "/acme/jobs/job-1/link"), Ids(0, 0));    // not followed, not changed
+  EXPECT_EQ(owner("/etc/passwd"), Ids(0, 0));
+  EXPECT_EQ(owner(root_ + "/zeta/files/secret.jsonl"), Ids(0, 0));  // another tenant's area is untouched
+  EXPECT_EQ(storage_->ReownTenantArea("nobody-here", 1, 1).code(), absl::StatusCode::kUnavailable);
+}
+
 }  // namespace
 }  // namespace fjord::daemon
