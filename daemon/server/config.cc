@@ -1,5 +1,6 @@
 #include "daemon/server/config.h"
 
+#include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,8 +12,10 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "daemon/auth/keys.h"
 #include "daemon/protocol/messages.h"
 #include "daemon/util/log.h"
@@ -165,6 +168,29 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
   Fields worker = {{"program", r.Str(&c.worker.program)},
                    {"args", r.StrList(&c.worker.args)},
                    {"user", r.Str(&c.worker.user)},
+                   {"tenant_uid_range",
+                    [&](const YAML::Node& n, const std::string& p) -> absl::Status {
+                      std::string v;
+                      if (absl::Status s = r.Str(&v)(n, p); !s.ok()) return s;
+                      const std::vector<std::string> ends = absl::StrSplit(v, '-');
+                      uint64_t first = 0, last = 0;
+                      // Not root, not the kernel's overflow ids (65534), under 2^31.
+                      if (ends.size() != 2 || !absl::SimpleAtoi(ends[0], &first) || !absl::SimpleAtoi(ends[1], &last) ||
+                          first < 1000 || last < first || last >= (uint64_t{1} << 31)) {
+                        return absl::InvalidArgumentError(absl::StrCat(
+                            r.Where(n, p), ": expected FIRST-LAST, two uids with 1000 <= FIRST <= LAST < 2147483648, got '", v, "'"));
+                      }
+                      if (last - first + 1 > (uint64_t{1} << 20)) {
+                        return absl::InvalidArgumentError(absl::StrCat(r.Where(n, p), ": ", last - first + 1,
+                                                                       " ids; at most 1048576"));
+                      }
+                      if (first <= 65534 && 65534 <= last) {
+                        return absl::InvalidArgumentError(absl::StrCat(r.Where(n, p), ": '", v, "' contains 65534 (nobody)"));
+                      }
+                      c.worker.tenant_uid_first = static_cast<uint32_t>(first);
+                      c.worker.tenant_uid_count = static_cast<uint32_t>(last - first + 1);
+                      return absl::OkStatus();
+                    }},
                    {"env", r.StrMap(&c.worker.env)},
                    {"validate", r.Bool(&c.worker.validate)},
                    {"heartbeat_timeout_s", r.Seconds(&c.worker.heartbeat_timeout_ms)},
@@ -225,6 +251,11 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
   if (c.storage_root.empty()) return missing("storage_root");
   if (c.listen.empty()) return missing("listen");
   if (c.worker.program.empty()) return missing("worker.program");
+  if (!c.worker.user.empty() && c.worker.tenant_uid_count > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": worker.user and worker.tenant_uid_range are both set: workers run either as one user for every "
+              "tenant or as one uid per tenant; keep one"));
+  }
   for (const auto& [field, path] : {std::pair<const char*, std::string*>{"state_dir", &c.state_dir},
                                     {"storage_root", &c.storage_root},
                                     {"worker.program", &c.worker.program}}) {
@@ -315,10 +346,43 @@ absl::Status CheckConfig(const DaemonConfig& c) {
   if (!c.worker.user.empty() && ::getpwnam(c.worker.user.c_str()) == nullptr) {
     problems.push_back(absl::StrCat("worker.user: no such user '", c.worker.user, "'"));
   }
+  if (absl::Status s = CheckTenantUidRange(c); !s.ok()) problems.push_back(std::string(s.message()));
+  if (c.worker.tenant_uid_count > 0 && ::geteuid() != 0) {
+    problems.push_back("worker.tenant_uid_range: fjordd must run as root to start workers as the tenants' uids");
+  }
   if (!is_dir(c.storage_root)) problems.push_back(absl::StrCat("storage_root: ", c.storage_root, " is not a directory"));
   if (!is_dir(c.state_dir)) problems.push_back(absl::StrCat("state_dir: ", c.state_dir, " is not a directory"));
   if (problems.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
+}
+
+absl::Status CheckTenantUidRange(const DaemonConfig& c) {
+  if (c.worker.tenant_uid_count == 0) return absl::OkStatus();
+  const uint64_t first = c.worker.tenant_uid_first, last = first + c.worker.tenant_uid_count - 1;
+  const std::string range = absl::StrCat(first, "-", last);
+  std::string clash;
+  ::setpwent();
+  while (struct passwd* pw = ::getpwent()) {
+    if (pw->pw_uid >= first && pw->pw_uid <= last) {
+      clash = absl::StrCat("user '", pw->pw_name, "' has uid ", pw->pw_uid);
+      break;
+    }
+  }
+  ::endpwent();
+  if (clash.empty()) {
+    ::setgrent();
+    while (struct group* gr = ::getgrent()) {
+      if (gr->gr_gid >= first && gr->gr_gid <= last) {
+        clash = absl::StrCat("group '", gr->gr_name, "' has gid ", gr->gr_gid);
+        break;
+      }
+    }
+    ::endgrent();
+  }
+  if (clash.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "worker.tenant_uid_range ", range, " must be reserved for fjordd's tenants, but ", clash,
+      ": a tenant given that id would share its files; choose a range no user or group of the node uses"));
 }
 
 }  // namespace fjord::daemon

@@ -35,7 +35,12 @@ struct DaemonConfig {
   struct Worker {
     std::string program;                 // required: fjord-train
     std::vector<std::string> args;       // appended to every training run
-    std::string user;                    // when the daemon runs as root
+    std::string user;                    // when the daemon runs as root: one user for every tenant
+    // worker.tenant_uid_range "FIRST-LAST": instead of `user`, each tenant's
+    // workers run as a uid (and gid) of their own from this range, claimed on
+    // the storage root (daemon/storage/tenant_ids.h). count 0: not set.
+    uint32_t tenant_uid_first = 0;
+    uint32_t tenant_uid_count = 0;
     std::map<std::string, std::string> env;
     bool validate = true;                // run `fjord-train validate` before queueing
     int64_t heartbeat_timeout_ms = 30000;
@@ -84,6 +89,11 @@ absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
 // directory and storage root (directories). Returns every problem found, one
 // per line, as one InvalidArgument/FailedPrecondition.
 absl::Status CheckConfig(const DaemonConfig& config);
+
+// worker.tenant_uid_range must be reserved for fjordd: no user or group of
+// the node (getpwent/getgrent) may have an id in it. FailedPrecondition
+// naming the first one that does. OK when the range is not set.
+absl::Status CheckTenantUidRange(const DaemonConfig& config);
 
 // True for a loopback tcp:// endpoint (127.0.0.0/8, [::1], localhost) or any ipc://.
 bool IsLoopbackOrIpc(absl::string_view endpoint);

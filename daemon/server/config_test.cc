@@ -1,6 +1,12 @@
 #include "daemon/server/config.h"
 
 #include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -58,6 +64,49 @@ TEST(ConfigTest, QuotaUploadAndPrivilegeFields) {
   EXPECT_FALSE(off->worker.no_new_privs);
 }
 
+TEST(ConfigTest, TenantUidRange) {
+  auto with = [](const std::string& worker_lines) {
+    std::string y = kMinimal;
+    return ParseDaemonConfig(y.replace(y.find("  program:"), 0, worker_lines), "f");
+  };
+  absl::StatusOr<DaemonConfig> c = with("  tenant_uid_range: 61000-61999\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->worker.tenant_uid_first, 61000u);
+  EXPECT_EQ(c->worker.tenant_uid_count, 1000u);
+  EXPECT_EQ(ParseDaemonConfig(kMinimal, "f")->worker.tenant_uid_count, 0u);  // not set by default
+  for (const std::string bad : {"61000", "61999-61000", "0-999", "500-2000", "61000-x", "1000-2147483648", "-5"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THAT(with("  tenant_uid_range: " + bad + "\n").status().message(),
+                HasSubstr("f:9: worker.tenant_uid_range: expected FIRST-LAST"));
+  }
+  EXPECT_THAT(with("  tenant_uid_range: 60000-70000\n").status().message(), HasSubstr("contains 65534 (nobody)"));
+  EXPECT_THAT(with("  tenant_uid_range: 100000-2000000\n").status().message(), HasSubstr("at most 1048576"));
+  EXPECT_THAT(with("  tenant_uid_range: 61000-61999\n  user: nobody\n").status().message(),
+              HasSubstr("worker.user and worker.tenant_uid_range are both set"));
+  // The range must not hold a user or group of the node: each of this
+  // machine's users in /etc/passwd is refused as a one-id range.
+  std::ifstream passwd("/etc/passwd");
+  std::string line;
+  bool range_free = true;
+  while (std::getline(passwd, line)) {
+    const std::vector<std::string> f = absl::StrSplit(line, ':');
+    int64_t uid = 0;
+    if (f.size() < 4 || !absl::SimpleAtoi(f[2], &uid)) continue;
+    int64_t gid = 0;
+    if ((uid >= 61000 && uid <= 61999) || (absl::SimpleAtoi(f[3], &gid) && gid >= 61000 && gid <= 61999)) {
+      range_free = false;
+    }
+    if (uid < 1000 || uid >= 65534) continue;
+    DaemonConfig d = *c;
+    d.worker.tenant_uid_first = static_cast<uint32_t>(uid);
+    d.worker.tenant_uid_count = 1;
+    absl::Status s = CheckTenantUidRange(d);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << line;
+    EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("user '", f[0], "' has uid ", uid))) << line;
+  }
+  if (range_free) EXPECT_TRUE(CheckTenantUidRange(*c).ok()) << CheckTenantUidRange(*c);
+}
+
 TEST(ConfigTest, TheShippedExampleParses) {
   std::ifstream f("configs/fjordd.yaml");
   std::stringstream s;
@@ -66,6 +115,9 @@ TEST(ConfigTest, TheShippedExampleParses) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->scheduler.gpus.size(), 8u);
   EXPECT_EQ(c->models.at("llama-3.2-1b"), "/models/Llama-3.2-1B-Instruct");
+  EXPECT_EQ(c->worker.tenant_uid_first, 1500000000u);
+  EXPECT_EQ(c->worker.tenant_uid_count, 65536u);
+  EXPECT_TRUE(c->worker.user.empty());
 }
 
 TEST(ConfigTest, Errors) {
