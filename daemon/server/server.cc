@@ -35,6 +35,7 @@
 #include "daemon/protocol/protocol.h"
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/storage/storage.h"
+#include "daemon/storage/tenant_ids.h"
 #include "daemon/util/log.h"
 #include "daemon/worker/supervisor.h"
 #include "runtime/train/checkpoint.h"
@@ -166,9 +167,10 @@ struct Server::Impl {
     metrics.Add("fjord_key_reloads_total", "result=\"ok\"");
     LogInfo("keys file reloaded", {{"file", config.security.keys_file}, {"clients", keys->size()}});
   }
-  std::optional<uid_t> worker_uid;
+  std::optional<uid_t> worker_uid;  // worker.user: one user for every tenant
   std::optional<gid_t> worker_gid;
   std::string worker_home;
+  std::unique_ptr<TenantIds> tenant_ids;  // worker.tenant_uid_range: a uid per tenant
 
   std::map<std::string, Peer> peers;
   std::map<std::string, Job> live;                      // non-final jobs
@@ -208,25 +210,45 @@ struct Server::Impl {
 
   // ---- storage ownership --------------------------------------------------
   // When workers run as another user (the daemon is root), they must read the
-  // tenant's files and write their job directory: tenant directories get the
-  // worker's group, a job directory belongs to the worker user.
+  // tenant's files and write their job directory: the tenant's directories
+  // and files get the workers' group (root stays the owner), a job directory
+  // belongs to the worker's uid. With worker.tenant_uid_range that uid and
+  // group are the tenant's own, and the area (0750) is closed to every other
+  // tenant's workers.
+  struct WorkerIds {
+    std::optional<uid_t> uid;
+    std::optional<gid_t> gid;
+  };
+  absl::StatusOr<WorkerIds> IdsFor(const std::string& tenant) {
+    if (!tenant_ids) return WorkerIds{worker_uid, worker_gid};
+    FJORD_ASSIGN_OR_RETURN(uint32_t id, tenant_ids->Resolve(tenant));
+    return WorkerIds{static_cast<uid_t>(id), static_cast<gid_t>(id)};
+  }
+  // An area made for other ids (before worker.user changed, or before
+  // worker.tenant_uid_range was set) is given to the tenant's ids, job
+  // directories included, so a requeued job can read and rotate its
+  // checkpoints. A missing area is left missing (JobDirPresent says so).
+  absl::Status OwnTenantArea(const std::string& tenant, const WorkerIds& ids) {
+    if (!ids.gid) return absl::OkStatus();
+    struct stat st {};
+    if (::lstat(storage->TenantDir(tenant).c_str(), &st) != 0 || st.st_gid == *ids.gid) return absl::OkStatus();
+    LogInfo("giving a tenant's storage area to its workers' ids",
+            {{"tenant", tenant}, {"uid", static_cast<int64_t>(*ids.uid)}, {"gid", static_cast<int64_t>(*ids.gid)},
+             {"was_gid", static_cast<int64_t>(st.st_gid)}});
+    return storage->ReownTenantArea(tenant, *ids.uid, *ids.gid);
+  }
   absl::Status EnsureTenant(const std::string& tenant) {
     FJORD_RETURN_IF_ERROR(storage->EnsureTenant(tenant));
-    if (worker_gid) {
-      for (const std::string& d : {storage->TenantDir(tenant), storage->FilesDir(tenant), storage->TenantDir(tenant) + "/jobs"}) {
-        if (::lchown(d.c_str(), static_cast<uid_t>(-1), *worker_gid) != 0) {
-          return absl::PermissionDeniedError(absl::StrCat("chown ", d, ": ", std::strerror(errno)));
-        }
-      }
-    }
-    return absl::OkStatus();
+    FJORD_ASSIGN_OR_RETURN(WorkerIds ids, IdsFor(tenant));
+    return OwnTenantArea(tenant, ids);
   }
   absl::Status EnsureJobDir(const std::string& tenant, const std::string& job_id) {
     FJORD_RETURN_IF_ERROR(storage->EnsureJobDir(tenant, job_id));
-    if (worker_uid) {
+    FJORD_ASSIGN_OR_RETURN(WorkerIds ids, IdsFor(tenant));
+    if (ids.uid) {
       const std::string d = storage->JobDir(tenant, job_id);
       for (const std::string& p : {d, d + "/checkpoints"}) {
-        if (::lchown(p.c_str(), *worker_uid, *worker_gid) != 0) {
+        if (::lchown(p.c_str(), *ids.uid, *ids.gid) != 0) {
           return absl::PermissionDeniedError(absl::StrCat("chown ", p, ": ", std::strerror(errno)));
         }
       }
@@ -501,30 +523,43 @@ struct Server::Impl {
     return storage->ResolveTenantFile(tenant, name, param);
   }
 
-  WorkerSpec BaseSpec(const Job& job) {
+  // Also makes sure the tenant's area belongs to the ids the worker will
+  // run as (a job requeued after a restart with other ids).
+  absl::StatusOr<WorkerSpec> BaseSpec(const Job& job) {
+    FJORD_ASSIGN_OR_RETURN(WorkerIds ids, IdsFor(job.tenant));
+    FJORD_RETURN_IF_ERROR(OwnTenantArea(job.tenant, ids));
     WorkerSpec spec;
     spec.program = config.worker.program;
     spec.env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}};
-    if (!worker_home.empty()) spec.env["HOME"] = worker_home;
+    // A tenant's uid has no passwd entry: its home is the job directory.
+    if (tenant_ids) {
+      spec.env["HOME"] = storage->JobDir(job.tenant, job.id);
+    } else if (!worker_home.empty()) {
+      spec.env["HOME"] = worker_home;
+    }
     for (const auto& [k, v] : config.worker.env) spec.env[k] = v;
     spec.log_path = storage->JobDir(job.tenant, job.id) + "/worker.log";
     spec.working_dir = storage->JobDir(job.tenant, job.id);
-    spec.uid = worker_uid;
-    spec.gid = worker_gid;
+    spec.uid = ids.uid;
+    spec.gid = ids.gid;
     spec.no_new_privs = config.worker.no_new_privs;
     return spec;
   }
 
   void LaunchValidator(Job job) {
     const std::string dir = storage->JobDir(job.tenant, job.id);
-    WorkerSpec spec = BaseSpec(job);
-    spec.args = {"validate", "--config", dir + "/job.yaml"};
-    spec.stdout_path = dir + "/validation.json";
     LaunchOptions lo;
     lo.expect_heartbeats = false;
     lo.deadline_ms = config.worker.validation_timeout_ms;
     absl::Status s = JobDirPresent(job);
-    if (s.ok()) s = supervisor->Launch(job.id, spec, lo);
+    absl::StatusOr<WorkerSpec> spec = s.ok() ? BaseSpec(job) : s;
+    if (spec.ok()) {
+      spec->args = {"validate", "--config", dir + "/job.yaml"};
+      spec->stdout_path = dir + "/validation.json";
+      s = supervisor->Launch(job.id, *spec, lo);
+    } else {
+      s = spec.status();
+    }
     if (!s.ok()) {
       (void)Apply(job, Trigger::kValidatorCrashed, "cannot start the validator", [&](Job& j) {
         j.error = protocol::JobError{"INTERNAL", absl::StrCat("cannot start the validator: ", s.message()), "", false};
@@ -549,7 +584,7 @@ struct Server::Impl {
   absl::Status LaunchTrainer(Job job, const std::vector<int>& gpus) {
     const std::string dir = storage->JobDir(job.tenant, job.id);
     FJORD_RETURN_IF_ERROR(JobDirPresent(job));
-    WorkerSpec spec = BaseSpec(job);
+    FJORD_ASSIGN_OR_RETURN(WorkerSpec spec, BaseSpec(job));
     spec.args = {"--config", dir + "/job.yaml", "--report", supervisor->EndpointFor(job.id), "--progress", "none"};
     spec.args.insert(spec.args.end(), config.worker.args.begin(), config.worker.args.end());
     std::string devices;
@@ -1237,9 +1272,11 @@ struct Server::Impl {
       return protocol::InvalidArgument(
           absl::StrCat("the data's SHA-256 is ", got, ", the request said ", want, "; the upload was dropped"), "sha256");
     }
-    if (worker_gid && ::fchown(u->fd.fd, static_cast<uid_t>(-1), *worker_gid) != 0) {
+    absl::StatusOr<WorkerIds> ids = IdsFor(u->tenant);
+    if (!ids.ok() || (ids->gid && ::fchown(u->fd.fd, static_cast<uid_t>(-1), *ids->gid) != 0)) {
+      const std::string why = ids.ok() ? std::strerror(errno) : std::string(ids.status().message());
       DropUpload(id);
-      return absl::UnavailableError(absl::StrCat("chown of the upload failed: ", std::strerror(errno)));
+      return absl::UnavailableError(absl::StrCat("chown of the upload failed: ", why));
     }
     if (::fsync(u->fd.fd) != 0) {
       DropUpload(id);
@@ -1679,9 +1716,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
   } else {
     s.keys = std::make_shared<const KeyRing>(std::map<std::string, Principal>{});
   }
-  if (c.worker.user.empty() && ::geteuid() == 0) {
+  if (c.worker.tenant_uid_count > 0) {
+    if (::geteuid() != 0) {
+      return absl::FailedPreconditionError(
+          "worker.tenant_uid_range: fjordd must run as root to start workers as the tenants' uids");
+    }
+    FJORD_RETURN_IF_ERROR(CheckTenantUidRange(c));
+    s.tenant_ids = std::make_unique<TenantIds>(c.storage_root, c.worker.tenant_uid_first, c.worker.tenant_uid_count);
+  } else if (c.worker.user.empty() && ::geteuid() == 0) {
     LogWarning("fjordd runs as root and worker.user is not set: workers (and the tenants' data they parse) run as root",
-               {{"fix", "set worker.user to an unprivileged user (docs/security.md)"}});
+               {{"fix", "set worker.tenant_uid_range (a uid per tenant) or worker.user (docs/security.md)"}});
   }
   if (!c.worker.user.empty() && ::geteuid() == 0) {
     struct passwd* pw = ::getpwnam(c.worker.user.c_str());

@@ -1,5 +1,6 @@
 #include "daemon/worker/supervisor.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,11 +56,15 @@ absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpe
   } catch (const zmq::error_t& e) {
     return absl::InternalError(absl::StrCat("cannot bind ", EndpointFor(job_id), ": ", e.what()));
   }
-  // A worker running as another user must be able to connect to the socket.
-  if (spec.uid && ::chown(w.socket_path.c_str(), *spec.uid, spec.gid.value_or(static_cast<gid_t>(-1))) != 0) {
+  // A worker running as another user must be able to connect to the socket,
+  // and no other user (another tenant's worker) may: connecting needs write
+  // permission, and only the owner has it.
+  if ((spec.uid && ::chown(w.socket_path.c_str(), *spec.uid, spec.gid.value_or(static_cast<gid_t>(-1))) != 0) ||
+      ::chmod(w.socket_path.c_str(), 0600) != 0) {
+    const int err = errno;
     w.socket->close();
     ::unlink(w.socket_path.c_str());
-    return absl::InternalError(absl::StrCat("chown ", w.socket_path, ": ", std::strerror(errno)));
+    return absl::InternalError(absl::StrCat("chown/chmod ", w.socket_path, ": ", std::strerror(err)));
   }
   absl::StatusOr<std::unique_ptr<WorkerProcess>> p = WorkerProcess::Start(spec);
   if (!p.ok()) {

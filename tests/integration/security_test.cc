@@ -4,18 +4,26 @@
 // the daemon; the limits on peers, streams and uploads hold over the wire;
 // and, as root, workers run as the configured unprivileged user with no
 // supplementary groups and cannot read the daemon's state.
+#include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include <filesystem>
+#include <fstream>
 #include <httplib.h>
 #include <zmq.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "daemon/server/config.h"
 #include "daemon/protocol/codec.h"
 #include "daemon/protocol/errors.h"
 #include "gmock/gmock.h"
@@ -310,6 +318,228 @@ TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
     EXPECT_EQ(st.st_mode & 077, 0u) << f << " is open to group or others (mode " << std::oct << (st.st_mode & 0777)
                                     << "): the worker's user could read it";
   }
+  ASSERT_TRUE(acme->CancelJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
+  fs::remove_all(bin_dir);
+}
+
+// The daemon's child running `job_id` with --report (the trainer), or 0.
+pid_t TrainerOf(const DaemonHarness& h, const std::string& job_id) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string stat = ReadFile(e.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 >= stat.size()) continue;
+    if (std::atoi(stat.c_str() + close + 4) != h.daemon_pid()) continue;
+    const std::string cmdline = ReadFile(e.path().string() + "/cmdline");
+    if (absl::StrContains(cmdline, "--report") && absl::StrContains(cmdline, "/" + job_id + "/")) {
+      return std::atoi(e.path().filename().c_str());
+    }
+  }
+  return 0;
+}
+
+// What a process running as `id` (uid and gid, no other groups) gets from
+// open(path) or, for a socket, connect(path): 0 or the errno.
+int AccessAs(uint32_t id, const std::string& path, bool socket) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int err = 0;
+    if (::setgroups(0, nullptr) != 0 || ::setgid(id) != 0 || ::setuid(id) != 0) {
+      err = -2;
+    } else if (socket) {
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+      const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+      err = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 ? 0 : errno;
+    } else {
+      err = ::open(path.c_str(), O_RDONLY) >= 0 ? 0 : errno;
+    }
+    (void)!::write(pipe_fds[1], &err, sizeof(err));
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  int err = -3;
+  (void)!::read(pipe_fds[0], &err, sizeof(err));
+  ::close(pipe_fds[0]);
+  ::waitpid(pid, nullptr, 0);
+  return err;
+}
+
+// worker.tenant_uid_range: each tenant's workers run as a uid of their own,
+// the same one after a restart; a tenant's area, files, job directories and
+// report sockets are closed to every other tenant's uid; a job still runs to
+// a verified adapter.
+TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  daemon::DaemonConfig range;
+  range.worker.tenant_uid_first = 1500000000;
+  range.worker.tenant_uid_count = 1000;
+  if (absl::Status s = daemon::CheckTenantUidRange(range); !s.ok()) GTEST_SKIP() << s;
+  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
+  const std::string bin_dir = ::mkdtemp(tmpl);
+  ::chmod(bin_dir.c_str(), 0755);
+  const std::string worker = bin_dir + "/fake_worker";
+  fs::copy_file("daemon/worker/fake_worker", worker);
+  ::chmod(worker.c_str(), 0755);
+  HarnessOptions o;
+  o.worker_extra = "  tenant_uid_range: 1500000000-1500000999\n";
+  o.worker_program = worker;
+  DaemonHarness h(o);
+  ::chmod(h.dir().c_str(), 0755);
+  ::chmod(h.storage().c_str(), 0755);
+  ::chmod((h.dir() + "/model").c_str(), 0755);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  auto zeta = h.Zeta();
+  ASSERT_OK_AND_ASSIGN(done, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"))));
+  ASSERT_OK_AND_ASSIGN(a, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20})"))));
+  ASSERT_OK_AND_ASSIGN(z, zeta->CreateJob(SpecWithData(*zeta, FakeData(R"({"steps": 500, "step_ms": 20})"))));
+  ASSERT_OK_AND_ASSIGN(finished, h.WaitForFinal(*acme, done.id));
+  EXPECT_EQ(finished.status, JobStatus::kSucceeded) << (finished.error ? finished.error->message : "");
+  for (auto [c, id] : {std::pair{acme.get(), a.id}, std::pair{zeta.get(), z.id}}) {
+    ASSERT_TRUE(h.WaitFor(*c, id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 2; }).ok());
+  }
+  // The ids come from the claims on the storage root, and the trainers run as them.
+  std::map<std::string, uint32_t> ids;
+  for (const auto& e : fs::directory_iterator(h.storage() + "/.fjord-tenant-ids")) {
+    ids[std::string(absl::StripSuffix(ReadFile(e.path().string()), "\n"))] = std::stoul(e.path().filename().string());
+  }
+  ASSERT_EQ(ids.size(), 2u);
+  const uint32_t acme_id = ids["acme"], zeta_id = ids["zeta"];
+  EXPECT_NE(acme_id, zeta_id);
+  for (uint32_t id : {acme_id, zeta_id}) {
+    EXPECT_GE(id, 1500000000u);
+    EXPECT_LE(id, 1500000999u);
+  }
+  for (auto [job_id, id] : {std::pair{a.id, acme_id}, std::pair{z.id, zeta_id}}) {
+    const pid_t trainer = TrainerOf(h, job_id);
+    ASSERT_NE(trainer, 0) << "no trainer for " << job_id;
+    const std::string status = ReadFile(absl::StrCat("/proc/", trainer, "/status"));
+    const std::string n = std::to_string(id);
+    EXPECT_THAT(status, HasSubstr(absl::StrCat("Uid:\t", n, "\t", n, "\t", n, "\t", n, "\n")));
+    EXPECT_THAT(status, HasSubstr(absl::StrCat("Gid:\t", n, "\t", n, "\t", n, "\t", n, "\n")));
+    const size_t groups = status.find("\nGroups:");
+    ASSERT_NE(groups, std::string::npos);
+    EXPECT_EQ(absl::StripAsciiWhitespace(status.substr(groups + 8, status.find('\n', groups + 1) - groups - 8)), "")
+        << "supplementary groups";
+  }
+  // Who owns what: the area and the files are root's with the tenant's
+  // group; the job directory is the tenant's uid.
+  const std::string acme_area = h.storage() + "/acme", zeta_area = h.storage() + "/zeta";
+  ASSERT_OK_AND_ASSIGN(zeta_files, zeta->ListFiles());
+  ASSERT_FALSE(zeta_files.empty());
+  const std::string zeta_file = zeta_area + "/files/" + zeta_files[0].id;
+  auto owner = [](const std::string& p) {
+    struct stat st {};
+    EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
+    return std::tuple<uint32_t, uint32_t, uint32_t>(st.st_uid, st.st_gid, st.st_mode & 0777);
+  };
+  using Own = std::tuple<uint32_t, uint32_t, uint32_t>;
+  EXPECT_EQ(owner(zeta_area), Own(0, zeta_id, 0750));
+  EXPECT_EQ(owner(zeta_area + "/files"), Own(0, zeta_id, 0750));
+  EXPECT_EQ(owner(zeta_file), Own(0, zeta_id, 0640));
+  EXPECT_EQ(owner(zeta_area + "/jobs/" + z.id), Own(zeta_id, zeta_id, 0750));
+  EXPECT_EQ(std::get<0>(owner(acme_area + "/jobs/" + done.id + "/adapter/adapter_model.safetensors")), acme_id);
+  EXPECT_EQ(owner(h.dir() + "/state/run/" + z.id + ".sock"), Own(zeta_id, zeta_id, 0600));
+  // acme's uid reaches its own things and none of zeta's.
+  EXPECT_EQ(AccessAs(acme_id, acme_area + "/jobs/" + a.id + "/job.yaml", false), 0);
+  EXPECT_EQ(AccessAs(acme_id, h.dir() + "/state/run/" + a.id + ".sock", true), 0);
+  EXPECT_EQ(AccessAs(acme_id, zeta_file, false), EACCES);
+  EXPECT_EQ(AccessAs(acme_id, zeta_area + "/jobs/" + z.id + "/job.yaml", false), EACCES);
+  EXPECT_EQ(AccessAs(acme_id, h.dir() + "/state/run/" + z.id + ".sock", true), EACCES);
+  EXPECT_EQ(AccessAs(acme_id, h.storage() + "/.fjord-tenant-ids/" + std::to_string(acme_id), false), EACCES);
+  EXPECT_EQ(AccessAs(zeta_id, acme_area + "/jobs/" + done.id + "/adapter/adapter_config.json", false), EACCES);
+  // After a restart (any node on this storage root reads the same claims),
+  // acme's next job runs as the same uid.
+  ASSERT_TRUE(acme->CancelJob(a.id).ok());
+  ASSERT_TRUE(zeta->CancelJob(z.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, a.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*zeta, z.id).ok());
+  acme.reset();
+  zeta.reset();
+  EXPECT_EQ(h.Terminate().exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(again, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20})"))));
+  ASSERT_TRUE(h.WaitFor(*acme, again.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 1; }).ok());
+  const pid_t trainer = TrainerOf(h, again.id);
+  ASSERT_NE(trainer, 0);
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", trainer, "/status")), HasSubstr(absl::StrCat("Uid:\t", acme_id, "\t")));
+  ASSERT_TRUE(acme->CancelJob(again.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, again.id).ok());
+  fs::remove_all(bin_dir);
+}
+
+// An operator moving a node from one worker.user to worker.tenant_uid_range:
+// a job stopped mid-run (requeued by the SIGTERM) resumes as the tenant's
+// uid from the checkpoint the shared user wrote, and the files uploaded
+// before are its tenant's to read.
+TEST(SecurityTest, SwitchingToTenantUidsReownsTheAreasMadeBefore) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  struct passwd* nobody = ::getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
+  daemon::DaemonConfig range;
+  range.worker.tenant_uid_first = 1500000000;
+  range.worker.tenant_uid_count = 1000;
+  if (absl::Status s = daemon::CheckTenantUidRange(range); !s.ok()) GTEST_SKIP() << s;
+  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
+  const std::string bin_dir = ::mkdtemp(tmpl);
+  ::chmod(bin_dir.c_str(), 0755);
+  const std::string worker = bin_dir + "/fake_worker";
+  fs::copy_file("daemon/worker/fake_worker", worker);
+  ::chmod(worker.c_str(), 0755);
+  HarnessOptions o;
+  o.worker_extra = "  user: nobody\n";
+  o.worker_program = worker;
+  DaemonHarness h(o);
+  ::chmod(h.dir().c_str(), 0755);
+  ::chmod(h.storage().c_str(), 0755);
+  ::chmod((h.dir() + "/model").c_str(), 0755);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(
+      job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 400, "step_ms": 20, "checkpoint_every": 2})"))));
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 4; }).ok());
+  acme.reset();
+  EXPECT_EQ(h.Terminate().exit_code, 0);
+  const std::string job_dir = h.storage() + "/acme/jobs/" + job.id;
+  size_t by_nobody = 0;
+  for (const auto& e : fs::recursive_directory_iterator(job_dir)) {
+    struct stat st {};
+    if (::lstat(e.path().c_str(), &st) == 0 && st.st_uid == nobody->pw_uid) ++by_nobody;
+  }
+  ASSERT_GT(by_nobody, 0u) << "the shared user wrote no checkpoint";
+  std::string config = ReadFile(h.config_path());
+  config.replace(config.find("  user: nobody\n"), 15, "  tenant_uid_range: 1500000000-1500000999\n");
+  std::ofstream(h.config_path()) << config;
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(resumed, h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning; }));
+  const uint32_t acme_id = std::stoul(std::string(fs::directory_iterator(h.storage() + "/.fjord-tenant-ids")->path().filename()));
+  const pid_t trainer = TrainerOf(h, job.id);
+  ASSERT_NE(trainer, 0);
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", trainer, "/status")), HasSubstr(absl::StrCat("Uid:\t", acme_id, "\t")));
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [&](const Job& j) { return j.step >= resumed.step + 4; }).ok());
+  ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
+  std::vector<int64_t> starts;
+  for (const auto& e : events.events) {
+    if (e.type == "start") starts.push_back(e.data.value("step", int64_t{-1}));
+  }
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_GE(starts[1], 2);  // resumed from the shared user's checkpoint, not from the start
+  for (const auto& e : fs::recursive_directory_iterator(h.storage() + "/acme")) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(e.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_gid, acme_id) << e.path();
+    EXPECT_NE(st.st_uid, nobody->pw_uid) << e.path();
+  }
+  // The file uploaded under the shared user's group is readable by acme's uid.
+  ASSERT_OK_AND_ASSIGN(files, acme->ListFiles());
+  ASSERT_FALSE(files.empty());
+  EXPECT_EQ(AccessAs(acme_id, h.storage() + "/acme/files/" + files[0].id, false), 0);
   ASSERT_TRUE(acme->CancelJob(job.id).ok());
   ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
   fs::remove_all(bin_dir);
