@@ -60,6 +60,11 @@ if has bench; then
     echo "== $b ==" >> "$out/bench.log"
     "$b" >> "$out/bench.log" 2>&1 || rc=1
   done
+  # attention_bench ran at Llama-3.2-1B's head dim (64); the 8B's is 128.
+  if [ -x build/cmake/attention_bench ]; then
+    echo "== build/cmake/attention_bench --head_dim=128 ==" >> "$out/bench.log"
+    build/cmake/attention_bench --head_dim=128 >> "$out/bench.log" 2>&1 || rc=1
+  fi
   tail -30 "$out/bench.log"
 fi
 if has e2e; then

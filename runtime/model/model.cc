@@ -20,6 +20,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -100,7 +101,8 @@ void RestoreRng(const RngSnapshot& s) {
 // What backward needs besides the saved input.
 struct CheckpointState : torch::CustomClassHolder {
   std::shared_ptr<DecoderLayer> layer;
-  Tensor cos, sin, mask;          // (B, T, D), (B, T, D), (B, 1, T, T) or undefined
+  Tensor cos, sin;                // (B, T, D), (B, T, D)
+  AttentionLayout layout;
   std::vector<Tensor> params;     // parameters that required grad at call time
   RngSnapshot rng;
   bool input_requires_grad = false;
@@ -113,7 +115,7 @@ struct CheckpointedLayerFn : public torch::autograd::Function<CheckpointedLayerF
                         c10::intrusive_ptr<CheckpointState> state) {
     state->rng = TakeRng(x.device());
     state->input_requires_grad = x.requires_grad();
-    Tensor y = state->layer->forward(x, state->cos, state->sin, state->mask);
+    Tensor y = state->layer->forward(x, state->cos, state->sin, state->layout);
     ctx->save_for_backward({x});
     ctx->saved_data["state"] = c10::IValue::make_capsule(state);
     (void)params;
@@ -131,7 +133,7 @@ struct CheckpointedLayerFn : public torch::autograd::Function<CheckpointedLayerF
     Tensor y;
     {
       torch::AutoGradMode enable(true);
-      y = state->layer->forward(x_in, state->cos, state->sin, state->mask);
+      y = state->layer->forward(x_in, state->cos, state->sin, state->layout);
     }
     RestoreRng(now);
 
@@ -181,8 +183,90 @@ Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
   register_module("o_proj", o_proj);
 }
 
+AttentionLayout AttentionLayout::FromSegments(const Tensor& segment_ids, const torch::Device& device) {
+  AttentionLayout layout;
+  if (!segment_ids.defined() || segment_ids.numel() == 0) return layout;
+  TORCH_CHECK(segment_ids.dim() == 2, "AttentionLayout::FromSegments: want (B, T), got ", segment_ids.sizes());
+  const Tensor seg = segment_ids.to(torch::kCPU).to(torch::kInt64).contiguous();
+  const int64_t b = seg.size(0), t = seg.size(1);
+  const int64_t* p = seg.data_ptr<int64_t>();
+  bool runs = true;
+  int64_t total_runs = 0;
+  layout.segment_lengths.resize(static_cast<size_t>(b));
+  for (int64_t r = 0; r < b && runs; ++r) {
+    const int64_t* row = p + r * t;
+    std::unordered_set<int64_t> ended;  // ids whose run is over: one coming back needs the mask
+    std::vector<int64_t>& lengths = layout.segment_lengths[static_cast<size_t>(r)];
+    int64_t start = 0;
+    for (int64_t i = 1; i <= t; ++i) {
+      if (i < t && row[i] == row[i - 1]) continue;
+      lengths.push_back(i - start);
+      start = i;
+      if (i == t) break;
+      ended.insert(row[i - 1]);
+      if (ended.count(row[i]) != 0) {
+        runs = false;
+        break;
+      }
+    }
+    total_runs += static_cast<int64_t>(lengths.size());
+  }
+  // Runs of a few tokens each would cost a call apiece for little work: below
+  // a mean of kMinMeanRun tokens one masked call is cheaper.
+  constexpr int64_t kMinMeanRun = 16;
+  if (runs && total_runs * kMinMeanRun > b * t) runs = false;
+  if (runs) {
+    if (total_runs == b) layout.segment_lengths.clear();  // one run per row: plain causal rows
+    return layout;
+  }
+  layout.segment_lengths.clear();
+  const Tensor on = seg.to(device);
+  const Tensor same = on.unsqueeze(2) == on.unsqueeze(1);  // (B, T, T)
+  const Tensor causal = torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device)).tril();
+  layout.mask = (same & causal).unsqueeze(1);  // (B, 1, T, T)
+  return layout;
+}
+
+Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                const std::vector<std::vector<int64_t>>& segment_lengths, double dropout) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && static_cast<int64_t>(segment_lengths.size()) == q.size(0),
+              "SegmentedCausalAttention: q, k, v must be (B, H, T, D) with one length list per row");
+  const bool gqa = q.size(1) != k.size(1);
+  auto causal = [&](const Tensor& qs, const Tensor& ks, const Tensor& vs) {
+    return at::scaled_dot_product_attention(qs, ks, vs, /*attn_mask=*/{}, dropout, /*is_causal=*/true,
+                                            /*scale=*/std::nullopt, gqa);
+  };
+  // unbind / split / cat / stack: their backwards are one stack, cat and
+  // split each, never a zero-filled full-size gradient per piece (as
+  // slicing would give).
+  const std::vector<Tensor> qr = q.unbind(0), kr = k.unbind(0), vr = v.unbind(0);  // (H, T, D) each
+  std::vector<Tensor> rows;
+  rows.reserve(qr.size());
+  for (size_t r = 0; r < qr.size(); ++r) {
+    const std::vector<int64_t>& lengths = segment_lengths[r];
+    int64_t total = 0;
+    for (int64_t n : lengths) total += n;
+    TORCH_CHECK(total == q.size(2), "SegmentedCausalAttention: row ", r, "'s segment lengths sum to ", total,
+                ", not T = ", q.size(2));
+    if (lengths.size() == 1) {
+      rows.push_back(causal(qr[r].unsqueeze(0), kr[r].unsqueeze(0), vr[r].unsqueeze(0)).squeeze(0));
+      continue;
+    }
+    const std::vector<Tensor> qs = qr[r].split_with_sizes(lengths, 1);  // (H, len, D) each
+    const std::vector<Tensor> ks = kr[r].split_with_sizes(lengths, 1);
+    const std::vector<Tensor> vs = vr[r].split_with_sizes(lengths, 1);
+    std::vector<Tensor> out;
+    out.reserve(lengths.size());
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      out.push_back(causal(qs[i].unsqueeze(0), ks[i].unsqueeze(0), vs[i].unsqueeze(0)).squeeze(0));
+    }
+    rows.push_back(torch::cat(out, 1));  // (Hq, T, D)
+  }
+  return torch::stack(rows, 0);  // (B, Hq, T, D)
+}
+
 Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
-                          const Tensor& mask) {
+                          const AttentionLayout& layout) {
   const int64_t b = x.size(0);
   const int64_t t = x.size(1);
   std::vector<Tensor> qkv = ForwardShared({q_proj.get(), k_proj.get(), v_proj.get()}, x);
@@ -193,17 +277,22 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
   std::tie(q, k) = kernels::ApplyRope(q, k, cos, sin);
   const double dropout = is_training() ? dropout_ : 0.0;
   // GQA through enable_gqa: no repeated k/v is materialised or saved for
-  // backward. Packed rows take a boolean block-diagonal causal mask, which
-  // rules out the flash kernel; on an H100 (torch 2.11, B 4, T 2048, 32/8
-  // heads, D 64, bf16) the masked call took 2.06 ms forward+backward against
-  // 0.93 ms causal, and 2.17 ms with k/v repeated to every head instead.
+  // backward. Packed rows run causal attention per segment
+  // (SegmentedCausalAttention): a boolean block-diagonal mask rules out the
+  // flash kernel, and on an H100 (torch 2.11, B 4, T 2048, 32/8 heads, D 64,
+  // bf16) the masked call took 2.06 ms forward+backward against 0.93 ms
+  // causal. Only a layout no runs can express takes the mask.
   const bool gqa = num_kv_heads_ != num_heads_;
-  Tensor attn = mask.defined()
-                    ? at::scaled_dot_product_attention(q, k, v, mask, dropout, /*is_causal=*/false,
-                                                       /*scale=*/std::nullopt, gqa)
-                    : at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout,
-                                                       /*is_causal=*/true, /*scale=*/std::nullopt,
-                                                       gqa);  // (B, Hq, T, D)
+  Tensor attn;  // (B, Hq, T, D)
+  if (!layout.segment_lengths.empty()) {
+    attn = SegmentedCausalAttention(q, k, v, layout.segment_lengths, dropout);
+  } else if (layout.mask.defined()) {
+    attn = at::scaled_dot_product_attention(q, k, v, layout.mask, dropout, /*is_causal=*/false,
+                                            /*scale=*/std::nullopt, gqa);
+  } else {
+    attn = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout, /*is_causal=*/true,
+                                            /*scale=*/std::nullopt, gqa);
+  }
   attn = attn.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});  // (B, T, Hq·D)
   return o_proj->forward(attn);                                         // (B, T, C)
 }
@@ -237,8 +326,8 @@ DecoderLayer::DecoderLayer(std::shared_ptr<RmsNormModule> input_ln, std::shared_
 }
 
 Tensor DecoderLayer::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
-                             const Tensor& mask) {
-  Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask);  // (B, T, C)
+                             const AttentionLayout& layout) {
+  Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, layout);  // (B, T, C)
   return h + mlp->forward(post_attention_layernorm->forward(h));                  // (B, T, C)
 }
 
@@ -412,32 +501,27 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   Tensor cos = emb.cos();
   Tensor sin = emb.sin();
 
-  Tensor mask;  // (B, 1, T, T) bool, true = attend
-  if (segment_ids.defined()) {
-    Tensor seg = segment_ids.to(device_);
-    Tensor same = seg.unsqueeze(2) == seg.unsqueeze(1);  // (B, T, T)
-    Tensor causal = torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device_)).tril();
-    mask = (same & causal).unsqueeze(1);
-  }
+  const AttentionLayout layout = AttentionLayout::FromSegments(segment_ids, device_);
   (void)b;
+  (void)t;
 
   Tensor x = torch::embedding(model->embed_weight, ids);  // (B, T, C)
   const bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
   for (const auto& layer : model->layers) {
     if (!checkpoint) {
-      x = layer->forward(x, cos, sin, mask);
+      x = layer->forward(x, cos, sin, layout);
       continue;
     }
     auto state = c10::make_intrusive<CheckpointState>();
     state->layer = layer;
     state->cos = cos;
     state->sin = sin;
-    state->mask = mask;
+    state->layout = layout;
     for (const Tensor& p : layer->parameters()) {
       if (p.requires_grad()) state->params.push_back(p);
     }
     if (!x.requires_grad() && state->params.empty()) {
-      x = layer->forward(x, cos, sin, mask);  // nothing to differentiate
+      x = layer->forward(x, cos, sin, layout);  // nothing to differentiate
       continue;
     }
     const std::vector<Tensor> params = state->params;

@@ -52,15 +52,42 @@ class RmsNormModule : public torch::nn::Module {
   double eps_;
 };
 
+// How the tokens of a (B, T) batch attend to each other.
+//  - Neither set: causal over the whole row.
+//  - segment_lengths (one list per row, summing to T): causal within each
+//    run of the row, nothing across runs (packed sequences). Attention runs
+//    once per run, each a plain causal call, so on CUDA every run takes the
+//    flash kernel and the work is the sum of len² instead of T².
+//  - mask (B, 1, T, T) bool, true = attend: anything else (a segment id that
+//    comes back after another one), at T² cost and without flash.
+struct AttentionLayout {
+  std::vector<std::vector<int64_t>> segment_lengths;
+  torch::Tensor mask;
+
+  // From segment ids (B, T) int32/int64 on any device (copied to the host;
+  // pass host ids to avoid a device sync): the runs of equal ids when no id
+  // comes back later in its row, else the mask (on `device`). An undefined
+  // tensor gives causal rows.
+  static AttentionLayout FromSegments(const torch::Tensor& segment_ids, const torch::Device& device);
+};
+
+// Causal attention within each run of each row: q (B, Hq, T, D), k and v
+// (B, Hk, T, D) with Hq a multiple of Hk (GQA without repeating k/v),
+// segment_lengths as in AttentionLayout. Returns (B, Hq, T, D); the same as
+// one masked call with the block-diagonal causal mask, differentiable.
+torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       const std::vector<std::vector<int64_t>>& segment_lengths,
+                                       double dropout);
+
 // self_attn: q_proj, k_proj, v_proj, o_proj.
 class Attention : public torch::nn::Module {
  public:
   Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q, std::shared_ptr<LinearBase> k,
             std::shared_ptr<LinearBase> v, std::shared_ptr<LinearBase> o);
-  // x: (B, T, C); cos, sin: (B, T, D) fp32; mask: (B, 1, T, T) bool (true =
-  // attend) or undefined for plain causal attention. Returns (B, T, C).
+  // x: (B, T, C); cos, sin: (B, T, D) fp32; layout: who attends to whom
+  // (default: causal rows). Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask);
+                        const AttentionLayout& layout = {});
 
   std::shared_ptr<LinearBase> q_proj, k_proj, v_proj, o_proj;
 
@@ -86,7 +113,7 @@ class DecoderLayer : public torch::nn::Module {
                std::shared_ptr<RmsNormModule> post_attention_layernorm, std::shared_ptr<Mlp> mlp);
   // x: (B, T, C); see Attention::forward for the rest. Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask);
+                        const AttentionLayout& layout = {});
 
   std::shared_ptr<RmsNormModule> input_layernorm;
   std::shared_ptr<Attention> self_attn;
@@ -138,7 +165,8 @@ class CausalLM : public torch::nn::Module {
   // itself and earlier tokens of the same segment id (0 may mark padding,
   // which then only attends to padding), and the caller restarts
   // position_ids at each segment; undefined means one causal sequence per
-  // row. Throws c10::Error on bad shapes, dtypes or out-of-range ids.
+  // row. Segment ids on the host spare a device sync (AttentionLayout).
+  // Throws c10::Error on bad shapes, dtypes or out-of-range ids.
   torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                        const torch::Tensor& segment_ids);
 

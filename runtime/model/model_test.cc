@@ -3,6 +3,8 @@
 // (config.json parsing is tested in config_test.cc.)
 #include "runtime/model/model.h"
 
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <torch/autograd.h>
 #include <torch/nn/functional/linear.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/types.h>
@@ -11,6 +13,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -209,6 +212,141 @@ TEST(CausalLMTest, PackedSequencesMatchSeparateRuns) {
     // Without segments the packed row is one sequence: different results.
     Tensor flat = lm->Hidden(packed, Positions(packed), Tensor());
     EXPECT_FALSE(torch::allclose(flat[0].narrow(0, 3, 5), hb[0], 1e-3, 1e-3));
+  }
+}
+
+// The block-diagonal causal mask (B, 1, T, T) of per-row run lengths.
+Tensor MaskOf(const std::vector<std::vector<int64_t>>& lengths, int64_t t) {
+  Tensor seg = torch::zeros({static_cast<int64_t>(lengths.size()), t}, torch::kInt64);
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    int64_t at = 0, id = 1;
+    for (int64_t n : lengths[r]) {
+      seg[static_cast<int64_t>(r)].narrow(0, at, n).fill_(id++);
+      at += n;
+    }
+  }
+  Tensor causal = torch::ones({t, t}, torch::kBool).tril();
+  return ((seg.unsqueeze(2) == seg.unsqueeze(1)) & causal).unsqueeze(1);
+}
+
+// Per-segment causal attention is the masked call, forward and every
+// gradient, for GQA and plain multi-head shapes, odd lengths, single-token
+// segments and a row that is one segment.
+TEST(SegmentedAttentionTest, EqualsTheBlockDiagonalMaskForwardAndBackward) {
+  torch::manual_seed(5);
+  const std::vector<std::vector<int64_t>> lengths = {{10, 20, 7}, {37}, {1, 1, 35}, {18, 1, 18}};
+  for (int64_t hk : {2, 4}) {
+    SCOPED_TRACE(hk);
+    auto opts = torch::TensorOptions(torch::kFloat64);
+    Tensor q = torch::randn({4, 4, 37, 8}, opts).requires_grad_(true);
+    Tensor k = torch::randn({4, hk, 37, 8}, opts).requires_grad_(true);
+    Tensor v = torch::randn({4, hk, 37, 8}, opts).requires_grad_(true);
+    Tensor up = torch::randn({4, 4, 37, 8}, opts);
+    Tensor got = SegmentedCausalAttention(q, k, v, lengths, 0.0);
+    auto [gq, gk, gv] = [&] {
+      auto g = torch::autograd::grad({(got * up).sum()}, {q, k, v});
+      return std::make_tuple(g[0], g[1], g[2]);
+    }();
+    Tensor want = at::scaled_dot_product_attention(q, k, v, MaskOf(lengths, 37), 0.0, false, std::nullopt, hk != 4);
+    auto w = torch::autograd::grad({(want * up).sum()}, {q, k, v});
+    EXPECT_LE((got - want).abs().max().item<double>(), 1e-12);
+    EXPECT_LE((gq - w[0]).abs().max().item<double>(), 1e-12);
+    EXPECT_LE((gk - w[1]).abs().max().item<double>(), 1e-12);
+    EXPECT_LE((gv - w[2]).abs().max().item<double>(), 1e-12);
+  }
+  // Lengths that do not cover the row are an error, not a wrong answer.
+  Tensor q = torch::randn({1, 2, 5, 4});
+  EXPECT_THROW(SegmentedCausalAttention(q, q, q, {{2, 2}}, 0.0), c10::Error);
+  EXPECT_THROW(SegmentedCausalAttention(q, q, q, {{2, 3}, {5}}, 0.0), c10::Error);
+}
+
+TEST(SegmentedAttentionTest, LayoutFromSegmentIds) {
+  auto layout = [](std::vector<std::vector<int64_t>> rows) {
+    return AttentionLayout::FromSegments(Ids(std::move(rows)).to(torch::kInt32), torch::kCPU);
+  };
+  std::vector<int64_t> a(20, 1), b(12, 2), pad(8, 0);
+  std::vector<int64_t> row0 = a;
+  row0.insert(row0.end(), b.begin(), b.end());
+  row0.insert(row0.end(), pad.begin(), pad.end());  // 20 + 12 + 8 padding
+  std::vector<int64_t> row1(40, 1);                 // one example filling the row
+  AttentionLayout l = layout({row0, row1});
+  EXPECT_FALSE(l.mask.defined());
+  ASSERT_EQ(l.segment_lengths.size(), 2u);
+  EXPECT_THAT(l.segment_lengths[0], ElementsAre(20, 12, 8));
+  EXPECT_THAT(l.segment_lengths[1], ElementsAre(40));
+  // Every row one run: plain causal rows, neither set.
+  l = layout({row1, row1});
+  EXPECT_TRUE(l.segment_lengths.empty());
+  EXPECT_FALSE(l.mask.defined());
+  // An id that comes back after another one: only the mask says that.
+  std::vector<int64_t> back = row0;
+  std::fill(back.begin() + 32, back.end(), 1);
+  l = layout({back, row1});
+  EXPECT_TRUE(l.segment_lengths.empty());
+  ASSERT_TRUE(l.mask.defined());
+  EXPECT_THAT(l.mask.sizes(), ElementsAre(2, 1, 40, 40));
+  EXPECT_TRUE(l.mask[0][0][35][5].item<bool>());    // back to segment 1: sees its first run
+  EXPECT_FALSE(l.mask[0][0][35][25].item<bool>());  // not segment 2
+  // Runs of a few tokens: one masked call instead of a call per run.
+  l = layout({{1, 1, 2, 2, 3, 3, 4, 4}});
+  EXPECT_TRUE(l.segment_lengths.empty());
+  EXPECT_TRUE(l.mask.defined());
+  // No segment ids, or an empty batch: causal rows.
+  EXPECT_FALSE(AttentionLayout::FromSegments(Tensor(), torch::kCPU).mask.defined());
+  EXPECT_TRUE(AttentionLayout::FromSegments(torch::zeros({0, 4}, torch::kInt64), torch::kCPU).segment_lengths.empty());
+}
+
+// Rows packed with examples long enough for the per-segment path: the
+// hidden states are the separate runs', and so are the loss (a sum) and the
+// gradients of every trainable parameter, with gradient checkpointing too.
+TEST(CausalLMTest, PackedLongSegmentsMatchSeparateRunsInLossAndGradients) {
+  ModelConfig c = TinyLlama();
+  auto lm = CausalLM::RandomInit(c, torch::kFloat64, torch::kCPU, 11);
+  lm->train();  // no dropout configured: deterministic
+  auto params = lm->named_parameters();
+  params["model.layers.0.self_attn.q_proj.weight"].requires_grad_(true);
+  params["model.layers.1.self_attn.v_proj.weight"].requires_grad_(true);
+  params["model.layers.1.mlp.down_proj.weight"].requires_grad_(true);
+  torch::manual_seed(2);
+  Tensor a = torch::randint(1, c.vocab_size, {1, 21}, torch::kInt64);
+  Tensor b = torch::randint(1, c.vocab_size, {1, 27}, torch::kInt64);
+  auto shifted = [](const Tensor& ids) {  // next-token targets, -100 on the last
+    Tensor t = torch::full_like(ids, -100);
+    t.narrow(1, 0, ids.size(1) - 1).copy_(ids.narrow(1, 1, ids.size(1) - 1));
+    return t;
+  };
+  auto loss_and_grads = [&](const Tensor& ids, const Tensor& targets, const Tensor& seg, const Tensor& pos) {
+    for (auto& p : lm->parameters()) p.mutable_grad() = Tensor();
+    Tensor hidden = lm->Hidden(ids, pos, seg);
+    Tensor loss = lm->LossSum(hidden, targets);
+    loss.backward();
+    std::vector<Tensor> grads;
+    for (const auto& p : lm->parameters()) {
+      if (p.requires_grad()) grads.push_back(p.grad().clone());
+    }
+    return std::make_tuple(hidden.detach(), loss.detach(), grads);
+  };
+  auto [ha, la, ga] = loss_and_grads(a, shifted(a), Tensor(), Positions(a));
+  auto [hb, lb, gb] = loss_and_grads(b, shifted(b), Tensor(), Positions(b));
+  // Row: a, b, 16 padding tokens (segment 0, no loss).
+  Tensor ids = torch::cat({a, b, torch::zeros({1, 16}, torch::kInt64)}, 1);
+  Tensor targets = torch::cat({shifted(a), shifted(b), torch::full({1, 16}, -100, torch::kInt64)}, 1);
+  Tensor seg = torch::cat({torch::full({1, 21}, 1, torch::kInt32), torch::full({1, 27}, 2, torch::kInt32),
+                           torch::zeros({1, 16}, torch::kInt32)}, 1);
+  ASSERT_EQ(AttentionLayout::FromSegments(seg, torch::kCPU).segment_lengths.size(), 1u);  // the segmented path
+  for (bool checkpointing : {false, true}) {
+    SCOPED_TRACE(checkpointing);
+    lm->SetGradientCheckpointing(checkpointing);
+    auto [h, l, g] = loss_and_grads(ids, targets, seg, PositionsFromSegments(seg));
+    EXPECT_LE((h[0].narrow(0, 0, 21) - ha[0]).abs().max().item<double>(), 1e-10);
+    EXPECT_LE((h[0].narrow(0, 21, 27) - hb[0]).abs().max().item<double>(), 1e-10);
+    // The loss is accumulated in fp32 whatever the model dtype.
+    EXPECT_NEAR(l.item<double>(), la.item<double>() + lb.item<double>(), 1e-6 * std::abs(l.item<double>()));
+    ASSERT_EQ(g.size(), 3u);
+    for (size_t i = 0; i < g.size(); ++i) {
+      EXPECT_LE((g[i] - ga[i] - gb[i]).abs().max().item<double>(), 1e-9) << "param " << i;
+      EXPECT_GT(g[i].abs().max().item<double>(), 0.0) << "param " << i;
+    }
   }
 }
 

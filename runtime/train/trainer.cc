@@ -45,7 +45,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // A micro-batch on the device. input_ids/targets/position_ids: (B, T) int64;
-// segment_ids: (B, T) int64 (0 = padding) or undefined when unpacked.
+// segment_ids: (B, T) int64 on the host (0 = padding) or undefined when unpacked.
 struct DeviceBatch {
   torch::Tensor input_ids, targets, position_ids, segment_ids;
   int64_t trained_tokens = 0;
@@ -61,8 +61,12 @@ DeviceBatch ToDevice(const data::PackedBatch& b, const torch::Device& device, bo
   d.input_ids = make(b.input_ids);
   d.targets = make(b.targets);
   d.position_ids = make(b.position_ids);
-  torch::Tensor seg = make(b.segment_ids);
-  if (packed) d.segment_ids = seg;
+  // Segment ids stay on the host: the model reads them there to lay out
+  // attention per segment (AttentionLayout), with no device sync.
+  if (packed) {
+    d.segment_ids = torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()), {b.batch, b.seq_len}, torch::kInt32)
+                        .to(torch::kInt64, /*non_blocking=*/false, /*copy=*/true);
+  }
   d.trained_tokens = b.trained_tokens;
   for (int32_t s : b.segment_ids) d.tokens += (s != 0);
   return d;
