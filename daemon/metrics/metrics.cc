@@ -24,6 +24,7 @@ constexpr MetricInfo kInfo[] = {
     {"fjord_tokens_trained_total", "counter", "Tokens that carried loss, over all jobs."},
     {"fjord_worker_restarts_total", "counter", "Jobs requeued after a worker or node failure."},
     {"fjord_requests_total", "counter", "Requests answered, by command and status code."},
+    {"fjord_jobs_paused_over_quota_total", "counter", "Running jobs paused because a checkpoint took their tenant past its storage quota."},
     {"fjord_key_reloads_total", "counter", "Keys file reloads on SIGHUP, by result (ok, error)."},
     {"fjord_peers", "gauge", "Client peers the daemon tracks."},
     {"fjord_storage_available", "gauge", "1 while the storage root is a writable directory, else 0."},

@@ -691,6 +691,25 @@ struct Server::Impl {
       run->second.reported_error = err;
     }
     dirty[job_id].push_back(std::move(ev));
+    if (type == "checkpoint") PauseIfOverQuota(job);
+  }
+
+  // A running job whose checkpoint took its tenant past
+  // limits.max_tenant_storage_bytes is paused (SIGTERM: it checkpoints once
+  // more and stops), not failed: nothing trained is lost, and the job
+  // resumes where it stopped once the tenant has freed space (job.resume is
+  // refused until then). Its error says why.
+  void PauseIfOverQuota(const Job& job) {
+    if (job.status != JobStatus::kRunning) return;
+    absl::Status over = CheckQuota(job.tenant, 0, "tenant", "");
+    if (over.ok()) return;
+    const std::string why = absl::StrCat("paused: ", over.message(), ", then resume the job");
+    absl::StatusOr<Job> paused = Apply(job, Trigger::kPause, why, [&](Job& j) {
+      j.error = protocol::JobError{"RESOURCE_EXHAUSTED", why, "tenant", true};
+    });
+    if (!paused.ok()) return;
+    metrics.Add("fjord_jobs_paused_over_quota_total", "");
+    supervisor->Stop(job.id);
   }
 
   void AddEnergy(Job& job, WorkerRun& run) {
@@ -1051,6 +1070,9 @@ struct Server::Impl {
     const JobStatus before = job.status;
     FJORD_ASSIGN_OR_RETURN(JobStatus after, NextStatus(before, trigger));
     if (after == before) return JobJson(job);
+    if (trigger == Trigger::kResume) {
+      FJORD_RETURN_IF_ERROR(CheckQuota(job.tenant, 1, "tenant", ", and a resumed job writes checkpoints"));
+    }
     const char* verb = trigger == Trigger::kCancel ? "cancel" : trigger == Trigger::kPause ? "pause" : "resume";
     FJORD_ASSIGN_OR_RETURN(Job updated, Apply(job, trigger, absl::StrCat(verb, " requested by ", rq.principal.key_name),
                                                [&](Job& j) {

@@ -598,6 +598,60 @@ TEST(SecurityTest, StorageQuotaRefusesUploadsAndJobsPerTenant) {
 // file.delete removes the file from the listing and the storage root, and
 // the usage with it; a file a live job names cannot be deleted until the job
 // ends; another tenant cannot delete (or learn of) it; a repeat is NOT_FOUND.
+// A running job whose checkpoints take its tenant past the quota is paused
+// (not failed: its checkpoints stay), says why in its error, cannot be
+// resumed until the tenant frees space, and then resumes from its newest
+// checkpoint and keeps running (checkpoint rotation holds it under).
+TEST(SecurityTest, StorageQuotaPausesARunningJobAndResumeWaitsForSpace) {
+  HarnessOptions o;
+  o.limits_extra = "  max_tenant_storage_bytes: 131072\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(extra, acme->UploadBytes(std::string(40 * 1024, 'x'), "extra.bin"));
+  // 30 KiB per checkpoint, the last 3 kept: 40 + 30·3 KiB goes over 128 KiB
+  // at the third checkpoint (step 6).
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(
+                                *acme, FakeData(R"({"steps": 2000, "step_ms": 20, "checkpoint_every": 2, "checkpoint_bytes": 30720})"))));
+  ASSERT_OK_AND_ASSIGN(paused, h.WaitForStatus(*acme, job.id, JobStatus::kPaused, 60));
+  ASSERT_TRUE(paused.error.has_value());
+  EXPECT_EQ(paused.error->code, "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(paused.error->param, "tenant");
+  EXPECT_THAT(paused.error->message, HasSubstr("paused: tenant 'acme' uses "));
+  EXPECT_THAT(paused.error->message, HasSubstr(" of its 131072 bytes of storage"));
+  ASSERT_TRUE(paused.latest_checkpoint.has_value());
+  EXPECT_GE(paused.latest_checkpoint->step, 6);
+  EXPECT_LT(paused.step, 40) << "paused at its first checkpoint over the quota";
+  // Over the quota: resume is refused and changes nothing.
+  absl::Status refused = acme->ResumeJob(job.id).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_EQ(protocol::ParamOf(refused), "tenant");
+  EXPECT_THAT(refused.message(), HasSubstr("a resumed job writes checkpoints"));
+  ASSERT_OK_AND_ASSIGN(still, acme->GetJob(job.id));
+  EXPECT_EQ(still.status, JobStatus::kPaused);
+  // Space freed: it resumes from its checkpoint, with no error, and keeps
+  // checkpointing under the quota.
+  ASSERT_TRUE(acme->DeleteFile(extra.id).ok());
+  ASSERT_OK_AND_ASSIGN(resumed, acme->ResumeJob(job.id));
+  EXPECT_FALSE(resumed.error.has_value());
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [&](const Job& j) {
+                 return j.status == JobStatus::kRunning && j.step >= paused.step + 12;
+               }, 60).ok());
+  ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
+  std::vector<int64_t> starts;
+  for (const auto& e : events.events) {
+    if (e.type == "start") starts.push_back(e.data.value("step", int64_t{-1}));
+  }
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(starts[1], paused.latest_checkpoint->step);
+  httplib::Client http("127.0.0.1", h.metrics_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_THAT(metrics->body, HasSubstr("fjord_jobs_paused_over_quota_total 1"));
+  ASSERT_TRUE(acme->CancelJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
+}
+
 TEST(SecurityTest, FileDeleteFreesStorageAndSparesFilesInUse) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
