@@ -136,6 +136,11 @@ class DaemonHarness {
 
   const std::string& dir() const { return dir_; }
   std::string storage() const { return options_.storage_root.empty() ? dir_ + "/storage" : options_.storage_root; }
+  // Makes the harness's directories (0700 from mkdtemp) searchable by other
+  // users, for workers that run as another uid.
+  void OpenToOtherUsers() const {
+    for (const std::string& d : {dir_, storage(), model_dir_}) ::chmod(d.c_str(), 0755);
+  }
   std::string config_path() const { return dir_ + "/fjordd.yaml"; }
   std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
   std::string ipc_endpoint() const { return "ipc://" + dir_ + "/fjordd.sock"; }
@@ -232,6 +237,27 @@ class DaemonHarness {
   CurveKeyPair server_keys_, acme_, zeta_, admin_;
   int port_ = 0, metrics_port_ = 0;
   std::unique_ptr<daemon::WorkerProcess> daemon_;
+};
+
+// The fake worker copied where any user can run it (the runfiles tree may
+// not be reachable by another uid), removed with this object.
+class WorkerForOtherUsers {
+ public:
+  WorkerForOtherUsers() {
+    char tmpl[] = "/tmp/fjit-worker-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    ::chmod(dir_.c_str(), 0755);
+    program_ = dir_ + "/fake_worker";
+    std::filesystem::copy_file("daemon/worker/fake_worker", program_);
+    ::chmod(program_.c_str(), 0755);
+  }
+  ~WorkerForOtherUsers() { std::filesystem::remove_all(dir_); }
+  WorkerForOtherUsers(const WorkerForOtherUsers&) = delete;
+  WorkerForOtherUsers& operator=(const WorkerForOtherUsers&) = delete;
+  const std::string& program() const { return program_; }
+
+ private:
+  std::string dir_, program_;
 };
 
 // Uploads data and returns a spec naming it.

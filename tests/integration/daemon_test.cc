@@ -617,17 +617,10 @@ TEST(DaemonTest, WorkersRunAsTheConfiguredUser) {
   if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
   HarnessOptions ho;
   ho.worker_extra = "  user: nobody\n";
-  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
-  const std::string bin_dir = ::mkdtemp(tmpl);
-  ::chmod(bin_dir.c_str(), 0755);
-  const std::string worker = bin_dir + "/fake_worker";
-  fs::copy_file("daemon/worker/fake_worker", worker);
-  ::chmod(worker.c_str(), 0755);
-  ho.worker_program = worker;
+  WorkerForOtherUsers worker;
+  ho.worker_program = worker.program();
   DaemonHarness h(ho);
-  ::chmod(h.dir().c_str(), 0755);
-  ::chmod(h.storage().c_str(), 0755);
-  ::chmod((h.dir() + "/model").c_str(), 0755);
+  h.OpenToOtherUsers();
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
@@ -637,7 +630,6 @@ TEST(DaemonTest, WorkersRunAsTheConfiguredUser) {
   struct stat st {};
   ASSERT_EQ(::stat((done.result_adapter_path + "/adapter_config.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, nobody->pw_uid);
-  fs::remove_all(bin_dir);
 }
 
 // Bounded load on loopback: 100 clients x 100 requests, no errors.

@@ -262,65 +262,14 @@ TEST(SecurityTest, PeerStreamAndUploadLimitsHold) {
 // As root, with worker.user set, every worker (validator and trainer) runs
 // with the user's uid and gid in all four ids, no supplementary groups, and
 // the daemon's state (SQLite store, lock, keys) is closed to it.
-TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-  struct passwd* nobody = ::getpwnam("nobody");
-  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
-  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
-  const std::string bin_dir = ::mkdtemp(tmpl);
-  ::chmod(bin_dir.c_str(), 0755);
-  const std::string worker = bin_dir + "/fake_worker";
-  fs::copy_file("daemon/worker/fake_worker", worker);
-  ::chmod(worker.c_str(), 0755);
-  HarnessOptions o;
-  o.worker_extra = "  user: nobody\n";
-  o.worker_program = worker;
-  DaemonHarness h(o);
-  ::chmod(h.dir().c_str(), 0755);
-  ::chmod(h.storage().c_str(), 0755);
-  ::chmod((h.dir() + "/model").c_str(), 0755);
-  ASSERT_NO_FATAL_FAILURE(h.Start());
-  auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 100, "step_ms": 20})"));
-  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 2; }).ok());
-  // The trainer: the daemon's child whose command line has --report.
-  pid_t trainer = 0;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string stat = ReadFile(e.path().string() + "/stat");
-    const size_t close = stat.rfind(')');
-    if (close == std::string::npos || close + 4 >= stat.size()) continue;
-    if (std::atoi(stat.c_str() + close + 4) != h.daemon_pid()) continue;
-    if (absl::StrContains(ReadFile(e.path().string() + "/cmdline"), "--report")) {
-      trainer = std::atoi(e.path().filename().c_str());
-    }
-  }
-  ASSERT_NE(trainer, 0) << "no trainer found";
-  const std::string status = ReadFile(absl::StrCat("/proc/", trainer, "/status"));
-  const std::string uid = std::to_string(nobody->pw_uid), gid = std::to_string(nobody->pw_gid);
-  EXPECT_THAT(status, HasSubstr(absl::StrCat("Uid:\t", uid, "\t", uid, "\t", uid, "\t", uid, "\n")));
-  EXPECT_THAT(status, HasSubstr(absl::StrCat("Gid:\t", gid, "\t", gid, "\t", gid, "\t", gid, "\n")));
-  auto field = [&](const std::string& name) {
-    const size_t at = status.find("\n" + name + ":");
-    if (at == std::string::npos) return std::string("<none>");
-    const size_t begin = at + name.size() + 2, end = status.find('\n', begin);
-    return std::string(absl::StripAsciiWhitespace(status.substr(begin, end - begin)));
-  };
-  EXPECT_EQ(field("Groups"), "");  // setgroups(0): none of root's groups
-  EXPECT_EQ(field("CapEff"), "0000000000000000");
-  EXPECT_EQ(field("CapPrm"), "0000000000000000");
-  EXPECT_EQ(field("NoNewPrivs"), "1");  // worker.no_new_privs (default): no setuid program helps it
-  // What the worker's user could open of the daemon's own files: nothing.
-  for (const std::string& f : {h.dir() + "/state/fjordd.db", h.dir() + "/state/fjordd.db-wal",
-                               h.dir() + "/state/fjordd.lock", h.dir() + "/keys/server.key"}) {
-    struct stat st {};
-    if (::stat(f.c_str(), &st) != 0) continue;
-    EXPECT_EQ(st.st_mode & 077, 0u) << f << " is open to group or others (mode " << std::oct << (st.st_mode & 0777)
-                                    << "): the worker's user could read it";
-  }
-  ASSERT_TRUE(acme->CancelJob(job.id).ok());
-  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
-  fs::remove_all(bin_dir);
+// The worker.tenant_uid_range the tests use (kTenantUids), when no user or
+// group of this machine has an id in it.
+constexpr char kTenantUids[] = "1500000000-1500000999";
+absl::Status TenantUidRangeIsFree() {
+  daemon::DaemonConfig range;
+  range.worker.tenant_uid_first = 1500000000;
+  range.worker.tenant_uid_count = 1000;
+  return daemon::CheckTenantUidRange(range);
 }
 
 // The daemon's child running `job_id` with --report (the trainer), or 0.
@@ -368,29 +317,63 @@ int AccessAs(uint32_t id, const std::string& path, bool socket) {
   return err;
 }
 
+TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  struct passwd* nobody = ::getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
+  WorkerForOtherUsers worker;
+  HarnessOptions o;
+  o.worker_extra = "  user: nobody\n";
+  o.worker_program = worker.program();
+  DaemonHarness h(o);
+  h.OpenToOtherUsers();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 100, "step_ms": 20})"));
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 2; }).ok());
+  // The trainer: the daemon's child whose command line has --report.
+  const pid_t trainer = TrainerOf(h, job.id);
+  ASSERT_NE(trainer, 0) << "no trainer found";
+  const std::string status = ReadFile(absl::StrCat("/proc/", trainer, "/status"));
+  const std::string uid = std::to_string(nobody->pw_uid), gid = std::to_string(nobody->pw_gid);
+  EXPECT_THAT(status, HasSubstr(absl::StrCat("Uid:\t", uid, "\t", uid, "\t", uid, "\t", uid, "\n")));
+  EXPECT_THAT(status, HasSubstr(absl::StrCat("Gid:\t", gid, "\t", gid, "\t", gid, "\t", gid, "\n")));
+  auto field = [&](const std::string& name) {
+    const size_t at = status.find("\n" + name + ":");
+    if (at == std::string::npos) return std::string("<none>");
+    const size_t begin = at + name.size() + 2, end = status.find('\n', begin);
+    return std::string(absl::StripAsciiWhitespace(status.substr(begin, end - begin)));
+  };
+  EXPECT_EQ(field("Groups"), "");  // setgroups(0): none of root's groups
+  EXPECT_EQ(field("CapEff"), "0000000000000000");
+  EXPECT_EQ(field("CapPrm"), "0000000000000000");
+  EXPECT_EQ(field("NoNewPrivs"), "1");  // worker.no_new_privs (default): no setuid program helps it
+  // What the worker's user could open of the daemon's own files: nothing.
+  for (const std::string& f : {h.dir() + "/state/fjordd.db", h.dir() + "/state/fjordd.db-wal",
+                               h.dir() + "/state/fjordd.lock", h.dir() + "/keys/server.key"}) {
+    struct stat st {};
+    if (::stat(f.c_str(), &st) != 0) continue;
+    EXPECT_EQ(st.st_mode & 077, 0u) << f << " is open to group or others (mode " << std::oct << (st.st_mode & 0777)
+                                    << "): the worker's user could read it";
+  }
+  ASSERT_TRUE(acme->CancelJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
+}
+
 // worker.tenant_uid_range: each tenant's workers run as a uid of their own,
 // the same one after a restart; a tenant's area, files, job directories and
 // report sockets are closed to every other tenant's uid; a job still runs to
 // a verified adapter.
 TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-  daemon::DaemonConfig range;
-  range.worker.tenant_uid_first = 1500000000;
-  range.worker.tenant_uid_count = 1000;
-  if (absl::Status s = daemon::CheckTenantUidRange(range); !s.ok()) GTEST_SKIP() << s;
-  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
-  const std::string bin_dir = ::mkdtemp(tmpl);
-  ::chmod(bin_dir.c_str(), 0755);
-  const std::string worker = bin_dir + "/fake_worker";
-  fs::copy_file("daemon/worker/fake_worker", worker);
-  ::chmod(worker.c_str(), 0755);
+  if (absl::Status s = TenantUidRangeIsFree(); !s.ok()) GTEST_SKIP() << s;
+  WorkerForOtherUsers worker;
   HarnessOptions o;
-  o.worker_extra = "  tenant_uid_range: 1500000000-1500000999\n";
-  o.worker_program = worker;
+  o.worker_extra = absl::StrCat("  tenant_uid_range: ", kTenantUids, "\n");
+  o.worker_program = worker.program();
   DaemonHarness h(o);
-  ::chmod(h.dir().c_str(), 0755);
-  ::chmod(h.storage().c_str(), 0755);
-  ::chmod((h.dir() + "/model").c_str(), 0755);
+  h.OpenToOtherUsers();
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   auto zeta = h.Zeta();
@@ -470,7 +453,6 @@ TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) 
   EXPECT_THAT(ReadFile(absl::StrCat("/proc/", trainer, "/status")), HasSubstr(absl::StrCat("Uid:\t", acme_id, "\t")));
   ASSERT_TRUE(acme->CancelJob(again.id).ok());
   ASSERT_TRUE(h.WaitForFinal(*acme, again.id).ok());
-  fs::remove_all(bin_dir);
 }
 
 // An operator moving a node from one worker.user to worker.tenant_uid_range:
@@ -481,23 +463,13 @@ TEST(SecurityTest, SwitchingToTenantUidsReownsTheAreasMadeBefore) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
   struct passwd* nobody = ::getpwnam("nobody");
   if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
-  daemon::DaemonConfig range;
-  range.worker.tenant_uid_first = 1500000000;
-  range.worker.tenant_uid_count = 1000;
-  if (absl::Status s = daemon::CheckTenantUidRange(range); !s.ok()) GTEST_SKIP() << s;
-  char tmpl[] = "/tmp/fjit-worker-XXXXXX";
-  const std::string bin_dir = ::mkdtemp(tmpl);
-  ::chmod(bin_dir.c_str(), 0755);
-  const std::string worker = bin_dir + "/fake_worker";
-  fs::copy_file("daemon/worker/fake_worker", worker);
-  ::chmod(worker.c_str(), 0755);
+  if (absl::Status s = TenantUidRangeIsFree(); !s.ok()) GTEST_SKIP() << s;
+  WorkerForOtherUsers worker;
   HarnessOptions o;
   o.worker_extra = "  user: nobody\n";
-  o.worker_program = worker;
+  o.worker_program = worker.program();
   DaemonHarness h(o);
-  ::chmod(h.dir().c_str(), 0755);
-  ::chmod(h.storage().c_str(), 0755);
-  ::chmod((h.dir() + "/model").c_str(), 0755);
+  h.OpenToOtherUsers();
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   ASSERT_OK_AND_ASSIGN(
@@ -513,7 +485,7 @@ TEST(SecurityTest, SwitchingToTenantUidsReownsTheAreasMadeBefore) {
   }
   ASSERT_GT(by_nobody, 0u) << "the shared user wrote no checkpoint";
   std::string config = ReadFile(h.config_path());
-  config.replace(config.find("  user: nobody\n"), 15, "  tenant_uid_range: 1500000000-1500000999\n");
+  config.replace(config.find("  user: nobody\n"), 15, absl::StrCat("  tenant_uid_range: ", kTenantUids, "\n"));
   std::ofstream(h.config_path()) << config;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   acme = h.Acme();
@@ -542,7 +514,6 @@ TEST(SecurityTest, SwitchingToTenantUidsReownsTheAreasMadeBefore) {
   EXPECT_EQ(AccessAs(acme_id, h.storage() + "/acme/files/" + files[0].id, false), 0);
   ASSERT_TRUE(acme->CancelJob(job.id).ok());
   ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
-  fs::remove_all(bin_dir);
 }
 
 // limits.max_tenant_storage_bytes: a tenant's area (files, uploads in
