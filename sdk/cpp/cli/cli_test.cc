@@ -30,6 +30,7 @@ namespace {
 using nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 MATCHER_P2(StatusIs, code, matcher, "") {
@@ -380,6 +381,23 @@ TEST(RenderTest, TableAndEventLines) {
   EXPECT_THAT(EventLine(Ev(7, "step", {{"step", 10}, {"total_steps", 100}, {"loss", 1.23}})),
               HasSubstr("step 10/100  loss 1.2300"));
   EXPECT_THAT(EventLine(Ev(8, "status", {{"status", "running"}, {"previous", "queued"}})), HasSubstr("queued -> running"));
+}
+
+TEST(RenderTest, JobErrorsHintOnlyWhenTheJobFailed) {
+  protocol::Job job;
+  job.id = "job-1";
+  job.status = protocol::JobStatus::kFailed;
+  job.error = protocol::JobError{"INVALID_ARGUMENT", "train.jsonl:3: not JSON", "training_file", true};
+  EXPECT_THAT(DescribeJob(job), HasSubstr("INVALID_ARGUMENT: train.jsonl:3: not JSON (training_file) [fix the input and resubmit]"));
+  job.error->user_error = false;
+  EXPECT_THAT(DescribeJob(job), HasSubstr("[system error]"));
+  // Paused over the storage quota: the message says what to do; no resubmit hint.
+  job.status = protocol::JobStatus::kPaused;
+  job.error = protocol::JobError{"RESOURCE_EXHAUSTED", "paused: tenant 'acme' uses 9 of its 8 bytes", "tenant", true};
+  const std::string text = DescribeJob(job);
+  EXPECT_THAT(text, HasSubstr("RESOURCE_EXHAUSTED: paused: tenant 'acme' uses 9 of its 8 bytes (tenant)"));
+  EXPECT_THAT(text, Not(HasSubstr("resubmit")));
+  EXPECT_THAT(text, Not(HasSubstr("system error")));
 }
 
 TEST(RenderTest, BytesAndStorageUsage) {

@@ -150,9 +150,13 @@ std::string DescribeJob(const protocol::Job& job) {
   }
   if (!job.result_adapter_path.empty()) row("adapter", job.result_adapter_path);
   if (job.error) {
+    // The hint is for a failed job; a paused one's error (over the storage
+    // quota) says in its message what to do before resuming.
+    const char* hint = job.status != protocol::JobStatus::kFailed ? ""
+                       : job.error->user_error                     ? " [fix the input and resubmit]"
+                                                                   : " [system error]";
     row("error", absl::StrCat(job.error->code, ": ", job.error->message,
-                              job.error->param.empty() ? "" : absl::StrCat(" (", job.error->param, ")"),
-                              job.error->user_error ? " [fix the input and resubmit]" : " [system error]"));
+                              job.error->param.empty() ? "" : absl::StrCat(" (", job.error->param, ")"), hint));
   }
   if (job.restarts > 0) row("restarts", absl::StrCat(job.restarts, " of ", job.spec.max_restarts));
   if (!job.node.empty()) row("node", job.node);

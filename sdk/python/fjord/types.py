@@ -109,7 +109,10 @@ class LoraConfig:
 
 @dataclasses.dataclass
 class JobError:
-    """Why a job failed. ``user_error``: the input was at fault (fix and resubmit)."""
+    """Why a job failed, or why a paused one was paused (``RESOURCE_EXHAUSTED``,
+    param ``tenant``: its checkpoints took the tenant over its storage quota;
+    free space, then resume). ``user_error``: the input or the tenant's own use
+    was at fault, not the node."""
 
     code: str
     message: str
