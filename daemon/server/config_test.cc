@@ -178,6 +178,13 @@ TEST(ConfigTest, CheckConfigReportsEveryProblem) {
   EXPECT_THAT(s.message(), HasSubstr("/etc/fjordd/server.key does not exist"));
   EXPECT_THAT(s.message(), HasSubstr("worker.program: /usr/bin/fjord-train is not executable"));
   EXPECT_THAT(s.message(), HasSubstr("models: none configured"));
+  // A tenant uid range holding a user of the node is one more problem
+  // (set directly: the parser refuses ranges below 1000 already).
+  c->worker.tenant_uid_first = 0;
+  c->worker.tenant_uid_count = 1;
+  s = CheckConfig(*c);
+  EXPECT_THAT(s.message(), HasSubstr("worker.tenant_uid_range 0-0 must be reserved for fjordd's tenants, but user 'root' has uid 0"));
+  EXPECT_THAT(s.message(), HasSubstr("models: none configured"));
 }
 
 }  // namespace

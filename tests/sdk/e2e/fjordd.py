@@ -62,7 +62,7 @@ def free_port() -> int:
 
 class Fjordd:
     def __init__(self, worker=FAKE_WORKER, models: Optional[dict] = None, heartbeat_interval_ms: int = 500,
-                 cpu_slots: int = 1, extra_worker_args: Optional[list] = None):
+                 cpu_slots: int = 1, extra_worker_args: Optional[list] = None, limits: Optional[dict] = None):
         require(FJORDD, worker)
         self.dir = tempfile.mkdtemp(prefix="fjord-e2e-", dir="/tmp")  # short: worker ipc sockets live here
         for d in ("state", "storage", "keys", "models", "home"):
@@ -103,7 +103,7 @@ class Fjordd:
             "models": models,
             "worker": {"program": str(worker), "args": extra_worker_args or []},
             "scheduler": {"gpus": [], "cpu_slots": cpu_slots},
-            "limits": {"heartbeat_interval_ms": heartbeat_interval_ms},
+            "limits": {"heartbeat_interval_ms": heartbeat_interval_ms, **(limits or {})},
             "metrics": {"listen": ""},
             "logging": {"level": "info", "file": self.log},
         }

@@ -81,6 +81,36 @@ def test_delete_a_file_frees_its_storage(daemon, client, tmp_path):
     assert r.returncode == 4 and "NOT_FOUND" in r.stderr
 
 
+def test_a_job_over_the_storage_quota_pauses_and_resumes_once_space_is_freed(tmp_path):
+    # Its own daemon, with a quota: 40 KiB of other data, then 30 KiB
+    # checkpoints (the last 3 kept) take the tenant over 128 KiB at the third.
+    with Fjordd(worker=FAKE_WORKER, limits={"max_tenant_storage_bytes": 131072}) as d, d.client() as c:
+        extra = tmp_path / "extra.bin"
+        extra.write_bytes(b"x" * 40 * 1024)
+        spare = c.files.upload(extra)
+        f = c.files.upload(fake_data(tmp_path / "t.jsonl", steps=2000, step_ms=20, checkpoint_every=2,
+                                     checkpoint_bytes=30720))
+        job = c.jobs.create(model="demo", training_file=f.id)
+        paused = wait_until(lambda: (j := job.refresh()).status == "paused" and j, timeout=60, what="the pause")
+        assert paused.error.code == "RESOURCE_EXHAUSTED" and paused.error.param == "tenant"
+        assert "of its 131072 bytes of storage" in paused.error.message
+        assert paused.latest_checkpoint is not None and paused.latest_checkpoint.step >= 6
+        with pytest.raises(fjord.ResourceExhaustedError) as e:
+            job.resume()
+        assert e.value.param == "tenant"
+        r = d.cli("jobs", "resume", job.id)
+        assert r.returncode == 8 and "RESOURCE_EXHAUSTED" in r.stderr, r.stderr
+        shown = d.cli("jobs", "get", job.id)
+        assert "RESOURCE_EXHAUSTED: paused: tenant 'acme' uses" in shown.stdout and "resubmit" not in shown.stdout
+        c.files.delete(spare)
+        resumed = job.resume()
+        assert resumed.error is None
+        wait_until(lambda: (j := job.refresh()).status == "running" and j.step >= paused.step + 6, timeout=60,
+                   what="the resumed run")
+        job.cancel()
+        assert job.wait().status == "cancelled"
+
+
 def tree_bytes(path):
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
 
