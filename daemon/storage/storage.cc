@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "daemon/protocol/errors.h"
@@ -183,58 +185,40 @@ absl::StatusOr<std::vector<Storage::Entry>> Storage::ListRegularFiles(const std:
 
 namespace {
 
-uint64_t TreeBytesAt(int dfd, int depth) {
+// Depth-first over everything below the directory `dfd` (owned: closed
+// here), never following a symlink (visited, not entered) and not entering
+// directories nested deeper than 64 (a worker cannot make a walk recurse
+// without bound). `rel` is the directory's path below the walk's root
+// `root` ("" at the root; `root` only names paths in errors). visit(parent
+// fd, name, stat, path below the root) returning an
+// error stops the walk with it; a directory that cannot be opened stops it
+// too when `strict`, else it is skipped.
+using Visit = std::function<absl::Status(int, const char*, const struct stat&, const std::string&)>;
+absl::Status WalkAt(int dfd, const std::string& root, const std::string& rel, int depth, bool strict,
+                    const Visit& visit) {
   DIR* d = ::fdopendir(dfd);  // owns dfd from here
   if (d == nullptr) {
+    const int err = errno;
     ::close(dfd);
-    return 0;
-  }
-  uint64_t total = 0;
-  while (struct dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    struct stat st {};
-    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (S_ISREG(st.st_mode)) {
-      total += static_cast<uint64_t>(st.st_size);
-    } else if (S_ISDIR(st.st_mode) && depth < 64) {
-      const int child = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (child >= 0) total += TreeBytesAt(child, depth + 1);
-    }
-  }
-  ::closedir(d);
-  return total;
-}
-
-// owner (uint32_t)-1: keep it.
-absl::Status ReownAt(int dfd, const std::string& path, int depth, int job_depth, uint32_t uid, uint32_t gid) {
-  DIR* d = ::fdopendir(dfd);  // owns dfd from here
-  if (d == nullptr) {
-    ::close(dfd);
-    return StorageError(absl::StrCat("opendir ", path), errno);
+    return strict ? StorageError(absl::StrCat("opendir ", root, "/", rel), err) : absl::OkStatus();
   }
   absl::Status result;
   while (struct dirent* e = ::readdir(d)) {
     if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    const std::string child = absl::StrCat(path, "/", e->d_name);
     struct stat st {};
-    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISLNK(st.st_mode)) continue;
-    // <area>/jobs/<id> is at job_depth 1 below jobs/ (depth 1 of the area).
-    const bool in_job = job_depth >= 1 || (job_depth == 0 && S_ISDIR(st.st_mode));
-    const uid_t owner = in_job ? uid : static_cast<uid_t>(-1);
-    if (::fchownat(::dirfd(d), e->d_name, owner, gid, AT_SYMLINK_NOFOLLOW) != 0) {
-      result = StorageError(absl::StrCat("chown ", child), errno);
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    const std::string path = rel.empty() ? std::string(e->d_name) : absl::StrCat(rel, "/", e->d_name);
+    result = visit(::dirfd(d), e->d_name, st, path);
+    if (!result.ok()) break;
+    if (!S_ISDIR(st.st_mode) || depth >= 64) continue;
+    const int child = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (child < 0) {
+      if (!strict) continue;
+      result = StorageError(absl::StrCat("open ", root, "/", path), errno);
       break;
     }
-    if (S_ISDIR(st.st_mode) && depth < 64) {
-      const int sub = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub < 0) {
-        result = StorageError(absl::StrCat("open ", child), errno);
-        break;
-      }
-      const int next_job_depth = job_depth >= 0 ? job_depth + 1 : (depth == 0 && std::strcmp(e->d_name, "jobs") == 0 ? 0 : -1);
-      result = ReownAt(sub, child, depth + 1, next_job_depth, uid, gid);
-      if (!result.ok()) break;
-    }
+    result = WalkAt(child, root, path, depth + 1, strict, visit);
+    if (!result.ok()) break;
   }
   ::closedir(d);
   return result;
@@ -251,12 +235,30 @@ absl::Status Storage::ReownTenantArea(const std::string& tenant, uint32_t uid, u
     ::close(dfd);
     return StorageError(absl::StrCat("chown ", area), err);
   }
-  return ReownAt(dfd, area, 0, -1, uid, gid);
+  auto reown = [&](int parent, const char* name, const struct stat& st, const std::string& path) {
+    if (S_ISLNK(st.st_mode)) return absl::OkStatus();
+    // jobs/<id> and everything in it is the worker's; a plain file directly
+    // in jobs/ is not a job.
+    const bool in_job =
+        absl::StartsWith(path, "jobs/") && (S_ISDIR(st.st_mode) || path.find('/', 5) != std::string::npos);
+    const uid_t owner = in_job ? uid : static_cast<uid_t>(-1);  // -1: keep root
+    if (::fchownat(parent, name, owner, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return StorageError(absl::StrCat("chown ", area, "/", path), errno);
+    }
+    return absl::OkStatus();
+  };
+  return WalkAt(dfd, area, "", 0, /*strict=*/true, reown);
 }
 
 uint64_t Storage::TreeBytes(const std::string& dir) {
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  return dfd < 0 ? 0 : TreeBytesAt(dfd, 0);
+  if (dfd < 0) return 0;
+  uint64_t total = 0;
+  (void)WalkAt(dfd, dir, "", 0, /*strict=*/false, [&](int, const char*, const struct stat& st, const std::string&) {
+    if (S_ISREG(st.st_mode)) total += static_cast<uint64_t>(st.st_size);
+    return absl::OkStatus();
+  });
+  return total;
 }
 
 absl::Status VerifyAdapterDir(const std::string& dir) {
