@@ -227,11 +227,19 @@ struct Server::Impl {
   // An area made for other ids (before worker.user changed, or before
   // worker.tenant_uid_range was set) is given to the tenant's ids, job
   // directories included, so a requeued job can read and rotate its
-  // checkpoints. A missing area is left missing (JobDirPresent says so).
+  // checkpoints; so is one whose files/ or jobs/ was made again. A missing
+  // area is left missing (JobDirPresent says so).
   absl::Status OwnTenantArea(const std::string& tenant, const WorkerIds& ids) {
     if (!ids.gid) return absl::OkStatus();
+    const std::string area = storage->TenantDir(tenant);
     struct stat st {};
-    if (::lstat(storage->TenantDir(tenant).c_str(), &st) != 0 || st.st_gid == *ids.gid) return absl::OkStatus();
+    if (::lstat(area.c_str(), &st) != 0) return absl::OkStatus();
+    bool owned = st.st_gid == *ids.gid;
+    for (const std::string& d : {storage->FilesDir(tenant), area + "/jobs"}) {
+      struct stat sub {};
+      if (::lstat(d.c_str(), &sub) == 0 && sub.st_gid != *ids.gid) owned = false;
+    }
+    if (owned) return absl::OkStatus();
     LogInfo("giving a tenant's storage area to its workers' ids",
             {{"tenant", tenant}, {"uid", static_cast<int64_t>(*ids.uid)}, {"gid", static_cast<int64_t>(*ids.gid)},
              {"was_gid", static_cast<int64_t>(st.st_gid)}});
@@ -551,15 +559,13 @@ struct Server::Impl {
     LaunchOptions lo;
     lo.expect_heartbeats = false;
     lo.deadline_ms = config.worker.validation_timeout_ms;
-    absl::Status s = JobDirPresent(job);
-    absl::StatusOr<WorkerSpec> spec = s.ok() ? BaseSpec(job) : s;
-    if (spec.ok()) {
-      spec->args = {"validate", "--config", dir + "/job.yaml"};
-      spec->stdout_path = dir + "/validation.json";
-      s = supervisor->Launch(job.id, *spec, lo);
-    } else {
-      s = spec.status();
-    }
+    const absl::Status s = [&]() -> absl::Status {
+      FJORD_RETURN_IF_ERROR(JobDirPresent(job));
+      FJORD_ASSIGN_OR_RETURN(WorkerSpec spec, BaseSpec(job));
+      spec.args = {"validate", "--config", dir + "/job.yaml"};
+      spec.stdout_path = dir + "/validation.json";
+      return supervisor->Launch(job.id, spec, lo);
+    }();
     if (!s.ok()) {
       (void)Apply(job, Trigger::kValidatorCrashed, "cannot start the validator", [&](Job& j) {
         j.error = protocol::JobError{"INTERNAL", absl::StrCat("cannot start the validator: ", s.message()), "", false};
