@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -30,16 +31,14 @@ uint64_t Fnv1a(const std::string& s) {
   return h;
 }
 
-// The tenant a claim names, "" when it does not exist; an error for anything
-// but a regular file that can be read.
-absl::StatusOr<std::string> ReadClaim(const std::string& path, bool* exists) {
-  *exists = false;
+// The tenant a claim names, nullopt when there is no claim; an error for
+// anything but a regular file that can be read.
+absl::StatusOr<std::optional<std::string>> ReadClaim(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return std::string();
+    if (errno == ENOENT) return std::nullopt;
     return Failed(absl::StrCat("read tenant id claim ", path), errno);
   }
-  *exists = true;
   struct stat st {};
   char buf[300];
   ssize_t n = -1;
@@ -80,11 +79,10 @@ absl::StatusOr<uint32_t> TenantIds::Claim(const std::string& tenant) {
   for (uint64_t i = 0; i < count_; ++i) {
     const uint32_t id = first_ + static_cast<uint32_t>((start + i) % count_);
     const std::string path = absl::StrCat(dir_, "/", id);
-    bool exists = false;
-    absl::StatusOr<std::string> owner = ReadClaim(path, &exists);
+    absl::StatusOr<std::optional<std::string>> owner = ReadClaim(path);
     if (!owner.ok()) return owner.status();
-    if (exists) {
-      if (*owner == tenant) return id;
+    if (owner->has_value()) {
+      if (**owner == tenant) return id;
       continue;
     }
     // Unclaimed: claim it with a complete file, atomically.
@@ -117,7 +115,7 @@ absl::StatusOr<uint32_t> TenantIds::Claim(const std::string& tenant) {
       return Failed(absl::StrCat("link ", path), err);
     }
     // Another node claimed it a moment ago: for this tenant, or another one.
-    owner = ReadClaim(path, &exists);
+    owner = ReadClaim(path);
     if (owner.ok() && *owner == tenant) {
       ::unlink(tmp.c_str());
       return id;
