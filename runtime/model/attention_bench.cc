@@ -110,9 +110,7 @@ int Main() {
     std::fprintf(stderr, "attention_bench: these lengths give no per-segment layout\n");
     return 1;
   }
-  const Tensor causal = torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device)).tril();
-  const Tensor on = seg.to(device);
-  const Tensor mask = ((on.unsqueeze(2) == on.unsqueeze(1)) & causal).unsqueeze(1);
+  const Tensor mask = BlockDiagonalCausalMask(seg, device);
 
   torch::manual_seed(0);
   auto opts = torch::TensorOptions(dtype).device(device);

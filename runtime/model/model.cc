@@ -220,11 +220,16 @@ AttentionLayout AttentionLayout::FromSegments(const Tensor& segment_ids, const t
     return layout;
   }
   layout.segment_lengths.clear();
-  const Tensor on = seg.to(device);
-  const Tensor same = on.unsqueeze(2) == on.unsqueeze(1);  // (B, T, T)
-  const Tensor causal = torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device)).tril();
-  layout.mask = (same & causal).unsqueeze(1);  // (B, 1, T, T)
+  layout.mask = BlockDiagonalCausalMask(seg, device);
   return layout;
+}
+
+Tensor BlockDiagonalCausalMask(const Tensor& segment_ids, const torch::Device& device) {
+  const Tensor seg = segment_ids.to(device);
+  const int64_t t = seg.size(1);
+  const Tensor same = seg.unsqueeze(2) == seg.unsqueeze(1);  // (B, T, T)
+  const Tensor causal = torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device)).tril();
+  return (same & causal).unsqueeze(1);  // (B, 1, T, T)
 }
 
 Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -483,8 +488,6 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
                      segment_ids.scalar_type() == torch::kInt32),
                 "CausalLM::Hidden: segment_ids must be int32/int64 of shape ", input_ids.sizes());
   }
-  const int64_t b = input_ids.size(0);
-  const int64_t t = input_ids.size(1);
   const Tensor ids = input_ids.to(device_);  // (B, T)
   if (ids.numel() > 0) {
     const bool in_range = ((ids >= 0) & (ids < config_.vocab_size)).all().item<bool>();
@@ -502,8 +505,6 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   Tensor sin = emb.sin();
 
   const AttentionLayout layout = AttentionLayout::FromSegments(segment_ids, device_);
-  (void)b;
-  (void)t;
 
   Tensor x = torch::embedding(model->embed_weight, ids);  // (B, T, C)
   const bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();

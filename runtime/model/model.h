@@ -71,6 +71,11 @@ struct AttentionLayout {
   static AttentionLayout FromSegments(const torch::Tensor& segment_ids, const torch::Device& device);
 };
 
+// The (B, 1, T, T) bool mask, true = attend, of causal attention within
+// equal segment ids: token i sees token j <= i of its row when their ids are
+// equal. segment_ids: (B, T) int32/int64; the mask is made on `device`.
+torch::Tensor BlockDiagonalCausalMask(const torch::Tensor& segment_ids, const torch::Device& device);
+
 // Causal attention within each run of each row: q (B, Hq, T, D), k and v
 // (B, Hk, T, D) with Hq a multiple of Hk (GQA without repeating k/v),
 // segment_lengths as in AttentionLayout. Returns (B, Hq, T, D); the same as
