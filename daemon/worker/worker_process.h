@@ -1,6 +1,7 @@
 // A job's worker process: fork/exec of the trainer (fjord-train) in its own
 // process group, never through a shell, with its GPUs pinned through
-// CUDA_VISIBLE_DEVICES and its output appended to a log file.
+// CUDA_VISIBLE_DEVICES and its output appended to a log file that the worker
+// opens itself, as its own user.
 //
 // RAII: destroying a WorkerProcess that is still running SIGKILLs its whole
 // process group and reaps it, so no worker outlives the object that owns it.
@@ -20,16 +21,25 @@
 
 namespace fjord::daemon {
 
+// The child takes the worker's ids (uid/gid) first and only then enters
+// working_dir and opens log_path and stdout_path, so the kernel checks all
+// three against the worker's own permissions, never the daemon's (root): a
+// worker that swapped its log for a link to a root-only file cannot get it
+// written. Each file is created 0640 (less the umask) if missing, owned by
+// the worker's ids; the file itself being a symbolic link is refused
+// (O_NOFOLLOW), and so is anything but a regular file (a FIFO, a device). A
+// relative path is relative to working_dir.
 struct WorkerSpec {
   std::string program;                     // absolute path of the executable
   std::vector<std::string> args;           // argv[1..], passed as they are (no shell)
   std::map<std::string, std::string> env;  // the whole environment of the child
   std::string cuda_visible_devices;        // set as CUDA_VISIBLE_DEVICES ("" = none visible)
-  std::string log_path;                    // stdout+stderr appended here; "" = /dev/null
-  std::string stdout_path;                 // if set: stdout truncated into this file instead
-  std::string working_dir;                 // "" = inherit
+  std::string log_path;                    // stdout+stderr appended here, opened as the worker; "" = /dev/null
+  std::string stdout_path;                 // if set: stdout truncated into this file instead, opened as the worker
+  std::string working_dir;                 // entered as the worker; "" = inherit
   // When the daemon runs as root: the unprivileged user the worker runs as
-  // (setgid/setuid before exec). Unset: same user as the daemon.
+  // (setgroups(0)/setgid/setuid before anything else in the child). Unset:
+  // same user as the daemon.
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   // The worker gets SIGKILL when the thread that started it dies (the daemon
@@ -52,8 +62,23 @@ struct WorkerExit {
 
 class WorkerProcess {
  public:
-  // Starts the worker. FailedPrecondition when the program is not executable,
-  // Internal when fork fails; a failing exec shows as exit code 127.
+  // Starts the worker and returns once its program has been exec'd: the
+  // wait lasts only as long as the child takes to switch ids and open its
+  // files (see WorkerSpec). On any error no process is left behind (the
+  // child, if there was one, has been reaped). Errors:
+  //   InvalidArgument     program is not an absolute path.
+  //   FailedPrecondition  program is not executable, or its exec fails as the
+  //                       worker ("cannot execute the worker program P as uid
+  //                       U: ..."); working_dir cannot be entered as the worker
+  //                       ("cannot enter working directory D as uid U: ...");
+  //                       log_path or stdout_path cannot be opened as the
+  //                       worker, is a symbolic link, a FIFO or anything but a
+  //                       regular file ("cannot open the worker log L as uid U:
+  //                       ..."). Each message names the path, the uid and why.
+  //   Internal            pipe or fork fails, or in the child setgroups,
+  //                       setgid, setuid, prctl (PR_SET_PDEATHSIG,
+  //                       PR_SET_NO_NEW_PRIVS) or the redirection fails; the
+  //                       message names the step.
   static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(const WorkerSpec& spec);
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;

@@ -1,14 +1,23 @@
 #include "daemon/worker/worker_process.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -16,8 +25,14 @@
 namespace fjord::daemon {
 namespace {
 
+using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// The worker's ids in the tests that switch to them: high, unused, no passwd
+// entry needed.
+constexpr uid_t kWorkerUid = 61001;
+constexpr gid_t kWorkerGid = 61001;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -209,6 +224,274 @@ TEST_F(WorkerProcessTest, RefusesRelativeAndMissingPrograms) {
   auto w = WorkerProcess::Start(spec);
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(w.status().message(), HasSubstr("/nonexistent/fjord-train"));
+}
+
+// ---- the worker's files are opened as the worker, links and FIFOs refused ----
+
+void WriteFile(const std::string& path, const std::string& content, mode_t mode) {
+  std::ofstream(path) << content;
+  ASSERT_EQ(::chmod(path.c_str(), mode), 0) << path;
+}
+
+struct stat StatOf(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st;
+}
+
+// A directory under /tmp (the test's own temp dir may sit below a 0700
+// directory that another uid cannot cross), removed with the object.
+class ScratchDir {
+ public:
+  // owner: chown'd to it (with kWorkerGid) when set, else the test's.
+  explicit ScratchDir(std::optional<uid_t> owner = std::nullopt, mode_t mode = 0755) {
+    char tmpl[] = "/tmp/fjwp-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
+    path_ = tmpl;
+    EXPECT_EQ(::chmod(path_.c_str(), mode), 0) << path_;
+    if (owner) {
+      EXPECT_EQ(::chown(path_.c_str(), *owner, kWorkerGid), 0) << path_;
+    }
+  }
+  ~ScratchDir() { std::filesystem::remove_all(path_); }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+WorkerSpec AsWorker(const std::string& program, std::vector<std::string> args) {
+  WorkerSpec spec;
+  spec.program = program;
+  spec.args = std::move(args);
+  spec.uid = kWorkerUid;
+  spec.gid = kWorkerGid;
+  return spec;
+}
+
+// The attack: a worker replaced its worker.log with a symbolic link to a
+// root-only file; the next launch must not append to (or hand the worker a
+// descriptor for) that file.
+TEST_F(WorkerProcessTest, RefusesASymlinkedLogAndLeavesTheRootOnlyTargetAlone) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switches to uid " << kWorkerUid << ")";
+  ScratchDir root_only;
+  const std::string secret = root_only.path() + "/shadow";
+  WriteFile(secret, "root-only bytes\n", 0600);
+  ScratchDir job(kWorkerUid);
+  const std::string log = job.path() + "/worker.log";
+  ASSERT_EQ(::symlink(secret.c_str(), log.c_str()), 0);
+  WorkerSpec spec = AsWorker("/bin/echo", {"appended by the worker"});
+  spec.log_path = log;
+  spec.working_dir = job.path();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker log " + log + " as uid 61001"));
+  EXPECT_THAT(w.status().message(), HasSubstr("symbolic link"));
+  EXPECT_EQ(ReadFile(secret), "root-only bytes\n");
+  EXPECT_EQ(StatOf(secret).st_size, 16);
+  EXPECT_EQ(StatOf(secret).st_uid, 0u);
+  EXPECT_EQ(StatOf(secret).st_mode & 0777, 0600u);
+}
+
+TEST_F(WorkerProcessTest, RefusesASymlinkedStdoutFileWithoutTruncatingTheTarget) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switches to uid " << kWorkerUid << ")";
+  ScratchDir root_only;
+  const std::string secret = root_only.path() + "/shadow";
+  WriteFile(secret, "root-only bytes\n", 0600);
+  ScratchDir job(kWorkerUid);
+  const std::string out = job.path() + "/validation.json";
+  ASSERT_EQ(::symlink(secret.c_str(), out.c_str()), 0);
+  WorkerSpec spec = AsWorker("/bin/echo", {"{}"});
+  spec.log_path = job.path() + "/worker.log";
+  spec.stdout_path = out;
+  spec.working_dir = job.path();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker stdout file " + out + " as uid 61001"));
+  EXPECT_THAT(w.status().message(), HasSubstr("symbolic link"));
+  EXPECT_EQ(ReadFile(secret), "root-only bytes\n");
+  EXPECT_EQ(StatOf(secret).st_size, 16);
+}
+
+// O_NOFOLLOW also guards a daemon that does not switch ids.
+TEST_F(WorkerProcessTest, RefusesASymlinkedLogWithoutAUidSwitch) {
+  const std::string target = LogPath() + ".target";
+  WriteFile(target, "kept\n", 0600);
+  const std::string log = LogPath();
+  std::filesystem::remove(log);
+  ASSERT_EQ(::symlink(target.c_str(), log.c_str()), 0);
+  WorkerSpec spec;
+  spec.program = "/bin/echo";
+  spec.args = {"appended"};
+  spec.log_path = log;
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("cannot open the worker log " + log + " as uid " + std::to_string(::geteuid())));
+  EXPECT_THAT(w.status().message(), HasSubstr("Too many levels of symbolic links (a symbolic link is refused)"));
+  EXPECT_EQ(ReadFile(target), "kept\n");
+}
+
+// Unblocks a writer's open of `fifo` by opening it for reading if `done` is
+// not set within 10 s, so a regression fails the test instead of hanging it.
+class FifoWatchdog {
+ public:
+  explicit FifoWatchdog(const std::string& fifo)
+      : thread_([this, fifo] {
+          for (int i = 0; i < 1000 && !done_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          if (!done_) fd_ = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+        }) {}
+  ~FifoWatchdog() {
+    done_ = true;
+    thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  int fd_ = -1;
+  std::thread thread_;
+};
+
+TEST_F(WorkerProcessTest, RefusesAFifoAsTheLogWithoutAReaderPromptly) {
+  const std::string log = LogPath();
+  std::filesystem::remove(log);
+  ASSERT_EQ(::mkfifo(log.c_str(), 0600), 0);
+  WorkerSpec spec;
+  spec.program = "/bin/echo";
+  spec.log_path = log;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> w = absl::UnknownError("not started");
+  {
+    FifoWatchdog watchdog(log);
+    w = WorkerProcess::Start(spec);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5)) << "blocked on the FIFO";
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker log " + log));
+  EXPECT_THAT(w.status().message(), HasSubstr("a FIFO or socket is refused"));
+}
+
+TEST_F(WorkerProcessTest, RefusesAFifoAsTheLogWithAReader) {
+  const std::string log = LogPath();
+  std::filesystem::remove(log);
+  ASSERT_EQ(::mkfifo(log.c_str(), 0600), 0);
+  const int reader = ::open(log.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  WorkerSpec spec;
+  spec.program = "/bin/echo";
+  spec.args = {"into the fifo"};
+  spec.log_path = log;
+  auto w = WorkerProcess::Start(spec);
+  char buf[64];
+  EXPECT_LE(::read(reader, buf, sizeof(buf)), 0) << "the worker wrote into the FIFO";
+  ::close(reader);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker log " + log));
+  EXPECT_THAT(w.status().message(), HasSubstr("it is a FIFO, not a regular file"));
+}
+
+TEST_F(WorkerProcessTest, CreatesTheWorkersFilesAsTheWorkersUidInItsWorkingDirectory) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switches to uid " << kWorkerUid << ")";
+  ScratchDir job(kWorkerUid);
+  WorkerSpec spec = AsWorker("/bin/sh", {"-c", "pwd; id -u; echo warning >&2"});
+  spec.env = {{"PATH", "/usr/bin:/bin"}};
+  spec.log_path = job.path() + "/worker.log";
+  spec.stdout_path = job.path() + "/validation.json";
+  spec.working_dir = job.path();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto e = (*w)->Wait(10000);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->exit_code, 0);
+  EXPECT_EQ(ReadFile(spec.stdout_path), job.path() + "\n61001\n");
+  EXPECT_EQ(ReadFile(spec.log_path), "warning\n");
+  const mode_t umask = ::umask(0);
+  ::umask(umask);
+  for (const std::string& f : {spec.log_path, spec.stdout_path}) {
+    const struct stat st = StatOf(f);
+    EXPECT_EQ(st.st_uid, kWorkerUid) << f;
+    EXPECT_EQ(st.st_gid, kWorkerGid) << f;
+    EXPECT_EQ(st.st_mode & 0777, 0640u & ~umask) << f;
+  }
+}
+
+TEST_F(WorkerProcessTest, RefusesALogTheWorkerCannotWrite) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switches to uid " << kWorkerUid << ")";
+  ScratchDir job(kWorkerUid);
+  const std::string log = job.path() + "/worker.log";
+  WriteFile(log, "root's\n", 0600);  // a regular file, root's, not a link
+  WorkerSpec spec = AsWorker("/bin/echo", {"appended"});
+  spec.log_path = log;
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_THAT(w.status().code(),
+              AnyOf(absl::StatusCode::kFailedPrecondition, absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("cannot open the worker log " + log + " as uid 61001: Permission denied"));
+  EXPECT_EQ(ReadFile(log), "root's\n");
+}
+
+TEST_F(WorkerProcessTest, RefusesAWorkingDirectoryTheWorkerCannotEnter) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (switches to uid " << kWorkerUid << ")";
+  ScratchDir closed(std::nullopt, 0700);  // root's
+  WorkerSpec spec = AsWorker("/bin/true", {});
+  spec.working_dir = closed.path();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("cannot enter working directory " + closed.path() + " as uid 61001: Permission denied"));
+}
+
+TEST_F(WorkerProcessTest, ReportsAMissingWorkingDirectory) {
+  WorkerSpec spec;
+  spec.program = "/bin/true";
+  spec.working_dir = "/nonexistent/job";
+  spec.log_path = LogPath();
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot enter working directory /nonexistent/job as uid " +
+                                              std::to_string(::geteuid()) + ": No such file or directory"));
+  // The directory is entered before the log is opened.
+  EXPECT_FALSE(std::filesystem::exists(spec.log_path));
+}
+
+// A program that passes access(X_OK) but cannot be exec'd: an error from
+// Start, not a bare exit code 127.
+TEST_F(WorkerProcessTest, ReportsAFailedExec) {
+  const std::string program = LogPath() + ".prog";
+  WriteFile(program, "#!/nonexistent/interpreter\n", 0755);
+  WorkerSpec spec;
+  spec.program = program;
+  auto w = WorkerProcess::Start(spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot execute the worker program " + program + " as uid " +
+                                              std::to_string(::geteuid()) + ": No such file or directory"));
+}
+
+// Without root, taking other ids fails; Start names the step.
+TEST_F(WorkerProcessTest, NamesTheCredentialStepThatFailed) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root may take any ids";
+  WorkerSpec spec;
+  spec.program = "/bin/true";
+  spec.uid = ::geteuid() + 1;
+  auto w = WorkerProcess::Start(spec);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInternal) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("setuid to uid " + std::to_string(::geteuid() + 1) + " failed"));
+  spec.gid = ::getegid() + 1;
+  w = WorkerProcess::Start(spec);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInternal) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("setgroups"));
 }
 
 }  // namespace
