@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <zmq.hpp>
 
 #include "absl/strings/escaping.h"
@@ -602,32 +603,76 @@ absl::StatusOr<std::vector<protocol::FileInfo>> FilesOfListing(const json& body)
   return out;
 }
 
-// body[key] as a byte count: nullopt when absent or null (a daemon that does
-// not report it), InternalError for anything but an integer >= 0.
-absl::StatusOr<std::optional<uint64_t>> OptionalByteCount(const json& body, const char* key) {
+// body[key] as a count (`what`: "byte count", "file count"): nullopt when
+// absent or null (a daemon that does not report it), InternalError for
+// anything but an integer >= 0.
+absl::StatusOr<std::optional<uint64_t>> OptionalCount(const json& body, const char* key,
+                                                      const char* what) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return std::optional<uint64_t>();
   if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<int64_t>() < 0)) {
-    return absl::InternalError(absl::StrCat("malformed reply to file.list: ", key, " is ",
-                                            it->dump(), ", not a byte count"));
+    return absl::InternalError(
+        absl::StrCat("malformed reply to file.list: ", key, " is ", it->dump(), ", not a ", what));
   }
   return std::optional<uint64_t>(it->get<uint64_t>());
+}
+
+// Every page of file.list (see Client::ListFiles). The first request is {}:
+// its limit is the default, 1000, and a daemon older than paging refuses a
+// field it does not know ("limit"); it sends no has_more, so it is never
+// asked for an `after` either. with_usage: also read the four numbers (from
+// each page, so the last page's are kept).
+absl::StatusOr<FileListing> ListFilePages(Client& c, bool with_usage) {
+  FileListing out;
+  std::set<std::string> seen;
+  json request = json::object();
+  while (true) {
+    FJORD_ASSIGN_OR_RETURN(ServerMessage r, c.Call(protocol::kFileList, request));
+    FJORD_ASSIGN_OR_RETURN(std::vector<protocol::FileInfo> page, FilesOfListing(r.body));
+    const std::string where =
+        request.contains("after")
+            ? absl::StrCat(" (the page after ", request["after"].get<std::string>(), ")")
+            : std::string(" (the first page)");
+    bool has_more = false;
+    if (auto it = r.body.find("has_more"); it != r.body.end() && !it->is_null()) {
+      if (!it->is_boolean()) {
+        return absl::InternalError(absl::StrCat("malformed reply to file.list", where,
+                                                ": has_more is ", it->dump(),
+                                                ", not true or false"));
+      }
+      has_more = it->get<bool>();
+    }
+    if (with_usage) {
+      FJORD_ASSIGN_OR_RETURN(out.usage_bytes, OptionalCount(r.body, "usage_bytes", "byte count"));
+      FJORD_ASSIGN_OR_RETURN(out.quota_bytes, OptionalCount(r.body, "quota_bytes", "byte count"));
+      FJORD_ASSIGN_OR_RETURN(out.usage_files, OptionalCount(r.body, "usage_files", "file count"));
+      FJORD_ASSIGN_OR_RETURN(out.quota_files, OptionalCount(r.body, "quota_files", "file count"));
+    }
+    for (protocol::FileInfo& f : page) {
+      if (!seen.insert(f.id).second) {
+        return absl::InternalError(absl::StrCat("malformed reply to file.list", where, ": file ",
+                                                f.id, " is listed twice"));
+      }
+      out.files.push_back(std::move(f));
+    }
+    if (!has_more) return out;
+    if (page.empty()) {
+      return absl::InternalError(absl::StrCat("malformed reply to file.list", where,
+                                              ": has_more is true but the page has no files"));
+    }
+    request = json{{"after", out.files.back().id}};
+  }
 }
 
 }  // namespace
 
 absl::StatusOr<std::vector<protocol::FileInfo>> Client::ListFiles() {
-  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kFileList, json::object()));
-  return FilesOfListing(r.body);
+  FJORD_ASSIGN_OR_RETURN(FileListing l, ListFilePages(*this, /*with_usage=*/false));
+  return std::move(l.files);
 }
 
 absl::StatusOr<FileListing> Client::ListFilesWithUsage() {
-  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kFileList, json::object()));
-  FileListing out;
-  FJORD_ASSIGN_OR_RETURN(out.files, FilesOfListing(r.body));
-  FJORD_ASSIGN_OR_RETURN(out.usage_bytes, OptionalByteCount(r.body, "usage_bytes"));
-  FJORD_ASSIGN_OR_RETURN(out.quota_bytes, OptionalByteCount(r.body, "quota_bytes"));
-  return out;
+  return ListFilePages(*this, /*with_usage=*/true);
 }
 
 absl::StatusOr<protocol::FileInfo> Client::DeleteFile(const std::string& file_id) {

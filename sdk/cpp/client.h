@@ -98,15 +98,23 @@ struct EventPage {
   bool has_more = false;
 };
 
-// file.list with the tenant's storage use. A daemon older than the storage
-// quota reports neither number: both are then nullopt (unknown), not 0.
+// file.list, every page, with the tenant's storage use. A number the daemon
+// does not report is nullopt (unknown), not 0: a daemon older than the
+// storage quota reports none of the four, one older than file.list paging
+// only the two byte counts.
 struct FileListing {
-  std::vector<protocol::FileInfo> files;  // newest first
+  std::vector<protocol::FileInfo> files;  // newest first, all of them
   // What the tenant's area on the storage root holds: files, uploads in
-  // progress, its jobs' checkpoints, adapters and logs.
+  // progress, its jobs' checkpoints, adapters and logs. The four numbers are
+  // those of the last page's reply.
   std::optional<uint64_t> usage_bytes;
   // The daemon's limits.max_tenant_storage_bytes; 0 = no quota.
   std::optional<uint64_t> quota_bytes;
+  // How many files and directories the same area holds (directories
+  // included).
+  std::optional<uint64_t> usage_files;
+  // The daemon's limits.max_tenant_files; 0 = no limit.
+  std::optional<uint64_t> quota_files;
 };
 
 class Client {
@@ -162,6 +170,14 @@ class Client {
                                                 const std::string& filename = "");
   absl::StatusOr<protocol::FileInfo> UploadBytes(const std::string& bytes,
                                                  const std::string& filename);
+  // file.list: every one of the tenant's files, newest first, asked for page
+  // by page (up to 1000 files each) while the daemon says has_more, each page
+  // after the last file of the one before (a daemon older than paging sends
+  // one page and no has_more). InternalError naming the malformed reply when
+  // a page that says has_more is empty or a file id comes twice (so a
+  // confused daemon cannot keep it asking); the daemon's error otherwise, e.g.
+  // NotFound param `after` when the last file of a page was deleted before
+  // the next page was asked for.
   absl::StatusOr<std::vector<protocol::FileInfo>> ListFiles();
   // The same, with the usage and quota the daemon reports. InternalError
   // when one of them is there but not a non-negative integer.

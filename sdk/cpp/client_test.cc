@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -473,6 +474,160 @@ TEST(ClientTest, ListFilesWithUsageAndWithout) {
   absl::StatusOr<std::vector<protocol::FileInfo>> files = c->ListFiles();
   ASSERT_TRUE(files.ok()) << files.status();
   EXPECT_EQ(files->size(), 2u);
+}
+
+// A daemon's file.list over `ids` (newest first), as docs/protocol.md says,
+// but in pages of at most `page_size` files (the daemon's are up to 1000):
+// INVALID_ARGUMENT param limit outside 1..1000, NOT_FOUND param after for an
+// id it does not have.
+ServerMessage PagedFileList(const ClientMessage& m, const std::vector<std::string>& ids,
+                            size_t page_size) {
+  const int64_t limit = m.body.value("limit", int64_t{1000});
+  if (limit < 1 || limit > 1000) {
+    return protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kInvalidArgument,
+                                                              "limit must be 1..1000", "limit"));
+  }
+  size_t start = 0;
+  if (m.body.contains("after")) {
+    const std::string after = m.body["after"];
+    auto it = std::find(ids.begin(), ids.end(), after);
+    if (it == ids.end()) {
+      return protocol::ErrorReply(
+          m.request_id,
+          protocol::Error(absl::StatusCode::kNotFound, "no file '" + after + "'", "after"));
+    }
+    start = static_cast<size_t>(it - ids.begin()) + 1;
+  }
+  const size_t end = std::min({ids.size(), start + page_size, start + static_cast<size_t>(limit)});
+  json files = json::array();
+  for (size_t i = start; i < end; ++i) files.push_back(FileBody(ids[i], i + 1));
+  return protocol::OkReply(m.request_id,
+                           json{{"files", files},
+                                {"has_more", end < ids.size()},
+                                {"usage_bytes", 4096},
+                                {"quota_bytes", 0},
+                                {"usage_files", ids.size() + 8},  // + directories, logs
+                                {"quota_files", 100000}});
+}
+
+TEST(ClientTest, ListFilesFollowsHasMorePageByPage) {
+  const std::string ep = TempEndpoint("file-list-pages");
+  std::mutex mu;
+  std::vector<std::string> ids = {"file-5", "file-4", "file-3", "file-2", "file-1"};
+  std::vector<json> bodies;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    bodies.push_back(m.body);
+    send(PagedFileList(m, ids, /*page_size=*/2));
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  absl::StatusOr<FileListing> l = c->ListFilesWithUsage();
+  ASSERT_TRUE(l.ok()) << l.status();
+  std::vector<std::string> got;
+  for (const protocol::FileInfo& f : l->files) got.push_back(f.id);
+  EXPECT_EQ(got, ids);
+  EXPECT_EQ(l->files[4].bytes, 5u);
+  EXPECT_EQ(l->usage_bytes, std::optional<uint64_t>(4096));
+  EXPECT_EQ(l->quota_bytes, std::optional<uint64_t>(0));
+  EXPECT_EQ(l->usage_files, std::optional<uint64_t>(13));
+  EXPECT_EQ(l->quota_files, std::optional<uint64_t>(100000));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    // The first page with the default limit (a daemon older than paging
+    // refuses a "limit" field), then each after the last id of the one before.
+    EXPECT_EQ(bodies, (std::vector<json>{json::object(), json{{"after", "file-4"}},
+                                         json{{"after", "file-2"}}}));
+    bodies.clear();
+    ids = {"file-2", "file-1"};  // exactly one page: no second request
+  }
+  absl::StatusOr<std::vector<protocol::FileInfo>> files = c->ListFiles();
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(files->size(), 2u);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(bodies.size(), 1u);
+    ids.clear();
+  }
+  files = c->ListFiles();
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_TRUE(files->empty());
+}
+
+TEST(ClientTest, ListFilesFromADaemonOlderThanPaging) {
+  const std::string ep = TempEndpoint("file-list-old");
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    if (!m.body.empty()) {  // as the older daemon: every field it does not know is refused
+      send(protocol::ErrorReply(
+          m.request_id,
+          protocol::Error(absl::StatusCode::kInvalidArgument,
+                          "unknown field '" + m.body.begin().key() + "'", m.body.begin().key())));
+      return;
+    }
+    send(protocol::OkReply(
+        m.request_id, json{{"files", json::array({FileBody("file-2", 7), FileBody("file-1", 3)})},
+                           {"usage_bytes", 10},
+                           {"quota_bytes", 100}}));
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  absl::StatusOr<FileListing> l = c->ListFilesWithUsage();
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->files.size(), 2u);  // no has_more: one page
+  EXPECT_EQ(l->usage_bytes, std::optional<uint64_t>(10));
+  EXPECT_EQ(l->quota_bytes, std::optional<uint64_t>(100));
+  EXPECT_FALSE(l->usage_files.has_value());  // unknown, not 0
+  EXPECT_FALSE(l->quota_files.has_value());
+  absl::StatusOr<std::vector<protocol::FileInfo>> files = c->ListFiles();
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(files->size(), 2u);
+}
+
+TEST(ClientTest, ListFilesStopsAtAPageThatWouldNeverEnd) {
+  const std::string ep = TempEndpoint("file-list-bad");
+  std::atomic<int> requests{0};
+  std::atomic<int> mode{0};
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    ++requests;
+    json body;
+    switch (mode.load()) {
+      case 0:  // ignores `after`: the same page again and again
+        body = json{{"files", json::array({FileBody("file-2", 7), FileBody("file-1", 3)})},
+                    {"has_more", true}};
+        break;
+      case 1:  // more to come, but nothing in the page
+        body = json{{"files", json::array()}, {"has_more", true}};
+        break;
+      case 2:
+        body = json{{"files", json::array({FileBody("file-1", 3)})}, {"has_more", "yes"}};
+        break;
+      default:
+        body = json{{"files", json::array({FileBody("file-1", 3)})}, {"usage_files", -2}};
+    }
+    send(protocol::OkReply(m.request_id, body));
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  absl::Status s = c->ListFiles().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_THAT(
+      s.message(),
+      HasSubstr(
+          "malformed reply to file.list (the page after file-1): file file-2 is listed twice"));
+  EXPECT_EQ(requests.load(), 2);
+  mode = 1;
+  s = c->ListFilesWithUsage().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_THAT(
+      s.message(),
+      HasSubstr("malformed reply to file.list (the first page): has_more is true but the page "
+                "has no files"));
+  mode = 2;
+  s = c->ListFiles().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_THAT(s.message(), HasSubstr("has_more is \"yes\", not true or false"));
+  mode = 3;
+  s = c->ListFilesWithUsage().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_THAT(s.message(), HasSubstr("usage_files is -2, not a file count"));
+  EXPECT_TRUE(c->ListFiles().ok());  // ListFiles never looks at the usage
 }
 
 TEST(ClientTest, DeleteFileReturnsItThenNotFound) {

@@ -227,9 +227,10 @@ int CmdFilesUpload(Ctx& c) {
   return kExitOk;
 }
 
-// The files, then (when the daemon reports it) the tenant's storage usage.
-// --json: {"files": [...], "usage_bytes": N, "quota_bytes": Q}, the two
-// numbers only when the daemon sent them.
+// Every file (the client asks for page after page), then (when the daemon
+// reports it) the tenant's storage usage. --json: {"files": [...],
+// "usage_bytes": N, "quota_bytes": Q, "usage_files": F, "quota_files": G},
+// each number only when the daemon sent it.
 int CmdFilesList(Ctx& c) {
   absl::StatusOr<Client*> cl = c.GetClient();
   if (!cl.ok()) return Fail(c, cl.status());
@@ -241,6 +242,8 @@ int CmdFilesList(Ctx& c) {
     json doc{{"files", arr}};
     if (listing->usage_bytes) doc["usage_bytes"] = *listing->usage_bytes;
     if (listing->quota_bytes) doc["quota_bytes"] = *listing->quota_bytes;
+    if (listing->usage_files) doc["usage_files"] = *listing->usage_files;
+    if (listing->quota_files) doc["quota_files"] = *listing->quota_files;
     c.PrintJson(doc);
     return kExitOk;
   }
@@ -250,7 +253,9 @@ int CmdFilesList(Ctx& c) {
   }
   c.Print(Table({"ID", "FILENAME", "BYTES", "CREATED"}, rows));
   if (listing->usage_bytes) {
-    c.Print(StorageUsageLine(*listing->usage_bytes, listing->quota_bytes.value_or(0)) + "\n");
+    c.Print(StorageUsageLine(*listing->usage_bytes, listing->quota_bytes.value_or(0),
+                             listing->usage_files, listing->quota_files.value_or(0)) +
+            "\n");
   }
   return kExitOk;
 }

@@ -414,6 +414,19 @@ TEST(RenderTest, BytesAndStorageUsage) {
   EXPECT_EQ(StorageUsageLine(2048, 2048),
             "usage 2 KiB of 2 KiB quota (full: new uploads and jobs are refused until files or "
             "ended jobs are deleted)");
+  // With the files and directories, when the daemon counts them.
+  EXPECT_EQ(StorageUsageLine(1258291, uint64_t{10} << 30, 42, 100000),
+            "usage 1.2 MiB of 10 GiB quota, 42 of 100000 files");
+  EXPECT_EQ(StorageUsageLine(1258291, 0, 42, 0), "usage 1.2 MiB (no quota), 42 files (no limit)");
+  EXPECT_EQ(StorageUsageLine(1258291, 0, 1, 0), "usage 1.2 MiB (no quota), 1 file (no limit)");
+  EXPECT_EQ(StorageUsageLine(1258291, 0, std::nullopt, 100), "usage 1.2 MiB (no quota)");
+  EXPECT_EQ(
+      StorageUsageLine(2048, 0, 100, 100),
+      "usage 2 KiB (no quota), 100 of 100 files (file limit reached: new uploads and jobs are "
+      "refused until files or ended jobs are deleted)");
+  EXPECT_EQ(StorageUsageLine(2048, 2048, 101, 100),
+            "usage 2 KiB of 2 KiB quota, 101 of 100 files (full: new uploads and jobs are refused "
+            "until files or ended jobs are deleted)");
 }
 
 // ---- SVG ----------------------------------------------------------------------------

@@ -64,12 +64,29 @@ std::string FormatBytes(uint64_t bytes) {
   return absl::StrCat(s, " ", kUnits[unit]);
 }
 
-std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes) {
-  if (quota_bytes == 0) return absl::StrCat("usage ", FormatBytes(usage_bytes), " (no quota)");
-  std::string line =
-      absl::StrCat("usage ", FormatBytes(usage_bytes), " of ", FormatBytes(quota_bytes), " quota");
-  if (usage_bytes >= quota_bytes) {
-    absl::StrAppend(&line, " (full: new uploads and jobs are refused until files or ended jobs are deleted)");
+std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes,
+                             std::optional<uint64_t> usage_files, uint64_t quota_files) {
+  std::string line = quota_bytes == 0
+                         ? absl::StrCat("usage ", FormatBytes(usage_bytes), " (no quota)")
+                         : absl::StrCat("usage ", FormatBytes(usage_bytes), " of ",
+                                        FormatBytes(quota_bytes), " quota");
+  if (usage_files) {
+    if (quota_files == 0) {
+      absl::StrAppend(&line, ", ", *usage_files, *usage_files == 1 ? " file" : " files",
+                      " (no limit)");
+    } else {
+      absl::StrAppend(&line, ", ", *usage_files, " of ", quota_files, " files");
+    }
+  }
+  const char* full = nullptr;
+  if (quota_bytes != 0 && usage_bytes >= quota_bytes) {
+    full = "full";
+  } else if (usage_files && quota_files != 0 && *usage_files >= quota_files) {
+    full = "file limit reached";
+  }
+  if (full != nullptr) {
+    absl::StrAppend(&line, " (", full,
+                    ": new uploads and jobs are refused until files or ended jobs are deleted)");
   }
   return line;
 }

@@ -26,8 +26,13 @@ std::string FormatTimeMs(int64_t ms);
 // "512 B", "1.5 KiB", "1.2 MiB", "10 GiB" (binary units, one decimal at most).
 std::string FormatBytes(uint64_t bytes);
 // The storage line of `files list`: "usage 1.2 MiB of 10 GiB quota",
-// "usage 1.2 MiB (no quota)" for quota 0, and a warning when over the quota.
-std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes);
+// "usage 1.2 MiB (no quota)" for quota 0, then the files and directories
+// when the daemon counts them (usage_files set): ", 42 of 100000 files", or
+// ", 42 files (no limit)" for quota_files 0; and a warning when at or over
+// the quota or the file limit.
+std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes,
+                             std::optional<uint64_t> usage_files = std::nullopt,
+                             uint64_t quota_files = 0);
 // A table with a header row; columns padded to their widest cell.
 std::string Table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
 

@@ -26,6 +26,8 @@ UNKNOWN_REQUEST_ID = "-"
 MAX_REQUEST_ID_BYTES = 64
 MAX_IDEMPOTENCY_KEY_BYTES = 128
 STATUS_OK = "OK"
+UPLOAD_CHUNK_COMMAND = "file.upload.chunk"  # the only request that carries data (frame 6)
+UTF8_BOM = b"\xef\xbb\xbf"
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 << 20
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -216,6 +218,12 @@ def _parse_body(text: bytes, limits: Limits) -> dict:
         raise WireError("RESOURCE_EXHAUSTED", f"frame 5: body is {len(text)} bytes, limit {limits.max_body_bytes}", "body")
     if not text:
         return {}
+    if text.startswith(UTF8_BOM):  # RFC 8259: never sent; the body is a JSON object, nothing before it
+        raise WireError(
+            "INVALID_ARGUMENT",
+            "frame 5: body starts with a UTF-8 byte order mark (EF BB BF); send the JSON object without it",
+            "body",
+        )
     if _json.depth(text) > limits.max_json_depth:
         raise WireError("INVALID_ARGUMENT", f"frame 5: body nests deeper than {limits.max_json_depth} levels", "body")
     try:
@@ -271,7 +279,14 @@ def decode_client_message(frames: Sequence[bytes], limits: Limits = Limits()) ->
             raise WireError("INVALID_ARGUMENT", msg, "command")
         m.command = frames[4].decode("ascii")
         m.body = _parse_body(frames[5], limits)
-        if len(frames) == 7:
+        if len(frames) == 7:  # an empty frame 6 is a data frame too
+            if m.command != UPLOAD_CHUNK_COMMAND:
+                raise WireError(
+                    "INVALID_ARGUMENT",
+                    f"frame 6: command '{m.command}' takes no data frame "
+                    f"(only {UPLOAD_CHUNK_COMMAND} requests carry one)",
+                    "data",
+                )
             m.data = _check_data(frames[6], limits)
         return m
     if t in (MessageType.HEARTBEAT, MessageType.DISCONNECT):

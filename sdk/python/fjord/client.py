@@ -830,14 +830,44 @@ class Files:
         return FileObject.from_dict(self._c.call("file.upload.finish", {"upload_id": upload_id}).body)
 
     def list(self) -> list:
-        """Your uploaded files, newest first (``[FileObject]``)."""
-        return [FileObject.from_dict(f) for f in self._c.call("file.list").body.get("files", [])]
+        """All your uploaded files, newest first (``[FileObject]``).
+
+        Asks ``file.list`` page by page (up to 1000 files each) while the daemon says
+        ``has_more``, each page after the last file of the one before; a daemon older
+        than paging sends one page. InternalError when a page that says ``has_more``
+        is empty or a file comes twice; NotFoundError (param ``after``) when the last
+        file of a page was deleted before the next page was asked for.
+        """
+        files: list = []
+        seen: set = set()
+        body: dict = {}  # the default limit, 1000: an older daemon refuses a field it does not know
+        while True:
+            reply = self._c.call("file.list", body).body
+            where = f"the page after {body['after']}" if "after" in body else "the first page"
+            has_more = reply.get("has_more")
+            if has_more is not None and not isinstance(has_more, bool):
+                raise InternalError(f"malformed reply to file.list ({where}): has_more is {has_more!r}, "
+                                    "not true or false")
+            page = [FileObject.from_dict(f) for f in reply.get("files", [])]
+            for f in page:
+                if f.id in seen:
+                    raise InternalError(f"malformed reply to file.list ({where}): file {f.id} is listed twice")
+                seen.add(f.id)
+            files.extend(page)
+            if not has_more:
+                return files
+            if not page:
+                raise InternalError(f"malformed reply to file.list ({where}): has_more is true but the page "
+                                    "has no files")
+            body = {"after": page[-1].id}
 
     def usage(self) -> StorageUsage:
-        """Your tenant's storage use and quota, as the daemon reports them (``file.list``).
+        """Your tenant's storage use and quotas, as the daemon reports them (``file.list``,
+        its first page).
 
-        ``usage_bytes`` / ``quota_bytes`` (0: no quota) are None when the daemon does not
-        report them. InternalError when one is there but not an integer >= 0.
+        ``usage_bytes`` / ``quota_bytes`` (0: no quota) and ``usage_files`` /
+        ``quota_files`` (files and directories; 0: no limit) are None when the daemon
+        does not report them. InternalError when one is there but not an integer >= 0.
         """
         return StorageUsage.from_dict(self._c.call("file.list").body)
 

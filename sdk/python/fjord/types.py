@@ -209,14 +209,14 @@ class FileObject:
         return dict(self.raw)
 
 
-def _byte_count(d: dict, key: str) -> Optional[int]:
+def _count(d: dict, key: str, what: str = "byte count") -> Optional[int]:
     from .errors import InternalError
 
     v = d.get(key)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise InternalError(f"malformed reply to file.list: {key} is {v!r}, not a byte count")
+        raise InternalError(f"malformed reply to file.list: {key} is {v!r}, not a {what}")
     return v
 
 
@@ -226,18 +226,29 @@ class StorageUsage:
 
     ``usage_bytes``: what the tenant's area holds (files, uploads in progress,
     its jobs' checkpoints, adapters and logs). ``quota_bytes``: the daemon's
-    ``limits.max_tenant_storage_bytes``, 0 when there is no quota. Both are
-    None when the daemon does not report them (one older than the quota).
+    ``limits.max_tenant_storage_bytes``, 0 when there is no quota.
+    ``usage_files``: how many files and directories the same area holds
+    (directories included). ``quota_files``: the daemon's
+    ``limits.max_tenant_files``, 0 when there is no limit. Each is None when
+    the daemon does not report it: one older than the quota reports none, one
+    older than ``file.list`` paging only the two byte counts.
     """
 
     usage_bytes: Optional[int]
     quota_bytes: Optional[int]
+    usage_files: Optional[int] = None
+    quota_files: Optional[int] = None
 
     @classmethod
     def from_dict(cls, d: Any) -> "StorageUsage":
         if not isinstance(d, dict):
             return cls(None, None)
-        return cls(usage_bytes=_byte_count(d, "usage_bytes"), quota_bytes=_byte_count(d, "quota_bytes"))
+        return cls(
+            usage_bytes=_count(d, "usage_bytes"),
+            quota_bytes=_count(d, "quota_bytes"),
+            usage_files=_count(d, "usage_files", "file count"),
+            quota_files=_count(d, "quota_files", "file count"),
+        )
 
     @property
     def available_bytes(self) -> Optional[int]:
@@ -246,6 +257,14 @@ class StorageUsage:
         if not self.quota_bytes or self.usage_bytes is None:
             return None
         return max(0, self.quota_bytes - self.usage_bytes)
+
+    @property
+    def available_files(self) -> Optional[int]:
+        """Files and directories the tenant's area may still gain under the limit
+        (0 at or over it); None without a limit or without a report."""
+        if not self.quota_files or self.usage_files is None:
+            return None
+        return max(0, self.quota_files - self.usage_files)
 
 
 @dataclasses.dataclass

@@ -196,21 +196,49 @@ def test_files_list_shows_the_storage_usage(home):
         lines = r.stdout.splitlines()
         assert lines[0].split() == ["ID", "FILENAME", "BYTES", "CREATED"]
         assert lines[1].split()[:3] == [f["id"], "train.jsonl", "100"]
-        assert lines[-1] == "usage 1.2 MiB of 10 GiB quota"
+        assert lines[-1] == "usage 1.2 MiB of 10 GiB quota, 1 of 100000 files"
         r = run(["--endpoint", d.endpoint, "--json", "files", "list"], home)
-        assert json.loads(r.stdout) == {"files": [f], "usage_bytes": 1258291, "quota_bytes": 10 << 30}
-        store.quota_bytes = 0
+        assert json.loads(r.stdout) == {"files": [f], "usage_bytes": 1258291, "quota_bytes": 10 << 30,
+                                        "usage_files": 1, "quota_files": 100000}
+        store.quota_bytes = store.quota_files = 0
         r = run(["--endpoint", d.endpoint, "files", "list"], home)
-        assert r.stdout.splitlines()[-1] == "usage 1.2 MiB (no quota)"
+        assert r.stdout.splitlines()[-1] == "usage 1.2 MiB (no quota), 1 file (no limit)"
         store.quota_bytes = 1258291
         r = run(["--endpoint", d.endpoint, "files", "list"], home)
-        assert r.stdout.splitlines()[-1].startswith("usage 1.2 MiB of 1.2 MiB quota (full: ")
+        assert r.stdout.splitlines()[-1].startswith("usage 1.2 MiB of 1.2 MiB quota, 1 file (no limit) (full: ")
+        store.quota_bytes, store.quota_files = 0, 1
+        r = run(["--endpoint", d.endpoint, "files", "list"], home)
+        assert r.stdout.splitlines()[-1].startswith("usage 1.2 MiB (no quota), 1 of 1 files (file limit reached: ")
+        store.paging = False  # a daemon older than paging: no file counts
+        r = run(["--endpoint", d.endpoint, "files", "list"], home)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == "usage 1.2 MiB (no quota)"
+        r = run(["--endpoint", d.endpoint, "--json", "files", "list"], home)
+        assert json.loads(r.stdout) == {"files": [f], "usage_bytes": 1258291, "quota_bytes": 0}
         store.report_usage = False  # an older daemon: no usage line, no usage fields, no error
         r = run(["--endpoint", d.endpoint, "files", "list"], home)
         assert r.returncode == 0, r.stderr
         assert len(r.stdout.splitlines()) == 2 and "usage" not in r.stdout
         r = run(["--endpoint", d.endpoint, "--json", "files", "list"], home)
         assert json.loads(r.stdout) == {"files": [f]}
+
+
+def test_files_list_shows_every_page(home):
+    store = FakeFiles(page_size=2, other_files=3)
+    added = [store.add(f"f{i}.jsonl", b"x" * i) for i in range(5)]
+    with FakeDaemon(store.handle) as d:
+        r = run(["--endpoint", d.endpoint, "files", "list"], home)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert [line.split()[0] for line in lines[1:-1]] == [f["id"] for f in reversed(added)]
+        assert lines[-1] == "usage 10 B (no quota), 8 of 100000 files"
+        assert [m.body for m in d.requests("file.list")] == [{}, {"after": added[3]["id"]},
+                                                              {"after": added[1]["id"]}]
+        r = run(["--endpoint", d.endpoint, "--json", "files", "list"], home)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert [f["id"] for f in out["files"]] == [f["id"] for f in reversed(added)]
+        assert "has_more" not in out and out["usage_files"] == 8
 
 
 def test_jobs_delete_human_json_and_exit_codes(home):

@@ -2,7 +2,7 @@
 client sends (with the SDK's own codec, checked against the shared vectors)
 and answers through a handler. Used by the SDK's unit tests until, and
 besides, the end-to-end tests against a real fjordd. FakeFiles keeps the file
-commands' state (uploads, list with usage, delete) and FakeJobs the jobs'
+commands' state (uploads, paged list with usage, delete) and FakeJobs the jobs'
 (get, list, delete) for handlers to delegate to.
 """
 
@@ -142,24 +142,42 @@ class FakeDaemon:
 
 class FakeFiles:
     """The file commands of a daemon, kept in memory, for handlers to delegate
-    to: ``file.upload.begin/chunk/finish``, ``file.list`` (with ``usage_bytes``
-    and ``quota_bytes`` unless ``report_usage`` is False, as an older daemon)
-    and ``file.delete`` (NOT_FOUND for a file it does not have, deleted ones
-    included; FAILED_PRECONDITION while a job in ``live_jobs`` names it).
+    to: ``file.upload.begin/chunk/finish``, ``file.list`` and ``file.delete``
+    (NOT_FOUND for a file it does not have, deleted ones included;
+    FAILED_PRECONDITION while a job in ``live_jobs`` names it).
+
+    ``file.list`` pages as docs/protocol.md says: ``limit`` 1..1000 (default
+    1000; else INVALID_ARGUMENT param limit), ``after`` a file id it has (else
+    NOT_FOUND param after), ``has_more``; each page holds at most
+    ``page_size`` files, so a test can page through a few. It reports
+    ``usage_bytes`` / ``quota_bytes`` and ``usage_files`` / ``quota_files``
+    unless ``report_usage`` is False (a daemon older than the quota: none of
+    the four). ``paging`` False is a daemon older than paging: one page of
+    everything, no ``has_more``, no file counts (the byte counts still), and
+    INVALID_ARGUMENT "unknown field" for ``limit`` or ``after`` (as it refuses
+    any field it does not know).
 
     Usage is the files' bytes, uploads in progress at their announced size, and
-    ``other_bytes`` (standing in for checkpoints and logs). With ``quota_bytes``
-    > 0 an upload that would take the usage over it is refused at begin with
-    RESOURCE_EXHAUSTED, as docs/protocol.md says.
+    ``other_bytes`` (standing in for checkpoints and logs); the file count is
+    the files, the uploads in progress, and ``other_files`` (standing in for
+    the directories, checkpoints and logs). With ``quota_bytes`` > 0 an upload
+    that would take the usage over it is refused at begin with
+    RESOURCE_EXHAUSTED param bytes; with ``quota_files`` > 0 one while the count
+    is at or over it, with RESOURCE_EXHAUSTED param tenant.
 
         files = FakeFiles(quota_bytes=1 << 20)
         with FakeDaemon(files.handle) as d: ...
     """
 
-    def __init__(self, quota_bytes: int = 0, report_usage: bool = True, other_bytes: int = 0):
+    def __init__(self, quota_bytes: int = 0, report_usage: bool = True, other_bytes: int = 0,
+                 quota_files: int = 100000, other_files: int = 0, page_size: int = 1000, paging: bool = True):
         self.quota_bytes = quota_bytes
         self.report_usage = report_usage
         self.other_bytes = other_bytes
+        self.quota_files = quota_files
+        self.other_files = other_files
+        self.page_size = page_size
+        self.paging = paging
         self.files: dict = {}  # id -> FILE object, in upload order
         self.uploads: dict = {}  # upload id -> {"filename", "bytes", "sha256", "data"}
         #: job id -> (status, training_file): jobs that have not ended.
@@ -169,6 +187,9 @@ class FakeFiles:
     def usage_bytes(self) -> int:
         return (sum(f["bytes"] for f in self.files.values()) + sum(u["bytes"] for u in self.uploads.values())
                 + self.other_bytes)
+
+    def usage_files(self) -> int:
+        return len(self.files) + len(self.uploads) + self.other_files
 
     def add(self, filename: str, data: bytes) -> dict:
         """A file as if uploaded; returns its FILE object."""
@@ -190,6 +211,11 @@ class FakeFiles:
                 peer.error("RESOURCE_EXHAUSTED", f"the upload of {b['bytes']} bytes would take tenant acme to "
                            f"{self.usage_bytes() + b['bytes']} bytes, over its quota of {self.quota_bytes}", "bytes")
                 return True
+            if self.paging and self.quota_files and self.usage_files() >= self.quota_files:
+                peer.error("RESOURCE_EXHAUSTED", f"tenant 'acme' has {self.usage_files()} of its {self.quota_files} "
+                           "files and directories in storage: delete files or ended jobs (file.delete, job.delete) "
+                           "first", "tenant")
+                return True
             uid = f"upl-{self._next}"
             self._next += 1
             self.uploads[uid] = {"filename": b["filename"], "bytes": b["bytes"], "sha256": b["sha256"], "data": b""}
@@ -205,10 +231,7 @@ class FakeFiles:
             else:
                 peer.ok(self.add(u["filename"], u["data"]))
         elif m.command == "file.list":
-            body: dict = {"files": list(reversed(self.files.values()))}  # newest first
-            if self.report_usage:
-                body.update(usage_bytes=self.usage_bytes(), quota_bytes=self.quota_bytes)
-            peer.ok(body)
+            self._list(peer)
         elif m.command == "file.delete":
             fid = b.get("file_id")
             if fid not in self.files:
@@ -223,6 +246,34 @@ class FakeFiles:
             return False
         return True
 
+    def _list(self, peer: Peer) -> None:
+        b = peer.message.body
+        files = list(reversed(self.files.values()))  # newest first
+        if not self.paging:
+            for key in b:
+                peer.error("INVALID_ARGUMENT", f"unknown field '{key}'", key)
+                return
+            body: dict = {"files": files[:1000]}
+        else:
+            limit = b.get("limit", 1000)
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+                peer.error("INVALID_ARGUMENT", f"limit must be 1..1000, got {limit!r}", "limit")
+                return
+            start = 0
+            if "after" in b:
+                ids = [f["id"] for f in files]
+                if b["after"] not in ids:
+                    peer.error("NOT_FOUND", f"no file '{b['after']}'", "after")
+                    return
+                start = ids.index(b["after"]) + 1
+            page = files[start:start + min(limit, self.page_size)]
+            body = {"files": page, "has_more": start + len(page) < len(files)}
+            if self.report_usage:
+                body.update(usage_files=self.usage_files(), quota_files=self.quota_files)
+        if self.report_usage:
+            body.update(usage_bytes=self.usage_bytes(), quota_bytes=self.quota_bytes)
+        peer.ok(body)
+
 
 class FakeJobs:
     """The job commands of a daemon over jobs kept in memory, for handlers to
@@ -230,9 +281,10 @@ class FakeJobs:
     page) and ``job.delete`` (NOT_FOUND for a job it does not have, deleted ones
     included; FAILED_PRECONDITION param job_id while the job has not ended).
 
-    A job's directory (checkpoints, adapter, logs) holds ``bytes_on_storage``;
-    with a FakeFiles they count in its ``other_bytes``, so file.list's usage
-    falls when the job is deleted, as docs/protocol.md says.
+    A job's directory (checkpoints, adapter, logs) holds ``bytes_on_storage``
+    in ``files_on_storage`` files and directories; with a FakeFiles they count
+    in its ``other_bytes`` and ``other_files``, so file.list's usage falls when
+    the job is deleted, as docs/protocol.md says.
 
         files = FakeFiles()
         jobs = FakeJobs(files)
@@ -245,9 +297,11 @@ class FakeJobs:
         self.files = files
         self.jobs: dict = {}  # id -> JOB object, in creation order
         self.bytes_on_storage: dict = {}  # id -> what its directory holds
+        self.files_on_storage: dict = {}  # id -> files and directories in it
         self._next = 1
 
-    def add(self, status: str = "succeeded", bytes_on_storage: int = 0, **extra) -> dict:
+    def add(self, status: str = "succeeded", bytes_on_storage: int = 0, files_on_storage: int = 0,
+            **extra) -> dict:
         """A job in this status; returns its JOB object (the one the fake serves)."""
         jid = f"job-{self._next:016x}"
         self._next += 1
@@ -256,8 +310,10 @@ class FakeJobs:
         j = job_body(jid, status, created_at_ms=1700000000000 + self._next, **extra)
         self.jobs[jid] = j
         self.bytes_on_storage[jid] = bytes_on_storage
+        self.files_on_storage[jid] = files_on_storage
         if self.files is not None:
             self.files.other_bytes += bytes_on_storage
+            self.files.other_files += files_on_storage
         return j
 
     def handle(self, peer: Peer) -> bool:
@@ -284,7 +340,9 @@ class FakeJobs:
             del self.jobs[jid]
             if self.files is not None:
                 self.files.other_bytes -= self.bytes_on_storage[jid]
+                self.files.other_files -= self.files_on_storage[jid]
             del self.bytes_on_storage[jid]
+            del self.files_on_storage[jid]
             peer.ok(j)
         return True
 

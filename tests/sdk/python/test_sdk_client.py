@@ -512,7 +512,7 @@ def test_files_usage_reported_and_not():
     with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
         f = c.files.upload_bytes(b"y" * 200, "t.jsonl")
         u = c.files.usage()
-        assert u == fjord.StorageUsage(usage_bytes=500, quota_bytes=1000)
+        assert u == fjord.StorageUsage(usage_bytes=500, quota_bytes=1000, usage_files=1, quota_files=100000)
         assert u.available_bytes == 500
         c.files.delete(f)
         assert c.files.usage().usage_bytes == 300
@@ -527,12 +527,93 @@ def test_files_usage_reported_and_not():
     assert fjord.StorageUsage(1200, 1000).available_bytes == 0
 
 
+def test_files_usage_counts_files_and_directories():
+    store = FakeFiles(quota_files=10, other_files=6)
+    with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
+        f = c.files.upload_bytes(b"y" * 20, "t.jsonl")
+        u = c.files.usage()
+        assert (u.usage_files, u.quota_files, u.available_files) == (7, 10, 3)
+        assert u.usage_bytes == 20
+        store.other_files = 9  # a job's checkpoints took the tenant to its limit
+        assert c.files.usage().available_files == 0
+        with pytest.raises(fjord.ResourceExhaustedError, match="has 10 of its 10 files and directories") as e:
+            c.files.upload_bytes(b"z", "more.jsonl")
+        assert e.value.param == "tenant"
+        assert len(d.requests("file.upload.chunk")) == 1  # the first upload's: refused at begin
+        c.files.delete(f)
+        assert c.files.usage().available_files == 1
+        store.quota_files = 0  # no limit
+        u = c.files.usage()
+        assert (u.usage_files, u.quota_files, u.available_files) == (9, 0, None)
+        store.paging = False  # a daemon older than paging: the byte counts only
+        assert c.files.usage() == fjord.StorageUsage(usage_bytes=0, quota_bytes=0)
+        assert c.files.usage().available_files is None
+    # Over the limit: none left, not a negative number.
+    assert fjord.StorageUsage(0, 0, usage_files=12, quota_files=10).available_files == 0
+
+
+def test_files_list_pages_through_every_file():
+    store = FakeFiles(page_size=2)
+    added = [store.add(f"f{i}.jsonl", b"x" * i) for i in range(5)]
+    with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
+        files = c.files.list()
+        assert [f.id for f in files] == [f["id"] for f in reversed(added)]  # newest first
+        assert [f.bytes for f in files] == [4, 3, 2, 1, 0]
+        # The first page at the default limit (a daemon older than paging refuses a
+        # field it does not know), then each after the last file of the one before.
+        assert [m.body for m in d.requests("file.list")] == [{}, {"after": added[3]["id"]},
+                                                              {"after": added[1]["id"]}]
+        store.page_size = 5  # exactly one page: one request
+        assert len(c.files.list()) == 5 and len(d.requests("file.list")) == 4
+        assert c.files.usage().usage_files == 5
+        # The fake answers as the daemon does to what the SDK never sends itself.
+        with pytest.raises(fjord.NotFoundError) as e:
+            c.call("file.list", {"after": "file-00000000deadbeef"})
+        assert e.value.param == "after"
+        for bad in (0, 1001, "2"):
+            with pytest.raises(fjord.InvalidArgumentError) as e:
+                c.call("file.list", {"limit": bad})
+            assert e.value.param == "limit"
+        assert [f["id"] for f in c.call("file.list", {"limit": 2}).body["files"]] == [added[4]["id"], added[3]["id"]]
+
+
+def test_files_list_from_a_daemon_older_than_paging():
+    store = FakeFiles(quota_bytes=100, paging=False)
+    a = store.add("a.jsonl", b"aa")
+    b = store.add("b.jsonl", b"bbb")
+    with FakeDaemon(store.handle) as d, fast_client(d.endpoint) as c:
+        assert [f.id for f in c.files.list()] == [b["id"], a["id"]]  # no has_more: one page
+        assert [m.body for m in d.requests("file.list")] == [{}]
+        u = c.files.usage()
+        assert u == fjord.StorageUsage(usage_bytes=5, quota_bytes=100, usage_files=None, quota_files=None)
+        assert (u.available_bytes, u.available_files) == (95, None)
+        with pytest.raises(fjord.InvalidArgumentError, match="unknown field 'limit'"):
+            c.call("file.list", {"limit": 10})  # why the SDK never sends one
+
+
+@pytest.mark.parametrize("reply, message", [
+    # Ignores `after`: the same page again and again.
+    ({"files": [{"id": "file-2"}, {"id": "file-1"}], "has_more": True},
+     r"\(the page after file-1\): file file-2 is listed twice"),
+    ({"files": [], "has_more": True}, r"\(the first page\): has_more is true but the page has no files"),
+    ({"files": [{"id": "file-1"}], "has_more": "yes"}, "has_more is 'yes', not true or false"),
+])
+def test_files_list_stops_at_a_page_that_would_never_end(reply, message):
+    with FakeDaemon(lambda p: p.ok(reply)) as d, fast_client(d.endpoint) as c:
+        with pytest.raises(fjord.InternalError, match=message):
+            c.files.list()
+        assert len(d.requests("file.list")) <= 2
+
+
 def test_files_usage_malformed_is_internal_error():
     with FakeDaemon(lambda p: p.ok({"files": [], "usage_bytes": "lots", "quota_bytes": 0})) as d, \
             fast_client(d.endpoint) as c:
         with pytest.raises(fjord.InternalError, match="usage_bytes is 'lots'"):
             c.files.usage()
         assert c.files.list() == []  # the listing itself does not need the numbers
+        d.handler = lambda p: p.ok({"files": [], "usage_bytes": 1, "quota_bytes": 0, "usage_files": -3})
+        with pytest.raises(fjord.InternalError, match="usage_files is -3, not a file count"):
+            c.files.usage()
 
 
 def test_upload_over_the_storage_quota_is_resource_exhausted():
