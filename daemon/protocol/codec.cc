@@ -3,12 +3,15 @@
 #include <cstdint>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "daemon/protocol/errors.h"
 
 namespace fjord::protocol {
 namespace {
+
+constexpr absl::string_view kUtf8Bom = "\xEF\xBB\xBF";
 
 size_t TotalBytes(const Frames& frames) {
   size_t n = 0;
@@ -44,6 +47,14 @@ absl::StatusOr<nlohmann::json> ParseBody(const std::string& text, const DecodeLi
                  "body");
   }
   if (text.empty() && empty_is_object) return nlohmann::json::object();
+  // nlohmann::json skips a leading BOM; RFC 8259 forbids sending one and the
+  // body is a JSON object, nothing before it.
+  if (absl::StartsWith(text, kUtf8Bom)) {
+    return InvalidArgument(
+        "frame 5: body starts with a UTF-8 byte order mark (EF BB BF); send the JSON object "
+        "without it",
+        "body");
+  }
   if (JsonDepth(text) > limits.max_json_depth) {
     return InvalidArgument(
         absl::StrCat("frame 5: body nests deeper than ", limits.max_json_depth, " levels"), "body");
@@ -215,6 +226,14 @@ absl::StatusOr<ClientMessage> DecodeClientMessage(const Frames& frames,
       if (!body.ok()) return body.status();
       m.body = std::move(*body);
       if (frames.size() == 7) {
+        // Only an upload chunk carries data (§2); an empty frame 6 is a data
+        // frame too (6 or 7 frames is what the protocol counts).
+        if (m.command != kFileUploadChunk) {
+          return InvalidArgument(
+              absl::StrCat("frame 6: command '", m.command, "' takes no data frame (only ",
+                           kFileUploadChunk, " requests carry one)"),
+              "data");
+        }
         if (absl::Status s = CheckData(frames[6], limits); !s.ok()) return s;
         m.data = frames[6];
       }

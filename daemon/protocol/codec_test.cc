@@ -89,10 +89,70 @@ TEST(CodecTest, LimitsAreChecked) {
       DecodeClientMessage({"", "FJD01", "\x01", "r", "ping", "{\"aaaaaaaaaaaa\":1}"}, limits);
   EXPECT_EQ(d.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(ParamOf(d.status()), "body");
-  d = DecodeClientMessage({"", "FJD01", "\x01", "r", "ping", "{}", "abcd"}, limits);
+  d = DecodeClientMessage({"", "FJD01", "\x01", "r", "file.upload.chunk", "{}", "abcd"}, limits);
   EXPECT_EQ(d.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(ParamOf(d.status()), "data");
   EXPECT_THAT(d.status().message(), HasSubstr("frame 6"));
+}
+
+// A BOM is not part of a JSON text (RFC 8259 §8.1); nlohmann::json would
+// skip it, the codec refuses it, in requests and replies alike.
+TEST(CodecTest, RefusesUtf8ByteOrderMarkBeforeTheBody) {
+  const std::string bom = "\xEF\xBB\xBF";
+  for (const std::string& body : {bom + "{}", bom + "{\"job_id\":\"job-1\"}", bom, bom + " {}"}) {
+    SCOPED_TRACE(absl::CHexEscape(body));
+    absl::StatusOr<ClientMessage> d =
+        DecodeClientMessage({"", "FJD01", "\x01", "r", "job.get", body});
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(ParamOf(d.status()), "body");
+    EXPECT_THAT(d.status().message(),
+                HasSubstr("frame 5: body starts with a UTF-8 byte order mark"));
+    absl::StatusOr<ServerMessage> r = DecodeServerMessage({"", "FJD01", "\x03", "r", "OK", body});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(ParamOf(r.status()), "body");
+  }
+  // Elsewhere the same bytes are ordinary text: inside a string, or after
+  // leading whitespace (then the JSON parser refuses them as it would any
+  // stray bytes).
+  absl::StatusOr<ClientMessage> d =
+      DecodeClientMessage({"", "FJD01", "\x01", "r", "job.get", "{\"job_id\":\"" + bom + "\"}"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->body["job_id"], bom);
+  d = DecodeClientMessage({"", "FJD01", "\x01", "r", "job.get", " " + bom + "{}"});
+  EXPECT_EQ(ParamOf(d.status()), "body");
+  EXPECT_THAT(d.status().message(), HasSubstr("not valid JSON"));
+}
+
+// Frame 6 only where a command says so: file.upload.chunk requests.
+TEST(CodecTest, RefusesDataFrameOnCommandsThatTakeNone) {
+  for (const std::string command : {"ping", "job.get", "file.upload.begin", "file.upload.finish",
+                                    "adapter.download", "no.such.command"}) {
+    for (const std::string& data : {std::string("x"), std::string()}) {  // empty is present too
+      SCOPED_TRACE(command + " with " + std::to_string(data.size()) + " bytes of data");
+      absl::StatusOr<ClientMessage> d =
+          DecodeClientMessage({"", "FJD01", "\x01", "r", command, "{}", data});
+      EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(ParamOf(d.status()), "data");
+      EXPECT_THAT(d.status().message(),
+                  HasSubstr("frame 6: command '" + command + "' takes no data frame"));
+    }
+  }
+  // Refused before its size is looked at: no retry makes it right.
+  DecodeLimits limits;
+  limits.max_data_bytes = 1;
+  const absl::Status big =
+      DecodeClientMessage({"", "FJD01", "\x01", "r", "ping", "{}", "abcd"}, limits).status();
+  EXPECT_EQ(big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParamOf(big), "data");
+  // An upload chunk keeps its data, an empty one included.
+  absl::StatusOr<ClientMessage> chunk =
+      DecodeClientMessage({"", "FJD01", "\x01", "r", "file.upload.chunk", "{}", ""});
+  ASSERT_TRUE(chunk.ok()) << chunk.status();
+  ASSERT_TRUE(chunk->data.has_value());
+  EXPECT_EQ(*chunk->data, "");
+  // Replies are not the codec's to check (adapter.download carries data; the
+  // client knows which request a reply answers).
+  EXPECT_TRUE(DecodeServerMessage({"", "FJD01", "\x03", "r", "OK", "{}", "x"}).ok());
 }
 
 TEST(CodecTest, RequestIdForReply) {

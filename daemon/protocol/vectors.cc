@@ -180,6 +180,8 @@ std::vector<TestVector> BuildTestVectors() {
                       "INVALID_ARGUMENT", "body", "must be a JSON object"));
   v.push_back(Invalid("invalid_body_utf8", true, {"", sig, req, "r", "job.get", "{\"job_id\":\"\xc3\x28\"}"},
                       "INVALID_ARGUMENT", "body", "not valid JSON"));
+  v.push_back(Invalid("invalid_body_bom", true, {"", sig, req, "r", "ping", "\xEF\xBB\xBF{}"},
+                      "INVALID_ARGUMENT", "body", "starts with a UTF-8 byte order mark"));
   v.push_back(Invalid("invalid_body_deep", true,
                       {"", sig, req, "r", "job.get", std::string(100, '[') + std::string(100, ']')},
                       "INVALID_ARGUMENT", "body", "nests deeper"));
@@ -187,6 +189,8 @@ std::vector<TestVector> BuildTestVectors() {
                       "INVALID_ARGUMENT", "frames", "expected 6 or 7"));
   v.push_back(Invalid("invalid_extra_frames", true, {"", sig, req, "r", "ping", "{}", "x", "y"},
                       "INVALID_ARGUMENT", "frames", "expected 6 or 7"));
+  v.push_back(Invalid("invalid_data_on_ping", true, {"", sig, req, "r", "ping", "{}", "x"},
+                      "INVALID_ARGUMENT", "data", "takes no data frame"));
   v.push_back(Invalid("invalid_heartbeat_frames", true, {"", sig, std::string(1, '\x04'), "x"},
                       "INVALID_ARGUMENT", "frames", "HEARTBEAT has 4 frames"));
   v.push_back(Invalid("invalid_oversize", true, {"", sig, req, "r", "ping", std::string(100, ' ')},
