@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "daemon/storage/safe_dir.h"
 
 namespace fjord::daemon {
 
@@ -37,8 +38,23 @@ class Storage {
   // Creates <root>/<tenant>/{files,jobs} (mode 0750). FailedPrecondition when
   // a component exists as a symlink or a non-directory.
   absl::Status EnsureTenant(const std::string& tenant) const;
-  // Creates the job's directory (and checkpoints/).
-  absl::Status EnsureJobDir(const std::string& tenant, const std::string& job_id) const;
+  // Creates the job's directory and its checkpoints/ (0750 less the umask,
+  // owned by the caller: fjordd writes job.yaml there before it hands the
+  // directory to the worker's uid; the tenant's area and jobs/ too when
+  // missing) and returns the job's directory opened. InvalidArgument when
+  // `tenant` or `job_id` is not a plain name; errors as EnsureTenant's.
+  absl::StatusOr<SafeDir> EnsureJobDir(const std::string& tenant, const std::string& job_id) const;
+
+  // The storage root (trusted: the operator's), a tenant's area and a job's
+  // directory, opened as SafeDir: below the root nothing is followed, so a
+  // link a worker planted in place of a directory is an error, never a way
+  // out. Unavailable when the root is not accessible ("storage root <root>
+  // is not an accessible directory"); InvalidArgument when `tenant` or
+  // `job_id` is not a plain name; NotFound / FailedPrecondition as
+  // SafeDir::OpenDir.
+  absl::StatusOr<SafeDir> OpenRoot() const;
+  absl::StatusOr<SafeDir> OpenTenantDir(const std::string& tenant) const;
+  absl::StatusOr<SafeDir> OpenJobDir(const std::string& tenant, const std::string& job_id) const;
 
   // The absolute path of the regular file `relative` names inside the
   // tenant's area. InvalidArgument (with `param`) when the path is absolute,
@@ -46,13 +62,6 @@ class Storage {
   // is not a regular file.
   absl::StatusOr<std::string> ResolveTenantFile(const std::string& tenant, absl::string_view relative,
                                                 absl::string_view param) const;
-
-  // Regular files directly in `dir` (no symlinks): name and size, sorted.
-  struct Entry {
-    std::string name;
-    uint64_t bytes = 0;
-  };
-  static absl::StatusOr<std::vector<Entry>> ListRegularFiles(const std::string& dir);
 
   // Bytes of the regular files under `dir` (sizes as stat reports them),
   // walked without following symlinks; 0 when `dir` does not exist.
@@ -65,7 +74,11 @@ class Storage {
   // and file under <root>/<tenant> gets group `gid`, and everything inside a
   // job directory (jobs/<id>/...) also owner `uid`, which writes there.
   // Symlinks are neither followed nor changed; depth is bounded as in
-  // TreeBytes. The first failure is returned, naming the path.
+  // TreeBytes. Every change goes through SafeDir::ChownEntry (O_PATH, no
+  // link followed; a file with several links is refused: FailedPrecondition
+  // "<path> has N hard links; refused"). Entries removed meanwhile are
+  // skipped. Unavailable when the area (or the root) is missing; otherwise
+  // the first failure is returned, naming the path.
   absl::Status ReownTenantArea(const std::string& tenant, uint32_t uid, uint32_t gid) const;
 
  private:
@@ -75,12 +88,19 @@ class Storage {
 // Checks the PEFT adapter a worker left in `dir` before the daemon reports
 // it as a job's result: adapter_config.json is a JSON object with a string
 // "peft_type", and adapter_model.safetensors has a valid header whose
-// tensors fit the file (a truncated or torn file is refused). DataLoss
-// naming the file and what is wrong; NotFound for a missing file.
-absl::Status VerifyAdapterDir(const std::string& dir);
+// tensors fit the file (a truncated or torn file is refused). Both are read
+// with SafeDir::ReadHead: a symlink, a hard link or a non-regular file in
+// their place is DataLoss too (SafeDir's FailedPrecondition message, e.g.
+// "<dir>/adapter_config.json is a symbolic link; refused"). DataLoss naming
+// the file and what is wrong; NotFound for a missing file; Unavailable for
+// a storage error.
+absl::Status VerifyAdapterDir(const SafeDir& dir);
 
-// True for a file name a tenant may upload: 1..255 bytes, no '/', no NUL,
-// not "." or "..", no control characters.
+// True for a file name a tenant may upload: 1..255 bytes of valid UTF-8, no
+// '/', not "." or "..", no control characters (C0, DEL, C1 — U+0085
+// included), no line or paragraph separator (U+2028, U+2029), no bidi or
+// invisible formatting character that makes a name display as another
+// (U+061C, U+200B-U+200F, U+202A-U+202E, U+2060-U+2069, U+FEFF).
 bool ValidUploadFilename(absl::string_view name);
 
 }  // namespace fjord::daemon
