@@ -464,12 +464,22 @@ absl::Status JobStore::DeleteFile(const std::string& tenant, const std::string& 
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<protocol::FileInfo>> JobStore::ListFiles(const std::string& tenant, int limit) {
+absl::StatusOr<std::vector<protocol::FileInfo>> JobStore::ListFiles(const std::string& tenant, int limit,
+                                                                    const std::string& after) {
+  int64_t before_n = INT64_MAX;
+  if (!after.empty()) {
+    Stmt n(db_, "SELECT n FROM files WHERE tenant = ? AND id = ?");
+    FJORD_RETURN_IF_ERROR(n.status());
+    n.Bind(1, tenant).Bind(2, after);
+    FJORD_ASSIGN_OR_RETURN(bool row, n.Step());
+    if (!row) return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", after, "'"), "after");
+    before_n = n.Int(0);
+  }
   Stmt s(db_,
-         "SELECT id, filename, bytes, sha256, created_at_ms, path FROM files WHERE tenant = ? "
+         "SELECT id, filename, bytes, sha256, created_at_ms, path FROM files WHERE tenant = ? AND n < ? "
          "ORDER BY n DESC LIMIT ?");
   FJORD_RETURN_IF_ERROR(s.status());
-  s.Bind(1, tenant).Bind(2, static_cast<int64_t>(limit));
+  s.Bind(1, tenant).Bind(2, before_n).Bind(3, static_cast<int64_t>(limit));
   std::vector<protocol::FileInfo> out;
   while (true) {
     FJORD_ASSIGN_OR_RETURN(bool row, s.Step());

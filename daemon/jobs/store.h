@@ -85,7 +85,11 @@ class JobStore {
   absl::StatusOr<protocol::FileInfo> GetFile(const std::string& tenant, const std::string& id);
   absl::StatusOr<protocol::FileInfo> GetFileByUpload(const std::string& tenant,
                                                      const std::string& upload_id);
-  absl::StatusOr<std::vector<protocol::FileInfo>> ListFiles(const std::string& tenant, int limit);
+  // The tenant's files, newest first, at most `limit`; with `after` (a file
+  // id of the tenant's), those older than it. NotFound when `after` is not
+  // one of the tenant's files.
+  absl::StatusOr<std::vector<protocol::FileInfo>> ListFiles(const std::string& tenant, int limit,
+                                                            const std::string& after = "");
   // Removes the file's record. NotFound (param file_id) when the tenant has none.
   absl::Status DeleteFile(const std::string& tenant, const std::string& id);
 

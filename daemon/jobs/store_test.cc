@@ -175,6 +175,30 @@ TEST(JobStoreTest, FilesArePerTenant) {
   EXPECT_TRUE(store->ListFiles("zeta", 10)->empty());
 }
 
+// file.list's pages: newest first, `after` starts past a file of the
+// tenant's; another tenant's id or an unknown one is NotFound.
+TEST(JobStoreTest, ListFilesPagesNewestFirst) {
+  auto store = *JobStore::Open(TempDb("file-pages"));
+  for (int i = 1; i <= 5; ++i) {
+    const std::string id = "file-" + std::to_string(i);
+    ASSERT_TRUE(store->AddFile("acme", protocol::FileInfo{id, "t.jsonl", 1, "ab", i, "files/" + id}, "upl-" + id).ok());
+  }
+  ASSERT_TRUE(store->AddFile("zeta", protocol::FileInfo{"file-z", "t.jsonl", 1, "ab", 9, "files/file-z"}, "upl-z").ok());
+  auto ids = [](const std::vector<protocol::FileInfo>& files) {
+    std::vector<std::string> out;
+    for (const auto& f : files) out.push_back(f.id);
+    return out;
+  };
+  EXPECT_THAT(ids(*store->ListFiles("acme", 2)), ::testing::ElementsAre("file-5", "file-4"));
+  EXPECT_THAT(ids(*store->ListFiles("acme", 2, "file-4")), ::testing::ElementsAre("file-3", "file-2"));
+  EXPECT_THAT(ids(*store->ListFiles("acme", 2, "file-2")), ::testing::ElementsAre("file-1"));
+  EXPECT_TRUE(store->ListFiles("acme", 2, "file-1")->empty());
+  absl::Status other = store->ListFiles("acme", 2, "file-z").status();
+  EXPECT_EQ(other.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(protocol::ParamOf(other), "after");
+  EXPECT_EQ(store->ListFiles("acme", 2, "file-none").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST(JobStoreTest, UnopenablePath) {
   absl::StatusOr<std::unique_ptr<JobStore>> s = JobStore::Open("/nonexistent/dir/x.db");
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInternal);

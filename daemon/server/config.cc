@@ -213,17 +213,22 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
        }},
       {"cpu_slots", r.Int(&c.scheduler.cpu_slots, 1, 1024)},
       {"max_running_per_tenant", r.Int(&c.scheduler.max_running_per_tenant, 1, 100000)},
-      {"max_queued_per_tenant", r.Int(&c.scheduler.max_queued_per_tenant, 1, 1000000)}};
+      {"max_queued_per_tenant", r.Int(&c.scheduler.max_queued_per_tenant, 1, 1000000)},
+      {"max_validators", r.Int(&c.scheduler.max_validators, 1, 1024)},
+      {"max_validators_per_tenant", r.Int(&c.scheduler.max_validators_per_tenant, 1, 1024)}};
   Fields limits = {{"max_message_bytes", r.Int(&c.limits.max_message_bytes, 4096, int64_t{1} << 30)},
                    {"max_body_bytes", r.Int(&c.limits.max_body_bytes, 1024, int64_t{1} << 28)},
                    {"upload_chunk_bytes", r.Int(&c.limits.upload_chunk_bytes, 1024, int64_t{1} << 28)},
                    {"max_upload_bytes", r.Int(&c.limits.max_upload_bytes, 1, int64_t{1} << 42)},
                    {"max_peers", r.Int(&c.limits.max_peers, 1, 1000000)},
+                   {"max_peers_per_key", r.Int(&c.limits.max_peers_per_key, 1, 1000000)},
+                   {"admin_reserved_peers", r.Int(&c.limits.admin_reserved_peers, 0, 1000000)},
                    {"max_streams_per_peer", r.Int(&c.limits.max_streams_per_peer, 1, 10000)},
                    {"heartbeat_interval_ms", r.Int(&c.limits.heartbeat_interval_ms, 10, 600000)},
                    {"upload_idle_s", r.Seconds(&c.limits.upload_idle_ms)},
                    {"max_uploads_per_tenant", r.Int(&c.limits.max_uploads_per_tenant, 1, 10000)},
-                   {"max_tenant_storage_bytes", r.Int(&c.limits.max_tenant_storage_bytes, 0, int64_t{1} << 60)}};
+                   {"max_tenant_storage_bytes", r.Int(&c.limits.max_tenant_storage_bytes, 0, int64_t{1} << 60)},
+                   {"max_tenant_files", r.Int(&c.limits.max_tenant_files, 0, int64_t{1} << 40)}};
   Fields top = {{"node_name", r.Str(&c.node_name)},
                 {"state_dir", r.Str(&c.state_dir)},
                 {"storage_root", r.Str(&c.storage_root)},

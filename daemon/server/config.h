@@ -57,6 +57,10 @@ struct DaemonConfig {
     int cpu_slots = 1;
     int max_running_per_tenant = 4;
     int max_queued_per_tenant = 100;
+    // Validators (`fjord-train validate`, which parses a job's data) running
+    // at once on the node and per tenant; jobs beyond wait in `validating`.
+    int max_validators = 4;
+    int max_validators_per_tenant = 2;
   } scheduler;
   struct Limits {
     size_t max_message_bytes = protocol::kDefaultMaxMessageBytes;
@@ -64,11 +68,17 @@ struct DaemonConfig {
     size_t upload_chunk_bytes = protocol::kDefaultUploadChunkBytes;
     uint64_t max_upload_bytes = protocol::kDefaultMaxUploadBytes;
     int max_peers = protocol::kDefaultMaxPeers;
+    // Connections one client key may hold (a tenant cannot take every slot),
+    // and the last slots, which only admins may take (at most max_peers - 1:
+    // tenants always keep one).
+    int max_peers_per_key = 128;
+    int admin_reserved_peers = 16;
     int max_streams_per_peer = protocol::kDefaultMaxStreamsPerPeer;
     int64_t heartbeat_interval_ms = protocol::kDefaultHeartbeatIntervalMs;
     int64_t upload_idle_ms = 600000;
     int max_uploads_per_tenant = 16;        // in progress at once
     uint64_t max_tenant_storage_bytes = 0;  // a tenant's area on the storage root; 0: no quota
+    uint64_t max_tenant_files = 100000;     // files and directories in a tenant's area; 0: no limit
   } limits;
   struct Metrics {
     std::string listen = "127.0.0.1:9464";  // "" disables the HTTP exporter

@@ -40,6 +40,35 @@ TEST(ConfigTest, MinimalAndDefaults) {
   EXPECT_FALSE(c->node_name.empty());
 }
 
+// The bounds a tenant cannot exhaust the node past (docs/security.md,
+// "Limits"): their defaults, and a value out of range names file, line and
+// field.
+TEST(ConfigTest, ConnectionFileAndValidatorLimits) {
+  absl::StatusOr<DaemonConfig> d = ParseDaemonConfig(kMinimal, "f");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->limits.max_peers_per_key, 128);
+  EXPECT_EQ(d->limits.admin_reserved_peers, 16);
+  EXPECT_EQ(d->limits.max_tenant_files, 100000u);
+  EXPECT_EQ(d->scheduler.max_validators, 4);
+  EXPECT_EQ(d->scheduler.max_validators_per_tenant, 2);
+  const std::string base = kMinimal;
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(
+      base + "limits:\n  max_peers_per_key: 8\n  admin_reserved_peers: 0\n  max_tenant_files: 0\n"
+             "scheduler:\n  max_validators: 1\n  max_validators_per_tenant: 1\n",
+      "f");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->limits.max_peers_per_key, 8);
+  EXPECT_EQ(c->limits.admin_reserved_peers, 0);
+  EXPECT_EQ(c->limits.max_tenant_files, 0u);  // no limit
+  EXPECT_EQ(c->scheduler.max_validators, 1);
+  EXPECT_THAT(ParseDaemonConfig(base + "limits:\n  max_peers_per_key: 0\n", "f").status().message(),
+              HasSubstr("f:11: limits.max_peers_per_key"));
+  EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  max_validators: 0\n", "f").status().message(),
+              HasSubstr("f:11: scheduler.max_validators"));
+  EXPECT_THAT(ParseDaemonConfig(base + "limits:\n  admin_reserved_peers: -1\n", "f").status().message(),
+              HasSubstr("f:11: limits.admin_reserved_peers"));
+}
+
 TEST(ConfigTest, MetricsBearerTokenFile) {
   absl::StatusOr<DaemonConfig> c =
       ParseDaemonConfig(std::string(kMinimal) + "metrics:\n  bearer_token_file: /etc/fjordd/metrics.token\n", "f");

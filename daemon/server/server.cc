@@ -10,9 +10,9 @@
 #include <zmq.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -38,7 +38,6 @@
 #include "daemon/storage/tenant_ids.h"
 #include "daemon/util/log.h"
 #include "daemon/worker/supervisor.h"
-#include "runtime/train/checkpoint.h"
 #include "runtime/train/job_config.h"
 #include "runtime/util/env.h"
 #include "runtime/util/sha256.h"
@@ -74,26 +73,42 @@ bool HasTrainer(JobStatus s) {
   return s == JobStatus::kRunning || s == JobStatus::kPausing || s == JobStatus::kCancelling;
 }
 
-// RAII fd.
-struct UniqueFd {
-  int fd = -1;
-  UniqueFd() = default;
-  explicit UniqueFd(int f) : fd(f) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd = o.fd;
-      o.fd = -1;
-    }
-    return *this;
+// "step-<digits>": a checkpoint directory's name (runtime/train/checkpoint.h).
+bool IsStepName(const std::string& name, int64_t* step) {
+  if (name.size() <= 5 || name.size() > 24 || name.compare(0, 5, "step-") != 0) return false;
+  int64_t v = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+    v = v * 10 + (name[i] - '0');
   }
-  ~UniqueFd() { reset(); }
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
+  *step = v;
+  return true;
+}
+
+// The most parts of a client message the daemon copies: ROUTER's routing id,
+// the protocol's frames 0-6 (a REQUEST with data) and one more, so that the
+// codec names a message one frame too long. Parts beyond are dropped as they
+// are received, without being copied.
+constexpr size_t kMaxClientParts = 9;
+
+// Adapter download replies waiting in ZeroMQ's send queue: at most this many
+// chunks per connection (a client that asks for chunks and never reads them
+// is refused, not buffered without end). The SDKs ask for one at a time.
+constexpr int64_t kMaxQueuedChunksPerPeer = 4;
+
+// How often a running job's directory is walked again for the storage
+// usage (and the job paused when its tenant is over quota), and how often a
+// tenant's whole area is (other nodes on the same storage root write there
+// too).
+constexpr int64_t kJobUsageRefreshMs = 10000;
+constexpr int64_t kTenantUsageRescanMs = 60000;
+
+// file.list pages: at most this many files each.
+constexpr int kMaxFileListLimit = 1000;
+
+// An adapter directory holding more entries than this is refused (a PEFT
+// adapter has two or three files).
+constexpr uint64_t kMaxAdapterFiles = 1000;
 
 }  // namespace
 
@@ -104,9 +119,13 @@ struct Server::Impl {
     int64_t last_seq = 0;
   };
   struct Peer {
+    std::string key;  // the client's public key ("plaintext" without CURVE)
     int64_t last_heard_ms = 0;
     int64_t last_sent_ms = 0;
     std::map<std::string, Stream> streams;  // by request id
+    // Download chunks sent to this peer that ZeroMQ has not yet handed to the
+    // kernel (decremented by ZeroMQ's I/O thread when it frees them).
+    std::shared_ptr<std::atomic<int64_t>> queued_chunks = std::make_shared<std::atomic<int64_t>>(0);
   };
   struct Request {
     std::string identity;
@@ -173,6 +192,7 @@ struct Server::Impl {
   std::unique_ptr<TenantIds> tenant_ids;  // worker.tenant_uid_range: a uid per tenant
 
   std::map<std::string, Peer> peers;
+  std::map<std::string, int> peers_per_key;
   std::map<std::string, Job> live;                      // non-final jobs
   std::map<std::string, WorkerRun> runs;                // by job id
   std::map<std::string, std::vector<JobEvent>> dirty;   // progress not yet committed
@@ -186,7 +206,9 @@ struct Server::Impl {
   // worker starts: waiting jobs wait, they do not fail.
   std::string storage_problem;
   int64_t next_tick_ms = 0;
+  int64_t next_usage_refresh_ms = 0;
   int64_t order_counter = 0;
+  std::set<std::string> events_file_refused;  // jobs whose events.jsonl was refused (logged once)
   std::map<std::string, int64_t> order;  // job id -> FIFO order
 
   // ---- sending ------------------------------------------------------------
@@ -206,6 +228,35 @@ struct Server::Impl {
   }
   void Send(const std::string& identity, const ServerMessage& m) {
     SendFrames(identity, protocol::EncodeServerMessage(m));
+  }
+
+  // A download chunk is handed to ZeroMQ without a copy, counted in the
+  // peer's queued_chunks until ZeroMQ frees it (sent, or dropped).
+  struct QueuedChunk {
+    std::string bytes;
+    std::shared_ptr<std::atomic<int64_t>> counter;
+  };
+  static void FreeQueuedChunk(void*, void* hint) {
+    std::unique_ptr<QueuedChunk> chunk(static_cast<QueuedChunk*>(hint));
+    chunk->counter->fetch_sub(1);
+  }
+  void SendChunk(const std::string& identity, const ServerMessage& m) {
+    auto peer = peers.find(identity);
+    Frames frames = protocol::EncodeServerMessage(m);
+    if (peer == peers.end() || frames.empty()) return SendFrames(identity, frames);
+    auto chunk = std::make_unique<QueuedChunk>(QueuedChunk{std::move(frames.back()), peer->second.queued_chunks});
+    frames.pop_back();
+    chunk->counter->fetch_add(1);
+    QueuedChunk* raw = chunk.release();
+    zmq::message_t last(raw->bytes.data(), raw->bytes.size(), &FreeQueuedChunk, raw);
+    try {
+      router->send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      for (const std::string& f : frames) router->send(zmq::buffer(f), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      router->send(last, zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      LogWarning("send failed", {{"error", e.what()}});
+    }
+    peer->second.last_sent_ms = clock->NowMs();
   }
 
   // ---- storage ownership --------------------------------------------------
@@ -250,17 +301,26 @@ struct Server::Impl {
     FJORD_ASSIGN_OR_RETURN(WorkerIds ids, IdsFor(tenant));
     return OwnTenantArea(tenant, ids);
   }
-  absl::Status EnsureJobDir(const std::string& tenant, const std::string& job_id) {
-    FJORD_RETURN_IF_ERROR(storage->EnsureJobDir(tenant, job_id));
+  // A new job's directory is made by root and filled (job.yaml,
+  // events.jsonl) before this hands it to the worker's uid: what fjordd
+  // creates there exists before a worker could plant anything in its place.
+  absl::Status HandJobDirToWorker(const SafeDir& dir, const std::string& tenant) {
     FJORD_ASSIGN_OR_RETURN(WorkerIds ids, IdsFor(tenant));
-    if (ids.uid) {
-      const std::string d = storage->JobDir(tenant, job_id);
-      for (const std::string& p : {d, d + "/checkpoints"}) {
-        if (::lchown(p.c_str(), *ids.uid, *ids.gid) != 0) {
-          return absl::PermissionDeniedError(absl::StrCat("chown ", p, ": ", std::strerror(errno)));
-        }
-      }
-    }
+    if (!ids.uid) return absl::OkStatus();
+    FJORD_RETURN_IF_ERROR(dir.ChownEntry("checkpoints", ids.uid, ids.gid));
+    return dir.Chown(ids.uid, ids.gid);
+  }
+
+  // Removes a job's directory as fjordd's one way of deleting below a
+  // worker's directory: SafeDir::RemoveTree, relative to the tenant's jobs/
+  // (root's), walking descriptors, never following what a worker planted.
+  absl::Status RemoveJobDir(const std::string& tenant, const std::string& job_id) {
+    absl::StatusOr<SafeDir> area = storage->OpenTenantDir(tenant);
+    if (!area.ok()) return absl::IsNotFound(area.status()) ? absl::OkStatus() : area.status();
+    absl::StatusOr<SafeDir> jobs = area->OpenDir("jobs");
+    if (!jobs.ok()) return absl::IsNotFound(jobs.status()) ? absl::OkStatus() : jobs.status();
+    FJORD_RETURN_IF_ERROR(jobs->RemoveTree(job_id));
+    (void)jobs->Sync();
     return absl::OkStatus();
   }
 
@@ -328,10 +388,29 @@ struct Server::Impl {
     return j;
   }
 
+  // events.jsonl in the job's directory: a copy of the job's events for
+  // people reading the storage root (the store is the record). Opened as
+  // SafeDir::OpenAppend: a link a worker put in its place is refused (logged
+  // once per job) and nothing is written anywhere else.
   void AppendEventsFile(const Job& job, const std::vector<JobEvent>& events) {
     if (events.empty()) return;
-    std::ofstream f(storage->JobDir(job.tenant, job.id) + "/events.jsonl", std::ios::app);
-    for (const JobEvent& e : events) f << protocol::DumpJson(protocol::JobEventToJson(e)) << "\n";
+    std::string text;
+    for (const JobEvent& e : events) absl::StrAppend(&text, protocol::DumpJson(protocol::JobEventToJson(e)), "\n");
+    absl::Status s = [&]() -> absl::Status {
+      FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage->OpenJobDir(job.tenant, job.id));
+      FJORD_ASSIGN_OR_RETURN(UniqueFd fd, dir.OpenAppend("events.jsonl", 0640));
+      for (size_t done = 0; done < text.size();) {
+        const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return absl::UnavailableError(absl::StrCat("write events.jsonl: ", std::strerror(errno)));
+        done += static_cast<size_t>(n);
+      }
+      return absl::OkStatus();
+    }();
+    if (!s.ok() && events_file_refused.insert(job.id).second) {
+      LogWarning("events.jsonl not written (the job's events stay in the store)",
+                 {{"job", job.id}, {"error", std::string(s.message())}});
+    }
   }
 
   // Commits the job and events (fsynced), then tells subscribers.
@@ -477,7 +556,9 @@ struct Server::Impl {
   }
 
   // ---- worker launch ------------------------------------------------------
-  absl::StatusOr<std::string> WriteJobYaml(const Job& job) {
+  // Written into the job's directory before it is handed to the worker
+  // (HandJobDirToWorker): root's, readable by the worker's group.
+  absl::StatusOr<std::string> WriteJobYaml(const Job& job, const SafeDir& dir) {
     train::JobConfig c;
     auto model = config.models.find(job.spec.model);
     if (model == config.models.end()) {
@@ -514,9 +595,9 @@ struct Server::Impl {
       return protocol::InvalidArgument(absl::StrCat("the job's config is invalid: ", back.status().message()),
                                        "hyperparameters");
     }
-    const std::string path = c.output.dir + "/job.yaml";
-    FJORD_RETURN_IF_ERROR(Env::Default()->WriteFileAtomic(path, yaml));
-    return path;
+    FJORD_ASSIGN_OR_RETURN(WorkerIds ids, IdsFor(job.tenant));
+    FJORD_RETURN_IF_ERROR(dir.WriteFileAtomic("job.yaml", yaml, 0640, ids.gid));
+    return c.output.dir + "/job.yaml";
   }
 
   absl::StatusOr<std::string> ResolveDataFile(const std::string& tenant, const std::string& name,
@@ -536,6 +617,7 @@ struct Server::Impl {
   absl::StatusOr<WorkerSpec> BaseSpec(const Job& job) {
     FJORD_ASSIGN_OR_RETURN(WorkerIds ids, IdsFor(job.tenant));
     FJORD_RETURN_IF_ERROR(OwnTenantArea(job.tenant, ids));
+    FJORD_RETURN_IF_ERROR(GiveWorkerItsLogs(job, ids));
     WorkerSpec spec;
     spec.program = config.worker.program;
     spec.env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}};
@@ -552,6 +634,22 @@ struct Server::Impl {
     spec.gid = ids.gid;
     spec.no_new_privs = config.worker.no_new_privs;
     return spec;
+  }
+
+  // The worker opens worker.log and validation.json itself, as its uid
+  // (daemon/worker/worker_process.h); earlier fjordd versions created them
+  // as root. Such a file (a regular file with one link, another owner) is given
+  // to the worker's ids through SafeDir::ChownEntry before the launch.
+  absl::Status GiveWorkerItsLogs(const Job& job, const WorkerIds& ids) {
+    if (!ids.uid) return absl::OkStatus();
+    FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage->OpenJobDir(job.tenant, job.id));
+    for (const char* name : {"worker.log", "validation.json"}) {
+      struct stat st {};
+      if (::fstatat(dir.fd(), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_uid != *ids.uid) {
+        FJORD_RETURN_IF_ERROR(dir.ChownEntry(name, ids.uid, ids.gid));
+      }
+    }
+    return absl::OkStatus();
   }
 
   void LaunchValidator(Job job) {
@@ -578,13 +676,13 @@ struct Server::Impl {
   // The job's directory can be lost with its storage (a root that came back
   // without it): say so instead of failing to open the worker's log.
   absl::Status JobDirPresent(const Job& job) {
-    const std::string dir = storage->JobDir(job.tenant, job.id);
-    struct stat st {};
-    if (::stat((dir + "/job.yaml").c_str(), &st) != 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("the job's directory ", dir, " is gone from the storage root (", std::strerror(errno), ")"));
-    }
-    return absl::OkStatus();
+    absl::Status s = [&]() -> absl::Status {
+      FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage->OpenJobDir(job.tenant, job.id));
+      return dir.OpenRead("job.yaml").status();
+    }();
+    if (s.ok()) return s;
+    return absl::FailedPreconditionError(absl::StrCat("the job's directory ", storage->JobDir(job.tenant, job.id),
+                                                      " is gone from the storage root or damaged (", s.message(), ")"));
   }
 
   absl::Status LaunchTrainer(Job job, const std::vector<int>& gpus) {
@@ -616,12 +714,33 @@ struct Server::Impl {
   void Reconcile() {
     if (stopping) return;
     if (!storage_problem.empty()) return;  // jobs wait for the storage (reschedule stays set)
-    // Validators for jobs that need one.
-    std::vector<Job> to_validate;
+    // Validators for the jobs that need one, oldest first, at most
+    // scheduler.max_validators on the node and max_validators_per_tenant per
+    // tenant (each parses a whole dataset: one tenant's burst of job.create
+    // must not start a hundred at once); the others wait in `validating`.
+    int validators = 0;
+    std::map<std::string, int> tenant_validators;
+    std::vector<std::pair<int64_t, const Job*>> to_validate;
     for (const auto& [id, job] : live) {
-      if (job.status == JobStatus::kValidating && !supervisor->Running(id)) to_validate.push_back(job);
+      if (job.status != JobStatus::kValidating) continue;
+      if (supervisor->Running(id)) {
+        ++validators;
+        ++tenant_validators[job.tenant];
+      } else {
+        to_validate.push_back({order[id], &job});
+      }
     }
-    for (Job& j : to_validate) LaunchValidator(j);
+    std::sort(to_validate.begin(), to_validate.end());
+    std::vector<Job> launch;
+    for (const auto& [n, job] : to_validate) {
+      if (validators >= config.scheduler.max_validators) break;
+      if (tenant_validators[job->tenant] >= config.scheduler.max_validators_per_tenant) continue;
+      ++validators;
+      ++tenant_validators[job->tenant];
+      launch.push_back(*job);
+    }
+    for (Job& j : launch) LaunchValidator(j);
+    metrics.Set("fjord_validators_running", "", validators);
     if (!reschedule) return;
     reschedule = false;
     SchedulerConfig sc;
@@ -697,7 +816,10 @@ struct Server::Impl {
       run->second.reported_error = err;
     }
     dirty[job_id].push_back(std::move(ev));
-    if (type == "checkpoint") PauseIfOverQuota(job);
+    if (type == "checkpoint") {
+      RefreshJobUsage(job.tenant, job.id);
+      PauseIfOverQuota(job);
+    }
   }
 
   // A running job whose checkpoint took its tenant past
@@ -707,7 +829,7 @@ struct Server::Impl {
   // refused until then). Its error says why.
   void PauseIfOverQuota(const Job& job) {
     if (job.status != JobStatus::kRunning) return;
-    absl::Status over = CheckQuota(job.tenant, 0, "tenant", "");
+    absl::Status over = CheckQuota(job.tenant, 0, 0, "tenant", "");
     if (over.ok()) return;
     const std::string why = absl::StrCat("paused: ", over.message(), ", then resume the job");
     absl::StatusOr<Job> paused = Apply(job, Trigger::kPause, why, [&](Job& j) {
@@ -729,9 +851,21 @@ struct Server::Impl {
     metrics.Add("fjord_gpu_energy_joules_total", "", joules);
   }
 
+  // What the validator left in the job's directory (the worker's: read as
+  // SafeDir, bounded): its report, or the end of its log.
+  absl::StatusOr<std::string> ReadFromJobDir(const Job& job, const char* name, size_t max_bytes, bool tail) {
+    FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage->OpenJobDir(job.tenant, job.id));
+    if (tail) return dir.ReadTail(name, max_bytes);
+    uint64_t size = 0;
+    FJORD_ASSIGN_OR_RETURN(std::string head, dir.ReadHead(name, max_bytes, &size));
+    if (size > head.size()) {
+      return absl::ResourceExhaustedError(absl::StrCat(name, " is ", size, " bytes; at most ", max_bytes, " are read"));
+    }
+    return head;
+  }
+
   void OnValidatorExit(Job job, const WorkerExit& exit, const WorkerRun& run) {
-    const std::string dir = storage->JobDir(job.tenant, job.id);
-    absl::StatusOr<std::string> out = Env::Default()->ReadFileToString(dir + "/validation.json");
+    absl::StatusOr<std::string> out = ReadFromJobDir(job, "validation.json", size_t{1} << 20, /*tail=*/false);
     json report = out.ok() ? json::parse(*out, nullptr, false) : json();
     if (stopping && exit.signal != 0) {
       (void)Apply(job, Trigger::kShutdown, "validation interrupted by the daemon's shutdown");
@@ -764,8 +898,8 @@ struct Server::Impl {
         }
         if (report.contains("error") && report["error"].is_string()) message = report["error"], param = "";
       } else {
-        absl::StatusOr<std::string> log = Env::Default()->ReadFileToString(dir + "/worker.log");
-        if (log.ok() && !log->empty()) message = log->substr(log->size() > 2000 ? log->size() - 2000 : 0);
+        absl::StatusOr<std::string> log = ReadFromJobDir(job, "worker.log", 2000, /*tail=*/true);
+        if (log.ok() && !log->empty()) message = *log;
       }
       JobEvent e;
       e.time_ms = clock->WallMs();
@@ -802,15 +936,17 @@ struct Server::Impl {
 
   void OnTrainerExit(Job job, const WorkerExit& exit, WorkerRun& run) {
     AddEnergy(job, run);
-    const std::string dir = storage->JobDir(job.tenant, job.id);
     const bool ok = exit.normal() && exit.exit_code == 0;
     const bool user = exit.normal() && exit.exit_code == 2;
     const bool stopped = exit.normal() && exit.exit_code == 75;
     if (ok) {
       // Never report an adapter that is missing or torn (a full disk, a
       // buggy or hostile worker): check it first, like a crash otherwise.
-      const std::string adapter = dir + "/adapter";
-      const absl::Status valid = VerifyAdapterDir(adapter);
+      const std::string adapter = storage->JobDir(job.tenant, job.id) + "/adapter";
+      const absl::Status valid = [&]() -> absl::Status {
+        FJORD_ASSIGN_OR_RETURN(SafeDir dir, OpenAdapterDir(job));
+        return VerifyAdapterDir(dir);
+      }();
       if (valid.ok()) {
         (void)Apply(job, Trigger::kWorkerSucceeded, "training finished", [&](Job& j) {
           j.result_adapter_path = adapter;
@@ -882,12 +1018,14 @@ struct Server::Impl {
           FlushDirty();
           auto it = live.find(u.job_id);
           if (it == live.end()) break;  // cancelled while validating, etc.
+          const std::string tenant = it->second.tenant;
           LogInfo("worker exited", {{"job", u.job_id}, {"exit", u.exit.Describe()}, {"validator", run.validator}});
           if (run.validator) {
             if (it->second.status == JobStatus::kValidating) OnValidatorExit(it->second, u.exit, run);
           } else {
             OnTrainerExit(it->second, u.exit, run);
           }
+          RefreshJobUsage(tenant, u.job_id);  // after the exit's events reached events.jsonl
           break;
         }
       }
@@ -970,7 +1108,7 @@ struct Server::Impl {
     }
     FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(tenant));
-    FJORD_RETURN_IF_ERROR(CheckQuota(tenant, 1, "tenant", ", and a job writes checkpoints"));
+    FJORD_RETURN_IF_ERROR(CheckQuota(tenant, 1, 1, "tenant", ", and a job writes checkpoints"));
     FJORD_ASSIGN_OR_RETURN(std::string train, ResolveDataFile(tenant, spec.training_file, "training_file"));
     (void)train;
     if (!spec.validation_file.empty()) {
@@ -996,23 +1134,30 @@ struct Server::Impl {
                                           config.scheduler.max_queued_per_tenant),
                              "tenant");
     }
-    FJORD_RETURN_IF_ERROR(EnsureJobDir(tenant, job.id));
-    absl::StatusOr<std::string> yaml = WriteJobYaml(job);
-    if (!yaml.ok()) {
-      (void)Env::Default()->DeleteRecursively(storage->JobDir(tenant, job.id));
-      return yaml.status();
+    // The directory is root's until job.yaml and events.jsonl are in it;
+    // then it is the worker's.
+    FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage->EnsureJobDir(tenant, job.id));
+    absl::Status prepared = [&]() -> absl::Status {
+      FJORD_RETURN_IF_ERROR(WriteJobYaml(job, dir).status());
+      FJORD_RETURN_IF_ERROR(dir.OpenAppend("events.jsonl", 0640).status());
+      return HandJobDirToWorker(dir, tenant);
+    }();
+    if (!prepared.ok()) {
+      (void)RemoveJobDir(tenant, job.id);
+      return prepared;
     }
     std::vector<JobEvent> events = {StatusEvent(JobStatus::kValidating, job.status, "accepted")};
     events[0].data["previous"] = nullptr;
     absl::StatusOr<CreateResult> created = store->CreateJob(job, fingerprint, &events);
     if (!created.ok() || !created->created) {
-      (void)Env::Default()->DeleteRecursively(storage->JobDir(tenant, job.id));
+      (void)RemoveJobDir(tenant, job.id);
       if (!created.ok()) return created.status();
       LogInfo("idempotent replay of job.create", {{"job", created->job.id}, {"tenant", tenant}});
       absl::StatusOr<Job> current = LoadJob(created->job.id);
       return JobJson(current.ok() ? *current : created->job);
     }
     AppendEventsFile(job, events);
+    RefreshJobUsage(tenant, job.id);
     live[job.id] = job;
     order[job.id] = ++order_counter;
     reschedule = true;
@@ -1077,7 +1222,7 @@ struct Server::Impl {
     FJORD_ASSIGN_OR_RETURN(JobStatus after, NextStatus(before, trigger));
     if (after == before) return JobJson(job);
     if (trigger == Trigger::kResume) {
-      FJORD_RETURN_IF_ERROR(CheckQuota(job.tenant, 1, "tenant", ", and a resumed job writes checkpoints"));
+      FJORD_RETURN_IF_ERROR(CheckQuota(job.tenant, 1, 1, "tenant", ", and a resumed job writes checkpoints"));
     }
     const char* verb = trigger == Trigger::kCancel ? "cancel" : trigger == Trigger::kPause ? "pause" : "resume";
     FJORD_ASSIGN_OR_RETURN(Job updated, Apply(job, trigger, absl::StrCat(verb, " requested by ", rq.principal.key_name),
@@ -1142,10 +1287,23 @@ struct Server::Impl {
     FJORD_RETURN_IF_ERROR(ActingTenant(rq.principal, r).status());
     FJORD_RETURN_IF_ERROR(r.Finish());
     FJORD_ASSIGN_OR_RETURN(Job job, JobFor(rq.principal, id));
-    json out = json::array();
-    for (const train::FoundCheckpoint& c : train::ListCheckpoints(storage->JobDir(job.tenant, job.id) + "/checkpoints")) {
-      out.push_back(protocol::CheckpointToJson({c.step, c.dir}));
+    // The step-* directories of the job's checkpoints/ (the worker's: listed
+    // through SafeDir; a link in place of checkpoints/ or of a step is not
+    // followed and not listed).
+    std::vector<std::pair<int64_t, std::string>> steps;
+    absl::StatusOr<SafeDir> dir = storage->OpenJobDir(job.tenant, job.id);
+    absl::StatusOr<SafeDir> checkpoints = dir.ok() ? dir->OpenDir("checkpoints") : dir.status();
+    if (checkpoints.ok()) {
+      FJORD_ASSIGN_OR_RETURN(std::vector<SafeDir::Entry> entries, checkpoints->List(WalkBound()));
+      for (const SafeDir::Entry& e : entries) {
+        int64_t step = 0;
+        if (e.type == SafeDir::Entry::Type::kDir && IsStepName(e.name, &step)) steps.push_back({step, e.name});
+      }
     }
+    std::sort(steps.begin(), steps.end());
+    json out = json::array();
+    const std::string root = storage->JobDir(job.tenant, job.id) + "/checkpoints/";
+    for (const auto& [step, name] : steps) out.push_back(protocol::CheckpointToJson({step, root + name}));
     return json{{"checkpoints", out}};
   }
 
@@ -1164,12 +1322,12 @@ struct Server::Impl {
     FJORD_RETURN_IF_ERROR(StorageAvailable());
     // The directory goes before the record: a crash in between leaves a
     // record whose delete can be repeated, never bytes with no record.
-    const std::string dir = storage->JobDir(job.tenant, job.id);
-    if (absl::Status s = Env::Default()->DeleteRecursively(dir); !s.ok() && !absl::IsNotFound(s)) {
+    if (absl::Status s = RemoveJobDir(job.tenant, job.id); !s.ok()) {
       return absl::UnavailableError(absl::StrCat("cannot delete the job's directory: ", s.message()));
     }
-    (void)Env::Default()->SyncDir(storage->TenantDir(job.tenant) + "/jobs");
     FJORD_RETURN_IF_ERROR(store->DeleteJob(job.id));
+    ForgetJobUsage(job.tenant, job.id);
+    events_file_refused.erase(job.id);
     adapter_cache.erase(job.id);
     order.erase(job.id);
     dirty.erase(job.id);
@@ -1210,14 +1368,61 @@ struct Server::Impl {
     FJORD_RETURN_IF_ERROR(StorageAvailable());
     FJORD_RETURN_IF_ERROR(EnsureTenant(u.tenant));
     FJORD_RETURN_IF_ERROR(
-        CheckQuota(u.tenant, u.bytes, "bytes", absl::StrCat("; this file needs ", u.bytes, " more")));
+        CheckQuota(u.tenant, u.bytes, 1, "bytes", absl::StrCat("; this file needs ", u.bytes, " more")));
     const std::string id = RandomId("upl-");
-    u.path = absl::StrCat(storage->FilesDir(u.tenant), "/.upload-", id);
+    u.path = absl::StrCat(storage->FilesDir(u.tenant), "/", UploadFileName(id));
     u.fd = UniqueFd(::open(u.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
-    if (u.fd.fd < 0) return absl::UnavailableError(absl::StrCat("cannot create the upload: ", std::strerror(errno)));
+    if (u.fd.get() < 0) return absl::UnavailableError(absl::StrCat("cannot create the upload: ", std::strerror(errno)));
     u.last_ms = clock->NowMs();
     uploads.emplace(id, std::move(u));
     return json{{"upload_id", id}, {"chunk_bytes", config.limits.upload_chunk_bytes}};
+  }
+
+  // An upload in progress is files/.upload-<node tag>-<upload id>: the tag
+  // (the first 12 hex digits of SHA-256(node_name)) tells this node's own
+  // from other nodes' on a shared storage root.
+  std::string NodeTag() const { return Sha256Hex(config.node_name).substr(0, 12); }
+  std::string UploadFileName(const std::string& id) const { return absl::StrCat(".upload-", NodeTag(), "-", id); }
+
+  // Uploads nobody can finish any more (their state was in a daemon's
+  // memory) are removed from each tenant's files/: at start, every one this
+  // node made (it was killed mid-upload) and, at start and with each area
+  // rescan, any node's that has not been written to for twice
+  // limits.upload_idle_s (its daemon would have dropped it by then). Returns
+  // how many; each is logged.
+  int DropUnfinishedUploads(const std::string& tenant, bool at_start) {
+    absl::StatusOr<SafeDir> area = storage->OpenTenantDir(tenant);
+    absl::StatusOr<SafeDir> files = area.ok() ? area->OpenDir("files") : area.status();
+    absl::StatusOr<std::vector<SafeDir::Entry>> entries = files.ok() ? files->List() : files.status();
+    if (!entries.ok()) return 0;
+    const std::string mine = absl::StrCat(".upload-", NodeTag(), "-");
+    std::set<std::string> live_uploads;
+    for (const auto& [id, u] : uploads) live_uploads.insert(u.path.substr(u.path.rfind('/') + 1));
+    const int64_t now_s = clock->WallMs() / 1000;
+    int dropped = 0;
+    for (const SafeDir::Entry& e : *entries) {
+      if (!absl::StartsWith(e.name, ".upload-") || live_uploads.count(e.name)) continue;
+      struct stat st {};
+      if (::fstatat(files->fd(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      const bool idle = now_s - static_cast<int64_t>(st.st_mtime) > 2 * config.limits.upload_idle_ms / 1000;
+      if (!(at_start && absl::StartsWith(e.name, mine)) && !idle) continue;
+      if (::unlinkat(files->fd(), e.name.c_str(), 0) != 0) continue;
+      ++dropped;
+      LogInfo("removed an unfinished upload", {{"tenant", tenant}, {"file", e.name}, {"bytes", static_cast<int64_t>(st.st_size)},
+                                                 {"why", idle ? "idle" : "left by this node before its restart"}});
+    }
+    if (dropped > 0) (void)files->Sync();
+    return dropped;
+  }
+  void DropUnfinishedUploadsAtStart() {
+    absl::StatusOr<SafeDir> root = storage->OpenRoot();
+    absl::StatusOr<std::vector<SafeDir::Entry>> tenants = root.ok() ? root->List() : root.status();
+    if (!tenants.ok()) return;
+    for (const SafeDir::Entry& t : *tenants) {
+      if (t.type == SafeDir::Entry::Type::kDir && protocol::ValidTenantName(t.name)) {
+        DropUnfinishedUploads(t.name, /*at_start=*/true);
+      }
+    }
   }
 
   absl::StatusOr<Upload*> FindUpload(const Request& rq, const std::string& id) {
@@ -1263,7 +1468,7 @@ struct Server::Impl {
     }
     size_t done = 0;
     while (done < data.size()) {
-      const ssize_t n = ::write(u->fd.fd, data.data() + done, data.size() - done);
+      const ssize_t n = ::write(u->fd.get(), data.data() + done, data.size() - done);
       if (n < 0) {
         if (errno == EINTR) continue;
         const std::string e = std::strerror(errno);
@@ -1301,12 +1506,12 @@ struct Server::Impl {
           absl::StrCat("the data's SHA-256 is ", got, ", the request said ", want, "; the upload was dropped"), "sha256");
     }
     absl::StatusOr<WorkerIds> ids = IdsFor(u->tenant);
-    if (!ids.ok() || (ids->gid && ::fchown(u->fd.fd, static_cast<uid_t>(-1), *ids->gid) != 0)) {
+    if (!ids.ok() || (ids->gid && ::fchown(u->fd.get(), static_cast<uid_t>(-1), *ids->gid) != 0)) {
       const std::string why = ids.ok() ? std::strerror(errno) : std::string(ids.status().message());
       DropUpload(id);
       return absl::UnavailableError(absl::StrCat("chown of the upload failed: ", why));
     }
-    if (::fsync(u->fd.fd) != 0) {
+    if (::fsync(u->fd.get()) != 0) {
       DropUpload(id);
       return absl::UnavailableError("storage fsync failed");
     }
@@ -1326,6 +1531,7 @@ struct Server::Impl {
     (void)Env::Default()->SyncDir(storage->FilesDir(u->tenant));
     const std::string file_tenant = u->tenant;
     uploads.erase(id);
+    UsageAddFile(file_tenant, f.bytes, +1);
     FJORD_RETURN_IF_ERROR(store->AddFile(file_tenant, f, id));
     LogInfo("file uploaded", {{"file", f.id}, {"tenant", file_tenant}, {"bytes", f.bytes}});
     return protocol::FileInfoToJson(f);
@@ -1333,38 +1539,195 @@ struct Server::Impl {
 
   absl::StatusOr<json> HandleFileList(const Request& rq) {
     FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(*rq.body, ""));
+    int limit = kMaxFileListLimit;
+    std::string after;
+    FJORD_RETURN_IF_ERROR(r.Int("limit", &limit, 1, kMaxFileListLimit));
+    FJORD_RETURN_IF_ERROR(r.String("after", &after, false, 64));
     FJORD_ASSIGN_OR_RETURN(std::string tenant, ActingTenant(rq.principal, r));
     FJORD_RETURN_IF_ERROR(r.Finish());
-    FJORD_ASSIGN_OR_RETURN(std::vector<protocol::FileInfo> files, store->ListFiles(tenant, 1000));
+    absl::StatusOr<std::vector<protocol::FileInfo>> files = store->ListFiles(tenant, limit + 1, after);
+    if (!files.ok() && absl::IsNotFound(files.status())) {
+      return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", after, "'"), "after");
+    }
+    FJORD_RETURN_IF_ERROR(files.status());
+    const bool has_more = static_cast<int>(files->size()) > limit;
+    if (has_more) files->resize(static_cast<size_t>(limit));
     json out = json::array();
-    for (const protocol::FileInfo& f : files) out.push_back(protocol::FileInfoToJson(f));
+    for (const protocol::FileInfo& f : *files) out.push_back(protocol::FileInfoToJson(f));
+    const Usage used = TenantUsage(tenant);
     return json{{"files", out},
-                {"usage_bytes", TenantUsage(tenant)},
-                {"quota_bytes", config.limits.max_tenant_storage_bytes}};
+                {"has_more", has_more},
+                {"usage_bytes", used.bytes},
+                {"quota_bytes", config.limits.max_tenant_storage_bytes},
+                {"usage_files", used.entries},
+                {"quota_files", config.limits.max_tenant_files}};
   }
 
-  // What a tenant's area holds: the files on the storage root, plus what the
-  // uploads in progress have announced but not yet sent.
-  uint64_t TenantUsage(const std::string& tenant) {
-    uint64_t used = Storage::TreeBytes(storage->TenantDir(tenant));
+  // ---- storage usage ------------------------------------------------------
+  // What a tenant's area holds, kept without walking the whole area on every
+  // request: the part outside jobs/ (files/ and whatever an operator put
+  // there) is walked when the tenant is first seen and every
+  // kTenantUsageRescanMs (other nodes on the same storage root upload there
+  // too), and changed by uploads and deletes in between; each job directory
+  // is walked on its own (SafeDir::TreeUsage, bounded) when the job is
+  // created, at each checkpoint, when its worker exits, every
+  // kJobUsageRefreshMs while its worker runs, and forgotten by job.delete.
+  // Uploads in progress count at their announced size, as one file each.
+  struct Usage {
+    uint64_t bytes = 0;
+    uint64_t entries = 0;
+  };
+  struct TenantArea {
+    int64_t walked_ms = 0;
+    Usage outside_jobs;
+    std::map<std::string, Usage> jobs;
+  };
+  std::map<std::string, TenantArea> areas;
+
+  // The most entries one walk counts before it stops: the tenant's file
+  // quota (a tree past it is over quota whatever else it holds).
+  uint64_t WalkBound() const {
+    return config.limits.max_tenant_files > 0 ? config.limits.max_tenant_files + 1 : uint64_t{10'000'000};
+  }
+
+  Usage WalkJobDir(const std::string& tenant, const std::string& job_id, const Usage& before) {
+    absl::StatusOr<SafeDir> dir = storage->OpenJobDir(tenant, job_id);
+    if (!dir.ok()) return Usage{};
+    absl::StatusOr<SafeDir::Usage> u = dir->TreeUsage(WalkBound());
+    if (absl::IsResourceExhausted(u.status())) return Usage{before.bytes, WalkBound()};
+    if (!u.ok()) return before;
+    return Usage{u->bytes, u->entries + 1};
+  }
+
+  // Walks a tenant's whole area (its job directories one by one).
+  void WalkArea(const std::string& tenant, TenantArea& area) {
+    TenantArea fresh;
+    fresh.walked_ms = clock->NowMs();
+    absl::StatusOr<SafeDir> dir = storage->OpenTenantDir(tenant);
+    absl::StatusOr<std::vector<SafeDir::Entry>> entries = dir.ok() ? dir->List() : dir.status();
+    if (entries.ok()) {
+      for (const SafeDir::Entry& e : *entries) {
+        const bool is_dir = e.type == SafeDir::Entry::Type::kDir;
+        absl::StatusOr<SafeDir> sub = is_dir ? dir->OpenDir(e.name) : absl::NotFoundError("");
+        if (e.name == "jobs" && sub.ok()) {
+          absl::StatusOr<std::vector<SafeDir::Entry>> jobs = sub->List();
+          if (!jobs.ok()) continue;
+          for (const SafeDir::Entry& j : *jobs) {
+            if (j.type != SafeDir::Entry::Type::kDir) {
+              fresh.outside_jobs.bytes += j.bytes;
+              ++fresh.outside_jobs.entries;
+              continue;
+            }
+            auto old = area.jobs.find(j.name);
+            fresh.jobs[j.name] = WalkJobDir(tenant, j.name, old != area.jobs.end() ? old->second : Usage{});
+          }
+        } else if (e.name == "files" && sub.ok()) {
+          // Uploads in progress (.upload-*) count at their announced size.
+          absl::StatusOr<std::vector<SafeDir::Entry>> files = sub->List();
+          if (!files.ok()) continue;
+          for (const SafeDir::Entry& f : *files) {
+            if (absl::StartsWith(f.name, ".upload-")) continue;
+            fresh.outside_jobs.bytes += f.bytes;
+            ++fresh.outside_jobs.entries;
+          }
+        } else if (sub.ok()) {
+          absl::StatusOr<SafeDir::Usage> u = sub->TreeUsage(WalkBound());
+          fresh.outside_jobs.bytes += u.ok() ? u->bytes : 0;
+          fresh.outside_jobs.entries += 1 + (u.ok() ? u->entries : WalkBound());
+        } else {
+          fresh.outside_jobs.bytes += e.bytes;
+          ++fresh.outside_jobs.entries;
+        }
+      }
+    }
+    area = std::move(fresh);
+  }
+
+  TenantArea& Area(const std::string& tenant) {
+    auto [it, inserted] = areas.try_emplace(tenant);
+    if (inserted) WalkArea(tenant, it->second);
+    return it->second;
+  }
+
+  void RefreshJobUsage(const std::string& tenant, const std::string& job_id) {
+    TenantArea& area = Area(tenant);
+    area.jobs[job_id] = WalkJobDir(tenant, job_id, area.jobs[job_id]);
+  }
+  void ForgetJobUsage(const std::string& tenant, const std::string& job_id) { Area(tenant).jobs.erase(job_id); }
+  void UsageAddFile(const std::string& tenant, uint64_t bytes, int sign) {
+    Usage& u = Area(tenant).outside_jobs;
+    if (sign > 0) {
+      u.bytes += bytes;
+      ++u.entries;
+    } else {
+      u.bytes -= std::min(u.bytes, bytes);
+      u.entries -= std::min<uint64_t>(u.entries, 1);
+    }
+  }
+
+  Usage TenantUsage(const std::string& tenant) {
+    const TenantArea& area = Area(tenant);
+    Usage used = area.outside_jobs;
+    for (const auto& [id, u] : area.jobs) {
+      used.bytes += u.bytes;
+      used.entries += u.entries;
+    }
     for (const auto& [id, u] : uploads) {
-      if (u.tenant == tenant && u.bytes > u.received) used += u.bytes - u.received;
+      if (u.tenant != tenant) continue;
+      used.bytes += u.bytes;
+      ++used.entries;
     }
     return used;
   }
 
-  // RESOURCE_EXHAUSTED (with `param`) when `need` more bytes would take the
-  // tenant past limits.max_tenant_storage_bytes; `why` ends the usage part of
-  // the message.
-  absl::Status CheckQuota(const std::string& tenant, uint64_t need, const char* param, const std::string& why) {
+  // Timer: the directories of jobs whose worker runs are walked again (and
+  // such a job paused when its tenant is over quota: a worker that fills
+  // the disk without checkpointing is stopped too), and the area of the
+  // tenant walked longest ago, when that was over kTenantUsageRescanMs ago.
+  void RefreshUsage() {
+    const int64_t now = clock->NowMs();
+    if (now < next_usage_refresh_ms) return;
+    next_usage_refresh_ms = now + kJobUsageRefreshMs;
+    std::vector<Job> running;
+    for (const auto& [id, job] : live) {
+      if (supervisor->Running(id)) running.push_back(job);
+    }
+    for (const Job& job : running) RefreshJobUsage(job.tenant, job.id);
+    for (const Job& job : running) PauseIfOverQuota(job);
+    auto oldest = std::min_element(areas.begin(), areas.end(), [](const auto& a, const auto& b) {
+      return a.second.walked_ms < b.second.walked_ms;
+    });
+    if (oldest != areas.end() && now - oldest->second.walked_ms >= kTenantUsageRescanMs) {
+      DropUnfinishedUploads(oldest->first, /*at_start=*/false);
+      WalkArea(oldest->first, oldest->second);
+    }
+  }
+
+  // RESOURCE_EXHAUSTED when `bytes` and `files` more would take the tenant
+  // past limits.max_tenant_storage_bytes (refused with `param`; `why` ends
+  // the usage part of the message) or limits.max_tenant_files (param
+  // "tenant").
+  absl::Status CheckQuota(const std::string& tenant, uint64_t bytes, uint64_t files, const char* param,
+                          const std::string& why) {
     const uint64_t quota = config.limits.max_tenant_storage_bytes;
-    if (quota == 0) return absl::OkStatus();
-    const uint64_t used = TenantUsage(tenant);
-    if (used <= quota && need <= quota - used) return absl::OkStatus();
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("tenant '", tenant, "' uses ", used, " of its ", quota, " bytes of storage",
-                                        why, ": delete files or ended jobs (file.delete, job.delete) first"),
-                           param);
+    const uint64_t file_quota = config.limits.max_tenant_files;
+    if (quota == 0 && file_quota == 0) return absl::OkStatus();
+    const Usage used = TenantUsage(tenant);
+    if (quota > 0 && (used.bytes > quota || bytes > quota - used.bytes)) {
+      return protocol::Error(absl::StatusCode::kResourceExhausted,
+                             absl::StrCat("tenant '", tenant, "' uses ", used.bytes, " of its ", quota,
+                                          " bytes of storage", why,
+                                          ": delete files or ended jobs (file.delete, job.delete) first"),
+                             param);
+    }
+    if (file_quota > 0 && (used.entries > file_quota || files > file_quota - used.entries)) {
+      return protocol::Error(absl::StatusCode::kResourceExhausted,
+                             absl::StrCat("tenant '", tenant, "' has ", used.entries, " of its ", file_quota,
+                                          " files and directories in storage: delete files or ended jobs "
+                                          "(file.delete, job.delete) first"),
+                             "tenant");
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<json> HandleFileDelete(const Request& rq) {
@@ -1397,6 +1760,7 @@ struct Server::Impl {
       return absl::UnavailableError(absl::StrCat("cannot delete the file: ", std::strerror(errno)));
     }
     (void)Env::Default()->SyncDir(storage->FilesDir(tenant));
+    UsageAddFile(tenant, f.bytes, -1);
     FJORD_RETURN_IF_ERROR(store->DeleteFile(tenant, f.id));
     LogInfo("file deleted", {{"file", f.id}, {"tenant", tenant}, {"key", rq.principal.key_name}});
     return protocol::FileInfoToJson(f);
@@ -1411,14 +1775,35 @@ struct Server::Impl {
     }
     auto cached = adapter_cache.find(job.id);
     if (cached != adapter_cache.end()) return cached->second;
-    FJORD_ASSIGN_OR_RETURN(std::vector<Storage::Entry> entries, Storage::ListRegularFiles(job.result_adapter_path));
+    FJORD_ASSIGN_OR_RETURN(SafeDir dir, OpenAdapterDir(job));
+    FJORD_ASSIGN_OR_RETURN(std::vector<SafeDir::Entry> entries, dir.List(kMaxAdapterFiles));
     std::vector<protocol::AdapterFile> files;
-    for (const Storage::Entry& e : entries) {
-      FJORD_ASSIGN_OR_RETURN(std::string sha, Sha256File(nullptr, job.result_adapter_path + "/" + e.name));
-      files.push_back({e.name, e.bytes, sha});
+    for (const SafeDir::Entry& e : entries) {
+      if (e.type != SafeDir::Entry::Type::kFile) continue;
+      FJORD_ASSIGN_OR_RETURN(UniqueFd fd, dir.OpenRead(e.name));
+      Sha256 h;
+      uint64_t bytes = 0;
+      std::string buf(1 << 16, '\0');
+      while (true) {
+        const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return absl::UnavailableError(absl::StrCat("read ", dir.path(), "/", e.name, ": ", std::strerror(errno)));
+        if (n == 0) break;
+        h.Update(absl::string_view(buf.data(), static_cast<size_t>(n)));
+        bytes += static_cast<uint64_t>(n);
+      }
+      files.push_back({e.name, bytes, h.FinalHex()});
     }
     adapter_cache[job.id] = files;
     return files;
+  }
+
+  // The job's adapter/ as SafeDir, opened from the storage root down: a
+  // link a worker put in place of adapter/ (or of any file in it) is an
+  // error, never a way to another tenant's adapter.
+  absl::StatusOr<SafeDir> OpenAdapterDir(const Job& job) {
+    FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage->OpenJobDir(job.tenant, job.id));
+    return dir.OpenDir("adapter");
   }
 
   absl::StatusOr<json> HandleAdapterFiles(const Request& rq) {
@@ -1450,13 +1835,24 @@ struct Server::Impl {
     if (f == files.end()) {
       return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("the adapter has no file '", name, "'"), "name");
     }
-    UniqueFd fd(::open((job.result_adapter_path + "/" + name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (fd.fd < 0) return absl::UnavailableError(absl::StrCat("cannot open the adapter file: ", std::strerror(errno)));
+    auto peer = peers.find(rq.identity);
+    if (peer != peers.end() && peer->second.queued_chunks->load() >= kMaxQueuedChunksPerPeer) {
+      return protocol::Error(absl::StatusCode::kResourceExhausted,
+                             absl::StrCat("this connection has ", kMaxQueuedChunksPerPeer,
+                                          " download chunks waiting to be sent; read them before asking for more"),
+                             "offset");
+    }
+    absl::StatusOr<SafeDir> dir = OpenAdapterDir(job);
+    absl::StatusOr<UniqueFd> opened = dir.ok() ? dir->OpenRead(name) : dir.status();
+    if (!opened.ok()) {
+      return absl::UnavailableError(absl::StrCat("cannot open the adapter file: ", opened.status().message()));
+    }
+    const UniqueFd fd = std::move(*opened);
     const uint64_t off = std::min<uint64_t>(static_cast<uint64_t>(offset), f->bytes);
     std::string data(std::min<uint64_t>(static_cast<uint64_t>(length), f->bytes - off), '\0');
     size_t got = 0;
     while (got < data.size()) {
-      const ssize_t n = ::pread(fd.fd, data.data() + got, data.size() - got, static_cast<off_t>(off + got));
+      const ssize_t n = ::pread(fd.get(), data.data() + got, data.size() - got, static_cast<off_t>(off + got));
       if (n <= 0) {
         if (n < 0 && errno == EINTR) continue;
         return absl::UnavailableError("the adapter file changed while it was read");
@@ -1491,7 +1887,7 @@ struct Server::Impl {
     else if (command == protocol::kAdapterDownload) {
       absl::StatusOr<ServerMessage> m = HandleAdapterDownload(rq);
       if (m.ok()) {
-        Send(rq.identity, *m);
+        SendChunk(rq.identity, *m);
         metrics.Add("fjord_requests_total", absl::StrCat("command=\"", command, "\",code=\"OK\""));
         return;
       }
@@ -1519,7 +1915,38 @@ struct Server::Impl {
     }
   }
 
-  void OnMessage(std::vector<zmq::message_t>& parts) {
+  // A new peer is tracked unless that would pass limits.max_peers, the
+  // slots kept for admins (limits.admin_reserved_peers) or its key's share
+  // (limits.max_peers_per_key): one tenant's connections cannot lock the
+  // others, or the operators, out. The refusal, or "" when it is tracked.
+  std::string AdmitPeer(const std::string& identity, const std::string& key, const Principal& p) {
+    const int total = static_cast<int>(peers.size());
+    const int reserved = std::min(config.limits.admin_reserved_peers, config.limits.max_peers - 1);
+    if (total >= config.limits.max_peers || (!p.admin && total >= config.limits.max_peers - reserved)) {
+      return absl::StrCat("the daemon serves at most ", config.limits.max_peers, " connections (",
+                          reserved, " of them kept for admins); try later");
+    }
+    int& of_key = peers_per_key[key];
+    if (of_key >= config.limits.max_peers_per_key) {
+      return absl::StrCat("client key '", p.key_name, "' has ", of_key, " connections open, the most one key may hold (",
+                          "at most ", config.limits.max_peers_per_key, " connections per key); close some or try later");
+    }
+    ++of_key;
+    Peer peer;
+    peer.key = key;
+    peers.emplace(identity, std::move(peer));
+    return "";
+  }
+  std::map<std::string, Peer>::iterator ErasePeer(std::map<std::string, Peer>::iterator it) {
+    auto k = peers_per_key.find(it->second.key);
+    if (k != peers_per_key.end() && --k->second <= 0) peers_per_key.erase(k);
+    return peers.erase(it);
+  }
+
+  // `parts`: the routing id and at most kMaxClientParts - 1 frames, as
+  // received (PollOnce copies nothing beyond that); `bytes` and `count` are
+  // the whole message's, dropped parts included.
+  void OnMessage(std::vector<zmq::message_t>& parts, uint64_t bytes, size_t count) {
     const int64_t start = clock->NowMs();
     const auto t0 = std::chrono::steady_clock::now();
     const std::string identity = parts[0].to_string();
@@ -1527,20 +1954,43 @@ struct Server::Impl {
     const char* user = zmq_msg_gets(parts[1].handle(), "User-Id");
     Frames frames;
     frames.reserve(parts.size() - 1);
-    for (size_t i = 1; i < parts.size(); ++i) frames.push_back(parts[i].to_string());
+    const bool oversize = bytes - parts[0].size() > config.limits.max_message_bytes;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      // Over the limit, only the small frames that carry the request id are
+      // copied, to say which request was refused.
+      frames.push_back(oversize && parts[i].size() > 256 ? std::string() : parts[i].to_string());
+    }
+    std::optional<Principal> principal;
+    if (!config.security.curve) {
+      principal = Principal{"plaintext", config.security.plaintext_tenant, config.security.plaintext_admin};
+    } else if (user != nullptr) {
+      principal = keys->Find(user);
+    }
     auto peer = peers.find(identity);
-    if (peer == peers.end()) {
-      if (static_cast<int>(peers.size()) >= config.limits.max_peers) {
+    if (peer == peers.end() && principal) {
+      const std::string refusal = AdmitPeer(identity, user ? user : "plaintext", *principal);
+      if (!refusal.empty()) {
         Send(identity, protocol::ErrorReply(protocol::RequestIdForReply(frames),
-                                            protocol::Error(absl::StatusCode::kResourceExhausted,
-                                                            absl::StrCat("the daemon serves at most ", config.limits.max_peers,
-                                                                         " connections; try later"),
-                                                            "peers")));
+                                            protocol::Error(absl::StatusCode::kResourceExhausted, refusal, "peers")));
+        metrics.Add("fjord_peers_refused_total", "");
         return;
       }
-      peer = peers.emplace(identity, Peer{}).first;
+      peer = peers.find(identity);
     }
-    peer->second.last_heard_ms = start;
+    if (peer != peers.end()) peer->second.last_heard_ms = start;
+    if (oversize || count > kMaxClientParts) {
+      const absl::Status refused =
+          oversize ? protocol::Error(absl::StatusCode::kResourceExhausted,
+                                     absl::StrCat("message is ", bytes - parts[0].size(), " bytes, limit ",
+                                                  config.limits.max_message_bytes),
+                                     "message")
+                   : protocol::InvalidArgument(absl::StrCat("message has ", count - 1,
+                                                            " frames; expected 6 or 7 (a REQUEST), fewer for others"),
+                                               "frames");
+      Send(identity, protocol::ErrorReply(protocol::RequestIdForReply(frames), refused));
+      metrics.Add("fjord_requests_total", absl::StrCat("command=\"-\",code=\"", protocol::CodeName(refused.code()), "\""));
+      return;
+    }
     protocol::DecodeLimits limits;
     limits.max_message_bytes = config.limits.max_message_bytes;
     limits.max_body_bytes = config.limits.max_body_bytes;
@@ -1555,18 +2005,13 @@ struct Server::Impl {
     Request rq;
     rq.identity = identity;
     rq.request_id = msg->request_id;
-    if (config.security.curve) {
-      std::optional<Principal> p = user ? keys->Find(user) : std::nullopt;
-      if (!p) {
-        Send(identity, protocol::ErrorReply(msg->request_id.empty() ? "-" : msg->request_id,
-                                            protocol::Error(absl::StatusCode::kUnauthenticated,
-                                                            "this client's key is not (or no longer) in the keys file")));
-        return;
-      }
-      rq.principal = *p;
-    } else {
-      rq.principal = Principal{"plaintext", config.security.plaintext_tenant, config.security.plaintext_admin};
+    if (!principal || peer == peers.end()) {
+      Send(identity, protocol::ErrorReply(msg->request_id.empty() ? "-" : msg->request_id,
+                                          protocol::Error(absl::StatusCode::kUnauthenticated,
+                                                          "this client's key is not (or no longer) in the keys file")));
+      return;
     }
+    rq.principal = *principal;
     switch (msg->type) {
       case MessageType::kHeartbeat: {
         ServerMessage hb;
@@ -1575,11 +2020,18 @@ struct Server::Impl {
         return;
       }
       case MessageType::kDisconnect:
-        peers.erase(identity);
+        ErasePeer(peer);
         return;
       case MessageType::kCancel: {
         auto s = peer->second.streams.find(msg->request_id);
-        if (s == peer->second.streams.end()) return;
+        if (s == peer->second.streams.end()) {
+          Send(identity, protocol::ErrorReply(msg->request_id,
+                                              protocol::Error(absl::StatusCode::kNotFound,
+                                                              absl::StrCat("no stream '", msg->request_id,
+                                                                           "' is open on this connection"),
+                                                              "request_id")));
+          return;
+        }
         absl::StatusOr<Job> j = LoadJob(s->second.job_id);
         peer->second.streams.erase(s);
         Send(identity, j.ok() ? protocol::OkReply(msg->request_id, json{{"job", JobJson(*j)}})
@@ -1612,7 +2064,7 @@ struct Server::Impl {
         if (!it->second.streams.empty()) {
           LogInfo("peer expired", {{"streams", it->second.streams.size()}});
         }
-        it = peers.erase(it);
+        it = ErasePeer(it);
         continue;
       }
       if (!it->second.streams.empty() && now - it->second.last_sent_ms >= interval) Send(it->first, hb);
@@ -1634,7 +2086,9 @@ struct Server::Impl {
     metrics.Set("fjord_running_jobs", "", running);
     metrics.Set("fjord_validating_jobs", "", validating);
     metrics.Set("fjord_peers", "", static_cast<double>(peers.size()));
+    if (zap) metrics.Set("fjord_handshakes_refused_total", "", static_cast<double>(zap->refused()));
     UpdateStorageHealth();
+    if (storage_problem.empty()) RefreshUsage();
     next_tick_ms = now + interval;
   }
 
@@ -1658,23 +2112,32 @@ struct Server::Impl {
       if (reload) ReloadKeys();
     }
     for (int n = 0; n < kMaxDrainPerIteration; ++n) {
+      // ZeroMQ hands over a message only once all its frames have arrived
+      // (ZMQ_MAXMSGSIZE bounds each frame); parts past kMaxClientParts are
+      // received and dropped at once, never copied or kept.
       std::vector<zmq::message_t> parts;
+      uint64_t bytes = 0;
+      size_t count = 0;
       try {
         zmq::message_t first;
         if (!router->recv(first, zmq::recv_flags::dontwait)) break;
         bool more = first.more();
+        bytes += first.size();
+        ++count;
         parts.push_back(std::move(first));
         while (more) {
           zmq::message_t m;
           (void)router->recv(m, zmq::recv_flags::none);
           more = m.more();
-          parts.push_back(std::move(m));
+          bytes += m.size();
+          ++count;
+          if (parts.size() < kMaxClientParts) parts.push_back(std::move(m));
         }
       } catch (const zmq::error_t& e) {
         LogError("recv failed", {{"error", e.what()}});
         break;
       }
-      if (parts.size() >= 2) OnMessage(parts);
+      if (parts.size() >= 2) OnMessage(parts, bytes, count);
     }
     OnWorkerUpdates(supervisor->Collect());
     FlushDirty();
@@ -1718,7 +2181,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
                                                    " is too long: worker ipc socket paths must stay under ~100 bytes"));
   }
   s.lock_fd = UniqueFd(::open((c.state_dir + "/fjordd.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (s.lock_fd.fd < 0 || ::flock(s.lock_fd.fd, LOCK_EX | LOCK_NB) != 0) {
+  if (!s.lock_fd.valid() || ::flock(s.lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
     return absl::FailedPreconditionError(absl::StrCat("another fjordd is using ", c.state_dir, " (", c.state_dir,
                                                       "/fjordd.lock is locked)"));
   }
@@ -1793,9 +2256,14 @@ absl::Status Server::Start() {
   try {
     s.router = std::make_unique<zmq::socket_t>(s.ctx, zmq::socket_type::router);
     s.router->set(zmq::sockopt::linger, 0);
-    s.router->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(c.limits.max_message_bytes) * 4);
+    // A frame larger than a whole message may be is refused by ZeroMQ as it
+    // arrives (the peer is disconnected before the frame is allocated).
+    s.router->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(c.limits.max_message_bytes));
     s.router->set(zmq::sockopt::sndhwm, 100000);
-    s.router->set(zmq::sockopt::rcvhwm, 100000);
+    // Whole messages queued per connection before ZeroMQ stops reading it
+    // (back-pressure, nothing lost): the daemon drains them every poll, and a
+    // client has a handful of requests in flight.
+    s.router->set(zmq::sockopt::rcvhwm, 64);
     if (c.security.curve) {
       s.router->set(zmq::sockopt::curve_server, 1);
       s.router->set(zmq::sockopt::curve_secretkey, s.server_keys.secret_key);
@@ -1809,6 +2277,7 @@ absl::Status Server::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));
   }
   FJORD_RETURN_IF_ERROR(s.Recover());
+  s.DropUnfinishedUploadsAtStart();
   if (!c.metrics.listen.empty()) {
     Nvml* nvml = s.nvml.get();
     s.metrics.SetCollector([nvml](Metrics& m) {

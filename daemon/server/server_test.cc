@@ -45,6 +45,7 @@ class ServerLoopTest : public ::testing::Test {
     c.worker.heartbeat_timeout_ms = 1000000000;  // fake time must not kill the worker
     c.limits.heartbeat_interval_ms = 1000;
     c.limits.max_peers = 2;
+    c.limits.admin_reserved_peers = 0;
     c.limits.upload_idle_ms = 5000;
     c.metrics.listen = "";
     auto s = Server::Create(c, &clock_);
@@ -178,7 +179,18 @@ TEST_F(ServerLoopTest, IdleUploadsExpire) {
   ServerMessage begin = Final(a, "b");
   ASSERT_TRUE(begin.ok()) << begin.body.dump();
   const std::string upl = begin.body["upload_id"];
-  EXPECT_TRUE(fs::exists(dir_ + "/storage/dev/files/.upload-" + upl));
+  // files/.upload-<node tag>-<upload id>
+  auto upload_file = [&]() {
+    for (const auto& e : fs::directory_iterator(dir_ + "/storage/dev/files")) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind(".upload-", 0) == 0 && name.size() > upl.size() &&
+          name.compare(name.size() - upl.size(), upl.size(), upl) == 0) {
+        return true;
+      }
+    }
+    return false;
+  };
+  EXPECT_TRUE(upload_file());
   clock_.Advance(6000);
   server_->PollOnce(0);
   protocol::ClientMessage chunk;
@@ -189,7 +201,7 @@ TEST_F(ServerLoopTest, IdleUploadsExpire) {
   Send(a, chunk);
   ServerMessage r = Final(a, "c");
   EXPECT_EQ(r.status, "NOT_FOUND");
-  EXPECT_FALSE(fs::exists(dir_ + "/storage/dev/files/.upload-" + upl));
+  EXPECT_FALSE(upload_file());
 }
 
 TEST_F(ServerLoopTest, SecondDaemonOnTheSameStateDirIsRefused) {

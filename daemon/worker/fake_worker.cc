@@ -24,7 +24,10 @@
 //         | "hang" (stops reporting and sleeps) | "ignore_sigterm"
 //   "crash_at_step": 3
 //   "validate": "ok" | "crash" (SIGKILL while validating) | "hang"
+//             | "no_report" (a line on stderr, nothing on stdout, exit 2)
+//   "validate_ms": 0      time validation takes
 //   "adapter": "ok" | "truncated" (a torn adapter_model.safetensors, exit 0)
+//   "adapter_bytes": 0    size of the adapter's one tensor (F32, zeros)
 // Resumes from the newest valid checkpoint under <output.dir>/checkpoints and
 // writes a PEFT-format adapter (adapter_config.json + an empty but valid
 // adapter_model.safetensors) to <output.dir>/adapter when done.
@@ -131,8 +134,13 @@ Data ReadData(const std::string& path) {
 int Validate(const fjord::train::JobConfig& cfg) {
   Data d = ReadData(cfg.data.train);
   const std::string mode = d.script.value("validate", "ok");
+  SleepMs(d.script.value("validate_ms", int64_t{0}));
   if (mode == "crash") ::raise(SIGKILL);
   if (mode == "hang") SleepMs(3600 * 1000);
+  if (mode == "no_report") {
+    std::fprintf(stderr, "fake validator: refusing this data without a report\n");
+    return 2;
+  }
   json out = {{"valid", d.bad_line == 0}};
   if (d.bad_line == 0) {
     out["train"] = {{"valid", true}, {"lines", d.lines}, {"examples", d.lines}, {"summary", "ok"}};
@@ -259,12 +267,16 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
   // "adapter": "truncated" leaves a torn adapter_model.safetensors (a tensor
   // the header promises but the file lacks) and still exits 0.
   const bool truncated = s.value("adapter", "ok") == "truncated";
-  const std::string header = truncated
-                                 ? "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}"
-                                 : "{\"__metadata__\":{\"format\":\"pt\"}}";
+  const int64_t floats = s.value("adapter_bytes", int64_t{0}) / 4;
+  const std::string header =
+      truncated    ? "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}"
+      : floats > 0 ? "{\"w\":{\"dtype\":\"F32\",\"shape\":[" + std::to_string(floats) + "],\"data_offsets\":[0," +
+                         std::to_string(floats * 4) + "]}}"
+                   : "{\"__metadata__\":{\"format\":\"pt\"}}";
   std::string st(8, '\0');
   for (int i = 0; i < 8; ++i) st[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
-  std::ofstream(adapter + "/adapter_model.safetensors", std::ios::binary) << st << header << (truncated ? "abc" : "");
+  std::ofstream(adapter + "/adapter_model.safetensors", std::ios::binary)
+      << st << header << (truncated ? "abc" : "") << std::string(static_cast<size_t>(floats * 4), '\0');
   r.Send(json{{"type", "eval"}, {"step", step}, {"total_steps", steps}, {"eval_loss", 0.5}, {"eval_token_accuracy", 0.9}}.dump());
   r.Send(json{{"type", "done"}, {"step", step}, {"total_steps", steps}, {"adapter", adapter}}.dump());
   return 0;

@@ -4,7 +4,7 @@
 // listening on a free loopback TCP port and an ipc socket. The fake worker
 // (daemon/worker/fake_worker) stands in for fjord-train unless a test names
 // another program. Everything is removed, and every process killed, when the
-// harness is destroyed.
+// harness is destroyed. RawPeer speaks the wire protocol directly.
 #ifndef FJORD_TESTS_INTEGRATION_DAEMON_HARNESS_H_
 #define FJORD_TESTS_INTEGRATION_DAEMON_HARNESS_H_
 
@@ -23,7 +23,11 @@
 #include <string>
 #include <thread>
 
+#include <zmq.hpp>
+
+#include "daemon/protocol/codec.h"
 #include "daemon/protocol/messages.h"
+#include "daemon/protocol/protocol.h"
 #include "daemon/worker/worker_process.h"
 #include "gtest/gtest.h"
 #include "sdk/cpp/client.h"
@@ -258,6 +262,72 @@ class WorkerForOtherUsers {
 
  private:
   std::string dir_, program_;
+};
+
+// A raw CURVE DEALER on the harness's TCP endpoint: one connection, frames
+// sent as given, for what the SDK would never send. `ctx` null: one of its
+// own; `rcvhwm` below 1000 also shrinks the socket's receive buffer (a
+// client that does not read).
+class RawPeer {
+ public:
+  RawPeer(DaemonHarness& h, const CurveKeyPair& keys, zmq::context_t* ctx = nullptr, int rcvhwm = 1000)
+      : own_ctx_(ctx ? nullptr : std::make_unique<zmq::context_t>()),
+        socket_(ctx ? *ctx : *own_ctx_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::rcvhwm, rcvhwm);
+    if (rcvhwm < 1000) socket_.set(zmq::sockopt::rcvbuf, 4096);
+    socket_.set(zmq::sockopt::curve_serverkey, h.server_keys().public_key);
+    socket_.set(zmq::sockopt::curve_publickey, keys.public_key);
+    socket_.set(zmq::sockopt::curve_secretkey, keys.secret_key);
+    socket_.connect(h.endpoint());
+  }
+  void SendFrames(const protocol::Frames& frames) {
+    for (size_t i = 0; i < frames.size(); ++i) {
+      socket_.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  }
+  // A REQUEST.
+  void Send(const std::string& request_id, const std::string& command, const nlohmann::json& body) {
+    protocol::ClientMessage m;
+    m.request_id = request_id;
+    m.command = command;
+    m.body = body;
+    SendFrames(protocol::EncodeClientMessage(m));
+  }
+  // DISCONNECT: the daemon forgets this peer at once.
+  void Disconnect() { SendFrames({"", std::string(protocol::kSignature), std::string(1, '\x05')}); }
+  // The next message from the daemon, decoded; DeadlineExceeded when none
+  // comes within timeout_ms.
+  absl::StatusOr<protocol::ServerMessage> Next(int timeout_ms = 5000) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) == 0) {
+      return absl::DeadlineExceededError("no reply from the daemon");
+    }
+    protocol::Frames reply;
+    while (true) {
+      zmq::message_t m;
+      (void)socket_.recv(m);
+      reply.push_back(m.to_string());
+      if (!m.more()) break;
+    }
+    return protocol::DecodeServerMessage(reply);
+  }
+  // The next FINAL reply to `request_id`, skipping partials, heartbeats and
+  // other requests' replies.
+  absl::StatusOr<protocol::ServerMessage> Final(const std::string& request_id, int timeout_ms = 10000) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      absl::StatusOr<protocol::ServerMessage> m = Next(200);
+      if (absl::IsDeadlineExceeded(m.status())) continue;
+      if (!m.ok()) return m.status();
+      if (m->type == protocol::MessageType::kFinal && m->request_id == request_id) return m;
+    }
+    return absl::DeadlineExceededError("no reply to " + request_id);
+  }
+
+ private:
+  std::unique_ptr<zmq::context_t> own_ctx_;
+  zmq::socket_t socket_;
 };
 
 // Uploads data and returns a spec naming it.

@@ -459,7 +459,11 @@ TEST(DaemonTest, MalformedFramesGetErrorsAndTheDaemonKeepsServing) {
       {{"", "FJD01", req, "r4", "job.get", "{\"job_id\":"}, "INVALID_ARGUMENT", "body", "r4", "not valid JSON"},
       {{"", "FJD01", req, "r5", "job.get", "[]"}, "INVALID_ARGUMENT", "body", "r5", "JSON object"},
       {{"", "FJD01", req, "r6", "ping", std::string(20000, ' ')}, "RESOURCE_EXHAUSTED", "body", "r6", "limit 16384"},
-      {{"", "FJD01", req, "r7", "ping", "{}", std::string(70000, 'x')}, "RESOURCE_EXHAUSTED", "message", "r7", "limit 65536"},
+      // Each frame under max_message_bytes, all of them over it (a single
+      // frame over it is dropped by ZeroMQ with the connection, unanswered:
+      // SecurityTest.OversizeMessagesAreRefusedAndTheDaemonKeepsServing).
+      {{"", "FJD01", req, "r7", "file.upload.chunk", std::string(10000, ' '), std::string(60000, 'x')},
+       "RESOURCE_EXHAUSTED", "message", "r7", "limit 65536"},
       {{"", "FJD01", std::string(1, '\x07')}, "INVALID_ARGUMENT", "frames", "-", "unknown message type"},
       {{"", "FJD01", req, "r8", "ping", "{}", "a", "b"}, "INVALID_ARGUMENT", "frames", "r8", "expected 6 or 7"},
       {{"", "FJD01", req, "r9", "job.list", "{\"limit\": 1000}"}, "INVALID_ARGUMENT", "limit", "r9", "[1, 100]"},

@@ -16,6 +16,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
+#include <thread>
 #include <httplib.h>
 #include <zmq.hpp>
 
@@ -23,6 +26,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "runtime/util/sha256.h"
 #include "daemon/server/config.h"
 #include "daemon/protocol/codec.h"
 #include "daemon/protocol/errors.h"
@@ -45,52 +49,6 @@ std::string RawKey(const std::string& z85) {
   EXPECT_NE(zmq_z85_decode(reinterpret_cast<uint8_t*>(raw.data()), z85.c_str()), nullptr);
   return raw;
 }
-
-// A raw CURVE DEALER: one connection, requests sent as frames.
-class RawPeer {
- public:
-  RawPeer(DaemonHarness& h, const CurveKeyPair& keys) : socket_(ctx_, zmq::socket_type::dealer) {
-    socket_.set(zmq::sockopt::linger, 0);
-    socket_.set(zmq::sockopt::curve_serverkey, h.server_keys().public_key);
-    socket_.set(zmq::sockopt::curve_publickey, keys.public_key);
-    socket_.set(zmq::sockopt::curve_secretkey, keys.secret_key);
-    socket_.connect(h.endpoint());
-  }
-  void Send(const std::string& request_id, const std::string& command, const json& body) {
-    protocol::ClientMessage m;
-    m.request_id = request_id;
-    m.command = command;
-    m.body = body;
-    const protocol::Frames frames = protocol::EncodeClientMessage(m);
-    for (size_t i = 0; i < frames.size(); ++i) {
-      socket_.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-    }
-  }
-  // The next reply (FINAL or error) to `request_id`, skipping partials and
-  // heartbeats.
-  absl::StatusOr<protocol::ServerMessage> Final(const std::string& request_id, int timeout_ms = 10000) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&item, 1, std::chrono::milliseconds(200)) == 0) continue;
-      protocol::Frames reply;
-      while (true) {
-        zmq::message_t m;
-        (void)socket_.recv(m);
-        reply.push_back(m.to_string());
-        if (!m.more()) break;
-      }
-      absl::StatusOr<protocol::ServerMessage> s = protocol::DecodeServerMessage(reply);
-      if (!s.ok()) return s.status();
-      if (s->type == protocol::MessageType::kFinal && s->request_id == request_id) return s;
-    }
-    return absl::DeadlineExceededError("no reply to " + request_id);
-  }
-
- private:
-  zmq::context_t ctx_;
-  zmq::socket_t socket_;
-};
 
 // Every file under the harness directory but the key files themselves, and
 // the metrics page, after a run that touched every command and error path:
@@ -207,7 +165,7 @@ TEST(SecurityTest, PeerStreamAndUploadLimitsHold) {
   HarnessOptions o;
   // Peers expire after 3 silent heartbeat intervals: long enough here that
   // the first three clients are still counted when the fourth comes.
-  o.limits_extra = "  max_peers: 3\n  max_streams_per_peer: 2\n  heartbeat_interval_ms: 5000\n";
+  o.limits_extra = "  max_peers: 3\n  admin_reserved_peers: 0\n  max_streams_per_peer: 2\n  heartbeat_interval_ms: 5000\n";
   DaemonHarness h(o);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   std::string job_id;
@@ -272,17 +230,46 @@ absl::Status TenantUidRangeIsFree() {
   return daemon::CheckTenantUidRange(range);
 }
 
-// The daemon's child running `job_id` with --report (the trainer), or 0.
-pid_t TrainerOf(const DaemonHarness& h, const std::string& job_id) {
+// Tests of per-tenant worker uids need root and kTenantUids free.
+#define SKIP_UNLESS_ROOT_WITH_TENANT_UIDS()                                         \
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";                              \
+  if (absl::Status free = TenantUidRangeIsFree(); !free.ok()) GTEST_SKIP() << free
+
+// `o` with workers as per-tenant uids from kTenantUids, running `worker`
+// (the fake worker where those uids can run it).
+HarnessOptions WithTenantUids(const WorkerForOtherUsers& worker, HarnessOptions o = {}) {
+  o.worker_extra += absl::StrCat("  tenant_uid_range: ", kTenantUids, "\n");
+  o.worker_program = worker.program();
+  return o;
+}
+
+// The daemon's child working on `job_id` whose command line holds `marker`
+// (an argument, NUL-terminated as in /proc/<pid>/cmdline), or 0.
+pid_t ChildOfDaemon(const DaemonHarness& h, const std::string& job_id, const std::string& marker) {
   for (const auto& e : fs::directory_iterator("/proc")) {
     const std::string stat = ReadFile(e.path().string() + "/stat");
     const size_t close = stat.rfind(')');
     if (close == std::string::npos || close + 4 >= stat.size()) continue;
     if (std::atoi(stat.c_str() + close + 4) != h.daemon_pid()) continue;
     const std::string cmdline = ReadFile(e.path().string() + "/cmdline");
-    if (absl::StrContains(cmdline, "--report") && absl::StrContains(cmdline, "/" + job_id + "/")) {
+    if (absl::StrContains(cmdline, marker) && absl::StrContains(cmdline, "/" + job_id + "/")) {
       return std::atoi(e.path().filename().c_str());
     }
+  }
+  return 0;
+}
+// The trainer (it has --report) and the validator of `job_id`, or 0.
+pid_t TrainerOf(const DaemonHarness& h, const std::string& job_id) {
+  return ChildOfDaemon(h, job_id, std::string("--report\0", 9));
+}
+pid_t ValidatorOf(const DaemonHarness& h, const std::string& job_id) {
+  return ChildOfDaemon(h, job_id, std::string("validate\0", 9));
+}
+// ValidatorOf once it has started (within 5 s), or 0.
+pid_t WaitForValidator(const DaemonHarness& h, const std::string& job_id) {
+  for (int i = 0; i < 200; ++i) {
+    if (const pid_t pid = ValidatorOf(h, job_id)) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   return 0;
 }
@@ -366,13 +353,9 @@ TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
 // report sockets are closed to every other tenant's uid; a job still runs to
 // a verified adapter.
 TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-  if (absl::Status s = TenantUidRangeIsFree(); !s.ok()) GTEST_SKIP() << s;
+  SKIP_UNLESS_ROOT_WITH_TENANT_UIDS();
   WorkerForOtherUsers worker;
-  HarnessOptions o;
-  o.worker_extra = absl::StrCat("  tenant_uid_range: ", kTenantUids, "\n");
-  o.worker_program = worker.program();
-  DaemonHarness h(o);
+  DaemonHarness h(WithTenantUids(worker));
   h.OpenToOtherUsers();
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
@@ -850,6 +833,540 @@ TEST(SecurityTest, MetricsNeedTheBearerTokenWhenOneIsSet) {
   EXPECT_EQ(e->exit_code, 1) << e->Describe();
   EXPECT_THAT(ReadFile(spec.log_path), HasSubstr("has mode 0644: group or others can access it"));
   std::filesystem::remove_all(dir);
+}
+
+
+// ---- a compromised worker against the root daemon (docs/security.md, "Root
+// never follows what a worker plants") ------------------------------------
+
+// The uid fjordd gave `tenant` (its claim on the storage root).
+uint32_t TenantUid(const DaemonHarness& h, const std::string& tenant) {
+  for (const auto& e : fs::directory_iterator(h.storage() + "/.fjord-tenant-ids")) {
+    if (absl::StripSuffix(ReadFile(e.path().string()), "\n") == tenant) return std::stoul(e.path().filename().string());
+  }
+  return 0;
+}
+
+// Runs `fn` in a child process as uid and gid `id` with no other groups: what
+// a compromised worker of that tenant can do. Waits when `wait`, else returns
+// at once; the result is fn's (or -1), the pid when not waiting.
+int RunAs(uint32_t id, const std::function<int()>& fn, bool wait = true) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(id) != 0 || ::setuid(id) != 0) ::_exit(101);
+    ::_exit(fn());
+  }
+  if (!wait) return pid;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Replaces `path` with a symbolic link to `target`, as `id`; 0 on success.
+int PlantLink(uint32_t id, const std::string& path, const std::string& target) {
+  return RunAs(id, [&] {
+    (void)::unlink(path.c_str());
+    return ::symlink(target.c_str(), path.c_str()) == 0 ? 0 : 1;
+  });
+}
+
+// A root-only file (0600, root) with known bytes, in a directory only root
+// can enter, removed with this object.
+class RootOnlyFile {
+ public:
+  RootOnlyFile() {
+    char tmpl[] = "/tmp/fjit-root-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    ::chmod(dir_.c_str(), 0711);  // others may pass (a link must resolve), not list
+    path_ = dir_ + "/secret";
+    std::ofstream(path_) << kContent;
+    ::chmod(path_.c_str(), 0600);
+  }
+  ~RootOnlyFile() { fs::remove_all(dir_); }
+  static constexpr char kContent[] = "root-only secret\n";  // 17 bytes
+  const std::string& path() const { return path_; }
+  const std::string& dir() const { return dir_; }
+  std::string Read() const { return ReadFile(path_); }
+
+ private:
+  std::string dir_, path_;
+};
+
+// Finding 1 of the hostile-tenant probe, as it was reproduced: a paused job's
+// events.jsonl and worker.log replaced by links to a root-only file, then
+// job.resume; and validation.json replaced by such a link while the
+// validator runs, then the validator killed so that fjordd starts it again.
+// Before the fix the root-only file grew by the trainer's output (and the
+// worker got a writable descriptor to it), or was truncated and replaced by
+// the validator's report. Now the file is unchanged, and the jobs fail with
+// an error naming the link.
+TEST(SecurityTest, RootNeverWritesThroughLinksAWorkerPlantsInItsJobDirectory) {
+  SKIP_UNLESS_ROOT_WITH_TENANT_UIDS();
+  WorkerForOtherUsers worker;
+  RootOnlyFile secret;
+  HarnessOptions o;
+  o.cpu_slots = 1;
+  DaemonHarness h(WithTenantUids(worker, o));
+  h.OpenToOtherUsers();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  // The long job holds the only slot; the second one waits and is paused.
+  ASSERT_OK_AND_ASSIGN(slot, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 5000, "step_ms": 20})"))));
+  ASSERT_TRUE(h.WaitForStatus(*acme, slot.id, JobStatus::kRunning).ok());
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 20, "step_ms": 10})"))));
+  ASSERT_TRUE(h.WaitForStatus(*acme, job.id, JobStatus::kQueued).ok());
+  ASSERT_TRUE(acme->PauseJob(job.id).ok());
+  const uint32_t acme_id = TenantUid(h, "acme");
+  ASSERT_NE(acme_id, 0u);
+  const std::string dir = h.storage() + "/acme/jobs/" + job.id;
+  ASSERT_EQ(PlantLink(acme_id, dir + "/events.jsonl", secret.path()), 0);
+  ASSERT_EQ(PlantLink(acme_id, dir + "/worker.log", secret.path()), 0);
+  ASSERT_TRUE(acme->CancelJob(slot.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, slot.id).ok());
+  ASSERT_TRUE(acme->ResumeJob(job.id).ok());
+  ASSERT_OK_AND_ASSIGN(failed, h.WaitForFinal(*acme, job.id));
+  EXPECT_EQ(failed.status, JobStatus::kFailed);
+  ASSERT_TRUE(failed.error.has_value());
+  EXPECT_THAT(failed.error->message, HasSubstr("worker.log"));
+  EXPECT_THAT(failed.error->message, HasSubstr("symbolic link"));
+  EXPECT_EQ(secret.Read(), RootOnlyFile::kContent);
+  // The job's events are all in the store all the same.
+  ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
+  EXPECT_EQ(events.events.back().data.value("status", ""), "failed");
+
+  // validation.json: a link planted while the validator runs; the validator
+  // killed; fjordd starts it again (it has restarts left).
+  ASSERT_OK_AND_ASSIGN(slow, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 2, "validate_ms": 3000})"))));
+  const pid_t validator = WaitForValidator(h, slow.id);
+  ASSERT_NE(validator, 0) << "no validator for " << slow.id;
+  ASSERT_EQ(PlantLink(acme_id, h.storage() + "/acme/jobs/" + slow.id + "/validation.json", secret.path()), 0);
+  ::kill(validator, SIGKILL);
+  ASSERT_OK_AND_ASSIGN(refused, h.WaitForFinal(*acme, slow.id));
+  EXPECT_EQ(refused.status, JobStatus::kFailed);
+  ASSERT_TRUE(refused.error.has_value());
+  EXPECT_THAT(refused.error->message, HasSubstr("validation.json"));
+  EXPECT_EQ(secret.Read(), RootOnlyFile::kContent);
+  struct stat st {};
+  ASSERT_EQ(::stat(secret.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+// The read side of finding 1: a validator that fails without a report makes
+// fjordd quote the end of worker.log in the job's error; a worker that
+// replaced worker.log with a link to a root-only file must not get that
+// file's content back through job.get.
+TEST(SecurityTest, RootNeverReadsThroughLinksAWorkerPlantsInItsJobDirectory) {
+  SKIP_UNLESS_ROOT_WITH_TENANT_UIDS();
+  WorkerForOtherUsers worker;
+  RootOnlyFile secret;
+  HarnessOptions o;
+  o.max_restarts = 0;
+  DaemonHarness h(WithTenantUids(worker, o));
+  h.OpenToOtherUsers();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  // Without a link, the log's end is the error (what the check protects).
+  ASSERT_OK_AND_ASSIGN(plain, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"validate": "no_report"})"))));
+  ASSERT_OK_AND_ASSIGN(plain_done, h.WaitForFinal(*acme, plain.id));
+  ASSERT_TRUE(plain_done.error.has_value());
+  EXPECT_THAT(plain_done.error->message, HasSubstr("fake validator: refusing this data without a report"));
+  // With worker.log swapped for a link while the validator runs.
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(
+                                *acme, FakeData(R"({"validate": "no_report", "validate_ms": 2000})"))));
+  const pid_t validator = WaitForValidator(h, job.id);
+  ASSERT_NE(validator, 0) << "no validator for " << job.id;
+  const uint32_t acme_id = TenantUid(h, "acme");
+  ASSERT_EQ(PlantLink(acme_id, h.storage() + "/acme/jobs/" + job.id + "/worker.log", secret.path()), 0);
+  ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
+  EXPECT_EQ(done.status, JobStatus::kFailed);
+  ASSERT_TRUE(done.error.has_value());
+  EXPECT_THAT(done.error->message, ::testing::Not(HasSubstr("root-only secret")));
+  ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
+  for (const auto& e : events.events) EXPECT_THAT(e.message, ::testing::Not(HasSubstr("root-only secret")));
+}
+
+// Finding 2 as reproduced: an ended job whose directory holds b/ with 30
+// directories of 200 files; job.delete; as the tenant's uid, b/ is swapped
+// for a link to a root-only directory once the deletion has started. Before
+// the fix the daemon deleted the root-only directory's 200 files. Also: links
+// already in the tree are removed as links.
+TEST(SecurityTest, JobDeleteRemovesNothingOutsideTheJobWhenAWorkerSwapsInALink) {
+  SKIP_UNLESS_ROOT_WITH_TENANT_UIDS();
+  WorkerForOtherUsers worker;
+  RootOnlyFile secret;
+  const std::string victim = secret.dir() + "/victim";
+  fs::create_directories(victim);
+  for (int i = 0; i < 200; ++i) std::ofstream(absl::StrCat(victim, "/f", i)) << "keep";
+  ::chmod(victim.c_str(), 0700);
+  DaemonHarness h(WithTenantUids(worker));
+  h.OpenToOtherUsers();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"))));
+  ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
+  ASSERT_EQ(done.status, JobStatus::kSucceeded);
+  const uint32_t acme_id = TenantUid(h, "acme");
+  const std::string dir = h.storage() + "/acme/jobs/" + job.id;
+  ASSERT_EQ(RunAs(acme_id, [&] {
+              if (::mkdir((dir + "/b").c_str(), 0755) != 0) return 1;
+              for (int d = 0; d < 30; ++d) {
+                const std::string sub = absl::StrCat(dir, "/b/d", d);
+                if (::mkdir(sub.c_str(), 0755) != 0) return 2;
+                for (int f = 0; f < 200; ++f) {
+                  const int fd = ::open(absl::StrCat(sub, "/f", f).c_str(), O_WRONLY | O_CREAT, 0644);
+                  if (fd < 0) return 3;
+                  ::close(fd);
+                }
+              }
+              // Links already there, to the root-only directory and a file in it.
+              if (::symlink(victim.c_str(), (dir + "/link-dir").c_str()) != 0) return 4;
+              if (::symlink((victim + "/f0").c_str(), (dir + "/b/d0/link-file").c_str()) != 0) return 5;
+              return 0;
+            }),
+            0);
+  // The swapper: as soon as any file of b/ is gone, b/ becomes a link.
+  const pid_t swapper = RunAs(acme_id, [&] {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool started = false;
+      for (int d = 0; d < 30 && !started; ++d) {
+        started = ::access(absl::StrCat(dir, "/b/d", d, "/f199").c_str(), F_OK) != 0;
+      }
+      if (!started) continue;
+      (void)::rename((dir + "/b").c_str(), (dir + "/b-away").c_str());
+      return ::symlink(victim.c_str(), (dir + "/b").c_str()) == 0 ? 0 : 1;
+    }
+    return 2;
+  }, /*wait=*/false);
+  absl::StatusOr<protocol::ServerMessage> deleted = acme->Call("job.delete", json{{"job_id", job.id}});
+  int status = 0;
+  ::waitpid(swapper, &status, 0);
+  EXPECT_TRUE(deleted.ok() || deleted.status().code() == absl::StatusCode::kUnavailable) << deleted.status();
+  size_t left = 0;
+  for (const auto& e : fs::directory_iterator(victim)) left += e.is_regular_file();
+  EXPECT_EQ(left, 200u) << "the daemon deleted files outside the job's directory";
+  EXPECT_EQ(ReadFile(victim + "/f0"), "keep");
+  // A retry removes whatever the race left; the job is gone.
+  if (!deleted.ok()) ASSERT_TRUE(acme->Call("job.delete", json{{"job_id", job.id}}).ok());
+  EXPECT_FALSE(fs::exists(dir));
+  EXPECT_EQ(acme->GetJob(job.id).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Finding 3 as reproduced: adapter.files on a finished job of acme (its
+// listing is cached), then acme's uid replaces the job's adapter/ with a link
+// to zeta's adapter directory: adapter.download must not return zeta's
+// adapter. Nor through a link in place of one adapter file.
+TEST(SecurityTest, AdapterDownloadNeverFollowsALinkToAnotherTenantsAdapter) {
+  SKIP_UNLESS_ROOT_WITH_TENANT_UIDS();
+  WorkerForOtherUsers worker;
+  DaemonHarness h(WithTenantUids(worker));
+  h.OpenToOtherUsers();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  auto zeta = h.Zeta();
+  ASSERT_OK_AND_ASSIGN(a, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 2, "step_ms": 10})"))));
+  ASSERT_OK_AND_ASSIGN(z, zeta->CreateJob(SpecWithData(*zeta, FakeData(R"({"steps": 2, "step_ms": 10, "adapter_bytes": 4096})"))));
+  ASSERT_EQ(h.WaitForFinal(*acme, a.id)->status, JobStatus::kSucceeded);
+  ASSERT_EQ(h.WaitForFinal(*zeta, z.id)->status, JobStatus::kSucceeded);
+  ASSERT_OK_AND_ASSIGN(zeta_files, zeta->ListAdapterFiles(z.id));
+  ASSERT_OK_AND_ASSIGN(acme_files, acme->ListAdapterFiles(a.id));  // cached from here on
+  std::set<std::string> zeta_sha;
+  for (const auto& f : zeta_files) zeta_sha.insert(f.sha256);
+  const uint32_t acme_id = TenantUid(h, "acme");
+  const std::string adir = h.storage() + "/acme/jobs/" + a.id;
+  const std::string zdir = h.storage() + "/zeta/jobs/" + z.id + "/adapter";
+  auto download_all = [&](const std::string& what) {
+    for (const auto& f : acme_files) {
+      absl::StatusOr<protocol::ServerMessage> m =
+          acme->Call("adapter.download", json{{"job_id", a.id}, {"name", f.name}, {"offset", 0}});
+      if (!m.ok()) {
+        EXPECT_EQ(m.status().code(), absl::StatusCode::kUnavailable) << what << ": " << m.status();
+        continue;
+      }
+      ADD_FAILURE() << what << ": " << f.name << " was served through the link (" << m->body.dump() << ")";
+      EXPECT_FALSE(zeta_sha.count(Sha256Hex(m->data.value_or(""))));
+    }
+  };
+  ASSERT_EQ(RunAs(acme_id, [&] {
+              if (::rename((adir + "/adapter").c_str(), (adir + "/adapter-away").c_str()) != 0) return 1;
+              return ::symlink(zdir.c_str(), (adir + "/adapter").c_str()) == 0 ? 0 : 2;
+            }),
+            0);
+  download_all("adapter/ replaced by a link");
+  // The same with the directory back and one file replaced by a link.
+  ASSERT_EQ(RunAs(acme_id, [&] {
+              if (::unlink((adir + "/adapter").c_str()) != 0) return 1;
+              if (::rename((adir + "/adapter-away").c_str(), (adir + "/adapter").c_str()) != 0) return 2;
+              (void)::unlink((adir + "/adapter/adapter_model.safetensors").c_str());
+              return ::symlink((zdir + "/adapter_model.safetensors").c_str(),
+                               (adir + "/adapter/adapter_model.safetensors").c_str()) == 0
+                         ? 0
+                         : 3;
+            }),
+            0);
+  absl::StatusOr<protocol::ServerMessage> m = acme->Call(
+      "adapter.download", json{{"job_id", a.id}, {"name", "adapter_model.safetensors"}, {"offset", 0}});
+  ASSERT_FALSE(m.ok()) << "served through a link: " << m->body.dump();
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(m.status().message(), HasSubstr("symbolic link"));
+  // The untouched file is still served.
+  ASSERT_OK_AND_ASSIGN(config, acme->Call("adapter.download",
+                                          json{{"job_id", a.id}, {"name", "adapter_config.json"}, {"offset", 0}}));
+  EXPECT_THAT(config.data.value_or(""), HasSubstr("peft_type"));
+}
+
+// ---- a tenant against the node's resources (findings 4-10) ---------------
+
+// Finding 4: one key's connections cannot take every slot (1044 connections
+// of one key locked every other tenant and the admin out before), and the
+// last slots are kept for admins.
+TEST(SecurityTest, OneKeyCannotTakeEveryConnection) {
+  HarnessOptions o;
+  o.limits_extra = "  max_peers: 12\n  max_peers_per_key: 4\n  admin_reserved_peers: 2\n  heartbeat_interval_ms: 5000\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  std::vector<std::unique_ptr<RawPeer>> acme;
+  std::vector<absl::StatusOr<protocol::ServerMessage>> replies;
+  for (int i = 0; i < 6; ++i) {
+    acme.push_back(std::make_unique<RawPeer>(h, h.acme_keys()));
+    acme.back()->Send("p", "ping", json::object());
+    replies.push_back(acme.back()->Final("p"));
+  }
+  // The harness's start-up client was acme's too: at most 4 tracked in all.
+  int ok = 0, refused = 0;
+  for (const auto& r : replies) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->status == "OK") {
+      ++ok;
+    } else {
+      ++refused;
+      EXPECT_EQ(r->status, "RESOURCE_EXHAUSTED");
+      absl::Status s = protocol::StatusFromReply(r->status, r->body);
+      EXPECT_EQ(protocol::ParamOf(s), "peers");
+      EXPECT_THAT(s.message(), HasSubstr("client key 'acme-ci' has 4 connections open"));
+    }
+  }
+  EXPECT_LE(ok, 4);
+  EXPECT_GE(refused, 2);
+  // Another tenant still gets in, up to the slots kept for admins.
+  std::vector<std::unique_ptr<RawPeer>> zeta;
+  absl::Status last;
+  for (int i = 0; i < 8 && last.ok(); ++i) {
+    zeta.push_back(std::make_unique<RawPeer>(h, h.zeta_keys()));
+    zeta.back()->Send("p", "ping", json::object());
+    ASSERT_OK_AND_ASSIGN(r, zeta.back()->Final("p"));
+    last = protocol::StatusFromReply(r.status, r.body);
+    if (i == 0) EXPECT_TRUE(last.ok()) << "another tenant was locked out: " << last;
+  }
+  // The admin gets in whatever the tenants hold.
+  RawPeer admin(h, h.admin_keys());
+  admin.Send("p", "ping", json::object());
+  ASSERT_OK_AND_ASSIGN(pong, admin.Final("p"));
+  EXPECT_EQ(pong.status, "OK") << pong.body.dump();
+}
+
+// Finding 5: oversize messages are refused without being kept: a frame
+// larger than a whole message is dropped by ZeroMQ (ZMQ_MAXMSGSIZE), frames
+// that add up to too much get RESOURCE_EXHAUSTED, frames beyond the
+// protocol's get INVALID_ARGUMENT; the daemon keeps serving.
+TEST(SecurityTest, OversizeMessagesAreRefusedAndTheDaemonKeepsServing) {
+  HarnessOptions o;
+  o.limits_extra = "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  const protocol::Frames header = {"", "FJD01", std::string(1, '\x01')};
+  auto request = [&](const std::string& id, std::vector<std::string> rest) {
+    protocol::Frames frames = header;
+    frames.push_back(id);
+    frames.insert(frames.end(), rest.begin(), rest.end());
+    return frames;
+  };
+  // Three frames of 30 KiB: each under the frame limit, 90 KiB in all.
+  RawPeer a(h, h.acme_keys());
+  a.SendFrames(request("big", {"ping", std::string(30000, ' '), std::string(30000, 'x'), std::string(30000, 'y')}));
+  ASSERT_OK_AND_ASSIGN(too_big, a.Next());
+  EXPECT_EQ(too_big.request_id, "big");
+  EXPECT_EQ(too_big.status, "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(protocol::ParamOf(protocol::StatusFromReply(too_big.status, too_big.body)), "message");
+  // 200 small frames: more than a request has.
+  std::vector<std::string> many = {"ping", "{}"};
+  for (int i = 0; i < 200; ++i) many.push_back("z");
+  a.SendFrames(request("many", many));
+  ASSERT_OK_AND_ASSIGN(too_many, a.Next());
+  EXPECT_EQ(too_many.request_id, "many");
+  EXPECT_EQ(too_many.status, "INVALID_ARGUMENT");
+  EXPECT_THAT(protocol::StatusFromReply(too_many.status, too_many.body).message(),
+              HasSubstr("message has 206 frames; expected 6 or 7"));
+  // One frame larger than a whole message: ZeroMQ drops it (and the
+  // connection) before allocating it; nothing comes back.
+  RawPeer b(h, h.acme_keys());
+  b.SendFrames(request("huge", {"ping", std::string(70000, ' ')}));
+  EXPECT_EQ(b.Next(3000).status().code(), absl::StatusCode::kDeadlineExceeded);
+  // The daemon serves the next request, on the first connection too.
+  a.SendFrames(request("after", {"ping", "{}"}));
+  ASSERT_OK_AND_ASSIGN(pong, a.Next());
+  EXPECT_EQ(pong.request_id, "after");
+  EXPECT_EQ(pong.status, "OK");
+  EXPECT_TRUE(h.Acme()->Ping().ok());
+}
+
+// Finding 6: validators are bounded per node and per tenant; the jobs beyond
+// wait in `validating` and are all validated in the end.
+TEST(SecurityTest, ValidatorsAreBoundedPerNodeAndPerTenant) {
+  HarnessOptions o;
+  o.scheduler_extra = "  max_validators: 2\n  max_validators_per_tenant: 1\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  auto zeta = h.Zeta();
+  const std::string data = FakeData(R"({"steps": 1, "validate_ms": 600})");
+  std::vector<std::string> acme_jobs;
+  protocol::JobSpec spec = SpecWithData(*acme, data);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_OK_AND_ASSIGN(j, acme->CreateJob(spec));
+    acme_jobs.push_back(j.id);
+  }
+  ASSERT_OK_AND_ASSIGN(zj, zeta->CreateJob(SpecWithData(*zeta, data)));
+  int most_acme = 0, most_all = 0;
+  bool zeta_alongside = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int acme_now = 0, all_now = 0;
+    for (const std::string& id : acme_jobs) acme_now += ValidatorOf(h, id) != 0;
+    const bool zeta_now = ValidatorOf(h, zj.id) != 0;
+    all_now = acme_now + zeta_now;
+    zeta_alongside |= zeta_now && acme_now > 0;
+    most_acme = std::max(most_acme, acme_now);
+    most_all = std::max(most_all, all_now);
+    bool all_done = true;
+    for (const std::string& id : acme_jobs) {
+      absl::StatusOr<Job> j = acme->GetJob(id);
+      all_done &= j.ok() && j->status != JobStatus::kValidating;
+    }
+    if (all_done) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(most_acme, 1) << "acme's validators at once";
+  EXPECT_LE(most_all, 2);
+  EXPECT_TRUE(zeta_alongside) << "zeta's job waited for acme's four";
+  for (const std::string& id : acme_jobs) {
+    ASSERT_OK_AND_ASSIGN(j, h.WaitForFinal(*acme, id));
+    EXPECT_EQ(j.status, JobStatus::kSucceeded) << id;
+  }
+}
+
+// Finding 7: an upload a killed daemon left half-written is removed when the
+// daemon starts again (it counted against the quota and nothing could delete
+// it); another node's upload in progress on the same storage root is left
+// alone until it has been idle for twice limits.upload_idle_s.
+TEST(SecurityTest, HalfWrittenUploadsAreRemovedAtStart) {
+  HarnessOptions o;
+  o.limits_extra = "  upload_idle_s: 60\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(kept, acme->UploadBytes("{}\n", "kept.jsonl"));
+  ASSERT_OK_AND_ASSIGN(begun, acme->Call("file.upload.begin", json{{"filename", "big.jsonl"}, {"bytes", 100000},
+                                                                    {"sha256", std::string(64, 'a')}}));
+  const std::string upload_id = begun.body["upload_id"];
+  ASSERT_TRUE(acme->Call("file.upload.chunk", json{{"upload_id", upload_id}, {"offset", 0}}, std::string(50000, 'c')).ok());
+  const std::string files = h.storage() + "/acme/files";
+  auto leftovers = [&]() {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(files)) {
+      if (absl::StartsWith(e.path().filename().string(), ".upload-")) out.push_back(e.path().filename().string());
+    }
+    return out;
+  };
+  ASSERT_EQ(leftovers().size(), 1u);
+  EXPECT_THAT(leftovers()[0], ::testing::EndsWith(upload_id));
+  // Another node's: one fresh, one idle for long.
+  std::ofstream(files + "/.upload-0123456789ab-upl-fresh") << "other node";
+  std::ofstream(files + "/.upload-0123456789ab-upl-stale") << "other node, gone";
+  struct timespec old_times[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (files + "/.upload-0123456789ab-upl-stale").c_str(), old_times, 0), 0);
+  acme.reset();
+  h.Kill9();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  EXPECT_THAT(leftovers(), ::testing::ElementsAre(".upload-0123456789ab-upl-fresh"));
+  acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(list, acme->Call("file.list", json::object()));
+  EXPECT_EQ(list.body["usage_bytes"].get<uint64_t>(), kept.bytes) << list.body.dump();
+  EXPECT_EQ(acme->Call("file.upload.finish", json{{"upload_id", upload_id}}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_THAT(h.log(), HasSubstr("removed an unfinished upload"));
+}
+
+// Finding 8: file.list pages; files count against limits.max_tenant_files
+// (zero-byte files were unlimited: the quota counted bytes only).
+TEST(SecurityTest, FileListPagesAndFilesCountAgainstTheQuota) {
+  HarnessOptions o;
+  o.limits_extra = "  max_tenant_files: 5\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK_AND_ASSIGN(f, acme->UploadBytes("", absl::StrCat("empty-", i, ".jsonl")));
+    ids.push_back(f.id);
+  }
+  absl::Status refused = acme->UploadBytes("", "one-too-many.jsonl").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_EQ(protocol::ParamOf(refused), "tenant");
+  EXPECT_THAT(refused.message(), HasSubstr("has 5 of its 5 files and directories"));
+  ASSERT_OK_AND_ASSIGN(first, acme->Call("file.list", json{{"limit", 2}}));
+  EXPECT_EQ(first.body["usage_files"], 5);
+  EXPECT_EQ(first.body["quota_files"], 5);
+  ASSERT_EQ(first.body["files"].size(), 2u);
+  EXPECT_TRUE(first.body["has_more"].get<bool>());
+  std::vector<std::string> seen;
+  json page = first.body;
+  while (true) {
+    for (const json& f : page["files"]) seen.push_back(f["id"]);
+    if (!page["has_more"].get<bool>()) break;
+    ASSERT_OK_AND_ASSIGN(next, acme->Call("file.list", json{{"limit", 2}, {"after", seen.back()}}));
+    page = next.body;
+  }
+  EXPECT_EQ(seen, std::vector<std::string>(ids.rbegin(), ids.rend()));  // newest first, each once
+  EXPECT_EQ(h.Zeta()->Call("file.list", json{{"after", ids[0]}}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(acme->Call("file.list", json{{"limit", 1001}}).status().code(), absl::StatusCode::kInvalidArgument);
+  // With the area full, job.create is refused too (a job's directory holds
+  // files of its own); another tenant is not affected.
+  protocol::JobSpec spec;
+  spec.model = "tiny";
+  spec.training_file = ids[1];
+  absl::Status full = acme->CreateJob(spec).status();
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_EQ(protocol::ParamOf(full), "tenant");
+  EXPECT_TRUE(h.Zeta()->UploadBytes("", "empty.jsonl").ok());
+  // Deleting frees a file's slot at once.
+  ASSERT_TRUE(acme->DeleteFile(ids[0]).ok());
+  EXPECT_TRUE(acme->UploadBytes("", "now-it-fits.jsonl").ok());
+}
+
+// Finding 10: the deviations from docs/protocol.md, decided: CANCEL of a
+// stream that is not open is answered (NOT_FOUND); a data frame on a command
+// that takes none, a body with a byte order mark and file names with control,
+// separator or bidi characters are refused.
+TEST(SecurityTest, ProtocolDeviationsAreRefusedOrAnswered) {
+  DaemonHarness h;
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  RawPeer peer(h, h.acme_keys());
+  peer.SendFrames({"", "FJD01", std::string(1, '\x06'), "no-such-stream"});
+  absl::StatusOr<protocol::ServerMessage> r = peer.Next();
+  ASSERT_TRUE(r.ok()) << "CANCEL of an unknown stream got no reply: " << r.status();
+  EXPECT_EQ(r->request_id, "no-such-stream");
+  EXPECT_EQ(r->status, "NOT_FOUND");
+  EXPECT_EQ(protocol::ParamOf(protocol::StatusFromReply(r->status, r->body)), "request_id");
+  for (const std::string name : {"a\u0085b.jsonl", "a\u2028b.jsonl", "x\u202Egnp.exe", "tab\there"}) {
+    absl::Status s = acme->Call("file.upload.begin", json{{"filename", name}, {"bytes", 1}, {"sha256", std::string(64, 'a')}}).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_EQ(protocol::ParamOf(s), "filename") << name;
+  }
+  EXPECT_TRUE(acme->Call("file.upload.begin", json{{"filename", "Ünïcödé 训练.jsonl"}, {"bytes", 1},
+                                                   {"sha256", std::string(64, 'a')}}).ok());
 }
 
 }  // namespace
