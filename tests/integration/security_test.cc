@@ -952,6 +952,37 @@ TEST(SecurityTest, RootNeverWritesThroughLinksAWorkerPlantsInItsJobDirectory) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
+// Earlier fjordd versions opened worker.log as root, so a job stopped under
+// one has a root-owned log in its directory; the worker now opens its log
+// itself, as its uid, and could not append to it. fjordd gives such a file to
+// the worker's ids before the launch, and the job resumes with its old log.
+TEST(SecurityTest, ALogAnEarlierFjorddMadeAsRootIsGivenToTheWorker) {
+  SKIP_UNLESS_ROOT_WITH_TENANT_UIDS();
+  WorkerForOtherUsers worker;
+  DaemonHarness h(WithTenantUids(worker));
+  h.OpenToOtherUsers();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(
+                                *acme, FakeData(R"({"steps": 400, "step_ms": 20, "checkpoint_every": 2})"))));
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 4; }).ok());
+  ASSERT_TRUE(acme->PauseJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForStatus(*acme, job.id, JobStatus::kPaused).ok());
+  const std::string log = h.storage() + "/acme/jobs/" + job.id + "/worker.log";
+  ASSERT_EQ(::unlink(log.c_str()), 0);
+  std::ofstream(log) << "written by an earlier fjordd\n";
+  ASSERT_EQ(::chown(log.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod(log.c_str(), 0640), 0);
+  ASSERT_TRUE(acme->ResumeJob(job.id).ok());
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 8; }).ok());
+  struct stat st {};
+  ASSERT_EQ(::stat(log.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, TenantUid(h, "acme"));
+  EXPECT_THAT(ReadFile(log), ::testing::StartsWith("written by an earlier fjordd\n"));
+  ASSERT_TRUE(acme->CancelJob(job.id).ok());
+  ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
+}
+
 // The read side of finding 1: a validator that fails without a report makes
 // fjordd quote the end of worker.log in the job's error; a worker that
 // replaced worker.log with a link to a root-only file must not get that
