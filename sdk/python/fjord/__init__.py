@@ -10,9 +10,19 @@
 
 See docs/python-sdk.md for the API reference, docs/protocol.md for the wire
 protocol it speaks. Depends on pyzmq only.
+
+The modules, each importing only those above it: errors, keys, config
+(settings), types (the inert data classes), _wire/_json (the codec),
+connection (socket, CURVE, retries, heartbeats, ``call``), events (event
+streams), files, adapters, models, jobs (the resources), client (Client).
 """
 
-from .client import Adapters, Client, EventStream, Files, Jobs, Models
+from .adapters import Adapters
+from .client import Client
+from .events import EventStream
+from .files import Files
+from .jobs import BoundJob, BoundJobPage, Jobs
+from .models import Models
 from .errors import (
     AlreadyExistsError,
     DataLossError,
@@ -51,7 +61,7 @@ __version__ = "0.1.0"
 PROTOCOL_VERSION = 1
 
 __all__ = [
-    "Client", "EventStream", "Files", "Jobs", "Adapters", "Models",
+    "Client", "EventStream", "Files", "Jobs", "Adapters", "Models", "BoundJob", "BoundJobPage",
     "FjordError", "InvalidArgumentError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",
     "UnauthenticatedError", "ResourceExhaustedError", "FailedPreconditionError", "UnimplementedError",
     "UnavailableError", "InternalError", "DeadlineExceededError", "DataLossError", "JobFailedError",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Optional, TextIO
+from typing import Any, Dict, Optional, TextIO
 
 from .types import Event, Job
 
@@ -30,7 +30,7 @@ def format_duration(seconds: Optional[float]) -> str:
     return f"{t}s"
 
 
-def _num(d: dict, key: str) -> Optional[float]:
+def _num(d: Dict[str, Any], key: str) -> Optional[float]:
     v = d.get(key)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -46,7 +46,7 @@ class Progress:
         self.first_eval_loss: Optional[float] = None
         self._last_line_step = -1
 
-    def status_line(self, data: dict) -> str:
+    def status_line(self, data: Dict[str, Any]) -> str:
         step = int(_num(data, "step") or 0)
         total = int(_num(data, "total_steps") or 0)
         parts = [f"{step}/{total}" if total else f"step {step}"]

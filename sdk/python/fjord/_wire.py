@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from . import _json
 
@@ -80,7 +80,7 @@ class ClientMessage:
     type: MessageType = MessageType.REQUEST
     request_id: str = ""  # REQUEST; CANCEL: the stream's id
     command: str = ""  # REQUEST
-    body: dict = dataclasses.field(default_factory=dict)  # REQUEST
+    body: Dict[str, Any] = dataclasses.field(default_factory=dict)  # REQUEST
     data: Optional[bytes] = None  # REQUEST: frame 6 when present
 
 
@@ -91,7 +91,7 @@ class ServerMessage:
     type: MessageType = MessageType.FINAL
     request_id: str = ""
     status: str = STATUS_OK
-    body: dict = dataclasses.field(default_factory=dict)
+    body: Dict[str, Any] = dataclasses.field(default_factory=dict)
     data: Optional[bytes] = None
 
     @property
@@ -156,7 +156,8 @@ def encode_server_message(m: ServerMessage) -> list[bytes]:
     return frames
 
 
-def request(request_id: str, command: str, body: Optional[dict] = None, data: Optional[bytes] = None) -> list[bytes]:
+def request(request_id: str, command: str, body: Optional[Dict[str, Any]] = None,
+            data: Optional[bytes] = None) -> list[bytes]:
     return encode_client_message(ClientMessage(MessageType.REQUEST, request_id, command, body or {}, data))
 
 
@@ -213,7 +214,7 @@ def _check_request_id(rid: bytes) -> str:
     raise WireError("INVALID_ARGUMENT", "frame 3: request id must be printable ASCII (0x21-0x7E)", "request_id")
 
 
-def _parse_body(text: bytes, limits: Limits) -> dict:
+def _parse_body(text: bytes, limits: Limits) -> Dict[str, Any]:
     if len(text) > limits.max_body_bytes:
         raise WireError("RESOURCE_EXHAUSTED", f"frame 5: body is {len(text)} bytes, limit {limits.max_body_bytes}", "body")
     if not text:

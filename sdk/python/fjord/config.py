@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import InvalidArgumentError, NotFoundError
 from .keys import KeyPair, load_public_key_file, load_secret_key_file, public_key_for, valid_z85_key
@@ -44,7 +44,7 @@ class Settings:
     server_public_key: Optional[str]  # Z85; None: plain connection
     client_keys: Optional[KeyPair]
     timeout_s: float
-    source: dict  # setting -> where it came from ("flag", "FJORD_ENDPOINT", "/path/client.yaml:3")
+    source: Dict[str, str]  # setting -> where it came from ("flag", "FJORD_ENDPOINT", "/path/client.yaml:3")
 
 
 def default_config_path(env: Mapping[str, str] = os.environ) -> str:
@@ -61,13 +61,13 @@ def _unquote(v: str) -> str:
     return v
 
 
-def read_config_file(path: str) -> dict:
+def read_config_file(path: str) -> Dict[str, Tuple[str, str]]:
     """{key: (value, "path:line")} of a client config file.
 
     InvalidArgumentError naming the line for anything but flat ``key: value``
     lines with the known keys.
     """
-    out: dict = {}
+    out: Dict[str, Tuple[str, str]] = {}
     with open(path, "r", encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
             line = raw.rstrip("\n")
@@ -119,17 +119,18 @@ def resolve(
     pair directly (``public_key`` is derived when omitted). A
     ``secret_key`` that is not a Z85 key is taken as a key file path.
     """
-    source: dict = {}
+    source: Dict[str, str] = {}
     explicit_file = config_file or env.get("FJORD_CONFIG")
     path = config_file or default_config_path(env)
-    file_values: dict = {}
+    file_values: Dict[str, Tuple[str, str]] = {}
     if os.path.exists(path):
         file_values = read_config_file(path)
     elif explicit_file:
         raise NotFoundError(f"client config file {path} does not exist")
     base_dir = os.path.dirname(os.path.abspath(path))
 
-    def pick(arg, env_name, key):
+    def pick(arg: Any, env_name: str, key: str) -> Tuple[Any, str]:
+        """(value, the directory a relative path in it is relative to); (None, "") when unset."""
         if arg is not None:
             source[key] = "argument"
             return arg, os.getcwd()
@@ -140,7 +141,7 @@ def resolve(
             value, where = file_values[key]
             source[key] = where
             return value, base_dir
-        return None, None
+        return None, ""
 
     ep, _ = pick(endpoint, "FJORD_ENDPOINT", "endpoint")
     if not ep:

@@ -23,7 +23,7 @@ asked to.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from .types import Job
@@ -70,7 +70,7 @@ class FjordError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, param={self.param!r})"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Optional[str]]:
         """``{"code", "message", "param"}``, the shape of the daemon's error object."""
         return {"code": self.code, "message": self.message, "param": self.param}
 

@@ -1,6 +1,6 @@
 """CURVE keys (Curve25519, Z85-encoded, 40 characters) and key files.
 
-Key files are the C++ SDK's (sdk/cpp/curve_keys.h): ``PREFIX.key`` holds the
+Key files are the C++ SDK's (daemon/protocol/curve_keys.h): ``PREFIX.key`` holds the
 Z85 secret key, ``PREFIX.pub`` the public key, one line each. A secret key
 file that group or others may read or write is refused, as ssh does. Secret
 keys never appear in error messages.

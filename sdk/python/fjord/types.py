@@ -2,16 +2,22 @@
 
 Each is built from the daemon's JSON with ``from_dict``, which ignores fields
 it does not know (a newer daemon may add some) and keeps the whole object in
-``raw``; ``to_dict()`` gives the JSON shape back.
+``raw``; ``to_dict()`` gives the JSON shape back. A reply that is not the
+shape the protocol says raises :class:`fjord.InternalError` naming the field.
+
+These objects are inert: they hold data and never a client, and this module
+imports nothing of the SDK but its errors. The jobs and pages that a Client
+returns are :class:`fjord.jobs.BoundJob` / :class:`fjord.jobs.BoundJobPage`,
+subclasses that add the methods which talk to the daemon (``job.wait()``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TextIO
+import os
+from typing import Any, Dict, Iterator, List, Optional, Union
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .client import Client
+from .errors import InternalError, InvalidArgumentError
 
 __all__ = [
     "JOB_STATUSES",
@@ -28,6 +34,11 @@ __all__ = [
     "AdapterFile",
     "Model",
     "PingInfo",
+    "JobRef",
+    "FileRef",
+    "PathLike",
+    "job_id_of",
+    "file_id_of",
 ]
 
 #: Every job status, in the order of a job's life (docs/protocol.md §6).
@@ -52,6 +63,34 @@ def _get(d: Any, key: str, default: Any = None) -> Any:
         return default
     v = d.get(key, default)
     return default if v is None else v
+
+
+def _int(d: Any, key: str, default: int, what: str) -> int:
+    """``int(d[key])`` (``default`` when absent or null); InternalError naming
+    ``what``.``key`` when the value is not a number."""
+    v = _get(d, key, default)
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise InternalError(f"malformed reply: {what}.{key} is {v!r}, not an integer") from None
+
+
+def _object(d: Any, key: str, what: str) -> Dict[str, Any]:
+    """``dict(d[key])`` ({} when absent or null); InternalError when it is not an object."""
+    v = _get(d, key, {})
+    if not isinstance(v, dict):
+        raise InternalError(f"malformed reply: {what}.{key} is {v!r}, not an object")
+    return dict(v)
+
+
+def _optional_int(d: Dict[str, Any], key: str) -> Optional[int]:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _optional_str(d: Dict[str, Any], key: str) -> Optional[str]:
+    v = d.get(key)
+    return v if isinstance(v, str) else None
 
 
 @dataclasses.dataclass
@@ -81,7 +120,7 @@ class Hyperparameters:
                     setattr(h, f.name, d[f.name])
         return h
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -92,7 +131,7 @@ class LoraConfig:
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.05
-    target_modules: list = dataclasses.field(default_factory=lambda: ["all-linear"])
+    target_modules: List[str] = dataclasses.field(default_factory=lambda: ["all-linear"])
 
     @classmethod
     def from_dict(cls, d: Any) -> "LoraConfig":
@@ -103,7 +142,7 @@ class LoraConfig:
                     setattr(c, f.name, list(d[f.name]) if f.name == "target_modules" else d[f.name])
         return c
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -126,7 +165,7 @@ class JobError:
         return cls(
             code=str(_get(d, "code", "INTERNAL")),
             message=str(_get(d, "message", "")),
-            param=d.get("param") if isinstance(d.get("param"), str) else None,
+            param=_optional_str(d, "param"),
             user_error=bool(_get(d, "user_error", False)),
         )
 
@@ -140,9 +179,10 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, d: Any) -> Optional["Checkpoint"]:
+        """None for anything but an object (a listing skips it)."""
         if not isinstance(d, dict):
             return None
-        return cls(step=int(_get(d, "step", 0)), path=str(_get(d, "path", "")))
+        return cls(step=_int(d, "step", 0, "checkpoint"), path=str(_get(d, "path", "")))
 
 
 @dataclasses.dataclass
@@ -155,24 +195,22 @@ class Event:
     time_ms: int
     type: str
     message: str = ""
-    data: dict = dataclasses.field(default_factory=dict)
+    data: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Any) -> "Event":
-        from .errors import InternalError
-
         if not isinstance(d, dict):
             raise InternalError("malformed reply: event is not an object")
         data = d.get("data")
         return cls(
-            seq=int(_get(d, "seq", 0)),
-            time_ms=int(_get(d, "time_ms", 0)),
+            seq=_int(d, "seq", 0, "event"),
+            time_ms=_int(d, "time_ms", 0, "event"),
             type=str(_get(d, "type", "")),
             message=str(_get(d, "message", "")),
             data=data if isinstance(data, dict) else {},
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -187,31 +225,27 @@ class FileObject:
     sha256: str
     created_at_ms: int
     path: str
-    raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, d: Any) -> "FileObject":
-        from .errors import InternalError
-
         if not isinstance(d, dict) or not isinstance(d.get("id"), str):
             raise InternalError("malformed reply: file has no id")
         return cls(
             id=d["id"],
             filename=str(_get(d, "filename", "")),
-            bytes=int(_get(d, "bytes", 0)),
+            bytes=_int(d, "bytes", 0, "file"),
             sha256=str(_get(d, "sha256", "")),
-            created_at_ms=int(_get(d, "created_at_ms", 0)),
+            created_at_ms=_int(d, "created_at_ms", 0, "file"),
             path=str(_get(d, "path", "")),
             raw=d,
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return dict(self.raw)
 
 
-def _count(d: dict, key: str, what: str = "byte count") -> Optional[int]:
-    from .errors import InternalError
-
+def _count(d: Dict[str, Any], key: str, what: str = "byte count") -> Optional[int]:
     v = d.get(key)
     if v is None:
         return None
@@ -275,12 +309,26 @@ class AdapterFile:
     bytes: int
     sha256: str
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "AdapterFile":
+        """InternalError for a file without a name."""
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise InternalError("malformed reply to adapter.files: a file without a name")
+        return cls(d["name"], _int(d, "bytes", 0, "adapter file"), str(_get(d, "sha256", "")))
+
 
 @dataclasses.dataclass
 class Model:
     """A base model the operator configured (names only)."""
 
     name: str
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Optional["Model"]:
+        """None for an entry without a name (a listing skips it)."""
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            return None
+        return cls(d["name"])
 
 
 @dataclasses.dataclass
@@ -293,22 +341,22 @@ class PingInfo:
     role: str
     heartbeat_interval_ms: int
     liveness: int
-    limits: dict
-    raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    limits: Dict[str, Any]
+    raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PingInfo":
+    def from_dict(cls, d: Dict[str, Any]) -> "PingInfo":
         principal = _get(d, "principal", {})
         return cls(
-            protocol=int(_get(d, "protocol", 0)),
+            protocol=_int(d, "protocol", 0, "ping"),
             daemon=str(_get(d, "daemon", "")),
             version=str(_get(d, "version", "")),
             node=str(_get(d, "node", "")),
             tenant=str(_get(principal, "tenant", "")),
             role=str(_get(principal, "role", "")),
-            heartbeat_interval_ms=int(_get(d, "heartbeat_interval_ms", 0)),
-            liveness=int(_get(d, "liveness", 0)),
-            limits=dict(_get(d, "limits", {})),
+            heartbeat_interval_ms=_int(d, "heartbeat_interval_ms", 0, "ping"),
+            liveness=_int(d, "liveness", 0, "ping"),
+            limits=_object(d, "limits", "ping"),
             raw=d,
         )
 
@@ -317,8 +365,10 @@ class PingInfo:
 class Job:
     """A fine-tuning job (docs/protocol.md §6). Times are Unix milliseconds.
 
-    A Job returned by a :class:`fjord.Client` remembers it, so ``job.wait()``,
-    ``job.refresh()``, ``job.cancel()`` work on the object directly.
+    The data only. A Job returned by a :class:`fjord.Client` is a
+    :class:`fjord.BoundJob`, which adds ``job.wait()``, ``job.refresh()``,
+    ``job.cancel()`` and the like; ``client.jobs.bind(job)`` makes one of a
+    Job built here.
     """
 
     id: str
@@ -332,7 +382,7 @@ class Job:
     priority: int = 0
     gpus: int = 1
     max_restarts: int = 3
-    metadata: dict = dataclasses.field(default_factory=dict)
+    metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
     idempotency_key: Optional[str] = None
     queue_position: Optional[int] = None
     created_at_ms: int = 0
@@ -341,59 +391,60 @@ class Job:
     step: int = 0
     total_steps: int = 0
     trained_tokens: int = 0
-    metrics: dict = dataclasses.field(default_factory=dict)
+    metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
     error: Optional[JobError] = None
     latest_checkpoint: Optional[Checkpoint] = None
     result_adapter: Optional[str] = None  # the adapter directory on the daemon's storage
     restarts: int = 0
     node: str = ""
-    gpu_ids: list = dataclasses.field(default_factory=list)
-    raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
-    _client: Optional["Client"] = dataclasses.field(default=None, repr=False, compare=False)
+    gpu_ids: List[int] = dataclasses.field(default_factory=list)
+    raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, d: Any, client: Optional["Client"] = None) -> "Job":
-        from .errors import InternalError
-
+    def from_dict(cls, d: Any) -> "Job":
+        """The job of a reply; InternalError for one without an id, with an unknown
+        status, or with a field of the wrong type."""
         if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not d["id"]:
             raise InternalError("malformed reply: job has no id")
         status = d.get("status")
         if status not in JOB_STATUSES:
             raise InternalError(f"malformed reply: unknown job status {status!r}")
         adapter = d.get("result_adapter")
+        gpu_ids = _get(d, "gpu_ids", [])
+        if not isinstance(gpu_ids, list):
+            raise InternalError(f"malformed reply: job.gpu_ids is {gpu_ids!r}, not an array")
         return cls(
             id=d["id"],
             status=status,
             model=str(_get(d, "model", "")),
             training_file=str(_get(d, "training_file", "")),
             tenant=str(_get(d, "tenant", "")),
-            validation_file=d.get("validation_file") if isinstance(d.get("validation_file"), str) else None,
+            validation_file=_optional_str(d, "validation_file"),
             hyperparameters=Hyperparameters.from_dict(d.get("hyperparameters")),
             lora=LoraConfig.from_dict(d.get("lora")),
-            priority=int(_get(d, "priority", 0)),
-            gpus=int(_get(d, "gpus", 1)),
-            max_restarts=int(_get(d, "max_restarts", 0)),
-            metadata=dict(_get(d, "metadata", {})),
-            idempotency_key=d.get("idempotency_key") if isinstance(d.get("idempotency_key"), str) else None,
-            queue_position=d.get("queue_position") if isinstance(d.get("queue_position"), int) else None,
-            created_at_ms=int(_get(d, "created_at_ms", 0)),
-            started_at_ms=d.get("started_at_ms") if isinstance(d.get("started_at_ms"), int) else None,
-            finished_at_ms=d.get("finished_at_ms") if isinstance(d.get("finished_at_ms"), int) else None,
-            step=int(_get(d, "step", 0)),
-            total_steps=int(_get(d, "total_steps", 0)),
-            trained_tokens=int(_get(d, "trained_tokens", 0)),
-            metrics=dict(_get(d, "metrics", {})),
+            priority=_int(d, "priority", 0, "job"),
+            gpus=_int(d, "gpus", 1, "job"),
+            max_restarts=_int(d, "max_restarts", 0, "job"),
+            metadata=_object(d, "metadata", "job"),
+            idempotency_key=_optional_str(d, "idempotency_key"),
+            queue_position=_optional_int(d, "queue_position"),
+            created_at_ms=_int(d, "created_at_ms", 0, "job"),
+            started_at_ms=_optional_int(d, "started_at_ms"),
+            finished_at_ms=_optional_int(d, "finished_at_ms"),
+            step=_int(d, "step", 0, "job"),
+            total_steps=_int(d, "total_steps", 0, "job"),
+            trained_tokens=_int(d, "trained_tokens", 0, "job"),
+            metrics=_object(d, "metrics", "job"),
             error=JobError.from_dict(d.get("error")),
             latest_checkpoint=Checkpoint.from_dict(d.get("latest_checkpoint")),
             result_adapter=_get(adapter, "path") if isinstance(adapter, dict) else None,
-            restarts=int(_get(d, "restarts", 0)),
+            restarts=_int(d, "restarts", 0, "job"),
             node=str(_get(d, "node", "")),
-            gpu_ids=list(_get(d, "gpu_ids", [])),
+            gpu_ids=list(gpu_ids),
             raw=d,
-            _client=client,
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         """The job object as the daemon sent it."""
         return dict(self.raw)
 
@@ -406,65 +457,24 @@ class Job:
     def succeeded(self) -> bool:
         return self.status == "succeeded"
 
-    def _need_client(self) -> "Client":
-        if self._client is None:
-            raise RuntimeError("this Job was not returned by a fjord.Client; use client.jobs.* instead")
-        return self._client
-
-    def refresh(self) -> "Job":
-        """The job as the daemon sees it now (a new object)."""
-        return self._need_client().jobs.get(self.id)
-
-    def cancel(self) -> "Job":
-        return self._need_client().jobs.cancel(self.id)
-
-    def pause(self) -> "Job":
-        return self._need_client().jobs.pause(self.id)
-
-    def resume(self) -> "Job":
-        return self._need_client().jobs.resume(self.id)
-
-    def delete(self) -> "Job":
-        """Deletes the job (it must have ended) with its checkpoints, adapter and logs."""
-        return self._need_client().jobs.delete(self.id)
-
-    def events(self, follow: bool = False, after_seq: int = 0) -> Iterator[Event]:
-        return self._need_client().jobs.events(self.id, follow=follow, after_seq=after_seq)
-
-    def checkpoints(self) -> list:
-        return self._need_client().jobs.checkpoints(self.id)
-
-    def download_adapter(self, dest: str) -> Any:
-        return self._need_client().adapters.download(self.id, dest)
-
-    def wait(
-        self,
-        progress: bool | TextIO = False,
-        on_event: Optional[Callable[[Event], None]] = None,
-        timeout: Optional[float] = None,
-        raise_on_failure: bool = False,
-    ) -> "Job":
-        """Follows the job's events until it is final; returns the final job.
-
-        progress: True draws a progress line on stderr (step/total, loss,
-        eval loss, tokens/s, ETA); a file object draws it there.
-        on_event: called with every event as it arrives.
-        timeout: seconds to wait at most (DeadlineExceededError after).
-        raise_on_failure: raise JobFailedError if the job failed or was cancelled.
-        """
-        return self._need_client().jobs.wait(
-            self.id, progress=progress, on_event=on_event, timeout=timeout, raise_on_failure=raise_on_failure
-        )
-
 
 @dataclasses.dataclass
 class JobPage:
     """One page of ``jobs.list``: ``data`` (newest first), ``has_more``.
-    Iterating it yields its jobs; ``auto_paging_iter()`` fetches the next pages."""
+    Iterating it yields its jobs. The page a Client returns is a
+    :class:`fjord.BoundJobPage`, whose ``auto_paging_iter()`` fetches the next
+    pages."""
 
-    data: list
+    data: List[Job]
     has_more: bool
-    _fetch_next: Optional[Callable[[str], "JobPage"]] = dataclasses.field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "JobPage":
+        """The page of a ``job.list`` reply (``{"jobs": [...], "has_more": bool}``)."""
+        jobs = _get(d, "jobs", [])
+        if not isinstance(jobs, list):
+            raise InternalError(f"malformed reply to job.list: jobs is {jobs!r}, not an array")
+        return cls(data=[Job.from_dict(j) for j in jobs], has_more=bool(_get(d, "has_more", False)))
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self.data)
@@ -475,10 +485,28 @@ class JobPage:
     def __getitem__(self, i: int) -> Job:
         return self.data[i]
 
-    def auto_paging_iter(self) -> Iterator[Job]:
-        page: Optional[JobPage] = self
-        while page is not None:
-            yield from page.data
-            if not page.has_more or not page.data or page._fetch_next is None:
-                return
-            page = page._fetch_next(page.data[-1].id)
+
+#: A job named by its id or by the object.
+JobRef = Union[str, Job]
+#: A file named by its id or by the object.
+FileRef = Union[str, FileObject]
+#: A local path.
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def job_id_of(job: Any) -> str:
+    """The id of a Job or a job id; InvalidArgumentError (param ``job_id``) for
+    anything else, an empty id included."""
+    job_id = job.id if isinstance(job, Job) else job
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidArgumentError(f"job must be a job id or a Job, got {job!r}", param="job_id")
+    return job_id
+
+
+def file_id_of(file: Any) -> str:
+    """The id of a FileObject or a file id; InvalidArgumentError (param
+    ``file_id``) for anything else, an empty id included."""
+    file_id = file.id if isinstance(file, FileObject) else file
+    if not isinstance(file_id, str) or not file_id:
+        raise InvalidArgumentError(f"file must be a file id or a FileObject, got {file!r}", param="file_id")
+    return file_id

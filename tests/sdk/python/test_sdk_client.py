@@ -7,6 +7,7 @@ The real daemon is driven in tests/integration.
     ~/.cache/fjord/venv/bin/python -m pytest -q tests/sdk/python/test_sdk_client.py
 """
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -18,6 +19,8 @@ import time
 import pytest
 
 import fjord
+import fjord.config
+import fjord.connection
 from fjord._wire import MessageType, ServerMessage
 from fake_daemon import FakeDaemon, FakeFiles, FakeJobs, Peer, job_body, wait_for
 
@@ -374,8 +377,9 @@ def test_wait_draws_progress_and_returns_the_final_job():
     out = io.StringIO()
     with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
         seen = []
-        job = fjord.Job.from_dict(job_body("job-1"), c).wait(progress=out, on_event=seen.append)
+        job = c.jobs.bind(fjord.Job.from_dict(job_body("job-1"))).wait(progress=out, on_event=seen.append)
         assert job.status == "succeeded" and len(seen) == 8
+        assert isinstance(job, fjord.BoundJob) and job._jobs is c.jobs  # the final job is bound too
     text = out.getvalue()
     assert "status: validating -> queued (validation passed)" in text
     assert "1/4  loss 2.5000  1000 tok/s  ETA 3s" in text
@@ -773,8 +777,11 @@ def test_job_methods_use_their_client():
         assert job.resume().status == "queued"
         assert [cp.step for cp in job.checkpoints()] == [10, 20]
         assert not job.done
-    with pytest.raises(RuntimeError, match="not returned by a fjord.Client"):
-        fjord.Job.from_dict(job_body()).refresh()
+    # The data alone has no methods that talk to a daemon; a BoundJob made
+    # without a Client says how to get one.
+    assert not hasattr(fjord.Job.from_dict(job_body()), "refresh")
+    with pytest.raises(RuntimeError, match=r"not returned by a fjord.Client; use client.jobs.bind\(job\)"):
+        fjord.BoundJob(**{f.name: getattr(job, f.name) for f in dataclasses.fields(fjord.Job)}).refresh()
 
 
 def test_client_is_usable_from_threads():
@@ -786,3 +793,134 @@ def test_client_is_usable_from_threads():
         for t in threads:
             t.join()
         assert sorted(results) == sorted(f"job-{i}" for i in range(8))
+
+
+def test_every_method_that_names_a_job_takes_the_job_or_its_id(tmp_path):
+    """The same request whether a method is given the id, the Job from the
+    daemon, or a Job built from data (docs/python-sdk.md, client.jobs)."""
+    files = {"adapter_config.json": b'{"r":8}'}  # one chunk of the fake's 7 bytes
+    adapter = adapter_handler(files)
+    finals = {"job.get": "running", "job.cancel": "cancelling", "job.pause": "pausing", "job.resume": "queued",
+              "job.delete": "cancelled"}
+
+    def handler(peer):
+        m = peer.message
+        if m.type != MessageType.REQUEST:
+            return
+        if m.command in finals:
+            peer.ok(job_body(m.body["job_id"], finals[m.command]))
+        elif m.command == "job.list":
+            peer.ok({"jobs": [job_body("job-1")], "has_more": False})
+        elif m.command == "job.checkpoints":
+            peer.ok({"checkpoints": [{"step": 10, "path": "/s/c/step-00000010"}]})
+        elif m.command == "job.events":
+            peer.ok({"events": [ev(1, "log", message="hi")], "has_more": False})
+        elif m.command == "job.subscribe":
+            peer.ok({"job": job_body(m.body["job_id"], "succeeded")})
+        else:
+            adapter(peer)
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        bound = c.jobs.get("job-1")
+        plain = fjord.Job.from_dict(job_body("job-1"))
+        for job in ("job-1", bound, plain):
+            d.received.clear()
+            assert c.jobs.get(job).status == "running"
+            assert c.jobs.cancel(job).status == "cancelling"
+            assert c.jobs.pause(job).status == "pausing"
+            assert c.jobs.resume(job).status == "queued"
+            assert [cp.step for cp in c.jobs.checkpoints(job)] == [10]
+            assert [e.seq for e in c.jobs.events(job)] == [1]
+            assert c.jobs.wait(job).status == "succeeded"
+            assert c.jobs.delete(job).status == "cancelled"
+            assert [f.name for f in c.adapters.files(job)] == ["adapter_config.json"]
+            assert c.adapters.download(job, tmp_path / "a") == tmp_path / "a"
+            assert [j.id for j in c.jobs.list(after=job)] == ["job-1"]
+            ids = [m.body.get("job_id", m.body.get("after")) for _, m in d.received
+                   if m.type == MessageType.REQUEST]
+            assert len(ids) == 12 and set(ids) == {"job-1"}
+        methods = [c.jobs.get, c.jobs.cancel, c.jobs.pause, c.jobs.resume, c.jobs.delete, c.jobs.checkpoints,
+                   c.jobs.events, c.jobs.wait, c.adapters.files, lambda j: c.adapters.download(j, tmp_path / "b"),
+                   lambda j: c.jobs.list(after=j or "")]  # after=None: from the start
+        d.received.clear()
+        for method in methods:
+            for bad in ("", None, 7, fjord.FileObject("file-1", "t.jsonl", 1, "", 0, "files/file-1")):
+                with pytest.raises(fjord.InvalidArgumentError, match="job must be a job id or a Job") as e:
+                    method(bad)
+                assert e.value.param == "job_id"
+        assert d.requests() == []  # none reached the daemon
+        with pytest.raises(fjord.InvalidArgumentError, match="file must be a file id or a FileObject") as e:
+            c.files.delete(bound)
+        assert e.value.param == "file_id"
+
+
+def test_bound_jobs_are_jobs_with_the_clients_methods(tmp_path):
+    with FakeDaemon(adapter_handler({"adapter_config.json": b"{}"})) as d, fast_client(d.endpoint) as c:
+        d.handler = lambda p: p.ok(job_body(p.message.body["job_id"], "succeeded")) \
+            if p.message.command == "job.get" else adapter_handler({"adapter_config.json": b"{}"})(p)
+        job = c.jobs.get("job-1")
+        assert isinstance(job, fjord.Job) and isinstance(job, fjord.BoundJob)
+        data = fjord.Job.from_dict(job_body("job-1", "succeeded"))
+        assert job == data and data == job and job == c.jobs.bind(data)  # equal by their data
+        assert job != fjord.Job.from_dict(job_body("job-1", "failed"))
+        assert dataclasses.asdict(job) == dataclasses.asdict(data)  # the data only, no client inside
+        assert [f.name for f in dataclasses.fields(job)] == [f.name for f in dataclasses.fields(fjord.Job)]
+        assert repr(job).startswith("BoundJob(id='job-1', status='succeeded'")
+        out = job.download_adapter(tmp_path / "adapter")
+        assert out == tmp_path / "adapter" and (out / "adapter_config.json").read_bytes() == b"{}"
+        # bind() copies: the data stays the caller's object, with the client's methods.
+        bound = c.jobs.bind(data)
+        assert bound is not data and bound.refresh().status == "succeeded"
+        assert not hasattr(data, "refresh")
+
+
+def test_malformed_job_fields_are_internal_errors_naming_the_field():
+    replies = {
+        "job.get": job_body("job-1", step="many"),
+        "job.cancel": job_body("job-1", gpu_ids="0,1"),
+        "job.pause": job_body("job-1", metadata=["a"]),
+        "job.checkpoints": {"checkpoints": {"step": 1}},
+        "job.events": {"events": "none", "has_more": False},
+        "adapter.files": {"files": {"name": "x"}},
+        "job.subscribe": {"nothing": True},
+        "model.list": {"models": "demo"},
+        "ping": dict(PING, liveness="three"),
+    }
+
+    def handler(peer):
+        m = peer.message
+        if m.type == MessageType.REQUEST and m.command in replies:
+            peer.ok(replies[m.command])
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        for call, message in [
+            (lambda: c.jobs.get("job-1"), r"job.step is 'many', not an integer"),
+            (lambda: c.jobs.cancel("job-1"), r"job.gpu_ids is '0,1', not an array"),
+            (lambda: c.jobs.pause("job-1"), r"job.metadata is \['a'\], not an object"),
+            (lambda: c.jobs.checkpoints("job-1"), "malformed reply to job.checkpoints: checkpoints is"),
+            (lambda: list(c.jobs.events("job-1")), "malformed reply to job.events: events is 'none'"),
+            (lambda: c.adapters.files("job-1"), "malformed reply to adapter.files: files is"),
+            (lambda: c.jobs.wait("job-1"), "malformed reply: job has no id"),  # a FINAL without the job
+            (lambda: c.models.list(), "malformed reply to model.list: models is 'demo'"),
+            (lambda: c.ping(), "ping.liveness is 'three', not an integer"),
+        ]:
+            with pytest.raises(fjord.InternalError, match=message):
+                call()
+
+
+def test_curve_settings_without_client_keys_are_refused_not_asserted():
+    server = fjord.generate_keypair()
+    settings = fjord.config.Settings("ipc:///nonexistent/x.sock", server.public_key, None, 1.0, {})
+    conn = fjord.connection.Connection(settings)
+    with pytest.raises(fjord.InvalidArgumentError, match="needs this client's keys") as e:
+        conn.call("ping")
+    assert e.value.param == "keys"
+
+
+def test_client_timeout_and_retries_can_be_changed():
+    with FakeDaemon(lambda p: None) as d, fast_client(d.endpoint, timeout=5, retries=2) as c:
+        c.timeout, c.retries = 0.2, 0
+        assert (c.timeout, c.retries, c.settings.endpoint) == (0.2, 0, d.endpoint)
+        with pytest.raises(fjord.DeadlineExceededError, match=r"within 0.2 s, 1 attempts"):
+            c.jobs.get("job-1")
+        assert len(d.requests("job.get")) == 1
