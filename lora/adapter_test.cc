@@ -17,11 +17,12 @@
 #include <nlohmann/json.hpp>
 
 #include "lora/export.h"
+#include "lora/job_config.h"
 #include "lora/lora_method.h"
 #include "lora/peft_format.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/io/safetensors.h"
-#include "runtime/train/job_config.h"
+#include "runtime/util/env.h"
 
 namespace fjord::lora {
 namespace {
@@ -368,7 +369,7 @@ TEST(ExportTest, AdaptedTiedHeadIsRefused) {
 }
 
 TEST(LoraMethodTest, FromJobConfig) {
-  absl::StatusOr<train::JobConfig> job = train::ParseJobConfig(R"(
+  absl::StatusOr<JobConfig> job = ParseJobConfig(R"(
 model: {path: /m}
 data: {train: /t.jsonl}
 output: {dir: /o}
@@ -378,7 +379,7 @@ lora:
   target_modules: '.*\.(q|o)_proj'
   rank_pattern: {o_proj: 2}
 )",
-                                                               "job.yaml");
+                                                 "job.yaml");
   ASSERT_TRUE(job.ok()) << job.status();
   LoraConfig c = LoraConfigFromJob(*job);
   EXPECT_EQ(c.target_modules.kind, TargetModules::Kind::kRegex);
@@ -395,10 +396,48 @@ lora:
   EXPECT_EQ(method.Attach(*lm, 3).code(), absl::StatusCode::kFailedPrecondition);
 
   // target_modules as a list, and all-linear.
-  ASSERT_TRUE(train::ApplyOverride(*job, "lora.target_modules=[q_proj]").ok());
+  ASSERT_TRUE(ApplyOverride(*job, "lora.target_modules=[q_proj]").ok());
   EXPECT_EQ(LoraConfigFromJob(*job).target_modules.kind, TargetModules::Kind::kNames);
-  ASSERT_TRUE(train::ApplyOverride(*job, "lora.target_modules=all-linear").ok());
+  ASSERT_TRUE(ApplyOverride(*job, "lora.target_modules=all-linear").ok());
   EXPECT_EQ(LoraConfigFromJob(*job).target_modules.kind, TargetModules::Kind::kAllLinear);
+}
+
+// The trainer's seam writes and reads the adapter through an Env: a MemEnv
+// round trip, and a full disk failing naming the file.
+TEST(LoraMethodTest, SaveToAndLoadFromAnEnv) {
+  LoraConfig c;
+  c.r = 4;
+  LoraMethod method(c);
+  auto lm = CausalLM::RandomInit(TinyLlama(false), torch::kFloat32, torch::kCPU, 1);
+  ASSERT_TRUE(method.Attach(*lm, 3).ok());
+  RandomizeB(*method.adapter(), 10);
+  std::unique_ptr<Env> mem = NewMemEnv();
+  ASSERT_TRUE(mem->CreateDirs("/ckpt").ok());
+  train::AdapterMethod& seam = method;
+  ASSERT_TRUE(seam.SaveTo("/ckpt/adapter", mem.get()).ok());
+  EXPECT_TRUE(mem->FileExists("/ckpt/adapter/adapter_model.safetensors"));
+  EXPECT_TRUE(mem->FileExists("/ckpt/adapter/adapter_config.json"));
+  EXPECT_FALSE(fs::exists("/ckpt/adapter"));
+
+  FaultInjectionEnv full(mem.get());
+  full.FailWritesAfterBytes(100);
+  const absl::Status s = seam.SaveTo("/ckpt/other", &full);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("write /ckpt/other/adapter_model.safetensors.tmp."));
+  EXPECT_FALSE(mem->FileExists("/ckpt/other/adapter_model.safetensors"));
+
+  LoraMethod other(c);
+  auto lm2 = CausalLM::RandomInit(TinyLlama(false), torch::kFloat32, torch::kCPU, 2);
+  ASSERT_TRUE(other.Attach(*lm2, 7).ok());
+  const absl::Status loaded = static_cast<train::AdapterMethod&>(other).LoadFrom("/ckpt/adapter", mem.get());
+  ASSERT_TRUE(loaded.ok()) << loaded;
+  const auto want = method.TrainableParameters(), got = other.TrainableParameters();
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(want[i].first, got[i].first);
+    EXPECT_TRUE(torch::equal(want[i].second, got[i].second)) << want[i].first;
+  }
+  EXPECT_EQ(other.LoadFrom("/ckpt/missing", mem.get()).code(), absl::StatusCode::kNotFound);
 }
 
 TEST(CheckpointingTest, LoraGradientsEqualWithAndWithoutRecompute) {

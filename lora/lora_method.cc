@@ -5,7 +5,7 @@
 
 namespace fjord::lora {
 
-LoraConfig LoraConfigFromJob(const train::JobConfig& job) {
+LoraConfig LoraConfigFromJob(const JobConfig& job) {
   const auto& l = job.lora;
   LoraConfig c;
   c.r = l.r;
@@ -39,14 +39,18 @@ std::vector<std::pair<std::string, torch::Tensor>> LoraMethod::TrainableParamete
   return adapter_->NamedParameters();
 }
 
-absl::Status LoraMethod::Save(const std::string& dir) {
+absl::Status LoraMethod::Save(const std::string& dir) { return SaveTo(dir, nullptr); }
+
+absl::Status LoraMethod::Load(const std::string& dir) { return LoadFrom(dir, nullptr); }
+
+absl::Status LoraMethod::SaveTo(const std::string& dir, Env* env) {
   if (adapter_ == nullptr) return absl::FailedPreconditionError("LoraMethod: Save before Attach");
-  return adapter_->Save(dir);
+  return adapter_->Save(dir, env);
 }
 
-absl::Status LoraMethod::Load(const std::string& dir) {
+absl::Status LoraMethod::LoadFrom(const std::string& dir, Env* env) {
   if (adapter_ == nullptr) return absl::FailedPreconditionError("LoraMethod: Load before Attach");
-  return adapter_->LoadWeights(dir);
+  return adapter_->LoadWeights(dir, env);
 }
 
 }  // namespace fjord::lora

@@ -1,10 +1,15 @@
 // LoraMethod: LoRA as the trainer's parameter-efficient method
-// (train::AdapterMethod), configured from a job config's lora section.
+// (train::AdapterMethod), configured from a LoraConfig or from a job
+// config's lora section (lora/job_config.h).
 //
-//   lora::LoraMethod method(job_config);
+//   lora::LoraConfig lora;                          // lora/lora_config.h
+//   lora.r = 8;
+//   lora.alpha = 16;
+//   lora::LoraMethod method(lora);
 //   train::TrainOptions options;
 //   options.adapter = &method;
-//   FJORD_ASSIGN_OR_RETURN(train::TrainResult result, train::RunTraining(job_config, options));
+//   FJORD_ASSIGN_OR_RETURN(train::TrainResult result, train::RunTraining(training_config, options));
+//   // result.adapter_dir: the PEFT adapter (LoraAdapter::FromPretrained loads it).
 //
 // Thread-safety: none (the trainer's thread).
 #ifndef FJORD_LORA_LORA_METHOD_H_
@@ -16,19 +21,19 @@
 #include <vector>
 
 #include "lora/adapter.h"
+#include "lora/job_config.h"
 #include "lora/lora_config.h"
 #include "runtime/train/adapter_method.h"
-#include "runtime/train/job_config.h"
 
 namespace fjord::lora {
 
 // The LoraConfig a job's lora section describes (base_model_name_or_path is
 // model.path).
-LoraConfig LoraConfigFromJob(const train::JobConfig& job);
+LoraConfig LoraConfigFromJob(const JobConfig& job);
 
 class LoraMethod : public train::AdapterMethod {
  public:
-  explicit LoraMethod(const train::JobConfig& job) : config_(LoraConfigFromJob(job)) {}
+  explicit LoraMethod(const JobConfig& job) : config_(LoraConfigFromJob(job)) {}
   explicit LoraMethod(LoraConfig config) : config_(std::move(config)) {}
 
   // LoraAdapter::Inject. FailedPrecondition when called twice.
@@ -38,6 +43,9 @@ class LoraMethod : public train::AdapterMethod {
   // LoraAdapter::Save / LoadWeights; FailedPrecondition before Attach.
   absl::Status Save(const std::string& dir) override;
   absl::Status Load(const std::string& dir) override;
+  // The same through `env` (null: Env::Default()).
+  absl::Status SaveTo(const std::string& dir, Env* env) override;
+  absl::Status LoadFrom(const std::string& dir, Env* env) override;
 
   const LoraConfig& config() const { return config_; }
   LoraAdapter* adapter() { return adapter_.get(); }  // null before Attach

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "daemon/protocol/messages.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::daemon {
 

@@ -15,7 +15,7 @@
 #include "daemon/util/log.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::daemon {
 namespace {

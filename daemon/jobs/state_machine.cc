@@ -111,4 +111,10 @@ absl::StatusOr<JobStatus> NextStatus(JobStatus from, Trigger trigger) {
                                                     protocol::JobStatusName(from)));
 }
 
+bool IsWaiting(JobStatus status) { return status == JobStatus::kQueued || status == JobStatus::kRequeued; }
+
+bool HasTrainer(JobStatus status) {
+  return status == JobStatus::kRunning || status == JobStatus::kPausing || status == JobStatus::kCancelling;
+}
+
 }  // namespace fjord::daemon

@@ -31,6 +31,11 @@ enum class Trigger {
 
 const char* TriggerName(Trigger trigger);
 
+// Waiting for a slot: queued or requeued.
+bool IsWaiting(JobStatus status);
+// A training worker runs: running, pausing or cancelling.
+bool HasTrainer(JobStatus status);
+
 // The status after `trigger`, which may equal `from` (a no-op such as
 // cancelling a cancelled job). FailedPrecondition("cannot pause a job that is
 // succeeded") for a pair outside the table.

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "daemon/protocol/errors.h"
+#include "daemon/protocol/json_reader.h"
 
 namespace fjord::protocol {
 namespace {
@@ -17,25 +18,6 @@ size_t TotalBytes(const Frames& frames) {
   size_t n = 0;
   for (const std::string& f : frames) n += f.size();
   return n;
-}
-
-// Nesting depth of a JSON text, counting brackets outside strings. Scans
-// before parsing so a deeply nested body is refused without recursion.
-int JsonDepth(absl::string_view text) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escape = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escape) escape = false;
-      else if (c == '\\') escape = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '{' || c == '[') max_depth = std::max(max_depth, ++depth);
-    else if (c == '}' || c == ']') --depth;
-  }
-  return max_depth;
 }
 
 absl::StatusOr<nlohmann::json> ParseBody(const std::string& text, const DecodeLimits& limits,
@@ -55,7 +37,7 @@ absl::StatusOr<nlohmann::json> ParseBody(const std::string& text, const DecodeLi
         "without it",
         "body");
   }
-  if (JsonDepth(text) > limits.max_json_depth) {
+  if (JsonNestingDepth(text) > limits.max_json_depth) {
     return InvalidArgument(
         absl::StrCat("frame 5: body nests deeper than ", limits.max_json_depth, " levels"), "body");
   }

@@ -1,4 +1,4 @@
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

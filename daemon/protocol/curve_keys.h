@@ -5,8 +5,8 @@
 // one line each. A secret key file readable or writable by group or others is
 // refused (PermissionDenied), like ssh does. Secret keys are never put into
 // error messages.
-#ifndef FJORD_SDK_CPP_CURVE_KEYS_H_
-#define FJORD_SDK_CPP_CURVE_KEYS_H_
+#ifndef FJORD_DAEMON_PROTOCOL_CURVE_KEYS_H_
+#define FJORD_DAEMON_PROTOCOL_CURVE_KEYS_H_
 
 #include <string>
 
@@ -44,4 +44,4 @@ absl::Status WriteCurveKeyFiles(const std::string& prefix, const CurveKeyPair& k
 
 }  // namespace fjord
 
-#endif  // FJORD_SDK_CPP_CURVE_KEYS_H_
+#endif  // FJORD_DAEMON_PROTOCOL_CURVE_KEYS_H_

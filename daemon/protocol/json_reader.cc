@@ -1,5 +1,6 @@
 #include "daemon/protocol/json_reader.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,23 @@
 namespace fjord::protocol {
 
 using nlohmann::json;
+
+int JsonNestingDepth(absl::string_view text) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false, escape = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escape) escape = false;
+      else if (c == '\\') escape = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') max_depth = std::max(max_depth, ++depth);
+    else if (c == '}' || c == ']') --depth;
+  }
+  return max_depth;
+}
 
 absl::StatusOr<FieldReader> FieldReader::Make(const json& value, std::string path) {
   if (!value.is_object()) {

@@ -63,6 +63,11 @@ class FieldReader {
   std::set<std::string> seen_;
 };
 
+// Nesting depth of a JSON text: the most objects and arrays open at once,
+// counting brackets outside strings. A scan, not a parse, so that a deeply
+// nested text is refused before a parser recurses into it.
+int JsonNestingDepth(absl::string_view text);
+
 }  // namespace fjord::protocol
 
 #endif  // FJORD_DAEMON_PROTOCOL_JSON_READER_H_

@@ -19,7 +19,7 @@
 #include "daemon/auth/keys.h"
 #include "daemon/protocol/messages.h"
 #include "daemon/util/log.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::daemon {
 namespace {

@@ -15,7 +15,7 @@
 
 #include "daemon/server/config.h"
 #include "daemon/server/server.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace {
 

@@ -1,12 +1,14 @@
 // A stand-in for fjord-train in daemon tests: speaks the worker protocol
-// (JSON events and heartbeats over a ZeroMQ PUSH socket, the same exit codes)
-// without training.
+// (docs/protocol.md §10, daemon/protocol/worker_protocol.h: JSON events and
+// heartbeats over a ZeroMQ PUSH socket, the same exit codes) without
+// training.
 //
 // Supervisor-test mode (no --config):
 //   fake_worker --report ENDPOINT [--events N] [--exit-code C] [--silent]
 //               [--hang] [--ignore-sigterm]
 // --silent: no heartbeats; --hang: never exit on its own; on SIGTERM (unless
 // --ignore-sigterm) it sends a checkpoint event and exits 75, like fjord-train.
+// Its heartbeats carry no pid (as older workers' did).
 //
 // fjord-train mode (what fjordd launches):
 //   fake_worker validate --config JOB.yaml          (JSON report on stdout; exit 0 or 2)
@@ -48,12 +50,34 @@
 #include <zmq.hpp>
 
 #include "absl/status/status.h"
+#include "daemon/protocol/worker_protocol.h"
+#include "lora/job_config.h"
 #include "runtime/train/checkpoint.h"
-#include "runtime/train/job_config.h"
 
 namespace {
 
 using nlohmann::json;
+using fjord::protocol::EncodeWorkerMessage;
+using fjord::protocol::kWorkerExitOk;
+using fjord::protocol::kWorkerExitStopped;
+using fjord::protocol::kWorkerExitSystemError;
+using fjord::protocol::kWorkerExitUserError;
+using fjord::protocol::WorkerMessage;
+
+// A message with progress (what fjord-train's trainer events carry).
+WorkerMessage At(fjord::protocol::WorkerPayload payload, int64_t step, int64_t total_steps) {
+  WorkerMessage m;
+  m.payload = std::move(payload);
+  m.step = step;
+  m.total_steps = total_steps;
+  return m;
+}
+
+WorkerMessage ErrorMessage(const std::string& code, const std::string& message, bool user_error) {
+  WorkerMessage m;
+  m.payload = fjord::protocol::WorkerError{code, message, user_error};
+  return m;
+}
 
 std::atomic<bool> g_term{false};
 void OnTerm(int) { g_term.store(true); }
@@ -78,18 +102,22 @@ int SupervisorTestMode(int argc, char** argv) {
   zmq::socket_t push(ctx, zmq::socket_type::push);
   push.set(zmq::sockopt::linger, 2000);
   push.connect(endpoint);
-  auto send = [&](const std::string& s) { push.send(zmq::buffer(s), zmq::send_flags::none); };
-  for (int i = 1; i <= events; ++i) {
-    send("{\"type\":\"step\",\"step\":" + std::to_string(i) + ",\"total_steps\":" + std::to_string(events) + "}");
-  }
+  auto send = [&](const WorkerMessage& m) {
+    const std::string s = EncodeWorkerMessage(m);
+    push.send(zmq::buffer(s), zmq::send_flags::none);
+  };
+  for (int i = 1; i <= events; ++i) send(At(fjord::protocol::WorkerStep{}, i, events));
   auto last_beat = std::chrono::steady_clock::now() - std::chrono::seconds(10);
   while (hang || g_term.load()) {
     if (g_term.load()) {
-      send("{\"type\":\"checkpoint\",\"step\":1}");
-      return 75;
+      WorkerMessage checkpoint;
+      checkpoint.payload = fjord::protocol::WorkerCheckpoint{};
+      checkpoint.step = 1;
+      send(checkpoint);
+      return kWorkerExitStopped;
     }
     if (!silent && std::chrono::steady_clock::now() - last_beat > std::chrono::milliseconds(200)) {
-      send("{\"type\":\"heartbeat\"}");
+      send(WorkerMessage{fjord::protocol::WorkerHeartbeat{}});
       last_beat = std::chrono::steady_clock::now();
     }
     SleepMs(20);
@@ -131,7 +159,7 @@ Data ReadData(const std::string& path) {
   return d;
 }
 
-int Validate(const fjord::train::JobConfig& cfg) {
+int Validate(const fjord::lora::JobConfig& cfg) {
   Data d = ReadData(cfg.data.train);
   const std::string mode = d.script.value("validate", "ok");
   SleepMs(d.script.value("validate_ms", int64_t{0}));
@@ -139,7 +167,7 @@ int Validate(const fjord::train::JobConfig& cfg) {
   if (mode == "hang") SleepMs(3600 * 1000);
   if (mode == "no_report") {
     std::fprintf(stderr, "fake validator: refusing this data without a report\n");
-    return 2;
+    return kWorkerExitUserError;
   }
   json out = {{"valid", d.bad_line == 0}};
   if (d.bad_line == 0) {
@@ -154,7 +182,7 @@ int Validate(const fjord::train::JobConfig& cfg) {
     if (v.bad_line != 0) out["valid"] = false;
   }
   std::printf("%s\n", out.dump(2).c_str());
-  return out["valid"].get<bool>() ? 0 : 2;
+  return out["valid"].get<bool>() ? kWorkerExitOk : kWorkerExitUserError;
 }
 
 class Reporter {
@@ -164,7 +192,7 @@ class Reporter {
     push_.connect(endpoint);
     beat_ = std::thread([this] {
       while (!done_.load()) {
-        if (!paused_.load()) Send(json{{"type", "heartbeat"}, {"pid", ::getpid()}}.dump());
+        if (!paused_.load()) Send(WorkerMessage{fjord::protocol::WorkerHeartbeat{::getpid()}});
         for (int i = 0; i < 10 && !done_.load(); ++i) SleepMs(20);
       }
     });
@@ -173,7 +201,8 @@ class Reporter {
     done_ = true;
     beat_.join();
   }
-  void Send(const std::string& s) {
+  void Send(const WorkerMessage& m) {
+    const std::string s = EncodeWorkerMessage(m);
     std::lock_guard<std::mutex> l(mu_);
     push_.send(zmq::buffer(s), zmq::send_flags::none);
   }
@@ -187,7 +216,7 @@ class Reporter {
   std::thread beat_;
 };
 
-int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
+int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
   Data d = ReadData(cfg.data.train);
   const json& s = d.script;
   const int64_t steps = s.value("steps", 6);
@@ -204,9 +233,8 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
   int64_t step = 0;
   std::vector<std::string> skipped;
   if (auto found = fjord::train::FindLatestCheckpoint(ckpt_root, &skipped); found.ok()) step = found->step;
-  r.Send(json{{"type", "start"}, {"step", step}, {"total_steps", steps},
-              {"message", step > 0 ? "resumed from step " + std::to_string(step) : "started"}}
-             .dump());
+  r.Send(At(fjord::protocol::WorkerStart{step > 0 ? "resumed from step " + std::to_string(step) : "started"},
+            step, steps));
   auto checkpoint = [&](int64_t at) -> bool {
     if (ckpt_ms > 0) SleepMs(ckpt_ms);
     auto path = fjord::train::WriteCheckpoint(ckpt_root, at, 3, [&](const std::string& dir) {
@@ -215,18 +243,17 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
       return absl::OkStatus();
     });
     if (!path.ok()) {
-      r.Send(json{{"type", "error"}, {"code", absl::StatusCodeToString(path.status().code())},
-                  {"message", std::string(path.status().message())}, {"user_error", false}}
-                 .dump());
+      r.Send(ErrorMessage(absl::StatusCodeToString(path.status().code()), std::string(path.status().message()),
+                          /*user_error=*/false));
       return false;
     }
-    r.Send(json{{"type", "checkpoint"}, {"step", at}, {"total_steps", steps}, {"message", *path}}.dump());
+    r.Send(At(fjord::protocol::WorkerCheckpoint{*path}, at, steps));
     return true;
   };
   while (step < steps) {
     if (g_term.load()) {
-      if (step > 0 && !checkpoint(step)) return 3;
-      return 75;
+      if (step > 0 && !checkpoint(step)) return kWorkerExitSystemError;
+      return kWorkerExitStopped;
     }
     SleepMs(step_ms);
     ++step;
@@ -239,23 +266,24 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
       r.StopHeartbeats();
       SleepMs(3600 * 1000);
     }
-    r.Send(json{{"type", "step"}, {"step", step}, {"total_steps", steps}, {"loss", 2.0 / static_cast<double>(step)},
-                {"lr", 1e-3}, {"grad_norm", 0.5}, {"tokens_per_s", 1000.0}, {"eta_s", 0.05 * (steps - step)},
-                {"trained_tokens", step * 100}, {"peak_memory_bytes", 1 << 20}}
-               .dump());
+    fjord::protocol::WorkerStep progress;
+    progress.loss = 2.0 / static_cast<double>(step);
+    progress.lr = 1e-3;
+    progress.grad_norm = 0.5;
+    progress.tokens_per_s = 1000.0;
+    progress.eta_s = 0.05 * static_cast<double>(steps - step);
+    progress.trained_tokens = step * 100;
+    progress.peak_memory_bytes = 1 << 20;
+    r.Send(At(progress, step, steps));
     if (mode == "fail_user" && step == crash_at) {
-      r.Send(json{{"type", "error"}, {"code", "INVALID_ARGUMENT"},
-                  {"message", "line 2 (messages[0].role): unknown role 'robot'"}, {"user_error", true}}
-                 .dump());
-      return 2;
+      r.Send(ErrorMessage("INVALID_ARGUMENT", "line 2 (messages[0].role): unknown role 'robot'", /*user_error=*/true));
+      return kWorkerExitUserError;
     }
     if (mode == "exit3" && step == crash_at) {
-      r.Send(json{{"type", "error"}, {"code", "RESOURCE_EXHAUSTED"}, {"message", "CUDA out of memory"},
-                  {"user_error", false}}
-                 .dump());
-      return 3;
+      r.Send(ErrorMessage("RESOURCE_EXHAUSTED", "CUDA out of memory", /*user_error=*/false));
+      return kWorkerExitSystemError;
     }
-    if (every > 0 && step % every == 0 && step < steps && !checkpoint(step)) return 3;
+    if (every > 0 && step % every == 0 && step < steps && !checkpoint(step)) return kWorkerExitSystemError;
   }
   const std::string adapter = cfg.output.dir + "/adapter";
   ::mkdir(adapter.c_str(), 0755);
@@ -277,9 +305,9 @@ int Train(const fjord::train::JobConfig& cfg, const std::string& endpoint) {
   for (int i = 0; i < 8; ++i) st[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
   std::ofstream(adapter + "/adapter_model.safetensors", std::ios::binary)
       << st << header << (truncated ? "abc" : "") << std::string(static_cast<size_t>(floats * 4), '\0');
-  r.Send(json{{"type", "eval"}, {"step", step}, {"total_steps", steps}, {"eval_loss", 0.5}, {"eval_token_accuracy", 0.9}}.dump());
-  r.Send(json{{"type", "done"}, {"step", step}, {"total_steps", steps}, {"adapter", adapter}}.dump());
-  return 0;
+  r.Send(At(fjord::protocol::WorkerEval{0.5, 0.9}, step, steps));
+  r.Send(At(fjord::protocol::WorkerDone{std::nullopt, std::nullopt, adapter}, step, steps));
+  return kWorkerExitOk;
 }
 
 }  // namespace
@@ -297,15 +325,15 @@ int main(int argc, char** argv) {
     else if (a == "--progress" && i + 1 < argc) ++i;
   }
   if (config.empty()) return SupervisorTestMode(argc, argv);
-  auto cfg = fjord::train::LoadJobConfig(config);
+  auto cfg = fjord::lora::LoadJobConfig(config);
   if (!cfg.ok()) {
     std::fprintf(stderr, "fake_worker: %s\n", std::string(cfg.status().message()).c_str());
-    return 2;
+    return kWorkerExitUserError;
   }
   for (const std::string& s : sets) {
-    if (auto st = fjord::train::ApplyOverride(*cfg, s); !st.ok()) return 2;
+    if (auto st = fjord::lora::ApplyOverride(*cfg, s); !st.ok()) return kWorkerExitUserError;
   }
   if (validate) return Validate(*cfg);
-  if (endpoint.empty()) return 2;
+  if (endpoint.empty()) return kWorkerExitUserError;
   return Train(*cfg, endpoint);
 }

@@ -16,6 +16,28 @@ namespace fjord::daemon {
 // How long the socket of an exited worker is still drained (real time).
 constexpr int kExitDrainMs = 100;
 
+namespace {
+
+// Receives every message waiting on `socket` without blocking and appends
+// those that are not heartbeats to `updates` as kEvent. Returns how many
+// messages (heartbeats included) it received.
+int DrainEvents(const std::string& job_id, zmq::socket_t& socket, std::vector<WorkerUpdate>* updates) {
+  int received = 0;
+  zmq::message_t msg;
+  while (socket.recv(msg, zmq::recv_flags::dontwait)) {
+    ++received;
+    std::string body = msg.to_string();
+    absl::StatusOr<protocol::WorkerMessage> m = protocol::DecodeWorkerMessage(body);
+    if (m.ok() && protocol::IsHeartbeat(*m)) continue;
+    WorkerUpdate u{WorkerUpdate::Kind::kEvent, job_id, std::move(body), {}};
+    u.message = std::move(m);
+    updates->push_back(std::move(u));
+  }
+  return received;
+}
+
+}  // namespace
+
 WorkerSupervisor::WorkerSupervisor(SupervisorOptions options) : options_(std::move(options)) {}
 
 WorkerSupervisor::~WorkerSupervisor() {
@@ -50,7 +72,8 @@ absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpe
   ::unlink(w.socket_path.c_str());  // left over from a crashed daemon
   w.socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pull);
   w.socket->set(zmq::sockopt::linger, 0);
-  w.socket->set(zmq::sockopt::maxmsgsize, int64_t{1} << 20);  // events are small; refuse floods
+  // Events are small; refuse floods (a bigger message drops the connection).
+  w.socket->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(protocol::kMaxWorkerMessageBytes));
   try {
     w.socket->bind(EndpointFor(job_id));
   } catch (const zmq::error_t& e) {
@@ -111,13 +134,7 @@ std::vector<WorkerUpdate> WorkerSupervisor::Collect() {
   std::vector<WorkerUpdate> updates;
   const int64_t now = Now();
   for (auto& [id, w] : workers_) {
-    zmq::message_t msg;
-    while (w.socket->recv(msg, zmq::recv_flags::dontwait)) {
-      w.last_heard_ms = now;
-      std::string body = msg.to_string();
-      if (body.find("\"type\":\"heartbeat\"") != std::string::npos) continue;
-      updates.push_back({WorkerUpdate::Kind::kEvent, id, std::move(body), {}});
-    }
+    if (DrainEvents(id, *w.socket, &updates) > 0) w.last_heard_ms = now;
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
     Worker& w = it->second;
@@ -129,12 +146,7 @@ std::vector<WorkerUpdate> WorkerSupervisor::Collect() {
     }
     if (w.exit) {
       // Events sent just before the exit may still be on their way.
-      zmq::message_t msg;
-      while (w.socket->recv(msg, zmq::recv_flags::dontwait)) {
-        std::string body = msg.to_string();
-        if (body.find("\"type\":\"heartbeat\"") != std::string::npos) continue;
-        updates.push_back({WorkerUpdate::Kind::kEvent, it->first, std::move(body), {}});
-      }
+      DrainEvents(it->first, *w.socket, &updates);
       if (std::chrono::steady_clock::now() - w.exit_seen < std::chrono::milliseconds(kExitDrainMs)) {
         ++it;
         continue;

@@ -2,8 +2,10 @@
 //
 // Each running job has one worker process (WorkerProcess) and one ZeroMQ
 // PULL socket bound at ipc://<socket_dir>/<job_id>.sock; the worker
-// (fjord-train --report ...) PUSHes JSON events to it and a heartbeat every
-// 2 s. Poll() drains every ready socket, reaps exited workers, and kills
+// (fjord-train --report ...) PUSHes the worker protocol's messages to it
+// (daemon/protocol/worker_protocol.h: JSON events, and a heartbeat every 2 s;
+// at most protocol::kMaxWorkerMessageBytes each, a bigger one drops the
+// worker's connection). Poll() drains every ready socket, reaps exited workers, and kills
 // workers that have been silent longer than the heartbeat timeout. Stop()
 // asks a worker to checkpoint and exit (SIGTERM) and SIGKILLs it when the
 // grace period runs out.
@@ -24,13 +26,16 @@
 #include <zmq.hpp>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "daemon/protocol/worker_protocol.h"
 #include "daemon/worker/worker_process.h"
+#include "daemon/worker/workers.h"
 
 namespace fjord::daemon {
 
 struct WorkerUpdate {
   enum class Kind {
-    kEvent,             // json holds one event the worker sent (heartbeats are not reported)
+    kEvent,             // one message the worker sent, heartbeats aside: message (and json)
     kExited,            // the worker ended; exit holds how
     kHeartbeatTimeout,  // the worker went silent and was killed; an kExited follows
     kStopTimeout,       // the worker ignored SIGTERM for the grace period and was killed
@@ -38,8 +43,13 @@ struct WorkerUpdate {
   };
   Kind kind;
   std::string job_id;
-  std::string json;
+  std::string json;  // kEvent: the message's bytes as received
   WorkerExit exit;
+  // kEvent: the decoded message, never a heartbeat (those only keep the
+  // worker alive), or why the bytes are not a worker message (any message,
+  // even one that does not decode, counts as a sign of life). Other kinds:
+  // an error.
+  absl::StatusOr<protocol::WorkerMessage> message = absl::FailedPreconditionError("not an event");
 };
 
 struct SupervisorOptions {
@@ -49,32 +59,27 @@ struct SupervisorOptions {
   std::function<int64_t()> now_ms;       // default: steady clock
 };
 
-struct LaunchOptions {
-  // False for workers that do not report (fjord-train validate): no
-  // heartbeat timeout; bound them with deadline_ms instead.
-  bool expect_heartbeats = true;
-  int64_t deadline_ms = 0;  // > 0: killed this long after launch (kDeadline)
-};
-
-class WorkerSupervisor {
+// A worker past LaunchOptions::deadline_ms is killed and reported as
+// kDeadline.
+class WorkerSupervisor : public Workers {
  public:
   explicit WorkerSupervisor(SupervisorOptions options);
-  ~WorkerSupervisor();  // kills every worker still running
+  ~WorkerSupervisor() override;  // kills every worker still running
 
   // The endpoint a job's worker must report to (pass it as --report).
-  std::string EndpointFor(const std::string& job_id) const;
+  std::string EndpointFor(const std::string& job_id) const override;
   // Binds the job's socket and starts the worker. AlreadyExists when the job
   // already has a worker; errors of WorkerProcess::Start otherwise.
   absl::Status Launch(const std::string& job_id, const WorkerSpec& spec,
-                      const LaunchOptions& launch = {});
+                      const LaunchOptions& launch = {}) override;
   // SIGTERM now, SIGKILL after stop_grace_ms (reported as kStopTimeout).
-  void Stop(const std::string& job_id);
+  void Stop(const std::string& job_id) override;
   // SIGKILL now.
-  void Kill(const std::string& job_id);
-  bool Running(const std::string& job_id) const { return workers_.count(job_id) > 0; }
+  void Kill(const std::string& job_id) override;
+  bool Running(const std::string& job_id) const override { return workers_.count(job_id) > 0; }
   // The worker's pid (0 when none).
   pid_t Pid(const std::string& job_id) const;
-  size_t size() const { return workers_.size(); }
+  size_t size() const override { return workers_.size(); }
 
   // Waits up to timeout_ms for worker messages, then returns everything that
   // happened: events, exits, timeouts. A job whose worker exited is removed

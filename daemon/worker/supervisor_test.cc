@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <variant>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -13,6 +14,7 @@ namespace fjord::daemon {
 namespace {
 
 using Kind = WorkerUpdate::Kind;
+using ::testing::HasSubstr;
 
 class SupervisorTest : public ::testing::Test {
  protected:
@@ -73,13 +75,17 @@ TEST_F(SupervisorTest, EventsThenExit) {
   ASSERT_TRUE(sup_->Launch("ftjob-a", Fake("ftjob-a", {"--events", "3", "--exit-code", "0"})).ok());
   EXPECT_EQ(sup_->Launch("ftjob-a", Fake("ftjob-a", {})).code(), absl::StatusCode::kAlreadyExists);
   std::vector<WorkerUpdate> u = RunUntilExit("ftjob-a");
-  std::vector<std::string> events;
-  for (const auto& x : u) if (x.kind == Kind::kEvent) events.push_back(x.json);
-  ASSERT_EQ(events.size(), 3u);
-  EXPECT_EQ(events[2], "{\"type\":\"step\",\"step\":3,\"total_steps\":3}");
+  std::vector<const WorkerUpdate*> events;
+  for (const auto& x : u) if (x.kind == Kind::kEvent) events.push_back(&x);
+  ASSERT_EQ(events.size(), 3u);  // the heartbeats are not reported
+  EXPECT_EQ(events[2]->json, "{\"step\":3,\"total_steps\":3,\"type\":\"step\"}");
+  ASSERT_TRUE(events[2]->message.ok()) << events[2]->message.status();
+  EXPECT_TRUE(std::holds_alternative<protocol::WorkerStep>(events[2]->message->payload));
+  EXPECT_EQ(events[2]->message->step, 3);
+  EXPECT_EQ(events[2]->message->total_steps, 3);
   ASSERT_FALSE(u.empty());
   EXPECT_EQ(u.back().kind, Kind::kExited);
-  EXPECT_EQ(u.back().exit.exit_code, 0);
+  EXPECT_EQ(u.back().exit.exit_code, protocol::kWorkerExitOk);
   EXPECT_FALSE(sup_->Running("ftjob-a"));
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/ftjob-a.sock"));
 }
@@ -113,9 +119,12 @@ TEST_F(SupervisorTest, StopCheckpointsAndExits75) {
   sup_->Stop("ftjob-d");
   std::vector<WorkerUpdate> u = RunUntilExit("ftjob-d");
   bool checkpoint = false;
-  for (const auto& x : u) checkpoint |= x.kind == Kind::kEvent && x.json.find("checkpoint") != std::string::npos;
+  for (const auto& x : u) {
+    checkpoint |= x.kind == Kind::kEvent && x.message.ok() &&
+                  std::holds_alternative<protocol::WorkerCheckpoint>(x.message->payload);
+  }
   EXPECT_TRUE(checkpoint);
-  EXPECT_EQ(u.back().exit.exit_code, 75);
+  EXPECT_EQ(u.back().exit.exit_code, protocol::kWorkerExitStopped);
 }
 
 TEST_F(SupervisorTest, StopEscalatesToKillAfterGrace) {
@@ -145,6 +154,61 @@ TEST_F(SupervisorTest, DeadlineBoundsAWorkerWithoutHeartbeats) {
   ASSERT_GE(u.size(), 2u);
   EXPECT_EQ(u[u.size() - 2].kind, Kind::kDeadline);
   EXPECT_EQ(u.back().exit.signal, SIGKILL);
+}
+
+// Heartbeats are told by decoding, not by the bytes "type":"heartbeat": one
+// with spaces is a heartbeat (it was reported as an event before), an event
+// whose nested object says "type":"heartbeat" is an event (it was dropped),
+// and bytes that are not a worker message are reported with the reason.
+// Every message, decodable or not, keeps the worker alive.
+TEST_F(SupervisorTest, HeartbeatsAreRecognisedByDecoding) {
+  ASSERT_TRUE(sup_->Launch("ftjob-g", Fake("ftjob-g", {"--silent", "--hang"})).ok());
+  zmq::context_t ctx;
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 0);
+  push.connect(sup_->EndpointFor("ftjob-g"));
+  auto send = [&](const std::string& s) { push.send(zmq::buffer(s), zmq::send_flags::none); };
+  // Polls until `n` messages of ftjob-g arrived (heartbeats are not reported,
+  // so a marker event follows what is expected to be dropped).
+  auto collect = [&](size_t n) {
+    std::vector<WorkerUpdate> got;
+    for (int i = 0; i < 500 && got.size() < n; ++i) {
+      for (WorkerUpdate& x : sup_->Poll(20)) {
+        EXPECT_NE(x.kind, Kind::kHeartbeatTimeout);
+        if (x.kind == Kind::kEvent && x.job_id == "ftjob-g") got.push_back(std::move(x));
+      }
+    }
+    return got;
+  };
+  send("{ \"type\" : \"heartbeat\", \"pid\": 1 }");
+  send("{\"type\":\"step\",\"step\":2,\"x\":{\"type\":\"heartbeat\"}}");
+  send("not json");
+  send("{\"type\":\"log\",\"message\":\"marker\"}");
+  std::vector<WorkerUpdate> got = collect(3);
+  ASSERT_EQ(got.size(), 3u);
+  ASSERT_TRUE(got[0].message.ok()) << got[0].message.status();
+  EXPECT_EQ(protocol::WorkerMessageTypeName(*got[0].message), "step");
+  EXPECT_EQ(got[0].message->step, 2);
+  EXPECT_EQ(got[1].json, "not json");
+  EXPECT_EQ(got[1].message.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(got[1].message.status().message(), HasSubstr("not valid JSON"));
+  ASSERT_TRUE(got[2].message.ok());
+  EXPECT_EQ(protocol::WorkerEventText(*got[2].message), "marker");
+
+  // The worker itself is silent: only these messages keep it alive past the
+  // 1 s timeout.
+  for (int round = 0; round < 3; ++round) {
+    now_ += 800;
+    send(round == 1 ? "garbage" : "{\"type\": \"heartbeat\"}");
+    send("{\"type\":\"log\",\"message\":\"marker\"}");
+    got = collect(round == 1 ? 2 : 1);
+    EXPECT_EQ(got.size(), round == 1 ? 2u : 1u);
+  }
+  EXPECT_TRUE(sup_->Running("ftjob-g"));
+  now_ += 1100;  // silence: killed
+  std::vector<WorkerUpdate> u = RunUntilExit("ftjob-g");
+  ASSERT_GE(u.size(), 2u);
+  EXPECT_EQ(u[u.size() - 2].kind, Kind::kHeartbeatTimeout);
 }
 
 }  // namespace

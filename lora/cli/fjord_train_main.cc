@@ -7,12 +7,14 @@
 //               (the base model with the adapter merged in, as a Hugging Face checkpoint)
 //
 // The daemon launches one fjord-train per job (--report points at its ipc
-// socket: JSON events and heartbeats over a ZeroMQ PUSH socket). SIGTERM or
-// SIGINT: checkpoint after the current step, then exit 75.
+// socket: the worker protocol of docs/protocol.md §10, JSON events and
+// heartbeats over a ZeroMQ PUSH socket, encoded by
+// daemon/protocol/worker_protocol.h; --events writes the same lines).
+// SIGTERM or SIGINT: checkpoint after the current step, then exit 75.
 //
-// Exit codes: 0 done; 2 bad config or data (the user's to fix); 3 system
-// error (I/O, out of memory, internal); 75 stopped on request after a
-// checkpoint (resume by running the same command again).
+// Exit codes (protocol::kWorkerExit*): 0 done; 2 bad config or data (the
+// user's to fix); 3 system error (I/O, out of memory, internal); 75 stopped on
+// request after a checkpoint (resume by running the same command again).
 #include <signal.h>
 #include <unistd.h>
 
@@ -33,31 +35,65 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "daemon/protocol/worker_protocol.h"
 #include "lora/export.h"
+#include "lora/job_config.h"
 #include "lora/lora_method.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/tokenizer/tokenizer.h"
-#include "runtime/train/job_config.h"
 #include "runtime/train/trainer.h"
 
 namespace fjord {
 namespace {
 
+using protocol::kWorkerExitOk;
+using protocol::kWorkerExitStopped;
+using protocol::kWorkerExitUserError;
+using protocol::WorkerExitCodeFor;
+
 std::atomic<bool> g_stop{false};
 
 void OnSignal(int) { g_stop.store(true); }
 
-int ExitCodeFor(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange:
-      return 2;
-    default:
-      return 3;
+// The worker protocol's message for a trainer event (runtime/ knows nothing
+// of the daemon: the mapping lives here).
+protocol::WorkerMessage ToWorkerMessage(const train::TrainEvent& e) {
+  using T = train::TrainEvent::Type;
+  protocol::WorkerMessage m;
+  m.step = e.step;
+  m.total_steps = e.total_steps;
+  switch (e.type) {
+    case T::kStart:
+      m.payload = protocol::WorkerStart{e.message};
+      break;
+    case T::kStep: {
+      protocol::WorkerStep s;
+      s.epoch = e.epoch;
+      s.loss = e.loss;
+      s.lr = e.lr;
+      s.grad_norm = e.grad_norm;
+      s.tokens_per_s = e.tokens_per_s;
+      s.eta_s = e.eta_s;
+      s.trained_tokens = e.trained_tokens;
+      s.peak_memory_bytes = e.peak_memory_bytes;
+      m.payload = s;
+      break;
+    }
+    case T::kEval:
+      m.payload = protocol::WorkerEval{e.eval_loss, e.eval_token_accuracy};
+      break;
+    case T::kCheckpoint:
+      m.payload = protocol::WorkerCheckpoint{e.message};
+      break;
+    case T::kLog:
+      m.payload = protocol::WorkerLog{e.message};
+      break;
+    case T::kDone:
+      m.payload = protocol::WorkerDone{e.eval_loss, e.heldout_accuracy, e.message};
+      break;
   }
+  return m;
 }
 
 std::string Duration(double s) {
@@ -138,8 +174,12 @@ class Reporter {
     socket_.connect(endpoint);
     heartbeat_ = std::thread([this] {
       while (!done_.load()) {
-        Send(absl::StrCat("{\"type\":\"heartbeat\",\"pid\":", ::getpid(), "}"));
-        for (int i = 0; i < 20 && !done_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        protocol::WorkerMessage beat;
+        beat.payload = protocol::WorkerHeartbeat{::getpid()};
+        Send(protocol::EncodeWorkerMessage(beat));
+        for (int64_t ms = 0; ms < protocol::kWorkerHeartbeatIntervalMs && !done_.load(); ms += 100) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
       }
     });
   }
@@ -147,9 +187,10 @@ class Reporter {
     done_.store(true);
     heartbeat_.join();
   }
-  void Send(const std::string& json) {
+  // One encoded worker message (protocol::EncodeWorkerMessage).
+  void Send(const std::string& message) {
     std::lock_guard<std::mutex> lock(mu_);
-    socket_.send(zmq::buffer(json), zmq::send_flags::dontwait);
+    socket_.send(zmq::buffer(message), zmq::send_flags::dontwait);
   }
 
  private:
@@ -168,19 +209,19 @@ void Usage() {
                "       fjord-train export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]\n");
 }
 
-int Validate(const train::JobConfig& cfg) {
+int Validate(const lora::JobConfig& cfg) {
   const std::string tok_path = cfg.data.tokenizer.empty() ? cfg.model.path + "/tokenizer.json" : cfg.data.tokenizer;
   absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok = tokenizer::Tokenizer::FromFile(tok_path);
   if (!tok.ok()) {
     std::printf("{\"valid\": false, \"error\": %s}\n", nlohmann::json(std::string(tok.status().message())).dump().c_str());
-    return ExitCodeFor(tok.status());
+    return WorkerExitCodeFor(tok.status());
   }
   data::TokenizerAdapter adapter(**tok);
   data::DataOptions dopt;
   absl::StatusOr<data::ChatTemplate> tmpl = data::ParseChatTemplate(cfg.data.chat_template);
   if (!tmpl.ok()) {
     std::printf("{\"valid\": false, \"error\": %s}\n", nlohmann::json(std::string(tmpl.status().message())).dump().c_str());
-    return 2;
+    return kWorkerExitUserError;
   }
   dopt.render.chat_template = *tmpl;
   dopt.render.train_on_inputs = cfg.data.train_on_inputs;
@@ -200,7 +241,7 @@ int Validate(const train::JobConfig& cfg) {
     if (!r->ok()) out["valid"] = false;
   }
   std::printf("%s\n", out.dump(2).c_str());
-  return out["valid"].get<bool>() ? 0 : 2;
+  return out["valid"].get<bool>() ? kWorkerExitOk : kWorkerExitUserError;
 }
 
 // fjord-train export --model DIR --adapter DIR --out DIR [--dtype D]
@@ -211,7 +252,7 @@ int Export(int argc, char** argv) {
     const std::string a = argv[i];
     if (i + 1 >= argc) {
       std::fprintf(stderr, "fjord-train export: %s needs a value\n", a.c_str());
-      return 2;
+      return kWorkerExitUserError;
     }
     const std::string v = argv[++i];
     if (a == "--model") model = v;
@@ -220,20 +261,20 @@ int Export(int argc, char** argv) {
     else if (a == "--dtype") options.dtype = v;
     else {
       std::fprintf(stderr, "fjord-train export: unknown argument '%s'\n", a.c_str());
-      return 2;
+      return kWorkerExitUserError;
     }
   }
   if (model.empty() || adapter.empty() || out.empty()) {
     Usage();
-    return 2;
+    return kWorkerExitUserError;
   }
   const absl::Status s = lora::ExportMerged(model, adapter, out, options);
   if (!s.ok()) {
     std::fprintf(stderr, "fjord-train export: %s\n", std::string(s.message()).c_str());
-    return ExitCodeFor(s);
+    return WorkerExitCodeFor(s);
   }
   std::fprintf(stderr, "merged model written to %s\n", out.c_str());
-  return 0;
+  return kWorkerExitOk;
 }
 
 int Main(int argc, char** argv) {
@@ -247,7 +288,7 @@ int Main(int argc, char** argv) {
     auto value = [&](const char* flag) -> std::string {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "fjord-train: %s needs a value\n", flag);
-        std::exit(2);
+        std::exit(kWorkerExitUserError);
       }
       return argv[++i];
     };
@@ -262,29 +303,29 @@ int Main(int argc, char** argv) {
       const std::string v = value("--stop-after-steps");
       if (!absl::SimpleAtoi(v, &stop_after) || stop_after < 0) {
         std::fprintf(stderr, "fjord-train: --stop-after-steps: '%s' is not a non-negative integer\n", v.c_str());
-        return 2;
+        return kWorkerExitUserError;
       }
     }
     else if (a == "-h" || a == "--help") { Usage(); return 0; }
     else {
       std::fprintf(stderr, "fjord-train: unknown argument '%s'\n", a.c_str());
       Usage();
-      return 2;
+      return kWorkerExitUserError;
     }
   }
   if (config_path.empty()) {
     Usage();
-    return 2;
+    return kWorkerExitUserError;
   }
-  absl::StatusOr<train::JobConfig> cfg = train::LoadJobConfig(config_path);
+  absl::StatusOr<lora::JobConfig> cfg = lora::LoadJobConfig(config_path);
   if (!cfg.ok()) {
     std::fprintf(stderr, "fjord-train: %s\n", std::string(cfg.status().message()).c_str());
-    return 2;
+    return kWorkerExitUserError;
   }
   for (const std::string& s : sets) {
-    if (absl::Status st = train::ApplyOverride(*cfg, s); !st.ok()) {
+    if (absl::Status st = lora::ApplyOverride(*cfg, s); !st.ok()) {
       std::fprintf(stderr, "fjord-train: %s\n", std::string(st.message()).c_str());
-      return 2;
+      return kWorkerExitUserError;
     }
   }
   if (validate) return Validate(*cfg);
@@ -312,29 +353,30 @@ int Main(int argc, char** argv) {
   options.resume = resume;
   options.stop_requested = &g_stop;
   options.stop_after_steps = stop_after;
+  options.config_yaml = cfg->ToYaml();  // checkpoints record the whole job, lora included
   options.on_event = [&](const train::TrainEvent& e) {
     bar.On(e);
-    const std::string json = train::EventToJson(e);
-    if (events_path == "-") std::printf("%s\n", json.c_str()), std::fflush(stdout);
-    if (events_file) *events_file << json << "\n" << std::flush;
-    if (reporter) reporter->Send(json);
+    const std::string line = protocol::EncodeWorkerMessage(ToWorkerMessage(e));
+    if (events_path == "-") std::printf("%s\n", line.c_str()), std::fflush(stdout);
+    if (events_file) *events_file << line << "\n" << std::flush;
+    if (reporter) reporter->Send(line);
   };
   absl::StatusOr<train::TrainResult> result = train::RunTraining(*cfg, options);
   if (!result.ok()) {
     std::fprintf(stderr, "fjord-train: %s\n", std::string(result.status().message()).c_str());
     if (reporter) {
-      reporter->Send(nlohmann::json{{"type", "error"},
-                                    {"code", absl::StatusCodeToString(result.status().code())},
-                                    {"message", std::string(result.status().message())},
-                                    {"user_error", ExitCodeFor(result.status()) == 2}}
-                         .dump());
+      protocol::WorkerMessage error;
+      error.payload = protocol::WorkerError{absl::StatusCodeToString(result.status().code()),
+                                            std::string(result.status().message()),
+                                            protocol::IsUserErrorCode(result.status().code())};
+      reporter->Send(protocol::EncodeWorkerMessage(error));
     }
-    return ExitCodeFor(result.status());
+    return WorkerExitCodeFor(result.status());
   }
   if (result->stopped) {
     std::fprintf(stderr, "fjord-train: stopped at step %lld after checkpoint %s\n",
                  static_cast<long long>(result->steps), result->last_checkpoint.c_str());
-    return 75;
+    return kWorkerExitStopped;
   }
   std::fprintf(stderr, "\nPEFT adapter: %s\n", result->adapter_dir.c_str());
   if (result->initial_eval_loss > 0 && result->final_eval_loss >= 0) {
@@ -345,7 +387,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "held-out answer accuracy: %.0f%% -> %.0f%%\n", 100 * result->initial_heldout_accuracy,
                  100 * result->final_heldout_accuracy);
   }
-  return 0;
+  return kWorkerExitOk;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "runtime/model/model.h"
+#include "runtime/util/env.h"
 
 namespace fjord::train {
 
@@ -29,6 +30,19 @@ class AdapterMethod {
   virtual absl::Status Save(const std::string& dir) = 0;
   // Loads trainable weights saved by Save from `dir` (resume).
   virtual absl::Status Load(const std::string& dir) = 0;
+  // Save and Load with every file access through `env` (null:
+  // Env::Default(), what Save and Load use). These defaults call Save / Load
+  // for a null or the default Env and return Unimplemented for any other; a
+  // method whose files can go through an Env (lora::LoraMethod) overrides
+  // both.
+  virtual absl::Status SaveTo(const std::string& dir, Env* env) {
+    if (env == nullptr || env == Env::Default()) return Save(dir);
+    return absl::UnimplementedError("this adapter method writes through the default Env only");
+  }
+  virtual absl::Status LoadFrom(const std::string& dir, Env* env) {
+    if (env == nullptr || env == Env::Default()) return Load(dir);
+    return absl::UnimplementedError("this adapter method reads through the default Env only");
+  }
 };
 
 }  // namespace fjord::train

@@ -1,15 +1,8 @@
 #include "runtime/train/checkpoint.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -18,29 +11,28 @@
 #include "runtime/util/status_macros.h"
 
 namespace fjord::train {
-namespace fs = std::filesystem;
 namespace {
 
 constexpr char kManifest[] = "MANIFEST.json";
+// Far deeper than any checkpoint (adapter/ is one level down): bounds the
+// walk, so a directory linked into itself cannot recurse forever.
+constexpr int kMaxDepth = 16;
 
-absl::Status Errno(absl::string_view what, const std::string& path) {
-  const int e = errno;
-  const std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  if (e == ENOENT) return absl::NotFoundError(msg);
-  if (e == EACCES || e == EPERM || e == EROFS) return absl::PermissionDeniedError(msg);
-  return absl::InternalError(msg);
-}
-
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return Errno("open", path);
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (rc != 0) return Errno("fsync", path);
-  return absl::OkStatus();
+// An Env error as WriteCheckpoint reports it: the message as it is (it names
+// the operation and the path), the code one of ResourceExhausted (full disk),
+// PermissionDenied (read-only or unwritable), NotFound (a vanished path, made
+// Unavailable by WriteCheckpoint) or Internal for anything else.
+absl::Status StorageError(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kInternal:
+      return s;
+    default:
+      return absl::InternalError(s.message());
+  }
 }
 
 struct FileDigest {
@@ -48,40 +40,60 @@ struct FileDigest {
   std::string sha256;
 };
 
-absl::StatusOr<FileDigest> Digest(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("open", path);
+// Size and SHA-256 of a file, read with read(2) through the Env: an I/O
+// error of a failing disk is a Status, never a SIGBUS as with a mapping.
+absl::StatusOr<FileDigest> Digest(Env* env, const std::string& path) {
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<SequentialFile> file, env->NewSequentialFile(path));
   Sha256 hash;
   FileDigest d;
   std::string buf(1 << 20, '\0');
   while (true) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const absl::Status s = Errno("read", path);
-      ::close(fd);
-      return s;
-    }
+    FJORD_ASSIGN_OR_RETURN(size_t n, file->Read(buf.data(), buf.size()));
     if (n == 0) break;
-    hash.Update(absl::string_view(buf.data(), static_cast<size_t>(n)));
-    d.size += static_cast<uint64_t>(n);
+    hash.Update(absl::string_view(buf.data(), n));
+    d.size += n;
   }
-  ::close(fd);
   d.sha256 = hash.FinalHex();
   return d;
 }
 
-// Relative paths of regular files under dir, sorted.
-absl::StatusOr<std::vector<std::string>> ListFiles(const std::string& dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
-    if (it->is_regular_file()) out.push_back(fs::relative(it->path(), dir).string());
+// Adds the files below dir/rel to `files` (paths relative to dir) and the
+// directories (dir/rel itself first, full paths) to `dirs`.
+absl::Status ListTree(Env* env, const std::string& dir, const std::string& rel, int depth,
+                      std::vector<std::string>* files, std::vector<std::string>* dirs) {
+  const std::string path = rel.empty() ? dir : JoinPath(dir, rel);
+  FJORD_ASSIGN_OR_RETURN(std::vector<std::string> names, env->ListDir(path));
+  dirs->push_back(path);
+  for (const std::string& name : names) {
+    const std::string child = rel.empty() ? name : absl::StrCat(rel, "/", name);
+    if (!env->IsDirectory(JoinPath(dir, child))) {
+      files->push_back(child);
+    } else if (depth >= kMaxDepth) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("listing ", path, ": directories nested too deeply"));
+    } else {
+      FJORD_RETURN_IF_ERROR(ListTree(env, dir, child, depth + 1, files, dirs));
+    }
   }
-  if (ec) return absl::InternalError(absl::StrCat("listing ", dir, ": ", ec.message()));
-  std::sort(out.begin(), out.end());
-  return out;
+  return absl::OkStatus();
+}
+
+// Relative paths of the files under dir, sorted.
+absl::StatusOr<std::vector<std::string>> ListFiles(Env* env, const std::string& dir) {
+  std::vector<std::string> files, dirs;
+  FJORD_RETURN_IF_ERROR(ListTree(env, dir, "", 0, &files, &dirs));
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Creates path with `data`, fsynced (no rename: it is inside a temporary
+// directory that is renamed as a whole).
+absl::Status WriteSynced(Env* env, const std::string& path, absl::string_view data) {
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(path));
+  absl::Status status = file->Append(data);
+  if (status.ok()) status = file->Sync();
+  const absl::Status closed = file->Close();  // even after an error
+  return status.ok() ? closed : status;
 }
 
 bool ParseStepName(const std::string& name, int64_t* step) {
@@ -100,64 +112,62 @@ bool ParseStepName(const std::string& name, int64_t* step) {
 // .tmp-step-* and step-*.old-* directories behind, named with their pid.
 // There is one writer per root (a job has one trainer), so the next writer
 // removes them. Best effort.
-void RemoveStaleTemporaries(const std::string& root) {
-  std::vector<fs::path> stale;
-  std::error_code ec;
-  for (auto it = fs::directory_iterator(root, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
+void RemoveStaleTemporaries(Env* env, const std::string& root) {
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(root);
+  if (!names.ok()) return;
+  for (const std::string& name : *names) {
     if (name.rfind(".tmp-step-", 0) == 0 || (name.rfind("step-", 0) == 0 && name.find(".old-") != std::string::npos)) {
-      stale.push_back(it->path());
+      env->DeleteRecursively(JoinPath(root, name)).IgnoreError();
     }
   }
-  for (const fs::path& p : stale) fs::remove_all(p, ec);
 }
 
 }  // namespace
 
-std::vector<FoundCheckpoint> ListCheckpoints(const std::string& root) {
+std::vector<FoundCheckpoint> ListCheckpoints(const std::string& root, Env* env) {
+  if (env == nullptr) env = Env::Default();
   std::vector<FoundCheckpoint> out;
-  std::error_code ec;
-  for (auto it = fs::directory_iterator(root, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(root);
+  if (!names.ok()) return out;
+  for (const std::string& name : *names) {
     int64_t step = 0;
-    if (it->is_directory() && ParseStepName(it->path().filename().string(), &step)) {
-      out.push_back({it->path().string(), step});
-    }
+    const std::string dir = JoinPath(root, name);
+    if (ParseStepName(name, &step) && env->IsDirectory(dir)) out.push_back({dir, step});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   return out;
 }
 
-absl::Status VerifyCheckpoint(const std::string& dir) {
-  const std::string manifest_path = dir + "/" + kManifest;
-  nlohmann::json manifest;
-  {
-    FILE* f = std::fopen(manifest_path.c_str(), "rb");
-    if (f == nullptr) return absl::DataLossError(absl::StrCat(manifest_path, ": missing (torn checkpoint?)"));
-    std::string text;
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    std::fclose(f);
-    manifest = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+absl::Status VerifyCheckpoint(const std::string& dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  const std::string manifest_path = JoinPath(dir, kManifest);
+  absl::StatusOr<std::string> text = env->ReadFileToString(manifest_path);
+  if (!text.ok()) {
+    if (text.status().code() == absl::StatusCode::kNotFound) {
+      return absl::DataLossError(absl::StrCat(manifest_path, ": missing (torn checkpoint?)"));
+    }
+    return absl::DataLossError(
+        absl::StrCat(manifest_path, ": unreadable: ", text.status().message()));
   }
+  const nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!manifest.is_object() || !manifest.contains("files") || !manifest["files"].is_object()) {
     return absl::DataLossError(absl::StrCat(manifest_path, ": not a valid manifest"));
   }
   const auto& files = manifest["files"];
-  FJORD_ASSIGN_OR_RETURN(std::vector<std::string> present, ListFiles(dir));
+  FJORD_ASSIGN_OR_RETURN(std::vector<std::string> present, ListFiles(env, dir));
   for (const std::string& rel : present) {
     if (rel != kManifest && !files.contains(rel)) {
       return absl::DataLossError(absl::StrCat(dir, ": file ", rel, " is not in the manifest"));
     }
   }
   for (auto it = files.begin(); it != files.end(); ++it) {
-    const std::string path = dir + "/" + it.key();
+    const std::string path = JoinPath(dir, it.key());
     const auto& entry = it.value();
     if (!entry.is_object() || !entry.contains("sha256") || !entry.contains("size") ||
         !entry["sha256"].is_string() || !entry["size"].is_number_unsigned()) {
       return absl::DataLossError(absl::StrCat(manifest_path, ": bad entry for ", it.key()));
     }
-    absl::StatusOr<FileDigest> d = Digest(path);
+    absl::StatusOr<FileDigest> d = Digest(env, path);
     if (!d.ok()) return absl::DataLossError(absl::StrCat(path, ": listed in the manifest but unreadable: ", d.status().message()));
     if (d->size != entry["size"].get<uint64_t>()) {
       return absl::DataLossError(absl::StrCat(path, ": size ", d->size, " != ", entry["size"].get<uint64_t>(), " in the manifest"));
@@ -170,10 +180,11 @@ absl::Status VerifyCheckpoint(const std::string& dir) {
 }
 
 absl::StatusOr<FoundCheckpoint> FindLatestCheckpoint(const std::string& root,
-                                                     std::vector<std::string>* skipped) {
-  std::vector<FoundCheckpoint> all = ListCheckpoints(root);
+                                                     std::vector<std::string>* skipped, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  std::vector<FoundCheckpoint> all = ListCheckpoints(root, env);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    const absl::Status s = VerifyCheckpoint(it->dir);
+    const absl::Status s = VerifyCheckpoint(it->dir, env);
     if (s.ok()) return *it;
     if (skipped != nullptr) skipped->push_back(absl::StrCat(it->dir, ": ", s.message()));
   }
@@ -184,68 +195,72 @@ namespace {
 
 absl::StatusOr<std::string> WriteCheckpointImpl(
     const std::string& root, int64_t step, int64_t keep_last,
-    const std::function<absl::Status(const std::string& tmp_dir)>& write_files) {
+    const std::function<absl::Status(const std::string& tmp_dir)>& write_files, Env* env) {
   // Only `root` itself is created: a missing parent (the job's directory, an
   // unmounted or deleted storage root) is an error, never silently rebuilt
   // on whatever disk is underneath.
-  if (::mkdir(root.c_str(), 0755) != 0 && errno != EEXIST) return Errno("cannot create", root);
-  std::error_code ec;
-  RemoveStaleTemporaries(root);
+  if (absl::Status made = env->CreateDir(root);
+      !made.ok() && !(made.code() == absl::StatusCode::kAlreadyExists && env->IsDirectory(root))) {
+    return StorageError(made);
+  }
+  RemoveStaleTemporaries(env, root);
   const std::string name = absl::StrFormat("step-%08d", step);
-  const std::string final_dir = root + "/" + name;
-  const std::string tmp = absl::StrCat(root, "/.tmp-", name, "-", ::getpid());
-  fs::remove_all(tmp, ec);
-  if (::mkdir(tmp.c_str(), 0755) != 0) return Errno("mkdir", tmp);
+  const std::string final_dir = JoinPath(root, name);
+  const std::string tmp = JoinPath(root, absl::StrCat(".tmp-", name, "-", ::getpid()));
+  env->DeleteRecursively(tmp).IgnoreError();
+  FJORD_RETURN_IF_ERROR(StorageError(env->CreateDir(tmp)));
 
   auto fail = [&](absl::Status s) {
-    std::error_code ignored;
-    fs::remove_all(tmp, ignored);
+    env->DeleteRecursively(tmp).IgnoreError();
     return s;
   };
-  absl::Status s = write_files(tmp);
-  if (!s.ok()) return fail(s);
+  if (absl::Status s = write_files(tmp); !s.ok()) return fail(s);
 
-  absl::StatusOr<std::vector<std::string>> files = ListFiles(tmp);
-  if (!files.ok()) return fail(files.status());
+  // Read back every file for the manifest and fsync it, then the manifest,
+  // then every directory.
+  std::vector<std::string> files, dirs;
+  if (absl::Status s = ListTree(env, tmp, "", 0, &files, &dirs); !s.ok()) {
+    return fail(StorageError(s));
+  }
+  std::sort(files.begin(), files.end());
   nlohmann::json manifest = {{"format", "fjord.checkpoint"}, {"version", 1}, {"step", step}};
   manifest["files"] = nlohmann::json::object();
-  std::map<std::string, bool> dirs;
-  for (const std::string& rel : *files) {
-    absl::StatusOr<FileDigest> d = Digest(tmp + "/" + rel);
-    if (!d.ok()) return fail(d.status());
+  for (const std::string& rel : files) {
+    const std::string path = JoinPath(tmp, rel);
+    absl::StatusOr<FileDigest> d = Digest(env, path);
+    if (!d.ok()) return fail(StorageError(d.status()));
     manifest["files"][rel] = {{"size", d->size}, {"sha256", d->sha256}};
-    if (absl::Status f = FsyncPath(tmp + "/" + rel, false); !f.ok()) return fail(f);
-    dirs[fs::path(tmp + "/" + rel).parent_path().string()] = true;
+    if (absl::Status s = env->SyncFile(path); !s.ok()) return fail(StorageError(s));
   }
-  {
-    const std::string path = tmp + "/" + kManifest;
-    const std::string text = manifest.dump(2) + "\n";
-    FILE* f = std::fopen(path.c_str(), "wb");
-    if (f == nullptr) return fail(Errno("create", path));
-    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    const int saved = errno;
-    const bool closed = std::fclose(f) == 0;
-    errno = ok ? errno : saved;
-    if (!ok || !closed) return fail(Errno("write", path));
-    if (absl::Status f2 = FsyncPath(path, false); !f2.ok()) return fail(f2);
+  if (absl::Status s = WriteSynced(env, JoinPath(tmp, kManifest), manifest.dump(2) + "\n");
+      !s.ok()) {
+    return fail(StorageError(s));
   }
-  dirs[tmp] = true;
-  for (const auto& [d, unused] : dirs) {
-    if (absl::Status f = FsyncPath(d, true); !f.ok()) return fail(f);
+  for (const std::string& d : dirs) {
+    if (absl::Status s = env->SyncDir(d); !s.ok()) return fail(StorageError(s));
   }
-  // Replace a checkpoint of the same step (a resumed run repeating it).
-  if (fs::exists(final_dir, ec)) {
-    const std::string old = final_dir + ".old-" + std::to_string(::getpid());
-    if (::rename(final_dir.c_str(), old.c_str()) != 0) return fail(Errno("rename", final_dir));
-    fs::remove_all(old, ec);
+
+  // Replace a checkpoint of the same step (a resumed run repeating it): it
+  // moves aside and is deleted only once the new one is in place (put back
+  // if that fails; a crash in between leaves a step-*.old-* directory, never
+  // found as a checkpoint and removed by the next write).
+  std::string old;
+  if (env->FileExists(final_dir)) {
+    old = absl::StrCat(final_dir, ".old-", ::getpid());
+    env->DeleteRecursively(old).IgnoreError();
+    if (absl::Status s = env->RenameDir(final_dir, old); !s.ok()) return fail(StorageError(s));
   }
-  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) return fail(Errno("rename", tmp));
-  FJORD_RETURN_IF_ERROR(FsyncPath(root, true));
+  if (absl::Status s = env->RenameDir(tmp, final_dir); !s.ok()) {
+    if (!old.empty()) env->RenameDir(old, final_dir).IgnoreError();
+    return fail(StorageError(s));
+  }
+  FJORD_RETURN_IF_ERROR(StorageError(env->SyncDir(root)));
+  if (!old.empty()) env->DeleteRecursively(old).IgnoreError();
 
   if (keep_last > 0) {
-    std::vector<FoundCheckpoint> all = ListCheckpoints(root);
+    std::vector<FoundCheckpoint> all = ListCheckpoints(root, env);
     for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) {
-      fs::remove_all(all[i].dir, ec);  // best effort; a leftover is harmless
+      env->DeleteRecursively(all[i].dir).IgnoreError();  // best effort; a leftover is harmless
     }
   }
   return final_dir;
@@ -255,8 +270,9 @@ absl::StatusOr<std::string> WriteCheckpointImpl(
 
 absl::StatusOr<std::string> WriteCheckpoint(
     const std::string& root, int64_t step, int64_t keep_last,
-    const std::function<absl::Status(const std::string& tmp_dir)>& write_files) {
-  absl::StatusOr<std::string> r = WriteCheckpointImpl(root, step, keep_last, write_files);
+    const std::function<absl::Status(const std::string& tmp_dir)>& write_files, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  absl::StatusOr<std::string> r = WriteCheckpointImpl(root, step, keep_last, write_files, env);
   // A path that vanished under a checkpoint being written is the storage's
   // fault, not a missing input of the job (NotFound means "fix your config"
   // to fjord-train's callers): Unavailable.

@@ -122,7 +122,7 @@ struct EvalResult {
 // Mean CE and next-token accuracy over the validation examples (no dropout,
 // no gradients), in fixed order.
 absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
-                                    const JobConfig& cfg, const torch::Device& device) {
+                                    const TrainingConfig& cfg, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
   data::LoaderOptions lo;
@@ -192,10 +192,11 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
 // Everything but the adapter weights that an exact resume needs:
 // training_state.safetensors (AdamW moments and step, generator states),
 // trainer_state.json (step, epoch, tokens, the data loader's position, the
-// schedule) and config.yaml (the job as run).
+// schedule) and config.yaml (the job as run: `config_yaml`).
 absl::Status SaveTrainingState(const std::string& dir, const AdamW& opt, const data::DataLoader& loader,
                                int64_t step, int64_t trained_tokens, int64_t epoch, int64_t total_steps,
-                               int64_t warmup, const JobConfig& cfg, const torch::Device& device) {
+                               int64_t warmup, const TrainingConfig& cfg, const std::string& config_yaml,
+                               const torch::Device& device) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (auto& [name, t] : opt.StateTensors()) tensors.emplace_back("optimizer." + name, t);
   for (auto& [name, t] : RngStates(device)) tensors.emplace_back(name, t);
@@ -217,7 +218,7 @@ absl::Status SaveTrainingState(const std::string& dir, const AdamW& opt, const d
                                  cfg.training.min_lr_ratio)}}},
   };
   FJORD_RETURN_IF_ERROR(WriteText(dir + "/trainer_state.json", state.dump(2) + "\n"));
-  return WriteText(dir + "/config.yaml", cfg.ToYaml() + "\n");
+  return WriteText(dir + "/config.yaml", config_yaml + "\n");
 }
 
 struct RestoredState {
@@ -229,7 +230,7 @@ struct RestoredState {
 // checked before the loader, optimizer and generators change.
 absl::StatusOr<RestoredState> LoadTrainingState(const std::string& dir, AdamW& opt,
                                                 data::DataLoader& loader, AdapterMethod& adapter,
-                                                const torch::Device& device) {
+                                                const torch::Device& device, Env* env) {
   std::ifstream in(dir + "/trainer_state.json");
   nlohmann::json state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (!state.is_object() || !state.contains("step") || !state["step"].is_number_integer() ||
@@ -244,7 +245,7 @@ absl::StatusOr<RestoredState> LoadTrainingState(const std::string& dir, AdamW& o
     if (name.rfind("optimizer.", 0) == 0) opt_state[name.substr(10)] = t.clone();
     if (name == "rng.cpu" || (name == "rng.cuda" && device.is_cuda())) rng.emplace_back(name, t.clone());
   }
-  FJORD_RETURN_IF_ERROR(adapter.Load(dir + "/adapter"));
+  FJORD_RETURN_IF_ERROR(adapter.LoadFrom(dir + "/adapter", env));
   FJORD_RETURN_IF_ERROR(opt.LoadStateTensors(opt_state));
   FJORD_RETURN_IF_ERROR(loader.RestoreState(state["loader"].dump()));
   for (const auto& [name, t] : rng) RestoreRng(name, t, device);
@@ -271,7 +272,7 @@ absl::Status SaveFinalAdapter(AdapterMethod& adapter, const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOptions& options) {
+absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const TrainOptions& options) {
   auto emit = [&](TrainEvent e) {
     if (options.on_event) options.on_event(e);
   };
@@ -283,9 +284,18 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
   };
   if (options.adapter == nullptr) return absl::InvalidArgumentError("RunTraining: no adapter method given");
   AdapterMethod& adapter = *options.adapter;
+  FJORD_RETURN_IF_ERROR(cfg.Validate());
+  // The process-wide settings (trainer.h lists them) are made only with set_process_wide.
+  const bool process_wide = options.set_process_wide;
+  if (!process_wide && (cfg.training.threads != 0 || cfg.training.kernels != "auto")) {
+    return absl::InvalidArgumentError(
+        "training.threads and training.kernels change the whole process: with "
+        "TrainOptions::set_process_wide false leave them at 0 and auto and set them yourself");
+  }
+  const std::string config_yaml = options.config_yaml.empty() ? cfg.ToYaml() : options.config_yaml;
 
   // ---- Setup: device, precision, kernels ---------------------------------------
-  if (cfg.training.threads > 0) torch::set_num_threads(static_cast<int>(cfg.training.threads));
+  if (process_wide && cfg.training.threads > 0) torch::set_num_threads(static_cast<int>(cfg.training.threads));
   const bool cuda = cfg.training.device == "cuda" || (cfg.training.device == "auto" && torch::cuda::is_available());
   if (cuda && !torch::cuda::is_available()) {
     return absl::FailedPreconditionError("training.device is 'cuda' but no CUDA device is available");
@@ -294,16 +304,18 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
   torch::Dtype dtype = torch::kFloat32;
   if (cfg.model.dtype == "bfloat16" || (cfg.model.dtype == "auto" && cuda)) dtype = torch::kBFloat16;
   if (cfg.model.dtype == "float16") dtype = torch::kFloat16;
-  kernels::SetBackend(cfg.training.kernels == "fused"       ? kernels::Backend::kFused
-                      : cfg.training.kernels == "reference" ? kernels::Backend::kReference
-                                                            : kernels::Backend::kAuto);
-  if (!cuda) {
+  if (process_wide) {
+    kernels::SetBackend(cfg.training.kernels == "fused"       ? kernels::Backend::kFused
+                        : cfg.training.kernels == "reference" ? kernels::Backend::kReference
+                                                              : kernels::Backend::kAuto);
+  }
+  if (process_wide && !cuda) {
     // Subnormal floats are ~100x slower on x86 CPUs, and training makes them
     // (softmax tails, Adam's second moments of tiny gradients): flush them to
     // zero. Set before LibTorch starts its worker threads, which inherit it.
     at::globalContext().setFlushDenormal(true);
   }
-  if (cuda && cfg.training.kernels != "reference") {
+  if (process_wide && cuda && cfg.training.kernels != "reference") {
     // Fused kernels run under kAuto only after passing this check on this GPU.
     std::string report;
     FJORD_RETURN_IF_ERROR(kernels::RunKernelSelfTest(&report));
@@ -377,10 +389,10 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
   int64_t step = 0, trained_tokens = 0, epoch = 0;
   if (options.resume) {
     std::vector<std::string> skipped;
-    absl::StatusOr<FoundCheckpoint> found = FindLatestCheckpoint(ckpt_root, &skipped);
+    absl::StatusOr<FoundCheckpoint> found = FindLatestCheckpoint(ckpt_root, &skipped, options.env);
     for (const std::string& s : skipped) log(absl::StrCat("warning: skipping invalid checkpoint ", s));
     if (found.ok()) {
-      FJORD_ASSIGN_OR_RETURN(RestoredState rs, LoadTrainingState(found->dir, optimizer, *loader, adapter, device));
+      FJORD_ASSIGN_OR_RETURN(RestoredState rs, LoadTrainingState(found->dir, optimizer, *loader, adapter, device, options.env));
       step = rs.step;
       trained_tokens = rs.trained_tokens;
       epoch = rs.epoch;
@@ -419,11 +431,12 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const JobConfig& cfg, const TrainOpt
     FJORD_ASSIGN_OR_RETURN(std::string path,
                            WriteCheckpoint(ckpt_root, at_step, cfg.checkpoint.keep_last,
                                            [&](const std::string& tmp) -> absl::Status {
-                                             FJORD_RETURN_IF_ERROR(adapter.Save(tmp + "/adapter"));
+                                             FJORD_RETURN_IF_ERROR(adapter.SaveTo(tmp + "/adapter", options.env));
                                              return SaveTrainingState(tmp, optimizer, *loader, at_step,
                                                                       trained_tokens, epoch, total_steps, warmup,
-                                                                      cfg, device);
-                                           }));
+                                                                      cfg, config_yaml, device);
+                                           },
+                                           options.env));
     result.last_checkpoint = path;
     TrainEvent e;
     e.type = TrainEvent::Type::kCheckpoint;
@@ -546,27 +559,7 @@ const char* EventTypeName(TrainEvent::Type type) {
   return "log";
 }
 
-std::string EventToJson(const TrainEvent& e) {
-  nlohmann::json j = {{"type", EventTypeName(e.type)}, {"step", e.step}, {"total_steps", e.total_steps}};
-  switch (e.type) {
-    case TrainEvent::Type::kStep:
-      j.update({{"epoch", e.epoch}, {"loss", e.loss}, {"lr", e.lr}, {"grad_norm", e.grad_norm},
-                {"tokens_per_s", e.tokens_per_s}, {"eta_s", e.eta_s}, {"trained_tokens", e.trained_tokens},
-                {"peak_memory_bytes", e.peak_memory_bytes}});
-      break;
-    case TrainEvent::Type::kEval:
-      j.update({{"eval_loss", e.eval_loss}, {"eval_token_accuracy", e.eval_token_accuracy}});
-      break;
-    case TrainEvent::Type::kDone:
-      j.update({{"eval_loss", e.eval_loss}, {"heldout_accuracy", e.heldout_accuracy}, {"adapter", e.message}});
-      break;
-    default:
-      j["message"] = e.message;
-  }
-  return j.dump();
-}
-
-absl::StatusOr<TrainResult> RunTraining(const JobConfig& config, const TrainOptions& options) {
+absl::StatusOr<TrainResult> RunTraining(const TrainingConfig& config, const TrainOptions& options) {
   try {
     return RunTrainingImpl(config, options);
   } catch (const c10::Error& e) {

@@ -1,9 +1,42 @@
-// The trainer: one LoRA fine-tuning job, in-process, from a JobConfig.
+// The trainer: one parameter-efficient fine-tuning job, in-process, from a
+// TrainingConfig (training_config.h) and an AdapterMethod (adapter_method.h;
+// lora::LoraMethod for LoRA).
 //
 // RunTraining reads top to bottom (trainer.cc): setup (device, model, adapters,
 // tokenizer, data, optimizer, resume), the loop (accumulate micro-batches,
 // loss normalised by the trained tokens of the whole accumulated batch, clip,
 // step, schedule, evaluate, checkpoint), then the final adapter.
+//
+// What RunTraining does to the process (docs/embedding.md). With
+// TrainOptions::set_process_wide true (the default) it sets, for the whole
+// process and for good (nothing is restored on return):
+//   - LibTorch's intra-op thread count, torch::set_num_threads(training.threads),
+//     when training.threads > 0;
+//   - on CPU, flush-to-zero for subnormal floats
+//     (at::globalContext().setFlushDenormal(true)): on the calling thread
+//     and the threads started after it (LibTorch's pool, if not yet started);
+//   - the fused-kernel policy, kernels::SetBackend(training.kernels)
+//     (runtime/kernels/ops.h), which every model in the process follows;
+//   - on CUDA unless training.kernels is "reference": kernels::RunKernelSelfTest,
+//     which marks each fused kernel passed or disabled for the process (it
+//     synchronises the device).
+// With set_process_wide false it sets none of these (the caller's choices
+// stand; on a GPU the fused kernels then run under Backend::kAuto only if
+// the caller ran RunKernelSelfTest), and training.threads and
+// training.kernels must be left at 0 and "auto".
+// Always:
+//   - LibTorch's default generators (CPU, and CUDA on a GPU) are seeded with
+//     torch::manual_seed(training.seed), restored from the checkpoint on
+//     resume, and drawn from by dropout: other users of the default
+//     generators during a run change its dropout masks (and make it
+//     unreproducible);
+//   - on a GPU it trains on cuda:0 (pick the GPU with CUDA_VISIBLE_DEVICES);
+//   - it reads model.path and the data files and writes only under
+//     output.dir (created if missing).
+// It sets no environment variables, installs no signal handlers (fjord-train
+// installs its own and sets stop_requested), and starts no threads of its
+// own (LibTorch's pool aside). It runs on the calling thread; two runs at
+// once in one process are not supported (they share all of the above).
 #ifndef FJORD_RUNTIME_TRAIN_TRAINER_H_
 #define FJORD_RUNTIME_TRAIN_TRAINER_H_
 
@@ -16,7 +49,8 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/train/adapter_method.h"
-#include "runtime/train/job_config.h"
+#include "runtime/train/training_config.h"
+#include "runtime/util/env.h"
 
 namespace fjord::train {
 
@@ -42,8 +76,6 @@ struct TrainEvent {
 };
 
 const char* EventTypeName(TrainEvent::Type type);
-// One JSON object (no newline) for event streams: {"type": "step", "step": ...}.
-std::string EventToJson(const TrainEvent& event);
 
 struct TrainOptions {
   // The parameter-efficient method to train (lora::LoraMethod); required.
@@ -57,6 +89,16 @@ struct TrainOptions {
   bool resume = true;
   // Tests: stop (as if asked) once this many steps are done; 0: never.
   int64_t stop_after_steps = 0;
+  // Default true: RunTraining sets the process-wide state listed at the top
+  // of this file; false: it leaves it to the caller.
+  bool set_process_wide = true;
+  // What config.yaml in each checkpoint records; default empty:
+  // config.ToYaml(). fjord-train passes the whole job (lora::JobConfig::ToYaml).
+  std::string config_yaml;
+  // The checkpoints (listing, verifying, writing, rotating) and the adapter
+  // saved and loaded in them go through this Env (runtime/util/env.h), so a
+  // test can inject storage faults. Default null: Env::Default().
+  Env* env = nullptr;
   // Called at every optimizer step (0-based), after the accumulated
   // backward and before clipping, with the trainable parameters (their
   // .grad() is the step's gradient). For inspection; may be empty.
@@ -78,11 +120,18 @@ struct TrainResult {
   std::string last_checkpoint;
 };
 
-// Runs the job. Errors: InvalidArgument for bad config/data (naming the file,
-// line and field), NotFound for missing inputs, DataLoss for a corrupt
-// checkpoint that cannot be skipped, ResourceExhausted for a full disk,
-// Internal for LibTorch failures (with its message).
-absl::StatusOr<TrainResult> RunTraining(const JobConfig& config, const TrainOptions& options);
+// Runs the job: on success the final adapter is in <output.dir>/adapter
+// (TrainResult::adapter_dir), or, when stopped on request, the newest
+// checkpoint under <output.dir>/checkpoints. Errors: InvalidArgument for a
+// bad config (TrainingConfig::Validate; no adapter method) or bad data
+// (naming the file, line and field), NotFound for missing inputs,
+// FailedPrecondition for training.device cuda without a GPU, DataLoss for a
+// corrupt checkpoint that cannot be skipped, ResourceExhausted for a full
+// disk, Internal for LibTorch failures (with its message): LibTorch's
+// exceptions never leave RunTraining. The model it loads lives only during
+// the call (the adapter method's layers outlive it but no longer belong to a
+// model): what it trained is the adapter it saved.
+absl::StatusOr<TrainResult> RunTraining(const TrainingConfig& config, const TrainOptions& options);
 
 }  // namespace fjord::train
 

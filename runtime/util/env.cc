@@ -105,6 +105,24 @@ class PosixWritableFile : public WritableFile {
   int fd_;
 };
 
+class PosixSequentialFile : public SequentialFile {
+ public:
+  PosixSequentialFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixSequentialFile() override { ::close(fd_); }
+
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    while (true) {
+      const ssize_t got = ::read(fd_, buf, n);
+      if (got >= 0) return static_cast<size_t>(got);
+      if (errno != EINTR) return ErrnoStatus("read", path_);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
 class MmapRegion : public ReadOnlyRegion {
  public:
   MmapRegion(void* base, size_t size) : base_(base), size_(size) {}
@@ -149,9 +167,35 @@ class PosixEnv : public Env {
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
   }
 
+  absl::StatusOr<std::unique_ptr<SequentialFile>> NewSequentialFile(
+      const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus("open", path);
+    std::unique_ptr<SequentialFile> file(new PosixSequentialFile(path, fd));  // owns fd
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return ErrnoStatus("stat", path);
+    if (S_ISDIR(st.st_mode)) return ErrnoStatus(EISDIR, "read", path);
+    return file;
+  }
+
   absl::Status RenameFile(const std::string& from, const std::string& to) override {
     if (::rename(from.c_str(), to.c_str()) != 0) {
       return ErrnoStatus(absl::StrCat("rename ", from, " to"), to);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RenameDir(const std::string& from, const std::string& to) override {
+    const std::string what = absl::StrCat("rename ", from, " to");
+    struct stat st;
+    if (::lstat(from.c_str(), &st) != 0) return ErrnoStatus(what, to);
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " ", to, ": ", from, " is not a directory"));
+    }
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      // POSIX allows EEXIST or ENOTEMPTY for a non-empty target directory.
+      return ErrnoStatus(errno == EEXIST ? ENOTEMPTY : errno, what, to);
     }
     return absl::OkStatus();
   }
@@ -183,6 +227,12 @@ class PosixEnv : public Env {
       }
       return ErrnoStatus(err, "mkdir", prefix);
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status CreateDir(const std::string& path) override {
+    if (path.empty()) return absl::InvalidArgumentError("mkdir: empty path");
+    if (::mkdir(path.c_str(), 0755) != 0) return ErrnoStatus("mkdir", path);
     return absl::OkStatus();
   }
 
@@ -236,6 +286,17 @@ class PosixEnv : public Env {
     if (fd < 0) return ErrnoStatus("open directory", path);
     FdCloser closer(fd);
     if (::fsync(fd) != 0) return ErrnoStatus("fsync directory", path);
+    return absl::OkStatus();
+  }
+
+  absl::Status SyncFile(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus("open", path);
+    FdCloser closer(fd);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return ErrnoStatus("stat", path);
+    if (S_ISDIR(st.st_mode)) return ErrnoStatus(EISDIR, "fsync", path);
+    if (::fsync(fd) != 0) return ErrnoStatus("fsync", path);
     return absl::OkStatus();
   }
 
@@ -317,13 +378,24 @@ class MemEnv : public Env {
     return std::unique_ptr<WritableFile>(new File(this, path, std::move(contents)));
   }
 
+  absl::StatusOr<std::unique_ptr<SequentialFile>> NewSequentialFile(
+      const std::string& path) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string p = NormalizePath(path);
+    if (dirs_.count(p)) return ErrnoStatus(EISDIR, "read", path);
+    auto it = files_.find(p);
+    if (it == files_.end()) return ErrnoStatus(ENOENT, "open", path);
+    return std::unique_ptr<SequentialFile>(new ReadFile(this, it->second));
+  }
+
   absl::Status RenameFile(const std::string& from, const std::string& to) override {
     std::lock_guard<std::mutex> lock(mu_);
     const std::string f = NormalizePath(from), t = NormalizePath(to);
     auto it = files_.find(f);
     if (it == files_.end()) {
       if (dirs_.count(f)) {
-        return absl::UnimplementedError(absl::StrCat("rename ", from, ": MemEnv renames files only"));
+        return absl::UnimplementedError(absl::StrCat(
+            "rename ", from, ": MemEnv::RenameFile renames files only (use RenameDir)"));
       }
       return ErrnoStatus(ENOENT, absl::StrCat("rename ", from, " to"), to);
     }
@@ -332,6 +404,47 @@ class MemEnv : public Env {
     auto contents = it->second;
     files_.erase(it);
     files_[t] = std::move(contents);
+    return absl::OkStatus();
+  }
+
+  absl::Status RenameDir(const std::string& from, const std::string& to) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string f = NormalizePath(from), t = NormalizePath(to);
+    const std::string what = absl::StrCat("rename ", from, " to");
+    if (!dirs_.count(f)) {
+      if (files_.count(f)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(what, " ", to, ": ", from, " is not a directory"));
+      }
+      return ErrnoStatus(ENOENT, what, to);
+    }
+    if (f == t) return absl::OkStatus();
+    if (f == "/" || f == "." || IsBelow(t, f)) return ErrnoStatus(EINVAL, what, to);
+    if (files_.count(t)) return ErrnoStatus(ENOTDIR, what, to);
+    if (dirs_.count(t) && HasChildrenLocked(t)) return ErrnoStatus(ENOTEMPTY, what, to);
+    const std::string parent = ParentDir(t);
+    if (!dirs_.count(parent)) return ErrnoStatus(files_.count(parent) ? ENOTDIR : ENOENT, what, to);
+    // Move every file and directory at or below f to the same place below t.
+    std::map<std::string, std::shared_ptr<std::string>> moved_files;
+    for (auto it = files_.begin(); it != files_.end();) {
+      if (IsBelow(it->first, f)) {
+        moved_files[t + it->first.substr(f.size())] = std::move(it->second);
+        it = files_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::set<std::string> moved_dirs;
+    for (auto it = dirs_.begin(); it != dirs_.end();) {
+      if (*it == f || IsBelow(*it, f)) {
+        moved_dirs.insert(t + it->substr(f.size()));
+        it = dirs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    files_.merge(moved_files);
+    dirs_.merge(moved_dirs);
     return absl::OkStatus();
   }
 
@@ -361,6 +474,23 @@ class MemEnv : public Env {
       if (files_.count(prefix)) return ErrnoStatus(ENOTDIR, "mkdir", prefix);
     }
     for (std::string& prefix : prefixes) dirs_.insert(std::move(prefix));
+    return absl::OkStatus();
+  }
+
+  absl::Status CreateDir(const std::string& path) override {
+    if (path.empty()) return absl::InvalidArgumentError("mkdir: empty path");
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string p = NormalizePath(path);
+    if (files_.count(p) || dirs_.count(p)) return ErrnoStatus(EEXIST, "mkdir", path);
+    const std::string parent = ParentDir(p);
+    if (!dirs_.count(parent)) {
+      // ENOTDIR if some ancestor is a file, as path resolution finds it.
+      for (std::string d = parent; d != "/" && d != "."; d = ParentDir(d)) {
+        if (files_.count(d)) return ErrnoStatus(ENOTDIR, "mkdir", path);
+      }
+      return ErrnoStatus(ENOENT, "mkdir", path);
+    }
+    dirs_.insert(p);
     return absl::OkStatus();
   }
 
@@ -418,6 +548,14 @@ class MemEnv : public Env {
     return absl::OkStatus();
   }
 
+  absl::Status SyncFile(const std::string& path) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string p = NormalizePath(path);
+    if (dirs_.count(p)) return ErrnoStatus(EISDIR, "fsync", path);
+    if (!files_.count(p)) return ErrnoStatus(ENOENT, "open", path);
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
     std::lock_guard<std::mutex> lock(mu_);
     const std::string p = NormalizePath(path);
@@ -459,6 +597,44 @@ class MemEnv : public Env {
     std::shared_ptr<std::string> contents_;
     bool closed_ = false;
   };
+
+  // Reads the contents it opened (shared with the files_ entry, or kept alone
+  // once that is replaced or deleted) under the Env's lock.
+  class ReadFile : public SequentialFile {
+   public:
+    ReadFile(MemEnv* env, std::shared_ptr<std::string> contents)
+        : env_(env), contents_(std::move(contents)) {}
+    absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+      std::lock_guard<std::mutex> lock(env_->mu_);
+      const size_t got = offset_ < contents_->size() ? std::min(n, contents_->size() - offset_) : 0;
+      if (got > 0) std::memcpy(buf, contents_->data() + offset_, got);
+      offset_ += got;
+      return got;
+    }
+
+   private:
+    MemEnv* env_;
+    std::shared_ptr<std::string> contents_;
+    size_t offset_ = 0;
+  };
+
+  // True if `path` lies strictly below the directory `dir` (both normalized).
+  static bool IsBelow(const std::string& path, const std::string& dir) {
+    if (dir == "/") return path.size() > 1 && path[0] == '/';
+    if (dir == ".") return !path.empty() && path[0] != '/' && path != ".";
+    return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+           path[dir.size()] == '/';
+  }
+
+  bool HasChildrenLocked(const std::string& dir) const {
+    for (const auto& [name, unused] : files_) {
+      if (IsBelow(name, dir)) return true;
+    }
+    for (const std::string& d : dirs_) {
+      if (IsBelow(d, dir)) return true;
+    }
+    return false;
+  }
 
   static const std::string& KeyOf(const std::pair<const std::string, std::shared_ptr<std::string>>& e) {
     return e.first;
@@ -536,6 +712,9 @@ struct FaultInjectionEnv::State {
   // Calls allowed before failing, per op; -1 = not armed.
   int64_t fail_after[static_cast<int>(Op::kNumOps)];
   absl::Status fail_status[static_cast<int>(Op::kNumOps)];
+  // FailCallsIf, per op; empty = not armed.
+  std::function<bool(absl::string_view)> fail_if[static_cast<int>(Op::kNumOps)];
+  absl::Status fail_if_status[static_cast<int>(Op::kNumOps)];
   bool byte_limit_armed = false;
   uint64_t byte_budget = 0;  // bytes still allowed when armed
   absl::Status byte_status;
@@ -584,6 +763,10 @@ absl::Status FaultInjectionEnv::Check(Op op, absl::string_view path) {
   std::lock_guard<std::mutex> lock(state_->mu);
   const int i = static_cast<int>(op);
   ++state_->calls[i];
+  if (state_->fail_if[i] && state_->fail_if[i](path)) {
+    ++state_->faults;
+    return Injected(state_->fail_if_status[i], OpName(op), path);
+  }
   if (state_->fail_after[i] < 0) return absl::OkStatus();
   if (state_->fail_after[i] > 0) {
     --state_->fail_after[i];
@@ -639,6 +822,22 @@ class FaultInjectionEnv::File : public WritableFile {
   std::unique_ptr<WritableFile> base_;
 };
 
+class FaultInjectionEnv::ReadFile : public SequentialFile {
+ public:
+  ReadFile(FaultInjectionEnv* env, std::string path, std::unique_ptr<SequentialFile> base)
+      : env_(env), path_(std::move(path)), base_(std::move(base)) {}
+
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    FJORD_RETURN_IF_ERROR(env_->Check(Op::kRead, path_));
+    return base_->Read(buf, n);
+  }
+
+ private:
+  FaultInjectionEnv* env_;
+  std::string path_;
+  std::unique_ptr<SequentialFile> base_;
+};
+
 FaultInjectionEnv::FaultInjectionEnv(Env* base) : base_(base), state_(std::make_shared<State>()) {}
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
@@ -660,9 +859,18 @@ void FaultInjectionEnv::FailAfterCalls(Op op, int64_t n, absl::Status status) {
   state_->fail_status[i] = std::move(status);
 }
 
+void FaultInjectionEnv::FailCallsIf(Op op, std::function<bool(absl::string_view path)> matches,
+                                    absl::Status status) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  const int i = static_cast<int>(op);
+  state_->fail_if[i] = std::move(matches);
+  state_->fail_if_status[i] = std::move(status);
+}
+
 void FaultInjectionEnv::ClearFaults() {
   std::lock_guard<std::mutex> lock(state_->mu);
   std::fill(std::begin(state_->fail_after), std::end(state_->fail_after), -1);
+  for (auto& f : state_->fail_if) f = nullptr;
   state_->byte_limit_armed = false;
 }
 
@@ -693,9 +901,21 @@ absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile
   return std::unique_ptr<WritableFile>(new File(this, path, std::move(base)));
 }
 
+absl::StatusOr<std::unique_ptr<SequentialFile>> FaultInjectionEnv::NewSequentialFile(
+    const std::string& path) {
+  FJORD_RETURN_IF_ERROR(Check(Op::kRead, path));
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<SequentialFile> base, base_->NewSequentialFile(path));
+  return std::unique_ptr<SequentialFile>(new ReadFile(this, path, std::move(base)));
+}
+
 absl::Status FaultInjectionEnv::RenameFile(const std::string& from, const std::string& to) {
   FJORD_RETURN_IF_ERROR(Check(Op::kRename, absl::StrCat(from, " to ", to)));
   return base_->RenameFile(from, to);
+}
+
+absl::Status FaultInjectionEnv::RenameDir(const std::string& from, const std::string& to) {
+  FJORD_RETURN_IF_ERROR(Check(Op::kRename, absl::StrCat(from, " to ", to)));
+  return base_->RenameDir(from, to);
 }
 
 bool FaultInjectionEnv::FileExists(const std::string& path) { return base_->FileExists(path); }
@@ -705,6 +925,11 @@ bool FaultInjectionEnv::IsDirectory(const std::string& path) { return base_->IsD
 absl::Status FaultInjectionEnv::CreateDirs(const std::string& path) {
   FJORD_RETURN_IF_ERROR(Check(Op::kCreateDirs, path));
   return base_->CreateDirs(path);
+}
+
+absl::Status FaultInjectionEnv::CreateDir(const std::string& path) {
+  FJORD_RETURN_IF_ERROR(Check(Op::kCreateDirs, path));
+  return base_->CreateDir(path);
 }
 
 absl::Status FaultInjectionEnv::DeleteFile(const std::string& path) {
@@ -724,6 +949,11 @@ absl::StatusOr<std::vector<std::string>> FaultInjectionEnv::ListDir(const std::s
 absl::Status FaultInjectionEnv::SyncDir(const std::string& path) {
   FJORD_RETURN_IF_ERROR(Check(Op::kSyncDir, path));
   return base_->SyncDir(path);
+}
+
+absl::Status FaultInjectionEnv::SyncFile(const std::string& path) {
+  FJORD_RETURN_IF_ERROR(Check(Op::kSync, path));
+  return base_->SyncFile(path);
 }
 
 absl::StatusOr<uint64_t> FaultInjectionEnv::FileSize(const std::string& path) {

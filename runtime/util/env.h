@@ -12,13 +12,15 @@
 //    ENOTDIR/EISDIR/ENOTEMPTY -> FailedPrecondition, others -> as
 //    absl::ErrnoToStatusCode (EIO -> Unavailable, ...).
 //  - Env implementations are thread-safe: methods may be called concurrently.
-//    A WritableFile is not: use one from one thread at a time. An Env must
-//    outlive the WritableFiles it opened.
+//    A WritableFile or SequentialFile is not: use one from one thread at a
+//    time. An Env must outlive the WritableFiles and SequentialFiles it
+//    opened.
 #ifndef FJORD_RUNTIME_UTIL_ENV_H_
 #define FJORD_RUNTIME_UTIL_ENV_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +43,19 @@ class WritableFile {
   virtual absl::Status Sync() = 0;
   // Closes the file; further calls fail with FailedPrecondition.
   virtual absl::Status Close() = 0;
+};
+
+// A file opened for reading from its start, read in order (POSIX: read(2) on
+// a descriptor, so an I/O error is a Status, never a SIGBUS as it can be for
+// a mapping). Not thread-safe. Destroying it closes it.
+class SequentialFile {
+ public:
+  virtual ~SequentialFile() = default;
+  // Reads up to n bytes into buf (which holds at least n) and returns how
+  // many it read: 0 only at the end of the file (or for n = 0), possibly
+  // fewer than n before it. Errors name the operation and the path
+  // ("read <path>: Input/output error").
+  virtual absl::StatusOr<size_t> Read(char* buf, size_t n) = 0;
 };
 
 // An immutable view of a whole file's bytes. The bytes stay valid for the
@@ -78,8 +93,22 @@ class Env {
   virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
       const std::string& path) = 0;
 
+  // Opens path for reading from its start. NotFound if missing,
+  // FailedPrecondition if a directory.
+  virtual absl::StatusOr<std::unique_ptr<SequentialFile>> NewSequentialFile(
+      const std::string& path) = 0;
+
   // rename(2): atomically replaces `to` if it exists.
   virtual absl::Status RenameFile(const std::string& from, const std::string& to) = 0;
+
+  // rename(2) of a directory: moves the directory `from`, with everything
+  // below it, to `to` in one atomic step. `to` must not exist or be an empty
+  // directory (which it then replaces); the parent of `to` must exist.
+  // Renaming a directory onto itself is OK and changes nothing. Errors:
+  // NotFound if `from` or the parent of `to` is missing; FailedPrecondition
+  // if `from` is not a directory, or `to` is a file or a non-empty directory;
+  // InvalidArgument if `to` lies below `from`.
+  virtual absl::Status RenameDir(const std::string& from, const std::string& to) = 0;
 
   // True if path names an existing file or directory.
   virtual bool FileExists(const std::string& path) = 0;
@@ -90,6 +119,12 @@ class Env {
   // mkdir -p. OK if the directory exists already; FailedPrecondition or
   // AlreadyExists if a component is a regular file.
   virtual absl::Status CreateDirs(const std::string& path) = 0;
+
+  // mkdir(2): creates the one directory `path`, never its parents. NotFound
+  // if the parent is missing, FailedPrecondition if a component of the
+  // parent is a file, AlreadyExists if `path` exists (directory or file),
+  // InvalidArgument for an empty path.
+  virtual absl::Status CreateDir(const std::string& path) = 0;
 
   // Removes a file (not a directory). NotFound if missing.
   virtual absl::Status DeleteFile(const std::string& path) = 0;
@@ -103,6 +138,11 @@ class Env {
 
   // fsync of a directory, making renames/creations inside it durable.
   virtual absl::Status SyncDir(const std::string& path) = 0;
+
+  // fsync of an existing regular file named by path (POSIX: opened read-only
+  // and fsynced), making its data durable whoever wrote it and however.
+  // NotFound if missing, FailedPrecondition for a directory (use SyncDir).
+  virtual absl::Status SyncFile(const std::string& path) = 0;
 
   // Size in bytes of a regular file. FailedPrecondition for a directory.
   virtual absl::StatusOr<uint64_t> FileSize(const std::string& path) = 0;
@@ -130,8 +170,13 @@ std::string ParentDir(const std::string& path);
 std::string JoinPath(absl::string_view a, absl::string_view b);
 
 // A fresh in-memory Env (for tests). Directories are modelled: "/" and "."
-// exist, CreateDirs makes directories, and NewWritableFile requires the
-// parent directory to exist, as on POSIX. MapReadOnly returns a snapshot copy.
+// exist, CreateDirs and CreateDir make directories, and NewWritableFile
+// requires the parent directory to exist, as on POSIX. MapReadOnly returns a
+// snapshot copy; a SequentialFile reads the bytes of the file it opened as
+// they are at each Read (a file replaced by rename or deleted afterwards keeps
+// its bytes for it, like an open POSIX descriptor). RenameFile renames files
+// only (Unimplemented for a directory: RenameDir moves directories). Nothing
+// is ever lost to a crash here, so the syncs only check that the path exists.
 // Thread-safe.
 std::unique_ptr<Env> NewMemEnv();
 
@@ -144,15 +189,16 @@ class FaultInjectionEnv : public Env {
  public:
   // The operations that can be made to fail.
   enum class Op {
-    kAppend,       // WritableFile::Append (see also FailWritesAfterBytes)
-    kSync,         // WritableFile::Sync
-    kClose,        // WritableFile::Close
-    kOpenWrite,    // NewWritableFile
-    kRename,       // RenameFile
-    kSyncDir,      // SyncDir
-    kCreateDirs,   // CreateDirs
-    kDelete,       // DeleteFile and DeleteRecursively
-    kRead,         // ReadFileToString, MapReadOnly
+    kAppend,      // WritableFile::Append (see also FailWritesAfterBytes)
+    kSync,        // WritableFile::Sync and SyncFile
+    kClose,       // WritableFile::Close
+    kOpenWrite,   // NewWritableFile
+    kRename,      // RenameFile and RenameDir
+    kSyncDir,     // SyncDir
+    kCreateDirs,  // CreateDirs and CreateDir
+    kDelete,      // DeleteFile and DeleteRecursively
+    kRead,        // ReadFileToString, MapReadOnly, NewSequentialFile and
+                  // each SequentialFile::Read (a failed Read reads nothing)
     kNumOps,
   };
 
@@ -171,6 +217,16 @@ class FaultInjectionEnv : public Env {
   // Calls of `op` after the next `n` succeed fail with `status` (n = 0: the
   // very next call fails).
   void FailAfterCalls(Op op, int64_t n, absl::Status status = NoSpaceError());
+
+  // Every later call of `op` whose path `matches` fails with `status` (a bad
+  // sector, one unwritable directory); the other calls go on as before (a
+  // call failed here does not count down a FailAfterCalls of the same op,
+  // the others do). The path is the one the call names: the file's for
+  // WritableFile and SequentialFile calls, "<from> to <to>" for a rename.
+  // One predicate per op: arming again replaces it. `matches` runs under
+  // this Env's lock: it must not call into this Env.
+  void FailCallsIf(Op op, std::function<bool(absl::string_view path)> matches,
+                   absl::Status status = NoSpaceError());
 
   // Shorthands for FailAfterCalls.
   void FailSyncsAfter(int64_t n, absl::Status status = NoSpaceError()) {
@@ -192,19 +248,25 @@ class FaultInjectionEnv : public Env {
 
   absl::StatusOr<std::string> ReadFileToString(const std::string& path) override;
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
+  absl::StatusOr<std::unique_ptr<SequentialFile>> NewSequentialFile(
+      const std::string& path) override;
   absl::Status RenameFile(const std::string& from, const std::string& to) override;
+  absl::Status RenameDir(const std::string& from, const std::string& to) override;
   bool FileExists(const std::string& path) override;
   bool IsDirectory(const std::string& path) override;
   absl::Status CreateDirs(const std::string& path) override;
+  absl::Status CreateDir(const std::string& path) override;
   absl::Status DeleteFile(const std::string& path) override;
   absl::Status DeleteRecursively(const std::string& path) override;
   absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override;
   absl::Status SyncDir(const std::string& path) override;
+  absl::Status SyncFile(const std::string& path) override;
   absl::StatusOr<uint64_t> FileSize(const std::string& path) override;
   absl::StatusOr<std::shared_ptr<ReadOnlyRegion>> MapReadOnly(const std::string& path) override;
 
  private:
   class File;
+  class ReadFile;
   struct State;
   // OK, or the injected failure for one call of op on path.
   absl::Status Check(Op op, absl::string_view path);

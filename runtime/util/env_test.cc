@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -175,6 +176,120 @@ TEST_P(EnvContractTest, DirectoriesAreNotFiles) {
   EXPECT_EQ(env_->SyncDir(Path("nodir")).code(), absl::StatusCode::kNotFound);
 }
 
+// Reads everything a SequentialFile has left, `chunk` bytes at a time.
+std::string ReadAll(SequentialFile* f, size_t chunk) {
+  std::string out, buf(chunk, '\0');
+  while (true) {
+    absl::StatusOr<size_t> n = f->Read(buf.data(), chunk);
+    EXPECT_TRUE(n.ok()) << n.status();
+    if (!n.ok() || *n == 0) return out;
+    out.append(buf.data(), *n);
+  }
+}
+
+TEST_P(EnvContractTest, SequentialFileReadsInOrderToTheEnd) {
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("s"), "hello world").ok());
+  auto f = env_->NewSequentialFile(Path("s"));
+  ASSERT_TRUE(f.ok()) << f.status();
+  char buf[16];
+  absl::StatusOr<size_t> n = (*f)->Read(buf, 4);
+  ASSERT_TRUE(n.ok());
+  ASSERT_EQ(*n, 4u);
+  EXPECT_EQ(std::string(buf, 4), "hell");
+  EXPECT_EQ(*(*f)->Read(buf, 0), 0u);
+  EXPECT_EQ(ReadAll(f->get(), 3), "o world");
+  EXPECT_EQ(*(*f)->Read(buf, sizeof buf), 0u);  // stays at the end
+
+  // An open file keeps reading what it opened after a replacement by rename.
+  auto g = env_->NewSequentialFile(Path("s"));
+  ASSERT_TRUE(g.ok());
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("s"), "other").ok());
+  EXPECT_EQ(ReadAll(g->get(), 5), "hello world");
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("empty"), "").ok());
+  auto e = env_->NewSequentialFile(Path("empty"));
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(*(*e)->Read(buf, sizeof buf), 0u);
+
+  const auto missing = env_->NewSequentialFile(Path("missing"));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr(Path("missing")));
+  ASSERT_TRUE(env_->CreateDirs(Path("dir")).ok());
+  EXPECT_EQ(env_->NewSequentialFile(Path("dir")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_P(EnvContractTest, CreateDirMakesOneLevelOnly) {
+  ASSERT_TRUE(env_->CreateDir(Path("a")).ok());
+  EXPECT_TRUE(env_->IsDirectory(Path("a")));
+  const absl::Status again = env_->CreateDir(Path("a"));
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(again.message()), HasSubstr("mkdir " + Path("a")));
+  const absl::Status deep = env_->CreateDir(Path("x/y"));
+  EXPECT_EQ(deep.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(deep.message()),
+              HasSubstr("mkdir " + Path("x/y") + ": No such file or directory"));
+  EXPECT_FALSE(env_->FileExists(Path("x")));  // the parent is never made
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("f"), "1").ok());
+  EXPECT_EQ(env_->CreateDir(Path("f")).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(env_->CreateDir(Path("f/sub")).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(env_->CreateDir("").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(EnvContractTest, RenameDirMovesTheWholeTree) {
+  ASSERT_TRUE(env_->CreateDirs(Path("d/sub/deeper")).ok());
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("d/sub/f"), "deep").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("d/g"), "top").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("dd"), "sibling").ok());  // shares the prefix "d"
+  ASSERT_TRUE(env_->RenameDir(Path("d"), Path("e")).ok());
+  EXPECT_FALSE(env_->FileExists(Path("d")));
+  EXPECT_FALSE(env_->FileExists(Path("d/sub/f")));
+  EXPECT_THAT(*env_->ListDir(Path("e")), ElementsAre("g", "sub"));
+  EXPECT_THAT(*env_->ListDir(Path("e/sub")), ElementsAre("deeper", "f"));
+  EXPECT_EQ(*env_->ReadFileToString(Path("e/sub/f")), "deep");
+  EXPECT_EQ(*env_->ReadFileToString(Path("dd")), "sibling");
+  EXPECT_THAT(*env_->ListDir(root_), ElementsAre("dd", "e"));
+
+  // An empty target directory is replaced; onto itself changes nothing.
+  ASSERT_TRUE(env_->CreateDir(Path("empty")).ok());
+  ASSERT_TRUE(env_->RenameDir(Path("e"), Path("empty")).ok());
+  EXPECT_EQ(*env_->ReadFileToString(Path("empty/g")), "top");
+  ASSERT_TRUE(env_->RenameDir(Path("empty"), Path("empty")).ok());
+  EXPECT_EQ(*env_->ReadFileToString(Path("empty/sub/f")), "deep");
+}
+
+TEST_P(EnvContractTest, RenameDirErrors) {
+  ASSERT_TRUE(env_->CreateDirs(Path("d/sub")).ok());
+  ASSERT_TRUE(env_->CreateDirs(Path("full/x")).ok());
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("file"), "1").ok());
+  const absl::Status missing = env_->RenameDir(Path("nope"), Path("e"));
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.message()),
+              HasSubstr("rename " + Path("nope") + " to " + Path("e")));
+  EXPECT_EQ(env_->RenameDir(Path("d"), Path("no/e")).code(), absl::StatusCode::kNotFound);
+  const absl::Status not_dir = env_->RenameDir(Path("file"), Path("e"));
+  EXPECT_EQ(not_dir.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(not_dir.message()), HasSubstr(Path("file") + " is not a directory"));
+  EXPECT_EQ(env_->RenameDir(Path("d"), Path("file")).code(), absl::StatusCode::kFailedPrecondition);
+  const absl::Status not_empty = env_->RenameDir(Path("d"), Path("full"));
+  EXPECT_EQ(not_empty.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(not_empty.message()), HasSubstr(Path("full")));
+  EXPECT_EQ(env_->RenameDir(Path("d"), Path("d/sub/e")).code(), absl::StatusCode::kInvalidArgument);
+  // Nothing moved.
+  EXPECT_TRUE(env_->IsDirectory(Path("d/sub")));
+  EXPECT_TRUE(env_->IsDirectory(Path("full/x")));
+  EXPECT_EQ(*env_->ReadFileToString(Path("file")), "1");
+}
+
+TEST_P(EnvContractTest, SyncFileNeedsAnExistingFile) {
+  ASSERT_TRUE(env_->WriteFileAtomic(Path("f"), "1").ok());
+  EXPECT_TRUE(env_->SyncFile(Path("f")).ok());
+  const absl::Status missing = env_->SyncFile(Path("missing"));
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.message()), HasSubstr(Path("missing")));
+  ASSERT_TRUE(env_->CreateDirs(Path("dir")).ok());
+  EXPECT_EQ(env_->SyncFile(Path("dir")).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_P(EnvContractTest, ConcurrentAtomicWritesOfOneFileNeverTear) {
   const std::string p = Path("shared");
   std::vector<std::thread> threads;
@@ -329,6 +444,84 @@ TEST_F(FaultInjectionEnvTest, OtherOps) {
   EXPECT_EQ(c.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(c.message()), HasSubstr("close /d/h.tmp."));
   EXPECT_THAT(*mem_->ListDir("/d"), IsEmpty());
+}
+
+TEST_F(FaultInjectionEnvTest, DirectoryOpsSequentialReadsAndSyncFile) {
+  using Op = FaultInjectionEnv::Op;
+  ASSERT_TRUE(env_->WriteFileAtomic("/d/f", "abcdef").ok());
+
+  // kRead: opening counts as one call, then every Read; a failed Read reads
+  // nothing, so the next one continues where the last good one stopped.
+  env_->FailAfterCalls(Op::kRead, 2, absl::UnavailableError("Input/output error"));
+  auto f = env_->NewSequentialFile("/d/f");
+  ASSERT_TRUE(f.ok());
+  char buf[4];
+  ASSERT_EQ(*(*f)->Read(buf, 2), 2u);
+  const absl::StatusOr<size_t> bad = (*f)->Read(buf, 2);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("read /d/f: Input/output error (injected fault)"));
+  env_->ClearFaults();
+  ASSERT_EQ(*(*f)->Read(buf, 4), 4u);
+  EXPECT_EQ(std::string(buf, 4), "cdef");
+  env_->FailAfterCalls(Op::kRead, 0);
+  EXPECT_EQ(env_->NewSequentialFile("/d/f").status().code(), absl::StatusCode::kResourceExhausted);
+  env_->ClearFaults();
+
+  // kRename covers RenameDir; kCreateDirs covers CreateDir; kSync covers SyncFile.
+  ASSERT_TRUE(env_->CreateDirs("/d/sub").ok());
+  env_->FailRenamesAfter(0);
+  const absl::Status r = env_->RenameDir("/d/sub", "/d/moved");
+  EXPECT_EQ(r.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(r.message()),
+              HasSubstr("rename /d/sub to /d/moved: No space left on device (injected fault)"));
+  EXPECT_TRUE(mem_->IsDirectory("/d/sub"));
+  env_->FailAfterCalls(Op::kCreateDirs, 0);
+  EXPECT_THAT(std::string(env_->CreateDir("/d/new").message()), HasSubstr("mkdir /d/new"));
+  EXPECT_FALSE(mem_->FileExists("/d/new"));
+  env_->FailSyncsAfter(0, absl::DataLossError("Input/output error"));
+  const absl::Status s = env_->SyncFile("/d/f");
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("fsync /d/f: Input/output error (injected fault)"));
+  env_->ClearFaults();
+  EXPECT_TRUE(env_->RenameDir("/d/sub", "/d/moved").ok());
+  EXPECT_TRUE(env_->CreateDir("/d/new").ok());
+  EXPECT_TRUE(env_->SyncFile("/d/f").ok());
+  EXPECT_EQ(env_->calls(Op::kRename), 3);  // WriteFileAtomic's, and two RenameDir
+  EXPECT_EQ(env_->calls(Op::kSync), 3);    // WriteFileAtomic's, and two SyncFile
+}
+
+TEST_F(FaultInjectionEnvTest, FailCallsIfHitsOnlyMatchingPaths) {
+  using Op = FaultInjectionEnv::Op;
+  ASSERT_TRUE(env_->WriteFileAtomic("/d/good", "1").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic("/d/bad", "2").ok());
+  // A bad sector under /d/bad: every read of it fails, other files read fine.
+  env_->FailCallsIf(
+      Op::kRead, [](absl::string_view p) { return p == "/d/bad"; },
+      absl::UnavailableError("Input/output error"));
+  EXPECT_EQ(*env_->ReadFileToString("/d/good"), "1");
+  for (int i = 0; i < 2; ++i) {
+    const auto bad = env_->ReadFileToString("/d/bad");
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(bad.status().message()),
+                HasSubstr("read /d/bad: Input/output error (injected fault)"));
+  }
+  EXPECT_FALSE(env_->NewSequentialFile("/d/bad").ok());
+  EXPECT_EQ(env_->faults_injected(), 3);
+
+  // Renames match on "<from> to <to>"; a call failed by the predicate does
+  // not count down FailAfterCalls, the others do.
+  env_->FailCallsIf(Op::kRename,
+                    [](absl::string_view p) { return absl::StrContains(p, " to /d/x"); });
+  env_->FailRenamesAfter(1);
+  EXPECT_EQ(env_->RenameFile("/d/good", "/d/x").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(env_->RenameFile("/d/good", "/d/y").ok());  // the one allowed by FailRenamesAfter(1)
+  EXPECT_THAT(std::string(env_->RenameFile("/d/y", "/d/z").message()),
+              HasSubstr("rename /d/y to /d/z"));
+  env_->ClearFaults();
+  EXPECT_TRUE(env_->RenameFile("/d/y", "/d/x").ok());
+  EXPECT_EQ(*env_->ReadFileToString("/d/bad"), "2");
 }
 
 TEST_F(FaultInjectionEnvTest, WrapsPosixToo) {

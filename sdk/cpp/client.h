@@ -46,7 +46,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/protocol/codec.h"
 #include "daemon/protocol/messages.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace fjord {
 

@@ -39,8 +39,8 @@
 #include "daemon/protocol/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lora/job_config.h"
 #include "runtime/train/checkpoint.h"
-#include "runtime/train/job_config.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace fjord::testing {
@@ -344,7 +344,7 @@ class Chaos {
   // Runs fjord-train once, uninterrupted, on the job.yaml the daemon wrote
   // for `job_id`, into its own output directory; returns that directory.
   std::string ReferenceRun(const std::string& job_id, const std::vector<std::string>& worker_args) {
-    absl::StatusOr<train::JobConfig> cfg = train::LoadJobConfig(JobDir(job_id) + "/job.yaml");
+    absl::StatusOr<lora::JobConfig> cfg = lora::LoadJobConfig(JobDir(job_id) + "/job.yaml");
     EXPECT_TRUE(cfg.ok()) << cfg.status();
     if (!cfg.ok()) return "";
     const std::string out = absl::StrCat(h_.dir(), "/reference-", job_id);

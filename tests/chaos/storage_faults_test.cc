@@ -8,6 +8,15 @@
 //
 // Mounting needs root with CAP_SYS_ADMIN (CI runs as root): where mount(2) is
 // refused, those tests are skipped saying so.
+//
+// What a fault does to the checkpoint itself (ENOSPC mid-file or writing the
+// manifest, a failing fsync, rename into place, directory fsync or read
+// during verification, a read-only or vanished root) is tested without root
+// or mounts in runtime/train/checkpoint_test.cc, on a FaultInjectionEnv over
+// the POSIX Env and over MemEnv. These tests keep what an Env inside the test
+// process cannot model: a fault that the kernel gives to another process (the
+// real fjord-train or the fake worker, whose Env a test cannot replace) and
+// what fjordd then reports, requeues, refuses and recovers from.
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>

@@ -31,7 +31,7 @@
 #include "daemon/worker/worker_process.h"
 #include "gtest/gtest.h"
 #include "sdk/cpp/client.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 // `auto lhs = *expr` for an absl::StatusOr<T> expression; a failed status
 // fails the test with the status in the message.

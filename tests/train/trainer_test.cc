@@ -7,11 +7,13 @@
 //   - stop requests, keep-last-K, metrics events, setup errors.
 #include "runtime/train/trainer.h"
 
+#include <ATen/Context.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
+#include <torch/utils.h>
 
 #include <atomic>
 #include <filesystem>
@@ -20,16 +22,18 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "lora/job_config.h"
 #include "lora/lora_method.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/kernels/ops.h"
 #include "runtime/train/checkpoint.h"
-#include "runtime/train/job_config.h"
 
 namespace fjord::train {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using lora::JobConfig;  // RunTraining's TrainingConfig plus the LoRA settings
 
 std::string Demo() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
@@ -269,6 +273,74 @@ TEST(TrainerTest, EvaluatesEveryNStepsAndAtTheEnd) {
   EXPECT_EQ(at, (std::vector<int64_t>{0, 2, 4}));
   EXPECT_GT(run.result->initial_eval_loss, 0);
   EXPECT_GT(run.result->final_eval_loss, 0);
+}
+
+// trainer.h's contract: the process-wide settings only with set_process_wide
+// (the default), checked on the calling thread; config.yaml records
+// TrainingConfig::ToYaml unless TrainOptions::config_yaml is given.
+TEST(TrainerTest, ProcessWideSettingsOnlyWhenAsked) {
+  auto flushes_subnormals = [] {
+    volatile float tiny = 1e-40f;  // subnormal
+    volatile float y = tiny * 1.0f;
+    return y == 0.0f;
+  };
+  const int threads_before = torch::get_num_threads();
+  at::globalContext().setFlushDenormal(false);
+  kernels::SetBackend(kernels::Backend::kReference);
+
+  JobConfig job = Job(TempDir());
+  job.training.max_steps = 1;
+  job.training.threads = 0;
+  job.checkpoint.every_steps = 0;
+  TrainOptions keep;
+  keep.set_process_wide = false;
+  TrainRun run = Train(job, keep);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_EQ(torch::get_num_threads(), threads_before);
+  EXPECT_FALSE(flushes_subnormals());
+  EXPECT_EQ(kernels::GetBackend(), kernels::Backend::kReference);
+  // The checkpoint's config.yaml: the training config (no lora section).
+  const std::vector<FoundCheckpoint> cps = ListCheckpoints(job.output.dir + "/checkpoints");
+  ASSERT_EQ(cps.size(), 1u);
+  absl::StatusOr<TrainingConfig> recorded = ParseTrainingConfig(Bytes(cps[0].dir + "/config.yaml"), "config.yaml");
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(recorded->output.dir, job.output.dir);
+
+  // Asking for a process-wide setting without set_process_wide is refused.
+  job = Job(TempDir());
+  job.training.threads = 1;
+  run = Train(job, keep);
+  EXPECT_EQ(run.result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(run.result.status().message(), HasSubstr("set_process_wide"));
+
+  // The default: set (kernels auto; flush-to-zero on CPU); the whole job in config.yaml.
+  job = Job(TempDir());
+  job.training.max_steps = 1;
+  job.checkpoint.every_steps = 0;
+  TrainOptions defaults;
+  defaults.config_yaml = job.ToYaml();
+  run = Train(job, defaults);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_TRUE(flushes_subnormals());
+  EXPECT_EQ(kernels::GetBackend(), kernels::Backend::kAuto);
+  absl::StatusOr<JobConfig> whole =
+      lora::ParseJobConfig(Bytes(job.output.dir + "/checkpoints/step-00000001/config.yaml"), "config.yaml");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->lora.r, 4);
+  at::globalContext().setFlushDenormal(false);
+}
+
+// A config built in code is checked as a YAML file would be.
+TEST(TrainerTest, InvalidConfigIsRefusedBeforeSetup) {
+  JobConfig job = Job(TempDir());
+  job.training.micro_batch_size = 0;
+  TrainRun run = Train(job);
+  EXPECT_EQ(run.result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(run.result.status().message(),
+              HasSubstr("training config: field 'training.micro_batch_size': 0 is out of range"));
+  job = Job("");
+  run = Train(job);
+  EXPECT_THAT(run.result.status().message(), HasSubstr("field 'output.dir' is required"));
 }
 
 TEST(TrainerTest, SetupErrorsAreSpecific) {

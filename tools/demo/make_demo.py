@@ -10,7 +10,15 @@ format; a LoRA fine-tune on questions about some countries should answer
 questions about held-out countries it has only read statements about.
 
 Usage: make_demo.py OUT_DIR     (writes OUT_DIR/model and OUT_DIR/data)
-Deterministic for a given torch version (seeded, single-threaded).
+  FJORD_DEMO_PRETRAIN_STEPS  pretraining steps (default 500; tests use a few)
+  FJORD_DEMO_THREADS         torch threads (default 1; the result is the same)
+
+The same bytes on any x86-64 machine for the pinned torch, transformers and
+tokenizers (tools/requirements.txt): the data and the tokenizer involve no
+floating point, and the model is pretrained with exact_llama.py's arithmetic,
+whose result does not depend on the CPU's vector width or the thread count
+(ordinary torch training does: the weights, and the fine-tune's result,
+differed between machines). tools/demo/check_reproducible.sh checks it.
 """
 import json
 import os
@@ -20,6 +28,8 @@ import sys
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM
+
+import exact_llama
 
 CAPITALS = [
     ("Norway", "Oslo"), ("Sweden", "Stockholm"), ("Denmark", "Copenhagen"), ("Finland", "Helsinki"),
@@ -69,6 +79,7 @@ QUESTIONS = [
 ]
 ANSWER = "The capital of {country} is {city}."
 
+ROPE_THETA = 10000.0
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
            "<|eot_id|>", "<|pad|>"]
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -119,7 +130,9 @@ def chat_example(country, city, rng):
 def main():
     out = sys.argv[1]
     torch.manual_seed(0)
-    torch.set_num_threads(1)
+    # Any thread count gives the same bits (exact_llama); one is the fastest on a
+    # machine busy with a build (OpenMP threads spin-wait for a core).
+    torch.set_num_threads(int(os.environ.get("FJORD_DEMO_THREADS", "1")))
     rng = random.Random(0)
     lines = corpus(rng)
     tok = make_tokenizer(lines)
@@ -133,14 +146,16 @@ def main():
                    "eos_token": "<|eot_id|>", "pad_token": "<|pad|>", "chat_template": CHAT_TEMPLATE,
                    "model_max_length": 256, "clean_up_tokenization_spaces": False}, f, indent=2)
 
-    # Pretrain a tiny Llama on the statements (packed into 64-token rows).
+    # Pretrain a tiny Llama on the statements (packed into 64-token rows), with
+    # exact_llama's arithmetic: the same weights, bit for bit, on any x86-64 CPU.
     bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
     cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=128, intermediate_size=344,
                       num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, rope_theta=10000.0, tie_word_embeddings=True,
+                      max_position_embeddings=256, rope_theta=ROPE_THETA, tie_word_embeddings=True,
                       bos_token_id=bos, eos_token_id=tok.token_to_id("<|eot_id|>"),
                       pad_token_id=tok.token_to_id("<|pad|>"))
-    model = LlamaForCausalLM(cfg)
+    xcfg = exact_llama.Config(cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers,
+                              cfg.num_attention_heads, cfg.num_key_value_heads, ROPE_THETA, cfg.rms_norm_eps)
     stream = []
     for _ in range(3):
         rng.shuffle(lines)
@@ -148,22 +163,23 @@ def main():
             stream += [bos] + tok.encode(line, add_special_tokens=False).ids + [eos]
     seq = 64
     rows = torch.tensor(stream[: len(stream) // seq * seq]).view(-1, seq)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    params = exact_llama.init_params(xcfg, seed=0)
+    rope = exact_llama.rope_tables(seq, xcfg.D, xcfg.theta)
+    opt = exact_llama.AdamW(params)
     steps, batch = int(os.environ.get("FJORD_DEMO_PRETRAIN_STEPS", "500")), 32
-    g = torch.Generator().manual_seed(0)
-    model.train()
+    batch_rng = random.Random(1)
     for step in range(steps):
-        idx = torch.randint(0, rows.size(0), (batch,), generator=g)
-        x = rows[idx]
+        x = rows[[batch_rng.randrange(rows.size(0)) for _ in range(batch)]]
         lr = 3e-3 * min(1.0, (step + 1) / 50) * max(0.05, 1 - step / steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss, grads = exact_llama.loss_and_grads(xcfg, params, x, rope)
+        opt.step(params, grads, lr)
         if step % 100 == 0 or step == steps - 1:
-            print(f"pretrain step {step} loss {loss.item():.3f}", file=sys.stderr)
+            print(f"pretrain step {step} loss {loss:.4f}", file=sys.stderr)
+    model = LlamaForCausalLM(cfg)
+    state = {k: v.to(torch.float32) for k, v in params.items()}
+    result = model.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}, result
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     model.eval()
     model.save_pretrained(model_dir, safe_serialization=True)
 

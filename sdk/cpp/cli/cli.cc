@@ -28,7 +28,7 @@
 #include "sdk/cpp/cli/render.h"
 #include "sdk/cpp/cli/svg_plot.h"
 #include "sdk/cpp/client.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::cli {
 namespace {

@@ -22,7 +22,7 @@
 #include "sdk/cpp/cli/render.h"
 #include "sdk/cpp/cli/settings.h"
 #include "sdk/cpp/cli/svg_plot.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::cli {
 namespace {
@@ -323,7 +323,7 @@ TEST(JobFileTest, TheQuickstartJobIsValid) {
   absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->model, "demo");
-  EXPECT_EQ(spec->hyperparameters.epochs, 2);
+  EXPECT_EQ(spec->hyperparameters.epochs, 5);
   EXPECT_EQ(spec->hyperparameters.eval_every_steps, 25);
 }
 
@@ -374,6 +374,33 @@ TEST(RenderTest, ProgressLinesMatchThePythonSdk) {
   EXPECT_EQ(FormatDuration(3725), "1h02m");
   EXPECT_EQ(FormatDuration(-1), "?");
   EXPECT_EQ(FormatTimeMs(1700000000000), "2023-11-14 22:13:20Z");
+}
+
+// The quickstart's summary: the step-0 eval (before training) and the last
+// one (after), loss and token accuracy; a done event's held-out answer
+// accuracy only when measured (-1: not).
+TEST(QuickstartTest, SummaryFromTheFirstAndLastEvalEvents) {
+  QuickstartResult r;
+  EXPECT_THAT(EvalSummaryLines(r), ElementsAre());
+  for (const protocol::JobEvent& e : {
+           Ev(1, "eval", {{"step", 0}, {"total_steps", 70}, {"eval_loss", 3.5}, {"eval_token_accuracy", 0.25}}),
+           Ev(2, "step", {{"step", 1}, {"total_steps", 70}, {"loss", 9.0}}),
+           Ev(3, "eval", {{"step", 25}, {"total_steps", 70}, {"eval_loss", 1.0}, {"eval_token_accuracy", 0.75}}),
+           Ev(4, "eval", {{"step", 70}, {"total_steps", 70}, {"eval_loss", 0.35}, {"eval_token_accuracy", 0.9}}),
+           Ev(5, "done", {{"step", 70}, {"total_steps", 70}, {"eval_loss", 0.35}, {"heldout_accuracy", -1}}),
+       }) {
+    RecordEvalEvent(e, &r);
+  }
+  EXPECT_THAT(EvalSummaryLines(r),
+              ElementsAre("  eval loss: 3.5000 -> 0.3500 (-90.0%)",
+                          "  eval token accuracy: 25.0% -> 90.0% (answer tokens predicted right)"));
+  RecordEvalEvent(Ev(6, "done", {{"step", 70}, {"total_steps", 70}, {"heldout_accuracy", 0.95}}), &r);
+  EXPECT_THAT(EvalSummaryLines(r).back(), "  held-out answer accuracy: 95.0% (greedy answers exactly right)");
+  // An older trainer's eval event: "loss", no accuracy.
+  QuickstartResult old;
+  RecordEvalEvent(Ev(1, "eval", {{"step", 0}, {"loss", 2.0}}), &old);
+  RecordEvalEvent(Ev(2, "eval", {{"step", 5}, {"loss", 1.0}}), &old);
+  EXPECT_THAT(EvalSummaryLines(old), ElementsAre("  eval loss: 2.0000 -> 1.0000 (-50.0%)"));
 }
 
 TEST(RenderTest, TableAndEventLines) {

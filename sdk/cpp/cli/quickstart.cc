@@ -37,7 +37,7 @@
 #include "sdk/cpp/cli/job_file.h"
 #include "sdk/cpp/cli/render.h"
 #include "sdk/cpp/client.h"
-#include "sdk/cpp/curve_keys.h"
+#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::cli {
 namespace {
@@ -46,9 +46,12 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 // The demo's recipe, in the customer's job.yaml format: configs/quickstart.yaml's
-// training (which runs fjord-train directly), with 2 epochs instead of 5 so the
-// fine-tune takes ~2 minutes on 2 CPU cores (the eval loss levels off within
-// the first ~50 steps).
+// training (which runs fjord-train directly), 5 epochs (175 steps, ~30 s on 2
+// CPU cores). Fewer do not do: the fine-tune first learns the answer's form,
+// and only later (from ~step 50 to ~step 120, depending on the seed and the
+// base model) to answer for countries it was not trained on; stopped in the
+// middle, the result swings with the smallest change (after 2 epochs, 0% to
+// 100% of the held-out answers right with seeds 1..4).
 constexpr char kJobYaml[] = R"(# The quickstart's fine-tune of the demo model (tools/demo), as a customer submits it:
 #   fjord jobs create -f job.yaml --wait
 model: demo
@@ -56,7 +59,7 @@ training_file: train.jsonl         # local files are uploaded first
 validation_file: valid.jsonl
 suffix: capitals
 hyperparameters:
-  epochs: 2                        # the eval loss has levelled off by then (~70 steps)
+  epochs: 5                        # the eval loss has levelled off by then (~120 of 175 steps)
   batch_size: 1                    # rows of max_length tokens per micro-batch
   gradient_accumulation_steps: 1
   learning_rate: 2.0e-3            # high for a tiny model; 1e-4..3e-4 for real 1B-8B models
@@ -267,9 +270,58 @@ class SignalGuard {
   struct sigaction old_int_ {}, old_term_ {};
 };
 
+int64_t CountLines(const std::string& path) {
+  std::ifstream f(path);
+  int64_t n = 0;
+  for (std::string l; std::getline(f, l);) n += l.empty() ? 0 : 1;
+  return n;
+}
+
+std::optional<double> Number(const json& data, const char* key) {
+  if (!data.is_object() || !data.contains(key) || !data[key].is_number()) return std::nullopt;
+  return data[key].get<double>();
+}
+
 }  // namespace
 
 const char* QuickstartJobYaml() { return kJobYaml; }
+
+void RecordEvalEvent(const protocol::JobEvent& e, QuickstartResult* result) {
+  if (e.type == "eval") {
+    std::optional<double> loss = Number(e.data, "eval_loss");
+    if (!loss) loss = Number(e.data, "loss");
+    if (loss) {
+      if (!result->first_eval_loss) result->first_eval_loss = loss;
+      result->last_eval_loss = loss;
+    }
+    if (std::optional<double> acc = Number(e.data, "eval_token_accuracy")) {
+      if (!result->first_eval_token_accuracy) result->first_eval_token_accuracy = acc;
+      result->last_eval_token_accuracy = acc;
+    }
+  } else if (e.type == "done") {
+    // -1: not measured.
+    if (std::optional<double> acc = Number(e.data, "heldout_accuracy"); acc && *acc >= 0) {
+      result->heldout_accuracy = acc;
+    }
+  }
+}
+
+std::vector<std::string> EvalSummaryLines(const QuickstartResult& r) {
+  std::vector<std::string> lines;
+  if (r.first_eval_loss && r.last_eval_loss) {
+    const double a = *r.first_eval_loss, b = *r.last_eval_loss;
+    lines.push_back(absl::StrFormat("  eval loss: %.4f -> %.4f (%+.1f%%)", a, b, a != 0 ? 100 * (b - a) / a : 0.0));
+  }
+  if (r.first_eval_token_accuracy && r.last_eval_token_accuracy) {
+    lines.push_back(absl::StrFormat("  eval token accuracy: %.1f%% -> %.1f%% (answer tokens predicted right)",
+                                    100 * *r.first_eval_token_accuracy, 100 * *r.last_eval_token_accuracy));
+  }
+  if (r.heldout_accuracy) {
+    lines.push_back(absl::StrFormat("  held-out answer accuracy: %.1f%% (greedy answers exactly right)",
+                                    100 * *r.heldout_accuracy));
+  }
+  return lines;
+}
 
 absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE* out, FILE* err) {
   auto say = [&](const std::string& s) {
@@ -390,13 +442,7 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
       client->StreamEvents(job.id, 0, [&](const protocol::JobEvent& e) {
         if (o.json) std::fprintf(out, "%s\n", protocol::DumpJson(json{{"event", protocol::JobEventToJson(e)}}).c_str());
         else progress.OnEvent(e);
-        if (e.type == "eval" && e.data.is_object()) {
-          const json& v = e.data.contains("eval_loss") ? e.data["eval_loss"] : e.data.value("loss", json());
-          if (v.is_number()) {
-            if (!result.first_eval_loss) result.first_eval_loss = v.get<double>();
-            result.last_eval_loss = v.get<double>();
-          }
-        }
+        RecordEvalEvent(e, &result);
         const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted).count();
         if (elapsed > o.max_seconds) timed_out = true;
         return !g_interrupted.load() && !timed_out;
@@ -423,10 +469,11 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
     say("");
     say(absl::StrCat("quickstart: ", job.id, " succeeded in ", FormatDuration(result.seconds), " (",
                      final_job->step, " steps)"));
-    if (result.first_eval_loss && result.last_eval_loss) {
-      const double a = *result.first_eval_loss, b = *result.last_eval_loss;
-      say(absl::StrFormat("  eval loss: %.4f -> %.4f (%+.1f%%)", a, b, a != 0 ? 100 * (b - a) / a : 0.0));
+    if (o.job_file.empty()) {
+      say(absl::StrCat("  validation: ", CountLines(demo + "/data/valid.jsonl"),
+                       " questions about countries left out of the training data"));
     }
+    for (const std::string& line : EvalSummaryLines(result)) say(line);
     say(absl::StrCat("  PEFT adapter: ", result.adapter_dir, "/ (", absl::StrJoin(names, ", "), ")"));
     say(absl::StrCat("  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(\"", demo,
                      "/model\"), \"", result.adapter_dir, "\")"));
@@ -441,11 +488,15 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
   say(absl::StrCat("quickstart: stopped fjordd", clean ? "" : " (it did not exit cleanly)",
                    o.keep ? absl::StrCat("; its state and logs are in ", run) : ""));
   if (o.json) {
+    auto opt = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };
     json summary{{"job", protocol::JobToJson(*final_job)},
                  {"adapter", result.adapter_dir.empty() ? json(nullptr) : json(result.adapter_dir)},
                  {"base_model", result.base_model_dir},
                  {"eval_loss_first", result.first_eval_loss ? json(*result.first_eval_loss) : json(nullptr)},
                  {"eval_loss_last", result.last_eval_loss ? json(*result.last_eval_loss) : json(nullptr)},
+                 {"eval_token_accuracy_first", opt(result.first_eval_token_accuracy)},
+                 {"eval_token_accuracy_last", opt(result.last_eval_token_accuracy)},
+                 {"heldout_accuracy", opt(result.heldout_accuracy)},
                  {"seconds", result.seconds},
                  {"state_dir", o.keep ? json(run) : json(nullptr)}};
     std::fprintf(out, "%s\n", protocol::DumpJson(summary).c_str());

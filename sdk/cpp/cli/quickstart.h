@@ -4,8 +4,9 @@
 // freshly generated server and client keys, a temporary state directory and
 // storage root), uploads the demo data (tools/demo: a tiny Llama-architecture
 // model, tokenizer.json and instruction data), submits the demo fine-tune,
-// streams its progress, downloads the PEFT adapter, prints where it is and how
-// much the eval loss fell, and stops the daemon.
+// streams its progress, downloads the PEFT adapter, prints where it is, the
+// eval loss and token accuracy before and after the fine-tune, and stops the
+// daemon.
 //
 // Finds its pieces (each may be overridden by an environment variable):
 //   fjordd       FJORD_FJORDD, else <bin>/daemon/server/fjordd, else next to fjord, else PATH
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "daemon/protocol/messages.h"
@@ -42,9 +44,25 @@ struct QuickstartResult {
   std::string job_id;
   std::string adapter_dir;    // the downloaded PEFT adapter ("" unless succeeded)
   std::string base_model_dir;
+  // From the job's eval events: the first is the trainer's evaluation at
+  // step 0, before training; the last, after the final step.
   std::optional<double> first_eval_loss, last_eval_loss;
+  std::optional<double> first_eval_token_accuracy, last_eval_token_accuracy;  // 0..1
+  // Greedy-answer accuracy from the done event, when the trainer measured it
+  // (a job with held-out prompts; fjordd's jobs have none yet).
+  std::optional<double> heldout_accuracy;
   double seconds = 0;         // from submission to the end of the job
 };
+
+// Folds one job event into result's eval numbers (eval and done events; the
+// others are ignored).
+void RecordEvalEvent(const protocol::JobEvent& event, QuickstartResult* result);
+
+// The lines that report the fine-tune's effect, each with two leading spaces:
+//   "  eval loss: 3.2066 -> 0.5452 (-83.0%)"
+//   "  eval token accuracy: 53.7% -> 99.4% (answer tokens predicted right)"
+// and a held-out answer accuracy line when measured; none for what is missing.
+std::vector<std::string> EvalSummaryLines(const QuickstartResult& result);
 
 // The demo fine-tune, in job.yaml format (what `fjord jobs create -f` reads).
 const char* QuickstartJobYaml();

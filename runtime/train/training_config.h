@@ -1,23 +1,32 @@
-// The job config: one YAML file naming the base model, the data, the LoRA
-// settings, the training hyperparameters and the output directory. Read by
-// fjord-train (one job per process) and validated by fjordd before queueing.
+// What RunTraining (trainer.h) needs to run: the base model, the data, the
+// training hyperparameters, evaluation, checkpoints and the output directory.
+// Nothing about the parameter-efficient method: that is the AdapterMethod
+// handed to RunTraining (adapter_method.h), configured on its own
+// (lora::LoraConfig; fjord-train's YAML job config, lora::JobConfig in
+// lora/job_config.h, is this config plus a `lora:` section).
+//
+//   train::TrainingConfig config;
+//   config.model.path = "models/llama-3.2-1b";
+//   config.data.train = "data/train.jsonl";
+//   config.training.max_steps = 100;
+//   config.output.dir = "runs/1";
+//   FJORD_RETURN_IF_ERROR(config.Validate());
 //
 // Every field has a default except model.path, data.train and output.dir.
-// Unknown keys are refused (a typo must not silently mean "default").
-#ifndef FJORD_RUNTIME_TRAIN_JOB_CONFIG_H_
-#define FJORD_RUNTIME_TRAIN_JOB_CONFIG_H_
+// Plain values; copy freely.
+#ifndef FJORD_RUNTIME_TRAIN_TRAINING_CONFIG_H_
+#define FJORD_RUNTIME_TRAIN_TRAINING_CONFIG_H_
 
 #include <cstdint>
 #include <string>
-#include <utility>
-#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace fjord::train {
 
-struct JobConfig {
+struct TrainingConfig {
   struct Model {
     std::string path;              // HF checkpoint directory (required)
     std::string dtype = "auto";    // auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
@@ -33,22 +42,6 @@ struct JobConfig {
     bool truncate = true;          // false: an over-long example is an error
     bool shuffle = true;
   } data;
-  struct Lora {
-    int64_t r = 16;                // higher: more capacity, more memory
-    double alpha = 32;
-    double dropout = 0.05;
-    // As PEFT: a list names modules (a path ending in ".<name>", e.g. q_proj);
-    // a single string is "all-linear" (every linear layer but lm_head) or a
-    // regex that must match the whole module path (".*layers\.[0-3]\..*_proj").
-    std::vector<std::string> target_modules = {"all-linear"};
-    bool target_modules_regex = false;  // set when target_modules was one string other than all-linear
-    bool use_rslora = false;       // scale alpha/sqrt(r) instead of alpha/r
-    std::vector<int64_t> layers_to_transform;  // empty: all layers
-    // Per-module rank / alpha: the first key (a regex) matching the end of a
-    // module path after a '.' wins, e.g. {down_proj: 32}. As PEFT's.
-    std::vector<std::pair<std::string, int64_t>> rank_pattern;
-    std::vector<std::pair<std::string, double>> alpha_pattern;
-  } lora;
   struct Training {
     int64_t epochs = 1;
     int64_t max_steps = 0;         // > 0 overrides epochs
@@ -64,11 +57,11 @@ struct JobConfig {
     double warmup_ratio = 0.0;     // used when warmup_steps == 0
     double min_lr_ratio = 0.0;     // final lr as a fraction of learning_rate
     double max_grad_norm = 1.0;    // <= 0: no clipping
-    uint64_t seed = 42;
+    uint64_t seed = 42;            // adapter init, data order, dropout (torch::manual_seed)
     bool gradient_checkpointing = false;  // less activation memory, ~30% more compute
-    std::string device = "auto";   // auto | cpu | cuda
-    std::string kernels = "auto";  // auto | fused | reference
-    int64_t threads = 0;           // CPU threads; 0: LibTorch's default
+    std::string device = "auto";   // auto (cuda:0 when available) | cpu | cuda (cuda:0)
+    std::string kernels = "auto";  // auto | fused | reference (process-wide: kernels::SetBackend)
+    int64_t threads = 0;           // CPU threads, process-wide (torch::set_num_threads); 0: LibTorch's default
   } training;
   struct Eval {
     int64_t every_steps = 0;       // 0: only at the end
@@ -84,18 +77,26 @@ struct JobConfig {
     std::string dir;               // required: checkpoints/ and adapter/ go here
   } output;
 
-  // The config as YAML (all fields, defaults included), for checkpoints and logs.
+  // OK when the config could have come from a YAML file: InvalidArgument
+  // "training config: field 'training.micro_batch_size': 0 is out of range
+  // [1, 65536]" for a value out of its range or not one of its names, and
+  // "training config: field 'model.path' is required" for a missing
+  // model.path, data.train or output.dir. RunTraining calls it first.
+  absl::Status Validate() const;
+  // The config as YAML (every field, defaults included; sections model, data,
+  // training, eval, checkpoint, output). RunTraining writes it as config.yaml
+  // in each checkpoint unless TrainOptions::config_yaml says otherwise.
   std::string ToYaml() const;
 };
 
-// Parses YAML text. InvalidArgument naming `name`, the line and the field for
-// a malformed document, an unknown key, a wrong type or an out-of-range value.
-absl::StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml, absl::string_view name);
-// Reads and parses a file (NotFound if missing).
-absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path);
-// Applies "section.field=value" overrides (as from --set), then re-validates.
-absl::Status ApplyOverride(JobConfig& config, absl::string_view assignment);
+// Parses YAML text with the sections above (and no others: a `lora:` section
+// is lora::ParseJobConfig's). InvalidArgument naming `name`, the line and the
+// field for a malformed document, an unknown section or key, a wrong type, an
+// out-of-range value or a missing required field.
+absl::StatusOr<TrainingConfig> ParseTrainingConfig(absl::string_view yaml, absl::string_view name);
+// Reads and parses a file (NotFound if it cannot be opened).
+absl::StatusOr<TrainingConfig> LoadTrainingConfig(const std::string& path);
 
 }  // namespace fjord::train
 
-#endif  // FJORD_RUNTIME_TRAIN_JOB_CONFIG_H_
+#endif  // FJORD_RUNTIME_TRAIN_TRAINING_CONFIG_H_

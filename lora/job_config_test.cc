@@ -1,4 +1,4 @@
-#include "runtime/train/job_config.h"
+#include "lora/job_config.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace fjord::train {
+namespace fjord::lora {
 namespace {
 
 using ::testing::HasSubstr;
@@ -173,6 +173,30 @@ TEST(JobConfigTest, LoraTargetFormsAndPatterns) {
               HasSubstr("expected a mapping of module pattern: alpha"));
 }
 
+// The job config is the runtime's TrainingConfig plus `lora:`: the same
+// sections in the same order, and RunTraining takes it as a TrainingConfig.
+TEST(JobConfigTest, IsATrainingConfigPlusALoraSection) {
+  JobConfig c = *ParseJobConfig(kMinimal, "job.yaml");
+  const train::TrainingConfig& t = c;
+  EXPECT_EQ(t.model.path, "/models/llama");
+  EXPECT_THAT(ParseJobConfig("optimiser:\n  lr: 1\n", "j.yaml").status().message(),
+              HasSubstr("j.yaml:1: field 'optimiser': unknown section; expected one of model, data, lora, "
+                        "training, eval, checkpoint, output"));
+  EXPECT_THAT(ParseJobConfig("- a\n", "j.yaml").status().message(),
+              HasSubstr("j.yaml: the job config must be a mapping of sections (model, data, lora, training, eval, "
+                        "checkpoint, output)"));
+  // The base's YAML has no lora section; the job's has it after data.
+  EXPECT_EQ(t.ToYaml().find("lora:"), std::string::npos);
+  const std::string y = c.ToYaml();
+  EXPECT_LT(y.find("data:"), y.find("lora:"));
+  EXPECT_LT(y.find("lora:"), y.find("training:"));
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  c.lora.r = 0;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.Validate().message(), HasSubstr("job config: field 'lora.r': 0 is out of range [1, 4096]"));
+  EXPECT_TRUE(t.Validate().ok()) << "the runtime's part is still valid";
+}
+
 // Every example under configs/ parses, and starts with the command that runs it.
 TEST(JobConfigTest, ExampleConfigsParse) {
   // Bazel runs the test in its runfiles (TEST_SRCDIR); CTest in the source tree.
@@ -197,4 +221,4 @@ TEST(JobConfigTest, ExampleConfigsParse) {
 }
 
 }  // namespace
-}  // namespace fjord::train
+}  // namespace fjord::lora

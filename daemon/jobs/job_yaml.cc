@@ -1,0 +1,44 @@
+#include "daemon/jobs/job_yaml.h"
+
+#include "absl/strings/str_cat.h"
+#include "daemon/protocol/errors.h"
+
+namespace fjord::daemon {
+
+lora::JobConfig TrainConfigFor(const protocol::JobSpec& spec, const JobPaths& paths) {
+  lora::JobConfig c;
+  c.model.path = paths.model;
+  c.data.train = paths.train;
+  c.data.validation = paths.validation;
+  const protocol::Hyperparameters& h = spec.hyperparameters;
+  c.data.max_length = h.max_length;
+  c.lora.r = spec.lora.r;
+  c.lora.alpha = spec.lora.alpha;
+  c.lora.dropout = spec.lora.dropout;
+  c.lora.target_modules = spec.lora.target_modules;
+  c.training.epochs = h.epochs;
+  c.training.max_steps = h.max_steps;
+  c.training.micro_batch_size = h.batch_size;
+  c.training.gradient_accumulation_steps = h.gradient_accumulation_steps;
+  c.training.learning_rate = h.learning_rate;
+  c.training.weight_decay = h.weight_decay;
+  c.training.lr_scheduler = h.lr_scheduler;
+  c.training.warmup_steps = h.warmup_steps;
+  c.training.max_grad_norm = h.max_grad_norm;
+  c.training.seed = static_cast<uint64_t>(h.seed);
+  c.eval.every_steps = h.eval_every_steps;
+  c.checkpoint.every_steps = h.checkpoint_every_steps;
+  c.output.dir = paths.output_dir;
+  return c;
+}
+
+absl::StatusOr<std::string> TrainYamlFor(const protocol::JobSpec& spec, const JobPaths& paths) {
+  const std::string yaml = TrainConfigFor(spec, paths).ToYaml();
+  if (absl::StatusOr<lora::JobConfig> back = lora::ParseJobConfig(yaml, "job.yaml"); !back.ok()) {
+    return protocol::InvalidArgument(absl::StrCat("the job's config is invalid: ", back.status().message()),
+                                     "hyperparameters");
+  }
+  return yaml;
+}
+
+}  // namespace fjord::daemon
