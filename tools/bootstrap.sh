@@ -31,7 +31,8 @@ fi
 pkgs=(bazel-bootstrap bazel-platforms default-jdk-headless g++ python3 python3-venv
       libzmq3-dev cppzmq-dev libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
       libyaml-cpp-dev libsodium-dev libpcre2-dev libutf8proc-dev libsqlite3-dev libcpp-httplib-dev
-      clang-14 libclang-rt-14-dev libfuzzer-14-dev)
+      clang-14 clang-format-14 libclang-rt-14-dev libfuzzer-14-dev libgloo-dev
+      slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

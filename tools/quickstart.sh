@@ -5,9 +5,11 @@
 # runs `fjord quickstart`: a local fjordd on loopback (fresh CURVE keys, a
 # temporary state dir), the demo data uploaded, the demo model fine-tuned
 # with LoRA on CPU (or GPU 0), progress streamed, the PEFT adapter downloaded,
-# the eval loss and token accuracy before and after printed, the daemon
-# stopped. The demo is the same, bit for bit, on any x86-64 machine
-# (tools/demo/exact_llama.py), so on CPU the result is the one README.md states.
+# the eval loss, token accuracy and held-out answer accuracy (greedy answers
+# to questions about countries left out of the training data) before and
+# after printed, the daemon stopped. The demo is the same, bit for bit, on
+# any x86-64 machine (tools/demo/exact_llama.py), so on CPU the result is the
+# one README.md states.
 #   bash tools/quickstart.sh [--keep] [--dir DIR] [--job job.yaml]   (fjord quickstart --help)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -5,8 +5,9 @@
 # skipped on a machine without a GPU; the chaos and storage-fault tests in
 # tests/chaos are among them), the Python tests (pytest) in the venv, the
 # libFuzzer targets for a bounded time, and the C++ tests without LibTorch
-# built with ASan + UBSan. Ends with the line "N passed, N failed" counting
-# test cases.
+# built with ASan + UBSan; first it checks that fjord's C++ is formatted as
+# .clang-format says (tools/check_format.sh). Ends with the line
+# "N passed, N failed" counting test cases.
 #
 #   FJORD_FUZZ_SECONDS   seconds per fuzz target (default 20)
 #   FJORD_CHAOS_ROUNDS   chaos rounds (default 20; tests/chaos/chaos_test.cc)
@@ -22,6 +23,10 @@ cache=${FJORD_BAZEL_CACHE:-$HOME/.cache/fjord/bazel-disk}
 mkdir -p "$cache"
 logs=${FJORD_TEST_LOGS:-$root/bazel-testlogs-summary}
 rm -rf "$logs" && mkdir -p "$logs"
+
+echo "== format (clang-format 14, tools/check_format.sh) =="
+bash tools/check_format.sh --junit "$logs/format.xml"
+format_rc=$?
 
 bazel_flags=(--disk_cache="$cache")
 [ "${CI:-}" = true ] && bazel_flags+=(--curses=no --color=no)
@@ -101,9 +106,9 @@ if [ "${FJORD_ASAN:-1}" != 0 ]; then
   copy_results "$(bazel info "${bazel_flags[@]}" --config=asan bazel-testlogs 2>/dev/null)" "$logs/asan" $pure_targets
 fi
 
-"$venv/bin/python" tools/count_results.py "$logs/plain" "$logs/asan" "$logs/pytest.xml" "$logs/fuzz.xml"
+"$venv/bin/python" tools/count_results.py "$logs/plain" "$logs/asan" "$logs/pytest.xml" "$logs/fuzz.xml" "$logs/format.xml"
 count_rc=$?
 
-if [ $build_rc != 0 ] || [ $bazel_rc != 0 ] || [ $pytest_rc != 0 ] || [ $fuzz_rc != 0 ] || [ $asan_rc != 0 ] || [ $count_rc != 0 ]; then
+if [ $format_rc != 0 ] || [ $build_rc != 0 ] || [ $bazel_rc != 0 ] || [ $pytest_rc != 0 ] || [ $fuzz_rc != 0 ] || [ $asan_rc != 0 ] || [ $count_rc != 0 ]; then
   exit 1
 fi

@@ -84,7 +84,24 @@ cc_library(
     linkopts = {rt},
 )
 """.format(rt = repr(rt)))
-    rctx.file("config.bzl", "LIBTORCH_DIR = %r\nLIBTORCH_HAS_CUDA = %r\nLIBTORCH_CUDA_RUNTIME = %r\n" % (torch_dir, has_cuda, len(rt) > 0))
+    # NCCL's header, from the nvidia-nccl wheel a CUDA torch wheel depends on
+    # (c10d's ProcessGroupNCCL.hpp includes it; the library is libtorch_cuda's).
+    nccl_h = site + "/nvidia/nccl/include/nccl.h" if site else ""
+    has_nccl = has_cuda and bool(nccl_h) and rctx.path(nccl_h).exists
+    if has_nccl:
+        rctx.symlink(site + "/nvidia/nccl/include", "nccl_include")
+    rctx.file("BUILD.bazel", rctx.read("BUILD.bazel") + """
+# NCCL's headers (empty when the wheel has none).
+cc_library(
+    name = "nccl_headers",
+    hdrs = {hdrs},
+    includes = {includes},
+)
+""".format(
+        hdrs = 'glob(["nccl_include/**"])' if has_nccl else "[]",
+        includes = repr(["nccl_include"] if has_nccl else []),
+    ))
+    rctx.file("config.bzl", "LIBTORCH_DIR = %r\nLIBTORCH_HAS_CUDA = %r\nLIBTORCH_CUDA_RUNTIME = %r\nLIBTORCH_HAS_NCCL = %r\n" % (torch_dir, has_cuda, len(rt) > 0, has_nccl))
 
 libtorch_repository = repository_rule(
     implementation = _libtorch_impl,
