@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::data {
 namespace {
@@ -200,12 +201,11 @@ void ExampleRenderer::EncodeTextRun(const std::vector<Piece>& pieces, size_t beg
 }
 
 absl::StatusOr<RenderedTokens> ExampleRenderer::Render(const Record& record) const {
-  absl::StatusOr<std::vector<Piece>> pieces = Pieces(record);
-  if (!pieces.ok()) return pieces.status();
+  FJORD_ASSIGN_OR_RETURN(std::vector<Piece> pieces, Pieces(record));
   RenderedTokens out;
   size_t i = 0;
-  while (i < pieces->size()) {
-    const Piece& piece = (*pieces)[i];
+  while (i < pieces.size()) {
+    const Piece& piece = pieces[i];
     if (piece.special) {
       out.ids.push_back(piece.id);
       out.trained.push_back(piece.trained);
@@ -213,18 +213,17 @@ absl::StatusOr<RenderedTokens> ExampleRenderer::Render(const Record& record) con
       continue;
     }
     size_t end = i;
-    while (end < pieces->size() && !(*pieces)[end].special) ++end;
-    EncodeTextRun(*pieces, i, end, out);
+    while (end < pieces.size() && !pieces[end].special) ++end;
+    EncodeTextRun(pieces, i, end, out);
     i = end;
   }
   return out;
 }
 
 absl::StatusOr<std::string> ExampleRenderer::RenderText(const Record& record) const {
-  absl::StatusOr<std::vector<Piece>> pieces = Pieces(record);
-  if (!pieces.ok()) return pieces.status();
+  FJORD_ASSIGN_OR_RETURN(std::vector<Piece> pieces, Pieces(record));
   std::string text;
-  for (const Piece& piece : *pieces) text += piece.text;
+  for (const Piece& piece : pieces) text += piece.text;
   return text;
 }
 

@@ -12,8 +12,6 @@
 namespace fjord::data {
 namespace {
 
-constexpr int kSummaryErrors = 5;
-
 void AddError(ValidationReport& report, const DataOptions& options, LineError error) {
   ++report.error_count;
   if (static_cast<int64_t>(report.errors.size()) < options.max_errors) {
@@ -131,15 +129,7 @@ std::string ValidationReport::Summary() const {
   if (truncated > 0) absl::StrAppend(&out, ", ", truncated, " truncated");
   if (format) absl::StrAppend(&out, "; format ", FormatName(*format));
   absl::StrAppend(&out, "; template ", ChatTemplateName(chat_template));
-  for (size_t i = 0; i < errors.size() && i < kSummaryErrors; ++i) {
-    const LineError& e = errors[i];
-    absl::StrAppend(&out, "\n  line ", e.line,
-                    e.field.empty() ? "" : absl::StrCat(" (", e.field, ")"), ": ", e.message);
-  }
-  if (error_count > kSummaryErrors && !errors.empty()) {
-    absl::StrAppend(&out, "\n  ... and ",
-                    error_count - std::min<int64_t>(errors.size(), kSummaryErrors), " more");
-  }
+  AppendErrorLines(&out, errors, error_count);
   return out;
 }
 
@@ -152,10 +142,7 @@ std::string ValidationReport::ToJson() const {
   j["trained_tokens"] = trained_tokens;
   j["truncated"] = truncated;
   j["error_count"] = error_count;
-  j["errors"] = nlohmann::json::array();
-  for (const LineError& e : errors) {
-    j["errors"].push_back({{"line", e.line}, {"field", e.field}, {"message", e.message}});
-  }
+  j["errors"] = ErrorsJson(errors);
   j["format"] = format ? nlohmann::json(std::string(FormatName(*format))) : nlohmann::json();
   j["template"] = std::string(ChatTemplateName(chat_template));
   j["summary"] = Summary();

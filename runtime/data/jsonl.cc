@@ -1,5 +1,6 @@
 #include "runtime/data/jsonl.h"
 
+#include <algorithm>
 #include <exception>
 #include <string>
 #include <utility>
@@ -229,10 +230,36 @@ absl::string_view StripWhitespace(absl::string_view text) {
   return text.substr(begin, end - begin);
 }
 
-ParseResult ParseRecordLine(absl::string_view line, int64_t line_number) {
+void AppendErrorLines(std::string* out, const std::vector<LineError>& errors, int64_t error_count) {
+  constexpr int64_t kShown = 5;
+  for (size_t i = 0; i < errors.size() && static_cast<int64_t>(i) < kShown; ++i) {
+    const LineError& e = errors[i];
+    absl::StrAppend(out, "\n  line ", e.line,
+                    e.field.empty() ? "" : absl::StrCat(" (", e.field, ")"), ": ", e.message);
+  }
+  if (error_count > kShown && !errors.empty()) {
+    absl::StrAppend(out, "\n  ... and ",
+                    error_count - std::min<int64_t>(static_cast<int64_t>(errors.size()), kShown),
+                    " more");
+  }
+}
+
+Json ErrorsJson(const std::vector<LineError>& errors) {
+  Json out = Json::array();
+  for (const LineError& e : errors) {
+    out.push_back({{"line", e.line}, {"field", e.field}, {"message", e.message}});
+  }
+  return out;
+}
+
+ObjectLine ParseObjectLine(absl::string_view line, int64_t line_number, absl::string_view shape) {
+  ObjectLine result;
+  auto fail = [&](std::string message) {
+    result.error = LineError{line_number, "", std::move(message)};
+    return result;
+  };
   if (auto bad = FindInvalidUtf8(line)) {
-    return Fail(line_number, "",
-                absl::StrFormat("invalid UTF-8 at byte %d (0x%02x)", *bad + 1,
+    return fail(absl::StrFormat("invalid UTF-8 at byte %d (0x%02x)", *bad + 1,
                                 static_cast<unsigned char>(line[*bad])));
   }
   Json obj;
@@ -249,14 +276,25 @@ ParseResult ParseRecordLine(absl::string_view line, int64_t line_number) {
         detail = what.substr(colon + 2);
       }
     }
-    return Fail(line_number, "", absl::StrCat("not valid JSON at byte ", e.byte, ": ", detail));
+    return fail(absl::StrCat("not valid JSON at byte ", e.byte, ": ", detail));
   } catch (const std::exception& e) {
-    return Fail(line_number, "", absl::StrCat("not valid JSON: ", e.what()));
+    return fail(absl::StrCat("not valid JSON: ", e.what()));
   }
   if (!obj.is_object()) {
-    return Fail(line_number, "",
-                absl::StrCat("line is a JSON ", TypeName(obj), ", expected an object"));
+    return fail(absl::StrCat("line is a JSON ", TypeName(obj), ", expected an object", shape));
   }
+  result.object = std::move(obj);
+  return result;
+}
+
+ParseResult ParseRecordLine(absl::string_view line, int64_t line_number) {
+  ObjectLine parsed = ParseObjectLine(line, line_number);
+  if (!parsed.object) {
+    ParseResult result;
+    result.error = std::move(parsed.error);
+    return result;
+  }
+  const Json& obj = *parsed.object;
   const bool chat = obj.contains("messages");
   const bool pc = obj.contains("prompt") || obj.contains("completion");
   const bool text = obj.contains("text");

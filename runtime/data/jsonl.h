@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
 
 namespace fjord::data {
 
@@ -68,6 +69,24 @@ struct LineError {
   std::string field;
   std::string message;
 };
+
+// For the validation reports of datasets and held-out prompts: appends "\n  line 3 (field):
+// message" for the first 5 of `errors` and
+// "\n  ... and N more" when `error_count` says there are more.
+void AppendErrorLines(std::string* out, const std::vector<LineError>& errors, int64_t error_count);
+// [{"line", "field", "message"}] of `errors`.
+nlohmann::json ErrorsJson(const std::vector<LineError>& errors);
+
+// One (non-blank) line as a JSON object: valid UTF-8, valid JSON, an object.
+// On failure the error says which ("invalid UTF-8 at byte 5 (0xff)", "not
+// valid JSON at byte 7: ...", "line is a JSON array, expected an object" and
+// then `shape`, e.g. " {\"prompt\": ...}").
+struct ObjectLine {
+  std::optional<nlohmann::json> object;  // set on success
+  LineError error;                       // meaningful when !object
+};
+ObjectLine ParseObjectLine(absl::string_view line, int64_t line_number,
+                           absl::string_view shape = "");
 
 // Parses one (non-blank) line into a Record. On failure returns the error with
 // `line` filled in from `line_number`. Never throws, whatever the bytes.

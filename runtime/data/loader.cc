@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::data {
 namespace {
@@ -117,14 +118,13 @@ absl::StatusOr<PackedBatch> DataLoader::NextBatch(int64_t batch_rows) {
   pack.pad_id = options_.pad_id;
   PackedBatch batch;
   const absl::Span<const int64_t> rest = absl::MakeConstSpan(order_).subspan(index_);
-  absl::StatusOr<int64_t> consumed = PackBatch(*examples_, rest, batch_rows, pack, batch);
-  if (!consumed.ok()) return consumed.status();
+  FJORD_ASSIGN_OR_RETURN(int64_t consumed, PackBatch(*examples_, rest, batch_rows, pack, batch));
   batch.epoch = epoch_;
-  if (index_ + *consumed >= num_examples()) {
+  if (index_ + consumed >= num_examples()) {
     batch.end_of_epoch = true;
     SetPosition(epoch_ + 1, 0);
   } else {
-    index_ += *consumed;
+    index_ += consumed;
   }
   return batch;
 }

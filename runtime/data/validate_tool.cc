@@ -26,6 +26,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::data {
 namespace {
@@ -74,45 +75,37 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       return std::string(argv[++i]);
     };
     auto take_int = [&]() -> absl::StatusOr<int64_t> {
-      absl::StatusOr<std::string> text = take();
-      if (!text.ok()) return text.status();
+      FJORD_ASSIGN_OR_RETURN(std::string text, take());
       int64_t n;
-      if (!absl::SimpleAtoi(*text, &n) || n < 0) {
+      if (!absl::SimpleAtoi(text, &n) || n < 0) {
         return absl::InvalidArgumentError(
-            absl::StrCat("--", name, " needs a non-negative integer, got \"", *text, "\""));
+            absl::StrCat("--", name, " needs a non-negative integer, got \"", text, "\""));
       }
       return n;
     };
     if (name == "max-length") {
-      absl::StatusOr<int64_t> n = take_int();
-      if (!n.ok()) return n.status();
-      args.options.max_length = *n;
+      FJORD_ASSIGN_OR_RETURN(int64_t n, take_int());
+      args.options.max_length = n;
     } else if (name == "max-errors") {
-      absl::StatusOr<int64_t> n = take_int();
-      if (!n.ok()) return n.status();
-      args.options.max_errors = *n;
+      FJORD_ASSIGN_OR_RETURN(int64_t n, take_int());
+      args.options.max_errors = n;
     } else if (name == "truncate" && !value) {
       args.options.truncate = true;
     } else if (name == "train-on-inputs" && !value) {
       args.options.render.train_on_inputs = true;
     } else if (name == "template") {
-      absl::StatusOr<std::string> text = take();
-      if (!text.ok()) return text.status();
-      absl::StatusOr<ChatTemplate> t = ParseChatTemplate(*text);
-      if (!t.ok()) return t.status();
-      args.options.render.chat_template = *t;
+      FJORD_ASSIGN_OR_RETURN(std::string text, take());
+      FJORD_ASSIGN_OR_RETURN(ChatTemplate t, ParseChatTemplate(text));
+      args.options.render.chat_template = t;
     } else if (name == "system-prompt") {
-      absl::StatusOr<std::string> text = take();
-      if (!text.ok()) return text.status();
-      args.options.render.default_system_prompt = *text;
+      FJORD_ASSIGN_OR_RETURN(std::string text, take());
+      args.options.render.default_system_prompt = text;
     } else if (name == "eos-token") {
-      absl::StatusOr<std::string> text = take();
-      if (!text.ok()) return text.status();
-      args.options.render.eos_token = *text;
+      FJORD_ASSIGN_OR_RETURN(std::string text, take());
+      args.options.render.eos_token = text;
     } else if (name == "examples-out") {
-      absl::StatusOr<std::string> text = take();
-      if (!text.ok()) return text.status();
-      args.examples_out = *text;
+      FJORD_ASSIGN_OR_RETURN(std::string text, take());
+      args.examples_out = text;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, "\n", kUsage));
     }

@@ -73,9 +73,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                                                                        Env* env) {
   if (env == nullptr) env = Env::Default();
   FJORD_ASSIGN_OR_RETURN(std::shared_ptr<ReadOnlyRegion> region, env->MapReadOnly(path));
-  const absl::string_view bytes = region->size() == 0
-                                      ? absl::string_view()
-                                      : absl::string_view(region->data(), region->size());
+  const absl::string_view bytes =
+      region->size() == 0 ? absl::string_view() : absl::string_view(region->data(), region->size());
   FJORD_ASSIGN_OR_RETURN(SafetensorsHeader header, ParseSafetensorsHeader(bytes, path));
   return std::unique_ptr<SafetensorsFile>(
       new SafetensorsFile(path, std::move(region), std::move(header)));
@@ -112,8 +111,8 @@ absl::StatusOr<torch::Tensor> SafetensorsFile::Get(absl::string_view name) const
     if (aligned) {
       // The deleter holds the mapping until the tensor's storage dies.
       std::shared_ptr<ReadOnlyRegion> keep = region_;
-      return torch::from_blob(const_cast<char*>(data), e->shape,
-                              [keep](void*) mutable { keep.reset(); }, options);
+      return torch::from_blob(
+          const_cast<char*>(data), e->shape, [keep](void*) mutable { keep.reset(); }, options);
     }
     torch::Tensor t = torch::empty(e->shape, options);
     std::memcpy(t.data_ptr(), data, e->num_bytes());

@@ -3,14 +3,15 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::io {
 namespace {
@@ -80,11 +81,10 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"BOOL", 8},        {"U8", 8},           {"I8", 8},          {"F8_E5M2", 8},
-    {"F8_E4M3", 8},     {"F8_E4M3FNUZ", 8},  {"F8_E5M2FNUZ", 8}, {"F8_E8M0", 8},
-    {"I16", 16},        {"U16", 16},         {"F16", 16},        {"BF16", 16},
-    {"I32", 32},        {"U32", 32},         {"F32", 32},        {"C64", 64},
-    {"F64", 64},        {"I64", 64},         {"U64", 64},        {"F4", 4},
+    {"BOOL", 8},        {"U8", 8},          {"I8", 8},      {"F8_E5M2", 8}, {"F8_E4M3", 8},
+    {"F8_E4M3FNUZ", 8}, {"F8_E5M2FNUZ", 8}, {"F8_E8M0", 8}, {"I16", 16},    {"U16", 16},
+    {"F16", 16},        {"BF16", 16},       {"I32", 32},    {"U32", 32},    {"F32", 32},
+    {"C64", 64},        {"F64", 64},        {"I64", 64},    {"U64", 64},    {"F4", 4},
     {"F6_E2M3", 6},     {"F6_E3M2", 6},
 };
 
@@ -195,8 +195,8 @@ absl::StatusOr<TensorEntry> ParseEntry(absl::string_view file, const std::string
   const auto dtype = value.find("dtype");
   if (dtype == value.end()) return CorruptTensor(file, name, "missing \"dtype\"");
   if (!dtype->is_string()) {
-    return CorruptTensor(file, name, absl::StrCat("\"dtype\" is not a string (got ",
-                                                  Describe(*dtype), ")"));
+    return CorruptTensor(file, name,
+                         absl::StrCat("\"dtype\" is not a string (got ", Describe(*dtype), ")"));
   }
   e.dtype = dtype->get<std::string>();
   const int bits = SafetensorsDtypeBits(e.dtype);
@@ -205,8 +205,8 @@ absl::StatusOr<TensorEntry> ParseEntry(absl::string_view file, const std::string
   const auto shape = value.find("shape");
   if (shape == value.end()) return CorruptTensor(file, name, "missing \"shape\"");
   if (!shape->is_array()) {
-    return CorruptTensor(file, name, absl::StrCat("\"shape\" is not an array (got ",
-                                                  Describe(*shape), ")"));
+    return CorruptTensor(file, name,
+                         absl::StrCat("\"shape\" is not an array (got ", Describe(*shape), ")"));
   }
   uint64_t numel = 1;
   bool overflow = false;
@@ -214,8 +214,9 @@ absl::StatusOr<TensorEntry> ParseEntry(absl::string_view file, const std::string
     const Json& d = (*shape)[i];
     uint64_t dim;
     if (!GetU64(d, &dim)) {
-      return CorruptTensor(file, name, absl::StrCat("shape[", i, "] is not a non-negative integer (got ",
-                                                    Describe(d), ")"));
+      return CorruptTensor(
+          file, name,
+          absl::StrCat("shape[", i, "] is not a non-negative integer (got ", Describe(d), ")"));
     }
     if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       return CorruptTensor(file, name, absl::StrCat("shape[", i, "] = ", dim, " is too large"));
@@ -234,8 +235,9 @@ absl::StatusOr<TensorEntry> ParseEntry(absl::string_view file, const std::string
                                       Describe(*offsets), ")"));
   }
   if (e.begin > e.end) {
-    return CorruptTensor(file, name, absl::StrCat("data_offsets [", e.begin, ", ", e.end,
-                                                  "] end before they begin"));
+    return CorruptTensor(
+        file, name,
+        absl::StrCat("data_offsets [", e.begin, ", ", e.end, "] end before they begin"));
   }
   // A zero dimension makes the product 0 whatever the others are, as in the
   // reference (which multiplies with checked arithmetic in order, so a zero
@@ -245,8 +247,9 @@ absl::StatusOr<TensorEntry> ParseEntry(absl::string_view file, const std::string
     return CorruptTensor(file, name, "shape's byte size overflows 64 bits");
   }
   if (total_bits % 8 != 0) {
-    return CorruptTensor(file, name, absl::StrCat(numel, " elements of ", e.dtype,
-                                                  " are not a whole number of bytes"));
+    return CorruptTensor(
+        file, name,
+        absl::StrCat(numel, " elements of ", e.dtype, " are not a whole number of bytes"));
   }
   const uint64_t bytes = total_bits / 8;
   if (bytes != e.end - e.begin) {
@@ -276,9 +279,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
                                                                absl::string_view file_name) {
   const absl::string_view file = file_name;
   if (prefix.size() > file_size) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": prefix of ", prefix.size(),
-                                                   " bytes is longer than the file size ",
-                                                   file_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": prefix of ", prefix.size(), " bytes is longer than the file size ", file_size));
   }
   if (file_size < 8) {
     return Corrupt(file, absl::StrCat("file is ", file_size,
@@ -298,8 +300,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
                                       file_size, " bytes; truncated?)"));
   }
   if (prefix.size() < 8 + n) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": need the first ", 8 + n,
-                                                   " bytes of the file, got ", prefix.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": need the first ", 8 + n, " bytes of the file, got ", prefix.size()));
   }
   const absl::string_view header = prefix.substr(8, n);
   const uint64_t buffer_size = file_size - 8 - n;
@@ -353,8 +355,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
     if (key == "__metadata__") {
       if (value.is_null()) continue;
       if (!value.is_object()) {
-        return Corrupt(file, absl::StrCat("\"__metadata__\" is not an object (got ",
-                                          Describe(value), ")"));
+        return Corrupt(
+            file, absl::StrCat("\"__metadata__\" is not an object (got ", Describe(value), ")"));
       }
       for (const auto& [mkey, mvalue] : value.items()) {
         if (!mvalue.is_string()) {
@@ -365,9 +367,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
       }
       continue;
     }
-    absl::StatusOr<TensorEntry> entry = ParseEntry(file, key, value);
-    if (!entry.ok()) return entry.status();
-    out.tensors.push_back(*std::move(entry));
+    FJORD_ASSIGN_OR_RETURN(TensorEntry entry, ParseEntry(file, key, value));
+    out.tensors.push_back(std::move(entry));
   }
 
   // File order: by offsets; zero-sized tensors sharing an offset keep their
@@ -391,10 +392,10 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
   const TensorEntry* previous = nullptr;
   for (const TensorEntry& e : out.tensors) {
     if (e.begin < expected) {
-      return CorruptTensor(file, e.name,
-                           absl::StrCat("data_offsets [", e.begin, ", ", e.end,
-                                        ") overlap tensor '", previous->name, "' [",
-                                        previous->begin, ", ", previous->end, ")"));
+      return CorruptTensor(
+          file, e.name,
+          absl::StrCat("data_offsets [", e.begin, ", ", e.end, ") overlap tensor '", previous->name,
+                       "' [", previous->begin, ", ", previous->end, ")"));
     }
     if (e.begin > expected) {
       return CorruptTensor(file, e.name,
@@ -402,10 +403,10 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeaderPrefix(absl::string_view
                                         e.begin - expected, " bytes after offset ", expected));
     }
     if (e.end > buffer_size) {
-      return CorruptTensor(file, e.name,
-                           absl::StrCat("data_offsets end ", e.end,
-                                        " is past the end of the data buffer (", buffer_size,
-                                        " bytes; truncated?)"));
+      return CorruptTensor(
+          file, e.name,
+          absl::StrCat("data_offsets end ", e.end, " is past the end of the data buffer (",
+                       buffer_size, " bytes; truncated?)"));
     }
     expected = e.end;
     previous = &e;

@@ -41,7 +41,8 @@ absl::StatusCode ParseExact(const std::string& bytes, const std::string& label) 
   for (const TensorEntry& e : h->tensors) {
     EXPECT_EQ(e.begin, expected) << label;
     EXPECT_LE(e.begin, e.end) << label;
-    for (uint64_t i = e.begin; i < e.end; ++i) sum += static_cast<unsigned char>(view[h->data_offset + i]);
+    for (uint64_t i = e.begin; i < e.end; ++i)
+      sum += static_cast<unsigned char>(view[h->data_offset + i]);
     expected = e.end;
   }
   EXPECT_EQ(h->data_offset + expected, bytes.size()) << label;
@@ -88,9 +89,29 @@ TEST(SafetensorsHeaderAsanTest, ValidSeedsParse) {
 std::string Mutate(std::string s, std::mt19937_64& rng) {
   auto pick = [&](uint64_t n) { return n == 0 ? 0 : rng() % n; };
   static const char* const kTokens[] = {
-      "{",  "}",  "[",  "]",  ",",  ":",  "\"", "-1", "0", "18446744073709551615",
-      "9223372036854775807", "1e308", "null", "\"__metadata__\"", "\"F4\"", "\"BOOL\"",
-      "\\u0000", "\\ud800", "\xff", "\xc0\x80", "\"data_offsets\"", "\"shape\"", "\"dtype\"",
+      "{",
+      "}",
+      "[",
+      "]",
+      ",",
+      ":",
+      "\"",
+      "-1",
+      "0",
+      "18446744073709551615",
+      "9223372036854775807",
+      "1e308",
+      "null",
+      "\"__metadata__\"",
+      "\"F4\"",
+      "\"BOOL\"",
+      "\\u0000",
+      "\\ud800",
+      "\xff",
+      "\xc0\x80",
+      "\"data_offsets\"",
+      "\"shape\"",
+      "\"dtype\"",
   };
   switch (pick(7)) {
     case 0:  // truncate

@@ -98,9 +98,11 @@ TEST(ParseSafetensorsHeaderTest, PrefixApi) {
   EXPECT_EQ(ParseSafetensorsHeaderPrefix(file, file.size() - 1, "f").status().code(),
             absl::StatusCode::kInvalidArgument);
   // The prefix API sees the file size: data missing from a truncated file.
-  const auto truncated = ParseSafetensorsHeaderPrefix(file.substr(0, header_end), file.size() - 1, "f");
+  const auto truncated =
+      ParseSafetensorsHeaderPrefix(file.substr(0, header_end), file.size() - 1, "f");
   EXPECT_EQ(truncated.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(std::string(truncated.status().message()), HasSubstr("past the end of the data buffer"));
+  EXPECT_THAT(std::string(truncated.status().message()),
+              HasSubstr("past the end of the data buffer"));
 }
 
 TEST(ParseSafetensorsHeaderTest, EveryTruncationOfAValidFileIsRefused) {
@@ -116,10 +118,9 @@ TEST(ParseSafetensorsHeaderTest, EveryTruncationOfAValidFileIsRefused) {
 }
 
 TEST(ParseSafetensorsHeaderTest, ZeroSizedTensorsAtOneOffsetKeepJsonOrder) {
-  const std::string header =
-      R"({"zz":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
-      R"("c":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-      R"("aa":{"dtype":"I8","shape":[0,2],"data_offsets":[0,0]}})";
+  const std::string header = R"({"zz":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                             R"("c":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                             R"("aa":{"dtype":"I8","shape":[0,2],"data_offsets":[0,0]}})";
   const auto h = ParseSafetensorsHeader(MakeSafetensors(header, "abcd"), "f");
   ASSERT_TRUE(h.ok()) << h.status();
   ASSERT_EQ(h->tensors.size(), 3u);

@@ -2,9 +2,9 @@
 
 #include <torch/types.h>
 
+#include <unistd.h>
 #include <cstdlib>
 #include <string>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -25,7 +25,8 @@ std::string TempDir() {
   return tmpl;
 }
 
-void ExpectSameTensor(const torch::Tensor& got, const torch::Tensor& want, const std::string& name) {
+void ExpectSameTensor(const torch::Tensor& got, const torch::Tensor& want,
+                      const std::string& name) {
   EXPECT_EQ(got.scalar_type(), want.scalar_type()) << name;
   EXPECT_EQ(got.sizes(), want.sizes()) << name;
   EXPECT_TRUE(got.device().is_cpu()) << name;
@@ -185,7 +186,8 @@ TEST(SafetensorsTest, GetMissingNamesTensorAndFile) {
   ASSERT_TRUE(file.ok());
   const auto got = (*file)->Get("model.layers.0.mlp.up_proj.weight");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(got.status().message()), HasSubstr("'model.layers.0.mlp.up_proj.weight'"));
+  EXPECT_THAT(std::string(got.status().message()),
+              HasSubstr("'model.layers.0.mlp.up_proj.weight'"));
   EXPECT_THAT(std::string(got.status().message()), HasSubstr(path));
 }
 
@@ -197,7 +199,9 @@ TEST(SafetensorsTest, OpenErrors) {
 
   ASSERT_TRUE(WriteSafetensors(dir + "/ok.safetensors", {{"x", torch::ones({4})}}).ok());
   const std::string bytes = *Env::Default()->ReadFileToString(dir + "/ok.safetensors");
-  ASSERT_TRUE(Env::Default()->WriteFileAtomic(dir + "/cut.safetensors", bytes.substr(0, bytes.size() - 3)).ok());
+  ASSERT_TRUE(Env::Default()
+                  ->WriteFileAtomic(dir + "/cut.safetensors", bytes.substr(0, bytes.size() - 3))
+                  .ok());
   const auto cut = SafetensorsFile::Open(dir + "/cut.safetensors");
   EXPECT_EQ(cut.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(cut.status().message()), HasSubstr(dir + "/cut.safetensors"));
@@ -222,9 +226,8 @@ TEST(SafetensorsTest, UnsupportedDtypes) {
   EXPECT_THAT(std::string(got.status().message()), HasSubstr("'packed'"));
   EXPECT_THAT(std::string(got.status().message()), HasSubstr("/f4.safetensors"));
 
-  const absl::Status s =
-      WriteSafetensors("/c128.safetensors", {{"z", torch::ones({2}, torch::kComplexDouble)}}, {},
-                       env.get());
+  const absl::Status s = WriteSafetensors(
+      "/c128.safetensors", {{"z", torch::ones({2}, torch::kComplexDouble)}}, {}, env.get());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("tensor 'z'"));
   EXPECT_FALSE(env->FileExists("/c128.safetensors"));
@@ -232,13 +235,13 @@ TEST(SafetensorsTest, UnsupportedDtypes) {
 
 TEST(SafetensorsTest, WriteRefusesBadInput) {
   std::unique_ptr<Env> env = NewMemEnv();
-  const absl::Status dup =
-      WriteSafetensors("/d.safetensors", {{"a", torch::ones({1})}, {"a", torch::ones({1})}}, {},
-                       env.get());
+  const absl::Status dup = WriteSafetensors(
+      "/d.safetensors", {{"a", torch::ones({1})}, {"a", torch::ones({1})}}, {}, env.get());
   EXPECT_EQ(dup.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(dup.message()), HasSubstr("tensor 'a' appears twice"));
   EXPECT_THAT(std::string(dup.message()), HasSubstr("/d.safetensors"));
-  const absl::Status undef = WriteSafetensors("/u.safetensors", {{"u", torch::Tensor()}}, {}, env.get());
+  const absl::Status undef =
+      WriteSafetensors("/u.safetensors", {{"u", torch::Tensor()}}, {}, env.get());
   EXPECT_EQ(undef.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(undef.message()), HasSubstr("tensor 'u' is undefined"));
   const absl::Status nodir = WriteSafetensors("/no/dir/x.safetensors", {}, {}, env.get());

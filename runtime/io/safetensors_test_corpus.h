@@ -70,8 +70,8 @@ inline std::vector<MalformedCase> MalformedCorpus() {
        MakeSafetensors(R"({"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", d8),
        "shape[0] is not a non-negative integer"},
       {"shape beyond int64",
-       MakeSafetensors(
-           R"({"w":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,8]}})", d8),
+       MakeSafetensors(R"({"w":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,8]}})",
+                       d8),
        "shape[0] = 9223372036854775808 is too large"},
       {"overflow shape",
        MakeSafetensors(

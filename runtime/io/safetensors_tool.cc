@@ -20,19 +20,19 @@
 
 #include "absl/status/status.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::io {
 namespace {
 
 absl::Status Info(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
-  if (!file.ok()) return file.status();
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
   nlohmann::ordered_json out;
   out["file"] = path;
-  out["data_offset"] = (*file)->header().data_offset;
-  out["metadata"] = (*file)->metadata();
+  out["data_offset"] = file->header().data_offset;
+  out["metadata"] = file->metadata();
   out["tensors"] = nlohmann::ordered_json::array();
-  for (const TensorEntry& e : (*file)->header().tensors) {
+  for (const TensorEntry& e : file->header().tensors) {
     out["tensors"].push_back({{"name", e.name},
                               {"dtype", e.dtype},
                               {"shape", e.shape},
@@ -43,15 +43,13 @@ absl::Status Info(const std::string& path) {
 }
 
 absl::Status Roundtrip(const std::string& in, const std::string& out) {
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(in);
-  if (!file.ok()) return file.status();
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(in));
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const std::string& name : (*file)->Names()) {
-    absl::StatusOr<torch::Tensor> t = (*file)->Get(name);
-    if (!t.ok()) return t.status();
-    tensors.emplace_back(name, *std::move(t));
+  for (const std::string& name : file->Names()) {
+    FJORD_ASSIGN_OR_RETURN(torch::Tensor t, file->Get(name));
+    tensors.emplace_back(name, std::move(t));
   }
-  return WriteSafetensors(out, tensors, (*file)->metadata());
+  return WriteSafetensors(out, tensors, file->metadata());
 }
 
 int Main(int argc, char** argv) {

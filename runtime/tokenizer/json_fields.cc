@@ -1,6 +1,7 @@
 #include "runtime/tokenizer/json_fields.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::tokenizer::internal {
 
@@ -61,9 +62,8 @@ absl::StatusOr<std::optional<std::string>> GetOptionalString(const Json& object,
                                                              const char* key) {
   const Json* v = FindField(object, key);
   if (v == nullptr) return std::optional<std::string>();
-  absl::StatusOr<std::string> s = AsString(*v, JoinPath(path, key));
-  if (!s.ok()) return s.status();
-  return std::optional<std::string>(*std::move(s));
+  FJORD_ASSIGN_OR_RETURN(std::string s, AsString(*v, JoinPath(path, key)));
+  return std::optional<std::string>(std::move(s));
 }
 
 absl::StatusOr<bool> GetBool(const Json& object, absl::string_view path, const char* key,

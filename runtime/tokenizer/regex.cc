@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "runtime/tokenizer/hf_unicode.h"
 #include "runtime/tokenizer/unicode.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::tokenizer::internal {
 namespace {
@@ -251,19 +252,18 @@ absl::StatusOr<std::string> TranslateOnigurumaPattern(absl::string_view p) {
 }
 
 absl::StatusOr<Regex> Regex::Compile(absl::string_view pattern) {
-  absl::StatusOr<std::string> translated = TranslateOnigurumaPattern(pattern);
-  if (!translated.ok()) return translated.status();
+  FJORD_ASSIGN_OR_RETURN(std::string translated, TranslateOnigurumaPattern(pattern));
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated->data()), translated->size(),
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                     PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
     return absl::InvalidArgumentError(absl::StrCat("invalid regex (",
                                                    reinterpret_cast<char*>(message), " at offset ",
-                                                   offset, " of \"", *translated, "\")"));
+                                                   offset, " of \"", translated, "\")"));
   }
   auto compiled = std::make_shared<Code>();
   compiled->code = code;
@@ -306,16 +306,14 @@ absl::StatusOr<Pattern> Pattern::Parse(const Json& value, absl::string_view path
   }
   Pattern pattern;
   if (const Json* s = FindField(value, "String")) {
-    absl::StatusOr<std::string> literal = AsString(*s, JoinPath(path, "String"));
-    if (!literal.ok()) return literal.status();
-    pattern.literal_ = *std::move(literal);
+    FJORD_ASSIGN_OR_RETURN(std::string literal, AsString(*s, JoinPath(path, "String")));
+    pattern.literal_ = std::move(literal);
     return pattern;
   }
   if (const Json* r = FindField(value, "Regex")) {
     const std::string field = JoinPath(path, "Regex");
-    absl::StatusOr<std::string> text = AsString(*r, field);
-    if (!text.ok()) return text.status();
-    absl::StatusOr<Regex> regex = Regex::Compile(*text);
+    FJORD_ASSIGN_OR_RETURN(std::string text, AsString(*r, field));
+    absl::StatusOr<Regex> regex = Regex::Compile(text);
     if (!regex.ok()) return FieldError(field, regex.status().message());
     pattern.regex_ = std::make_shared<const Regex>(*std::move(regex));
     return pattern;

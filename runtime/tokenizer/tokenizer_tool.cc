@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "runtime/tokenizer/tokenizer.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::tokenizer {
 namespace {
@@ -81,11 +82,10 @@ absl::StatusOr<std::vector<Json>> ReadJsonl(const std::string& path) {
 }
 
 absl::StatusOr<std::vector<std::string>> ReadTexts(const std::string& path) {
-  absl::StatusOr<std::vector<Json>> values = ReadJsonl(path);
-  if (!values.ok()) return values.status();
+  FJORD_ASSIGN_OR_RETURN(std::vector<Json> values, ReadJsonl(path));
   std::vector<std::string> texts;
-  for (size_t i = 0; i < values->size(); ++i) {
-    const Json& v = (*values)[i];
+  for (size_t i = 0; i < values.size(); ++i) {
+    const Json& v = values[i];
     if (v.is_string()) {
       texts.push_back(v.get<std::string>());
       continue;

@@ -400,7 +400,8 @@ class MemEnv : public Env {
       return ErrnoStatus(ENOENT, absl::StrCat("rename ", from, " to"), to);
     }
     if (dirs_.count(t)) return ErrnoStatus(EISDIR, absl::StrCat("rename ", from, " to"), to);
-    if (!DirExistsLocked(ParentDir(t))) return ErrnoStatus(ENOENT, absl::StrCat("rename ", from, " to"), to);
+    if (!DirExistsLocked(ParentDir(t)))
+      return ErrnoStatus(ENOENT, absl::StrCat("rename ", from, " to"), to);
     auto contents = it->second;
     files_.erase(it);
     files_[t] = std::move(contents);
@@ -511,7 +512,8 @@ class MemEnv : public Env {
     files_.erase(p);
     dirs_.erase(p);
     const std::string prefix = p + "/";
-    for (auto it = files_.lower_bound(prefix); it != files_.end() && it->first.rfind(prefix, 0) == 0;) {
+    for (auto it = files_.lower_bound(prefix);
+         it != files_.end() && it->first.rfind(prefix, 0) == 0;) {
       it = files_.erase(it);
     }
     for (auto it = dirs_.lower_bound(prefix); it != dirs_.end() && it->rfind(prefix, 0) == 0;) {
@@ -636,7 +638,8 @@ class MemEnv : public Env {
     return false;
   }
 
-  static const std::string& KeyOf(const std::pair<const std::string, std::shared_ptr<std::string>>& e) {
+  static const std::string& KeyOf(
+      const std::pair<const std::string, std::shared_ptr<std::string>>& e) {
     return e.first;
   }
   static const std::string& KeyOf(const std::string& e) { return e; }

@@ -149,8 +149,7 @@ class Env {
 
   // Maps a whole file for reading (POSIX: mmap). The region does not depend
   // on the Env staying alive.
-  virtual absl::StatusOr<std::shared_ptr<ReadOnlyRegion>> MapReadOnly(
-      const std::string& path) = 0;
+  virtual absl::StatusOr<std::shared_ptr<ReadOnlyRegion>> MapReadOnly(const std::string& path) = 0;
 };
 
 // Atomically replaces `path` with what `write` appends to a temp file: the

@@ -1,4 +1,5 @@
 #include "runtime/util/sha256.h"
+#include "runtime/util/status_macros.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -50,13 +51,12 @@ std::string Sha256::FinalHex() {
 
 absl::StatusOr<std::string> Sha256File(Env* env, const std::string& path) {
   if (env == nullptr) env = Env::Default();
-  absl::StatusOr<std::shared_ptr<ReadOnlyRegion>> region = env->MapReadOnly(path);
-  if (!region.ok()) return region.status();
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<ReadOnlyRegion> region, env->MapReadOnly(path));
   Sha256 hash;
   // Hash in slices so a huge mapping is paged in sequentially.
   constexpr size_t kSlice = size_t{1} << 24;
-  const char* data = (*region)->data();
-  const size_t size = (*region)->size();
+  const char* data = (region)->data();
+  const size_t size = (region)->size();
   for (size_t off = 0; off < size; off += kSlice) {
     hash.Update(absl::string_view(data + off, std::min(kSlice, size - off)));
   }

@@ -13,10 +13,10 @@
 #define FJORD_STATUS_CONCAT_(x, y) FJORD_STATUS_CONCAT_INNER_(x, y)
 
 // Returns from the current function with the status of `expr` if not OK.
-#define FJORD_RETURN_IF_ERROR(expr)                  \
-  do {                                               \
-    const ::absl::Status fjord_status_ = (expr);     \
-    if (!fjord_status_.ok()) return fjord_status_;   \
+#define FJORD_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    const ::absl::Status fjord_status_ = (expr);   \
+    if (!fjord_status_.ok()) return fjord_status_; \
   } while (0)
 
 // FJORD_ASSIGN_OR_RETURN(lhs, expr): evaluates `expr` (a StatusOr<T>); on
@@ -25,8 +25,8 @@
 #define FJORD_ASSIGN_OR_RETURN(lhs, expr) \
   FJORD_ASSIGN_OR_RETURN_IMPL_(FJORD_STATUS_CONCAT_(fjord_statusor_, __LINE__), lhs, expr)
 
-#define FJORD_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                                 \
+#define FJORD_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)  \
+  auto statusor = (expr);                                  \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

@@ -1,4 +1,4 @@
-#include "runtime/io/checkpoint.h"
+#include "runtime/io/model_dir.h"
 
 #include <torch/types.h>
 
@@ -43,16 +43,17 @@ std::string ShardName(size_t i, size_t n) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const std::string& dir,
-                                                                         Env* env) {
+absl::StatusOr<std::unique_ptr<ModelDirReader>> ModelDirReader::Open(const std::string& dir,
+                                                                     Env* env) {
   if (env == nullptr) env = Env::Default();
-  std::unique_ptr<CheckpointReader> reader(new CheckpointReader());
+  std::unique_ptr<ModelDirReader> reader(new ModelDirReader());
   reader->dir_ = dir;
   const std::string single = JoinPath(dir, kSafetensorsWeightsName);
   const std::string index_path = JoinPath(dir, kSafetensorsIndexName);
 
   if (env->FileExists(single)) {
-    FJORD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(single, env));
+    FJORD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                           SafetensorsFile::Open(single, env));
     for (const TensorEntry& e : file->header().tensors) {
       reader->names_.push_back(e.name);
       reader->where_.emplace(e.name, file.get());
@@ -64,8 +65,8 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
     if (!env->IsDirectory(dir)) {
       return absl::NotFoundError(absl::StrCat("checkpoint directory ", dir, " does not exist"));
     }
-    return absl::NotFoundError(absl::StrCat("no ", kSafetensorsWeightsName, " or ",
-                                            kSafetensorsIndexName, " in ", dir));
+    return absl::NotFoundError(
+        absl::StrCat("no ", kSafetensorsWeightsName, " or ", kSafetensorsIndexName, " in ", dir));
   }
 
   FJORD_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(index_path));
@@ -81,13 +82,12 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
   std::map<std::string, std::set<std::string>> by_shard;
   for (const auto& [name, shard] : weight_map->items()) {
     if (!shard.is_string()) {
-      return absl::DataLossError(absl::StrCat(index_path, ": weight_map[\"", name,
-                                              "\"] is not a file name string"));
+      return absl::DataLossError(
+          absl::StrCat(index_path, ": weight_map[\"", name, "\"] is not a file name string"));
     }
     const std::string file = shard.get<std::string>();
     if (!SafeRelativePath(file)) {
-      return absl::DataLossError(absl::StrCat(index_path, ": weight_map[\"", name,
-                                              "\"] = \"", file,
+      return absl::DataLossError(absl::StrCat(index_path, ": weight_map[\"", name, "\"] = \"", file,
                                               "\" is not a relative path inside ", dir));
     }
     by_shard[file].insert(name);
@@ -95,9 +95,9 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
   for (const auto& [file, names] : by_shard) {
     const std::string shard_path = JoinPath(dir, file);
     if (!env->FileExists(shard_path)) {
-      return absl::NotFoundError(absl::StrCat(index_path, " names shard ", file,
-                                              " (for tensor '", *names.begin(),
-                                              "'), but ", shard_path, " does not exist"));
+      return absl::NotFoundError(absl::StrCat(index_path, " names shard ", file, " (for tensor '",
+                                              *names.begin(), "'), but ", shard_path,
+                                              " does not exist"));
     }
     FJORD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> shard,
                            SafetensorsFile::Open(shard_path, env));
@@ -117,18 +117,18 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
   return reader;
 }
 
-std::vector<std::string> CheckpointReader::Names() const { return names_; }
+std::vector<std::string> ModelDirReader::Names() const { return names_; }
 
-bool CheckpointReader::Contains(absl::string_view name) const {
+bool ModelDirReader::Contains(absl::string_view name) const {
   return where_.find(name) != where_.end();
 }
 
-const TensorEntry* CheckpointReader::Find(absl::string_view name) const {
+const TensorEntry* ModelDirReader::Find(absl::string_view name) const {
   auto it = where_.find(name);
   return it == where_.end() ? nullptr : it->second->Find(name);
 }
 
-absl::StatusOr<torch::Tensor> CheckpointReader::Get(absl::string_view name) const {
+absl::StatusOr<torch::Tensor> ModelDirReader::Get(absl::string_view name) const {
   auto it = where_.find(name);
   if (it == where_.end()) {
     return absl::NotFoundError(absl::StrCat("tensor '", name, "' not found in checkpoint ", dir_));
@@ -136,14 +136,13 @@ absl::StatusOr<torch::Tensor> CheckpointReader::Get(absl::string_view name) cons
   return it->second->Get(name);
 }
 
-absl::Status WriteCheckpointTensors(const std::string& dir,
-                                    const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                                    int64_t max_shard_bytes, Env* env) {
+absl::Status WriteModelDirTensors(const std::string& dir,
+                                  const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                  int64_t max_shard_bytes, Env* env) {
   if (env == nullptr) env = Env::Default();
   if (max_shard_bytes <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("writing checkpoint ", dir, ": max_shard_bytes must be > 0, got ",
-                     max_shard_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "writing checkpoint ", dir, ": max_shard_bytes must be > 0, got ", max_shard_bytes));
   }
   std::set<std::string> seen;
   uint64_t total = 0;

@@ -2,8 +2,8 @@
 // model.safetensors, or sharded as model-0000i-of-0000N.safetensors plus
 // model.safetensors.index.json ({"metadata": {"total_size": ...},
 // "weight_map": {tensor name: shard file}}), as transformers writes them.
-#ifndef FJORD_RUNTIME_IO_CHECKPOINT_H_
-#define FJORD_RUNTIME_IO_CHECKPOINT_H_
+#ifndef FJORD_RUNTIME_IO_MODEL_DIR_H_
+#define FJORD_RUNTIME_IO_MODEL_DIR_H_
 
 #include <torch/types.h>
 
@@ -26,7 +26,7 @@ inline constexpr char kSafetensorsWeightsName[] = "model.safetensors";
 inline constexpr char kSafetensorsIndexName[] = "model.safetensors.index.json";
 
 // The tensors of a model directory. Immutable after Open: thread-safe.
-class CheckpointReader {
+class ModelDirReader {
  public:
   // Opens dir/model.safetensors if present (transformers' preference), else
   // dir/model.safetensors.index.json and every shard it names (all mapped
@@ -37,8 +37,8 @@ class CheckpointReader {
   //    a shard path that is absolute or escapes dir (".."), a name the index
   //    maps to a shard that lacks it, a corrupt safetensors file;
   //  - the Env's errors otherwise.
-  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(const std::string& dir,
-                                                                Env* env = nullptr);
+  static absl::StatusOr<std::unique_ptr<ModelDirReader>> Open(const std::string& dir,
+                                                              Env* env = nullptr);
 
   // Tensor names: shard by shard (shard files sorted), in file order within a
   // shard. For a sharded checkpoint only the names in the index.
@@ -55,7 +55,7 @@ class CheckpointReader {
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
  private:
-  CheckpointReader() = default;
+  ModelDirReader() = default;
 
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
@@ -75,10 +75,10 @@ class CheckpointReader {
 // index, old model-*-of-*.safetensors shards) are removed afterwards.
 // Errors: InvalidArgument (max_shard_bytes <= 0, duplicate names, bad
 // tensors), the Env's errors naming the path.
-absl::Status WriteCheckpointTensors(const std::string& dir,
-                                    const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                                    int64_t max_shard_bytes, Env* env = nullptr);
+absl::Status WriteModelDirTensors(const std::string& dir,
+                                  const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                  int64_t max_shard_bytes, Env* env = nullptr);
 
 }  // namespace fjord::io
 
-#endif  // FJORD_RUNTIME_IO_CHECKPOINT_H_
+#endif  // FJORD_RUNTIME_IO_MODEL_DIR_H_

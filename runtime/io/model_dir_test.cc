@@ -1,4 +1,4 @@
-#include "runtime/io/checkpoint.h"
+#include "runtime/io/model_dir.h"
 
 #include <torch/types.h>
 
@@ -29,7 +29,7 @@ class CheckpointTest : public ::testing::Test {
   }
 
   void ExpectReadsBack(const std::string& dir) {
-    const auto reader = CheckpointReader::Open(dir, env_.get());
+    const auto reader = ModelDirReader::Open(dir, env_.get());
     ASSERT_TRUE(reader.ok()) << reader.status();
     std::vector<std::string> names;
     for (const auto& [name, t] : tensors_) {
@@ -47,10 +47,10 @@ class CheckpointTest : public ::testing::Test {
 };
 
 TEST_F(CheckpointTest, SingleFileRoundTrip) {
-  ASSERT_TRUE(WriteCheckpointTensors("/m", tensors_, 1 << 20, env_.get()).ok());
+  ASSERT_TRUE(WriteModelDirTensors("/m", tensors_, 1 << 20, env_.get()).ok());
   EXPECT_THAT(*env_->ListDir("/m"), ElementsAre("model.safetensors"));
   ExpectReadsBack("/m");
-  const auto reader = CheckpointReader::Open("/m", env_.get());
+  const auto reader = ModelDirReader::Open("/m", env_.get());
   ASSERT_TRUE(reader.ok());
   EXPECT_EQ((*reader)->files().size(), 1u);
   EXPECT_EQ((*reader)->files()[0]->metadata().at("format"), "pt");
@@ -64,18 +64,19 @@ TEST_F(CheckpointTest, SingleFileRoundTrip) {
 
 TEST_F(CheckpointTest, ShardedRoundTripLikeTransformers) {
   // 150 bytes per shard: two 64-byte tensors fit, a third does not.
-  ASSERT_TRUE(WriteCheckpointTensors("/m/out", tensors_, 150, env_.get()).ok());
+  ASSERT_TRUE(WriteModelDirTensors("/m/out", tensors_, 150, env_.get()).ok());
   EXPECT_THAT(*env_->ListDir("/m/out"),
               ElementsAre("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
                           "model.safetensors.index.json"));
-  const auto index = nlohmann::json::parse(*env_->ReadFileToString("/m/out/model.safetensors.index.json"));
+  const auto index =
+      nlohmann::json::parse(*env_->ReadFileToString("/m/out/model.safetensors.index.json"));
   EXPECT_EQ(index["metadata"]["total_size"], 256);
   EXPECT_EQ(index["weight_map"]["model.layers.0.weight"], "model-00001-of-00002.safetensors");
   EXPECT_EQ(index["weight_map"]["model.layers.1.weight"], "model-00001-of-00002.safetensors");
   EXPECT_EQ(index["weight_map"]["model.layers.2.weight"], "model-00002-of-00002.safetensors");
   EXPECT_EQ(index["weight_map"]["model.empty"], "model-00002-of-00002.safetensors");
   ExpectReadsBack("/m/out");
-  const auto reader = CheckpointReader::Open("/m/out", env_.get());
+  const auto reader = ModelDirReader::Open("/m/out", env_.get());
   ASSERT_TRUE(reader.ok());
   EXPECT_EQ((*reader)->files().size(), 2u);
   ASSERT_NE((*reader)->Find("model.layers.3.weight"), nullptr);
@@ -83,31 +84,31 @@ TEST_F(CheckpointTest, ShardedRoundTripLikeTransformers) {
 }
 
 TEST_F(CheckpointTest, OversizedTensorGetsItsOwnShard) {
-  ASSERT_TRUE(WriteCheckpointTensors("/m", tensors_, 10, env_.get()).ok());
+  ASSERT_TRUE(WriteModelDirTensors("/m", tensors_, 10, env_.get()).ok());
   // Four 64-byte tensors each over the limit; the empty one joins the last.
   EXPECT_TRUE(env_->FileExists("/m/model-00004-of-00004.safetensors"));
   ExpectReadsBack("/m");
 }
 
 TEST_F(CheckpointTest, RewritingWithOtherLayoutRemovesStaleFiles) {
-  ASSERT_TRUE(WriteCheckpointTensors("/m", tensors_, 10, env_.get()).ok());
-  ASSERT_TRUE(WriteCheckpointTensors("/m", tensors_, 150, env_.get()).ok());
+  ASSERT_TRUE(WriteModelDirTensors("/m", tensors_, 10, env_.get()).ok());
+  ASSERT_TRUE(WriteModelDirTensors("/m", tensors_, 150, env_.get()).ok());
   EXPECT_THAT(*env_->ListDir("/m"),
               ElementsAre("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
                           "model.safetensors.index.json"));
-  ASSERT_TRUE(WriteCheckpointTensors("/m", tensors_, 1 << 20, env_.get()).ok());
+  ASSERT_TRUE(WriteModelDirTensors("/m", tensors_, 1 << 20, env_.get()).ok());
   EXPECT_THAT(*env_->ListDir("/m"), ElementsAre("model.safetensors"));
   ExpectReadsBack("/m");
-  ASSERT_TRUE(WriteCheckpointTensors("/m", tensors_, 150, env_.get()).ok());
+  ASSERT_TRUE(WriteModelDirTensors("/m", tensors_, 150, env_.get()).ok());
   EXPECT_FALSE(env_->FileExists("/m/model.safetensors"));
   ExpectReadsBack("/m");
 }
 
 TEST_F(CheckpointTest, WriteRefusesBadArguments) {
-  EXPECT_EQ(WriteCheckpointTensors("/m", tensors_, 0, env_.get()).code(),
+  EXPECT_EQ(WriteModelDirTensors("/m", tensors_, 0, env_.get()).code(),
             absl::StatusCode::kInvalidArgument);
   tensors_.push_back(tensors_[0]);
-  const absl::Status dup = WriteCheckpointTensors("/m", tensors_, 100, env_.get());
+  const absl::Status dup = WriteModelDirTensors("/m", tensors_, 100, env_.get());
   EXPECT_EQ(dup.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(dup.message()), HasSubstr("'model.layers.0.weight' appears twice"));
 }
@@ -115,18 +116,18 @@ TEST_F(CheckpointTest, WriteRefusesBadArguments) {
 TEST_F(CheckpointTest, DiskFullDuringShardReportsPath) {
   FaultInjectionEnv faulty(env_.get());
   faulty.FailWritesAfterBytes(300);
-  const absl::Status s = WriteCheckpointTensors("/m", tensors_, 150, &faulty);
+  const absl::Status s = WriteModelDirTensors("/m", tensors_, 150, &faulty);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(s.message()), HasSubstr("/m/model-0000"));
   EXPECT_FALSE(env_->FileExists("/m/model.safetensors.index.json"));
 }
 
 TEST_F(CheckpointTest, OpenErrors) {
-  const auto none = CheckpointReader::Open("/m", env_.get());
+  const auto none = ModelDirReader::Open("/m", env_.get());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(none.status().message()), HasSubstr("no model.safetensors"));
   EXPECT_THAT(std::string(none.status().message()), HasSubstr("/m"));
-  const auto nodir = CheckpointReader::Open("/nowhere", env_.get());
+  const auto nodir = ModelDirReader::Open("/nowhere", env_.get());
   EXPECT_EQ(nodir.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(nodir.status().message()), HasSubstr("/nowhere does not exist"));
 }
@@ -135,12 +136,12 @@ class ShardedIndexTest : public CheckpointTest {
  protected:
   void SetUp() override {
     CheckpointTest::SetUp();
-    ASSERT_TRUE(WriteCheckpointTensors("/m", tensors_, 150, env_.get()).ok());
+    ASSERT_TRUE(WriteModelDirTensors("/m", tensors_, 150, env_.get()).ok());
   }
   void WriteIndex(const nlohmann::json& index) {
     ASSERT_TRUE(env_->WriteFileAtomic("/m/model.safetensors.index.json", index.dump()).ok());
   }
-  absl::Status OpenStatus() { return CheckpointReader::Open("/m", env_.get()).status(); }
+  absl::Status OpenStatus() { return ModelDirReader::Open("/m", env_.get()).status(); }
 };
 
 TEST_F(ShardedIndexTest, MissingShard) {
@@ -153,18 +154,20 @@ TEST_F(ShardedIndexTest, MissingShard) {
 }
 
 TEST_F(ShardedIndexTest, NameNotInShard) {
-  nlohmann::json index = nlohmann::json::parse(*env_->ReadFileToString("/m/model.safetensors.index.json"));
+  nlohmann::json index =
+      nlohmann::json::parse(*env_->ReadFileToString("/m/model.safetensors.index.json"));
   index["weight_map"]["model.layers.9.weight"] = "model-00001-of-00002.safetensors";
   WriteIndex(index);
   const absl::Status s = OpenStatus();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(s.message()), HasSubstr("'model.layers.9.weight'"));
-  EXPECT_THAT(std::string(s.message()), HasSubstr("/m/model-00001-of-00002.safetensors has no such tensor"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("/m/model-00001-of-00002.safetensors has no such tensor"));
 }
 
 TEST_F(ShardedIndexTest, ShardPathMustStayInsideDir) {
-  for (const std::string bad : {"../model-00001-of-00002.safetensors", "/etc/passwd",
-                                "sub/../../x.safetensors", ""}) {
+  for (const std::string bad :
+       {"../model-00001-of-00002.safetensors", "/etc/passwd", "sub/../../x.safetensors", ""}) {
     WriteIndex({{"weight_map", {{"model.layers.0.weight", bad}}}});
     const absl::Status s = OpenStatus();
     EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << bad;
@@ -175,11 +178,13 @@ TEST_F(ShardedIndexTest, ShardPathMustStayInsideDir) {
 TEST_F(ShardedIndexTest, MalformedIndex) {
   ASSERT_TRUE(env_->WriteFileAtomic("/m/model.safetensors.index.json", "{not json").ok());
   EXPECT_EQ(OpenStatus().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(std::string(OpenStatus().message()), HasSubstr("model.safetensors.index.json: not a JSON object"));
+  EXPECT_THAT(std::string(OpenStatus().message()),
+              HasSubstr("model.safetensors.index.json: not a JSON object"));
   WriteIndex({{"metadata", {}}});
   EXPECT_THAT(std::string(OpenStatus().message()), HasSubstr("missing object \"weight_map\""));
   WriteIndex({{"weight_map", {{"a", 3}}}});
-  EXPECT_THAT(std::string(OpenStatus().message()), HasSubstr("weight_map[\"a\"] is not a file name string"));
+  EXPECT_THAT(std::string(OpenStatus().message()),
+              HasSubstr("weight_map[\"a\"] is not a file name string"));
 }
 
 TEST_F(ShardedIndexTest, CorruptShardNamesFile) {
@@ -194,7 +199,7 @@ TEST_F(ShardedIndexTest, CorruptShardNamesFile) {
 TEST_F(ShardedIndexTest, IndexSubsetOfShardTensors) {
   // Tensors a shard holds but the index does not list are not exposed.
   WriteIndex({{"weight_map", {{"model.layers.1.weight", "model-00001-of-00002.safetensors"}}}});
-  const auto reader = CheckpointReader::Open("/m", env_.get());
+  const auto reader = ModelDirReader::Open("/m", env_.get());
   ASSERT_TRUE(reader.ok()) << reader.status();
   EXPECT_THAT((*reader)->Names(), ElementsAre("model.layers.1.weight"));
   EXPECT_FALSE((*reader)->Contains("model.layers.0.weight"));
