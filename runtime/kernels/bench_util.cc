@@ -80,9 +80,7 @@ int64_t PeakExtraBytes(const std::function<void()>& fn) {
   return std::max<int64_t>(0, peak - before);
 }
 
-std::string DeviceName() {
-  return at::cuda::getCurrentDeviceProperties()->name;
-}
+std::string DeviceName() { return at::cuda::getCurrentDeviceProperties()->name; }
 
 #else
 

@@ -34,7 +34,7 @@ std::string DeviceName();
 // One line of the results table.
 struct Row {
   std::string op;
-  std::string impl;   // "fused" or "reference"
+  std::string impl;  // "fused" or "reference"
   std::string shape;
   double fwd_ms = 0;
   double fwd_bwd_ms = 0;

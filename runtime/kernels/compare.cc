@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::kernels {
 
@@ -55,8 +56,8 @@ absl::Status CheckClose(const torch::Tensor& actual, const torch::Tensor& expect
     return absl::InternalError(absl::StrFormat(
         "%s: %d of %d elements out of tolerance (atol %g, rtol %g); worst at flat index %d: "
         "got %.8g, expected %.8g (|diff| %.3g > %.3g)",
-        what, failed, a.numel(), tol.atol, tol.rtol, i, a[i].item<double>(),
-        e[i].item<double>(), err[i].item<double>(), bound[i].item<double>()));
+        what, failed, a.numel(), tol.atol, tol.rtol, i, a[i].item<double>(), e[i].item<double>(),
+        err[i].item<double>(), bound[i].item<double>()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(what, ": comparison failed: ", e.what()));
   }
@@ -134,16 +135,15 @@ absl::Status CompareWithReference(const std::string& what, const std::vector<tor
                                               " outputs, reference ", out_r.size()));
     }
     for (size_t i = 0; i < out_f.size(); ++i) {
-      absl::Status s = CheckClose(out_f[i], out_r[i], ScaledToMagnitude(out_tol, out_r[i]),
-                                  absl::StrCat(what, " output ", i));
-      if (!s.ok()) return s;
+      FJORD_RETURN_IF_ERROR(CheckClose(out_f[i], out_r[i], ScaledToMagnitude(out_tol, out_r[i]),
+                                       absl::StrCat(what, " output ", i)));
     }
     std::vector<torch::Tensor> grad_outputs;
     for (const torch::Tensor& o : out_r) {
       // Drawn on the CPU so that only the CPU generator is consumed.
-      grad_outputs.push_back(o.defined() ? torch::randn(o.sizes(), torch::kFloat32)
-                                               .to(o.device(), o.scalar_type())
-                                         : torch::Tensor());
+      grad_outputs.push_back(
+          o.defined() ? torch::randn(o.sizes(), torch::kFloat32).to(o.device(), o.scalar_type())
+                      : torch::Tensor());
     }
     std::vector<torch::Tensor> g_f = Grads(out_f, grad_outputs, in_f);
     std::vector<torch::Tensor> g_r = Grads(out_r, grad_outputs, in_r);
@@ -152,9 +152,8 @@ absl::Status CompareWithReference(const std::string& what, const std::vector<tor
       // An unused input has no gradient: treat it as zeros on both sides.
       torch::Tensor gf = g_f[i].defined() ? g_f[i] : torch::zeros_like(inputs[i]);
       torch::Tensor gr = g_r[i].defined() ? g_r[i] : torch::zeros_like(inputs[i]);
-      absl::Status s = CheckClose(gf, gr, ScaledToMagnitude(grad_tol, gr),
-                                  absl::StrCat(what, " grad of input ", i));
-      if (!s.ok()) return s;
+      FJORD_RETURN_IF_ERROR(CheckClose(gf, gr, ScaledToMagnitude(grad_tol, gr),
+                                       absl::StrCat(what, " grad of input ", i)));
     }
     return absl::OkStatus();
   } catch (const std::exception& e) {

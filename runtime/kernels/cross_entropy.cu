@@ -43,7 +43,7 @@ __device__ __forceinline__ MaxSum Merge(MaxSum a, MaxSum b) {
 }
 
 __device__ __forceinline__ MaxSum Add(MaxSum s, float v) {
-  if (v == -CUDART_INF_F) return s;  // exp(−inf) adds nothing
+  if (v == -CUDART_INF_F) return s;                             // exp(−inf) adds nothing
   if (v > s.max) return {v, s.sum * __expf(s.max - v) + 1.0f};  // s.max = −inf: 0·0 + 1
   return {s.max, s.sum + __expf(v - s.max)};
 }

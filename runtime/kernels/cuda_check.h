@@ -28,8 +28,8 @@ class CudaError : public std::runtime_error {
 
 namespace internal {
 
-inline void ThrowCudaError(const char* what, const char* name, const char* detail,
-                           const char* file, int line) {
+inline void ThrowCudaError(const char* what, const char* name, const char* detail, const char* file,
+                           int line) {
   throw CudaError(std::string(file) + ":" + std::to_string(line) + ": " + what + ": " + name +
                   ": " + detail);
 }

@@ -129,26 +129,26 @@ inline unsigned int GridFor(int64_t work, int threads) {
 
 // Calls `__VA_ARGS__` (a generic lambda body's call, e.g. Launch(scalar_t{}))
 // with `scalar_t` bound to the C++ type of `dtype`.
-#define FJORD_DISPATCH_DTYPE(dtype, ...)                                          \
-  switch (dtype) {                                                                \
-    case ::fjord::kernels::cuda::DType::kF32: {                                   \
-      using scalar_t = float;                                                     \
-      __VA_ARGS__;                                                                \
-      break;                                                                      \
-    }                                                                             \
-    case ::fjord::kernels::cuda::DType::kBF16: {                                  \
-      using scalar_t = __nv_bfloat16;                                             \
-      __VA_ARGS__;                                                                \
-      break;                                                                      \
-    }                                                                             \
-    case ::fjord::kernels::cuda::DType::kF16: {                                   \
-      using scalar_t = __half;                                                    \
-      __VA_ARGS__;                                                                \
-      break;                                                                      \
-    }                                                                             \
-    default:                                                                      \
-      throw std::invalid_argument("fjord kernels: unsupported dtype tag " +       \
-                                  std::to_string(static_cast<int>(dtype)));       \
+#define FJORD_DISPATCH_DTYPE(dtype, ...)                                    \
+  switch (dtype) {                                                          \
+    case ::fjord::kernels::cuda::DType::kF32: {                             \
+      using scalar_t = float;                                               \
+      __VA_ARGS__;                                                          \
+      break;                                                                \
+    }                                                                       \
+    case ::fjord::kernels::cuda::DType::kBF16: {                            \
+      using scalar_t = __nv_bfloat16;                                       \
+      __VA_ARGS__;                                                          \
+      break;                                                                \
+    }                                                                       \
+    case ::fjord::kernels::cuda::DType::kF16: {                             \
+      using scalar_t = __half;                                              \
+      __VA_ARGS__;                                                          \
+      break;                                                                \
+    }                                                                       \
+    default:                                                                \
+      throw std::invalid_argument("fjord kernels: unsupported dtype tag " + \
+                                  std::to_string(static_cast<int>(dtype))); \
   }
 
 #endif  // FJORD_RUNTIME_KERNELS_CUDA_COMMON_H_

@@ -61,4 +61,14 @@ torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Te
   return reference::LinearCrossEntropySum(hidden, weight, labels, chunk_tokens);
 }
 
+torch::Tensor Nf4Dequantize(const torch::Tensor& packed, const torch::Tensor& absmax,
+                            const torch::Tensor& code, int64_t numel, int64_t blocksize,
+                            torch::Dtype dtype) {
+  if (packed.is_cuda() && FusedAllowed(kNf4DequantizeKernel) &&
+      fused::Nf4DequantizeSupported(packed, absmax, code, numel, blocksize, dtype)) {
+    return fused::Nf4Dequantize(packed, absmax, code, numel, blocksize, dtype);
+  }
+  return reference::Nf4Dequantize(packed, absmax, code, numel, blocksize, dtype);
+}
+
 }  // namespace fjord::kernels

@@ -62,6 +62,42 @@ bool LinearCrossEntropySupported(const torch::Tensor& hidden, const torch::Tenso
 torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
                                     const torch::Tensor& labels, int64_t chunk_tokens);
 
+// NF4 dequantization (ops.h's Nf4Dequantize): packed uint8, absmax and code
+// fp32, contiguous CUDA tensors on one device of the sizes ops.h states;
+// dtype fp32, bf16 or fp16; blocksize a positive multiple of 2.
+bool Nf4DequantizeSupported(const torch::Tensor& packed, const torch::Tensor& absmax,
+                            const torch::Tensor& code, int64_t numel, int64_t blocksize,
+                            torch::Dtype dtype);
+torch::Tensor Nf4Dequantize(const torch::Tensor& packed, const torch::Tensor& absmax,
+                            const torch::Tensor& code, int64_t numel, int64_t blocksize,
+                            torch::Dtype dtype);
+
+// QLoRA's base layer forward on an NF4 weight, the dequantization fused into
+// the GEMM (nf4_gemm.cu): y = x·Wᵀ (+ bias), W (out, in) the weight that
+// Nf4Dequantize(packed, absmax, code, out·in, blocksize, bf16) gives, the
+// products summed in fp32 on the tensor cores, the bias added in fp32, y
+// rounded to bf16 once.
+// x: (..., in) bf16 CUDA, any strides (copied when not contiguous or not
+// 16-byte aligned); packed: (out·in / 2) uint8, absmax: (out·in / blocksize)
+// fp32, code: (16) fp32, each 1-D and contiguous; bias: undefined or (out) of
+// fp32, bf16 or fp16 (rounded to bf16 first, as Nf4Linear's
+// bias.to(dtype)); all on one device of compute capability 8.0 or newer
+// (bf16 tensor cores). in must be a multiple of 8 and of blocksize (even,
+// positive): Llama's 4096 and 14336 with blocks of 64 are. Returns y:
+// (..., out) bf16, without autograd history: there is no backward (a
+// caller's autograd Function would use it for its forward only).
+// Not used by ops.h's dispatch nor by quant::Nf4Linear (which dequantizes to
+// a buffer, then matmul): kernel_bench's qlora_forward measures both ways
+// first.
+bool Nf4LinearForwardSupported(const torch::Tensor& x, const torch::Tensor& packed,
+                               const torch::Tensor& absmax, const torch::Tensor& code, int64_t out,
+                               int64_t in, int64_t blocksize,
+                               const torch::Tensor& bias = torch::Tensor());
+torch::Tensor Nf4LinearForward(const torch::Tensor& x, const torch::Tensor& packed,
+                               const torch::Tensor& absmax, const torch::Tensor& code, int64_t out,
+                               int64_t in, int64_t blocksize,
+                               const torch::Tensor& bias = torch::Tensor());
+
 }  // namespace fjord::kernels::fused
 
 #endif  // FJORD_RUNTIME_KERNELS_FUSED_H_

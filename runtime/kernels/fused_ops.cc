@@ -9,6 +9,8 @@
 #include "runtime/kernels/fused.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <torch/autograd.h>
@@ -41,9 +43,9 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, double eps) {
     c10::cuda::CUDAGuard guard(x.device());
     const int64_t cols = x.size(-1);
-    Tensor x2 = x.contiguous().view({-1, cols});  // (N, C)
-    Tensor w = weight.contiguous();                // (C)
-    Tensor y = torch::empty_like(x2);              // (N, C)
+    Tensor x2 = x.contiguous().view({-1, cols});                                    // (N, C)
+    Tensor w = weight.contiguous();                                                 // (C)
+    Tensor y = torch::empty_like(x2);                                               // (N, C)
     Tensor rstd = torch::empty({x2.size(0)}, x2.options().dtype(torch::kFloat32));  // (N)
     cuda::RmsNormForward(x2.data_ptr(), w.data_ptr(), y.data_ptr(), rstd.data_ptr<float>(),
                          x2.size(0), cols, static_cast<float>(eps), Tag(x2), Stream());
@@ -88,13 +90,14 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
 // contiguous in x's dtype.
 Tensor RopeOne(const Tensor& x, const Tensor& cos, const Tensor& sin, bool transpose) {
   Tensor xs = x.stride(3) == 1 ? x : x.contiguous();
-  Tensor out = torch::empty(xs.sizes(), xs.options().memory_format(torch::MemoryFormat::Contiguous));
+  Tensor out =
+      torch::empty(xs.sizes(), xs.options().memory_format(torch::MemoryFormat::Contiguous));
   const int64_t tokens = xs.size(2);
   const int64_t head_dim = xs.size(3);
   const int64_t cos_sb = cos.size(0) == 1 ? 0 : tokens * head_dim;
   cuda::RopeApply(xs.data_ptr(), xs.stride(0), xs.stride(1), xs.stride(2), out.data_ptr(),
-                  cos.data_ptr(), sin.data_ptr(), cos_sb, xs.size(0), xs.size(1), tokens,
-                  head_dim, transpose, Tag(xs), Stream());
+                  cos.data_ptr(), sin.data_ptr(), cos_sb, xs.size(0), xs.size(1), tokens, head_dim,
+                  transpose, Tag(xs), Stream());
   return out;
 }
 
@@ -166,7 +169,8 @@ LceResult RunChunks(const Tensor& hidden, const Tensor& weight, const Tensor& la
   const int64_t c = hidden.size(1);
   const int64_t v = weight.size(0);
   const bool want_grad = want_dhidden || want_dweight;
-  const int64_t chunk = chunk_tokens <= 0 ? std::max<int64_t>(n, 1) : std::min(chunk_tokens, std::max<int64_t>(n, 1));
+  const int64_t chunk =
+      chunk_tokens <= 0 ? std::max<int64_t>(n, 1) : std::min(chunk_tokens, std::max<int64_t>(n, 1));
   const cuda::DType tag = Tag(hidden);
   cudaStream_t stream = Stream();
   cublasHandle_t blas = Blas();
@@ -239,6 +243,20 @@ bool SameCudaDevice(std::initializer_list<Tensor> tensors) {
   return first.is_cuda() && torch_cuda::AllOn(first.device(), tensors);
 }
 
+bool IsAligned(const void* p, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+// Rows of x viewed as (N, last dim): the product of all but the last size.
+int64_t LeadingRows(const Tensor& x) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  return rows;
+}
+
+// Edge of nf4_gemm.cu's square tiles of y; its grid holds at most INT_MAX of them.
+constexpr int64_t kNf4GemmTile = 64;
+
 }  // namespace
 
 bool RmsNormSupported(const Tensor& x, const Tensor& weight) {
@@ -248,9 +266,8 @@ bool RmsNormSupported(const Tensor& x, const Tensor& weight) {
 }
 
 Tensor RmsNorm(const Tensor& x, const Tensor& weight, double eps) {
-  TORCH_CHECK(RmsNormSupported(x, weight), "fused RmsNorm: unsupported arguments x ",
-              x.sizes(), " ", x.scalar_type(), ", weight ", weight.sizes(), " ",
-              weight.scalar_type());
+  TORCH_CHECK(RmsNormSupported(x, weight), "fused RmsNorm: unsupported arguments x ", x.sizes(),
+              " ", x.scalar_type(), ", weight ", weight.sizes(), " ", weight.scalar_type());
   return RmsNormFn::apply(x, weight, eps);
 }
 
@@ -273,8 +290,8 @@ bool RopeSupported(const Tensor& q, const Tensor& k, const Tensor& cos, const Te
 
 std::pair<Tensor, Tensor> ApplyRope(const Tensor& q, const Tensor& k, const Tensor& cos,
                                     const Tensor& sin) {
-  TORCH_CHECK(RopeSupported(q, k, cos, sin), "fused ApplyRope: unsupported arguments q ",
-              q.sizes(), ", k ", k.sizes(), ", cos ", cos.sizes(), ", sin ", sin.sizes());
+  TORCH_CHECK(RopeSupported(q, k, cos, sin), "fused ApplyRope: unsupported arguments q ", q.sizes(),
+              ", k ", k.sizes(), ", cos ", cos.sizes(), ", sin ", sin.sizes());
   variable_list out = RopeFn::apply(q, k, cos, sin);
   return {out[0], out[1]};
 }
@@ -286,19 +303,17 @@ bool SwiGluSupported(const Tensor& gate, const Tensor& up) {
 }
 
 Tensor SwiGlu(const Tensor& gate, const Tensor& up) {
-  TORCH_CHECK(SwiGluSupported(gate, up), "fused SwiGlu: unsupported arguments gate ",
-              gate.sizes(), " ", gate.scalar_type(), ", up ", up.sizes(), " ", up.scalar_type());
+  TORCH_CHECK(SwiGluSupported(gate, up), "fused SwiGlu: unsupported arguments gate ", gate.sizes(),
+              " ", gate.scalar_type(), ", up ", up.sizes(), " ", up.scalar_type());
   return SwiGluFn::apply(gate, up);
 }
 
-bool LinearCrossEntropySupported(const Tensor& hidden, const Tensor& weight,
-                                 const Tensor& labels) {
+bool LinearCrossEntropySupported(const Tensor& hidden, const Tensor& weight, const Tensor& labels) {
   return hidden.defined() && weight.defined() && labels.defined() &&
          SameCudaDevice({hidden, weight, labels}) && hidden.dim() == 2 && weight.dim() == 2 &&
          labels.dim() == 1 && IsKernelDType(hidden.scalar_type()) &&
          weight.scalar_type() == hidden.scalar_type() && labels.scalar_type() == torch::kInt64 &&
-         weight.size(1) == hidden.size(1) && labels.size(0) == hidden.size(0) &&
-         hidden.size(1) > 0;
+         weight.size(1) == hidden.size(1) && labels.size(0) == hidden.size(0) && hidden.size(1) > 0;
 }
 
 Tensor LinearCrossEntropySum(const Tensor& hidden, const Tensor& weight, const Tensor& labels,
@@ -319,6 +334,93 @@ Tensor LinearCrossEntropySum(const Tensor& hidden, const Tensor& weight, const T
   }
   return LinearCrossEntropyFn::apply(hidden, weight, labels, chunk_tokens, want_dhidden,
                                      want_dweight);
+}
+
+bool Nf4DequantizeSupported(const Tensor& packed, const Tensor& absmax, const Tensor& code,
+                            int64_t numel, int64_t blocksize, torch::Dtype dtype) {
+  if (!packed.defined() || !absmax.defined() || !code.defined()) return false;
+  if (!SameCudaDevice({packed, absmax, code})) return false;
+  if (packed.scalar_type() != torch::kUInt8 || absmax.scalar_type() != torch::kFloat32 ||
+      code.scalar_type() != torch::kFloat32 || !IsKernelDType(dtype)) {
+    return false;
+  }
+  if (packed.dim() != 1 || absmax.dim() != 1 || code.dim() != 1) return false;
+  if (!packed.is_contiguous() || !absmax.is_contiguous() || !code.is_contiguous()) return false;
+  if (numel < 0 || blocksize <= 0 || blocksize % 2 != 0) return false;
+  const int64_t blocks = numel / blocksize + (numel % blocksize != 0 ? 1 : 0);
+  return packed.size(0) == numel / 2 + numel % 2 && absmax.size(0) == blocks && code.size(0) == 16;
+}
+
+Tensor Nf4Dequantize(const Tensor& packed, const Tensor& absmax, const Tensor& code, int64_t numel,
+                     int64_t blocksize, torch::Dtype dtype) {
+  TORCH_CHECK(Nf4DequantizeSupported(packed, absmax, code, numel, blocksize, dtype),
+              "fused Nf4Dequantize: unsupported arguments packed ", packed.sizes(), " ",
+              packed.scalar_type(), ", absmax ", absmax.sizes(), " ", absmax.scalar_type(),
+              ", code ", code.sizes(), " ", code.scalar_type(), ", numel ", numel, ", blocksize ",
+              blocksize, ", dtype ", dtype);
+  c10::cuda::CUDAGuard guard(packed.device());
+  Tensor out = torch::empty({numel}, packed.options().dtype(dtype));  // (n)
+  cuda::Nf4Dequantize(packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(), code.data_ptr<float>(),
+                      out.data_ptr(), numel, blocksize, Tag(out), Stream());
+  return out;
+}
+
+bool Nf4LinearForwardSupported(const Tensor& x, const Tensor& packed, const Tensor& absmax,
+                               const Tensor& code, int64_t out, int64_t in, int64_t blocksize,
+                               const Tensor& bias) {
+  if (!x.defined() || !packed.defined() || !absmax.defined() || !code.defined()) return false;
+  if (!SameCudaDevice({x, packed, absmax, code}) || !torch_cuda::AllOn(x.device(), {bias})) {
+    return false;
+  }
+  if (x.scalar_type() != torch::kBFloat16 || x.dim() < 1 || x.size(-1) != in) return false;
+  if (packed.scalar_type() != torch::kUInt8 || absmax.scalar_type() != torch::kFloat32 ||
+      code.scalar_type() != torch::kFloat32) {
+    return false;
+  }
+  if (packed.dim() != 1 || absmax.dim() != 1 || code.dim() != 1) return false;
+  if (!packed.is_contiguous() || !absmax.is_contiguous() || !code.is_contiguous()) return false;
+  if (out < 0 || in < 0 || in > std::numeric_limits<int>::max()) return false;
+  if (blocksize <= 0 || blocksize % 2 != 0 || in % 8 != 0 || in % blocksize != 0) return false;
+  if (packed.size(0) != out * in / 2 || absmax.size(0) != out * in / blocksize ||
+      code.size(0) != 16) {
+    return false;
+  }
+  if (bias.defined() &&
+      (bias.dim() != 1 || bias.size(0) != out || !IsKernelDType(bias.scalar_type()))) {
+    return false;
+  }
+  const int64_t tiles = (LeadingRows(x) + kNf4GemmTile - 1) / kNf4GemmTile *
+                        ((out + kNf4GemmTile - 1) / kNf4GemmTile);
+  if (tiles > std::numeric_limits<int>::max()) return false;
+  // bf16 WMMA: sm_80 or newer.
+  return at::cuda::getDeviceProperties(x.device().index())->major >= 8;
+}
+
+Tensor Nf4LinearForward(const Tensor& x, const Tensor& packed, const Tensor& absmax,
+                        const Tensor& code, int64_t out, int64_t in, int64_t blocksize,
+                        const Tensor& bias) {
+  TORCH_CHECK(Nf4LinearForwardSupported(x, packed, absmax, code, out, in, blocksize, bias),
+              "fused Nf4LinearForward: unsupported arguments x ", x.sizes(), " ", x.scalar_type(),
+              ", packed ", packed.sizes(), " ", packed.scalar_type(), ", absmax ", absmax.sizes(),
+              " ", absmax.scalar_type(), ", code ", code.sizes(), " ", code.scalar_type(), ", out ",
+              out, ", in ", in, ", blocksize ", blocksize, ", bias ",
+              bias.defined() ? bias.sizes() : torch::IntArrayRef());
+  c10::cuda::CUDAGuard guard(x.device());
+  torch::NoGradGuard no_grad;
+  const int64_t rows = LeadingRows(x);
+  Tensor x2 = x.detach().reshape({rows, in}).contiguous();  // (N, in)
+  // The kernel's 16-byte loads of x and 32-bit loads of packed: a view at an
+  // odd offset is copied (a fresh allocation is aligned).
+  if (!IsAligned(x2.data_ptr(), 16)) x2 = x2.clone();
+  Tensor p = IsAligned(packed.data_ptr(), 4) ? packed : packed.clone();  // (out·in / 2)
+  Tensor b = bias.defined() ? bias.detach().to(torch::kBFloat16).contiguous() : Tensor();  // (out)
+  Tensor y = torch::empty({rows, out}, x2.options());  // (N, out)
+  cuda::Nf4Gemm(x2.data_ptr(), p.data_ptr<uint8_t>(), absmax.data_ptr<float>(),
+                code.data_ptr<float>(), b.defined() ? b.data_ptr() : nullptr, y.data_ptr(), rows,
+                out, in, blocksize, Stream());
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out;
+  return y.view(shape);
 }
 
 #else  // !FJORD_KERNELS_FUSED
@@ -344,13 +446,30 @@ std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor&, const to
 }
 bool SwiGluSupported(const torch::Tensor&, const torch::Tensor&) { return false; }
 torch::Tensor SwiGlu(const torch::Tensor&, const torch::Tensor&) { NotBuilt("fused SwiGlu"); }
-bool LinearCrossEntropySupported(const torch::Tensor&, const torch::Tensor&,
-                                 const torch::Tensor&) {
+bool LinearCrossEntropySupported(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
   return false;
 }
 torch::Tensor LinearCrossEntropySum(const torch::Tensor&, const torch::Tensor&,
                                     const torch::Tensor&, int64_t) {
   NotBuilt("fused LinearCrossEntropySum");
+}
+bool Nf4DequantizeSupported(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                            int64_t, int64_t, torch::Dtype) {
+  return false;
+}
+torch::Tensor Nf4Dequantize(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                            int64_t, int64_t, torch::Dtype) {
+  NotBuilt("fused Nf4Dequantize");
+}
+bool Nf4LinearForwardSupported(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                               const torch::Tensor&, int64_t, int64_t, int64_t,
+                               const torch::Tensor&) {
+  return false;
+}
+torch::Tensor Nf4LinearForward(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                               const torch::Tensor&, int64_t, int64_t, int64_t,
+                               const torch::Tensor&) {
+  NotBuilt("fused Nf4LinearForward");
 }
 
 #endif  // FJORD_KERNELS_FUSED

@@ -31,8 +31,7 @@ cudaDataType_t CudaType(DType t) {
     case DType::kF16:
       return CUDA_R_16F;
   }
-  throw std::invalid_argument("Gemm: unsupported dtype tag " +
-                              std::to_string(static_cast<int>(t)));
+  throw std::invalid_argument("Gemm: unsupported dtype tag " + std::to_string(static_cast<int>(t)));
 }
 
 size_t ElementSize(DType t) { return t == DType::kF32 ? 4 : 2; }
@@ -62,8 +61,8 @@ int MultiprocessorCount() {
 }
 
 void Gemm(cublasHandle_t handle, cudaStream_t stream, bool trans_a, bool trans_b, int64_t m,
-          int64_t n, int64_t k, float alpha, const void* a, int64_t lda, const void* b,
-          int64_t ldb, DType ab_type, float beta, void* c, int64_t ldc, DType c_type) {
+          int64_t n, int64_t k, float alpha, const void* a, int64_t lda, const void* b, int64_t ldb,
+          DType ab_type, float beta, void* c, int64_t ldc, DType c_type) {
   if (c_type != ab_type && c_type != DType::kF32) {
     throw std::invalid_argument("Gemm: output type must be the input type or fp32");
   }
@@ -79,12 +78,11 @@ void Gemm(cublasHandle_t handle, cudaStream_t stream, bool trans_a, bool trans_b
   }
   CUBLAS_CHECK(cublasSetStream(handle, stream));
   // Column-major: Cᵀ (n, m) = op(B)ᵀ (n, k) · op(A)ᵀ (k, m).
-  CUBLAS_CHECK(cublasGemmEx(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CheckedInt(n, "n"),
-                            CheckedInt(m, "m"), CheckedInt(k, "k"), &alpha, b, CudaType(ab_type),
-                            CheckedInt(ldb, "ldb"), a, CudaType(ab_type), CheckedInt(lda, "lda"),
-                            &beta, c, CudaType(c_type), CheckedInt(ldc, "ldc"),
-                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK(cublasGemmEx(
+      handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+      CheckedInt(n, "n"), CheckedInt(m, "m"), CheckedInt(k, "k"), &alpha, b, CudaType(ab_type),
+      CheckedInt(ldb, "ldb"), a, CudaType(ab_type), CheckedInt(lda, "lda"), &beta, c,
+      CudaType(c_type), CheckedInt(ldc, "ldc"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace fjord::kernels::cuda

@@ -1,8 +1,9 @@
 // GPU tests of runtime/kernels' fused CUDA kernels: each against its
 // reference, forward and every gradient, on random shapes including odd
 // sizes, GQA head counts, N = 0 and N = 1; the launchers' in-place forms; the
-// cuBLAS GEMM helper; dispatch; and the start-up self-test. Skipped (with the
-// reason) on a machine without a CUDA device or in a build without CUDA.
+// cuBLAS GEMM helper; dispatch; and the start-up self-test (the NF4 kernels:
+// nf4_gpu_test.cc). Skipped (with the reason) on a
+// machine without a CUDA device or in a build without CUDA.
 //
 // Tolerance: |fused − reference| <= atol + rtol·|reference| elementwise, with
 // fp32 atol 1e-5, rtol 1e-4; bf16 atol 2e-2, rtol 2e-2; fp16 atol 2e-3,
@@ -15,22 +16,27 @@
 //
 // Shape legend: N rows/tokens, C hidden, B batch, Hq/Hk heads, T tokens,
 // D head dim, V vocab, I intermediate.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
 #include <cmath>
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/compare.h"
 #include "runtime/kernels/fused.h"
+#include "runtime/kernels/gpu_test_util.h"
 #include "runtime/kernels/kernel_registry.h"
 #include "runtime/kernels/launchers.h"
 #include "runtime/kernels/ops.h"
@@ -39,60 +45,20 @@
 namespace fjord::kernels {
 namespace {
 
-using ::testing::HasSubstr;
-using torch::Tensor;
-using Tensors = std::vector<Tensor>;
-
-const torch::ScalarType kAllDTypes[] = {torch::kFloat32, torch::kBFloat16, torch::kFloat16};
-
-std::string Name(torch::ScalarType t) {
-  return t == torch::kFloat32 ? "fp32" : t == torch::kBFloat16 ? "bf16" : "fp16";
-}
-
-Tensor Randn(std::vector<int64_t> sizes, torch::ScalarType dt, double scale = 1.0) {
-  return (torch::randn(sizes, torch::dtype(torch::kFloat32).device(torch::kCUDA)) * scale).to(dt);
-}
-
-Tolerance Tol(torch::ScalarType dt, double atol_factor = 1.0, double rtol_factor = 1.0) {
-  Tolerance t = DefaultTolerance(dt);
-  return {t.atol * atol_factor, t.rtol * rtol_factor};
-}
-
-cuda::DType TagOf(torch::ScalarType t) {
-  return t == torch::kFloat32 ? cuda::DType::kF32
-         : t == torch::kBFloat16 ? cuda::DType::kBF16
-                                 : cuda::DType::kF16;
-}
-
-cudaStream_t Stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-
-class KernelsGpuTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!fused::kBuilt) GTEST_SKIP() << "built without CUDA kernels";
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
-    torch::manual_seed(42);
-    SetBackend(Backend::kAuto);
-    ResetKernelHealth();
-  }
-  void TearDown() override {
-    SetBackend(Backend::kAuto);
-    ResetKernelHealth();
-  }
-};
-
-#define EXPECT_OK(expr)                        \
-  do {                                         \
-    const absl::Status s_ = (expr);            \
-    EXPECT_TRUE(s_.ok()) << s_.message();      \
-  } while (0)
+using namespace gpu_test;  // NOLINT: the shared helpers and fixture
 
 // ---------------------------------------------------------------- RMSNorm
 
 TEST_F(KernelsGpuTest, RmsNormMatchesReference) {
   const std::vector<std::vector<int64_t>> shapes = {
-      {0, 64}, {1, 64}, {1, 1}, {7, 33}, {4, 4096}, {2, 3, 1000},
-      {300, 256},   // more rows than backward blocks: blocks loop over rows
+      {0, 64},
+      {1, 64},
+      {1, 1},
+      {7, 33},
+      {4, 4096},
+      {2, 3, 1000},
+      {300, 256},   // more rows than backward blocks: blocks loop over
+                    // rows
       {3, 13001},   // dweight partials in global memory, scalar path
       {5, 12800}};  // dweight partials in global memory, vector path
   for (torch::ScalarType dt : kAllDTypes) {
@@ -133,9 +99,8 @@ TEST_F(KernelsGpuTest, RmsNormLaunchersAreInPlaceSafe) {
       cuda::RmsNormBackward(dy.data_ptr(), x.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(),
                             dx.data_ptr(), nullptr, nullptr, 9, cols, TagOf(dt), Stream());
       Tensor dinplace = dy.clone();
-      cuda::RmsNormBackward(dinplace.data_ptr(), x.data_ptr(), w.data_ptr(),
-                            rstd.data_ptr<float>(), dinplace.data_ptr(), nullptr, nullptr, 9, cols,
-                            TagOf(dt), Stream());
+      cuda::RmsNormBackward(dinplace.data_ptr(), x.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(),
+                            dinplace.data_ptr(), nullptr, nullptr, 9, cols, TagOf(dt), Stream());
       EXPECT_TRUE(torch::equal(dinplace, dx)) << Name(dt) << " backward, C=" << cols;
     }
   }
@@ -176,8 +141,8 @@ TEST_F(KernelsGpuTest, RopeMatchesReference) {
       Tensor angle = Randn({tb, c.t, c.d}, torch::kFloat32, 3.0);
       Tensor cos = angle.cos();
       Tensor sin = angle.sin();
-      const std::string what = absl::StrCat("rope ", Name(dt), " B", c.b, " Hq", c.hq, " Hk",
-                                            c.hk, " T", c.t, " D", c.d);
+      const std::string what = absl::StrCat("rope ", Name(dt), " B", c.b, " Hq", c.hq, " Hk", c.hk,
+                                            " T", c.t, " D", c.d);
       EXPECT_OK(CompareWithReference(
           what, {q, k, cos, sin},
           [](const Tensors& in) {
@@ -197,17 +162,15 @@ TEST_F(KernelsGpuTest, RopeRejectsTablesThatRequireGrad) {
   Tensor q = Randn({1, 2, 3, 8}, torch::kFloat32);
   Tensor cos = Randn({1, 3, 8}, torch::kFloat32).requires_grad_(true);
   EXPECT_FALSE(fused::RopeSupported(q, q, cos, cos));
-  EXPECT_FALSE(fused::RopeSupported(Randn({1, 2, 3, 7}, torch::kFloat32),
-                                    Randn({1, 2, 3, 7}, torch::kFloat32),
-                                    Randn({1, 3, 7}, torch::kFloat32),
-                                    Randn({1, 3, 7}, torch::kFloat32)));
+  EXPECT_FALSE(fused::RopeSupported(
+      Randn({1, 2, 3, 7}, torch::kFloat32), Randn({1, 2, 3, 7}, torch::kFloat32),
+      Randn({1, 3, 7}, torch::kFloat32), Randn({1, 3, 7}, torch::kFloat32)));
 }
 
 // ---------------------------------------------------------------- SwiGLU
 
 TEST_F(KernelsGpuTest, SwiGluMatchesReference) {
-  const std::vector<std::vector<int64_t>> shapes = {{0}, {1, 1}, {3, 1001}, {4, 14336},
-                                                    {2, 3, 40}};
+  const std::vector<std::vector<int64_t>> shapes = {{0}, {1, 1}, {3, 1001}, {4, 14336}, {2, 3, 40}};
   for (torch::ScalarType dt : kAllDTypes) {
     for (const auto& shape : shapes) {
       Tensor g = Randn(shape, dt, 3.0).requires_grad_(true);
@@ -227,9 +190,8 @@ TEST_F(KernelsGpuTest, SwiGluAcceptsNonContiguousHalvesOfOneProjection) {
   std::vector<Tensor> halves = gu.chunk(2, -1);
   Tensor g = halves[0].requires_grad_(false);
   ASSERT_FALSE(g.is_contiguous());
-  EXPECT_OK(CheckClose(fused::SwiGlu(halves[0], halves[1]),
-                       reference::SwiGlu(halves[0], halves[1]), Tol(torch::kBFloat16),
-                       "swiglu strided"));
+  EXPECT_OK(CheckClose(fused::SwiGlu(halves[0], halves[1]), reference::SwiGlu(halves[0], halves[1]),
+                       Tol(torch::kBFloat16), "swiglu strided"));
 }
 
 // ------------------------------------------------ Linear + cross-entropy
@@ -242,7 +204,7 @@ struct LceCase {
 
 TEST_F(KernelsGpuTest, LinearCrossEntropyMatchesReference) {
   const std::vector<LceCase> cases = {
-      {37, 64, 1001, 16, true, false},  {37, 64, 1001, 1, false, false},
+      {37, 64, 1001, 16, true, false},   {37, 64, 1001, 1, false, false},
       {300, 72, 1024, 128, true, false}, {300, 72, 1024, 0, false, false},
       {1, 64, 3, 4096, true, false},     {0, 64, 100, 16, true, false},
       {20, 64, 100, 8, true, true}};
@@ -250,15 +212,16 @@ TEST_F(KernelsGpuTest, LinearCrossEntropyMatchesReference) {
     for (const LceCase& c : cases) {
       Tensor h = Randn({c.n, c.c}, dt).requires_grad_(true);
       Tensor w = Randn({c.v, c.c}, dt, 0.3).requires_grad_(c.weight_grad);
-      Tensor labels = torch::randint(0, c.v, {c.n}, torch::dtype(torch::kInt64).device(torch::kCUDA));
+      Tensor labels =
+          torch::randint(0, c.v, {c.n}, torch::dtype(torch::kInt64).device(torch::kCUDA));
       if (c.all_ignored) {
         labels.fill_(-100);
       } else if (c.n > 3) {
         labels.index_put_({torch::indexing::Slice(0, c.n, 3)}, -100);
       }
       const int64_t chunk = c.chunk;
-      const std::string what = absl::StrCat("linear_cross_entropy ", Name(dt), " N", c.n, " C",
-                                            c.c, " V", c.v, " chunk ", c.chunk);
+      const std::string what = absl::StrCat("linear_cross_entropy ", Name(dt), " N", c.n, " C", c.c,
+                                            " V", c.v, " chunk ", c.chunk);
       EXPECT_OK(CompareWithReference(
           what, {h, w, labels},
           [chunk](const Tensors& in) {
@@ -333,11 +296,10 @@ TEST_F(KernelsGpuTest, CrossEntropyRowsWritesSoftmaxMinusOneHotOnStridedRows) {
     Tensor lf = logits.to(torch::kFloat32);
     Tensor valid = (labels != -100);
     Tensor safe = torch::where(valid, labels, torch::zeros_like(labels));
-    Tensor expected_loss = torch::where(
-        valid, torch::logsumexp(lf, 1) - lf.gather(1, safe.unsqueeze(1)).squeeze(1),
-        torch::zeros({rows}, lf.options()));
-    Tensor expected_grad = (torch::softmax(lf, 1) -
-                            torch::one_hot(safe, v).to(torch::kFloat32)) *
+    Tensor expected_loss =
+        torch::where(valid, torch::logsumexp(lf, 1) - lf.gather(1, safe.unsqueeze(1)).squeeze(1),
+                     torch::zeros({rows}, lf.options()));
+    Tensor expected_grad = (torch::softmax(lf, 1) - torch::one_hot(safe, v).to(torch::kFloat32)) *
                            valid.unsqueeze(1).to(torch::kFloat32);
     EXPECT_OK(CheckClose(loss, expected_loss, {1e-5, 1e-5}, "loss " + Name(dt)));
     EXPECT_OK(CheckClose(buf.narrow(1, 0, v), expected_grad.to(dt), Tol(dt), "grad " + Name(dt)));
@@ -365,10 +327,10 @@ TEST_F(KernelsGpuTest, GemmMatchesMatmulForEveryTransposeAndAccumulates) {
           // C = 0.5·op(A)·op(B) + 1·C
           cuda::Gemm(blas, Stream(), ta, tb, m, n, k, 0.5f, a.data_ptr(), a.size(1), b.data_ptr(),
                      b.size(1), TagOf(dt), 1.0f, c.data_ptr(), n, TagOf(ct));
-          const std::string what = absl::StrCat("gemm ", Name(dt), " ta", ta, " tb", tb,
-                                                fp32_out ? " fp32 out" : "");
-          EXPECT_OK(CheckClose(c, (0.5 * expected + c0.to(torch::kFloat64)).to(ct),
-                               Tol(ct, 10, 1), what));
+          const std::string what =
+              absl::StrCat("gemm ", Name(dt), " ta", ta, " tb", tb, fp32_out ? " fp32 out" : "");
+          EXPECT_OK(CheckClose(c, (0.5 * expected + c0.to(torch::kFloat64)).to(ct), Tol(ct, 10, 1),
+                               what));
         }
       }
     }
@@ -379,11 +341,11 @@ TEST_F(KernelsGpuTest, GemmWithEmptySumWritesZerosOrKeepsC) {
   cublasHandle_t blas = at::cuda::getCurrentCUDABlasHandle();
   Tensor c = Randn({4, 6}, torch::kFloat32);
   Tensor keep = c.clone();
-  cuda::Gemm(blas, Stream(), false, false, 4, 6, 0, 1.0f, nullptr, 1, nullptr, 6,
-             cuda::DType::kF32, 1.0f, c.data_ptr(), 6, cuda::DType::kF32);
+  cuda::Gemm(blas, Stream(), false, false, 4, 6, 0, 1.0f, nullptr, 1, nullptr, 6, cuda::DType::kF32,
+             1.0f, c.data_ptr(), 6, cuda::DType::kF32);
   EXPECT_TRUE(torch::equal(c, keep));
-  cuda::Gemm(blas, Stream(), false, false, 4, 6, 0, 1.0f, nullptr, 1, nullptr, 6,
-             cuda::DType::kF32, 0.0f, c.data_ptr(), 6, cuda::DType::kF32);
+  cuda::Gemm(blas, Stream(), false, false, 4, 6, 0, 1.0f, nullptr, 1, nullptr, 6, cuda::DType::kF32,
+             0.0f, c.data_ptr(), 6, cuda::DType::kF32);
   EXPECT_EQ(c.abs().sum().item<float>(), 0.0f);
 }
 
@@ -427,16 +389,15 @@ TEST_F(KernelsGpuTest, SelfTestPassesAndEnablesKernels) {
   std::string report;
   absl::Status s = RunKernelSelfTest(&report);
   ASSERT_TRUE(s.ok()) << s.message() << "\n" << report;
-  for (const char* name :
-       {kRmsNormKernel, kRopeKernel, kSwiGluKernel, kLinearCrossEntropyKernel}) {
+  for (const char* name : {kRmsNormKernel, kRopeKernel, kSwiGluKernel, kLinearCrossEntropyKernel,
+                           kNf4DequantizeKernel, kNf4LinearForwardKernel}) {
     EXPECT_THAT(report, HasSubstr(absl::StrCat(name, ": passed\n")));
     EXPECT_EQ(GetKernelHealth(name), KernelHealth::kPassed) << name;
   }
 }
 
 TEST_F(KernelsGpuTest, SelfTestDisablesAFailingKernel) {
-  RegisterKernel("gpu_test_broken_kernel",
-                 [] { return absl::InternalError("planted mismatch"); });
+  RegisterKernel("gpu_test_broken_kernel", [] { return absl::InternalError("planted mismatch"); });
   std::string report;
   ASSERT_TRUE(RunKernelSelfTest(&report).ok()) << report;
   EXPECT_THAT(report, HasSubstr("gpu_test_broken_kernel: disabled (planted mismatch)"));

@@ -35,8 +35,8 @@ int MultiprocessorCount();
 // y = round(x·rstd)·w per row, rstd = 1/sqrt(mean(x²) + eps), all in fp32.
 // x, y: (N, C) of `dtype`; w: (C) of `dtype`; rstd: (N) fp32, or null when
 // not needed. y may alias x (in place).
-void RmsNormForward(const void* x, const void* w, void* y, float* rstd, int64_t rows,
-                    int64_t cols, float eps, DType dtype, cudaStream_t stream);
+void RmsNormForward(const void* x, const void* w, void* y, float* rstd, int64_t rows, int64_t cols,
+                    float eps, DType dtype, cudaStream_t stream);
 
 // Number of fp32 elements RmsNormBackward needs in `partial` for a dweight.
 int64_t RmsNormBackwardScratchSize(int64_t rows, int64_t cols);
@@ -63,8 +63,7 @@ void RmsNormBackward(const void* dy, const void* x, const void* w, const float* 
 // stride 0 (`cos_batch_stride`) to broadcast one batch row. D must be even.
 void RopeApply(const void* x, int64_t sxb, int64_t sxh, int64_t sxt, void* out, const void* cos,
                const void* sin, int64_t cos_batch_stride, int64_t batch, int64_t heads,
-               int64_t tokens, int64_t head_dim, bool transpose, DType dtype,
-               cudaStream_t stream);
+               int64_t tokens, int64_t head_dim, bool transpose, DType dtype, cudaStream_t stream);
 
 // ---- SwiGLU (swiglu.cu) ----
 
@@ -97,8 +96,37 @@ void CrossEntropyRows(void* logits, int64_t ld, const int64_t* labels, float* lo
 // either ab_type or kF32. beta = 1 accumulates into C (no intermediate).
 // k == 0 writes beta·C (zeros when beta == 0).
 void Gemm(cublasHandle_t handle, cudaStream_t stream, bool trans_a, bool trans_b, int64_t m,
-          int64_t n, int64_t k, float alpha, const void* a, int64_t lda, const void* b,
-          int64_t ldb, DType ab_type, float beta, void* c, int64_t ldc, DType c_type);
+          int64_t n, int64_t k, float alpha, const void* a, int64_t lda, const void* b, int64_t ldb,
+          DType ab_type, float beta, void* c, int64_t ldc, DType c_type);
+
+// ---- NF4 dequantization (nf4.cu) ----
+
+// out[i] = code[q_i]·absmax[i / blocksize]: one fp32 multiply rounded to
+// nearest even (subnormals kept), then rounded to `dtype` (nearest even).
+// q_i, the 4-bit index of element i, is the high nibble of packed[i / 2] for
+// even i and the low nibble for odd i (bitsandbytes' NF4 layout).
+// packed: (ceil(n / 2)) uint8; absmax: (ceil(n / blocksize)) fp32; code: (16)
+// fp32; out: (n) of `dtype`. Any alignment is accepted (the vector path needs
+// packed 4-byte aligned and out aligned to 8 elements). Throws
+// std::invalid_argument when numel < 0 or blocksize is not even and positive.
+void Nf4Dequantize(const uint8_t* packed, const float* absmax, const float* code, void* out,
+                   int64_t numel, int64_t blocksize, DType dtype, cudaStream_t stream);
+
+// ---- NF4 linear forward, dequantization fused into the GEMM (nf4_gemm.cu) ----
+
+// y = x·Wᵀ (+ bias) on bf16 tensor cores (sm_80 or newer), W (out, in) the
+// NF4 weight Nf4Dequantize would produce from packed/absmax/code (its values
+// rounded to bf16 exactly as Nf4Dequantize to bf16 rounds them), products
+// summed in fp32, the bias added in fp32, one rounding to bf16.
+// x: (N, in) bf16, 16-byte aligned; packed: (out·in / 2) uint8, 4-byte
+// aligned; absmax: (out·in / blocksize) fp32; code: (16) fp32; bias: (out)
+// bf16 or null; y: (N, out) bf16, written (bias or zeros when in == 0).
+// Throws std::invalid_argument for negative sizes, a blocksize not even and
+// positive, an `in` not a multiple of both 8 and blocksize, or misaligned x
+// or packed. N == 0 or out == 0 launches nothing.
+void Nf4Gemm(const void* x, const uint8_t* packed, const float* absmax, const float* code,
+             const void* bias, void* y, int64_t rows, int64_t out, int64_t in, int64_t blocksize,
+             cudaStream_t stream);
 
 }  // namespace fjord::kernels::cuda
 

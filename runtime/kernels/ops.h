@@ -47,6 +47,18 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
 torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
                                     const torch::Tensor& labels, int64_t chunk_tokens = 4096);
 
+// NF4 dequantization (QLoRA's 4-bit NormalFloat, bitsandbytes' layout):
+// element i of the weight is code[q_i] · absmax[i / blocksize], where q_i is
+// the 4-bit index stored two per byte in `packed`, element 2j in the high
+// nibble of byte j and 2j+1 in the low one. packed: (ceil(numel / 2))
+// uint8; absmax: (ceil(numel / blocksize)) fp32 (already dequantized when
+// the absmax values were double-quantized); code: (16) fp32; all on one
+// device. Returns a (numel) tensor of `dtype` (fp32, bf16 or fp16) on that
+// device, without autograd history.
+torch::Tensor Nf4Dequantize(const torch::Tensor& packed, const torch::Tensor& absmax,
+                            const torch::Tensor& code, int64_t numel, int64_t blocksize,
+                            torch::Dtype dtype);
+
 // The plain LibTorch references (used on CPU and as the fused kernels' oracle).
 namespace reference {
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
@@ -56,6 +68,9 @@ std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor& q, const 
 torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
 torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
                                     const torch::Tensor& labels, int64_t chunk_tokens);
+torch::Tensor Nf4Dequantize(const torch::Tensor& packed, const torch::Tensor& absmax,
+                            const torch::Tensor& code, int64_t numel, int64_t blocksize,
+                            torch::Dtype dtype);
 }  // namespace reference
 
 }  // namespace fjord::kernels

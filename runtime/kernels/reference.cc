@@ -59,8 +59,8 @@ struct ChunkedResult {
 };
 
 void CheckLabels(const torch::Tensor& labels, int64_t vocab) {
-  TORCH_CHECK(labels.scalar_type() == torch::kInt64, "LinearCrossEntropySum: labels must be int64, got ",
-              labels.scalar_type());
+  TORCH_CHECK(labels.scalar_type() == torch::kInt64,
+              "LinearCrossEntropySum: labels must be int64, got ", labels.scalar_type());
   if (labels.numel() == 0) return;
   const bool bad =
       ((labels != kIgnoreIndex) & ((labels < 0) | (labels >= vocab))).any().item<bool>();
@@ -76,16 +76,17 @@ ChunkedResult RunChunks(const torch::Tensor& hidden, const torch::Tensor& weight
   torch::Tensor total = torch::zeros({}, hidden.options().dtype(torch::kFloat32));
   if (want_dhidden) r.dhidden = torch::zeros_like(hidden);
   torch::Tensor dweight32;
-  if (want_dweight) dweight32 = torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32));
+  if (want_dweight)
+    dweight32 = torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32));
   for (int64_t start = 0; start < n; start += chunk_tokens) {
     const int64_t len = std::min(chunk_tokens, n - start);
-    torch::Tensor h = hidden.narrow(0, start, len);                         // (len, C)
+    torch::Tensor h = hidden.narrow(0, start, len);                           // (len, C)
     torch::Tensor logits = torch::matmul(h, weight.t()).to(torch::kFloat32);  // (len, V)
-    torch::Tensor l = labels.narrow(0, start, len);                          // (len)
-    torch::Tensor valid = l != kIgnoreIndex;                                 // (len)
-    torch::Tensor safe = torch::where(valid, l, torch::zeros_like(l));       // (len)
-    torch::Tensor lse = torch::logsumexp(logits, -1);                        // (len)
-    torch::Tensor target = logits.gather(1, safe.unsqueeze(1)).squeeze(1);   // (len)
+    torch::Tensor l = labels.narrow(0, start, len);                           // (len)
+    torch::Tensor valid = l != kIgnoreIndex;                                  // (len)
+    torch::Tensor safe = torch::where(valid, l, torch::zeros_like(l));        // (len)
+    torch::Tensor lse = torch::logsumexp(logits, -1);                         // (len)
+    torch::Tensor target = logits.gather(1, safe.unsqueeze(1)).squeeze(1);    // (len)
     total = total + torch::where(valid, lse - target, torch::zeros_like(lse)).sum();
     if (!want_dhidden && !want_dweight) continue;
     torch::Tensor dlogits = torch::exp(logits - lse.unsqueeze(1));  // softmax (len, V)
@@ -101,8 +102,7 @@ ChunkedResult RunChunks(const torch::Tensor& hidden, const torch::Tensor& weight
   return r;
 }
 
-struct ChunkedLinearCrossEntropyFn
-    : public torch::autograd::Function<ChunkedLinearCrossEntropyFn> {
+struct ChunkedLinearCrossEntropyFn : public torch::autograd::Function<ChunkedLinearCrossEntropyFn> {
   // hidden: (N, C); weight: (V, C); labels: (N).
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
                                const torch::Tensor& weight, const torch::Tensor& labels,
@@ -141,6 +141,39 @@ torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Te
   }
   return ChunkedLinearCrossEntropyFn::apply(hidden, weight, labels, chunk_tokens, want_dhidden,
                                             want_dweight);
+}
+
+torch::Tensor Nf4Dequantize(const torch::Tensor& packed, const torch::Tensor& absmax,
+                            const torch::Tensor& code, int64_t numel, int64_t blocksize,
+                            torch::Dtype dtype) {
+  TORCH_CHECK(packed.scalar_type() == torch::kUInt8, "Nf4Dequantize: packed must be uint8");
+  TORCH_CHECK(blocksize > 0 && numel >= 0, "Nf4Dequantize: bad blocksize or numel");
+  TORCH_CHECK(packed.numel() == (numel + 1) / 2, "Nf4Dequantize: packed has ", packed.numel(),
+              " bytes, ", numel, " elements need ", (numel + 1) / 2);
+  const int64_t blocks = (numel + blocksize - 1) / blocksize;
+  TORCH_CHECK(absmax.numel() == blocks, "Nf4Dequantize: absmax has ", absmax.numel(), " values, ",
+              numel, " elements in blocks of ", blocksize, " need ", blocks);
+  TORCH_CHECK(code.numel() == 16, "Nf4Dequantize: the code has ", code.numel(), " values, not 16");
+  torch::NoGradGuard no_grad;
+  // Every byte value's two code values (high nibble first): one lookup per
+  // byte gives both elements.
+  torch::Tensor c = code.to(torch::kFloat32).reshape({-1});
+  torch::Tensor nibbles =
+      torch::arange(256, torch::TensorOptions().dtype(torch::kInt32).device(c.device()));
+  torch::Tensor pairs = torch::stack({c.index_select(0, nibbles.bitwise_right_shift(4)),
+                                      c.index_select(0, nibbles.bitwise_and(15))},
+                                     1);  // (256, 2)
+  torch::Tensor values =
+      pairs.index_select(0, packed.reshape({-1}).to(torch::kInt32)).reshape({-1});
+  // Whole blocks (numel <= blocks·blocksize <= the values, but for an odd
+  // numel's padding nibble), each scaled by its absmax.
+  const int64_t padded = blocks * blocksize;
+  if (values.numel() < padded)
+    values = torch::constant_pad_nd(values, {0, padded - values.numel()});
+  if (values.numel() > padded) values = values.narrow(0, 0, padded);
+  torch::Tensor scaled =
+      values.view({blocks, blocksize}) * absmax.to(torch::kFloat32).reshape({blocks, 1});
+  return scaled.reshape({-1}).narrow(0, 0, numel).to(dtype);
 }
 
 }  // namespace fjord::kernels::reference

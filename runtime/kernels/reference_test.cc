@@ -104,8 +104,8 @@ Tensor RotateExplicit(const Tensor& x, const Tensor& cos, const Tensor& sin) {
       for (int64_t t = 0; t < x.size(2); ++t) {
         for (int64_t j = 0; j < half; ++j) {
           oa[b][h][t][j] = xa[b][h][t][j] * ca[b][t][j] - xa[b][h][t][j + half] * sa[b][t][j];
-          oa[b][h][t][j + half] = xa[b][h][t][j + half] * ca[b][t][j + half] +
-                                  xa[b][h][t][j] * sa[b][t][j + half];
+          oa[b][h][t][j + half] =
+              xa[b][h][t][j + half] * ca[b][t][j + half] + xa[b][h][t][j] * sa[b][t][j + half];
         }
       }
     }
@@ -306,8 +306,8 @@ TEST_F(ReferenceTest, EveryBackendRunsTheReferenceOnCpuTensors) {
     SetBackend(b);
     EXPECT_EQ(GetBackend(), b);
     EXPECT_TRUE(Close(RmsNorm(x, w, 1e-6), reference::RmsNorm(x, w, 1e-6), 0, 0));
-    EXPECT_TRUE(Close(ApplyRope(q, k, cos, sin).first, reference::ApplyRope(q, k, cos, sin).first,
-                      0, 0));
+    EXPECT_TRUE(
+        Close(ApplyRope(q, k, cos, sin).first, reference::ApplyRope(q, k, cos, sin).first, 0, 0));
     EXPECT_TRUE(Close(SwiGlu(x, x), reference::SwiGlu(x, x), 0, 0));
     EXPECT_TRUE(Close(LinearCrossEntropySum(h, lw, labels),
                       reference::LinearCrossEntropySum(h, lw, labels, 4096), 0, 0));

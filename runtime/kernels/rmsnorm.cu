@@ -32,9 +32,9 @@ constexpr int kMaxThreads = 512;
 constexpr int64_t kMaxSharedPartialBytes = 48 * 1024;
 
 template <typename T, int VEC>
-__global__ void RmsNormForwardKernel(const T* x,            // (N, C)
-                                     const T* __restrict__ w,  // (C)
-                                     T* y,                  // (N, C), may alias x
+__global__ void RmsNormForwardKernel(const T* x,                    // (N, C)
+                                     const T* __restrict__ w,       // (C)
+                                     T* y,                          // (N, C), may alias x
                                      float* __restrict__ rstd_out,  // (N) or null
                                      int64_t cols, float eps) {
   const int64_t row = blockIdx.x;
@@ -70,12 +70,12 @@ __global__ void RmsNormForwardKernel(const T* x,            // (N, C)
 }
 
 template <typename T, int VEC>
-__global__ void RmsNormBackwardKernel(const T* dy,                   // (N, C)
-                                      const T* __restrict__ x,       // (N, C)
-                                      const T* __restrict__ w,       // (C)
+__global__ void RmsNormBackwardKernel(const T* dy,                     // (N, C)
+                                      const T* __restrict__ x,         // (N, C)
+                                      const T* __restrict__ w,         // (C)
                                       const float* __restrict__ rstd,  // (N)
-                                      T* dx,                         // (N, C) or null; may alias dy
-                                      float* partial,                // (gridDim.x, C) or null
+                                      T* dx,           // (N, C) or null; may alias dy
+                                      float* partial,  // (gridDim.x, C) or null
                                       bool partial_in_shared, int64_t rows, int64_t cols) {
   extern __shared__ float shared_partial[];  // (C) when partial_in_shared
   float* acc = nullptr;
@@ -213,8 +213,8 @@ void LaunchBackward(const void* dy, const void* x, const void* w, const float* r
 
 }  // namespace
 
-void RmsNormForward(const void* x, const void* w, void* y, float* rstd, int64_t rows,
-                    int64_t cols, float eps, DType dtype, cudaStream_t stream) {
+void RmsNormForward(const void* x, const void* w, void* y, float* rstd, int64_t rows, int64_t cols,
+                    float eps, DType dtype, cudaStream_t stream) {
   if (rows == 0 || cols == 0) return;
   FJORD_DISPATCH_DTYPE(dtype, LaunchForward<scalar_t>(x, w, y, rstd, rows, cols, eps, stream));
 }

@@ -31,9 +31,9 @@ constexpr int kThreads = 256;
 template <typename T, int VEC, bool kTranspose>
 __global__ void RopeKernel(const T* __restrict__ x,  // (B, H, T, D), strides (sxb, sxh, sxt, 1)
                            int64_t sxb, int64_t sxh, int64_t sxt,
-                           T* __restrict__ out,          // (B, H, T, D) contiguous
-                           const T* __restrict__ cos,    // (B, T, D), batch stride cos_sb
-                           const T* __restrict__ sin,    // (B, T, D), batch stride cos_sb
+                           T* __restrict__ out,        // (B, H, T, D) contiguous
+                           const T* __restrict__ cos,  // (B, T, D), batch stride cos_sb
+                           const T* __restrict__ sin,  // (B, T, D), batch stride cos_sb
                            int64_t cos_sb, int64_t heads, int64_t tokens, int64_t head_dim,
                            int64_t total) {  // B·H·T·(D/2)/VEC
   const int64_t half = head_dim / 2;
@@ -89,10 +89,10 @@ void LaunchVec(const void* x, int64_t sxb, int64_t sxh, int64_t sxt, void* out, 
   const T* sp = static_cast<const T*>(sin);
   if (transpose) {
     RopeKernel<T, VEC, true><<<grid, kThreads, 0, stream>>>(xp, sxb, sxh, sxt, op, cp, sp, cos_sb,
-                                                             heads, tokens, head_dim, total);
+                                                            heads, tokens, head_dim, total);
   } else {
     RopeKernel<T, VEC, false><<<grid, kThreads, 0, stream>>>(xp, sxb, sxh, sxt, op, cp, sp, cos_sb,
-                                                              heads, tokens, head_dim, total);
+                                                             heads, tokens, head_dim, total);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -119,8 +119,7 @@ void Launch(const void* x, int64_t sxb, int64_t sxh, int64_t sxt, void* out, con
 
 void RopeApply(const void* x, int64_t sxb, int64_t sxh, int64_t sxt, void* out, const void* cos,
                const void* sin, int64_t cos_batch_stride, int64_t batch, int64_t heads,
-               int64_t tokens, int64_t head_dim, bool transpose, DType dtype,
-               cudaStream_t stream) {
+               int64_t tokens, int64_t head_dim, bool transpose, DType dtype, cudaStream_t stream) {
   if (head_dim % 2 != 0) {
     throw std::invalid_argument("RopeApply: head_dim must be even, got " +
                                 std::to_string(head_dim));

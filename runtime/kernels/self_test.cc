@@ -5,6 +5,10 @@
 // gradients with the reference (compare.h). Inputs are drawn on the CPU with
 // a fixed seed; the default CPU generator's state is restored afterwards, so
 // the self-test does not change a training run's random stream.
+// nf4_dequantize (no gradients) runs in fp32, bf16 and fp16 and must match
+// its reference exactly. nf4_linear_forward (bf16 only, no gradients) is
+// compared with reference::Nf4Dequantize + matmul in fp64 on ragged shapes
+// (TestNf4LinearForward states the tolerance).
 #include "runtime/kernels/self_test.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -12,6 +16,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <cmath>
 #include <exception>
 #include <iostream>
 #include <mutex>
@@ -23,6 +28,7 @@
 #include "runtime/kernels/fused.h"
 #include "runtime/kernels/kernel_registry.h"
 #include "runtime/kernels/ops.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::kernels {
 namespace {
@@ -48,15 +54,14 @@ const torch::ScalarType kDTypes[] = {torch::kFloat32, torch::kBFloat16};
 absl::Status TestRmsNorm() {
   for (torch::ScalarType dt : kDTypes) {
     for (int64_t cols : {96, 33}) {
-      Tensor x = Rand({3, 2, cols}, dt).requires_grad_(true);            // (B, T, C)
+      Tensor x = Rand({3, 2, cols}, dt).requires_grad_(true);  // (B, T, C)
       Tensor w = (1.0 + Rand({cols}, torch::kFloat32, 0.1)).to(dt).requires_grad_(true);  // (C)
       const Tolerance tol = DefaultTolerance(dt);
-      absl::Status s = CompareWithReference(
+      FJORD_RETURN_IF_ERROR(CompareWithReference(
           absl::StrCat("rms_norm ", DTypeName(dt), " C=", cols), {x, w},
           [](const Tensors& in) { return Tensors{fused::RmsNorm(in[0], in[1], 1e-6)}; },
           [](const Tensors& in) { return Tensors{reference::RmsNorm(in[0], in[1], 1e-6)}; }, tol,
-          Scale(tol, 2));
-      if (!s.ok()) return s;
+          Scale(tol, 2)));
     }
   }
   return absl::OkStatus();
@@ -71,7 +76,7 @@ absl::Status TestRope() {
       Tensor cos = Rand({2, 5, d}, torch::kFloat32);                           // (B, T, D)
       Tensor sin = Rand({2, 5, d}, torch::kFloat32);
       const Tolerance tol = DefaultTolerance(dt);
-      absl::Status s = CompareWithReference(
+      FJORD_RETURN_IF_ERROR(CompareWithReference(
           absl::StrCat("rope ", DTypeName(dt), " D=", d), {q, k, cos, sin},
           [](const Tensors& in) {
             auto [qo, ko] = fused::ApplyRope(in[0], in[1], in[2], in[3]);
@@ -81,8 +86,7 @@ absl::Status TestRope() {
             auto [qo, ko] = reference::ApplyRope(in[0], in[1], in[2], in[3]);
             return Tensors{qo, ko};
           },
-          Scale(tol, 2), Scale(tol, 2));
-      if (!s.ok()) return s;
+          Scale(tol, 2), Scale(tol, 2)));
     }
   }
   return absl::OkStatus();
@@ -94,11 +98,10 @@ absl::Status TestSwiGlu() {
       Tensor g = Rand({3, n}, dt, 2.0).requires_grad_(true);  // (N, I)
       Tensor u = Rand({3, n}, dt).requires_grad_(true);
       const Tolerance tol = DefaultTolerance(dt);
-      absl::Status s = CompareWithReference(
+      FJORD_RETURN_IF_ERROR(CompareWithReference(
           absl::StrCat("swiglu ", DTypeName(dt), " I=", n), {g, u},
           [](const Tensors& in) { return Tensors{fused::SwiGlu(in[0], in[1])}; },
-          [](const Tensors& in) { return Tensors{reference::SwiGlu(in[0], in[1])}; }, tol, tol);
-      if (!s.ok()) return s;
+          [](const Tensors& in) { return Tensors{reference::SwiGlu(in[0], in[1])}; }, tol, tol));
     }
   }
   return absl::OkStatus();
@@ -107,14 +110,14 @@ absl::Status TestSwiGlu() {
 absl::Status TestLinearCrossEntropy() {
   for (torch::ScalarType dt : kDTypes) {
     for (int64_t vocab : {56, 51}) {
-      Tensor h = Rand({9, 32}, dt, 0.5).requires_grad_(true);     // (N, C)
+      Tensor h = Rand({9, 32}, dt, 0.5).requires_grad_(true);      // (N, C)
       Tensor w = Rand({vocab, 32}, dt, 0.2).requires_grad_(true);  // (V, C)
       Tensor labels = torch::randint(0, vocab, {9}, torch::kInt64);
       labels[2] = -100;
       labels[7] = -100;
       labels = labels.to(torch::kCUDA);
       const Tolerance tol = DefaultTolerance(dt);
-      absl::Status s = CompareWithReference(
+      FJORD_RETURN_IF_ERROR(CompareWithReference(
           absl::StrCat("linear_cross_entropy ", DTypeName(dt), " V=", vocab), {h, w, labels},
           [](const Tensors& in) {
             return Tensors{fused::LinearCrossEntropySum(in[0], in[1], in[2], 4)};
@@ -122,9 +125,94 @@ absl::Status TestLinearCrossEntropy() {
           [](const Tensors& in) {
             return Tensors{reference::LinearCrossEntropySum(in[0], in[1], in[2], 4)};
           },
-          Scale(tol, 4), Scale(tol, 2));
-      if (!s.ok()) return s;
+          Scale(tol, 4), Scale(tol, 2)));
     }
+  }
+  return absl::OkStatus();
+}
+
+// Exact (tolerance 0) in every dtype: the kernel and the reference both take
+// one fp32 product code[q]·absmax, rounded to nearest even with subnormals
+// kept, and cast it to the dtype with round to nearest even.
+absl::Status TestNf4Dequantize() {
+  struct Case {
+    int64_t numel;
+    int64_t blocksize;
+    int64_t offset;  // bytes before `packed` in its buffer: 1 misaligns it
+  };
+  // Vector steps and a 1-element tail (odd numel); the element-wise path
+  // (misaligned packed); per-byte absmax (blocksize not a multiple of 8).
+  const Case cases[] = {{1001, 64, 0}, {397, 64, 1}, {203, 6, 0}};
+  for (const Case& c : cases) {
+    const int64_t bytes = (c.numel + 1) / 2;
+    const int64_t blocks = (c.numel + c.blocksize - 1) / c.blocksize;
+    Tensor buffer = torch::randint(0, 256, {c.offset + bytes}, torch::kUInt8).to(torch::kCUDA);
+    Tensor packed = buffer.narrow(0, c.offset, bytes);  // (ceil(n / 2))
+    Tensor absmax = (torch::rand({blocks}, torch::kFloat32) + 0.01).to(torch::kCUDA);  // (blocks)
+    Tensor code = torch::randn({16}, torch::kFloat32).to(torch::kCUDA);                // (16)
+    for (torch::ScalarType dt : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
+      FJORD_RETURN_IF_ERROR(CheckClose(
+          fused::Nf4Dequantize(packed, absmax, code, c.numel, c.blocksize, dt),
+          reference::Nf4Dequantize(packed, absmax, code, c.numel, c.blocksize, dt), Tolerance{},
+          absl::StrCat("nf4_dequantize ", DTypeName(dt), " n=", c.numel, " blocksize ", c.blocksize,
+                       c.offset != 0 ? " misaligned" : "")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// nf4_linear_forward against the exact result of its bf16 operands: W from
+// reference::Nf4Dequantize to bf16, x, and the bias rounded to bf16,
+// multiplied and summed in fp64. The kernel takes the same products (exact
+// in fp32), sums them in fp32 and rounds y to bf16 once, so
+// |y − ref| <= atol + rtol·|ref| with
+//   rtol = 2^-7: twice bf16's unit roundoff (2^-8), y's one rounding;
+//   atol = 2^-16·max over y of Σ_k |x_ik·w_ok|: the fp32 sum's rounding
+//     error, which scales with its terms. For random signs it is expected
+//     near 2^-24·Σ|terms|, and estimated at ~2^-18.5·Σ|terms| for in = 14336
+//     even if the tensor cores truncated every partial sum; a single wrong
+//     product of average size (Σ|terms| / in) still exceeds atol for any
+//     in < 2^16.
+// kernels_gpu_test makes the same comparison.
+absl::Status CheckNf4LinearForward(const Tensor& y, const Tensor& x, const Tensor& packed,
+                                   const Tensor& absmax, const Tensor& code, int64_t out,
+                                   int64_t in, int64_t blocksize, const Tensor& bias,
+                                   const std::string& what) {
+  torch::NoGradGuard no_grad;
+  Tensor w = reference::Nf4Dequantize(packed, absmax, code, out * in, blocksize, torch::kBFloat16)
+                 .view({out, in})
+                 .to(torch::kFloat64);                   // (out, in)
+  Tensor x64 = x.reshape({-1, in}).to(torch::kFloat64);  // (N, in)
+  Tensor expected = torch::mm(x64, w.t());               // (N, out)
+  if (bias.defined()) expected = expected + bias.to(torch::kBFloat16).to(torch::kFloat64);
+  Tensor terms = torch::mm(x64.abs(), w.abs().t());  // (N, out): Σ_k |x_ik·w_ok|
+  const double scale = terms.numel() > 0 ? terms.max().item<double>() : 0.0;
+  return CheckClose(y.reshape({-1, out}), expected, Tolerance{std::ldexp(scale, -16), 0x1p-7},
+                    what);
+}
+
+// Ragged N and out (partial (64, 64) tiles, two row tiles), several k-steps
+// and a partial last one (in % 32 != 0), one absmax per 8-element chunk
+// (blocksize 64, 8) and per byte (blocksize 6); with and without bias.
+absl::Status TestNf4LinearForward() {
+  struct Case {
+    int64_t n, out, in, blocksize;
+    bool bias;
+  };
+  const Case cases[] = {{7, 100, 128, 64, true}, {70, 33, 48, 6, false}, {65, 130, 72, 8, true}};
+  for (const Case& c : cases) {
+    const int64_t numel = c.out * c.in;
+    Tensor x = Rand({c.n, c.in}, torch::kBFloat16);  // (N, in)
+    Tensor packed =
+        torch::randint(0, 256, {numel / 2}, torch::kUInt8).to(torch::kCUDA);  // (out·in / 2)
+    Tensor absmax = (torch::rand({numel / c.blocksize}, torch::kFloat32) + 0.01).to(torch::kCUDA);
+    Tensor code = torch::randn({16}, torch::kFloat32).to(torch::kCUDA);  // (16)
+    Tensor bias = c.bias ? Rand({c.out}, torch::kBFloat16) : Tensor();   // (out)
+    Tensor y = fused::Nf4LinearForward(x, packed, absmax, code, c.out, c.in, c.blocksize, bias);
+    FJORD_RETURN_IF_ERROR(CheckNf4LinearForward(
+        y, x, packed, absmax, code, c.out, c.in, c.blocksize, bias,
+        absl::StrCat("nf4_linear_forward N=", c.n, " out=", c.out, " in=", c.in, " blocksize ",
+                     c.blocksize, c.bias ? " bias" : "")));
   }
   return absl::OkStatus();
 }
@@ -134,6 +222,8 @@ absl::Status TestLinearCrossEntropy() {
   RegisterKernel(kRopeKernel, &TestRope);
   RegisterKernel(kSwiGluKernel, &TestSwiGlu);
   RegisterKernel(kLinearCrossEntropyKernel, &TestLinearCrossEntropy);
+  RegisterKernel(kNf4DequantizeKernel, &TestNf4Dequantize);
+  RegisterKernel(kNf4LinearForwardKernel, &TestNf4LinearForward);
   return true;
 }();
 
@@ -213,8 +303,8 @@ absl::Status RunKernelSelfTest(std::string* report) {
       absl::StrAppend(&out, "CUDA context broken after '", name, "': ", device.message(),
                       "; every fused kernel disabled\n");
       if (report != nullptr) *report = out;
-      return absl::InternalError(absl::StrCat("CUDA context broken after the self-test of '",
-                                              name, "': ", device.message()));
+      return absl::InternalError(absl::StrCat("CUDA context broken after the self-test of '", name,
+                                              "': ", device.message()));
     }
   }
   if (report != nullptr) *report = out;

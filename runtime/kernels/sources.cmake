@@ -18,6 +18,8 @@
 list(APPEND FJORD_KERNEL_CU_SOURCES
   runtime/kernels/cross_entropy.cu
   runtime/kernels/gemm.cu
+  runtime/kernels/nf4.cu
+  runtime/kernels/nf4_gemm.cu
   runtime/kernels/rmsnorm.cu
   runtime/kernels/rope.cu
   runtime/kernels/swiglu.cu

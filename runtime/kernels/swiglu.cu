@@ -47,8 +47,8 @@ __global__ void SwiGluForwardKernel(const T* __restrict__ gate, const T* __restr
 
 template <typename T, int VEC>
 __global__ void SwiGluBackwardKernel(const T* dy,  // may alias dgate
-                                     const T* __restrict__ gate, const T* __restrict__ up,
-                                     T* dgate, T* __restrict__ dup, int64_t packs) {
+                                     const T* __restrict__ gate, const T* __restrict__ up, T* dgate,
+                                     T* __restrict__ dup, int64_t packs) {
   for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < packs;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const Pack<T, VEC> d = LoadPack<T, VEC>(dy + p * VEC);
@@ -79,8 +79,8 @@ void LaunchForward(const void* gate, const void* up, void* y, int64_t n, cudaStr
   const T* u = static_cast<const T*>(up);
   T* out = static_cast<T*>(y);
   if (vec) {
-    SwiGluForwardKernel<T, kV><<<GridFor(n / kV, kThreads), kThreads, 0, stream>>>(g, u, out,
-                                                                                    n / kV);
+    SwiGluForwardKernel<T, kV>
+        <<<GridFor(n / kV, kThreads), kThreads, 0, stream>>>(g, u, out, n / kV);
   } else {
     SwiGluForwardKernel<T, 1><<<GridFor(n, kThreads), kThreads, 0, stream>>>(g, u, out, n);
   }
@@ -99,8 +99,8 @@ void LaunchBackward(const void* dy, const void* gate, const void* up, void* dgat
   T* dg = static_cast<T*>(dgate);
   T* du = static_cast<T*>(dup);
   if (vec) {
-    SwiGluBackwardKernel<T, kV><<<GridFor(n / kV, kThreads), kThreads, 0, stream>>>(d, g, u, dg,
-                                                                                     du, n / kV);
+    SwiGluBackwardKernel<T, kV>
+        <<<GridFor(n / kV, kThreads), kThreads, 0, stream>>>(d, g, u, dg, du, n / kV);
   } else {
     SwiGluBackwardKernel<T, 1><<<GridFor(n, kThreads), kThreads, 0, stream>>>(d, g, u, dg, du, n);
   }

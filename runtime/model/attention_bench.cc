@@ -53,7 +53,8 @@ double MedianMs(const std::function<void()>& fn, bool cuda, int warmup, int reps
     const auto start = std::chrono::steady_clock::now();
     fn();
     if (cuda) torch::cuda::synchronize();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
@@ -62,7 +63,8 @@ double MedianMs(const std::function<void()>& fn, bool cuda, int warmup, int reps
 int Main() {
   const std::string which = absl::GetFlag(FLAGS_device);
   if (which != "auto" && which != "cpu" && which != "cuda") {
-    std::fprintf(stderr, "attention_bench: --device must be cpu, cuda or auto, got '%s'\n", which.c_str());
+    std::fprintf(stderr, "attention_bench: --device must be cpu, cuda or auto, got '%s'\n",
+                 which.c_str());
     return 2;
   }
   const bool cuda = which == "cuda" || (which == "auto" && torch::cuda::is_available());
@@ -71,10 +73,13 @@ int Main() {
     return 1;
   }
   auto pick = [&](int64_t v, int64_t cpu, int64_t gpu) { return v > 0 ? v : (cuda ? gpu : cpu); };
-  const int64_t b = pick(absl::GetFlag(FLAGS_batch), 2, 4), t = pick(absl::GetFlag(FLAGS_seq), 1024, 2048);
-  const int64_t hq = pick(absl::GetFlag(FLAGS_heads), 8, 32), hk = pick(absl::GetFlag(FLAGS_kv_heads), 2, 8);
+  const int64_t b = pick(absl::GetFlag(FLAGS_batch), 2, 4),
+                t = pick(absl::GetFlag(FLAGS_seq), 1024, 2048);
+  const int64_t hq = pick(absl::GetFlag(FLAGS_heads), 8, 32),
+                hk = pick(absl::GetFlag(FLAGS_kv_heads), 2, 8);
   const int64_t d = absl::GetFlag(FLAGS_head_dim);
-  const int64_t lo = pick(absl::GetFlag(FLAGS_min_len), 32, 64), hi = pick(absl::GetFlag(FLAGS_max_len), 256, 1024);
+  const int64_t lo = pick(absl::GetFlag(FLAGS_min_len), 32, 64),
+                hi = pick(absl::GetFlag(FLAGS_max_len), 256, 1024);
   const torch::Device device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   const torch::Dtype dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
 
@@ -121,18 +126,28 @@ int Main() {
   const bool gqa = hq != hk;
   using Impl = std::function<Tensor()>;
   const std::vector<std::pair<std::string, Impl>> impls = {
-      {"masked (block-diagonal)", [&] { return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt, gqa); }},
-      {"per segment (fjord)", [&] { return SegmentedCausalAttention(q, k, v, runs.segment_lengths, 0.0); }},
-      {"causal rows (no packing)", [&] { return at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, gqa); }},
+      {"masked (block-diagonal)",
+       [&] {
+         return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt, gqa);
+       }},
+      {"per segment (fjord)",
+       [&] { return SegmentedCausalAttention(q, k, v, runs.segment_lengths, 0.0); }},
+      {"causal rows (no packing)",
+       [&] { return at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, gqa); }},
   };
-  std::printf("attention_bench: %s %s, B %ld, T %ld, heads %ld/%ld, D %ld, %ld segments (lengths %ld-%ld, mean %.0f), "
-              "median of %d\n",
-              cuda ? "cuda" : "cpu", cuda ? "bf16" : "fp32", static_cast<long>(b), static_cast<long>(t),
-              static_cast<long>(hq), static_cast<long>(hk), static_cast<long>(d), static_cast<long>(segments),
-              static_cast<long>(lo), static_cast<long>(hi),
-              static_cast<double>(std::accumulate(used.begin(), used.end(), int64_t{0})) / static_cast<double>(segments),
-              absl::GetFlag(FLAGS_reps));
-  std::printf("| implementation | fwd ms | fwd+bwd ms | vs masked (fwd+bwd) | max |out - masked| |\n|---|---|---|---|---|\n");
+  std::printf(
+      "attention_bench: %s %s, B %ld, T %ld, heads %ld/%ld, D %ld, %ld segments (lengths %ld-%ld, "
+      "mean %.0f), "
+      "median of %d\n",
+      cuda ? "cuda" : "cpu", cuda ? "bf16" : "fp32", static_cast<long>(b), static_cast<long>(t),
+      static_cast<long>(hq), static_cast<long>(hk), static_cast<long>(d),
+      static_cast<long>(segments), static_cast<long>(lo), static_cast<long>(hi),
+      static_cast<double>(std::accumulate(used.begin(), used.end(), int64_t{0})) /
+          static_cast<double>(segments),
+      absl::GetFlag(FLAGS_reps));
+  std::printf(
+      "| implementation | fwd ms | fwd+bwd ms | vs masked (fwd+bwd) | max |out - masked| "
+      "|\n|---|---|---|---|---|\n");
   Tensor reference;
   double masked_ms = 0;
   for (const auto& [name, fn] : impls) {
@@ -142,20 +157,27 @@ int Main() {
       out = fn();
     }
     if (!reference.defined()) reference = out;
-    const double diff = (out.to(torch::kFloat32) - reference.to(torch::kFloat32)).abs().max().item<double>();
-    const double fwd = MedianMs([&] {
-      torch::NoGradGuard g;
-      (void)fn();
-    }, cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
-    const double both = MedianMs([&] {
-      Tensor o = fn();
-      auto grads = torch::autograd::grad({(o * up).sum()}, {q, k, v});
-      (void)grads;
-    }, cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
+    const double diff =
+        (out.to(torch::kFloat32) - reference.to(torch::kFloat32)).abs().max().item<double>();
+    const double fwd = MedianMs(
+        [&] {
+          torch::NoGradGuard g;
+          (void)fn();
+        },
+        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
+    const double both = MedianMs(
+        [&] {
+          Tensor o = fn();
+          auto grads = torch::autograd::grad({(o * up).sum()}, {q, k, v});
+          (void)grads;
+        },
+        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
     if (masked_ms == 0) masked_ms = both;
-    std::printf("| %s | %.2f | %.2f | %.2fx | %.3g |\n", name.c_str(), fwd, both, masked_ms / both, diff);
+    std::printf("| %s | %.2f | %.2f | %.2fx | %.3g |\n", name.c_str(), fwd, both, masked_ms / both,
+                diff);
   }
-  std::printf("(causal rows attend across segments: its difference from the masked call is expected)\n");
+  std::printf(
+      "(causal rows attend across segments: its difference from the masked call is expected)\n");
   return 0;
 }
 

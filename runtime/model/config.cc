@@ -80,7 +80,8 @@ absl::StatusOr<std::optional<double>> GetDouble(const Json& obj, const std::stri
 absl::StatusOr<std::optional<bool>> GetBool(const Json& obj, const std::string& key) {
   const Json* v = Find(obj, key);
   if (v == nullptr) return std::optional<bool>();
-  if (!v->is_boolean()) return FieldError(key, absl::StrCat("must be true or false, got ", Show(*v)));
+  if (!v->is_boolean())
+    return FieldError(key, absl::StrCat("must be true or false, got ", Show(*v)));
   return std::optional<bool>(v->get<bool>());
 }
 
@@ -105,7 +106,8 @@ absl::StatusOr<std::vector<int64_t>> GetTokenIds(const Json& obj, const std::str
     return ids;
   }
   if (!v->is_number()) {
-    return FieldError(key, absl::StrCat("must be an integer or a list of integers, got ", Show(*v)));
+    return FieldError(key,
+                      absl::StrCat("must be an integer or a list of integers, got ", Show(*v)));
   }
   FJORD_ASSIGN_OR_RETURN(int64_t id, AsInt(*v, key));
   ids.push_back(id);
@@ -130,7 +132,8 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
     std::vector<std::string> names;
     for (const Json& a : *archs) {
       if (!a.is_string()) {
-        return FieldError("architectures", absl::StrCat("must be a list of strings, got ", Show(*archs)));
+        return FieldError("architectures",
+                          absl::StrCat("must be a list of strings, got ", Show(*archs)));
       }
       names.push_back(a.get<std::string>());
     }
@@ -140,9 +143,10 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       if (from_arch.has_value()) break;
     }
     if (!from_arch.has_value()) {
-      return FieldError("architectures",
-                        absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
-                                     "' is not supported; supported: ", kLlamaArch, ", ", kQwen2Arch));
+      return FieldError(
+          "architectures",
+          absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
+                       "' is not supported; supported: ", kLlamaArch, ", ", kQwen2Arch));
     }
   }
   FJORD_ASSIGN_OR_RETURN(std::optional<std::string> model_type,
@@ -162,9 +166,10 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
     return FieldError("architectures", "is required (or 'model_type')");
   }
   if (from_arch.has_value() && from_type.has_value() && *from_arch != *from_type) {
-    return FieldError("model_type",
-                      absl::StrCat("'", *model_type, "' does not match architectures (",
-                                   *from_arch == ModelFamily::kLlama ? kLlamaArch : kQwen2Arch, ")"));
+    return FieldError(
+        "model_type",
+        absl::StrCat("'", *model_type, "' does not match architectures (",
+                     *from_arch == ModelFamily::kLlama ? kLlamaArch : kQwen2Arch, ")"));
   }
   c.family = from_arch.has_value() ? *from_arch : *from_type;
   c.architecture = c.family == ModelFamily::kLlama ? kLlamaArch : kQwen2Arch;
@@ -197,14 +202,16 @@ absl::Status ParseRope(const Json& root, ModelConfig& c) {
   auto field = [&](absl::string_view key) { return absl::StrCat(section, ".", key); };
 
   std::string type_key = "rope_type";
-  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> type, GetString(*rp, "rope_type", field("rope_type")));
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> type,
+                         GetString(*rp, "rope_type", field("rope_type")));
   if (!type.has_value()) {
     type_key = "type";
     FJORD_ASSIGN_OR_RETURN(type, GetString(*rp, "type", field("type")));
   }
   const std::string rope_type = type.value_or("default");
 
-  FJORD_ASSIGN_OR_RETURN(std::optional<double> theta, GetDouble(*rp, "rope_theta", field("rope_theta")));
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> theta,
+                         GetDouble(*rp, "rope_theta", field("rope_theta")));
   if (theta.has_value()) c.rope_theta = *theta;
   FJORD_ASSIGN_OR_RETURN(std::optional<double> partial,
                          GetDouble(*rp, "partial_rotary_factor", field("partial_rotary_factor")));
@@ -232,14 +239,60 @@ absl::Status ParseRope(const Json& root, ModelConfig& c) {
     FJORD_ASSIGN_OR_RETURN(s.factor, require_double("factor"));
     FJORD_ASSIGN_OR_RETURN(s.low_freq_factor, require_double("low_freq_factor"));
     FJORD_ASSIGN_OR_RETURN(s.high_freq_factor, require_double("high_freq_factor"));
-    FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> orig,
-                           GetInt(*rp, "original_max_position_embeddings",
-                                  field("original_max_position_embeddings")));
+    FJORD_ASSIGN_OR_RETURN(
+        std::optional<int64_t> orig,
+        GetInt(*rp, "original_max_position_embeddings", field("original_max_position_embeddings")));
     s.original_max_position_embeddings = orig.value_or(c.max_position_embeddings);
   } else {
     return FieldError(field(type_key), absl::StrCat("rope type '", rope_type,
                                                     "' is not supported; supported: default, "
                                                     "linear, llama3"));
+  }
+  return absl::OkStatus();
+}
+
+// "quantization_config": only bitsandbytes' 4-bit NF4 is read (QLoRA).
+absl::Status ParseQuantization(const Json& q, ModelConfig& c) {
+  if (!q.is_object()) {
+    return FieldError("quantization_config", absl::StrCat("must be an object, got ", Show(q)));
+  }
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> method,
+                         GetString(q, "quant_method", "quantization_config.quant_method"));
+  const std::string m = method.value_or("");
+  if (m != "bitsandbytes") {
+    return FieldError("quantization_config.quant_method",
+                      absl::StrCat("'", m.empty() ? "(none)" : m,
+                                   "' checkpoints are not supported; fjord reads full-precision "
+                                   "checkpoints and bitsandbytes' 4-bit nf4 ones (QLoRA), and "
+                                   "quantizes a full-precision base itself with "
+                                   "model.quantization: nf4"));
+  }
+  FJORD_ASSIGN_OR_RETURN(std::optional<bool> four, GetBool(q, "load_in_4bit"));
+  FJORD_ASSIGN_OR_RETURN(std::optional<bool> eight, GetBool(q, "load_in_8bit"));
+  if (eight.value_or(false) || !four.value_or(false)) {
+    return FieldError("quantization_config.load_in_4bit",
+                      "bitsandbytes 8-bit checkpoints are not supported (4-bit nf4 only)");
+  }
+  FJORD_ASSIGN_OR_RETURN(
+      std::optional<std::string> type,
+      GetString(q, "bnb_4bit_quant_type", "quantization_config.bnb_4bit_quant_type"));
+  if (type.value_or("fp4") != "nf4") {
+    return FieldError("quantization_config.bnb_4bit_quant_type",
+                      absl::StrCat("'", type.value_or("fp4"),
+                                   "' is not supported; fjord reads nf4 (QLoRA's 4-bit "
+                                   "NormalFloat)"));
+  }
+  c.quantization = "bitsandbytes-nf4";
+  if (const Json* skip = Find(q, "llm_int8_skip_modules")) {
+    if (!skip->is_array()) {
+      return FieldError("quantization_config.llm_int8_skip_modules", "must be a list or null");
+    }
+    for (const Json& s : *skip) {
+      if (!s.is_string()) {
+        return FieldError("quantization_config.llm_int8_skip_modules", "must list strings");
+      }
+      c.quantization_skip_modules.push_back(s.get<std::string>());
+    }
   }
   return absl::OkStatus();
 }
@@ -274,7 +327,8 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
 
-  FJORD_ASSIGN_OR_RETURN(std::optional<double> eps, GetDouble(root, "rms_norm_eps", "rms_norm_eps"));
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> eps,
+                         GetDouble(root, "rms_norm_eps", "rms_norm_eps"));
   if (eps.has_value()) c.rms_norm_eps = *eps;
   c.max_position_embeddings = llama ? 2048 : 32768;
   FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> max_pos,
@@ -288,7 +342,8 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
                          GetDouble(root, "attention_dropout", "attention_dropout"));
   c.attention_dropout = dropout.value_or(0.0);
 
-  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> act, GetString(root, "hidden_act", "hidden_act"));
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> act,
+                         GetString(root, "hidden_act", "hidden_act"));
   if (act.has_value() && *act != "silu" && *act != "swish") {
     return FieldError("hidden_act",
                       absl::StrCat("activation '", *act, "' is not supported; supported: silu"));
@@ -338,6 +393,10 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
     c.dtype = *dtype;
   }
 
+  if (const Json* q = Find(root, "quantization_config")) {
+    FJORD_RETURN_IF_ERROR(ParseQuantization(*q, c));
+  }
+
   FJORD_ASSIGN_OR_RETURN(c.bos_token_id, GetSingleTokenId(root, "bos_token_id"));
   FJORD_ASSIGN_OR_RETURN(c.eos_token_ids, GetTokenIds(root, "eos_token_id"));
   FJORD_ASSIGN_OR_RETURN(c.pad_token_id, GetSingleTokenId(root, "pad_token_id"));
@@ -347,6 +406,17 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
 }
 
 }  // namespace
+
+ModelConfig::ParameterCount ModelConfig::CountParameters() const {
+  ParameterCount n;
+  const int64_t h = hidden_size, q = q_size(), kv = kv_size(), i = intermediate_size;
+  n.decoder_linear = num_hidden_layers * (2 * h * q + 2 * h * kv + 3 * h * i);
+  const int64_t biases =
+      (qkv_bias ? q + 2 * kv : 0) + (o_proj_bias ? h : 0) + (mlp_bias ? 2 * i + h : 0);
+  n.other =
+      vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * (2 * h + biases) + h;
+  return n;
+}
 
 absl::Status ModelConfig::Validate() const {
   auto positive = [](absl::string_view field, int64_t v) -> absl::Status {
@@ -367,7 +437,8 @@ absl::Status ModelConfig::Validate() const {
                                    num_attention_heads));
   }
   if (head_dim % 2 != 0) {
-    return FieldError("head_dim", absl::StrCat("must be even for rotary embeddings, got ", head_dim));
+    return FieldError("head_dim",
+                      absl::StrCat("must be even for rotary embeddings, got ", head_dim));
   }
   if (!(rms_norm_eps > 0.0) || !std::isfinite(rms_norm_eps)) {
     return FieldError("rms_norm_eps", absl::StrCat("must be positive, got ", rms_norm_eps));
@@ -376,7 +447,8 @@ absl::Status ModelConfig::Validate() const {
     return FieldError("rope_theta", absl::StrCat("must be positive, got ", rope_theta));
   }
   if (!(attention_dropout >= 0.0 && attention_dropout < 1.0)) {
-    return FieldError("attention_dropout", absl::StrCat("must be in [0, 1), got ", attention_dropout));
+    return FieldError("attention_dropout",
+                      absl::StrCat("must be in [0, 1), got ", attention_dropout));
   }
   const RopeScaling& s = rope_scaling;
   if (s.type != RopeType::kDefault && !(s.factor > 0.0 && std::isfinite(s.factor))) {
@@ -398,8 +470,7 @@ absl::Status ModelConfig::Validate() const {
     }
   }
   if (family == ModelFamily::kQwen2 && (!qkv_bias || o_proj_bias || mlp_bias)) {
-    return FieldError("attention_bias",
-                      "Qwen2 has q/k/v biases and no o_proj or MLP biases");
+    return FieldError("attention_bias", "Qwen2 has q/k/v biases and no o_proj or MLP biases");
   }
   if (family == ModelFamily::kLlama && qkv_bias != o_proj_bias) {
     return FieldError("attention_bias", "Llama's attention_bias covers q, k, v and o_proj alike");

@@ -2,7 +2,8 @@
 // transformers writes it (v4 field names and v5's "rope_parameters"). Plain
 // C++: no LibTorch, so tools that only inspect a model stay light.
 //
-//   FJORD_ASSIGN_OR_RETURN(model::ModelConfig cfg, model::ModelConfig::FromFile(dir + "/config.json"));
+//   FJORD_ASSIGN_OR_RETURN(model::ModelConfig cfg, model::ModelConfig::FromFile(dir +
+//   "/config.json"));
 //
 // Supported architectures: LlamaForCausalLM (model_type "llama") and
 // Qwen2ForCausalLM (model_type "qwen2"). RoPE: default, linear and llama3
@@ -73,6 +74,15 @@ struct ModelConfig {
   // if the config names none.
   std::string dtype;
 
+  // A checkpoint saved with its linear weights already quantized
+  // ("quantization_config"): "bitsandbytes-nf4" (transformers +
+  // bitsandbytes, load_in_4bit with bnb_4bit_quant_type nf4: QLoRA's format)
+  // or empty for a full-precision checkpoint. Other methods (gptq, awq,
+  // fp8, bitsandbytes 8-bit or fp4, ...) are refused by name.
+  std::string quantization;
+  // bitsandbytes' llm_int8_skip_modules: modules left unquantized.
+  std::vector<std::string> quantization_skip_modules;
+
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;  // "eos_token_id": int or list
   std::optional<int64_t> pad_token_id;
@@ -99,6 +109,17 @@ struct ModelConfig {
 
   int64_t q_size() const { return num_attention_heads * head_dim; }
   int64_t kv_size() const { return num_key_value_heads * head_dim; }
+
+  // The model's parameters: the weights of the decoder's linear layers
+  // (what a 4-bit base holds in 4 bits) and the rest (embeddings, lm_head
+  // unless tied, norms, biases). For memory arithmetic (fjordd refuses a
+  // job that cannot fit before it runs).
+  struct ParameterCount {
+    int64_t decoder_linear = 0;
+    int64_t other = 0;
+    int64_t total() const { return decoder_linear + other; }
+  };
+  ParameterCount CountParameters() const;
 };
 
 }  // namespace fjord::model

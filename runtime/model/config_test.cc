@@ -96,7 +96,9 @@ Json MinimalV4() {
   })");
 }
 
-absl::StatusOr<ModelConfig> Parse(const Json& j) { return ModelConfig::FromJson(j.dump(), "cfg.json"); }
+absl::StatusOr<ModelConfig> Parse(const Json& j) {
+  return ModelConfig::FromJson(j.dump(), "cfg.json");
+}
 
 void ExpectInvalid(const Json& j, const std::string& field, const std::string& detail = "") {
   absl::StatusOr<ModelConfig> c = Parse(j);
@@ -189,7 +191,9 @@ TEST(ModelConfigTest, LegacyRopeScalingLlama3WithTopLevelTheta) {
   j["rope_theta"] = 500000.0;
   j["max_position_embeddings"] = 131072;
   j["torch_dtype"] = "float16";
-  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 32.0},
+                       {"low_freq_factor", 1.0},
                        {"high_freq_factor", 4.0}};  // no original_max_position_embeddings
   absl::StatusOr<ModelConfig> c = Parse(j);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -394,6 +398,51 @@ TEST(ModelConfigTest, RefusesUnsupportedDtypeNamingTheKey) {
   ExpectInvalid(j, "dtype", "'int8'");
 }
 
+TEST(ModelConfigTest, ReadsBitsandbytesNf4AndRefusesOtherQuantizationByName) {
+  Json j = MinimalV4();
+  j["quantization_config"] = {{"quant_method", "bitsandbytes"},
+                              {"load_in_4bit", true},
+                              {"bnb_4bit_quant_type", "nf4"},
+                              {"bnb_4bit_use_double_quant", true},
+                              {"llm_int8_skip_modules", {"lm_head"}}};
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(j.dump(), "cfg.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->quantization, "bitsandbytes-nf4");
+  EXPECT_EQ(c->quantization_skip_modules, std::vector<std::string>{"lm_head"});
+  EXPECT_TRUE(ModelConfig::FromJson(MinimalV4().dump(), "cfg.json")->quantization.empty());
+
+  j["quantization_config"]["bnb_4bit_quant_type"] = "fp4";
+  ExpectInvalid(j, "quantization_config.bnb_4bit_quant_type", "'fp4' is not supported");
+  j["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_8bit", true}};
+  ExpectInvalid(j, "quantization_config.load_in_4bit", "8-bit checkpoints are not supported");
+  for (const char* method : {"gptq", "awq", "fp8", "compressed-tensors"}) {
+    j["quantization_config"] = {{"quant_method", method}};
+    ExpectInvalid(j, "quantization_config.quant_method",
+                  std::string("'") + method + "' checkpoints are not supported");
+  }
+  j["quantization_config"] = "nf4";
+  ExpectInvalid(j, "quantization_config", "must be an object");
+}
+
+TEST(ModelConfigTest, CountsParametersAsTheCheckpointHoldsThem) {
+  // Llama-3.1-8B's shape: 8,030,261,248 parameters, 6,979,321,856 of them in
+  // the decoder's linear layers (32 x (2 x 4096 x 4096 + 2 x 4096 x 1024 +
+  // 3 x 4096 x 14336)).
+  Json j = MinimalV4();
+  j["vocab_size"] = 128256;
+  j["hidden_size"] = 4096;
+  j["intermediate_size"] = 14336;
+  j["num_hidden_layers"] = 32;
+  j["num_attention_heads"] = 32;
+  j["num_key_value_heads"] = 8;
+  j["tie_word_embeddings"] = false;
+  absl::StatusOr<ModelConfig> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ModelConfig::ParameterCount n = c->CountParameters();
+  EXPECT_EQ(n.decoder_linear, 6979321856);
+  EXPECT_EQ(n.total(), 8030261248);
+}
+
 TEST(ModelConfigTest, MalformedJsonNamesTheFile) {
   absl::StatusOr<ModelConfig> c = ModelConfig::FromJson("{\"vocab_size\": 3,", "/m/config.json");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
@@ -415,7 +464,8 @@ TEST(ModelConfigTest, FromFileReadsThroughEnvAndReportsMissingFile) {
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(c.status().message(), HasSubstr("/nope/config.json"));
 
-  ASSERT_TRUE(env->WriteFileAtomic("/m/bad.json", R"({"architectures": ["GPT2LMHeadModel"]})").ok());
+  ASSERT_TRUE(
+      env->WriteFileAtomic("/m/bad.json", R"({"architectures": ["GPT2LMHeadModel"]})").ok());
   c = ModelConfig::FromFile("/m/bad.json", env.get());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("/m/bad.json: field 'architectures'"));

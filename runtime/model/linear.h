@@ -16,8 +16,9 @@
 
 namespace fjord {
 
-// A linear map y = x·Wᵀ (+ b). Implementations: DenseLinear (here) and
-// lora::LoraLinear (lora/), which holds a DenseLinear as its frozen base.
+// A linear map y = x·Wᵀ (+ b). Implementations: DenseLinear (here),
+// quant::Nf4Linear (a weight held in 4 bits: runtime/quant) and
+// lora::LoraLinear (lora/), which holds one of the others as its frozen base.
 class LinearBase : public torch::nn::Module {
  public:
   // x: (..., in) -> (..., out).
@@ -25,8 +26,10 @@ class LinearBase : public torch::nn::Module {
   // The base weight (out, in) and bias (out) or an undefined tensor.
   virtual torch::Tensor base_weight() const = 0;
   virtual torch::Tensor base_bias() const = 0;
-  int64_t in_features() const { return base_weight().size(1); }
-  int64_t out_features() const { return base_weight().size(0); }
+  virtual int64_t in_features() const { return base_weight().size(1); }
+  virtual int64_t out_features() const { return base_weight().size(0); }
+  // The frozen layer underneath (an adapter's base), or this one.
+  virtual LinearBase* frozen_base() { return this; }
 
   // Applies `group` (this layer first, then others reading the same x) to
   // x, sharing work where the implementation can (lora: one GEMM for every
@@ -79,11 +82,12 @@ class DenseLinear : public LinearBase {
 
 // A place in the model that holds a linear layer, so it can be swapped.
 struct LinearSlot {
-  std::string name;      // HF module path, e.g. "model.layers.0.self_attn.q_proj"
-  int layer_index;       // decoder layer index, -1 for layers outside the stack (lm_head)
-  std::string kind;      // leaf name: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head
-  torch::nn::Module* parent;                 // module that registered it
-  std::shared_ptr<LinearBase>* layer;        // the member that holds it
+  std::string name;  // HF module path, e.g. "model.layers.0.self_attn.q_proj"
+  int layer_index;   // decoder layer index, -1 for layers outside the stack (lm_head)
+  std::string
+      kind;  // leaf name: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head
+  torch::nn::Module* parent;           // module that registered it
+  std::shared_ptr<LinearBase>* layer;  // the member that holds it
   // Replaces the layer in both the member and the parent's registry.
   void Replace(std::shared_ptr<LinearBase> next) const {
     parent->replace_module(kind, next);

@@ -1,7 +1,7 @@
 // Llama / Qwen2 decoder: embeddings, pre-norm blocks (RMSNorm -> attention
 // with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual), final RMSNorm,
-// lm_head; plus loading from a Hugging Face checkpoint and gradient
-// checkpointing of each block.
+// lm_head; plus gradient checkpointing of each block (loading from a
+// Hugging Face checkpoint: model_load.cc).
 //
 // Shape legend: B batch, T tokens, C hidden, Hq query heads, Hk key/value
 // heads, D head dim, I intermediate, V vocab.
@@ -17,19 +17,14 @@
 
 #include <cmath>
 #include <functional>
-#include <map>
 #include <mutex>
-#include <set>
 #include <unordered_set>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
-#include "runtime/io/checkpoint.h"
+#include "absl/strings/str_cat.h"
 #include "runtime/kernels/ops.h"
 #include "runtime/util/status_macros.h"
-#include "runtime/util/torch_status.h"
 
 namespace fjord::model {
 namespace {
@@ -37,23 +32,6 @@ namespace {
 using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-std::string DtypeName(torch::Dtype dtype) {
-  switch (dtype) {
-    case torch::kFloat32:
-      return "float32";
-    case torch::kBFloat16:
-      return "bfloat16";
-    case torch::kFloat16:
-      return "float16";
-    default:
-      return std::string(c10::toString(dtype));
-  }
-}
 
 // ---- Gradient checkpointing ----
 //
@@ -77,7 +55,8 @@ RngSnapshot TakeRng(const torch::Device& device) {
   }
   if (device.is_cuda()) {
     s.cuda_device = device.has_index() ? device.index() : 0;
-    at::Generator gen = at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, s.cuda_device));
+    at::Generator gen =
+        at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, s.cuda_device));
     std::lock_guard<std::mutex> lock(gen.mutex());
     s.cuda = gen.get_state();
   }
@@ -101,9 +80,9 @@ void RestoreRng(const RngSnapshot& s) {
 // What backward needs besides the saved input.
 struct CheckpointState : torch::CustomClassHolder {
   std::shared_ptr<DecoderLayer> layer;
-  Tensor cos, sin;                // (B, T, D), (B, T, D)
+  Tensor cos, sin;  // (B, T, D), (B, T, D)
   AttentionLayout layout;
-  std::vector<Tensor> params;     // parameters that required grad at call time
+  std::vector<Tensor> params;  // parameters that required grad at call time
   RngSnapshot rng;
   bool input_requires_grad = false;
 };
@@ -123,8 +102,8 @@ struct CheckpointedLayerFn : public torch::autograd::Function<CheckpointedLayerF
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto state = c10::static_intrusive_pointer_cast<CheckpointState>(
-        ctx->saved_data["state"].toCapsule());
+    auto state =
+        c10::static_intrusive_pointer_cast<CheckpointState>(ctx->saved_data["state"].toCapsule());
     Tensor x = ctx->get_saved_variables()[0];
     Tensor x_in = x.detach().requires_grad_(state->input_requires_grad);
 
@@ -183,10 +162,12 @@ Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
   register_module("o_proj", o_proj);
 }
 
-AttentionLayout AttentionLayout::FromSegments(const Tensor& segment_ids, const torch::Device& device) {
+AttentionLayout AttentionLayout::FromSegments(const Tensor& segment_ids,
+                                              const torch::Device& device) {
   AttentionLayout layout;
   if (!segment_ids.defined() || segment_ids.numel() == 0) return layout;
-  TORCH_CHECK(segment_ids.dim() == 2, "AttentionLayout::FromSegments: want (B, T), got ", segment_ids.sizes());
+  TORCH_CHECK(segment_ids.dim() == 2, "AttentionLayout::FromSegments: want (B, T), got ",
+              segment_ids.sizes());
   const Tensor seg = segment_ids.to(torch::kCPU).to(torch::kInt64).contiguous();
   const int64_t b = seg.size(0), t = seg.size(1);
   const int64_t* p = seg.data_ptr<int64_t>();
@@ -228,17 +209,22 @@ Tensor BlockDiagonalCausalMask(const Tensor& segment_ids, const torch::Device& d
   const Tensor seg = segment_ids.to(device);
   const int64_t t = seg.size(1);
   const Tensor same = seg.unsqueeze(2) == seg.unsqueeze(1);  // (B, T, T)
-  const Tensor causal = torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device)).tril();
+  const Tensor causal =
+      torch::ones({t, t}, torch::TensorOptions(torch::kBool).device(device)).tril();
   return (same & causal).unsqueeze(1);  // (B, 1, T, T)
 }
 
 Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                const std::vector<std::vector<int64_t>>& segment_lengths, double dropout) {
-  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && static_cast<int64_t>(segment_lengths.size()) == q.size(0),
-              "SegmentedCausalAttention: q, k, v must be (B, H, T, D) with one length list per row");
+                                const std::vector<std::vector<int64_t>>& segment_lengths,
+                                double dropout) {
+  TORCH_CHECK(
+      q.dim() == 4 && k.dim() == 4 && v.dim() == 4 &&
+          static_cast<int64_t>(segment_lengths.size()) == q.size(0),
+      "SegmentedCausalAttention: q, k, v must be (B, H, T, D) with one length list per row");
   const bool gqa = q.size(1) != k.size(1);
   auto causal = [&](const Tensor& qs, const Tensor& ks, const Tensor& vs) {
-    return at::scaled_dot_product_attention(qs, ks, vs, /*attn_mask=*/{}, dropout, /*is_causal=*/true,
+    return at::scaled_dot_product_attention(qs, ks, vs, /*attn_mask=*/{}, dropout,
+                                            /*is_causal=*/true,
                                             /*scale=*/std::nullopt, gqa);
   };
   // unbind / split / cat / stack: their backwards are one stack, cat and
@@ -251,8 +237,8 @@ Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& 
     const std::vector<int64_t>& lengths = segment_lengths[r];
     int64_t total = 0;
     for (int64_t n : lengths) total += n;
-    TORCH_CHECK(total == q.size(2), "SegmentedCausalAttention: row ", r, "'s segment lengths sum to ", total,
-                ", not T = ", q.size(2));
+    TORCH_CHECK(total == q.size(2), "SegmentedCausalAttention: row ", r,
+                "'s segment lengths sum to ", total, ", not T = ", q.size(2));
     if (lengths.size() == 1) {
       rows.push_back(causal(qr[r].unsqueeze(0), kr[r].unsqueeze(0), vr[r].unsqueeze(0)).squeeze(0));
       continue;
@@ -314,7 +300,7 @@ Tensor Mlp::forward(const Tensor& x) {
   std::vector<Tensor> gate_up = ForwardShared({gate_proj.get(), up_proj.get()}, x);
   Tensor h = kernels::SwiGlu(gate_up[0], gate_up[1]);  // (B, T, I)
   gate_up.clear();
-  return down_proj->forward(h);                                            // (B, T, C)
+  return down_proj->forward(h);  // (B, T, C)
 }
 
 DecoderLayer::DecoderLayer(std::shared_ptr<RmsNormModule> input_ln, std::shared_ptr<Attention> attn,
@@ -333,7 +319,7 @@ DecoderLayer::DecoderLayer(std::shared_ptr<RmsNormModule> input_ln, std::shared_
 Tensor DecoderLayer::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
                              const AttentionLayout& layout) {
   Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, layout);  // (B, T, C)
-  return h + mlp->forward(post_attention_layernorm->forward(h));                  // (B, T, C)
+  return h + mlp->forward(post_attention_layernorm->forward(h));                     // (B, T, C)
 }
 
 DecoderStack::DecoderStack(Tensor embed, std::vector<std::shared_ptr<DecoderLayer>> layers_in,
@@ -352,10 +338,17 @@ DecoderStack::DecoderStack(Tensor embed, std::vector<std::shared_ptr<DecoderLaye
 
 CausalLM::CausalLM(
     ModelConfig config, torch::Dtype dtype, torch::Device device,
-    const std::function<Tensor(const std::string&, const std::vector<int64_t>&)>& weight)
-    : config_(std::move(config)), dtype_(dtype), device_(device) {
+    const std::function<Tensor(const std::string&, const std::vector<int64_t>&)>& weight,
+    const LinearMaker& make_linear, std::string quantization,
+    std::shared_ptr<ShardGroup> shard_group)
+    : config_(std::move(config)),
+      dtype_(dtype),
+      device_(device),
+      quantization_(std::move(quantization)),
+      shard_group_(std::move(shard_group)) {
   const ModelConfig& c = config_;
   auto linear = [&](const std::string& prefix, int64_t out, int64_t in, bool bias) {
+    if (make_linear) return make_linear(prefix, out, in, bias);
     Tensor w = weight(prefix + ".weight", {out, in});
     Tensor b = bias ? weight(prefix + ".bias", {out}) : Tensor();
     return std::static_pointer_cast<LinearBase>(std::make_shared<DenseLinear>(w, b));
@@ -373,16 +366,19 @@ CausalLM::CausalLM(
         linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
         linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
         linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias));
-    auto ln1 = std::make_shared<RmsNormModule>(weight(p + ".input_layernorm.weight", {c.hidden_size}),
-                                               c.rms_norm_eps);
+    auto ln1 = std::make_shared<RmsNormModule>(
+        weight(p + ".input_layernorm.weight", {c.hidden_size}), c.rms_norm_eps);
     auto ln2 = std::make_shared<RmsNormModule>(
         weight(p + ".post_attention_layernorm.weight", {c.hidden_size}), c.rms_norm_eps);
     layers.push_back(std::make_shared<DecoderLayer>(ln1, attn, ln2, mlp));
   }
-  auto norm = std::make_shared<RmsNormModule>(weight("model.norm.weight", {c.hidden_size}),
-                                              c.rms_norm_eps);
+  auto norm =
+      std::make_shared<RmsNormModule>(weight("model.norm.weight", {c.hidden_size}), c.rms_norm_eps);
   model = register_module("model", std::make_shared<DecoderStack>(embed, std::move(layers), norm));
-  if (c.tie_word_embeddings) {
+  if (c.tie_word_embeddings && shard_group_ != nullptr) {
+    lm_head =
+        std::make_shared<ShardedLinear>(model->embed_weight, c.vocab_size, Tensor(), shard_group_);
+  } else if (c.tie_word_embeddings) {
     lm_head = std::make_shared<DenseLinear>(model->embed_weight, Tensor());
   } else {
     lm_head = linear("lm_head", c.vocab_size, c.hidden_size, false);
@@ -407,69 +403,18 @@ std::shared_ptr<CausalLM> CausalLM::RandomInit(const ModelConfig& config, torch:
   return std::make_shared<CausalLM>(config, dtype, device, weight);
 }
 
-absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::string& dir,
-                                                                   torch::Dtype dtype,
-                                                                   torch::Device device,
-                                                                   Env* env) {
-  if (dtype != torch::kFloat32 && dtype != torch::kBFloat16 && dtype != torch::kFloat16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, ": model dtype ", DtypeName(dtype), " is not supported; use float32, bfloat16 or float16"));
+int64_t CausalLM::BaseBytes() {
+  int64_t total = 0;
+  std::unordered_set<const void*> seen;  // tied embeddings count once
+  auto add = [&](const Tensor& t) {
+    if (!t.defined() || !seen.insert(t.data_ptr()).second) return;
+    total += t.numel() * static_cast<int64_t>(t.element_size());
+  };
+  for (const auto& p : named_parameters()) {
+    if (!p.value().requires_grad()) add(p.value());
   }
-  FJORD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json", env));
-  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::CheckpointReader> reader, io::CheckpointReader::Open(dir, env));
-
-  const auto expected = ExpectedTensors(config);
-  std::set<std::string> expected_names;
-  std::vector<std::string> missing;
-  for (const auto& [name, shape] : expected) {
-    expected_names.insert(name);
-    const io::TensorEntry* entry = reader->Find(name);
-    if (entry == nullptr) {
-      missing.push_back(name);
-      continue;
-    }
-    if (entry->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          dir, ": tensor '", name, "' has shape ", ShapeString(entry->shape), ", expected ",
-          ShapeString(shape), " from config.json"));
-    }
-    if (entry->dtype != "F32" && entry->dtype != "BF16" && entry->dtype != "F16" &&
-        entry->dtype != "F64") {
-      return absl::InvalidArgumentError(absl::StrCat(dir, ": tensor '", name, "' has dtype ",
-                                                     entry->dtype, ", expected a float type"));
-    }
-  }
-  if (!missing.empty()) {
-    return absl::NotFoundError(absl::StrCat(dir, ": checkpoint lacks ", missing.size(),
-                                            " tensor(s) the config requires: ",
-                                            absl::StrJoin(missing, ", ")));
-  }
-  std::vector<std::string> unexpected;
-  for (const std::string& name : reader->Names()) {
-    if (expected_names.count(name) > 0) continue;
-    if (absl::EndsWith(name, "rotary_emb.inv_freq")) continue;  // old non-persistent buffer
-    if (config.tie_word_embeddings && name == "lm_head.weight") continue;  // tied copy
-    unexpected.push_back(name);
-  }
-  if (!unexpected.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, ": checkpoint has ", unexpected.size(), " tensor(s) a ", config.architecture,
-        " with this config.json does not use: ", absl::StrJoin(unexpected, ", ")));
-  }
-
-  std::map<std::string, Tensor> loaded;
-  for (const auto& [name, shape] : expected) {
-    FJORD_ASSIGN_OR_RETURN(Tensor t, reader->Get(name));
-    loaded.emplace(name, std::move(t));
-  }
-  return TorchCall(absl::StrCat(dir, ": loading weights"), [&]() {
-    auto weight = [&](const std::string& name, const std::vector<int64_t>&) {
-      Tensor t = loaded.at(name).to(device, dtype);
-      loaded.erase(name);  // release the CPU copy early
-      return t;
-    };
-    return std::make_shared<CausalLM>(std::move(config), dtype, device, weight);
-  });
+  for (const auto& b : named_buffers()) add(b.value());  // 4-bit weights
+  return total;
 }
 
 Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
@@ -477,38 +422,63 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   TORCH_CHECK(input_ids.defined() && input_ids.dim() == 2,
               "CausalLM::Hidden: input_ids must be (B, T), got ",
               input_ids.defined() ? input_ids.sizes() : c10::IntArrayRef{});
-  TORCH_CHECK(input_ids.scalar_type() == torch::kInt64, "CausalLM::Hidden: input_ids must be int64, got ",
-              input_ids.scalar_type());
+  TORCH_CHECK(input_ids.scalar_type() == torch::kInt64,
+              "CausalLM::Hidden: input_ids must be int64, got ", input_ids.scalar_type());
   TORCH_CHECK(position_ids.defined() && position_ids.sizes() == input_ids.sizes() &&
                   position_ids.scalar_type() == torch::kInt64,
               "CausalLM::Hidden: position_ids must be int64 of shape ", input_ids.sizes());
   if (segment_ids.defined()) {
-    TORCH_CHECK(segment_ids.sizes() == input_ids.sizes() &&
-                    (segment_ids.scalar_type() == torch::kInt64 ||
-                     segment_ids.scalar_type() == torch::kInt32),
-                "CausalLM::Hidden: segment_ids must be int32/int64 of shape ", input_ids.sizes());
+    TORCH_CHECK(
+        segment_ids.sizes() == input_ids.sizes() && (segment_ids.scalar_type() == torch::kInt64 ||
+                                                     segment_ids.scalar_type() == torch::kInt32),
+        "CausalLM::Hidden: segment_ids must be int32/int64 of shape ", input_ids.sizes());
   }
   const Tensor ids = input_ids.to(device_);  // (B, T)
   if (ids.numel() > 0) {
     const bool in_range = ((ids >= 0) & (ids < config_.vocab_size)).all().item<bool>();
-    TORCH_CHECK_INDEX(in_range, "CausalLM::Hidden: token ids must be in [0, ", config_.vocab_size, ")");
+    TORCH_CHECK_INDEX(in_range, "CausalLM::Hidden: token ids must be in [0, ", config_.vocab_size,
+                      ")");
   }
 
   // Rotary tables in fp32, gathered per position (packed rows restart).
   // (A model moved with to() after construction gets a fresh copy per call.)
   const Tensor inv_freq =
       inv_freq_device_.device() == device_ ? inv_freq_device_ : inv_freq_.to(device_);  // (D/2)
-  Tensor pos = position_ids.to(device_).to(torch::kFloat32);       // (B, T)
+  Tensor pos = position_ids.to(device_).to(torch::kFloat32);                            // (B, T)
   Tensor freqs = pos.unsqueeze(-1) * inv_freq.view({1, 1, -1});  // (B, T, D/2)
-  Tensor emb = torch::cat({freqs, freqs}, -1);                           // (B, T, D)
+  Tensor emb = torch::cat({freqs, freqs}, -1);                   // (B, T, D)
   Tensor cos = emb.cos();
   Tensor sin = emb.sin();
 
   const AttentionLayout layout = AttentionLayout::FromSegments(segment_ids, device_);
 
-  Tensor x = torch::embedding(model->embed_weight, ids);  // (B, T, C)
+  Tensor x;  // (B, T, C)
+  if (shard_group_ != nullptr) {
+    // Each rank embeds its own batch (data parallel: the ranks' ids differ),
+    // so the table is gathered whole for the lookup and let go.
+    torch::NoGradGuard no_grad;
+    const Tensor table =
+        shard_group_->AllGather(model->embed_weight).narrow(0, 0, config_.vocab_size);
+    x = torch::embedding(table, ids);
+  } else {
+    x = torch::embedding(model->embed_weight, ids);
+  }
   const bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
+  // A sharded base: the next layer's weights are gathered while this one
+  // computes (its own were started during the layer before; the first
+  // layer's gather waits).
+  auto prefetch = [&](size_t i) {
+    if (shard_group_ == nullptr || !prefetch_ || i >= model->layers.size()) return;
+    const DecoderLayer& l = *model->layers[i];
+    for (const auto* linear :
+         {&l.self_attn->q_proj, &l.self_attn->k_proj, &l.self_attn->v_proj, &l.self_attn->o_proj,
+          &l.mlp->gate_proj, &l.mlp->up_proj, &l.mlp->down_proj}) {
+      if (auto* s = dynamic_cast<ShardedLinear*>((*linear)->frozen_base())) s->Prefetch();
+    }
+  };
+  size_t index = 0;
   for (const auto& layer : model->layers) {
+    prefetch(++index);
     if (!checkpoint) {
       x = layer->forward(x, cos, sin, layout);
       continue;
@@ -542,17 +512,22 @@ Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
               "CausalLM::LossSum: targets must be int64 of shape (B, T) = (", hidden.size(0), ", ",
               hidden.size(1), ")");
   const int64_t c = hidden.size(2);
-  Tensor h = hidden.reshape({-1, c});               // (N, C)
+  Tensor h = hidden.reshape({-1, c});                    // (N, C)
   Tensor y = targets.to(hidden.device()).reshape({-1});  // (N)
   auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
-  if (dense != nullptr && !dense->base_bias().defined()) {
+  auto sharded = std::dynamic_pointer_cast<ShardedLinear>(lm_head);
+  if ((dense != nullptr || sharded != nullptr) && !lm_head->base_bias().defined()) {
     // On CPU, rows of logits per chunk such that one (rows, V) fp32 buffer is
     // ~64 MiB (524 rows for V = 32000): the loss's transient memory stays flat
     // while the GEMMs stay large enough to run at full speed. The fused CUDA
     // kernel keeps its default.
     const int64_t chunk =
-        h.is_cuda() ? 4096 : std::max<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(1, config_.vocab_size));
-    return kernels::LinearCrossEntropySum(h, dense->base_weight(), y, chunk);
+        h.is_cuda()
+            ? 4096
+            : std::max<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(1, config_.vocab_size));
+    // A sharded lm_head is gathered whole for the loss (and kept until its
+    // backward): one (V, C) matrix at a time, the simplest exact choice.
+    return kernels::LinearCrossEntropySum(h, lm_head->base_weight(), y, chunk);
   }
   // An adapted or biased lm_head: plain logits (all of them at once).
   Tensor logits = Logits(h);  // (N, V)
@@ -581,34 +556,11 @@ std::vector<LinearSlot> CausalLM::LinearSlots() {
   return slots;
 }
 
-std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const ModelConfig& c) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
-  auto linear = [&](const std::string& prefix, int64_t o, int64_t i, bool bias) {
-    out.push_back({prefix + ".weight", {o, i}});
-    if (bias) out.push_back({prefix + ".bias", {o}});
-  };
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l);
-    linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias);
-    linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias);
-    linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias);
-    linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias);
-    linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
-    linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
-    linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
-    out.push_back({p + ".input_layernorm.weight", {c.hidden_size}});
-    out.push_back({p + ".post_attention_layernorm.weight", {c.hidden_size}});
-  }
-  out.push_back({"model.norm.weight", {c.hidden_size}});
-  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
-  return out;
-}
-
 Tensor RopeInvFreq(const ModelConfig& c) {
   // Same operation order as transformers' rope init functions, all fp32.
   const int64_t dim = c.head_dim;
-  Tensor exponent = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  Tensor exponent =
+      torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
   Tensor inv_freq = 1.0 / torch::pow(c.rope_theta, exponent);  // (D/2)
   const RopeScaling& s = c.rope_scaling;
   switch (s.type) {
@@ -622,7 +574,8 @@ Tensor RopeInvFreq(const ModelConfig& c) {
       const double high_freq_wavelen = old_len / s.high_freq_factor;
       Tensor wavelen = 2 * M_PI / inv_freq;
       Tensor llama = torch::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
-      Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      Tensor smooth =
+          (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
       Tensor smoothed = (1 - smooth) * llama / s.factor + smooth * llama;
       Tensor medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen);
       return torch::where(medium, smoothed, llama);
@@ -632,7 +585,8 @@ Tensor RopeInvFreq(const ModelConfig& c) {
 }
 
 Tensor PositionsFromSegments(const Tensor& segment_ids) {
-  TORCH_CHECK(segment_ids.dim() == 2, "PositionsFromSegments: want (B, T), got ", segment_ids.sizes());
+  TORCH_CHECK(segment_ids.dim() == 2, "PositionsFromSegments: want (B, T), got ",
+              segment_ids.sizes());
   Tensor seg = segment_ids.to(torch::kCPU).to(torch::kInt64).contiguous();
   Tensor pos = torch::zeros_like(seg);
   auto s = seg.accessor<int64_t, 2>();

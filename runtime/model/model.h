@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/model/config.h"
 #include "runtime/model/linear.h"
+#include "runtime/model/shard.h"
 #include "runtime/util/env.h"
 
 namespace fjord::model {
@@ -68,19 +69,22 @@ struct AttentionLayout {
   // pass host ids to avoid a device sync): the runs of equal ids when no id
   // comes back later in its row, else the mask (on `device`). An undefined
   // tensor gives causal rows.
-  static AttentionLayout FromSegments(const torch::Tensor& segment_ids, const torch::Device& device);
+  static AttentionLayout FromSegments(const torch::Tensor& segment_ids,
+                                      const torch::Device& device);
 };
 
 // The (B, 1, T, T) bool mask, true = attend, of causal attention within
 // equal segment ids: token i sees token j <= i of its row when their ids are
 // equal. segment_ids: (B, T) int32/int64; the mask is made on `device`.
-torch::Tensor BlockDiagonalCausalMask(const torch::Tensor& segment_ids, const torch::Device& device);
+torch::Tensor BlockDiagonalCausalMask(const torch::Tensor& segment_ids,
+                                      const torch::Device& device);
 
 // Causal attention within each run of each row: q (B, Hq, T, D), k and v
 // (B, Hk, T, D) with Hq a multiple of Hk (GQA without repeating k/v),
 // segment_lengths as in AttentionLayout. Returns (B, Hq, T, D); the same as
 // one masked call with the block-diagonal causal mask, differentiable.
-torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                       const torch::Tensor& v,
                                        const std::vector<std::vector<int64_t>>& segment_lengths,
                                        double dropout);
 
@@ -137,6 +141,26 @@ class DecoderStack : public torch::nn::Module {
   std::shared_ptr<RmsNormModule> norm;
 };
 
+// How CausalLM::FromPretrained loads a checkpoint.
+struct LoadOptions {
+  torch::Dtype dtype = torch::kFloat32;  // float32, bfloat16 or float16
+  torch::Device device = torch::kCPU;
+  Env* env = nullptr;  // default Env::Default()
+  // "" (full precision) or "nf4": every decoder linear weight (q/k/v/o,
+  // gate/up/down) is quantized to NF4 as it is read, on `device`, and held
+  // in 4 bits (runtime/quant: QLoRA's base); embeddings, norms, biases and
+  // lm_head stay in `dtype`. A checkpoint saved by bitsandbytes in 4-bit
+  // nf4 (ModelConfig::quantization) loads its weights as they are stored,
+  // whatever this says.
+  std::string quantization;
+  bool double_quant = true;  // nf4: the absmax values in 8 bits (QLoRA's default)
+  // When set (and of more than one rank): the frozen base sharded across
+  // the group's ranks (runtime/model/shard.h): this rank reads and keeps
+  // only its 1/N of the rows of every decoder linear weight, of the
+  // embeddings and of lm_head; norms and biases stay whole. Not with nf4.
+  std::shared_ptr<ShardGroup> shard_group;
+};
+
 class CausalLM : public torch::nn::Module {
  public:
   // Loads dir/config.json and the safetensors weights of dir (single file or
@@ -144,7 +168,7 @@ class CausalLM : public torch::nn::Module {
   // are read through env (default Env::Default()).
   // Errors (messages name dir and the tensor or field):
   //  - config.json's errors (ModelConfig::FromFile), the checkpoint's
-  //    (io::CheckpointReader::Open / Get: NotFound, DataLoss, ...);
+  //    (io::ModelDirReader::Open / Get: NotFound, DataLoss, ...);
   //  - NotFound naming every missing tensor;
   //  - InvalidArgument for a tensor of unexpected shape (expected and actual
   //    shapes) and for unexpected tensors (ignored: rotary inv_freq buffers,
@@ -155,6 +179,11 @@ class CausalLM : public torch::nn::Module {
                                                                   torch::Dtype dtype,
                                                                   torch::Device device,
                                                                   Env* env = nullptr);
+  // The same with LoadOptions (4-bit bases). Also InvalidArgument for an
+  // unknown options.quantization, and naming the tensor for a 4-bit weight
+  // bitsandbytes serialized that cannot be read (quant::FromBitsandbytes).
+  static absl::StatusOr<std::shared_ptr<CausalLM>> FromPretrained(const std::string& dir,
+                                                                  const LoadOptions& options);
 
   // A model with weights drawn from N(0, 0.02²) (biases too) and norm
   // weights 1, from a CPU generator seeded with `seed` (same weights on every
@@ -204,10 +233,27 @@ class CausalLM : public torch::nn::Module {
   // The rotary inverse frequencies (D/2) fp32 on CPU, scaling applied.
   const torch::Tensor& inv_freq() const { return inv_freq_; }
 
-  // Internal: use FromPretrained or RandomInit.
-  CausalLM(ModelConfig config, torch::Dtype dtype, torch::Device device,
-           const std::function<torch::Tensor(const std::string&, const std::vector<int64_t>&)>&
-               weight);
+  // "nf4" when the decoder's linear weights are held in 4 bits, else "".
+  const std::string& quantization() const { return quantization_; }
+  // The group the base is sharded over, or null (the whole base here).
+  const std::shared_ptr<ShardGroup>& shard_group() const { return shard_group_; }
+  // Sharded base: whether Hidden gathers the next layer's weights while a
+  // layer computes (default on). Every rank must set the same.
+  void SetShardPrefetch(bool enabled) { prefetch_ = enabled; }
+  // Bytes held by the frozen base (every weight and bias; 4-bit weights as
+  // stored), excluding what adapters added.
+  int64_t BaseBytes();
+
+  // A linear layer for module `prefix` (out, in, with a bias or not).
+  using LinearMaker = std::function<std::shared_ptr<LinearBase>(
+      const std::string& prefix, int64_t out, int64_t in, bool bias)>;
+  // Internal: use FromPretrained or RandomInit. make_linear empty: every
+  // linear layer a DenseLinear of weight(prefix + ".weight") (+ ".bias").
+  CausalLM(
+      ModelConfig config, torch::Dtype dtype, torch::Device device,
+      const std::function<torch::Tensor(const std::string&, const std::vector<int64_t>&)>& weight,
+      const LinearMaker& make_linear = {}, std::string quantization = "",
+      std::shared_ptr<ShardGroup> shard_group = nullptr);
 
   std::shared_ptr<DecoderStack> model;
   std::shared_ptr<LinearBase> lm_head;
@@ -216,6 +262,9 @@ class CausalLM : public torch::nn::Module {
   ModelConfig config_;
   torch::Dtype dtype_;
   torch::Device device_;
+  std::string quantization_;
+  std::shared_ptr<ShardGroup> shard_group_;  // null: not sharded
+  bool prefetch_ = true;
   bool gradient_checkpointing_ = false;
   torch::Tensor inv_freq_;         // (D/2) fp32, CPU
   torch::Tensor inv_freq_device_;  // (D/2) fp32 on device_
@@ -223,7 +272,8 @@ class CausalLM : public torch::nn::Module {
 
 // The tensors a checkpoint for `config` must hold, with their shapes, in
 // Hugging Face's order (lm_head.weight omitted when tied).
-std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const ModelConfig& config);
+std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(
+    const ModelConfig& config);
 
 // RoPE inverse frequencies (D/2) fp32 on CPU for config's head_dim,
 // rope_theta and rope scaling, computed as transformers does.

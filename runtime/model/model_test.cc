@@ -10,17 +10,20 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <barrier>
 #include <cmath>
 #include <memory>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/io/checkpoint.h"
+#include "runtime/io/model_dir.h"
 #include "runtime/model/config.h"
 #include "runtime/util/env.h"
 
@@ -83,7 +86,8 @@ class TestAdapter : public LinearBase {
   Tensor forward(const Tensor& x) override {
     ++forward_calls;
     Tensor d = torch::dropout(x, dropout_, is_training());
-    return base_->forward(x) + torch::nn::functional::linear(torch::nn::functional::linear(d, a_), b_);
+    return base_->forward(x) +
+           torch::nn::functional::linear(torch::nn::functional::linear(d, a_), b_);
   }
   Tensor base_weight() const override { return base_->base_weight(); }
   Tensor base_bias() const override { return base_->base_bias(); }
@@ -155,6 +159,25 @@ TEST(CausalLMTest, TiedEmbeddingsShareStorage) {
   for (const auto& [name, shape] : ExpectedTensors(c)) EXPECT_NE(name, "lm_head.weight");
 }
 
+TEST(CausalLMTest, ConfigParameterCountsEqualTheCheckpointsTensors) {
+  for (ModelConfig c : {TinyLlama(), TinyQwen2()}) {
+    for (bool tied : {false, true}) {
+      c.tie_word_embeddings = tied;
+      int64_t linear = 0, total = 0;
+      for (const auto& [name, shape] : ExpectedTensors(c)) {
+        int64_t n = 1;
+        for (int64_t d : shape) n *= d;
+        total += n;
+        if (absl::StartsWith(name, "model.layers.") && absl::EndsWith(name, "_proj.weight")) {
+          linear += n;
+        }
+      }
+      EXPECT_EQ(c.CountParameters().decoder_linear, linear) << c.architecture << tied;
+      EXPECT_EQ(c.CountParameters().total(), total) << c.architecture << tied;
+    }
+  }
+}
+
 TEST(CausalLMTest, LinearSlotsListEveryLinearInHuggingFaceNames) {
   auto lm = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 1);
   std::vector<LinearSlot> slots = lm->LinearSlots();
@@ -170,7 +193,8 @@ TEST(CausalLMTest, LinearSlotsListEveryLinearInHuggingFaceNames) {
   EXPECT_EQ(slots.back().layer_index, -1);
   const auto params = lm->named_parameters();
   for (const LinearSlot& s : slots) {
-    EXPECT_EQ((*s.layer)->base_weight().data_ptr(), params[s.name + ".weight"].data_ptr()) << s.name;
+    EXPECT_EQ((*s.layer)->base_weight().data_ptr(), params[s.name + ".weight"].data_ptr())
+        << s.name;
   }
 
   // Replacing a slot swaps both the member and the registered module.
@@ -195,7 +219,8 @@ TEST(CausalLMTest, PackedSequencesMatchSeparateRuns) {
 
     // Row 0: a, b, two padding tokens (segment 0); row 1: b, a, padding.
     Tensor packed = Ids({{5, 9, 2, 7, 1, 3, 3, 8, 0, 0}, {7, 1, 3, 3, 8, 5, 9, 2, 0, 0}});
-    Tensor seg = Ids({{1, 1, 1, 2, 2, 2, 2, 2, 0, 0}, {1, 1, 1, 1, 1, 2, 2, 2, 0, 0}}).to(torch::kInt32);
+    Tensor seg =
+        Ids({{1, 1, 1, 2, 2, 2, 2, 2, 0, 0}, {1, 1, 1, 1, 1, 2, 2, 2, 0, 0}}).to(torch::kInt32);
     Tensor pos = PositionsFromSegments(seg);
     EXPECT_TRUE(torch::equal(pos[0], Ids({{0, 1, 2, 0, 1, 2, 3, 4, 0, 1}})[0]));
     Tensor h = lm->Hidden(packed, pos, seg);  // (2, 10, C)
@@ -247,7 +272,8 @@ TEST(SegmentedAttentionTest, EqualsTheBlockDiagonalMaskForwardAndBackward) {
       auto g = torch::autograd::grad({(got * up).sum()}, {q, k, v});
       return std::make_tuple(g[0], g[1], g[2]);
     }();
-    Tensor want = at::scaled_dot_product_attention(q, k, v, MaskOf(lengths, 37), 0.0, false, std::nullopt, hk != 4);
+    Tensor want = at::scaled_dot_product_attention(q, k, v, MaskOf(lengths, 37), 0.0, false,
+                                                   std::nullopt, hk != 4);
     auto w = torch::autograd::grad({(want * up).sum()}, {q, k, v});
     EXPECT_LE((got - want).abs().max().item<double>(), 1e-12);
     EXPECT_LE((gq - w[0]).abs().max().item<double>(), 1e-12);
@@ -293,7 +319,8 @@ TEST(SegmentedAttentionTest, LayoutFromSegmentIds) {
   EXPECT_TRUE(l.mask.defined());
   // No segment ids, or an empty batch: causal rows.
   EXPECT_FALSE(AttentionLayout::FromSegments(Tensor(), torch::kCPU).mask.defined());
-  EXPECT_TRUE(AttentionLayout::FromSegments(torch::zeros({0, 4}, torch::kInt64), torch::kCPU).segment_lengths.empty());
+  EXPECT_TRUE(AttentionLayout::FromSegments(torch::zeros({0, 4}, torch::kInt64), torch::kCPU)
+                  .segment_lengths.empty());
 }
 
 // Rows packed with examples long enough for the per-segment path: the
@@ -315,7 +342,8 @@ TEST(CausalLMTest, PackedLongSegmentsMatchSeparateRunsInLossAndGradients) {
     t.narrow(1, 0, ids.size(1) - 1).copy_(ids.narrow(1, 1, ids.size(1) - 1));
     return t;
   };
-  auto loss_and_grads = [&](const Tensor& ids, const Tensor& targets, const Tensor& seg, const Tensor& pos) {
+  auto loss_and_grads = [&](const Tensor& ids, const Tensor& targets, const Tensor& seg,
+                            const Tensor& pos) {
     for (auto& p : lm->parameters()) p.mutable_grad() = Tensor();
     Tensor hidden = lm->Hidden(ids, pos, seg);
     Tensor loss = lm->LossSum(hidden, targets);
@@ -330,10 +358,14 @@ TEST(CausalLMTest, PackedLongSegmentsMatchSeparateRunsInLossAndGradients) {
   auto [hb, lb, gb] = loss_and_grads(b, shifted(b), Tensor(), Positions(b));
   // Row: a, b, 16 padding tokens (segment 0, no loss).
   Tensor ids = torch::cat({a, b, torch::zeros({1, 16}, torch::kInt64)}, 1);
-  Tensor targets = torch::cat({shifted(a), shifted(b), torch::full({1, 16}, -100, torch::kInt64)}, 1);
-  Tensor seg = torch::cat({torch::full({1, 21}, 1, torch::kInt32), torch::full({1, 27}, 2, torch::kInt32),
-                           torch::zeros({1, 16}, torch::kInt32)}, 1);
-  ASSERT_EQ(AttentionLayout::FromSegments(seg, torch::kCPU).segment_lengths.size(), 1u);  // the segmented path
+  Tensor targets =
+      torch::cat({shifted(a), shifted(b), torch::full({1, 16}, -100, torch::kInt64)}, 1);
+  Tensor seg =
+      torch::cat({torch::full({1, 21}, 1, torch::kInt32), torch::full({1, 27}, 2, torch::kInt32),
+                  torch::zeros({1, 16}, torch::kInt32)},
+                 1);
+  ASSERT_EQ(AttentionLayout::FromSegments(seg, torch::kCPU).segment_lengths.size(),
+            1u);  // the segmented path
   for (bool checkpointing : {false, true}) {
     SCOPED_TRACE(checkpointing);
     lm->SetGradientCheckpointing(checkpointing);
@@ -341,7 +373,8 @@ TEST(CausalLMTest, PackedLongSegmentsMatchSeparateRunsInLossAndGradients) {
     EXPECT_LE((h[0].narrow(0, 0, 21) - ha[0]).abs().max().item<double>(), 1e-10);
     EXPECT_LE((h[0].narrow(0, 21, 27) - hb[0]).abs().max().item<double>(), 1e-10);
     // The loss is accumulated in fp32 whatever the model dtype.
-    EXPECT_NEAR(l.item<double>(), la.item<double>() + lb.item<double>(), 1e-6 * std::abs(l.item<double>()));
+    EXPECT_NEAR(l.item<double>(), la.item<double>() + lb.item<double>(),
+                1e-6 * std::abs(l.item<double>()));
     ASSERT_EQ(g.size(), 3u);
     for (size_t i = 0; i < g.size(); ++i) {
       EXPECT_LE((g[i] - ga[i] - gb[i]).abs().max().item<double>(), 1e-9) << "param " << i;
@@ -473,8 +506,9 @@ TEST(CausalLMTest, HiddenRejectsBadInputs) {
   } catch (const c10::IndexError& e) {
     EXPECT_THAT(e.what(), HasSubstr("token ids must be in [0, 50)"));
   }
-  EXPECT_THROW(lm->Hidden(torch::ones({3}, torch::kInt64), torch::zeros({3}, torch::kInt64), Tensor()),
-               c10::Error);
+  EXPECT_THROW(
+      lm->Hidden(torch::ones({3}, torch::kInt64), torch::zeros({3}, torch::kInt64), Tensor()),
+      c10::Error);
   Tensor ok = Ids({{1, 2}});
   EXPECT_THROW(lm->Hidden(ok, Positions(ok).to(torch::kInt32), Tensor()), c10::Error);
   EXPECT_THROW(lm->Hidden(ok, Positions(ok), torch::ones({1, 3}, torch::kInt64)), c10::Error);
@@ -507,7 +541,8 @@ TEST(CausalLMTest, RopeInvFreqScaling) {
   EXPECT_FLOAT_EQ(l3[3].item<float>(), base[3].item<float>() / 8.0f);
   const double wavelen = 2 * M_PI / base[2].item<double>();
   const double smooth = (1024.0 / wavelen - 1.0) / (4.0 - 1.0);
-  const double expected = (1 - smooth) * base[2].item<double>() / 8.0 + smooth * base[2].item<double>();
+  const double expected =
+      (1 - smooth) * base[2].item<double>() / 8.0 + smooth * base[2].item<double>();
   EXPECT_NEAR(l3[2].item<double>(), expected, 1e-6 * expected);
 }
 
@@ -551,7 +586,7 @@ class FromPretrainedTest : public ::testing::Test {
              const std::vector<std::pair<std::string, Tensor>>& tensors, int64_t shard_bytes) {
     ASSERT_TRUE(env_->CreateDirs(dir).ok());
     ASSERT_TRUE(env_->WriteFileAtomic(dir + "/config.json", c.ToJson()).ok());
-    const absl::Status s = io::WriteCheckpointTensors(dir, tensors, shard_bytes, env_.get());
+    const absl::Status s = io::WriteModelDirTensors(dir, tensors, shard_bytes, env_.get());
     ASSERT_TRUE(s.ok()) << s;
   }
 
@@ -613,7 +648,8 @@ TEST_F(FromPretrainedTest, MissingTensorIsNotFoundNamingIt) {
   Save(*lm, "", &tensors);
   std::vector<std::pair<std::string, Tensor>> kept;
   for (auto& t : tensors) {
-    if (t.first != "model.layers.1.mlp.up_proj.weight" && t.first != "lm_head.weight") kept.push_back(t);
+    if (t.first != "model.layers.1.mlp.up_proj.weight" && t.first != "lm_head.weight")
+      kept.push_back(t);
   }
   Write(lm->config(), "/m/missing", kept, 1 << 20);
   absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/missing");
@@ -647,7 +683,8 @@ TEST_F(FromPretrainedTest, UnexpectedTensorIsRefused) {
   Write(lm->config(), "/m/extra", tensors, 1 << 20);
   absl::StatusOr<std::shared_ptr<CausalLM>> got = Load("/m/extra");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(got.status().message(), HasSubstr("does not use: model.layers.0.self_attn.q_proj.bias"));
+  EXPECT_THAT(got.status().message(),
+              HasSubstr("does not use: model.layers.0.self_attn.q_proj.bias"));
 }
 
 TEST_F(FromPretrainedTest, IntegerTensorIsRefused) {
@@ -684,6 +721,114 @@ TEST_F(FromPretrainedTest, ConfigAndCheckpointErrorsPassThrough) {
   got = CausalLM::FromPretrained("/m/noweights", torch::kInt64, torch::kCPU, env_.get());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(got.status().message(), HasSubstr("model dtype"));
+}
+
+// ShardGroup for tests: N ranks as N threads of one process.
+class ThreadShardGroup : public ShardGroup {
+ public:
+  struct Shared {
+    explicit Shared(int n) : slots(n), sync(n) {}
+    std::vector<Tensor> slots;
+    std::barrier<> sync;
+  };
+  ThreadShardGroup(std::shared_ptr<Shared> shared, int rank)
+      : shared_(std::move(shared)), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override { return static_cast<int>(shared_->slots.size()); }
+  Tensor AllGather(const Tensor& shard) override {
+    shared_->slots[rank_] = shard;
+    shared_->sync.arrive_and_wait();
+    Tensor all = torch::cat(shared_->slots, 0);
+    shared_->sync.arrive_and_wait();
+    return all;
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  int rank_;
+};
+
+TEST_F(FromPretrainedTest, AShardedBaseComputesWhatTheWholeBaseDoes) {
+  for (bool tied : {true, false}) {
+    ModelConfig c = TinyQwen2();  // biases on q, k, v
+    c.tie_word_embeddings = tied;
+    auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 5);
+    Save(*lm, "/m/whole");
+    Tensor ids = Ids({{3, 1, 4, 1, 5}, {9, 2, 6, 5, 3}});
+    Tensor targets = Ids({{1, 4, 1, 5, 9}, {2, 6, 5, 3, 5}});
+    Tensor want_logits, want_loss;
+    {
+      torch::NoGradGuard g;
+      Tensor h = lm->Hidden(ids, Positions(ids), Tensor());
+      want_logits = lm->Logits(h);
+      want_loss = lm->LossSum(h, targets);
+    }
+    for (int n : {2, 3}) {
+      auto shared = std::make_shared<ThreadShardGroup::Shared>(n);
+      std::vector<Tensor> logits(n), loss(n);
+      std::vector<int64_t> bytes(n);
+      std::vector<std::string> errors(n);
+      std::vector<std::thread> ranks;
+      for (int r = 0; r < n; ++r) {
+        ranks.emplace_back([&, r] {
+          LoadOptions o;
+          o.env = env_.get();
+          o.shard_group = std::make_shared<ThreadShardGroup>(shared, r);
+          auto got = CausalLM::FromPretrained("/m/whole", o);
+          if (!got.ok()) {
+            errors[r] = got.status().ToString();
+            return;
+          }
+          torch::NoGradGuard g;
+          // Data parallel: each rank its own batch (rank r the rows rolled by r).
+          Tensor mine = ids.roll(r, 0), mine_t = targets.roll(r, 0);
+          Tensor h = (*got)->Hidden(mine, Positions(mine), Tensor());
+          logits[r] = (*got)->Logits(h).roll(-r, 0);
+          loss[r] = (*got)->LossSum(h, mine_t);
+          bytes[r] = (*got)->BaseBytes();
+        });
+      }
+      for (auto& t : ranks) t.join();
+      for (int r = 0; r < n; ++r) {
+        ASSERT_TRUE(errors[r].empty()) << errors[r];
+        EXPECT_TRUE(torch::allclose(logits[r], want_logits, 1e-5, 1e-6))
+            << "tied " << tied << " ranks " << n << " rank " << r << ": "
+            << (logits[r] - want_logits).abs().max().item<float>();
+        EXPECT_NEAR(loss[r].item<double>(), want_loss.item<double>(), 1e-4);
+        EXPECT_LT(bytes[r], lm->BaseBytes() / n + lm->BaseBytes() / 10);
+      }
+    }
+  }
+}
+
+TEST(ShardedLinearTest, ForwardAndInputGradientEqualTheDenseLayer) {
+  torch::manual_seed(7);
+  Tensor w = torch::randn({10, 6}), b = torch::randn({10});
+  Tensor x = torch::randn({3, 6});
+  Tensor up = torch::randn({3, 10});
+  Tensor xd = x.clone().requires_grad_(true);
+  DenseLinear dense(w, b);
+  Tensor yd = dense.forward(xd);
+  (yd * up).sum().backward();
+  auto shared = std::make_shared<ThreadShardGroup::Shared>(3);
+  std::vector<Tensor> ys(3), gs(3);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 3; ++r) {
+    ranks.emplace_back([&, r] {
+      auto group = std::make_shared<ThreadShardGroup>(shared, r);
+      ShardedLinear layer(ShardRows(w, *group), 10, b,
+                          group);  // 4 rows each, 2 of them padding on rank 2
+      Tensor xs = x.clone().requires_grad_(true);
+      ys[r] = layer.forward(xs);
+      (ys[r] * up).sum().backward();
+      gs[r] = xs.grad();
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_TRUE(torch::allclose(ys[r], yd, 1e-6, 1e-6)) << r;
+    EXPECT_TRUE(torch::allclose(gs[r], xd.grad(), 1e-6, 1e-6)) << r;
+  }
 }
 
 }  // namespace

@@ -3,13 +3,15 @@
 //
 //   model_tool logits --model DIR --ids 1,2,3[;4,5,6] --out FILE.safetensors
 //       [--segments 1,1,2[;1,1,1]] [--dtype float32|bfloat16|float16]
-//       [--device cpu|cuda]
+//       [--device cpu|cuda] [--quantization nf4]
 //
 // Rows are separated by ';' and must have equal length. Without --segments
 // each row is one causal sequence at positions 0..T-1; with it (same shape as
 // --ids) rows are packed: attention stays within a segment id and positions
 // restart at each change of segment id. Writes "logits" (B, T, V) float32 to
-// --out. Defaults: --dtype float32, --device cpu.
+// --out. Defaults: --dtype float32, --device cpu. --quantization nf4 holds
+// the decoder's linear weights in 4 bits (a checkpoint bitsandbytes saved in
+// 4-bit nf4 is read as stored without it).
 //
 // Exit status 0 on success, 1 on an error (message on stderr naming the file,
 // field or tensor), 2 on bad usage.
@@ -31,6 +33,7 @@
 #include "absl/strings/str_split.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/model/model.h"
+#include "runtime/util/status_macros.h"
 #include "runtime/util/torch_status.h"
 
 namespace fjord::model {
@@ -38,7 +41,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: model_tool logits --model DIR --ids 1,2,3[;4,5,6] --out FILE.safetensors\n"
-    "           [--segments 1,1,2[;...]] [--dtype float32|bfloat16|float16] [--device cpu|cuda]\n";
+    "           [--segments 1,1,2[;...]] [--dtype float32|bfloat16|float16] [--device cpu|cuda]\n"
+    "           [--quantization nf4]\n";
 
 // "1,2,3;4,5,6" -> (B, T) int64. InvalidArgument naming `flag`.
 absl::StatusOr<torch::Tensor> ParseRows(const std::string& text, absl::string_view flag) {
@@ -54,9 +58,8 @@ absl::StatusOr<torch::Tensor> ParseRows(const std::string& text, absl::string_vi
       values.push_back(v);
     }
     if (!rows.empty() && values.size() != rows[0].size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--", flag, ": rows must have equal length (", rows[0].size(), " vs ",
-                       values.size(), ")"));
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": rows must have equal length (",
+                                                     rows[0].size(), " vs ", values.size(), ")"));
     }
     rows.push_back(std::move(values));
   }
@@ -94,41 +97,43 @@ absl::Status Logits(const std::map<std::string, std::string>& flags) {
   }
   const std::string device_name = get("device", "cpu");
   if (device_name != "cpu" && device_name != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device: '", device_name, "' is not cpu or cuda"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device: '", device_name, "' is not cpu or cuda"));
   }
   if (device_name == "cuda" && !torch::cuda::is_available()) {
     return absl::FailedPreconditionError("--device cuda: no CUDA device is available");
   }
   const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
 
-  absl::StatusOr<torch::Tensor> ids = ParseRows(flags.at("ids"), "ids");
-  if (!ids.ok()) return ids.status();
+  FJORD_ASSIGN_OR_RETURN(torch::Tensor ids, ParseRows(flags.at("ids"), "ids"));
   torch::Tensor segments;
   torch::Tensor positions;
   if (flags.count("segments") > 0) {
-    absl::StatusOr<torch::Tensor> seg = ParseRows(flags.at("segments"), "segments");
-    if (!seg.ok()) return seg.status();
-    if (seg->sizes() != ids->sizes()) {
+    FJORD_ASSIGN_OR_RETURN(torch::Tensor seg, ParseRows(flags.at("segments"), "segments"));
+    if (seg.sizes() != ids.sizes()) {
       return absl::InvalidArgumentError("--segments must have the shape of --ids");
     }
-    segments = *seg;
+    segments = seg;
     positions = PositionsFromSegments(segments);
   } else {
-    positions = torch::arange(ids->size(1), torch::kInt64).unsqueeze(0).expand_as(*ids).contiguous();
+    positions = torch::arange(ids.size(1), torch::kInt64).unsqueeze(0).expand_as(ids).contiguous();
   }
 
-  absl::StatusOr<std::shared_ptr<CausalLM>> lm =
-      CausalLM::FromPretrained(flags.at("model"), dtype, device);
-  if (!lm.ok()) return lm.status();
-  (*lm)->eval();
-  absl::StatusOr<torch::Tensor> logits = TorchCall("forward", [&]() {
-    torch::NoGradGuard no_grad;
-    torch::Tensor seg = segments.defined() ? segments.to(device) : torch::Tensor();
-    torch::Tensor hidden = (*lm)->Hidden(ids->to(device), positions.to(device), seg);  // (B, T, C)
-    return (*lm)->Logits(hidden).cpu();                                               // (B, T, V)
-  });
-  if (!logits.ok()) return logits.status();
-  return io::WriteSafetensors(flags.at("out"), {{"logits", *logits}},
+  LoadOptions load;
+  load.dtype = dtype;
+  load.device = device;
+  load.quantization = get("quantization", "");
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> lm,
+                         CausalLM::FromPretrained(flags.at("model"), load));
+  lm->eval();
+  FJORD_ASSIGN_OR_RETURN(
+      torch::Tensor logits, TorchCall("forward", [&]() {
+        torch::NoGradGuard no_grad;
+        torch::Tensor seg = segments.defined() ? segments.to(device) : torch::Tensor();
+        torch::Tensor hidden = lm->Hidden(ids.to(device), positions.to(device), seg);  // (B, T, C)
+        return lm->Logits(hidden).cpu();                                               // (B, T, V)
+      }));
+  return io::WriteSafetensors(flags.at("out"), {{"logits", logits}},
                               {{"model", flags.at("model")}, {"dtype", dtype_name}});
 }
 
@@ -146,7 +151,7 @@ int Main(int argc, char** argv) {
     }
     const std::string name = key.substr(2);
     if (name != "model" && name != "ids" && name != "out" && name != "segments" &&
-        name != "dtype" && name != "device") {
+        name != "dtype" && name != "device" && name != "quantization") {
       std::cerr << "model_tool: unknown flag '" << key << "'\n" << kUsage;
       return 2;
     }
@@ -155,8 +160,7 @@ int Main(int argc, char** argv) {
   const absl::Status s = Logits(flags);
   if (!s.ok()) {
     std::cerr << "model_tool: " << s << "\n";
-    return s.code() == absl::StatusCode::kInvalidArgument &&
-                   absl::StartsWith(s.message(), "--")
+    return s.code() == absl::StatusCode::kInvalidArgument && absl::StartsWith(s.message(), "--")
                ? 2
                : 1;
   }
