@@ -42,12 +42,12 @@
 
 namespace fjord {
 
-constexpr int64_t kRows = 4;          // B
-constexpr int64_t kSeqLen = 128;      // T
+constexpr int64_t kRows = 4;      // B
+constexpr int64_t kSeqLen = 128;  // T
 constexpr double kPeakLr = 2e-3;
 
-absl::Status Train(const std::string& model_dir, const std::string& train_jsonl, const std::string& out_dir,
-                   int64_t steps) {
+absl::Status Train(const std::string& model_dir, const std::string& train_jsonl,
+                   const std::string& out_dir, int64_t steps) {
   // ---- The process: your program's to set (RunTraining's choices: trainer.h).
   const bool cuda = torch::cuda::is_available();
   const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
@@ -62,8 +62,9 @@ absl::Status Train(const std::string& model_dir, const std::string& train_jsonl,
   torch::manual_seed(0);  // the generator LoRA dropout draws from
 
   // ---- The base model: frozen (every weight has requires_grad false).
-  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> model,
-                         CausalLM::FromPretrained(model_dir, cuda ? torch::kBFloat16 : torch::kFloat32, device));
+  FJORD_ASSIGN_OR_RETURN(
+      std::shared_ptr<CausalLM> model,
+      CausalLM::FromPretrained(model_dir, cuda ? torch::kBFloat16 : torch::kFloat32, device));
 
   // ---- The data: JSONL -> chat template -> token ids and labels -> packed rows.
   FJORD_ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tokenizer,
@@ -72,14 +73,16 @@ absl::Status Train(const std::string& model_dir, const std::string& train_jsonl,
   data::DataOptions data_options;  // chat template: picked from the tokenizer's special tokens
   data_options.max_length = kSeqLen;
   data_options.truncate = true;
-  FJORD_ASSIGN_OR_RETURN(data::Dataset dataset, data::LoadJsonl(train_jsonl, data_tokenizer, data_options));
+  FJORD_ASSIGN_OR_RETURN(data::Dataset dataset,
+                         data::LoadJsonl(train_jsonl, data_tokenizer, data_options));
   data::LoaderOptions loader_options;
   loader_options.seq_len = kSeqLen;
   loader_options.seed = 0;
-  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<data::DataLoader> loader,
-                         data::DataLoader::Create(std::make_shared<const std::vector<data::Example>>(
-                                                      std::move(dataset.examples)),
-                                                  loader_options));
+  FJORD_ASSIGN_OR_RETURN(
+      std::unique_ptr<data::DataLoader> loader,
+      data::DataLoader::Create(
+          std::make_shared<const std::vector<data::Example>>(std::move(dataset.examples)),
+          loader_options));
 
   // ---- LoRA layers on the attention's q_proj and v_proj (fp32, on the model's device).
   lora::LoraConfig lora_config;
@@ -88,9 +91,10 @@ absl::Status Train(const std::string& model_dir, const std::string& train_jsonl,
   lora_config.dropout = 0.05;
   lora_config.target_modules = lora::TargetModules::Names({"q_proj", "v_proj"});
   lora_config.base_model_name_or_path = model_dir;
-  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<lora::LoraAdapter> adapter, lora::LoraAdapter::Inject(*model, lora_config, /*seed=*/0));
-  std::printf("%lld trainable parameters in %zu LoRA layers\n", static_cast<long long>(adapter->num_parameters()),
-              adapter->layers().size());
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<lora::LoraAdapter> adapter,
+                         lora::LoraAdapter::Inject(*model, lora_config, /*seed=*/0));
+  std::printf("%lld trainable parameters in %zu LoRA layers\n",
+              static_cast<long long>(adapter->num_parameters()), adapter->layers().size());
 
   // ---- AdamW over the adapter's parameters only.
   const std::vector<std::pair<std::string, torch::Tensor>> named = adapter->NamedParameters();
@@ -103,21 +107,25 @@ absl::Status Train(const std::string& model_dir, const std::string& train_jsonl,
   for (int64_t step = 0; step < steps; ++step) {
     FJORD_ASSIGN_OR_RETURN(data::PackedBatch packed, loader->NextBatch(kRows));
     FJORD_ASSIGN_OR_RETURN(data::TorchBatch batch, data::ToTorch(packed));  // on the host
-    const double lr = train::LearningRate("cosine", kPeakLr, step, steps, /*warmup=*/2, /*min_ratio=*/0.1);
+    const double lr =
+        train::LearningRate("cosine", kPeakLr, step, steps, /*warmup=*/2, /*min_ratio=*/0.1);
     // LibTorch reports errors by throwing; TorchCall turns them into a Status.
-    FJORD_ASSIGN_OR_RETURN(double loss, TorchCall("training step", [&] {
-      optimizer.ZeroGrad();
-      // Segment ids stay on the host: the model lays out attention from them
-      // (one causal block per packed example) without a device sync.
-      torch::Tensor hidden =
-          model->Hidden(batch.input_ids.to(device), batch.position_ids.to(device), batch.segment_ids);  // (B, T, C)
-      torch::Tensor loss = model->LossSum(hidden, batch.targets.to(device)) /
-                           static_cast<double>(batch.trained_tokens);  // mean CE per trained token
-      loss.backward();
-      train::ClipGradNorm(params, /*max_norm=*/1.0);
-      optimizer.Step(lr);
-      return loss.item<double>();
-    }));
+    FJORD_ASSIGN_OR_RETURN(
+        double loss, TorchCall("training step", [&] {
+          optimizer.ZeroGrad();
+          // Segment ids stay on the host: the model lays out attention from them
+          // (one causal block per packed example) without a device sync.
+          torch::Tensor hidden =
+              model->Hidden(batch.input_ids.to(device), batch.position_ids.to(device),
+                            batch.segment_ids);  // (B, T, C)
+          torch::Tensor loss =
+              model->LossSum(hidden, batch.targets.to(device)) /
+              static_cast<double>(batch.trained_tokens);  // mean CE per trained token
+          loss.backward();
+          train::ClipGradNorm(params, /*max_norm=*/1.0);
+          optimizer.Step(lr);
+          return loss.item<double>();
+        }));
     std::printf("step %lld/%lld  loss %.4f  lr %.2e\n", static_cast<long long>(step + 1),
                 static_cast<long long>(steps), loss, lr);
   }

@@ -12,7 +12,8 @@
 //
 //   bazel build //tools/demo //examples:finetune_lora
 //   d=bazel-bin/tools/demo/out
-//   bazel-bin/examples/finetune_lora $d/model $d/data/train.jsonl $d/data/valid.jsonl /tmp/finetune 20
+//   bazel-bin/examples/finetune_lora $d/model $d/data/train.jsonl $d/data/valid.jsonl /tmp/finetune
+//   20
 //
 // Walked through in docs/embedding.md.
 #include <cstdio>
@@ -37,7 +38,7 @@ absl::Status FineTune(const std::string& model_dir, const std::string& train_jso
   config.data.max_length = 128;          // tokens per packed row
   config.training.max_steps = steps;
   config.training.learning_rate = 1e-3;
-  config.output.dir = out_dir;           // checkpoints/ and adapter/ go here
+  config.output.dir = out_dir;  // checkpoints/ and adapter/ go here
 
   // What to train: LoRA on every linear layer but lm_head (lora/lora_config.h).
   lora::LoraConfig lora_config;
@@ -69,7 +70,8 @@ absl::Status FineTune(const std::string& model_dir, const std::string& train_jso
 int main(int argc, char** argv) {
   int64_t steps = 20;
   if (argc < 5 || argc > 6 || (argc == 6 && (!absl::SimpleAtoi(argv[5], &steps) || steps < 1))) {
-    std::fprintf(stderr, "usage: finetune_lora MODEL_DIR TRAIN.jsonl VALID.jsonl OUT_DIR [STEPS]\n");
+    std::fprintf(stderr,
+                 "usage: finetune_lora MODEL_DIR TRAIN.jsonl VALID.jsonl OUT_DIR [STEPS]\n");
     return 2;
   }
   const absl::Status status = fjord::FineTune(argv[1], argv[2], argv[3], argv[4], steps);

@@ -34,13 +34,14 @@ std::vector<ModuleInfo> ModulesOf(CausalLM& model) {
 }
 
 absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Inject(CausalLM& model, LoraConfig config,
-                                                                  uint64_t seed) {
-  FJORD_ASSIGN_OR_RETURN(std::vector<AdaptedModule> modules, ResolveTargets(config, ModulesOf(model)));
+                                                                 uint64_t seed) {
+  FJORD_ASSIGN_OR_RETURN(std::vector<AdaptedModule> modules,
+                         ResolveTargets(config, ModulesOf(model)));
   std::map<std::string, LinearSlot> slots = SlotsByName(model);
   for (const AdaptedModule& m : modules) {
-    if (std::dynamic_pointer_cast<DenseLinear>(*slots.at(m.path).layer) == nullptr) {
+    if (std::dynamic_pointer_cast<LoraLinear>(*slots.at(m.path).layer) != nullptr) {
       return absl::FailedPreconditionError(
-          absl::StrCat(m.path, " is not a plain linear layer (already adapted?); cannot inject LoRA"));
+          absl::StrCat(m.path, " already has a LoRA layer; cannot inject another"));
     }
   }
   std::unique_ptr<LoraAdapter> adapter(new LoraAdapter());
@@ -50,12 +51,12 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Inject(CausalLM& model
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
     std::vector<std::shared_ptr<LoraLinear>> layers;
     for (const AdaptedModule& m : modules) {
-      auto base = std::dynamic_pointer_cast<DenseLinear>(*slots.at(m.path).layer);
+      std::shared_ptr<LinearBase> base = *slots.at(m.path).layer;
       LoraLinear::Options o;
       o.r = m.r;
       o.scale = m.scale;
       o.dropout = adapter->config_.dropout;
-      layers.push_back(std::make_shared<LoraLinear>(base, o, gen));
+      layers.push_back(std::make_shared<LoraLinear>(base, o, gen, model.device()));
     }
     // Swap only once every layer was built, so an error leaves the model as it was.
     for (size_t i = 0; i < modules.size(); ++i) {
@@ -68,11 +69,11 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Inject(CausalLM& model
   return adapter;
 }
 
-absl::StatusOr<std::vector<torch::Tensor>> LoraAdapter::ReadWeights(const std::string& dir,
-                                                                    const std::vector<AdaptedModule>& modules,
-                                                                    Env* env) {
+absl::StatusOr<std::vector<torch::Tensor>> LoraAdapter::ReadWeights(
+    const std::string& dir, const std::vector<AdaptedModule>& modules, Env* env) {
   const std::string path = JoinPath(dir, kAdapterWeightsName);
-  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::SafetensorsFile> file, io::SafetensorsFile::Open(path, env));
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::SafetensorsFile> file,
+                         io::SafetensorsFile::Open(path, env));
   FJORD_RETURN_IF_ERROR(CheckAdapterTensors(file->header(), modules, path));
   std::vector<torch::Tensor> out;
   for (const AdaptedModule& m : modules) {
@@ -82,7 +83,8 @@ absl::StatusOr<std::vector<torch::Tensor>> LoraAdapter::ReadWeights(const std::s
                                return t.to(torch::kFloat32).contiguous().clone();
                              }));
       if (!torch::isfinite(f).all().item<bool>()) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", key, "' holds NaN or infinite values"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor '", key, "' holds NaN or infinite values"));
       }
       out.push_back(std::move(f));
     }
@@ -90,7 +92,8 @@ absl::StatusOr<std::vector<torch::Tensor>> LoraAdapter::ReadWeights(const std::s
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPretrained(CausalLM& model, const std::string& dir,
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPretrained(CausalLM& model,
+                                                                         const std::string& dir,
                                                                          Env* env) {
   if (env == nullptr) env = Env::Default();
   const std::string config_path = JoinPath(dir, kAdapterConfigName);
@@ -118,8 +121,10 @@ absl::Status LoraAdapter::Save(const std::string& dir, Env* env) const {
     tensors.emplace_back(LoraAKey(modules_[i].path), layers_[i]->lora_A().detach());
     tensors.emplace_back(LoraBKey(modules_[i].path), layers_[i]->lora_B().detach());
   }
-  FJORD_RETURN_IF_ERROR(io::WriteSafetensors(JoinPath(dir, kAdapterWeightsName), tensors, {{"format", "pt"}}, env));
-  return env->WriteFileAtomic(JoinPath(dir, kAdapterConfigName), AdapterConfigJson(config_, modules_));
+  FJORD_RETURN_IF_ERROR(
+      io::WriteSafetensors(JoinPath(dir, kAdapterWeightsName), tensors, {{"format", "pt"}}, env));
+  return env->WriteFileAtomic(JoinPath(dir, kAdapterConfigName),
+                              AdapterConfigJson(config_, modules_));
 }
 
 absl::Status LoraAdapter::LoadWeights(const std::string& dir, Env* env) {
@@ -127,7 +132,8 @@ absl::Status LoraAdapter::LoadWeights(const std::string& dir, Env* env) {
   const std::string config_path = JoinPath(dir, kAdapterConfigName);
   FJORD_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(config_path));
   FJORD_ASSIGN_OR_RETURN(LoraConfig config, ParseAdapterConfig(text, config_path));
-  FJORD_ASSIGN_OR_RETURN(std::vector<AdaptedModule> modules, ResolveTargets(config, ModulesOf(*model_)));
+  FJORD_ASSIGN_OR_RETURN(std::vector<AdaptedModule> modules,
+                         ResolveTargets(config, ModulesOf(*model_)));
   if (modules.size() != modules_.size()) {
     return absl::FailedPreconditionError(absl::StrCat(config_path, ": adapts ", modules.size(),
                                                       " modules, this adapter ", modules_.size()));
@@ -137,8 +143,8 @@ absl::Status LoraAdapter::LoadWeights(const std::string& dir, Env* env) {
     const AdaptedModule& b = modules_[i];
     if (a.path != b.path || a.r != b.r || a.scale != b.scale) {
       return absl::FailedPreconditionError(absl::StrCat(
-          config_path, ": module ", a.path, " (r ", a.r, ", scale ", a.scale, ") differs from this adapter's ",
-          b.path, " (r ", b.r, ", scale ", b.scale, ")"));
+          config_path, ": module ", a.path, " (r ", a.r, ", scale ", a.scale,
+          ") differs from this adapter's ", b.path, " (r ", b.r, ", scale ", b.scale, ")"));
     }
   }
   FJORD_ASSIGN_OR_RETURN(std::vector<torch::Tensor> weights, ReadWeights(dir, modules_, env));

@@ -93,9 +93,8 @@ class LoraAdapter {
   LoraAdapter() = default;
   // Checks dir's files against `modules` and reads its tensors (fp32, in
   // modules order: A, B, A, B, ...).
-  static absl::StatusOr<std::vector<torch::Tensor>> ReadWeights(const std::string& dir,
-                                                                const std::vector<AdaptedModule>& modules,
-                                                                Env* env);
+  static absl::StatusOr<std::vector<torch::Tensor>> ReadWeights(
+      const std::string& dir, const std::vector<AdaptedModule>& modules, Env* env);
 
   CausalLM* model_ = nullptr;
   LoraConfig config_;

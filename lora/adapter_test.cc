@@ -20,7 +20,7 @@
 #include "lora/job_config.h"
 #include "lora/lora_method.h"
 #include "lora/peft_format.h"
-#include "runtime/io/checkpoint.h"
+#include "runtime/io/model_dir.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/util/env.h"
 
@@ -84,8 +84,9 @@ void SaveBase(CausalLM& lm, const std::string& dir) {
   std::map<std::string, Tensor> params;
   for (const auto& p : lm.named_parameters()) params[p.key()] = p.value();
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& [name, shape] : model::ExpectedTensors(lm.config())) tensors.emplace_back(name, params.at(name));
-  ASSERT_TRUE(io::WriteCheckpointTensors(dir, tensors, int64_t{1} << 30).ok());
+  for (const auto& [name, shape] : model::ExpectedTensors(lm.config()))
+    tensors.emplace_back(name, params.at(name));
+  ASSERT_TRUE(io::WriteModelDirTensors(dir, tensors, int64_t{1} << 30).ok());
   std::ofstream(dir + "/config.json") << lm.config().ToJson();
 }
 
@@ -112,13 +113,14 @@ TEST(InjectTest, AllLinearLeavesTheHeadAndStartsAsTheBase) {
     if (p.value().requires_grad()) ++trainable;
   }
   EXPECT_EQ(trainable, 28);
-  EXPECT_EQ((*a)->num_parameters(),
-            2 * (4 * (32 + 32) + 2 * 4 * (32 + 16) + 4 * (32 + 32) + 2 * 4 * (32 + 48) + 4 * (48 + 32)));
+  EXPECT_EQ((*a)->num_parameters(), 2 * (4 * (32 + 32) + 2 * 4 * (32 + 16) + 4 * (32 + 32) +
+                                         2 * 4 * (32 + 48) + 4 * (48 + 32)));
 
   // A second injection over adapted layers is refused.
   absl::StatusOr<std::unique_ptr<LoraAdapter>> again = LoraAdapter::Inject(*lm, c, 7);
   EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(again.status().message(), HasSubstr("model.layers.0.self_attn.q_proj is not a plain linear layer"));
+  EXPECT_THAT(again.status().message(),
+              HasSubstr("model.layers.0.self_attn.q_proj already has a LoRA layer"));
 
   // Detach restores the base layers.
   RandomizeB(**a, 3);
@@ -134,7 +136,8 @@ TEST(InjectTest, NoMatchIsInvalidArgument) {
   absl::Status s = LoraAdapter::Inject(*lm, c, 0).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("target_modules [c_attn] matched no linear layer"));
-  EXPECT_NE(std::dynamic_pointer_cast<DenseLinear>(lm->model->layers[0]->self_attn->q_proj), nullptr);
+  EXPECT_NE(std::dynamic_pointer_cast<DenseLinear>(lm->model->layers[0]->self_attn->q_proj),
+            nullptr);
 }
 
 TEST(SaveLoadTest, RoundTripInPeftFormat) {
@@ -158,7 +161,8 @@ TEST(SaveLoadTest, RoundTripInPeftFormat) {
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ((*f)->metadata().at("format"), "pt");
   EXPECT_EQ((*f)->Names().size(), 12u);
-  const io::TensorEntry* e = (*f)->Find("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight");
+  const io::TensorEntry* e =
+      (*f)->Find("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight");
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->shape, (std::vector<int64_t>{2, 48}));
   EXPECT_EQ(e->dtype, "F32");
@@ -168,7 +172,8 @@ TEST(SaveLoadTest, RoundTripInPeftFormat) {
   EXPECT_EQ(j["base_model_name_or_path"], "tiny-qwen2");
 
   auto lm2 = CausalLM::RandomInit(TinyQwen2(), torch::kFloat32, torch::kCPU, 2);
-  absl::StatusOr<std::unique_ptr<LoraAdapter>> b = LoraAdapter::FromPretrained(*lm2, dir + "/adapter");
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> b =
+      LoraAdapter::FromPretrained(*lm2, dir + "/adapter");
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_TRUE(torch::equal(Logits(*lm2), logits));
   EXPECT_EQ((*b)->modules()[2].r, 2);
@@ -204,8 +209,13 @@ class BadAdapterTest : public ::testing::Test {
     RandomizeB(**a, 2);
     ASSERT_TRUE((*a)->Save(dir_).ok());
     (*a)->Detach();
-    for (const std::string& n : io::SafetensorsFile::Open(dir_ + "/adapter_model.safetensors").value()->Names()) {
-      tensors_.emplace_back(n, io::SafetensorsFile::Open(dir_ + "/adapter_model.safetensors").value()->Get(n).value().clone());
+    for (const std::string& n :
+         io::SafetensorsFile::Open(dir_ + "/adapter_model.safetensors").value()->Names()) {
+      tensors_.emplace_back(n, io::SafetensorsFile::Open(dir_ + "/adapter_model.safetensors")
+                                   .value()
+                                   ->Get(n)
+                                   .value()
+                                   .clone());
     }
   }
   void EditConfig(const std::string& key, const nlohmann::json& value) {
@@ -251,7 +261,8 @@ TEST_F(BadAdapterTest, UnsupportedOptions) {
   EditConfig("use_dora", true);
   absl::Status s = Load();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr(dir_ + "/adapter_config.json: field 'use_dora' is true (DoRA adapters)"));
+  EXPECT_THAT(s.message(),
+              HasSubstr(dir_ + "/adapter_config.json: field 'use_dora' is true (DoRA adapters)"));
   EditConfig("use_dora", false);
   EditConfig("fan_in_fan_out", true);
   EXPECT_THAT(Load().message(), HasSubstr("field 'fan_in_fan_out' is true"));
@@ -265,26 +276,33 @@ TEST_F(BadAdapterTest, MissingKey) {
   WriteTensors();
   absl::Status s = Load();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr(dir_ + "/adapter_model.safetensors: missing 1 tensor(s) adapter_config.json requires: "
-                                            "base_model.model.model.layers.1.self_attn.v_proj.lora_"));
+  EXPECT_THAT(
+      s.message(),
+      HasSubstr(dir_ +
+                "/adapter_model.safetensors: missing 1 tensor(s) adapter_config.json requires: "
+                "base_model.model.model.layers.1.self_attn.v_proj.lora_"));
 }
 
 TEST_F(BadAdapterTest, ExtraKey) {
-  tensors_.emplace_back("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", torch::zeros({4, 32}));
+  tensors_.emplace_back("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight",
+                        torch::zeros({4, 32}));
   WriteTensors();
   absl::Status s = Load();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("1 unexpected tensor(s) the adapter config does not account for: "
-                                     "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight"));
+  EXPECT_THAT(s.message(),
+              HasSubstr("1 unexpected tensor(s) the adapter config does not account for: "
+                        "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight"));
 }
 
 TEST_F(BadAdapterTest, WrongShapeNamesKeyAndBothShapes) {
   for (auto& [name, t] : tensors_) {
-    if (name == "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight") t = torch::zeros({32, 4});
+    if (name == "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight")
+      t = torch::zeros({32, 4});
   }
   WriteTensors();
   EXPECT_THAT(Load().message(),
-              HasSubstr("tensor 'base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight' has shape [32, 4], "
+              HasSubstr("tensor 'base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight' "
+                        "has shape [32, 4], "
                         "expected [16, 4]"));
 }
 
@@ -293,7 +311,8 @@ TEST_F(BadAdapterTest, RankDisagreesWithConfig) {
   absl::Status s = Load();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(),
-              HasSubstr("tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' has shape [4, 32], "
+              HasSubstr("tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' "
+                        "has shape [4, 32], "
                         "expected [8, 32] (rank 8 from adapter_config.json)"));
 }
 
@@ -344,8 +363,9 @@ TEST(ExportTest, MergedCheckpointLoadsAndMatches) {
   EXPECT_TRUE(torch::allclose(Logits(**merged), adapted, 1e-5, 1e-5));
   EXPECT_FALSE(torch::allclose(Logits(**merged), Logits(*base), 1e-3, 1e-3));
 
-  ASSERT_TRUE(ExportMerged(root + "/base", root + "/adapter", root + "/merged16", {"bfloat16"}).ok());
-  auto reader = io::CheckpointReader::Open(root + "/merged16");
+  ASSERT_TRUE(
+      ExportMerged(root + "/base", root + "/adapter", root + "/merged16", {"bfloat16"}).ok());
+  auto reader = io::ModelDirReader::Open(root + "/merged16");
   ASSERT_TRUE(reader.ok());
   EXPECT_EQ((*reader)->Find("model.layers.0.self_attn.q_proj.weight")->dtype, "BF16");
   EXPECT_THAT(ExportMerged(root + "/base", root + "/adapter", root + "/x", {"int8"}).message(),
@@ -423,13 +443,15 @@ TEST(LoraMethodTest, SaveToAndLoadFromAnEnv) {
   full.FailWritesAfterBytes(100);
   const absl::Status s = seam.SaveTo("/ckpt/other", &full);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
-  EXPECT_THAT(std::string(s.message()), HasSubstr("write /ckpt/other/adapter_model.safetensors.tmp."));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("write /ckpt/other/adapter_model.safetensors.tmp."));
   EXPECT_FALSE(mem->FileExists("/ckpt/other/adapter_model.safetensors"));
 
   LoraMethod other(c);
   auto lm2 = CausalLM::RandomInit(TinyLlama(false), torch::kFloat32, torch::kCPU, 2);
   ASSERT_TRUE(other.Attach(*lm2, 7).ok());
-  const absl::Status loaded = static_cast<train::AdapterMethod&>(other).LoadFrom("/ckpt/adapter", mem.get());
+  const absl::Status loaded =
+      static_cast<train::AdapterMethod&>(other).LoadFrom("/ckpt/adapter", mem.get());
   ASSERT_TRUE(loaded.ok()) << loaded;
   const auto want = method.TrainableParameters(), got = other.TrainableParameters();
   ASSERT_EQ(want.size(), got.size());

@@ -31,7 +31,7 @@ struct ExportOptions {
 
 // Reads base_dir (config.json, safetensors weights single or sharded) and
 // adapter_dir (a PEFT LoRA adapter), writes out_dir (created): the merged
-// weights (io::WriteCheckpointTensors), config.json, and whichever of
+// weights (io::WriteModelDirTensors), config.json, and whichever of
 // generation_config.json, tokenizer.json, tokenizer_config.json,
 // special_tokens_map.json, tokenizer.model, vocab.json, merges.txt,
 // added_tokens.json and chat_template.jinja base_dir has, copied.

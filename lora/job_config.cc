@@ -15,10 +15,14 @@ using Field = cy::Field<JobConfig>;
 // The `lora:` section.
 std::vector<Field> LoraFields() {
   std::vector<Field> v;
-  v.push_back(cy::NumberField<int64_t, JobConfig>("lora", "r", [](JobConfig& c) -> int64_t& { return c.lora.r; }, 1, 4096));
-  v.push_back(cy::NumberField<double, JobConfig>("lora", "alpha", [](JobConfig& c) -> double& { return c.lora.alpha; }, 1e-6, 1e6));
-  v.push_back(cy::NumberField<double, JobConfig>("lora", "dropout", [](JobConfig& c) -> double& { return c.lora.dropout; }, 0, 0.999));
-  v.push_back(cy::BoolField<JobConfig>("lora", "use_rslora", [](JobConfig& c) -> bool& { return c.lora.use_rslora; }));
+  v.push_back(cy::NumberField<int64_t, JobConfig>(
+      "lora", "r", [](JobConfig& c) -> int64_t& { return c.lora.r; }, 1, 4096));
+  v.push_back(cy::NumberField<double, JobConfig>(
+      "lora", "alpha", [](JobConfig& c) -> double& { return c.lora.alpha; }, 1e-6, 1e6));
+  v.push_back(cy::NumberField<double, JobConfig>(
+      "lora", "dropout", [](JobConfig& c) -> double& { return c.lora.dropout; }, 0, 0.999));
+  v.push_back(cy::BoolField<JobConfig>("lora", "use_rslora",
+                                       [](JobConfig& c) -> bool& { return c.lora.use_rslora; }));
   {
     Field f{"lora", "target_modules", nullptr, nullptr};
     f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {
@@ -30,13 +34,16 @@ std::vector<Field> LoraFields() {
       } else if (n.IsSequence()) {
         for (size_t i = 0; i < n.size(); ++i) {
           std::string s;
-          FJORD_RETURN_IF_ERROR(cy::ReadScalar(n[i], absl::StrCat(where, "[", i, "]"), "a string", &s));
+          FJORD_RETURN_IF_ERROR(
+              cy::ReadScalar(n[i], absl::StrCat(where, "[", i, "]"), "a string", &s));
           out.push_back(s);
         }
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": expected a string or a list of strings"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": expected a string or a list of strings"));
       }
-      if (out.empty() || std::any_of(out.begin(), out.end(), [](const std::string& s) { return s.empty(); })) {
+      if (out.empty() ||
+          std::any_of(out.begin(), out.end(), [](const std::string& s) { return s.empty(); })) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": must name at least one module"));
       }
       c.lora.target_modules = out;
@@ -56,18 +63,25 @@ std::vector<Field> LoraFields() {
     Field f{"lora", "rank_pattern", nullptr, nullptr};
     f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {
       std::vector<std::pair<std::string, int64_t>> out;
-      if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping of module pattern: rank"));
+      if (!n.IsMap())
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": expected a mapping of module pattern: rank"));
       for (auto it = n.begin(); it != n.end(); ++it) {
         const YAML::Node k = it->first;
         const YAML::Node val = it->second;
         const std::string key = k.as<std::string>("");
+        FJORD_RETURN_IF_ERROR(cy::CheckText(key, absl::StrCat(where, " key")));
         int64_t r = 0;
-        FJORD_RETURN_IF_ERROR(cy::ReadScalar(val, absl::StrCat(where, "[", key, "]"), "an integer", &r));
+        FJORD_RETURN_IF_ERROR(
+            cy::ReadScalar(val, absl::StrCat(where, "[", key, "]"), "an integer", &r));
         if (key.empty() || r < 1 || r > 4096) {
-          return absl::InvalidArgumentError(absl::StrCat(where, "[", key, "]: rank must be in [1, 4096] for a non-empty pattern"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, "[", key, "]: rank must be in [1, 4096] for a non-empty pattern"));
         }
         for (const auto& [seen, unused] : out) {
-          if (seen == key) return absl::InvalidArgumentError(absl::StrCat(where, ": pattern '", key, "' appears twice"));
+          if (seen == key)
+            return absl::InvalidArgumentError(
+                absl::StrCat(where, ": pattern '", key, "' appears twice"));
         }
         out.emplace_back(key, r);
       }
@@ -85,18 +99,25 @@ std::vector<Field> LoraFields() {
     Field f{"lora", "alpha_pattern", nullptr, nullptr};
     f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {
       std::vector<std::pair<std::string, double>> out;
-      if (!n.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping of module pattern: alpha"));
+      if (!n.IsMap())
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": expected a mapping of module pattern: alpha"));
       for (auto it = n.begin(); it != n.end(); ++it) {
         const YAML::Node k = it->first;
         const YAML::Node val = it->second;
         const std::string key = k.as<std::string>("");
+        FJORD_RETURN_IF_ERROR(cy::CheckText(key, absl::StrCat(where, " key")));
         double a = 0;
-        FJORD_RETURN_IF_ERROR(cy::ReadScalar(val, absl::StrCat(where, "[", key, "]"), "a number", &a));
+        FJORD_RETURN_IF_ERROR(
+            cy::ReadScalar(val, absl::StrCat(where, "[", key, "]"), "a number", &a));
         if (key.empty() || !(a > 0) || a > 1e6) {
-          return absl::InvalidArgumentError(absl::StrCat(where, "[", key, "]: alpha must be in (0, 1e6] for a non-empty pattern"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, "[", key, "]: alpha must be in (0, 1e6] for a non-empty pattern"));
         }
         for (const auto& [seen, unused] : out) {
-          if (seen == key) return absl::InvalidArgumentError(absl::StrCat(where, ": pattern '", key, "' appears twice"));
+          if (seen == key)
+            return absl::InvalidArgumentError(
+                absl::StrCat(where, ": pattern '", key, "' appears twice"));
         }
         out.emplace_back(key, a);
       }
@@ -114,11 +135,16 @@ std::vector<Field> LoraFields() {
     Field f{"lora", "layers_to_transform", nullptr, nullptr};
     f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {
       std::vector<int64_t> out;
-      if (!n.IsSequence()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a list of layer indices"));
+      if (!n.IsSequence())
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": expected a list of layer indices"));
       for (size_t i = 0; i < n.size(); ++i) {
         int64_t x = 0;
-        FJORD_RETURN_IF_ERROR(cy::ReadScalar(n[i], absl::StrCat(where, "[", i, "]"), "an integer", &x));
-        if (x < 0) return absl::InvalidArgumentError(absl::StrCat(where, "[", i, "]: layer index ", x, " is negative"));
+        FJORD_RETURN_IF_ERROR(
+            cy::ReadScalar(n[i], absl::StrCat(where, "[", i, "]"), "an integer", &x));
+        if (x < 0)
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, "[", i, "]: layer index ", x, " is negative"));
         out.push_back(x);
       }
       c.lora.layers_to_transform = out;
@@ -148,7 +174,9 @@ const cy::Schema<JobConfig>& JobSchema() {
       }
       s->fields.push_back(cy::Lift<JobConfig>(f));
     }
-    s->check = [check = base.check](const JobConfig& c, absl::string_view name) { return check(c, name); };
+    s->check = [check = base.check](const JobConfig& c, absl::string_view name) {
+      return check(c, name);
+    };
     return s;
   }();
   return *schema;

@@ -41,15 +41,16 @@ namespace fjord::lora {
 // LoraConfig.
 struct JobConfig : train::TrainingConfig {
   struct Lora {
-    int64_t r = 16;                // higher: more capacity, more memory
+    int64_t r = 16;  // higher: more capacity, more memory
     double alpha = 32;
     double dropout = 0.05;
     // As PEFT: a list names modules (a path ending in ".<name>", e.g. q_proj);
     // a single string is "all-linear" (every linear layer but lm_head) or a
     // regex that must match the whole module path (".*layers\.[0-3]\..*_proj").
     std::vector<std::string> target_modules = {"all-linear"};
-    bool target_modules_regex = false;  // set when target_modules was one string other than all-linear
-    bool use_rslora = false;       // scale alpha/sqrt(r) instead of alpha/r
+    bool target_modules_regex =
+        false;                // set when target_modules was one string other than all-linear
+    bool use_rslora = false;  // scale alpha/sqrt(r) instead of alpha/r
     std::vector<int64_t> layers_to_transform;  // empty: all layers
     // Per-module rank / alpha: the first key (a regex) matching the end of a
     // module path after a '.' wins, e.g. {down_proj: 32}. As PEFT's.

@@ -41,7 +41,8 @@ training: {epochs: 3, micro_batch_size: 2, gradient_accumulation_steps: 4, learn
 eval: {every_steps: 10}
 checkpoint: {every_steps: 20, keep_last: 2}
 output: {dir: /o}
-)", "job.yaml");
+)",
+                                               "job.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->model.dtype, "bfloat16");
   EXPECT_EQ(c->data.chat_template, "chatml");
@@ -63,7 +64,8 @@ TEST(JobConfigTest, UnknownKeyNamesLineAndAllowedKeys) {
   path: /m
 lora:
   rank: 8
-)", "job.yaml");
+)",
+                                               "job.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("job.yaml:4"));
   EXPECT_THAT(c.status().message(), HasSubstr("lora.rank"));
@@ -77,9 +79,45 @@ TEST(JobConfigTest, UnknownSection) {
 }
 
 TEST(JobConfigTest, WrongTypeNamesFieldAndLine) {
-  absl::StatusOr<JobConfig> c = ParseJobConfig(std::string(kMinimal) + "lora:\n  r: sixteen\n", "job.yaml");
+  absl::StatusOr<JobConfig> c =
+      ParseJobConfig(std::string(kMinimal) + "lora:\n  r: sixteen\n", "job.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(c.status().message(), HasSubstr("job.yaml:9: field 'lora.r': expected an integer, got 'sixteen'"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("job.yaml:9: field 'lora.r': expected an integer, got 'sixteen'"));
+}
+
+// Found by the job_config fuzzer: a path with invalid UTF-8 and carriage
+// returns parsed, but did not survive ToYaml (the emitter replaced the
+// bytes). Text must be valid UTF-8 without control characters.
+TEST(JobConfigTest, TextMustBeValidUtf8WithoutControlCharacters) {
+  struct Case {
+    std::string yaml, error;
+  };
+  const Case cases[] = {
+      {"model:\n  path: /models/llam\xff\xff\ndata:\n  train: /t\noutput:\n  dir: /o\n",
+       "j.yaml:2: field 'model.path': invalid UTF-8 at byte 12 (0xff)"},
+      {"model:\n  path: \"/m\\r\"\ndata:\n  train: /t\noutput:\n  dir: /o\n",
+       "field 'model.path': control character 0x0d at byte 2"},
+      {"model:\n  path: /m\ndata:\n  train: \"/t\\x1c\"\noutput:\n  dir: /o\n",
+       "field 'data.train': control character 0x1c at byte 2"},
+      {"model:\n  path: /m\ndata:\n  train: /t\noutput:\n  dir: /o\nlora:\n  target_modules: "
+       "[\"q\xc0\xafx\"]\n",
+       "invalid UTF-8 at byte 1 (0xc0)"},  // an overlong '/'
+      {"model:\n  path: /m\ndata:\n  train: /t\noutput:\n  dir: /o\nlora:\n  rank_pattern: "
+       "{\"\xed\xa0\x80\": 4}\n",
+       "key: invalid UTF-8 at byte 0 (0xed)"},  // a surrogate
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<JobConfig> j = ParseJobConfig(c.yaml, "j.yaml");
+    ASSERT_FALSE(j.ok()) << c.error;
+    EXPECT_EQ(j.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(j.status().message()), HasSubstr(c.error));
+  }
+  // Tabs, newlines and any valid UTF-8 stay allowed.
+  absl::StatusOr<JobConfig> ok = ParseJobConfig(
+      "model:\n  path: \"/m\\tö/模型/😀\"\ndata:\n  train: /t\noutput:\n  dir: /o\n", "j.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->model.path, "/m\tö/模型/😀");
 }
 
 TEST(JobConfigTest, OutOfRange) {
@@ -91,14 +129,36 @@ TEST(JobConfigTest, OutOfRange) {
 }
 
 TEST(JobConfigTest, EnumValueChecked) {
-  absl::StatusOr<JobConfig> c =
-      ParseJobConfig(std::string(kMinimal) + "training:\n  lr_scheduler: exponential\n", "job.yaml");
+  absl::StatusOr<JobConfig> c = ParseJobConfig(
+      std::string(kMinimal) + "training:\n  lr_scheduler: exponential\n", "job.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(c.status().message(), HasSubstr("'exponential' is not one of cosine, linear, constant"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("'exponential' is not one of cosine, linear, constant"));
+}
+
+TEST(JobConfigTest, QuantizationIsNoneOrNf4) {
+  absl::StatusOr<JobConfig> c = ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.quantization, "none");
+  c = ParseJobConfig(
+      "model:\n  path: /m\n  quantization: nf4\ndata:\n  train: t.jsonl\n"
+      "output:\n  dir: /o\n",
+      "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.quantization, "nf4");
+  EXPECT_THAT(c->ToYaml(), HasSubstr("quantization: nf4"));
+  c = ParseJobConfig(
+      "model:\n  path: /m\n  quantization: int4\ndata:\n  train: t.jsonl\n"
+      "output:\n  dir: /o\n",
+      "job.yaml");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("job.yaml:3: field 'model.quantization'"));
+  EXPECT_THAT(c.status().message(), HasSubstr("'int4' is not one of none, nf4"));
 }
 
 TEST(JobConfigTest, MissingRequiredField) {
-  absl::StatusOr<JobConfig> c = ParseJobConfig("model:\n  path: /m\noutput:\n  dir: /o\n", "job.yaml");
+  absl::StatusOr<JobConfig> c =
+      ParseJobConfig("model:\n  path: /m\noutput:\n  dir: /o\n", "job.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("'data.train' is required"));
 }
@@ -144,7 +204,8 @@ TEST(JobConfigTest, LoraTargetFormsAndPatterns) {
   target_modules: '.*\.(q|v)_proj'
   rank_pattern: {down_proj: 32, 'layers\.0\..*': 4}
   alpha_pattern: {down_proj: 64}
-)", "job.yaml");
+)",
+                                               "job.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->lora.target_modules_regex);
   EXPECT_EQ(c->lora.target_modules, std::vector<std::string>{".*\\.(q|v)_proj"});
@@ -165,11 +226,20 @@ TEST(JobConfigTest, LoraTargetFormsAndPatterns) {
   ASSERT_TRUE(ApplyOverride(d, "lora.target_modules=[q_proj]").ok());
   EXPECT_FALSE(d.lora.target_modules_regex);
 
-  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 0}\n", "job.yaml").status().message(),
-              HasSubstr("job.yaml:9: field 'lora.rank_pattern'[q_proj]: rank must be in [1, 4096]"));
-  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 2, q_proj: 3}\n", "job.yaml").status().message(),
-              HasSubstr("pattern 'q_proj' appears twice"));
-  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  alpha_pattern: [1]\n", "job.yaml").status().message(),
+  EXPECT_THAT(
+      ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 0}\n", "job.yaml")
+          .status()
+          .message(),
+      HasSubstr("job.yaml:9: field 'lora.rank_pattern'[q_proj]: rank must be in [1, 4096]"));
+  EXPECT_THAT(
+      ParseJobConfig(std::string(kMinimal) + "lora:\n  rank_pattern: {q_proj: 2, q_proj: 3}\n",
+                     "job.yaml")
+          .status()
+          .message(),
+      HasSubstr("pattern 'q_proj' appears twice"));
+  EXPECT_THAT(ParseJobConfig(std::string(kMinimal) + "lora:\n  alpha_pattern: [1]\n", "job.yaml")
+                  .status()
+                  .message(),
               HasSubstr("expected a mapping of module pattern: alpha"));
 }
 
@@ -179,11 +249,13 @@ TEST(JobConfigTest, IsATrainingConfigPlusALoraSection) {
   JobConfig c = *ParseJobConfig(kMinimal, "job.yaml");
   const train::TrainingConfig& t = c;
   EXPECT_EQ(t.model.path, "/models/llama");
-  EXPECT_THAT(ParseJobConfig("optimiser:\n  lr: 1\n", "j.yaml").status().message(),
-              HasSubstr("j.yaml:1: field 'optimiser': unknown section; expected one of model, data, lora, "
-                        "training, eval, checkpoint, output"));
+  EXPECT_THAT(
+      ParseJobConfig("optimiser:\n  lr: 1\n", "j.yaml").status().message(),
+      HasSubstr("j.yaml:1: field 'optimiser': unknown section; expected one of model, data, lora, "
+                "training, eval, checkpoint, output"));
   EXPECT_THAT(ParseJobConfig("- a\n", "j.yaml").status().message(),
-              HasSubstr("j.yaml: the job config must be a mapping of sections (model, data, lora, training, eval, "
+              HasSubstr("j.yaml: the job config must be a mapping of sections (model, data, lora, "
+                        "training, eval, "
                         "checkpoint, output)"));
   // The base's YAML has no lora section; the job's has it after data.
   EXPECT_EQ(t.ToYaml().find("lora:"), std::string::npos);
@@ -193,7 +265,8 @@ TEST(JobConfigTest, IsATrainingConfigPlusALoraSection) {
   EXPECT_TRUE(c.Validate().ok()) << c.Validate();
   c.lora.r = 0;
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(c.Validate().message(), HasSubstr("job config: field 'lora.r': 0 is out of range [1, 4096]"));
+  EXPECT_THAT(c.Validate().message(),
+              HasSubstr("job config: field 'lora.r': 0 is out of range [1, 4096]"));
   EXPECT_TRUE(t.Validate().ok()) << "the runtime's part is still valid";
 }
 
@@ -203,7 +276,8 @@ TEST(JobConfigTest, ExampleConfigsParse) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* workspace = std::getenv("TEST_WORKSPACE");
   const std::filesystem::path dir =
-      srcdir ? std::filesystem::path(srcdir) / (workspace ? workspace : "fjord") / "configs" : "configs";
+      srcdir ? std::filesystem::path(srcdir) / (workspace ? workspace : "fjord") / "configs"
+             : "configs";
   ASSERT_TRUE(std::filesystem::is_directory(dir)) << dir << " is not a directory";
   int n = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {

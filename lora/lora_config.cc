@@ -45,12 +45,14 @@ absl::StatusOr<bool> Match(absl::string_view pattern, absl::string_view text, bo
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
-    return absl::InvalidArgumentError(absl::StrCat("regex '", pattern, "' does not compile at offset ",
-                                                   offset, ": ", reinterpret_cast<char*>(message)));
+    return absl::InvalidArgumentError(absl::StrCat("regex '", pattern,
+                                                   "' does not compile at offset ", offset, ": ",
+                                                   reinterpret_cast<char*>(message)));
   }
   std::unique_ptr<pcre2_match_data, MatchDataDeleter> md(
       pcre2_match_data_create_from_pattern(code.get(), nullptr));
-  std::unique_ptr<pcre2_match_context, MatchContextDeleter> ctx(pcre2_match_context_create(nullptr));
+  std::unique_ptr<pcre2_match_context, MatchContextDeleter> ctx(
+      pcre2_match_context_create(nullptr));
   if (md == nullptr || ctx == nullptr) return absl::ResourceExhaustedError("regex: out of memory");
   pcre2_set_match_limit(ctx.get(), kMatchLimit);
   pcre2_set_depth_limit(ctx.get(), kDepthLimit);
@@ -63,13 +65,14 @@ absl::StatusOr<bool> Match(absl::string_view pattern, absl::string_view text, bo
   if (rc < 0) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(rc, message, sizeof message);
-    return absl::InvalidArgumentError(absl::StrCat("regex '", pattern, "' on '", text,
-                                                   "': ", reinterpret_cast<char*>(message)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("regex '", pattern, "' on '", text, "': ", reinterpret_cast<char*>(message)));
   }
   if (group != nullptr && group_text != nullptr) {
     PCRE2_UCHAR* buf = nullptr;
     PCRE2_SIZE len = 0;
-    if (pcre2_substring_get_byname(md.get(), reinterpret_cast<PCRE2_SPTR>(group), &buf, &len) == 0) {
+    if (pcre2_substring_get_byname(md.get(), reinterpret_cast<PCRE2_SPTR>(group), &buf, &len) ==
+        0) {
       group_text->assign(reinterpret_cast<char*>(buf), len);
       pcre2_substring_free(buf);
     } else {
@@ -83,17 +86,19 @@ absl::StatusOr<bool> Match(absl::string_view pattern, absl::string_view text, bo
 // pattern keys into its regexes as they are, and so does fjord.
 
 // PEFT: the decoder-layer index of `path`, or nullopt.
-absl::StatusOr<std::optional<int64_t>> LayerIndex(const LoraConfig& config, const std::string& path) {
+absl::StatusOr<std::optional<int64_t>> LayerIndex(const LoraConfig& config,
+                                                  const std::string& path) {
   std::string idx;
   bool matched = false;
   if (config.layers_pattern.empty()) {
     // The first numbered segment (lazy), as PEFT.
-    FJORD_ASSIGN_OR_RETURN(matched, Match(R"(.*?\.[^.]*\.(?P<idx>\d+)\.)", path, false, "idx", &idx));
+    FJORD_ASSIGN_OR_RETURN(matched,
+                           Match(R"(.*?\.[^.]*\.(?P<idx>\d+)\.)", path, false, "idx", &idx));
   } else {
     for (const std::string& p : config.layers_pattern) {
-      FJORD_ASSIGN_OR_RETURN(matched,
-                             Match(absl::StrCat(R"((?:^|.*?\.))", p, R"(\.(?P<idx>\d+)\.)"), path, false,
-                                   "idx", &idx));
+      FJORD_ASSIGN_OR_RETURN(
+          matched, Match(absl::StrCat(R"((?:^|.*?\.))", p, R"(\.(?P<idx>\d+)\.)"), path, false,
+                         "idx", &idx));
       if (matched) break;
     }
   }
@@ -124,8 +129,8 @@ absl::StatusOr<bool> MatchesTargets(const LoraConfig& config, const TargetModule
       if (!found || !apply_layers || config.layers_to_transform.empty()) return found;
       FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> layer, LayerIndex(config, module.path));
       if (!layer) return false;
-      return std::find(config.layers_to_transform.begin(), config.layers_to_transform.end(), *layer) !=
-             config.layers_to_transform.end();
+      return std::find(config.layers_to_transform.begin(), config.layers_to_transform.end(),
+                       *layer) != config.layers_to_transform.end();
     }
   }
   return false;
@@ -147,7 +152,8 @@ std::string Describe(const TargetModules& t) {
 
 absl::Status ValidateTargets(const TargetModules& t, absl::string_view field) {
   if (t.kind == TargetModules::Kind::kNames) {
-    if (t.names.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": the list of module names is empty"));
+    if (t.names.empty())
+      return absl::InvalidArgumentError(absl::StrCat(field, ": the list of module names is empty"));
     for (const std::string& n : t.names) {
       if (n.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty module name"));
     }
@@ -155,7 +161,8 @@ absl::Status ValidateTargets(const TargetModules& t, absl::string_view field) {
   if (t.kind == TargetModules::Kind::kRegex) {
     if (t.regex.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty regex"));
     absl::StatusOr<bool> probe = Match(t.regex, "model.layers.0.self_attn.q_proj", true);
-    if (!probe.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", probe.status().message()));
+    if (!probe.ok())
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", probe.status().message()));
   }
   return absl::OkStatus();
 }
@@ -199,10 +206,12 @@ bool LoraConfig::operator==(const LoraConfig& o) const {
 absl::Status LoraConfig::Validate() const {
   if (r < 1) return absl::InvalidArgumentError(absl::StrCat("field 'r': ", r, " must be >= 1"));
   if (!(alpha > 0) || !std::isfinite(alpha)) {
-    return absl::InvalidArgumentError(absl::StrCat("field 'lora_alpha': ", alpha, " must be a positive number"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("field 'lora_alpha': ", alpha, " must be a positive number"));
   }
   if (!(dropout >= 0 && dropout < 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("field 'lora_dropout': ", dropout, " must be in [0, 1)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("field 'lora_dropout': ", dropout, " must be in [0, 1)"));
   }
   if (target_modules.kind == TargetModules::Kind::kNone) {
     return absl::InvalidArgumentError("field 'target_modules': no target modules");
@@ -210,33 +219,43 @@ absl::Status LoraConfig::Validate() const {
   FJORD_RETURN_IF_ERROR(ValidateTargets(target_modules, "field 'target_modules'"));
   FJORD_RETURN_IF_ERROR(ValidateTargets(exclude_modules, "field 'exclude_modules'"));
   if (exclude_modules.kind == TargetModules::Kind::kAllLinear) {
-    return absl::InvalidArgumentError("field 'exclude_modules': all-linear would exclude everything");
+    return absl::InvalidArgumentError(
+        "field 'exclude_modules': all-linear would exclude everything");
   }
   if (target_modules.kind == TargetModules::Kind::kRegex &&
       (!layers_to_transform.empty() || !layers_pattern.empty())) {
     return absl::InvalidArgumentError(
-        "field 'layers_to_transform': cannot be used when target_modules is a regex (a single string); "
+        "field 'layers_to_transform': cannot be used when target_modules is a regex (a single "
+        "string); "
         "list module names instead, or put the layer numbers in the regex");
   }
   for (int64_t l : layers_to_transform) {
-    if (l < 0) return absl::InvalidArgumentError(absl::StrCat("field 'layers_to_transform': layer index ", l, " is negative"));
+    if (l < 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("field 'layers_to_transform': layer index ", l, " is negative"));
   }
   for (const std::string& p : layers_pattern) {
     if (p.empty()) return absl::InvalidArgumentError("field 'layers_pattern': empty pattern");
   }
   for (const auto& [key, value] : rank_pattern) {
     if (value < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("field 'rank_pattern': '", key, "': rank ", value, " must be >= 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("field 'rank_pattern': '", key, "': rank ", value, " must be >= 1"));
     }
     absl::StatusOr<bool> ok = Match(absl::StrCat(R"((.*\.)?()", key, ")"), "x", true);
-    if (!ok.ok()) return absl::InvalidArgumentError(absl::StrCat("field 'rank_pattern': ", ok.status().message()));
+    if (!ok.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("field 'rank_pattern': ", ok.status().message()));
   }
   for (const auto& [key, value] : alpha_pattern) {
     if (!(value > 0) || !std::isfinite(value)) {
-      return absl::InvalidArgumentError(absl::StrCat("field 'alpha_pattern': '", key, "': alpha ", value, " must be positive"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("field 'alpha_pattern': '", key, "': alpha ", value, " must be positive"));
     }
     absl::StatusOr<bool> ok = Match(absl::StrCat(R"((.*\.)?()", key, ")"), "x", true);
-    if (!ok.ok()) return absl::InvalidArgumentError(absl::StrCat("field 'alpha_pattern': ", ok.status().message()));
+    if (!ok.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("field 'alpha_pattern': ", ok.status().message()));
   }
   return absl::OkStatus();
 }
@@ -251,7 +270,8 @@ absl::StatusOr<bool> RegexFullMatch(absl::string_view pattern, absl::string_view
 
 absl::StatusOr<bool> IsTargeted(const LoraConfig& config, const ModuleInfo& module) {
   // Exclusions first (PEFT: exclude_modules, with no layer filter).
-  FJORD_ASSIGN_OR_RETURN(bool excluded, MatchesTargets(config, config.exclude_modules, module, false));
+  FJORD_ASSIGN_OR_RETURN(bool excluded,
+                         MatchesTargets(config, config.exclude_modules, module, false));
   if (excluded) return false;
   return MatchesTargets(config, config.target_modules, module, /*apply_layers=*/true);
 }
@@ -294,8 +314,8 @@ absl::StatusOr<std::vector<AdaptedModule>> ResolveTargets(const LoraConfig& conf
       layers = absl::StrCat(" in layers [", absl::StrJoin(config.layers_to_transform, ", "), "]");
     }
     return absl::InvalidArgumentError(absl::StrCat(
-        "target_modules ", Describe(config.target_modules), " matched no linear layer of the model", layers,
-        " (", modules.size(), " linear layers, e.g. ", absl::StrJoin(some, ", "),
+        "target_modules ", Describe(config.target_modules), " matched no linear layer of the model",
+        layers, " (", modules.size(), " linear layers, e.g. ", absl::StrJoin(some, ", "),
         modules.size() > some.size() ? ", ..." : "",
         "; a list names leaf modules like q_proj, a single string is a regex that must match the "
         "whole path)"));

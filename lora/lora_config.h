@@ -62,14 +62,14 @@ struct TargetModules {
 };
 
 struct LoraConfig {
-  int64_t r = 8;        // rank; >= 1. Higher: more capacity, more memory.
-  double alpha = 8;     // lora_alpha; > 0. The update is scaled by alpha / r.
-  double dropout = 0;   // on the adapter's input while training; [0, 1)
+  int64_t r = 8;            // rank; >= 1. Higher: more capacity, more memory.
+  double alpha = 8;         // lora_alpha; > 0. The update is scaled by alpha / r.
+  double dropout = 0;       // on the adapter's input while training; [0, 1)
   bool use_rslora = false;  // scale alpha / sqrt(r) instead (rank-stabilised LoRA)
   TargetModules target_modules = TargetModules::AllLinear();
-  TargetModules exclude_modules;          // default none
-  std::vector<int64_t> layers_to_transform;  // empty: every layer
-  std::vector<std::string> layers_pattern;   // PEFT's layers_pattern; empty: any
+  TargetModules exclude_modules;                              // default none
+  std::vector<int64_t> layers_to_transform;                   // empty: every layer
+  std::vector<std::string> layers_pattern;                    // PEFT's layers_pattern; empty: any
   std::vector<std::pair<std::string, int64_t>> rank_pattern;  // in order; first match wins
   std::vector<std::pair<std::string, double>> alpha_pattern;
   std::string base_model_name_or_path;  // written to adapter_config.json
@@ -85,7 +85,7 @@ struct LoraConfig {
 
 // A linear layer of the model, as target matching sees it.
 struct ModuleInfo {
-  std::string path;         // "model.layers.0.self_attn.q_proj", "lm_head"
+  std::string path;  // "model.layers.0.self_attn.q_proj", "lm_head"
   int64_t in_features = 0;
   int64_t out_features = 0;
   bool is_output_head = false;  // lm_head: never part of all-linear

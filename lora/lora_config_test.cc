@@ -34,7 +34,8 @@ TEST(ResolveTargetsTest, AllLinearIsEveryLinearButTheHead) {
   EXPECT_EQ((*a)[20].path, "model.layers.2.mlp.down_proj");
   EXPECT_EQ((*a)[6].in_features, 48);  // down_proj: (in 48, out 32)
   EXPECT_EQ((*a)[6].out_features, 32);
-  EXPECT_THAT(LeafNames(*a), ElementsAre("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"));
+  EXPECT_THAT(LeafNames(*a), ElementsAre("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj",
+                                         "up_proj", "v_proj"));
 }
 
 TEST(ResolveTargetsTest, NamesMatchBySuffixAfterADot) {
@@ -43,9 +44,10 @@ TEST(ResolveTargetsTest, NamesMatchBySuffixAfterADot) {
   absl::StatusOr<std::vector<AdaptedModule>> a = ResolveTargets(c, Model());
   ASSERT_TRUE(a.ok()) << a.status();
   // "proj" matches nothing: a suffix counts only after a '.'.
-  EXPECT_THAT(Paths(*a), ElementsAre("model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj",
-                                     "model.layers.1.self_attn.q_proj", "model.layers.1.mlp.up_proj",
-                                     "model.layers.2.self_attn.q_proj", "model.layers.2.mlp.up_proj"));
+  EXPECT_THAT(Paths(*a),
+              ElementsAre("model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj",
+                          "model.layers.1.self_attn.q_proj", "model.layers.1.mlp.up_proj",
+                          "model.layers.2.self_attn.q_proj", "model.layers.2.mlp.up_proj"));
 }
 
 TEST(ResolveTargetsTest, LayersToTransformFiltersSuffixMatches) {
@@ -54,8 +56,9 @@ TEST(ResolveTargetsTest, LayersToTransformFiltersSuffixMatches) {
   c.layers_to_transform = {0, 2};
   absl::StatusOr<std::vector<AdaptedModule>> a = ResolveTargets(c, Model());
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_THAT(Paths(*a), ElementsAre("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
-                                     "model.layers.2.self_attn.q_proj", "model.layers.2.self_attn.v_proj"));
+  EXPECT_THAT(Paths(*a),
+              ElementsAre("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                          "model.layers.2.self_attn.q_proj", "model.layers.2.self_attn.v_proj"));
 }
 
 TEST(ResolveTargetsTest, AnExactPathIgnoresLayersToTransformAsInPeft) {
@@ -97,7 +100,8 @@ TEST(ResolveTargetsTest, RegexMustMatchTheWholePath) {
   c.target_modules = TargetModules::Regex(R"(layers\.1\..*q_proj)");  // a prefix is missing
   absl::StatusOr<std::vector<AdaptedModule>> none = ResolveTargets(c, Model());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(none.status().message(), HasSubstr("regex 'layers\\.1\\..*q_proj' matched no linear layer"));
+  EXPECT_THAT(none.status().message(),
+              HasSubstr("regex 'layers\\.1\\..*q_proj' matched no linear layer"));
   c.target_modules = TargetModules::Regex(R"(model\.layers\.1\..*q_proj)");
   a = ResolveTargets(c, Model());
   ASSERT_TRUE(a.ok()) << a.status();

@@ -34,7 +34,10 @@ class LoraGpuTest : public ::testing::Test {
 
 // max |a - b| relative to max |b|.
 double RelErr(const Tensor& a, const Tensor& b) {
-  return (a.to(torch::kCPU, torch::kFloat32) - b.to(torch::kCPU, torch::kFloat32)).abs().max().item<double>() /
+  return (a.to(torch::kCPU, torch::kFloat32) - b.to(torch::kCPU, torch::kFloat32))
+             .abs()
+             .max()
+             .item<double>() /
          std::max(1e-12, b.abs().max().item<double>());
 }
 
@@ -45,7 +48,8 @@ TEST_F(LoraGpuTest, Bf16BaseFp32AdaptersMatchTheCpuReference) {
   Tensor w = torch::randn({out, in}) * 0.05;
   Tensor bias = torch::randn({out});
   auto cpu = std::make_shared<DenseLinear>(w.clone(), bias.clone());
-  auto gpu = std::make_shared<DenseLinear>(w.to(torch::kCUDA, torch::kBFloat16), bias.to(torch::kCUDA, torch::kBFloat16));
+  auto gpu = std::make_shared<DenseLinear>(w.to(torch::kCUDA, torch::kBFloat16),
+                                           bias.to(torch::kCUDA, torch::kBFloat16));
   LoraLinear lc(cpu, {r, 2.0, 0.0}, at::make_generator<at::CPUGeneratorImpl>(3));
   LoraLinear lg(gpu, {r, 2.0, 0.0}, at::make_generator<at::CPUGeneratorImpl>(3));
   {
@@ -74,7 +78,8 @@ TEST_F(LoraGpuTest, Bf16BaseFp32AdaptersMatchTheCpuReference) {
 TEST_F(LoraGpuTest, GroupedEqualsSeparateOnCuda) {
   torch::manual_seed(2);
   auto mk = [](int64_t out) {
-    return std::make_shared<DenseLinear>((torch::randn({out, 128}) * 0.05).to(torch::kCUDA, torch::kBFloat16), Tensor());
+    return std::make_shared<DenseLinear>(
+        (torch::randn({out, 128}) * 0.05).to(torch::kCUDA, torch::kBFloat16), Tensor());
   };
   LoraLinear q(mk(128), {8, 2.0, 0.0}, at::make_generator<at::CPUGeneratorImpl>(1));
   LoraLinear k(mk(32), {8, 2.0, 0.0}, at::make_generator<at::CPUGeneratorImpl>(2));

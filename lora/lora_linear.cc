@@ -1,5 +1,6 @@
-// LoraLinear: wraps a frozen DenseLinear; the forward is lora/kernels'
-// LoraLinear (fused on CUDA, reference elsewhere).
+// LoraLinear: wraps a frozen DenseLinear (the forward is lora/kernels'
+// LoraLinear: fused on CUDA, reference elsewhere) or another frozen linear
+// layer (a 4-bit base: plain LibTorch ops).
 //
 // Shape legend: N tokens, in, out features, r rank.
 #include "lora/lora_linear.h"
@@ -13,14 +14,22 @@
 
 namespace fjord::lora {
 
-LoraLinear::LoraLinear(std::shared_ptr<fjord::DenseLinear> base, const Options& options,
-                       at::Generator generator)
+LoraLinear::LoraLinear(std::shared_ptr<fjord::LinearBase> base, const Options& options,
+                       at::Generator generator, std::optional<torch::Device> device)
     : base_(std::move(base)), r_(options.r), scale_(options.scale), dropout_(options.dropout) {
-  TORCH_CHECK(base_ != nullptr && base_->base_weight().defined(), "LoraLinear: no base layer");
+  TORCH_CHECK(base_ != nullptr, "LoraLinear: no base layer");
+  TORCH_CHECK(dynamic_cast<LoraLinear*>(base_.get()) == nullptr,
+              "LoraLinear: the base layer is already adapted");
+  dense_ = std::dynamic_pointer_cast<fjord::DenseLinear>(base_);
+  TORCH_CHECK(dense_ == nullptr || dense_->base_weight().defined(), "LoraLinear: no base weight");
+  TORCH_CHECK(dense_ != nullptr || device.has_value(),
+              "LoraLinear: a base that is not dense needs the device given");
   TORCH_CHECK(r_ >= 1, "LoraLinear: rank must be >= 1, got ", r_);
-  TORCH_CHECK(dropout_ >= 0 && dropout_ < 1, "LoraLinear: dropout must be in [0, 1), got ", dropout_);
-  const torch::Tensor& w = base_->base_weight();  // (out, in)
-  const int64_t in = w.size(1), out = w.size(0);
+  TORCH_CHECK(dropout_ >= 0 && dropout_ < 1, "LoraLinear: dropout must be in [0, 1), got ",
+              dropout_);
+  const int64_t in = base_->in_features(), out = base_->out_features();
+  const torch::Device where =
+      device.value_or(dense_ ? dense_->base_weight().device() : torch::Device(torch::kCPU));
   register_module("base_layer", base_);
   // PEFT: kaiming_uniform_(A, a=sqrt(5)): gain sqrt(2 / (1 + 5)), bound
   // gain * sqrt(3 / fan_in) = 1 / sqrt(in).
@@ -36,14 +45,23 @@ LoraLinear::LoraLinear(std::shared_ptr<fjord::DenseLinear> base, const Options& 
   torch::Tensor b = torch::zeros({out, r_}, options.dtype);
   auto holder_a = std::make_shared<torch::nn::Module>("Linear");
   auto holder_b = std::make_shared<torch::nn::Module>("Linear");
-  a_ = holder_a->register_parameter("weight", a.to(w.device()), /*requires_grad=*/true);
-  b_ = holder_b->register_parameter("weight", b.to(w.device()), /*requires_grad=*/true);
+  a_ = holder_a->register_parameter("weight", a.to(where), /*requires_grad=*/true);
+  b_ = holder_b->register_parameter("weight", b.to(where), /*requires_grad=*/true);
   register_module("lora_A", holder_a);
   register_module("lora_B", holder_b);
 }
 
 torch::Tensor LoraLinear::forward(const torch::Tensor& x) {
   if (merged_) return base_->forward(x);
+  if (dense_ == nullptr) {
+    // A base the fused kernels cannot take (4-bit): base(x) + s·drop(x)·Aᵀ·Bᵀ,
+    // A and B cast to x's dtype (their gradients arrive in fp32).
+    torch::Tensor h = x;
+    if (dropout_ > 0 && is_training()) h = torch::dropout(x, dropout_, /*train=*/true);
+    torch::Tensor delta =
+        torch::matmul(torch::matmul(h, a_.to(x.scalar_type()).t()), b_.to(x.scalar_type()).t());
+    return base_->forward(x) + delta * scale_;
+  }
   return kernels::LoraLinear(x, base_->base_weight(), base_->base_bias(), a_, b_, scale_, dropout_,
                              is_training());
 }
@@ -54,11 +72,12 @@ std::vector<torch::Tensor> LoraLinear::ForwardGroup(const std::vector<fjord::Lin
   projections.reserve(group.size());
   for (fjord::LinearBase* layer : group) {
     auto* lora = dynamic_cast<LoraLinear*>(layer);
-    if (lora == nullptr || lora->merged_ || lora->dropout_ != dropout_ ||
+    if (lora == nullptr || lora->merged_ || lora->dense_ == nullptr || lora->dropout_ != dropout_ ||
         lora->is_training() != is_training()) {
       return {};
     }
-    projections.push_back({lora->base_weight(), lora->base_bias(), lora->a_, lora->b_, lora->scale_});
+    projections.push_back(
+        {lora->base_weight(), lora->base_bias(), lora->a_, lora->b_, lora->scale_});
   }
   return kernels::LoraLinearGrouped(x, projections, dropout_, is_training());
 }
@@ -70,19 +89,22 @@ torch::Tensor LoraLinear::DeltaWeight() const {
 
 void LoraLinear::Merge() {
   if (merged_) return;
+  TORCH_CHECK(dense_ != nullptr,
+              "LoraLinear: cannot merge into a 4-bit base (merge into the dequantized base "
+              "instead: fjord-train export)");
   torch::NoGradGuard no_grad;
-  const torch::Tensor& w = base_->base_weight();
+  const torch::Tensor& w = dense_->base_weight();
   const auto wide = a_.scalar_type();
-  base_->set_weight((w.to(wide) + DeltaWeight()).to(w.scalar_type()));
+  dense_->set_weight((w.to(wide) + DeltaWeight()).to(w.scalar_type()));
   merged_ = true;
 }
 
 void LoraLinear::Unmerge() {
   if (!merged_) return;
   torch::NoGradGuard no_grad;
-  const torch::Tensor& w = base_->base_weight();
+  const torch::Tensor& w = dense_->base_weight();
   const auto wide = a_.scalar_type();
-  base_->set_weight((w.to(wide) - DeltaWeight()).to(w.scalar_type()));
+  dense_->set_weight((w.to(wide) - DeltaWeight()).to(w.scalar_type()));
   merged_ = false;
 }
 

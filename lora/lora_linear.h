@@ -13,6 +13,12 @@
 // DenseLinear: base_layer.weight, base_layer.bias), "lora_A" (lora_A.weight)
 // and "lora_B" (lora_B.weight).
 //
+// The base may also be another frozen LinearBase (quant::Nf4Linear: QLoRA).
+// Then forward is base(x) + scale · dropout(x)·Aᵀ·Bᵀ in plain LibTorch ops
+// (the fused kernels take a dense weight), and Merge is refused: a 4-bit
+// weight cannot take the update without a second rounding (export merges
+// into the dequantized base instead).
+//
 // Thread-safety: a torch::nn::Module; not safe to mutate (Merge, train/eval)
 // while another thread runs forward.
 //
@@ -24,6 +30,7 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "runtime/model/linear.h"
@@ -43,9 +50,10 @@ class LoraLinear : public fjord::LinearBase {
   // Wraps `base` (frozen; its weight (out, in) and bias (out) are used as
   // they are). A is drawn from `generator` (a CPU generator, so the same seed
   // gives the same A on every device) and both A and B are placed, in
-  // options.dtype, on the base weight's device. Throws c10::Error for r < 1 or a base with
-  // no weight.
-  LoraLinear(std::shared_ptr<fjord::DenseLinear> base, const Options& options, at::Generator generator);
+  // options.dtype, on `device` (default: the dense base weight's). Throws
+  // c10::Error for r < 1, a base with no weight, or a base already adapted.
+  LoraLinear(std::shared_ptr<fjord::LinearBase> base, const Options& options,
+             at::Generator generator, std::optional<torch::Device> device = std::nullopt);
 
   // x: (..., in) -> (..., out) in x's dtype. When merged, just the base.
   torch::Tensor forward(const torch::Tensor& x) override;
@@ -59,7 +67,8 @@ class LoraLinear : public fjord::LinearBase {
   torch::Tensor base_weight() const override { return base_->base_weight(); }
   torch::Tensor base_bias() const override { return base_->base_bias(); }
 
-  const std::shared_ptr<fjord::DenseLinear>& base_layer() const { return base_; }
+  const std::shared_ptr<fjord::LinearBase>& base_layer() const { return base_; }
+  fjord::LinearBase* frozen_base() override { return base_->frozen_base(); }
   const torch::Tensor& lora_A() const { return a_; }  // (r, in), requires grad
   const torch::Tensor& lora_B() const { return b_; }  // (out, r), requires grad
   int64_t r() const { return r_; }
@@ -73,15 +82,17 @@ class LoraLinear : public fjord::LinearBase {
   // dtype), after which forward is the base alone; Unmerge subtracts it again
   // (exact to fp32 rounding for an fp32 base; a bf16 base loses the bits
   // rounding cost). Both are no-ops when already in that state. Do not train
-  // while merged: the adapter's gradients would not flow.
+  // while merged: the adapter's gradients would not flow. Throws c10::Error
+  // for a base that is not a DenseLinear (a 4-bit base).
   void Merge();
   void Unmerge();
   bool merged() const { return merged_; }
 
  private:
-  std::shared_ptr<fjord::DenseLinear> base_;
-  torch::Tensor a_;  // (r, in) fp32
-  torch::Tensor b_;  // (out, r) fp32
+  std::shared_ptr<fjord::LinearBase> base_;
+  std::shared_ptr<fjord::DenseLinear> dense_;  // base_ when it is dense, else null
+  torch::Tensor a_;                            // (r, in) fp32
+  torch::Tensor b_;                            // (out, r) fp32
   int64_t r_;
   double scale_;
   double dropout_;

@@ -23,7 +23,8 @@ using torch::Tensor;
 
 at::Generator Gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
-std::shared_ptr<DenseLinear> Dense(int64_t out, int64_t in, bool bias, torch::Dtype dtype, uint64_t seed) {
+std::shared_ptr<DenseLinear> Dense(int64_t out, int64_t in, bool bias, torch::Dtype dtype,
+                                   uint64_t seed) {
   torch::manual_seed(seed);
   Tensor w = torch::randn({out, in}, torch::kFloat64).mul(0.3).to(dtype);
   Tensor b = bias ? torch::randn({out}, torch::kFloat64).to(dtype) : Tensor();
@@ -61,8 +62,8 @@ TEST(LoraLinearTest, InitialisesAsPeft) {
   // PEFT's state-dict names.
   std::vector<std::string> names;
   for (const auto& p : l.named_parameters()) names.push_back(p.key());
-  EXPECT_THAT(names, ::testing::UnorderedElementsAre("base_layer.weight", "base_layer.bias", "lora_A.weight",
-                                                     "lora_B.weight"));
+  EXPECT_THAT(names, ::testing::UnorderedElementsAre("base_layer.weight", "base_layer.bias",
+                                                     "lora_A.weight", "lora_B.weight"));
 }
 
 // y·R summed, for a scalar loss with a non-trivial upstream gradient.
@@ -162,7 +163,8 @@ TEST(LoraLinearTest, DropoutOnTheAdapterInputInTrainingOnly) {
   torch::manual_seed(17);
   Tensor dropped = torch::dropout(x, 0.5, true);
   Tensor mask = dropped / x;  // 0 or 2 (x has no zeros)
-  Tensor ref = kernels::reference::LoraLinearMasked(x, base->base_weight(), Tensor(), l.lora_A(), l.lora_B(), 1.0, mask);
+  Tensor ref = kernels::reference::LoraLinearMasked(x, base->base_weight(), Tensor(), l.lora_A(),
+                                                    l.lora_B(), 1.0, mask);
   EXPECT_TRUE(torch::allclose(y1, ref, 1e-5, 1e-5));
 }
 

@@ -8,7 +8,8 @@
 //   lora::LoraMethod method(lora);
 //   train::TrainOptions options;
 //   options.adapter = &method;
-//   FJORD_ASSIGN_OR_RETURN(train::TrainResult result, train::RunTraining(training_config, options));
+//   FJORD_ASSIGN_OR_RETURN(train::TrainResult result, train::RunTraining(training_config,
+//   options));
 //   // result.adapter_dir: the PEFT adapter (LoraAdapter::FromPretrained loads it).
 //
 // Thread-safety: none (the trainer's thread).

@@ -79,8 +79,9 @@ TEST(ParseAdapterConfigTest, ReadsWhatPeftWrites) {
 
 TEST(ParseAdapterConfigTest, TargetForms) {
   // A regex with layers_to_transform is refused, as PEFT refuses it.
-  EXPECT_THAT(ParseAdapterConfig(With("target_modules", R"(.*\.q_proj)"), "f").status().message(),
-              HasSubstr("f: field 'layers_to_transform': cannot be used when target_modules is a regex"));
+  EXPECT_THAT(
+      ParseAdapterConfig(With("target_modules", R"(.*\.q_proj)"), "f").status().message(),
+      HasSubstr("f: field 'layers_to_transform': cannot be used when target_modules is a regex"));
   nlohmann::json j = nlohmann::json::parse(kPeftConfig);
   j["layers_to_transform"] = nullptr;
   j["target_modules"] = R"(.*\.q_proj)";
@@ -110,15 +111,18 @@ TEST(ParseAdapterConfigTest, RefusesWhatFjordDoesNotImplement) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {"use_dora", true, "run/adapter/adapter_config.json: field 'use_dora' is true (DoRA adapters)"},
+      {"use_dora", true,
+       "run/adapter/adapter_config.json: field 'use_dora' is true (DoRA adapters)"},
       {"fan_in_fan_out", true, "field 'fan_in_fan_out' is true"},
       {"bias", "lora_only", "field 'bias' is \"lora_only\" (trained biases)"},
       {"lora_bias", true, "field 'lora_bias' is true"},
       {"peft_type", "LOHA", "field 'peft_type' is \"LOHA\""},
       {"task_type", "SEQ_CLS", "field 'task_type' is \"SEQ_CLS\" (expected CAUSAL_LM)"},
       {"modules_to_save", nlohmann::json::array({"lm_head"}), "field 'modules_to_save' is set"},
-      {"layer_replication", nlohmann::json::array({nlohmann::json::array({0, 2})}), "field 'layer_replication' is set"},
-      {"trainable_token_indices", nlohmann::json::array({1, 2}), "field 'trainable_token_indices' is set"},
+      {"layer_replication", nlohmann::json::array({nlohmann::json::array({0, 2})}),
+       "field 'layer_replication' is set"},
+      {"trainable_token_indices", nlohmann::json::array({1, 2}),
+       "field 'trainable_token_indices' is set"},
       {"use_qalora", true, "field 'use_qalora' is true"},
   };
   for (const Case& c : cases) {
@@ -140,9 +144,12 @@ TEST(ParseAdapterConfigTest, BadValuesNameTheFileAndField) {
               HasSubstr("x/adapter_config.json: field 'r': 0 must be >= 1"));
   EXPECT_THAT(ParseAdapterConfig(With("lora_dropout", 1.5), f).status().message(),
               HasSubstr("field 'lora_dropout'"));
-  EXPECT_THAT(ParseAdapterConfig(With("target_modules", nlohmann::json::array({1})), f).status().message(),
-              HasSubstr("field 'target_modules[0]' must be a string"));
-  EXPECT_THAT(ParseAdapterConfig(With("rank_pattern", nlohmann::json{{"q_proj", "big"}}), f).status().message(),
+  EXPECT_THAT(
+      ParseAdapterConfig(With("target_modules", nlohmann::json::array({1})), f).status().message(),
+      HasSubstr("field 'target_modules[0]' must be a string"));
+  EXPECT_THAT(ParseAdapterConfig(With("rank_pattern", nlohmann::json{{"q_proj", "big"}}), f)
+                  .status()
+                  .message(),
               HasSubstr("field 'rank_pattern.q_proj' must be an integer"));
   EXPECT_THAT(ParseAdapterConfig(With("peft_type", nullptr), f).status().message(),
               HasSubstr("field 'peft_type' is missing"));
@@ -190,7 +197,8 @@ TEST(AdapterConfigJsonTest, RoundTripsAndWritesPeftFields) {
 }
 
 // A header with the given (name, dtype, shape) entries.
-io::SafetensorsHeader Header(const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>>>& ts) {
+io::SafetensorsHeader Header(
+    const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>>>& ts) {
   io::SafetensorsHeader h;
   for (const auto& [name, dtype, shape] : ts) {
     io::TensorEntry e;
@@ -208,34 +216,47 @@ TEST(CheckAdapterTensorsTest, AcceptsExactlyTheExpectedKeys) {
   const std::string b = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
   EXPECT_EQ(LoraAKey(adapted[0].path), a);
   EXPECT_EQ(LoraBKey(adapted[0].path), b);
-  EXPECT_TRUE(CheckAdapterTensors(Header({{a, "F32", {4, 32}}, {b, "BF16", {24, 4}}}), adapted, "f").ok());
+  EXPECT_TRUE(
+      CheckAdapterTensors(Header({{a, "F32", {4, 32}}, {b, "BF16", {24, 4}}}), adapted, "f").ok());
 
-  absl::Status s = CheckAdapterTensors(Header({{a, "F32", {4, 32}}}), adapted, "ad/adapter_model.safetensors");
+  absl::Status s =
+      CheckAdapterTensors(Header({{a, "F32", {4, 32}}}), adapted, "ad/adapter_model.safetensors");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("ad/adapter_model.safetensors: missing 1 tensor(s) adapter_config.json requires: " + b));
+  EXPECT_THAT(
+      s.message(),
+      HasSubstr("ad/adapter_model.safetensors: missing 1 tensor(s) adapter_config.json requires: " +
+                b));
 
   s = CheckAdapterTensors(Header({{a, "F32", {8, 32}}, {b, "F32", {24, 8}}}), adapted, "f");
-  EXPECT_THAT(s.message(), HasSubstr("f: tensor '" + a + "' has shape [8, 32], expected [4, 32] (rank 4 from adapter_config.json)"));
+  EXPECT_THAT(s.message(),
+              HasSubstr("f: tensor '" + a +
+                        "' has shape [8, 32], expected [4, 32] (rank 4 from adapter_config.json)"));
 
   s = CheckAdapterTensors(Header({{a, "F32", {4, 64}}, {b, "F32", {24, 4}}}), adapted, "f");
-  EXPECT_THAT(s.message(), HasSubstr("has shape [4, 64], expected [4, 32] ((r, in_features) of the base model's "
-                                     "model.layers.0.self_attn.q_proj, r = 4)"));
+  EXPECT_THAT(s.message(),
+              HasSubstr("has shape [4, 64], expected [4, 32] ((r, in_features) of the base model's "
+                        "model.layers.0.self_attn.q_proj, r = 4)"));
 
   s = CheckAdapterTensors(Header({{a, "F32", {4, 32}}, {b, "I64", {24, 4}}}), adapted, "f");
   EXPECT_THAT(s.message(), HasSubstr("f: tensor '" + b + "' has dtype I64, expected a float type"));
 
-  s = CheckAdapterTensors(Header({{a, "F32", {4, 32}},
-                                  {b, "F32", {24, 4}},
-                                  {"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", "F32", {24}}}),
-                          adapted, "f");
+  s = CheckAdapterTensors(
+      Header({{a, "F32", {4, 32}},
+              {b, "F32", {24, 4}},
+              {"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
+               "F32",
+               {24}}}),
+      adapted, "f");
   EXPECT_THAT(s.message(), HasSubstr("1 unexpected tensor(s)"));
   EXPECT_THAT(s.message(), HasSubstr("DoRA"));
 
-  s = CheckAdapterTensors(Header({{a, "F32", {4, 32}},
-                                  {b, "F32", {24, 4}},
-                                  {"base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight", "F32", {4, 32}}}),
-                          adapted, "f");
-  EXPECT_THAT(s.message(), HasSubstr("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"));
+  s = CheckAdapterTensors(
+      Header({{a, "F32", {4, 32}},
+              {b, "F32", {24, 4}},
+              {"base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight", "F32", {4, 32}}}),
+      adapted, "f");
+  EXPECT_THAT(s.message(),
+              HasSubstr("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"));
   EXPECT_THAT(s.message(), HasSubstr("modules adapter_config.json does not target"));
 }
 

@@ -11,7 +11,10 @@
 //                                the merged Hugging Face checkpoint
 //
 // Rows of --ids are separated by ';' and must have equal length; each is one
-// causal sequence at positions 0..T-1. The model runs in fp32 on CPU.
+// causal sequence at positions 0..T-1. The model runs in fp32 on CPU;
+// logits and check take --quantization nf4 (the base's decoder linear
+// weights in 4 bits; a checkpoint bitsandbytes saved in 4-bit nf4 is read
+// as stored without it).
 //
 // Exit status: 0 ok; 1 an error (the message, on stderr, names the file,
 // field or key); 2 bad usage.
@@ -41,9 +44,11 @@ namespace fjord::lora {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: adapter_tool logits --model DIR --adapter DIR --ids 1,2,3[;4,5,6] --out FILE [--merged]\n"
+    "usage: adapter_tool logits --model DIR --adapter DIR --ids 1,2,3[;4,5,6] --out FILE "
+    "[--merged] [--quantization nf4]\n"
     "       adapter_tool check --model DIR --adapter DIR\n"
-    "       adapter_tool export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]\n";
+    "       adapter_tool export --model DIR --adapter DIR --out DIR [--dtype "
+    "auto|float32|bfloat16|float16]\n";
 
 absl::StatusOr<torch::Tensor> ParseRows(const std::string& text) {
   std::vector<std::vector<int64_t>> rows;
@@ -51,7 +56,8 @@ absl::StatusOr<torch::Tensor> ParseRows(const std::string& text) {
     std::vector<int64_t> values;
     for (absl::string_view item : absl::StrSplit(row, ',')) {
       int64_t v = 0;
-      if (!absl::SimpleAtoi(item, &v)) return absl::InvalidArgumentError(absl::StrCat("--ids: '", item, "' is not an integer"));
+      if (!absl::SimpleAtoi(item, &v))
+        return absl::InvalidArgumentError(absl::StrCat("--ids: '", item, "' is not an integer"));
       values.push_back(v);
     }
     if (!rows.empty() && values.size() != rows[0].size()) {
@@ -59,42 +65,55 @@ absl::StatusOr<torch::Tensor> ParseRows(const std::string& text) {
     }
     rows.push_back(std::move(values));
   }
-  torch::Tensor out = torch::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, torch::kInt64);
+  torch::Tensor out = torch::empty(
+      {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, torch::kInt64);
   for (size_t i = 0; i < rows.size(); ++i) {
     for (size_t j = 0; j < rows[i].size(); ++j) out[i][j] = rows[i][j];
   }
   return out;
 }
 
-absl::Status Require(const std::map<std::string, std::string>& flags, std::initializer_list<const char*> names) {
+absl::Status Require(const std::map<std::string, std::string>& flags,
+                     std::initializer_list<const char*> names) {
   for (const char* n : names) {
     if (!flags.count(n)) return absl::InvalidArgumentError(absl::StrCat("--", n, " is required"));
   }
   return absl::OkStatus();
 }
 
+// The base in fp32 on CPU (--quantization nf4: its linear weights in 4 bits).
+absl::StatusOr<std::shared_ptr<CausalLM>> LoadModel(
+    const std::map<std::string, std::string>& flags) {
+  model::LoadOptions load;
+  if (auto it = flags.find("quantization"); it != flags.end()) load.quantization = it->second;
+  return CausalLM::FromPretrained(flags.at("model"), load);
+}
+
 absl::Status Logits(const std::map<std::string, std::string>& flags) {
   FJORD_RETURN_IF_ERROR(Require(flags, {"model", "adapter", "ids", "out"}));
   FJORD_ASSIGN_OR_RETURN(torch::Tensor ids, ParseRows(flags.at("ids")));
-  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> lm,
-                         CausalLM::FromPretrained(flags.at("model"), torch::kFloat32, torch::kCPU));
-  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter, LoraAdapter::FromPretrained(*lm, flags.at("adapter")));
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> lm, LoadModel(flags));
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
+                         LoraAdapter::FromPretrained(*lm, flags.at("adapter")));
   if (flags.count("merged")) adapter->Merge();
   lm->eval();
-  FJORD_ASSIGN_OR_RETURN(torch::Tensor logits, TorchCall("forward", [&]() {
-                           torch::NoGradGuard no_grad;
-                           torch::Tensor pos = torch::arange(ids.size(1), torch::kInt64).unsqueeze(0).expand_as(ids).contiguous();
-                           return lm->Logits(lm->Hidden(ids, pos, torch::Tensor()));  // (B, T, V)
-                         }));
+  FJORD_ASSIGN_OR_RETURN(
+      torch::Tensor logits, TorchCall("forward", [&]() {
+        torch::NoGradGuard no_grad;
+        torch::Tensor pos =
+            torch::arange(ids.size(1), torch::kInt64).unsqueeze(0).expand_as(ids).contiguous();
+        return lm->Logits(lm->Hidden(ids, pos, torch::Tensor()));  // (B, T, V)
+      }));
   return io::WriteSafetensors(flags.at("out"), {{"logits", logits}});
 }
 
 absl::Status Check(const std::map<std::string, std::string>& flags) {
   FJORD_RETURN_IF_ERROR(Require(flags, {"model", "adapter"}));
-  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> lm,
-                         CausalLM::FromPretrained(flags.at("model"), torch::kFloat32, torch::kCPU));
-  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter, LoraAdapter::FromPretrained(*lm, flags.at("adapter")));
-  std::cout << "ok: " << adapter->modules().size() << " modules, " << adapter->num_parameters() << " parameters\n";
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> lm, LoadModel(flags));
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
+                         LoraAdapter::FromPretrained(*lm, flags.at("adapter")));
+  std::cout << "ok: " << adapter->modules().size() << " modules, " << adapter->num_parameters()
+            << " parameters\n";
   return absl::OkStatus();
 }
 
@@ -123,7 +142,8 @@ int Main(int argc, char** argv) {
       flags[name] = "1";
       continue;
     }
-    if (name != "model" && name != "adapter" && name != "ids" && name != "out" && name != "dtype") {
+    if (name != "model" && name != "adapter" && name != "ids" && name != "out" && name != "dtype" &&
+        name != "quantization") {
       std::cerr << "adapter_tool: unknown flag '" << key << "'\n" << kUsage;
       return 2;
     }

@@ -2,7 +2,9 @@
 //
 //   fjord-train --config job.yaml [--set section.field=value]... [--no-resume]
 //               [--events FILE|-] [--report ipc://PATH] [--progress auto|bar|lines|none]
-//   fjord-train validate --config job.yaml    (config + data checks only; JSON report)
+//               [--nproc-per-node N] [--dist-timeout SECONDS] [--bucket-mb MB]
+//   fjord-train validate --config job.yaml    (config + data checks only: the training,
+//               validation and held-out files; JSON report)
 //   fjord-train export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]
 //               (the base model with the adapter merged in, as a Hugging Face checkpoint)
 //
@@ -12,24 +14,39 @@
 // daemon/protocol/worker_protocol.h; --events writes the same lines).
 // SIGTERM or SIGINT: checkpoint after the current step, then exit 75.
 //
+// Data-parallel training (runtime/dist): under a launcher that sets
+// torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, ...) or Slurm's
+// (srun: SLURM_PROCID, ...), fjord-train is one rank of the job's world;
+// --nproc-per-node N makes it the launcher of N local ranks itself (a free
+// loopback port, the variables, the group stopped together: runtime/dist/
+// launcher.h). Rank 0 alone writes events, reports and checkpoints.
+// --dist-timeout bounds joining and each collective (default 300 s).
+// --bucket-mb sizes the buckets of the gradients' all-reduce, which start
+// while backward runs (default 25; 0: one all-reduce after backward).
+//
 // Exit codes (protocol::kWorkerExit*): 0 done; 2 bad config or data (the
 // user's to fix); 3 system error (I/O, out of memory, internal); 75 stopped on
 // request after a checkpoint (resume by running the same command again).
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
+#include <torch/cuda.h>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
-#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "absl/strings/numbers.h"
@@ -40,7 +57,11 @@
 #include "lora/job_config.h"
 #include "lora/lora_method.h"
 #include "runtime/data/dataset.h"
+#include "runtime/data/heldout.h"
 #include "runtime/data/tokenizer_adapter.h"
+#include "runtime/dist/launcher.h"
+#include "runtime/dist/world.h"
+#include "runtime/dist/world_spec.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/train/trainer.h"
 
@@ -49,6 +70,7 @@ namespace {
 
 using protocol::kWorkerExitOk;
 using protocol::kWorkerExitStopped;
+using protocol::kWorkerExitSystemError;
 using protocol::kWorkerExitUserError;
 using protocol::WorkerExitCodeFor;
 
@@ -80,9 +102,16 @@ protocol::WorkerMessage ToWorkerMessage(const train::TrainEvent& e) {
       m.payload = s;
       break;
     }
-    case T::kEval:
-      m.payload = protocol::WorkerEval{e.eval_loss, e.eval_token_accuracy};
+    case T::kEval: {
+      // -1: not measured (no validation data; the held-out accuracy outside
+      // step 0). A NaN loss is sent, as null.
+      protocol::WorkerEval ev;
+      if (!(e.eval_loss < 0)) ev.eval_loss = e.eval_loss;
+      if (!(e.eval_token_accuracy < 0)) ev.eval_token_accuracy = e.eval_token_accuracy;
+      if (e.heldout_accuracy >= 0) ev.heldout_accuracy = e.heldout_accuracy;
+      m.payload = ev;
       break;
+    }
     case T::kCheckpoint:
       m.payload = protocol::WorkerCheckpoint{e.message};
       break;
@@ -122,11 +151,20 @@ class Progress {
       case T::kLog:
         Line(e.message);
         break;
-      case T::kEval:
-        last_eval_ = e.eval_loss;
-        Line(absl::StrFormat("eval  step %d/%d  loss %.4f  token accuracy %.1f%%", e.step, e.total_steps,
-                             e.eval_loss, 100 * e.eval_token_accuracy));
+      case T::kEval: {
+        std::string line = absl::StrFormat("eval  step %d/%d", e.step, e.total_steps);
+        if (!(e.eval_loss < 0)) {  // -1: no validation data
+          last_eval_ = e.eval_loss;
+          absl::StrAppend(&line, absl::StrFormat("  loss %.4f  token accuracy %.1f%%", e.eval_loss,
+                                                 100 * e.eval_token_accuracy));
+        }
+        if (e.heldout_accuracy >= 0) {
+          absl::StrAppend(&line,
+                          absl::StrFormat("  held-out answers %.1f%%", 100 * e.heldout_accuracy));
+        }
+        Line(line);
         break;
+      }
       case T::kCheckpoint:
         Line(absl::StrCat("checkpoint ", e.message));
         break;
@@ -137,7 +175,8 @@ class Progress {
             Duration(e.eta_s));
         if (mode_ == Mode::kBar) {
           const int width = 24;
-          const int filled = e.total_steps > 0 ? static_cast<int>(width * e.step / e.total_steps) : 0;
+          const int filled =
+              e.total_steps > 0 ? static_cast<int>(width * e.step / e.total_steps) : 0;
           std::string bar(filled, '#');
           bar.resize(width, '.');
           std::fprintf(stderr, "\r[%s] %s\033[K", bar.c_str(), stats.c_str());
@@ -177,7 +216,8 @@ class Reporter {
         protocol::WorkerMessage beat;
         beat.payload = protocol::WorkerHeartbeat{::getpid()};
         Send(protocol::EncodeWorkerMessage(beat));
-        for (int64_t ms = 0; ms < protocol::kWorkerHeartbeatIntervalMs && !done_.load(); ms += 100) {
+        for (int64_t ms = 0; ms < protocol::kWorkerHeartbeatIntervalMs && !done_.load();
+             ms += 100) {
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
       }
@@ -202,25 +242,33 @@ class Reporter {
 };
 
 void Usage() {
-  std::fprintf(stderr,
-               "usage: fjord-train --config JOB.yaml [--set section.field=value]... [--no-resume] [--stop-after-steps N]\n"
-               "                   [--events FILE|-] [--report ENDPOINT] [--progress auto|bar|lines|none]\n"
-               "       fjord-train validate --config JOB.yaml [--set ...]\n"
-               "       fjord-train export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]\n");
+  std::fprintf(
+      stderr,
+      "usage: fjord-train --config JOB.yaml [--set section.field=value]... [--no-resume] "
+      "[--stop-after-steps N]\n"
+      "                   [--events FILE|-] [--report ENDPOINT] [--progress auto|bar|lines|none]\n"
+      "                   [--nproc-per-node N] [--dist-timeout SECONDS] [--bucket-mb MB]\n"
+      "       fjord-train validate --config JOB.yaml [--set ...]\n"
+      "       fjord-train export --model DIR --adapter DIR --out DIR [--dtype "
+      "auto|float32|bfloat16|float16]\n");
 }
 
 int Validate(const lora::JobConfig& cfg) {
-  const std::string tok_path = cfg.data.tokenizer.empty() ? cfg.model.path + "/tokenizer.json" : cfg.data.tokenizer;
-  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok = tokenizer::Tokenizer::FromFile(tok_path);
+  const std::string tok_path =
+      cfg.data.tokenizer.empty() ? cfg.model.path + "/tokenizer.json" : cfg.data.tokenizer;
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
+      tokenizer::Tokenizer::FromFile(tok_path);
   if (!tok.ok()) {
-    std::printf("{\"valid\": false, \"error\": %s}\n", nlohmann::json(std::string(tok.status().message())).dump().c_str());
+    std::printf("{\"valid\": false, \"error\": %s}\n",
+                nlohmann::json(std::string(tok.status().message())).dump().c_str());
     return WorkerExitCodeFor(tok.status());
   }
   data::TokenizerAdapter adapter(**tok);
   data::DataOptions dopt;
   absl::StatusOr<data::ChatTemplate> tmpl = data::ParseChatTemplate(cfg.data.chat_template);
   if (!tmpl.ok()) {
-    std::printf("{\"valid\": false, \"error\": %s}\n", nlohmann::json(std::string(tmpl.status().message())).dump().c_str());
+    std::printf("{\"valid\": false, \"error\": %s}\n",
+                nlohmann::json(std::string(tmpl.status().message())).dump().c_str());
     return kWorkerExitUserError;
   }
   dopt.render.chat_template = *tmpl;
@@ -240,6 +288,17 @@ int Validate(const lora::JobConfig& cfg) {
     out[name] = nlohmann::json::parse(r->ToJson());
     if (!r->ok()) out["valid"] = false;
   }
+  // The held-out prompts (eval.heldout): {"prompt", "answer"} lines.
+  if (!cfg.eval.heldout.empty()) {
+    absl::StatusOr<data::HeldoutReport> r = data::ValidateHeldoutJsonl(cfg.eval.heldout);
+    if (!r.ok()) {
+      out["valid"] = false;
+      out["heldout"] = {{"error", std::string(r.status().message())}};
+    } else {
+      out["heldout"] = nlohmann::json::parse(r->ToJson());
+      if (!r->ok()) out["valid"] = false;
+    }
+  }
   std::printf("%s\n", out.dump(2).c_str());
   return out["valid"].get<bool>() ? kWorkerExitOk : kWorkerExitUserError;
 }
@@ -255,10 +314,14 @@ int Export(int argc, char** argv) {
       return kWorkerExitUserError;
     }
     const std::string v = argv[++i];
-    if (a == "--model") model = v;
-    else if (a == "--adapter") adapter = v;
-    else if (a == "--out") out = v;
-    else if (a == "--dtype") options.dtype = v;
+    if (a == "--model")
+      model = v;
+    else if (a == "--adapter")
+      adapter = v;
+    else if (a == "--out")
+      out = v;
+    else if (a == "--dtype")
+      options.dtype = v;
     else {
       std::fprintf(stderr, "fjord-train export: unknown argument '%s'\n", a.c_str());
       return kWorkerExitUserError;
@@ -282,7 +345,10 @@ int Main(int argc, char** argv) {
   std::string config_path, events_path, report_endpoint, progress = "auto";
   std::vector<std::string> sets;
   bool resume = true, validate = false;
-  int64_t stop_after = 0;
+  int64_t stop_after = 0, nproc = 0, dist_timeout_s = 300;
+  double bucket_mb = 25;
+  std::vector<std::string> rank_args = {
+      "/proc/self/exe"};  // argv for the ranks of --nproc-per-node
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&](const char* flag) -> std::string {
@@ -290,24 +356,59 @@ int Main(int argc, char** argv) {
         std::fprintf(stderr, "fjord-train: %s needs a value\n", flag);
         std::exit(kWorkerExitUserError);
       }
+      if (a != "--nproc-per-node") rank_args.insert(rank_args.end(), {argv[i], argv[i + 1]});
       return argv[++i];
     };
-    if (a == "validate" && i == 1) validate = true;
-    else if (a == "--config") config_path = value("--config");
-    else if (a == "--set") sets.push_back(value("--set"));
-    else if (a == "--no-resume") resume = false;
-    else if (a == "--events") events_path = value("--events");
-    else if (a == "--report") report_endpoint = value("--report");
-    else if (a == "--progress") progress = value("--progress");
+    auto count = [&](const char* flag, int64_t min, int64_t* out) {
+      const std::string v = value(flag);
+      if (!absl::SimpleAtoi(v, out) || *out < min) {
+        std::fprintf(stderr, "fjord-train: %s: '%s' is not an integer >= %lld\n", flag, v.c_str(),
+                     static_cast<long long>(min));
+        std::exit(kWorkerExitUserError);
+      }
+    };
+    if (a != "validate" && a.rfind("--", 0) == 0 && a != "--config" && a != "--set" &&
+        a != "--events" && a != "--report" && a != "--progress" && a != "--stop-after-steps" &&
+        a != "--nproc-per-node" && a != "--dist-timeout" && a != "--bucket-mb") {
+      rank_args.push_back(a);  // a flag without a value
+    }
+    if (a == "--nproc-per-node")
+      count("--nproc-per-node", 1, &nproc);
+    else if (a == "--dist-timeout")
+      count("--dist-timeout", 1, &dist_timeout_s);
+    else if (a == "--bucket-mb") {
+      const std::string v = value("--bucket-mb");
+      if (!absl::SimpleAtod(v, &bucket_mb) || !(bucket_mb >= 0) || bucket_mb > 1e6) {
+        std::fprintf(stderr, "fjord-train: --bucket-mb: '%s' is not a number of MB >= 0\n",
+                     v.c_str());
+        return kWorkerExitUserError;
+      }
+    } else if (a == "validate" && i == 1)
+      validate = true;
+    else if (a == "--config")
+      config_path = value("--config");
+    else if (a == "--set")
+      sets.push_back(value("--set"));
+    else if (a == "--no-resume")
+      resume = false;
+    else if (a == "--events")
+      events_path = value("--events");
+    else if (a == "--report")
+      report_endpoint = value("--report");
+    else if (a == "--progress")
+      progress = value("--progress");
     else if (a == "--stop-after-steps") {
       const std::string v = value("--stop-after-steps");
       if (!absl::SimpleAtoi(v, &stop_after) || stop_after < 0) {
-        std::fprintf(stderr, "fjord-train: --stop-after-steps: '%s' is not a non-negative integer\n", v.c_str());
+        std::fprintf(stderr,
+                     "fjord-train: --stop-after-steps: '%s' is not a non-negative integer\n",
+                     v.c_str());
         return kWorkerExitUserError;
       }
-    }
-    else if (a == "-h" || a == "--help") { Usage(); return 0; }
-    else {
+    } else if (a == "-h" || a == "--help") {
+      Usage();
+      return 0;
+    } else {
       std::fprintf(stderr, "fjord-train: unknown argument '%s'\n", a.c_str());
       Usage();
       return kWorkerExitUserError;
@@ -329,6 +430,53 @@ int Main(int argc, char** argv) {
     }
   }
   if (validate) return Validate(*cfg);
+  if (nproc > 0) {
+    // The launcher: N ranks of this same command, without --nproc-per-node.
+    dist::LaunchOptions lo;
+    lo.nproc = static_cast<int>(nproc);
+    lo.program = "/proc/self/exe";
+    char self[4096] = {};
+    const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) rank_args[0] = std::string(self, static_cast<size_t>(n));
+    lo.stop_code = kWorkerExitStopped;
+    return dist::LaunchLocalRanks(rank_args, lo);
+  }
+  // One rank of a world when a launcher says so.
+  absl::StatusOr<std::optional<dist::WorldSpec>> spec = dist::WorldSpecFromEnv(dist::ProcessEnv());
+  if (!spec.ok()) {
+    std::fprintf(stderr, "fjord-train: %s\n", std::string(spec.status().message()).c_str());
+    return kWorkerExitUserError;
+  }
+  std::unique_ptr<dist::World> world;
+  std::string who = "fjord-train";
+  if (const char* launcher = std::getenv("FJORD_LAUNCHER_PID"); launcher != nullptr) {
+    // A rank of --nproc-per-node dies with its launcher (checked after the
+    // call: the launcher may already be gone).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (std::to_string(::getppid()) != launcher) return kWorkerExitSystemError;
+  }
+  if (spec->has_value()) {
+    dist::WorldOptions wo;
+    wo.timeout = std::chrono::seconds(dist_timeout_s);
+    const bool cuda = cfg->training.device == "cuda" ||
+                      (cfg->training.device == "auto" && torch::cuda::is_available());
+    wo.device =
+        cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>((*spec)->local_rank))
+             : torch::Device(torch::kCPU);
+    absl::StatusOr<std::unique_ptr<dist::World>> joined = dist::World::Join(**spec, wo);
+    if (!joined.ok()) {
+      std::fprintf(stderr, "fjord-train: %s\n", std::string(joined.status().message()).c_str());
+      return kWorkerExitSystemError;
+    }
+    world = *std::move(joined);
+    if (world->rank() != 0) {
+      // Rank 0 speaks for the job: the others send no events and no reports.
+      who = absl::StrCat("fjord-train (rank ", world->rank(), ")");
+      events_path.clear();
+      report_endpoint.clear();
+      progress = "none";
+    }
+  }
 
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
@@ -336,14 +484,15 @@ int Main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
 
-  Progress::Mode mode = progress == "bar"     ? Progress::Mode::kBar
-                        : progress == "lines" ? Progress::Mode::kLines
-                        : progress == "none"  ? Progress::Mode::kNone
+  Progress::Mode mode = progress == "bar"       ? Progress::Mode::kBar
+                        : progress == "lines"   ? Progress::Mode::kLines
+                        : progress == "none"    ? Progress::Mode::kNone
                         : isatty(STDERR_FILENO) ? Progress::Mode::kBar
                                                 : Progress::Mode::kLines;
   Progress bar(mode);
   std::unique_ptr<std::ofstream> events_file;
-  if (!events_path.empty() && events_path != "-") events_file = std::make_unique<std::ofstream>(events_path, std::ios::app);
+  if (!events_path.empty() && events_path != "-")
+    events_file = std::make_unique<std::ofstream>(events_path, std::ios::app);
   std::unique_ptr<Reporter> reporter;
   if (!report_endpoint.empty()) reporter = std::make_unique<Reporter>(report_endpoint);
 
@@ -354,6 +503,8 @@ int Main(int argc, char** argv) {
   options.stop_requested = &g_stop;
   options.stop_after_steps = stop_after;
   options.config_yaml = cfg->ToYaml();  // checkpoints record the whole job, lora included
+  options.world = world.get();
+  options.gradient_bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
   options.on_event = [&](const train::TrainEvent& e) {
     bar.On(e);
     const std::string line = protocol::EncodeWorkerMessage(ToWorkerMessage(e));
@@ -363,7 +514,7 @@ int Main(int argc, char** argv) {
   };
   absl::StatusOr<train::TrainResult> result = train::RunTraining(*cfg, options);
   if (!result.ok()) {
-    std::fprintf(stderr, "fjord-train: %s\n", std::string(result.status().message()).c_str());
+    std::fprintf(stderr, "%s: %s\n", who.c_str(), std::string(result.status().message()).c_str());
     if (reporter) {
       protocol::WorkerMessage error;
       error.payload = protocol::WorkerError{absl::StatusCodeToString(result.status().code()),
@@ -374,18 +525,34 @@ int Main(int argc, char** argv) {
     return WorkerExitCodeFor(result.status());
   }
   if (result->stopped) {
-    std::fprintf(stderr, "fjord-train: stopped at step %lld after checkpoint %s\n",
-                 static_cast<long long>(result->steps), result->last_checkpoint.c_str());
+    if (world == nullptr || world->is_main()) {
+      std::fprintf(stderr, "fjord-train: stopped at step %lld after checkpoint %s\n",
+                   static_cast<long long>(result->steps), result->last_checkpoint.c_str());
+    }
     return kWorkerExitStopped;
   }
+  if (world != nullptr && !world->is_main()) return kWorkerExitOk;
   std::fprintf(stderr, "\nPEFT adapter: %s\n", result->adapter_dir.c_str());
+  if (result->gradient_buckets > 0) {
+    const int64_t steps =
+        result->steps - std::max<int64_t>(result->resumed_from_step, 0);  // in this run
+    std::fprintf(
+        stderr,
+        "gradient all-reduce: %d bucket(s), %lld bytes per step; %lld of %lld started "
+        "during backward; %.2f ms per step waited after backward\n",
+        result->gradient_buckets, static_cast<long long>(result->gradient_bytes_per_step),
+        static_cast<long long>(result->gradient_buckets_started_in_backward),
+        static_cast<long long>(steps * result->gradient_buckets),
+        steps > 0 ? 1000 * result->gradient_wait_seconds / static_cast<double>(steps) : 0.0);
+  }
   if (result->initial_eval_loss > 0 && result->final_eval_loss >= 0) {
     std::fprintf(stderr, "eval loss: %.4f -> %.4f (%.0f%% lower)\n", result->initial_eval_loss,
-                 result->final_eval_loss, 100 * (1 - result->final_eval_loss / result->initial_eval_loss));
+                 result->final_eval_loss,
+                 100 * (1 - result->final_eval_loss / result->initial_eval_loss));
   }
   if (result->final_heldout_accuracy >= 0 && result->initial_heldout_accuracy >= 0) {
-    std::fprintf(stderr, "held-out answer accuracy: %.0f%% -> %.0f%%\n", 100 * result->initial_heldout_accuracy,
-                 100 * result->final_heldout_accuracy);
+    std::fprintf(stderr, "held-out answer accuracy: %.0f%% -> %.0f%%\n",
+                 100 * result->initial_heldout_accuracy, 100 * result->final_heldout_accuracy);
   }
   return kWorkerExitOk;
 }

@@ -7,10 +7,14 @@
 //   train_bench --model DIR [--batch 8] [--seq 256] [--rank 16] [--steps 6]
 //       [--warmup 2] [--device cpu|cuda] [--dtype float32|bfloat16]
 //       [--threads N] [--checkpointing] [--kernels auto|fused|reference]
+//       [--quantization none|nf4]   (nf4: the base's decoder linear weights in 4 bits)
 //       [--profile]   (per-phase times on stderr)
 //
 // Prints one JSON line: {"tokens_per_s", "tokens_per_cpu_s", "peak_bytes",
-// "loss", "step_s": [...], "threads", "lora_params"}. tokens_per_s counts
+// "loss", "step_s": [...], "threads", "lora_params", "base_bytes",
+// "load_peak_bytes", "start_peak_bytes"} (base_bytes: what the frozen base
+// holds, 4-bit weights as stored; load_peak_bytes and start_peak_bytes:
+// peak_bytes's measure right after and right before loading). tokens_per_s counts
 // batch·seq tokens per second over the steps after the warm-up ones
 // (tokens_per_cpu_s: per second of the process's user + system CPU time);
 // peak_bytes is the CUDA caching allocator's peak allocated bytes over the
@@ -73,9 +77,10 @@ int Fail(const std::string& message) {
 }
 
 int Main(int argc, char** argv) {
-  std::map<std::string, std::string> flags = {{"batch", "8"},   {"seq", "256"},    {"rank", "16"},
-                                              {"steps", "6"},   {"warmup", "2"},   {"device", "cpu"},
-                                              {"dtype", "float32"}, {"threads", "0"}, {"kernels", "auto"}};
+  std::map<std::string, std::string> flags = {
+      {"batch", "8"},      {"seq", "256"},          {"rank", "16"},       {"steps", "6"},
+      {"warmup", "2"},     {"device", "cpu"},       {"dtype", "float32"}, {"threads", "0"},
+      {"kernels", "auto"}, {"quantization", "none"}};
   bool checkpointing = false, profile = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -94,8 +99,12 @@ int Main(int argc, char** argv) {
     return 2;
   }
   int64_t batch = 0, seq = 0, rank = 0, steps = 0, warmup = 0, threads = 0;
-  for (auto [name, out] : {std::pair{"batch", &batch}, {"seq", &seq}, {"rank", &rank}, {"steps", &steps},
-                           {"warmup", &warmup}, {"threads", &threads}}) {
+  for (auto [name, out] : {std::pair{"batch", &batch},
+                           {"seq", &seq},
+                           {"rank", &rank},
+                           {"steps", &steps},
+                           {"warmup", &warmup},
+                           {"threads", &threads}}) {
     if (!absl::SimpleAtoi(flags[name], out) || *out < 0) {
       std::cerr << "train_bench: --" << name << " must be a non-negative integer\n";
       return 2;
@@ -111,12 +120,24 @@ int Main(int argc, char** argv) {
                                                         : kernels::Backend::kAuto);
   if (cuda) {
     std::string report;
-    if (absl::Status s = kernels::RunKernelSelfTest(&report); !s.ok()) return Fail(std::string(s.message()));
+    if (absl::Status s = kernels::RunKernelSelfTest(&report); !s.ok())
+      return Fail(std::string(s.message()));
     std::cerr << "kernel self-test: " << report << "\n";
   }
 
-  absl::StatusOr<std::shared_ptr<CausalLM>> lm = CausalLM::FromPretrained(flags["model"], dtype, device);
+  if (flags["quantization"] != "none" && flags["quantization"] != "nf4") {
+    std::cerr << "train_bench: --quantization must be none or nf4\n";
+    return 2;
+  }
+  const int64_t start_peak_bytes = PeakBytes(device);
+  model::LoadOptions load;
+  load.dtype = dtype;
+  load.device = device;
+  load.quantization = flags["quantization"] == "nf4" ? "nf4" : "";
+  absl::StatusOr<std::shared_ptr<CausalLM>> lm = CausalLM::FromPretrained(flags["model"], load);
   if (!lm.ok()) return Fail(std::string(lm.status().message()));
+  const int64_t base_bytes = (*lm)->BaseBytes();
+  const int64_t load_peak_bytes = PeakBytes(device);
   LoraConfig config;
   config.r = rank;
   config.alpha = 2.0 * static_cast<double>(rank);
@@ -134,11 +155,13 @@ int Main(int argc, char** argv) {
   const int64_t vocab = (*lm)->config().vocab_size;
   std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
   for (int i = 0; i < 2; ++i) {
-    torch::Tensor x = at::randint(0, vocab, {batch, seq}, gen, torch::kInt64);                           // (B, T)
-    torch::Tensor y = torch::cat({x.narrow(1, 1, seq - 1), torch::full({batch, 1}, -100, torch::kInt64)}, 1);
+    torch::Tensor x = at::randint(0, vocab, {batch, seq}, gen, torch::kInt64);  // (B, T)
+    torch::Tensor y =
+        torch::cat({x.narrow(1, 1, seq - 1), torch::full({batch, 1}, -100, torch::kInt64)}, 1);
     batches.emplace_back(x.to(device), y.to(device));
   }
-  torch::Tensor pos = torch::arange(seq, torch::kInt64).unsqueeze(0).expand({batch, seq}).contiguous().to(device);
+  torch::Tensor pos =
+      torch::arange(seq, torch::kInt64).unsqueeze(0).expand({batch, seq}).contiguous().to(device);
   const double trained = static_cast<double>(batch * (seq - 1));
 #if FJORD_KERNELS_FUSED
   // As the Python side: the peak of the training steps (weights, adapters,
@@ -177,8 +200,8 @@ int Main(int argc, char** argv) {
     if (cuda) torch::cuda::synchronize();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (profile) {
-      std::cerr << "  forward " << t_forward << " s, loss (+its gradient) " << t_loss << " s, backward "
-                << t_backward << " s, optimizer " << t_step << " s\n";
+      std::cerr << "  forward " << t_forward << " s, loss (+its gradient) " << t_loss
+                << " s, backward " << t_backward << " s, optimizer " << t_step << " s\n";
     }
     if (step >= warmup) times.push_back(dt);
     std::cerr << "step " << step << ": " << dt << " s, loss " << last_loss << "\n";
@@ -187,13 +210,19 @@ int Main(int argc, char** argv) {
   double total = 0;
   for (double t : times) total += t;
   nlohmann::json out = {
-      {"tokens_per_s", total > 0 ? static_cast<double>(batch * seq) * static_cast<double>(times.size()) / total : 0.0},
-      {"tokens_per_cpu_s", cpu > 0 ? static_cast<double>(batch * seq) * static_cast<double>(times.size()) / cpu : 0.0},
+      {"tokens_per_s",
+       total > 0 ? static_cast<double>(batch * seq) * static_cast<double>(times.size()) / total
+                 : 0.0},
+      {"tokens_per_cpu_s",
+       cpu > 0 ? static_cast<double>(batch * seq) * static_cast<double>(times.size()) / cpu : 0.0},
       {"peak_bytes", PeakBytes(device)},
       {"loss", last_loss},
       {"step_s", times},
       {"threads", torch::get_num_threads()},
       {"lora_params", (*adapter)->num_parameters()},
+      {"base_bytes", base_bytes},
+      {"load_peak_bytes", load_peak_bytes},
+      {"start_peak_bytes", start_peak_bytes},
   };
   std::printf("%s\n", out.dump().c_str());
   return 0;

@@ -55,8 +55,8 @@ Tensor Dropped(const Tensor& x2, double p, uint64_t seed) {
 void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void* a,
           int64_t lda, const void* b, int64_t ldb, kc::DType ab, double beta, void* c, int64_t ldc,
           kc::DType ct) {
-  kc::Gemm(tc::Blas(), tc::Stream(), ta, tb, m, n, k, static_cast<float>(alpha), a, lda, b, ldb,
-           ab, static_cast<float>(beta), c, ldc, ct);
+  kc::Gemm(tc::Blas(), tc::Stream(), ta, tb, m, n, k, static_cast<float>(alpha), a, lda, b, ldb, ab,
+           static_cast<float>(beta), c, ldc, ct);
 }
 
 // The base projection x2·Wᵀ + bias (N, out), through LibTorch (cuBLASLt,
@@ -82,17 +82,17 @@ struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     const kc::DType tag = tc::Tag(x);
     Tensor x2 = x.reshape({-1, in}).contiguous();  // (N, in)
     const int64_t n = x2.size(0);
-    Tensor w = weight.contiguous();                // (out, in)
-    Tensor ac = a.to(dt).contiguous();             // (r, in)
-    Tensor bc = b.to(dt).contiguous();             // (out, r)
+    Tensor w = weight.contiguous();     // (out, in)
+    Tensor ac = a.to(dt).contiguous();  // (r, in)
+    Tensor bc = b.to(dt).contiguous();  // (out, r)
 
     Tensor y = Base(x2, w, bias.has_value() ? *bias : Tensor());  // (N, out)
     Tensor xd = dropout_p > 0 ? Dropped(x2, dropout_p, static_cast<uint64_t>(seed)) : x2;
     Tensor xa = torch::empty({n, r}, x2.options());  // (N, r)
-    Gemm(false, true, n, r, in, 1.0, xd.data_ptr(), in, ac.data_ptr(), in, tag, 0.0,
-         xa.data_ptr(), r, tag);
-    Gemm(false, true, n, out, r, scale, xa.data_ptr(), r, bc.data_ptr(), r, tag, 1.0,
-         y.data_ptr(), out, tag);
+    Gemm(false, true, n, r, in, 1.0, xd.data_ptr(), in, ac.data_ptr(), in, tag, 0.0, xa.data_ptr(),
+         r, tag);
+    Gemm(false, true, n, out, r, scale, xa.data_ptr(), r, bc.data_ptr(), r, tag, 1.0, y.data_ptr(),
+         out, tag);
 
     ctx->save_for_backward({x2, xa, w, ac, bc});
     ctx->saved_data["scale"] = scale;
@@ -182,8 +182,8 @@ struct LoraGroupedFn : public torch::autograd::Function<LoraGroupedFn> {
   // x: (..., in); weights[i]: (out_i, in); biases: the defined biases, of
   // projections bias_owner[j]; as[i]: (r_i, in); bs[i]: (out_i, r_i).
   static variable_list forward(AutogradContext* ctx, const Tensor& x, torch::TensorList weights,
-                               torch::TensorList biases, torch::TensorList as,
-                               torch::TensorList bs, const std::vector<int64_t>& bias_owner,
+                               torch::TensorList biases, torch::TensorList as, torch::TensorList bs,
+                               const std::vector<int64_t>& bias_owner,
                                const std::vector<double>& scales) {
     c10::cuda::CUDAGuard guard(x.device());
     const int64_t k = static_cast<int64_t>(weights.size());
@@ -217,8 +217,8 @@ struct LoraGroupedFn : public torch::autograd::Function<LoraGroupedFn> {
       Tensor bc = bs[i].to(dt).contiguous();  // (out_i, r_i)
       Tensor y = Base(x2, w, bias_of[i]);     // (N, out_i)
       // y += s_i · xa[:, offset:offset + r_i] · B_iᵀ (xa's rows have stride R).
-      Gemm(false, true, n, out, r, scales[i], xa.narrow(1, offset, r).data_ptr(), rt,
-           bc.data_ptr(), r, tag, 1.0, y.data_ptr(), out, tag);
+      Gemm(false, true, n, out, r, scales[i], xa.narrow(1, offset, r).data_ptr(), rt, bc.data_ptr(),
+           r, tag, 1.0, y.data_ptr(), out, tag);
       ys.push_back(y.view(OutShape(x, out)));
       to_save.push_back(w);
       to_save.push_back(bc);
@@ -294,8 +294,7 @@ struct LoraGroupedFn : public torch::autograd::Function<LoraGroupedFn> {
       if (need_b(i)) {
         Tensor db = torch::empty({out, r}, x2.options().dtype(torch::kFloat32));  // (out_i, r_i)
         Gemm(true, false, out, r, n, scales[i], dys[i].data_ptr(), out,
-             xa.narrow(1, offset, r).data_ptr(), rt, tag, 0.0, db.data_ptr(), r,
-             kc::DType::kF32);
+             xa.narrow(1, offset, r).data_ptr(), rt, tag, 0.0, db.data_ptr(), r, kc::DType::kF32);
         dbs[i] = db.to(static_cast<torch::ScalarType>(b_dtypes[i]));
       }
       if (need_w(i)) dws[i] = torch::mm(dys[i].t(), x2);
@@ -350,8 +349,8 @@ bool IsAdapterDType(torch::ScalarType t) { return tc::IsKernelDType(t); }
 
 }  // namespace
 
-bool LoraLinearSupported(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                         const Tensor& a, const Tensor& b, double dropout_p) {
+bool LoraLinearSupported(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& a,
+                         const Tensor& b, double dropout_p) {
   if (!x.defined() || !weight.defined() || !a.defined() || !b.defined()) return false;
   if (!x.is_cuda() || !tc::AllOn(x.device(), {weight, bias, a, b})) return false;
   if (!tc::IsKernelDType(x.scalar_type()) || weight.scalar_type() != x.scalar_type()) return false;
@@ -449,8 +448,7 @@ torch::Tensor LoraLinear(const torch::Tensor&, const torch::Tensor&, const torch
                          std::optional<uint64_t>) {
   NotBuilt("fused LoraLinear");
 }
-bool LoraLinearGroupedSupported(const torch::Tensor&, const std::vector<LoraProjection>&,
-                                double) {
+bool LoraLinearGroupedSupported(const torch::Tensor&, const std::vector<LoraProjection>&, double) {
   return false;
 }
 std::vector<torch::Tensor> LoraLinearGrouped(const torch::Tensor&,

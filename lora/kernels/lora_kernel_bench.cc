@@ -135,8 +135,9 @@ int Main(int argc, char** argv) {
   const Proj q{"q_proj", 4096, 4096}, k{"k_proj", 4096, 1024}, v{"v_proj", 4096, 1024},
       o{"o_proj", 4096, 4096}, gate{"gate_proj", 4096, 14336}, up{"up_proj", 4096, 14336},
       down{"down_proj", 14336, 4096};
-  std::printf("lora_kernel_bench on %s, bf16 model, fp32 adapters, r %lld, warm-up %d, median of %d\n",
-              bench::DeviceName().c_str(), static_cast<long long>(r), warmup, reps);
+  std::printf(
+      "lora_kernel_bench on %s, bf16 model, fp32 adapters, r %lld, warm-up %d, median of %d\n",
+      bench::DeviceName().c_str(), static_cast<long long>(r), warmup, reps);
   std::vector<bench::Row> rows;
   for (int64_t n : token_counts) {
     Run("q_proj", {q}, n, r, warmup, reps, &rows);

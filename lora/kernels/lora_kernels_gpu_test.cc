@@ -102,8 +102,8 @@ TEST_F(LoraKernelsGpuTest, LoraLinearMatchesReference) {
       Tensor bias = c.bias ? Randn({c.out}, dt).requires_grad_(c.weight_grad) : Tensor();
       Tensor a = Randn({c.r, c.in}, adt, 1.0 / std::sqrt(c.in)).requires_grad_(true);
       Tensor b = Randn({c.out, c.r}, adt, 1.0 / std::sqrt(c.r)).requires_grad_(true);
-      const std::string what = absl::StrCat("lora_linear ", Name(dt), " N", n, " in", c.in,
-                                            " out", c.out, " r", c.r);
+      const std::string what =
+          absl::StrCat("lora_linear ", Name(dt), " N", n, " in", c.in, " out", c.out, " r", c.r);
       EXPECT_OK(CompareWithReference(
           what, {x, w, bias, a, b},
           [](const Tensors& in) {
@@ -149,8 +149,8 @@ TEST_F(LoraKernelsGpuTest, DropoutMaskDropsAboutPAndScalesTheRest) {
   EXPECT_NEAR(dropped.to(torch::kFloat64).mean().item<double>(), 0.25, 0.005);
   Tensor other = fused::DropoutMask(300, 1000, 0.25, 43, torch::Device(torch::kCUDA));
   EXPECT_FALSE(torch::equal(mask, other)) << "different seeds, same mask";
-  EXPECT_TRUE(torch::equal(mask, fused::DropoutMask(300, 1000, 0.25, 42,
-                                                    torch::Device(torch::kCUDA))));
+  EXPECT_TRUE(
+      torch::equal(mask, fused::DropoutMask(300, 1000, 0.25, 42, torch::Device(torch::kCUDA))));
 }
 
 TEST_F(LoraKernelsGpuTest, DropoutOnlyWhenTraining) {

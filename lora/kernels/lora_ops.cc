@@ -15,6 +15,7 @@
 #include "runtime/kernels/compare.h"
 #include "runtime/kernels/fused_policy.h"
 #include "runtime/kernels/kernel_registry.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::lora::kernels {
 
@@ -104,37 +105,35 @@ const char* Name(torch::ScalarType t) { return t == torch::kFloat32 ? "fp32" : "
 absl::Status SelfTestLoraLinear() {
   for (torch::ScalarType dt : {torch::kFloat32, torch::kBFloat16}) {
     const int64_t in = 40, out = 24, r = 4;
-    Tensor x = Rand({2, 3, in}, dt).requires_grad_(true);       // (B, T, in)
-    Tensor w = Rand({out, in}, dt, 0.15);                       // (out, in) frozen
-    Tensor bias = Rand({out}, dt);                              // (out)
+    Tensor x = Rand({2, 3, in}, dt).requires_grad_(true);                  // (B, T, in)
+    Tensor w = Rand({out, in}, dt, 0.15);                                  // (out, in) frozen
+    Tensor bias = Rand({out}, dt);                                         // (out)
     Tensor a = Rand({r, in}, torch::kFloat32, 0.15).requires_grad_(true);  // fp32 adapters
     Tensor b = Rand({out, r}, torch::kFloat32, 0.5).requires_grad_(true);
     const Tolerance tol = DefaultTolerance(dt);
-    absl::Status s = CompareWithReference(
+    FJORD_RETURN_IF_ERROR(CompareWithReference(
         absl::StrCat("lora_linear ", Name(dt)), {x, w, bias, a, b},
         [](const Tensors& in) {
           return Tensors{fused::LoraLinear(in[0], in[1], in[2], in[3], in[4], 2.0, 0.1, false)};
         },
         [](const Tensors& in) {
-          return Tensors{
-              reference::LoraLinear(in[0], in[1], in[2], in[3], in[4], 2.0, 0.1, false)};
+          return Tensors{reference::LoraLinear(in[0], in[1], in[2], in[3], in[4], 2.0, 0.1, false)};
         },
-        Scale(tol, 2), Scale(tol, 3));
-    if (!s.ok()) return s;
+        Scale(tol, 2), Scale(tol, 3)));
 
     // Dropout: the fused mask of a known seed, regenerated in the backward.
-    Tensor mask = fused::DropoutMask(6, in, 0.25, kSelfTestDropoutSeed, x.device()).view({2, 3, in});
-    s = CompareWithReference(
+    Tensor mask =
+        fused::DropoutMask(6, in, 0.25, kSelfTestDropoutSeed, x.device()).view({2, 3, in});
+    FJORD_RETURN_IF_ERROR(CompareWithReference(
         absl::StrCat("lora_linear dropout ", Name(dt)), {x, w, bias, a, b},
         [](const Tensors& in) {
-          return Tensors{
-              fused::LoraLinear(in[0], in[1], in[2], in[3], in[4], 2.0, 0.25, true, kSelfTestDropoutSeed)};
+          return Tensors{fused::LoraLinear(in[0], in[1], in[2], in[3], in[4], 2.0, 0.25, true,
+                                           kSelfTestDropoutSeed)};
         },
         [mask](const Tensors& in) {
           return Tensors{reference::LoraLinearMasked(in[0], in[1], in[2], in[3], in[4], 2.0, mask)};
         },
-        Scale(tol, 2), Scale(tol, 3));
-    if (!s.ok()) return s;
+        Scale(tol, 2), Scale(tol, 3)));
   }
   return absl::OkStatus();
 }
@@ -147,9 +146,9 @@ absl::Status SelfTestLoraLinearGrouped() {
     const std::vector<std::pair<int64_t, int64_t>> dims = {{32, 4}, {16, 4}, {16, 8}};
     Tensors inputs = {x};
     for (size_t i = 0; i < dims.size(); ++i) {
-      inputs.push_back(Rand({dims[i].first, in}, dt, 0.15));                          // weight
-      inputs.push_back(i == 1 ? Rand({dims[i].first}, dt) : Tensor());                // bias
-      inputs.push_back(Rand({dims[i].second, in}, dt, 0.15).requires_grad_(true));     // a
+      inputs.push_back(Rand({dims[i].first, in}, dt, 0.15));                        // weight
+      inputs.push_back(i == 1 ? Rand({dims[i].first}, dt) : Tensor());              // bias
+      inputs.push_back(Rand({dims[i].second, in}, dt, 0.15).requires_grad_(true));  // a
       inputs.push_back(Rand({dims[i].first, dims[i].second}, dt, 0.5).requires_grad_(true));  // b
     }
     auto projections = [](const Tensors& in) {
@@ -160,7 +159,7 @@ absl::Status SelfTestLoraLinearGrouped() {
       return ps;
     };
     const Tolerance tol = DefaultTolerance(dt);
-    absl::Status s = CompareWithReference(
+    FJORD_RETURN_IF_ERROR(CompareWithReference(
         absl::StrCat("lora_linear_grouped ", Name(dt)), inputs,
         [projections](const Tensors& in) {
           return fused::LoraLinearGrouped(in[0], projections(in), 0.0, true);
@@ -168,8 +167,7 @@ absl::Status SelfTestLoraLinearGrouped() {
         [projections](const Tensors& in) {
           return reference::LoraLinearGrouped(in[0], projections(in), 0.0, true);
         },
-        Scale(tol, 2), Scale(tol, 3));
-    if (!s.ok()) return s;
+        Scale(tol, 2), Scale(tol, 3)));
   }
   return absl::OkStatus();
 }

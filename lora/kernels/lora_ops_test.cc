@@ -36,9 +36,9 @@ using torch::Tensor;
   const double worst = excess.max().item<double>();
   if (!(worst <= 0)) {
     const int64_t i = excess.flatten().argmax().item<int64_t>();
-    return ::testing::AssertionFailure() << "element " << i << ": got "
-                                         << a.flatten()[i].item<double>() << ", expected "
-                                         << e.flatten()[i].item<double>();
+    return ::testing::AssertionFailure()
+           << "element " << i << ": got " << a.flatten()[i].item<double>() << ", expected "
+           << e.flatten()[i].item<double>();
   }
   return ::testing::AssertionSuccess();
 }
@@ -137,7 +137,8 @@ TEST_F(LoraReferenceTest, DropoutOnlyInTrainingAndOnlyOnTheAdapterInput) {
 TEST_F(LoraReferenceTest, GroupedEqualsOneCallPerProjection) {
   Tensor x = torch::randn({4, 7, 16});
   std::vector<LoraProjection> ps = {
-      {torch::randn({16, 16}), torch::randn({16}), torch::randn({4, 16}), torch::randn({16, 4}), 2.0},
+      {torch::randn({16, 16}), torch::randn({16}), torch::randn({4, 16}), torch::randn({16, 4}),
+       2.0},
       {torch::randn({8, 16}), Tensor(), torch::randn({4, 16}), torch::randn({8, 4}), 0.5},
       {torch::randn({8, 16}), Tensor(), torch::randn({2, 16}), torch::randn({8, 2}), 1.0}};
   std::vector<Tensor> ys = reference::LoraLinearGrouped(x, ps, 0.0, true);

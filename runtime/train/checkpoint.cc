@@ -116,7 +116,8 @@ void RemoveStaleTemporaries(Env* env, const std::string& root) {
   absl::StatusOr<std::vector<std::string>> names = env->ListDir(root);
   if (!names.ok()) return;
   for (const std::string& name : *names) {
-    if (name.rfind(".tmp-step-", 0) == 0 || (name.rfind("step-", 0) == 0 && name.find(".old-") != std::string::npos)) {
+    if (name.rfind(".tmp-step-", 0) == 0 ||
+        (name.rfind("step-", 0) == 0 && name.find(".old-") != std::string::npos)) {
       env->DeleteRecursively(JoinPath(root, name)).IgnoreError();
     }
   }
@@ -168,9 +169,12 @@ absl::Status VerifyCheckpoint(const std::string& dir, Env* env) {
       return absl::DataLossError(absl::StrCat(manifest_path, ": bad entry for ", it.key()));
     }
     absl::StatusOr<FileDigest> d = Digest(env, path);
-    if (!d.ok()) return absl::DataLossError(absl::StrCat(path, ": listed in the manifest but unreadable: ", d.status().message()));
+    if (!d.ok())
+      return absl::DataLossError(
+          absl::StrCat(path, ": listed in the manifest but unreadable: ", d.status().message()));
     if (d->size != entry["size"].get<uint64_t>()) {
-      return absl::DataLossError(absl::StrCat(path, ": size ", d->size, " != ", entry["size"].get<uint64_t>(), " in the manifest"));
+      return absl::DataLossError(absl::StrCat(
+          path, ": size ", d->size, " != ", entry["size"].get<uint64_t>(), " in the manifest"));
     }
     if (d->sha256 != entry["sha256"].get<std::string>()) {
       return absl::DataLossError(absl::StrCat(path, ": SHA-256 does not match the manifest"));
@@ -277,8 +281,8 @@ absl::StatusOr<std::string> WriteCheckpoint(
   // fault, not a missing input of the job (NotFound means "fix your config"
   // to fjord-train's callers): Unavailable.
   if (r.status().code() == absl::StatusCode::kNotFound) {
-    return absl::UnavailableError(absl::StrCat(r.status().message(),
-                                               " (was the output directory deleted or its storage unmounted?)"));
+    return absl::UnavailableError(absl::StrCat(
+        r.status().message(), " (was the output directory deleted or its storage unmounted?)"));
   }
   return r;
 }

@@ -25,8 +25,9 @@ using ::testing::HasSubstr;
 class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::path(::testing::TempDir()) / ("ckpt-" + std::to_string(::getpid()) + "-" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    root_ = fs::path(::testing::TempDir()) /
+            ("ckpt-" + std::to_string(::getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(root_);
   }
   void TearDown() override { fs::remove_all(root_); }
@@ -44,7 +45,8 @@ class CheckpointTest : public ::testing::Test {
 TEST_F(CheckpointTest, WriteVerifyAndFindLatest) {
   auto a = WriteCheckpoint(root_, 10, 0, [](const std::string& d) { return WriteFiles(d, "ten"); });
   ASSERT_TRUE(a.ok()) << a.status();
-  auto b = WriteCheckpoint(root_, 20, 0, [](const std::string& d) { return WriteFiles(d, "twenty"); });
+  auto b =
+      WriteCheckpoint(root_, 20, 0, [](const std::string& d) { return WriteFiles(d, "twenty"); });
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(*b, (root_ / "step-00000020").string());
   EXPECT_TRUE(VerifyCheckpoint(*a).ok());
@@ -61,8 +63,11 @@ TEST_F(CheckpointTest, WriteVerifyAndFindLatest) {
 }
 
 TEST_F(CheckpointTest, CorruptNewestIsSkippedWithReason) {
-  ASSERT_TRUE(WriteCheckpoint(root_, 10, 0, [](const std::string& d) { return WriteFiles(d, "ten"); }).ok());
-  auto b = WriteCheckpoint(root_, 20, 0, [](const std::string& d) { return WriteFiles(d, "twenty"); });
+  ASSERT_TRUE(WriteCheckpoint(root_, 10, 0, [](const std::string& d) {
+                return WriteFiles(d, "ten");
+              }).ok());
+  auto b =
+      WriteCheckpoint(root_, 20, 0, [](const std::string& d) { return WriteFiles(d, "twenty"); });
   ASSERT_TRUE(b.ok());
   std::ofstream(*b + "/adapter/adapter_model.safetensors") << "tw3nty";  // same size, other bytes
   absl::Status v = VerifyCheckpoint(*b);
@@ -77,7 +82,9 @@ TEST_F(CheckpointTest, CorruptNewestIsSkippedWithReason) {
 }
 
 TEST_F(CheckpointTest, TornCheckpointWithoutManifestIsSkipped) {
-  ASSERT_TRUE(WriteCheckpoint(root_, 5, 0, [](const std::string& d) { return WriteFiles(d, "five"); }).ok());
+  ASSERT_TRUE(WriteCheckpoint(root_, 5, 0, [](const std::string& d) {
+                return WriteFiles(d, "five");
+              }).ok());
   fs::create_directories(root_ / "step-00000009");
   std::ofstream(root_ / "step-00000009" / "trainer_state.json") << "{";
   std::vector<std::string> skipped;
@@ -89,11 +96,13 @@ TEST_F(CheckpointTest, TornCheckpointWithoutManifestIsSkipped) {
 }
 
 TEST_F(CheckpointTest, TruncatedAndExtraFilesDetected) {
-  auto a = WriteCheckpoint(root_, 1, 0, [](const std::string& d) { return WriteFiles(d, "payload"); });
+  auto a =
+      WriteCheckpoint(root_, 1, 0, [](const std::string& d) { return WriteFiles(d, "payload"); });
   ASSERT_TRUE(a.ok());
   fs::resize_file(*a + "/adapter/adapter_model.safetensors", 3);
   EXPECT_THAT(VerifyCheckpoint(*a).message(), HasSubstr("size 3 != 7"));
-  auto b = WriteCheckpoint(root_, 2, 0, [](const std::string& d) { return WriteFiles(d, "payload"); });
+  auto b =
+      WriteCheckpoint(root_, 2, 0, [](const std::string& d) { return WriteFiles(d, "payload"); });
   ASSERT_TRUE(b.ok());
   std::ofstream(*b + "/stray.bin") << "x";
   EXPECT_THAT(VerifyCheckpoint(*b).message(), HasSubstr("stray.bin is not in the manifest"));
@@ -101,7 +110,9 @@ TEST_F(CheckpointTest, TruncatedAndExtraFilesDetected) {
 
 TEST_F(CheckpointTest, KeepLastPrunesOldest) {
   for (int step : {1, 2, 3, 4}) {
-    ASSERT_TRUE(WriteCheckpoint(root_, step, 2, [](const std::string& d) { return WriteFiles(d, "x"); }).ok());
+    ASSERT_TRUE(WriteCheckpoint(root_, step, 2, [](const std::string& d) {
+                  return WriteFiles(d, "x");
+                }).ok());
   }
   std::vector<FoundCheckpoint> all = ListCheckpoints(root_);
   ASSERT_EQ(all.size(), 2u);
@@ -110,7 +121,8 @@ TEST_F(CheckpointTest, KeepLastPrunesOldest) {
 }
 
 TEST_F(CheckpointTest, FailedWriteLeavesPreviousIntactAndNoTemp) {
-  ASSERT_TRUE(WriteCheckpoint(root_, 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); }).ok());
+  ASSERT_TRUE(
+      WriteCheckpoint(root_, 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); }).ok());
   auto bad = WriteCheckpoint(root_, 2, 0, [](const std::string& d) {
     WriteFiles(d, "partial").IgnoreError();
     return absl::ResourceExhaustedError("No space left on device");
@@ -132,7 +144,8 @@ TEST_F(CheckpointTest, FailedWriteLeavesPreviousIntactAndNoTemp) {
 // (and, mid-replace, a step-*.old-* one) named with its pid; the next writer
 // of the root removes them, and neither ever counts as a checkpoint.
 TEST_F(CheckpointTest, TemporariesOfAKilledWriterAreRemovedByTheNextWrite) {
-  ASSERT_TRUE(WriteCheckpoint(root_, 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); }).ok());
+  ASSERT_TRUE(
+      WriteCheckpoint(root_, 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); }).ok());
   fs::create_directories(root_ / ".tmp-step-00000002-99999/adapter");
   std::ofstream(root_ / ".tmp-step-00000002-99999/adapter/adapter_model.safetensors") << "half";
   fs::create_directories(root_ / "step-00000001.old-99998");
@@ -140,7 +153,8 @@ TEST_F(CheckpointTest, TemporariesOfAKilledWriterAreRemovedByTheNextWrite) {
   std::vector<std::string> skipped;
   ASSERT_EQ(FindLatestCheckpoint(root_, &skipped)->step, 1);
   EXPECT_TRUE(skipped.empty());
-  ASSERT_TRUE(WriteCheckpoint(root_, 2, 0, [](const std::string& d) { return WriteFiles(d, "two"); }).ok());
+  ASSERT_TRUE(
+      WriteCheckpoint(root_, 2, 0, [](const std::string& d) { return WriteFiles(d, "two"); }).ok());
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(root_)) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
@@ -152,13 +166,16 @@ TEST_F(CheckpointTest, TemporariesOfAKilledWriterAreRemovedByTheNextWrite) {
 // path, and leaves nothing behind.
 TEST_F(CheckpointTest, VanishedParentIsUnavailableNotRebuilt) {
   const fs::path gone = root_ / "job" / "checkpoints";
-  auto r = WriteCheckpoint(gone.string(), 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); });
+  auto r = WriteCheckpoint(gone.string(), 1, 0,
+                           [](const std::string& d) { return WriteFiles(d, "one"); });
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
   EXPECT_THAT(r.status().message(), HasSubstr(gone.string()));
   EXPECT_THAT(r.status().message(), HasSubstr("No such file or directory"));
   EXPECT_FALSE(fs::exists(root_ / "job"));
   fs::create_directories(root_ / "job");
-  EXPECT_TRUE(WriteCheckpoint(gone.string(), 1, 0, [](const std::string& d) { return WriteFiles(d, "one"); }).ok());
+  EXPECT_TRUE(WriteCheckpoint(gone.string(), 1, 0, [](const std::string& d) {
+                return WriteFiles(d, "one");
+              }).ok());
 }
 
 TEST_F(CheckpointTest, NoCheckpointIsNotFound) {

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "runtime/data/jsonl.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::train::config_yaml {
 
@@ -23,6 +27,22 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
   return ss.str();
 }
 
+absl::Status CheckText(absl::string_view text, const std::string& where) {
+  if (std::optional<size_t> bad = data::FindInvalidUtf8(text)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: invalid UTF-8 at byte %d (0x%02x)",
+                                                      where, *bad,
+                                                      static_cast<unsigned char>(text[*bad])));
+  }
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: control character 0x%02x at byte %d (not allowed in a config's text)", where, c, i));
+    }
+  }
+  return absl::OkStatus();
+}
+
 namespace internal {
 namespace {
 
@@ -30,7 +50,8 @@ namespace {
 std::vector<std::string> SectionsOf(const Erased& schema) {
   std::vector<std::string> sections;
   for (const auto& [section, key] : schema.keys) {
-    if (std::find(sections.begin(), sections.end(), section) == sections.end()) sections.push_back(section);
+    if (std::find(sections.begin(), sections.end(), section) == sections.end())
+      sections.push_back(section);
   }
   return sections;
 }
@@ -46,7 +67,8 @@ std::vector<std::string> KeysOf(const Erased& schema, absl::string_view section)
 // The index of section.key, or -1.
 int64_t FindField(const Erased& schema, absl::string_view section, absl::string_view key) {
   for (size_t i = 0; i < schema.keys.size(); ++i) {
-    if (schema.keys[i].first == section && schema.keys[i].second == key) return static_cast<int64_t>(i);
+    if (schema.keys[i].first == section && schema.keys[i].second == key)
+      return static_cast<int64_t>(i);
   }
   return -1;
 }
@@ -58,7 +80,8 @@ absl::Status CheckAllowed(const std::string& value, const std::vector<std::strin
   if (allowed.empty() || std::find(allowed.begin(), allowed.end(), value) != allowed.end()) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(where, ": '", value, "' is not one of ", absl::StrJoin(allowed, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": '", value, "' is not one of ", absl::StrJoin(allowed, ", ")));
 }
 
 absl::Status ParseInto(const Erased& schema, absl::string_view yaml, absl::string_view name) {
@@ -66,8 +89,8 @@ absl::Status ParseInto(const Erased& schema, absl::string_view yaml, absl::strin
   try {
     root = YAML::Load(std::string(yaml));
   } catch (const YAML::ParserException& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": not valid YAML: ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(name, ":", e.mark.line + 1, ":",
+                                                   e.mark.column + 1, ": not valid YAML: ", e.msg));
   }
   const std::vector<std::string> sections = SectionsOf(schema);
   const std::string listed = absl::StrJoin(sections, ", ");
@@ -83,23 +106,25 @@ absl::Status ParseInto(const Erased& schema, absl::string_view yaml, absl::strin
     const std::string section = section_key.as<std::string>("");
     const std::string where = Where(name, section_key, section);
     if (std::find(sections.begin(), sections.end(), section) == sections.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown section; expected one of ", listed));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": unknown section; expected one of ", listed));
     }
     if (body.IsNull()) continue;
-    if (!body.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping"));
+    if (!body.IsMap())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping"));
     for (auto jt = body.begin(); jt != body.end(); ++jt) {
       const YAML::Node key_node = jt->first;
       const YAML::Node value = jt->second;
       const std::string key = key_node.as<std::string>("");
       const int64_t field = FindField(schema, section, key);
       if (field < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(Where(name, key_node, section + "." + key),
-                                                       ": unknown key; '", section, "' accepts ",
-                                                       absl::StrJoin(KeysOf(schema, section), ", ")));
+        return absl::InvalidArgumentError(
+            absl::StrCat(Where(name, key_node, section + "." + key), ": unknown key; '", section,
+                         "' accepts ", absl::StrJoin(KeysOf(schema, section), ", ")));
       }
-      const std::string fwhere = Where(name, value.IsNull() ? key_node : value, section + "." + key);
-      absl::Status s = schema.set(static_cast<size_t>(field), value, fwhere);
-      if (!s.ok()) return s;
+      const std::string fwhere =
+          Where(name, value.IsNull() ? key_node : value, section + "." + key);
+      FJORD_RETURN_IF_ERROR(schema.set(static_cast<size_t>(field), value, fwhere));
     }
   }
   return absl::OkStatus();
@@ -108,12 +133,14 @@ absl::Status ParseInto(const Erased& schema, absl::string_view yaml, absl::strin
 absl::Status OverrideInto(const Erased& schema, absl::string_view assignment) {
   const size_t eq = assignment.find('=');
   if (eq == absl::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("--set '", assignment, "': expected section.field=value"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--set '", assignment, "': expected section.field=value"));
   }
   const absl::string_view path = assignment.substr(0, eq);
   const std::vector<std::string> parts = absl::StrSplit(path, '.');
   const int64_t field = parts.size() == 2 ? FindField(schema, parts[0], parts[1]) : -1;
-  if (field < 0) return absl::InvalidArgumentError(absl::StrCat("--set: unknown field '", path, "'"));
+  if (field < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--set: unknown field '", path, "'"));
   YAML::Node value;
   try {
     value = YAML::Load(std::string(assignment.substr(eq + 1)));

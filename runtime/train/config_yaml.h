@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "runtime/train/training_config.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::train::config_yaml {
 
@@ -59,19 +60,30 @@ struct Schema {
 // when it has none).
 std::string Where(absl::string_view name, const YAML::Node& node, absl::string_view field);
 
-// Reads a scalar node as T. InvalidArgument "WHERE: expected TYPE, got 'x'"
-// (or "got a list" / "got a mapping").
+// OK when `text` is valid UTF-8 without control characters other than tab
+// and newline; else InvalidArgument "WHERE: ..." saying which byte. Strings
+// of a config must survive writing it back (ToYaml) unchanged: an emitter
+// replaces invalid UTF-8, and a carriage return or other control character
+// in a path is a mistake, never meant.
+absl::Status CheckText(absl::string_view text, const std::string& where);
+
+// Reads a scalar node as T (a string is checked with CheckText).
+// InvalidArgument "WHERE: expected TYPE, got 'x'" (or "got a list" / "got a
+// mapping").
 template <class T>
-absl::Status ReadScalar(const YAML::Node& node, const std::string& where, absl::string_view type, T* out) {
+absl::Status ReadScalar(const YAML::Node& node, const std::string& where, absl::string_view type,
+                        T* out) {
   if (!node.IsScalar()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": expected ", type, ", got a ", node.IsSequence() ? "list" : "mapping"));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expected ", type, ", got a ",
+                                                   node.IsSequence() ? "list" : "mapping"));
   }
   try {
     *out = node.as<T>();
   } catch (const YAML::Exception&) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": expected ", type, ", got '", node.Scalar(), "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": expected ", type, ", got '", node.Scalar(), "'"));
   }
+  if constexpr (std::is_same_v<T, std::string>) return CheckText(*out, where);
   return absl::OkStatus();
 }
 
@@ -81,7 +93,8 @@ Field<C> StringField(std::string section, std::string key, std::function<std::st
                      std::vector<std::string> allowed = {});
 // An integer or floating-point number in [min, max].
 template <class T, class C>
-Field<C> NumberField(std::string section, std::string key, std::function<T&(C&)> ref, double min, double max);
+Field<C> NumberField(std::string section, std::string key, std::function<T&(C&)> ref, double min,
+                     double max);
 template <class C>
 Field<C> BoolField(std::string section, std::string key, std::function<bool&(C&)> ref);
 
@@ -90,7 +103,9 @@ template <class D, class B>
 Field<D> Lift(Field<B> f) {
   static_assert(std::is_base_of_v<B, D>);
   Field<D> out{std::move(f.section), std::move(f.key), nullptr, nullptr};
-  out.set = [set = std::move(f.set)](D& c, const YAML::Node& n, const std::string& where) { return set(c, n, where); };
+  out.set = [set = std::move(f.set)](D& c, const YAML::Node& n, const std::string& where) {
+    return set(c, n, where);
+  };
   out.get = [get = std::move(f.get)](const D& c) { return get(c); };
   return out;
 }
@@ -171,14 +186,16 @@ Field<C> StringField(std::string section, std::string key, std::function<std::st
 }
 
 template <class T, class C>
-Field<C> NumberField(std::string section, std::string key, std::function<T&(C&)> ref, double min, double max) {
+Field<C> NumberField(std::string section, std::string key, std::function<T&(C&)> ref, double min,
+                     double max) {
   Field<C> f{std::move(section), std::move(key), nullptr, nullptr};
   f.set = [ref, min, max](C& c, const YAML::Node& n, const std::string& where) {
     T v{};
-    absl::Status s = ReadScalar(n, where, std::is_integral_v<T> ? "an integer" : "a number", &v);
-    if (!s.ok()) return s;
+    FJORD_RETURN_IF_ERROR(
+        ReadScalar(n, where, std::is_integral_v<T> ? "an integer" : "a number", &v));
     if (static_cast<double>(v) < min || static_cast<double>(v) > max) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", v, " is out of range [", min, ", ", max, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", v, " is out of range [", min, ", ", max, "]"));
     }
     ref(c) = v;
     return absl::OkStatus();
@@ -203,9 +220,8 @@ Field<C> BoolField(std::string section, std::string key, std::function<bool&(C&)
 template <class C>
 absl::StatusOr<C> Parse(const Schema<C>& schema, absl::string_view yaml, absl::string_view name) {
   C config;
-  absl::Status s = internal::ParseInto(internal::Erase(schema, config), yaml, name);
-  if (s.ok() && schema.check) s = schema.check(config, name);
-  if (!s.ok()) return s;
+  FJORD_RETURN_IF_ERROR(internal::ParseInto(internal::Erase(schema, config), yaml, name));
+  if (schema.check) FJORD_RETURN_IF_ERROR(schema.check(config, name));
   return config;
 }
 
@@ -227,8 +243,8 @@ template <class C>
 absl::Status Validate(const Schema<C>& schema, const C& config, absl::string_view name) {
   C scratch = config;
   for (const Field<C>& f : schema.fields) {
-    absl::Status s = f.set(scratch, f.get(config), absl::StrCat(name, ": field '", f.section, ".", f.key, "'"));
-    if (!s.ok()) return s;
+    FJORD_RETURN_IF_ERROR(
+        f.set(scratch, f.get(config), absl::StrCat(name, ": field '", f.section, ".", f.key, "'")));
   }
   return schema.check ? schema.check(config, name) : absl::OkStatus();
 }

@@ -1,12 +1,10 @@
 #include "runtime/train/generate.h"
 
-#include <fstream>
-#include <nlohmann/json.hpp>
-
 #include <torch/utils.h>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/data/chat_template.h"
+#include "runtime/data/heldout.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/util/status_macros.h"
 
@@ -20,7 +18,8 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& t
   data::TokenizerAdapter adapter(tok);
   data::RenderOptions options;
   FJORD_ASSIGN_OR_RETURN(options.chat_template, data::ParseChatTemplate(chat_template));
-  FJORD_ASSIGN_OR_RETURN(data::ExampleRenderer renderer, data::ExampleRenderer::Create(adapter, options));
+  FJORD_ASSIGN_OR_RETURN(data::ExampleRenderer renderer,
+                         data::ExampleRenderer::Create(adapter, options));
   data::Record record;
   if (renderer.chat_template() == data::ChatTemplate::kNone) {
     record.format = data::Format::kPromptCompletion;
@@ -31,7 +30,8 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& t
   }
   FJORD_ASSIGN_OR_RETURN(data::RenderedTokens rendered, renderer.Render(record));
   std::vector<int32_t> ids;
-  for (size_t i = 0; i < rendered.ids.size() && !rendered.trained[i]; ++i) ids.push_back(rendered.ids[i]);
+  for (size_t i = 0; i < rendered.ids.size() && !rendered.trained[i]; ++i)
+    ids.push_back(rendered.ids[i]);
   return ids;
 }
 
@@ -49,9 +49,17 @@ std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer&
     const int64_t n = static_cast<int64_t>(ids.size());
     torch::Tensor input = torch::tensor(ids, torch::kInt64).view({1, n}).to(device);  // (1, T)
     torch::Tensor pos = torch::arange(n, torch::dtype(torch::kInt64).device(device)).view({1, n});
-    torch::Tensor hidden = model.Hidden(input, pos, torch::Tensor());                   // (1, T, C)
-    torch::Tensor logits = model.Logits(hidden.narrow(1, n - 1, 1));                    // (1, 1, V)
-    const int32_t next = static_cast<int32_t>(logits.argmax(-1).item<int64_t>());
+    torch::Tensor hidden = model.Hidden(input, pos, torch::Tensor());  // (1, T, C)
+    torch::Tensor logits = model.Logits(hidden.narrow(1, n - 1, 1));   // (1, 1, V)
+    int32_t next = static_cast<int32_t>(logits.argmax(-1).item<int64_t>());
+    if (const auto& group = model.shard_group(); group != nullptr) {
+      // A sharded base: every rank must make the same forwards (each gathers
+      // weights with the others), so rank 0's token decides for all, even if
+      // a rank's last bits differed.
+      next = static_cast<int32_t>(
+          group->AllGather(torch::tensor({static_cast<int64_t>(next)}, torch::kInt64))[0]
+              .item<int64_t>());
+    }
     if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
     out.push_back(next);
     ids.push_back(next);
@@ -59,30 +67,32 @@ std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer&
   return out;
 }
 
+absl::StatusOr<HeldoutCounts> HeldoutShard(CausalLM& model, const tokenizer::Tokenizer& tok,
+                                           const std::string& path,
+                                           const std::string& chat_template, int64_t max_new_tokens,
+                                           const torch::Device& device, int shard, int shards) {
+  // The whole file is checked before the first question is asked.
+  FJORD_ASSIGN_OR_RETURN(data::HeldoutSet set, data::LoadHeldoutJsonl(path));
+  HeldoutCounts counts;
+  for (size_t i = 0; i < set.questions.size(); ++i) {
+    if (static_cast<int>(i % static_cast<size_t>(shards)) != shard) continue;
+    const data::HeldoutQuestion& q = set.questions[i];
+    FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                           ChatPromptIds(tok, chat_template, q.prompt));
+    const std::string reply =
+        tok.Decode(GreedyGenerate(model, tok, prompt, max_new_tokens, device), true);
+    if (reply.find(q.answer) != std::string::npos) ++counts.right;
+    ++counts.asked;
+  }
+  return counts;
+}
+
 absl::StatusOr<double> HeldoutAccuracy(CausalLM& model, const tokenizer::Tokenizer& tok,
                                        const std::string& path, const std::string& chat_template,
                                        int64_t max_new_tokens, const torch::Device& device) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open held-out file ", path));
-  std::string line;
-  int64_t lineno = 0, total = 0, correct = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string() || !j.contains("answer") ||
-        !j["answer"].is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", lineno, ": expected {\"prompt\": string, \"answer\": string}"));
-    }
-    FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
-                           ChatPromptIds(tok, chat_template, j["prompt"].get<std::string>()));
-    const std::string reply = tok.Decode(GreedyGenerate(model, tok, prompt, max_new_tokens, device), true);
-    ++total;
-    if (reply.find(j["answer"].get<std::string>()) != std::string::npos) ++correct;
-  }
-  if (total == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": no held-out examples"));
-  return static_cast<double>(correct) / static_cast<double>(total);
+  FJORD_ASSIGN_OR_RETURN(
+      HeldoutCounts c, HeldoutShard(model, tok, path, chat_template, max_new_tokens, device, 0, 1));
+  return static_cast<double>(c.right) / static_cast<double>(c.asked);
 }
 
 }  // namespace fjord::train

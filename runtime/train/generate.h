@@ -25,14 +25,29 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& t
                                                    const std::string& user_message);
 
 // Greedy continuation of `prompt` (no sampling), at most max_new_tokens,
-// stopping at an end-of-turn/end-of-text token (not included).
+// stopping at an end-of-turn/end-of-text token (not included). With a
+// sharded base every rank of its group must call it with the same prompt;
+// rank 0's choice of each token is every rank's.
 std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer& tok,
                                     const std::vector<int32_t>& prompt, int64_t max_new_tokens,
                                     const torch::Device& device);
 
-// Fraction of lines of `path` (JSONL of {"prompt": ..., "answer": ...}) whose
-// greedy reply to the prompt contains the answer. InvalidArgument naming the
-// file and line for a malformed line.
+// Fraction of the questions of `path` (JSONL of {"prompt": ..., "answer": ...};
+// runtime/data/heldout.h) whose greedy reply to the prompt contains the
+// answer. The file is checked whole first: InvalidArgument naming the file,
+// the line and the field for a malformed line (no question is asked then),
+// NotFound when it cannot be opened.
+// The questions i with i % shards == shard (data-parallel ranks share them
+// out): how many were asked and how many replies contained the answer.
+struct HeldoutCounts {
+  int64_t asked = 0;
+  int64_t right = 0;
+};
+absl::StatusOr<HeldoutCounts> HeldoutShard(CausalLM& model, const tokenizer::Tokenizer& tok,
+                                           const std::string& path,
+                                           const std::string& chat_template, int64_t max_new_tokens,
+                                           const torch::Device& device, int shard, int shards);
+
 absl::StatusOr<double> HeldoutAccuracy(CausalLM& model, const tokenizer::Tokenizer& tok,
                                        const std::string& path, const std::string& chat_template,
                                        int64_t max_new_tokens, const torch::Device& device);

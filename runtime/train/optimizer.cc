@@ -63,11 +63,12 @@ absl::Status AdamW::LoadStateTensors(const std::map<std::string, torch::Tensor>&
     for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
       auto it = state.find(s.name + suffix);
       if (it == state.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("optimizer state: tensor '", s.name, suffix, "' missing"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state: tensor '", s.name, suffix, "' missing"));
       }
       if (it->second.sizes() != s.param.sizes()) {
-        return absl::InvalidArgumentError(absl::StrCat("optimizer state: tensor '", s.name, suffix,
-                                                       "' has the wrong shape"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state: tensor '", s.name, suffix, "' has the wrong shape"));
       }
     }
   }
@@ -82,10 +83,12 @@ absl::Status AdamW::LoadStateTensors(const std::map<std::string, torch::Tensor>&
 
 double LearningRate(const std::string& schedule, double peak, int64_t step, int64_t total,
                     int64_t warmup, double min_ratio) {
-  if (warmup > 0 && step < warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (warmup > 0 && step < warmup)
+    return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
   if (schedule == "constant") return peak;
   const int64_t decay_steps = std::max<int64_t>(1, total - warmup);
-  const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(decay_steps));
+  const double progress =
+      std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(decay_steps));
   const double floor = peak * min_ratio;
   if (schedule == "linear") return floor + (peak - floor) * (1.0 - progress);
   // cosine

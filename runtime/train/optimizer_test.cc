@@ -19,7 +19,9 @@ torch::Tensor Param(std::vector<float> v) {
   return torch::tensor(v, torch::kFloat32).requires_grad_(true);
 }
 
-void SetGrad(torch::Tensor& p, std::vector<float> g) { p.mutable_grad() = torch::tensor(g, torch::kFloat32); }
+void SetGrad(torch::Tensor& p, std::vector<float> g) {
+  p.mutable_grad() = torch::tensor(g, torch::kFloat32);
+}
 
 TEST(AdamWTest, MatchesTorchOptimAdamW) {
   // torch 2.15: AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8,
@@ -96,7 +98,8 @@ TEST(AdamWTest, LoadStateRefusesMissingOrMisshapedTensors) {
                                                 {"w.exp_avg", torch::zeros({2})}};
   EXPECT_THAT(opt.LoadStateTensors(state).message(), HasSubstr("tensor 'w.exp_avg_sq' missing"));
   state["w.exp_avg_sq"] = torch::zeros({3});
-  EXPECT_THAT(opt.LoadStateTensors(state).message(), HasSubstr("'w.exp_avg_sq' has the wrong shape"));
+  EXPECT_THAT(opt.LoadStateTensors(state).message(),
+              HasSubstr("'w.exp_avg_sq' has the wrong shape"));
   state.erase("step");
   EXPECT_THAT(opt.LoadStateTensors(state).message(), HasSubstr("'step' missing"));
 }

@@ -16,26 +16,32 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/data/tokenizer_adapter.h"
+#include "runtime/dist/world.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/kernels/fused.h"
 #include "runtime/kernels/ops.h"
 #include "runtime/kernels/self_test.h"
 #include "runtime/model/model.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/train/checkpoint.h"
+#include "runtime/train/data_parallel.h"
 #include "runtime/train/generate.h"
 #include "runtime/train/optimizer.h"
-#include "runtime/kernels/fused.h"
+#include "runtime/train/training_state.h"
 #include "runtime/util/status_macros.h"
 
 #if FJORD_KERNELS_FUSED
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace fjord::train {
@@ -43,6 +49,14 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using internal::BroadcastParameters;
+using internal::GradientReducer;
+using internal::LoadTrainingState;
+using internal::MicroBatchesPerStep;
+using internal::RestoredState;
+using internal::SaveFinalAdapter;
+using internal::SaveTrainingState;
+using internal::SeedMicroBatch;
 
 // A micro-batch on the device. input_ids/targets/position_ids: (B, T) int64;
 // segment_ids: (B, T) int64 on the host (0 = padding) or undefined when unpacked.
@@ -64,7 +78,8 @@ DeviceBatch ToDevice(const data::PackedBatch& b, const torch::Device& device, bo
   // Segment ids stay on the host: the model reads them there to lay out
   // attention per segment (AttentionLayout), with no device sync.
   if (packed) {
-    d.segment_ids = torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()), {b.batch, b.seq_len}, torch::kInt32)
+    d.segment_ids = torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()),
+                                     {b.batch, b.seq_len}, torch::kInt32)
                         .to(torch::kInt64, /*non_blocking=*/false, /*copy=*/true);
   }
   d.trained_tokens = b.trained_tokens;
@@ -88,29 +103,6 @@ int64_t PeakMemoryBytes(const torch::Device& device) {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
 
-// The generator states dropout draws from: "rng.cpu" and, on a GPU, "rng.cuda".
-std::vector<std::pair<std::string, torch::Tensor>> RngStates(const torch::Device& device) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    out.emplace_back("rng.cpu", gen.get_state());
-  }
-  if (device.is_cuda()) {
-    at::Generator gen = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    out.emplace_back("rng.cuda", gen.get_state());
-  }
-  return out;
-}
-
-void RestoreRng(const std::string& name, const torch::Tensor& state, const torch::Device& device) {
-  at::Generator gen = name == "rng.cuda" ? at::globalContext().defaultGenerator(device)
-                                         : at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
-
 constexpr int64_t kEvalChunkRows = 1024;
 
 struct EvalResult {
@@ -120,9 +112,13 @@ struct EvalResult {
 };
 
 // Mean CE and next-token accuracy over the validation examples (no dropout,
-// no gradients), in fixed order.
+// no gradients), in fixed order. With a world of several ranks each rank
+// takes the batches b with b % size == rank and the sums are all-reduced.
 absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
-                                    const TrainingConfig& cfg, const torch::Device& device) {
+                                    const TrainingConfig& cfg, const torch::Device& device,
+                                    dist::World* world) {
+  const int64_t ranks = world != nullptr ? world->size() : 1;
+  const int64_t rank = world != nullptr ? world->rank() : 0;
   torch::NoGradGuard no_grad;
   model.eval();
   data::LoaderOptions lo;
@@ -136,19 +132,21 @@ absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
   int64_t correct = 0, tokens = 0, batches = 0;
   while (true) {
     FJORD_ASSIGN_OR_RETURN(data::PackedBatch pb, loader->NextBatch(cfg.training.micro_batch_size));
-    DeviceBatch b = ToDevice(pb, device, cfg.data.packing);
+    DeviceBatch b;
+    if (batches % ranks == rank) b = ToDevice(pb, device, cfg.data.packing);
     if (b.trained_tokens > 0) {
       torch::Tensor hidden = model.Hidden(b.input_ids, b.position_ids, b.segment_ids);  // (B, T, C)
-      torch::Tensor mask = b.targets.ne(data::kIgnoreIndex);                              // (B, T)
-      torch::Tensor h = hidden.index({mask});                                             // (n, C)
-      torch::Tensor t = b.targets.index({mask});                                          // (n)
+      torch::Tensor mask = b.targets.ne(data::kIgnoreIndex);                            // (B, T)
+      torch::Tensor h = hidden.index({mask});                                           // (n, C)
+      torch::Tensor t = b.targets.index({mask});                                        // (n)
       // A few rows of logits at a time: (n, V) fp32 may not fit for a 128k vocab.
       for (int64_t start = 0; start < t.size(0); start += kEvalChunkRows) {
         const int64_t len = std::min(kEvalChunkRows, t.size(0) - start);
         torch::Tensor logits = model.Logits(h.narrow(0, start, len));  // (len, V) fp32
         torch::Tensor target = t.narrow(0, start, len);                // (len)
         loss_sum += torch::nn::functional::cross_entropy(
-                        logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                        logits, target,
+                        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                         .item<double>();
         correct += logits.argmax(-1).eq(target).sum().item<int64_t>();
       }
@@ -158,6 +156,14 @@ absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
     if (pb.end_of_epoch || (cfg.eval.max_batches > 0 && batches >= cfg.eval.max_batches)) break;
   }
   model.train();
+  if (world != nullptr && world->size() > 1) {
+    torch::Tensor sums = torch::tensor(
+        {loss_sum, static_cast<double>(correct), static_cast<double>(tokens)}, torch::kFloat64);
+    FJORD_RETURN_IF_ERROR(world->AllReduceSum(sums, "the evaluation's sums"));
+    loss_sum = sums[0].item<double>();
+    correct = static_cast<int64_t>(sums[1].item<double>());
+    tokens = static_cast<int64_t>(sums[2].item<double>());
+  }
   EvalResult r;
   r.tokens = tokens;
   if (tokens > 0) {
@@ -168,9 +174,9 @@ absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
 }
 
 // Micro-batches in `epochs` epochs (a dry run of the loader: packing only).
-absl::StatusOr<int64_t> CountMicroBatches(std::shared_ptr<const std::vector<data::Example>> examples,
-                                          const data::LoaderOptions& lo, int64_t rows,
-                                          int64_t epochs) {
+absl::StatusOr<int64_t> CountMicroBatches(
+    std::shared_ptr<const std::vector<data::Example>> examples, const data::LoaderOptions& lo,
+    int64_t rows, int64_t epochs) {
   FJORD_ASSIGN_OR_RETURN(auto loader, data::DataLoader::Create(examples, lo));
   int64_t n = 0;
   while (true) {
@@ -181,100 +187,15 @@ absl::StatusOr<int64_t> CountMicroBatches(std::shared_ptr<const std::vector<data
   return n;
 }
 
-absl::Status WriteText(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return absl::ResourceExhaustedError(absl::StrCat("cannot write ", path, " (disk full or unwritable?)"));
-  return absl::OkStatus();
-}
-
-// Everything but the adapter weights that an exact resume needs:
-// training_state.safetensors (AdamW moments and step, generator states),
-// trainer_state.json (step, epoch, tokens, the data loader's position, the
-// schedule) and config.yaml (the job as run: `config_yaml`).
-absl::Status SaveTrainingState(const std::string& dir, const AdamW& opt, const data::DataLoader& loader,
-                               int64_t step, int64_t trained_tokens, int64_t epoch, int64_t total_steps,
-                               int64_t warmup, const TrainingConfig& cfg, const std::string& config_yaml,
-                               const torch::Device& device) {
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (auto& [name, t] : opt.StateTensors()) tensors.emplace_back("optimizer." + name, t);
-  for (auto& [name, t] : RngStates(device)) tensors.emplace_back(name, t);
-  FJORD_RETURN_IF_ERROR(io::WriteSafetensors(dir + "/training_state.safetensors", tensors));
-  nlohmann::json state = {
-      {"format", "fjord.trainer_state"},
-      {"version", 1},
-      {"step", step},
-      {"epoch", epoch},
-      {"trained_tokens", trained_tokens},
-      {"loader", nlohmann::json::parse(loader.SaveState())},
-      {"schedule",
-       {{"name", cfg.training.lr_scheduler},
-        {"peak_lr", cfg.training.learning_rate},
-        {"total_steps", total_steps},
-        {"warmup_steps", warmup},
-        {"min_lr_ratio", cfg.training.min_lr_ratio},
-        {"next_lr", LearningRate(cfg.training.lr_scheduler, cfg.training.learning_rate, step, total_steps, warmup,
-                                 cfg.training.min_lr_ratio)}}},
-  };
-  FJORD_RETURN_IF_ERROR(WriteText(dir + "/trainer_state.json", state.dump(2) + "\n"));
-  return WriteText(dir + "/config.yaml", config_yaml + "\n");
-}
-
-struct RestoredState {
-  int64_t step = 0, trained_tokens = 0, epoch = 0;
-};
-
-// Restores what SaveTrainingState wrote (and the adapter weights) from a
-// verified checkpoint. Nothing is restored partially: every file is read and
-// checked before the loader, optimizer and generators change.
-absl::StatusOr<RestoredState> LoadTrainingState(const std::string& dir, AdamW& opt,
-                                                data::DataLoader& loader, AdapterMethod& adapter,
-                                                const torch::Device& device, Env* env) {
-  std::ifstream in(dir + "/trainer_state.json");
-  nlohmann::json state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!state.is_object() || !state.contains("step") || !state["step"].is_number_integer() ||
-      !state.contains("loader") || !state["loader"].is_object()) {
-    return absl::DataLossError(absl::StrCat(dir, "/trainer_state.json: malformed (no step or loader position)"));
-  }
-  FJORD_ASSIGN_OR_RETURN(auto file, io::SafetensorsFile::Open(dir + "/training_state.safetensors"));
-  std::map<std::string, torch::Tensor> opt_state;
-  std::vector<std::pair<std::string, torch::Tensor>> rng;
-  for (const std::string& name : file->Names()) {
-    FJORD_ASSIGN_OR_RETURN(torch::Tensor t, file->Get(name));
-    if (name.rfind("optimizer.", 0) == 0) opt_state[name.substr(10)] = t.clone();
-    if (name == "rng.cpu" || (name == "rng.cuda" && device.is_cuda())) rng.emplace_back(name, t.clone());
-  }
-  FJORD_RETURN_IF_ERROR(adapter.LoadFrom(dir + "/adapter", env));
-  FJORD_RETURN_IF_ERROR(opt.LoadStateTensors(opt_state));
-  FJORD_RETURN_IF_ERROR(loader.RestoreState(state["loader"].dump()));
-  for (const auto& [name, t] : rng) RestoreRng(name, t, device);
-  RestoredState r;
-  r.step = state.value("step", int64_t{0});
-  r.trained_tokens = state.value("trained_tokens", int64_t{0});
-  r.epoch = state.value("epoch", int64_t{0});
-  return r;
-}
-
-// Writes the final adapter atomically: <dir>.tmp, then renamed to <dir>.
-absl::Status SaveFinalAdapter(AdapterMethod& adapter, const std::string& dir) {
-  const std::string tmp = dir + ".tmp";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  // Not create_directories: the output directory must still be there.
-  if (!fs::create_directory(tmp, ec) && ec) {
-    return absl::UnavailableError(absl::StrCat("cannot create ", tmp, ": ", ec.message()));
-  }
-  FJORD_RETURN_IF_ERROR(adapter.Save(tmp));
-  fs::remove_all(dir, ec);
-  fs::rename(tmp, dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", dir, ": ", ec.message()));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const TrainOptions& options) {
+absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
+                                            const TrainOptions& options) {
+  dist::World* const world = options.world;
+  const int ranks = world != nullptr ? world->size() : 1;
+  const int rank = world != nullptr ? world->rank() : 0;
+  const bool is_main = rank == 0;
+  // Events come from rank 0 only: it speaks for the job.
   auto emit = [&](TrainEvent e) {
-    if (options.on_event) options.on_event(e);
+    if (is_main && options.on_event) options.on_event(e);
   };
   auto log = [&](std::string msg) {
     TrainEvent e;
@@ -282,7 +203,8 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
     e.message = std::move(msg);
     emit(e);
   };
-  if (options.adapter == nullptr) return absl::InvalidArgumentError("RunTraining: no adapter method given");
+  if (options.adapter == nullptr)
+    return absl::InvalidArgumentError("RunTraining: no adapter method given");
   AdapterMethod& adapter = *options.adapter;
   FJORD_RETURN_IF_ERROR(cfg.Validate());
   // The process-wide settings (trainer.h lists them) are made only with set_process_wide.
@@ -295,14 +217,32 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
   const std::string config_yaml = options.config_yaml.empty() ? cfg.ToYaml() : options.config_yaml;
 
   // ---- Setup: device, precision, kernels ---------------------------------------
-  if (process_wide && cfg.training.threads > 0) torch::set_num_threads(static_cast<int>(cfg.training.threads));
-  const bool cuda = cfg.training.device == "cuda" || (cfg.training.device == "auto" && torch::cuda::is_available());
+  if (process_wide && cfg.training.threads > 0)
+    torch::set_num_threads(static_cast<int>(cfg.training.threads));
+  const bool cuda = cfg.training.device == "cuda" ||
+                    (cfg.training.device == "auto" && torch::cuda::is_available());
   if (cuda && !torch::cuda::is_available()) {
-    return absl::FailedPreconditionError("training.device is 'cuda' but no CUDA device is available");
+    return absl::FailedPreconditionError(
+        "training.device is 'cuda' but no CUDA device is available");
   }
-  const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  // One GPU per rank: this node's rank picks it, unless the launcher gave
+  // each rank a device of its own (one visible: srun --gpus-per-task=1).
+  int gpu = world != nullptr ? world->spec().local_rank : 0;
+  if (cuda && torch::cuda::device_count() == 1) gpu = 0;
+  if (cuda && gpu >= static_cast<int>(torch::cuda::device_count())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rank ", rank, " is local rank ", gpu, " but this node has ",
+                     torch::cuda::device_count(), " CUDA devices"));
+  }
+  const torch::Device device = cuda
+                                   ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(gpu))
+                                   : torch::Device(torch::kCPU);
+#if FJORD_KERNELS_FUSED
+  if (cuda) c10::cuda::set_device(static_cast<c10::DeviceIndex>(gpu));
+#endif
   torch::Dtype dtype = torch::kFloat32;
-  if (cfg.model.dtype == "bfloat16" || (cfg.model.dtype == "auto" && cuda)) dtype = torch::kBFloat16;
+  if (cfg.model.dtype == "bfloat16" || (cfg.model.dtype == "auto" && cuda))
+    dtype = torch::kBFloat16;
   if (cfg.model.dtype == "float16") dtype = torch::kFloat16;
   if (process_wide) {
     kernels::SetBackend(cfg.training.kernels == "fused"       ? kernels::Backend::kFused
@@ -324,7 +264,19 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
   torch::manual_seed(cfg.training.seed);
 
   // ---- Model and adapters -------------------------------------------------------
-  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> model, CausalLM::FromPretrained(cfg.model.path, dtype, device));
+  model::LoadOptions load;
+  load.dtype = dtype;
+  load.device = device;
+  load.quantization = cfg.model.quantization == "nf4" ? "nf4" : "";
+  // A sharded base: every rank must then run the same forwards and
+  // backwards in the same order (each weight gather is a collective), so
+  // no micro-batch is skipped and evaluation is not shared out (each rank
+  // evaluates everything, the same way).
+  const bool shard_base = cfg.model.shard_base && ranks > 1;
+  if (shard_base) load.shard_group = std::make_shared<internal::WorldShardGroup>(*world);
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> model,
+                         CausalLM::FromPretrained(cfg.model.path, load));
+  dist::World* const share_world = shard_base ? nullptr : world;  // evaluation's sharing
   model->SetGradientCheckpointing(cfg.training.gradient_checkpointing);
   FJORD_RETURN_IF_ERROR(adapter.Attach(*model, cfg.training.seed));
   std::vector<std::pair<std::string, torch::Tensor>> trainable = adapter.TrainableParameters();
@@ -337,15 +289,18 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
   model->train();
 
   // ---- Tokenizer and data --------------------------------------------------------
-  const std::string tok_path = cfg.data.tokenizer.empty() ? cfg.model.path + "/tokenizer.json" : cfg.data.tokenizer;
+  const std::string tok_path =
+      cfg.data.tokenizer.empty() ? cfg.model.path + "/tokenizer.json" : cfg.data.tokenizer;
   FJORD_ASSIGN_OR_RETURN(auto tokenizer, tokenizer::Tokenizer::FromFile(tok_path));
   data::TokenizerAdapter data_tokenizer(*tokenizer);
   data::DataOptions dopt;
-  FJORD_ASSIGN_OR_RETURN(dopt.render.chat_template, data::ParseChatTemplate(cfg.data.chat_template));
+  FJORD_ASSIGN_OR_RETURN(dopt.render.chat_template,
+                         data::ParseChatTemplate(cfg.data.chat_template));
   dopt.render.train_on_inputs = cfg.data.train_on_inputs;
   dopt.max_length = cfg.data.max_length;
   dopt.truncate = cfg.data.truncate;
-  FJORD_ASSIGN_OR_RETURN(data::Dataset train_set, data::LoadJsonl(cfg.data.train, data_tokenizer, dopt));
+  FJORD_ASSIGN_OR_RETURN(data::Dataset train_set,
+                         data::LoadJsonl(cfg.data.train, data_tokenizer, dopt));
   std::optional<data::Dataset> valid_set;
   if (!cfg.data.validation.empty()) {
     FJORD_ASSIGN_OR_RETURN(valid_set, data::LoadJsonl(cfg.data.validation, data_tokenizer, dopt));
@@ -359,15 +314,34 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
   auto examples = std::make_shared<const std::vector<data::Example>>(std::move(train_set.examples));
   FJORD_ASSIGN_OR_RETURN(auto loader, data::DataLoader::Create(examples, lo));
   const int64_t rows = cfg.training.micro_batch_size;
-  const int64_t accum = cfg.training.gradient_accumulation_steps;
+  const std::string ckpt_root = cfg.output.dir + "/checkpoints";
+  std::optional<FoundCheckpoint> found;
+  if (options.resume) {
+    std::vector<std::string> skipped;
+    absl::StatusOr<FoundCheckpoint> f = FindLatestCheckpoint(ckpt_root, &skipped, options.env);
+    for (const std::string& s : skipped)
+      log(absl::StrCat("warning: skipping invalid checkpoint ", s));
+    if (f.ok()) found = *std::move(f);
+  }
+  // One optimizer step takes the next micro_per_step micro-batches of the
+  // one data order (every rank reads it whole): gradient accumulation x
+  // ranks, dealt round-robin to the ranks. A resume keeps the checkpoint's
+  // global batch on any number of ranks.
+  int64_t micro_per_step = cfg.training.gradient_accumulation_steps * ranks;
+  if (found) {
+    micro_per_step =
+        MicroBatchesPerStep(found->dir).value_or(cfg.training.gradient_accumulation_steps);
+  }
   int64_t total_steps = cfg.training.max_steps;
   if (total_steps <= 0) {
-    FJORD_ASSIGN_OR_RETURN(int64_t micro, CountMicroBatches(examples, lo, rows, cfg.training.epochs));
-    total_steps = (micro + accum - 1) / accum;
+    FJORD_ASSIGN_OR_RETURN(int64_t micro,
+                           CountMicroBatches(examples, lo, rows, cfg.training.epochs));
+    total_steps = (micro + micro_per_step - 1) / micro_per_step;
   }
-  const int64_t warmup = cfg.training.warmup_steps > 0
-                             ? cfg.training.warmup_steps
-                             : static_cast<int64_t>(std::ceil(cfg.training.warmup_ratio * total_steps));
+  const int64_t warmup =
+      cfg.training.warmup_steps > 0
+          ? cfg.training.warmup_steps
+          : static_cast<int64_t>(std::ceil(cfg.training.warmup_ratio * total_steps));
 
   // ---- Optimizer and resume -------------------------------------------------------
   AdamWOptions aopt;
@@ -381,62 +355,104 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
   {
     std::error_code ec;
     fs::create_directories(cfg.output.dir, ec);
-    if (ec) return absl::UnavailableError(absl::StrCat("cannot create output.dir ", cfg.output.dir, ": ", ec.message()));
+    if (ec)
+      return absl::UnavailableError(
+          absl::StrCat("cannot create output.dir ", cfg.output.dir, ": ", ec.message()));
   }
-  const std::string ckpt_root = cfg.output.dir + "/checkpoints";
   TrainResult result;
   result.total_steps = total_steps;
   int64_t step = 0, trained_tokens = 0, epoch = 0;
-  if (options.resume) {
-    std::vector<std::string> skipped;
-    absl::StatusOr<FoundCheckpoint> found = FindLatestCheckpoint(ckpt_root, &skipped, options.env);
-    for (const std::string& s : skipped) log(absl::StrCat("warning: skipping invalid checkpoint ", s));
-    if (found.ok()) {
-      FJORD_ASSIGN_OR_RETURN(RestoredState rs, LoadTrainingState(found->dir, optimizer, *loader, adapter, device, options.env));
-      step = rs.step;
-      trained_tokens = rs.trained_tokens;
-      epoch = rs.epoch;
-      result.resumed_from_step = step;
-      log(absl::StrCat("resumed from ", found->dir, " at step ", step));
-    }
+  if (found) {
+    FJORD_ASSIGN_OR_RETURN(RestoredState rs, LoadTrainingState(found->dir, optimizer, *loader,
+                                                               adapter, device, options.env));
+    step = rs.step;
+    trained_tokens = rs.trained_tokens;
+    epoch = rs.epoch;
+    result.resumed_from_step = step;
+    log(absl::StrCat("resumed from ", found->dir, " at step ", step));
   }
+  if (world != nullptr) FJORD_RETURN_IF_ERROR(BroadcastParameters(*world, params));
+  std::unique_ptr<GradientReducer> reducer;
+  if (world != nullptr && ranks > 1) {
+    reducer = std::make_unique<GradientReducer>(*world, params, options.gradient_bucket_bytes);
+  }
+  auto record_reducer = [&] {
+    if (reducer == nullptr) return;
+    result.gradient_buckets = reducer->buckets();
+    result.gradient_bytes_per_step = reducer->bytes_per_step();
+    result.gradient_wait_seconds = reducer->finish_seconds();
+    result.gradient_buckets_started_in_backward = reducer->buckets_started_in_backward();
+  };
 
   TrainEvent start;
   start.type = TrainEvent::Type::kStart;
   start.step = step;
   start.total_steps = total_steps;
-  start.message = absl::StrCat("device ", cuda ? "cuda" : "cpu", ", ", n_trainable, " trainable parameters, ",
-                               examples->size(), " training examples, ", total_steps, " steps");
+  start.message = absl::StrCat(
+      "device ", cuda ? "cuda" : "cpu", ", ", n_trainable, " trainable parameters, ",
+      examples->size(), " training examples, ", total_steps, " steps",
+      ranks > 1 ? absl::StrCat(", ", ranks, " data-parallel ranks (", world->backend(), ")")
+                : std::string(),
+      model->quantization().empty()
+          ? std::string()
+          : absl::StrCat(", base in ", model->quantization(), " (",
+                         absl::SixDigits(static_cast<double>(model->BaseBytes()) / 1e6), " MB)"),
+      shard_base ? absl::StrCat(", base sharded over the ranks (",
+                                absl::SixDigits(static_cast<double>(model->BaseBytes()) / 1e6),
+                                " MB on each)")
+                 : std::string());
   emit(start);
 
-  auto run_eval = [&](int64_t at_step) -> absl::StatusOr<EvalResult> {
-    FJORD_ASSIGN_OR_RETURN(EvalResult er, Evaluate(*model, *valid_set, cfg, device));
+  // One "eval" event: the validation loss and token accuracy (-1 without
+  // validation data) and the held-out answer accuracy measured with them
+  // (-1: not measured).
+  auto emit_eval = [&](int64_t at_step, const std::optional<EvalResult>& er,
+                       double heldout_accuracy) {
     TrainEvent e;
     e.type = TrainEvent::Type::kEval;
     e.step = at_step;
     e.total_steps = total_steps;
-    e.eval_loss = er.loss;
-    e.eval_token_accuracy = er.token_accuracy;
+    e.eval_loss = er ? er->loss : -1;
+    e.eval_token_accuracy = er ? er->token_accuracy : -1;
+    e.heldout_accuracy = heldout_accuracy;
     emit(e);
+  };
+  auto run_eval = [&](int64_t at_step) -> absl::StatusOr<EvalResult> {
+    FJORD_ASSIGN_OR_RETURN(EvalResult er, Evaluate(*model, *valid_set, cfg, device, share_world));
+    emit_eval(at_step, er, -1);
     return er;
   };
+  // The ranks share the questions out and add up the answers (with a
+  // sharded base each asks them all: the same generation steps on every
+  // rank, whose weight gathers then match).
   auto run_heldout = [&]() -> absl::StatusOr<double> {
     model->eval();
-    absl::StatusOr<double> acc = HeldoutAccuracy(*model, *tokenizer, cfg.eval.heldout, cfg.data.chat_template,
-                                                 cfg.eval.max_new_tokens, device);
+    absl::StatusOr<HeldoutCounts> c = HeldoutShard(
+        *model, *tokenizer, cfg.eval.heldout, cfg.data.chat_template, cfg.eval.max_new_tokens,
+        device, share_world != nullptr ? rank : 0, share_world != nullptr ? ranks : 1);
     model->train();
-    return acc;
+    if (!c.ok()) return c.status();
+    torch::Tensor counts = torch::tensor(
+        {static_cast<double>(c->asked), static_cast<double>(c->right)}, torch::kFloat64);
+    if (share_world != nullptr) {
+      FJORD_RETURN_IF_ERROR(world->AllReduceSum(counts, "the held-out answers' counts"));
+    }
+    return counts[1].item<double>() / counts[0].item<double>();
   };
+  // Rank 0 writes the checkpoints (every rank holds the same state).
   auto write_checkpoint = [&](int64_t at_step) -> absl::Status {
-    FJORD_ASSIGN_OR_RETURN(std::string path,
-                           WriteCheckpoint(ckpt_root, at_step, cfg.checkpoint.keep_last,
-                                           [&](const std::string& tmp) -> absl::Status {
-                                             FJORD_RETURN_IF_ERROR(adapter.SaveTo(tmp + "/adapter", options.env));
-                                             return SaveTrainingState(tmp, optimizer, *loader, at_step,
-                                                                      trained_tokens, epoch, total_steps, warmup,
-                                                                      cfg, config_yaml, device);
-                                           },
-                                           options.env));
+    if (!is_main) return absl::OkStatus();
+    FJORD_ASSIGN_OR_RETURN(
+        std::string path,
+        WriteCheckpoint(
+            ckpt_root, at_step, cfg.checkpoint.keep_last,
+            [&](const std::string& tmp) -> absl::Status {
+              FJORD_RETURN_IF_ERROR(adapter.SaveTo(tmp + "/adapter", options.env));
+              return SaveTrainingState(tmp, optimizer, *loader, at_step, trained_tokens, epoch,
+                                       total_steps, warmup, micro_per_step, ranks, cfg, config_yaml,
+                                       device);
+            },
+            options.env));
     result.last_checkpoint = path;
     TrainEvent e;
     e.type = TrainEvent::Type::kCheckpoint;
@@ -447,12 +463,18 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
     return absl::OkStatus();
   };
 
-  if (valid_set && step == 0) {
-    FJORD_ASSIGN_OR_RETURN(EvalResult er, run_eval(0));
-    result.initial_eval_loss = er.loss;
-  }
-  if (!cfg.eval.heldout.empty() && step == 0) {
-    FJORD_ASSIGN_OR_RETURN(result.initial_heldout_accuracy, run_heldout());
+  // The base model, before training (not again on a resume): one step-0
+  // eval event with the validation loss and the held-out answer accuracy.
+  if (step == 0 && (valid_set || !cfg.eval.heldout.empty())) {
+    std::optional<EvalResult> er;
+    if (valid_set) {
+      FJORD_ASSIGN_OR_RETURN(er, Evaluate(*model, *valid_set, cfg, device, share_world));
+      result.initial_eval_loss = er->loss;
+    }
+    if (!cfg.eval.heldout.empty()) {
+      FJORD_ASSIGN_OR_RETURN(result.initial_heldout_accuracy, run_heldout());
+    }
+    emit_eval(0, er, result.initial_heldout_accuracy);
   }
 
   // ---- The loop ---------------------------------------------------------------------
@@ -462,27 +484,67 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
   const int64_t first_step = step;
   while (step < total_steps) {
     const auto step_started = Clock::now();
-    // Gather the whole accumulated batch first: the loss is normalised by its
-    // trained tokens, not per micro-batch.
+    // Gather the whole global batch first: the loss is normalised by its
+    // trained tokens (on every rank: each reads the whole data order), not
+    // per micro-batch or per rank. This rank keeps micro-batches i with
+    // i % ranks == rank.
     std::vector<DeviceBatch> micro;
+    std::vector<int64_t> micro_index;
     int64_t step_trained = 0;
-    for (int64_t i = 0; i < accum; ++i) {
+    std::optional<DeviceBatch> filler;  // sharded base: a pass that trains nothing
+    for (int64_t i = 0; i < micro_per_step; ++i) {
       FJORD_ASSIGN_OR_RETURN(data::PackedBatch pb, loader->NextBatch(rows));
       if (pb.end_of_epoch) epoch = pb.epoch + 1;
+      step_trained += pb.trained_tokens;
+      for (int32_t s : pb.segment_ids) tokens_since_start += (s != 0);
+      if (shard_base && !filler.has_value()) {
+        filler = ToDevice(pb, device, cfg.data.packing);
+        filler->targets.fill_(data::kIgnoreIndex);
+        filler->trained_tokens = 0;
+      }
+      if (i % ranks != rank) continue;
       micro.push_back(ToDevice(pb, device, cfg.data.packing));
-      step_trained += micro.back().trained_tokens;
+      micro_index.push_back(i);
     }
-    const double lr = LearningRate(cfg.training.lr_scheduler, cfg.training.learning_rate, step, total_steps, warmup,
-                                   cfg.training.min_lr_ratio);
+    // With a sharded base every rank must make the same passes (each gather
+    // is a collective): when the step's micro-batches do not divide evenly
+    // among the ranks (a resume on another number of ranks), the ranks with
+    // fewer make passes that train nothing (every target ignored).
+    while (shard_base &&
+           static_cast<int64_t>(micro.size()) < (micro_per_step + ranks - 1) / ranks) {
+      micro.push_back(*filler);
+      micro_index.push_back(micro_per_step + static_cast<int64_t>(micro.size()));
+    }
+    const double lr = LearningRate(cfg.training.lr_scheduler, cfg.training.learning_rate, step,
+                                   total_steps, warmup, cfg.training.min_lr_ratio);
     double loss_sum = 0;
     optimizer.ZeroGrad();
-    for (DeviceBatch& b : micro) {
-      tokens_since_start += b.tokens;
-      if (b.trained_tokens == 0) continue;
-      torch::Tensor hidden = model->Hidden(b.input_ids, b.position_ids, b.segment_ids);  // (B, T, C)
-      torch::Tensor loss = model->LossSum(hidden, b.targets);                             // () fp32
+    size_t last = micro.size();  // this rank's last backward of the step
+    for (size_t k = 0; k < micro.size(); ++k) {
+      if (micro[k].trained_tokens > 0 || shard_base) last = k;
+    }
+    for (size_t k = 0; k < micro.size(); ++k) {
+      DeviceBatch& b = micro[k];
+      if (b.trained_tokens == 0 && !shard_base) continue;  // (sharded: every rank runs all)
+      // (A sharded base gathers weights during backward: the gradient sums
+      // then wait until it ends, so that no rank can interleave the two
+      // kinds of collective in another order than the others.)
+      if (reducer != nullptr && k == last && !shard_base) reducer->Arm(step);
+      if (world != nullptr) SeedMicroBatch(cfg.training.seed, step, micro_index[k], device);
+      torch::Tensor hidden =
+          model->Hidden(b.input_ids, b.position_ids, b.segment_ids);  // (B, T, C)
+      torch::Tensor loss = model->LossSum(hidden, b.targets);         // () fp32
       loss_sum += loss.item<double>();
       (loss / static_cast<double>(std::max<int64_t>(step_trained, 1))).backward();
+    }
+    // Whether any rank was asked to stop: all stop after this step together.
+    bool stop_asked = options.stop_requested != nullptr && options.stop_requested->load();
+    if (world != nullptr && ranks > 1) {
+      FJORD_RETURN_IF_ERROR(reducer->Finish(step));
+      torch::Tensor sums = torch::tensor({loss_sum, stop_asked ? 1.0 : 0.0}, torch::kFloat64);
+      FJORD_RETURN_IF_ERROR(world->AllReduceSum(sums, absl::StrCat("the loss of step ", step + 1)));
+      loss_sum = sums[0].item<double>();
+      stop_asked = sums[1].item<double>() > 0;
     }
     if (options.on_gradients) options.on_gradients(step, trainable);
     const double grad_norm = ClipGradNorm(params, cfg.training.max_grad_norm);
@@ -492,7 +554,8 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
 
     const auto now = Clock::now();
     train_seconds += std::chrono::duration<double>(now - step_started).count();
-    const double elapsed = std::chrono::duration<double>(now - started).count();  // wall, for the ETA
+    const double elapsed =
+        std::chrono::duration<double>(now - started).count();  // wall, for the ETA
     TrainEvent e;
     e.type = TrainEvent::Type::kStep;
     e.step = step;
@@ -501,21 +564,31 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
     e.loss = step_trained > 0 ? loss_sum / static_cast<double>(step_trained) : 0.0;
     e.lr = lr;
     e.grad_norm = grad_norm;
-    e.tokens_per_s = train_seconds > 0 ? static_cast<double>(tokens_since_start) / train_seconds : 0.0;
-    e.eta_s = elapsed / static_cast<double>(step - first_step) * static_cast<double>(total_steps - step);
+    e.tokens_per_s =
+        train_seconds > 0 ? static_cast<double>(tokens_since_start) / train_seconds : 0.0;
+    e.eta_s =
+        elapsed / static_cast<double>(step - first_step) * static_cast<double>(total_steps - step);
     e.trained_tokens = trained_tokens;
     e.peak_memory_bytes = PeakMemoryBytes(device);
     emit(e);
 
-    if (valid_set && cfg.eval.every_steps > 0 && step % cfg.eval.every_steps == 0 && step < total_steps) {
+    if (valid_set && cfg.eval.every_steps > 0 && step % cfg.eval.every_steps == 0 &&
+        step < total_steps) {
       FJORD_RETURN_IF_ERROR(run_eval(step).status());
     }
-    const bool stop = (options.stop_requested != nullptr && options.stop_requested->load()) ||
-                      (options.stop_after_steps > 0 && step >= options.stop_after_steps && step < total_steps);
-    if (stop || (cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) || step == total_steps) {
+    // One process reads the flag now (a stop asked during this step's events
+    // counts); ranks use the vote taken with the gradients, the same on all.
+    const bool asked_now =
+        world != nullptr ? stop_asked
+                         : options.stop_requested != nullptr && options.stop_requested->load();
+    const bool stop = asked_now || (options.stop_after_steps > 0 &&
+                                    step >= options.stop_after_steps && step < total_steps);
+    if (stop || (cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) ||
+        step == total_steps) {
       FJORD_RETURN_IF_ERROR(write_checkpoint(step));
     }
     if (stop && step < total_steps) {
+      record_reducer();
       result.steps = step;
       result.stopped = true;
       return result;
@@ -523,6 +596,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
   }
 
   // ---- The end: evaluation and the final adapter -----------------------------------
+  record_reducer();
   result.steps = step;
   if (valid_set) {
     FJORD_ASSIGN_OR_RETURN(EvalResult er, run_eval(step));
@@ -533,7 +607,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
     FJORD_ASSIGN_OR_RETURN(result.final_heldout_accuracy, run_heldout());
   }
   result.adapter_dir = cfg.output.dir + "/adapter";
-  FJORD_RETURN_IF_ERROR(SaveFinalAdapter(adapter, result.adapter_dir));
+  if (is_main) FJORD_RETURN_IF_ERROR(SaveFinalAdapter(adapter, result.adapter_dir));
   TrainEvent done;
   done.type = TrainEvent::Type::kDone;
   done.step = step;
@@ -549,12 +623,18 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg, const Tra
 
 const char* EventTypeName(TrainEvent::Type type) {
   switch (type) {
-    case TrainEvent::Type::kStart: return "start";
-    case TrainEvent::Type::kStep: return "step";
-    case TrainEvent::Type::kEval: return "eval";
-    case TrainEvent::Type::kCheckpoint: return "checkpoint";
-    case TrainEvent::Type::kLog: return "log";
-    case TrainEvent::Type::kDone: return "done";
+    case TrainEvent::Type::kStart:
+      return "start";
+    case TrainEvent::Type::kStep:
+      return "step";
+    case TrainEvent::Type::kEval:
+      return "eval";
+    case TrainEvent::Type::kCheckpoint:
+      return "checkpoint";
+    case TrainEvent::Type::kLog:
+      return "log";
+    case TrainEvent::Type::kDone:
+      return "done";
   }
   return "log";
 }
@@ -563,7 +643,8 @@ absl::StatusOr<TrainResult> RunTraining(const TrainingConfig& config, const Trai
   try {
     return RunTrainingImpl(config, options);
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("LibTorch error during training: ", e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat("LibTorch error during training: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("error during training: ", e.what()));
   }

@@ -52,16 +52,28 @@
 #include "runtime/train/training_config.h"
 #include "runtime/util/env.h"
 
+namespace fjord::dist {
+class World;
+}  // namespace fjord::dist
+
 namespace fjord::train {
 
-// What the trainer reports as it goes. Fields not meaningful for a type are 0.
+// What the trainer reports as it goes. Fields not meaningful for a type are 0
+// (heldout_accuracy: -1).
+//
+// kEval: eval_loss and eval_token_accuracy over the validation data (-1 when
+// the job has none), and heldout_accuracy, the greedy-answer accuracy on
+// eval.heldout, in the evaluation at step 0 only (the base model's, measured
+// before training; -1 otherwise). A fresh run (not a resume) with validation
+// data or held-out prompts starts with that step-0 eval event; the held-out
+// accuracy after training is in kDone.
 struct TrainEvent {
   enum class Type { kStart, kStep, kEval, kCheckpoint, kLog, kDone };
   Type type = Type::kLog;
-  int64_t step = 0;         // optimizer steps done
+  int64_t step = 0;  // optimizer steps done
   int64_t total_steps = 0;
   int64_t epoch = 0;
-  double loss = 0;          // mean CE per trained token over the step
+  double loss = 0;  // mean CE per trained token over the step
   double lr = 0;
   double grad_norm = 0;     // before clipping
   double tokens_per_s = 0;  // non-padding tokens per second of training steps since (re)start
@@ -69,10 +81,10 @@ struct TrainEvent {
   double eta_s = 0;
   int64_t trained_tokens = 0;      // cumulative targets that carried loss
   int64_t peak_memory_bytes = 0;   // peak GPU memory on CUDA, peak RSS on CPU
-  double eval_loss = 0;
-  double eval_token_accuracy = 0;
-  double heldout_accuracy = -1;    // -1: not measured
-  std::string message;             // kLog: text; kCheckpoint/kDone: a path
+  double eval_loss = 0;            // kEval (-1: no validation data); kDone: final (-1: none)
+  double eval_token_accuracy = 0;  // kEval, 0..1 (-1: no validation data)
+  double heldout_accuracy = -1;  // kEval at step 0: before training; kDone: after; -1: not measured
+  std::string message;           // kLog: text; kCheckpoint/kDone: a path
 };
 
 const char* EventTypeName(TrainEvent::Type type);
@@ -102,22 +114,49 @@ struct TrainOptions {
   // Called at every optimizer step (0-based), after the accumulated
   // backward and before clipping, with the trainable parameters (their
   // .grad() is the step's gradient). For inspection; may be empty.
-  std::function<void(int64_t step, const std::vector<std::pair<std::string, torch::Tensor>>& params)>
+  std::function<void(int64_t step,
+                     const std::vector<std::pair<std::string, torch::Tensor>>& params)>
       on_gradients;
+  // Data-parallel training (runtime/dist/world.h): every rank of the world
+  // calls RunTraining with the same config and its own World. Each optimizer
+  // step takes gradient_accumulation_steps x ranks micro-batches of the one
+  // data order, dealt round-robin to the ranks; the loss is normalised by
+  // the whole global batch's trained tokens, the gradients summed over the
+  // ranks (in buckets during backward: gradient_bucket_bytes), so every rank takes the same step
+  // and holds the same adapter. Dropout is seeded per micro-batch from (training.seed, step,
+  // index), so N ranks train exactly as one rank with N times the accumulation. Evaluation and
+  // held-out questions are shared out and summed; rank 0 alone sends events, writes checkpoints and
+  // the final adapter; a stop asked of any rank stops all after the same step. A resume keeps the
+  // checkpoint's global batch on any number of ranks. On CUDA each rank uses cuda:<local rank>.
+  // Default null: one process.
+  dist::World* world = nullptr;
+  // Data-parallel: the gradients are summed in buckets of about this many
+  // bytes (fp32), each started as soon as backward has produced all of its
+  // gradients, overlapping the rest of backward (DDP's default size); 0:
+  // one all-reduce of everything after backward.
+  int64_t gradient_bucket_bytes = 25 << 20;
 };
 
 struct TrainResult {
   int64_t steps = 0;
   int64_t total_steps = 0;
-  bool stopped = false;             // stopped on request after a checkpoint
-  int64_t resumed_from_step = -1;   // -1: fresh start
-  double initial_eval_loss = -1;    // before training (-1: no validation data)
+  bool stopped = false;            // stopped on request after a checkpoint
+  int64_t resumed_from_step = -1;  // -1: fresh start
+  double initial_eval_loss = -1;   // before training (-1: no validation data)
   double final_eval_loss = -1;
   double final_eval_token_accuracy = -1;
   double initial_heldout_accuracy = -1;
   double final_heldout_accuracy = -1;
-  std::string adapter_dir;          // the final PEFT adapter (empty when stopped)
+  std::string adapter_dir;  // the final PEFT adapter (empty when stopped)
   std::string last_checkpoint;
+  // Data-parallel only (0 otherwise): the gradient all-reduce's buckets, the
+  // bytes each rank sums per step, the seconds spent after backward waiting
+  // for the sums (over all steps of this run: what overlap did not hide),
+  // and how many buckets started while backward still ran.
+  int gradient_buckets = 0;
+  int64_t gradient_bytes_per_step = 0;
+  double gradient_wait_seconds = 0;
+  int64_t gradient_buckets_started_in_backward = 0;
 };
 
 // Runs the job: on success the final adapter is in <output.dir>/adapter

@@ -28,18 +28,27 @@ namespace fjord::train {
 
 struct TrainingConfig {
   struct Model {
-    std::string path;              // HF checkpoint directory (required)
-    std::string dtype = "auto";    // auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    std::string path;            // HF checkpoint directory (required)
+    std::string dtype = "auto";  // auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    // none | nf4: the decoder's linear weights held in 4 bits (QLoRA;
+    // runtime/quant). A checkpoint bitsandbytes saved in 4-bit nf4 is nf4
+    // whatever this says.
+    std::string quantization = "none";
+    // Data-parallel runs: each rank holds 1/N of the frozen base (every
+    // linear weight, the embeddings and lm_head, by rows) and gathers a
+    // layer's weights just before it runs (runtime/model/shard.h), instead
+    // of the whole base. No effect on one rank; not with nf4.
+    bool shard_base = false;
   } model;
   struct Data {
-    std::string train;             // JSONL (required)
-    std::string validation;        // JSONL; empty: no evaluation
-    std::string tokenizer;         // tokenizer.json; default <model.path>/tokenizer.json
+    std::string train;                   // JSONL (required)
+    std::string validation;              // JSONL; empty: no evaluation
+    std::string tokenizer;               // tokenizer.json; default <model.path>/tokenizer.json
     std::string chat_template = "auto";  // auto | llama3 | chatml | none
-    int64_t max_length = 1024;     // tokens per packed row (and longest example)
-    bool packing = true;           // several examples per row with block-diagonal attention
-    bool train_on_inputs = false;  // true: prompts carry loss too
-    bool truncate = true;          // false: an over-long example is an error
+    int64_t max_length = 1024;           // tokens per packed row (and longest example)
+    bool packing = true;                 // several examples per row with block-diagonal attention
+    bool train_on_inputs = false;        // true: prompts carry loss too
+    bool truncate = true;                // false: an over-long example is an error
     bool shuffle = true;
   } data;
   struct Training {
@@ -54,27 +63,28 @@ struct TrainingConfig {
     double adam_epsilon = 1e-8;
     std::string lr_scheduler = "cosine";  // cosine | linear | constant
     int64_t warmup_steps = 0;
-    double warmup_ratio = 0.0;     // used when warmup_steps == 0
-    double min_lr_ratio = 0.0;     // final lr as a fraction of learning_rate
-    double max_grad_norm = 1.0;    // <= 0: no clipping
-    uint64_t seed = 42;            // adapter init, data order, dropout (torch::manual_seed)
+    double warmup_ratio = 0.0;            // used when warmup_steps == 0
+    double min_lr_ratio = 0.0;            // final lr as a fraction of learning_rate
+    double max_grad_norm = 1.0;           // <= 0: no clipping
+    uint64_t seed = 42;                   // adapter init, data order, dropout (torch::manual_seed)
     bool gradient_checkpointing = false;  // less activation memory, ~30% more compute
-    std::string device = "auto";   // auto (cuda:0 when available) | cpu | cuda (cuda:0)
+    std::string device = "auto";          // auto (cuda:0 when available) | cpu | cuda (cuda:0)
     std::string kernels = "auto";  // auto | fused | reference (process-wide: kernels::SetBackend)
-    int64_t threads = 0;           // CPU threads, process-wide (torch::set_num_threads); 0: LibTorch's default
+    int64_t threads =
+        0;  // CPU threads, process-wide (torch::set_num_threads); 0: LibTorch's default
   } training;
   struct Eval {
-    int64_t every_steps = 0;       // 0: only at the end
-    int64_t max_batches = 0;       // 0: the whole validation file
-    std::string heldout;           // JSONL of {"prompt","answer"}: greedy-answer accuracy
+    int64_t every_steps = 0;  // 0: only at the end
+    int64_t max_batches = 0;  // 0: the whole validation file
+    std::string heldout;      // JSONL of {"prompt","answer"}: greedy-answer accuracy
     int64_t max_new_tokens = 24;
   } eval;
   struct Checkpoint {
-    int64_t every_steps = 0;       // 0: only at the end
-    int64_t keep_last = 3;         // older step checkpoints are deleted
+    int64_t every_steps = 0;  // 0: only at the end
+    int64_t keep_last = 3;    // older step checkpoints are deleted
   } checkpoint;
   struct Output {
-    std::string dir;               // required: checkpoints/ and adapter/ go here
+    std::string dir;  // required: checkpoints/ and adapter/ go here
   } output;
 
   // OK when the config could have come from a YAML file: InvalidArgument

@@ -32,12 +32,14 @@ TEST(TrainingConfigTest, LoraSectionIsUnknown) {
   absl::StatusOr<TrainingConfig> c =
       ParseTrainingConfig(std::string(kMinimal) + "lora:\n  r: 8\n", "train.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(c.status().message(),
-              HasSubstr("train.yaml:8: field 'lora': unknown section; expected one of model, data, training, eval, "
-                        "checkpoint, output"));
-  EXPECT_THAT(ParseTrainingConfig("- a\n", "train.yaml").status().message(),
-              HasSubstr("train.yaml: the training config must be a mapping of sections (model, data, training, "
-                        "eval, checkpoint, output)"));
+  EXPECT_THAT(c.status().message(), HasSubstr("train.yaml:8: field 'lora': unknown section; "
+                                              "expected one of model, data, training, eval, "
+                                              "checkpoint, output"));
+  EXPECT_THAT(
+      ParseTrainingConfig("- a\n", "train.yaml").status().message(),
+      HasSubstr(
+          "train.yaml: the training config must be a mapping of sections (model, data, training, "
+          "eval, checkpoint, output)"));
 }
 
 TEST(TrainingConfigTest, ToYamlRoundTrips) {
@@ -65,21 +67,25 @@ TEST(TrainingConfigTest, ValidateChecksWhatTheParserChecks) {
   TrainingConfig bad = c;
   bad.training.micro_batch_size = 0;
   EXPECT_EQ(bad.Validate().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.Validate().message(),
-              HasSubstr("training config: field 'training.micro_batch_size': 0 is out of range [1, 65536]"));
+  EXPECT_THAT(
+      bad.Validate().message(),
+      HasSubstr(
+          "training config: field 'training.micro_batch_size': 0 is out of range [1, 65536]"));
   bad = c;
   bad.training.device = "tpu";
   EXPECT_THAT(bad.Validate().message(),
               HasSubstr("field 'training.device': 'tpu' is not one of auto, cpu, cuda"));
   bad = c;
   bad.training.learning_rate = -1;
-  EXPECT_THAT(bad.Validate().message(), HasSubstr("field 'training.learning_rate': -1 is out of range"));
+  EXPECT_THAT(bad.Validate().message(),
+              HasSubstr("field 'training.learning_rate': -1 is out of range"));
 }
 
 TEST(TrainingConfigTest, LoadNamesMissingFile) {
   absl::StatusOr<TrainingConfig> c = LoadTrainingConfig("/nonexistent/train.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(c.status().message(), HasSubstr("cannot open training config /nonexistent/train.yaml"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("cannot open training config /nonexistent/train.yaml"));
 }
 
 }  // namespace
