@@ -43,7 +43,8 @@ class KeyRing {
 // Parses a keys file's YAML. InvalidArgument naming `name`, the entry and the
 // field (a bad key, an invalid tenant name, a duplicate key, an unknown
 // field).
-absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml, absl::string_view name);
+absl::StatusOr<std::shared_ptr<const KeyRing>> ParseKeysFile(absl::string_view yaml,
+                                                             absl::string_view name);
 // Reads and parses; NotFound if missing, PermissionDenied if group/other-
 // writable or owned by someone other than root or this process's user.
 absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& path);
@@ -53,8 +54,8 @@ absl::StatusOr<std::shared_ptr<const KeyRing>> LoadKeysFile(const std::string& p
 // file must be regular, closed to group and others (chmod 600) and owned by
 // root or this process's user. NotFound / PermissionDenied /
 // InvalidArgument naming `what` and the file.
-absl::StatusOr<std::string> LoadBearerTokenFile(const std::string& path,
-                                                absl::string_view what = "metrics.bearer_token_file");
+absl::StatusOr<std::string> LoadBearerTokenFile(
+    const std::string& path, absl::string_view what = "metrics.bearer_token_file");
 
 // PermissionDenied unless `path` belongs to root or to this process's
 // effective user (like sshd's StrictModes): a file another user owns can be

@@ -11,11 +11,11 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/protocol/curve_keys.h"
 #include "daemon/util/clock.h"
 #include "daemon/util/log.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::daemon {
 namespace {

@@ -8,8 +8,11 @@ namespace fjord::daemon {
 lora::JobConfig TrainConfigFor(const protocol::JobSpec& spec, const JobPaths& paths) {
   lora::JobConfig c;
   c.model.path = paths.model;
+  c.model.quantization = spec.quantization;
+  c.model.shard_base = spec.shard_base;
   c.data.train = paths.train;
   c.data.validation = paths.validation;
+  c.eval.heldout = paths.heldout;
   const protocol::Hyperparameters& h = spec.hyperparameters;
   c.data.max_length = h.max_length;
   c.lora.r = spec.lora.r;
@@ -35,8 +38,8 @@ lora::JobConfig TrainConfigFor(const protocol::JobSpec& spec, const JobPaths& pa
 absl::StatusOr<std::string> TrainYamlFor(const protocol::JobSpec& spec, const JobPaths& paths) {
   const std::string yaml = TrainConfigFor(spec, paths).ToYaml();
   if (absl::StatusOr<lora::JobConfig> back = lora::ParseJobConfig(yaml, "job.yaml"); !back.ok()) {
-    return protocol::InvalidArgument(absl::StrCat("the job's config is invalid: ", back.status().message()),
-                                     "hyperparameters");
+    return protocol::InvalidArgument(
+        absl::StrCat("the job's config is invalid: ", back.status().message()), "hyperparameters");
   }
   return yaml;
 }

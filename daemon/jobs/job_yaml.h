@@ -21,14 +21,16 @@ struct JobPaths {
   std::string model;       // the HF checkpoint directory the config names for spec.model
   std::string train;       // the training JSONL
   std::string validation;  // "" = none
+  std::string heldout;     // "" = none; the held-out prompts ({"prompt", "answer"} lines)
   std::string output_dir;  // the job's directory on the storage root
 };
 
 // fjord-train's config for `spec`: the data, LoRA and training fields mapped
-// one by one (batch_size -> training.micro_batch_size,
-// eval_every_steps -> eval.every_steps, checkpoint_every_steps ->
-// checkpoint.every_steps, seed -> training.seed, ...); every field the SDK
-// does not set keeps fjord-train's default.
+// one by one (quantization -> model.quantization, shard_base ->
+// model.shard_base, heldout_file -> eval.heldout, batch_size ->
+// training.micro_batch_size, eval_every_steps -> eval.every_steps,
+// checkpoint_every_steps -> checkpoint.every_steps, seed -> training.seed,
+// ...); every field the SDK does not set keeps fjord-train's default.
 lora::JobConfig TrainConfigFor(const protocol::JobSpec& spec, const JobPaths& paths);
 
 // TrainConfigFor(...) as YAML, checked by fjord-train's own parser (the last

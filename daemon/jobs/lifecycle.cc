@@ -33,8 +33,10 @@ int64_t JobLifecycle::order(const std::string& id) const {
 nlohmann::json JobLifecycle::ToJson(const Job& job) const {
   Job j = job;
   auto it = queue_position_.find(job.id);
-  if (IsWaiting(job.status) && it != queue_position_.end()) j.queue_position = it->second;
-  else j.queue_position.reset();
+  if (IsWaiting(job.status) && it != queue_position_.end())
+    j.queue_position = it->second;
+  else
+    j.queue_position.reset();
   return protocol::JobToJson(j);
 }
 
@@ -62,7 +64,8 @@ absl::Status JobLifecycle::Commit(const Job& job, std::vector<JobEvent> events) 
   }
   if (protocol::IsFinal(job.status)) {
     live_.erase(job.id);
-    metrics_->Add("fjord_jobs_finished_total", absl::StrCat("status=\"", protocol::JobStatusName(job.status), "\""));
+    metrics_->Add("fjord_jobs_finished_total",
+                  absl::StrCat("status=\"", protocol::JobStatusName(job.status), "\""));
   } else {
     live_[job.id] = job;
   }
@@ -83,8 +86,11 @@ absl::StatusOr<Job> JobLifecycle::Apply(Job job, Trigger trigger, const std::str
   std::vector<JobEvent> events;
   if (next != from) {
     events.push_back(StatusEvent(from, next, message));
-    LogInfo("job status", {{"job", job.id}, {"tenant", job.tenant}, {"from", protocol::JobStatusName(from)},
-                           {"to", protocol::JobStatusName(next)}, {"why", message}});
+    LogInfo("job status", {{"job", job.id},
+                           {"tenant", job.tenant},
+                           {"from", protocol::JobStatusName(from)},
+                           {"to", protocol::JobStatusName(next)},
+                           {"why", message}});
   }
   reschedule_ = true;
   FJORD_RETURN_IF_ERROR(Commit(job, std::move(events)));
@@ -109,7 +115,9 @@ absl::Status JobLifecycle::Delete(const std::string& id) {
   return absl::OkStatus();
 }
 
-void JobLifecycle::AddProgress(const std::string& id, JobEvent event) { dirty_[id].push_back(std::move(event)); }
+void JobLifecycle::AddProgress(const std::string& id, JobEvent event) {
+  dirty_[id].push_back(std::move(event));
+}
 
 void JobLifecycle::FlushDirty() {
   std::vector<std::string> ids;
@@ -130,24 +138,27 @@ absl::Status JobLifecycle::Recover() {
     order_[job.id] = ++order_counter_;
     if (job.status == JobStatus::kRunning) {
       if (job.restarts >= job.spec.max_restarts) {
-        FJORD_RETURN_IF_ERROR(Apply(job, Trigger::kWorkerLostFinal,
-                                    "the daemon or node died while the job ran: no restarts left", [](Job& x) {
-                                      x.error = protocol::JobError{
-                                          "INTERNAL",
-                                          absl::StrCat("the node or daemon died while the job ran, after ",
-                                                       x.restarts, " restarts"),
-                                          "", false};
-                                    })
-                                  .status());
+        FJORD_RETURN_IF_ERROR(
+            Apply(job, Trigger::kWorkerLostFinal,
+                  "the daemon or node died while the job ran: no restarts left",
+                  [](Job& x) {
+                    x.error = protocol::JobError{
+                        "INTERNAL",
+                        absl::StrCat("the node or daemon died while the job ran, after ",
+                                     x.restarts, " restarts"),
+                        "", false};
+                  })
+                .status());
         continue;
       }
-      FJORD_RETURN_IF_ERROR(Apply(job, Trigger::kRecover,
-                                  "the daemon restarted while the job ran: resuming from the newest checkpoint",
-                                  [](Job& x) {
-                                    ++x.restarts;
-                                    x.error = protocol::JobError{"UNAVAILABLE", "the daemon or node died", "", false};
-                                  })
-                                .status());
+      FJORD_RETURN_IF_ERROR(
+          Apply(job, Trigger::kRecover,
+                "the daemon restarted while the job ran: resuming from the newest checkpoint",
+                [](Job& x) {
+                  ++x.restarts;
+                  x.error = protocol::JobError{"UNAVAILABLE", "the daemon or node died", "", false};
+                })
+              .status());
       metrics_->Add("fjord_worker_restarts_total", "");
     } else {
       FJORD_ASSIGN_OR_RETURN(Job j, Apply(job, Trigger::kRecover, "the daemon restarted"));

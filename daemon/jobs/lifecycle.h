@@ -34,7 +34,8 @@ class JobLifecycle {
   // Called after each commit with the job as committed and the events it
   // added (seq assigned): the daemon appends them to events.jsonl and pumps
   // its streams.
-  using Committed = std::function<void(const protocol::Job&, const std::vector<protocol::JobEvent>&)>;
+  using Committed =
+      std::function<void(const protocol::Job&, const std::vector<protocol::JobEvent>&)>;
 
   // None owned; each must outlive this.
   JobLifecycle(JobStore* store, Clock* clock, Metrics* metrics, Committed committed);
@@ -51,7 +52,8 @@ class JobLifecycle {
   // (FailedPrecondition outside the table); `edit` changes the job's fields
   // with it. A no-op transition with no edit commits nothing. Returns the
   // job as committed.
-  absl::StatusOr<protocol::Job> Apply(protocol::Job job, Trigger trigger, const std::string& message,
+  absl::StatusOr<protocol::Job> Apply(protocol::Job job, Trigger trigger,
+                                      const std::string& message,
                                       const std::function<void(protocol::Job&)>& edit = nullptr);
 
   // A job job.create accepted: stored with its first events (the store's
@@ -75,7 +77,9 @@ class JobLifecycle {
 
   // FIFO order (smaller is older) and the scheduler's queue positions.
   int64_t order(const std::string& id) const;
-  void set_queue_positions(std::map<std::string, int> positions) { queue_position_ = std::move(positions); }
+  void set_queue_positions(std::map<std::string, int> positions) {
+    queue_position_ = std::move(positions);
+  }
   // The job as the protocol shows it (queue_position for waiting jobs).
   nlohmann::json ToJson(const protocol::Job& job) const;
 
@@ -89,7 +93,8 @@ class JobLifecycle {
 
  private:
   absl::Status Commit(const protocol::Job& job, std::vector<protocol::JobEvent> events);
-  protocol::JobEvent StatusEvent(protocol::JobStatus from, protocol::JobStatus to, const std::string& message) const;
+  protocol::JobEvent StatusEvent(protocol::JobStatus from, protocol::JobStatus to,
+                                 const std::string& message) const;
 
   JobStore* store_;
   Clock* clock_;

@@ -83,21 +83,36 @@ constexpr Row kTable[] = {
 
 const char* TriggerName(Trigger t) {
   switch (t) {
-    case T::kValidationPassed: return "pass validation";
-    case T::kValidationFailed: return "fail validation";
-    case T::kValidatorLost: return "lose the validator of";
-    case T::kValidatorCrashed: return "lose the validator of";
-    case T::kSchedule: return "schedule";
-    case T::kWorkerSucceeded: return "succeed";
-    case T::kWorkerUserError: return "fail";
-    case T::kWorkerLost: return "lose the worker of";
-    case T::kWorkerLostFinal: return "lose the worker of";
-    case T::kWorkerStopped: return "stop";
-    case T::kCancel: return "cancel";
-    case T::kPause: return "pause";
-    case T::kResume: return "resume";
-    case T::kShutdown: return "shut down";
-    case T::kRecover: return "recover";
+    case T::kValidationPassed:
+      return "pass validation";
+    case T::kValidationFailed:
+      return "fail validation";
+    case T::kValidatorLost:
+      return "lose the validator of";
+    case T::kValidatorCrashed:
+      return "lose the validator of";
+    case T::kSchedule:
+      return "schedule";
+    case T::kWorkerSucceeded:
+      return "succeed";
+    case T::kWorkerUserError:
+      return "fail";
+    case T::kWorkerLost:
+      return "lose the worker of";
+    case T::kWorkerLostFinal:
+      return "lose the worker of";
+    case T::kWorkerStopped:
+      return "stop";
+    case T::kCancel:
+      return "cancel";
+    case T::kPause:
+      return "pause";
+    case T::kResume:
+      return "resume";
+    case T::kShutdown:
+      return "shut down";
+    case T::kRecover:
+      return "recover";
   }
   return "?";
 }
@@ -106,15 +121,17 @@ absl::StatusOr<JobStatus> NextStatus(JobStatus from, Trigger trigger) {
   for (const Row& r : kTable) {
     if (r.from == from && r.trigger == trigger) return r.to;
   }
-  return absl::FailedPreconditionError(absl::StrCat("cannot ", TriggerName(trigger),
-                                                    " a job that is ",
-                                                    protocol::JobStatusName(from)));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot ", TriggerName(trigger), " a job that is ", protocol::JobStatusName(from)));
 }
 
-bool IsWaiting(JobStatus status) { return status == JobStatus::kQueued || status == JobStatus::kRequeued; }
+bool IsWaiting(JobStatus status) {
+  return status == JobStatus::kQueued || status == JobStatus::kRequeued;
+}
 
 bool HasTrainer(JobStatus status) {
-  return status == JobStatus::kRunning || status == JobStatus::kPausing || status == JobStatus::kCancelling;
+  return status == JobStatus::kRunning || status == JobStatus::kPausing ||
+         status == JobStatus::kCancelling;
 }
 
 }  // namespace fjord::daemon

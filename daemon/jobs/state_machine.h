@@ -25,8 +25,8 @@ enum class Trigger {
   kCancel,
   kPause,
   kResume,
-  kShutdown,          // graceful daemon shutdown
-  kRecover,           // found unfinished when the daemon starts
+  kShutdown,  // graceful daemon shutdown
+  kRecover,   // found unfinished when the daemon starts
 };
 
 const char* TriggerName(Trigger trigger);

@@ -82,7 +82,8 @@ class Transaction {
     if (rc_ == SQLITE_OK && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
   absl::Status status() const {
-    return rc_ == SQLITE_OK ? absl::OkStatus() : absl::InternalError(absl::StrCat("sqlite begin: ", error_));
+    return rc_ == SQLITE_OK ? absl::OkStatus()
+                            : absl::InternalError(absl::StrCat("sqlite begin: ", error_));
   }
   absl::Status Commit() {
     char* err = nullptr;
@@ -164,8 +165,8 @@ CREATE INDEX IF NOT EXISTS files_upload ON files(tenant, upload_id);
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
@@ -192,15 +193,16 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   FJORD_RETURN_IF_ERROR(v.status());
   FJORD_ASSIGN_OR_RETURN(bool has, v.Step());
   if (!has) {
-    FJORD_RETURN_IF_ERROR(store->Exec(
-        absl::StrCat("INSERT INTO meta(key, value) VALUES ('schema_version', '", kStoreSchemaVersion, "')")
-            .c_str()));
+    FJORD_RETURN_IF_ERROR(
+        store->Exec(absl::StrCat("INSERT INTO meta(key, value) VALUES ('schema_version', '",
+                                 kStoreSchemaVersion, "')")
+                        .c_str()));
   } else {
     const int version = std::atoi(v.Text(0).c_str());
     if (version > kStoreSchemaVersion) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("job store ", path, " has schema version ", version, "; this fjordd knows up to ",
-                       kStoreSchemaVersion, " (a newer fjordd wrote it)"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job store ", path, " has schema version ", version, "; this fjordd knows up to ",
+          kStoreSchemaVersion, " (a newer fjordd wrote it)"));
     }
   }
   return store;
@@ -220,14 +222,17 @@ absl::Status JobStore::Exec(const char* sql) {
 absl::Status JobStore::WriteJob(const Job& job, bool insert, const std::string& fingerprint) {
   const std::string body = protocol::DumpJson(protocol::JobToJson(job));
   if (insert) {
-    Stmt s(db_,
-           "INSERT INTO jobs(id, tenant, status, created_at_ms, idempotency_key, fingerprint, body) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)");
+    Stmt s(
+        db_,
+        "INSERT INTO jobs(id, tenant, status, created_at_ms, idempotency_key, fingerprint, body) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)");
     FJORD_RETURN_IF_ERROR(s.status());
     s.Bind(1, job.id).Bind(2, job.tenant).Bind(3, std::string(protocol::JobStatusName(job.status)));
     s.Bind(4, job.created_at_ms);
-    if (job.spec.idempotency_key.empty()) s.BindNull(5);
-    else s.Bind(5, job.spec.idempotency_key);
+    if (job.spec.idempotency_key.empty())
+      s.BindNull(5);
+    else
+      s.Bind(5, job.spec.idempotency_key);
     s.Bind(6, fingerprint).Bind(7, body);
     return s.Step().status();
   }
@@ -242,7 +247,8 @@ absl::Status JobStore::WriteJob(const Job& job, bool insert, const std::string& 
 absl::Status JobStore::AppendEvents(const std::string& job_id, std::vector<JobEvent>* events) {
   if (events == nullptr || events->empty()) return absl::OkStatus();
   FJORD_ASSIGN_OR_RETURN(int64_t seq, LastEventSeq(job_id));
-  Stmt s(db_, "INSERT INTO events(job_id, seq, time_ms, type, message, data) VALUES (?, ?, ?, ?, ?, ?)");
+  Stmt s(db_,
+         "INSERT INTO events(job_id, seq, time_ms, type, message, data) VALUES (?, ?, ?, ?, ?, ?)");
   FJORD_RETURN_IF_ERROR(s.status());
   for (JobEvent& e : *events) {
     e.seq = ++seq;
@@ -280,17 +286,19 @@ absl::StatusOr<CreateResult> JobStore::CreateJob(const Job& job, const std::stri
   return CreateResult{job, true};
 }
 
-absl::StatusOr<std::optional<Job>> JobStore::FindIdempotent(const std::string& tenant, const std::string& key,
-                                                           const std::string& fingerprint) {
+absl::StatusOr<std::optional<Job>> JobStore::FindIdempotent(const std::string& tenant,
+                                                            const std::string& key,
+                                                            const std::string& fingerprint) {
   Stmt s(db_, "SELECT fingerprint, body FROM jobs WHERE tenant = ? AND idempotency_key = ?");
   FJORD_RETURN_IF_ERROR(s.status());
   s.Bind(1, tenant).Bind(2, key);
   FJORD_ASSIGN_OR_RETURN(bool found, s.Step());
   if (!found) return std::optional<Job>();
   if (s.Text(0) != fingerprint) {
-    return protocol::Error(absl::StatusCode::kAlreadyExists,
-                           absl::StrCat("idempotency_key '", key, "' was used for a different job.create request"),
-                           "idempotency_key");
+    return protocol::Error(
+        absl::StatusCode::kAlreadyExists,
+        absl::StrCat("idempotency_key '", key, "' was used for a different job.create request"),
+        "idempotency_key");
   }
   FJORD_ASSIGN_OR_RETURN(Job job, ParseJobRow(s.Text(1)));
   return std::optional<Job>(std::move(job));
@@ -313,7 +321,8 @@ absl::Status JobStore::DeleteJob(const std::string& id) {
     s.Bind(1, id);
     FJORD_RETURN_IF_ERROR(s.Step().status());
     if (sqlite3_changes(db_) == 0) {
-      return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", id, "'"), "job_id");
+      return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", id, "'"),
+                             "job_id");
     }
   }
   {
@@ -330,7 +339,9 @@ absl::StatusOr<Job> JobStore::GetJob(const std::string& id) {
   FJORD_RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
   FJORD_ASSIGN_OR_RETURN(bool found, s.Step());
-  if (!found) return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", id, "'"), "job_id");
+  if (!found)
+    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", id, "'"),
+                           "job_id");
   return ParseJobRow(s.Text(0));
 }
 
@@ -361,8 +372,9 @@ absl::StatusOr<std::vector<Job>> JobStore::ListJobs(const JobFilter& f) {
 }
 
 absl::StatusOr<std::vector<Job>> JobStore::LiveJobs() {
-  Stmt s(db_,
-         "SELECT body FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY n");
+  Stmt s(
+      db_,
+      "SELECT body FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY n");
   FJORD_RETURN_IF_ERROR(s.status());
   std::vector<Job> out;
   while (true) {
@@ -386,8 +398,8 @@ absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> JobStore::CountBySt
   return out;
 }
 
-absl::StatusOr<std::vector<JobEvent>> JobStore::ListEvents(const std::string& job_id, int64_t after_seq,
-                                                           int limit) {
+absl::StatusOr<std::vector<JobEvent>> JobStore::ListEvents(const std::string& job_id,
+                                                           int64_t after_seq, int limit) {
   Stmt s(db_,
          "SELECT seq, time_ms, type, message, data FROM events WHERE job_id = ? AND seq > ? "
          "ORDER BY seq LIMIT ?");
@@ -428,13 +440,17 @@ absl::Status JobStore::AddFile(const std::string& tenant, const protocol::FileIn
   return s.Step().status();
 }
 
-absl::StatusOr<protocol::FileInfo> JobStore::GetFile(const std::string& tenant, const std::string& id) {
+absl::StatusOr<protocol::FileInfo> JobStore::GetFile(const std::string& tenant,
+                                                     const std::string& id) {
   Stmt s(db_,
-         "SELECT id, filename, bytes, sha256, created_at_ms, path FROM files WHERE tenant = ? AND id = ?");
+         "SELECT id, filename, bytes, sha256, created_at_ms, path FROM files WHERE tenant = ? AND "
+         "id = ?");
   FJORD_RETURN_IF_ERROR(s.status());
   s.Bind(1, tenant).Bind(2, id);
   FJORD_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", id, "'"), "file_id");
+  if (!row)
+    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", id, "'"),
+                           "file_id");
   return FileRow(s);
 }
 
@@ -459,12 +475,14 @@ absl::Status JobStore::DeleteFile(const std::string& tenant, const std::string& 
   s.Bind(1, tenant).Bind(2, id);
   FJORD_RETURN_IF_ERROR(s.Step().status());
   if (::sqlite3_changes(db_) == 0) {
-    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", id, "'"), "file_id");
+    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", id, "'"),
+                           "file_id");
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<protocol::FileInfo>> JobStore::ListFiles(const std::string& tenant, int limit,
+absl::StatusOr<std::vector<protocol::FileInfo>> JobStore::ListFiles(const std::string& tenant,
+                                                                    int limit,
                                                                     const std::string& after) {
   int64_t before_n = INT64_MAX;
   if (!after.empty()) {
@@ -472,11 +490,14 @@ absl::StatusOr<std::vector<protocol::FileInfo>> JobStore::ListFiles(const std::s
     FJORD_RETURN_IF_ERROR(n.status());
     n.Bind(1, tenant).Bind(2, after);
     FJORD_ASSIGN_OR_RETURN(bool row, n.Step());
-    if (!row) return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", after, "'"), "after");
+    if (!row)
+      return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no file '", after, "'"),
+                             "after");
     before_n = n.Int(0);
   }
   Stmt s(db_,
-         "SELECT id, filename, bytes, sha256, created_at_ms, path FROM files WHERE tenant = ? AND n < ? "
+         "SELECT id, filename, bytes, sha256, created_at_ms, path FROM files WHERE tenant = ? AND "
+         "n < ? "
          "ORDER BY n DESC LIMIT ?");
   FJORD_RETURN_IF_ERROR(s.status());
   s.Bind(1, tenant).Bind(2, before_n).Bind(3, static_cast<int64_t>(limit));

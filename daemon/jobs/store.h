@@ -58,11 +58,13 @@ class JobStore {
   // The job a tenant created with this idempotency key: nullopt when the key
   // is new, AlreadyExists (param idempotency_key) when the key was used with
   // a different fingerprint.
-  absl::StatusOr<std::optional<protocol::Job>> FindIdempotent(const std::string& tenant, const std::string& key,
+  absl::StatusOr<std::optional<protocol::Job>> FindIdempotent(const std::string& tenant,
+                                                              const std::string& key,
                                                               const std::string& fingerprint);
   // Replaces the job's row and appends events, atomically. NotFound if the
   // job does not exist.
-  absl::Status UpdateJob(const protocol::Job& job, std::vector<protocol::JobEvent>* events = nullptr);
+  absl::Status UpdateJob(const protocol::Job& job,
+                         std::vector<protocol::JobEvent>* events = nullptr);
   absl::StatusOr<protocol::Job> GetJob(const std::string& id);
   // Removes the job's record, its events and (with it) its idempotency key,
   // in one transaction. NotFound (param job_id) when there is no such job.

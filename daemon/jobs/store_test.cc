@@ -27,7 +27,8 @@ std::string TempDb(const char* name) {
   return path;
 }
 
-Job MakeJob(const std::string& id, const std::string& tenant, int64_t t, const std::string& key = "") {
+Job MakeJob(const std::string& id, const std::string& tenant, int64_t t,
+            const std::string& key = "") {
   Job j;
   j.id = id;
   j.tenant = tenant;
@@ -99,15 +100,18 @@ TEST(JobStoreTest, CreateGetUpdateList) {
 TEST(JobStoreTest, IdempotencyKeys) {
   auto store = *JobStore::Open(TempDb("idem"));
   ASSERT_TRUE(store->CreateJob(MakeJob("job-1", "acme", 1, "k"), "fp1", nullptr).ok());
-  absl::StatusOr<CreateResult> again = store->CreateJob(MakeJob("job-2", "acme", 2, "k"), "fp1", nullptr);
+  absl::StatusOr<CreateResult> again =
+      store->CreateJob(MakeJob("job-2", "acme", 2, "k"), "fp1", nullptr);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_FALSE(again->created);
   EXPECT_EQ(again->job.id, "job-1");
-  absl::StatusOr<CreateResult> diff = store->CreateJob(MakeJob("job-3", "acme", 3, "k"), "fp2", nullptr);
+  absl::StatusOr<CreateResult> diff =
+      store->CreateJob(MakeJob("job-3", "acme", 3, "k"), "fp2", nullptr);
   EXPECT_EQ(diff.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(protocol::ParamOf(diff.status()), "idempotency_key");
   // Keys are per tenant.
-  absl::StatusOr<CreateResult> other = store->CreateJob(MakeJob("job-4", "zeta", 4, "k"), "fp2", nullptr);
+  absl::StatusOr<CreateResult> other =
+      store->CreateJob(MakeJob("job-4", "zeta", 4, "k"), "fp2", nullptr);
   ASSERT_TRUE(other.ok());
   EXPECT_TRUE(other->created);
   JobFilter f;
@@ -122,7 +126,8 @@ TEST(JobStoreTest, CommittedJobSurvivesAbruptExit) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     auto store = JobStore::Open(path);
-    if (!store.ok() || !(*store)->CreateJob(MakeJob("job-k", "acme", 1, "key"), "fp", nullptr).ok()) {
+    if (!store.ok() ||
+        !(*store)->CreateJob(MakeJob("job-k", "acme", 1, "key"), "fp", nullptr).ok()) {
       ::_exit(1);
     }
     ::_exit(0);  // no destructor, no sqlite3_close, no checkpoint
@@ -134,6 +139,50 @@ TEST(JobStoreTest, CommittedJobSurvivesAbruptExit) {
   absl::StatusOr<Job> j = store->GetJob("job-k");
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ(j->spec.idempotency_key, "key");
+}
+
+// The job's quantization is kept in its record: "nf4" reads back after the
+// database is opened again; a job without it (as every job stored before the
+// field existed) reads as "none".
+TEST(JobStoreTest, QuantizationRoundTrips) {
+  const std::string path = TempDb("quantization");
+  {
+    auto store = *JobStore::Open(path);
+    Job nf4 = MakeJob("job-q", "acme", 1);
+    nf4.spec.quantization = "nf4";
+    ASSERT_TRUE(store->CreateJob(nf4, "fp", nullptr).ok());
+    ASSERT_TRUE(store->CreateJob(MakeJob("job-b", "acme", 2), "fp", nullptr).ok());
+  }
+  auto store = *JobStore::Open(path);
+  absl::StatusOr<Job> q = store->GetJob("job-q");
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->spec.quantization, "nf4");
+  absl::StatusOr<Job> b = store->GetJob("job-b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->spec.quantization, "none");
+}
+
+// shard_base is kept in the job's record: true reads back after the database
+// is opened again; a job without it (as every job stored before the field
+// existed) reads as false.
+TEST(JobStoreTest, ShardBaseRoundTrips) {
+  const std::string path = TempDb("shard_base");
+  {
+    auto store = *JobStore::Open(path);
+    Job sharded = MakeJob("job-s", "acme", 1);
+    sharded.spec.gpus = 8;
+    sharded.spec.shard_base = true;
+    ASSERT_TRUE(store->CreateJob(sharded, "fp", nullptr).ok());
+    ASSERT_TRUE(store->CreateJob(MakeJob("job-w", "acme", 2), "fp", nullptr).ok());
+  }
+  auto store = *JobStore::Open(path);
+  absl::StatusOr<Job> s = store->GetJob("job-s");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->spec.shard_base);
+  EXPECT_EQ(s->spec.gpus, 8);
+  absl::StatusOr<Job> w = store->GetJob("job-w");
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_FALSE(w->spec.shard_base);
 }
 
 TEST(JobStoreTest, WalAndFullSync) {
@@ -181,16 +230,24 @@ TEST(JobStoreTest, ListFilesPagesNewestFirst) {
   auto store = *JobStore::Open(TempDb("file-pages"));
   for (int i = 1; i <= 5; ++i) {
     const std::string id = "file-" + std::to_string(i);
-    ASSERT_TRUE(store->AddFile("acme", protocol::FileInfo{id, "t.jsonl", 1, "ab", i, "files/" + id}, "upl-" + id).ok());
+    ASSERT_TRUE(store
+                    ->AddFile("acme", protocol::FileInfo{id, "t.jsonl", 1, "ab", i, "files/" + id},
+                              "upl-" + id)
+                    .ok());
   }
-  ASSERT_TRUE(store->AddFile("zeta", protocol::FileInfo{"file-z", "t.jsonl", 1, "ab", 9, "files/file-z"}, "upl-z").ok());
+  ASSERT_TRUE(store
+                  ->AddFile("zeta",
+                            protocol::FileInfo{"file-z", "t.jsonl", 1, "ab", 9, "files/file-z"},
+                            "upl-z")
+                  .ok());
   auto ids = [](const std::vector<protocol::FileInfo>& files) {
     std::vector<std::string> out;
     for (const auto& f : files) out.push_back(f.id);
     return out;
   };
   EXPECT_THAT(ids(*store->ListFiles("acme", 2)), ::testing::ElementsAre("file-5", "file-4"));
-  EXPECT_THAT(ids(*store->ListFiles("acme", 2, "file-4")), ::testing::ElementsAre("file-3", "file-2"));
+  EXPECT_THAT(ids(*store->ListFiles("acme", 2, "file-4")),
+              ::testing::ElementsAre("file-3", "file-2"));
   EXPECT_THAT(ids(*store->ListFiles("acme", 2, "file-2")), ::testing::ElementsAre("file-1"));
   EXPECT_TRUE(store->ListFiles("acme", 2, "file-1")->empty());
   absl::Status other = store->ListFiles("acme", 2, "file-z").status();

@@ -61,7 +61,8 @@ class MetricsHttpServer {
   // /healthz. With a non-empty `bearer_token`, /metrics answers only a
   // request with "Authorization: Bearer <token>" (401 otherwise); /healthz,
   // which shows no data, stays open for load balancers and probes.
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& listen, Metrics* metrics,
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& listen,
+                                                                  Metrics* metrics,
                                                                   std::string bearer_token = "");
   ~MetricsHttpServer();
   int port() const { return port_; }

@@ -22,8 +22,12 @@ TEST(MetricsTest, RendersPrometheusText) {
   const std::string text = m.Render();
   EXPECT_THAT(text, HasSubstr("# TYPE fjord_queue_depth gauge\nfjord_queue_depth 3\n"));
   EXPECT_THAT(text, HasSubstr("fjord_jobs_finished_total{status=\"succeeded\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("fjord_request_duration_seconds_bucket{command=\"job.get\",le=\"0.0005\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("fjord_request_duration_seconds_bucket{command=\"job.get\",le=\"+Inf\"} 2\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("fjord_request_duration_seconds_bucket{command=\"job.get\",le=\"0.0005\"} 1\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("fjord_request_duration_seconds_bucket{command=\"job.get\",le=\"+Inf\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("fjord_request_duration_seconds_count{command=\"job.get\"} 2\n"));
 }
 
@@ -37,7 +41,8 @@ TEST(MetricsTest, ServesOverHttpOnLoopback) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   EXPECT_THAT(res->body, HasSubstr("fjord_peers 7"));
-  EXPECT_EQ(MetricsHttpServer::Start("nonsense", &m).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MetricsHttpServer::Start("nonsense", &m).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // /healthz is 200 "ok" until the daemon sets a problem (its storage root
@@ -53,9 +58,9 @@ TEST(MetricsTest, BearerTokenGuardsMetricsButNotHealthz) {
   EXPECT_EQ(none->status, 401);
   EXPECT_EQ(none->get_header_value("WWW-Authenticate"), "Bearer realm=\"fjordd metrics\"");
   EXPECT_THAT(none->body, Not(HasSubstr("fjord_peers")));
-  for (const std::string& wrong : {"Bearer s3cret-token-0123456788", "Bearer s3cret-token-012345678",
-                                   "Bearer s3cret-token-01234567890", "Basic s3cret-token-0123456789",
-                                   "s3cret-token-0123456789"}) {
+  for (const char* wrong : {"Bearer s3cret-token-0123456788", "Bearer s3cret-token-012345678",
+                            "Bearer s3cret-token-01234567890", "Basic s3cret-token-0123456789",
+                            "s3cret-token-0123456789"}) {
     auto r = c.Get("/metrics", {{"Authorization", wrong}});
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 401) << wrong;

@@ -21,7 +21,9 @@ struct Nvml::Fns {
 std::unique_ptr<Nvml> Nvml::Load(std::string* why) {
   void* lib = ::dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
-    if (why) *why = "libnvidia-ml.so.1 not found (no NVIDIA driver): GPU energy and memory are not reported";
+    if (why)
+      *why =
+          "libnvidia-ml.so.1 not found (no NVIDIA driver): GPU energy and memory are not reported";
     return nullptr;
   }
   std::unique_ptr<Nvml> n(new Nvml());
@@ -31,8 +33,10 @@ std::unique_ptr<Nvml> Nvml::Load(std::string* why) {
   f.init = reinterpret_cast<int (*)()>(::dlsym(lib, "nvmlInit_v2"));
   f.shutdown = reinterpret_cast<int (*)()>(::dlsym(lib, "nvmlShutdown"));
   f.count = reinterpret_cast<int (*)(unsigned int*)>(::dlsym(lib, "nvmlDeviceGetCount_v2"));
-  f.handle = reinterpret_cast<int (*)(unsigned int, void**)>(::dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
-  f.energy = reinterpret_cast<int (*)(void*, unsigned long long*)>(::dlsym(lib, "nvmlDeviceGetTotalEnergyConsumption"));
+  f.handle = reinterpret_cast<int (*)(unsigned int, void**)>(
+      ::dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+  f.energy = reinterpret_cast<int (*)(void*, unsigned long long*)>(
+      ::dlsym(lib, "nvmlDeviceGetTotalEnergyConsumption"));
   f.memory = reinterpret_cast<int (*)(void*, NvmlMemory*)>(::dlsym(lib, "nvmlDeviceGetMemoryInfo"));
   if (!f.init || !f.shutdown || !f.count || !f.handle) {
     if (why) *why = "libnvidia-ml.so.1 lacks nvmlInit_v2/nvmlDeviceGetCount_v2";

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "daemon/protocol/errors.h"
 #include "daemon/protocol/json_reader.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::protocol {
 namespace {
@@ -23,10 +24,10 @@ size_t TotalBytes(const Frames& frames) {
 absl::StatusOr<nlohmann::json> ParseBody(const std::string& text, const DecodeLimits& limits,
                                          bool empty_is_object) {
   if (text.size() > limits.max_body_bytes) {
-    return Error(absl::StatusCode::kResourceExhausted,
-                 absl::StrCat("frame 5: body is ", text.size(), " bytes, limit ",
-                              limits.max_body_bytes),
-                 "body");
+    return Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("frame 5: body is ", text.size(), " bytes, limit ", limits.max_body_bytes),
+        "body");
   }
   if (text.empty() && empty_is_object) return nlohmann::json::object();
   // nlohmann::json skips a leading BOM; RFC 8259 forbids sending one and the
@@ -54,9 +55,8 @@ absl::StatusOr<nlohmann::json> ParseBody(const std::string& text, const DecodeLi
     return InvalidArgument(absl::StrCat("frame 5: body is not valid JSON: ", why), "body");
   }
   if (!body.is_object()) {
-    return InvalidArgument(absl::StrCat("frame 5: body must be a JSON object, got ",
-                                        body.type_name()),
-                           "body");
+    return InvalidArgument(
+        absl::StrCat("frame 5: body must be a JSON object, got ", body.type_name()), "body");
   }
   return body;
 }
@@ -79,8 +79,8 @@ absl::StatusOr<MessageType> DecodeEnvelope(const Frames& frames, const DecodeLim
     return InvalidArgument("frame 0: expected the empty delimiter frame", "frames");
   }
   if (frames[1] != kSignature) {
-    return InvalidArgument(
-        absl::StrCat("frame 1: expected protocol signature '", kSignature, "'"), "frames");
+    return InvalidArgument(absl::StrCat("frame 1: expected protocol signature '", kSignature, "'"),
+                           "frames");
   }
   if (frames[2].size() != 1) {
     return InvalidArgument(
@@ -96,12 +96,12 @@ absl::StatusOr<MessageType> DecodeEnvelope(const Frames& frames, const DecodeLim
 absl::Status ExpectFrames(const Frames& frames, size_t min, size_t max, absl::string_view what) {
   if (frames.size() < min || frames.size() > max) {
     if (min == max) {
-      return InvalidArgument(
-          absl::StrCat(what, " has ", frames.size(), " frames, expected ", min), "frames");
+      return InvalidArgument(absl::StrCat(what, " has ", frames.size(), " frames, expected ", min),
+                             "frames");
     }
-    return InvalidArgument(absl::StrCat(what, " has ", frames.size(), " frames, expected ", min,
-                                        " to ", max),
-                           "frames");
+    return InvalidArgument(
+        absl::StrCat(what, " has ", frames.size(), " frames, expected ", min, " to ", max),
+        "frames");
   }
   return absl::OkStatus();
 }
@@ -110,19 +110,19 @@ absl::Status CheckRequestId(const std::string& id) {
   if (ValidRequestId(id)) return absl::OkStatus();
   if (id.empty()) return InvalidArgument("frame 3: request id is empty", "request_id");
   if (id.size() > kMaxRequestIdBytes) {
-    return InvalidArgument(absl::StrCat("frame 3: request id is ", id.size(),
-                                        " bytes, limit ", kMaxRequestIdBytes),
-                           "request_id");
+    return InvalidArgument(
+        absl::StrCat("frame 3: request id is ", id.size(), " bytes, limit ", kMaxRequestIdBytes),
+        "request_id");
   }
   return InvalidArgument("frame 3: request id must be printable ASCII (0x21-0x7E)", "request_id");
 }
 
 absl::Status CheckData(const std::string& data, const DecodeLimits& limits) {
   if (data.size() > limits.max_data_bytes) {
-    return Error(absl::StatusCode::kResourceExhausted,
-                 absl::StrCat("frame 6: data is ", data.size(), " bytes, limit ",
-                              limits.max_data_bytes),
-                 "data");
+    return Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("frame 6: data is ", data.size(), " bytes, limit ", limits.max_data_bytes),
+        "data");
   }
   return absl::OkStatus();
 }
@@ -180,11 +180,10 @@ Frames EncodeServerMessage(const ServerMessage& m) {
 
 absl::StatusOr<ClientMessage> DecodeClientMessage(const Frames& frames,
                                                   const DecodeLimits& limits) {
-  absl::StatusOr<MessageType> type = DecodeEnvelope(frames, limits);
-  if (!type.ok()) return type.status();
+  FJORD_ASSIGN_OR_RETURN(const MessageType type, DecodeEnvelope(frames, limits));
   ClientMessage m;
-  m.type = *type;
-  switch (*type) {
+  m.type = type;
+  switch (type) {
     case MessageType::kRequest: {
       if (frames.size() < 6 || frames.size() > 7) {
         return InvalidArgument(
@@ -193,7 +192,7 @@ absl::StatusOr<ClientMessage> DecodeClientMessage(const Frames& frames,
                          "body[, data])"),
             frames.size() >= 4 && ValidRequestId(frames[3]) ? "frames" : "request_id");
       }
-      if (absl::Status s = CheckRequestId(frames[3]); !s.ok()) return s;
+      FJORD_RETURN_IF_ERROR(CheckRequestId(frames[3]));
       m.request_id = frames[3];
       if (!ValidCommandName(frames[4])) {
         return InvalidArgument(
@@ -204,9 +203,7 @@ absl::StatusOr<ClientMessage> DecodeClientMessage(const Frames& frames,
             "command");
       }
       m.command = frames[4];
-      absl::StatusOr<nlohmann::json> body = ParseBody(frames[5], limits, /*empty_is_object=*/true);
-      if (!body.ok()) return body.status();
-      m.body = std::move(*body);
+      FJORD_ASSIGN_OR_RETURN(m.body, ParseBody(frames[5], limits, /*empty_is_object=*/true));
       if (frames.size() == 7) {
         // Only an upload chunk carries data (§2); an empty frame 6 is a data
         // frame too (6 or 7 frames is what the protocol counts).
@@ -216,73 +213,68 @@ absl::StatusOr<ClientMessage> DecodeClientMessage(const Frames& frames,
                            kFileUploadChunk, " requests carry one)"),
               "data");
         }
-        if (absl::Status s = CheckData(frames[6], limits); !s.ok()) return s;
+        FJORD_RETURN_IF_ERROR(CheckData(frames[6], limits));
         m.data = frames[6];
       }
       return m;
     }
     case MessageType::kHeartbeat:
     case MessageType::kDisconnect:
-      if (absl::Status s = ExpectFrames(frames, 3, 3,
-                                        *type == MessageType::kHeartbeat ? "HEARTBEAT"
-                                                                         : "DISCONNECT");
+      if (absl::Status s = ExpectFrames(
+              frames, 3, 3, type == MessageType::kHeartbeat ? "HEARTBEAT" : "DISCONNECT");
           !s.ok()) {
         return s;
       }
       return m;
     case MessageType::kCancel:
-      if (absl::Status s = ExpectFrames(frames, 4, 4, "CANCEL"); !s.ok()) return s;
-      if (absl::Status s = CheckRequestId(frames[3]); !s.ok()) return s;
+      FJORD_RETURN_IF_ERROR(ExpectFrames(frames, 4, 4, "CANCEL"));
+      FJORD_RETURN_IF_ERROR(CheckRequestId(frames[3]));
       m.request_id = frames[3];
       return m;
     default:
       return InvalidArgument(
           absl::StrFormat("frame 2: message type 0x%02x is not one a client sends",
-                          static_cast<int>(*type)),
+                          static_cast<int>(type)),
           "frames");
   }
 }
 
 absl::StatusOr<ServerMessage> DecodeServerMessage(const Frames& frames,
                                                   const DecodeLimits& limits) {
-  absl::StatusOr<MessageType> type = DecodeEnvelope(frames, limits);
-  if (!type.ok()) return type.status();
+  FJORD_ASSIGN_OR_RETURN(const MessageType type, DecodeEnvelope(frames, limits));
   ServerMessage m;
-  m.type = *type;
-  switch (*type) {
+  m.type = type;
+  switch (type) {
     case MessageType::kPartial:
     case MessageType::kFinal: {
-      if (absl::Status s = ExpectFrames(frames, 6, 7, "reply"); !s.ok()) return s;
-      if (absl::Status s = CheckRequestId(frames[3]); !s.ok()) return s;
+      FJORD_RETURN_IF_ERROR(ExpectFrames(frames, 6, 7, "reply"));
+      FJORD_RETURN_IF_ERROR(CheckRequestId(frames[3]));
       m.request_id = frames[3];
       absl::StatusCode code;
       if (!CodeFromName(frames[4], &code)) {
         return InvalidArgument("frame 4: unknown status code", "status");
       }
       m.status = frames[4];
-      absl::StatusOr<nlohmann::json> body = ParseBody(frames[5], limits, /*empty_is_object=*/true);
-      if (!body.ok()) return body.status();
-      m.body = std::move(*body);
+      FJORD_ASSIGN_OR_RETURN(m.body, ParseBody(frames[5], limits, /*empty_is_object=*/true));
       if (frames.size() == 7) {
-        if (absl::Status s = CheckData(frames[6], limits); !s.ok()) return s;
+        FJORD_RETURN_IF_ERROR(CheckData(frames[6], limits));
         m.data = frames[6];
       }
       return m;
     }
     case MessageType::kHeartbeat:
-      if (absl::Status s = ExpectFrames(frames, 3, 3, "HEARTBEAT"); !s.ok()) return s;
+      FJORD_RETURN_IF_ERROR(ExpectFrames(frames, 3, 3, "HEARTBEAT"));
       return m;
     default:
       return InvalidArgument(
           absl::StrFormat("frame 2: message type 0x%02x is not one the daemon sends",
-                          static_cast<int>(*type)),
+                          static_cast<int>(type)),
           "frames");
   }
 }
 
 std::string RequestIdForReply(const Frames& frames) {
-  if (frames.size() >= 4 && frames[0].empty() && frames[1] == kSignature &&
-      frames[2].size() == 1 &&
+  if (frames.size() >= 4 && frames[0].empty() && frames[1] == kSignature && frames[2].size() == 1 &&
       (frames[2][0] == static_cast<char>(MessageType::kRequest) ||
        frames[2][0] == static_cast<char>(MessageType::kCancel)) &&
       ValidRequestId(frames[3])) {
@@ -329,10 +321,11 @@ absl::StatusOr<Frames> DecodeFrameFile(absl::string_view bytes) {
   while (pos < bytes.size()) {
     if (frames.size() >= 64) return absl::InvalidArgumentError("frame file: more than 64 frames");
     if (bytes.size() - pos < 4) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("frame file: truncated length at byte ", pos));
+      return absl::InvalidArgumentError(absl::StrCat("frame file: truncated length at byte ", pos));
     }
-    const auto b = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(bytes[pos + i])); };
+    const auto b = [&](size_t i) {
+      return static_cast<uint32_t>(static_cast<uint8_t>(bytes[pos + i]));
+    };
     const uint32_t n = (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3);
     pos += 4;
     if (bytes.size() - pos < n) {

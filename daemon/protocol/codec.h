@@ -28,17 +28,17 @@ using Frames = std::vector<std::string>;
 // What a client sends: REQUEST, HEARTBEAT, DISCONNECT or CANCEL.
 struct ClientMessage {
   MessageType type = MessageType::kRequest;
-  std::string request_id;            // REQUEST; CANCEL: the stream's id
-  std::string command;               // REQUEST
+  std::string request_id;                          // REQUEST; CANCEL: the stream's id
+  std::string command;                             // REQUEST
   nlohmann::json body = nlohmann::json::object();  // REQUEST: always an object
-  std::optional<std::string> data;   // REQUEST: frame 6 when present
+  std::optional<std::string> data;                 // REQUEST: frame 6 when present
 };
 
 // What the daemon sends: PARTIAL, FINAL or HEARTBEAT.
 struct ServerMessage {
   MessageType type = MessageType::kFinal;
-  std::string request_id;            // PARTIAL, FINAL
-  std::string status = kStatusOk;    // PARTIAL, FINAL: "OK" or an error code name
+  std::string request_id;          // PARTIAL, FINAL
+  std::string status = kStatusOk;  // PARTIAL, FINAL: "OK" or an error code name
   nlohmann::json body = nlohmann::json::object();
   std::optional<std::string> data;
 

@@ -57,8 +57,7 @@ TEST(CodecTest, RequestWithBinaryData) {
 }
 
 TEST(CodecTest, EmptyBodyMeansEmptyObject) {
-  absl::StatusOr<ClientMessage> d =
-      DecodeClientMessage({"", "FJD01", "\x01", "r", "ping", ""});
+  absl::StatusOr<ClientMessage> d = DecodeClientMessage({"", "FJD01", "\x01", "r", "ping", ""});
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_TRUE(d->body.is_object());
   EXPECT_TRUE(d->body.empty());
@@ -227,7 +226,8 @@ TEST(VectorsTest, FilesAreUpToDate) {
     SCOPED_TRACE(v.name);
     expected.insert(v.name + ".frames");
     expected.insert(v.name + ".json");
-    EXPECT_EQ(ReadFile(std::string(kVectorDir) + "/" + v.name + ".frames"), EncodeFrameFile(v.frames))
+    EXPECT_EQ(ReadFile(std::string(kVectorDir) + "/" + v.name + ".frames"),
+              EncodeFrameFile(v.frames))
         << "run: bazel run //daemon/protocol:make_vectors -- $PWD/tests/protocol/vectors";
     EXPECT_EQ(json::parse(ReadFile(std::string(kVectorDir) + "/" + v.name + ".json")), v.manifest);
   }

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord {
 namespace {
@@ -20,7 +21,8 @@ namespace {
 absl::StatusOr<std::string> ReadKeyLine(const std::string& path, const char* what) {
   std::ifstream f(path);
   if (!f) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(what, " file ", path, " does not exist"));
+    if (errno == ENOENT)
+      return absl::NotFoundError(absl::StrCat(what, " file ", path, " does not exist"));
     return absl::PermissionDeniedError(
         absl::StrCat("cannot read ", what, " file ", path, ": ", std::strerror(errno)));
   }
@@ -36,10 +38,13 @@ absl::StatusOr<std::string> ReadKeyLine(const std::string& path, const char* wha
 
 absl::Status WriteWithMode(const std::string& path, const std::string& text, mode_t mode,
                            bool exclusive) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC), mode);
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC), mode);
   if (fd < 0) {
-    if (errno == EEXIST) return absl::AlreadyExistsError(absl::StrCat(path, " exists; not overwriting a key"));
-    return absl::PermissionDeniedError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+    if (errno == EEXIST)
+      return absl::AlreadyExistsError(absl::StrCat(path, " exists; not overwriting a key"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
   }
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
                   ::fchmod(fd, mode) == 0 && ::fsync(fd) == 0;
@@ -80,22 +85,23 @@ absl::StatusOr<std::string> CurvePublicKey(absl::string_view secret_key) {
 absl::StatusOr<CurveKeyPair> LoadCurveSecretKeyFile(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("secret key file ", path, " does not exist"));
-    return absl::PermissionDeniedError(absl::StrCat("cannot stat ", path, ": ", std::strerror(errno)));
+    if (errno == ENOENT)
+      return absl::NotFoundError(absl::StrCat("secret key file ", path, " does not exist"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot stat ", path, ": ", std::strerror(errno)));
   }
   if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat("secret key file ", path, " is not a regular file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("secret key file ", path, " is not a regular file"));
   }
   if ((st.st_mode & 077) != 0) {
     return absl::PermissionDeniedError(absl::StrFormat(
-        "secret key file %s has mode %04o: group or others can access it; run chmod 600 %s",
-        path, st.st_mode & 07777, path));
+        "secret key file %s has mode %04o: group or others can access it; run chmod 600 %s", path,
+        st.st_mode & 07777, path));
   }
-  absl::StatusOr<std::string> secret = ReadKeyLine(path, "secret key");
-  if (!secret.ok()) return secret.status();
-  absl::StatusOr<std::string> pub = CurvePublicKey(*secret);
-  if (!pub.ok()) return pub.status();
-  return CurveKeyPair{*pub, *secret};
+  FJORD_ASSIGN_OR_RETURN(std::string secret, ReadKeyLine(path, "secret key"));
+  FJORD_ASSIGN_OR_RETURN(std::string pub, CurvePublicKey(secret));
+  return CurveKeyPair{pub, secret};
 }
 
 absl::StatusOr<std::string> LoadCurvePublicKeyFile(const std::string& path) {
@@ -103,8 +109,8 @@ absl::StatusOr<std::string> LoadCurvePublicKeyFile(const std::string& path) {
 }
 
 absl::Status WriteCurveKeyFiles(const std::string& prefix, const CurveKeyPair& keys) {
-  absl::Status s = WriteWithMode(prefix + ".key", keys.secret_key + "\n", 0600, /*exclusive=*/true);
-  if (!s.ok()) return s;
+  FJORD_RETURN_IF_ERROR(
+      WriteWithMode(prefix + ".key", keys.secret_key + "\n", 0600, /*exclusive=*/true));
   return WriteWithMode(prefix + ".pub", keys.public_key + "\n", 0644, /*exclusive=*/false);
 }
 

@@ -50,7 +50,8 @@ TEST(CurveKeysTest, RefusesReadableSecretKeyWithoutLeakingIt) {
 }
 
 TEST(CurveKeysTest, BadFiles) {
-  EXPECT_EQ(LoadCurveSecretKeyFile("/nonexistent/x.key").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadCurveSecretKeyFile("/nonexistent/x.key").status().code(),
+            absl::StatusCode::kNotFound);
   const std::string path = TempPrefix("bad") + ".key";
   {
     std::ofstream f(path);

@@ -43,8 +43,8 @@ class FieldReader {
   absl::Status Number(absl::string_view key, double* out, double min, double max,
                       bool min_exclusive = false, bool max_exclusive = false);
   absl::Status Bool(absl::string_view key, bool* out);
-  absl::Status StringList(absl::string_view key, std::vector<std::string>* out,
-                          size_t max_items, size_t max_bytes);
+  absl::Status StringList(absl::string_view key, std::vector<std::string>* out, size_t max_items,
+                          size_t max_bytes);
   // A nested object (for a nested FieldReader); nullptr when absent.
   absl::StatusOr<const nlohmann::json*> Object(absl::string_view key);
   // Marks a field as handled without reading it.

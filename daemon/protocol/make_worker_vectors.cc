@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
     std::ofstream m(dir + "/" + v.name + ".json");
     m << v.manifest.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     if (!f || !m) {
-      std::fprintf(stderr, "make_worker_vectors: cannot write %s/%s.*\n", dir.c_str(), v.name.c_str());
+      std::fprintf(stderr, "make_worker_vectors: cannot write %s/%s.*\n", dir.c_str(),
+                   v.name.c_str());
       return 1;
     }
   }

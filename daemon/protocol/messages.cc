@@ -19,8 +19,8 @@ constexpr const char* kStatusNames[] = {"validating", "queued",     "running",  
                                         "failed",     "cancelled"};
 
 absl::Status Malformed(absl::string_view what, absl::string_view field, const json& v) {
-  return absl::InternalError(absl::StrCat("malformed reply: ", what, ".", field, " is ",
-                                          v.type_name()));
+  return absl::InternalError(
+      absl::StrCat("malformed reply: ", what, ".", field, " is ", v.type_name()));
 }
 
 // Lenient getters for replies: absent or null leaves *out as it is.
@@ -73,7 +73,8 @@ absl::Status ReadHyperparameters(const json& j, Hyperparameters* h) {
   FJORD_RETURN_IF_ERROR(r.Int("epochs", &h->epochs, 1, 1000));
   FJORD_RETURN_IF_ERROR(r.Int("max_steps", &h->max_steps, 0, 100000000));
   FJORD_RETURN_IF_ERROR(r.Int("batch_size", &h->batch_size, 1, 4096));
-  FJORD_RETURN_IF_ERROR(r.Int("gradient_accumulation_steps", &h->gradient_accumulation_steps, 1, 4096));
+  FJORD_RETURN_IF_ERROR(
+      r.Int("gradient_accumulation_steps", &h->gradient_accumulation_steps, 1, 4096));
   FJORD_RETURN_IF_ERROR(r.Number("learning_rate", &h->learning_rate, 0, 1, /*min_exclusive=*/true));
   FJORD_RETURN_IF_ERROR(r.String("lr_scheduler", &h->lr_scheduler, false, 16));
   if (h->lr_scheduler != "cosine" && h->lr_scheduler != "linear" && h->lr_scheduler != "constant") {
@@ -125,8 +126,8 @@ json HyperparametersToJson(const Hyperparameters& h) {
 }
 
 json LoraToJson(const LoraSettings& l) {
-  return json{{"r", l.r}, {"alpha", l.alpha}, {"dropout", l.dropout},
-              {"target_modules", l.target_modules}};
+  return json{
+      {"r", l.r}, {"alpha", l.alpha}, {"dropout", l.dropout}, {"target_modules", l.target_modules}};
 }
 
 absl::Status ReadHyperparametersLenient(const json& j, Hyperparameters* h) {
@@ -135,7 +136,8 @@ absl::Status ReadHyperparametersLenient(const json& j, Hyperparameters* h) {
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "epochs", &h->epochs));
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "max_steps", &h->max_steps));
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "batch_size", &h->batch_size));
-  FJORD_RETURN_IF_ERROR(GetInt(j, w, "gradient_accumulation_steps", &h->gradient_accumulation_steps));
+  FJORD_RETURN_IF_ERROR(
+      GetInt(j, w, "gradient_accumulation_steps", &h->gradient_accumulation_steps));
   FJORD_RETURN_IF_ERROR(GetNum(j, w, "learning_rate", &h->learning_rate));
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "lr_scheduler", &h->lr_scheduler));
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "warmup_steps", &h->warmup_steps));
@@ -203,12 +205,27 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
   FJORD_RETURN_IF_ERROR(r.String("model", &spec.model, /*required=*/true, 256));
   FJORD_RETURN_IF_ERROR(r.String("training_file", &spec.training_file, /*required=*/true, 1024));
   FJORD_RETURN_IF_ERROR(r.String("validation_file", &spec.validation_file, false, 1024));
+  FJORD_RETURN_IF_ERROR(r.String("heldout_file", &spec.heldout_file, false, 1024));
   FJORD_ASSIGN_OR_RETURN(const json* hp, r.Object("hyperparameters"));
   if (hp != nullptr) FJORD_RETURN_IF_ERROR(ReadHyperparameters(*hp, &spec.hyperparameters));
   FJORD_ASSIGN_OR_RETURN(const json* lora, r.Object("lora"));
   if (lora != nullptr) FJORD_RETURN_IF_ERROR(ReadLora(*lora, &spec.lora));
   FJORD_RETURN_IF_ERROR(r.Int("priority", &spec.priority, -10, 10));
   FJORD_RETURN_IF_ERROR(r.Int("gpus", &spec.gpus, 1, 64));
+  FJORD_RETURN_IF_ERROR(
+      r.String("quantization", &spec.quantization, false, 64, /*allow_empty=*/true));
+  if (spec.quantization != "none" && spec.quantization != "nf4") {
+    return InvalidArgument(
+        absl::StrCat("quantization must be none or nf4, got '", spec.quantization, "'"),
+        "quantization");
+  }
+  FJORD_RETURN_IF_ERROR(r.Bool("shard_base", &spec.shard_base));
+  if (spec.shard_base && spec.quantization == "nf4") {
+    return InvalidArgument(
+        "shard_base and quantization: nf4 cannot be combined (yet): a base sharded across the "
+        "job's GPUs cannot be held in 4 bits as well; choose one",
+        "shard_base");
+  }
   FJORD_RETURN_IF_ERROR(r.Int("max_restarts", &spec.max_restarts, 0, 100));
   FJORD_ASSIGN_OR_RETURN(const json* md, r.Object("metadata"));
   if (md != nullptr) {
@@ -227,8 +244,8 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
       spec.metadata[it.key()] = it->get<std::string>();
     }
   }
-  FJORD_RETURN_IF_ERROR(r.String("idempotency_key", &spec.idempotency_key, false,
-                                 kMaxIdempotencyKeyBytes));
+  FJORD_RETURN_IF_ERROR(
+      r.String("idempotency_key", &spec.idempotency_key, false, kMaxIdempotencyKeyBytes));
   if (!spec.idempotency_key.empty() && !ValidIdempotencyKey(spec.idempotency_key)) {
     return InvalidArgument("idempotency_key must be printable ASCII", "idempotency_key");
   }
@@ -250,7 +267,10 @@ json JobSpecToJson(const JobSpec& spec) {
          {"gpus", spec.gpus},
          {"metadata", spec.metadata}};
   if (!spec.validation_file.empty()) j["validation_file"] = spec.validation_file;
+  if (!spec.heldout_file.empty()) j["heldout_file"] = spec.heldout_file;
   if (spec.max_restarts >= 0) j["max_restarts"] = spec.max_restarts;
+  if (spec.quantization != "none") j["quantization"] = spec.quantization;
+  if (spec.shard_base) j["shard_base"] = true;
   if (!spec.idempotency_key.empty()) j["idempotency_key"] = spec.idempotency_key;
   if (!spec.tenant.empty()) j["tenant"] = spec.tenant;
   return j;
@@ -264,35 +284,37 @@ std::string JobSpecFingerprint(const JobSpec& spec) {
 }
 
 json JobToJson(const Job& job) {
-  json j{{"id", job.id},
-         {"tenant", job.tenant},
-         {"model", job.spec.model},
-         {"training_file", job.spec.training_file},
-         {"validation_file",
-          job.spec.validation_file.empty() ? json(nullptr) : json(job.spec.validation_file)},
-         {"hyperparameters", HyperparametersToJson(job.spec.hyperparameters)},
-         {"lora", LoraToJson(job.spec.lora)},
-         {"priority", job.spec.priority},
-         {"gpus", job.spec.gpus},
-         {"max_restarts", job.spec.max_restarts},
-         {"metadata", job.spec.metadata},
-         {"idempotency_key",
-          job.spec.idempotency_key.empty() ? json(nullptr) : json(job.spec.idempotency_key)},
-         {"status", JobStatusName(job.status)},
-         {"queue_position", OptInt(job.queue_position)},
-         {"created_at_ms", job.created_at_ms},
-         {"started_at_ms", OptInt(job.started_at_ms)},
-         {"finished_at_ms", OptInt(job.finished_at_ms)},
-         {"step", job.step},
-         {"total_steps", job.total_steps},
-         {"trained_tokens", job.trained_tokens},
-         {"metrics", job.metrics.is_object() ? job.metrics : json::object()},
-         {"error", nullptr},
-         {"latest_checkpoint", nullptr},
-         {"result_adapter", nullptr},
-         {"restarts", job.restarts},
-         {"node", job.node},
-         {"gpu_ids", job.gpu_ids}};
+  json j{
+      {"id", job.id},
+      {"tenant", job.tenant},
+      {"model", job.spec.model},
+      {"training_file", job.spec.training_file},
+      {"validation_file",
+       job.spec.validation_file.empty() ? json(nullptr) : json(job.spec.validation_file)},
+      {"heldout_file", job.spec.heldout_file.empty() ? json(nullptr) : json(job.spec.heldout_file)},
+      {"hyperparameters", HyperparametersToJson(job.spec.hyperparameters)},
+      {"lora", LoraToJson(job.spec.lora)},
+      {"priority", job.spec.priority},
+      {"gpus", job.spec.gpus},
+      {"max_restarts", job.spec.max_restarts},
+      {"metadata", job.spec.metadata},
+      {"idempotency_key",
+       job.spec.idempotency_key.empty() ? json(nullptr) : json(job.spec.idempotency_key)},
+      {"status", JobStatusName(job.status)},
+      {"queue_position", OptInt(job.queue_position)},
+      {"created_at_ms", job.created_at_ms},
+      {"started_at_ms", OptInt(job.started_at_ms)},
+      {"finished_at_ms", OptInt(job.finished_at_ms)},
+      {"step", job.step},
+      {"total_steps", job.total_steps},
+      {"trained_tokens", job.trained_tokens},
+      {"metrics", job.metrics.is_object() ? job.metrics : json::object()},
+      {"error", nullptr},
+      {"latest_checkpoint", nullptr},
+      {"result_adapter", nullptr},
+      {"restarts", job.restarts},
+      {"node", job.node},
+      {"gpu_ids", job.gpu_ids}};
   if (job.error) {
     j["error"] = {{"code", job.error->code},
                   {"message", job.error->message},
@@ -301,6 +323,10 @@ json JobToJson(const Job& job) {
   }
   if (job.latest_checkpoint) j["latest_checkpoint"] = CheckpointToJson(*job.latest_checkpoint);
   if (!job.result_adapter_path.empty()) j["result_adapter"] = {{"path", job.result_adapter_path}};
+  // Only when set: job objects (and the records in the store) of jobs without
+  // them stay as they were before the fields existed.
+  if (job.spec.quantization != "none") j["quantization"] = job.spec.quantization;
+  if (job.spec.shard_base) j["shard_base"] = true;
   return j;
 }
 
@@ -315,6 +341,7 @@ absl::StatusOr<Job> JobFromJson(const json& j) {
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "model", &job.spec.model));
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "training_file", &job.spec.training_file));
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "validation_file", &job.spec.validation_file));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "heldout_file", &job.spec.heldout_file));
   if (auto it = j.find("hyperparameters"); it != j.end() && !it->is_null()) {
     FJORD_RETURN_IF_ERROR(ReadHyperparametersLenient(*it, &job.spec.hyperparameters));
   }
@@ -323,6 +350,8 @@ absl::StatusOr<Job> JobFromJson(const json& j) {
   }
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "priority", &job.spec.priority));
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "gpus", &job.spec.gpus));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "quantization", &job.spec.quantization));  // absent: "none"
+  FJORD_RETURN_IF_ERROR(GetBool(j, w, "shard_base", &job.spec.shard_base));     // absent: false
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "max_restarts", &job.spec.max_restarts));
   if (auto it = j.find("metadata"); it != j.end() && it->is_object()) {
     for (auto m = it->begin(); m != it->end(); ++m) {
@@ -333,7 +362,8 @@ absl::StatusOr<Job> JobFromJson(const json& j) {
   std::string status;
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "status", &status));
   std::optional<JobStatus> st = ParseJobStatus(status);
-  if (!st) return absl::InternalError(absl::StrCat("malformed reply: unknown job status '", status, "'"));
+  if (!st)
+    return absl::InternalError(absl::StrCat("malformed reply: unknown job status '", status, "'"));
   job.status = *st;
   FJORD_RETURN_IF_ERROR(GetOptInt(j, w, "queue_position", &job.queue_position));
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "created_at_ms", &job.created_at_ms));
@@ -389,9 +419,8 @@ absl::StatusOr<JobEvent> JobEventFromJson(const json& j) {
 }
 
 json FileInfoToJson(const FileInfo& f) {
-  return json{{"id", f.id},           {"filename", f.filename},
-              {"bytes", f.bytes},     {"sha256", f.sha256},
-              {"created_at_ms", f.created_at_ms}, {"path", f.path}};
+  return json{{"id", f.id},         {"filename", f.filename},           {"bytes", f.bytes},
+              {"sha256", f.sha256}, {"created_at_ms", f.created_at_ms}, {"path", f.path}};
 }
 
 absl::StatusOr<FileInfo> FileInfoFromJson(const json& j) {

@@ -35,8 +35,8 @@ enum class JobStatus {
   kCancelled,
 };
 inline constexpr JobStatus kAllJobStatuses[] = {
-    JobStatus::kValidating, JobStatus::kQueued,     JobStatus::kRunning,   JobStatus::kPausing,
-    JobStatus::kPaused,     JobStatus::kCancelling, JobStatus::kRequeued,  JobStatus::kSucceeded,
+    JobStatus::kValidating, JobStatus::kQueued,     JobStatus::kRunning,  JobStatus::kPausing,
+    JobStatus::kPaused,     JobStatus::kCancelling, JobStatus::kRequeued, JobStatus::kSucceeded,
     JobStatus::kFailed,     JobStatus::kCancelled,
 };
 // "validating", "queued", ...
@@ -73,10 +73,19 @@ struct JobSpec {
   std::string model;
   std::string training_file;
   std::string validation_file;  // "" = none
+  std::string heldout_file;     // "" = none; {"prompt", "answer"} lines: held-out answer accuracy
   Hyperparameters hyperparameters;
   LoraSettings lora;
   int priority = 0;
   int gpus = 1;
+  // The frozen base's weights: "none" (bf16, the default) or "nf4" (its
+  // decoder linear layers in 4-bit NF4, QLoRA: about a quarter of the memory).
+  std::string quantization = "none";
+  // Each of the job's `gpus` ranks holds 1/gpus of the frozen base (the rows
+  // of every decoder linear weight, the embeddings and lm_head) instead of
+  // all of it (fjord-train's model.shard_base). No effect with one GPU; not
+  // with nf4 (refused). Default false.
+  bool shard_base = false;
   int max_restarts = -1;
   std::map<std::string, std::string> metadata;
   std::string idempotency_key;  // "" = none
@@ -86,16 +95,19 @@ struct JobSpec {
 // Strict parse of a job.create body (docs/protocol.md §5 table).
 absl::StatusOr<JobSpec> JobSpecFromJson(const nlohmann::json& body);
 // The body a client sends: every field, defaults included, except empty
-// validation_file / idempotency_key / tenant and max_restarts < 0.
+// validation_file / heldout_file / idempotency_key / tenant,
+// max_restarts < 0, quantization "none" and shard_base false (so the bodies
+// and fingerprints of jobs without them are the ones they had before the
+// fields existed).
 nlohmann::json JobSpecToJson(const JobSpec& spec);
 // Canonical JSON of the spec without idempotency_key and tenant: two
 // requests with the same key must have equal fingerprints.
 std::string JobSpecFingerprint(const JobSpec& spec);
 
 struct JobError {
-  std::string code;     // an error code name (§4)
+  std::string code;  // an error code name (§4)
   std::string message;
-  std::string param;    // "" = none
+  std::string param;  // "" = none
   bool user_error = false;
 };
 
@@ -131,7 +143,8 @@ absl::StatusOr<Job> JobFromJson(const nlohmann::json& value);
 struct JobEvent {
   int64_t seq = 0;
   int64_t time_ms = 0;
-  std::string type;     // "status", "step", "eval", "checkpoint", "log", "done", "error", "validation", "start"
+  std::string type;  // "status", "step", "eval", "checkpoint", "log", "done", "error",
+                     // "validation", "start"
   std::string message;
   nlohmann::json data = nlohmann::json::object();
 };

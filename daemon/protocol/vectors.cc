@@ -10,19 +10,26 @@ using nlohmann::json;
 
 const char* MessageTypeName(MessageType type) {
   switch (type) {
-    case MessageType::kRequest: return "REQUEST";
-    case MessageType::kPartial: return "PARTIAL";
-    case MessageType::kFinal: return "FINAL";
-    case MessageType::kHeartbeat: return "HEARTBEAT";
-    case MessageType::kDisconnect: return "DISCONNECT";
-    case MessageType::kCancel: return "CANCEL";
+    case MessageType::kRequest:
+      return "REQUEST";
+    case MessageType::kPartial:
+      return "PARTIAL";
+    case MessageType::kFinal:
+      return "FINAL";
+    case MessageType::kHeartbeat:
+      return "HEARTBEAT";
+    case MessageType::kDisconnect:
+      return "DISCONNECT";
+    case MessageType::kCancel:
+      return "CANCEL";
   }
   return "?";
 }
 
 json DescribeClientMessage(const ClientMessage& m) {
   json d{{"type", MessageTypeName(m.type)}};
-  if (m.type == MessageType::kRequest || m.type == MessageType::kCancel) d["request_id"] = m.request_id;
+  if (m.type == MessageType::kRequest || m.type == MessageType::kCancel)
+    d["request_id"] = m.request_id;
   if (m.type == MessageType::kRequest) {
     d["command"] = m.command;
     d["body"] = m.body;
@@ -46,13 +53,17 @@ namespace {
 
 TestVector Request(std::string name, const ClientMessage& m, std::string note) {
   return {std::move(name), EncodeClientMessage(m),
-          json{{"kind", "request"}, {"direction", "to_daemon"}, {"note", note},
+          json{{"kind", "request"},
+               {"direction", "to_daemon"},
+               {"note", note},
                {"decoded", DescribeClientMessage(m)}}};
 }
 
 TestVector Reply(std::string name, const ServerMessage& m, std::string note) {
   return {std::move(name), EncodeServerMessage(m),
-          json{{"kind", "reply"}, {"direction", "to_client"}, {"note", note},
+          json{{"kind", "reply"},
+               {"direction", "to_client"},
+               {"note", note},
                {"decoded", DescribeServerMessage(m)}}};
 }
 
@@ -60,8 +71,10 @@ TestVector Invalid(std::string name, bool to_daemon, Frames frames, std::string 
                    std::string param, std::string contains, json limits = nullptr) {
   json m{{"kind", to_daemon ? "invalid_request" : "invalid_reply"},
          {"direction", to_daemon ? "to_daemon" : "to_client"},
-         {"error", {{"code", code}, {"param", param.empty() ? json(nullptr) : json(param)},
-                    {"message_contains", contains}}}};
+         {"error",
+          {{"code", code},
+           {"param", param.empty() ? json(nullptr) : json(param)},
+           {"message_contains", contains}}}};
   if (!limits.is_null()) m["limits"] = limits;
   return {std::move(name), std::move(frames), m};
 }
@@ -86,6 +99,7 @@ std::vector<TestVector> BuildTestVectors() {
   spec.model = "tiny-llama";
   spec.training_file = "file-0123456789abcdef";
   spec.validation_file = "files/valid.jsonl";
+  spec.heldout_file = "files/heldout.jsonl";
   spec.hyperparameters.epochs = 3;
   spec.hyperparameters.learning_rate = 0.001;
   spec.lora.r = 8;
@@ -95,19 +109,45 @@ std::vector<TestVector> BuildTestVectors() {
   spec.idempotency_key = "3b1f5c2e-1d2c-4f7a-9a49-6c1a2f0d9e11";
   v.push_back(Request("request_job_create", Req("c7", kJobCreate, JobSpecToJson(spec)),
                       "a job.create with every field"));
-  v.push_back(Request("request_job_get", Req("42", kJobGet, json{{"job_id", "job-3f9a1c0d2b4e6f81"}}),
+  {
+    JobSpec nf4;
+    nf4.model = "llama-3.1-8b";
+    nf4.training_file = "file-0123456789abcdef";
+    nf4.quantization = "nf4";
+    nf4.idempotency_key = "7d0c2b1e-5f3a-4c8e-b6d1-2e9f0a4c3b57";
+    v.push_back(Request("request_job_create_nf4", Req("c9", kJobCreate, JobSpecToJson(nf4)),
+                        "a job.create on a 4-bit NF4 base (QLoRA); quantization is sent only "
+                        "when it is not none"));
+  }
+  {
+    JobSpec sharded;
+    sharded.model = "llama-3.3-70b";
+    sharded.training_file = "file-0123456789abcdef";
+    sharded.gpus = 8;
+    sharded.shard_base = true;
+    sharded.idempotency_key = "2e6a9d4c-8b1f-4f0e-a3c5-9d7b1e0f6a28";
+    v.push_back(Request("request_job_create_shard_base",
+                        Req("ca", kJobCreate, JobSpecToJson(sharded)),
+                        "a job.create whose frozen base is sharded across its 8 GPUs; shard_base "
+                        "is sent only when true"));
+  }
+  v.push_back(Request("request_job_get",
+                      Req("42", kJobGet, json{{"job_id", "job-3f9a1c0d2b4e6f81"}}),
                       "a short call"));
-  v.push_back(Request("request_job_list",
-                      Req("list/1", kJobList, json{{"status", json::array({"queued", "running"})}, {"limit", 50}}),
-                      "a status filter"));
+  v.push_back(Request(
+      "request_job_list",
+      Req("list/1", kJobList, json{{"status", json::array({"queued", "running"})}, {"limit", 50}}),
+      "a status filter"));
   {
     ClientMessage m = Req("up-3", kFileUploadChunk, json{{"upload_id", "upl-00ff"}, {"offset", 4}});
     m.data = std::string("{\"a\":\x00\xff\n", 9);
-    v.push_back(Request("request_upload_chunk", m, "binary data in frame 6, NUL and 0xff included"));
+    v.push_back(
+        Request("request_upload_chunk", m, "binary data in frame 6, NUL and 0xff included"));
   }
-  v.push_back(Request("request_subscribe",
-                      Req("s1", kJobSubscribe, json{{"job_id", "job-3f9a1c0d2b4e6f81"}, {"after_seq", 0}}),
-                      "opens a stream"));
+  v.push_back(
+      Request("request_subscribe",
+              Req("s1", kJobSubscribe, json{{"job_id", "job-3f9a1c0d2b4e6f81"}, {"after_seq", 0}}),
+              "opens a stream"));
   {
     ClientMessage m;
     m.type = MessageType::kHeartbeat;
@@ -131,13 +171,14 @@ std::vector<TestVector> BuildTestVectors() {
     job.node = "node-1";
     v.push_back(Reply("reply_job", OkReply("c7", JobToJson(job)), "a FINAL OK with a job object"));
   }
-  v.push_back(Reply("reply_error",
-                    ErrorReply("c8", Error(absl::StatusCode::kInvalidArgument,
-                                           "unknown model 'gpt-9'", "model")),
-                    "an error reply with a param"));
-  v.push_back(Reply("reply_error_no_param",
-                    ErrorReply("-", InvalidArgument("frame 1: expected protocol signature 'FJD01'")),
-                    "the reply to a message whose request id is unknown"));
+  v.push_back(Reply(
+      "reply_error",
+      ErrorReply("c8", Error(absl::StatusCode::kInvalidArgument, "unknown model 'gpt-9'", "model")),
+      "an error reply with a param"));
+  v.push_back(
+      Reply("reply_error_no_param",
+            ErrorReply("-", InvalidArgument("frame 1: expected protocol signature 'FJD01'")),
+            "the reply to a message whose request id is unknown"));
   {
     JobEvent e;
     e.seq = 7;
@@ -149,8 +190,11 @@ std::vector<TestVector> BuildTestVectors() {
                       "one event of a stream"));
   }
   {
-    ServerMessage m = OkReply("dl-1", json{{"name", "adapter_model.safetensors"}, {"offset", 0},
-                                           {"bytes", 4}, {"total_bytes", 4}, {"eof", true}});
+    ServerMessage m = OkReply("dl-1", json{{"name", "adapter_model.safetensors"},
+                                           {"offset", 0},
+                                           {"bytes", 4},
+                                           {"total_bytes", 4},
+                                           {"eof", true}});
     m.data = std::string("\x08\x00\x00\x00", 4);
     v.push_back(Reply("reply_download_chunk", m, "data in frame 6"));
   }
@@ -166,8 +210,9 @@ std::vector<TestVector> BuildTestVectors() {
                       "INVALID_ARGUMENT", "frames", "frame 0"));
   v.push_back(Invalid("invalid_type", true, {"", sig, std::string(1, '\x09'), "r", "ping", "{}"},
                       "INVALID_ARGUMENT", "frames", "unknown message type 0x09"));
-  v.push_back(Invalid("invalid_reply_type_from_client", true, {"", sig, std::string(1, '\x03'), "r", "OK", "{}"},
-                      "INVALID_ARGUMENT", "frames", "not one a client sends"));
+  v.push_back(Invalid("invalid_reply_type_from_client", true,
+                      {"", sig, std::string(1, '\x03'), "r", "OK", "{}"}, "INVALID_ARGUMENT",
+                      "frames", "not one a client sends"));
   v.push_back(Invalid("invalid_request_id", true, {"", sig, req, "has space", "ping", "{}"},
                       "INVALID_ARGUMENT", "request_id", "printable ASCII"));
   v.push_back(Invalid("invalid_empty_command", true, {"", sig, req, "r", "", "{}"},
@@ -178,7 +223,8 @@ std::vector<TestVector> BuildTestVectors() {
                       "INVALID_ARGUMENT", "body", "not valid JSON"));
   v.push_back(Invalid("invalid_body_array", true, {"", sig, req, "r", "job.get", "[1,2]"},
                       "INVALID_ARGUMENT", "body", "must be a JSON object"));
-  v.push_back(Invalid("invalid_body_utf8", true, {"", sig, req, "r", "job.get", "{\"job_id\":\"\xc3\x28\"}"},
+  v.push_back(Invalid("invalid_body_utf8", true,
+                      {"", sig, req, "r", "job.get", "{\"job_id\":\"\xc3\x28\"}"},
                       "INVALID_ARGUMENT", "body", "not valid JSON"));
   v.push_back(Invalid("invalid_body_bom", true, {"", sig, req, "r", "ping", "\xEF\xBB\xBF{}"},
                       "INVALID_ARGUMENT", "body", "starts with a UTF-8 byte order mark"));
@@ -194,9 +240,11 @@ std::vector<TestVector> BuildTestVectors() {
   v.push_back(Invalid("invalid_heartbeat_frames", true, {"", sig, std::string(1, '\x04'), "x"},
                       "INVALID_ARGUMENT", "frames", "HEARTBEAT has 4 frames"));
   v.push_back(Invalid("invalid_oversize", true, {"", sig, req, "r", "ping", std::string(100, ' ')},
-                      "RESOURCE_EXHAUSTED", "message", "limit 64", json{{"max_message_bytes", 64}}));
-  v.push_back(Invalid("invalid_reply_status", false, {"", sig, std::string(1, '\x03'), "r", "MAYBE", "{}"},
-                      "INVALID_ARGUMENT", "status", "unknown status"));
+                      "RESOURCE_EXHAUSTED", "message", "limit 64",
+                      json{{"max_message_bytes", 64}}));
+  v.push_back(Invalid("invalid_reply_status", false,
+                      {"", sig, std::string(1, '\x03'), "r", "MAYBE", "{}"}, "INVALID_ARGUMENT",
+                      "status", "unknown status"));
   return v;
 }
 

@@ -114,6 +114,7 @@ WorkerPayload ReadPayload(const std::string& type, Fields& f) {
     WorkerEval e;
     f.Number("eval_loss", &e.eval_loss);
     f.Number("eval_token_accuracy", &e.eval_token_accuracy);
+    f.Number("heldout_accuracy", &e.heldout_accuracy);
     return e;
   }
   if (type == kCheckpoint) {
@@ -165,6 +166,7 @@ struct PayloadWriter {
   void operator()(const WorkerEval& e) const {
     if (e.eval_loss) j["eval_loss"] = *e.eval_loss;
     if (e.eval_token_accuracy) j["eval_token_accuracy"] = *e.eval_token_accuracy;
+    if (e.heldout_accuracy) j["heldout_accuracy"] = *e.heldout_accuracy;
   }
   void operator()(const WorkerCheckpoint& c) const { j["message"] = c.path; }
   void operator()(const WorkerLog& l) const { j["message"] = l.message; }

@@ -86,7 +86,7 @@ struct WorkerStart {
 // "step": one optimizer step done.
 struct WorkerStep {
   std::optional<int64_t> epoch;
-  std::optional<double> loss;          // mean cross-entropy per trained token
+  std::optional<double> loss;  // mean cross-entropy per trained token
   std::optional<double> lr;
   std::optional<double> grad_norm;     // before clipping
   std::optional<double> tokens_per_s;  // non-padding tokens per second of training
@@ -95,10 +95,13 @@ struct WorkerStep {
   std::optional<int64_t> peak_memory_bytes;  // GPU memory on CUDA, RSS on CPU
 };
 
-// "eval": a pass over the validation data.
+// "eval": a pass over the validation data; the one at step 0 (before
+// training) also carries the held-out answer accuracy when the job has
+// held-out prompts (and only that, when it has no validation data).
 struct WorkerEval {
   std::optional<double> eval_loss;
   std::optional<double> eval_token_accuracy;  // 0..1
+  std::optional<double> heldout_accuracy;     // 0..1; the base model's, at step 0
 };
 
 // "checkpoint": a checkpoint was written.
@@ -133,9 +136,9 @@ struct WorkerUnknown {
   std::string type;  // as sent (non-empty)
 };
 
-using WorkerPayload = std::variant<WorkerHeartbeat, WorkerStart, WorkerStep, WorkerEval,
-                                   WorkerCheckpoint, WorkerLog, WorkerDone, WorkerError,
-                                   WorkerUnknown>;
+using WorkerPayload =
+    std::variant<WorkerHeartbeat, WorkerStart, WorkerStep, WorkerEval, WorkerCheckpoint, WorkerLog,
+                 WorkerDone, WorkerError, WorkerUnknown>;
 
 struct WorkerMessage {
   WorkerPayload payload;

@@ -58,25 +58,40 @@ TEST(WorkerProtocolTest, EncodesWhatFjordTrainSentBeforeTheCodec) {
 
   m.payload = WorkerStart{"started"};
   m.step = 0;
-  EXPECT_EQ(EncodeWorkerMessage(m), "{\"message\":\"started\",\"step\":0,\"total_steps\":10,\"type\":\"start\"}");
+  EXPECT_EQ(EncodeWorkerMessage(m),
+            "{\"message\":\"started\",\"step\":0,\"total_steps\":10,\"type\":\"start\"}");
   m.payload = WorkerCheckpoint{"/c/step-00000002"};
   m.step = 2;
+  EXPECT_EQ(
+      EncodeWorkerMessage(m),
+      "{\"message\":\"/c/step-00000002\",\"step\":2,\"total_steps\":10,\"type\":\"checkpoint\"}");
+  m.payload = WorkerEval{0.75, 0.5, std::nullopt};
   EXPECT_EQ(EncodeWorkerMessage(m),
-            "{\"message\":\"/c/step-00000002\",\"step\":2,\"total_steps\":10,\"type\":\"checkpoint\"}");
-  m.payload = WorkerEval{0.75, 0.5};
+            "{\"eval_loss\":0.75,\"eval_token_accuracy\":0.5,\"step\":2,\"total_steps\":10,"
+            "\"type\":\"eval\"}");
+  // The evaluation before training, with the base model's held-out answer
+  // accuracy (a field added to what fjord-train sent: the others unchanged).
+  m.payload = WorkerEval{3.25, 0.5, 0.05};
+  m.step = 0;
   EXPECT_EQ(EncodeWorkerMessage(m),
-            "{\"eval_loss\":0.75,\"eval_token_accuracy\":0.5,\"step\":2,\"total_steps\":10,\"type\":\"eval\"}");
+            "{\"eval_loss\":3.25,\"eval_token_accuracy\":0.5,\"heldout_accuracy\":0.05,\"step\":0,"
+            "\"total_steps\":10,\"type\":\"eval\"}");
+  m.payload = WorkerEval{std::nullopt, std::nullopt, 0.0};
+  EXPECT_EQ(EncodeWorkerMessage(m),
+            "{\"heldout_accuracy\":0.0,\"step\":0,\"total_steps\":10,\"type\":\"eval\"}");
   m.payload = WorkerDone{0.75, -1.0, "/a"};
   m.step = 10;
   EXPECT_EQ(EncodeWorkerMessage(m),
-            "{\"adapter\":\"/a\",\"eval_loss\":0.75,\"heldout_accuracy\":-1.0,\"step\":10,\"total_steps\":10,"
+            "{\"adapter\":\"/"
+            "a\",\"eval_loss\":0.75,\"heldout_accuracy\":-1.0,\"step\":10,\"total_steps\":10,"
             "\"type\":\"done\"}");
 
   WorkerMessage e;
   e.payload = WorkerError{"NOT_FOUND", "no such file: /d/train.jsonl", true};
-  EXPECT_EQ(EncodeWorkerMessage(e),
-            "{\"code\":\"NOT_FOUND\",\"message\":\"no such file: /d/train.jsonl\",\"type\":\"error\","
-            "\"user_error\":true}");
+  EXPECT_EQ(
+      EncodeWorkerMessage(e),
+      "{\"code\":\"NOT_FOUND\",\"message\":\"no such file: /d/train.jsonl\",\"type\":\"error\","
+      "\"user_error\":true}");
 }
 
 // fjordd before the codec spotted heartbeats by this substring: every
@@ -95,12 +110,12 @@ TEST(WorkerProtocolTest, EveryTypeRoundTrips) {
   WorkerStep step;
   step.loss = 1.25;
   step.trained_tokens = int64_t{1} << 40;
-  for (const WorkerPayload& p :
-       std::vector<WorkerPayload>{WorkerHeartbeat{7}, WorkerStart{"resumed from step 4"}, step,
-                                  WorkerEval{0.5, 0.25}, WorkerCheckpoint{"/x/step-1"},
-                                  WorkerLog{"note \"quoted\"\n"}, WorkerDone{std::nullopt, 0.5, "/ad"},
-                                  WorkerError{"UNAVAILABLE", "the disk went away", false},
-                                  WorkerUnknown{"profile"}}) {
+  for (const WorkerPayload& p : std::vector<WorkerPayload>{
+           WorkerHeartbeat{7}, WorkerStart{"resumed from step 4"}, step,
+           WorkerEval{0.5, 0.25, std::nullopt}, WorkerEval{0.5, 0.25, 0.75},
+           WorkerEval{std::nullopt, std::nullopt, 0.0}, WorkerCheckpoint{"/x/step-1"},
+           WorkerLog{"note \"quoted\"\n"}, WorkerDone{std::nullopt, 0.5, "/ad"},
+           WorkerError{"UNAVAILABLE", "the disk went away", false}, WorkerUnknown{"profile"}}) {
     WorkerMessage m;
     m.payload = p;
     m.total_steps = 9;
@@ -135,11 +150,23 @@ TEST(WorkerProtocolTest, DecodesTheMembers) {
   EXPECT_EQ(s.trained_tokens, 300);
   EXPECT_EQ(s.peak_memory_bytes, 4096);
 
-  m = Decoded("{\"type\":\"done\",\"adapter\":\"/j/adapter\",\"eval_loss\":0.5,\"heldout_accuracy\":0.75}");
+  m = Decoded(
+      "{\"type\":\"done\",\"adapter\":\"/j/adapter\",\"eval_loss\":0.5,\"heldout_accuracy\":0.75}");
   ASSERT_TRUE(std::holds_alternative<WorkerDone>(m.payload));
   EXPECT_EQ(std::get<WorkerDone>(m.payload).adapter, "/j/adapter");
   EXPECT_EQ(std::get<WorkerDone>(m.payload).eval_loss, 0.5);
   EXPECT_EQ(std::get<WorkerDone>(m.payload).heldout_accuracy, 0.75);
+
+  m = Decoded(
+      "{\"type\":\"eval\",\"step\":0,\"eval_loss\":3.5,\"eval_token_accuracy\":0.5,\"heldout_"
+      "accuracy\":0.1}");
+  ASSERT_TRUE(std::holds_alternative<WorkerEval>(m.payload));
+  EXPECT_EQ(std::get<WorkerEval>(m.payload).eval_loss, 3.5);
+  EXPECT_EQ(std::get<WorkerEval>(m.payload).eval_token_accuracy, 0.5);
+  EXPECT_EQ(std::get<WorkerEval>(m.payload).heldout_accuracy, 0.1);
+  EXPECT_TRUE(m.extra.empty()) << m.extra;
+  m = Decoded("{\"type\":\"eval\",\"step\":5,\"eval_loss\":1.5}");
+  EXPECT_FALSE(std::get<WorkerEval>(m.payload).heldout_accuracy.has_value());
 
   m = Decoded("{\"type\":\"checkpoint\",\"step\":2,\"message\":\"/j/checkpoints/step-00000002\"}");
   ASSERT_TRUE(std::holds_alternative<WorkerCheckpoint>(m.payload));
@@ -161,8 +188,9 @@ TEST(WorkerProtocolTest, MissingAndMistypedNumbersStayUnset) {
   EXPECT_FALSE(m.total_steps.has_value());
   EXPECT_EQ(EncodeWorkerMessage(m), "{\"step\":1,\"type\":\"step\"}");
 
-  m = Decoded("{\"type\":\"step\",\"loss\":null,\"lr\":\"fast\",\"step\":18446744073709551615,"
-              "\"total_steps\":1e300,\"trained_tokens\":-2.9}");
+  m = Decoded(
+      "{\"type\":\"step\",\"loss\":null,\"lr\":\"fast\",\"step\":18446744073709551615,"
+      "\"total_steps\":1e300,\"trained_tokens\":-2.9}");
   const WorkerStep& t = std::get<WorkerStep>(m.payload);
   EXPECT_FALSE(t.loss.has_value());
   EXPECT_FALSE(t.lr.has_value());
@@ -182,19 +210,20 @@ TEST(WorkerProtocolTest, MissingAndMistypedNumbersStayUnset) {
 }
 
 TEST(WorkerProtocolTest, UnknownTypesAndFieldsAreKept) {
-  WorkerMessage m = Decoded("{\"type\":\"profile\",\"step\":4,\"message\":\"hot loop\",\"ms\":[1,2]}");
+  WorkerMessage m =
+      Decoded("{\"type\":\"profile\",\"step\":4,\"message\":\"hot loop\",\"ms\":[1,2]}");
   ASSERT_TRUE(std::holds_alternative<WorkerUnknown>(m.payload));
   EXPECT_EQ(WorkerMessageTypeName(m), "profile");
   EXPECT_EQ(m.step, 4);
   EXPECT_EQ(m.extra, (json{{"message", "hot loop"}, {"ms", {1, 2}}}));
   EXPECT_EQ(WorkerEventText(m), "hot loop");
 
-  m = Decoded("{\"type\":\"eval\",\"eval_loss\":0.5,\"heldout_accuracy\":0.25}");
+  m = Decoded("{\"type\":\"eval\",\"eval_loss\":0.5,\"perplexity\":1.65}");
   EXPECT_EQ(std::get<WorkerEval>(m.payload).eval_loss, 0.5);
-  EXPECT_EQ(m.extra, (json{{"heldout_accuracy", 0.25}}));
+  EXPECT_EQ(m.extra, (json{{"perplexity", 1.65}}));
   EXPECT_EQ(WorkerEventText(m), "");
   json j = WorkerMessageToJson(m);
-  EXPECT_EQ(j, (json{{"type", "eval"}, {"eval_loss", 0.5}, {"heldout_accuracy", 0.25}}));
+  EXPECT_EQ(j, (json{{"type", "eval"}, {"eval_loss", 0.5}, {"perplexity", 1.65}}));
 }
 
 TEST(WorkerProtocolTest, ErrorCodesOutsideTheTableAreInternal) {
@@ -247,7 +276,9 @@ TEST(WorkerProtocolTest, RefusesWhatIsNotAMessage) {
     EXPECT_THAT(m.status().message(), HasSubstr(why));
   }
   // 32 levels are fine.
-  EXPECT_TRUE(DecodeWorkerMessage("{\"type\":\"log\",\"x\":" + std::string(31, '[') + std::string(31, ']') + "}").ok());
+  EXPECT_TRUE(DecodeWorkerMessage("{\"type\":\"log\",\"x\":" + std::string(31, '[') +
+                                  std::string(31, ']') + "}")
+                  .ok());
 }
 
 TEST(WorkerProtocolTest, SizeIsBounded) {
@@ -283,7 +314,8 @@ TEST(WorkerProtocolTest, MembersWinOverExtra) {
   m.payload = WorkerCheckpoint{"/real"};
   m.step = 5;
   m.extra = json{{"message", "/fake"}, {"step", 6}, {"type", "done"}, {"note", "kept"}};
-  EXPECT_EQ(EncodeWorkerMessage(m), "{\"message\":\"/real\",\"note\":\"kept\",\"step\":5,\"type\":\"checkpoint\"}");
+  EXPECT_EQ(EncodeWorkerMessage(m),
+            "{\"message\":\"/real\",\"note\":\"kept\",\"step\":5,\"type\":\"checkpoint\"}");
   m.extra = json::array();  // not an object: ignored
   EXPECT_EQ(EncodeWorkerMessage(m), "{\"message\":\"/real\",\"step\":5,\"type\":\"checkpoint\"}");
 }
@@ -299,9 +331,9 @@ TEST(WorkerProtocolTest, ExitCodes) {
     EXPECT_EQ(WorkerExitCodeFor(s), kWorkerExitUserError) << s;
     EXPECT_TRUE(IsUserErrorCode(s.code()));
   }
-  for (const absl::Status& s : {absl::InternalError("x"), absl::DataLossError("x"),
-                                absl::ResourceExhaustedError("x"), absl::UnavailableError("x"),
-                                absl::UnknownError("x"), absl::PermissionDeniedError("x")}) {
+  for (const absl::Status& s :
+       {absl::InternalError("x"), absl::DataLossError("x"), absl::ResourceExhaustedError("x"),
+        absl::UnavailableError("x"), absl::UnknownError("x"), absl::PermissionDeniedError("x")}) {
     EXPECT_EQ(WorkerExitCodeFor(s), kWorkerExitSystemError) << s;
     EXPECT_FALSE(IsUserErrorCode(s.code()));
   }
@@ -321,11 +353,13 @@ TEST(WorkerVectorsTest, CheckedInFilesMatchTheCodec) {
     if (kind == "message" || kind == "tolerated") {
       ASSERT_TRUE(m.ok()) << m.status();
       EXPECT_EQ(DescribeWorkerMessage(*m), manifest["decoded"]);
-      EXPECT_EQ(EncodeWorkerMessage(*m), kind == "message" ? bytes : manifest["encoded"].get<std::string>());
+      EXPECT_EQ(EncodeWorkerMessage(*m),
+                kind == "message" ? bytes : manifest["encoded"].get<std::string>());
     } else {
       ASSERT_EQ(kind, "invalid");
       const json& e = manifest["error"];
-      EXPECT_EQ(absl::StatusCodeToString(m.status().code()), e["code"].get<std::string>()) << m.status();
+      EXPECT_EQ(absl::StatusCodeToString(m.status().code()), e["code"].get<std::string>())
+          << m.status();
       EXPECT_THAT(m.status().message(), HasSubstr(e["message_contains"].get<std::string>()));
     }
     ++checked;
@@ -345,7 +379,8 @@ TEST(WorkerVectorsTest, FilesAreUpToDate) {
     expected.insert(v.name + ".msg");
     expected.insert(v.name + ".json");
     EXPECT_EQ(ReadFile(std::string(kVectorDir) + "/" + v.name + ".msg"), v.bytes)
-        << "run: bazel run //daemon/protocol:make_worker_vectors -- $PWD/tests/protocol/worker_vectors";
+        << "run: bazel run //daemon/protocol:make_worker_vectors -- "
+           "$PWD/tests/protocol/worker_vectors";
     EXPECT_EQ(json::parse(ReadFile(std::string(kVectorDir) + "/" + v.name + ".json")), v.manifest);
     EXPECT_FALSE(v.manifest.contains("decode_failed")) << v.manifest;
   }

@@ -21,8 +21,9 @@ constexpr char kJobDir[] = "/mnt/fjord/acme/jobs/job-3f9a1c0d2b4e6f81";
 
 // What fjord-train sends: encoding `m` gives the bytes.
 WorkerTestVector Sent(std::string name, const WorkerMessage& m, std::string note) {
-  return {std::move(name), EncodeWorkerMessage(m),
-          json{{"kind", "message"}, {"note", std::move(note)}, {"decoded", DescribeWorkerMessage(m)}}};
+  return {
+      std::move(name), EncodeWorkerMessage(m),
+      json{{"kind", "message"}, {"note", std::move(note)}, {"decoded", DescribeWorkerMessage(m)}}};
 }
 
 // Bytes another writer may send: they decode to `decoded`, and encoding that
@@ -41,8 +42,8 @@ WorkerTestVector Tolerated(std::string name, std::string bytes, std::string note
   return {std::move(name), std::move(bytes), std::move(manifest)};
 }
 
-WorkerTestVector Invalid(std::string name, std::string bytes, std::string code, std::string contains,
-                         size_t max_bytes = 0) {
+WorkerTestVector Invalid(std::string name, std::string bytes, std::string code,
+                         std::string contains, size_t max_bytes = 0) {
   json manifest{{"kind", "invalid"},
                 {"error", {{"code", std::move(code)}, {"message_contains", std::move(contains)}}}};
   if (max_bytes > 0) manifest["max_bytes"] = max_bytes;
@@ -89,12 +90,28 @@ std::vector<WorkerTestVector> BuildWorkerTestVectors() {
     e.eval_token_accuracy = 0.6125;
     v.push_back(Sent("eval", Progress(e, 50, 100), "a pass over the validation data"));
   }
-  v.push_back(Sent("checkpoint",
-                   Progress(WorkerCheckpoint{std::string(kJobDir) + "/checkpoints/step-00000050"}, 50, 100),
-                   "the path travels as \"message\""));
-  v.push_back(Sent("log",
-                   Progress(WorkerLog{"skipped checkpoint step-00000060: trainer_state.json is missing"}, 60, 100),
-                   "a line for people"));
+  {
+    WorkerEval e;
+    e.eval_loss = 3.2066;
+    e.eval_token_accuracy = 0.537;
+    e.heldout_accuracy = 0.05;
+    v.push_back(
+        Sent("eval_heldout", Progress(e, 0, 175),
+             "the evaluation before training, with the base model's held-out answer accuracy"));
+    WorkerEval only;
+    only.heldout_accuracy = 0.0;
+    v.push_back(Sent("eval_heldout_only", Progress(only, 0, 175),
+                     "the same for a job with held-out prompts and no validation data"));
+  }
+  v.push_back(
+      Sent("checkpoint",
+           Progress(WorkerCheckpoint{std::string(kJobDir) + "/checkpoints/step-00000050"}, 50, 100),
+           "the path travels as \"message\""));
+  v.push_back(
+      Sent("log",
+           Progress(WorkerLog{"skipped checkpoint step-00000060: trainer_state.json is missing"},
+                    60, 100),
+           "a line for people"));
   {
     WorkerDone d;
     d.eval_loss = 0.9871;
@@ -104,7 +121,8 @@ std::vector<WorkerTestVector> BuildWorkerTestVectors() {
   }
   {
     WorkerMessage m;
-    m.payload = WorkerError{"INVALID_ARGUMENT", "train.jsonl line 3 (messages[1].role): unknown role 'robot'", true};
+    m.payload = WorkerError{"INVALID_ARGUMENT",
+                            "train.jsonl line 3 (messages[1].role): unknown role 'robot'", true};
     v.push_back(Sent("error_user", m, "before exit 2; no step"));
     m.payload = WorkerError{"RESOURCE_EXHAUSTED", "CUDA out of memory", false};
     v.push_back(Sent("error_system", m, "before exit 3"));
@@ -117,35 +135,46 @@ std::vector<WorkerTestVector> BuildWorkerTestVectors() {
                         "keys in another order; whitespace too is any JSON's"));
   v.push_back(Tolerated("step_minimal", "{\"type\":\"step\",\"step\":3,\"total_steps\":3}",
                         "numbers not sent stay unset"));
-  v.push_back(Tolerated("step_null_loss",
-                        "{\"loss\":null,\"lr\":0.0002,\"step\":7,\"total_steps\":10,\"type\":\"step\"}",
-                        "a NaN loss, as JSON writers spell it: unset, kept in extra"));
-  v.push_back(Tolerated("step_float_counts", "{\"type\":\"step\",\"step\":5.0,\"trained_tokens\":1.5e3}",
+  v.push_back(
+      Tolerated("step_null_loss",
+                "{\"loss\":null,\"lr\":0.0002,\"step\":7,\"total_steps\":10,\"type\":\"step\"}",
+                "a NaN loss, as JSON writers spell it: unset, kept in extra"));
+  v.push_back(Tolerated("step_float_counts",
+                        "{\"type\":\"step\",\"step\":5.0,\"trained_tokens\":1.5e3}",
                         "a count sent as a float is truncated, as fjordd always did"));
-  v.push_back(Tolerated("step_new_field",
-                        "{\"loss\":1.5,\"mfu\":0.41,\"step\":2,\"total_steps\":4,\"type\":\"step\"}",
-                        "a field a newer worker adds: kept in extra"));
+  v.push_back(
+      Tolerated("step_new_field",
+                "{\"loss\":1.5,\"mfu\":0.41,\"step\":2,\"total_steps\":4,\"type\":\"step\"}",
+                "a field a newer worker adds: kept in extra"));
   v.push_back(Tolerated("error_code_outside_table",
                         "{\"code\":\"DATA_LOSS\",\"message\":\"checkpoint step-00000040 is torn\","
                         "\"type\":\"error\",\"user_error\":false}",
                         "what fjord-train sends for DataLoss: INTERNAL on the daemon's side"));
-  v.push_back(Tolerated("error_wrong_types", "{\"type\":\"error\",\"code\":13,\"message\":\"x\",\"user_error\":\"yes\"}",
-                        "a code that is not a string is INTERNAL; user_error that is not a bool is false"));
-  v.push_back(Tolerated("unknown_type", "{\"type\":\"gradient_histogram\",\"step\":4,\"bins\":[1,2,3]}",
+  v.push_back(
+      Tolerated("error_wrong_types",
+                "{\"type\":\"error\",\"code\":13,\"message\":\"x\",\"user_error\":\"yes\"}",
+                "a code that is not a string is INTERNAL; user_error that is not a bool is false"));
+  v.push_back(Tolerated("unknown_type",
+                        "{\"type\":\"gradient_histogram\",\"step\":4,\"bins\":[1,2,3]}",
                         "a type this codec does not know: WorkerUnknown, its fields in extra"));
 
   // What the decoder refuses.
   v.push_back(Invalid("invalid_json", "{\"type\":\"step\",", "INVALID_ARGUMENT", "not valid JSON"));
-  v.push_back(Invalid("invalid_utf8", "{\"type\":\"log\",\"message\":\"\xc3\x28\"}", "INVALID_ARGUMENT",
-                      "not valid JSON"));
-  v.push_back(Invalid("invalid_array", "[{\"type\":\"step\"}]", "INVALID_ARGUMENT", "must be a JSON object, got array"));
+  v.push_back(Invalid("invalid_utf8", "{\"type\":\"log\",\"message\":\"\xc3\x28\"}",
+                      "INVALID_ARGUMENT", "not valid JSON"));
+  v.push_back(Invalid("invalid_array", "[{\"type\":\"step\"}]", "INVALID_ARGUMENT",
+                      "must be a JSON object, got array"));
   v.push_back(Invalid("invalid_no_type", "{\"step\":1}", "INVALID_ARGUMENT", "no \"type\""));
   v.push_back(Invalid("invalid_type_not_string", "{\"type\":7}", "INVALID_ARGUMENT",
                       "\"type\" must be a string, got number"));
-  v.push_back(Invalid("invalid_empty_type", "{\"type\":\"\"}", "INVALID_ARGUMENT", "\"type\" is empty"));
-  v.push_back(Invalid("invalid_deep", "{\"type\":\"log\",\"x\":" + std::string(40, '[') + std::string(40, ']') + "}",
-                      "INVALID_ARGUMENT", "nests deeper than 32 levels"));
-  v.push_back(Invalid("invalid_oversize", "{\"type\":\"log\",\"message\":\"" + std::string(100, 'a') + "\"}",
+  v.push_back(
+      Invalid("invalid_empty_type", "{\"type\":\"\"}", "INVALID_ARGUMENT", "\"type\" is empty"));
+  v.push_back(
+      Invalid("invalid_deep",
+              "{\"type\":\"log\",\"x\":" + std::string(40, '[') + std::string(40, ']') + "}",
+              "INVALID_ARGUMENT", "nests deeper than 32 levels"));
+  v.push_back(Invalid("invalid_oversize",
+                      "{\"type\":\"log\",\"message\":\"" + std::string(100, 'a') + "\"}",
                       "RESOURCE_EXHAUSTED", "limit 64", /*max_bytes=*/64));
   return v;
 }

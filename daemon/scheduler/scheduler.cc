@@ -27,10 +27,11 @@ SchedulePlan Schedule(const SchedulerConfig& config, const std::vector<RunningJo
   for (const WaitingJob& w : waiting) left.push_back(&w);
   std::vector<const WaitingJob*> order;
   while (!left.empty()) {
-    auto best = std::min_element(left.begin(), left.end(), [&](const WaitingJob* a, const WaitingJob* b) {
-      return std::make_tuple(-a->priority, virtual_running[a->tenant], a->order, a->id) <
-             std::make_tuple(-b->priority, virtual_running[b->tenant], b->order, b->id);
-    });
+    auto best =
+        std::min_element(left.begin(), left.end(), [&](const WaitingJob* a, const WaitingJob* b) {
+          return std::make_tuple(-a->priority, virtual_running[a->tenant], a->order, a->id) <
+                 std::make_tuple(-b->priority, virtual_running[b->tenant], b->order, b->id);
+        });
     order.push_back(*best);
     ++virtual_running[(*best)->tenant];
     left.erase(best);

@@ -19,8 +19,8 @@
 namespace fjord::daemon {
 
 struct SchedulerConfig {
-  std::vector<int> gpus;            // device ids; empty: a CPU node
-  int cpu_slots = 1;                // slots on a CPU node
+  std::vector<int> gpus;  // device ids; empty: a CPU node
+  int cpu_slots = 1;      // slots on a CPU node
   int max_running_per_tenant = 1000000;
   int slots() const { return gpus.empty() ? cpu_slots : static_cast<int>(gpus.size()); }
 };

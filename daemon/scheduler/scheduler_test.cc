@@ -44,7 +44,9 @@ TEST(SchedulerTest, FairShareBetweenTenants) {
   EXPECT_EQ(p.queue_position.at("a2"), 2);
   // Interleaving when nothing runs: a, b, a, b...
   c.cpu_slots = 0;
-  p = Schedule(c, {}, {{"a1", "a", 0, 1, 1}, {"a2", "a", 0, 2, 1}, {"b1", "b", 0, 3, 1}, {"b2", "b", 0, 4, 1}});
+  p = Schedule(
+      c, {},
+      {{"a1", "a", 0, 1, 1}, {"a2", "a", 0, 2, 1}, {"b1", "b", 0, 3, 1}, {"b2", "b", 0, 4, 1}});
   EXPECT_EQ(p.queue_position.at("a1"), 1);
   EXPECT_EQ(p.queue_position.at("b1"), 2);
   EXPECT_EQ(p.queue_position.at("a2"), 3);
@@ -55,7 +57,8 @@ TEST(SchedulerTest, PerTenantRunningLimit) {
   SchedulerConfig c;
   c.cpu_slots = 3;
   c.max_running_per_tenant = 1;
-  SchedulePlan p = Schedule(c, {}, {{"a1", "a", 0, 1, 1}, {"a2", "a", 0, 2, 1}, {"b1", "b", 0, 3, 1}});
+  SchedulePlan p =
+      Schedule(c, {}, {{"a1", "a", 0, 1, 1}, {"a2", "a", 0, 2, 1}, {"b1", "b", 0, 3, 1}});
   EXPECT_THAT(Started(p), ElementsAre("a1", "b1"));
   EXPECT_EQ(p.queue_position.at("a2"), 1);
 }
@@ -63,7 +66,8 @@ TEST(SchedulerTest, PerTenantRunningLimit) {
 TEST(SchedulerTest, NoBackfillPastABigJob) {
   SchedulerConfig c;
   c.gpus = {0, 1};
-  SchedulePlan p = Schedule(c, {{"r", "x", {0}, 1}}, {{"big", "t", 0, 1, 2}, {"small", "u", 0, 2, 1}});
+  SchedulePlan p =
+      Schedule(c, {{"r", "x", {0}, 1}}, {{"big", "t", 0, 1, 2}, {"small", "u", 0, 2, 1}});
   EXPECT_TRUE(p.start.empty());
   EXPECT_EQ(p.queue_position.at("big"), 1);
   EXPECT_EQ(p.queue_position.at("small"), 2);

@@ -36,7 +36,8 @@ constexpr int64_t kMaxQueuedChunksPerPeer = 4;
 
 // The files of a succeeded job's adapter with their sizes and SHA-256,
 // cached per job.
-absl::StatusOr<std::vector<protocol::AdapterFile>> AdapterFiles(DaemonContext& ctx, const Job& job) {
+absl::StatusOr<std::vector<protocol::AdapterFile>> AdapterFiles(DaemonContext& ctx,
+                                                                const Job& job) {
   if (job.status != JobStatus::kSucceeded || job.result_adapter_path.empty()) {
     return protocol::Error(absl::StatusCode::kFailedPrecondition,
                            absl::StrCat("job ", job.id, " is ", protocol::JobStatusName(job.status),
@@ -57,7 +58,9 @@ absl::StatusOr<std::vector<protocol::AdapterFile>> AdapterFiles(DaemonContext& c
     while (true) {
       const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return absl::UnavailableError(absl::StrCat("read ", dir.path(), "/", e.name, ": ", std::strerror(errno)));
+      if (n < 0)
+        return absl::UnavailableError(
+            absl::StrCat("read ", dir.path(), "/", e.name, ": ", std::strerror(errno)));
       if (n == 0) break;
       h.Update(absl::string_view(buf.data(), static_cast<size_t>(n)));
       bytes += static_cast<uint64_t>(n);
@@ -74,7 +77,8 @@ absl::StatusOr<Reply> HandleAdapterFiles(DaemonContext& ctx, const Request& rq) 
   FJORD_ASSIGN_OR_RETURN(Job job, ReadJobRequest(ctx, rq));
   FJORD_ASSIGN_OR_RETURN(std::vector<protocol::AdapterFile> files, AdapterFiles(ctx, job));
   json out = json::array();
-  for (const auto& f : files) out.push_back({{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
+  for (const auto& f : files)
+    out.push_back({{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
   return Reply::Body(json{{"files", out}, {"path", job.result_adapter_path}});
 }
 
@@ -91,33 +95,40 @@ absl::StatusOr<Reply> HandleAdapterDownload(DaemonContext& ctx, const Request& r
   FJORD_ASSIGN_OR_RETURN(std::vector<protocol::AdapterFile> files, AdapterFiles(ctx, job));
   auto f = std::find_if(files.begin(), files.end(), [&](const auto& x) { return x.name == name; });
   if (f == files.end()) {
-    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("the adapter has no file '", name, "'"), "name");
+    return protocol::Error(absl::StatusCode::kNotFound,
+                           absl::StrCat("the adapter has no file '", name, "'"), "name");
   }
   if (ctx.sessions->QueuedChunks(rq.identity) >= kMaxQueuedChunksPerPeer) {
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("this connection has ", kMaxQueuedChunksPerPeer,
-                                        " download chunks waiting to be sent; read them before asking for more"),
-                           "offset");
+    return protocol::Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("this connection has ", kMaxQueuedChunksPerPeer,
+                     " download chunks waiting to be sent; read them before asking for more"),
+        "offset");
   }
   absl::StatusOr<SafeDir> dir = ctx.tenants->OpenAdapterDir(job.tenant, job.id);
   absl::StatusOr<UniqueFd> opened = dir.ok() ? dir->OpenRead(name) : dir.status();
   if (!opened.ok()) {
-    return absl::UnavailableError(absl::StrCat("cannot open the adapter file: ", opened.status().message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot open the adapter file: ", opened.status().message()));
   }
   const UniqueFd fd = std::move(*opened);
   const uint64_t off = std::min<uint64_t>(static_cast<uint64_t>(offset), f->bytes);
   std::string data(std::min<uint64_t>(static_cast<uint64_t>(length), f->bytes - off), '\0');
   for (size_t got = 0; got < data.size();) {
-    const ssize_t n = ::pread(fd.get(), data.data() + got, data.size() - got, static_cast<off_t>(off + got));
+    const ssize_t n =
+        ::pread(fd.get(), data.data() + got, data.size() - got, static_cast<off_t>(off + got));
     if (n <= 0) {
       if (n < 0 && errno == EINTR) continue;
       return absl::UnavailableError("the adapter file changed while it was read");
     }
     got += static_cast<size_t>(n);
   }
-  protocol::ServerMessage m = protocol::OkReply(rq.request_id, json{{"name", name}, {"offset", off},
-                                                                    {"bytes", data.size()}, {"total_bytes", f->bytes},
-                                                                    {"eof", off + data.size() >= f->bytes}});
+  protocol::ServerMessage m =
+      protocol::OkReply(rq.request_id, json{{"name", name},
+                                            {"offset", off},
+                                            {"bytes", data.size()},
+                                            {"total_bytes", f->bytes},
+                                            {"eof", off + data.size() >= f->bytes}});
   m.data = std::move(data);
   return Reply::Chunk(std::move(m));
 }

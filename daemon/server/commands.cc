@@ -39,19 +39,23 @@ void Dispatch(DaemonContext& ctx, const Request& rq, const std::string& command)
   absl::StatusOr<Reply> reply =
       handler == CommandTable().end()
           ? absl::StatusOr<Reply>(protocol::Error(absl::StatusCode::kUnimplemented,
-                                                  absl::StrCat("unknown command '", command, "'"), "command"))
+                                                  absl::StrCat("unknown command '", command, "'"),
+                                                  "command"))
           : handler->second(ctx, rq);
   if (reply.ok()) {
-    if (reply->body) ctx.sessions->Send(rq.identity, protocol::OkReply(rq.request_id, std::move(*reply->body)));
+    if (reply->body)
+      ctx.sessions->Send(rq.identity, protocol::OkReply(rq.request_id, std::move(*reply->body)));
     if (reply->chunk) ctx.sessions->SendChunk(rq.identity, *reply->chunk);
   } else {
     if (reply.status().code() == absl::StatusCode::kInternal) {
-      LogError("request failed", {{"command", command}, {"error", std::string(reply.status().message())}});
+      LogError("request failed",
+               {{"command", command}, {"error", std::string(reply.status().message())}});
     }
     ctx.sessions->Send(rq.identity, protocol::ErrorReply(rq.request_id, reply.status()));
   }
   const char* code = reply.ok() ? "OK" : protocol::CodeName(reply.status().code());
-  ctx.metrics->Add("fjord_requests_total", absl::StrCat("command=\"", command, "\",code=\"", code, "\""));
+  ctx.metrics->Add("fjord_requests_total",
+                   absl::StrCat("command=\"", command, "\",code=\"", code, "\""));
 }
 
 }  // namespace fjord::daemon

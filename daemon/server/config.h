@@ -19,10 +19,10 @@
 namespace fjord::daemon {
 
 struct DaemonConfig {
-  std::string node_name;                 // default: the host name
-  std::string state_dir;                 // required: SQLite store, worker sockets, lock
-  std::string storage_root;              // required: shared storage (same path on every node)
-  std::vector<std::string> listen;       // required: tcp://HOST:PORT, ipc:///PATH
+  std::string node_name;            // default: the host name
+  std::string state_dir;            // required: SQLite store, worker sockets, lock
+  std::string storage_root;         // required: shared storage (same path on every node)
+  std::vector<std::string> listen;  // required: tcp://HOST:PORT, ipc:///PATH
   struct Security {
     bool curve = true;
     std::string server_secret_key_file;  // required with curve (mode 0600)
@@ -33,16 +33,16 @@ struct DaemonConfig {
   } security;
   std::map<std::string, std::string> models;  // name -> HF checkpoint directory
   struct Worker {
-    std::string program;                 // required: fjord-train
-    std::vector<std::string> args;       // appended to every training run
-    std::string user;                    // when the daemon runs as root: one user for every tenant
+    std::string program;            // required: fjord-train
+    std::vector<std::string> args;  // appended to every training run
+    std::string user;               // when the daemon runs as root: one user for every tenant
     // worker.tenant_uid_range "FIRST-LAST": instead of `user`, each tenant's
     // workers run as a uid (and gid) of their own from this range, claimed on
     // the storage root (daemon/storage/tenant_ids.h). count 0: not set.
     uint32_t tenant_uid_first = 0;
     uint32_t tenant_uid_count = 0;
     std::map<std::string, std::string> env;
-    bool validate = true;                // run `fjord-train validate` before queueing
+    bool validate = true;  // run `fjord-train validate` before queueing
     int64_t heartbeat_timeout_ms = 30000;
     int64_t stop_grace_ms = 60000;
     int64_t validation_timeout_ms = 600000;
@@ -53,7 +53,11 @@ struct DaemonConfig {
     bool no_new_privs = true;
   } worker;
   struct Scheduler {
-    std::vector<int> gpus;               // device ids; empty: CPU node
+    std::vector<int> gpus;  // device ids; empty: CPU node
+    // Memory of each GPU in GB (10^9 bytes). Set on a GPU node, job.create
+    // refuses a job whose frozen base cannot fit on one GPU
+    // (server/base_memory.h). 0 (the default): unknown, no check.
+    double gpu_memory_gb = 0;
     int cpu_slots = 1;
     int max_running_per_tenant = 4;
     int max_queued_per_tenant = 100;
@@ -82,11 +86,11 @@ struct DaemonConfig {
   } limits;
   struct Metrics {
     std::string listen = "127.0.0.1:9464";  // "" disables the HTTP exporter
-    std::string bearer_token_file;           // set: GET /metrics needs "Authorization: Bearer <its content>"
+    std::string bearer_token_file;  // set: GET /metrics needs "Authorization: Bearer <its content>"
   } metrics;
   struct Logging {
     std::string level = "info";
-    std::string file;                    // "" = stderr
+    std::string file;  // "" = stderr
   } logging;
 };
 

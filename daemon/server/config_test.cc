@@ -53,8 +53,9 @@ TEST(ConfigTest, ConnectionFileAndValidatorLimits) {
   EXPECT_EQ(d->scheduler.max_validators_per_tenant, 2);
   const std::string base = kMinimal;
   absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(
-      base + "limits:\n  max_peers_per_key: 8\n  admin_reserved_peers: 0\n  max_tenant_files: 0\n"
-             "scheduler:\n  max_validators: 1\n  max_validators_per_tenant: 1\n",
+      base +
+          "limits:\n  max_peers_per_key: 8\n  admin_reserved_peers: 0\n  max_tenant_files: 0\n"
+          "scheduler:\n  max_validators: 1\n  max_validators_per_tenant: 1\n",
       "f");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->limits.max_peers_per_key, 8);
@@ -65,13 +66,41 @@ TEST(ConfigTest, ConnectionFileAndValidatorLimits) {
               HasSubstr("f:11: limits.max_peers_per_key"));
   EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  max_validators: 0\n", "f").status().message(),
               HasSubstr("f:11: scheduler.max_validators"));
-  EXPECT_THAT(ParseDaemonConfig(base + "limits:\n  admin_reserved_peers: -1\n", "f").status().message(),
-              HasSubstr("f:11: limits.admin_reserved_peers"));
+  EXPECT_THAT(
+      ParseDaemonConfig(base + "limits:\n  admin_reserved_peers: -1\n", "f").status().message(),
+      HasSubstr("f:11: limits.admin_reserved_peers"));
+}
+
+// scheduler.gpu_memory_gb: each GPU's memory for job.create's check of the
+// frozen base (0, the default: unknown, no check).
+TEST(ConfigTest, GpuMemory) {
+  const std::string base = kMinimal;
+  absl::StatusOr<DaemonConfig> d = ParseDaemonConfig(base, "f");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->scheduler.gpu_memory_gb, 0);
+  for (const auto& [text, gb] : {std::pair{"80", 80.0}, {"79.6", 79.6}, {"0", 0.0}}) {
+    absl::StatusOr<DaemonConfig> c =
+        ParseDaemonConfig(base + "scheduler:\n  gpus: [0]\n  gpu_memory_gb: " + text + "\n", "f");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_DOUBLE_EQ(c->scheduler.gpu_memory_gb, gb);
+  }
+  for (const char* bad : {"-1", ".nan", ".inf", "2e6"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  gpu_memory_gb: " + bad + "\n", "f")
+                    .status()
+                    .message(),
+                HasSubstr(absl::StrCat("f:11: scheduler.gpu_memory_gb: must be a number of GB > 0 "
+                                       "(each GPU's memory; 0: unknown, no check), got '",
+                                       bad, "'")));
+  }
+  EXPECT_THAT(
+      ParseDaemonConfig(base + "scheduler:\n  gpu_memory_gb: 80GB\n", "f").status().message(),
+      HasSubstr("f:11: scheduler.gpu_memory_gb: expected a number of GB, got '80GB'"));
 }
 
 TEST(ConfigTest, MetricsBearerTokenFile) {
-  absl::StatusOr<DaemonConfig> c =
-      ParseDaemonConfig(std::string(kMinimal) + "metrics:\n  bearer_token_file: /etc/fjordd/metrics.token\n", "f");
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(
+      std::string(kMinimal) + "metrics:\n  bearer_token_file: /etc/fjordd/metrics.token\n", "f");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->metrics.bearer_token_file, "/etc/fjordd/metrics.token");
 }
@@ -79,16 +108,21 @@ TEST(ConfigTest, MetricsBearerTokenFile) {
 TEST(ConfigTest, QuotaUploadAndPrivilegeFields) {
   const std::string base = kMinimal;
   absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(
-      base + "limits:\n  max_tenant_storage_bytes: 1099511627776\n  max_uploads_per_tenant: 4\n", "f");
+      base + "limits:\n  max_tenant_storage_bytes: 1099511627776\n  max_uploads_per_tenant: 4\n",
+      "f");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->limits.max_tenant_storage_bytes, uint64_t{1} << 40);
   EXPECT_EQ(c->limits.max_uploads_per_tenant, 4);
-  EXPECT_THAT(ParseDaemonConfig(base + "limits:\n  max_uploads_per_tenant: 0\n", "f").status().message(),
-              HasSubstr("f:11: limits.max_uploads_per_tenant"));
-  EXPECT_THAT(ParseDaemonConfig(base + "limits:\n  max_tenant_storage_bytes: -1\n", "f").status().message(),
-              HasSubstr("f:11: limits.max_tenant_storage_bytes"));
-  absl::StatusOr<DaemonConfig> off = ParseDaemonConfig(
-      std::string(kMinimal).replace(std::string(kMinimal).find("  program:"), 0, "  no_new_privs: false\n"), "f");
+  EXPECT_THAT(
+      ParseDaemonConfig(base + "limits:\n  max_uploads_per_tenant: 0\n", "f").status().message(),
+      HasSubstr("f:11: limits.max_uploads_per_tenant"));
+  EXPECT_THAT(
+      ParseDaemonConfig(base + "limits:\n  max_tenant_storage_bytes: -1\n", "f").status().message(),
+      HasSubstr("f:11: limits.max_tenant_storage_bytes"));
+  absl::StatusOr<DaemonConfig> off =
+      ParseDaemonConfig(std::string(kMinimal).replace(std::string(kMinimal).find("  program:"), 0,
+                                                      "  no_new_privs: false\n"),
+                        "f");
   ASSERT_TRUE(off.ok()) << off.status();
   EXPECT_FALSE(off->worker.no_new_privs);
 }
@@ -103,13 +137,16 @@ TEST(ConfigTest, TenantUidRange) {
   EXPECT_EQ(c->worker.tenant_uid_first, 61000u);
   EXPECT_EQ(c->worker.tenant_uid_count, 1000u);
   EXPECT_EQ(ParseDaemonConfig(kMinimal, "f")->worker.tenant_uid_count, 0u);  // not set by default
-  for (const std::string bad : {"61000", "61999-61000", "0-999", "500-2000", "61000-x", "1000-2147483648", "-5"}) {
+  for (const std::string bad :
+       {"61000", "61999-61000", "0-999", "500-2000", "61000-x", "1000-2147483648", "-5"}) {
     SCOPED_TRACE(bad);
     EXPECT_THAT(with("  tenant_uid_range: " + bad + "\n").status().message(),
                 HasSubstr("f:9: worker.tenant_uid_range: expected FIRST-LAST"));
   }
-  EXPECT_THAT(with("  tenant_uid_range: 60000-70000\n").status().message(), HasSubstr("contains 65534 (nobody)"));
-  EXPECT_THAT(with("  tenant_uid_range: 100000-2000000\n").status().message(), HasSubstr("at most 1048576"));
+  EXPECT_THAT(with("  tenant_uid_range: 60000-70000\n").status().message(),
+              HasSubstr("contains 65534 (nobody)"));
+  EXPECT_THAT(with("  tenant_uid_range: 100000-2000000\n").status().message(),
+              HasSubstr("at most 1048576"));
   EXPECT_THAT(with("  tenant_uid_range: 61000-61999\n  user: nobody\n").status().message(),
               HasSubstr("worker.user and worker.tenant_uid_range are both set"));
   // The range must not hold a user or group of the node: each of this
@@ -122,7 +159,8 @@ TEST(ConfigTest, TenantUidRange) {
     int64_t uid = 0;
     if (f.size() < 4 || !absl::SimpleAtoi(f[2], &uid)) continue;
     int64_t gid = 0;
-    if ((uid >= 61000 && uid <= 61999) || (absl::SimpleAtoi(f[3], &gid) && gid >= 61000 && gid <= 61999)) {
+    if ((uid >= 61000 && uid <= 61999) ||
+        (absl::SimpleAtoi(f[3], &gid) && gid >= 61000 && gid <= 61999)) {
       range_free = false;
     }
     if (uid < 1000 || uid >= 65534) continue;
@@ -133,7 +171,9 @@ TEST(ConfigTest, TenantUidRange) {
     EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << line;
     EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("user '", f[0], "' has uid ", uid))) << line;
   }
-  if (range_free) EXPECT_TRUE(CheckTenantUidRange(*c).ok()) << CheckTenantUidRange(*c);
+  if (range_free) {
+    EXPECT_TRUE(CheckTenantUidRange(*c).ok()) << CheckTenantUidRange(*c);
+  }
 }
 
 TEST(ConfigTest, TheShippedExampleParses) {
@@ -143,6 +183,7 @@ TEST(ConfigTest, TheShippedExampleParses) {
   absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(s.str(), "configs/fjordd.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->scheduler.gpus.size(), 8u);
+  EXPECT_EQ(c->scheduler.gpu_memory_gb, 80);
   EXPECT_EQ(c->models.at("llama-3.2-1b"), "/models/Llama-3.2-1B-Instruct");
   EXPECT_EQ(c->worker.tenant_uid_first, 1500000000u);
   EXPECT_EQ(c->worker.tenant_uid_count, 65536u);
@@ -151,16 +192,23 @@ TEST(ConfigTest, TheShippedExampleParses) {
 
 TEST(ConfigTest, Errors) {
   const std::string base = kMinimal;
-  EXPECT_THAT(ParseDaemonConfig(base + "colour: red\n", "f").status().message(), HasSubstr("f:10: colour: unknown field"));
-  EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  gpus: [0, 0]\n", "f").status().message(), HasSubstr("listed twice"));
-  EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  cpu_slots: x\n", "f").status().message(), HasSubstr("expected an integer"));
-  EXPECT_THAT(ParseDaemonConfig("state_dir: /a\nstorage_root: /b\nlisten: [tcp://0.0.0.0:1]\nworker: {program: /x}\n", "f")
-                  .status()
-                  .message(),
-              HasSubstr("server_secret_key_file"));
-  EXPECT_THAT(ParseDaemonConfig("state_dir: rel\nstorage_root: /b\nlisten: [ipc:///x]\nworker: {program: /x}\n"
-                                "security: {curve: false, allow_plaintext: true}\n",
-                                "f")
+  EXPECT_THAT(ParseDaemonConfig(base + "colour: red\n", "f").status().message(),
+              HasSubstr("f:10: colour: unknown field"));
+  EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  gpus: [0, 0]\n", "f").status().message(),
+              HasSubstr("listed twice"));
+  EXPECT_THAT(ParseDaemonConfig(base + "scheduler:\n  cpu_slots: x\n", "f").status().message(),
+              HasSubstr("expected an integer"));
+  EXPECT_THAT(
+      ParseDaemonConfig(
+          "state_dir: /a\nstorage_root: /b\nlisten: [tcp://0.0.0.0:1]\nworker: {program: /x}\n",
+          "f")
+          .status()
+          .message(),
+      HasSubstr("server_secret_key_file"));
+  EXPECT_THAT(ParseDaemonConfig(
+                  "state_dir: rel\nstorage_root: /b\nlisten: [ipc:///x]\nworker: {program: /x}\n"
+                  "security: {curve: false, allow_plaintext: true}\n",
+                  "f")
                   .status()
                   .message(),
               HasSubstr("state_dir must be an absolute path"));
@@ -173,8 +221,10 @@ TEST(ConfigTest, NonScalarKeysAreErrorsNotCrashes) {
   absl::Status s = ParseDaemonConfig(base + "{[1]: 2}: 3\n", "f").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("f:10: config: field names must be plain strings"));
-  s = ParseDaemonConfig("state_dir: /a\nstorage_root: /b\nlisten: [ipc:///x]\nworker:\n  program: /x\n  env:\n    [a, b]: c\n",
-                        "f")
+  s = ParseDaemonConfig(
+          "state_dir: /a\nstorage_root: /b\nlisten: [ipc:///x]\nworker:\n  program: /x\n  env:\n   "
+          " [a, b]: c\n",
+          "f")
           .status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("f:7: worker.env: keys must be plain strings"));
@@ -185,12 +235,18 @@ TEST(ConfigTest, NonScalarKeysAreErrorsNotCrashes) {
 
 TEST(ConfigTest, PlaintextOnlyWhenAskedAndOnlyOnLoopback) {
   const std::string head = "state_dir: /a\nstorage_root: /b\nworker: {program: /x}\n";
-  EXPECT_THAT(ParseDaemonConfig(head + "listen: [tcp://127.0.0.1:7700]\nsecurity: {curve: false}\n", "f").status().message(),
-              HasSubstr("allow_plaintext is not true"));
-  EXPECT_THAT(ParseDaemonConfig(head + "listen: [tcp://0.0.0.0:7700]\nsecurity: {curve: false, allow_plaintext: true}\n", "f")
-                  .status()
-                  .message(),
-              HasSubstr("not loopback"));
+  EXPECT_THAT(
+      ParseDaemonConfig(head + "listen: [tcp://127.0.0.1:7700]\nsecurity: {curve: false}\n", "f")
+          .status()
+          .message(),
+      HasSubstr("allow_plaintext is not true"));
+  EXPECT_THAT(
+      ParseDaemonConfig(
+          head + "listen: [tcp://0.0.0.0:7700]\nsecurity: {curve: false, allow_plaintext: true}\n",
+          "f")
+          .status()
+          .message(),
+      HasSubstr("not loopback"));
   EXPECT_TRUE(ParseDaemonConfig(head + "listen: [tcp://127.0.0.1:7700, ipc:///tmp/x]\n"
                                        "security: {curve: false, allow_plaintext: true}\n",
                                 "f")
@@ -212,7 +268,8 @@ TEST(ConfigTest, CheckConfigReportsEveryProblem) {
   c->worker.tenant_uid_first = 0;
   c->worker.tenant_uid_count = 1;
   s = CheckConfig(*c);
-  EXPECT_THAT(s.message(), HasSubstr("worker.tenant_uid_range 0-0 must be reserved for fjordd's tenants, but user 'root' has uid 0"));
+  EXPECT_THAT(s.message(), HasSubstr("worker.tenant_uid_range 0-0 must be reserved for fjordd's "
+                                     "tenants, but user 'root' has uid 0"));
   EXPECT_THAT(s.message(), HasSubstr("models: none configured"));
 }
 

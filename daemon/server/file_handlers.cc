@@ -31,7 +31,8 @@ constexpr int kMaxFileListLimit = 1000;
 std::string RandomId(const char* prefix) {
   uint8_t raw[8];
   randombytes_buf(raw, sizeof(raw));
-  return absl::StrCat(prefix, absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(raw), 8)));
+  return absl::StrCat(prefix,
+                      absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(raw), 8)));
 }
 
 // fsync of the tenant's files/ (its renames and removals made durable).
@@ -55,32 +56,38 @@ absl::StatusOr<Reply> HandleUploadBegin(DaemonContext& ctx, const Request& rq) {
   FJORD_RETURN_IF_ERROR(r.Finish());
   if (!ValidUploadFilename(u.filename)) {
     return protocol::InvalidArgument(
-        "filename must be 1-255 bytes of UTF-8 without '/', control characters, line separators or bidi "
+        "filename must be 1-255 bytes of UTF-8 without '/', control characters, line separators or "
+        "bidi "
         "controls, '.' or '..'",
         "filename");
   }
   if (static_cast<uint64_t>(bytes) > limits.max_upload_bytes) {
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("the file is ", bytes, " bytes, the limit is ", limits.max_upload_bytes),
-                           "bytes");
+    return protocol::Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("the file is ", bytes, " bytes, the limit is ", limits.max_upload_bytes),
+        "bytes");
   }
-  if (u.sha256.size() != 64 || u.sha256.find_first_not_of("0123456789abcdef") != std::string::npos) {
+  if (u.sha256.size() != 64 ||
+      u.sha256.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return protocol::InvalidArgument("sha256 must be 64 lower-case hex digits", "sha256");
   }
   if (ctx.uploads->CountFor(u.tenant) >= limits.max_uploads_per_tenant) {
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("at most ", limits.max_uploads_per_tenant, " uploads in progress per tenant"),
-                           "upload_id");
+    return protocol::Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("at most ", limits.max_uploads_per_tenant, " uploads in progress per tenant"),
+        "upload_id");
   }
   u.bytes = static_cast<uint64_t>(bytes);
   FJORD_RETURN_IF_ERROR(ctx.storage_available());
   FJORD_RETURN_IF_ERROR(ctx.tenants->EnsureTenant(u.tenant));
-  FJORD_RETURN_IF_ERROR(
-      ctx.tenants->CheckQuota(u.tenant, u.bytes, 1, "bytes", absl::StrCat("; this file needs ", u.bytes, " more")));
+  FJORD_RETURN_IF_ERROR(ctx.tenants->CheckQuota(
+      u.tenant, u.bytes, 1, "bytes", absl::StrCat("; this file needs ", u.bytes, " more")));
   const std::string id = RandomId("upl-");
   u.path = absl::StrCat(ctx.storage->FilesDir(u.tenant), "/", ctx.tenants->UploadFileName(id));
-  u.fd = UniqueFd(::open(u.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
-  if (!u.fd.valid()) return absl::UnavailableError(absl::StrCat("cannot create the upload: ", std::strerror(errno)));
+  u.fd =
+      UniqueFd(::open(u.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
+  if (!u.fd.valid())
+    return absl::UnavailableError(absl::StrCat("cannot create the upload: ", std::strerror(errno)));
   u.last_ms = ctx.clock->NowMs();
   ctx.uploads->Add(id, std::move(u));
   return Reply::Body(json{{"upload_id", id}, {"chunk_bytes", limits.upload_chunk_bytes}});
@@ -94,7 +101,8 @@ absl::StatusOr<Reply> HandleUploadChunk(DaemonContext& ctx, const Request& rq) {
   FJORD_RETURN_IF_ERROR(r.Int("offset", &offset, 0, INT64_MAX, /*required=*/true));
   FJORD_RETURN_IF_ERROR(ActingTenant(rq.principal, r).status());
   FJORD_RETURN_IF_ERROR(r.Finish());
-  if (!rq.data->has_value()) return protocol::InvalidArgument("file.upload.chunk needs the chunk in frame 6", "data");
+  if (!rq.data->has_value())
+    return protocol::InvalidArgument("file.upload.chunk needs the chunk in frame 6", "data");
   const std::string& data = **rq.data;
   const size_t limit = ctx.config->limits.upload_chunk_bytes;
   if (data.size() > limit) {
@@ -108,11 +116,12 @@ absl::StatusOr<Reply> HandleUploadChunk(DaemonContext& ctx, const Request& rq) {
     return Reply::Body(json{{"received", u->received}});  // a repeat of the last chunk
   }
   if (off != u->received) {
-    return protocol::InvalidArgument(absl::StrCat("offset is ", off, ", expected ", u->received), "offset");
+    return protocol::InvalidArgument(absl::StrCat("offset is ", off, ", expected ", u->received),
+                                     "offset");
   }
   if (u->received + data.size() > u->bytes) {
-    return protocol::InvalidArgument(absl::StrCat("the chunk goes past the announced size of ", u->bytes, " bytes"),
-                                     "offset");
+    return protocol::InvalidArgument(
+        absl::StrCat("the chunk goes past the announced size of ", u->bytes, " bytes"), "offset");
   }
   for (size_t done = 0; done < data.size();) {
     const ssize_t n = ::write(u->fd.get(), data.data() + done, data.size() - done);
@@ -143,14 +152,17 @@ absl::StatusOr<Reply> HandleUploadFinish(DaemonContext& ctx, const Request& rq) 
   FJORD_ASSIGN_OR_RETURN(Upload * u, ctx.uploads->Find(rq.principal, id));
   if (u->received != u->bytes) {
     return protocol::Error(absl::StatusCode::kFailedPrecondition,
-                           absl::StrCat("received ", u->received, " of ", u->bytes, " bytes"), "upload_id");
+                           absl::StrCat("received ", u->received, " of ", u->bytes, " bytes"),
+                           "upload_id");
   }
   const std::string got = u->hasher.FinalHex();
   if (got != u->sha256) {
     const std::string want = u->sha256;
     ctx.uploads->Drop(id);
     return protocol::InvalidArgument(
-        absl::StrCat("the data's SHA-256 is ", got, ", the request said ", want, "; the upload was dropped"), "sha256");
+        absl::StrCat("the data's SHA-256 is ", got, ", the request said ", want,
+                     "; the upload was dropped"),
+        "sha256");
   }
   absl::StatusOr<WorkerIds> ids = ctx.tenants->IdsFor(u->tenant);
   if (!ids.ok() || (ids->gid && ::fchown(u->fd.get(), static_cast<uid_t>(-1), *ids->gid) != 0)) {
@@ -192,7 +204,8 @@ absl::StatusOr<Reply> HandleFileList(DaemonContext& ctx, const Request& rq) {
   FJORD_RETURN_IF_ERROR(r.String("after", &after, false, 64));
   FJORD_ASSIGN_OR_RETURN(std::string tenant, ActingTenant(rq.principal, r));
   FJORD_RETURN_IF_ERROR(r.Finish());
-  FJORD_ASSIGN_OR_RETURN(std::vector<protocol::FileInfo> files, ctx.store->ListFiles(tenant, limit + 1, after));
+  FJORD_ASSIGN_OR_RETURN(std::vector<protocol::FileInfo> files,
+                         ctx.store->ListFiles(tenant, limit + 1, after));
   const bool has_more = static_cast<int>(files.size()) > limit;
   if (has_more) files.resize(static_cast<size_t>(limit));
   json out = json::array();
@@ -217,11 +230,12 @@ absl::StatusOr<Reply> HandleFileDelete(DaemonContext& ctx, const Request& rq) {
   for (const auto& [job_id, job] : ctx.jobs->live()) {  // the jobs that have not ended
     if (job.tenant != tenant) continue;
     for (const auto& [field, value] : {std::pair{"training_file", &job.spec.training_file},
-                                       std::pair{"validation_file", &job.spec.validation_file}}) {
+                                       std::pair{"validation_file", &job.spec.validation_file},
+                                       std::pair{"heldout_file", &job.spec.heldout_file}}) {
       if (*value == f.id || *value == as_path) {
         return protocol::Error(absl::StatusCode::kFailedPrecondition,
-                               absl::StrCat("file ", f.id, " is the ", field, " of job ", job_id, ", which is ",
-                                            protocol::JobStatusName(job.status),
+                               absl::StrCat("file ", f.id, " is the ", field, " of job ", job_id,
+                                            ", which is ", protocol::JobStatusName(job.status),
                                             ": cancel the job or wait until it ends"),
                                "file_id");
       }

@@ -92,12 +92,13 @@ absl::StatusOr<protocol::Job> JobFor(DaemonContext& ctx, const Principal& p, con
 // The opening of every handler that acts on one job: reads "job_id", then
 // the handler's own fields (`more`), then "tenant", refuses unknown fields,
 // and returns the job the principal may see.
-absl::StatusOr<protocol::Job> ReadJobRequest(DaemonContext& ctx, const Request& rq,
-                                             const std::function<absl::Status(protocol::FieldReader&)>& more = nullptr);
+absl::StatusOr<protocol::Job> ReadJobRequest(
+    DaemonContext& ctx, const Request& rq,
+    const std::function<absl::Status(protocol::FieldReader&)>& more = nullptr);
 // A training or validation file a job names (a file id, or a path inside
 // the tenant's area), resolved to its path on the storage root.
-absl::StatusOr<std::string> ResolveDataFile(DaemonContext& ctx, const std::string& tenant, const std::string& name,
-                                            const char* param);
+absl::StatusOr<std::string> ResolveDataFile(DaemonContext& ctx, const std::string& tenant,
+                                            const std::string& name, const char* param);
 
 // ---- the handlers -------------------------------------------------------------
 

@@ -29,8 +29,11 @@ namespace fs = std::filesystem;
 
 class FakeWorkers : public Workers {
  public:
-  std::string EndpointFor(const std::string& job_id) const override { return "ipc:///fake/" + job_id; }
-  absl::Status Launch(const std::string& job_id, const WorkerSpec& spec, const LaunchOptions&) override {
+  std::string EndpointFor(const std::string& job_id) const override {
+    return "ipc:///fake/" + job_id;
+  }
+  absl::Status Launch(const std::string& job_id, const WorkerSpec& spec,
+                      const LaunchOptions&) override {
     launched.push_back({job_id, spec});
     running.insert(job_id);
     return absl::OkStatus();
@@ -60,17 +63,19 @@ class HandlersTest : public ::testing::Test {
     config_.scheduler.cpu_slots = 1;
     store_ = *JobStore::Open(dir_ + "/fjordd.db");
     storage_ = std::make_unique<Storage>(config_.storage_root);
-    jobs_ = std::make_unique<JobLifecycle>(store_.get(), &clock_, &metrics_,
-                                           [this](const Job& job, const std::vector<protocol::JobEvent>& events) {
-                                             tenants_->AppendJobEvents(job, events);
-                                           });
+    jobs_ = std::make_unique<JobLifecycle>(
+        store_.get(), &clock_, &metrics_,
+        [this](const Job& job, const std::vector<protocol::JobEvent>& events) {
+          tenants_->AppendJobEvents(job, events);
+        });
     TenantAreas::Options to;
     to.node_name = "n";
     to.quota_files = config_.limits.max_tenant_files;
-    tenants_ = std::make_unique<TenantAreas>(storage_.get(), &clock_, to,
-                                             [this](const std::string& t) { return uploads_.InFlight(t); });
+    tenants_ = std::make_unique<TenantAreas>(
+        storage_.get(), &clock_, to, [this](const std::string& t) { return uploads_.InFlight(t); });
     router_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::router);
-    sessions_ = std::make_unique<Sessions>(router_.get(), &clock_, &config_.limits, store_.get(), jobs_.get());
+    sessions_ = std::make_unique<Sessions>(router_.get(), &clock_, &config_.limits, store_.get(),
+                                           jobs_.get());
     ctx_.config = &config_;
     ctx_.clock = &clock_;
     ctx_.store = store_.get();
@@ -139,19 +144,26 @@ TEST_F(HandlersTest, CreatedJobsAreValidatedWithTheirConfig) {
   runner_->Reconcile(/*stopping=*/false, /*storage_ok=*/true);
   ASSERT_EQ(workers_.launched.size(), 1u);
   EXPECT_EQ(workers_.launched[0].first, job.id);
-  EXPECT_THAT(workers_.launched[0].second.args, ::testing::ElementsAre("validate", "--config", jdir + "/job.yaml"));
+  EXPECT_THAT(workers_.launched[0].second.args,
+              ::testing::ElementsAre("validate", "--config", jdir + "/job.yaml"));
   EXPECT_EQ(workers_.launched[0].second.stdout_path, jdir + "/validation.json");
 }
 
 TEST_F(HandlersTest, BadJobsAreRefusedNamingTheField) {
-  absl::Status unknown = HandleJobCreate(ctx_, As("acme", {{"model", "huge"}, {"training_file", "data/train.jsonl"}})).status();
+  absl::Status unknown =
+      HandleJobCreate(ctx_, As("acme", {{"model", "huge"}, {"training_file", "data/train.jsonl"}}))
+          .status();
   EXPECT_EQ(protocol::ParamOf(unknown), "model");
   EXPECT_THAT(unknown.message(), HasSubstr("unknown model 'huge' (this node has: tiny)"));
-  absl::Status missing = HandleJobCreate(ctx_, As("acme", {{"model", "tiny"}, {"training_file", "data/none.jsonl"}})).status();
+  absl::Status missing =
+      HandleJobCreate(ctx_, As("acme", {{"model", "tiny"}, {"training_file", "data/none.jsonl"}}))
+          .status();
   EXPECT_EQ(protocol::ParamOf(missing), "training_file");
-  absl::Status other = HandleJobCreate(ctx_, As("acme", {{"model", "tiny"}, {"training_file", "data/train.jsonl"},
-                                                         {"tenant", "zeta"}}))
-                           .status();
+  absl::Status other =
+      HandleJobCreate(
+          ctx_, As("acme",
+                   {{"model", "tiny"}, {"training_file", "data/train.jsonl"}, {"tenant", "zeta"}}))
+          .status();
   EXPECT_EQ(other.code(), absl::StatusCode::kPermissionDenied);
   // Nothing was made for them.
   EXPECT_TRUE(jobs_->live().empty());
@@ -161,7 +173,8 @@ TEST_F(HandlersTest, BadJobsAreRefusedNamingTheField) {
 // unknown id.
 TEST_F(HandlersTest, AnotherTenantsJobIsNotFound) {
   const Job job = Create();
-  for (const auto& handler : {HandleJobGet, HandleJobEvents, HandleJobCheckpoints, HandleJobCancel, HandleAdapterFiles}) {
+  for (const auto& handler :
+       {HandleJobGet, HandleJobEvents, HandleJobCheckpoints, HandleJobCancel, HandleAdapterFiles}) {
     absl::Status zeta = handler(ctx_, As("zeta", {{"job_id", job.id}})).status();
     EXPECT_EQ(zeta.code(), absl::StatusCode::kNotFound);
     EXPECT_EQ(protocol::ParamOf(zeta), "job_id");
@@ -210,10 +223,274 @@ TEST_F(HandlersTest, ExitZeroWithoutAnAdapterIsRequeued) {
   EXPECT_EQ(after.restarts, 1);
 }
 
+// heldout_file is resolved like validation_file (a path in the tenant's
+// area or an uploaded file's id) and reaches fjord-train as eval.heldout;
+// one that does not exist is refused naming it, and nothing is made for it.
+TEST_F(HandlersTest, HeldoutFileIsResolvedLikeTheValidationFile) {
+  std::ofstream(dir_ + "/storage/acme/data/heldout.jsonl")
+      << "{\"prompt\": \"a?\", \"answer\": \"b\"}\n";
+  const Job job = Create({{"heldout_file", "data/heldout.jsonl"}});
+  EXPECT_EQ(job.spec.heldout_file, "data/heldout.jsonl");
+  std::ifstream yaml(dir_ + "/storage/acme/jobs/" + job.id + "/job.yaml");
+  std::string text((std::istreambuf_iterator<char>(yaml)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr("heldout: " + dir_ + "/storage/acme/data/heldout.jsonl"));
+  for (const auto& [name, message] :
+       {std::pair{"data/none.jsonl", "heldout_file 'data/none.jsonl' does not exist"},
+        std::pair{"file-0000000000000000", "heldout_file: no uploaded file"},
+        std::pair{"../zeta/h.jsonl", "'..'"}}) {
+    absl::Status missing = HandleJobCreate(ctx_, As("acme", {{"model", "tiny"},
+                                                             {"training_file", "data/train.jsonl"},
+                                                             {"heldout_file", name}}))
+                               .status();
+    EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument) << missing;
+    EXPECT_EQ(protocol::ParamOf(missing), "heldout_file");
+    EXPECT_THAT(missing.message(), HasSubstr(message));
+  }
+  EXPECT_EQ(jobs_->live().size(), 1u);
+}
+
+// Llama-3.1-8B's config.json (the fields that size it): 8,030,261,248
+// parameters, 16.1 GB in bf16, 5.7 GB in nf4.
+constexpr char kLlama8BConfig[] = R"({
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+  "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16"})";
+
+std::string ReadJobYaml(const std::string& dir, const Job& job) {
+  std::ifstream yaml(dir + "/storage/acme/jobs/" + job.id + "/job.yaml");
+  return std::string((std::istreambuf_iterator<char>(yaml)), std::istreambuf_iterator<char>());
+}
+
+// On a GPU node that knows its GPUs' memory, job.create refuses a job whose
+// frozen base cannot fit on one GPU, showing the arithmetic and what nf4
+// would need; with quantization: nf4 the same job is accepted, and the
+// trainer's config says nf4.
+TEST_F(HandlersTest, TheFrozenBaseMustFitOnOneGpu) {
+  fs::create_directories(dir_ + "/llama-8b");
+  std::ofstream(dir_ + "/llama-8b/config.json") << kLlama8BConfig;
+  config_.models["llama-3.1-8b"] = dir_ + "/llama-8b";
+  config_.scheduler.gpus = {0, 1};
+  config_.scheduler.gpu_memory_gb = 16;
+  const json bf16 = {{"model", "llama-3.1-8b"}, {"training_file", "data/train.jsonl"}};
+  absl::Status refused = HandleJobCreate(ctx_, As("acme", bf16)).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(protocol::ParamOf(refused), "quantization");
+  EXPECT_EQ(refused.message(),
+            "model 'llama-3.1-8b' (8.0 B parameters) needs 16.1 GB for its frozen base in bf16 "
+            "alone (2 B x 8,030,261,248); this node's GPUs have 16 GB each (14.4 GB usable after "
+            "10% for the CUDA context, activations and the adapter); with quantization: nf4 it "
+            "needs 5.7 GB; with shard_base over 2 GPUs (gpus: 2) it needs 9.5 GB on each");
+  json both_gpus = bf16;
+  both_gpus["gpus"] = 2;  // each GPU holds the whole base: two do not help unless sharded
+  EXPECT_THAT(HandleJobCreate(ctx_, As("acme", both_gpus)).status().message(),
+              HasSubstr("each of the job's 2 GPUs holds the whole base (data parallel); with "
+                        "quantization: nf4 it needs 5.7 GB; with shard_base over the job's 2 "
+                        "GPUs it needs 9.5 GB on each"));
+  EXPECT_TRUE(jobs_->live().empty());
+
+  const Job nf4 = Create({{"model", "llama-3.1-8b"}, {"quantization", "nf4"}});
+  EXPECT_EQ(nf4.spec.quantization, "nf4");
+  EXPECT_THAT(ReadJobYaml(dir_, nf4), HasSubstr("quantization: nf4"));
+  absl::StatusOr<Reply> got = HandleJobGet(ctx_, As("acme", {{"job_id", nf4.id}}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got->body)["quantization"], "nf4");
+
+  config_.scheduler.gpu_memory_gb = 80;  // 72 GB usable: bf16 fits
+  const Job full = Create({{"model", "llama-3.1-8b"}});
+  EXPECT_EQ(full.spec.quantization, "none");
+  EXPECT_THAT(ReadJobYaml(dir_, full), HasSubstr("quantization: none"));
+  got = HandleJobGet(ctx_, As("acme", {{"job_id", full.id}}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_FALSE(got->body->contains("quantization"));
+  EXPECT_EQ(jobs_->live().size(), 2u);
+}
+
+// Llama-3.3-70B's config.json: 70,553,706,496 parameters, 141.1 GB in bf16;
+// sharded over 8 GPUs 17.6 GB each + 3.8 GB gathered at once.
+constexpr char kLlama70BConfig[] = R"({
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "vocab_size": 128256, "hidden_size": 8192, "intermediate_size": 28672,
+  "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16"})";
+
+// On a node of eight 80 GB GPUs, a 70B's bf16 base does not fit on one GPU:
+// a job of 8 GPUs is refused, and the message says what shard_base over them
+// would need; with shard_base the job is accepted, the trainer's config says
+// so and the job object keeps it. shard_base with nf4 is refused.
+TEST_F(HandlersTest, AShardedBaseIsCheckedOverTheJobsGpus) {
+  fs::create_directories(dir_ + "/llama-70b");
+  std::ofstream(dir_ + "/llama-70b/config.json") << kLlama70BConfig;
+  config_.models["llama-3.3-70b"] = dir_ + "/llama-70b";
+  config_.scheduler.gpus = {0, 1, 2, 3, 4, 5, 6, 7};
+  config_.scheduler.gpu_memory_gb = 80;
+  const json bf16 = {
+      {"model", "llama-3.3-70b"}, {"training_file", "data/train.jsonl"}, {"gpus", 8}};
+  absl::Status refused = HandleJobCreate(ctx_, As("acme", bf16)).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(protocol::ParamOf(refused), "quantization");  // nf4 (39.5 GB) would fit too
+  EXPECT_THAT(refused.message(),
+              HasSubstr("needs 141.1 GB for its frozen base in bf16 alone (2 B x "
+                        "70,553,706,496)"));
+  EXPECT_THAT(refused.message(),
+              HasSubstr("; with shard_base over the job's 8 GPUs it needs 21.5 GB on each"));
+  json both = bf16;
+  both["shard_base"] = true;
+  both["quantization"] = "nf4";
+  absl::Status combined = HandleJobCreate(ctx_, As("acme", both)).status();
+  EXPECT_EQ(combined.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(protocol::ParamOf(combined), "shard_base");
+  EXPECT_THAT(combined.message(), HasSubstr("cannot be combined (yet)"));
+  EXPECT_TRUE(jobs_->live().empty());
+
+  const Job sharded = Create({{"model", "llama-3.3-70b"}, {"gpus", 8}, {"shard_base", true}});
+  EXPECT_TRUE(sharded.spec.shard_base);
+  EXPECT_THAT(ReadJobYaml(dir_, sharded), HasSubstr("shard_base: true"));
+  absl::StatusOr<Reply> got = HandleJobGet(ctx_, As("acme", {{"job_id", sharded.id}}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got->body)["shard_base"], true);
+  const Job whole = Create({{"model", "tiny"}});
+  EXPECT_FALSE(whole.spec.shard_base);
+  EXPECT_THAT(ReadJobYaml(dir_, whole), HasSubstr("shard_base: false"));
+  got = HandleJobGet(ctx_, As("acme", {{"job_id", whole.id}}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_FALSE(got->body->contains("shard_base"));
+  EXPECT_EQ(jobs_->live().size(), 2u);
+}
+
+// A checkpoint stored in bitsandbytes 4-bit cannot be sharded: shard_base
+// over more than one GPU is refused at job.create even when the GPUs'
+// memory is unknown; with one GPU it has no effect and is accepted.
+TEST_F(HandlersTest, ACheckpointStoredIn4BitIsNotSharded) {
+  fs::create_directories(dir_ + "/llama-8b-bnb");
+  std::ofstream(dir_ + "/llama-8b-bnb/config.json") << R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true,
+                            "bnb_4bit_quant_type": "nf4"}})";
+  config_.models["llama-3.1-8b-bnb"] = dir_ + "/llama-8b-bnb";
+  config_.scheduler.gpus = {0, 1};
+  absl::Status s = HandleJobCreate(ctx_, As("acme", {{"model", "llama-3.1-8b-bnb"},
+                                                     {"training_file", "data/train.jsonl"},
+                                                     {"gpus", 2},
+                                                     {"shard_base", true}}))
+                       .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(protocol::ParamOf(s), "shard_base");
+  EXPECT_THAT(s.message(), HasSubstr("is stored in bitsandbytes 4-bit (nf4)"));
+  Create({{"model", "llama-3.1-8b-bnb"}, {"shard_base", true}});
+  Create({{"model", "llama-3.1-8b-bnb"}, {"gpus", 2}});
+  EXPECT_EQ(jobs_->live().size(), 2u);
+}
+
+// The check runs only where it can: not when the GPUs' memory is unknown,
+// not on a CPU node, not when the model's config.json cannot be read (the
+// trainer reports that).
+TEST_F(HandlersTest, TheMemoryCheckSkipsWhatItCannotKnow) {
+  fs::create_directories(dir_ + "/llama-8b");
+  std::ofstream(dir_ + "/llama-8b/config.json") << kLlama8BConfig;
+  config_.models["llama-3.1-8b"] = dir_ + "/llama-8b";
+  config_.scheduler.gpus = {0};
+  Create({{"model", "llama-3.1-8b"}});  // gpu_memory_gb 0: unknown
+  config_.scheduler.gpu_memory_gb = 16;
+  Create({{"model", "tiny"}});  // no config.json in its directory
+  std::ofstream(dir_ + "/llama-8b/config.json") << "{\"vocab_size\": ";
+  Create({{"model", "llama-3.1-8b"}});  // malformed
+  std::ofstream(dir_ + "/llama-8b/config.json") << kLlama8BConfig;
+  config_.scheduler.gpus.clear();
+  config_.scheduler.cpu_slots = 1;
+  Create({{"model", "llama-3.1-8b"}});  // a CPU node
+  EXPECT_EQ(jobs_->live().size(), 4u);
+  // A value other than none or nf4 never gets that far.
+  absl::Status bad = HandleJobCreate(ctx_, As("acme", {{"model", "tiny"},
+                                                       {"training_file", "data/train.jsonl"},
+                                                       {"quantization", "int4"}}))
+                         .status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(protocol::ParamOf(bad), "quantization");
+  EXPECT_THAT(bad.message(), HasSubstr("quantization must be none or nf4, got 'int4'"));
+}
+
+// The held-out answer accuracy of an eval event (the base model's, at step
+// 0) becomes the job's metric; the done event's (after training) replaces
+// it. The events keep both.
+TEST_F(HandlersTest, HeldoutAccuracyBeforeAndAfterTrainingReachTheJob) {
+  config_.worker.validate = false;
+  config_.scheduler.cpu_slots = 2;  // both jobs run
+  const Job job = Create();
+  runner_->Reconcile(false, true);
+  auto report = [&](const std::string& text) {
+    WorkerUpdate u;
+    u.kind = WorkerUpdate::Kind::kEvent;
+    u.job_id = job.id;
+    u.json = text;
+    u.message = protocol::DecodeWorkerMessage(text);
+    ASSERT_TRUE(u.message.ok()) << u.message.status();
+    runner_->OnUpdates({u}, /*stopping=*/false);
+  };
+  auto metric = [&](const char* name) { return jobs_->Load(job.id)->metrics.value(name, -2.0); };
+  report(
+      R"({"eval_loss":3.2,"eval_token_accuracy":0.5,"heldout_accuracy":0.05,"step":0,"total_steps":8,"type":"eval"})");
+  EXPECT_DOUBLE_EQ(metric("heldout_accuracy"), 0.05);
+  EXPECT_DOUBLE_EQ(metric("eval_loss"), 3.2);
+  report(R"({"eval_loss":1.5,"eval_token_accuracy":0.8,"step":4,"total_steps":8,"type":"eval"})");
+  EXPECT_DOUBLE_EQ(metric("heldout_accuracy"), 0.05);  // not measured then: kept
+  EXPECT_DOUBLE_EQ(metric("eval_loss"), 1.5);
+  report(
+      R"({"adapter":"/a","eval_loss":0.5,"heldout_accuracy":0.9,"step":8,"total_steps":8,"type":"done"})");
+  EXPECT_DOUBLE_EQ(metric("heldout_accuracy"), 0.9);
+  // A job without validation data: the step-0 eval has only the held-out accuracy.
+  const Job other = Create();
+  runner_->Reconcile(false, true);
+  WorkerUpdate u;
+  u.kind = WorkerUpdate::Kind::kEvent;
+  u.job_id = other.id;
+  u.message = protocol::DecodeWorkerMessage(
+      R"({"heldout_accuracy":0.0,"step":0,"total_steps":8,"type":"eval"})");
+  runner_->OnUpdates({u}, false);
+  EXPECT_DOUBLE_EQ(jobs_->Load(other.id)->metrics.value("heldout_accuracy", -2.0), 0.0);
+  EXPECT_FALSE(jobs_->Load(other.id)->metrics.contains("eval_loss"));
+
+  jobs_->FlushDirty();
+  absl::StatusOr<std::vector<protocol::JobEvent>> events = store_->ListEvents(job.id, 0, 100);
+  ASSERT_TRUE(events.ok()) << events.status();
+  std::vector<double> heldout;
+  for (const protocol::JobEvent& e : *events) {
+    if (e.data.contains("heldout_accuracy"))
+      heldout.push_back(e.data["heldout_accuracy"].get<double>());
+  }
+  EXPECT_THAT(heldout, ::testing::ElementsAre(0.05, 0.9));
+}
+
+// A live job's held-out file cannot be deleted, like its training and
+// validation files.
+TEST_F(HandlersTest, FileDeleteSparesALiveJobsHeldoutFile) {
+  fs::create_directories(dir_ + "/storage/acme/files");
+  std::ofstream(dir_ + "/storage/acme/files/file-h") << "{\"prompt\": \"a?\", \"answer\": \"b\"}\n";
+  ASSERT_TRUE(store_
+                  ->AddFile("acme",
+                            protocol::FileInfo{"file-h", "h.jsonl", 33, "ab", 1, "files/file-h"},
+                            "upl-h")
+                  .ok());
+  for (const std::string ref : {"file-h", "files/file-h"}) {
+    const Job job = Create({{"heldout_file", ref}});
+    absl::Status busy = HandleFileDelete(ctx_, As("acme", {{"file_id", "file-h"}})).status();
+    EXPECT_EQ(busy.code(), absl::StatusCode::kFailedPrecondition) << busy;
+    EXPECT_EQ(protocol::ParamOf(busy), "file_id");
+    EXPECT_THAT(busy.message(), HasSubstr("file file-h is the heldout_file of job " + job.id +
+                                          ", which is validating"));
+    ASSERT_TRUE(HandleJobCancel(ctx_, As("acme", {{"job_id", job.id}})).ok());
+  }
+  EXPECT_TRUE(HandleFileDelete(ctx_, As("acme", {{"file_id", "file-h"}})).ok());
+}
+
 // file.list pages newest first and says what the area holds.
 TEST_F(HandlersTest, FileListPages) {
   for (int i = 0; i < 3; ++i) {
-    protocol::FileInfo f{"file-" + std::to_string(i), "t.jsonl", 5, "ab", i, "files/file-" + std::to_string(i)};
+    protocol::FileInfo f{"file-" + std::to_string(i),      "t.jsonl", 5, "ab", i,
+                         "files/file-" + std::to_string(i)};
     ASSERT_TRUE(store_->AddFile("acme", f, "upl-" + std::to_string(i)).ok());
   }
   absl::StatusOr<Reply> first = HandleFileList(ctx_, As("acme", {{"limit", 2}}));
@@ -221,7 +498,8 @@ TEST_F(HandlersTest, FileListPages) {
   EXPECT_EQ((*first->body)["files"].size(), 2u);
   EXPECT_EQ((*first->body)["files"][0]["id"], "file-2");
   EXPECT_TRUE((*first->body)["has_more"].get<bool>());
-  absl::StatusOr<Reply> next = HandleFileList(ctx_, As("acme", {{"limit", 2}, {"after", "file-1"}}));
+  absl::StatusOr<Reply> next =
+      HandleFileList(ctx_, As("acme", {{"limit", 2}, {"after", "file-1"}}));
   ASSERT_TRUE(next.ok());
   EXPECT_EQ((*next->body)["files"].size(), 1u);
   EXPECT_FALSE((*next->body)["has_more"].get<bool>());
@@ -231,10 +509,11 @@ TEST_F(HandlersTest, FileListPages) {
 
 // Every command of docs/protocol.md §5 has a handler.
 TEST_F(HandlersTest, TheCommandTableServesEveryCommand) {
-  for (const char* c : {"ping", "model.list", "job.create", "job.get", "job.list", "job.cancel", "job.pause",
-                        "job.resume", "job.events", "job.subscribe", "job.checkpoints", "job.delete",
-                        "file.upload.begin", "file.upload.chunk", "file.upload.finish", "file.list", "file.delete",
-                        "adapter.files", "adapter.download"}) {
+  for (const char* c :
+       {"ping", "model.list", "job.create", "job.get", "job.list", "job.cancel", "job.pause",
+        "job.resume", "job.events", "job.subscribe", "job.checkpoints", "job.delete",
+        "file.upload.begin", "file.upload.chunk", "file.upload.finish", "file.list", "file.delete",
+        "adapter.files", "adapter.download"}) {
     EXPECT_TRUE(CommandTable().count(c)) << c;
   }
   EXPECT_EQ(CommandTable().size(), 19u);

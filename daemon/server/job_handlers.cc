@@ -9,9 +9,11 @@
 #include "daemon/jobs/job_yaml.h"
 #include "daemon/protocol/errors.h"
 #include "daemon/protocol/protocol.h"
+#include "daemon/server/base_memory.h"
 #include "daemon/server/handlers.h"
 #include "daemon/server/sessions.h"
 #include "daemon/util/log.h"
+#include "runtime/model/config.h"
 #include "runtime/util/status_macros.h"
 
 namespace fjord::daemon {
@@ -27,7 +29,8 @@ namespace {
 std::string RandomJobId() {
   uint8_t raw[8];
   randombytes_buf(raw, sizeof(raw));
-  return absl::StrCat("job-", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(raw), 8)));
+  return absl::StrCat("job-",
+                      absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(raw), 8)));
 }
 
 // "step-<digits>": a checkpoint directory's name (runtime/train/checkpoint.h).
@@ -42,33 +45,51 @@ bool IsStepName(const std::string& name, int64_t* step) {
   return true;
 }
 
-// The spec's tenant, priority, restarts and GPUs checked against the
-// principal and the node.
+// The spec's tenant, priority, restarts, GPUs and base model checked against
+// the principal and the node.
 absl::Status CheckSpec(DaemonContext& ctx, const Principal& p, protocol::JobSpec& spec) {
   const DaemonConfig& config = *ctx.config;
   const std::string tenant = spec.tenant.empty() ? p.tenant : spec.tenant;
   if (tenant != p.tenant && !p.admin) {
-    return protocol::Error(absl::StatusCode::kPermissionDenied,
-                           absl::StrCat("principal '", p.key_name, "' may submit only for tenant '", p.tenant, "'"),
-                           "tenant");
+    return protocol::Error(
+        absl::StatusCode::kPermissionDenied,
+        absl::StrCat("principal '", p.key_name, "' may submit only for tenant '", p.tenant, "'"),
+        "tenant");
   }
   if (spec.priority > 0 && !p.admin) {
-    return protocol::Error(absl::StatusCode::kPermissionDenied, "priority above 0 needs the admin role", "priority");
+    return protocol::Error(absl::StatusCode::kPermissionDenied,
+                           "priority above 0 needs the admin role", "priority");
   }
   spec.tenant = tenant;
   if (spec.max_restarts < 0) spec.max_restarts = config.worker.max_restarts;
   if (!config.models.count(spec.model)) {
     std::string known;
-    for (const auto& [name, path] : config.models) absl::StrAppend(&known, known.empty() ? "" : ", ", name);
-    return protocol::InvalidArgument(absl::StrCat("unknown model '", spec.model, "' (this node has: ", known, ")"),
-                                     "model");
+    for (const auto& [name, path] : config.models)
+      absl::StrAppend(&known, known.empty() ? "" : ", ", name);
+    return protocol::InvalidArgument(
+        absl::StrCat("unknown model '", spec.model, "' (this node has: ", known, ")"), "model");
   }
-  const int slots =
-      config.scheduler.gpus.empty() ? config.scheduler.cpu_slots : static_cast<int>(config.scheduler.gpus.size());
+  const int slots = config.scheduler.gpus.empty() ? config.scheduler.cpu_slots
+                                                  : static_cast<int>(config.scheduler.gpus.size());
   if (spec.gpus > slots) {
-    return protocol::InvalidArgument(absl::StrCat("gpus is ", spec.gpus, " but this node has ", slots,
-                                                  config.scheduler.gpus.empty() ? " CPU slots" : " GPUs"),
-                                     "gpus");
+    return protocol::InvalidArgument(
+        absl::StrCat("gpus is ", spec.gpus, " but this node has ", slots,
+                     config.scheduler.gpus.empty() ? " CPU slots" : " GPUs"),
+        "gpus");
+  }
+  // The frozen base must fit on each of the job's GPUs (each rank holds all
+  // of it, or 1/gpus with shard_base), and a base stored in 4-bit cannot be
+  // sharded. A config.json that cannot be read is the trainer's to report,
+  // not this check's.
+  if (!config.scheduler.gpus.empty() &&
+      (config.scheduler.gpu_memory_gb > 0 || (spec.shard_base && spec.gpus > 1))) {
+    absl::StatusOr<model::ModelConfig> model_config =
+        model::ModelConfig::FromFile(config.models.at(spec.model) + "/config.json");
+    if (model_config.ok()) {
+      FJORD_RETURN_IF_ERROR(CheckBaseFitsOnGpu(
+          spec.model, *model_config, spec.quantization, spec.shard_base, spec.gpus,
+          static_cast<int>(config.scheduler.gpus.size()), config.scheduler.gpu_memory_gb));
+    }
   }
   return absl::OkStatus();
 }
@@ -79,13 +100,18 @@ absl::StatusOr<Reply> Control(DaemonContext& ctx, const Request& rq, Trigger tri
   FJORD_ASSIGN_OR_RETURN(JobStatus after, NextStatus(before, trigger));
   if (after == before) return Reply::Body(ctx.jobs->ToJson(job));
   if (trigger == Trigger::kResume) {
-    FJORD_RETURN_IF_ERROR(ctx.tenants->CheckQuota(job.tenant, 1, 1, "tenant", ", and a resumed job writes checkpoints"));
+    FJORD_RETURN_IF_ERROR(ctx.tenants->CheckQuota(job.tenant, 1, 1, "tenant",
+                                                  ", and a resumed job writes checkpoints"));
   }
-  const char* verb = trigger == Trigger::kCancel ? "cancel" : trigger == Trigger::kPause ? "pause" : "resume";
-  FJORD_ASSIGN_OR_RETURN(Job updated, ctx.jobs->Apply(job, trigger, absl::StrCat(verb, " requested by ", rq.principal.key_name),
-                                                      [&](Job& j) {
-                                                        if (trigger == Trigger::kResume) j.error.reset();
-                                                      }));
+  const char* verb = trigger == Trigger::kCancel  ? "cancel"
+                     : trigger == Trigger::kPause ? "pause"
+                                                  : "resume";
+  FJORD_ASSIGN_OR_RETURN(
+      Job updated,
+      ctx.jobs->Apply(job, trigger, absl::StrCat(verb, " requested by ", rq.principal.key_name),
+                      [&](Job& j) {
+                        if (trigger == Trigger::kResume) j.error.reset();
+                      }));
   if (after == JobStatus::kPausing || after == JobStatus::kCancelling) {
     ctx.workers->Stop(job.id);  // SIGTERM: checkpoint and exit; SIGKILL after the grace period
   } else if (before == JobStatus::kValidating && after == JobStatus::kCancelled) {
@@ -113,25 +139,33 @@ absl::StatusOr<Reply> HandleJobCreate(DaemonContext& ctx, const Request& rq) {
   }
   FJORD_RETURN_IF_ERROR(ctx.storage_available());
   FJORD_RETURN_IF_ERROR(ctx.tenants->EnsureTenant(tenant));
-  FJORD_RETURN_IF_ERROR(ctx.tenants->CheckQuota(tenant, 1, 1, "tenant", ", and a job writes checkpoints"));
+  FJORD_RETURN_IF_ERROR(
+      ctx.tenants->CheckQuota(tenant, 1, 1, "tenant", ", and a job writes checkpoints"));
   JobPaths paths;
   paths.model = ctx.config->models.at(spec.model);
-  FJORD_ASSIGN_OR_RETURN(paths.train, ResolveDataFile(ctx, tenant, spec.training_file, "training_file"));
+  FJORD_ASSIGN_OR_RETURN(paths.train,
+                         ResolveDataFile(ctx, tenant, spec.training_file, "training_file"));
   if (!spec.validation_file.empty()) {
-    FJORD_ASSIGN_OR_RETURN(paths.validation, ResolveDataFile(ctx, tenant, spec.validation_file, "validation_file"));
+    FJORD_ASSIGN_OR_RETURN(paths.validation,
+                           ResolveDataFile(ctx, tenant, spec.validation_file, "validation_file"));
+  }
+  if (!spec.heldout_file.empty()) {
+    FJORD_ASSIGN_OR_RETURN(paths.heldout,
+                           ResolveDataFile(ctx, tenant, spec.heldout_file, "heldout_file"));
   }
   int waiting = 0;
   for (const auto& [id, job] : ctx.jobs->live()) {
-    if (job.tenant == tenant &&
-        (IsWaiting(job.status) || job.status == JobStatus::kValidating || job.status == JobStatus::kPaused)) {
+    if (job.tenant == tenant && (IsWaiting(job.status) || job.status == JobStatus::kValidating ||
+                                 job.status == JobStatus::kPaused)) {
       ++waiting;
     }
   }
   if (waiting >= ctx.config->scheduler.max_queued_per_tenant) {
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("tenant '", tenant, "' has ", waiting, " jobs waiting, the limit is ",
-                                        ctx.config->scheduler.max_queued_per_tenant),
-                           "tenant");
+    return protocol::Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("tenant '", tenant, "' has ", waiting, " jobs waiting, the limit is ",
+                     ctx.config->scheduler.max_queued_per_tenant),
+        "tenant");
   }
   Job job;
   job.id = RandomJobId();
@@ -171,7 +205,9 @@ absl::StatusOr<Reply> HandleJobCreate(DaemonContext& ctx, const Request& rq) {
   }
   ctx.tenants->RefreshJob(tenant, job.id);
   ctx.metrics->Add("fjord_jobs_accepted_total", "");
-  LogInfo("job accepted", {{"job", job.id}, {"tenant", tenant}, {"model", spec.model}, {"key", rq.principal.key_name}});
+  LogInfo(
+      "job accepted",
+      {{"job", job.id}, {"tenant", tenant}, {"model", spec.model}, {"key", rq.principal.key_name}});
   return Reply::Body(ctx.jobs->ToJson(job));
 }
 
@@ -187,7 +223,9 @@ absl::StatusOr<Reply> HandleJobList(DaemonContext& ctx, const Request& rq) {
   FJORD_RETURN_IF_ERROR(r.StringList("status", &statuses, 16, 32));
   for (const std::string& s : statuses) {
     std::optional<JobStatus> st = protocol::ParseJobStatus(s);
-    if (!st) return protocol::InvalidArgument(absl::StrCat("status: unknown job status '", s, "'"), "status");
+    if (!st)
+      return protocol::InvalidArgument(absl::StrCat("status: unknown job status '", s, "'"),
+                                       "status");
     f.statuses.push_back(*st);
   }
   FJORD_RETURN_IF_ERROR(r.Int("limit", &f.limit, 1, protocol::kMaxListLimit));
@@ -197,7 +235,8 @@ absl::StatusOr<Reply> HandleJobList(DaemonContext& ctx, const Request& rq) {
   FJORD_RETURN_IF_ERROR(r.Finish());
   f.tenant = rq.principal.admin && !named_tenant ? "" : tenant;
   if (!f.after.empty() && !JobFor(ctx, rq.principal, f.after).ok()) {
-    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", f.after, "'"), "after");
+    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", f.after, "'"),
+                           "after");
   }
   ctx.jobs->FlushDirty();
   FJORD_ASSIGN_OR_RETURN(std::vector<Job> jobs, ctx.store->ListJobs(f));
@@ -211,9 +250,15 @@ absl::StatusOr<Reply> HandleJobList(DaemonContext& ctx, const Request& rq) {
   return Reply::Body(json{{"jobs", out}, {"has_more", has_more}});
 }
 
-absl::StatusOr<Reply> HandleJobCancel(DaemonContext& ctx, const Request& rq) { return Control(ctx, rq, Trigger::kCancel); }
-absl::StatusOr<Reply> HandleJobPause(DaemonContext& ctx, const Request& rq) { return Control(ctx, rq, Trigger::kPause); }
-absl::StatusOr<Reply> HandleJobResume(DaemonContext& ctx, const Request& rq) { return Control(ctx, rq, Trigger::kResume); }
+absl::StatusOr<Reply> HandleJobCancel(DaemonContext& ctx, const Request& rq) {
+  return Control(ctx, rq, Trigger::kCancel);
+}
+absl::StatusOr<Reply> HandleJobPause(DaemonContext& ctx, const Request& rq) {
+  return Control(ctx, rq, Trigger::kPause);
+}
+absl::StatusOr<Reply> HandleJobResume(DaemonContext& ctx, const Request& rq) {
+  return Control(ctx, rq, Trigger::kResume);
+}
 
 absl::StatusOr<Reply> HandleJobEvents(DaemonContext& ctx, const Request& rq) {
   int64_t after = 0;
@@ -223,7 +268,8 @@ absl::StatusOr<Reply> HandleJobEvents(DaemonContext& ctx, const Request& rq) {
                            return r.Int("limit", &limit, 1, protocol::kMaxEventsLimit);
                          }));
   ctx.jobs->FlushDirty();
-  FJORD_ASSIGN_OR_RETURN(std::vector<JobEvent> events, ctx.store->ListEvents(job.id, after, limit + 1));
+  FJORD_ASSIGN_OR_RETURN(std::vector<JobEvent> events,
+                         ctx.store->ListEvents(job.id, after, limit + 1));
   const bool has_more = static_cast<int>(events.size()) > limit;
   if (has_more) events.resize(static_cast<size_t>(limit));
   json out = json::array();
@@ -250,26 +296,30 @@ absl::StatusOr<Reply> HandleJobCheckpoints(DaemonContext& ctx, const Request& rq
   absl::StatusOr<SafeDir> dir = ctx.storage->OpenJobDir(job.tenant, job.id);
   absl::StatusOr<SafeDir> checkpoints = dir.ok() ? dir->OpenDir("checkpoints") : dir.status();
   if (checkpoints.ok()) {
-    FJORD_ASSIGN_OR_RETURN(std::vector<SafeDir::Entry> entries, checkpoints->List(ctx.tenants->WalkBound()));
+    FJORD_ASSIGN_OR_RETURN(std::vector<SafeDir::Entry> entries,
+                           checkpoints->List(ctx.tenants->WalkBound()));
     for (const SafeDir::Entry& e : entries) {
       int64_t step = 0;
-      if (e.type == SafeDir::Entry::Type::kDir && IsStepName(e.name, &step)) steps.push_back({step, e.name});
+      if (e.type == SafeDir::Entry::Type::kDir && IsStepName(e.name, &step))
+        steps.push_back({step, e.name});
     }
   }
   std::sort(steps.begin(), steps.end());
   json out = json::array();
   const std::string root = ctx.storage->JobDir(job.tenant, job.id) + "/checkpoints/";
-  for (const auto& [step, name] : steps) out.push_back(protocol::CheckpointToJson({step, root + name}));
+  for (const auto& [step, name] : steps)
+    out.push_back(protocol::CheckpointToJson({step, root + name}));
   return Reply::Body(json{{"checkpoints", out}});
 }
 
 absl::StatusOr<Reply> HandleJobDelete(DaemonContext& ctx, const Request& rq) {
   FJORD_ASSIGN_OR_RETURN(Job job, ReadJobRequest(ctx, rq));
   if (!protocol::IsFinal(job.status)) {
-    return protocol::Error(absl::StatusCode::kFailedPrecondition,
-                           absl::StrCat("job ", job.id, " is ", protocol::JobStatusName(job.status),
-                                        "; only a job that has ended can be deleted (cancel it first)"),
-                           "job_id");
+    return protocol::Error(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("job ", job.id, " is ", protocol::JobStatusName(job.status),
+                     "; only a job that has ended can be deleted (cancel it first)"),
+        "job_id");
   }
   FJORD_RETURN_IF_ERROR(ctx.storage_available());
   // The directory goes before the record: a crash in between leaves a

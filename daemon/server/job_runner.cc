@@ -61,8 +61,9 @@ absl::Status JobRunner::JobDirPresent(const Job& job) {
     return dir.OpenRead("job.yaml").status();
   }();
   if (s.ok()) return s;
-  return absl::FailedPreconditionError(absl::StrCat("the job's directory ", ctx_->storage->JobDir(job.tenant, job.id),
-                                                    " is gone from the storage root or damaged (", s.message(), ")"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("the job's directory ", ctx_->storage->JobDir(job.tenant, job.id),
+                   " is gone from the storage root or damaged (", s.message(), ")"));
 }
 
 void JobRunner::LaunchValidator(const Job& job) {
@@ -78,9 +79,11 @@ void JobRunner::LaunchValidator(const Job& job) {
     return ctx_->workers->Launch(job.id, spec, lo);
   }();
   if (!s.ok()) {
-    (void)ctx_->jobs->Apply(job, Trigger::kValidatorCrashed, "cannot start the validator", [&](Job& j) {
-      j.error = protocol::JobError{"INTERNAL", absl::StrCat("cannot start the validator: ", s.message()), "", false};
-    });
+    (void)ctx_->jobs->Apply(
+        job, Trigger::kValidatorCrashed, "cannot start the validator", [&](Job& j) {
+          j.error = protocol::JobError{
+              "INTERNAL", absl::StrCat("cannot start the validator: ", s.message()), "", false};
+        });
     return;
   }
   runs_[job.id] = WorkerRun{true, {}, std::nullopt, ""};
@@ -91,8 +94,16 @@ absl::Status JobRunner::LaunchTrainer(const Job& job, const std::vector<int>& gp
   const std::string dir = ctx_->storage->JobDir(job.tenant, job.id);
   FJORD_RETURN_IF_ERROR(JobDirPresent(job));
   FJORD_ASSIGN_OR_RETURN(WorkerSpec spec, BaseSpec(job));
-  spec.args = {"--config", dir + "/job.yaml", "--report", ctx_->workers->EndpointFor(job.id), "--progress", "none"};
+  spec.args = {"--config",   dir + "/job.yaml",
+               "--report",   ctx_->workers->EndpointFor(job.id),
+               "--progress", "none"};
   spec.args.insert(spec.args.end(), config.worker.args.begin(), config.worker.args.end());
+  // One data-parallel rank per GPU (per CPU slot on a CPU node): fjord-train
+  // launches and keeps them together (docs/distributed.md); rank 0 reports.
+  const int ranks = gpus.empty() ? std::max(1, job.spec.gpus) : static_cast<int>(gpus.size());
+  if (ranks > 1) {
+    spec.args.insert(spec.args.end(), {"--nproc-per-node", std::to_string(ranks)});
+  }
   std::string devices;
   for (int g : gpus) absl::StrAppend(&devices, devices.empty() ? "" : ",", g);
   spec.cuda_visible_devices = devices;
@@ -105,7 +116,8 @@ absl::Status JobRunner::LaunchTrainer(const Job& job, const std::vector<int>& gp
   }
   runs_[job.id] = std::move(run);
   return ctx_->jobs
-      ->Apply(job, Trigger::kSchedule, devices.empty() ? "started on CPU" : absl::StrCat("started on GPU ", devices),
+      ->Apply(job, Trigger::kSchedule,
+              devices.empty() ? "started on CPU" : absl::StrCat("started on GPU ", devices),
               [&](Job& x) {
                 x.gpu_ids = gpus;
                 x.node = config.node_name;
@@ -152,8 +164,10 @@ void JobRunner::Reconcile(bool stopping, bool storage_ok) {
   std::vector<RunningJob> running;
   std::vector<WaitingJob> waiting;
   for (const auto& [id, job] : jobs.live()) {
-    if (HasTrainer(job.status)) running.push_back({id, job.tenant, job.gpu_ids, job.spec.gpus});
-    else if (IsWaiting(job.status)) waiting.push_back({id, job.tenant, job.spec.priority, jobs.order(id), job.spec.gpus});
+    if (HasTrainer(job.status))
+      running.push_back({id, job.tenant, job.gpu_ids, job.spec.gpus});
+    else if (IsWaiting(job.status))
+      waiting.push_back({id, job.tenant, job.spec.priority, jobs.order(id), job.spec.gpus});
   }
   SchedulePlan plan = Schedule(sc, running, waiting);
   jobs.set_queue_positions(plan.queue_position);
@@ -164,12 +178,14 @@ void JobRunner::Reconcile(bool stopping, bool storage_ok) {
     if (absl::Status s = LaunchTrainer(job, a.gpu_ids); !s.ok()) {
       LogError("cannot start a worker", {{"job", job.id}, {"error", std::string(s.message())}});
       (void)jobs.Apply(job, Trigger::kWorkerLostFinal, "the worker could not start", [&](Job& x) {
-        x.error = protocol::JobError{"INTERNAL", absl::StrCat("cannot start the worker: ", s.message()), "", false};
+        x.error = protocol::JobError{
+            "INTERNAL", absl::StrCat("cannot start the worker: ", s.message()), "", false};
       });
     }
   }
-  ctx_->metrics->Set("fjord_queue_depth", "",
-                     static_cast<double>(waiting.size() - std::min(waiting.size(), plan.start.size())));
+  ctx_->metrics->Set(
+      "fjord_queue_depth", "",
+      static_cast<double>(waiting.size() - std::min(waiting.size(), plan.start.size())));
 }
 
 // ---- what workers report ----------------------------------------------------------
@@ -180,7 +196,9 @@ void JobRunner::OnEvent(const std::string& job_id, const protocol::WorkerMessage
   if (job == nullptr || run == runs_.end() || run->second.validator) return;
   // A type the codec does not know is dropped: a worker must not add events
   // that look like the daemon's own ("status", "validation").
-  if (protocol::IsHeartbeat(message) || std::holds_alternative<protocol::WorkerUnknown>(message.payload)) return;
+  if (protocol::IsHeartbeat(message) ||
+      std::holds_alternative<protocol::WorkerUnknown>(message.payload))
+    return;
   const protocol::WorkerMessage* m = &message;
   if (m->step) job->step = *m->step;
   if (m->total_steps && *m->total_steps > 0) job->total_steps = *m->total_steps;
@@ -197,7 +215,8 @@ void JobRunner::OnEvent(const std::string& job_id, const protocol::WorkerMessage
     if (step->trained_tokens) {
       const int64_t t = *step->trained_tokens;
       if (t > job->trained_tokens) {
-        ctx_->metrics->Add("fjord_tokens_trained_total", "", static_cast<double>(t - job->trained_tokens));
+        ctx_->metrics->Add("fjord_tokens_trained_total", "",
+                           static_cast<double>(t - job->trained_tokens));
       }
       job->trained_tokens = std::max(job->trained_tokens, t);
     }
@@ -206,18 +225,22 @@ void JobRunner::OnEvent(const std::string& job_id, const protocol::WorkerMessage
     metric("grad_norm", step->grad_norm, false);
     metric("tokens_per_s", step->tokens_per_s, false);
     metric("eta_s", step->eta_s, false);
-    if (step->peak_memory_bytes) job->metrics["peak_memory_bytes"] = static_cast<double>(*step->peak_memory_bytes);
+    if (step->peak_memory_bytes)
+      job->metrics["peak_memory_bytes"] = static_cast<double>(*step->peak_memory_bytes);
   } else if (const auto* eval = std::get_if<protocol::WorkerEval>(&m->payload)) {
     metric("eval_loss", eval->eval_loss, true);
     metric("eval_token_accuracy", eval->eval_token_accuracy, true);
+    // The base model's, at step 0; "done" brings the value after training.
+    metric("heldout_accuracy", eval->heldout_accuracy, true);
   } else if (const auto* done = std::get_if<protocol::WorkerDone>(&m->payload)) {
     metric("eval_loss", done->eval_loss, true);
     metric("heldout_accuracy", done->heldout_accuracy, true);
   } else if (const auto* checkpoint = std::get_if<protocol::WorkerCheckpoint>(&m->payload)) {
-    if (!checkpoint->path.empty()) job->latest_checkpoint = protocol::CheckpointInfo{job->step, checkpoint->path};
+    if (!checkpoint->path.empty())
+      job->latest_checkpoint = protocol::CheckpointInfo{job->step, checkpoint->path};
   } else if (const auto* error = std::get_if<protocol::WorkerError>(&m->payload)) {
-    run->second.reported_error =
-        protocol::JobError{error->code, error->message, error->user_error ? "training_file" : "", error->user_error};
+    run->second.reported_error = protocol::JobError{
+        error->code, error->message, error->user_error ? "training_file" : "", error->user_error};
   }
   const bool checkpointed = std::holds_alternative<protocol::WorkerCheckpoint>(m->payload);
   ctx_->jobs->AddProgress(job_id, std::move(ev));
@@ -284,23 +307,26 @@ void ApplyDecision(DaemonContext& ctx, const Job& job, const ExitDecision& d) {
     if (d.error) j.error = d.error;
     if (!d.result_adapter_path.empty()) j.result_adapter_path = d.result_adapter_path;
   };
-  (void)ctx.jobs->Apply(job, d.trigger, d.message, edits ? std::function<void(Job&)>(edit) : nullptr);
+  (void)ctx.jobs->Apply(job, d.trigger, d.message,
+                        edits ? std::function<void(Job&)>(edit) : nullptr);
 }
 
 }  // namespace
 
-void JobRunner::OnValidatorEnd(const Job& job, const WorkerExit& exit, const WorkerRun& run, bool stopping) {
+void JobRunner::OnValidatorEnd(const Job& job, const WorkerExit& exit, const WorkerRun& run,
+                               bool stopping) {
   ValidatorEnd end;
   end.exit = exit;
   end.daemon_stopping = stopping;
-  absl::StatusOr<std::string> out =
-      ctx_->tenants->ReadJobFile(job.tenant, job.id, "validation.json", size_t{1} << 20, /*tail=*/false);
+  absl::StatusOr<std::string> out = ctx_->tenants->ReadJobFile(
+      job.tenant, job.id, "validation.json", size_t{1} << 20, /*tail=*/false);
   if (out.ok()) {
     json report = json::parse(*out, nullptr, false);
     if (report.is_object()) end.report = std::move(report);
   }
   if (!end.report && exit.normal() && exit.exit_code == protocol::kWorkerExitUserError) {
-    absl::StatusOr<std::string> log = ctx_->tenants->ReadJobFile(job.tenant, job.id, "worker.log", 2000, /*tail=*/true);
+    absl::StatusOr<std::string> log =
+        ctx_->tenants->ReadJobFile(job.tenant, job.id, "worker.log", 2000, /*tail=*/true);
     if (log.ok()) end.log_tail = *log;
   }
   end.lost_reason = run.lost_reason;
@@ -326,7 +352,8 @@ void JobRunner::OnTrainerEnd(Job job, const WorkerExit& exit, const WorkerRun& r
       return VerifyAdapterDir(dir);
     }();
     if (!end.adapter.ok()) {
-      LogError("the worker's adapter is unusable", {{"job", job.id}, {"error", std::string(end.adapter.message())}});
+      LogError("the worker's adapter is unusable",
+               {{"job", job.id}, {"error", std::string(end.adapter.message())}});
     }
   }
   ApplyDecision(*ctx_, job, DecideTrainerEnd(end));
@@ -342,16 +369,19 @@ void JobRunner::OnUpdates(std::vector<WorkerUpdate> updates, bool stopping) {
         if (u.message.ok()) OnEvent(u.job_id, *u.message);
         break;
       case WorkerUpdate::Kind::kHeartbeatTimeout:
-        runs_[u.job_id].lost_reason = absl::StrCat("the worker sent no heartbeat for ",
-                                                   config.worker.heartbeat_timeout_ms / 1000.0, " s and was killed");
+        runs_[u.job_id].lost_reason =
+            absl::StrCat("the worker sent no heartbeat for ",
+                         config.worker.heartbeat_timeout_ms / 1000.0, " s and was killed");
         break;
       case WorkerUpdate::Kind::kStopTimeout:
-        runs_[u.job_id].lost_reason = absl::StrCat("the worker did not exit within ",
-                                                   config.worker.stop_grace_ms / 1000.0, " s of SIGTERM and was killed");
+        runs_[u.job_id].lost_reason =
+            absl::StrCat("the worker did not exit within ", config.worker.stop_grace_ms / 1000.0,
+                         " s of SIGTERM and was killed");
         break;
       case WorkerUpdate::Kind::kDeadline:
-        runs_[u.job_id].lost_reason = absl::StrCat("the validator ran longer than ",
-                                                   config.worker.validation_timeout_ms / 1000.0, " s and was killed");
+        runs_[u.job_id].lost_reason =
+            absl::StrCat("the validator ran longer than ",
+                         config.worker.validation_timeout_ms / 1000.0, " s and was killed");
         break;
       case WorkerUpdate::Kind::kExited: {
         const WorkerRun run = runs_[u.job_id];
@@ -360,13 +390,15 @@ void JobRunner::OnUpdates(std::vector<WorkerUpdate> updates, bool stopping) {
         const Job* live = ctx_->jobs->FindLive(u.job_id);
         if (live == nullptr) break;  // cancelled while validating, etc.
         const Job job = *live;
-        LogInfo("worker exited", {{"job", u.job_id}, {"exit", u.exit.Describe()}, {"validator", run.validator}});
+        LogInfo("worker exited",
+                {{"job", u.job_id}, {"exit", u.exit.Describe()}, {"validator", run.validator}});
         if (run.validator) {
           if (job.status == JobStatus::kValidating) OnValidatorEnd(job, u.exit, run, stopping);
         } else {
           OnTrainerEnd(job, u.exit, run, stopping);
         }
-        ctx_->tenants->RefreshJob(job.tenant, u.job_id);  // after the end's events reached events.jsonl
+        ctx_->tenants->RefreshJob(job.tenant,
+                                  u.job_id);  // after the end's events reached events.jsonl
         break;
       }
     }

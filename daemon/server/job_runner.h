@@ -64,7 +64,8 @@ class JobRunner {
   void LaunchValidator(const protocol::Job& job);
   absl::Status LaunchTrainer(const protocol::Job& job, const std::vector<int>& gpus);
   void OnEvent(const std::string& job_id, const protocol::WorkerMessage& message);
-  void OnValidatorEnd(const protocol::Job& job, const WorkerExit& exit, const WorkerRun& run, bool stopping);
+  void OnValidatorEnd(const protocol::Job& job, const WorkerExit& exit, const WorkerRun& run,
+                      bool stopping);
   void OnTrainerEnd(protocol::Job job, const WorkerExit& exit, const WorkerRun& run, bool stopping);
   void AddEnergy(protocol::Job& job, const WorkerRun& run);
 

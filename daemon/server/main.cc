@@ -2,7 +2,8 @@
 //
 //   fjordd --config /etc/fjordd/fjordd.yaml          run
 //   fjordd --config ... --check-config               check the config and what it names, then exit
-//   fjordd --keygen PREFIX                           write a CURVE key pair PREFIX.key (0600) / PREFIX.pub
+//   fjordd --keygen PREFIX                           write a CURVE key pair PREFIX.key (0600) /
+//   PREFIX.pub
 //
 // SIGTERM/SIGINT: graceful shutdown (workers checkpoint, jobs are requeued).
 // SIGHUP: read the keys file again (add or revoke clients without a restart).
@@ -13,9 +14,9 @@
 #include <cstring>
 #include <string>
 
+#include "daemon/protocol/curve_keys.h"
 #include "daemon/server/config.h"
 #include "daemon/server/server.h"
-#include "daemon/protocol/curve_keys.h"
 
 namespace {
 
@@ -41,9 +42,12 @@ int main(int argc, char** argv) {
   bool check = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) config_path = argv[++i];
-    else if (a == "--check-config") check = true;
-    else if (a == "--keygen" && i + 1 < argc) keygen = argv[++i];
+    if (a == "--config" && i + 1 < argc)
+      config_path = argv[++i];
+    else if (a == "--check-config")
+      check = true;
+    else if (a == "--keygen" && i + 1 < argc)
+      keygen = argv[++i];
     else if (a == "--version") {
       std::printf("fjordd 0.1.0 (protocol FJD01)\n");
       return 0;
@@ -73,7 +77,8 @@ int main(int argc, char** argv) {
   if (check) {
     absl::Status s = fjord::daemon::CheckConfig(*config);
     if (!s.ok()) {
-      std::fprintf(stderr, "fjordd: %s: problems found:\n%s\n", config_path.c_str(), std::string(s.message()).c_str());
+      std::fprintf(stderr, "fjordd: %s: problems found:\n%s\n", config_path.c_str(),
+                   std::string(s.message()).c_str());
       return 2;
     }
     std::printf("fjordd: %s is valid\n", config_path.c_str());

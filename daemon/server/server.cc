@@ -30,6 +30,7 @@
 #include "daemon/metrics/metrics.h"
 #include "daemon/metrics/nvml.h"
 #include "daemon/protocol/codec.h"
+#include "daemon/protocol/curve_keys.h"
 #include "daemon/protocol/errors.h"
 #include "daemon/protocol/protocol.h"
 #include "daemon/server/commands.h"
@@ -44,7 +45,6 @@
 #include "daemon/worker/supervisor.h"
 #include "runtime/util/env.h"
 #include "runtime/util/status_macros.h"
-#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::daemon {
 
@@ -117,8 +117,9 @@ struct Server::Impl {
     absl::StatusOr<std::shared_ptr<const KeyRing>> next = LoadKeysFile(config.security.keys_file);
     if (!next.ok()) {
       metrics.Add("fjord_key_reloads_total", "result=\"error\"");
-      LogError("keys file not reloaded: the keys in use are unchanged",
-               {{"file", config.security.keys_file}, {"error", std::string(next.status().message())}});
+      LogError(
+          "keys file not reloaded: the keys in use are unchanged",
+          {{"file", config.security.keys_file}, {"error", std::string(next.status().message())}});
       return;
     }
     keys = *next;
@@ -150,11 +151,14 @@ struct Server::Impl {
     std::string problem = StorageRootProblem();
     if (problem == storage_problem) return;
     if (problem.empty()) {
-      LogInfo("storage root is available again: workers start again", {{"storage_root", storage->root()}});
+      LogInfo("storage root is available again: workers start again",
+              {{"storage_root", storage->root()}});
       jobs->RequestReschedule();
     } else {
-      LogError("storage root unavailable: new jobs and uploads are refused and no worker starts until it is back",
-               {{"problem", problem}});
+      LogError(
+          "storage root unavailable: new jobs and uploads are refused and no worker starts until "
+          "it is back",
+          {{"problem", problem}});
     }
     storage_problem = std::move(problem);
     metrics.Set("fjord_storage_available", "", storage_problem.empty() ? 1 : 0);
@@ -164,18 +168,20 @@ struct Server::Impl {
   absl::Status StorageAvailable() {
     UpdateStorageHealth();
     if (storage_problem.empty()) return absl::OkStatus();
-    return absl::UnavailableError(absl::StrCat(storage_problem, "; retry when the operator has restored it"));
+    return absl::UnavailableError(
+        absl::StrCat(storage_problem, "; retry when the operator has restored it"));
   }
 
   // ---- wiring -------------------------------------------------------------
   // The components, once the store, the storage, the router and the
   // supervisor exist.
   void Wire(std::optional<uid_t> worker_uid, std::optional<gid_t> worker_gid) {
-    jobs = std::make_unique<JobLifecycle>(store.get(), clock, &metrics,
-                                          [this](const Job& job, const std::vector<protocol::JobEvent>& events) {
-                                            tenants->AppendJobEvents(job, events);
-                                            sessions->PumpFor(job.id);
-                                          });
+    jobs = std::make_unique<JobLifecycle>(
+        store.get(), clock, &metrics,
+        [this](const Job& job, const std::vector<protocol::JobEvent>& events) {
+          tenants->AppendJobEvents(job, events);
+          sessions->PumpFor(job.id);
+        });
     TenantAreas::Options to;
     to.tenant_ids = tenant_ids.get();
     to.quota_bytes = config.limits.max_tenant_storage_bytes;
@@ -184,9 +190,10 @@ struct Server::Impl {
     to.node_name = config.node_name;
     to.worker_uid = worker_uid;
     to.worker_gid = worker_gid;
-    tenants = std::make_unique<TenantAreas>(storage.get(), clock, to,
-                                            [this](const std::string& t) { return uploads.InFlight(t); });
-    sessions = std::make_unique<Sessions>(router.get(), clock, &config.limits, store.get(), jobs.get());
+    tenants = std::make_unique<TenantAreas>(
+        storage.get(), clock, to, [this](const std::string& t) { return uploads.InFlight(t); });
+    sessions =
+        std::make_unique<Sessions>(router.get(), clock, &config.limits, store.get(), jobs.get());
     context.config = &config;
     context.clock = clock;
     context.store = store.get();
@@ -221,16 +228,18 @@ struct Server::Impl {
     }
     std::optional<Principal> principal;
     if (!config.security.curve) {
-      principal = Principal{"plaintext", config.security.plaintext_tenant, config.security.plaintext_admin};
+      principal =
+          Principal{"plaintext", config.security.plaintext_tenant, config.security.plaintext_admin};
     } else if (user != nullptr) {
       principal = keys->Find(user);
     }
     if (!sessions->Tracked(identity) && principal) {
       const std::string refusal = sessions->Admit(identity, user ? user : "plaintext", *principal);
       if (!refusal.empty()) {
-        sessions->Send(identity, protocol::ErrorReply(protocol::RequestIdForReply(frames),
-                                                      protocol::Error(absl::StatusCode::kResourceExhausted, refusal,
-                                                                      "peers")));
+        sessions->Send(
+            identity, protocol::ErrorReply(
+                          protocol::RequestIdForReply(frames),
+                          protocol::Error(absl::StatusCode::kResourceExhausted, refusal, "peers")));
         metrics.Add("fjord_peers_refused_total", "");
         return;
       }
@@ -238,15 +247,18 @@ struct Server::Impl {
     sessions->Heard(identity);
     if (oversize || count > kMaxClientParts) {
       const absl::Status refused =
-          oversize ? protocol::Error(absl::StatusCode::kResourceExhausted,
-                                     absl::StrCat("message is ", bytes - parts[0].size(), " bytes, limit ",
-                                                  config.limits.max_message_bytes),
-                                     "message")
-                   : protocol::InvalidArgument(absl::StrCat("message has ", count - 1,
-                                                            " frames; expected 6 or 7 (a REQUEST), fewer for others"),
-                                               "frames");
+          oversize
+              ? protocol::Error(absl::StatusCode::kResourceExhausted,
+                                absl::StrCat("message is ", bytes - parts[0].size(),
+                                             " bytes, limit ", config.limits.max_message_bytes),
+                                "message")
+              : protocol::InvalidArgument(
+                    absl::StrCat("message has ", count - 1,
+                                 " frames; expected 6 or 7 (a REQUEST), fewer for others"),
+                    "frames");
       sessions->Send(identity, protocol::ErrorReply(protocol::RequestIdForReply(frames), refused));
-      metrics.Add("fjord_requests_total", absl::StrCat("command=\"-\",code=\"", protocol::CodeName(refused.code()), "\""));
+      metrics.Add("fjord_requests_total",
+                  absl::StrCat("command=\"-\",code=\"", protocol::CodeName(refused.code()), "\""));
       return;
     }
     protocol::DecodeLimits limits;
@@ -255,15 +267,20 @@ struct Server::Impl {
     limits.max_data_bytes = config.limits.upload_chunk_bytes;
     absl::StatusOr<ClientMessage> msg = protocol::DecodeClientMessage(frames, limits);
     if (!msg.ok()) {
-      sessions->Send(identity, protocol::ErrorReply(protocol::RequestIdForReply(frames), msg.status()));
-      metrics.Add("fjord_requests_total",
-                  absl::StrCat("command=\"-\",code=\"", protocol::CodeName(msg.status().code()), "\""));
+      sessions->Send(identity,
+                     protocol::ErrorReply(protocol::RequestIdForReply(frames), msg.status()));
+      metrics.Add(
+          "fjord_requests_total",
+          absl::StrCat("command=\"-\",code=\"", protocol::CodeName(msg.status().code()), "\""));
       return;
     }
     if (!principal || !sessions->Tracked(identity)) {
-      sessions->Send(identity, protocol::ErrorReply(msg->request_id.empty() ? "-" : msg->request_id,
-                                                    protocol::Error(absl::StatusCode::kUnauthenticated,
-                                                                    "this client's key is not (or no longer) in the keys file")));
+      sessions->Send(
+          identity,
+          protocol::ErrorReply(
+              msg->request_id.empty() ? "-" : msg->request_id,
+              protocol::Error(absl::StatusCode::kUnauthenticated,
+                              "this client's key is not (or no longer) in the keys file")));
       return;
     }
     switch (msg->type) {
@@ -283,8 +300,9 @@ struct Server::Impl {
         break;
     }
     if (stopping) {
-      sessions->Send(identity, protocol::ErrorReply(msg->request_id,
-                                                    absl::UnavailableError("fjordd is shutting down; retry later")));
+      sessions->Send(identity, protocol::ErrorReply(
+                                   msg->request_id,
+                                   absl::UnavailableError("fjordd is shutting down; retry later")));
       return;
     }
     Request rq;
@@ -294,7 +312,8 @@ struct Server::Impl {
     rq.body = &msg->body;
     rq.data = &msg->data;
     Dispatch(context, rq, msg->command);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     metrics.ObserveLatency(msg->command, seconds);
   }
 
@@ -321,9 +340,11 @@ struct Server::Impl {
   }
 
   void PollOnce(int max_wait_ms) {
-    std::vector<zmq::pollitem_t> items = {{router->handle(), 0, ZMQ_POLLIN, 0}, {nullptr, stop_pipe[0], ZMQ_POLLIN, 0}};
+    std::vector<zmq::pollitem_t> items = {{router->handle(), 0, ZMQ_POLLIN, 0},
+                                          {nullptr, stop_pipe[0], ZMQ_POLLIN, 0}};
     supervisor->AddPollItems(&items);
-    int64_t wait = std::max<int64_t>(0, std::min<int64_t>(max_wait_ms, next_tick_ms - clock->NowMs()));
+    int64_t wait =
+        std::max<int64_t>(0, std::min<int64_t>(max_wait_ms, next_tick_ms - clock->NowMs()));
     if (supervisor->size() > 0) wait = std::min<int64_t>(wait, kWorkerPollMs);
     try {
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(wait));
@@ -403,17 +424,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
   const std::string run_dir = c.state_dir + "/run";
   FJORD_RETURN_IF_ERROR(Env::Default()->CreateDirs(run_dir));
   if (run_dir.size() + 32 > 100) {
-    return absl::InvalidArgumentError(absl::StrCat("state_dir ", c.state_dir,
-                                                   " is too long: worker ipc socket paths must stay under ~100 bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("state_dir ", c.state_dir,
+                     " is too long: worker ipc socket paths must stay under ~100 bytes"));
   }
-  s.lock_fd = UniqueFd(::open((c.state_dir + "/fjordd.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  s.lock_fd =
+      UniqueFd(::open((c.state_dir + "/fjordd.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!s.lock_fd.valid() || ::flock(s.lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("another fjordd is using ", c.state_dir, " (", c.state_dir,
-                                                      "/fjordd.lock is locked)"));
+    return absl::FailedPreconditionError(absl::StrCat("another fjordd is using ", c.state_dir, " (",
+                                                      c.state_dir, "/fjordd.lock is locked)"));
   }
   struct stat st {};
   if (::stat(c.storage_root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat("storage_root ", c.storage_root, " is not a directory"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("storage_root ", c.storage_root, " is not a directory"));
   }
   FJORD_ASSIGN_OR_RETURN(s.store, JobStore::Open(c.state_dir + "/fjordd.db"));
   // The store holds every tenant's jobs and events: the daemon's alone (the
@@ -427,8 +451,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
   }
   s.storage = std::make_unique<Storage>(c.storage_root);
   if (c.security.curve) {
-    FJORD_RETURN_IF_ERROR(CheckKeyFileOwner(c.security.server_secret_key_file, "server secret key file"));
-    FJORD_ASSIGN_OR_RETURN(s.server_keys, LoadCurveSecretKeyFile(c.security.server_secret_key_file));
+    FJORD_RETURN_IF_ERROR(
+        CheckKeyFileOwner(c.security.server_secret_key_file, "server secret key file"));
+    FJORD_ASSIGN_OR_RETURN(s.server_keys,
+                           LoadCurveSecretKeyFile(c.security.server_secret_key_file));
     FJORD_ASSIGN_OR_RETURN(s.keys, LoadKeysFile(c.security.keys_file));
   } else {
     s.keys = std::make_shared<const KeyRing>(std::map<std::string, Principal>{});
@@ -439,16 +465,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
           "worker.tenant_uid_range: fjordd must run as root to start workers as the tenants' uids");
     }
     FJORD_RETURN_IF_ERROR(CheckTenantUidRange(c));
-    s.tenant_ids = std::make_unique<TenantIds>(c.storage_root, c.worker.tenant_uid_first, c.worker.tenant_uid_count);
+    s.tenant_ids = std::make_unique<TenantIds>(c.storage_root, c.worker.tenant_uid_first,
+                                               c.worker.tenant_uid_count);
   } else if (c.worker.user.empty() && ::geteuid() == 0) {
-    LogWarning("fjordd runs as root and worker.user is not set: workers (and the tenants' data they parse) run as root",
-               {{"fix", "set worker.tenant_uid_range (a uid per tenant) or worker.user (docs/security.md)"}});
+    LogWarning(
+        "fjordd runs as root and worker.user is not set: workers (and the tenants' data they "
+        "parse) run as root",
+        {{"fix",
+          "set worker.tenant_uid_range (a uid per tenant) or worker.user (docs/security.md)"}});
   }
   std::optional<uid_t> worker_uid;  // worker.user: one user for every tenant
   std::optional<gid_t> worker_gid;
   if (!c.worker.user.empty() && ::geteuid() == 0) {
     struct passwd* pw = ::getpwnam(c.worker.user.c_str());
-    if (pw == nullptr) return absl::InvalidArgumentError(absl::StrCat("worker.user: no such user '", c.worker.user, "'"));
+    if (pw == nullptr)
+      return absl::InvalidArgumentError(
+          absl::StrCat("worker.user: no such user '", c.worker.user, "'"));
     worker_uid = pw->pw_uid;
     worker_gid = pw->pw_gid;
   }
@@ -467,7 +499,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
   if (auto counts = s.store->CountByStatus(); counts.ok()) {
     for (const auto& [status, n] : *counts) {
       if (status == "succeeded" || status == "failed" || status == "cancelled") {
-        s.metrics.Set("fjord_jobs_finished_total", absl::StrCat("status=\"", status, "\""), static_cast<double>(n));
+        s.metrics.Set("fjord_jobs_finished_total", absl::StrCat("status=\"", status, "\""),
+                      static_cast<double>(n));
       }
     }
   }
@@ -515,25 +548,34 @@ absl::Status Server::Start() {
     s.metrics.SetCollector([nvml](Metrics& m) {
       if (!nvml) return;
       for (int g = 0; g < nvml->device_count(); ++g) {
-        if (auto used = nvml->MemoryUsedBytes(g)) m.Set("fjord_gpu_memory_used_bytes", absl::StrCat("gpu=\"", g, "\""), static_cast<double>(*used));
+        if (auto used = nvml->MemoryUsedBytes(g))
+          m.Set("fjord_gpu_memory_used_bytes", absl::StrCat("gpu=\"", g, "\""),
+                static_cast<double>(*used));
       }
     });
     std::string token;
     if (!c.metrics.bearer_token_file.empty()) {
       FJORD_ASSIGN_OR_RETURN(token, LoadBearerTokenFile(c.metrics.bearer_token_file));
     } else if (!IsLoopbackOrIpc("tcp://" + c.metrics.listen)) {
-      LogWarning("metrics.listen is not a loopback address and metrics.bearer_token_file is not set: "
-                 "anyone who can reach it can read /metrics",
-                 {{"listen", c.metrics.listen}});
+      LogWarning(
+          "metrics.listen is not a loopback address and metrics.bearer_token_file is not set: "
+          "anyone who can reach it can read /metrics",
+          {{"listen", c.metrics.listen}});
     }
-    FJORD_ASSIGN_OR_RETURN(s.http, MetricsHttpServer::Start(c.metrics.listen, &s.metrics, std::move(token)));
+    FJORD_ASSIGN_OR_RETURN(
+        s.http, MetricsHttpServer::Start(c.metrics.listen, &s.metrics, std::move(token)));
   }
   s.next_tick_ms = s.clock->NowMs();
   s.metrics.Set("fjord_storage_available", "", 1);
   s.UpdateStorageHealth();
-  LogInfo("fjordd listening", {{"endpoints", c.listen}, {"node", c.node_name}, {"curve", c.security.curve},
-                               {"public_key", s.server_keys.public_key}, {"metrics_port", metrics_port()},
-                               {"slots", c.scheduler.gpus.empty() ? c.scheduler.cpu_slots : static_cast<int>(c.scheduler.gpus.size())}});
+  LogInfo("fjordd listening",
+          {{"endpoints", c.listen},
+           {"node", c.node_name},
+           {"curve", c.security.curve},
+           {"public_key", s.server_keys.public_key},
+           {"metrics_port", metrics_port()},
+           {"slots", c.scheduler.gpus.empty() ? c.scheduler.cpu_slots
+                                              : static_cast<int>(c.scheduler.gpus.size())}});
   return absl::OkStatus();
 }
 
@@ -546,8 +588,10 @@ absl::Status Server::Run() {
   s.stopping = true;
   for (const auto& [id, job] : s.jobs->live()) {
     if (!s.supervisor->Running(id)) continue;
-    if (job.status == JobStatus::kValidating) s.supervisor->Kill(id);
-    else s.supervisor->Stop(id);
+    if (job.status == JobStatus::kValidating)
+      s.supervisor->Kill(id);
+    else
+      s.supervisor->Stop(id);
   }
   const int64_t deadline = s.clock->NowMs() + s.config.worker.stop_grace_ms + 5000;
   while (s.supervisor->size() > 0 && s.clock->NowMs() < deadline) s.PollOnce(100);

@@ -34,7 +34,8 @@ class Server {
   // Validates the config against the machine it runs on (opens the store,
   // reads keys, takes the state directory's lock). `clock` null: the real
   // clock; it must outlive the server.
-  static absl::StatusOr<std::unique_ptr<Server>> Create(DaemonConfig config, Clock* clock = nullptr);
+  static absl::StatusOr<std::unique_ptr<Server>> Create(DaemonConfig config,
+                                                        Clock* clock = nullptr);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -56,8 +57,8 @@ class Server {
   // signal handler.
   void RequestKeyReload();
 
-  std::string public_key() const;   // "" in plaintext mode
-  int metrics_port() const;         // 0 when disabled
+  std::string public_key() const;  // "" in plaintext mode
+  int metrics_port() const;        // 0 when disabled
 
  private:
   struct Impl;

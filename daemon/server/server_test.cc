@@ -68,7 +68,9 @@ class ServerLoopTest : public ::testing::Test {
   }
   void Send(zmq::socket_t& d, const protocol::ClientMessage& m) {
     protocol::Frames f = protocol::EncodeClientMessage(m);
-    for (size_t i = 0; i < f.size(); ++i) d.send(zmq::buffer(f[i]), i + 1 < f.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    for (size_t i = 0; i < f.size(); ++i)
+      d.send(zmq::buffer(f[i]),
+             i + 1 < f.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   }
   void Request(zmq::socket_t& d, const std::string& id, const std::string& command, json body) {
     protocol::ClientMessage m;
@@ -175,7 +177,8 @@ TEST_F(ServerLoopTest, HeartbeatRepliesAndPeerLimit) {
 
 TEST_F(ServerLoopTest, IdleUploadsExpire) {
   zmq::socket_t& a = NewDealer();
-  Request(a, "b", "file.upload.begin", json{{"filename", "t.jsonl"}, {"bytes", 4}, {"sha256", std::string(64, '0')}});
+  Request(a, "b", "file.upload.begin",
+          json{{"filename", "t.jsonl"}, {"bytes", 4}, {"sha256", std::string(64, '0')}});
   ServerMessage begin = Final(a, "b");
   ASSERT_TRUE(begin.ok()) << begin.body.dump();
   const std::string upl = begin.body["upload_id"];

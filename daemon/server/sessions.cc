@@ -32,8 +32,8 @@ void FreeQueuedChunk(void*, void* hint) {
 
 }  // namespace
 
-Sessions::Sessions(zmq::socket_t* router, Clock* clock, const DaemonConfig::Limits* limits, JobStore* store,
-                   JobLifecycle* jobs)
+Sessions::Sessions(zmq::socket_t* router, Clock* clock, const DaemonConfig::Limits* limits,
+                   JobStore* store, JobLifecycle* jobs)
     : router_(router), clock_(clock), limits_(limits), store_(store), jobs_(jobs) {}
 
 // ---- sending ------------------------------------------------------------------
@@ -61,7 +61,8 @@ void Sessions::SendChunk(const std::string& identity, const ServerMessage& m) {
   auto peer = peers_.find(identity);
   protocol::Frames frames = protocol::EncodeServerMessage(m);
   if (peer == peers_.end() || frames.empty()) return SendFrames(identity, frames);
-  auto chunk = std::make_unique<QueuedChunk>(QueuedChunk{std::move(frames.back()), peer->second.queued_chunks});
+  auto chunk = std::make_unique<QueuedChunk>(
+      QueuedChunk{std::move(frames.back()), peer->second.queued_chunks});
   frames.pop_back();
   chunk->counter->fetch_add(1);
   QueuedChunk* raw = chunk.release();
@@ -85,17 +86,20 @@ int64_t Sessions::QueuedChunks(const std::string& identity) const {
 
 // ---- peers ----------------------------------------------------------------------
 
-std::string Sessions::Admit(const std::string& identity, const std::string& key, const Principal& p) {
+std::string Sessions::Admit(const std::string& identity, const std::string& key,
+                            const Principal& p) {
   const int total = static_cast<int>(peers_.size());
   const int reserved = std::min(limits_->admin_reserved_peers, limits_->max_peers - 1);
   if (total >= limits_->max_peers || (!p.admin && total >= limits_->max_peers - reserved)) {
-    return absl::StrCat("the daemon serves at most ", limits_->max_peers, " connections (", reserved,
-                        " of them kept for admins); try later");
+    return absl::StrCat("the daemon serves at most ", limits_->max_peers, " connections (",
+                        reserved, " of them kept for admins); try later");
   }
   int& of_key = peers_per_key_[key];
   if (of_key >= limits_->max_peers_per_key) {
-    return absl::StrCat("client key '", p.key_name, "' has ", of_key, " connections open, the most one key may hold (",
-                        "at most ", limits_->max_peers_per_key, " connections per key); close some or try later");
+    return absl::StrCat("client key '", p.key_name, "' has ", of_key,
+                        " connections open, the most one key may hold (", "at most ",
+                        limits_->max_peers_per_key,
+                        " connections per key); close some or try later");
   }
   ++of_key;
   Peer peer;
@@ -114,7 +118,8 @@ void Sessions::Forget(const std::string& identity) {
   if (it != peers_.end()) Erase(it);
 }
 
-std::map<std::string, Sessions::Peer>::iterator Sessions::Erase(std::map<std::string, Peer>::iterator it) {
+std::map<std::string, Sessions::Peer>::iterator Sessions::Erase(
+    std::map<std::string, Peer>::iterator it) {
   auto k = peers_per_key_.find(it->second.key);
   if (k != peers_per_key_.end() && --k->second <= 0) peers_per_key_.erase(k);
   return peers_.erase(it);
@@ -126,9 +131,10 @@ absl::Status Sessions::Subscribe(const std::string& identity, const std::string&
                                  const std::string& job_id, int64_t after_seq) {
   Peer& peer = peers_[identity];
   if (static_cast<int>(peer.streams.size()) >= limits_->max_streams_per_peer) {
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("at most ", limits_->max_streams_per_peer, " streams per connection"),
-                           "streams");
+    return protocol::Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("at most ", limits_->max_streams_per_peer, " streams per connection"),
+        "streams");
   }
   if (peer.streams.count(request_id)) {
     return protocol::InvalidArgument("a stream with this request id is already open", "request_id");
@@ -143,11 +149,11 @@ void Sessions::Cancel(const std::string& identity, const std::string& request_id
   if (peer == peers_.end()) return;
   auto s = peer->second.streams.find(request_id);
   if (s == peer->second.streams.end()) {
-    Send(identity, protocol::ErrorReply(request_id,
-                                        protocol::Error(absl::StatusCode::kNotFound,
-                                                        absl::StrCat("no stream '", request_id,
-                                                                     "' is open on this connection"),
-                                                        "request_id")));
+    Send(identity, protocol::ErrorReply(
+                       request_id, protocol::Error(absl::StatusCode::kNotFound,
+                                                   absl::StrCat("no stream '", request_id,
+                                                                "' is open on this connection"),
+                                                   "request_id")));
     return;
   }
   absl::StatusOr<Job> j = jobs_->Load(s->second.job_id);
@@ -161,7 +167,8 @@ void Sessions::Pump(const std::string& identity, const std::string& request_id, 
     absl::StatusOr<std::vector<JobEvent>> events = store_->ListEvents(st.job_id, st.last_seq, 500);
     if (!events.ok() || events->empty()) break;
     for (const JobEvent& e : *events) {
-      Send(identity, protocol::OkReply(request_id, json{{"event", protocol::JobEventToJson(e)}}, MessageType::kPartial));
+      Send(identity, protocol::OkReply(request_id, json{{"event", protocol::JobEventToJson(e)}},
+                                       MessageType::kPartial));
       st.last_seq = e.seq;
     }
     if (events->size() < 500) break;
@@ -195,7 +202,8 @@ void Sessions::PumpFor(const std::string& job_id) {
 
 void Sessions::EndAll(const absl::Status& status) {
   for (auto& [identity, peer] : peers_) {
-    for (const auto& [request_id, stream] : peer.streams) Send(identity, protocol::ErrorReply(request_id, status));
+    for (const auto& [request_id, stream] : peer.streams)
+      Send(identity, protocol::ErrorReply(request_id, status));
   }
   peers_.clear();
   peers_per_key_.clear();
@@ -209,11 +217,13 @@ void Sessions::Tick() {
   hb.type = MessageType::kHeartbeat;
   for (auto it = peers_.begin(); it != peers_.end();) {
     if (now - it->second.last_heard_ms > expiry) {
-      if (!it->second.streams.empty()) LogInfo("peer expired", {{"streams", it->second.streams.size()}});
+      if (!it->second.streams.empty())
+        LogInfo("peer expired", {{"streams", it->second.streams.size()}});
       it = Erase(it);
       continue;
     }
-    if (!it->second.streams.empty() && now - it->second.last_sent_ms >= interval) Send(it->first, hb);
+    if (!it->second.streams.empty() && now - it->second.last_sent_ms >= interval)
+      Send(it->first, hb);
     ++it;
   }
 }

@@ -50,7 +50,8 @@ class Sessions {
   // pass limits.max_peers, the slots kept for admins
   // (limits.admin_reserved_peers, at most max_peers - 1) or the key's share
   // (limits.max_peers_per_key): "" when tracked, else the refusal's message.
-  std::string Admit(const std::string& identity, const std::string& key, const Principal& principal);
+  std::string Admit(const std::string& identity, const std::string& key,
+                    const Principal& principal);
   void Heard(const std::string& identity);
   // DISCONNECT: the peer and its streams are forgotten at once.
   void Forget(const std::string& identity);
@@ -60,8 +61,8 @@ class Sessions {
   // Opens stream `request_id` on `job_id` from `after_seq` and sends what is
   // stored. RESOURCE_EXHAUSTED (param streams) past
   // limits.max_streams_per_peer; INVALID_ARGUMENT when the id is in use.
-  absl::Status Subscribe(const std::string& identity, const std::string& request_id, const std::string& job_id,
-                         int64_t after_seq);
+  absl::Status Subscribe(const std::string& identity, const std::string& request_id,
+                         const std::string& job_id, int64_t after_seq);
   // CANCEL: ends the stream with a FINAL {"job": JOB}; NOT_FOUND (param
   // request_id) when no such stream is open on the connection.
   void Cancel(const std::string& identity, const std::string& request_id);

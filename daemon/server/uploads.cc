@@ -10,7 +10,8 @@ namespace fjord::daemon {
 absl::StatusOr<Upload*> Uploads::Find(const Principal& principal, const std::string& id) {
   auto it = uploads_.find(id);
   if (it == uploads_.end() || (it->second.tenant != principal.tenant && !principal.admin)) {
-    return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no upload '", id, "' in progress"), "upload_id");
+    return protocol::Error(absl::StatusCode::kNotFound,
+                           absl::StrCat("no upload '", id, "' in progress"), "upload_id");
   }
   return &it->second;
 }

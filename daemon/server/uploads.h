@@ -22,13 +22,13 @@ namespace fjord::daemon {
 struct Upload {
   std::string tenant;
   std::string filename;
-  uint64_t bytes = 0;      // announced
-  std::string sha256;      // announced
+  uint64_t bytes = 0;  // announced
+  std::string sha256;  // announced
   uint64_t received = 0;
-  Sha256 hasher;           // of what was received
-  UniqueFd fd;             // files/.upload-<node>-<id>, written as chunks come
+  Sha256 hasher;  // of what was received
+  UniqueFd fd;    // files/.upload-<node>-<id>, written as chunks come
   std::string path;
-  int64_t last_ms = 0;     // when the last chunk came
+  int64_t last_ms = 0;  // when the last chunk came
 };
 
 class Uploads {

@@ -73,7 +73,6 @@ absl::StatusOr<std::string> RandomHex() {
   return absl::BytesToHexString(absl::string_view(bytes, sizeof(bytes)));
 }
 
-
 // A directory stream of its own (a fresh open file description, so a
 // reader elsewhere does not move its position) on directory `dfd`.
 absl::StatusOr<DirPtr> OpenStream(int dfd, const std::string& path) {

@@ -121,7 +121,8 @@ class SafeDir {
   // than min(max_bytes, size) when the file shrank meanwhile). Errors as
   // OpenRead's (`size` untouched then), and Unavailable/Internal for a
   // failed read.
-  absl::StatusOr<std::string> ReadHead(absl::string_view rel, size_t max_bytes, uint64_t* size = nullptr) const;
+  absl::StatusOr<std::string> ReadHead(absl::string_view rel, size_t max_bytes,
+                                       uint64_t* size = nullptr) const;
 
   // The last `max_bytes` of file `rel` (all of it when smaller), opened as
   // OpenRead: a worker's 50 GB log costs max_bytes, not 50 GB.
@@ -184,7 +185,8 @@ class SafeDir {
   // more than one link — a regular file, but also a FIFO or device node — is
   // FailedPrecondition "has N hard links; refused", a symlink is left alone
   // and OK), then changed through it (AT_EMPTY_PATH). NotFound when missing.
-  absl::Status ChownEntry(absl::string_view name, std::optional<uid_t> uid, std::optional<gid_t> gid) const;
+  absl::Status ChownEntry(absl::string_view name, std::optional<uid_t> uid,
+                          std::optional<gid_t> gid) const;
 
   // fsync of the directory (makes creations, renames and removals in it
   // durable).

@@ -89,7 +89,8 @@ absl::StatusOr<DirPtr> OpenStream(int dfd, const std::string& path);
 absl::StatusOr<const struct dirent*> NextEntry(DIR* d, const std::string& path);
 // The names in directory `dfd`; ResourceExhausted once there are more than
 // `limit`.
-absl::StatusOr<std::vector<std::string>> ReadNames(int dfd, const std::string& path, uint64_t limit);
+absl::StatusOr<std::vector<std::string>> ReadNames(int dfd, const std::string& path,
+                                                   uint64_t limit);
 
 }  // namespace fjord::daemon::safe_dir_internal
 

@@ -66,8 +66,8 @@ int32_t DecodeUtf8(absl::string_view name, size_t* i) {
 // Control characters, line and paragraph separators, and the bidi and
 // invisible formatting characters that make a name display as another.
 bool RefusedInFilename(int32_t cp) {
-  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 ||
-         cp == 0x061C || (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x202A && cp <= 0x202E) ||
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 || cp == 0x061C ||
+         (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x202A && cp <= 0x202E) ||
          (cp >= 0x2060 && cp <= 0x2069) || cp == 0xFEFF;
 }
 
@@ -104,7 +104,8 @@ absl::StatusOr<SafeDir> Storage::EnsureJobDir(const std::string& tenant,
 
 absl::StatusOr<SafeDir> Storage::OpenRoot() const {
   absl::StatusOr<SafeDir> root = SafeDir::OpenTrusted(root_);
-  if (!root.ok()) return absl::UnavailableError(absl::StrCat("storage root ", root.status().message()));
+  if (!root.ok())
+    return absl::UnavailableError(absl::StrCat("storage root ", root.status().message()));
   return root;
 }
 
@@ -114,14 +115,16 @@ absl::StatusOr<SafeDir> Storage::OpenTenantDir(const std::string& tenant) const 
   return root.OpenDir(tenant);
 }
 
-absl::StatusOr<SafeDir> Storage::OpenJobDir(const std::string& tenant, const std::string& job_id) const {
+absl::StatusOr<SafeDir> Storage::OpenJobDir(const std::string& tenant,
+                                            const std::string& job_id) const {
   FJORD_RETURN_IF_ERROR(PlainName(tenant, "tenant"));
   FJORD_RETURN_IF_ERROR(PlainName(job_id, "job id"));
   FJORD_ASSIGN_OR_RETURN(SafeDir root, OpenRoot());
   return root.OpenDir(absl::StrCat(tenant, "/jobs/", job_id));
 }
 
-absl::StatusOr<std::string> Storage::ResolveTenantFile(const std::string& tenant, absl::string_view relative,
+absl::StatusOr<std::string> Storage::ResolveTenantFile(const std::string& tenant,
+                                                       absl::string_view relative,
                                                        absl::string_view param) const {
   const std::string shown(relative);
   auto bad = [&](absl::string_view why) {
@@ -138,17 +141,21 @@ absl::StatusOr<std::string> Storage::ResolveTenantFile(const std::string& tenant
   }
   UniqueFd dir(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0) {
-    return absl::UnavailableError(absl::StrCat("storage root ", root_, " is not accessible: ", std::strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("storage root ", root_, " is not accessible: ", std::strerror(errno)));
   }
-  UniqueFd tdir(::openat(dir.get(), tenant.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd tdir(
+      ::openat(dir.get(), tenant.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (tdir.get() < 0) return bad("does not exist (your storage area is empty)");
   dir = std::move(tdir);
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    UniqueFd next(::openat(dir.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd next(
+        ::openat(dir.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (next.get() < 0) {
       if (errno == ELOOP || errno == ENOTDIR) {
         struct stat st {};
-        if (::fstatat(dir.get(), parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+        if (::fstatat(dir.get(), parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISLNK(st.st_mode)) {
           return bad(absl::StrCat("goes through a symbolic link ('", parts[i], "'); refused"));
         }
         return bad(absl::StrCat("has '", parts[i], "', which is not a directory"));
@@ -157,7 +164,8 @@ absl::StatusOr<std::string> Storage::ResolveTenantFile(const std::string& tenant
     }
     dir = std::move(next);
   }
-  UniqueFd file(::openat(dir.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  UniqueFd file(
+      ::openat(dir.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (file.get() < 0) {
     if (errno == ELOOP) return bad("is a symbolic link; refused");
     if (errno == ENOENT) return bad("does not exist");
@@ -187,7 +195,8 @@ uint64_t BytesBelow(int dfd, int depth) {
     if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISREG(st.st_mode)) total += static_cast<uint64_t>(st.st_size);
     if (!S_ISDIR(st.st_mode) || depth >= 64) continue;
-    const int child = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const int child =
+        ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (child >= 0) total += BytesBelow(child, depth + 1);
   }
   ::closedir(d);
@@ -246,32 +255,40 @@ uint64_t Storage::TreeBytes(const std::string& dir) {
 absl::Status VerifyAdapterDir(const SafeDir& dir) {
   // A file that is not a plain one (a symlink, a hard link, a FIFO) is a
   // broken adapter like a torn one: DataLoss with SafeDir's reason.
-  auto read = [&](absl::string_view name, size_t max_bytes, uint64_t* size) -> absl::StatusOr<std::string> {
+  auto read = [&](absl::string_view name, size_t max_bytes,
+                  uint64_t* size) -> absl::StatusOr<std::string> {
     absl::StatusOr<std::string> bytes = dir.ReadHead(name, max_bytes, size);
-    if (absl::IsFailedPrecondition(bytes.status())) return absl::DataLossError(bytes.status().message());
+    if (absl::IsFailedPrecondition(bytes.status()))
+      return absl::DataLossError(bytes.status().message());
     return bytes;
   };
   const std::string config_path = dir.path() + "/adapter_config.json";
   uint64_t size = 0;
   FJORD_ASSIGN_OR_RETURN(const std::string text, read("adapter_config.json", 1 << 20, &size));
   const nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (size > text.size() || !config.is_object() || !config.contains("peft_type") || !config["peft_type"].is_string()) {
-    return absl::DataLossError(absl::StrCat(config_path, ": not a PEFT adapter config (a JSON object with peft_type)"));
+  if (size > text.size() || !config.is_object() || !config.contains("peft_type") ||
+      !config["peft_type"].is_string()) {
+    return absl::DataLossError(
+        absl::StrCat(config_path, ": not a PEFT adapter config (a JSON object with peft_type)"));
   }
   const std::string weights_path = dir.path() + "/adapter_model.safetensors";
   FJORD_ASSIGN_OR_RETURN(std::string head, read("adapter_model.safetensors", 8, &size));
-  if (head.size() < 8) return absl::DataLossError(absl::StrCat(weights_path, ": ", size, " bytes, too short for a header"));
+  if (head.size() < 8)
+    return absl::DataLossError(
+        absl::StrCat(weights_path, ": ", size, " bytes, too short for a header"));
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(head[i]);
   if (n > size - 8 || n > (uint64_t{100} << 20)) {
-    return absl::DataLossError(absl::StrCat(weights_path, ": header length ", n, " does not fit the file's ", size, " bytes"));
+    return absl::DataLossError(absl::StrCat(weights_path, ": header length ", n,
+                                            " does not fit the file's ", size, " bytes"));
   }
   // Opened again: a file changed in between is caught by the parser (its
   // length prefix and size are those of this read).
   FJORD_ASSIGN_OR_RETURN(head, read("adapter_model.safetensors", 8 + n, &size));
   // The parser also checks that the tensors cover the data buffer exactly,
   // so a file cut short after its header is refused too.
-  absl::StatusOr<io::SafetensorsHeader> header = io::ParseSafetensorsHeaderPrefix(head, size, weights_path);
+  absl::StatusOr<io::SafetensorsHeader> header =
+      io::ParseSafetensorsHeaderPrefix(head, size, weights_path);
   if (!header.ok()) return absl::DataLossError(header.status().message());
   return absl::OkStatus();
 }

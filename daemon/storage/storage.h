@@ -60,7 +60,8 @@ class Storage {
   // tenant's area. InvalidArgument (with `param`) when the path is absolute,
   // has "..", "." or empty components, crosses a symlink, does not exist or
   // is not a regular file.
-  absl::StatusOr<std::string> ResolveTenantFile(const std::string& tenant, absl::string_view relative,
+  absl::StatusOr<std::string> ResolveTenantFile(const std::string& tenant,
+                                                absl::string_view relative,
                                                 absl::string_view param) const;
 
   // Bytes of the regular files under `dir` (sizes as stat reports them),

@@ -47,16 +47,17 @@ class StorageTest : public ::testing::Test {
 };
 
 TEST_F(StorageTest, ResolvesInsideTheTenantArea) {
-  absl::StatusOr<std::string> p = storage_->ResolveTenantFile("acme", "files/train.jsonl", "training_file");
+  absl::StatusOr<std::string> p =
+      storage_->ResolveTenantFile("acme", "files/train.jsonl", "training_file");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(*p, root_ + "/acme/files/train.jsonl");
   EXPECT_TRUE(Resolve("data/sub/x.jsonl").ok());
 }
 
 TEST_F(StorageTest, TraversalIsRefused) {
-  for (const std::string rel : {"../zeta/files/secret.jsonl", "files/../../zeta/files/secret.jsonl",
-                                "/etc/passwd", "files//train.jsonl", "./files/train.jsonl", "..",
-                                "files/"}) {
+  for (const std::string rel :
+       {"../zeta/files/secret.jsonl", "files/../../zeta/files/secret.jsonl", "/etc/passwd",
+        "files//train.jsonl", "./files/train.jsonl", "..", "files/"}) {
     SCOPED_TRACE(rel);
     absl::Status s = Resolve(rel);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
@@ -86,8 +87,9 @@ TEST_F(StorageTest, MissingAndNonRegular) {
 TEST_F(StorageTest, TenantDirThatIsASymlinkIsRefused) {
   fs::create_directory_symlink(root_ + "/zeta", root_ + "/evil");
   EXPECT_EQ(storage_->EnsureTenant("evil").code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(storage_->ResolveTenantFile("evil", "files/secret.jsonl", "training_file").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      storage_->ResolveTenantFile("evil", "files/secret.jsonl", "training_file").status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(StorageTest, EnsureJobDirMakesCheckpointsAndOpensTheJobDir) {
@@ -95,7 +97,8 @@ TEST_F(StorageTest, EnsureJobDirMakesCheckpointsAndOpensTheJobDir) {
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->path(), root_ + "/acme/jobs/job-1");
   EXPECT_TRUE(fs::is_directory(root_ + "/acme/jobs/job-1/checkpoints"));
-  EXPECT_EQ(fs::status(root_ + "/acme/jobs/job-1").permissions() & fs::perms::others_all, fs::perms::none);
+  EXPECT_EQ(fs::status(root_ + "/acme/jobs/job-1").permissions() & fs::perms::others_all,
+            fs::perms::none);
   ASSERT_TRUE(job->WriteFileAtomic("job.yaml", "id: job-1\n", 0640).ok());
   EXPECT_TRUE(fs::is_regular_file(root_ + "/acme/jobs/job-1/job.yaml"));
   // Again: the existing directory is opened, nothing is lost.
@@ -106,9 +109,11 @@ TEST_F(StorageTest, EnsureJobDirMakesCheckpointsAndOpensTheJobDir) {
   ASSERT_TRUE(opened.ok()) << opened.status();
   EXPECT_EQ(opened->path(), root_ + "/acme/jobs/job-1");
   EXPECT_EQ(storage_->OpenJobDir("acme", "job-2").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(storage_->EnsureJobDir("acme", "../zeta").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(storage_->EnsureJobDir("acme", "../zeta").status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(storage_->OpenJobDir("acme", "..").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(storage_->OpenTenantDir("acme/jobs").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(storage_->OpenTenantDir("acme/jobs").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // A worker owns its job directory, not jobs/ or the area; but if a link
@@ -132,12 +137,15 @@ TEST_F(StorageTest, JobDirThroughASymlinkIsRefused) {
 // Unavailable naming the root, for creating a tenant's area and for a job's.
 TEST_F(StorageTest, VanishedRootIsUnavailable) {
   fs::remove_all(root_);
-  for (absl::Status s : {storage_->EnsureTenant("acme"), storage_->EnsureJobDir("acme", "job-1").status(),
-                         storage_->OpenRoot().status(), storage_->OpenJobDir("acme", "job-1").status()}) {
+  for (absl::Status s :
+       {storage_->EnsureTenant("acme"), storage_->EnsureJobDir("acme", "job-1").status(),
+        storage_->OpenRoot().status(), storage_->OpenJobDir("acme", "job-1").status()}) {
     EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
-    EXPECT_THAT(s.message(), HasSubstr("storage root " + root_ + " is not an accessible directory"));
+    EXPECT_THAT(s.message(),
+                HasSubstr("storage root " + root_ + " is not an accessible directory"));
   }
-  absl::Status s = storage_->ResolveTenantFile("acme", "files/train.jsonl", "training_file").status();
+  absl::Status s =
+      storage_->ResolveTenantFile("acme", "files/train.jsonl", "training_file").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_FALSE(fs::exists(root_));  // nothing re-created
 }
@@ -162,7 +170,8 @@ TEST_F(StorageTest, VerifyAdapterDirRefusesTornAdapters) {
   ASSERT_TRUE(adapter.ok()) << adapter.status();
   EXPECT_TRUE(VerifyAdapterDir(*adapter).ok()) << VerifyAdapterDir(*adapter);
 
-  Write(dir + "/adapter_model.safetensors", weights.substr(0, weights.size() - 3));  // truncated data
+  Write(dir + "/adapter_model.safetensors",
+        weights.substr(0, weights.size() - 3));  // truncated data
   absl::Status s = VerifyAdapterDir(*adapter);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_THAT(s.message(), HasSubstr(dir + "/adapter_model.safetensors"));
@@ -184,7 +193,8 @@ TEST_F(StorageTest, VerifyAdapterDirRefusesTornAdapters) {
   EXPECT_THAT(s.message(), HasSubstr("adapter_config.json: not a PEFT adapter config"));
   Write(dir + "/adapter_config.json", "[]");
   EXPECT_EQ(VerifyAdapterDir(*adapter).code(), absl::StatusCode::kDataLoss);
-  Write(dir + "/adapter_config.json", std::string(1 << 20, ' ') + "{\"peft_type\": \"LORA\"}");  // past 1 MiB
+  Write(dir + "/adapter_config.json",
+        std::string(1 << 20, ' ') + "{\"peft_type\": \"LORA\"}");  // past 1 MiB
   EXPECT_EQ(VerifyAdapterDir(*adapter).code(), absl::StatusCode::kDataLoss);
 }
 
@@ -211,7 +221,8 @@ TEST_F(StorageTest, VerifyAdapterDirRefusesLinkedFiles) {
   EXPECT_THAT(s.message(), HasSubstr(dir + "/adapter_model.safetensors is a symbolic link"));
 
   fs::remove(dir + "/adapter_model.safetensors");
-  fs::create_hard_link(elsewhere + "/adapter_model.safetensors", dir + "/adapter_model.safetensors");
+  fs::create_hard_link(elsewhere + "/adapter_model.safetensors",
+                       dir + "/adapter_model.safetensors");
   s = VerifyAdapterDir(*adapter);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_THAT(s.message(), HasSubstr(dir + "/adapter_model.safetensors has 2 hard links"));
@@ -238,27 +249,31 @@ TEST(UploadNameTest, Names) {
 // Names that would render as another name, or break a log line, are
 // refused; other Unicode is welcome.
 TEST(UploadNameTest, UnicodeNames) {
-  EXPECT_FALSE(ValidUploadFilename("a\u0085b"));          // NEL (C1 control)
-  EXPECT_FALSE(ValidUploadFilename("a\u009bb"));          // CSI (C1 control)
-  EXPECT_FALSE(ValidUploadFilename("a\u2028b"));          // line separator
-  EXPECT_FALSE(ValidUploadFilename("a\u2029b"));          // paragraph separator
-  EXPECT_FALSE(ValidUploadFilename("x\u202Egnp.exe"));    // right-to-left override
-  EXPECT_FALSE(ValidUploadFilename("x\u2066y\u2069"));    // isolates
-  EXPECT_FALSE(ValidUploadFilename("a\u200Bb"));          // zero-width space
-  EXPECT_FALSE(ValidUploadFilename("\uFEFFtrain.jsonl")); // byte order mark
-  EXPECT_FALSE(ValidUploadFilename("a\u061Cb"));          // Arabic letter mark
+  EXPECT_FALSE(ValidUploadFilename("a\u0085b"));           // NEL (C1 control)
+  EXPECT_FALSE(ValidUploadFilename("a\u009bb"));           // CSI (C1 control)
+  EXPECT_FALSE(ValidUploadFilename("a\u2028b"));           // line separator
+  EXPECT_FALSE(ValidUploadFilename("a\u2029b"));           // paragraph separator
+  EXPECT_FALSE(ValidUploadFilename("x\u202Egnp.exe"));     // right-to-left override
+  EXPECT_FALSE(ValidUploadFilename("x\u2066y\u2069"));     // isolates
+  EXPECT_FALSE(ValidUploadFilename("a\u200Bb"));           // zero-width space
+  EXPECT_FALSE(ValidUploadFilename("\uFEFFtrain.jsonl"));  // byte order mark
+  EXPECT_FALSE(ValidUploadFilename("a\u061Cb"));           // Arabic letter mark
   // Invalid UTF-8: a stray byte, a truncated sequence, an overlong '/', a
   // surrogate, past U+10FFFF.
   EXPECT_FALSE(ValidUploadFilename("\xff"));
   EXPECT_FALSE(ValidUploadFilename("a\xc3"));
-  EXPECT_FALSE(ValidUploadFilename("a\xc0\xaf" "b"));
-  EXPECT_FALSE(ValidUploadFilename("a\xed\xa0\x80" "b"));
+  EXPECT_FALSE(
+      ValidUploadFilename("a\xc0\xaf"
+                          "b"));
+  EXPECT_FALSE(
+      ValidUploadFilename("a\xed\xa0\x80"
+                          "b"));
   EXPECT_FALSE(ValidUploadFilename("a\xf4\x90\x80\x80"));
 
   EXPECT_TRUE(ValidUploadFilename("\u00dcn\u00efc\u00f6d\u00e9 train.jsonl"));  // Ünïcödé
-  EXPECT_TRUE(ValidUploadFilename("\u8a13\u7df4\u30c7\u30fc\u30bf.jsonl"));   // 訓練データ
-  EXPECT_TRUE(ValidUploadFilename("\ud55c\uad6d\uc5b4.jsonl"));                // 한국어
-  EXPECT_TRUE(ValidUploadFilename("\U0001F600.jsonl"));                        // 4-byte UTF-8
+  EXPECT_TRUE(ValidUploadFilename("\u8a13\u7df4\u30c7\u30fc\u30bf.jsonl"));     // 訓練データ
+  EXPECT_TRUE(ValidUploadFilename("\ud55c\uad6d\uc5b4.jsonl"));                 // 한국어
+  EXPECT_TRUE(ValidUploadFilename("\U0001F600.jsonl"));                         // 4-byte UTF-8
   EXPECT_TRUE(ValidUploadFilename(std::string(255, 'a')));
 }
 
@@ -275,16 +290,20 @@ TEST_F(StorageTest, ReownTenantAreaGivesJobsToTheWorkerAndFilesToItsGroup) {
     return std::make_pair(static_cast<uint32_t>(st.st_uid), static_cast<uint32_t>(st.st_gid));
   };
   using Ids = std::pair<uint32_t, uint32_t>;
-  for (const std::string p : {"/acme", "/acme/files", "/acme/files/train.jsonl", "/acme/jobs", "/acme/data/sub/x.jsonl"}) {
-    EXPECT_EQ(owner(root_ + p), Ids(0, 61002)) << p;  // readable by the worker's group, not its to change
+  for (const std::string p : {"/acme", "/acme/files", "/acme/files/train.jsonl", "/acme/jobs",
+                              "/acme/data/sub/x.jsonl"}) {
+    EXPECT_EQ(owner(root_ + p), Ids(0, 61002))
+        << p;  // readable by the worker's group, not its to change
   }
-  for (const std::string p : {"/acme/jobs/job-1", "/acme/jobs/job-1/checkpoints",
-                              "/acme/jobs/job-1/checkpoints/step-2.safetensors", "/acme/jobs/job-1/adapter"}) {
+  for (const std::string p :
+       {"/acme/jobs/job-1", "/acme/jobs/job-1/checkpoints",
+        "/acme/jobs/job-1/checkpoints/step-2.safetensors", "/acme/jobs/job-1/adapter"}) {
     EXPECT_EQ(owner(root_ + p), Ids(61001, 61002)) << p;  // the worker writes here
   }
-  EXPECT_EQ(owner(root_ + "/acme/jobs/job-1/link"), Ids(0, 0));    // not followed, not changed
+  EXPECT_EQ(owner(root_ + "/acme/jobs/job-1/link"), Ids(0, 0));  // not followed, not changed
   EXPECT_EQ(owner("/etc/passwd"), Ids(0, 0));
-  EXPECT_EQ(owner(root_ + "/zeta/files/secret.jsonl"), Ids(0, 0));  // another tenant's area is untouched
+  EXPECT_EQ(owner(root_ + "/zeta/files/secret.jsonl"),
+            Ids(0, 0));  // another tenant's area is untouched
   EXPECT_EQ(storage_->ReownTenantArea("nobody-here", 1, 1).code(), absl::StatusCode::kUnavailable);
 }
 

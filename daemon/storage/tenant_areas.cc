@@ -18,7 +18,10 @@
 namespace fjord::daemon {
 
 TenantAreas::TenantAreas(Storage* storage, Clock* clock, Options options, InFlight in_flight)
-    : storage_(storage), clock_(clock), options_(std::move(options)), in_flight_(std::move(in_flight)) {}
+    : storage_(storage),
+      clock_(clock),
+      options_(std::move(options)),
+      in_flight_(std::move(in_flight)) {}
 
 // ---- ownership --------------------------------------------------------------
 
@@ -40,7 +43,9 @@ absl::Status TenantAreas::OwnArea(const std::string& tenant, const WorkerIds& id
   }
   if (owned) return absl::OkStatus();
   LogInfo("giving a tenant's storage area to its workers' ids",
-          {{"tenant", tenant}, {"uid", static_cast<int64_t>(*ids.uid)}, {"gid", static_cast<int64_t>(*ids.gid)},
+          {{"tenant", tenant},
+           {"uid", static_cast<int64_t>(*ids.uid)},
+           {"gid", static_cast<int64_t>(*ids.gid)},
            {"was_gid", static_cast<int64_t>(st.st_gid)}});
   return storage_->ReownTenantArea(tenant, *ids.uid, *ids.gid);
 }
@@ -64,7 +69,8 @@ absl::Status TenantAreas::GiveWorkerItsLogs(const std::string& tenant, const std
   FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage_->OpenJobDir(tenant, job_id));
   for (const char* name : {"worker.log", "validation.json"}) {
     struct stat st {};
-    if (::fstatat(dir.fd(), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_uid != *ids.uid) {
+    if (::fstatat(dir.fd(), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        st.st_uid != *ids.uid) {
       FJORD_RETURN_IF_ERROR(dir.ChownEntry(name, ids.uid, ids.gid));
     }
   }
@@ -84,7 +90,8 @@ absl::Status TenantAreas::RemoveJobDir(const std::string& tenant, const std::str
   return absl::OkStatus();
 }
 
-void TenantAreas::AppendJobEvents(const protocol::Job& job, const std::vector<protocol::JobEvent>& events) {
+void TenantAreas::AppendJobEvents(const protocol::Job& job,
+                                  const std::vector<protocol::JobEvent>& events) {
   if (events.empty()) return;
   std::string text;
   for (const protocol::JobEvent& e : events) {
@@ -96,7 +103,8 @@ void TenantAreas::AppendJobEvents(const protocol::Job& job, const std::vector<pr
     for (size_t done = 0; done < text.size();) {
       const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return absl::UnavailableError(absl::StrCat("write events.jsonl: ", std::strerror(errno)));
+      if (n <= 0)
+        return absl::UnavailableError(absl::StrCat("write events.jsonl: ", std::strerror(errno)));
       done += static_cast<size_t>(n);
     }
     return absl::OkStatus();
@@ -107,19 +115,22 @@ void TenantAreas::AppendJobEvents(const protocol::Job& job, const std::vector<pr
   }
 }
 
-absl::StatusOr<std::string> TenantAreas::ReadJobFile(const std::string& tenant, const std::string& job_id,
-                                                     const char* name, size_t max_bytes, bool tail) {
+absl::StatusOr<std::string> TenantAreas::ReadJobFile(const std::string& tenant,
+                                                     const std::string& job_id, const char* name,
+                                                     size_t max_bytes, bool tail) {
   FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage_->OpenJobDir(tenant, job_id));
   if (tail) return dir.ReadTail(name, max_bytes);
   uint64_t size = 0;
   FJORD_ASSIGN_OR_RETURN(std::string head, dir.ReadHead(name, max_bytes, &size));
   if (size > head.size()) {
-    return absl::ResourceExhaustedError(absl::StrCat(name, " is ", size, " bytes; at most ", max_bytes, " are read"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(name, " is ", size, " bytes; at most ", max_bytes, " are read"));
   }
   return head;
 }
 
-absl::StatusOr<SafeDir> TenantAreas::OpenAdapterDir(const std::string& tenant, const std::string& job_id) {
+absl::StatusOr<SafeDir> TenantAreas::OpenAdapterDir(const std::string& tenant,
+                                                    const std::string& job_id) {
   FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage_->OpenJobDir(tenant, job_id));
   return dir.OpenDir("adapter");
 }
@@ -130,7 +141,8 @@ uint64_t TenantAreas::WalkBound() const {
   return options_.quota_files > 0 ? options_.quota_files + 1 : uint64_t{10'000'000};
 }
 
-Usage TenantAreas::WalkJobDir(const std::string& tenant, const std::string& job_id, const Usage& before) {
+Usage TenantAreas::WalkJobDir(const std::string& tenant, const std::string& job_id,
+                              const Usage& before) {
   absl::StatusOr<SafeDir> dir = storage_->OpenJobDir(tenant, job_id);
   if (!dir.ok()) return Usage{};
   absl::StatusOr<SafeDir::Usage> u = dir->TreeUsage(WalkBound());
@@ -158,7 +170,8 @@ void TenantAreas::Walk(const std::string& tenant, Area& area) {
             continue;
           }
           auto old = area.jobs.find(j.name);
-          fresh.jobs[j.name] = WalkJobDir(tenant, j.name, old != area.jobs.end() ? old->second : Usage{});
+          fresh.jobs[j.name] =
+              WalkJobDir(tenant, j.name, old != area.jobs.end() ? old->second : Usage{});
         }
       } else if (e.name == "files" && sub.ok()) {
         // Uploads in progress (.upload-*) count at their announced size.
@@ -221,24 +234,26 @@ Usage TenantAreas::TenantUsage(const std::string& tenant) {
   return used;
 }
 
-absl::Status TenantAreas::CheckQuota(const std::string& tenant, uint64_t bytes, uint64_t files, const char* param,
-                                     const std::string& why) {
+absl::Status TenantAreas::CheckQuota(const std::string& tenant, uint64_t bytes, uint64_t files,
+                                     const char* param, const std::string& why) {
   const uint64_t quota = options_.quota_bytes, file_quota = options_.quota_files;
   if (quota == 0 && file_quota == 0) return absl::OkStatus();
   const Usage used = TenantUsage(tenant);
   if (quota > 0 && (used.bytes > quota || bytes > quota - used.bytes)) {
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("tenant '", tenant, "' uses ", used.bytes, " of its ", quota,
-                                        " bytes of storage", why,
-                                        ": delete files or ended jobs (file.delete, job.delete) first"),
-                           param);
+    return protocol::Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("tenant '", tenant, "' uses ", used.bytes, " of its ", quota,
+                     " bytes of storage", why,
+                     ": delete files or ended jobs (file.delete, job.delete) first"),
+        param);
   }
   if (file_quota > 0 && (used.entries > file_quota || files > file_quota - used.entries)) {
-    return protocol::Error(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("tenant '", tenant, "' has ", used.entries, " of its ", file_quota,
-                                        " files and directories in storage: delete files or ended jobs "
-                                        "(file.delete, job.delete) first"),
-                           "tenant");
+    return protocol::Error(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("tenant '", tenant, "' has ", used.entries, " of its ", file_quota,
+                     " files and directories in storage: delete files or ended jobs "
+                     "(file.delete, job.delete) first"),
+        "tenant");
   }
   return absl::OkStatus();
 }
@@ -271,12 +286,15 @@ int TenantAreas::DropUnfinishedUploads(const std::string& tenant, bool at_start)
     if (!absl::StartsWith(e.name, ".upload-") || in_progress.count(e.name)) continue;
     struct stat st {};
     if (::fstatat(files->fd(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    const bool idle = now_s - static_cast<int64_t>(st.st_mtime) > 2 * options_.upload_idle_ms / 1000;
+    const bool idle =
+        now_s - static_cast<int64_t>(st.st_mtime) > 2 * options_.upload_idle_ms / 1000;
     if (!(at_start && absl::StartsWith(e.name, mine)) && !idle) continue;
     if (::unlinkat(files->fd(), e.name.c_str(), 0) != 0) continue;
     ++dropped;
     LogInfo("removed an unfinished upload",
-            {{"tenant", tenant}, {"file", e.name}, {"bytes", static_cast<int64_t>(st.st_size)},
+            {{"tenant", tenant},
+             {"file", e.name},
+             {"bytes", static_cast<int64_t>(st.st_size)},
              {"why", idle ? "idle" : "left by this node before its restart"}});
   }
   if (dropped > 0) (void)files->Sync();

@@ -54,13 +54,13 @@ struct Usage {
 class TenantAreas {
  public:
   struct Options {
-    std::optional<uid_t> worker_uid;   // worker.user: one user for every tenant
+    std::optional<uid_t> worker_uid;  // worker.user: one user for every tenant
     std::optional<gid_t> worker_gid;
-    TenantIds* tenant_ids = nullptr;   // worker.tenant_uid_range: a uid per tenant (not owned)
-    uint64_t quota_bytes = 0;          // limits.max_tenant_storage_bytes; 0: none
-    uint64_t quota_files = 0;          // limits.max_tenant_files; 0: none
-    int64_t upload_idle_ms = 600000;   // limits.upload_idle_s
-    std::string node_name;             // tags this node's uploads
+    TenantIds* tenant_ids = nullptr;  // worker.tenant_uid_range: a uid per tenant (not owned)
+    uint64_t quota_bytes = 0;         // limits.max_tenant_storage_bytes; 0: none
+    uint64_t quota_files = 0;         // limits.max_tenant_files; 0: none
+    int64_t upload_idle_ms = 600000;  // limits.upload_idle_s
+    std::string node_name;            // tags this node's uploads
   };
   // A tenant's uploads in progress: their announced bytes (one entry each)
   // and their file names in files/.
@@ -91,7 +91,8 @@ class TenantAreas {
   // (daemon/worker/worker_process.h); earlier fjordd versions created them as
   // root. Such a file (a regular file with one link, another owner) is given
   // to the worker's ids through SafeDir::ChownEntry before a launch.
-  absl::Status GiveWorkerItsLogs(const std::string& tenant, const std::string& job_id, const WorkerIds& ids);
+  absl::Status GiveWorkerItsLogs(const std::string& tenant, const std::string& job_id,
+                                 const WorkerIds& ids);
 
   // ---- a job's directory (the worker's: through SafeDir only) -------------
   // Removes it (SafeDir::RemoveTree relative to the tenant's jobs/, which is
@@ -103,8 +104,8 @@ class TenantAreas {
   void AppendJobEvents(const protocol::Job& job, const std::vector<protocol::JobEvent>& events);
   // A file the worker left: the first max_bytes (ResourceExhausted when it
   // is longer), or with `tail` the last max_bytes.
-  absl::StatusOr<std::string> ReadJobFile(const std::string& tenant, const std::string& job_id, const char* name,
-                                          size_t max_bytes, bool tail);
+  absl::StatusOr<std::string> ReadJobFile(const std::string& tenant, const std::string& job_id,
+                                          const char* name, size_t max_bytes, bool tail);
   // The job's adapter/, opened from the storage root down.
   absl::StatusOr<SafeDir> OpenAdapterDir(const std::string& tenant, const std::string& job_id);
 
@@ -117,8 +118,8 @@ class TenantAreas {
   // RESOURCE_EXHAUSTED when `bytes` and `files` more would take the tenant
   // past the byte quota (refused with `param`; `why` ends the usage part of
   // the message) or the file quota (param "tenant").
-  absl::Status CheckQuota(const std::string& tenant, uint64_t bytes, uint64_t files, const char* param,
-                          const std::string& why);
+  absl::Status CheckQuota(const std::string& tenant, uint64_t bytes, uint64_t files,
+                          const char* param, const std::string& why);
   // The tenant walked longest ago, when that was over `older_than_ms` ago,
   // is walked again (its idle uploads removed first).
   void RescanOldest(int64_t older_than_ms);

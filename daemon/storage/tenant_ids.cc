@@ -45,14 +45,17 @@ absl::StatusOr<std::optional<std::string>> ReadClaim(const std::string& path) {
   if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) n = ::read(fd, buf, sizeof(buf));
   const int err = errno;
   ::close(fd);
-  if (n < 0) return Failed(absl::StrCat("read tenant id claim ", path), S_ISREG(st.st_mode) ? err : EINVAL);
+  if (n < 0)
+    return Failed(absl::StrCat("read tenant id claim ", path), S_ISREG(st.st_mode) ? err : EINVAL);
   return std::string(absl::StripSuffix(absl::string_view(buf, static_cast<size_t>(n)), "\n"));
 }
 
 }  // namespace
 
 TenantIds::TenantIds(std::string storage_root, uint32_t first, uint32_t count)
-    : dir_(std::move(storage_root) + "/.fjord-tenant-ids"), first_(first), count_(count == 0 ? 1 : count) {}
+    : dir_(std::move(storage_root) + "/.fjord-tenant-ids"),
+      first_(first),
+      count_(count == 0 ? 1 : count) {}
 
 absl::StatusOr<uint32_t> TenantIds::Resolve(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -64,15 +67,20 @@ absl::StatusOr<uint32_t> TenantIds::Resolve(const std::string& tenant) {
 }
 
 absl::StatusOr<uint32_t> TenantIds::Claim(const std::string& tenant) {
-  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) return Failed(absl::StrCat("mkdir ", dir_), errno);
+  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+    return Failed(absl::StrCat("mkdir ", dir_), errno);
   struct stat st {};
   if (::lstat(dir_.c_str(), &st) != 0) return Failed(absl::StrCat("stat ", dir_), errno);
   // Whoever can write here can hand a tenant another tenant's id.
   if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
-    const char* what = S_ISLNK(st.st_mode) ? "a symbolic link" : !S_ISDIR(st.st_mode) ? "not a directory" : "";
+    const char* what = S_ISLNK(st.st_mode)    ? "a symbolic link"
+                       : !S_ISDIR(st.st_mode) ? "not a directory"
+                                              : "";
     return absl::FailedPreconditionError(absl::StrFormat(
-        "%s must be a directory owned by fjordd's user (uid %d) that only it can write; it is %s", dir_,
-        ::geteuid(), *what ? what : absl::StrFormat("owned by uid %d with mode %o", st.st_uid, st.st_mode & 0777)));
+        "%s must be a directory owned by fjordd's user (uid %d) that only it can write; it is %s",
+        dir_, ::geteuid(),
+        *what ? what
+              : absl::StrFormat("owned by uid %d with mode %o", st.st_uid, st.st_mode & 0777)));
   }
   const uint64_t start = Fnv1a(tenant) % count_;
   std::string tmp;
@@ -89,10 +97,13 @@ absl::StatusOr<uint32_t> TenantIds::Claim(const std::string& tenant) {
     if (tmp.empty()) {
       std::random_device rd;
       tmp = absl::StrCat(dir_, "/.claim-", ::getpid(), "-", rd(), rd());
-      const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      const int fd =
+          ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
       if (fd < 0) return Failed(absl::StrCat("create ", tmp), errno);
       const std::string text = tenant + "\n";
-      const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+      const bool written =
+          ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+          ::fsync(fd) == 0;
       const int err = errno;
       ::close(fd);
       if (!written) {
@@ -122,9 +133,9 @@ absl::StatusOr<uint32_t> TenantIds::Claim(const std::string& tenant) {
     }
   }
   if (!tmp.empty()) ::unlink(tmp.c_str());
-  return absl::ResourceExhaustedError(absl::StrCat("worker.tenant_uid_range ", first_, "-", first_ + count_ - 1,
-                                                   " has no free id for tenant '", tenant, "': all ", count_,
-                                                   " belong to other tenants (claims in ", dir_, ")"));
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "worker.tenant_uid_range ", first_, "-", first_ + count_ - 1, " has no free id for tenant '",
+      tenant, "': all ", count_, " belong to other tenants (claims in ", dir_, ")"));
 }
 
 }  // namespace fjord::daemon

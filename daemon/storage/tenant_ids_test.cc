@@ -70,7 +70,8 @@ TEST_F(TenantIdsTest, AFullRangeIsAClearError) {
   ASSERT_TRUE(ids.Resolve("b").ok());
   absl::StatusOr<uint32_t> c = ids.Resolve("c");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(c.status().message(), HasSubstr("worker.tenant_uid_range 70000-70001 has no free id for tenant 'c'"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("worker.tenant_uid_range 70000-70001 has no free id for tenant 'c'"));
   // The tenants that have one keep it.
   TenantIds again(root_, 70000, 2);
   EXPECT_TRUE(again.Resolve("a").ok());

@@ -1,5 +1,6 @@
 // Structured JSON logs, one object per line on stderr (or a file):
-//   {"ts":"2024-01-02T03:04:05.678Z","level":"info","msg":"job accepted","job":"job-…","tenant":"acme"}
+//   {"ts":"2024-01-02T03:04:05.678Z","level":"info","msg":"job
+//   accepted","job":"job-…","tenant":"acme"}
 // Never pass secrets (CURVE secret keys) as fields. Thread-safe.
 #ifndef FJORD_DAEMON_UTIL_LOG_H_
 #define FJORD_DAEMON_UTIL_LOG_H_
@@ -20,10 +21,17 @@ bool SetLogOutput(const std::string& path);
 void SetLogLevel(LogLevel level);
 bool ParseLogLevel(absl::string_view name, LogLevel* level);
 
-void Log(LogLevel level, absl::string_view message, const nlohmann::json& fields = nlohmann::json::object());
-inline void LogInfo(absl::string_view m, const nlohmann::json& f = nlohmann::json::object()) { Log(LogLevel::kInfo, m, f); }
-inline void LogWarning(absl::string_view m, const nlohmann::json& f = nlohmann::json::object()) { Log(LogLevel::kWarning, m, f); }
-inline void LogError(absl::string_view m, const nlohmann::json& f = nlohmann::json::object()) { Log(LogLevel::kError, m, f); }
+void Log(LogLevel level, absl::string_view message,
+         const nlohmann::json& fields = nlohmann::json::object());
+inline void LogInfo(absl::string_view m, const nlohmann::json& f = nlohmann::json::object()) {
+  Log(LogLevel::kInfo, m, f);
+}
+inline void LogWarning(absl::string_view m, const nlohmann::json& f = nlohmann::json::object()) {
+  Log(LogLevel::kWarning, m, f);
+}
+inline void LogError(absl::string_view m, const nlohmann::json& f = nlohmann::json::object()) {
+  Log(LogLevel::kError, m, f);
+}
 
 }  // namespace fjord::daemon
 

@@ -1,5 +1,7 @@
 #include "daemon/worker/exit_policy.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "daemon/protocol/worker_protocol.h"
 
@@ -18,25 +20,30 @@ protocol::JobEvent ValidationEvent(const std::string& message, const std::option
   return e;
 }
 
-// exit 2: the first part of the report (train, then validation) that is
-// not valid names the file and the message; an error of the whole report
-// wins; without a report, the end of the worker's log is the message.
-void RefusalFromReport(const std::optional<json>& report, const std::string& log_tail, std::string* message,
-                       std::string* param) {
+// exit 2: the first part of the report (train, validation, then heldout)
+// that is not valid names the file and the message; an error of the whole
+// report wins; without a report, the end of the worker's log is the message.
+void RefusalFromReport(const std::optional<json>& report, const std::string& log_tail,
+                       std::string* message, std::string* param) {
   *message = "the job's data or config is invalid";
   *param = "training_file";
   if (!report) {
     if (!log_tail.empty()) *message = log_tail;
     return;
   }
-  for (const char* part : {"train", "validation"}) {
+  for (const auto& [part, field] :
+       {std::pair{"train", "training_file"}, std::pair{"validation", "validation_file"},
+        std::pair{"heldout", "heldout_file"}}) {
     if (!report->contains(part) || !(*report)[part].is_object()) continue;
     const json& r = (*report)[part];
-    const bool bad = r.value("valid", true) == false || r.contains("error") || r.value("error_count", 0) > 0;
+    const bool bad =
+        r.value("valid", true) == false || r.contains("error") || r.value("error_count", 0) > 0;
     if (!bad) continue;
-    *param = std::string(part) == "train" ? "training_file" : "validation_file";
-    if (r.contains("error") && r["error"].is_string()) *message = r["error"];
-    else if (r.contains("summary") && r["summary"].is_string()) *message = r["summary"];
+    *param = field;
+    if (r.contains("error") && r["error"].is_string())
+      *message = r["error"];
+    else if (r.contains("summary") && r["summary"].is_string())
+      *message = r["summary"];
     break;
   }
   if (report->contains("error") && (*report)["error"].is_string()) {
@@ -73,11 +80,13 @@ ExitDecision DecideValidatorEnd(const ValidatorEnd& end) {
   // Crashed, killed (the OOM killer, an operator) or timed out: validate
   // again, counted against max_restarts like a lost trainer, so a file that
   // crashes the validator every time still fails the job.
-  const std::string why = end.lost_reason.empty() ? absl::StrCat("the validator ", exit.Describe()) : end.lost_reason;
+  const std::string why =
+      end.lost_reason.empty() ? absl::StrCat("the validator ", exit.Describe()) : end.lost_reason;
   d.error = JobError{"INTERNAL", why, "", false};
   if (end.restarts < end.max_restarts) {
     d.trigger = Trigger::kValidatorLost;
-    d.message = absl::StrCat(why, ": validating again (restart ", end.restarts + 1, " of ", end.max_restarts, ")");
+    d.message = absl::StrCat(why, ": validating again (restart ", end.restarts + 1, " of ",
+                             end.max_restarts, ")");
     d.event = ValidationEvent(d.message, std::nullopt);
     d.count_restart = true;
     return d;
@@ -101,11 +110,12 @@ ExitDecision DecideTrainerEnd(const TrainerEnd& end) {
       d.clear_error = true;
       return d;
     }
-    lost_reason = absl::StrCat("the worker exited 0 but its adapter is unusable: ", end.adapter.message());
+    lost_reason =
+        absl::StrCat("the worker exited 0 but its adapter is unusable: ", end.adapter.message());
   }
   if (exit.normal() && exit.exit_code == protocol::kWorkerExitUserError) {
-    JobError err = end.reported_error.value_or(
-        JobError{"INVALID_ARGUMENT", "the worker refused the job's data or config (exit code 2)", "", true});
+    JobError err = end.reported_error.value_or(JobError{
+        "INVALID_ARGUMENT", "the worker refused the job's data or config (exit code 2)", "", true});
     err.user_error = true;
     d.trigger = Trigger::kWorkerUserError;
     d.message = "the job's data or config is invalid";
@@ -117,7 +127,8 @@ ExitDecision DecideTrainerEnd(const TrainerEnd& end) {
     d.message = "the daemon shut down: requeued";
     return d;
   }
-  if (exit.normal() && exit.exit_code == protocol::kWorkerExitStopped && end.status == JobStatus::kRunning) {
+  if (exit.normal() && exit.exit_code == protocol::kWorkerExitStopped &&
+      end.status == JobStatus::kRunning) {
     d.trigger = Trigger::kWorkerStopped;
     d.message = "the worker stopped on a signal it was not sent by fjordd: requeued";
     return d;
@@ -127,7 +138,8 @@ ExitDecision DecideTrainerEnd(const TrainerEnd& end) {
     d.message = end.status == JobStatus::kPausing ? "paused after a checkpoint" : "cancelled";
     return d;
   }
-  const std::string why = lost_reason.empty() ? absl::StrCat("the worker ", exit.Describe()) : lost_reason;
+  const std::string why =
+      lost_reason.empty() ? absl::StrCat("the worker ", exit.Describe()) : lost_reason;
   JobError err = end.reported_error.value_or(JobError{"INTERNAL", why, "", false});
   if (end.reported_error) err.message = absl::StrCat(err.message, " (", why, ")");
   err.user_error = false;

@@ -21,11 +21,11 @@ namespace fjord::daemon {
 
 struct ExitDecision {
   Trigger trigger = Trigger::kWorkerLost;
-  std::string message;                       // the status event's reason
-  std::optional<protocol::JobError> error;   // the job's error becomes this
-  bool clear_error = false;                  // the job's error is cleared
-  bool count_restart = false;                // restarts + 1, fjord_worker_restarts_total + 1
-  std::string result_adapter_path;           // set when the job succeeded
+  std::string message;                      // the status event's reason
+  std::optional<protocol::JobError> error;  // the job's error becomes this
+  bool clear_error = false;                 // the job's error is cleared
+  bool count_restart = false;               // restarts + 1, fjord_worker_restarts_total + 1
+  std::string result_adapter_path;          // set when the job succeeded
   // An event committed just before the status change (the validator's
   // report); its time is the caller's to set.
   std::optional<protocol::JobEvent> event;

@@ -36,37 +36,40 @@ TEST(ExitPolicyTest, TrainerEnds) {
     return e;
   };
   std::vector<Row> rows;
-  rows.push_back({"exit 0, adapter verified", end(JobStatus::kRunning, Exited(0)), Trigger::kWorkerSucceeded, "", false,
-                  "training finished"});
+  rows.push_back({"exit 0, adapter verified", end(JobStatus::kRunning, Exited(0)),
+                  Trigger::kWorkerSucceeded, "", false, "training finished"});
   {
     TrainerEnd e = end(JobStatus::kRunning, Exited(0));
     e.adapter = absl::DataLossError("adapter_model.safetensors: 3 bytes, too short for a header");
-    rows.push_back({"exit 0, torn adapter", e, Trigger::kWorkerLost, "INTERNAL", true, "adapter is unusable"});
+    rows.push_back(
+        {"exit 0, torn adapter", e, Trigger::kWorkerLost, "INTERNAL", true, "adapter is unusable"});
   }
   {
     TrainerEnd e = end(JobStatus::kRunning, Exited(2));
     e.reported_error = bad_line;
-    rows.push_back({"exit 2 with the worker's error", e, Trigger::kWorkerUserError, "INVALID_ARGUMENT", false,
-                    "data or config is invalid"});
+    rows.push_back({"exit 2 with the worker's error", e, Trigger::kWorkerUserError,
+                    "INVALID_ARGUMENT", false, "data or config is invalid"});
   }
-  rows.push_back({"exit 2 without an error event", end(JobStatus::kRunning, Exited(2)), Trigger::kWorkerUserError,
-                  "INVALID_ARGUMENT", false, "data or config is invalid"});
+  rows.push_back({"exit 2 without an error event", end(JobStatus::kRunning, Exited(2)),
+                  Trigger::kWorkerUserError, "INVALID_ARGUMENT", false,
+                  "data or config is invalid"});
   {
     TrainerEnd e = end(JobStatus::kRunning, Exited(75));
     e.daemon_stopping = true;
     rows.push_back({"daemon shutting down", e, Trigger::kShutdown, "", false, "requeued"});
   }
-  rows.push_back({"exit 75 not asked for", end(JobStatus::kRunning, Exited(75)), Trigger::kWorkerStopped, "", false,
-                  "not sent by fjordd"});
-  rows.push_back({"paused", end(JobStatus::kPausing, Exited(75)), Trigger::kWorkerStopped, "", false,
-                  "paused after a checkpoint"});
-  rows.push_back({"cancelled, killed after the grace period", end(JobStatus::kCancelling, Killed(9)),
-                  Trigger::kWorkerStopped, "", false, "cancelled"});
+  rows.push_back({"exit 75 not asked for", end(JobStatus::kRunning, Exited(75)),
+                  Trigger::kWorkerStopped, "", false, "not sent by fjordd"});
+  rows.push_back({"paused", end(JobStatus::kPausing, Exited(75)), Trigger::kWorkerStopped, "",
+                  false, "paused after a checkpoint"});
+  rows.push_back({"cancelled, killed after the grace period",
+                  end(JobStatus::kCancelling, Killed(9)), Trigger::kWorkerStopped, "", false,
+                  "cancelled"});
   {
     TrainerEnd e = end(JobStatus::kRunning, Exited(3));
     e.reported_error = oom;
-    rows.push_back({"exit 3 after an OOM, restarts left", e, Trigger::kWorkerLost, "RESOURCE_EXHAUSTED", true,
-                    "CUDA out of memory (the worker exit code 3)"});
+    rows.push_back({"exit 3 after an OOM, restarts left", e, Trigger::kWorkerLost,
+                    "RESOURCE_EXHAUSTED", true, "CUDA out of memory (the worker exit code 3)"});
   }
   {
     TrainerEnd e = end(JobStatus::kRunning, Killed(9));
@@ -81,7 +84,8 @@ TEST(ExitPolicyTest, TrainerEnds) {
     EXPECT_EQ(d.trigger, r.trigger) << TriggerName(d.trigger);
     EXPECT_EQ(d.error ? d.error->code : "", r.error_code);
     EXPECT_EQ(d.count_restart, r.restart);
-    EXPECT_THAT(d.error ? d.message + " | " + d.error->message : d.message, HasSubstr(r.message_has));
+    EXPECT_THAT(d.error ? d.message + " | " + d.error->message : d.message,
+                HasSubstr(r.message_has));
   }
   // A user error keeps the worker's own message and says it is the user's.
   TrainerEnd user = end(JobStatus::kRunning, Exited(2));
@@ -114,9 +118,10 @@ TEST(ExitPolicyTest, ValidatorEnds) {
   EXPECT_FALSE(d.error.has_value());
   // Refused: the first bad part names the file and the message.
   ValidatorEnd refused = end(Exited(2));
-  refused.report = json{{"valid", false},
-                        {"train", {{"valid", true}}},
-                        {"validation", {{"valid", false}, {"summary", "line 7: missing field 'messages'"}}}};
+  refused.report =
+      json{{"valid", false},
+           {"train", {{"valid", true}}},
+           {"validation", {{"valid", false}, {"summary", "line 7: missing field 'messages'"}}}};
   d = DecideValidatorEnd(refused);
   EXPECT_EQ(d.trigger, Trigger::kValidationFailed);
   ASSERT_TRUE(d.error.has_value());
@@ -124,8 +129,23 @@ TEST(ExitPolicyTest, ValidatorEnds) {
   EXPECT_EQ(d.error->param, "validation_file");
   EXPECT_EQ(d.error->message, "line 7: missing field 'messages'");
   EXPECT_TRUE(d.error->user_error);
+  // The held-out prompts come after the data files.
+  refused.report =
+      json{{"valid", false},
+           {"train", {{"valid", true}}},
+           {"heldout", {{"valid", false}, {"summary", "line 2 (answer): missing field 'answer'"}}}};
+  d = DecideValidatorEnd(refused);
+  EXPECT_EQ(d.error->param, "heldout_file");
+  EXPECT_EQ(d.error->message, "line 2 (answer): missing field 'answer'");
+  refused.report =
+      json{{"valid", false}, {"heldout", {{"error", "cannot open held-out file /s/h.jsonl"}}}};
+  d = DecideValidatorEnd(refused);
+  EXPECT_EQ(d.error->param, "heldout_file");
+  EXPECT_EQ(d.error->message, "cannot open held-out file /s/h.jsonl");
   // An error of the whole report wins and names no file.
-  refused.report = json{{"valid", false}, {"train", {{"error", "line 1: x"}}}, {"error", "tokenizer.json is missing"}};
+  refused.report = json{{"valid", false},
+                        {"train", {{"error", "line 1: x"}}},
+                        {"error", "tokenizer.json is missing"}};
   d = DecideValidatorEnd(refused);
   EXPECT_EQ(d.error->message, "tokenizer.json is missing");
   EXPECT_EQ(d.error->param, "");

@@ -42,11 +42,11 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "absl/status/status.h"
@@ -56,13 +56,13 @@
 
 namespace {
 
-using nlohmann::json;
 using fjord::protocol::EncodeWorkerMessage;
 using fjord::protocol::kWorkerExitOk;
 using fjord::protocol::kWorkerExitStopped;
 using fjord::protocol::kWorkerExitSystemError;
 using fjord::protocol::kWorkerExitUserError;
 using fjord::protocol::WorkerMessage;
+using nlohmann::json;
 
 // A message with progress (what fjord-train's trainer events carry).
 WorkerMessage At(fjord::protocol::WorkerPayload payload, int64_t step, int64_t total_steps) {
@@ -90,12 +90,18 @@ int SupervisorTestMode(int argc, char** argv) {
   bool silent = false, hang = false, ignore_term = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--report" && i + 1 < argc) endpoint = argv[++i];
-    else if (a == "--events" && i + 1 < argc) events = std::stoi(argv[++i]);
-    else if (a == "--exit-code" && i + 1 < argc) exit_code = std::stoi(argv[++i]);
-    else if (a == "--silent") silent = true;
-    else if (a == "--hang") hang = true;
-    else if (a == "--ignore-sigterm") ignore_term = true;
+    if (a == "--report" && i + 1 < argc)
+      endpoint = argv[++i];
+    else if (a == "--events" && i + 1 < argc)
+      events = std::stoi(argv[++i]);
+    else if (a == "--exit-code" && i + 1 < argc)
+      exit_code = std::stoi(argv[++i]);
+    else if (a == "--silent")
+      silent = true;
+    else if (a == "--hang")
+      hang = true;
+    else if (a == "--ignore-sigterm")
+      ignore_term = true;
   }
   signal(SIGTERM, ignore_term ? SIG_IGN : OnTerm);
   zmq::context_t ctx;
@@ -154,7 +160,8 @@ Data ReadData(const std::string& path) {
       }
       continue;
     }
-    if (d.lines == 1 && j.contains("fake_worker") && j["fake_worker"].is_object()) d.script = j["fake_worker"];
+    if (d.lines == 1 && j.contains("fake_worker") && j["fake_worker"].is_object())
+      d.script = j["fake_worker"];
   }
   return d;
 }
@@ -173,8 +180,11 @@ int Validate(const fjord::lora::JobConfig& cfg) {
   if (d.bad_line == 0) {
     out["train"] = {{"valid", true}, {"lines", d.lines}, {"examples", d.lines}, {"summary", "ok"}};
   } else {
-    out["train"] = {{"valid", false}, {"error_count", 1}, {"summary", d.error},
-                    {"errors", json::array({{{"line", d.bad_line}, {"field", ""}, {"message", d.error}}})}};
+    out["train"] = {
+        {"valid", false},
+        {"error_count", 1},
+        {"summary", d.error},
+        {"errors", json::array({{{"line", d.bad_line}, {"field", ""}, {"message", d.error}}})}};
   }
   if (!cfg.data.validation.empty()) {
     Data v = ReadData(cfg.data.validation);
@@ -223,7 +233,8 @@ int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
   const int64_t step_ms = s.value("step_ms", 50);
   const int64_t every = s.value("checkpoint_every", 2);
   const int64_t ckpt_ms = s.value("checkpoint_ms", 0);
-  const size_t ckpt_bytes = static_cast<size_t>(std::max<int64_t>(0, s.value("checkpoint_bytes", int64_t{0})));
+  const size_t ckpt_bytes =
+      static_cast<size_t>(std::max<int64_t>(0, s.value("checkpoint_bytes", int64_t{0})));
   const int64_t crash_at = s.value("crash_at_step", 3);
   const std::string mode = s.value("mode", "succeed");
   signal(SIGTERM, mode == "ignore_sigterm" ? SIG_IGN : OnTerm);
@@ -232,8 +243,10 @@ int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
   const std::string ckpt_root = cfg.output.dir + "/checkpoints";
   int64_t step = 0;
   std::vector<std::string> skipped;
-  if (auto found = fjord::train::FindLatestCheckpoint(ckpt_root, &skipped); found.ok()) step = found->step;
-  r.Send(At(fjord::protocol::WorkerStart{step > 0 ? "resumed from step " + std::to_string(step) : "started"},
+  if (auto found = fjord::train::FindLatestCheckpoint(ckpt_root, &skipped); found.ok())
+    step = found->step;
+  r.Send(At(fjord::protocol::WorkerStart{step > 0 ? "resumed from step " + std::to_string(step)
+                                                  : "started"},
             step, steps));
   auto checkpoint = [&](int64_t at) -> bool {
     if (ckpt_ms > 0) SleepMs(ckpt_ms);
@@ -243,7 +256,8 @@ int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
       return absl::OkStatus();
     });
     if (!path.ok()) {
-      r.Send(ErrorMessage(absl::StatusCodeToString(path.status().code()), std::string(path.status().message()),
+      r.Send(ErrorMessage(absl::StatusCodeToString(path.status().code()),
+                          std::string(path.status().message()),
                           /*user_error=*/false));
       return false;
     }
@@ -258,7 +272,8 @@ int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
     SleepMs(step_ms);
     ++step;
     const std::string marker = cfg.output.dir + "/.fake-crashed";
-    if ((mode == "crash" || (mode == "crash_once" && ::access(marker.c_str(), F_OK) != 0)) && step == crash_at) {
+    if ((mode == "crash" || (mode == "crash_once" && ::access(marker.c_str(), F_OK) != 0)) &&
+        step == crash_at) {
       std::ofstream(marker) << "1";
       ::raise(SIGKILL);  // like the OOM killer or kill -9 (and no sanitizer can catch it)
     }
@@ -276,35 +291,41 @@ int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
     progress.peak_memory_bytes = 1 << 20;
     r.Send(At(progress, step, steps));
     if (mode == "fail_user" && step == crash_at) {
-      r.Send(ErrorMessage("INVALID_ARGUMENT", "line 2 (messages[0].role): unknown role 'robot'", /*user_error=*/true));
+      r.Send(ErrorMessage("INVALID_ARGUMENT", "line 2 (messages[0].role): unknown role 'robot'",
+                          /*user_error=*/true));
       return kWorkerExitUserError;
     }
     if (mode == "exit3" && step == crash_at) {
       r.Send(ErrorMessage("RESOURCE_EXHAUSTED", "CUDA out of memory", /*user_error=*/false));
       return kWorkerExitSystemError;
     }
-    if (every > 0 && step % every == 0 && step < steps && !checkpoint(step)) return kWorkerExitSystemError;
+    if (every > 0 && step % every == 0 && step < steps && !checkpoint(step))
+      return kWorkerExitSystemError;
   }
   const std::string adapter = cfg.output.dir + "/adapter";
   ::mkdir(adapter.c_str(), 0755);
-  std::ofstream(adapter + "/adapter_config.json")
-      << json{{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", cfg.lora.r}, {"lora_alpha", cfg.lora.alpha},
-              {"lora_dropout", cfg.lora.dropout}, {"target_modules", cfg.lora.target_modules},
-              {"base_model_name_or_path", cfg.model.path}}
-             .dump(2);
+  std::ofstream(adapter + "/adapter_config.json") << json{
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"r", cfg.lora.r},
+      {"lora_alpha", cfg.lora.alpha},
+      {"lora_dropout", cfg.lora.dropout},
+      {"target_modules", cfg.lora.target_modules},
+      {"base_model_name_or_path", cfg.model.path}}.dump(2);
   // "adapter": "truncated" leaves a torn adapter_model.safetensors (a tensor
   // the header promises but the file lacks) and still exits 0.
   const bool truncated = s.value("adapter", "ok") == "truncated";
   const int64_t floats = s.value("adapter_bytes", int64_t{0}) / 4;
   const std::string header =
       truncated    ? "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}"
-      : floats > 0 ? "{\"w\":{\"dtype\":\"F32\",\"shape\":[" + std::to_string(floats) + "],\"data_offsets\":[0," +
-                         std::to_string(floats * 4) + "]}}"
+      : floats > 0 ? "{\"w\":{\"dtype\":\"F32\",\"shape\":[" + std::to_string(floats) +
+                         "],\"data_offsets\":[0," + std::to_string(floats * 4) + "]}}"
                    : "{\"__metadata__\":{\"format\":\"pt\"}}";
   std::string st(8, '\0');
   for (int i = 0; i < 8; ++i) st[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
   std::ofstream(adapter + "/adapter_model.safetensors", std::ios::binary)
-      << st << header << (truncated ? "abc" : "") << std::string(static_cast<size_t>(floats * 4), '\0');
+      << st << header << (truncated ? "abc" : "")
+      << std::string(static_cast<size_t>(floats * 4), '\0');
   r.Send(At(fjord::protocol::WorkerEval{0.5, 0.9}, step, steps));
   r.Send(At(fjord::protocol::WorkerDone{std::nullopt, std::nullopt, adapter}, step, steps));
   return kWorkerExitOk;
@@ -318,11 +339,16 @@ int main(int argc, char** argv) {
   bool validate = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "validate" && i == 1) validate = true;
-    else if (a == "--config" && i + 1 < argc) config = argv[++i];
-    else if (a == "--report" && i + 1 < argc) endpoint = argv[++i];
-    else if (a == "--set" && i + 1 < argc) sets.push_back(argv[++i]);
-    else if (a == "--progress" && i + 1 < argc) ++i;
+    if (a == "validate" && i == 1)
+      validate = true;
+    else if (a == "--config" && i + 1 < argc)
+      config = argv[++i];
+    else if (a == "--report" && i + 1 < argc)
+      endpoint = argv[++i];
+    else if (a == "--set" && i + 1 < argc)
+      sets.push_back(argv[++i]);
+    else if (a == "--progress" && i + 1 < argc)
+      ++i;
   }
   if (config.empty()) return SupervisorTestMode(argc, argv);
   auto cfg = fjord::lora::LoadJobConfig(config);

@@ -21,7 +21,8 @@ namespace {
 // Receives every message waiting on `socket` without blocking and appends
 // those that are not heartbeats to `updates` as kEvent. Returns how many
 // messages (heartbeats included) it received.
-int DrainEvents(const std::string& job_id, zmq::socket_t& socket, std::vector<WorkerUpdate>* updates) {
+int DrainEvents(const std::string& job_id, zmq::socket_t& socket,
+                std::vector<WorkerUpdate>* updates) {
   int received = 0;
   zmq::message_t msg;
   while (socket.recv(msg, zmq::recv_flags::dontwait)) {
@@ -51,7 +52,8 @@ WorkerSupervisor::~WorkerSupervisor() {
 
 int64_t WorkerSupervisor::Now() const {
   if (options_.now_ms) return options_.now_ms();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -66,7 +68,8 @@ pid_t WorkerSupervisor::Pid(const std::string& job_id) const {
 
 absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpec& spec,
                                       const LaunchOptions& launch) {
-  if (workers_.count(job_id)) return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " already has a worker"));
+  if (workers_.count(job_id))
+    return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " already has a worker"));
   Worker w;
   w.socket_path = absl::StrCat(options_.socket_dir, "/", job_id, ".sock");
   ::unlink(w.socket_path.c_str());  // left over from a crashed daemon
@@ -82,12 +85,14 @@ absl::Status WorkerSupervisor::Launch(const std::string& job_id, const WorkerSpe
   // A worker running as another user must be able to connect to the socket,
   // and no other user (another tenant's worker) may: connecting needs write
   // permission, and only the owner has it.
-  if ((spec.uid && ::chown(w.socket_path.c_str(), *spec.uid, spec.gid.value_or(static_cast<gid_t>(-1))) != 0) ||
+  if ((spec.uid &&
+       ::chown(w.socket_path.c_str(), *spec.uid, spec.gid.value_or(static_cast<gid_t>(-1))) != 0) ||
       ::chmod(w.socket_path.c_str(), 0600) != 0) {
     const int err = errno;
     w.socket->close();
     ::unlink(w.socket_path.c_str());
-    return absl::InternalError(absl::StrCat("chown/chmod ", w.socket_path, ": ", std::strerror(err)));
+    return absl::InternalError(
+        absl::StrCat("chown/chmod ", w.socket_path, ": ", std::strerror(err)));
   }
   absl::StatusOr<std::unique_ptr<WorkerProcess>> p = WorkerProcess::Start(spec);
   if (!p.ok()) {
@@ -147,7 +152,8 @@ std::vector<WorkerUpdate> WorkerSupervisor::Collect() {
     if (w.exit) {
       // Events sent just before the exit may still be on their way.
       DrainEvents(it->first, *w.socket, &updates);
-      if (std::chrono::steady_clock::now() - w.exit_seen < std::chrono::milliseconds(kExitDrainMs)) {
+      if (std::chrono::steady_clock::now() - w.exit_seen <
+          std::chrono::milliseconds(kExitDrainMs)) {
         ++it;
         continue;
       }

@@ -39,7 +39,7 @@ struct WorkerUpdate {
     kExited,            // the worker ended; exit holds how
     kHeartbeatTimeout,  // the worker went silent and was killed; an kExited follows
     kStopTimeout,       // the worker ignored SIGTERM for the grace period and was killed
-    kDeadline,          // the worker ran past LaunchOptions::deadline_ms and was killed; an kExited follows
+    kDeadline,  // the worker ran past LaunchOptions::deadline_ms and was killed; an kExited follows
   };
   Kind kind;
   std::string job_id;
@@ -53,7 +53,8 @@ struct WorkerUpdate {
 };
 
 struct SupervisorOptions {
-  std::string socket_dir;                // ipc sockets live here (short path: ipc paths are limited to ~100 bytes)
+  std::string
+      socket_dir;  // ipc sockets live here (short path: ipc paths are limited to ~100 bytes)
   int64_t heartbeat_timeout_ms = 30000;  // silence after which a worker is killed
   int64_t stop_grace_ms = 60000;         // SIGTERM -> SIGKILL
   std::function<int64_t()> now_ms;       // default: steady clock

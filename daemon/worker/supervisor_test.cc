@@ -42,7 +42,8 @@ class SupervisorTest : public ::testing::Test {
   }
   // Polls (advancing the fake clock by advance_ms each round) until `job`
   // reports kExited or rounds run out.
-  std::vector<WorkerUpdate> RunUntilExit(const std::string& job, int64_t advance_ms = 0, int rounds = 500) {
+  std::vector<WorkerUpdate> RunUntilExit(const std::string& job, int64_t advance_ms = 0,
+                                         int rounds = 500) {
     std::vector<WorkerUpdate> all;
     for (int i = 0; i < rounds; ++i) {
       now_ += advance_ms;
@@ -76,7 +77,8 @@ TEST_F(SupervisorTest, EventsThenExit) {
   EXPECT_EQ(sup_->Launch("ftjob-a", Fake("ftjob-a", {})).code(), absl::StatusCode::kAlreadyExists);
   std::vector<WorkerUpdate> u = RunUntilExit("ftjob-a");
   std::vector<const WorkerUpdate*> events;
-  for (const auto& x : u) if (x.kind == Kind::kEvent) events.push_back(&x);
+  for (const auto& x : u)
+    if (x.kind == Kind::kEvent) events.push_back(&x);
   ASSERT_EQ(events.size(), 3u);  // the heartbeats are not reported
   EXPECT_EQ(events[2]->json, "{\"step\":3,\"total_steps\":3,\"type\":\"step\"}");
   ASSERT_TRUE(events[2]->message.ok()) << events[2]->message.status();
@@ -128,7 +130,9 @@ TEST_F(SupervisorTest, StopCheckpointsAndExits75) {
 }
 
 TEST_F(SupervisorTest, StopEscalatesToKillAfterGrace) {
-  ASSERT_TRUE(sup_->Launch("ftjob-e", Fake("ftjob-e", {"--events", "1", "--hang", "--ignore-sigterm"})).ok());
+  ASSERT_TRUE(
+      sup_->Launch("ftjob-e", Fake("ftjob-e", {"--events", "1", "--hang", "--ignore-sigterm"}))
+          .ok());
   WaitForFirstEvent("ftjob-e");
   sup_->Stop("ftjob-e");
   std::vector<WorkerUpdate> u = RunUntilExit("ftjob-e", /*advance_ms=*/100);

@@ -47,18 +47,24 @@ enum class ChildStage : int32_t {
 // (well under PIPE_BUF, so the write is atomic).
 struct ChildFailure {
   ChildStage stage;
-  int32_t error;   // errno, 0 for the file-type checks
-  uint32_t mode;   // st_mode for the file-type checks
+  int32_t error;  // errno, 0 for the file-type checks
+  uint32_t mode;  // st_mode for the file-type checks
 };
 
 std::string FileType(mode_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFIFO: return "a FIFO";
-    case S_IFCHR: return "a character device";
-    case S_IFBLK: return "a block device";
-    case S_IFDIR: return "a directory";
-    case S_IFSOCK: return "a socket";
-    default: return absl::StrFormat("a file of type 0%o", mode & S_IFMT);
+    case S_IFIFO:
+      return "a FIFO";
+    case S_IFCHR:
+      return "a character device";
+    case S_IFBLK:
+      return "a block device";
+    case S_IFDIR:
+      return "a directory";
+    case S_IFSOCK:
+      return "a socket";
+    default:
+      return absl::StrFormat("a file of type 0%o", mode & S_IFMT);
   }
 }
 
@@ -66,7 +72,8 @@ std::string FileType(mode_t mode) {
 std::string OpenError(int error) {
   std::string s = std::strerror(error);
   if (error == ELOOP) absl::StrAppend(&s, " (a symbolic link is refused)");
-  if (error == ENXIO) absl::StrAppend(&s, " (a FIFO or socket is refused: only a regular file is accepted)");
+  if (error == ENXIO)
+    absl::StrAppend(&s, " (a FIFO or socket is refused: only a regular file is accepted)");
   return s;
 }
 
@@ -78,7 +85,8 @@ absl::Status FailureStatus(const ChildFailure& f, const WorkerSpec& spec, uid_t 
     return absl::InternalError(absl::StrCat("worker ", spec.program, ": ", step, " failed: ", err));
   };
   auto cannot_open = [&](const char* what, const std::string& path, const std::string& why) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot open the worker ", what, " ", path, as, ": ", why));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open the worker ", what, " ", path, as, ": ", why));
   };
   switch (f.stage) {
     case ChildStage::kSetgroups:
@@ -91,14 +99,16 @@ absl::Status FailureStatus(const ChildFailure& f, const WorkerSpec& spec, uid_t 
       return internal("prctl(PR_SET_PDEATHSIG)");
     case ChildStage::kParentGone:
       return absl::InternalError(
-          absl::StrCat("worker ", spec.program, ": the daemon thread that started it exited before it could exec"));
+          absl::StrCat("worker ", spec.program,
+                       ": the daemon thread that started it exited before it could exec"));
     case ChildStage::kWorkingDir:
       return absl::FailedPreconditionError(
           absl::StrCat("cannot enter working directory ", spec.working_dir, as, ": ", err));
     case ChildStage::kOpenLog:
       return cannot_open("log", spec.log_path, OpenError(f.error));
     case ChildStage::kLogNotRegular:
-      return cannot_open("log", spec.log_path, absl::StrCat("it is ", FileType(f.mode), ", not a regular file"));
+      return cannot_open("log", spec.log_path,
+                         absl::StrCat("it is ", FileType(f.mode), ", not a regular file"));
     case ChildStage::kOpenStdout:
       return cannot_open("stdout file", spec.stdout_path, OpenError(f.error));
     case ChildStage::kStdoutNotRegular:
@@ -117,7 +127,8 @@ absl::Status FailureStatus(const ChildFailure& f, const WorkerSpec& spec, uid_t 
 
 // In the child: writes the record and exits (async-signal-safe). 126 for a
 // failure before exec, 127 for exec itself (a shell's conventions).
-[[noreturn]] void ReportAndExit(int report_fd, ChildStage stage, int error, mode_t mode, int code = 126) {
+[[noreturn]] void ReportAndExit(int report_fd, ChildStage stage, int error, mode_t mode,
+                                int code = 126) {
   const ChildFailure f{stage, error, static_cast<uint32_t>(mode)};
   (void)!::write(report_fd, &f, sizeof(f));
   ::_exit(code);
@@ -131,11 +142,12 @@ void CloseIfOpen(int fd) {
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const WorkerSpec& spec) {
   if (spec.program.empty() || spec.program[0] != '/') {
-    return absl::InvalidArgumentError(absl::StrCat("worker program must be an absolute path, got '", spec.program, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker program must be an absolute path, got '", spec.program, "'"));
   }
   if (::access(spec.program.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("worker program ", spec.program, " is not executable: ", std::strerror(errno)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker program ", spec.program, " is not executable: ", std::strerror(errno)));
   }
   // Everything the child needs is prepared before fork: after fork only
   // async-signal-safe calls are made.
@@ -168,7 +180,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
     const int e = errno;
     CloseIfOpen(null_in);
     CloseIfOpen(null_out);
-    return absl::InternalError(absl::StrCat("pipe2 for the worker's start-up report: ", std::strerror(e)));
+    return absl::InternalError(
+        absl::StrCat("pipe2 for the worker's start-up report: ", std::strerror(e)));
   }
   const uid_t worker_uid = spec.uid.value_or(::geteuid());
   const pid_t parent = ::getpid();
@@ -208,12 +221,15 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
       if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStage::kDeathSignal, errno);
       if (::getppid() != parent) fail(ChildStage::kParentGone, 0);
     }
-    if (!spec.working_dir.empty() && ::chdir(spec.working_dir.c_str()) != 0) fail(ChildStage::kWorkingDir, errno);
+    if (!spec.working_dir.empty() && ::chdir(spec.working_dir.c_str()) != 0)
+      fail(ChildStage::kWorkingDir, errno);
     // O_NOFOLLOW: a symbolic link put in the file's place is refused, not
     // followed. O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of
     // blocking; with one, fstat refuses it like any other non-regular file.
-    auto open_regular = [&](const std::string& path, int flags, ChildStage open_stage, ChildStage type_stage) {
-      const int fd = ::open(path.c_str(), flags | O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0640);
+    auto open_regular = [&](const std::string& path, int flags, ChildStage open_stage,
+                            ChildStage type_stage) {
+      const int fd = ::open(path.c_str(),
+                            flags | O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0640);
       if (fd < 0) fail(open_stage, errno);
       struct stat st {};
       if (::fstat(fd, &st) != 0) fail(open_stage, errno);
@@ -224,16 +240,18 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
     };
     const int log_fd = spec.log_path.empty()
                            ? null_out
-                           : open_regular(spec.log_path, O_APPEND, ChildStage::kOpenLog, ChildStage::kLogNotRegular);
-    const int out_fd =
-        spec.stdout_path.empty()
-            ? log_fd
-            : open_regular(spec.stdout_path, O_TRUNC, ChildStage::kOpenStdout, ChildStage::kStdoutNotRegular);
+                           : open_regular(spec.log_path, O_APPEND, ChildStage::kOpenLog,
+                                          ChildStage::kLogNotRegular);
+    const int out_fd = spec.stdout_path.empty()
+                           ? log_fd
+                           : open_regular(spec.stdout_path, O_TRUNC, ChildStage::kOpenStdout,
+                                          ChildStage::kStdoutNotRegular);
     if (::dup2(null_in, STDIN_FILENO) < 0 || ::dup2(out_fd, STDOUT_FILENO) < 0 ||
         ::dup2(log_fd, STDERR_FILENO) < 0) {
       fail(ChildStage::kRedirect, errno);
     }
-    if (spec.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ChildStage::kNoNewPrivs, errno);
+    if (spec.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+      fail(ChildStage::kNoNewPrivs, errno);
     ::execve(argv[0], argv.data(), envp.data());
     ReportAndExit(report[1], ChildStage::kExec, errno, 0, 127);
   }
@@ -262,8 +280,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
   if (n < 0) {
-    return absl::InternalError(
-        absl::StrCat("worker ", spec.program, ": reading its start-up report: ", std::strerror(read_error)));
+    return absl::InternalError(absl::StrCat(
+        "worker ", spec.program, ": reading its start-up report: ", std::strerror(read_error)));
   }
   if (got != sizeof(failure)) {
     return absl::InternalError(

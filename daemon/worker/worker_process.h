@@ -34,9 +34,9 @@ struct WorkerSpec {
   std::vector<std::string> args;           // argv[1..], passed as they are (no shell)
   std::map<std::string, std::string> env;  // the whole environment of the child
   std::string cuda_visible_devices;        // set as CUDA_VISIBLE_DEVICES ("" = none visible)
-  std::string log_path;                    // stdout+stderr appended here, opened as the worker; "" = /dev/null
-  std::string stdout_path;                 // if set: stdout truncated into this file instead, opened as the worker
-  std::string working_dir;                 // entered as the worker; "" = inherit
+  std::string log_path;     // stdout+stderr appended here, opened as the worker; "" = /dev/null
+  std::string stdout_path;  // if set: stdout truncated into this file instead, opened as the worker
+  std::string working_dir;  // entered as the worker; "" = inherit
   // When the daemon runs as root: the unprivileged user the worker runs as
   // (setgroups(0)/setgid/setuid before anything else in the child). Unset:
   // same user as the daemon.

@@ -129,7 +129,8 @@ TEST_F(WorkerProcessTest, NoNewPrivsIsSetBeforeExec) {
   EXPECT_EQ(NoNewPrivsOfAWorker(true, LogPath()), "NoNewPrivs:\t1\n");
   // Off: the worker has what this process has (a sandbox may set it already).
   const std::string own = ReadFile("/proc/self/status");
-  const std::string mine = own.substr(own.find("NoNewPrivs:"), std::string("NoNewPrivs:\t0\n").size());
+  const std::string mine =
+      own.substr(own.find("NoNewPrivs:"), std::string("NoNewPrivs:\t0\n").size());
   EXPECT_EQ(NoNewPrivsOfAWorker(false, LogPath() + ".off"), mine);
 }
 
@@ -288,7 +289,8 @@ TEST_F(WorkerProcessTest, RefusesASymlinkedLogAndLeavesTheRootOnlyTargetAlone) {
   auto w = WorkerProcess::Start(spec);
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
-  EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker log " + log + " as uid 61001"));
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("cannot open the worker log " + log + " as uid 61001"));
   EXPECT_THAT(w.status().message(), HasSubstr("symbolic link"));
   EXPECT_EQ(ReadFile(secret), "root-only bytes\n");
   EXPECT_EQ(StatOf(secret).st_size, 16);
@@ -311,7 +313,8 @@ TEST_F(WorkerProcessTest, RefusesASymlinkedStdoutFileWithoutTruncatingTheTarget)
   auto w = WorkerProcess::Start(spec);
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
-  EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker stdout file " + out + " as uid 61001"));
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("cannot open the worker stdout file " + out + " as uid 61001"));
   EXPECT_THAT(w.status().message(), HasSubstr("symbolic link"));
   EXPECT_EQ(ReadFile(secret), "root-only bytes\n");
   EXPECT_EQ(StatOf(secret).st_size, 16);
@@ -331,9 +334,10 @@ TEST_F(WorkerProcessTest, RefusesASymlinkedLogWithoutAUidSwitch) {
   auto w = WorkerProcess::Start(spec);
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker log " + log + " as uid " +
+                                              std::to_string(::geteuid())));
   EXPECT_THAT(w.status().message(),
-              HasSubstr("cannot open the worker log " + log + " as uid " + std::to_string(::geteuid())));
-  EXPECT_THAT(w.status().message(), HasSubstr("Too many levels of symbolic links (a symbolic link is refused)"));
+              HasSubstr("Too many levels of symbolic links (a symbolic link is refused)"));
   EXPECT_EQ(ReadFile(target), "kept\n");
 }
 
@@ -343,7 +347,8 @@ class FifoWatchdog {
  public:
   explicit FifoWatchdog(const std::string& fifo)
       : thread_([this, fifo] {
-          for (int i = 0; i < 1000 && !done_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          for (int i = 0; i < 1000 && !done_; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
           if (!done_) fd_ = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
         }) {}
   ~FifoWatchdog() {
@@ -371,7 +376,8 @@ TEST_F(WorkerProcessTest, RefusesAFifoAsTheLogWithoutAReaderPromptly) {
     FifoWatchdog watchdog(log);
     w = WorkerProcess::Start(spec);
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5)) << "blocked on the FIFO";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5))
+      << "blocked on the FIFO";
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
   EXPECT_THAT(w.status().message(), HasSubstr("cannot open the worker log " + log));
@@ -447,8 +453,8 @@ TEST_F(WorkerProcessTest, RefusesAWorkingDirectoryTheWorkerCannotEnter) {
   auto w = WorkerProcess::Start(spec);
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
-  EXPECT_THAT(w.status().message(),
-              HasSubstr("cannot enter working directory " + closed.path() + " as uid 61001: Permission denied"));
+  EXPECT_THAT(w.status().message(), HasSubstr("cannot enter working directory " + closed.path() +
+                                              " as uid 61001: Permission denied"));
 }
 
 TEST_F(WorkerProcessTest, ReportsAMissingWorkingDirectory) {
@@ -459,8 +465,9 @@ TEST_F(WorkerProcessTest, ReportsAMissingWorkingDirectory) {
   auto w = WorkerProcess::Start(spec);
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
-  EXPECT_THAT(w.status().message(), HasSubstr("cannot enter working directory /nonexistent/job as uid " +
-                                              std::to_string(::geteuid()) + ": No such file or directory"));
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("cannot enter working directory /nonexistent/job as uid " +
+                        std::to_string(::geteuid()) + ": No such file or directory"));
   // The directory is entered before the log is opened.
   EXPECT_FALSE(std::filesystem::exists(spec.log_path));
 }
@@ -475,8 +482,9 @@ TEST_F(WorkerProcessTest, ReportsAFailedExec) {
   auto w = WorkerProcess::Start(spec);
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition) << w.status();
-  EXPECT_THAT(w.status().message(), HasSubstr("cannot execute the worker program " + program + " as uid " +
-                                              std::to_string(::geteuid()) + ": No such file or directory"));
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("cannot execute the worker program " + program + " as uid " +
+                        std::to_string(::geteuid()) + ": No such file or directory"));
 }
 
 // Without root, taking other ids fails; Start names the step.
@@ -487,7 +495,8 @@ TEST_F(WorkerProcessTest, NamesTheCredentialStepThatFailed) {
   spec.uid = ::geteuid() + 1;
   auto w = WorkerProcess::Start(spec);
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInternal) << w.status();
-  EXPECT_THAT(w.status().message(), HasSubstr("setuid to uid " + std::to_string(::geteuid() + 1) + " failed"));
+  EXPECT_THAT(w.status().message(),
+              HasSubstr("setuid to uid " + std::to_string(::geteuid() + 1) + " failed"));
   spec.gid = ::getegid() + 1;
   w = WorkerProcess::Start(spec);
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInternal) << w.status();
