@@ -104,7 +104,8 @@ struct Client::Impl {
         dealer->set(zmq::sockopt::curve_secretkey, options.client_keys.secret_key);
       }
       static std::atomic<uint64_t> monitors{0};
-      monitor_endpoint = absl::StrCat("inproc://fjord-client-monitor-", ::getpid(), "-", monitors++);
+      monitor_endpoint =
+          absl::StrCat("inproc://fjord-client-monitor-", ::getpid(), "-", monitors++);
       ++sockets_opened;
       if (zmq_socket_monitor(dealer->handle(), monitor_endpoint.c_str(),
                              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
@@ -130,8 +131,9 @@ struct Client::Impl {
   // handshake: Unauthenticated). DeadlineExceeded when neither came in time.
   absl::Status Send(const Frames& frames, int64_t deadline_ms) {
     for (size_t i = 0; i < frames.size(); ++i) {
-      const auto flags = (i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none) |
-                         zmq::send_flags::dontwait;
+      const auto flags =
+          (i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none) |
+          zmq::send_flags::dontwait;
       while (true) {
         zmq::send_result_t r;
         try {
@@ -142,10 +144,11 @@ struct Client::Impl {
         if (r) break;
         const int64_t wait = deadline_ms - NowMs();
         if (wait <= 0) {
-          return absl::DeadlineExceededError(
-              absl::StrCat("no connection to ", options.endpoint, " to send on within the timeout"));
+          return absl::DeadlineExceededError(absl::StrCat("no connection to ", options.endpoint,
+                                                          " to send on within the timeout"));
         }
-        zmq::pollitem_t items[] = {{dealer->handle(), 0, ZMQ_POLLOUT, 0}, {monitor->handle(), 0, ZMQ_POLLIN, 0}};
+        zmq::pollitem_t items[] = {{dealer->handle(), 0, ZMQ_POLLOUT, 0},
+                                   {monitor->handle(), 0, ZMQ_POLLIN, 0}};
         try {
           zmq::poll(items, 2, std::chrono::milliseconds(std::min<int64_t>(wait, 50)));
         } catch (const zmq::error_t& e) {
@@ -172,15 +175,16 @@ struct Client::Impl {
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_ok = true, ++handshakes;
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
       return absl::UnauthenticatedError(absl::StrCat(
-          "the daemon at ", options.endpoint,
-          " refused this client's CURVE key (ZAP status ", value, "): the key is not in its keys file"));
+          "the daemon at ", options.endpoint, " refused this client's CURVE key (ZAP status ",
+          value, "): the key is not in its keys file"));
     }
-    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-      return absl::UnauthenticatedError(absl::StrCat(
-          "security handshake with ", options.endpoint, " failed",
-          options.server_public_key.empty()
-              ? " (the daemon requires CURVE: set server_public_key and client keys)"
-              : " (wrong server public key, or the daemon does not use CURVE)"));
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+        event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("security handshake with ", options.endpoint, " failed",
+                       options.server_public_key.empty()
+                           ? " (the daemon requires CURVE: set server_public_key and client keys)"
+                           : " (wrong server public key, or the daemon does not use CURVE)"));
     }
     return absl::OkStatus();
   }
@@ -194,8 +198,8 @@ struct Client::Impl {
           options.server_public_key.empty() ? "is it fjordd, and does it allow plain connections?"
                                             : "is the server public key right, and is it fjordd?"));
     }
-    return absl::UnavailableError(
-        absl::StrCat("no reply from ", options.endpoint, " within ", waited, ": is fjordd running?"));
+    return absl::UnavailableError(absl::StrCat("no reply from ", options.endpoint, " within ",
+                                               waited, ": is fjordd running?"));
   }
 
   // The next message from the daemon, waiting until deadline_ms.
@@ -227,14 +231,14 @@ struct Client::Impl {
         limits.max_data_bytes = SIZE_MAX;
         absl::StatusOr<ServerMessage> m = protocol::DecodeServerMessage(frames, limits);
         if (!m.ok()) {
-          return absl::InternalError(absl::StrCat("malformed reply from ", options.endpoint, ": ",
-                                                  m.status().message()));
+          return absl::InternalError(
+              absl::StrCat("malformed reply from ", options.endpoint, ": ", m.status().message()));
         }
         return m;
       }
       if (NowMs() >= deadline_ms) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("no reply from ", options.endpoint, " within ", options.timeout_ms, " ms"));
+        return absl::DeadlineExceededError(absl::StrCat("no reply from ", options.endpoint,
+                                                        " within ", options.timeout_ms, " ms"));
       }
     }
   }
@@ -260,7 +264,8 @@ struct Client::Impl {
       const int64_t deadline_ms = NowMs() + options.timeout_ms;
       // A send that found no connection in time is a timeout like a missing reply.
       const absl::Status sent = Send(protocol::EncodeClientMessage(req), deadline_ms);
-      absl::StatusOr<ServerMessage> reply = sent.ok() ? AwaitFinal(req.request_id, deadline_ms) : sent;
+      absl::StatusOr<ServerMessage> reply =
+          sent.ok() ? AwaitFinal(req.request_id, deadline_ms) : sent;
       if (reply.ok()) {
         FJORD_RETURN_IF_ERROR(protocol::StatusFromReply(reply->status, reply->body));
         return reply;
@@ -285,21 +290,25 @@ Client::~Client() = default;
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (sodium_init() < 0) return absl::InternalError("libsodium failed to initialise");
-  if (!absl::StartsWith(options.endpoint, "tcp://") && !absl::StartsWith(options.endpoint, "ipc://")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("endpoint must be tcp://HOST:PORT or ipc://PATH, got '", options.endpoint, "'"));
+  if (!absl::StartsWith(options.endpoint, "tcp://") &&
+      !absl::StartsWith(options.endpoint, "ipc://")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "endpoint must be tcp://HOST:PORT or ipc://PATH, got '", options.endpoint, "'"));
   }
   if (!options.server_public_key.empty()) {
     if (!ValidZ85Key(options.server_public_key)) {
       return absl::InvalidArgumentError("server_public_key is not a Z85 CURVE key (40 characters)");
     }
-    if (!ValidZ85Key(options.client_keys.public_key) || !ValidZ85Key(options.client_keys.secret_key)) {
-      return absl::InvalidArgumentError("client_keys must hold a Z85 CURVE key pair with server_public_key");
+    if (!ValidZ85Key(options.client_keys.public_key) ||
+        !ValidZ85Key(options.client_keys.secret_key)) {
+      return absl::InvalidArgumentError(
+          "client_keys must hold a Z85 CURVE key pair with server_public_key");
     }
   }
   if (options.timeout_ms <= 0 || options.retries < 0 || options.heartbeat_interval_ms <= 0 ||
       options.heartbeat_liveness <= 0) {
-    return absl::InvalidArgumentError("timeout_ms, heartbeat_interval_ms, heartbeat_liveness must be > 0, retries >= 0");
+    return absl::InvalidArgumentError(
+        "timeout_ms, heartbeat_interval_ms, heartbeat_liveness must be > 0, retries >= 0");
   }
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
@@ -391,10 +400,11 @@ absl::StatusOr<protocol::Job> Client::DeleteJob(const std::string& job_id) {
   return JobFromReply(r);
 }
 
-absl::StatusOr<EventPage> Client::ListEvents(const std::string& job_id, int64_t after_seq, int limit) {
-  FJORD_ASSIGN_OR_RETURN(ServerMessage r,
-                         Call(protocol::kJobEvents,
-                              json{{"job_id", job_id}, {"after_seq", after_seq}, {"limit", limit}}));
+absl::StatusOr<EventPage> Client::ListEvents(const std::string& job_id, int64_t after_seq,
+                                             int limit) {
+  FJORD_ASSIGN_OR_RETURN(
+      ServerMessage r, Call(protocol::kJobEvents,
+                            json{{"job_id", job_id}, {"after_seq", after_seq}, {"limit", limit}}));
   EventPage page;
   page.has_more = r.body.value("has_more", false);
   if (r.body.contains("events") && r.body["events"].is_array()) {
@@ -431,7 +441,8 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
     sub.request_id = im.NextRequestId();
     sub.command = protocol::kJobSubscribe;
     sub.body = json{{"job_id", job_id}, {"after_seq", last_seq}};
-    FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(sub), NowMs() + im.options.timeout_ms));
+    FJORD_RETURN_IF_ERROR(
+        im.Send(protocol::EncodeClientMessage(sub), NowMs() + im.options.timeout_ms));
     const int sub_handshakes = std::max(im.handshakes, 1);
     int64_t last_heard = NowMs();
     int64_t last_sent = last_heard;
@@ -446,7 +457,8 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
       if (now >= next_beat) {
         ClientMessage hb;
         hb.type = MessageType::kHeartbeat;
-        FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(hb), NowMs() + im.options.timeout_ms));
+        FJORD_RETURN_IF_ERROR(
+            im.Send(protocol::EncodeClientMessage(hb), NowMs() + im.options.timeout_ms));
         last_sent = now;
         next_beat = now + interval;
       }
@@ -478,7 +490,8 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
         ClientMessage cancel;
         cancel.type = MessageType::kCancel;
         cancel.request_id = sub.request_id;
-        FJORD_RETURN_IF_ERROR(im.Send(protocol::EncodeClientMessage(cancel), NowMs() + im.options.timeout_ms));
+        FJORD_RETURN_IF_ERROR(
+            im.Send(protocol::EncodeClientMessage(cancel), NowMs() + im.options.timeout_ms));
         cancelled = true;
       } else if (NowMs() - last_sent >= silence_limit) {
         dropped = true;
@@ -504,8 +517,10 @@ absl::StatusOr<protocol::Job> Client::StreamEvents(
   }
 }
 
-absl::StatusOr<std::vector<protocol::CheckpointInfo>> Client::ListCheckpoints(const std::string& job_id) {
-  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kJobCheckpoints, json{{"job_id", job_id}}));
+absl::StatusOr<std::vector<protocol::CheckpointInfo>> Client::ListCheckpoints(
+    const std::string& job_id) {
+  FJORD_ASSIGN_OR_RETURN(ServerMessage r,
+                         Call(protocol::kJobCheckpoints, json{{"job_id", job_id}}));
   std::vector<protocol::CheckpointInfo> out;
   if (r.body.contains("checkpoints") && r.body["checkpoints"].is_array()) {
     for (const json& c : r.body["checkpoints"]) {
@@ -541,8 +556,10 @@ absl::StatusOr<protocol::FileInfo> Upload(Client& c, UploadSource src, uint64_t 
                          c.Call(protocol::kFileUploadBegin,
                                 json{{"filename", filename}, {"bytes", size}, {"sha256", sha}}));
   const std::string upload_id = begin.body.value("upload_id", "");
-  const uint64_t chunk = begin.body.value("chunk_bytes", uint64_t{protocol::kDefaultUploadChunkBytes});
-  if (upload_id.empty() || chunk == 0) return absl::InternalError("malformed reply to file.upload.begin");
+  const uint64_t chunk =
+      begin.body.value("chunk_bytes", uint64_t{protocol::kDefaultUploadChunkBytes});
+  if (upload_id.empty() || chunk == 0)
+    return absl::InternalError("malformed reply to file.upload.begin");
   for (uint64_t off = 0; off < size; off += chunk) {
     FJORD_ASSIGN_OR_RETURN(std::string data, src.Read(off, std::min<uint64_t>(chunk, size - off)));
     FJORD_RETURN_IF_ERROR(c.Call(protocol::kFileUploadChunk,
@@ -560,7 +577,8 @@ absl::StatusOr<protocol::FileInfo> Client::UploadFile(const std::string& local_p
                                                       const std::string& filename) {
   std::ifstream f(local_path, std::ios::binary);
   if (!f) {
-    return absl::NotFoundError(absl::StrCat("cannot open ", local_path, ": ", std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("cannot open ", local_path, ": ", std::strerror(errno)));
   }
   Sha256 h;
   uint64_t size = 0;
@@ -680,7 +698,8 @@ absl::StatusOr<protocol::FileInfo> Client::DeleteFile(const std::string& file_id
   return protocol::FileInfoFromJson(r.body);
 }
 
-absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ListAdapterFiles(const std::string& job_id) {
+absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ListAdapterFiles(
+    const std::string& job_id) {
   FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kAdapterFiles, json{{"job_id", job_id}}));
   std::vector<protocol::AdapterFile> out;
   if (!r.body.contains("files") || !r.body["files"].is_array()) {
@@ -695,14 +714,16 @@ absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ListAdapterFiles(cons
   return out;
 }
 
-absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadAdapter(const std::string& job_id,
-                                                                           const std::string& local_dir) {
+absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadAdapter(
+    const std::string& job_id, const std::string& local_dir) {
   FJORD_ASSIGN_OR_RETURN(std::vector<protocol::AdapterFile> files, ListAdapterFiles(job_id));
   if (::mkdir(local_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return absl::PermissionDeniedError(absl::StrCat("mkdir ", local_dir, ": ", std::strerror(errno)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("mkdir ", local_dir, ": ", std::strerror(errno)));
   }
   for (const protocol::AdapterFile& af : files) {
-    if (af.name.empty() || af.name.find('/') != std::string::npos || af.name == "." || af.name == "..") {
+    if (af.name.empty() || af.name.find('/') != std::string::npos || af.name == "." ||
+        af.name == "..") {
       return absl::InternalError(absl::StrCat("the daemon named an adapter file '", af.name, "'"));
     }
     const std::string path = local_dir + "/" + af.name;
@@ -712,25 +733,28 @@ absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadAdapter(const
     Sha256 h;
     uint64_t offset = 0;
     while (true) {
-      FJORD_ASSIGN_OR_RETURN(ServerMessage r,
-                             Call(protocol::kAdapterDownload,
-                                  json{{"job_id", job_id}, {"name", af.name}, {"offset", offset},
-                                       {"length", protocol::kDefaultUploadChunkBytes}}));
+      FJORD_ASSIGN_OR_RETURN(
+          ServerMessage r,
+          Call(protocol::kAdapterDownload, json{{"job_id", job_id},
+                                                {"name", af.name},
+                                                {"offset", offset},
+                                                {"length", protocol::kDefaultUploadChunkBytes}}));
       const std::string data = r.data.value_or("");
       h.Update(data);
       out.write(data.data(), static_cast<std::streamsize>(data.size()));
       offset += data.size();
       if (r.body.value("eof", true)) break;
-      if (data.empty()) return absl::InternalError("adapter.download returned an empty chunk before eof");
+      if (data.empty())
+        return absl::InternalError("adapter.download returned an empty chunk before eof");
     }
     out.close();
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
     const std::string got = h.FinalHex();
     if (got != af.sha256 || offset != af.bytes) {
       std::remove(tmp.c_str());
-      return absl::DataLossError(absl::StrCat("downloaded ", af.name, " (", offset, " bytes, sha256 ", got,
-                                              ") does not match the daemon's (", af.bytes, " bytes, ",
-                                              af.sha256, ")"));
+      return absl::DataLossError(
+          absl::StrCat("downloaded ", af.name, " (", offset, " bytes, sha256 ", got,
+                       ") does not match the daemon's (", af.bytes, " bytes, ", af.sha256, ")"));
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
       return absl::InternalError(absl::StrCat("rename ", tmp, ": ", std::strerror(errno)));

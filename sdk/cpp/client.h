@@ -45,20 +45,20 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "daemon/protocol/codec.h"
-#include "daemon/protocol/messages.h"
 #include "daemon/protocol/curve_keys.h"
+#include "daemon/protocol/messages.h"
 
 namespace fjord {
 
 struct ClientOptions {
-  std::string endpoint;           // tcp://HOST:PORT or ipc:///PATH (required)
+  std::string endpoint;  // tcp://HOST:PORT or ipc:///PATH (required)
   // The daemon's CURVE public key (Z85). Empty: plain connection, which only a
   // daemon configured with allow_plaintext accepts.
   std::string server_public_key;
   // This client's key pair; required with server_public_key.
   CurveKeyPair client_keys;
-  int timeout_ms = 10000;         // per attempt, for one reply
-  int retries = 2;                // extra attempts after a timeout
+  int timeout_ms = 10000;  // per attempt, for one reply
+  int retries = 2;         // extra attempts after a timeout
   // Streams: heartbeat period; the daemon is presumed gone after
   // heartbeat_liveness periods of silence.
   int heartbeat_interval_ms = 2000;

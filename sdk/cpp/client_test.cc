@@ -97,8 +97,8 @@ class ScriptedServer {
         Frames out = protocol::EncodeServerMessage(reply);
         router_->send(zmq::buffer(identity), zmq::send_flags::sndmore);
         for (size_t i = 0; i < out.size(); ++i) {
-          router_->send(zmq::buffer(out[i]), i + 1 < out.size() ? zmq::send_flags::sndmore
-                                                                : zmq::send_flags::none);
+          router_->send(zmq::buffer(out[i]),
+                        i + 1 < out.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
         }
       };
       handler_(*msg, send);
@@ -121,12 +121,15 @@ class ScriptedServer {
         req.push_back(m.to_string());
         if (!m.more()) break;
       }
-      const std::vector<std::string> reply = {"1.0", req[1], refuse_all ? "400" : "200",
+      const std::vector<std::string> reply = {"1.0",
+                                              req[1],
+                                              refuse_all ? "400" : "200",
                                               refuse_all ? "unknown key" : "OK",
-                                              refuse_all ? "" : "tester", ""};
+                                              refuse_all ? "" : "tester",
+                                              ""};
       for (size_t i = 0; i < reply.size(); ++i) {
-        zap.send(zmq::buffer(reply[i]), i + 1 < reply.size() ? zmq::send_flags::sndmore
-                                                             : zmq::send_flags::none);
+        zap.send(zmq::buffer(reply[i]),
+                 i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
       }
     }
   }
@@ -141,7 +144,8 @@ class ScriptedServer {
   std::thread zap_;
 };
 
-std::unique_ptr<Client> Connect(const std::string& endpoint, int timeout_ms = 2000, int retries = 2) {
+std::unique_ptr<Client> Connect(const std::string& endpoint, int timeout_ms = 2000,
+                                int retries = 2) {
   ClientOptions o;
   o.endpoint = endpoint;
   o.timeout_ms = timeout_ms;
@@ -163,8 +167,8 @@ TEST(ClientTest, CallsAndErrors) {
     if (m.command == "job.get" && m.body["job_id"] == "job-1") {
       send(protocol::OkReply(m.request_id, JobBody("job-1", "running")));
     } else if (m.command == "job.get") {
-      send(protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kNotFound,
-                                                              "no job 'job-2'", "job_id")));
+      send(protocol::ErrorReply(
+          m.request_id, protocol::Error(absl::StatusCode::kNotFound, "no job 'job-2'", "job_id")));
     } else {
       send(protocol::ErrorReply(m.request_id, protocol::Error(absl::StatusCode::kUnimplemented,
                                                               "unknown command", "command")));
@@ -201,6 +205,34 @@ TEST(ClientTest, RetryReusesTheIdempotencyKey) {
   ASSERT_EQ(keys.size(), 2u);
   EXPECT_FALSE(keys[0].empty());
   EXPECT_EQ(keys[0], keys[1]);
+}
+
+// The spec's data files travel by their protocol names; the job object
+// that comes back names them too.
+TEST(ClientTest, CreateJobSendsTheDataFiles) {
+  const std::string ep = TempEndpoint("files");
+  std::mutex mu;
+  json body;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    body = m.body;
+    json job = JobBody("job-9", "validating");
+    job["heldout_file"] = m.body.value("heldout_file", "");
+    send(protocol::OkReply(m.request_id, job));
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  protocol::JobSpec spec;
+  spec.model = "m";
+  spec.training_file = "file-1";
+  spec.validation_file = "file-2";
+  spec.heldout_file = "files/heldout.jsonl";
+  absl::StatusOr<protocol::Job> j = c->CreateJob(spec);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->spec.heldout_file, "files/heldout.jsonl");
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(body["training_file"], "file-1");
+  EXPECT_EQ(body["validation_file"], "file-2");
+  EXPECT_EQ(body["heldout_file"], "files/heldout.jsonl");
 }
 
 TEST(ClientTest, NoReplyIsDeadlineExceeded) {
@@ -257,11 +289,13 @@ TEST(ClientTest, StreamHeartbeatsAtTheDaemonsIntervalFromPing) {
   absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
   ASSERT_TRUE(c.ok()) << c.status();
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<protocol::Job> j = (*c)->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; });
+  absl::StatusOr<protocol::Job> j =
+      (*c)->StreamEvents("job-1", 0, [](const protocol::JobEvent&) { return true; });
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ(pings.load(), 1);
   EXPECT_EQ(beats.load(), 6);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));  // not 6 x 2 s
+  EXPECT_LT(std::chrono::steady_clock::now() - start,
+            std::chrono::milliseconds(1500));  // not 6 x 2 s
 }
 
 // Answers job.subscribe with events after_seq+1..last, then (final) the job;
@@ -283,7 +317,8 @@ ScriptedServer::Handler StreamHandler(int last, bool final, std::atomic<int>* su
       after_seqs->push_back(from);
     }
     for (int seq = from + 1; seq <= last; ++seq) {
-      send(protocol::OkReply(m.request_id, json{{"event", {{"seq", seq}, {"type", "log"}}}}, MessageType::kPartial));
+      send(protocol::OkReply(m.request_id, json{{"event", {{"seq", seq}, {"type", "log"}}}},
+                             MessageType::kPartial));
     }
     if (final) send(protocol::OkReply(m.request_id, json{{"job", JobBody("job-1", "succeeded")}}));
   };
@@ -324,14 +359,16 @@ TEST(ClientTest, StreamResubscribesAfterTheDaemonRestarts) {
   ASSERT_TRUE(c.ok()) << c.status();
   std::vector<int64_t> seqs;
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<protocol::Job> j = (*c)->StreamEvents("job-1", 0, [&](const protocol::JobEvent& e) {
-    seqs.push_back(e.seq);
-    if (e.seq == 1) {  // the daemon restarts: same endpoint, no memory of the stream
-      server.reset();
-      server = std::make_unique<ScriptedServer>(ep, StreamHandler(3, true, &subs2, &after2, &mu));
-    }
-    return true;
-  });
+  absl::StatusOr<protocol::Job> j =
+      (*c)->StreamEvents("job-1", 0, [&](const protocol::JobEvent& e) {
+        seqs.push_back(e.seq);
+        if (e.seq == 1) {  // the daemon restarts: same endpoint, no memory of the stream
+          server.reset();
+          server =
+              std::make_unique<ScriptedServer>(ep, StreamHandler(3, true, &subs2, &after2, &mu));
+        }
+        return true;
+      });
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ(seqs, (std::vector<int64_t>{1, 2, 3}));
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
@@ -344,9 +381,10 @@ TEST(ClientTest, StreamDeliversEventsThenTheFinalJob) {
   ScriptedServer server(ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {
     if (m.type != MessageType::kRequest) return;
     for (int seq = m.body["after_seq"].get<int>() + 1; seq <= 3; ++seq) {
-      send(protocol::OkReply(m.request_id,
-                             json{{"event", {{"seq", seq}, {"type", "step"}, {"data", {{"step", seq}}}}}},
-                             MessageType::kPartial));
+      send(protocol::OkReply(
+          m.request_id,
+          json{{"event", {{"seq", seq}, {"type", "step"}, {"data", {{"step", seq}}}}}},
+          MessageType::kPartial));
       ServerMessage hb;
       hb.type = MessageType::kHeartbeat;
       send(hb);
@@ -412,8 +450,10 @@ TEST(ClientTest, UploadInChunksWithChecksum) {
       received += *m.data;
       send(protocol::OkReply(m.request_id, json{{"received", received.size()}}));
     } else {
-      send(protocol::OkReply(m.request_id, json{{"id", "file-1"}, {"filename", "t.jsonl"},
-                                                {"bytes", received.size()}, {"sha256", Sha256Hex(received)}}));
+      send(protocol::OkReply(m.request_id, json{{"id", "file-1"},
+                                                {"filename", "t.jsonl"},
+                                                {"bytes", received.size()},
+                                                {"sha256", Sha256Hex(received)}}));
     }
   });
   std::unique_ptr<Client> c = Connect(ep);
@@ -701,7 +741,7 @@ TEST(ClientTest, DeleteJobReturnsItThenNotFound) {
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ(j->id, "job-1");
   EXPECT_EQ(j->status, protocol::JobStatus::kSucceeded);  // the job as it was
-  j = c->DeleteJob("job-1");  // deleted already
+  j = c->DeleteJob("job-1");                              // deleted already
   EXPECT_EQ(j.status().code(), absl::StatusCode::kNotFound) << j.status();
   EXPECT_EQ(protocol::ParamOf(j.status()), "job_id");
   j = c->DeleteJob("job-2");
@@ -740,7 +780,8 @@ TEST(ClientTest, CurveKeyRefusedIsUnauthenticated) {
   const std::string ep = TempEndpoint("curve");
   CurveKeyPair server_keys = *GenerateCurveKeyPair();
   ScriptedServer server(
-      ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {
+      ep,
+      [](const ClientMessage& m, const ScriptedServer::Send& send) {
         send(protocol::OkReply(m.request_id, json{{"protocol", 1}}));
       },
       &server_keys, /*refuse_all=*/true);
@@ -760,7 +801,8 @@ TEST(ClientTest, CurveAccepted) {
   const std::string ep = TempEndpoint("curve-ok");
   CurveKeyPair server_keys = *GenerateCurveKeyPair();
   ScriptedServer server(
-      ep, [](const ClientMessage& m, const ScriptedServer::Send& send) {
+      ep,
+      [](const ClientMessage& m, const ScriptedServer::Send& send) {
         send(protocol::OkReply(m.request_id, json{{"protocol", 1}, {"node", "n1"}}));
       },
       &server_keys);

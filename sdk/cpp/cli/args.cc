@@ -94,11 +94,14 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
 std::string OptionHelp(const std::vector<OptionSpec>& specs) {
   std::string out;
   for (const OptionSpec& s : specs) {
-    std::string left = s.short_name ? absl::StrCat("  -", std::string(1, s.short_name), ", --", s.name)
-                                    : absl::StrCat("      --", s.name);
+    std::string left = s.short_name
+                           ? absl::StrCat("  -", std::string(1, s.short_name), ", --", s.name)
+                           : absl::StrCat("      --", s.name);
     if (s.takes_value) absl::StrAppend(&left, " ", s.value_name.empty() ? "VALUE" : s.value_name);
-    if (left.size() < 30) left.resize(30, ' ');
-    else left += "  ";
+    if (left.size() < 30)
+      left.resize(30, ' ');
+    else
+      left += "  ";
     absl::StrAppend(&out, left, s.help, "\n");
   }
   return out;
@@ -109,7 +112,8 @@ absl::StatusOr<int64_t> ParseIntOption(const std::string& name, const std::strin
   char* end = nullptr;
   const long long v = std::strtoll(value.c_str(), &end, 10);
   if (value.empty() || end == nullptr || *end != '\0' || errno == ERANGE) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer, got '", value, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be an integer, got '", value, "'"));
   }
   return static_cast<int64_t>(v);
 }
@@ -119,7 +123,8 @@ absl::StatusOr<double> ParseNumberOption(const std::string& name, const std::str
   char* end = nullptr;
   const double v = std::strtod(value.c_str(), &end);
   if (value.empty() || end == nullptr || *end != '\0' || errno == ERANGE || !std::isfinite(v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a number, got '", value, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a number, got '", value, "'"));
   }
   return v;
 }

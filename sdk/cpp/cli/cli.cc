@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "daemon/protocol/curve_keys.h"
 #include "daemon/protocol/errors.h"
 #include "daemon/protocol/messages.h"
 #include "runtime/util/status_macros.h"
@@ -28,7 +29,6 @@
 #include "sdk/cpp/cli/render.h"
 #include "sdk/cpp/cli/svg_plot.h"
 #include "sdk/cpp/client.h"
-#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::cli {
 namespace {
@@ -39,10 +39,13 @@ constexpr char kVersion[] = "0.1.0";
 
 const std::vector<OptionSpec>& GlobalOptions() {
   static const auto* specs = new std::vector<OptionSpec>{
-      {"endpoint", 0, true, false, "URL", "the daemon: tcp://HOST:PORT or ipc:///PATH (FJORD_ENDPOINT)"},
-      {"server-key", 0, true, false, "KEY|FILE", "the daemon's CURVE public key, or its .pub file (FJORD_SERVER_KEY)"},
+      {"endpoint", 0, true, false, "URL",
+       "the daemon: tcp://HOST:PORT or ipc:///PATH (FJORD_ENDPOINT)"},
+      {"server-key", 0, true, false, "KEY|FILE",
+       "the daemon's CURVE public key, or its .pub file (FJORD_SERVER_KEY)"},
       {"keys", 0, true, false, "FILE", "this client's secret key file PREFIX.key (FJORD_KEYS)"},
-      {"config", 0, true, false, "FILE", "client config file (FJORD_CONFIG; default ~/.config/fjord/client.yaml)"},
+      {"config", 0, true, false, "FILE",
+       "client config file (FJORD_CONFIG; default ~/.config/fjord/client.yaml)"},
       {"timeout", 0, true, false, "SECONDS", "per-reply timeout (FJORD_TIMEOUT; default 10)"},
       {"json", 0, false, false, "", "machine-readable output on stdout"},
       {"help", 'h', false, false, "", "show help"},
@@ -57,7 +60,7 @@ struct Ctx {
   FILE* err = nullptr;
   EnvGetter env;
   std::string self_path;
-  std::string command;  // "jobs create"
+  std::string command;    // "jobs create"
   bool json_out = false;  // --json
   std::optional<ConnectionSettings> settings;
   std::unique_ptr<Client> client;
@@ -90,12 +93,15 @@ int Fail(Ctx& c, const absl::Status& s) {
   const std::string code = CodeNameOf(s);
   if (c.json_out) {
     const std::string p = protocol::ParamOf(s);
-    c.PrintJson(json{{"error", {{"code", code}, {"message", std::string(s.message())},
-                                {"param", p.empty() ? json(nullptr) : json(p)}}}});
+    c.PrintJson(json{{"error",
+                      {{"code", code},
+                       {"message", std::string(s.message())},
+                       {"param", p.empty() ? json(nullptr) : json(p)}}}});
   }
   std::string msg = absl::StrCat("fjord: ", code, ": ", s.message());
   const std::string param = protocol::ParamOf(s);
-  if (!param.empty() && !absl::StrContains(s.message(), param)) absl::StrAppend(&msg, " (field ", param, ")");
+  if (!param.empty() && !absl::StrContains(s.message(), param))
+    absl::StrAppend(&msg, " (field ", param, ")");
   std::fprintf(c.err, "%s\n", msg.c_str());
   if (c.settings) {
     const auto& src = c.settings->source;
@@ -103,18 +109,23 @@ int Fail(Ctx& c, const absl::Status& s) {
       auto it = src.find(key);
       return it == src.end() ? std::string() : absl::StrCat(" (from ", it->second, ")");
     };
-    if (s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded) {
-      std::fprintf(c.err, "  endpoint: %s%s\n", c.settings->options.endpoint.c_str(), from("endpoint").c_str());
+    if (s.code() == absl::StatusCode::kUnavailable ||
+        s.code() == absl::StatusCode::kDeadlineExceeded) {
+      std::fprintf(c.err, "  endpoint: %s%s\n", c.settings->options.endpoint.c_str(),
+                   from("endpoint").c_str());
     } else if (s.code() == absl::StatusCode::kUnauthenticated) {
       std::fprintf(c.err,
                    "  endpoint: %s%s\n  client key: %s%s\n  server key: %s%s\n"
                    "  The operator must add this client's public key to the daemon's keys file "
                    "(see `fjord keys generate`).\n",
                    c.settings->options.endpoint.c_str(), from("endpoint").c_str(),
-                   c.settings->options.client_keys.public_key.empty() ? "(none: plain connection)"
-                                                                      : c.settings->options.client_keys.public_key.c_str(),
+                   c.settings->options.client_keys.public_key.empty()
+                       ? "(none: plain connection)"
+                       : c.settings->options.client_keys.public_key.c_str(),
                    from("keys").c_str(),
-                   c.settings->options.server_public_key.empty() ? "(none)" : c.settings->options.server_public_key.c_str(),
+                   c.settings->options.server_public_key.empty()
+                       ? "(none)"
+                       : c.settings->options.server_public_key.c_str(),
                    from("server_public_key").c_str());
     }
   }
@@ -123,7 +134,8 @@ int Fail(Ctx& c, const absl::Status& s) {
 
 // A bad command line: says so and returns kExitUsage.
 int UsageFail(Ctx& c, const std::string& message) {
-  if (c.json_out) c.PrintJson(json{{"error", {{"code", "USAGE"}, {"message", message}, {"param", nullptr}}}});
+  if (c.json_out)
+    c.PrintJson(json{{"error", {{"code", "USAGE"}, {"message", message}, {"param", nullptr}}}});
   std::fprintf(c.err, "fjord %s: %s\n(see fjord %s --help)\n", c.command.c_str(), message.c_str(),
                c.command.c_str());
   return kExitUsage;
@@ -136,7 +148,8 @@ std::optional<std::string> Positional(Ctx& c, size_t i, const char* what, int* e
     return std::nullopt;
   }
   if (c.args.positionals.size() > i + 1) {
-    *exit_code = UsageFail(c, absl::StrCat("unexpected argument '", c.args.positionals[i + 1], "'"));
+    *exit_code =
+        UsageFail(c, absl::StrCat("unexpected argument '", c.args.positionals[i + 1], "'"));
     return std::nullopt;
   }
   return c.args.positionals[i];
@@ -163,15 +176,18 @@ std::optional<JobTarget> JobAndClient(Ctx& c, int* exit_code) {
 
 json AdapterFilesJson(const std::vector<protocol::AdapterFile>& files) {
   json arr = json::array();
-  for (const auto& f : files) arr.push_back(json{{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
+  for (const auto& f : files)
+    arr.push_back(json{{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
   return arr;
 }
 
 // ---------------------------------------------------------------- commands --
 
 int CmdVersion(Ctx& c) {
-  if (c.json_out) c.PrintJson(json{{"fjord", kVersion}, {"protocol", protocol::kProtocolVersion}});
-  else c.Print(absl::StrCat("fjord ", kVersion, " (protocol ", protocol::kSignature, ")\n"));
+  if (c.json_out)
+    c.PrintJson(json{{"fjord", kVersion}, {"protocol", protocol::kProtocolVersion}});
+  else
+    c.Print(absl::StrCat("fjord ", kVersion, " (protocol ", protocol::kSignature, ")\n"));
   return kExitOk;
 }
 
@@ -187,9 +203,10 @@ int CmdPing(Ctx& c) {
     if (p->raw.contains("principal") && p->raw["principal"].is_object()) {
       key_name = p->raw["principal"].value("key_name", "");
     }
-    c.Print(absl::StrCat(p->raw.value("daemon", "fjordd"), " ", p->version, " at ", c.settings->options.endpoint,
-                         " (node ", p->node, ", protocol ", p->protocol, ")\n", "you are tenant ", p->tenant,
-                         " (role ", p->role, key_name.empty() ? "" : absl::StrCat(", key ", key_name), ")\n"));
+    c.Print(absl::StrCat(p->raw.value("daemon", "fjordd"), " ", p->version, " at ",
+                         c.settings->options.endpoint, " (node ", p->node, ", protocol ",
+                         p->protocol, ")\n", "you are tenant ", p->tenant, " (role ", p->role,
+                         key_name.empty() ? "" : absl::StrCat(", key ", key_name), ")\n"));
   }
   return kExitOk;
 }
@@ -211,7 +228,8 @@ int CmdModelsList(Ctx& c) {
 
 int CmdFilesUpload(Ctx& c) {
   int rc = kExitUsage;
-  const std::optional<std::string> path_arg = Positional(c, 0, "the file to upload (fjord files upload PATH)", &rc);
+  const std::optional<std::string> path_arg =
+      Positional(c, 0, "the file to upload (fjord files upload PATH)", &rc);
   if (!path_arg) return rc;
   const std::string& path = *path_arg;
   absl::StatusOr<Client*> cl = c.GetClient();
@@ -221,8 +239,9 @@ int CmdFilesUpload(Ctx& c) {
   if (c.json_out) {
     c.PrintJson(protocol::FileInfoToJson(*f));
   } else {
-    c.Print(absl::StrCat("uploaded ", path, " as ", f->id, " (", f->filename, ", ", f->bytes, " bytes, sha256 ",
-                         f->sha256.substr(0, 12), "…)\n", "use it as training_file: ", f->id, "\n"));
+    c.Print(absl::StrCat("uploaded ", path, " as ", f->id, " (", f->filename, ", ", f->bytes,
+                         " bytes, sha256 ", f->sha256.substr(0, 12), "…)\n",
+                         "use it as training_file: ", f->id, "\n"));
   }
   return kExitOk;
 }
@@ -280,14 +299,19 @@ int CmdFilesDelete(Ctx& c) {
 // Follows a job with progress (or JSON lines); exit 0 when it succeeded, 2 otherwise.
 int FollowJob(Ctx& c, Client& client, const std::string& job_id, int64_t after_seq) {
   Progress progress(c.out, c.Tty());
-  absl::StatusOr<protocol::Job> job = client.StreamEvents(job_id, after_seq, [&](const protocol::JobEvent& e) {
-    if (c.json_out) c.PrintJson(json{{"event", protocol::JobEventToJson(e)}});
-    else progress.OnEvent(e);
-    return true;
-  });
+  absl::StatusOr<protocol::Job> job =
+      client.StreamEvents(job_id, after_seq, [&](const protocol::JobEvent& e) {
+        if (c.json_out)
+          c.PrintJson(json{{"event", protocol::JobEventToJson(e)}});
+        else
+          progress.OnEvent(e);
+        return true;
+      });
   if (!job.ok()) return Fail(c, job.status());
-  if (c.json_out) c.PrintJson(json{{"job", protocol::JobToJson(*job)}});
-  else progress.Finish(*job);
+  if (c.json_out)
+    c.PrintJson(json{{"job", protocol::JobToJson(*job)}});
+  else
+    progress.Finish(*job);
   return job->status == protocol::JobStatus::kSucceeded ? kExitOk : kExitJobNotSucceeded;
 }
 
@@ -295,22 +319,28 @@ int FollowJob(Ctx& c, Client& client, const std::string& job_id, int64_t after_s
 struct SpecFlag {
   const char* flag;
   const char* field;
-  char type;  // 's' string, 'i' int, 'n' number, 'l' comma list
+  char type;  // 's' string, 'i' int, 'n' number, 'l' comma list, 'b' boolean flag (no value: true)
   const char* help;
 };
 constexpr SpecFlag kSpecFlags[] = {
     {"model", "model", 's', "base model name (fjord models list)"},
-    {"training-file", "training_file", 's', "file id, tenant path, or a local file (uploaded first)"},
+    {"training-file", "training_file", 's',
+     "file id, tenant path, or a local file (uploaded first)"},
     {"validation-file", "validation_file", 's', "same, for evaluation"},
+    {"heldout-file", "heldout_file", 's',
+     "same: {\"prompt\",\"answer\"} lines, asked before and after (held-out accuracy)"},
     {"epochs", "hyperparameters.epochs", 'i', "passes over the data (default 1)"},
     {"max-steps", "hyperparameters.max_steps", 'i', "> 0 overrides epochs (default 0)"},
     {"batch-size", "hyperparameters.batch_size", 'i', "rows per micro-batch (default 4)"},
-    {"gradient-accumulation-steps", "hyperparameters.gradient_accumulation_steps", 'i', "micro-batches per step (default 1)"},
+    {"gradient-accumulation-steps", "hyperparameters.gradient_accumulation_steps", 'i',
+     "micro-batches per step (default 1)"},
     {"learning-rate", "hyperparameters.learning_rate", 'n', "peak learning rate (default 2e-4)"},
-    {"lr-scheduler", "hyperparameters.lr_scheduler", 's', "cosine | linear | constant (default cosine)"},
+    {"lr-scheduler", "hyperparameters.lr_scheduler", 's',
+     "cosine | linear | constant (default cosine)"},
     {"warmup-steps", "hyperparameters.warmup_steps", 'i', "linear warmup steps (default 0)"},
     {"weight-decay", "hyperparameters.weight_decay", 'n', "AdamW weight decay (default 0)"},
-    {"max-grad-norm", "hyperparameters.max_grad_norm", 'n', "clip gradients at this norm; <= 0: no clipping (default 1)"},
+    {"max-grad-norm", "hyperparameters.max_grad_norm", 'n',
+     "clip gradients at this norm; <= 0: no clipping (default 1)"},
     {"max-length", "hyperparameters.max_length", 'i', "tokens per packed row (default 1024)"},
     {"seed", "hyperparameters.seed", 'i', "random seed (default 42)"},
     {"checkpoint-every-steps", "hyperparameters.checkpoint_every_steps", 'i', "0: only at the end"},
@@ -321,6 +351,12 @@ constexpr SpecFlag kSpecFlags[] = {
     {"target-modules", "lora.target_modules", 'l', "comma list, or all-linear (default)"},
     {"priority", "priority", 'i', "-10..10; > 0 needs the admin role (default 0)"},
     {"gpus", "gpus", 'i', "GPUs the job needs (default 1)"},
+    {"quantization", "quantization", 's',
+     "none | nf4: the frozen base in 4-bit NF4 (QLoRA), about a quarter of its memory "
+     "(default none)"},
+    {"shard-base", "shard_base", 'b',
+     "each of the job's GPUs holds 1/gpus of the frozen base instead of all of it (bf16 only: "
+     "not with nf4; no effect with one GPU)"},
     {"max-restarts", "max_restarts", 'i', "restarts after system failures (default: the daemon's)"},
     {"suffix", "suffix", 's', "a name for the result (metadata.suffix)"},
     {"idempotency-key", "idempotency_key", 's', "repeat a create safely (default: random)"},
@@ -330,9 +366,15 @@ constexpr SpecFlag kSpecFlags[] = {
 std::vector<OptionSpec> CreateOptions() {
   std::vector<OptionSpec> o = {
       {"file", 'f', true, false, "job.yaml", "the job, as YAML (flags override its fields)"}};
-  for (const SpecFlag& f : kSpecFlags) o.push_back({f.flag, 0, true, false, f.type == 'i' ? "N" : f.type == 'n' ? "X" : "VALUE", f.help});
+  for (const SpecFlag& f : kSpecFlags)
+    o.push_back({f.flag, 0, f.type != 'b', false,
+                 f.type == 'i'   ? "N"
+                 : f.type == 'n' ? "X"
+                                 : "VALUE",
+                 f.help});
   o.push_back({"metadata", 0, true, true, "KEY=VALUE", "a metadata entry (repeatable)"});
-  o.push_back({"wait", 'w', false, false, "", "follow the job until it ends, with progress (exit 2 unless it succeeds)"});
+  o.push_back({"wait", 'w', false, false, "",
+               "follow the job until it ends, with progress (exit 2 unless it succeeds)"});
   o.push_back({"follow", 0, false, false, "", "same as --wait"});
   return o;
 }
@@ -351,9 +393,10 @@ int CmdJobsCreate(Ctx& c) {
   }
   if (!c.args.positionals.empty()) {
     return UsageFail(c, absl::StrCat("unexpected argument '", c.args.positionals[0],
-                                      "' (the job comes from -f job.yaml and flags)"));
+                                     "' (the job comes from -f job.yaml and flags)"));
   }
-  std::set<std::string> from_flags;  // fields given on the command line (local paths relative to the cwd)
+  std::set<std::string>
+      from_flags;  // fields given on the command line (local paths relative to the cwd)
   for (const SpecFlag& f : kSpecFlags) {
     std::optional<std::string> v = c.args.Get(f.flag);
     if (!v) continue;
@@ -371,9 +414,13 @@ int CmdJobsCreate(Ctx& c) {
         value = *n;
         break;
       }
+      case 'b':
+        value = true;
+        break;
       case 'l':
         value = json::array();
-        for (absl::string_view p : absl::StrSplit(*v, ',', absl::SkipEmpty())) value.push_back(std::string(p));
+        for (absl::string_view p : absl::StrSplit(*v, ',', absl::SkipEmpty()))
+          value.push_back(std::string(p));
         break;
       default:
         value = *v;
@@ -395,8 +442,10 @@ int CmdJobsCreate(Ctx& c) {
   absl::StatusOr<Client*> cl = c.GetClient();
   if (!cl.ok()) return Fail(c, cl.status());
   // Local data files are uploaded first and replaced by their file ids.
-  for (auto [field, ref] : {std::pair<const char*, std::string*>{"training_file", &spec->training_file},
-                             std::pair<const char*, std::string*>{"validation_file", &spec->validation_file}}) {
+  for (auto [field, ref] :
+       {std::pair<const char*, std::string*>{"training_file", &spec->training_file},
+        std::pair<const char*, std::string*>{"validation_file", &spec->validation_file},
+        std::pair<const char*, std::string*>{"heldout_file", &spec->heldout_file}}) {
     if (ref->empty() || absl::StartsWith(*ref, "file-")) continue;
     const std::string base = from_flags.count(field) ? std::string(".") : doc.base_dir;
     const std::string local = (*ref)[0] == '/' ? *ref : absl::StrCat(base, "/", *ref);
@@ -409,8 +458,10 @@ int CmdJobsCreate(Ctx& c) {
   absl::StatusOr<protocol::Job> job = (*cl)->CreateJob(*spec);
   if (!job.ok()) return Fail(c, Locate(job.status(), doc));
   const bool follow = c.args.Has("wait") || c.args.Has("follow");
-  if (c.json_out) c.PrintJson(follow ? json{{"created", protocol::JobToJson(*job)}} : protocol::JobToJson(*job));
-  else c.Print(absl::StrCat("created ", job->id, " (", protocol::JobStatusName(job->status), ")\n"));
+  if (c.json_out)
+    c.PrintJson(follow ? json{{"created", protocol::JobToJson(*job)}} : protocol::JobToJson(*job));
+  else
+    c.Print(absl::StrCat("created ", job->id, " (", protocol::JobStatusName(job->status), ")\n"));
   if (!follow) return kExitOk;
   return FollowJob(c, **cl, job->id, 0);
 }
@@ -422,8 +473,10 @@ int CmdJobsList(Ctx& c) {
       std::optional<protocol::JobStatus> st = protocol::ParseJobStatus(name);
       if (!st) {
         std::vector<std::string> all;
-        for (protocol::JobStatus x : protocol::kAllJobStatuses) all.push_back(protocol::JobStatusName(x));
-        return UsageFail(c, absl::StrCat("unknown job status '", name, "' (one of ", absl::StrJoin(all, ", "), ")"));
+        for (protocol::JobStatus x : protocol::kAllJobStatuses)
+          all.push_back(protocol::JobStatusName(x));
+        return UsageFail(c, absl::StrCat("unknown job status '", name, "' (one of ",
+                                         absl::StrJoin(all, ", "), ")"));
       }
       o.statuses.push_back(*st);
     }
@@ -470,9 +523,12 @@ int CmdJobAction(Ctx& c, JobCall call, bool describe) {
   Client& client = *t->client;
   absl::StatusOr<protocol::Job> job = (client.*call)(id);
   if (!job.ok()) return Fail(c, job.status());
-  if (c.json_out) c.PrintJson(protocol::JobToJson(*job));
-  else if (describe) c.Print(DescribeJob(*job));
-  else c.Print(absl::StrCat(job->id, " ", protocol::JobStatusName(job->status), "\n"));
+  if (c.json_out)
+    c.PrintJson(protocol::JobToJson(*job));
+  else if (describe)
+    c.Print(DescribeJob(*job));
+  else
+    c.Print(absl::StrCat(job->id, " ", protocol::JobStatusName(job->status), "\n"));
   return kExitOk;
 }
 
@@ -495,7 +551,8 @@ int CmdJobsDelete(Ctx& c) {
   return kExitOk;
 }
 
-absl::StatusOr<std::vector<protocol::JobEvent>> AllEvents(Client& client, const std::string& id, int64_t after) {
+absl::StatusOr<std::vector<protocol::JobEvent>> AllEvents(Client& client, const std::string& id,
+                                                          int64_t after) {
   std::vector<protocol::JobEvent> all;
   while (true) {
     FJORD_ASSIGN_OR_RETURN(EventPage page, client.ListEvents(id, after, protocol::kMaxEventsLimit));
@@ -523,8 +580,10 @@ int CmdJobsEvents(Ctx& c) {
   absl::StatusOr<std::vector<protocol::JobEvent>> events = AllEvents(client, id, after);
   if (!events.ok()) return Fail(c, events.status());
   for (const auto& e : *events) {
-    if (c.json_out) c.PrintJson(json{{"event", protocol::JobEventToJson(e)}});
-    else c.Print(EventLine(e) + "\n");
+    if (c.json_out)
+      c.PrintJson(json{{"event", protocol::JobEventToJson(e)}});
+    else
+      c.Print(EventLine(e) + "\n");
   }
   return kExitOk;
 }
@@ -560,15 +619,17 @@ int CmdJobsPlot(Ctx& c) {
   if (!events.ok()) return Fail(c, events.status());
   std::vector<Series> series = LossSeriesFromEvents(*events);
   if (series[0].points.empty() && series[1].points.empty()) {
-    return Fail(c, absl::FailedPreconditionError(
-                       absl::StrCat("job ", id, " has no loss values yet (no step or eval events)")));
+    return Fail(c, absl::FailedPreconditionError(absl::StrCat(
+                       "job ", id, " has no loss values yet (no step or eval events)")));
   }
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << LossCurveSvg(absl::StrCat(id, ": loss"), series);
   f.close();
   if (!f) return Fail(c, absl::PermissionDeniedError(absl::StrCat("cannot write ", path)));
   if (c.json_out) {
-    c.PrintJson(json{{"path", path}, {"loss_points", series[0].points.size()}, {"eval_points", series[1].points.size()}});
+    c.PrintJson(json{{"path", path},
+                     {"loss_points", series[0].points.size()},
+                     {"eval_points", series[1].points.size()}});
   } else {
     c.Print(absl::StrCat("wrote ", path, " (", series[0].points.size(), " training-loss points, ",
                          series[1].points.size(), " eval-loss points)\n"));
@@ -592,9 +653,9 @@ int CmdAdaptersDownload(Ctx& c) {
   uint64_t total = 0;
   std::vector<std::string> names;
   for (const auto& f : *files) total += f.bytes, names.push_back(f.name);
-  c.Print(absl::StrCat("downloaded the adapter of ", id, " to ", dir, "/ (", absl::StrJoin(names, ", "), "; ", total,
-                       " bytes, SHA-256 checked)\n", "load it with: PeftModel.from_pretrained(base_model, \"", dir,
-                       "\")\n"));
+  c.Print(absl::StrCat("downloaded the adapter of ", id, " to ", dir, "/ (",
+                       absl::StrJoin(names, ", "), "; ", total, " bytes, SHA-256 checked)\n",
+                       "load it with: PeftModel.from_pretrained(base_model, \"", dir, "\")\n"));
   return kExitOk;
 }
 
@@ -618,7 +679,8 @@ int CmdAdaptersFiles(Ctx& c) {
 
 int CmdKeysGenerate(Ctx& c) {
   int rc = kExitUsage;
-  const std::optional<std::string> prefix_arg = Positional(c, 0, "the key file prefix (fjord keys generate PREFIX)", &rc);
+  const std::optional<std::string> prefix_arg =
+      Positional(c, 0, "the key file prefix (fjord keys generate PREFIX)", &rc);
   if (!prefix_arg) return rc;
   const std::string& prefix = *prefix_arg;
   const std::string role = c.args.Get("role").value_or("tenant");
@@ -627,29 +689,34 @@ int CmdKeysGenerate(Ctx& c) {
   }
   const std::string tenant = c.args.Get("tenant").value_or("TENANT");
   if (c.args.Has("tenant") && !protocol::ValidTenantName(tenant)) {
-    return Fail(c, absl::InvalidArgumentError(absl::StrCat(
+    return Fail(
+        c, absl::InvalidArgumentError(absl::StrCat(
                "--tenant '", tenant, "' is not a valid tenant name ([a-z0-9][a-z0-9_-]{0,63})")));
   }
   absl::StatusOr<CurveKeyPair> keys = GenerateCurveKeyPair();
   if (!keys.ok()) return Fail(c, keys.status());
   if (absl::Status s = WriteCurveKeyFiles(prefix, *keys); !s.ok()) return Fail(c, s);
   const size_t slash = prefix.find_last_of('/');
-  const std::string name = c.args.Get("name").value_or(slash == std::string::npos ? prefix : prefix.substr(slash + 1));
+  const std::string name =
+      c.args.Get("name").value_or(slash == std::string::npos ? prefix : prefix.substr(slash + 1));
   if (c.json_out) {
-    c.PrintJson(json{{"public_key", keys->public_key},
-                     {"secret_key_file", prefix + ".key"},
-                     {"public_key_file", prefix + ".pub"},
-                     {"keys_file_entry", {{"name", name}, {"public_key", keys->public_key}, {"tenant", tenant}, {"role", role}}}});
+    c.PrintJson(json{
+        {"public_key", keys->public_key},
+        {"secret_key_file", prefix + ".key"},
+        {"public_key_file", prefix + ".pub"},
+        {"keys_file_entry",
+         {{"name", name}, {"public_key", keys->public_key}, {"tenant", tenant}, {"role", role}}}});
     return kExitOk;
   }
-  c.Print(absl::StrCat("wrote ", prefix, ".key (secret key, mode 0600: keep it private) and ", prefix,
-                       ".pub\npublic key: ", keys->public_key, "\n\n",
-                       "For a client: give the operator this entry for the daemon's keys file (clients:):\n",
-                       "  - name: ", name, "\n    public_key: \"", keys->public_key, "\"\n    tenant: ", tenant,
-                       "\n    role: ", role, "\n", "and use it with: fjord --keys ", prefix,
-                       ".key --server-key DAEMON.pub ...  (or FJORD_KEYS / keys: in ~/.config/fjord/client.yaml)\n",
-                       "For a daemon: point its config's server secret key at ", prefix,
-                       ".key and give clients ", prefix, ".pub.\n"));
+  c.Print(absl::StrCat(
+      "wrote ", prefix, ".key (secret key, mode 0600: keep it private) and ", prefix,
+      ".pub\npublic key: ", keys->public_key, "\n\n",
+      "For a client: give the operator this entry for the daemon's keys file (clients:):\n",
+      "  - name: ", name, "\n    public_key: \"", keys->public_key, "\"\n    tenant: ", tenant,
+      "\n    role: ", role, "\n", "and use it with: fjord --keys ", prefix,
+      ".key --server-key DAEMON.pub ...  (or FJORD_KEYS / keys: in ~/.config/fjord/client.yaml)\n",
+      "For a daemon: point its config's server secret key at ", prefix, ".key and give clients ",
+      prefix, ".pub.\n"));
   return kExitOk;
 }
 
@@ -685,48 +752,84 @@ const std::vector<Command>& Commands() {
   static const auto* cmds = new std::vector<Command>{
       {"ping", "", "check the connection: daemon version, node, who you are", {}, CmdPing},
       {"models list", "", "the base models the daemon offers", {}, CmdModelsList},
-      {"files upload", "PATH", "upload a data file (JSONL), checked with SHA-256",
-       {{"name", 0, true, false, "NAME", "the name the daemon records (default: the file's)"}}, CmdFilesUpload},
+      {"files upload",
+       "PATH",
+       "upload a data file (JSONL), checked with SHA-256",
+       {{"name", 0, true, false, "NAME", "the name the daemon records (default: the file's)"}},
+       CmdFilesUpload},
       {"files list", "", "your uploaded files and your storage usage", {}, CmdFilesList},
       {"files delete", "FILE_ID", "delete a file no unfinished job uses", {}, CmdFilesDelete},
-      {"jobs create", "[-f job.yaml] [OPTIONS]", "submit a fine-tune", CreateOptions(), CmdJobsCreate},
-      {"jobs list", "[OPTIONS]", "your jobs, newest first",
+      {"jobs create", "[-f job.yaml] [OPTIONS]", "submit a fine-tune", CreateOptions(),
+       CmdJobsCreate},
+      {"jobs list",
+       "[OPTIONS]",
+       "your jobs, newest first",
        {{"status", 0, true, false, "S[,S]", "only these statuses (queued,running,...)"},
         {"limit", 0, true, false, "N", "jobs per page, 1..100 (default 20)"},
         {"after", 0, true, false, "JOB_ID", "the page after this job"},
         {"all", 'a', false, false, "", "every page"},
         {"tenant", 0, true, false, "NAME", "another tenant's jobs (admin only)"}},
        CmdJobsList},
-      {"jobs get", "JOB_ID", "one job in detail", {},
+      {"jobs get",
+       "JOB_ID",
+       "one job in detail",
+       {},
        [](Ctx& c) { return CmdJobAction(c, &Client::GetJob, true); }},
-      {"jobs cancel", "JOB_ID", "cancel a job (a running one checkpoints first)", {},
+      {"jobs cancel",
+       "JOB_ID",
+       "cancel a job (a running one checkpoints first)",
+       {},
        [](Ctx& c) { return CmdJobAction(c, &Client::CancelJob, false); }},
-      {"jobs pause", "JOB_ID", "pause a job (it checkpoints; resume continues from there)", {},
+      {"jobs pause",
+       "JOB_ID",
+       "pause a job (it checkpoints; resume continues from there)",
+       {},
        [](Ctx& c) { return CmdJobAction(c, &Client::PauseJob, false); }},
-      {"jobs resume", "JOB_ID", "queue a paused job again", {},
+      {"jobs resume",
+       "JOB_ID",
+       "queue a paused job again",
+       {},
        [](Ctx& c) { return CmdJobAction(c, &Client::ResumeJob, false); }},
-      {"jobs delete", "JOB_ID", "delete an ended job with its checkpoints, adapter and logs", {},
+      {"jobs delete",
+       "JOB_ID",
+       "delete an ended job with its checkpoints, adapter and logs",
+       {},
        CmdJobsDelete},
-      {"jobs events", "JOB_ID [-f]", "the job's events; -f follows them with a progress bar until the job ends",
+      {"jobs events",
+       "JOB_ID [-f]",
+       "the job's events; -f follows them with a progress bar until the job ends",
        {{"follow", 'f', false, false, "", "follow until the job ends (exit 2 unless it succeeds)"},
         {"after", 0, true, false, "SEQ", "only events after this sequence number"}},
        CmdJobsEvents},
       {"jobs checkpoints", "JOB_ID", "the job's checkpoints", {}, CmdJobsCheckpoints},
-      {"jobs plot", "JOB_ID [-o FILE.svg]", "the loss and eval-loss curves as an SVG",
-       {{"output", 'o', true, false, "FILE", "where to write (default JOB_ID-loss.svg)"}}, CmdJobsPlot},
-      {"adapters download", "JOB_ID [-o DIR]", "download a finished job's PEFT adapter",
-       {{"output", 'o', true, false, "DIR", "where to put it (default JOB_ID-adapter)"}}, CmdAdaptersDownload},
+      {"jobs plot",
+       "JOB_ID [-o FILE.svg]",
+       "the loss and eval-loss curves as an SVG",
+       {{"output", 'o', true, false, "FILE", "where to write (default JOB_ID-loss.svg)"}},
+       CmdJobsPlot},
+      {"adapters download",
+       "JOB_ID [-o DIR]",
+       "download a finished job's PEFT adapter",
+       {{"output", 'o', true, false, "DIR", "where to put it (default JOB_ID-adapter)"}},
+       CmdAdaptersDownload},
       {"adapters files", "JOB_ID", "the files of a finished job's adapter", {}, CmdAdaptersFiles},
-      {"keys generate", "PREFIX [OPTIONS]", "a CURVE key pair: PREFIX.key (0600) and PREFIX.pub",
+      {"keys generate",
+       "PREFIX [OPTIONS]",
+       "a CURVE key pair: PREFIX.key (0600) and PREFIX.pub",
        {{"tenant", 0, true, false, "NAME", "the tenant for the keys-file entry printed"},
-        {"name", 0, true, false, "NAME", "the key's name in the keys file (default: PREFIX's base name)"},
+        {"name", 0, true, false, "NAME",
+         "the key's name in the keys file (default: PREFIX's base name)"},
         {"role", 0, true, false, "ROLE", "tenant (default) or admin"}},
        CmdKeysGenerate},
-      {"quickstart", "[OPTIONS]",
+      {"quickstart",
+       "[OPTIONS]",
        "start a local fjordd, fine-tune the demo model on the demo data, download the adapter",
-       {{"dir", 0, true, false, "DIR", "where the adapter goes (default: a new directory under ~/.cache/fjord/quickstart)"},
-        {"job", 0, true, false, "job.yaml", "fine-tune this job instead of the demo's (model: demo)"},
-        {"keep", 0, false, false, "", "keep the daemon's state directory (store, logs, checkpoints) at the end"},
+       {{"dir", 0, true, false, "DIR",
+         "where the adapter goes (default: a new directory under ~/.cache/fjord/quickstart)"},
+        {"job", 0, true, false, "job.yaml",
+         "fine-tune this job instead of the demo's (model: demo)"},
+        {"keep", 0, false, false, "",
+         "keep the daemon's state directory (store, logs, checkpoints) at the end"},
         {"max-minutes", 0, true, false, "M", "give up after M minutes (default 15)"}},
        CmdQuickstart},
       {"version", "", "the CLI's version", {}, CmdVersion},
@@ -740,19 +843,24 @@ std::string MainHelp() {
       "usage: fjord [GLOBAL OPTIONS] COMMAND [ARGS]\n\ncommands:\n";
   for (const Command& c : Commands()) {
     std::string left = absl::StrCat("  ", c.name, c.usage.empty() ? "" : " ", c.usage);
-    if (left.size() < 40) left.resize(40, ' ');
-    else left += "  ";
+    if (left.size() < 40)
+      left.resize(40, ' ');
+    else
+      left += "  ";
     absl::StrAppend(&out, left, c.summary, "\n");
   }
-  absl::StrAppend(&out, "\nglobal options (anywhere on the line):\n", OptionHelp(GlobalOptions()),
-                  "\nSettings come from flags, then FJORD_* variables, then the client config file\n"
-                  "($FJORD_CONFIG or ~/.config/fjord/client.yaml: endpoint:, server_public_key:, keys:, timeout_s:).\n\n",
-                  ExitCodeHelp());
+  absl::StrAppend(
+      &out, "\nglobal options (anywhere on the line):\n", OptionHelp(GlobalOptions()),
+      "\nSettings come from flags, then FJORD_* variables, then the client config file\n"
+      "($FJORD_CONFIG or ~/.config/fjord/client.yaml: endpoint:, server_public_key:, keys:, "
+      "timeout_s:).\n\n",
+      ExitCodeHelp());
   return out;
 }
 
 std::string CommandHelp(const Command& c) {
-  return absl::StrCat("usage: fjord ", c.name, c.usage.empty() ? "" : " ", c.usage, "\n\n", c.summary, "\n",
+  return absl::StrCat("usage: fjord ", c.name, c.usage.empty() ? "" : " ", c.usage, "\n\n",
+                      c.summary, "\n",
                       c.options.empty() ? "" : absl::StrCat("\noptions:\n", OptionHelp(c.options)),
                       "\nglobal options:\n", OptionHelp(GlobalOptions()));
 }
@@ -799,16 +907,18 @@ int Main(const std::vector<std::string>& args, FILE* out, FILE* err, const EnvGe
     const std::string first = args[word_at[0]];
     std::vector<std::string> group;
     for (const Command& c : Commands()) {
-      if (absl::StartsWith(c.name, first + " ")) group.push_back(absl::StrCat("  fjord ", c.name, " ", c.usage));
+      if (absl::StartsWith(c.name, first + " "))
+        group.push_back(absl::StrCat("  fjord ", c.name, " ", c.usage));
     }
     if (!group.empty()) {
       if (wants_help) {
         std::fprintf(out, "%s commands:\n%s\n", first.c_str(), absl::StrJoin(group, "\n").c_str());
         return kExitOk;
       }
-      std::fprintf(err, "fjord: '%s' needs a subcommand%s:\n%s\n", first.c_str(),
-                   word_at.size() > 1 ? absl::StrCat(" ('", args[word_at[1]], "' is not one)").c_str() : "",
-                   absl::StrJoin(group, "\n").c_str());
+      std::fprintf(
+          err, "fjord: '%s' needs a subcommand%s:\n%s\n", first.c_str(),
+          word_at.size() > 1 ? absl::StrCat(" ('", args[word_at[1]], "' is not one)").c_str() : "",
+          absl::StrJoin(group, "\n").c_str());
       return kExitUsage;
     }
     std::fprintf(err, "fjord: unknown command '%s' (see fjord --help)\n", first.c_str());

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 
+#include "daemon/protocol/curve_keys.h"
 #include "daemon/protocol/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -22,7 +23,6 @@
 #include "sdk/cpp/cli/render.h"
 #include "sdk/cpp/cli/settings.h"
 #include "sdk/cpp/cli/svg_plot.h"
-#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::cli {
 namespace {
@@ -34,7 +34,8 @@ using ::testing::Not;
 using ::testing::StartsWith;
 
 MATCHER_P2(StatusIs, code, matcher, "") {
-  return arg.code() == code && ::testing::ExplainMatchResult(matcher, std::string(arg.message()), result_listener);
+  return arg.code() == code &&
+         ::testing::ExplainMatchResult(matcher, std::string(arg.message()), result_listener);
 }
 
 class TempDir {
@@ -94,8 +95,9 @@ const std::vector<OptionSpec> kSpecs = {
 };
 
 TEST(ArgsTest, LongShortInlineRepeatedAndPositionals) {
-  absl::StatusOr<ParsedArgs> a =
-      ParseArgs({"job-1", "-f", "a.yaml", "--json", "--metadata=team=x", "--metadata", "b=2", "--", "--x"}, kSpecs);
+  absl::StatusOr<ParsedArgs> a = ParseArgs(
+      {"job-1", "-f", "a.yaml", "--json", "--metadata=team=x", "--metadata", "b=2", "--", "--x"},
+      kSpecs);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_THAT(a->positionals, ElementsAre("job-1", "--x"));
   EXPECT_EQ(a->Get("file"), "a.yaml");
@@ -107,16 +109,19 @@ TEST(ArgsTest, LongShortInlineRepeatedAndPositionals) {
 TEST(ArgsTest, ErrorsNameTheOption) {
   EXPECT_THAT(ParseArgs({"--nope"}, kSpecs).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "unknown option --nope"));
-  EXPECT_THAT(ParseArgs({"-f"}, kSpecs).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("option -f needs a value (-f FILE)")));
+  EXPECT_THAT(
+      ParseArgs({"-f"}, kSpecs).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("option -f needs a value (-f FILE)")));
   EXPECT_THAT(ParseArgs({"--json=1"}, kSpecs).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "option --json takes no value"));
   EXPECT_THAT(ParseArgs({"-f", "a", "--file", "b"}, kSpecs).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "option --file given twice"));
-  EXPECT_THAT(ParseArgs({"-fx"}, kSpecs).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("short options take one letter")));
-  EXPECT_THAT(ParseIntOption("limit", "ten").status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, "--limit must be an integer, got 'ten'"));
+  EXPECT_THAT(
+      ParseArgs({"-fx"}, kSpecs).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("short options take one letter")));
+  EXPECT_THAT(
+      ParseIntOption("limit", "ten").status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "--limit must be an integer, got 'ten'"));
   EXPECT_THAT(ParseNumberOption("learning-rate", "1e-3x").status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be a number")));
   EXPECT_EQ(*ParseNumberOption("learning-rate", "2e-4"), 2e-4);
@@ -148,9 +153,10 @@ TEST(SettingsTest, FlagsBeatEnvBeatConfigFile) {
   CurveKeyPair server = *GenerateCurveKeyPair(), me = *GenerateCurveKeyPair();
   ASSERT_TRUE(WriteCurveKeyFiles(d.path() + "/server", server).ok());
   ASSERT_TRUE(WriteCurveKeyFiles(d.path() + "/me", me).ok());
-  const std::string cfg = d.Write("client.yaml",
-                                  "# my daemon\nendpoint: tcp://file-host:7700\nserver_public_key: server.pub  # a "
-                                  "file\nkeys: me.key\ntimeout_s: 3\n");
+  const std::string cfg =
+      d.Write("client.yaml",
+              "# my daemon\nendpoint: tcp://file-host:7700\nserver_public_key: server.pub  # a "
+              "file\nkeys: me.key\ntimeout_s: 3\n");
   absl::StatusOr<ConnectionSettings> s = ResolveConnection({.config = cfg}, FakeEnv({}));
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->options.endpoint, "tcp://file-host:7700");
@@ -160,13 +166,15 @@ TEST(SettingsTest, FlagsBeatEnvBeatConfigFile) {
   EXPECT_EQ(s->options.timeout_ms, 3000);
   EXPECT_EQ(s->source["endpoint"], cfg + ":2");
 
-  s = ResolveConnection({.config = cfg}, FakeEnv({{"FJORD_ENDPOINT", "ipc:///tmp/e.sock"}, {"FJORD_TIMEOUT", "0.5"}}));
+  s = ResolveConnection({.config = cfg}, FakeEnv({{"FJORD_ENDPOINT", "ipc:///tmp/e.sock"},
+                                                  {"FJORD_TIMEOUT", "0.5"}}));
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->options.endpoint, "ipc:///tmp/e.sock");
   EXPECT_EQ(s->options.timeout_ms, 500);
   EXPECT_EQ(s->source["endpoint"], "FJORD_ENDPOINT");
 
-  s = ResolveConnection({.endpoint = "tcp://flag:1", .config = cfg}, FakeEnv({{"FJORD_ENDPOINT", "tcp://env:2"}}));
+  s = ResolveConnection({.endpoint = "tcp://flag:1", .config = cfg},
+                        FakeEnv({{"FJORD_ENDPOINT", "tcp://env:2"}}));
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->options.endpoint, "tcp://flag:1");
   EXPECT_EQ(s->source["endpoint"], "--endpoint");
@@ -186,34 +194,42 @@ TEST(SettingsTest, FlagsBeatEnvBeatConfigFile) {
 TEST(SettingsTest, ErrorsSayWhatAndWhere) {
   TempDir d;
   const EnvGetter none = FakeEnv({{"HOME", d.path()}});
-  EXPECT_THAT(ResolveConnection({}, none).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       StartsWith("no daemon endpoint: pass --endpoint, set FJORD_ENDPOINT, or write")));
-  EXPECT_THAT(ResolveConnection({.endpoint = "http://x"}, none).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "endpoint must be tcp://HOST:PORT or ipc://PATH, got 'http://x' (--endpoint)"));
+  EXPECT_THAT(
+      ResolveConnection({}, none).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               StartsWith("no daemon endpoint: pass --endpoint, set FJORD_ENDPOINT, or write")));
+  EXPECT_THAT(
+      ResolveConnection({.endpoint = "http://x"}, none).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               "endpoint must be tcp://HOST:PORT or ipc://PATH, got 'http://x' (--endpoint)"));
   const std::string typo = d.Write("c.yaml", "endpoint: tcp://h:1\nenpoint: tcp://typo:2\n");
-  EXPECT_THAT(ResolveConnection({.config = typo}, none).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("c.yaml:2: unknown key 'enpoint'")));
+  EXPECT_THAT(
+      ResolveConnection({.config = typo}, none).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("c.yaml:2: unknown key 'enpoint'")));
   const std::string nested = d.Write("n.yaml", "endpoint: tcp://h:1\n  x: 1\n");
-  EXPECT_THAT(ResolveConnection({.config = nested}, none).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("n.yaml:2: expected 'key: value'")));
+  EXPECT_THAT(
+      ResolveConnection({.config = nested}, none).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("n.yaml:2: expected 'key: value'")));
   EXPECT_THAT(ResolveConnection({.config = d.path() + "/missing.yaml"}, none).status(),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("does not exist")));
   CurveKeyPair server = *GenerateCurveKeyPair();
-  EXPECT_THAT(ResolveConnection({.endpoint = "tcp://h:1", .server_key = server.public_key}, none).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs this client's keys too")));
-  EXPECT_THAT(ResolveConnection({.endpoint = "tcp://h:1", .server_key = "server.pub"}, none).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("neither a Z85 key")));
+  EXPECT_THAT(
+      ResolveConnection({.endpoint = "tcp://h:1", .server_key = server.public_key}, none).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs this client's keys too")));
+  EXPECT_THAT(
+      ResolveConnection({.endpoint = "tcp://h:1", .server_key = "server.pub"}, none).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("neither a Z85 key")));
   EXPECT_THAT(ResolveConnection({.endpoint = "tcp://h:1", .timeout = "soon"}, none).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, "timeout must be a number of seconds, got 'soon' (--timeout)"));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "timeout must be a number of seconds, got 'soon' (--timeout)"));
   ASSERT_TRUE(WriteCurveKeyFiles(d.path() + "/open", *GenerateCurveKeyPair()).ok());
   ::chmod((d.path() + "/open.key").c_str(), 0644);
-  EXPECT_THAT(
-      ResolveConnection({.endpoint = "tcp://h:1", .server_key = server.public_key, .keys = d.path() + "/open.key"},
-                        none)
-          .status(),
-      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("chmod 600")));
+  EXPECT_THAT(ResolveConnection({.endpoint = "tcp://h:1",
+                                 .server_key = server.public_key,
+                                 .keys = d.path() + "/open.key"},
+                                none)
+                  .status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("chmod 600")));
 }
 
 // ---- job.yaml -------------------------------------------------------------------------
@@ -240,7 +256,8 @@ TEST(JobFileTest, TypedValuesAndSuffix) {
   EXPECT_EQ(d->body["hyperparameters"]["epochs"], json(3));
   EXPECT_TRUE(d->body["hyperparameters"]["epochs"].is_number_integer());
   EXPECT_EQ(d->body["hyperparameters"]["learning_rate"], json(2e-3));
-  EXPECT_EQ(d->body["metadata"], json({{"team", "007"}, {"suffix", "capitals"}}));  // quoted: stays a string
+  EXPECT_EQ(d->body["metadata"],
+            json({{"team", "007"}, {"suffix", "capitals"}}));  // quoted: stays a string
   EXPECT_FALSE(d->body.contains("suffix"));
   EXPECT_EQ(d->lines["hyperparameters.epochs"], 6);
   absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
@@ -258,12 +275,13 @@ TEST(JobFileTest, TypedValuesAndSuffix) {
 // std::regex, which did not compile under --config=asan).
 TEST(JobFileTest, PlainScalarsAreTypedLikeYamlCoreSchema) {
   const std::vector<std::pair<std::string, json>> cases = {
-      {"7", json(7)},        {"-7", json(-7)},      {"+7", json(7)},          {"007", json(7)},
-      {"1.5", json(1.5)},    {".5", json(0.5)},     {"-.5", json(-0.5)},      {"5.", json(5.0)},
-      {"2e-3", json(2e-3)},  {"2.0E+3", json(2e3)}, {"1e400", json("1e400")}, {"1e", json("1e")},
-      {".", json(".")},      {"+", json("+")},      {"+.e1", json("+.e1")},   {"1.2.3", json("1.2.3")},
-      {"0x1f", json("0x1f")}, {"12abc", json("12abc")}, {"~", json(nullptr)}, {"True", json(true)},
-      {"99999999999999999999", json(1e20)},
+      {"7", json(7)},           {"-7", json(-7)},         {"+7", json(7)},
+      {"007", json(7)},         {"1.5", json(1.5)},       {".5", json(0.5)},
+      {"-.5", json(-0.5)},      {"5.", json(5.0)},        {"2e-3", json(2e-3)},
+      {"2.0E+3", json(2e3)},    {"1e400", json("1e400")}, {"1e", json("1e")},
+      {".", json(".")},         {"+", json("+")},         {"+.e1", json("+.e1")},
+      {"1.2.3", json("1.2.3")}, {"0x1f", json("0x1f")},   {"12abc", json("12abc")},
+      {"~", json(nullptr)},     {"True", json(true)},     {"99999999999999999999", json(1e20)},
   };
   for (const auto& [text, want] : cases) {
     absl::StatusOr<JobDocument> d = ParseJobYaml("v: " + text + "\n", "job.yaml", ".");
@@ -274,8 +292,8 @@ TEST(JobFileTest, PlainScalarsAreTypedLikeYamlCoreSchema) {
 }
 
 TEST(JobFileTest, ErrorsNameFileLineAndField) {
-  absl::StatusOr<JobDocument> d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nhyperparameters:\n  epochs: 0\n",
-                                               "job.yaml", ".");
+  absl::StatusOr<JobDocument> d = ParseJobYaml(
+      "model: demo\ntraining_file: t.jsonl\nhyperparameters:\n  epochs: 0\n", "job.yaml", ".");
   ASSERT_TRUE(d.ok());
   absl::Status s = ValidateJob(*d).status();
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
@@ -284,21 +302,26 @@ TEST(JobFileTest, ErrorsNameFileLineAndField) {
 
   d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nlora:\n  rank: 8\n", "job.yaml", ".");
   ASSERT_TRUE(d.ok());
-  EXPECT_THAT(ValidateJob(*d).status(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:4:")));
+  EXPECT_THAT(ValidateJob(*d).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:4:")));
 
   d = ParseJobYaml("training_file: t.jsonl\n", "job.yaml", ".");
   ASSERT_TRUE(d.ok());
-  EXPECT_THAT(ValidateJob(*d).status(), StatusIs(absl::StatusCode::kInvalidArgument, "job.yaml: model is required"));
+  EXPECT_THAT(ValidateJob(*d).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "job.yaml: model is required"));
 
   EXPECT_THAT(ParseJobYaml("model: [unclosed\n", "job.yaml", ".").status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:")));
-  EXPECT_THAT(ParseJobYaml("- a\n- b\n", "job.yaml", ".").status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected a mapping of job fields")));
+  EXPECT_THAT(
+      ParseJobYaml("- a\n- b\n", "job.yaml", ".").status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected a mapping of job fields")));
   EXPECT_THAT(ParseJobYaml("", "job.yaml", ".").status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("the file is empty")));
-  EXPECT_THAT(ParseJobYaml("model: a\nmodel: b\n", "job.yaml", ".").status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:2: model is given twice")));
-  EXPECT_THAT(LoadJobFile("/nonexistent/job.yaml").status(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("does not exist")));
+  EXPECT_THAT(
+      ParseJobYaml("model: a\nmodel: b\n", "job.yaml", ".").status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:2: model is given twice")));
+  EXPECT_THAT(LoadJobFile("/nonexistent/job.yaml").status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("does not exist")));
 }
 
 TEST(JobFileTest, FlagsOverrideAndLoseTheLine) {
@@ -309,11 +332,82 @@ TEST(JobFileTest, FlagsOverrideAndLoseTheLine) {
   SetField(*d, "hyperparameters.seed", 7);
   absl::Status s = ValidateJob(*d).status();
   // The bad value came from a flag: no line, but its parent section's line.
-  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("job.yaml:5: hyperparameters.epochs")));
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          StartsWith("job.yaml:5: hyperparameters.epochs")));
   SetField(*d, "hyperparameters.epochs", 2);
   absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->hyperparameters.seed, 7);
+}
+
+// quantization: a key of the job file like gpus; a flag overrides it; a
+// value other than none or nf4 is refused with the file's line before any
+// daemon is asked.
+TEST(JobFileTest, Quantization) {
+  absl::StatusOr<JobDocument> d = ParseJobYaml(
+      "model: llama-3.1-8b\ntraining_file: t.jsonl\nquantization: nf4\ngpus: 2\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok()) << d.status();
+  absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->quantization, "nf4");
+  EXPECT_EQ(spec->gpus, 2);
+  EXPECT_EQ(protocol::JobSpecToJson(*spec)["quantization"], "nf4");
+  SetField(*d, "quantization", "none");  // --quantization none
+  spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->quantization, "none");
+  EXPECT_FALSE(protocol::JobSpecToJson(*spec).contains("quantization"));
+
+  d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nquantization: int4\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok()) << d.status();
+  absl::Status s = ValidateJob(*d).status();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          "job.yaml:3: quantization must be none or nf4, got 'int4'"));
+  EXPECT_EQ(protocol::ParamOf(s), "quantization");
+  // The daemon's memory refusal (param quantization) points at the line too.
+  d = ParseJobYaml("model: big\ntraining_file: t.jsonl\nquantization: none\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_THAT(
+      Locate(protocol::InvalidArgument("model 'big' needs 16.1 GB", "quantization"), *d),
+      StatusIs(absl::StatusCode::kInvalidArgument, "job.yaml:3: model 'big' needs 16.1 GB"));
+}
+
+// shard_base: a boolean key of the job file (--shard-base sets it); not a
+// boolean, or with quantization: nf4, it is refused with the file's line
+// before any daemon is asked.
+TEST(JobFileTest, ShardBase) {
+  absl::StatusOr<JobDocument> d = ParseJobYaml(
+      "model: llama-3.3-70b\ntraining_file: t.jsonl\ngpus: 8\nshard_base: true\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok()) << d.status();
+  absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->shard_base);
+  EXPECT_EQ(spec->gpus, 8);
+  EXPECT_EQ(protocol::JobSpecToJson(*spec)["shard_base"], true);
+  d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nshard_base: false\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok()) << d.status();
+  spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->shard_base);
+  EXPECT_FALSE(protocol::JobSpecToJson(*spec).contains("shard_base"));
+  SetField(*d, "shard_base", true);  // --shard-base
+  spec = ValidateJob(*d);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->shard_base);
+
+  d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nshard_base: yes\n", "job.yaml", ".");
+  ASSERT_TRUE(d.ok()) << d.status();
+  absl::Status s = ValidateJob(*d).status();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          "job.yaml:3: shard_base must be true or false, got string"));
+  EXPECT_EQ(protocol::ParamOf(s), "shard_base");
+  d = ParseJobYaml("model: demo\ntraining_file: t.jsonl\nquantization: nf4\nshard_base: true\n",
+                   "job.yaml", ".");
+  ASSERT_TRUE(d.ok()) << d.status();
+  s = ValidateJob(*d).status();
+  EXPECT_EQ(protocol::ParamOf(s), "shard_base");
+  EXPECT_THAT(s.message(), HasSubstr("job.yaml:4: shard_base and quantization: nf4 cannot be "
+                                     "combined (yet)"));
 }
 
 TEST(JobFileTest, TheQuickstartJobIsValid) {
@@ -323,13 +417,17 @@ TEST(JobFileTest, TheQuickstartJobIsValid) {
   absl::StatusOr<protocol::JobSpec> spec = ValidateJob(*d);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->model, "demo");
+  EXPECT_EQ(spec->training_file, "train.jsonl");
+  EXPECT_EQ(spec->validation_file, "valid.jsonl");
+  EXPECT_EQ(spec->heldout_file, "heldout.jsonl");  // uploaded from the demo's data/
   EXPECT_EQ(spec->hyperparameters.epochs, 5);
   EXPECT_EQ(spec->hyperparameters.eval_every_steps, 25);
 }
 
 // ---- rendering ------------------------------------------------------------------------
 
-protocol::JobEvent Ev(int64_t seq, const std::string& type, json data, const std::string& message = "") {
+protocol::JobEvent Ev(int64_t seq, const std::string& type, json data,
+                      const std::string& message = "") {
   protocol::JobEvent e;
   e.seq = seq;
   e.time_ms = 1700000000000 + seq;
@@ -356,10 +454,26 @@ std::string Rendered(bool bar, const std::vector<protocol::JobEvent>& events) {
 TEST(RenderTest, ProgressLinesMatchThePythonSdk) {
   const std::vector<protocol::JobEvent> events = {
       Ev(1, "status", {{"status", "queued"}, {"previous", "validating"}}, "validation passed"),
-      Ev(2, "eval", {{"step", 0}, {"total_steps", 40}, {"eval_loss", 2.5}, {"eval_token_accuracy", 0.25}}),
-      Ev(3, "step", {{"step", 1}, {"total_steps", 40}, {"loss", 2.5}, {"tokens_per_s", 1000.4}, {"eta_s", 75.0}}),
-      Ev(4, "step", {{"step", 2}, {"total_steps", 40}, {"loss", 2.4}, {"tokens_per_s", 1000.0}, {"eta_s", 74.0}}),
-      Ev(5, "step", {{"step", 40}, {"total_steps", 40}, {"loss", 1.0}, {"tokens_per_s", 1200.0}, {"eta_s", 0.0}}),
+      Ev(2, "eval",
+         {{"step", 0}, {"total_steps", 40}, {"eval_loss", 2.5}, {"eval_token_accuracy", 0.25}}),
+      Ev(3, "step",
+         {{"step", 1},
+          {"total_steps", 40},
+          {"loss", 2.5},
+          {"tokens_per_s", 1000.4},
+          {"eta_s", 75.0}}),
+      Ev(4, "step",
+         {{"step", 2},
+          {"total_steps", 40},
+          {"loss", 2.4},
+          {"tokens_per_s", 1000.0},
+          {"eta_s", 74.0}}),
+      Ev(5, "step",
+         {{"step", 40},
+          {"total_steps", 40},
+          {"loss", 1.0},
+          {"tokens_per_s", 1200.0},
+          {"eta_s", 0.0}}),
   };
   const std::string lines = Rendered(false, events);
   EXPECT_EQ(lines,
@@ -376,26 +490,137 @@ TEST(RenderTest, ProgressLinesMatchThePythonSdk) {
   EXPECT_EQ(FormatTimeMs(1700000000000), "2023-11-14 22:13:20Z");
 }
 
+// The step-0 eval of a job with held-out prompts carries the base model's
+// answers; the same lines as the Python SDK's
+// (tests/sdk/python/test_sdk_client.py::test_progress_shows_the_heldout_answers_of_the_first_eval).
+TEST(RenderTest, HeldoutAnswersInEvalLines) {
+  const std::vector<protocol::JobEvent> events = {
+      Ev(1, "eval",
+         {{"step", 0},
+          {"total_steps", 40},
+          {"eval_loss", 2.5},
+          {"eval_token_accuracy", 0.25},
+          {"heldout_accuracy", 0.05}}),
+      Ev(2, "eval", {{"step", 0}, {"total_steps", 40}, {"heldout_accuracy", 0.0}}),
+      Ev(3, "eval",
+         {{"step", 20}, {"total_steps", 40}, {"eval_loss", 1.5}, {"eval_token_accuracy", 0.5}}),
+      Ev(4, "eval",
+         {{"step", 40}, {"total_steps", 40}, {"eval_loss", 1.0}, {"heldout_accuracy", -1}}),
+  };
+  EXPECT_EQ(Rendered(false, events),
+            "eval  step 0/40  loss 2.5000  token accuracy 25.0%  held-out answers 5.0%\n"
+            "eval  step 0/40  held-out answers 0.0%\n"
+            "eval  step 20/40  loss 1.5000  token accuracy 50.0%\n"
+            "eval  step 40/40  loss 1.0000\n");
+  EXPECT_THAT(EventLine(events[0]),
+              HasSubstr("step 0/40  eval loss 2.5000  held-out answers 5.0%"));
+  EXPECT_THAT(EventLine(events[1]), HasSubstr("step 0/40  held-out answers 0.0%"));
+  EXPECT_THAT(EventLine(events[2]), ::testing::EndsWith("step 20/40  eval loss 1.5000"));
+  protocol::Job job;
+  job.id = "job-1";
+  job.spec.heldout_file = "file-8";
+  EXPECT_THAT(DescribeJob(job), HasSubstr("  held-out file    file-8\n"));
+}
+
+TEST(RenderTest, TheModelLineSaysAQuantizedBase) {
+  protocol::Job job;
+  job.id = "job-1";
+  job.spec.model = "llama-3.1-8b";
+  EXPECT_THAT(DescribeJob(job), HasSubstr("  model            llama-3.1-8b\n"));
+  job.spec.quantization = "nf4";
+  EXPECT_THAT(DescribeJob(job), HasSubstr("  model            llama-3.1-8b (nf4 base)\n"));
+}
+
+TEST(RenderTest, TheModelLineSaysAShardedBase) {
+  protocol::Job job;
+  job.id = "job-1";
+  job.spec.model = "llama-3.3-70b";
+  job.spec.gpus = 8;
+  job.spec.shard_base = true;
+  EXPECT_THAT(DescribeJob(job),
+              HasSubstr("  model            llama-3.3-70b (base sharded over 8 GPUs)\n"));
+  job.spec.gpus = 1;
+  EXPECT_THAT(DescribeJob(job),
+              HasSubstr("  model            llama-3.3-70b (shard_base: no effect on one GPU)\n"));
+}
+
 // The quickstart's summary: the step-0 eval (before training) and the last
-// one (after), loss and token accuracy; a done event's held-out answer
-// accuracy only when measured (-1: not).
+// one (after), loss and token accuracy; the held-out answer accuracy before
+// (the step-0 eval's) and after (done's), only when measured (-1: not).
 TEST(QuickstartTest, SummaryFromTheFirstAndLastEvalEvents) {
   QuickstartResult r;
   EXPECT_THAT(EvalSummaryLines(r), ElementsAre());
   for (const protocol::JobEvent& e : {
-           Ev(1, "eval", {{"step", 0}, {"total_steps", 70}, {"eval_loss", 3.5}, {"eval_token_accuracy", 0.25}}),
+           Ev(1, "eval",
+              {{"step", 0},
+               {"total_steps", 70},
+               {"eval_loss", 3.5},
+               {"eval_token_accuracy", 0.25}}),
            Ev(2, "step", {{"step", 1}, {"total_steps", 70}, {"loss", 9.0}}),
-           Ev(3, "eval", {{"step", 25}, {"total_steps", 70}, {"eval_loss", 1.0}, {"eval_token_accuracy", 0.75}}),
-           Ev(4, "eval", {{"step", 70}, {"total_steps", 70}, {"eval_loss", 0.35}, {"eval_token_accuracy", 0.9}}),
-           Ev(5, "done", {{"step", 70}, {"total_steps", 70}, {"eval_loss", 0.35}, {"heldout_accuracy", -1}}),
+           Ev(3, "eval",
+              {{"step", 25},
+               {"total_steps", 70},
+               {"eval_loss", 1.0},
+               {"eval_token_accuracy", 0.75}}),
+           Ev(4, "eval",
+              {{"step", 70},
+               {"total_steps", 70},
+               {"eval_loss", 0.35},
+               {"eval_token_accuracy", 0.9}}),
+           Ev(5, "done",
+              {{"step", 70}, {"total_steps", 70}, {"eval_loss", 0.35}, {"heldout_accuracy", -1}}),
        }) {
     RecordEvalEvent(e, &r);
   }
   EXPECT_THAT(EvalSummaryLines(r),
               ElementsAre("  eval loss: 3.5000 -> 0.3500 (-90.0%)",
                           "  eval token accuracy: 25.0% -> 90.0% (answer tokens predicted right)"));
-  RecordEvalEvent(Ev(6, "done", {{"step", 70}, {"total_steps", 70}, {"heldout_accuracy", 0.95}}), &r);
-  EXPECT_THAT(EvalSummaryLines(r).back(), "  held-out answer accuracy: 95.0% (greedy answers exactly right)");
+  // A job with held-out prompts (the quickstart's).
+  QuickstartResult h;
+  for (const protocol::JobEvent& e : {
+           Ev(1, "eval",
+              {{"step", 0},
+               {"total_steps", 70},
+               {"eval_loss", 3.5},
+               {"eval_token_accuracy", 0.25},
+               {"heldout_accuracy", 0.05}}),
+           Ev(2, "eval",
+              {{"step", 25},
+               {"total_steps", 70},
+               {"eval_loss", 1.0},
+               {"eval_token_accuracy", 0.75}}),
+           Ev(3, "eval",
+              {{"step", 70},
+               {"total_steps", 70},
+               {"eval_loss", 0.35},
+               {"eval_token_accuracy", 0.9}}),
+           Ev(4, "done",
+              {{"step", 70}, {"total_steps", 70}, {"eval_loss", 0.35}, {"heldout_accuracy", 0.95}}),
+       }) {
+    RecordEvalEvent(e, &h);
+  }
+  EXPECT_EQ(h.first_heldout_accuracy, 0.05);
+  EXPECT_EQ(h.last_heldout_accuracy, 0.95);
+  EXPECT_THAT(
+      EvalSummaryLines(h, "20 questions about countries the model never saw"),
+      ElementsAre(
+          "  eval loss: 3.5000 -> 0.3500 (-90.0%)",
+          "  eval token accuracy: 25.0% -> 90.0% (answer tokens predicted right)",
+          "  held-out answers: 5% -> 95% (20 questions about countries the model never saw)"));
+  EXPECT_EQ(EvalSummaryLines(h).back(), "  held-out answers: 5% -> 95%");
+  // Held-out prompts without validation data; an after without a before.
+  QuickstartResult only;
+  RecordEvalEvent(Ev(1, "eval", {{"step", 0}, {"total_steps", 70}, {"heldout_accuracy", 0.0}}),
+                  &only);
+  RecordEvalEvent(
+      Ev(2, "done",
+         {{"step", 70}, {"total_steps", 70}, {"eval_loss", -1}, {"heldout_accuracy", 0.5}}),
+      &only);
+  EXPECT_THAT(EvalSummaryLines(only), ElementsAre("  held-out answers: 0% -> 50%"));
+  QuickstartResult after;
+  RecordEvalEvent(Ev(6, "done", {{"step", 70}, {"total_steps", 70}, {"heldout_accuracy", 0.95}}),
+                  &after);
+  EXPECT_THAT(EvalSummaryLines(after), ElementsAre("  held-out answers: ? -> 95%"));
   // An older trainer's eval event: "loss", no accuracy.
   QuickstartResult old;
   RecordEvalEvent(Ev(1, "eval", {{"step", 0}, {"loss", 2.0}}), &old);
@@ -407,22 +632,27 @@ TEST(RenderTest, TableAndEventLines) {
   EXPECT_EQ(Table({"A", "LONGER"}, {{"xxxx", "y"}}), "A     LONGER\nxxxx  y\n");
   EXPECT_THAT(EventLine(Ev(7, "step", {{"step", 10}, {"total_steps", 100}, {"loss", 1.23}})),
               HasSubstr("step 10/100  loss 1.2300"));
-  EXPECT_THAT(EventLine(Ev(8, "status", {{"status", "running"}, {"previous", "queued"}})), HasSubstr("queued -> running"));
+  EXPECT_THAT(EventLine(Ev(8, "status", {{"status", "running"}, {"previous", "queued"}})),
+              HasSubstr("queued -> running"));
 }
 
 TEST(RenderTest, JobErrorsHintOnlyWhenTheJobFailed) {
   protocol::Job job;
   job.id = "job-1";
   job.status = protocol::JobStatus::kFailed;
-  job.error = protocol::JobError{"INVALID_ARGUMENT", "train.jsonl:3: not JSON", "training_file", true};
-  EXPECT_THAT(DescribeJob(job), HasSubstr("INVALID_ARGUMENT: train.jsonl:3: not JSON (training_file) [fix the input and resubmit]"));
+  job.error =
+      protocol::JobError{"INVALID_ARGUMENT", "train.jsonl:3: not JSON", "training_file", true};
+  EXPECT_THAT(DescribeJob(job), HasSubstr("INVALID_ARGUMENT: train.jsonl:3: not JSON "
+                                          "(training_file) [fix the input and resubmit]"));
   job.error->user_error = false;
   EXPECT_THAT(DescribeJob(job), HasSubstr("[system error]"));
   // Paused over the storage quota: the message says what to do; no resubmit hint.
   job.status = protocol::JobStatus::kPaused;
-  job.error = protocol::JobError{"RESOURCE_EXHAUSTED", "paused: tenant 'acme' uses 9 of its 8 bytes", "tenant", true};
+  job.error = protocol::JobError{"RESOURCE_EXHAUSTED",
+                                 "paused: tenant 'acme' uses 9 of its 8 bytes", "tenant", true};
   const std::string text = DescribeJob(job);
-  EXPECT_THAT(text, HasSubstr("RESOURCE_EXHAUSTED: paused: tenant 'acme' uses 9 of its 8 bytes (tenant)"));
+  EXPECT_THAT(
+      text, HasSubstr("RESOURCE_EXHAUSTED: paused: tenant 'acme' uses 9 of its 8 bytes (tenant)"));
   EXPECT_THAT(text, Not(HasSubstr("resubmit")));
   EXPECT_THAT(text, Not(HasSubstr("system error")));
 }
@@ -460,10 +690,12 @@ TEST(RenderTest, BytesAndStorageUsage) {
 
 TEST(SvgTest, SeriesFromEventsAndDocument) {
   std::vector<protocol::JobEvent> events;
-  for (int s = 1; s <= 20; ++s) events.push_back(Ev(s, "step", {{"step", s}, {"total_steps", 20}, {"loss", 3.0 - 0.1 * s}}));
+  for (int s = 1; s <= 20; ++s)
+    events.push_back(Ev(s, "step", {{"step", s}, {"total_steps", 20}, {"loss", 3.0 - 0.1 * s}}));
   events.push_back(Ev(21, "eval", {{"step", 0}, {"eval_loss", 3.1}}));
   events.push_back(Ev(22, "eval", {{"step", 20}, {"eval_loss", 1.2}}));
-  events.push_back(Ev(23, "step", {{"step", 20}, {"loss", 0.9}}));  // a repeated step (resume): the later wins
+  events.push_back(
+      Ev(23, "step", {{"step", 20}, {"loss", 0.9}}));  // a repeated step (resume): the later wins
   std::vector<Series> s = LossSeriesFromEvents(events);
   ASSERT_EQ(s.size(), 2u);
   ASSERT_EQ(s[0].points.size(), 20u);
@@ -472,7 +704,10 @@ TEST(SvgTest, SeriesFromEventsAndDocument) {
   EXPECT_EQ(s[1].points.front(), std::make_pair(0.0, 3.1));
 
   const std::string svg = LossCurveSvg("job-1 <loss> & \"more\"", s);
-  EXPECT_THAT(svg, StartsWith("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\""));
+  EXPECT_THAT(
+      svg,
+      StartsWith(
+          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\""));
   EXPECT_THAT(svg, HasSubstr("<title>job-1 &lt;loss&gt; &amp; &quot;more&quot;</title>"));
   // Each <polyline class="series" data-name="NAME" ... points="X,Y X,Y ..."/>
   // (found by hand: std::regex does not compile under --config=asan).
@@ -491,7 +726,8 @@ TEST(SvgTest, SeriesFromEventsAndDocument) {
     found.emplace_back(svg.substr(name_begin, name_end - name_begin),
                        static_cast<int>(std::count(pts.begin(), pts.end(), ',')));
   }
-  EXPECT_THAT(found, ElementsAre(std::make_pair("training loss", 20), std::make_pair("eval loss", 2)));
+  EXPECT_THAT(found,
+              ElementsAre(std::make_pair("training loss", 20), std::make_pair("eval loss", 2)));
   EXPECT_EQ(std::count(svg.begin(), svg.end(), '<') - std::count(svg.begin(), svg.end(), '>'), 0);
   EXPECT_THAT(svg, HasSubstr(">step</text>"));
   EXPECT_THAT(svg, HasSubstr("</svg>\n"));
@@ -558,6 +794,28 @@ TEST(MainTest, UsageErrorsExitOne) {
   EXPECT_THAT(r.err, HasSubstr("unknown job status 'done'"));
   r = RunMain({"jobs", "create", "--epochs", "many"}, env);
   EXPECT_EQ(r.code, kExitUsage);
+  r = RunMain({"jobs", "create", "--help"}, env);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--quantization VALUE"));
+  EXPECT_THAT(r.out, HasSubstr("none | nf4"));
+  // Checked before any daemon is contacted (none is running).
+  r = RunMain({"--endpoint", "ipc:///nonexistent/fjordd.sock", "jobs", "create", "--model", "demo",
+               "--training-file", "files/t.jsonl", "--quantization", "int4"},
+              env);
+  EXPECT_EQ(r.code, kExitInvalidArgument);
+  EXPECT_THAT(r.err, HasSubstr("quantization must be none or nf4, got 'int4'"));
+  // --shard-base is a flag: it takes no value.
+  r = RunMain({"jobs", "create", "--help"}, env);
+  EXPECT_THAT(r.out, HasSubstr("      --shard-base            each of the job's GPUs holds "
+                               "1/gpus of the frozen base"));
+  r = RunMain({"jobs", "create", "--shard-base=true"}, env);
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("option --shard-base takes no value"));
+  r = RunMain({"--endpoint", "ipc:///nonexistent/fjordd.sock", "jobs", "create", "--model", "demo",
+               "--training-file", "files/t.jsonl", "--quantization", "nf4", "--shard-base"},
+              env);
+  EXPECT_EQ(r.code, kExitInvalidArgument);
+  EXPECT_THAT(r.err, HasSubstr("shard_base and quantization: nf4 cannot be combined (yet)"));
   r = RunMain({"jobs", "get", "--help"}, env);
   EXPECT_EQ(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("usage: fjord jobs get JOB_ID"));
@@ -576,11 +834,13 @@ TEST(MainTest, ConfigErrorsBeforeConnecting) {
   EXPECT_EQ(r.code, kExitInvalidArgument);
   EXPECT_EQ(json::parse(r.out)["error"]["code"], "INVALID_ARGUMENT");
   // A job.yaml error is found before any daemon is contacted (none is running).
-  const std::string job = d.Write("job.yaml", "model: demo\ntraining_file: t.jsonl\nhyperparameters:\n  epochs: 0\n");
+  const std::string job =
+      d.Write("job.yaml", "model: demo\ntraining_file: t.jsonl\nhyperparameters:\n  epochs: 0\n");
   r = RunMain({"--endpoint", "ipc:///nonexistent/fjordd.sock", "jobs", "create", "-f", job}, env);
   EXPECT_EQ(r.code, kExitInvalidArgument);
   EXPECT_THAT(r.err, HasSubstr("job.yaml:4: hyperparameters.epochs must be in [1, 1000], got 0"));
-  r = RunMain({"--endpoint", "ipc:///x.sock", "jobs", "create", "-f", d.path() + "/none.yaml"}, env);
+  r = RunMain({"--endpoint", "ipc:///x.sock", "jobs", "create", "-f", d.path() + "/none.yaml"},
+              env);
   EXPECT_EQ(r.code, kExitNotFound);
 }
 

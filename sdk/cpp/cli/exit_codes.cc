@@ -4,18 +4,30 @@ namespace fjord::cli {
 
 int ExitCodeFor(const absl::Status& status) {
   switch (status.code()) {
-    case absl::StatusCode::kOk: return kExitOk;
-    case absl::StatusCode::kInvalidArgument: return kExitInvalidArgument;
-    case absl::StatusCode::kNotFound: return kExitNotFound;
-    case absl::StatusCode::kAlreadyExists: return kExitAlreadyExists;
-    case absl::StatusCode::kPermissionDenied: return kExitPermissionDenied;
-    case absl::StatusCode::kUnauthenticated: return kExitUnauthenticated;
-    case absl::StatusCode::kResourceExhausted: return kExitResourceExhausted;
-    case absl::StatusCode::kFailedPrecondition: return kExitFailedPrecondition;
-    case absl::StatusCode::kUnimplemented: return kExitUnimplemented;
-    case absl::StatusCode::kUnavailable: return kExitUnavailable;
-    case absl::StatusCode::kDeadlineExceeded: return kExitDeadlineExceeded;
-    default: return kExitInternal;
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+      return kExitInvalidArgument;
+    case absl::StatusCode::kNotFound:
+      return kExitNotFound;
+    case absl::StatusCode::kAlreadyExists:
+      return kExitAlreadyExists;
+    case absl::StatusCode::kPermissionDenied:
+      return kExitPermissionDenied;
+    case absl::StatusCode::kUnauthenticated:
+      return kExitUnauthenticated;
+    case absl::StatusCode::kResourceExhausted:
+      return kExitResourceExhausted;
+    case absl::StatusCode::kFailedPrecondition:
+      return kExitFailedPrecondition;
+    case absl::StatusCode::kUnimplemented:
+      return kExitUnimplemented;
+    case absl::StatusCode::kUnavailable:
+      return kExitUnavailable;
+    case absl::StatusCode::kDeadlineExceeded:
+      return kExitDeadlineExceeded;
+    default:
+      return kExitInternal;
   }
 }
 

@@ -21,8 +21,8 @@ using nlohmann::json;
 
 absl::Status At(const std::string& name, const YAML::Mark& mark, const std::string& message) {
   return absl::InvalidArgumentError(
-      absl::StrCat(name.empty() ? "job" : name, mark.line >= 0 ? absl::StrCat(":", mark.line + 1) : "", ": ",
-                   message));
+      absl::StrCat(name.empty() ? "job" : name,
+                   mark.line >= 0 ? absl::StrCat(":", mark.line + 1) : "", ": ", message));
 }
 
 // YAML 1.2 core-schema numbers, matched by hand (std::regex trips GCC's
@@ -101,14 +101,17 @@ absl::Status Convert(const YAML::Node& node, const std::string& path, JobDocumen
     case YAML::NodeType::Map: {
       *out = json::object();
       for (const auto& kv : node) {
-        if (!kv.first.IsScalar()) return At(doc.name, kv.first.Mark(), "mapping keys must be plain names");
+        if (!kv.first.IsScalar())
+          return At(doc.name, kv.first.Mark(), "mapping keys must be plain names");
         const std::string key = kv.first.Scalar();
         const std::string child = path.empty() ? key : absl::StrCat(path, ".", key);
-        if (out->contains(key)) return At(doc.name, kv.first.Mark(), absl::StrCat(child, " is given twice"));
+        if (out->contains(key))
+          return At(doc.name, kv.first.Mark(), absl::StrCat(child, " is given twice"));
         if (kv.first.Mark().line >= 0) doc.lines[child] = kv.first.Mark().line + 1;
         json v;
         FJORD_RETURN_IF_ERROR(Convert(kv.second, child, doc, &v, depth + 1));
-        if (kv.first.Mark().line >= 0) doc.lines[child] = kv.first.Mark().line + 1;  // the key's line
+        if (kv.first.Mark().line >= 0)
+          doc.lines[child] = kv.first.Mark().line + 1;  // the key's line
         (*out)[key] = std::move(v);
       }
       return absl::OkStatus();
@@ -131,8 +134,11 @@ absl::StatusOr<JobDocument> ParseJobYaml(const std::string& text, const std::str
   } catch (const YAML::Exception& e) {
     return At(name, e.mark, absl::StrCat("malformed YAML: ", e.msg));
   }
-  if (root.IsNull()) return At(name, YAML::Mark::null_mark(), "the file is empty: expected a job (model:, training_file:, ...)");
-  if (!root.IsMap()) return At(name, root.Mark(), "expected a mapping of job fields (model:, training_file:, ...)");
+  if (root.IsNull())
+    return At(name, YAML::Mark::null_mark(),
+              "the file is empty: expected a job (model:, training_file:, ...)");
+  if (!root.IsMap())
+    return At(name, root.Mark(), "expected a mapping of job fields (model:, training_file:, ...)");
   try {
     FJORD_RETURN_IF_ERROR(Convert(root, "", doc, &doc.body, 0));
   } catch (const YAML::Exception& e) {
@@ -144,8 +150,10 @@ absl::StatusOr<JobDocument> ParseJobYaml(const std::string& text, const std::str
 absl::StatusOr<JobDocument> LoadJobFile(const std::string& path) {
   std::ifstream f(path);
   if (!f) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("job file ", path, " does not exist"));
-    return absl::PermissionDeniedError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+    if (errno == ENOENT)
+      return absl::NotFoundError(absl::StrCat("job file ", path, " does not exist"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
   }
   std::stringstream s;
   s << f.rdbuf();
@@ -188,8 +196,8 @@ absl::Status Locate(const absl::Status& status, const JobDocument& doc) {
   while (!p.empty()) {
     auto it = doc.lines.find(p);
     if (it != doc.lines.end()) {
-      return protocol::Error(status.code(), absl::StrCat(doc.name, ":", it->second, ": ", status.message()),
-                             param);
+      return protocol::Error(
+          status.code(), absl::StrCat(doc.name, ":", it->second, ": ", status.message()), param);
     }
     const size_t dot = p.find_last_of('.');
     p = dot == std::string::npos ? "" : p.substr(0, dot);

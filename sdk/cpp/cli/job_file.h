@@ -2,10 +2,11 @@
 //
 // The file is a YAML mapping with the fields of the protocol's job.create
 // body (docs/protocol.md §5: model, training_file, validation_file,
-// hyperparameters.*, lora.*, priority, gpus, max_restarts, metadata,
-// idempotency_key, tenant), plus `suffix` (kept as metadata.suffix, as the
-// Python SDK does). Command-line flags override the file's values. Errors
-// name the file and the line of the field at fault:
+// heldout_file, hyperparameters.*, lora.*, priority, gpus, quantization,
+// shard_base, max_restarts, metadata, idempotency_key, tenant), plus
+// `suffix` (kept as metadata.suffix, as the Python SDK does). Command-line
+// flags override the file's values. Errors name the file and the line of
+// the field at fault:
 //   job.yaml:7: hyperparameters.epochs must be in [1, 1000], got 0
 #ifndef FJORD_SDK_CPP_CLI_JOB_FILE_H_
 #define FJORD_SDK_CPP_CLI_JOB_FILE_H_
@@ -23,9 +24,9 @@ namespace fjord::cli {
 
 struct JobDocument {
   nlohmann::json body = nlohmann::json::object();  // the job.create body as written
-  std::map<std::string, int> lines;  // dotted field path -> 1-based line in `name`
-  std::string name;                  // the file's name for messages ("" for flags only)
-  std::string base_dir = ".";        // where relative local data paths are found
+  std::map<std::string, int> lines;                // dotted field path -> 1-based line in `name`
+  std::string name;            // the file's name for messages ("" for flags only)
+  std::string base_dir = ".";  // where relative local data paths are found
 };
 
 // Parses YAML text. Plain scalars become JSON null/bool/int/number/string as

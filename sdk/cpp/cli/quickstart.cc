@@ -32,12 +32,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "daemon/protocol/curve_keys.h"
 #include "daemon/protocol/errors.h"
+#include "runtime/util/net.h"
 #include "runtime/util/status_macros.h"
 #include "sdk/cpp/cli/job_file.h"
 #include "sdk/cpp/cli/render.h"
 #include "sdk/cpp/client.h"
-#include "daemon/protocol/curve_keys.h"
 
 namespace fjord::cli {
 namespace {
@@ -52,11 +53,13 @@ namespace fs = std::filesystem;
 // base model) to answer for countries it was not trained on; stopped in the
 // middle, the result swings with the smallest change (after 2 epochs, 0% to
 // 100% of the held-out answers right with seeds 1..4).
-constexpr char kJobYaml[] = R"(# The quickstart's fine-tune of the demo model (tools/demo), as a customer submits it:
+constexpr char kJobYaml[] =
+    R"(# The quickstart's fine-tune of the demo model (tools/demo), as a customer submits it:
 #   fjord jobs create -f job.yaml --wait
 model: demo
 training_file: train.jsonl         # local files are uploaded first
-validation_file: valid.jsonl
+validation_file: valid.jsonl       # the eval loss and token accuracy
+heldout_file: heldout.jsonl        # questions asked before and after: held-out answer accuracy
 suffix: capitals
 hyperparameters:
   epochs: 5                        # the eval loss has levelled off by then (~120 of 175 steps)
@@ -80,7 +83,9 @@ lora:
 std::atomic<bool> g_interrupted{false};
 void OnSignal(int) { g_interrupted.store(true); }
 
-bool IsExecutable(const std::string& p) { return !p.empty() && ::access(p.c_str(), X_OK) == 0 && !fs::is_directory(p); }
+bool IsExecutable(const std::string& p) {
+  return !p.empty() && ::access(p.c_str(), X_OK) == 0 && !fs::is_directory(p);
+}
 
 std::string RealPath(const std::string& p) {
   char buf[PATH_MAX];
@@ -96,8 +101,9 @@ std::string BinRoot(const QuickstartOptions& o) {
   return "";
 }
 
-absl::StatusOr<std::string> FindProgram(const QuickstartOptions& o, const char* name, const char* env_var,
-                                        const char* bazel_path, const char* target) {
+absl::StatusOr<std::string> FindProgram(const QuickstartOptions& o, const char* name,
+                                        const char* env_var, const char* bazel_path,
+                                        const char* target) {
   std::vector<std::string> tried;
   if (auto e = o.env(env_var)) {
     if (IsExecutable(*e)) return *e;
@@ -106,7 +112,8 @@ absl::StatusOr<std::string> FindProgram(const QuickstartOptions& o, const char* 
   const std::string bin = BinRoot(o);
   if (!bin.empty()) tried.push_back(absl::StrCat(bin, "/", bazel_path));
   const std::string self = RealPath(o.self_path);
-  if (self.find('/') != std::string::npos) tried.push_back(absl::StrCat(self.substr(0, self.rfind('/')), "/", name));
+  if (self.find('/') != std::string::npos)
+    tried.push_back(absl::StrCat(self.substr(0, self.rfind('/')), "/", name));
   for (const std::string& t : tried) {
     if (IsExecutable(t)) return t;
   }
@@ -117,19 +124,23 @@ absl::StatusOr<std::string> FindProgram(const QuickstartOptions& o, const char* 
     }
     tried.push_back("$PATH");
   }
-  return absl::FailedPreconditionError(absl::StrCat(name, " not found (looked at ", absl::StrJoin(tried, ", "),
-                                                    "): build it with `bazel build ", target, "` or set ", env_var));
+  return absl::FailedPreconditionError(
+      absl::StrCat(name, " not found (looked at ", absl::StrJoin(tried, ", "),
+                   "): build it with `bazel build ", target, "` or set ", env_var));
 }
 
 absl::StatusOr<std::string> FindDemo(const QuickstartOptions& o) {
   std::string dir;
-  if (auto d = o.env("FJORD_DEMO_DIR")) dir = *d;
-  else if (!BinRoot(o).empty()) dir = BinRoot(o) + "/tools/demo/out";
+  if (auto d = o.env("FJORD_DEMO_DIR"))
+    dir = *d;
+  else if (!BinRoot(o).empty())
+    dir = BinRoot(o) + "/tools/demo/out";
   for (const char* f : {"model/config.json", "model/model.safetensors", "model/tokenizer.json",
-                        "data/train.jsonl", "data/valid.jsonl"}) {
+                        "data/train.jsonl", "data/valid.jsonl", "data/heldout.jsonl"}) {
     if (dir.empty() || !fs::exists(absl::StrCat(dir, "/", f))) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the demo model and data are missing", dir.empty() ? "" : absl::StrCat(" (no ", dir, "/", f, ")"),
+          "the demo model and data are missing",
+          dir.empty() ? "" : absl::StrCat(" (no ", dir, "/", f, ")"),
           ": generate them with `bazel build //tools/demo:demo` or set FJORD_DEMO_DIR"));
     }
   }
@@ -137,26 +148,16 @@ absl::StatusOr<std::string> FindDemo(const QuickstartOptions& o) {
 }
 
 absl::StatusOr<int> FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return absl::UnavailableError(absl::StrCat("no free loopback port: ", std::strerror(e)));
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
+  const int port = fjord::FreeLoopbackPort();
+  if (port == 0) return absl::UnavailableError("no free port on 127.0.0.1");
+  return port;
 }
 
 absl::Status WriteFile(const std::string& path, const std::string& text, mode_t mode = 0644) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   ::close(fd);
   if (!ok) return absl::InternalError(absl::StrCat("cannot write ", path));
@@ -267,7 +268,8 @@ class SignalGuard {
   }
 
  private:
-  struct sigaction old_int_ {}, old_term_ {};
+  struct sigaction old_int_ {
+  }, old_term_{};
 };
 
 int64_t CountLines(const std::string& path) {
@@ -287,6 +289,11 @@ std::optional<double> Number(const json& data, const char* key) {
 const char* QuickstartJobYaml() { return kJobYaml; }
 
 void RecordEvalEvent(const protocol::JobEvent& e, QuickstartResult* result) {
+  // heldout_accuracy: -1 or absent when not measured.
+  auto heldout = [&]() -> std::optional<double> {
+    std::optional<double> acc = Number(e.data, "heldout_accuracy");
+    return acc && *acc >= 0 ? acc : std::nullopt;
+  };
   if (e.type == "eval") {
     std::optional<double> loss = Number(e.data, "eval_loss");
     if (!loss) loss = Number(e.data, "loss");
@@ -298,27 +305,36 @@ void RecordEvalEvent(const protocol::JobEvent& e, QuickstartResult* result) {
       if (!result->first_eval_token_accuracy) result->first_eval_token_accuracy = acc;
       result->last_eval_token_accuracy = acc;
     }
-  } else if (e.type == "done") {
-    // -1: not measured.
-    if (std::optional<double> acc = Number(e.data, "heldout_accuracy"); acc && *acc >= 0) {
-      result->heldout_accuracy = acc;
+    // Before training: the step-0 evaluation's.
+    if (std::optional<double> acc = heldout(); acc && !result->first_heldout_accuracy) {
+      result->first_heldout_accuracy = acc;
     }
+  } else if (e.type == "done") {
+    if (std::optional<double> acc = heldout()) result->last_heldout_accuracy = acc;
   }
 }
 
-std::vector<std::string> EvalSummaryLines(const QuickstartResult& r) {
+std::vector<std::string> EvalSummaryLines(const QuickstartResult& r,
+                                          const std::string& heldout_what) {
   std::vector<std::string> lines;
   if (r.first_eval_loss && r.last_eval_loss) {
     const double a = *r.first_eval_loss, b = *r.last_eval_loss;
-    lines.push_back(absl::StrFormat("  eval loss: %.4f -> %.4f (%+.1f%%)", a, b, a != 0 ? 100 * (b - a) / a : 0.0));
+    lines.push_back(absl::StrFormat("  eval loss: %.4f -> %.4f (%+.1f%%)", a, b,
+                                    a != 0 ? 100 * (b - a) / a : 0.0));
   }
   if (r.first_eval_token_accuracy && r.last_eval_token_accuracy) {
-    lines.push_back(absl::StrFormat("  eval token accuracy: %.1f%% -> %.1f%% (answer tokens predicted right)",
-                                    100 * *r.first_eval_token_accuracy, 100 * *r.last_eval_token_accuracy));
+    lines.push_back(
+        absl::StrFormat("  eval token accuracy: %.1f%% -> %.1f%% (answer tokens predicted right)",
+                        100 * *r.first_eval_token_accuracy, 100 * *r.last_eval_token_accuracy));
   }
-  if (r.heldout_accuracy) {
-    lines.push_back(absl::StrFormat("  held-out answer accuracy: %.1f%% (greedy answers exactly right)",
-                                    100 * *r.heldout_accuracy));
+  if (r.first_heldout_accuracy || r.last_heldout_accuracy) {
+    auto percent = [](const std::optional<double>& v) {
+      return v ? absl::StrFormat("%.0f%%", 100 * *v) : "?";
+    };
+    lines.push_back(
+        absl::StrCat("  held-out answers: ", percent(r.first_heldout_accuracy), " -> ",
+                     percent(r.last_heldout_accuracy),
+                     heldout_what.empty() ? "" : absl::StrCat(" (", heldout_what, ")")));
   }
   return lines;
 }
@@ -328,10 +344,12 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
     if (!o.json) std::fprintf(out, "%s\n", s.c_str()), std::fflush(out);
   };
   // ---- what it needs ---------------------------------------------------------
-  FJORD_ASSIGN_OR_RETURN(const std::string fjordd,
-                         FindProgram(o, "fjordd", "FJORD_FJORDD", "daemon/server/fjordd", "//daemon/server:fjordd"));
-  FJORD_ASSIGN_OR_RETURN(const std::string trainer, FindProgram(o, "fjord-train", "FJORD_TRAIN",
-                                                                "lora/cli/fjord-train", "//lora/cli:fjord-train"));
+  FJORD_ASSIGN_OR_RETURN(
+      const std::string fjordd,
+      FindProgram(o, "fjordd", "FJORD_FJORDD", "daemon/server/fjordd", "//daemon/server:fjordd"));
+  FJORD_ASSIGN_OR_RETURN(const std::string trainer,
+                         FindProgram(o, "fjord-train", "FJORD_TRAIN", "lora/cli/fjord-train",
+                                     "//lora/cli:fjord-train"));
   FJORD_ASSIGN_OR_RETURN(const std::string demo, FindDemo(o));
   JobDocument job_doc;
   if (!o.job_file.empty()) {
@@ -351,11 +369,13 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
   }
   std::error_code ec;
   fs::create_directories(results, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", results, ": ", ec.message()));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", results, ": ", ec.message()));
   results = RealPath(results);
   // The daemon's state: a short path (worker ipc sockets live there).
   char tmpl[] = "/tmp/fjord-quickstart-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
+  if (::mkdtemp(tmpl) == nullptr)
+    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
   const std::string run = tmpl;
   struct Cleanup {
     std::string dir;
@@ -367,31 +387,34 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
       }
     }
   } cleanup{run, o.keep};
-  for (const char* d : {"state", "storage", "keys"}) fs::create_directories(absl::StrCat(run, "/", d), ec);
+  for (const char* d : {"state", "storage", "keys"})
+    fs::create_directories(absl::StrCat(run, "/", d), ec);
   FJORD_ASSIGN_OR_RETURN(CurveKeyPair server_keys, GenerateCurveKeyPair());
   FJORD_ASSIGN_OR_RETURN(CurveKeyPair client_keys, GenerateCurveKeyPair());
   FJORD_RETURN_IF_ERROR(WriteCurveKeyFiles(run + "/keys/server", server_keys));
   FJORD_RETURN_IF_ERROR(WriteCurveKeyFiles(run + "/keys/quickstart", client_keys));
-  FJORD_RETURN_IF_ERROR(WriteFile(run + "/keys/clients.yaml",
-                                  absl::StrCat("clients:\n  - name: quickstart\n    public_key: \"",
-                                               client_keys.public_key, "\"\n    tenant: demo\n    role: tenant\n"),
-                                  0600));
+  FJORD_RETURN_IF_ERROR(
+      WriteFile(run + "/keys/clients.yaml",
+                absl::StrCat("clients:\n  - name: quickstart\n    public_key: \"",
+                             client_keys.public_key, "\"\n    tenant: demo\n    role: tenant\n"),
+                0600));
   FJORD_ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
   const std::string endpoint = absl::StrCat("tcp://127.0.0.1:", port);
   const bool gpu = HasNvidiaGpu();
   const std::string config = absl::StrCat(
-      "# written by `fjord quickstart`\n", "node_name: quickstart\n", "state_dir: ", run, "/state\n",
-      "storage_root: ", run, "/storage\n", "listen:\n  - ", endpoint, "\n", "security:\n  curve: true\n",
-      "  server_secret_key_file: ", run, "/keys/server.key\n", "  keys_file: ", run, "/keys/clients.yaml\n",
-      "models:\n  ", spec.model, ": ", demo, "/model\n", "worker:\n  program: ", trainer, "\n",
-      "scheduler:\n  gpus: [", gpu ? "0" : "", "]\n  cpu_slots: 1\n", "metrics:\n  listen: \"\"\n",
-      "logging:\n  level: info\n  file: ", run, "/fjordd.log\n");
+      "# written by `fjord quickstart`\n", "node_name: quickstart\n", "state_dir: ", run,
+      "/state\n", "storage_root: ", run, "/storage\n", "listen:\n  - ", endpoint, "\n",
+      "security:\n  curve: true\n", "  server_secret_key_file: ", run, "/keys/server.key\n",
+      "  keys_file: ", run, "/keys/clients.yaml\n", "models:\n  ", spec.model, ": ", demo,
+      "/model\n", "worker:\n  program: ", trainer, "\n", "scheduler:\n  gpus: [", gpu ? "0" : "",
+      "]\n  cpu_slots: 1\n", "metrics:\n  listen: \"\"\n", "logging:\n  level: info\n  file: ", run,
+      "/fjordd.log\n");
   FJORD_RETURN_IF_ERROR(WriteFile(run + "/fjordd.yaml", config));
 
   // ---- the daemon --------------------------------------------------------------
   SignalGuard signals;
-  say(absl::StrCat("quickstart: starting fjordd on ", endpoint, " (state in ", run, ", ", gpu ? "GPU 0" : "CPU",
-                   ")"));
+  say(absl::StrCat("quickstart: starting fjordd on ", endpoint, " (state in ", run, ", ",
+                   gpu ? "GPU 0" : "CPU", ")"));
   FJORD_ASSIGN_OR_RETURN(std::unique_ptr<DaemonProcess> daemon,
                          DaemonProcess::Start(fjordd, run + "/fjordd.yaml", run + "/fjordd.out"));
   ClientOptions co;
@@ -403,24 +426,26 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
   const auto start_wait = std::chrono::steady_clock::now();
   while (true) {
     if (std::optional<int> st = daemon->Exited()) {
-      return absl::UnavailableError(absl::StrCat("fjordd exited (", Describe(*st), ") before answering; its output:\n",
-                                                 Tail(run + "/fjordd.out", 20), Tail(run + "/fjordd.log", 20)));
+      return absl::UnavailableError(
+          absl::StrCat("fjordd exited (", Describe(*st), ") before answering; its output:\n",
+                       Tail(run + "/fjordd.out", 20), Tail(run + "/fjordd.log", 20)));
     }
     ClientOptions probe = co;
     probe.timeout_ms = 300;
     probe.retries = 0;
-    absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(probe);
-    if (!c.ok()) return c.status();
-    if ((*c)->Ping().ok()) break;
-    if (std::chrono::steady_clock::now() - start_wait > std::chrono::seconds(30) || g_interrupted.load()) {
-      return absl::UnavailableError(absl::StrCat("fjordd did not answer on ", endpoint, " within 30 s; its log:\n",
+    FJORD_ASSIGN_OR_RETURN(std::unique_ptr<Client> c, Client::Connect(probe));
+    if ((c)->Ping().ok()) break;
+    if (std::chrono::steady_clock::now() - start_wait > std::chrono::seconds(30) ||
+        g_interrupted.load()) {
+      return absl::UnavailableError(absl::StrCat("fjordd did not answer on ", endpoint,
+                                                 " within 30 s; its log:\n",
                                                  Tail(run + "/fjordd.log", 20)));
     }
   }
   FJORD_ASSIGN_OR_RETURN(client, Client::Connect(co));
 
   // ---- the fine-tune -------------------------------------------------------------
-  for (std::string* ref : {&spec.training_file, &spec.validation_file}) {
+  for (std::string* ref : {&spec.training_file, &spec.validation_file, &spec.heldout_file}) {
     if (ref->empty()) continue;
     const std::string local = (*ref)[0] == '/' ? *ref : absl::StrCat(job_doc.base_dir, "/", *ref);
     if (!fs::is_regular_file(local)) continue;
@@ -431,7 +456,9 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
   FJORD_ASSIGN_OR_RETURN(protocol::Job job, client->CreateJob(spec));
   say(absl::StrCat("created ", job.id, ": LoRA r=", spec.lora.r, " on ", spec.model, ", ",
                    spec.hyperparameters.epochs, " epochs"));
-  if (o.json) std::fprintf(out, "%s\n", protocol::DumpJson(json{{"created", protocol::JobToJson(job)}}).c_str());
+  if (o.json)
+    std::fprintf(out, "%s\n",
+                 protocol::DumpJson(json{{"created", protocol::JobToJson(job)}}).c_str());
   QuickstartResult result;
   result.job_id = job.id;
   result.base_model_dir = demo + "/model";
@@ -440,24 +467,31 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
   bool timed_out = false;
   absl::StatusOr<protocol::Job> final_job =
       client->StreamEvents(job.id, 0, [&](const protocol::JobEvent& e) {
-        if (o.json) std::fprintf(out, "%s\n", protocol::DumpJson(json{{"event", protocol::JobEventToJson(e)}}).c_str());
-        else progress.OnEvent(e);
+        if (o.json)
+          std::fprintf(out, "%s\n",
+                       protocol::DumpJson(json{{"event", protocol::JobEventToJson(e)}}).c_str());
+        else
+          progress.OnEvent(e);
         RecordEvalEvent(e, &result);
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted).count();
+        const double elapsed =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted).count();
         if (elapsed > o.max_seconds) timed_out = true;
         return !g_interrupted.load() && !timed_out;
       });
   if (!final_job.ok()) return final_job.status();
   if (!protocol::IsFinal(final_job->status)) {
-    say(g_interrupted.load() ? "interrupted: cancelling the job" : "time is up: cancelling the job");
+    say(g_interrupted.load() ? "interrupted: cancelling the job"
+                             : "time is up: cancelling the job");
     absl::StatusOr<protocol::Job> c = client->CancelJob(job.id);
     if (c.ok()) final_job = c;
     if (timed_out) {
       return absl::DeadlineExceededError(absl::StrCat("the quickstart job did not finish within ",
-                                                      o.max_seconds / 60, " minutes; cancelled it"));
+                                                      o.max_seconds / 60,
+                                                      " minutes; cancelled it"));
     }
   }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted).count();
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted).count();
   result.job_status = final_job->status;
   if (!o.json) progress.Finish(*final_job);
   if (final_job->status == protocol::JobStatus::kSucceeded) {
@@ -473,10 +507,15 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
       say(absl::StrCat("  validation: ", CountLines(demo + "/data/valid.jsonl"),
                        " questions about countries left out of the training data"));
     }
-    for (const std::string& line : EvalSummaryLines(result)) say(line);
-    say(absl::StrCat("  PEFT adapter: ", result.adapter_dir, "/ (", absl::StrJoin(names, ", "), ")"));
-    say(absl::StrCat("  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(\"", demo,
-                     "/model\"), \"", result.adapter_dir, "\")"));
+    const std::string heldout_what =
+        o.job_file.empty() ? absl::StrCat(CountLines(demo + "/data/heldout.jsonl"),
+                                          " questions about countries the model never saw")
+                           : "";
+    for (const std::string& line : EvalSummaryLines(result, heldout_what)) say(line);
+    say(absl::StrCat("  PEFT adapter: ", result.adapter_dir, "/ (", absl::StrJoin(names, ", "),
+                     ")"));
+    say(absl::StrCat("  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(\"",
+                     demo, "/model\"), \"", result.adapter_dir, "\")"));
   } else {
     say(absl::StrCat("quickstart: ", job.id, " ended ", protocol::JobStatusName(final_job->status),
                      final_job->error ? absl::StrCat(": ", final_job->error->message) : ""));
@@ -489,16 +528,18 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
                    o.keep ? absl::StrCat("; its state and logs are in ", run) : ""));
   if (o.json) {
     auto opt = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };
-    json summary{{"job", protocol::JobToJson(*final_job)},
-                 {"adapter", result.adapter_dir.empty() ? json(nullptr) : json(result.adapter_dir)},
-                 {"base_model", result.base_model_dir},
-                 {"eval_loss_first", result.first_eval_loss ? json(*result.first_eval_loss) : json(nullptr)},
-                 {"eval_loss_last", result.last_eval_loss ? json(*result.last_eval_loss) : json(nullptr)},
-                 {"eval_token_accuracy_first", opt(result.first_eval_token_accuracy)},
-                 {"eval_token_accuracy_last", opt(result.last_eval_token_accuracy)},
-                 {"heldout_accuracy", opt(result.heldout_accuracy)},
-                 {"seconds", result.seconds},
-                 {"state_dir", o.keep ? json(run) : json(nullptr)}};
+    json summary{
+        {"job", protocol::JobToJson(*final_job)},
+        {"adapter", result.adapter_dir.empty() ? json(nullptr) : json(result.adapter_dir)},
+        {"base_model", result.base_model_dir},
+        {"eval_loss_first", result.first_eval_loss ? json(*result.first_eval_loss) : json(nullptr)},
+        {"eval_loss_last", result.last_eval_loss ? json(*result.last_eval_loss) : json(nullptr)},
+        {"eval_token_accuracy_first", opt(result.first_eval_token_accuracy)},
+        {"eval_token_accuracy_last", opt(result.last_eval_token_accuracy)},
+        {"heldout_accuracy_first", opt(result.first_heldout_accuracy)},
+        {"heldout_accuracy_last", opt(result.last_heldout_accuracy)},
+        {"seconds", result.seconds},
+        {"state_dir", o.keep ? json(run) : json(nullptr)}};
     std::fprintf(out, "%s\n", protocol::DumpJson(summary).c_str());
   }
   (void)err;

@@ -24,7 +24,9 @@ std::optional<double> Num(const json& d, const char* key) {
   return it->get<double>();
 }
 
-int64_t Int(const json& d, const char* key) { return static_cast<int64_t>(Num(d, key).value_or(0)); }
+int64_t Int(const json& d, const char* key) {
+  return static_cast<int64_t>(Num(d, key).value_or(0));
+}
 
 std::string Str(const json& d, const char* key) {
   if (!d.is_object()) return "";
@@ -91,10 +93,12 @@ std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes,
   return line;
 }
 
-std::string Table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+std::string Table(const std::vector<std::string>& header,
+                  const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width(header.size(), 0);
   auto measure = [&](const std::vector<std::string>& r) {
-    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i)
+      width[i] = std::max(width[i], r[i].size());
   };
   measure(header);
   for (const auto& r : rows) measure(r);
@@ -113,18 +117,21 @@ std::string Table(const std::vector<std::string>& header, const std::vector<std:
   return out;
 }
 
-std::vector<std::string> JobHeader() { return {"ID", "STATUS", "MODEL", "STEP", "LOSS", "EVAL LOSS", "CREATED"}; }
+std::vector<std::string> JobHeader() {
+  return {"ID", "STATUS", "MODEL", "STEP", "LOSS", "EVAL LOSS", "CREATED"};
+}
 
 std::vector<std::string> JobRow(const protocol::Job& job) {
   std::string status = protocol::JobStatusName(job.status);
   if (job.queue_position) absl::StrAppend(&status, " #", *job.queue_position);
-  return {job.id,
-          status,
-          job.spec.model,
-          job.total_steps > 0 ? absl::StrCat(job.step, "/", job.total_steps) : absl::StrCat(job.step),
-          Metric(job.metrics, "loss"),
-          Metric(job.metrics, "eval_loss"),
-          FormatTimeMs(job.created_at_ms)};
+  return {
+      job.id,
+      status,
+      job.spec.model,
+      job.total_steps > 0 ? absl::StrCat(job.step, "/", job.total_steps) : absl::StrCat(job.step),
+      Metric(job.metrics, "loss"),
+      Metric(job.metrics, "eval_loss"),
+      FormatTimeMs(job.created_at_ms)};
 }
 
 std::string DescribeJob(const protocol::Job& job) {
@@ -132,17 +139,30 @@ std::string DescribeJob(const protocol::Job& job) {
   std::string out = absl::StrCat("job ", job.id, "  ", protocol::JobStatusName(job.status));
   if (job.queue_position) absl::StrAppend(&out, " (queue position ", *job.queue_position, ")");
   absl::StrAppend(&out, "\n");
-  auto row = [&](const char* k, const std::string& v) { absl::StrAppend(&out, absl::StrFormat("  %-16s %s\n", k, v)); };
+  auto row = [&](const char* k, const std::string& v) {
+    absl::StrAppend(&out, absl::StrFormat("  %-16s %s\n", k, v));
+  };
   row("tenant", job.tenant);
-  row("model", job.spec.model);
+  std::string model = job.spec.model;
+  if (job.spec.quantization != "none")
+    absl::StrAppend(&model, " (", job.spec.quantization, " base)");
+  if (job.spec.shard_base) {
+    absl::StrAppend(&model, job.spec.gpus > 1
+                                ? absl::StrCat(" (base sharded over ", job.spec.gpus, " GPUs)")
+                                : " (shard_base: no effect on one GPU)");
+  }
+  row("model", model);
   row("training file", job.spec.training_file);
   if (!job.spec.validation_file.empty()) row("validation file", job.spec.validation_file);
+  if (!job.spec.heldout_file.empty()) row("held-out file", job.spec.heldout_file);
   row("hyperparameters",
-      absl::StrFormat("epochs %d, max_steps %d, batch %d x %d, lr %g (%s, warmup %d), max_length %d, seed %d",
-                      h.epochs, h.max_steps, h.batch_size, h.gradient_accumulation_steps, h.learning_rate,
-                      h.lr_scheduler, h.warmup_steps, h.max_length, h.seed));
-  row("lora", absl::StrFormat("r %d, alpha %g, dropout %g, modules %s", job.spec.lora.r, job.spec.lora.alpha,
-                              job.spec.lora.dropout, absl::StrJoin(job.spec.lora.target_modules, ",")));
+      absl::StrFormat(
+          "epochs %d, max_steps %d, batch %d x %d, lr %g (%s, warmup %d), max_length %d, seed %d",
+          h.epochs, h.max_steps, h.batch_size, h.gradient_accumulation_steps, h.learning_rate,
+          h.lr_scheduler, h.warmup_steps, h.max_length, h.seed));
+  row("lora", absl::StrFormat("r %d, alpha %g, dropout %g, modules %s", job.spec.lora.r,
+                              job.spec.lora.alpha, job.spec.lora.dropout,
+                              absl::StrJoin(job.spec.lora.target_modules, ",")));
   if (!job.spec.metadata.empty()) {
     std::vector<std::string> kv;
     for (const auto& [k, v] : job.spec.metadata) kv.push_back(absl::StrCat(k, "=", v));
@@ -152,7 +172,8 @@ std::string DescribeJob(const protocol::Job& job) {
   if (job.started_at_ms) row("started", FormatTimeMs(*job.started_at_ms));
   if (job.finished_at_ms) row("finished", FormatTimeMs(*job.finished_at_ms));
   if (job.total_steps > 0 || job.step > 0) {
-    row("progress", absl::StrCat(job.step, "/", job.total_steps, " steps, ", job.trained_tokens, " tokens"));
+    row("progress",
+        absl::StrCat(job.step, "/", job.total_steps, " steps, ", job.trained_tokens, " tokens"));
   }
   if (job.metrics.is_object() && !job.metrics.empty()) {
     std::vector<std::string> m;
@@ -163,17 +184,20 @@ std::string DescribeJob(const protocol::Job& job) {
     row("metrics", absl::StrJoin(m, ", "));
   }
   if (job.latest_checkpoint) {
-    row("checkpoint", absl::StrCat("step ", job.latest_checkpoint->step, ": ", job.latest_checkpoint->path));
+    row("checkpoint",
+        absl::StrCat("step ", job.latest_checkpoint->step, ": ", job.latest_checkpoint->path));
   }
   if (!job.result_adapter_path.empty()) row("adapter", job.result_adapter_path);
   if (job.error) {
     // The hint is for a failed job; a paused one's error (over the storage
     // quota) says in its message what to do before resuming.
     const char* hint = job.status != protocol::JobStatus::kFailed ? ""
-                       : job.error->user_error                     ? " [fix the input and resubmit]"
-                                                                   : " [system error]";
-    row("error", absl::StrCat(job.error->code, ": ", job.error->message,
-                              job.error->param.empty() ? "" : absl::StrCat(" (", job.error->param, ")"), hint));
+                       : job.error->user_error                    ? " [fix the input and resubmit]"
+                                                                  : " [system error]";
+    row("error",
+        absl::StrCat(job.error->code, ": ", job.error->message,
+                     job.error->param.empty() ? "" : absl::StrCat(" (", job.error->param, ")"),
+                     hint));
   }
   if (job.restarts > 0) row("restarts", absl::StrCat(job.restarts, " of ", job.spec.max_restarts));
   if (!job.node.empty()) row("node", job.node);
@@ -184,13 +208,20 @@ std::string EventLine(const protocol::JobEvent& e) {
   std::string what = e.message;
   if (e.type == "status") {
     what = absl::StrCat(Str(e.data, "previous").empty() ? "-" : Str(e.data, "previous"), " -> ",
-                        Str(e.data, "status"), e.message.empty() ? "" : absl::StrCat(" (", e.message, ")"));
+                        Str(e.data, "status"),
+                        e.message.empty() ? "" : absl::StrCat(" (", e.message, ")"));
   } else if (e.type == "step") {
     what = absl::StrFormat("step %d/%d  loss %.4f", Int(e.data, "step"), Int(e.data, "total_steps"),
                            Num(e.data, "loss").value_or(NAN));
   } else if (e.type == "eval") {
-    what = absl::StrFormat("step %d/%d  eval loss %.4f", Int(e.data, "step"), Int(e.data, "total_steps"),
-                           Num(e.data, "eval_loss").value_or(Num(e.data, "loss").value_or(NAN)));
+    std::optional<double> loss = Num(e.data, "eval_loss");
+    if (!loss) loss = Num(e.data, "loss");
+    const double heldout = Num(e.data, "heldout_accuracy").value_or(-1);  // -1: not measured
+    what = absl::StrFormat("step %d/%d", Int(e.data, "step"), Int(e.data, "total_steps"));
+    if (loss || heldout < 0)
+      absl::StrAppend(&what, absl::StrFormat("  eval loss %.4f", loss.value_or(NAN)));
+    if (heldout >= 0)
+      absl::StrAppend(&what, absl::StrFormat("  held-out answers %.1f%%", 100 * heldout));
   } else if (what.empty() && e.data.is_object() && !e.data.empty()) {
     what = e.data.dump();
   }
@@ -218,7 +249,8 @@ void Progress::Line(const std::string& text) {
 void Progress::OnEvent(const protocol::JobEvent& e) {
   const json& d = e.data;
   if (e.type == "status") {
-    Line(absl::StrCat("status: ", Str(d, "previous").empty() ? "-" : Str(d, "previous"), " -> ", Str(d, "status"),
+    Line(absl::StrCat("status: ", Str(d, "previous").empty() ? "-" : Str(d, "previous"), " -> ",
+                      Str(d, "status"),
                       e.message.empty() ? "" : absl::StrCat(" (", e.message, ")")));
   } else if (e.type == "step") {
     const int64_t step = Int(d, "step"), total = Int(d, "total_steps");
@@ -241,11 +273,18 @@ void Progress::OnEvent(const protocol::JobEvent& e) {
       if (!first_eval_loss_) first_eval_loss_ = loss;
     }
     std::optional<double> acc = Num(d, "eval_token_accuracy");
-    Line(absl::StrCat("eval  step ", Int(d, "step"), "/", Int(d, "total_steps"), "  loss ",
-                      loss ? absl::StrFormat("%.4f", *loss) : "?",
-                      acc ? absl::StrFormat("  token accuracy %.1f%%", 100 * *acc) : ""));
+    // The step-0 eval of a job with held-out prompts: the base model's
+    // answers (alone when the job has no validation data).
+    const double heldout = Num(d, "heldout_accuracy").value_or(-1);  // -1: not measured
+    Line(absl::StrCat(
+        "eval  step ", Int(d, "step"), "/", Int(d, "total_steps"),
+        loss || heldout < 0 ? absl::StrCat("  loss ", loss ? absl::StrFormat("%.4f", *loss) : "?")
+                            : "",
+        acc ? absl::StrFormat("  token accuracy %.1f%%", 100 * *acc) : "",
+        heldout >= 0 ? absl::StrFormat("  held-out answers %.1f%%", 100 * heldout) : ""));
   } else if (e.type == "checkpoint") {
-    Line(absl::StrCat("checkpoint at step ", Int(d, "step"), e.message.empty() ? "" : absl::StrCat(": ", e.message)));
+    Line(absl::StrCat("checkpoint at step ", Int(d, "step"),
+                      e.message.empty() ? "" : absl::StrCat(": ", e.message)));
   } else if (e.type == "log" || e.type == "start" || e.type == "validation") {
     std::string text = e.message.empty() ? Str(d, "message") : e.message;
     if (!text.empty()) Line(absl::StrCat(e.type, ": ", text));
@@ -261,7 +300,9 @@ void Progress::OnEvent(const protocol::JobEvent& e) {
 void Progress::Finish(const protocol::Job& job) {
   if (job.status == protocol::JobStatus::kSucceeded) {
     Line(absl::StrCat("job ", job.id, " succeeded",
-                      job.result_adapter_path.empty() ? "" : absl::StrCat(": adapter at ", job.result_adapter_path)));
+                      job.result_adapter_path.empty()
+                          ? ""
+                          : absl::StrCat(": adapter at ", job.result_adapter_path)));
   } else if (job.status == protocol::JobStatus::kFailed && job.error) {
     Line(absl::StrCat("job ", job.id, " failed: ", job.error->code, ": ", job.error->message));
   } else {

@@ -34,7 +34,8 @@ std::string StorageUsageLine(uint64_t usage_bytes, uint64_t quota_bytes,
                              std::optional<uint64_t> usage_files = std::nullopt,
                              uint64_t quota_files = 0);
 // A table with a header row; columns padded to their widest cell.
-std::string Table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
+std::string Table(const std::vector<std::string>& header,
+                  const std::vector<std::vector<std::string>>& rows);
 
 // Several lines describing one job (for `jobs get`, `jobs create`).
 std::string DescribeJob(const protocol::Job& job);

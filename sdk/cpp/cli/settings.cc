@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/protocol/curve_keys.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord::cli {
 namespace {
@@ -81,8 +82,10 @@ absl::StatusOr<std::map<std::string, std::pair<std::string, std::string>>> ReadC
     const std::string& path) {
   std::ifstream f(path);
   if (!f) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("client config file ", path, " does not exist"));
-    return absl::PermissionDeniedError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+    if (errno == ENOENT)
+      return absl::NotFoundError(absl::StrCat("client config file ", path, " does not exist"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
   }
   std::map<std::string, std::pair<std::string, std::string>> out;
   std::string line;
@@ -114,7 +117,8 @@ absl::StatusOr<std::map<std::string, std::pair<std::string, std::string>>> ReadC
     for (const char* kk : kKnownKeys) known = known || key == kk;
     if (!known) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", n, ": unknown key '", key,
-                                                     "' (known: ", absl::StrJoin(kKnownKeys, ", "), ")"));
+                                                     "' (known: ", absl::StrJoin(kKnownKeys, ", "),
+                                                     ")"));
     }
     out[key] = {Unquote(t.substr(colon + 1)), absl::StrCat(path, ":", n)};
   }
@@ -128,18 +132,17 @@ absl::StatusOr<ConnectionSettings> ResolveConnection(const ConnectionFlags& flag
   s.config_path = flags.config ? *flags.config : DefaultConfigPath(env);
   std::map<std::string, std::pair<std::string, std::string>> file;
   if (Exists(s.config_path)) {
-    absl::StatusOr<std::map<std::string, std::pair<std::string, std::string>>> read =
-        ReadClientConfig(s.config_path);
-    if (!read.ok()) return read.status();
-    file = std::move(*read);
+    FJORD_ASSIGN_OR_RETURN(file, ReadClientConfig(s.config_path));
   } else if (explicit_file) {
-    return absl::NotFoundError(absl::StrCat("client config file ", s.config_path, " does not exist"));
+    return absl::NotFoundError(
+        absl::StrCat("client config file ", s.config_path, " does not exist"));
   }
   const std::string file_dir = DirName(s.config_path);
   const std::string cwd = Cwd();
 
   // value, base dir for relative paths.
-  auto pick = [&](const std::optional<std::string>& flag, const char* flag_name, const char* env_name,
+  auto pick = [&](const std::optional<std::string>& flag, const char* flag_name,
+                  const char* env_name,
                   const char* key) -> std::optional<std::pair<std::string, std::string>> {
     if (flag) {
       s.source[key] = flag_name;
@@ -159,13 +162,15 @@ absl::StatusOr<ConnectionSettings> ResolveConnection(const ConnectionFlags& flag
 
   auto ep = pick(flags.endpoint, "--endpoint", "FJORD_ENDPOINT", "endpoint");
   if (!ep || ep->first.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "no daemon endpoint: pass --endpoint, set FJORD_ENDPOINT, or write 'endpoint: tcp://HOST:PORT' in ",
-        s.config_path));
+    return absl::InvalidArgumentError(
+        absl::StrCat("no daemon endpoint: pass --endpoint, set FJORD_ENDPOINT, or write 'endpoint: "
+                     "tcp://HOST:PORT' in ",
+                     s.config_path));
   }
   if (!absl::StartsWith(ep->first, "tcp://") && !absl::StartsWith(ep->first, "ipc://")) {
-    return absl::InvalidArgumentError(absl::StrCat("endpoint must be tcp://HOST:PORT or ipc://PATH, got '",
-                                                   ep->first, "' (", s.source["endpoint"], ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("endpoint must be tcp://HOST:PORT or ipc://PATH, got '", ep->first, "' (",
+                     s.source["endpoint"], ")"));
   }
   s.options.endpoint = ep->first;
 
@@ -177,38 +182,41 @@ absl::StatusOr<ConnectionSettings> ResolveConnection(const ConnectionFlags& flag
       if (!Exists(path)) {
         return absl::InvalidArgumentError(absl::StrCat(
             s.source["server_public_key"],
-            ": server public key is neither a Z85 key (40 characters) nor an existing file (", sk->first, ")"));
+            ": server public key is neither a Z85 key (40 characters) nor an existing file (",
+            sk->first, ")"));
       }
-      absl::StatusOr<std::string> pub = LoadCurvePublicKeyFile(path);
-      if (!pub.ok()) return pub.status();
-      s.options.server_public_key = *pub;
+      FJORD_ASSIGN_OR_RETURN(std::string pub, LoadCurvePublicKeyFile(path));
+      s.options.server_public_key = pub;
     }
   }
   bool have_keys = false;
   if (auto k = pick(flags.keys, "--keys", "FJORD_KEYS", "keys")) {
-    absl::StatusOr<CurveKeyPair> pair = LoadCurveSecretKeyFile(Join(k->second, ExpandUser(k->first, env)));
-    if (!pair.ok()) return pair.status();
-    s.options.client_keys = *pair;
+    FJORD_ASSIGN_OR_RETURN(CurveKeyPair pair,
+                           LoadCurveSecretKeyFile(Join(k->second, ExpandUser(k->first, env))));
+    s.options.client_keys = pair;
     have_keys = true;
   }
   if (!s.options.server_public_key.empty() && !have_keys) {
     return absl::InvalidArgumentError(
-        "a server public key needs this client's keys too: pass --keys PREFIX.key, set FJORD_KEYS, or write "
+        "a server public key needs this client's keys too: pass --keys PREFIX.key, set FJORD_KEYS, "
+        "or write "
         "'keys: PATH' in the config file");
   }
   if (have_keys && s.options.server_public_key.empty()) {
     return absl::InvalidArgumentError(
-        "client keys need the daemon's public key too: pass --server-key, set FJORD_SERVER_KEY, or write "
+        "client keys need the daemon's public key too: pass --server-key, set FJORD_SERVER_KEY, or "
+        "write "
         "'server_public_key: KEY' in the config file");
   }
   if (auto t = pick(flags.timeout, "--timeout", "FJORD_TIMEOUT", "timeout_s")) {
     char* end = nullptr;
     const double v = std::strtod(t->first.c_str(), &end);
     if (t->first.empty() || *end != '\0' || !std::isfinite(v)) {
-      return absl::InvalidArgumentError(absl::StrCat("timeout must be a number of seconds, got '", t->first,
-                                                     "' (", s.source["timeout_s"], ")"));
+      return absl::InvalidArgumentError(absl::StrCat("timeout must be a number of seconds, got '",
+                                                     t->first, "' (", s.source["timeout_s"], ")"));
     }
-    if (!(v > 0)) return absl::InvalidArgumentError(absl::StrCat("timeout must be > 0 s, got ", t->first));
+    if (!(v > 0))
+      return absl::InvalidArgumentError(absl::StrCat("timeout must be > 0 s, got ", t->first));
     s.options.timeout_ms = std::max(1, static_cast<int>(std::lround(v * 1000)));
   }
   return s;

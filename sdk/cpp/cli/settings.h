@@ -5,9 +5,9 @@
 //
 //   setting            flag          environment        config file key
 //   endpoint           --endpoint    FJORD_ENDPOINT     endpoint
-//   server public key  --server-key  FJORD_SERVER_KEY   server_public_key  (Z85, or a file holding it)
-//   client keys        --keys        FJORD_KEYS         keys               (this client's PREFIX.key)
-//   timeout (s)        --timeout     FJORD_TIMEOUT      timeout_s          (default 10)
+//   server public key  --server-key  FJORD_SERVER_KEY   server_public_key  (Z85, or a file holding
+//   it) client keys        --keys        FJORD_KEYS         keys               (this client's
+//   PREFIX.key) timeout (s)        --timeout     FJORD_TIMEOUT      timeout_s          (default 10)
 //
 // The config file is --config, else $FJORD_CONFIG, else
 // $XDG_CONFIG_HOME/fjord/client.yaml, else ~/.config/fjord/client.yaml (a
@@ -40,9 +40,9 @@ struct ConnectionFlags {
 };
 
 struct ConnectionSettings {
-  ClientOptions options;                     // endpoint, keys, timeout_ms filled in
+  ClientOptions options;                      // endpoint, keys, timeout_ms filled in
   std::map<std::string, std::string> source;  // setting -> "--endpoint", "FJORD_KEYS", "PATH:LINE"
-  std::string config_path;                   // the config file looked at
+  std::string config_path;                    // the config file looked at
 };
 
 std::string DefaultConfigPath(const EnvGetter& env);

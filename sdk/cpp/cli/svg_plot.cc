@@ -17,11 +17,21 @@ std::string Escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         // Control characters are not allowed in XML 1.0.
         if (static_cast<unsigned char>(c) >= 0x20 || c == '\t' || c == '\n') out += c;
@@ -56,8 +66,10 @@ std::vector<Series> LossSeriesFromEvents(const std::vector<protocol::JobEvent>& 
     if (e.type == "step") {
       if (auto v = value("loss")) loss[step] = *v;
     } else if (e.type == "eval") {
-      if (auto v = value("eval_loss")) eval[step] = *v;
-      else if (auto w = value("loss")) eval[step] = *w;
+      if (auto v = value("eval_loss"))
+        eval[step] = *v;
+      else if (auto w = value("loss"))
+        eval[step] = *w;
     }
   }
   Series train{"training loss", "#1f77b4", {}, false};
@@ -109,46 +121,49 @@ std::string LossCurveSvg(const std::string& title, const std::vector<Series>& se
 
   std::string o = absl::StrCat(
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", Num(kWidth), "\" height=\"", Num(kHeight),
-      "\" viewBox=\"0 0 ", Num(kWidth), " ", Num(kHeight), "\" font-family=\"sans-serif\" font-size=\"12\">\n",
-      "<title>", Escape(title), "</title>\n",
-      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-      "<text x=\"", Num(kWidth / 2), "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">", Escape(title),
-      "</text>\n");
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", Num(kWidth), "\" height=\"",
+      Num(kHeight), "\" viewBox=\"0 0 ", Num(kWidth), " ", Num(kHeight),
+      "\" font-family=\"sans-serif\" font-size=\"12\">\n", "<title>", Escape(title), "</title>\n",
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", "<text x=\"", Num(kWidth / 2),
+      "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">", Escape(title), "</text>\n");
   // Grid and ticks.
   absl::StrAppend(&o, "<g class=\"grid\" stroke=\"#e0e0e0\" stroke-width=\"1\">\n");
   for (double t : yt) {
     if (t < ymin || t > ymax) continue;
-    absl::StrAppend(&o, "<line x1=\"", Num(kLeft), "\" y1=\"", Num(Y(t)), "\" x2=\"", Num(kLeft + pw), "\" y2=\"",
-                    Num(Y(t)), "\"/>\n");
+    absl::StrAppend(&o, "<line x1=\"", Num(kLeft), "\" y1=\"", Num(Y(t)), "\" x2=\"",
+                    Num(kLeft + pw), "\" y2=\"", Num(Y(t)), "\"/>\n");
   }
   for (double t : xt) {
-    absl::StrAppend(&o, "<line x1=\"", Num(X(t)), "\" y1=\"", Num(kTop), "\" x2=\"", Num(X(t)), "\" y2=\"",
-                    Num(kTop + ph), "\"/>\n");
+    absl::StrAppend(&o, "<line x1=\"", Num(X(t)), "\" y1=\"", Num(kTop), "\" x2=\"", Num(X(t)),
+                    "\" y2=\"", Num(kTop + ph), "\"/>\n");
   }
   absl::StrAppend(&o, "</g>\n<g class=\"axes\" stroke=\"#333\" stroke-width=\"1\" fill=\"none\">\n",
-                  "<line x1=\"", Num(kLeft), "\" y1=\"", Num(kTop + ph), "\" x2=\"", Num(kLeft + pw), "\" y2=\"",
-                  Num(kTop + ph), "\"/>\n", "<line x1=\"", Num(kLeft), "\" y1=\"", Num(kTop), "\" x2=\"", Num(kLeft),
-                  "\" y2=\"", Num(kTop + ph), "\"/>\n</g>\n<g class=\"ticks\" fill=\"#333\">\n");
+                  "<line x1=\"", Num(kLeft), "\" y1=\"", Num(kTop + ph), "\" x2=\"",
+                  Num(kLeft + pw), "\" y2=\"", Num(kTop + ph), "\"/>\n", "<line x1=\"", Num(kLeft),
+                  "\" y1=\"", Num(kTop), "\" x2=\"", Num(kLeft), "\" y2=\"", Num(kTop + ph),
+                  "\"/>\n</g>\n<g class=\"ticks\" fill=\"#333\">\n");
   for (double t : xt) {
-    absl::StrAppend(&o, "<text x=\"", Num(X(t)), "\" y=\"", Num(kTop + ph + 18), "\" text-anchor=\"middle\">",
-                    TickLabel(t, xstep), "</text>\n");
+    absl::StrAppend(&o, "<text x=\"", Num(X(t)), "\" y=\"", Num(kTop + ph + 18),
+                    "\" text-anchor=\"middle\">", TickLabel(t, xstep), "</text>\n");
   }
   for (double t : yt) {
     if (t < ymin || t > ymax) continue;
-    absl::StrAppend(&o, "<text x=\"", Num(kLeft - 8), "\" y=\"", Num(Y(t) + 4), "\" text-anchor=\"end\">",
-                    TickLabel(t, ystep), "</text>\n");
+    absl::StrAppend(&o, "<text x=\"", Num(kLeft - 8), "\" y=\"", Num(Y(t) + 4),
+                    "\" text-anchor=\"end\">", TickLabel(t, ystep), "</text>\n");
   }
   absl::StrAppend(&o, "</g>\n<text x=\"", Num(kLeft + pw / 2), "\" y=\"", Num(kHeight - 14),
-                  "\" text-anchor=\"middle\">step</text>\n", "<text x=\"18\" y=\"", Num(kTop + ph / 2),
-                  "\" text-anchor=\"middle\" transform=\"rotate(-90 18 ", Num(kTop + ph / 2), ")\">loss</text>\n");
+                  "\" text-anchor=\"middle\">step</text>\n", "<text x=\"18\" y=\"",
+                  Num(kTop + ph / 2), "\" text-anchor=\"middle\" transform=\"rotate(-90 18 ",
+                  Num(kTop + ph / 2), ")\">loss</text>\n");
   // Series.
   for (const Series& s : series) {
     if (s.points.empty()) continue;
     std::string pts;
-    for (const auto& [x, y] : s.points) absl::StrAppend(&pts, pts.empty() ? "" : " ", Num(X(x)), ",", Num(Y(y)));
-    absl::StrAppend(&o, "<polyline class=\"series\" data-name=\"", Escape(s.name), "\" fill=\"none\" stroke=\"",
-                    Escape(s.color), "\" stroke-width=\"2\" points=\"", pts, "\"/>\n");
+    for (const auto& [x, y] : s.points)
+      absl::StrAppend(&pts, pts.empty() ? "" : " ", Num(X(x)), ",", Num(Y(y)));
+    absl::StrAppend(&o, "<polyline class=\"series\" data-name=\"", Escape(s.name),
+                    "\" fill=\"none\" stroke=\"", Escape(s.color),
+                    "\" stroke-width=\"2\" points=\"", pts, "\"/>\n");
     if (s.markers) {
       absl::StrAppend(&o, "<g fill=\"", Escape(s.color), "\">\n");
       for (const auto& [x, y] : s.points) {
@@ -162,10 +177,10 @@ std::string LossCurveSvg(const std::string& title, const std::vector<Series>& se
   absl::StrAppend(&o, "<g class=\"legend\">\n");
   for (const Series& s : series) {
     const double lx = kLeft + pw - 150;
-    absl::StrAppend(&o, "<line x1=\"", Num(lx), "\" y1=\"", Num(ly - 4), "\" x2=\"", Num(lx + 22), "\" y2=\"",
-                    Num(ly - 4), "\" stroke=\"", Escape(s.color), "\" stroke-width=\"2\"/>\n", "<text x=\"",
-                    Num(lx + 28), "\" y=\"", Num(ly), "\">", Escape(s.name), s.points.empty() ? " (no data)" : "",
-                    "</text>\n");
+    absl::StrAppend(&o, "<line x1=\"", Num(lx), "\" y1=\"", Num(ly - 4), "\" x2=\"", Num(lx + 22),
+                    "\" y2=\"", Num(ly - 4), "\" stroke=\"", Escape(s.color),
+                    "\" stroke-width=\"2\"/>\n", "<text x=\"", Num(lx + 28), "\" y=\"", Num(ly),
+                    "\">", Escape(s.name), s.points.empty() ? " (no data)" : "", "</text>\n");
     ly += 18;
   }
   absl::StrAppend(&o, "</g>\n</svg>\n");

@@ -98,9 +98,19 @@ class Progress:
                 if self.first_eval_loss is None:
                     self.first_eval_loss = loss
             acc = _num(d, "eval_token_accuracy")
-            extra = f"  token accuracy {100 * acc:.1f}%" if acc is not None else ""
-            shown = f"{loss:.4f}" if loss is not None else "?"
-            self._line(f"eval  step {int(_num(d, 'step') or 0)}/{int(_num(d, 'total_steps') or 0)}  loss {shown}{extra}")
+            # The step-0 eval of a job with held-out prompts: the base model's
+            # answers (alone when the job has no validation data).
+            heldout = _num(d, "heldout_accuracy")
+            if heldout is not None and heldout < 0:
+                heldout = None
+            text = f"eval  step {int(_num(d, 'step') or 0)}/{int(_num(d, 'total_steps') or 0)}"
+            if loss is not None or heldout is None:
+                text += f"  loss {loss:.4f}" if loss is not None else "  loss ?"
+            if acc is not None:
+                text += f"  token accuracy {100 * acc:.1f}%"
+            if heldout is not None:
+                text += f"  held-out answers {100 * heldout:.1f}%"
+            self._line(text)
         elif e.type == "checkpoint":
             self._line(f"checkpoint at step {int(_num(d, 'step') or 0)}" + (f": {e.message}" if e.message else ""))
         elif e.type in ("log", "start", "validation"):

@@ -40,7 +40,7 @@ from .types import (
 
 __all__ = ["Jobs", "BoundJob", "BoundJobPage"]
 
-#: What ``training_file`` / ``validation_file`` accept.
+#: What ``training_file`` / ``validation_file`` / ``heldout_file`` accept.
 FileArgument = Union[str, FileObject, "os.PathLike[str]"]
 
 # Fields a Job is compared by (the dataclass's own choice: not ``raw``).
@@ -212,12 +212,15 @@ class Jobs:
         model: str,
         training_file: FileArgument,
         validation_file: Optional[FileArgument] = None,
+        heldout_file: Optional[FileArgument] = None,
         hyperparameters: Union[Dict[str, Any], Hyperparameters, None] = None,
         lora: Union[Dict[str, Any], LoraConfig, None] = None,
         suffix: Optional[str] = None,
         seed: Optional[int] = None,
         priority: Optional[int] = None,
         gpus: Optional[int] = None,
+        quantization: Optional[str] = None,
+        shard_base: Optional[bool] = None,
         max_restarts: Optional[int] = None,
         metadata: Optional[Dict[str, str]] = None,
         idempotency_key: Optional[str] = None,
@@ -225,16 +228,31 @@ class Jobs:
     ) -> BoundJob:
         """Submits a fine-tune (``job.create``); returns the job, normally ``validating``.
 
-        training_file / validation_file: a file id (``file-…``), a path in your tenant's
-        area (``files/…``), a FileObject, or a ``pathlib.Path`` to a local file (uploaded
-        first). hyperparameters / lora: dicts (or dataclasses) of the fields of
+        training_file / validation_file / heldout_file: a file id (``file-…``), a path in
+        your tenant's area (``files/…``), a FileObject, or a ``pathlib.Path`` to a local
+        file (uploaded first). heldout_file: JSONL of ``{"prompt": ..., "answer": ...}``;
+        the trainer asks the model each prompt (greedily) before and after the fine-tune,
+        and reports the fraction of replies that contain the answer as
+        ``heldout_accuracy`` (the step-0 ``eval`` event: before; ``done`` and
+        ``job.metrics``: after). hyperparameters / lora: dicts (or dataclasses) of the fields of
         docs/protocol.md §5; fields left out take the daemon's defaults. suffix: a name
         for the result, kept as ``metadata["suffix"]``. seed: sets
-        ``hyperparameters.seed``. idempotency_key: repeat a create safely (the same key
-        and body return the first job); a random one is used when omitted.
+        ``hyperparameters.seed``. quantization: ``"nf4"`` holds the frozen base in 4-bit
+        NF4 (QLoRA: about a quarter of its bf16 memory); ``"none"`` (the daemon's default)
+        keeps it in bf16. shard_base: ``True`` makes each of the job's ``gpus`` hold
+        1/gpus of the frozen (bf16) base instead of all of it, for a model too big for
+        one GPU in bf16 (no effect with one GPU; not with ``quantization="nf4"``);
+        ``False`` / omitted: every GPU holds the whole base. idempotency_key: repeat a
+        create safely (the same key and body return the first job); a random one is used
+        when omitted.
 
         Errors: InvalidArgumentError with ``param`` naming the field (an unknown model,
-        a bad hyperparameter, a missing file), ResourceExhaustedError (queue full),
+        a bad hyperparameter, a missing file, a quantization other than none or nf4, a
+        shard_base that is not a bool or comes with nf4; on a node that knows its GPUs'
+        memory, a base too big for each GPU: param ``quantization`` when nf4 would fit,
+        ``shard_base`` when only sharding it over the GPUs would, ``gpus`` when a sharded
+        base needs more of them, ``model`` when nothing fits; the message shows the
+        arithmetic and what would fit), ResourceExhaustedError (queue full),
         AlreadyExistsError (the key was used with another body).
         """
         body: Dict[str, Any] = {"model": model,
@@ -242,6 +260,9 @@ class Jobs:
         vf = _file_ref(validation_file, "validation_file", self._files)
         if vf is not None:
             body["validation_file"] = vf
+        hf = _file_ref(heldout_file, "heldout_file", self._files)
+        if hf is not None:
+            body["heldout_file"] = hf
         hp = _section(hyperparameters, Hyperparameters, "hyperparameters")
         if seed is not None:
             hp = dict(hp or {})
@@ -261,6 +282,7 @@ class Jobs:
         if md:
             body["metadata"] = md
         options: Tuple[Tuple[str, Any], ...] = (("priority", priority), ("gpus", gpus),
+                                                ("quantization", quantization), ("shard_base", shard_base),
                                                 ("max_restarts", max_restarts), ("tenant", tenant))
         for key, value in options:
             if value is not None:

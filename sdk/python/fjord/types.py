@@ -83,6 +83,24 @@ def _object(d: Any, key: str, what: str) -> Dict[str, Any]:
     return dict(v)
 
 
+def _str(d: Any, key: str, default: str, what: str) -> str:
+    """``d[key]`` (``default`` when absent or null); InternalError naming
+    ``what``.``key`` when the value is not a string."""
+    v = _get(d, key, default)
+    if not isinstance(v, str):
+        raise InternalError(f"malformed reply: {what}.{key} is {v!r}, not a string")
+    return v
+
+
+def _bool(d: Any, key: str, default: bool, what: str) -> bool:
+    """``d[key]`` (``default`` when absent or null); InternalError naming
+    ``what``.``key`` when the value is not a bool."""
+    v = _get(d, key, default)
+    if not isinstance(v, bool):
+        raise InternalError(f"malformed reply: {what}.{key} is {v!r}, not a bool")
+    return v
+
+
 def _optional_int(d: Dict[str, Any], key: str) -> Optional[int]:
     v = d.get(key)
     return v if isinstance(v, int) and not isinstance(v, bool) else None
@@ -217,7 +235,7 @@ class Event:
 @dataclasses.dataclass
 class FileObject:
     """An uploaded file. ``path`` (relative to the tenant's area) and ``id``
-    both work as a job's ``training_file`` / ``validation_file``."""
+    both work as a job's ``training_file`` / ``validation_file`` / ``heldout_file``."""
 
     id: str
     filename: str
@@ -377,10 +395,13 @@ class Job:
     training_file: str
     tenant: str = ""
     validation_file: Optional[str] = None
+    heldout_file: Optional[str] = None
     hyperparameters: Hyperparameters = dataclasses.field(default_factory=Hyperparameters)
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
     priority: int = 0
     gpus: int = 1
+    quantization: str = "none"  # the frozen base: "none" (bf16) or "nf4" (4-bit, QLoRA)
+    shard_base: bool = False  # each of the job's GPUs holds 1/gpus of the base (not all of it)
     max_restarts: int = 3
     metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
     idempotency_key: Optional[str] = None
@@ -420,10 +441,13 @@ class Job:
             training_file=str(_get(d, "training_file", "")),
             tenant=str(_get(d, "tenant", "")),
             validation_file=_optional_str(d, "validation_file"),
+            heldout_file=_optional_str(d, "heldout_file"),
             hyperparameters=Hyperparameters.from_dict(d.get("hyperparameters")),
             lora=LoraConfig.from_dict(d.get("lora")),
             priority=_int(d, "priority", 0, "job"),
             gpus=_int(d, "gpus", 1, "job"),
+            quantization=_str(d, "quantization", "none", "job"),
+            shard_base=_bool(d, "shard_base", False, "job"),
             max_restarts=_int(d, "max_restarts", 0, "job"),
             metadata=_object(d, "metadata", "job"),
             idempotency_key=_optional_str(d, "idempotency_key"),
