@@ -1,6 +1,7 @@
 // Chaos: a real fjordd on loopback with the real fjord-train on the demo model
-// (CPU, one thread, deterministic), and a bounded number of rounds in which
-// the daemon or a worker is killed with SIGKILL at random moments (while a job
+// (CPU, one thread, deterministic; every other job on two data-parallel
+// ranks), and a bounded number of rounds in which the daemon, a worker or
+// one rank of a 2-rank job is killed with SIGKILL at random moments (while a job
 // is being accepted or validated, while jobs queue, while they train, while a
 // checkpoint is being written), sometimes with the newest checkpoint of a job
 // torn while the daemon is down, then restarted. When the rounds are over,
@@ -88,6 +89,18 @@ std::vector<pid_t> ChildrenOf(pid_t parent, const std::string& needle) {
   return out;
 }
 
+// The trainer processes of the daemon whose command line holds `needle`:
+// its workers and their children (the ranks of a 2-rank job, which
+// `fjord-train --nproc-per-node 2` starts).
+std::vector<pid_t> Trainers(pid_t daemon, const std::string& needle) {
+  std::vector<pid_t> out = ChildrenOf(daemon, needle);
+  const size_t workers = out.size();
+  for (size_t i = 0; i < workers; ++i) {
+    for (pid_t rank : ChildrenOf(out[i], "--config")) out.push_back(rank);
+  }
+  return out;
+}
+
 bool Alive(pid_t pid) {
   const std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
   const size_t close = stat.rfind(')');
@@ -97,7 +110,8 @@ bool Alive(pid_t pid) {
 void WaitGone(const std::vector<pid_t>& pids) {
   const auto deadline = Steady::now() + std::chrono::seconds(10);
   for (pid_t p : pids) {
-    while (Alive(p) && Steady::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    while (Alive(p) && Steady::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     ASSERT_FALSE(Alive(p)) << "worker " << p << " outlived its daemon";
   }
 }
@@ -107,15 +121,18 @@ void WaitGone(const std::vector<pid_t>& pids) {
 std::vector<pid_t> TempCheckpointWriters(const std::string& ckpt_dir) {
   std::vector<pid_t> out;
   std::error_code ec;
-  for (auto it = fs::directory_iterator(ckpt_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+  for (auto it = fs::directory_iterator(ckpt_dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (absl::StartsWith(name, ".tmp-step-")) out.push_back(static_cast<pid_t>(std::atoi(name.c_str() + name.rfind('-') + 1)));
+    if (absl::StartsWith(name, ".tmp-step-"))
+      out.push_back(static_cast<pid_t>(std::atoi(name.c_str() + name.rfind('-') + 1)));
   }
   return out;
 }
 
 struct Stats {
   int daemon_kills = 0, worker_kills = 0, validator_kills = 0, create_kills = 0;
+  int rank_kills = 0;            // of worker_kills: one rank of a 2-rank job (not its launcher)
   int mid_checkpoint_kills = 0;  // a .tmp-step-* directory was there right after the kill
   int torn = 0;
   std::map<std::string, int> statuses_at_kill;  // job status -> kills that found a job in it
@@ -127,6 +144,9 @@ class Chaos {
 
   std::string JobDir(const std::string& id) const { return h_.storage() + "/acme/jobs/" + id; }
 
+  // Jobs of seed 2 train on two data-parallel ranks (two CPU slots).
+  static int RanksOf(int64_t seed) { return seed == 2 ? 2 : 1; }
+
   protocol::JobSpec Spec(int64_t seed) {
     protocol::JobSpec spec;
     spec.model = "tiny";
@@ -137,6 +157,7 @@ class Chaos {
     spec.hyperparameters.learning_rate = 2e-3;
     spec.hyperparameters.checkpoint_every_steps = 1;
     spec.hyperparameters.seed = seed;
+    spec.gpus = RanksOf(seed);
     spec.lora.r = 4;
     spec.max_restarts = 100;
     return spec;
@@ -185,7 +206,8 @@ class Chaos {
 
   void NoteStatuses() {
     for (const auto& [id, j] : Poll()) {
-      if (!protocol::IsFinal(j.status)) stats_.statuses_at_kill[std::string(protocol::JobStatusName(j.status))]++;
+      if (!protocol::IsFinal(j.status))
+        stats_.statuses_at_kill[std::string(protocol::JobStatusName(j.status))]++;
     }
   }
 
@@ -205,17 +227,18 @@ class Chaos {
   bool AwaitCheckpointWrite(int ms) {
     const auto deadline = Steady::now() + std::chrono::milliseconds(ms);
     while (Steady::now() < deadline) {
-      if (WritingCheckpoint(ChildrenOf(h_.daemon_pid(), "--report"))) return true;
+      if (WritingCheckpoint(Trainers(h_.daemon_pid(), "--report"))) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     return false;
   }
 
   void KillDaemon() {
-    const std::vector<pid_t> workers = ChildrenOf(h_.daemon_pid(), "fjord-train");
+    const std::vector<pid_t> workers = Trainers(h_.daemon_pid(), "fjord-train");
     ::kill(h_.daemon_pid(), SIGKILL);
     ASSERT_NO_FATAL_FAILURE(h_.Kill9());
-    // Workers die with the daemon (PR_SET_PDEATHSIG): none may keep writing.
+    // Workers die with the daemon, ranks with their launcher
+    // (PR_SET_PDEATHSIG both): none may keep writing.
     ASSERT_NO_FATAL_FAILURE(WaitGone(workers));
     stats_.daemon_kills++;
     stats_.mid_checkpoint_kills += WritingCheckpoint(workers);
@@ -223,9 +246,13 @@ class Chaos {
 
   // SIGKILL to a trainer (or validator) of the running daemon; false when none runs.
   bool KillWorker(bool validator) {
-    std::vector<pid_t> pids = ChildrenOf(h_.daemon_pid(), validator ? "fjord-train validate" : "--report");
+    // A trainer is a worker or one rank of a 2-rank job's worker.
+    std::vector<pid_t> pids = validator ? ChildrenOf(h_.daemon_pid(), "fjord-train validate")
+                                        : Trainers(h_.daemon_pid(), "--report");
     if (pids.empty()) return false;
     const pid_t victim = pids[std::uniform_int_distribution<size_t>(0, pids.size() - 1)(rng_)];
+    const std::vector<pid_t> direct = ChildrenOf(h_.daemon_pid(), "fjord-train");
+    stats_.rank_kills += std::find(direct.begin(), direct.end(), victim) == direct.end();
     ::kill(victim, SIGKILL);
     WaitGone({victim});
     stats_.mid_checkpoint_kills += !validator && WritingCheckpoint({victim});
@@ -245,19 +272,24 @@ class Chaos {
       }
     }
     if (candidates.empty()) return;
-    const std::string id = candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
-    const train::FoundCheckpoint newest = train::ListCheckpoints(JobDir(id) + "/checkpoints").back();
+    const std::string id =
+        candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
+    const train::FoundCheckpoint newest =
+        train::ListCheckpoints(JobDir(id) + "/checkpoints").back();
     if (!train::VerifyCheckpoint(newest.dir).ok()) return;  // already torn
-    const std::vector<std::string> files = {"adapter/adapter_model.safetensors", "training_state.safetensors",
-                                            "trainer_state.json", "MANIFEST.json", "adapter/adapter_config.json"};
-    const std::string victim = newest.dir + "/" + files[std::uniform_int_distribution<size_t>(0, files.size() - 1)(rng_)];
+    const std::vector<std::string> files = {"adapter/adapter_model.safetensors",
+                                            "training_state.safetensors", "trainer_state.json",
+                                            "MANIFEST.json", "adapter/adapter_config.json"};
+    const std::string victim =
+        newest.dir + "/" + files[std::uniform_int_distribution<size_t>(0, files.size() - 1)(rng_)];
     const int how = std::uniform_int_distribution<int>(0, 2)(rng_);
     const uint64_t size = fs::file_size(victim);
     if (how == 0) {
       fs::resize_file(victim, size / 2);
     } else if (how == 1) {
       std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
-      const std::streamoff at = static_cast<std::streamoff>(std::uniform_int_distribution<uint64_t>(0, size - 1)(rng_));
+      const std::streamoff at =
+          static_cast<std::streamoff>(std::uniform_int_distribution<uint64_t>(0, size - 1)(rng_));
       f.seekg(at);
       char c = 0;
       f.get(c);
@@ -266,7 +298,8 @@ class Chaos {
     } else {
       fs::remove(victim);
     }
-    ASSERT_EQ(train::VerifyCheckpoint(newest.dir).code(), absl::StatusCode::kDataLoss) << newest.dir;
+    ASSERT_EQ(train::VerifyCheckpoint(newest.dir).code(), absl::StatusCode::kDataLoss)
+        << newest.dir;
     torn_[id].push_back(newest.dir);
     stats_.torn++;
   }
@@ -283,7 +316,8 @@ class Chaos {
       absl::StatusOr<Job> j = c->CreateJob(spec);
       if (j.ok()) first_id = j->id;
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 40)(rng_)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 40)(rng_)));
     ASSERT_NO_FATAL_FAILURE(KillDaemon());
     t.join();
     stats_.create_kills++;
@@ -361,11 +395,14 @@ class Chaos {
     if (!p.ok()) return "";
     std::optional<daemon::WorkerExit> e = (*p)->Wait(300000);
     EXPECT_TRUE(e.has_value() && e->normal() && e->exit_code == 0)
-        << (e ? e->Describe() : "timeout") << "\n" << ReadFile(out + ".log");
+        << (e ? e->Describe() : "timeout") << "\n"
+        << ReadFile(out + ".log");
     return out + "/adapter";
   }
 
-  const std::vector<std::pair<std::string, std::pair<std::string, int64_t>>>& jobs() const { return jobs_; }
+  const std::vector<std::pair<std::string, std::pair<std::string, int64_t>>>& jobs() const {
+    return jobs_;
+  }
   const std::map<std::string, std::vector<std::string>>& torn() const { return torn_; }
   const Stats& stats() const { return stats_; }
 
@@ -382,29 +419,34 @@ class Chaos {
 TEST(ChaosTest, KilledDaemonsAndWorkersLoseNothingAndChangeNoAdapter) {
   const int64_t rounds = EnvInt("FJORD_CHAOS_ROUNDS", 20);
   const uint64_t seed = static_cast<uint64_t>(
-      EnvInt("FJORD_CHAOS_SEED", std::chrono::system_clock::now().time_since_epoch().count() % 1000000007));
-  std::printf("chaos: %lld rounds, seed %llu (replay: FJORD_CHAOS_SEED=%llu)\n", static_cast<long long>(rounds),
-              static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+      EnvInt("FJORD_CHAOS_SEED",
+             std::chrono::system_clock::now().time_since_epoch().count() % 1000000007));
+  std::printf("chaos: %lld rounds, seed %llu (replay: FJORD_CHAOS_SEED=%llu)\n",
+              static_cast<long long>(rounds), static_cast<unsigned long long>(seed),
+              static_cast<unsigned long long>(seed));
   std::fflush(stdout);
   RecordProperty("chaos_seed", std::to_string(seed));
   const auto started = Steady::now();
 
-  const std::vector<std::string> worker_args = {"--set", "training.device=cpu", "--set", "training.threads=1"};
+  const std::vector<std::string> worker_args = {"--set", "training.device=cpu", "--set",
+                                                "training.threads=1"};
   HarnessOptions o;
   o.worker_program = fs::absolute("lora/cli/fjord-train").string();
   o.model_dir = fs::absolute("tools/demo/out/model").string();
-  o.worker_extra = "  args: [\"--set\", \"training.device=cpu\", \"--set\", \"training.threads=1\"]\n";
+  o.worker_extra =
+      "  args: [\"--set\", \"training.device=cpu\", \"--set\", \"training.threads=1\"]\n";
   o.heartbeat_timeout_s = 60;  // kills come from the test, not from a loaded CI machine
   o.max_restarts = 100;
   o.validation_timeout_s = 120;
-  o.cpu_slots = 1;  // jobs queue behind each other
+  o.cpu_slots = 2;  // a 2-rank job takes both; 1-rank jobs run two at a time
   DaemonHarness h(o);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   Chaos chaos(h, seed);
   ASSERT_NO_FATAL_FAILURE(chaos.Upload());
   ASSERT_NO_FATAL_FAILURE(chaos.Submit());
   for (int r = 0; r < rounds; ++r) {
-    ASSERT_NO_FATAL_FAILURE(chaos.Round(r)) << "round " << r << " (seed " << seed << ")\n" << h.log();
+    ASSERT_NO_FATAL_FAILURE(chaos.Round(r)) << "round " << r << " (seed " << seed << ")\n"
+                                            << h.log();
   }
   // Some torn checkpoints may belong to jobs already done in the store: those
   // never run again, so nothing reads them.
@@ -415,7 +457,8 @@ TEST(ChaosTest, KilledDaemonsAndWorkersLoseNothingAndChangeNoAdapter) {
   std::map<int64_t, std::string> first_of_seed;
   for (const auto& [key, j] : chaos.jobs()) {
     absl::StatusOr<Job> done = h.WaitForFinal(*acme, j.first, 900);
-    ASSERT_TRUE(done.ok()) << done.status() << "\n" << ReadFile(chaos.JobDir(j.first) + "/worker.log");
+    ASSERT_TRUE(done.ok()) << done.status() << "\n"
+                           << ReadFile(chaos.JobDir(j.first) + "/worker.log");
     EXPECT_EQ(done->status, JobStatus::kSucceeded)
         << j.first << ": " << (done->error ? done->error->message : "") << "\n"
         << ReadFile(chaos.JobDir(j.first) + "/worker.log");
@@ -445,14 +488,22 @@ TEST(ChaosTest, KilledDaemonsAndWorkersLoseNothingAndChangeNoAdapter) {
     for (const std::string& dir : dirs) {
       const std::string warning = "skipping invalid checkpoint " + dir;
       bool skipped = absl::StrContains(worker_log, warning);
-      for (const auto& e : events->events) skipped |= e.type == "log" && absl::StrContains(e.message, warning);
-      EXPECT_TRUE(skipped) << id << ": the torn checkpoint " << dir << " was not reported as skipped";
+      for (const auto& e : events->events)
+        skipped |= e.type == "log" && absl::StrContains(e.message, warning);
+      EXPECT_TRUE(skipped) << id << ": the torn checkpoint " << dir
+                           << " was not reported as skipped";
     }
   }
 
   // Adapters identical to an uninterrupted run of the same job.
   std::map<int64_t, std::string> reference;
-  for (const auto& [s, id] : first_of_seed) reference[s] = chaos.ReferenceRun(id, worker_args);
+  for (const auto& [s, id] : first_of_seed) {
+    std::vector<std::string> args = worker_args;
+    if (Chaos::RanksOf(s) > 1) {
+      args.insert(args.end(), {"--nproc-per-node", std::to_string(Chaos::RanksOf(s))});
+    }
+    reference[s] = chaos.ReferenceRun(id, args);
+  }
   int restarts = 0;
   for (const auto& [key, j] : chaos.jobs()) {
     absl::StatusOr<Job> done = acme->GetJob(j.first);
@@ -470,11 +521,13 @@ TEST(ChaosTest, KilledDaemonsAndWorkersLoseNothingAndChangeNoAdapter) {
   const Stats& s = chaos.stats();
   std::printf(
       "chaos: %lld rounds, seed %llu, %zu jobs, %d restarts in all, %.0f s\n"
-      "  kills: daemon %d (during job.create %d), trainer %d, validator %d; mid-checkpoint %d\n"
+      "  kills: daemon %d (during job.create %d), trainer %d (one rank of a 2-rank job %d), "
+      "validator %d; mid-checkpoint %d\n"
       "  torn checkpoints: %d\n  jobs by status at the kills (summed):",
-      static_cast<long long>(rounds), static_cast<unsigned long long>(seed), chaos.jobs().size(), restarts,
-      std::chrono::duration<double>(Steady::now() - started).count(), s.daemon_kills, s.create_kills,
-      s.worker_kills, s.validator_kills, s.mid_checkpoint_kills, s.torn);
+      static_cast<long long>(rounds), static_cast<unsigned long long>(seed), chaos.jobs().size(),
+      restarts, std::chrono::duration<double>(Steady::now() - started).count(), s.daemon_kills,
+      s.create_kills, s.worker_kills, s.rank_kills, s.validator_kills, s.mid_checkpoint_kills,
+      s.torn);
   for (const auto& [status, n] : s.statuses_at_kill) std::printf(" %s %d", status.c_str(), n);
   std::printf("\n");
   RecordProperty("jobs", static_cast<int>(chaos.jobs().size()));

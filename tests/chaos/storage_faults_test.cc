@@ -22,11 +22,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <httplib.h>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <httplib.h>
 #include <memory>
 #include <string>
 
@@ -54,8 +54,9 @@ class Tmpfs {
     fs::create_directories(dir);
     const std::string opts = absl::StrCat("size=", bytes, ",mode=0755");
     if (::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
-      *why = absl::StrCat("mount -t tmpfs on ", dir, " is not permitted here (", std::strerror(errno),
-                          "); these storage-fault tests need root with CAP_SYS_ADMIN");
+      *why =
+          absl::StrCat("mount -t tmpfs on ", dir, " is not permitted here (", std::strerror(errno),
+                       "); these storage-fault tests need root with CAP_SYS_ADMIN");
       return nullptr;
     }
     return std::unique_ptr<Tmpfs>(new Tmpfs(dir));
@@ -99,7 +100,8 @@ class ReadOnlyBind {
       return nullptr;
     }
     if (::mount(nullptr, dir.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
-      *why = absl::StrCat("remounting the bind of ", dir, " read-only failed: ", std::strerror(errno));
+      *why =
+          absl::StrCat("remounting the bind of ", dir, " read-only failed: ", std::strerror(errno));
       ::umount2(dir.c_str(), MNT_DETACH);
       return nullptr;
     }
@@ -127,7 +129,8 @@ HarnessOptions TrainerOptions() {
   HarnessOptions o;
   o.worker_program = fs::absolute("lora/cli/fjord-train").string();
   o.model_dir = fs::absolute("tools/demo/out/model").string();
-  o.worker_extra = "  args: [\"--set\", \"training.device=cpu\", \"--set\", \"training.threads=1\"]\n";
+  o.worker_extra =
+      "  args: [\"--set\", \"training.device=cpu\", \"--set\", \"training.threads=1\"]\n";
   o.heartbeat_timeout_s = 60;
   o.validation_timeout_s = 120;
   o.cpu_slots = 1;
@@ -160,8 +163,10 @@ int64_t DirBytes(const std::string& dir) {
 std::vector<std::string> Temporaries(const std::string& ckpt_dir) {
   std::vector<std::string> out;
   std::error_code ec;
-  for (auto it = fs::directory_iterator(ckpt_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    if (absl::StartsWith(it->path().filename().string(), ".tmp-")) out.push_back(it->path().string());
+  for (auto it = fs::directory_iterator(ckpt_dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    if (absl::StartsWith(it->path().filename().string(), ".tmp-"))
+      out.push_back(it->path().string());
   }
   return out;
 }
@@ -181,8 +186,10 @@ TEST(StorageFaultsTest, FullDiskMidCheckpointKeepsThePreviousOneAndNeverReportsA
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(TrainerSpec(*acme, 200)));
   const std::string ckpts = h.storage() + "/acme/jobs/" + job.id + "/checkpoints";
   ASSERT_OK_AND_ASSIGN(
-      running, h.WaitFor(*acme, job.id, [](const Job& j) { return j.latest_checkpoint && j.latest_checkpoint->step >= 2; },
-                         240));
+      running,
+      h.WaitFor(
+          *acme, job.id,
+          [](const Job& j) { return j.latest_checkpoint && j.latest_checkpoint->step >= 2; }, 240));
   (void)running;
   // Leave room for about half a checkpoint: the next one fails part-way.
   const int64_t ckpt_bytes = DirBytes(train::ListCheckpoints(ckpts).back().dir);
@@ -215,7 +222,8 @@ TEST(StorageFaultsTest, FullDiskMidCheckpointKeepsThePreviousOneAndNeverReportsA
   fs::remove(h.storage() + "/filler");
   ASSERT_OK_AND_ASSIGN(again, acme->CreateJob(TrainerSpec(*acme, 2)));
   ASSERT_OK_AND_ASSIGN(again_done, h.WaitForFinal(*acme, again.id, 240));
-  EXPECT_EQ(again_done.status, JobStatus::kSucceeded) << (again_done.error ? again_done.error->message : "");
+  EXPECT_EQ(again_done.status, JobStatus::kSucceeded)
+      << (again_done.error ? again_done.error->message : "");
 }
 
 // The storage root goes read-only under a running job (the fake worker): new
@@ -227,16 +235,19 @@ TEST(StorageFaultsTest, ReadOnlyStorageRootIsReportedAndJobsWaitForIt) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 60, "step_ms": 30, "checkpoint_every": 3})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 60, "step_ms": 30, "checkpoint_every": 3})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.latest_checkpoint.has_value(); }).ok());
+  ASSERT_TRUE(
+      h.WaitFor(*acme, job.id, [](const Job& j) { return j.latest_checkpoint.has_value(); }).ok());
 
   std::string why;
   std::unique_ptr<ReadOnlyBind> read_only = ReadOnlyBind::Make(h.storage(), &why);
   if (!read_only) GTEST_SKIP() << why;
   absl::Status up = acme->UploadBytes("{}\n", "more.jsonl").status();
   EXPECT_EQ(up.code(), absl::StatusCode::kUnavailable) << up;
-  EXPECT_THAT(up.message(), HasSubstr("storage root " + h.storage() + " is on a read-only file system"));
+  EXPECT_THAT(up.message(),
+              HasSubstr("storage root " + h.storage() + " is on a read-only file system"));
   absl::Status create = acme->CreateJob(spec).status();
   EXPECT_EQ(create.code(), absl::StatusCode::kUnavailable) << create;
   EXPECT_THAT(create.message(), HasSubstr("read-only"));
@@ -278,19 +289,25 @@ TEST(StorageFaultsTest, VanishedStorageRootIsReportedNotRebuilt) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 60, "step_ms": 30, "checkpoint_every": 3})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 60, "step_ms": 30, "checkpoint_every": 3})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
-  protocol::JobSpec other = SpecWithData(*acme, FakeData(R"({"steps": 60, "step_ms": 30, "checkpoint_every": 3})"));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.latest_checkpoint.has_value(); }).ok());
+  protocol::JobSpec other =
+      SpecWithData(*acme, FakeData(R"({"steps": 60, "step_ms": 30, "checkpoint_every": 3})"));
+  ASSERT_TRUE(
+      h.WaitFor(*acme, job.id, [](const Job& j) { return j.latest_checkpoint.has_value(); }).ok());
   ASSERT_OK_AND_ASSIGN(queued, acme->CreateJob(other));  // the harness has 2 CPU slots: both run
-  ASSERT_TRUE(h.WaitFor(*acme, queued.id, [](const Job& j) { return j.latest_checkpoint.has_value(); }).ok());
+  ASSERT_TRUE(h.WaitFor(*acme, queued.id, [](const Job& j) {
+                 return j.latest_checkpoint.has_value();
+               }).ok());
 
   // "Unmount": the tree moves away (kept, to come back later).
   const std::string away = h.dir() + "/storage-away";
   fs::rename(h.storage(), away);
   absl::Status up = acme->UploadBytes("{}\n", "more.jsonl").status();
   EXPECT_EQ(up.code(), absl::StatusCode::kUnavailable) << up;
-  EXPECT_THAT(up.message(), HasSubstr("storage root " + h.storage() + " is not accessible: No such file or directory"));
+  EXPECT_THAT(up.message(), HasSubstr("storage root " + h.storage() +
+                                      " is not accessible: No such file or directory"));
   absl::Status create = acme->CreateJob(spec).status();
   EXPECT_EQ(create.code(), absl::StatusCode::kUnavailable) << create;
   httplib::Client http("127.0.0.1", h.metrics_port());
@@ -316,7 +333,8 @@ TEST(StorageFaultsTest, VanishedStorageRootIsReportedNotRebuilt) {
   ASSERT_OK_AND_ASSIGN(lost, h.WaitForFinal(*acme, queued.id, 60));
   EXPECT_EQ(lost.status, JobStatus::kFailed);
   ASSERT_TRUE(lost.error.has_value());
-  EXPECT_THAT(lost.error->message, HasSubstr("the job's directory " + h.storage() + "/acme/jobs/" + queued.id));
+  EXPECT_THAT(lost.error->message,
+              HasSubstr("the job's directory " + h.storage() + "/acme/jobs/" + queued.id));
   EXPECT_THAT(lost.error->message, HasSubstr("is gone"));
   ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
   std::vector<int64_t> starts;
@@ -361,7 +379,8 @@ TEST(StorageFaultsTest, TornAdapterIsNeverReportedAsDone) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 2, "step_ms": 5, "adapter": "truncated"})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 2, "step_ms": 5, "adapter": "truncated"})"));
   spec.max_restarts = 1;
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));

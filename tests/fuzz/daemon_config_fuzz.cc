@@ -20,7 +20,8 @@ void Check(bool ok) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<fjord::daemon::DaemonConfig> c = fjord::daemon::ParseDaemonConfig(text, "fuzz.yaml");
+  absl::StatusOr<fjord::daemon::DaemonConfig> c =
+      fjord::daemon::ParseDaemonConfig(text, "fuzz.yaml");
   if (!c.ok()) {
     Check(c.status().code() == absl::StatusCode::kInvalidArgument);
     Check(absl::StartsWith(c.status().message(), "fuzz.yaml"));

@@ -1,7 +1,8 @@
-// libFuzzer target: runtime/data's JSONL validator, templates and packer.
-// Any bytes must give a report (or a Status), never a crash, hang or
-// sanitizer report; whatever loads must pack into batches that keep the
-// packing invariants (targets never cross a segment, padding untrained).
+// libFuzzer target: runtime/data's JSONL validator, templates and packer,
+// and the held-out prompts' reader (heldout.h) on the same bytes. Any bytes
+// must give a report (or a Status), never a crash, hang or sanitizer report;
+// whatever loads must pack into batches that keep the packing invariants
+// (targets never cross a segment, padding untrained).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -10,6 +11,7 @@
 
 #include "runtime/data/dataset.h"
 #include "runtime/data/fake_tokenizer.h"
+#include "runtime/data/heldout.h"
 #include "runtime/data/loader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -27,6 +29,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.render.train_on_inputs = knobs & 16;
   options.max_errors = 3;
   options.max_line_bytes = 4096;
+  {
+    std::istringstream in(text);
+    absl::StatusOr<HeldoutReport> heldout = ValidateHeldoutStream(in, "fuzz-heldout.jsonl", 3);
+    if (!heldout.ok()) __builtin_trap();  // a stream always reads
+    (void)heldout->Summary();
+    (void)heldout->ToJson();
+    std::istringstream again(text);
+    absl::StatusOr<HeldoutSet> set = LoadHeldoutStream(again, "fuzz-heldout.jsonl");
+    if (set.ok() != heldout->ok()) __builtin_trap();
+    if (set.ok() && static_cast<int64_t>(set->questions.size()) != heldout->questions)
+      __builtin_trap();
+  }
   std::istringstream in(text);
   absl::StatusOr<ValidationReport> report = ValidateJsonlStream(in, "fuzz.jsonl", tok, options);
   if (!report.ok()) return 0;

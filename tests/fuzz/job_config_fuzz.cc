@@ -12,7 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<fjord::lora::JobConfig> c = fjord::lora::ParseJobConfig(text, "fuzz.yaml");
   if (c.ok()) {
-    absl::StatusOr<fjord::lora::JobConfig> again = fjord::lora::ParseJobConfig(c->ToYaml(), "roundtrip");
+    absl::StatusOr<fjord::lora::JobConfig> again =
+        fjord::lora::ParseJobConfig(c->ToYaml(), "roundtrip");
     if (!again.ok() || again->ToYaml() != c->ToYaml()) __builtin_trap();
     // What parses validates (a config built in code is checked the same way).
     if (!c->Validate().ok()) __builtin_trap();

@@ -36,31 +36,45 @@ TEST(BadRequestsTest, UploadMisuse) {
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   auto begin = [&](int64_t bytes) {
-    absl::StatusOr<protocol::ServerMessage> b =
-        acme->Call("file.upload.begin", json{{"filename", "t.jsonl"}, {"bytes", bytes}, {"sha256", std::string(64, 'a')}});
+    absl::StatusOr<protocol::ServerMessage> b = acme->Call(
+        "file.upload.begin",
+        json{{"filename", "t.jsonl"}, {"bytes", bytes}, {"sha256", std::string(64, 'a')}});
     EXPECT_TRUE(b.ok()) << b.status();
     return b.ok() ? b->body["upload_id"].get<std::string>() : std::string();
   };
   const std::string id = begin(10);
-  ExpectError(acme->Call("file.upload.chunk", json{{"upload_id", id}, {"offset", 5}}, std::string("abc")).status(),
-              {absl::StatusCode::kInvalidArgument, "offset", "offset is 5, expected 0"});
-  ExpectError(acme->Call("file.upload.chunk", json{{"upload_id", id}, {"offset", 0}}, std::string(11, 'x')).status(),
-              {absl::StatusCode::kInvalidArgument, "offset", "goes past the announced size of 10 bytes"});
+  ExpectError(
+      acme->Call("file.upload.chunk", json{{"upload_id", id}, {"offset", 5}}, std::string("abc"))
+          .status(),
+      {absl::StatusCode::kInvalidArgument, "offset", "offset is 5, expected 0"});
+  ExpectError(
+      acme->Call("file.upload.chunk", json{{"upload_id", id}, {"offset", 0}}, std::string(11, 'x'))
+          .status(),
+      {absl::StatusCode::kInvalidArgument, "offset", "goes past the announced size of 10 bytes"});
   ExpectError(acme->Call("file.upload.chunk", json{{"upload_id", id}, {"offset", 0}}).status(),
               {absl::StatusCode::kInvalidArgument, "data", "needs the chunk in frame 6"});
-  ASSERT_TRUE(acme->Call("file.upload.chunk", json{{"upload_id", id}, {"offset", 0}}, std::string("abc")).ok());
+  ASSERT_TRUE(
+      acme->Call("file.upload.chunk", json{{"upload_id", id}, {"offset", 0}}, std::string("abc"))
+          .ok());
   ExpectError(acme->Call("file.upload.finish", json{{"upload_id", id}}).status(),
               {absl::StatusCode::kFailedPrecondition, "upload_id", "received 3 of 10 bytes"});
   ExpectError(h.Zeta()->Call("file.upload.finish", json{{"upload_id", id}}).status(),
               {absl::StatusCode::kNotFound, "upload_id", "no upload '" + id + "' in progress"});
-  ExpectError(acme->Call("file.upload.chunk", json{{"upload_id", "upl-nope"}, {"offset", 0}}, std::string("a")).status(),
-              {absl::StatusCode::kNotFound, "upload_id", "no upload 'upl-nope' in progress"});
-  ExpectError(acme->Call("file.upload.begin", json{{"filename", "t.jsonl"}, {"bytes", 3}, {"sha256", "ABC"}}).status(),
-              {absl::StatusCode::kInvalidArgument, "sha256", "64 lower-case hex digits"});
-  ExpectError(acme->Call("file.upload.begin", json{{"filename", "t.jsonl"}, {"bytes", -1}, {"sha256", std::string(64, 'a')}})
+  ExpectError(acme->Call("file.upload.chunk", json{{"upload_id", "upl-nope"}, {"offset", 0}},
+                         std::string("a"))
                   .status(),
-              {absl::StatusCode::kInvalidArgument, "bytes", "bytes"});
-  ExpectError(acme->Call("file.upload.begin", json{{"filename", "a\nb"}, {"bytes", 3}, {"sha256", std::string(64, 'a')}})
+              {absl::StatusCode::kNotFound, "upload_id", "no upload 'upl-nope' in progress"});
+  ExpectError(acme->Call("file.upload.begin",
+                         json{{"filename", "t.jsonl"}, {"bytes", 3}, {"sha256", "ABC"}})
+                  .status(),
+              {absl::StatusCode::kInvalidArgument, "sha256", "64 lower-case hex digits"});
+  ExpectError(
+      acme->Call("file.upload.begin",
+                 json{{"filename", "t.jsonl"}, {"bytes", -1}, {"sha256", std::string(64, 'a')}})
+          .status(),
+      {absl::StatusCode::kInvalidArgument, "bytes", "bytes"});
+  ExpectError(acme->Call("file.upload.begin",
+                         json{{"filename", "a\nb"}, {"bytes", 3}, {"sha256", std::string(64, 'a')}})
                   .status(),
               {absl::StatusCode::kInvalidArgument, "filename", "control characters"});
   EXPECT_TRUE(acme->ListFiles()->empty());
@@ -76,13 +90,15 @@ TEST(BadRequestsTest, AdapterAndJobCommandMisuse) {
   protocol::JobSpec slow = SpecWithData(*acme, FakeData(R"({"steps": 400, "step_ms": 20})"));
   ASSERT_OK_AND_ASSIGN(running, acme->CreateJob(slow));
   ASSERT_TRUE(h.WaitForStatus(*acme, running.id, JobStatus::kRunning).ok());
-  ExpectError(acme->ListAdapterFiles(running.id).status(),
-              {absl::StatusCode::kFailedPrecondition, "job_id", "only a succeeded job has an adapter"});
+  ExpectError(
+      acme->ListAdapterFiles(running.id).status(),
+      {absl::StatusCode::kFailedPrecondition, "job_id", "only a succeeded job has an adapter"});
   protocol::JobSpec quick = SpecWithData(*acme, FakeData(R"({"steps": 2, "step_ms": 5})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(quick));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
   ASSERT_EQ(done.status, JobStatus::kSucceeded);
-  for (const char* name : {"model.safetensors", "../job.yaml", "../../../../keys/server.key", "/etc/passwd"}) {
+  for (const char* name :
+       {"model.safetensors", "../job.yaml", "../../../../keys/server.key", "/etc/passwd"}) {
     ExpectError(acme->Call("adapter.download", json{{"job_id", job.id}, {"name", name}}).status(),
                 {absl::StatusCode::kNotFound, "name", "the adapter has no file"});
   }

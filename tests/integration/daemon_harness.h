@@ -26,12 +26,13 @@
 #include <zmq.hpp>
 
 #include "daemon/protocol/codec.h"
+#include "daemon/protocol/curve_keys.h"
 #include "daemon/protocol/messages.h"
 #include "daemon/protocol/protocol.h"
 #include "daemon/worker/worker_process.h"
 #include "gtest/gtest.h"
+#include "runtime/util/net.h"
 #include "sdk/cpp/client.h"
-#include "daemon/protocol/curve_keys.h"
 
 // `auto lhs = *expr` for an absl::StatusOr<T> expression; a failed status
 // fails the test with the status in the message.
@@ -42,18 +43,7 @@
 
 namespace fjord::testing {
 
-inline int FreeTcpPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+inline int FreeTcpPort() { return FreeLoopbackPort(); }
 
 inline std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -66,23 +56,25 @@ inline std::string ReadFile(const std::string& path) {
 // examples.
 inline std::string FakeData(const std::string& script_json, int lines = 4) {
   std::string s = "{\"fake_worker\": " + script_json + "}\n";
-  for (int i = 0; i < lines; ++i) s += "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}]}\n";
+  for (int i = 0; i < lines; ++i)
+    s += "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", "
+         "\"content\": \"hello\"}]}\n";
   return s;
 }
 
 struct HarnessOptions {
-  std::string worker_program;     // "" = the fake worker
-  std::string model_dir;          // "" = a stub directory
-  std::string extra_config;       // appended YAML (top-level sections must not repeat)
-  std::string worker_extra;       // lines inside the worker: section
-  std::string limits_extra;       // lines inside the limits: section
-  std::string scheduler_extra;    // lines inside the scheduler: section
-  std::string metrics_extra;      // lines inside the metrics: section
+  std::string worker_program;   // "" = the fake worker
+  std::string model_dir;        // "" = a stub directory
+  std::string extra_config;     // appended YAML (top-level sections must not repeat)
+  std::string worker_extra;     // lines inside the worker: section
+  std::string limits_extra;     // lines inside the limits: section
+  std::string scheduler_extra;  // lines inside the scheduler: section
+  std::string metrics_extra;    // lines inside the metrics: section
   int cpu_slots = 2;
   double heartbeat_timeout_s = 2;
   int max_restarts = 2;
   double validation_timeout_s = 20;
-  std::string storage_root;       // "" = <dir>/storage (created)
+  std::string storage_root;  // "" = <dir>/storage (created)
 };
 
 class DaemonHarness {
@@ -107,7 +99,8 @@ class DaemonHarness {
         << "clients:\n"
         << "  - {name: acme-ci, public_key: \"" << acme_.public_key << "\", tenant: acme}\n"
         << "  - {name: zeta-dev, public_key: \"" << zeta_.public_key << "\", tenant: zeta}\n"
-        << "  - {name: ops, public_key: \"" << admin_.public_key << "\", tenant: ops, role: admin}\n";
+        << "  - {name: ops, public_key: \"" << admin_.public_key
+        << "\", tenant: ops, role: admin}\n";
     ::chmod((dir_ + "/keys/clients.yaml").c_str(), 0644);
     port_ = FreeTcpPort();
     metrics_port_ = FreeTcpPort();
@@ -122,14 +115,14 @@ class DaemonHarness {
         << "security:\n  server_secret_key_file: " << dir_ << "/keys/server.key\n"
         << "  keys_file: " << dir_ << "/keys/clients.yaml\n"
         << "models:\n  tiny: " << model_dir_ << "\n"
-        << "worker:\n  program: " << worker << "\n  heartbeat_timeout_s: " << options_.heartbeat_timeout_s
-        << "\n  stop_grace_s: 5\n"
-        << "  validation_timeout_s: " << options_.validation_timeout_s << "\n  max_restarts: " << options_.max_restarts
-        << "\n" << options_.worker_extra
-        << "scheduler:\n  cpu_slots: " << options_.cpu_slots << "\n" << options_.scheduler_extra
-        << "limits:\n  heartbeat_interval_ms: 200\n" << options_.limits_extra
-        << "metrics:\n  listen: 127.0.0.1:" << metrics_port_ << "\n" << options_.metrics_extra
-        << "logging:\n  level: debug\n"
+        << "worker:\n  program: " << worker
+        << "\n  heartbeat_timeout_s: " << options_.heartbeat_timeout_s << "\n  stop_grace_s: 5\n"
+        << "  validation_timeout_s: " << options_.validation_timeout_s
+        << "\n  max_restarts: " << options_.max_restarts << "\n"
+        << options_.worker_extra << "scheduler:\n  cpu_slots: " << options_.cpu_slots << "\n"
+        << options_.scheduler_extra << "limits:\n  heartbeat_interval_ms: 200\n"
+        << options_.limits_extra << "metrics:\n  listen: 127.0.0.1:" << metrics_port_ << "\n"
+        << options_.metrics_extra << "logging:\n  level: debug\n"
         << options_.extra_config;
   }
 
@@ -139,7 +132,9 @@ class DaemonHarness {
   }
 
   const std::string& dir() const { return dir_; }
-  std::string storage() const { return options_.storage_root.empty() ? dir_ + "/storage" : options_.storage_root; }
+  std::string storage() const {
+    return options_.storage_root.empty() ? dir_ + "/storage" : options_.storage_root;
+  }
   // Makes the harness's directories (0700 from mkdtemp) searchable by other
   // users, for workers that run as another uid.
   void OpenToOtherUsers() const {
@@ -174,7 +169,9 @@ class DaemonHarness {
       absl::StatusOr<PingInfo> ping = c->Ping();
       if (ping.ok()) break;
       if (auto e = daemon_->Poll()) FAIL() << "fjordd exited (" << e->Describe() << "):\n" << log();
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "fjordd did not answer: " << ping.status() << "\n" << log();
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+          << "fjordd did not answer: " << ping.status() << "\n"
+          << log();
       c = Connect(acme_, 500, 0);
     }
   }
@@ -214,25 +211,30 @@ class DaemonHarness {
 
   // Polls the job until `done` says so or timeout_s passes.
   absl::StatusOr<protocol::Job> WaitFor(Client& c, const std::string& job_id,
-                                        const std::function<bool(const protocol::Job&)>& done, int timeout_s = 30) {
+                                        const std::function<bool(const protocol::Job&)>& done,
+                                        int timeout_s = 30) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
     while (true) {
       absl::StatusOr<protocol::Job> j = c.GetJob(job_id);
       if (j.ok() && done(*j)) return j;
       if (std::chrono::steady_clock::now() > deadline) {
         return absl::DeadlineExceededError("job " + job_id + " did not get there; last: " +
-                                           (j.ok() ? std::string(protocol::JobStatusName(j->status)) + " step " +
-                                                         std::to_string(j->step)
-                                                   : std::string(j.status().message())));
+                                           (j.ok()
+                                                ? std::string(protocol::JobStatusName(j->status)) +
+                                                      " step " + std::to_string(j->step)
+                                                : std::string(j.status().message())));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  absl::StatusOr<protocol::Job> WaitForStatus(Client& c, const std::string& id, protocol::JobStatus s, int timeout_s = 30) {
-    return WaitFor(c, id, [s](const protocol::Job& j) { return j.status == s; }, timeout_s);
+  absl::StatusOr<protocol::Job> WaitForStatus(Client& c, const std::string& id,
+                                              protocol::JobStatus s, int timeout_s = 30) {
+    return WaitFor(
+        c, id, [s](const protocol::Job& j) { return j.status == s; }, timeout_s);
   }
   absl::StatusOr<protocol::Job> WaitForFinal(Client& c, const std::string& id, int timeout_s = 30) {
-    return WaitFor(c, id, [](const protocol::Job& j) { return protocol::IsFinal(j.status); }, timeout_s);
+    return WaitFor(
+        c, id, [](const protocol::Job& j) { return protocol::IsFinal(j.status); }, timeout_s);
   }
 
  private:
@@ -270,7 +272,8 @@ class WorkerForOtherUsers {
 // client that does not read).
 class RawPeer {
  public:
-  RawPeer(DaemonHarness& h, const CurveKeyPair& keys, zmq::context_t* ctx = nullptr, int rcvhwm = 1000)
+  RawPeer(DaemonHarness& h, const CurveKeyPair& keys, zmq::context_t* ctx = nullptr,
+          int rcvhwm = 1000)
       : own_ctx_(ctx ? nullptr : std::make_unique<zmq::context_t>()),
         socket_(ctx ? *ctx : *own_ctx_, zmq::socket_type::dealer) {
     socket_.set(zmq::sockopt::linger, 0);
@@ -283,7 +286,8 @@ class RawPeer {
   }
   void SendFrames(const protocol::Frames& frames) {
     for (size_t i = 0; i < frames.size(); ++i) {
-      socket_.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      socket_.send(zmq::buffer(frames[i]),
+                   i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
   }
   // A REQUEST.
@@ -314,7 +318,8 @@ class RawPeer {
   }
   // The next FINAL reply to `request_id`, skipping partials, heartbeats and
   // other requests' replies.
-  absl::StatusOr<protocol::ServerMessage> Final(const std::string& request_id, int timeout_ms = 10000) {
+  absl::StatusOr<protocol::ServerMessage> Final(const std::string& request_id,
+                                                int timeout_ms = 10000) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (std::chrono::steady_clock::now() < deadline) {
       absl::StatusOr<protocol::ServerMessage> m = Next(200);

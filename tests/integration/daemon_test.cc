@@ -4,13 +4,14 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <httplib.h>
 #include <atomic>
 #include <filesystem>
-#include <httplib.h>
 #include <thread>
 #include <zmq.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "daemon/protocol/codec.h"
 #include "daemon/protocol/errors.h"
 #include "gmock/gmock.h"
@@ -40,7 +41,8 @@ TEST(DaemonTest, SubmitRunSucceedDownloadAdapter) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 6, "step_ms": 20, "checkpoint_every": 2})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 6, "step_ms": 20, "checkpoint_every": 2})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   EXPECT_EQ(job.status, JobStatus::kValidating);
   EXPECT_EQ(job.tenant, "acme");
@@ -69,7 +71,8 @@ TEST(DaemonTest, SubmitRunSucceedDownloadAdapter) {
   const std::string local = h.dir() + "/download";
   ASSERT_OK_AND_ASSIGN(files, acme->DownloadAdapter(job.id, local));
   ASSERT_EQ(files.size(), 2u);
-  EXPECT_EQ(ReadFile(local + "/adapter_config.json"), ReadFile(final_job.result_adapter_path + "/adapter_config.json"));
+  EXPECT_EQ(ReadFile(local + "/adapter_config.json"),
+            ReadFile(final_job.result_adapter_path + "/adapter_config.json"));
   EXPECT_EQ(ReadFile(local + "/adapter_model.safetensors"),
             ReadFile(final_job.result_adapter_path + "/adapter_model.safetensors"));
 }
@@ -104,11 +107,15 @@ TEST(DaemonTest, CancelARunningJob) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20, "checkpoint_every": 0})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20, "checkpoint_every": 0})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
-  ASSERT_OK_AND_ASSIGN(running, h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 2; }));
+  ASSERT_OK_AND_ASSIGN(running, h.WaitFor(*acme, job.id, [](const Job& j) {
+    return j.status == JobStatus::kRunning && j.step >= 2;
+  }));
   ASSERT_OK_AND_ASSIGN(cancelling, acme->CancelJob(job.id));
-  EXPECT_TRUE(cancelling.status == JobStatus::kCancelling || cancelling.status == JobStatus::kCancelled);
+  EXPECT_TRUE(cancelling.status == JobStatus::kCancelling ||
+              cancelling.status == JobStatus::kCancelled);
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
   EXPECT_EQ(done.status, JobStatus::kCancelled);
   EXPECT_LT(done.step, 500);
@@ -126,9 +133,12 @@ TEST(DaemonTest, PauseAndResumeFromTheCheckpoint) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 30, "step_ms": 30, "checkpoint_every": 0})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 30, "step_ms": 30, "checkpoint_every": 0})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 3; }).ok());
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) {
+                 return j.status == JobStatus::kRunning && j.step >= 3;
+               }).ok());
   ASSERT_TRUE(acme->PauseJob(job.id).ok());
   ASSERT_OK_AND_ASSIGN(paused, h.WaitForStatus(*acme, job.id, JobStatus::kPaused));
   ASSERT_TRUE(paused.latest_checkpoint.has_value());
@@ -150,8 +160,8 @@ TEST(DaemonTest, PauseAndResumeFromTheCheckpoint) {
   EXPECT_EQ(starts[0], 0);
   EXPECT_EQ(starts[1], at);
   EXPECT_EQ(StatusHistory(*acme, job.id),
-            (std::vector<std::string>{"validating", "queued", "running", "pausing", "paused", "queued", "running",
-                                      "succeeded"}));
+            (std::vector<std::string>{"validating", "queued", "running", "pausing", "paused",
+                                      "queued", "running", "succeeded"}));
 }
 
 TEST(DaemonTest, Kill9OfTheDaemonMidTrainingResumesFromTheNewestCheckpoint) {
@@ -160,7 +170,8 @@ TEST(DaemonTest, Kill9OfTheDaemonMidTrainingResumesFromTheNewestCheckpoint) {
   std::string id;
   {
     auto acme = h.Acme();
-    protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 40, "step_ms": 25, "checkpoint_every": 4})"));
+    protocol::JobSpec spec =
+        SpecWithData(*acme, FakeData(R"({"steps": 40, "step_ms": 25, "checkpoint_every": 4})"));
     ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
     id = job.id;
     ASSERT_TRUE(h.WaitFor(*acme, id, [](const Job& j) { return j.step >= 10; }).ok());
@@ -179,7 +190,8 @@ TEST(DaemonTest, Kill9OfTheDaemonMidTrainingResumesFromTheNewestCheckpoint) {
     if (e.type == "start") starts.push_back(e.data.value("step", int64_t{-1}));
   }
   ASSERT_EQ(starts.size(), 2u);
-  EXPECT_GE(starts[1], 8);  // the newest checkpoint before the kill (every 4 steps, killed after 10)
+  EXPECT_GE(starts[1],
+            8);  // the newest checkpoint before the kill (every 4 steps, killed after 10)
   EXPECT_EQ(starts[1] % 4, 0);
   EXPECT_THAT(StatusHistory(*acme, id), ::testing::Contains("requeued"));
 }
@@ -206,20 +218,127 @@ TEST(DaemonTest, AcceptedJobsSurviveKill9) {
   }
 }
 
+// A temporary model directory holding only a config.json of Llama's shape
+// (vocab 128256, 8 KV heads, untied): what fjordd's memory check reads.
+std::string LlamaShapedModelDir(int hidden, int intermediate, int layers, int heads) {
+  char tmpl[] = "/tmp/fj-model-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  std::ofstream(dir + "/config.json") << absl::StrCat(
+      R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,)",
+      R"( "hidden_size": )", hidden, R"(, "intermediate_size": )", intermediate,
+      R"(, "num_hidden_layers": )", layers, R"(, "num_attention_heads": )", heads,
+      R"(, "num_key_value_heads": 8, "tie_word_embeddings": false})");
+  return dir;
+}
+
+// On a GPU node that knows its GPUs' memory (16 GB), an 8B model's bf16
+// base (16.1 GB) is refused with the arithmetic; with quantization: nf4 the
+// job is accepted, its job.yaml says nf4, and the job record keeps it across
+// a kill -9 of the daemon (the SQLite store) until the job succeeds.
+TEST(DaemonTest, QuantizationIsCheckedAgainstTheGpusAndKept) {
+  const std::string model = LlamaShapedModelDir(4096, 14336, 32, 32);  // Llama-3.1-8B
+  HarnessOptions o;
+  o.model_dir = model;
+  o.scheduler_extra = "  gpus: [0]\n  gpu_memory_gb: 16\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  std::string id;
+  {
+    auto acme = h.Acme();
+    protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"));
+    absl::Status refused = acme->CreateJob(spec).status();
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+    EXPECT_EQ(protocol::ParamOf(refused), "quantization");
+    EXPECT_THAT(refused.message(),
+                HasSubstr("model 'tiny' (8.0 B parameters) needs 16.1 GB for its frozen base in "
+                          "bf16 alone (2 B x 8,030,261,248); this node's GPUs have 16 GB each "
+                          "(14.4 GB usable after 10%"));
+    EXPECT_THAT(refused.message(), HasSubstr("with quantization: nf4 it needs 5.7 GB"));
+    spec.quantization = "nf4";
+    ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+    EXPECT_EQ(job.spec.quantization, "nf4");
+    EXPECT_THAT(ReadFile(h.storage() + "/acme/jobs/" + job.id + "/job.yaml"),
+                HasSubstr("quantization: nf4"));
+    id = job.id;
+  }
+  h.Kill9();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, id));
+  EXPECT_EQ(done.status, JobStatus::kSucceeded) << h.log();
+  EXPECT_EQ(done.spec.quantization, "nf4");
+  fs::remove_all(model);
+}
+
+// On a node of eight 80 GB GPUs, a 70B-shaped model's bf16 base (141.1 GB)
+// does not fit on one GPU: a job of 8 GPUs without shard_base is refused,
+// and the message says what sharding it over them would need (21.5 GB each);
+// with shard_base the job is accepted, its job.yaml says so, and the job
+// record keeps it across a kill -9 of the daemon until the job succeeds.
+TEST(DaemonTest, ShardBaseIsCheckedAgainstTheGpusAndKept) {
+  const std::string model = LlamaShapedModelDir(8192, 28672, 80, 64);  // Llama-3.3-70B
+  HarnessOptions o;
+  o.model_dir = model;
+  o.scheduler_extra = "  gpus: [0, 1, 2, 3, 4, 5, 6, 7]\n  gpu_memory_gb: 80\n";
+  DaemonHarness h(o);
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  std::string id;
+  {
+    auto acme = h.Acme();
+    protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"));
+    spec.gpus = 8;
+    absl::Status refused = acme->CreateJob(spec).status();
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+    EXPECT_EQ(protocol::ParamOf(refused), "quantization");
+    EXPECT_THAT(refused.message(),
+                HasSubstr("model 'tiny' (70.6 B parameters) needs 141.1 GB for its frozen base in "
+                          "bf16 alone (2 B x 70,553,706,496); this node's GPUs have 80 GB each "
+                          "(72 GB usable after 10%"));
+    EXPECT_THAT(refused.message(),
+                HasSubstr("each of the job's 8 GPUs holds the whole base (data parallel); with "
+                          "quantization: nf4 it needs 39.5 GB; with shard_base over the job's 8 "
+                          "GPUs it needs 21.5 GB on each"));
+    spec.shard_base = true;
+    spec.quantization = "nf4";  // not both
+    absl::Status both = acme->CreateJob(spec).status();
+    EXPECT_EQ(protocol::ParamOf(both), "shard_base") << both;
+    spec.quantization = "none";
+    ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
+    EXPECT_TRUE(job.spec.shard_base);
+    EXPECT_EQ(job.spec.gpus, 8);
+    EXPECT_THAT(ReadFile(h.storage() + "/acme/jobs/" + job.id + "/job.yaml"),
+                HasSubstr("shard_base: true"));
+    id = job.id;
+  }
+  h.Kill9();
+  ASSERT_NO_FATAL_FAILURE(h.Start());
+  auto acme = h.Acme();
+  ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, id));
+  EXPECT_EQ(done.status, JobStatus::kSucceeded) << h.log();
+  EXPECT_TRUE(done.spec.shard_base);
+  EXPECT_EQ(done.spec.gpus, 8);
+  fs::remove_all(model);
+}
+
 TEST(DaemonTest, Kill9OfAWorkerRequeuesAndSucceeds) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 8, "step_ms": 20, "checkpoint_every": 2, "mode": "crash_once", "crash_at_step": 5})"));
+  protocol::JobSpec spec = SpecWithData(
+      *acme,
+      FakeData(
+          R"({"steps": 8, "step_ms": 20, "checkpoint_every": 2, "mode": "crash_once", "crash_at_step": 5})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
   ASSERT_EQ(done.status, JobStatus::kSucceeded) << h.log();
   EXPECT_EQ(done.restarts, 1);
   EXPECT_EQ(StatusHistory(*acme, job.id),
-            (std::vector<std::string>{"validating", "queued", "running", "requeued", "running", "succeeded"}));
+            (std::vector<std::string>{"validating", "queued", "running", "requeued", "running",
+                                      "succeeded"}));
   ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
   bool said_signal = false;
-  for (const auto& e : events.events) said_signal |= e.type == "status" && absl::StrContains(e.message, "signal 9");
+  for (const auto& e : events.events)
+    said_signal |= e.type == "status" && absl::StrContains(e.message, "signal 9");
   EXPECT_TRUE(said_signal);
 }
 
@@ -227,7 +346,8 @@ TEST(DaemonTest, SilentWorkerIsKilledAndTheJobFailsAfterMaxRestarts) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 8, "step_ms": 10, "mode": "hang", "crash_at_step": 2})"));
+  protocol::JobSpec spec = SpecWithData(
+      *acme, FakeData(R"({"steps": 8, "step_ms": 10, "mode": "hang", "crash_at_step": 2})"));
   spec.max_restarts = 1;
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id, 40));
@@ -242,9 +362,11 @@ TEST(DaemonTest, UserAndSystemFailuresAreTold) {
   DaemonHarness h;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec bad = SpecWithData(*acme, FakeData(R"({"steps": 5, "step_ms": 5, "mode": "fail_user", "crash_at_step": 2})"));
+  protocol::JobSpec bad = SpecWithData(
+      *acme, FakeData(R"({"steps": 5, "step_ms": 5, "mode": "fail_user", "crash_at_step": 2})"));
   ASSERT_OK_AND_ASSIGN(j1, acme->CreateJob(bad));
-  protocol::JobSpec oom = SpecWithData(*acme, FakeData(R"({"steps": 5, "step_ms": 5, "mode": "exit3", "crash_at_step": 2})"));
+  protocol::JobSpec oom = SpecWithData(
+      *acme, FakeData(R"({"steps": 5, "step_ms": 5, "mode": "exit3", "crash_at_step": 2})"));
   oom.max_restarts = 0;
   ASSERT_OK_AND_ASSIGN(j2, acme->CreateJob(oom));
   ASSERT_OK_AND_ASSIGN(d1, h.WaitForFinal(*acme, j1.id));
@@ -289,7 +411,9 @@ TEST(DaemonTest, BadDataFailsValidationWithTheLine) {
   EXPECT_THAT(StatusHistory(*acme, j2.id), (std::vector<std::string>{"validating", "failed"}));
   ASSERT_OK_AND_ASSIGN(ev2, acme->ListEvents(j2.id, 0, 1000));
   bool said_again = false;
-  for (const auto& e : ev2.events) said_again |= e.type == "validation" && absl::StrContains(e.message, "validating again (restart 1 of 1)");
+  for (const auto& e : ev2.events)
+    said_again |=
+        e.type == "validation" && absl::StrContains(e.message, "validating again (restart 1 of 1)");
   EXPECT_TRUE(said_again);
   EXPECT_TRUE(acme->Ping().ok());
 }
@@ -306,20 +430,35 @@ TEST(DaemonTest, InvalidRequestsNameTheirParam) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {[](protocol::JobSpec& s) { s.model = "gpt-9"; }, absl::StatusCode::kInvalidArgument, "model", "unknown model 'gpt-9'"},
-      {[](protocol::JobSpec& s) { s.hyperparameters.learning_rate = -1; }, absl::StatusCode::kInvalidArgument,
-       "hyperparameters.learning_rate", "must be in (0"},
-      {[](protocol::JobSpec& s) { s.training_file = "file-0000000000000000"; }, absl::StatusCode::kInvalidArgument,
-       "training_file", "no uploaded file"},
-      {[](protocol::JobSpec& s) { s.training_file = "../zeta/files/x"; }, absl::StatusCode::kInvalidArgument,
-       "training_file", "'..'"},
-      {[](protocol::JobSpec& s) { s.training_file = "/etc/passwd"; }, absl::StatusCode::kInvalidArgument,
-       "training_file", "absolute path"},
-      {[](protocol::JobSpec& s) { s.validation_file = "files/../../../etc/passwd"; }, absl::StatusCode::kInvalidArgument,
-       "validation_file", "'..'"},
-      {[](protocol::JobSpec& s) { s.gpus = 9; }, absl::StatusCode::kInvalidArgument, "gpus", "this node has 2 CPU slots"},
-      {[](protocol::JobSpec& s) { s.priority = 5; }, absl::StatusCode::kPermissionDenied, "priority", "admin"},
-      {[](protocol::JobSpec& s) { s.tenant = "zeta"; }, absl::StatusCode::kPermissionDenied, "tenant", "only for tenant 'acme'"},
+      {[](protocol::JobSpec& s) { s.model = "gpt-9"; }, absl::StatusCode::kInvalidArgument, "model",
+       "unknown model 'gpt-9'"},
+      {[](protocol::JobSpec& s) { s.hyperparameters.learning_rate = -1; },
+       absl::StatusCode::kInvalidArgument, "hyperparameters.learning_rate", "must be in (0"},
+      {[](protocol::JobSpec& s) { s.training_file = "file-0000000000000000"; },
+       absl::StatusCode::kInvalidArgument, "training_file", "no uploaded file"},
+      {[](protocol::JobSpec& s) { s.training_file = "../zeta/files/x"; },
+       absl::StatusCode::kInvalidArgument, "training_file", "'..'"},
+      {[](protocol::JobSpec& s) { s.training_file = "/etc/passwd"; },
+       absl::StatusCode::kInvalidArgument, "training_file", "absolute path"},
+      {[](protocol::JobSpec& s) { s.validation_file = "files/../../../etc/passwd"; },
+       absl::StatusCode::kInvalidArgument, "validation_file", "'..'"},
+      {[](protocol::JobSpec& s) { s.heldout_file = "files/heldout.jsonl"; },
+       absl::StatusCode::kInvalidArgument, "heldout_file",
+       "heldout_file 'files/heldout.jsonl' does not exist"},
+      {[](protocol::JobSpec& s) { s.gpus = 9; }, absl::StatusCode::kInvalidArgument, "gpus",
+       "this node has 2 CPU slots"},
+      {[](protocol::JobSpec& s) { s.quantization = "int4"; }, absl::StatusCode::kInvalidArgument,
+       "quantization", "quantization must be none or nf4, got 'int4'"},
+      {[](protocol::JobSpec& s) {
+         s.quantization = "nf4";
+         s.shard_base = true;
+       },
+       absl::StatusCode::kInvalidArgument, "shard_base",
+       "shard_base and quantization: nf4 cannot be combined (yet)"},
+      {[](protocol::JobSpec& s) { s.priority = 5; }, absl::StatusCode::kPermissionDenied,
+       "priority", "admin"},
+      {[](protocol::JobSpec& s) { s.tenant = "zeta"; }, absl::StatusCode::kPermissionDenied,
+       "tenant", "only for tenant 'acme'"},
   };
   for (const Case& c : cases) {
     protocol::JobSpec s = spec;
@@ -330,7 +469,10 @@ TEST(DaemonTest, InvalidRequestsNameTheirParam) {
     EXPECT_THAT(st.message(), HasSubstr(c.message));
   }
   // Unknown fields and wrong types, straight through Call.
-  absl::Status st = acme->Call("job.create", json{{"model", "tiny"}, {"training_file", spec.training_file}, {"epochs", 3}}).status();
+  absl::Status st =
+      acme->Call("job.create",
+                 json{{"model", "tiny"}, {"training_file", spec.training_file}, {"epochs", 3}})
+          .status();
   EXPECT_EQ(protocol::ParamOf(st), "epochs");
   st = acme->Call("job.get", json{{"job_id", 7}}).status();
   EXPECT_EQ(protocol::ParamOf(st), "job_id");
@@ -358,8 +500,9 @@ TEST(DaemonTest, TenantsAreIsolated) {
   protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 300, "step_ms": 20})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   // zeta sees nothing of acme's.
-  for (absl::Status s : {zeta->GetJob(job.id).status(), zeta->CancelJob(job.id).status(), zeta->PauseJob(job.id).status(),
-                         zeta->ListEvents(job.id).status(), zeta->ListCheckpoints(job.id).status(),
+  for (absl::Status s : {zeta->GetJob(job.id).status(), zeta->CancelJob(job.id).status(),
+                         zeta->PauseJob(job.id).status(), zeta->ListEvents(job.id).status(),
+                         zeta->ListCheckpoints(job.id).status(),
                          zeta->StreamEvents(job.id, 0, [](const auto&) { return true; }).status(),
                          zeta->ListAdapterFiles(job.id).status()}) {
     EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
@@ -398,7 +541,9 @@ TEST(DaemonTest, UnknownKeysAndPlainClientsAreRefused) {
   auto plain = Client::Connect(o);
   ASSERT_TRUE(plain.ok());
   s = (*plain)->Ping().status();
-  EXPECT_TRUE(s.code() == absl::StatusCode::kUnauthenticated || s.code() == absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_TRUE(s.code() == absl::StatusCode::kUnauthenticated ||
+              s.code() == absl::StatusCode::kDeadlineExceeded)
+      << s;
   // Wrong server key: no handshake either.
   ClientOptions w;
   w.endpoint = h.endpoint();
@@ -421,7 +566,8 @@ TEST(DaemonTest, UnknownKeysAndPlainClientsAreRefused) {
 // the daemon keeps serving.
 TEST(DaemonTest, MalformedFramesGetErrorsAndTheDaemonKeepsServing) {
   HarnessOptions ho;
-  ho.limits_extra = "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
+  ho.limits_extra =
+      "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
   DaemonHarness h(ho);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   zmq::context_t ctx;
@@ -433,10 +579,12 @@ TEST(DaemonTest, MalformedFramesGetErrorsAndTheDaemonKeepsServing) {
   d.connect(h.endpoint());
   auto roundtrip = [&](const protocol::Frames& frames) -> absl::StatusOr<protocol::ServerMessage> {
     for (size_t i = 0; i < frames.size(); ++i) {
-      d.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      d.send(zmq::buffer(frames[i]),
+             i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
     zmq::pollitem_t item{d.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, std::chrono::milliseconds(5000)) == 0) return absl::DeadlineExceededError("no reply");
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(5000)) == 0)
+      return absl::DeadlineExceededError("no reply");
     protocol::Frames reply;
     while (true) {
       zmq::message_t m;
@@ -455,18 +603,46 @@ TEST(DaemonTest, MalformedFramesGetErrorsAndTheDaemonKeepsServing) {
       {{"", "FJD09", req, "r1", "ping", "{}"}, "INVALID_ARGUMENT", "frames", "-", "frame 1"},
       {{"FJD01", req, "r1", "ping", "{}"}, "INVALID_ARGUMENT", "frames", "-", "frame 0"},
       {{"", "FJD01", req, "r 2", "ping", "{}"}, "INVALID_ARGUMENT", "request_id", "-", "printable"},
-      {{"", "FJD01", req, "r3", "no.such.command", "{}"}, "UNIMPLEMENTED", "command", "r3", "unknown command"},
-      {{"", "FJD01", req, "r4", "job.get", "{\"job_id\":"}, "INVALID_ARGUMENT", "body", "r4", "not valid JSON"},
+      {{"", "FJD01", req, "r3", "no.such.command", "{}"},
+       "UNIMPLEMENTED",
+       "command",
+       "r3",
+       "unknown command"},
+      {{"", "FJD01", req, "r4", "job.get", "{\"job_id\":"},
+       "INVALID_ARGUMENT",
+       "body",
+       "r4",
+       "not valid JSON"},
       {{"", "FJD01", req, "r5", "job.get", "[]"}, "INVALID_ARGUMENT", "body", "r5", "JSON object"},
-      {{"", "FJD01", req, "r6", "ping", std::string(20000, ' ')}, "RESOURCE_EXHAUSTED", "body", "r6", "limit 16384"},
+      {{"", "FJD01", req, "r6", "ping", std::string(20000, ' ')},
+       "RESOURCE_EXHAUSTED",
+       "body",
+       "r6",
+       "limit 16384"},
       // Each frame under max_message_bytes, all of them over it (a single
       // frame over it is dropped by ZeroMQ with the connection, unanswered:
       // SecurityTest.OversizeMessagesAreRefusedAndTheDaemonKeepsServing).
-      {{"", "FJD01", req, "r7", "file.upload.chunk", std::string(10000, ' '), std::string(60000, 'x')},
-       "RESOURCE_EXHAUSTED", "message", "r7", "limit 65536"},
-      {{"", "FJD01", std::string(1, '\x07')}, "INVALID_ARGUMENT", "frames", "-", "unknown message type"},
-      {{"", "FJD01", req, "r8", "ping", "{}", "a", "b"}, "INVALID_ARGUMENT", "frames", "r8", "expected 6 or 7"},
-      {{"", "FJD01", req, "r9", "job.list", "{\"limit\": 1000}"}, "INVALID_ARGUMENT", "limit", "r9", "[1, 100]"},
+      {{"", "FJD01", req, "r7", "file.upload.chunk", std::string(10000, ' '),
+        std::string(60000, 'x')},
+       "RESOURCE_EXHAUSTED",
+       "message",
+       "r7",
+       "limit 65536"},
+      {{"", "FJD01", std::string(1, '\x07')},
+       "INVALID_ARGUMENT",
+       "frames",
+       "-",
+       "unknown message type"},
+      {{"", "FJD01", req, "r8", "ping", "{}", "a", "b"},
+       "INVALID_ARGUMENT",
+       "frames",
+       "r8",
+       "expected 6 or 7"},
+      {{"", "FJD01", req, "r9", "job.list", "{\"limit\": 1000}"},
+       "INVALID_ARGUMENT",
+       "limit",
+       "r9",
+       "[1, 100]"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<protocol::ServerMessage> r = roundtrip(c.frames);
@@ -483,21 +659,28 @@ TEST(DaemonTest, MalformedFramesGetErrorsAndTheDaemonKeepsServing) {
   }
   EXPECT_TRUE(h.Zeta()->Ping().ok());
   // An oversize upload is refused by size before any byte is sent.
-  absl::Status up = h.Acme()->Call("file.upload.begin", json{{"filename", "big.jsonl"}, {"bytes", int64_t{1} << 40},
-                                                              {"sha256", std::string(64, 'a')}}).status();
+  absl::Status up = h.Acme()
+                        ->Call("file.upload.begin", json{{"filename", "big.jsonl"},
+                                                         {"bytes", int64_t{1} << 40},
+                                                         {"sha256", std::string(64, 'a')}})
+                        .status();
   EXPECT_EQ(up.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(protocol::ParamOf(up), "bytes");
   // A wrong checksum drops the upload.
   auto acme = h.Acme();
   absl::StatusOr<protocol::ServerMessage> begin =
-      acme->Call("file.upload.begin", json{{"filename", "t.jsonl"}, {"bytes", 3}, {"sha256", std::string(64, '0')}});
+      acme->Call("file.upload.begin",
+                 json{{"filename", "t.jsonl"}, {"bytes", 3}, {"sha256", std::string(64, '0')}});
   ASSERT_TRUE(begin.ok());
   const std::string upl = begin->body["upload_id"];
-  ASSERT_TRUE(acme->Call("file.upload.chunk", json{{"upload_id", upl}, {"offset", 0}}, std::string("abc")).ok());
+  ASSERT_TRUE(
+      acme->Call("file.upload.chunk", json{{"upload_id", upl}, {"offset", 0}}, std::string("abc"))
+          .ok());
   absl::Status fin = acme->Call("file.upload.finish", json{{"upload_id", upl}}).status();
   EXPECT_EQ(protocol::ParamOf(fin), "sha256");
   EXPECT_TRUE(acme->ListFiles()->empty());
-  EXPECT_EQ(acme->Call("file.upload.begin", json{{"filename", "../x"}, {"bytes", 3}, {"sha256", std::string(64, '0')}})
+  EXPECT_EQ(acme->Call("file.upload.begin",
+                       json{{"filename", "../x"}, {"bytes", 3}, {"sha256", std::string(64, '0')}})
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -525,14 +708,16 @@ TEST(DaemonTest, QueueLimitsPrioritiesAndPositions) {
   protocol::JobSpec urgent = SpecWithData(*admin, FakeData(R"({"steps": 2, "step_ms": 10})"));
   urgent.priority = 5;
   ASSERT_OK_AND_ASSIGN(u, admin->CreateJob(urgent));
-  ASSERT_TRUE(h.WaitFor(*admin, u.id, [](const Job& j) { return j.queue_position.value_or(0) == 1; }).ok());
+  ASSERT_TRUE(
+      h.WaitFor(*admin, u.id, [](const Job& j) { return j.queue_position.value_or(0) == 1; }).ok());
   EXPECT_EQ(*acme->GetJob(second.id)->queue_position, 2);
   // The fourth waiting job is over acme's limit of 3.
   ASSERT_OK_AND_ASSIGN(fourth, acme->CreateJob(spec));
   absl::Status s = acme->CreateJob(spec).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(protocol::ParamOf(s), "tenant");
-  for (const std::string& id : {first.id, second.id, third.id, fourth.id}) ASSERT_TRUE(acme->CancelJob(id).ok());
+  for (const std::string& id : {first.id, second.id, third.id, fourth.id})
+    ASSERT_TRUE(acme->CancelJob(id).ok());
   ASSERT_OK_AND_ASSIGN(ud, h.WaitForFinal(*admin, u.id));
   EXPECT_EQ(ud.status, JobStatus::kSucceeded);
 }
@@ -543,7 +728,8 @@ TEST(DaemonTest, GracefulShutdownRequeuesAndResumes) {
   std::string id;
   {
     auto acme = h.Acme();
-    protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 30, "step_ms": 30, "checkpoint_every": 0})"));
+    protocol::JobSpec spec =
+        SpecWithData(*acme, FakeData(R"({"steps": 30, "step_ms": 30, "checkpoint_every": 0})"));
     ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
     id = job.id;
     ASSERT_TRUE(h.WaitFor(*acme, id, [](const Job& j) { return j.step >= 3; }).ok());
@@ -627,10 +813,12 @@ TEST(DaemonTest, WorkersRunAsTheConfiguredUser) {
   h.OpenToOtherUsers();
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
-  ASSERT_EQ(done.status, JobStatus::kSucceeded) << h.log() << ReadFile(h.storage() + "/acme/jobs/" + job.id + "/worker.log");
+  ASSERT_EQ(done.status, JobStatus::kSucceeded)
+      << h.log() << ReadFile(h.storage() + "/acme/jobs/" + job.id + "/worker.log");
   struct stat st {};
   ASSERT_EQ(::stat((done.result_adapter_path + "/adapter_config.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, nobody->pw_uid);
@@ -654,8 +842,9 @@ TEST(DaemonTest, LoadHundredClientsTimesHundredRequests) {
       auto c = h.Connect(t % 2 ? h.acme_keys() : h.zeta_keys(), 20000, 0);
       for (int i = 0; i < 100; ++i) {
         absl::Status s = (i % 3 == 0) ? c->Ping().status()
-                         : (i % 3 == 1) ? c->ListJobs().status()
-                         : (t % 2 ? c->GetJob(job_id).status() : c->ListFiles().status());
+                         : (i % 3 == 1)
+                             ? c->ListJobs().status()
+                             : (t % 2 ? c->GetJob(job_id).status() : c->ListFiles().status());
         (s.ok() ? ok : errors)++;
       }
     });

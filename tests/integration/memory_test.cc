@@ -61,15 +61,18 @@ std::string NextStatus(RawPeer& p, int timeout_ms = 10000) {
   return m.ok() ? m->status : "malformed";
 }
 
-TEST(DaemonMemoryTest, PeakResidentSetStaysBoundedUnderOversizeMessagesConnectionsAndUnreadDownloads) {
+TEST(DaemonMemoryTest,
+     PeakResidentSetStaysBoundedUnderOversizeMessagesConnectionsAndUnreadDownloads) {
   HarnessOptions o;
   o.limits_extra =
       "  max_message_bytes: 2097152\n  max_body_bytes: 65536\n  upload_chunk_bytes: 1048576\n"
-      "  max_peers: 80\n  max_peers_per_key: 24\n  admin_reserved_peers: 4\n  heartbeat_interval_ms: 5000\n";
+      "  max_peers: 80\n  max_peers_per_key: 24\n  admin_reserved_peers: 4\n  "
+      "heartbeat_interval_ms: 5000\n";
   DaemonHarness h(o);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 2, "adapter_bytes": 8388608})"))));
+  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(
+                                *acme, FakeData(R"({"steps": 2, "adapter_bytes": 8388608})"))));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
   ASSERT_EQ(done.status, protocol::JobStatus::kSucceeded);
   ASSERT_TRUE(acme->ListAdapterFiles(job.id).ok());
@@ -91,7 +94,8 @@ TEST(DaemonMemoryTest, PeakResidentSetStaysBoundedUnderOversizeMessagesConnectio
         frames.push_back("ping");
         for (int i = 0; i < 30; ++i) frames.push_back(std::string(3 << 20, 'h'));
         d.SendFrames(frames);
-        EXPECT_EQ(NextStatus(d, 3000), "") << "a frame over the limit was answered, so it was taken in";
+        EXPECT_EQ(NextStatus(d, 3000), "")
+            << "a frame over the limit was answered, so it was taken in";
       });
     }
     for (auto& t : senders) t.join();
@@ -142,7 +146,9 @@ TEST(DaemonMemoryTest, PeakResidentSetStaysBoundedUnderOversizeMessagesConnectio
     RawPeer slow(h, h.acme_keys(), &ctx, /*rcvhwm=*/1);
     for (int i = 0; i < 200; ++i) {
       slow.Send(absl::StrCat("d", i), "adapter.download",
-                   json{{"job_id", job.id}, {"name", "adapter_model.safetensors"}, {"offset", (i % 8) << 20}});
+                json{{"job_id", job.id},
+                     {"name", "adapter_model.safetensors"},
+                     {"offset", (i % 8) << 20}});
     }
     std::this_thread::sleep_for(std::chrono::seconds(3));
     // The daemon still answers others meanwhile.
@@ -150,8 +156,8 @@ TEST(DaemonMemoryTest, PeakResidentSetStaysBoundedUnderOversizeMessagesConnectio
   }
   const uint64_t peak_kb = StatusKb(pid, "VmHWM");
   const uint64_t growth_mib = (peak_kb > idle_kb ? peak_kb - idle_kb : 0) / 1024;
-  std::printf("fjordd resident set: idle %.1f MiB, peak %.1f MiB (+%llu MiB)\n", idle_kb / 1024.0, peak_kb / 1024.0,
-              static_cast<unsigned long long>(growth_mib));
+  std::printf("fjordd resident set: idle %.1f MiB, peak %.1f MiB (+%llu MiB)\n", idle_kb / 1024.0,
+              peak_kb / 1024.0, static_cast<unsigned long long>(growth_mib));
   EXPECT_LE(growth_mib, 160u) << "the daemon's peak resident set grew past the stated bound";
   EXPECT_TRUE(h.Zeta()->Ping().ok());
 }

@@ -8,30 +8,30 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include <httplib.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
 #include <thread>
-#include <httplib.h>
 #include <zmq.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "runtime/util/sha256.h"
-#include "daemon/server/config.h"
 #include "daemon/protocol/codec.h"
 #include "daemon/protocol/errors.h"
+#include "daemon/server/config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/util/sha256.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace fjord::testing {
@@ -55,16 +55,20 @@ std::string RawKey(const std::string& z85) {
 // no secret key appears, Z85 or raw.
 TEST(SecurityTest, SecretKeysNeverReachLogsStateStorageOrMetrics) {
   HarnessOptions o;
-  o.limits_extra = "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
+  o.limits_extra =
+      "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
   DaemonHarness h(o);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   {
     auto acme = h.Acme();
-    protocol::JobSpec ok = SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
+    protocol::JobSpec ok =
+        SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
     ASSERT_OK_AND_ASSIGN(j1, acme->CreateJob(ok));
-    protocol::JobSpec bad = SpecWithData(*acme, FakeData(R"({"steps": 4, "mode": "fail_user", "crash_at_step": 2})"));
+    protocol::JobSpec bad =
+        SpecWithData(*acme, FakeData(R"({"steps": 4, "mode": "fail_user", "crash_at_step": 2})"));
     ASSERT_OK_AND_ASSIGN(j2, acme->CreateJob(bad));
-    protocol::JobSpec crash = SpecWithData(*acme, FakeData(R"({"steps": 4, "mode": "crash_once", "crash_at_step": 2})"));
+    protocol::JobSpec crash =
+        SpecWithData(*acme, FakeData(R"({"steps": 4, "mode": "crash_once", "crash_at_step": 2})"));
     ASSERT_OK_AND_ASSIGN(j3, acme->CreateJob(crash));
     for (const std::string& id : {j1.id, j2.id, j3.id}) ASSERT_TRUE(h.WaitForFinal(*acme, id).ok());
     ASSERT_TRUE(acme->DownloadAdapter(j1.id, h.dir() + "/download").ok());
@@ -93,25 +97,30 @@ TEST(SecurityTest, SecretKeysNeverReachLogsStateStorageOrMetrics) {
 
   std::vector<std::pair<std::string, std::string>> secrets;  // (what, bytes)
   for (const auto& [who, keys] : {std::pair<std::string, CurveKeyPair>{"server", h.server_keys()},
-                                  {"acme", h.acme_keys()}, {"zeta", h.zeta_keys()}, {"admin", h.admin_keys()}}) {
+                                  {"acme", h.acme_keys()},
+                                  {"zeta", h.zeta_keys()},
+                                  {"admin", h.admin_keys()}}) {
     secrets.emplace_back(who + " secret key (Z85)", keys.secret_key);
     secrets.emplace_back(who + " secret key (raw)", RawKey(keys.secret_key));
   }
   int scanned = 0;
   for (const auto& entry : fs::recursive_directory_iterator(h.dir())) {
-    if (!entry.is_regular_file() || entry.path().parent_path() == fs::path(h.dir() + "/keys")) continue;
+    if (!entry.is_regular_file() || entry.path().parent_path() == fs::path(h.dir() + "/keys"))
+      continue;
     const std::string bytes = ReadFile(entry.path().string());
     ++scanned;
     for (const auto& [what, secret] : secrets) {
       EXPECT_FALSE(absl::StrContains(bytes, secret)) << what << " found in " << entry.path();
     }
   }
-  for (const auto& [what, secret] : secrets) EXPECT_FALSE(absl::StrContains(metrics->body, secret)) << what;
+  for (const auto& [what, secret] : secrets)
+    EXPECT_FALSE(absl::StrContains(metrics->body, secret)) << what;
   // The scan saw the daemon's log, its SQLite store and the jobs' files.
   EXPECT_GE(scanned, 10);
   EXPECT_TRUE(fs::exists(h.dir() + "/fjordd.log"));
   EXPECT_TRUE(fs::exists(h.dir() + "/state/fjordd.db"));
-  EXPECT_THAT(h.log(), HasSubstr(h.server_keys().public_key));  // the public key is logged, on purpose
+  EXPECT_THAT(h.log(),
+              HasSubstr(h.server_keys().public_key));  // the public key is logged, on purpose
 }
 
 // Key files that group or others could change or read stop the daemon at
@@ -125,8 +134,10 @@ TEST(SecurityTest, LooseKeyFilePermissionsStopTheDaemon) {
     mode_t mode;
     std::string message;
   };
-  for (const Case& c : {Case{"/keys/clients.yaml", 0664, "run chmod 644"}, Case{"/keys/clients.yaml", 0646, "run chmod 644"},
-                        Case{"/keys/server.key", 0640, "chmod 600"}, Case{"/keys/server.key", 0604, "chmod 600"}}) {
+  for (const Case& c :
+       {Case{"/keys/clients.yaml", 0664, "run chmod 644"},
+        Case{"/keys/clients.yaml", 0646, "run chmod 644"},
+        Case{"/keys/server.key", 0640, "chmod 600"}, Case{"/keys/server.key", 0604, "chmod 600"}}) {
     ::chmod((h.dir() + "/keys/clients.yaml").c_str(), 0644);
     ::chmod((h.dir() + "/keys/server.key").c_str(), 0600);
     ::chmod((h.dir() + c.file).c_str(), c.mode);
@@ -154,7 +165,8 @@ TEST(SecurityTest, LooseKeyFilePermissionsStopTheDaemon) {
     std::optional<daemon::WorkerExit> e = p->Wait(20000);
     ASSERT_TRUE(e.has_value());
     EXPECT_EQ(e->exit_code, 1);
-    EXPECT_THAT(ReadFile(spec.log_path), HasSubstr("server secret key file " + h.dir() + "/keys/server.key is owned by uid 65534"));
+    EXPECT_THAT(ReadFile(spec.log_path), HasSubstr("server secret key file " + h.dir() +
+                                                   "/keys/server.key is owned by uid 65534"));
     EXPECT_THAT(ReadFile(spec.log_path), ::testing::Not(HasSubstr(h.server_keys().secret_key)));
   }
 }
@@ -165,7 +177,9 @@ TEST(SecurityTest, PeerStreamAndUploadLimitsHold) {
   HarnessOptions o;
   // Peers expire after 3 silent heartbeat intervals: long enough here that
   // the first three clients are still counted when the fourth comes.
-  o.limits_extra = "  max_peers: 3\n  admin_reserved_peers: 0\n  max_streams_per_peer: 2\n  heartbeat_interval_ms: 5000\n";
+  o.limits_extra =
+      "  max_peers: 3\n  admin_reserved_peers: 0\n  max_streams_per_peer: 2\n  "
+      "heartbeat_interval_ms: 5000\n";
   DaemonHarness h(o);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   std::string job_id;
@@ -187,11 +201,13 @@ TEST(SecurityTest, PeerStreamAndUploadLimitsHold) {
   EXPECT_THAT(s.message(), HasSubstr("at most 2 streams per connection"));
   // Uploads in progress: 16 per tenant, the 17th refused.
   for (int i = 0; i < 16; ++i) {
-    peer.Send(absl::StrCat("u", i), "file.upload.begin", json{{"filename", "x.jsonl"}, {"bytes", 10}, {"sha256", std::string(64, 'a')}});
+    peer.Send(absl::StrCat("u", i), "file.upload.begin",
+              json{{"filename", "x.jsonl"}, {"bytes", 10}, {"sha256", std::string(64, 'a')}});
     ASSERT_OK_AND_ASSIGN(begun, peer.Final(absl::StrCat("u", i)));
     ASSERT_EQ(begun.status, "OK") << begun.body.dump();
   }
-  peer.Send("u16", "file.upload.begin", json{{"filename", "x.jsonl"}, {"bytes", 10}, {"sha256", std::string(64, 'a')}});
+  peer.Send("u16", "file.upload.begin",
+            json{{"filename", "x.jsonl"}, {"bytes", 10}, {"sha256", std::string(64, 'a')}});
   ASSERT_OK_AND_ASSIGN(too_many, peer.Final("u16"));
   EXPECT_EQ(too_many.status, "RESOURCE_EXHAUSTED");
   EXPECT_THAT(protocol::StatusFromReply(too_many.status, too_many.body).message(),
@@ -205,8 +221,10 @@ TEST(SecurityTest, PeerStreamAndUploadLimitsHold) {
   for (int i = 0; i < 4 && refusal.ok(); ++i) {
     clients.push_back(h.Connect(h.zeta_keys(), 5000, 0));
     absl::Status st = clients.back()->Ping().status();
-    if (st.ok()) ++accepted;
-    else refusal = st;
+    if (st.ok())
+      ++accepted;
+    else
+      refusal = st;
   }
   EXPECT_LE(accepted, 1);  // `peer` and the job's client are tracked already
   EXPECT_EQ(refusal.code(), absl::StatusCode::kResourceExhausted) << refusal;
@@ -231,8 +249,8 @@ absl::Status TenantUidRangeIsFree() {
 }
 
 // Tests of per-tenant worker uids need root and kTenantUids free.
-#define SKIP_UNLESS_ROOT_WITH_TENANT_UIDS()                                         \
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root";                              \
+#define SKIP_UNLESS_ROOT_WITH_TENANT_UIDS()           \
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root"; \
   if (absl::Status free = TenantUidRangeIsFree(); !free.ok()) GTEST_SKIP() << free
 
 // `o` with workers as per-tenant uids from kTenantUids, running `worker`
@@ -318,14 +336,18 @@ TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
   auto acme = h.Acme();
   protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 100, "step_ms": 20})"));
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 2; }).ok());
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) {
+                 return j.status == JobStatus::kRunning && j.step >= 2;
+               }).ok());
   // The trainer: the daemon's child whose command line has --report.
   const pid_t trainer = TrainerOf(h, job.id);
   ASSERT_NE(trainer, 0) << "no trainer found";
   const std::string status = ReadFile(absl::StrCat("/proc/", trainer, "/status"));
   const std::string uid = std::to_string(nobody->pw_uid), gid = std::to_string(nobody->pw_gid);
-  EXPECT_THAT(status, HasSubstr(absl::StrCat("Uid:\t", uid, "\t", uid, "\t", uid, "\t", uid, "\n")));
-  EXPECT_THAT(status, HasSubstr(absl::StrCat("Gid:\t", gid, "\t", gid, "\t", gid, "\t", gid, "\n")));
+  EXPECT_THAT(status,
+              HasSubstr(absl::StrCat("Uid:\t", uid, "\t", uid, "\t", uid, "\t", uid, "\n")));
+  EXPECT_THAT(status,
+              HasSubstr(absl::StrCat("Gid:\t", gid, "\t", gid, "\t", gid, "\t", gid, "\n")));
   auto field = [&](const std::string& name) {
     const size_t at = status.find("\n" + name + ":");
     if (at == std::string::npos) return std::string("<none>");
@@ -341,8 +363,8 @@ TEST(SecurityTest, WorkersRunUnprivilegedAndCannotReadTheDaemonsState) {
                                h.dir() + "/state/fjordd.lock", h.dir() + "/keys/server.key"}) {
     struct stat st {};
     if (::stat(f.c_str(), &st) != 0) continue;
-    EXPECT_EQ(st.st_mode & 077, 0u) << f << " is open to group or others (mode " << std::oct << (st.st_mode & 0777)
-                                    << "): the worker's user could read it";
+    EXPECT_EQ(st.st_mode & 077, 0u) << f << " is open to group or others (mode " << std::oct
+                                    << (st.st_mode & 0777) << "): the worker's user could read it";
   }
   ASSERT_TRUE(acme->CancelJob(job.id).ok());
   ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
@@ -360,18 +382,25 @@ TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) 
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   auto zeta = h.Zeta();
-  ASSERT_OK_AND_ASSIGN(done, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"))));
-  ASSERT_OK_AND_ASSIGN(a, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20})"))));
-  ASSERT_OK_AND_ASSIGN(z, zeta->CreateJob(SpecWithData(*zeta, FakeData(R"({"steps": 500, "step_ms": 20})"))));
+  ASSERT_OK_AND_ASSIGN(
+      done, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"))));
+  ASSERT_OK_AND_ASSIGN(
+      a, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20})"))));
+  ASSERT_OK_AND_ASSIGN(
+      z, zeta->CreateJob(SpecWithData(*zeta, FakeData(R"({"steps": 500, "step_ms": 20})"))));
   ASSERT_OK_AND_ASSIGN(finished, h.WaitForFinal(*acme, done.id));
-  EXPECT_EQ(finished.status, JobStatus::kSucceeded) << (finished.error ? finished.error->message : "");
+  EXPECT_EQ(finished.status, JobStatus::kSucceeded)
+      << (finished.error ? finished.error->message : "");
   for (auto [c, id] : {std::pair{acme.get(), a.id}, std::pair{zeta.get(), z.id}}) {
-    ASSERT_TRUE(h.WaitFor(*c, id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 2; }).ok());
+    ASSERT_TRUE(h.WaitFor(*c, id, [](const Job& j) {
+                   return j.status == JobStatus::kRunning && j.step >= 2;
+                 }).ok());
   }
   // The ids come from the claims on the storage root, and the trainers run as them.
   std::map<std::string, uint32_t> ids;
   for (const auto& e : fs::directory_iterator(h.storage() + "/.fjord-tenant-ids")) {
-    ids[std::string(absl::StripSuffix(ReadFile(e.path().string()), "\n"))] = std::stoul(e.path().filename().string());
+    ids[std::string(absl::StripSuffix(ReadFile(e.path().string()), "\n"))] =
+        std::stoul(e.path().filename().string());
   }
   ASSERT_EQ(ids.size(), 2u);
   const uint32_t acme_id = ids["acme"], zeta_id = ids["zeta"];
@@ -389,7 +418,9 @@ TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) 
     EXPECT_THAT(status, HasSubstr(absl::StrCat("Gid:\t", n, "\t", n, "\t", n, "\t", n, "\n")));
     const size_t groups = status.find("\nGroups:");
     ASSERT_NE(groups, std::string::npos);
-    EXPECT_EQ(absl::StripAsciiWhitespace(status.substr(groups + 8, status.find('\n', groups + 1) - groups - 8)), "")
+    EXPECT_EQ(absl::StripAsciiWhitespace(
+                  status.substr(groups + 8, status.find('\n', groups + 1) - groups - 8)),
+              "")
         << "supplementary groups";
   }
   // Who owns what: the area and the files are root's with the tenant's
@@ -408,7 +439,9 @@ TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) 
   EXPECT_EQ(owner(zeta_area + "/files"), Own(0, zeta_id, 0750));
   EXPECT_EQ(owner(zeta_file), Own(0, zeta_id, 0640));
   EXPECT_EQ(owner(zeta_area + "/jobs/" + z.id), Own(zeta_id, zeta_id, 0750));
-  EXPECT_EQ(std::get<0>(owner(acme_area + "/jobs/" + done.id + "/adapter/adapter_model.safetensors")), acme_id);
+  EXPECT_EQ(
+      std::get<0>(owner(acme_area + "/jobs/" + done.id + "/adapter/adapter_model.safetensors")),
+      acme_id);
   EXPECT_EQ(owner(h.dir() + "/state/run/" + z.id + ".sock"), Own(zeta_id, zeta_id, 0600));
   // acme's uid reaches its own things and none of zeta's.
   EXPECT_EQ(AccessAs(acme_id, acme_area + "/jobs/" + a.id + "/job.yaml", false), 0);
@@ -416,8 +449,11 @@ TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) 
   EXPECT_EQ(AccessAs(acme_id, zeta_file, false), EACCES);
   EXPECT_EQ(AccessAs(acme_id, zeta_area + "/jobs/" + z.id + "/job.yaml", false), EACCES);
   EXPECT_EQ(AccessAs(acme_id, h.dir() + "/state/run/" + z.id + ".sock", true), EACCES);
-  EXPECT_EQ(AccessAs(acme_id, h.storage() + "/.fjord-tenant-ids/" + std::to_string(acme_id), false), EACCES);
-  EXPECT_EQ(AccessAs(zeta_id, acme_area + "/jobs/" + done.id + "/adapter/adapter_config.json", false), EACCES);
+  EXPECT_EQ(AccessAs(acme_id, h.storage() + "/.fjord-tenant-ids/" + std::to_string(acme_id), false),
+            EACCES);
+  EXPECT_EQ(
+      AccessAs(zeta_id, acme_area + "/jobs/" + done.id + "/adapter/adapter_config.json", false),
+      EACCES);
   // After a restart (any node on this storage root reads the same claims),
   // acme's next job runs as the same uid.
   ASSERT_TRUE(acme->CancelJob(a.id).ok());
@@ -429,11 +465,15 @@ TEST(SecurityTest, EachTenantsWorkersRunAsItsOwnUidAndCannotReachAnotherTenant) 
   EXPECT_EQ(h.Terminate().exit_code, 0);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   acme = h.Acme();
-  ASSERT_OK_AND_ASSIGN(again, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20})"))));
-  ASSERT_TRUE(h.WaitFor(*acme, again.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 1; }).ok());
+  ASSERT_OK_AND_ASSIGN(
+      again, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 500, "step_ms": 20})"))));
+  ASSERT_TRUE(h.WaitFor(*acme, again.id, [](const Job& j) {
+                 return j.status == JobStatus::kRunning && j.step >= 1;
+               }).ok());
   const pid_t trainer = TrainerOf(h, again.id);
   ASSERT_NE(trainer, 0);
-  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", trainer, "/status")), HasSubstr(absl::StrCat("Uid:\t", acme_id, "\t")));
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", trainer, "/status")),
+              HasSubstr(absl::StrCat("Uid:\t", acme_id, "\t")));
   ASSERT_TRUE(acme->CancelJob(again.id).ok());
   ASSERT_TRUE(h.WaitForFinal(*acme, again.id).ok());
 }
@@ -456,8 +496,11 @@ TEST(SecurityTest, SwitchingToTenantUidsReownsTheAreasMadeBefore) {
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   ASSERT_OK_AND_ASSIGN(
-      job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 400, "step_ms": 20, "checkpoint_every": 2})"))));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 4; }).ok());
+      job, acme->CreateJob(SpecWithData(
+               *acme, FakeData(R"({"steps": 400, "step_ms": 20, "checkpoint_every": 2})"))));
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) {
+                 return j.status == JobStatus::kRunning && j.step >= 4;
+               }).ok());
   acme.reset();
   EXPECT_EQ(h.Terminate().exit_code, 0);
   const std::string job_dir = h.storage() + "/acme/jobs/" + job.id;
@@ -468,16 +511,22 @@ TEST(SecurityTest, SwitchingToTenantUidsReownsTheAreasMadeBefore) {
   }
   ASSERT_GT(by_nobody, 0u) << "the shared user wrote no checkpoint";
   std::string config = ReadFile(h.config_path());
-  config.replace(config.find("  user: nobody\n"), 15, absl::StrCat("  tenant_uid_range: ", kTenantUids, "\n"));
+  config.replace(config.find("  user: nobody\n"), 15,
+                 absl::StrCat("  tenant_uid_range: ", kTenantUids, "\n"));
   std::ofstream(h.config_path()) << config;
   ASSERT_NO_FATAL_FAILURE(h.Start());
   acme = h.Acme();
-  ASSERT_OK_AND_ASSIGN(resumed, h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning; }));
-  const uint32_t acme_id = std::stoul(std::string(fs::directory_iterator(h.storage() + "/.fjord-tenant-ids")->path().filename()));
+  ASSERT_OK_AND_ASSIGN(resumed, h.WaitFor(*acme, job.id, [](const Job& j) {
+    return j.status == JobStatus::kRunning;
+  }));
+  const uint32_t acme_id = std::stoul(
+      std::string(fs::directory_iterator(h.storage() + "/.fjord-tenant-ids")->path().filename()));
   const pid_t trainer = TrainerOf(h, job.id);
   ASSERT_NE(trainer, 0);
-  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", trainer, "/status")), HasSubstr(absl::StrCat("Uid:\t", acme_id, "\t")));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [&](const Job& j) { return j.step >= resumed.step + 4; }).ok());
+  EXPECT_THAT(ReadFile(absl::StrCat("/proc/", trainer, "/status")),
+              HasSubstr(absl::StrCat("Uid:\t", acme_id, "\t")));
+  ASSERT_TRUE(
+      h.WaitFor(*acme, job.id, [&](const Job& j) { return j.step >= resumed.step + 4; }).ok());
   ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
   std::vector<int64_t> starts;
   for (const auto& e : events.events) {
@@ -515,9 +564,12 @@ TEST(SecurityTest, StorageQuotaRefusesUploadsAndJobsPerTenant) {
     return l.ok() ? l->body.value("usage_bytes", uint64_t{0}) : 0;
   };
   auto begin = [&](Client& c, int64_t bytes) {
-    return c.Call("file.upload.begin", json{{"filename", "t.jsonl"}, {"bytes", bytes}, {"sha256", std::string(64, 'a')}});
+    return c.Call(
+        "file.upload.begin",
+        json{{"filename", "t.jsonl"}, {"bytes", bytes}, {"sha256", std::string(64, 'a')}});
   };
-  ASSERT_OK_AND_ASSIGN(a, acme->UploadBytes(FakeData(R"({"steps": 2, "step_ms": 10})", 8), "train.jsonl"));
+  ASSERT_OK_AND_ASSIGN(
+      a, acme->UploadBytes(FakeData(R"({"steps": 2, "step_ms": 10})", 8), "train.jsonl"));
   const uint64_t after_a = usage(*acme);
   EXPECT_GE(after_a, a.bytes);
   // An upload in progress counts at its announced size: 3000 fit, then 100 more do not.
@@ -525,7 +577,8 @@ TEST(SecurityTest, StorageQuotaRefusesUploadsAndJobsPerTenant) {
   absl::Status over = begin(*acme, 4096 - after_a - 3000 + 1).status();
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
   EXPECT_EQ(protocol::ParamOf(over), "bytes");
-  EXPECT_THAT(over.message(), HasSubstr(absl::StrCat("tenant 'acme' uses ", after_a + 3000, " of its 4096 bytes")));
+  EXPECT_THAT(over.message(),
+              HasSubstr(absl::StrCat("tenant 'acme' uses ", after_a + 3000, " of its 4096 bytes")));
   EXPECT_EQ(usage(*acme), after_a + 3000);
   // Exactly up to the quota is allowed; then the upload count is the limit.
   ASSERT_TRUE(begin(*acme, 4096 - after_a - 3000).ok());
@@ -565,8 +618,12 @@ TEST(SecurityTest, StorageQuotaPausesARunningJobAndResumeWaitsForSpace) {
   ASSERT_OK_AND_ASSIGN(extra, acme->UploadBytes(std::string(40 * 1024, 'x'), "extra.bin"));
   // 30 KiB per checkpoint, the last 3 kept: 40 + 30·3 KiB goes over 128 KiB
   // at the third checkpoint (step 6).
-  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(
-                                *acme, FakeData(R"({"steps": 2000, "step_ms": 20, "checkpoint_every": 2, "checkpoint_bytes": 30720})"))));
+  ASSERT_OK_AND_ASSIGN(
+      job,
+      acme->CreateJob(SpecWithData(
+          *acme,
+          FakeData(
+              R"({"steps": 2000, "step_ms": 20, "checkpoint_every": 2, "checkpoint_bytes": 30720})"))));
   ASSERT_OK_AND_ASSIGN(paused, h.WaitForStatus(*acme, job.id, JobStatus::kPaused, 60));
   ASSERT_TRUE(paused.error.has_value());
   EXPECT_EQ(paused.error->code, "RESOURCE_EXHAUSTED");
@@ -588,9 +645,13 @@ TEST(SecurityTest, StorageQuotaPausesARunningJobAndResumeWaitsForSpace) {
   ASSERT_TRUE(acme->DeleteFile(extra.id).ok());
   ASSERT_OK_AND_ASSIGN(resumed, acme->ResumeJob(job.id));
   EXPECT_FALSE(resumed.error.has_value());
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [&](const Job& j) {
-                 return j.status == JobStatus::kRunning && j.step >= paused.step + 12;
-               }, 60).ok());
+  ASSERT_TRUE(h.WaitFor(
+                   *acme, job.id,
+                   [&](const Job& j) {
+                     return j.status == JobStatus::kRunning && j.step >= paused.step + 12;
+                   },
+                   60)
+                  .ok());
   ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
   std::vector<int64_t> starts;
   for (const auto& e : events.events) {
@@ -645,11 +706,13 @@ TEST(SecurityTest, FileDeleteFreesStorageAndSparesFilesInUse) {
   spec.validation_file = keep.path;
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   ASSERT_TRUE(h.WaitForStatus(*acme, job.id, protocol::JobStatus::kRunning).ok());
-  for (const auto& [id, field] : {std::pair{spec.training_file, "training_file"}, std::pair{keep.id, "validation_file"}}) {
+  for (const auto& [id, field] :
+       {std::pair{spec.training_file, "training_file"}, std::pair{keep.id, "validation_file"}}) {
     absl::Status busy = acme->Call("file.delete", json{{"file_id", id}}).status();
     EXPECT_EQ(busy.code(), absl::StatusCode::kFailedPrecondition) << busy;
     EXPECT_EQ(protocol::ParamOf(busy), "file_id");
-    EXPECT_THAT(busy.message(), HasSubstr(absl::StrCat("is the ", field, " of job ", job.id, ", which is running")));
+    EXPECT_THAT(busy.message(), HasSubstr(absl::StrCat("is the ", field, " of job ", job.id,
+                                                       ", which is running")));
   }
   ASSERT_TRUE(acme->CancelJob(job.id).ok());
   ASSERT_TRUE(h.WaitForFinal(*acme, job.id).ok());
@@ -691,15 +754,17 @@ TEST(SecurityTest, SighupReloadsTheKeysFile) {
     return false;
   };
   ASSERT_FALSE(absl::StrContains(h.log(), "keys file reloaded"));
-  replace_keys(absl::StrCat("clients:\n  - {name: acme-ci, public_key: \"", h.acme_keys().public_key,
-                            "\", tenant: acme}\n  - {name: newco-ci, public_key: \"", newco.public_key,
-                            "\", tenant: newco}\n"));
+  replace_keys(absl::StrCat("clients:\n  - {name: acme-ci, public_key: \"",
+                            h.acme_keys().public_key,
+                            "\", tenant: acme}\n  - {name: newco-ci, public_key: \"",
+                            newco.public_key, "\", tenant: newco}\n"));
   ASSERT_EQ(::kill(h.daemon_pid(), SIGHUP), 0);
   ASSERT_TRUE(wait_for_log("keys file reloaded", 1)) << h.log();
   absl::Status revoked = zeta->Ping().status();
   EXPECT_EQ(revoked.code(), absl::StatusCode::kUnauthenticated) << revoked;
   EXPECT_THAT(revoked.message(), HasSubstr("no longer) in the keys file"));
-  EXPECT_EQ(h.Connect(h.zeta_keys(), 3000, 0)->Ping().status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(h.Connect(h.zeta_keys(), 3000, 0)->Ping().status().code(),
+            absl::StatusCode::kUnauthenticated);
   ASSERT_OK_AND_ASSIGN(hello, h.Connect(newco, 3000, 0)->Ping());
   EXPECT_EQ(hello.tenant, "newco");
 
@@ -707,8 +772,8 @@ TEST(SecurityTest, SighupReloadsTheKeysFile) {
   replace_keys("clients:\n  - {name: x, public_key: \"short\", tenant: x}\n");
   ASSERT_EQ(::kill(h.daemon_pid(), SIGHUP), 0);
   ASSERT_TRUE(wait_for_log("keys file not reloaded", 1)) << h.log();
-  replace_keys(absl::StrCat("clients:\n  - {name: zeta-dev, public_key: \"", h.zeta_keys().public_key,
-                            "\", tenant: zeta}\n"));
+  replace_keys(absl::StrCat("clients:\n  - {name: zeta-dev, public_key: \"",
+                            h.zeta_keys().public_key, "\", tenant: zeta}\n"));
   ::chmod(file.c_str(), 0666);
   ASSERT_EQ(::kill(h.daemon_pid(), SIGHUP), 0);
   ASSERT_TRUE(wait_for_log("keys file not reloaded", 2)) << h.log();
@@ -739,7 +804,8 @@ TEST(SecurityTest, JobDeleteFreesStorageAndForgetsTheJob) {
     EXPECT_TRUE(l.ok()) << l.status();
     return l.ok() ? l->body.value("usage_bytes", uint64_t{0}) : 0;
   };
-  protocol::JobSpec spec = SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
+  protocol::JobSpec spec =
+      SpecWithData(*acme, FakeData(R"({"steps": 4, "step_ms": 10, "checkpoint_every": 2})"));
   spec.idempotency_key = "nightly-1";
   ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
@@ -835,14 +901,14 @@ TEST(SecurityTest, MetricsNeedTheBearerTokenWhenOneIsSet) {
   std::filesystem::remove_all(dir);
 }
 
-
 // ---- a compromised worker against the root daemon (docs/security.md, "Root
 // never follows what a worker plants") ------------------------------------
 
 // The uid fjordd gave `tenant` (its claim on the storage root).
 uint32_t TenantUid(const DaemonHarness& h, const std::string& tenant) {
   for (const auto& e : fs::directory_iterator(h.storage() + "/.fjord-tenant-ids")) {
-    if (absl::StripSuffix(ReadFile(e.path().string()), "\n") == tenant) return std::stoul(e.path().filename().string());
+    if (absl::StripSuffix(ReadFile(e.path().string()), "\n") == tenant)
+      return std::stoul(e.path().filename().string());
   }
   return 0;
 }
@@ -911,9 +977,11 @@ TEST(SecurityTest, RootNeverWritesThroughLinksAWorkerPlantsInItsJobDirectory) {
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   // The long job holds the only slot; the second one waits and is paused.
-  ASSERT_OK_AND_ASSIGN(slot, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 5000, "step_ms": 20})"))));
+  ASSERT_OK_AND_ASSIGN(
+      slot, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 5000, "step_ms": 20})"))));
   ASSERT_TRUE(h.WaitForStatus(*acme, slot.id, JobStatus::kRunning).ok());
-  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 20, "step_ms": 10})"))));
+  ASSERT_OK_AND_ASSIGN(
+      job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 20, "step_ms": 10})"))));
   ASSERT_TRUE(h.WaitForStatus(*acme, job.id, JobStatus::kQueued).ok());
   ASSERT_TRUE(acme->PauseJob(job.id).ok());
   const uint32_t acme_id = TenantUid(h, "acme");
@@ -936,10 +1004,13 @@ TEST(SecurityTest, RootNeverWritesThroughLinksAWorkerPlantsInItsJobDirectory) {
 
   // validation.json: a link planted while the validator runs; the validator
   // killed; fjordd starts it again (it has restarts left).
-  ASSERT_OK_AND_ASSIGN(slow, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 2, "validate_ms": 3000})"))));
+  ASSERT_OK_AND_ASSIGN(
+      slow, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 2, "validate_ms": 3000})"))));
   const pid_t validator = WaitForValidator(h, slow.id);
   ASSERT_NE(validator, 0) << "no validator for " << slow.id;
-  ASSERT_EQ(PlantLink(acme_id, h.storage() + "/acme/jobs/" + slow.id + "/validation.json", secret.path()), 0);
+  ASSERT_EQ(
+      PlantLink(acme_id, h.storage() + "/acme/jobs/" + slow.id + "/validation.json", secret.path()),
+      0);
   ::kill(validator, SIGKILL);
   ASSERT_OK_AND_ASSIGN(refused, h.WaitForFinal(*acme, slow.id));
   EXPECT_EQ(refused.status, JobStatus::kFailed);
@@ -963,9 +1034,12 @@ TEST(SecurityTest, ALogAnEarlierFjorddMadeAsRootIsGivenToTheWorker) {
   h.OpenToOtherUsers();
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(
-                                *acme, FakeData(R"({"steps": 400, "step_ms": 20, "checkpoint_every": 2})"))));
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 4; }).ok());
+  ASSERT_OK_AND_ASSIGN(
+      job, acme->CreateJob(SpecWithData(
+               *acme, FakeData(R"({"steps": 400, "step_ms": 20, "checkpoint_every": 2})"))));
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) {
+                 return j.status == JobStatus::kRunning && j.step >= 4;
+               }).ok());
   ASSERT_TRUE(acme->PauseJob(job.id).ok());
   ASSERT_TRUE(h.WaitForStatus(*acme, job.id, JobStatus::kPaused).ok());
   const std::string log = h.storage() + "/acme/jobs/" + job.id + "/worker.log";
@@ -974,7 +1048,9 @@ TEST(SecurityTest, ALogAnEarlierFjorddMadeAsRootIsGivenToTheWorker) {
   ASSERT_EQ(::chown(log.c_str(), 0, 0), 0);
   ASSERT_EQ(::chmod(log.c_str(), 0640), 0);
   ASSERT_TRUE(acme->ResumeJob(job.id).ok());
-  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) { return j.status == JobStatus::kRunning && j.step >= 8; }).ok());
+  ASSERT_TRUE(h.WaitFor(*acme, job.id, [](const Job& j) {
+                 return j.status == JobStatus::kRunning && j.step >= 8;
+               }).ok());
   struct stat st {};
   ASSERT_EQ(::stat(log.c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, TenantUid(h, "acme"));
@@ -998,23 +1074,28 @@ TEST(SecurityTest, RootNeverReadsThroughLinksAWorkerPlantsInItsJobDirectory) {
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   // Without a link, the log's end is the error (what the check protects).
-  ASSERT_OK_AND_ASSIGN(plain, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"validate": "no_report"})"))));
+  ASSERT_OK_AND_ASSIGN(
+      plain, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"validate": "no_report"})"))));
   ASSERT_OK_AND_ASSIGN(plain_done, h.WaitForFinal(*acme, plain.id));
   ASSERT_TRUE(plain_done.error.has_value());
-  EXPECT_THAT(plain_done.error->message, HasSubstr("fake validator: refusing this data without a report"));
+  EXPECT_THAT(plain_done.error->message,
+              HasSubstr("fake validator: refusing this data without a report"));
   // With worker.log swapped for a link while the validator runs.
-  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(
-                                *acme, FakeData(R"({"validate": "no_report", "validate_ms": 2000})"))));
+  ASSERT_OK_AND_ASSIGN(
+      job, acme->CreateJob(
+               SpecWithData(*acme, FakeData(R"({"validate": "no_report", "validate_ms": 2000})"))));
   const pid_t validator = WaitForValidator(h, job.id);
   ASSERT_NE(validator, 0) << "no validator for " << job.id;
   const uint32_t acme_id = TenantUid(h, "acme");
-  ASSERT_EQ(PlantLink(acme_id, h.storage() + "/acme/jobs/" + job.id + "/worker.log", secret.path()), 0);
+  ASSERT_EQ(PlantLink(acme_id, h.storage() + "/acme/jobs/" + job.id + "/worker.log", secret.path()),
+            0);
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
   EXPECT_EQ(done.status, JobStatus::kFailed);
   ASSERT_TRUE(done.error.has_value());
   EXPECT_THAT(done.error->message, ::testing::Not(HasSubstr("root-only secret")));
   ASSERT_OK_AND_ASSIGN(events, acme->ListEvents(job.id, 0, 1000));
-  for (const auto& e : events.events) EXPECT_THAT(e.message, ::testing::Not(HasSubstr("root-only secret")));
+  for (const auto& e : events.events)
+    EXPECT_THAT(e.message, ::testing::Not(HasSubstr("root-only secret")));
 }
 
 // Finding 2 as reproduced: an ended job whose directory holds b/ with 30
@@ -1034,52 +1115,63 @@ TEST(SecurityTest, JobDeleteRemovesNothingOutsideTheJobWhenAWorkerSwapsInALink) 
   h.OpenToOtherUsers();
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
-  ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"))));
+  ASSERT_OK_AND_ASSIGN(
+      job, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 3, "step_ms": 10})"))));
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, job.id));
   ASSERT_EQ(done.status, JobStatus::kSucceeded);
   const uint32_t acme_id = TenantUid(h, "acme");
   const std::string dir = h.storage() + "/acme/jobs/" + job.id;
-  ASSERT_EQ(RunAs(acme_id, [&] {
-              if (::mkdir((dir + "/b").c_str(), 0755) != 0) return 1;
-              for (int d = 0; d < 30; ++d) {
-                const std::string sub = absl::StrCat(dir, "/b/d", d);
-                if (::mkdir(sub.c_str(), 0755) != 0) return 2;
-                for (int f = 0; f < 200; ++f) {
-                  const int fd = ::open(absl::StrCat(sub, "/f", f).c_str(), O_WRONLY | O_CREAT, 0644);
-                  if (fd < 0) return 3;
-                  ::close(fd);
-                }
-              }
-              // Links already there, to the root-only directory and a file in it.
-              if (::symlink(victim.c_str(), (dir + "/link-dir").c_str()) != 0) return 4;
-              if (::symlink((victim + "/f0").c_str(), (dir + "/b/d0/link-file").c_str()) != 0) return 5;
-              return 0;
-            }),
+  ASSERT_EQ(RunAs(acme_id,
+                  [&] {
+                    if (::mkdir((dir + "/b").c_str(), 0755) != 0) return 1;
+                    for (int d = 0; d < 30; ++d) {
+                      const std::string sub = absl::StrCat(dir, "/b/d", d);
+                      if (::mkdir(sub.c_str(), 0755) != 0) return 2;
+                      for (int f = 0; f < 200; ++f) {
+                        const int fd =
+                            ::open(absl::StrCat(sub, "/f", f).c_str(), O_WRONLY | O_CREAT, 0644);
+                        if (fd < 0) return 3;
+                        ::close(fd);
+                      }
+                    }
+                    // Links already there, to the root-only directory and a file in it.
+                    if (::symlink(victim.c_str(), (dir + "/link-dir").c_str()) != 0) return 4;
+                    if (::symlink((victim + "/f0").c_str(), (dir + "/b/d0/link-file").c_str()) != 0)
+                      return 5;
+                    return 0;
+                  }),
             0);
   // The swapper: as soon as any file of b/ is gone, b/ becomes a link.
-  const pid_t swapper = RunAs(acme_id, [&] {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (std::chrono::steady_clock::now() < deadline) {
-      bool started = false;
-      for (int d = 0; d < 30 && !started; ++d) {
-        started = ::access(absl::StrCat(dir, "/b/d", d, "/f199").c_str(), F_OK) != 0;
-      }
-      if (!started) continue;
-      (void)::rename((dir + "/b").c_str(), (dir + "/b-away").c_str());
-      return ::symlink(victim.c_str(), (dir + "/b").c_str()) == 0 ? 0 : 1;
-    }
-    return 2;
-  }, /*wait=*/false);
-  absl::StatusOr<protocol::ServerMessage> deleted = acme->Call("job.delete", json{{"job_id", job.id}});
+  const pid_t swapper = RunAs(
+      acme_id,
+      [&] {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (std::chrono::steady_clock::now() < deadline) {
+          bool started = false;
+          for (int d = 0; d < 30 && !started; ++d) {
+            started = ::access(absl::StrCat(dir, "/b/d", d, "/f199").c_str(), F_OK) != 0;
+          }
+          if (!started) continue;
+          (void)::rename((dir + "/b").c_str(), (dir + "/b-away").c_str());
+          return ::symlink(victim.c_str(), (dir + "/b").c_str()) == 0 ? 0 : 1;
+        }
+        return 2;
+      },
+      /*wait=*/false);
+  absl::StatusOr<protocol::ServerMessage> deleted =
+      acme->Call("job.delete", json{{"job_id", job.id}});
   int status = 0;
   ::waitpid(swapper, &status, 0);
-  EXPECT_TRUE(deleted.ok() || deleted.status().code() == absl::StatusCode::kUnavailable) << deleted.status();
+  EXPECT_TRUE(deleted.ok() || deleted.status().code() == absl::StatusCode::kUnavailable)
+      << deleted.status();
   size_t left = 0;
   for (const auto& e : fs::directory_iterator(victim)) left += e.is_regular_file();
   EXPECT_EQ(left, 200u) << "the daemon deleted files outside the job's directory";
   EXPECT_EQ(ReadFile(victim + "/f0"), "keep");
   // A retry removes whatever the race left; the job is gone.
-  if (!deleted.ok()) ASSERT_TRUE(acme->Call("job.delete", json{{"job_id", job.id}}).ok());
+  if (!deleted.ok()) {
+    ASSERT_TRUE(acme->Call("job.delete", json{{"job_id", job.id}}).ok());
+  }
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_EQ(acme->GetJob(job.id).status().code(), absl::StatusCode::kNotFound);
 }
@@ -1096,8 +1188,11 @@ TEST(SecurityTest, AdapterDownloadNeverFollowsALinkToAnotherTenantsAdapter) {
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   auto zeta = h.Zeta();
-  ASSERT_OK_AND_ASSIGN(a, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 2, "step_ms": 10})"))));
-  ASSERT_OK_AND_ASSIGN(z, zeta->CreateJob(SpecWithData(*zeta, FakeData(R"({"steps": 2, "step_ms": 10, "adapter_bytes": 4096})"))));
+  ASSERT_OK_AND_ASSIGN(
+      a, acme->CreateJob(SpecWithData(*acme, FakeData(R"({"steps": 2, "step_ms": 10})"))));
+  ASSERT_OK_AND_ASSIGN(
+      z, zeta->CreateJob(SpecWithData(
+             *zeta, FakeData(R"({"steps": 2, "step_ms": 10, "adapter_bytes": 4096})"))));
   ASSERT_EQ(h.WaitForFinal(*acme, a.id)->status, JobStatus::kSucceeded);
   ASSERT_EQ(h.WaitForFinal(*zeta, z.id)->status, JobStatus::kSucceeded);
   ASSERT_OK_AND_ASSIGN(zeta_files, zeta->ListAdapterFiles(z.id));
@@ -1115,35 +1210,44 @@ TEST(SecurityTest, AdapterDownloadNeverFollowsALinkToAnotherTenantsAdapter) {
         EXPECT_EQ(m.status().code(), absl::StatusCode::kUnavailable) << what << ": " << m.status();
         continue;
       }
-      ADD_FAILURE() << what << ": " << f.name << " was served through the link (" << m->body.dump() << ")";
+      ADD_FAILURE() << what << ": " << f.name << " was served through the link (" << m->body.dump()
+                    << ")";
       EXPECT_FALSE(zeta_sha.count(Sha256Hex(m->data.value_or(""))));
     }
   };
-  ASSERT_EQ(RunAs(acme_id, [&] {
-              if (::rename((adir + "/adapter").c_str(), (adir + "/adapter-away").c_str()) != 0) return 1;
+  ASSERT_EQ(
+      RunAs(acme_id,
+            [&] {
+              if (::rename((adir + "/adapter").c_str(), (adir + "/adapter-away").c_str()) != 0)
+                return 1;
               return ::symlink(zdir.c_str(), (adir + "/adapter").c_str()) == 0 ? 0 : 2;
             }),
-            0);
+      0);
   download_all("adapter/ replaced by a link");
   // The same with the directory back and one file replaced by a link.
-  ASSERT_EQ(RunAs(acme_id, [&] {
+  ASSERT_EQ(
+      RunAs(acme_id,
+            [&] {
               if (::unlink((adir + "/adapter").c_str()) != 0) return 1;
-              if (::rename((adir + "/adapter-away").c_str(), (adir + "/adapter").c_str()) != 0) return 2;
+              if (::rename((adir + "/adapter-away").c_str(), (adir + "/adapter").c_str()) != 0)
+                return 2;
               (void)::unlink((adir + "/adapter/adapter_model.safetensors").c_str());
               return ::symlink((zdir + "/adapter_model.safetensors").c_str(),
                                (adir + "/adapter/adapter_model.safetensors").c_str()) == 0
                          ? 0
                          : 3;
             }),
-            0);
-  absl::StatusOr<protocol::ServerMessage> m = acme->Call(
-      "adapter.download", json{{"job_id", a.id}, {"name", "adapter_model.safetensors"}, {"offset", 0}});
+      0);
+  absl::StatusOr<protocol::ServerMessage> m =
+      acme->Call("adapter.download",
+                 json{{"job_id", a.id}, {"name", "adapter_model.safetensors"}, {"offset", 0}});
   ASSERT_FALSE(m.ok()) << "served through a link: " << m->body.dump();
   EXPECT_EQ(m.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(m.status().message(), HasSubstr("symbolic link"));
   // The untouched file is still served.
-  ASSERT_OK_AND_ASSIGN(config, acme->Call("adapter.download",
-                                          json{{"job_id", a.id}, {"name", "adapter_config.json"}, {"offset", 0}}));
+  ASSERT_OK_AND_ASSIGN(
+      config, acme->Call("adapter.download",
+                         json{{"job_id", a.id}, {"name", "adapter_config.json"}, {"offset", 0}}));
   EXPECT_THAT(config.data.value_or(""), HasSubstr("peft_type"));
 }
 
@@ -1154,7 +1258,9 @@ TEST(SecurityTest, AdapterDownloadNeverFollowsALinkToAnotherTenantsAdapter) {
 // last slots are kept for admins.
 TEST(SecurityTest, OneKeyCannotTakeEveryConnection) {
   HarnessOptions o;
-  o.limits_extra = "  max_peers: 12\n  max_peers_per_key: 4\n  admin_reserved_peers: 2\n  heartbeat_interval_ms: 5000\n";
+  o.limits_extra =
+      "  max_peers: 12\n  max_peers_per_key: 4\n  admin_reserved_peers: 2\n  "
+      "heartbeat_interval_ms: 5000\n";
   DaemonHarness h(o);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   std::vector<std::unique_ptr<RawPeer>> acme;
@@ -1188,7 +1294,9 @@ TEST(SecurityTest, OneKeyCannotTakeEveryConnection) {
     zeta.back()->Send("p", "ping", json::object());
     ASSERT_OK_AND_ASSIGN(r, zeta.back()->Final("p"));
     last = protocol::StatusFromReply(r.status, r.body);
-    if (i == 0) EXPECT_TRUE(last.ok()) << "another tenant was locked out: " << last;
+    if (i == 0) {
+      EXPECT_TRUE(last.ok()) << "another tenant was locked out: " << last;
+    }
   }
   // The admin gets in whatever the tenants hold.
   RawPeer admin(h, h.admin_keys());
@@ -1203,7 +1311,8 @@ TEST(SecurityTest, OneKeyCannotTakeEveryConnection) {
 // protocol's get INVALID_ARGUMENT; the daemon keeps serving.
 TEST(SecurityTest, OversizeMessagesAreRefusedAndTheDaemonKeepsServing) {
   HarnessOptions o;
-  o.limits_extra = "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
+  o.limits_extra =
+      "  max_message_bytes: 65536\n  max_body_bytes: 16384\n  upload_chunk_bytes: 16384\n";
   DaemonHarness h(o);
   ASSERT_NO_FATAL_FAILURE(h.Start());
   const protocol::Frames header = {"", "FJD01", std::string(1, '\x01')};
@@ -1215,7 +1324,8 @@ TEST(SecurityTest, OversizeMessagesAreRefusedAndTheDaemonKeepsServing) {
   };
   // Three frames of 30 KiB: each under the frame limit, 90 KiB in all.
   RawPeer a(h, h.acme_keys());
-  a.SendFrames(request("big", {"ping", std::string(30000, ' '), std::string(30000, 'x'), std::string(30000, 'y')}));
+  a.SendFrames(request(
+      "big", {"ping", std::string(30000, ' '), std::string(30000, 'x'), std::string(30000, 'y')}));
   ASSERT_OK_AND_ASSIGN(too_big, a.Next());
   EXPECT_EQ(too_big.request_id, "big");
   EXPECT_EQ(too_big.status, "RESOURCE_EXHAUSTED");
@@ -1298,15 +1408,20 @@ TEST(SecurityTest, HalfWrittenUploadsAreRemovedAtStart) {
   ASSERT_NO_FATAL_FAILURE(h.Start());
   auto acme = h.Acme();
   ASSERT_OK_AND_ASSIGN(kept, acme->UploadBytes("{}\n", "kept.jsonl"));
-  ASSERT_OK_AND_ASSIGN(begun, acme->Call("file.upload.begin", json{{"filename", "big.jsonl"}, {"bytes", 100000},
-                                                                    {"sha256", std::string(64, 'a')}}));
+  ASSERT_OK_AND_ASSIGN(begun,
+                       acme->Call("file.upload.begin", json{{"filename", "big.jsonl"},
+                                                            {"bytes", 100000},
+                                                            {"sha256", std::string(64, 'a')}}));
   const std::string upload_id = begun.body["upload_id"];
-  ASSERT_TRUE(acme->Call("file.upload.chunk", json{{"upload_id", upload_id}, {"offset", 0}}, std::string(50000, 'c')).ok());
+  ASSERT_TRUE(acme->Call("file.upload.chunk", json{{"upload_id", upload_id}, {"offset", 0}},
+                         std::string(50000, 'c'))
+                  .ok());
   const std::string files = h.storage() + "/acme/files";
   auto leftovers = [&]() {
     std::vector<std::string> out;
     for (const auto& e : fs::directory_iterator(files)) {
-      if (absl::StartsWith(e.path().filename().string(), ".upload-")) out.push_back(e.path().filename().string());
+      if (absl::StartsWith(e.path().filename().string(), ".upload-"))
+        out.push_back(e.path().filename().string());
     }
     return out;
   };
@@ -1316,7 +1431,8 @@ TEST(SecurityTest, HalfWrittenUploadsAreRemovedAtStart) {
   std::ofstream(files + "/.upload-0123456789ab-upl-fresh") << "other node";
   std::ofstream(files + "/.upload-0123456789ab-upl-stale") << "other node, gone";
   struct timespec old_times[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
-  ASSERT_EQ(::utimensat(AT_FDCWD, (files + "/.upload-0123456789ab-upl-stale").c_str(), old_times, 0), 0);
+  ASSERT_EQ(
+      ::utimensat(AT_FDCWD, (files + "/.upload-0123456789ab-upl-stale").c_str(), old_times, 0), 0);
   acme.reset();
   h.Kill9();
   ASSERT_NO_FATAL_FAILURE(h.Start());
@@ -1360,8 +1476,10 @@ TEST(SecurityTest, FileListPagesAndFilesCountAgainstTheQuota) {
     page = next.body;
   }
   EXPECT_EQ(seen, std::vector<std::string>(ids.rbegin(), ids.rend()));  // newest first, each once
-  EXPECT_EQ(h.Zeta()->Call("file.list", json{{"after", ids[0]}}).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(acme->Call("file.list", json{{"limit", 1001}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(h.Zeta()->Call("file.list", json{{"after", ids[0]}}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(acme->Call("file.list", json{{"limit", 1001}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   // With the area full, job.create is refused too (a job's directory holds
   // files of its own); another tenant is not affected.
   protocol::JobSpec spec;
@@ -1391,13 +1509,19 @@ TEST(SecurityTest, ProtocolDeviationsAreRefusedOrAnswered) {
   EXPECT_EQ(r->request_id, "no-such-stream");
   EXPECT_EQ(r->status, "NOT_FOUND");
   EXPECT_EQ(protocol::ParamOf(protocol::StatusFromReply(r->status, r->body)), "request_id");
-  for (const std::string name : {"a\u0085b.jsonl", "a\u2028b.jsonl", "x\u202Egnp.exe", "tab\there"}) {
-    absl::Status s = acme->Call("file.upload.begin", json{{"filename", name}, {"bytes", 1}, {"sha256", std::string(64, 'a')}}).status();
+  for (const std::string name :
+       {"a\u0085b.jsonl", "a\u2028b.jsonl", "x\u202Egnp.exe", "tab\there"}) {
+    absl::Status s =
+        acme->Call("file.upload.begin",
+                   json{{"filename", name}, {"bytes", 1}, {"sha256", std::string(64, 'a')}})
+            .status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
     EXPECT_EQ(protocol::ParamOf(s), "filename") << name;
   }
-  EXPECT_TRUE(acme->Call("file.upload.begin", json{{"filename", "Ünïcödé 训练.jsonl"}, {"bytes", 1},
-                                                   {"sha256", std::string(64, 'a')}}).ok());
+  EXPECT_TRUE(acme->Call("file.upload.begin", json{{"filename", "Ünïcödé 训练.jsonl"},
+                                                   {"bytes", 1},
+                                                   {"sha256", std::string(64, 'a')}})
+                  .ok());
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ def make_job(tmp, arch="llama", **overrides):
     }
     for key, value in overrides.items():
         section, field = key.split("__")
-        cfg[section][field] = value
+        cfg.setdefault(section, {})[field] = value
     path = tmp / "job.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, mdir
@@ -215,6 +215,26 @@ def test_validate_and_exit_codes(tmp_path):
     assert r.returncode == 2
     assert json.loads(r.stdout)["valid"] is False
 
+    # The held-out prompts (eval.heldout) are checked line by line too.
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text('{"prompt": "What color is the sky?", "answer": "blue"}\n{"prompt": "x?"}\n')
+    r = subprocess.run([str(TRAIN), "validate", "--config", str(config), "--set", f"eval.heldout={heldout}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["valid"] is False and report["train"]["valid"]
+    assert report["heldout"]["questions"] == 1
+    assert report["heldout"]["errors"] == [{"line": 2, "field": "answer", "message": "missing field 'answer'"}]
+    heldout.write_text('{"prompt": "What color is the sky?", "answer": "blue"}\n')
+    r = subprocess.run([str(TRAIN), "validate", "--config", str(config), "--set", f"eval.heldout={heldout}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["heldout"]["summary"] == "valid: 1 question"
+    r = subprocess.run([str(TRAIN), "validate", "--config", str(config), "--set",
+                        f"eval.heldout={tmp_path}/none.jsonl"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert json.loads(r.stdout)["heldout"] == {"error": f"cannot open held-out file {tmp_path}/none.jsonl"}
+
     r = run_train(config, "--set", "lora.r=0", check_rc=2)
     assert "--set: field 'lora.r'" in r.stderr and "out of range" in r.stderr
     r = run_train(config, "--set", "lora.target_modules=[c_attn]", check_rc=2)
@@ -230,7 +250,7 @@ def test_quickstart_config_learns_the_demo(tmp_path):
     """configs/quickstart.yaml on the demo: eval loss falls by half, held-out accuracy rises."""
     out = tmp_path / "out"
     events = tmp_path / "events.jsonl"
-    r = subprocess.run([str(TRAIN), "--config", str(REPO / "configs" / "quickstart.yaml"), "--progress", "none",
+    r = subprocess.run([str(TRAIN), "--config", str(REPO / "configs" / "quickstart.yaml"), "--progress", "lines",
                         "--events", str(events),
                         "--set", f"model.path={DEMO}/model", "--set", f"data.train={DEMO}/data/train.jsonl",
                         "--set", f"data.validation={DEMO}/data/valid.jsonl",
@@ -247,3 +267,7 @@ def test_quickstart_config_learns_the_demo(tmp_path):
     before, after = [float(v.strip().rstrip("%")) for v in line.split(":")[1].split("->")]
     assert after > before + 20, line
     assert done["heldout_accuracy"] >= 0.5
+    # Before training: in the step-0 eval event (and in no other eval event).
+    assert evals[0]["step"] == 0 and round(100 * evals[0]["heldout_accuracy"]) == before
+    assert all("heldout_accuracy" not in e for e in evals[1:])
+    assert f"held-out answers {100 * evals[0]['heldout_accuracy']:.1f}%" in r.stderr

@@ -28,6 +28,8 @@ EXEC = re.compile(r"\b(?:exec[lv]p?e?|posix_spawnp?)\s*\(")
 REVIEWED_EXEC = {
     "daemon/worker/worker_process.cc",  # workers: execve(program, argv, env) after fork
     "sdk/cpp/cli/quickstart.cc",  # `fjord quickstart` starts fjordd: execv(absolute path, argv)
+    "runtime/dist/launcher.cc",  # `fjord-train --nproc-per-node` starts its ranks: posix_spawn of
+                                 # /proc/self/exe with its own argument vector (no PATH search)
 }
 
 

@@ -4,7 +4,8 @@
 //   - a run stopped at a checkpoint and resumed ends with an adapter bitwise
 //     identical to an uninterrupted run, also when the newest checkpoint is
 //     torn (skipped with a warning);
-//   - stop requests, keep-last-K, metrics events, setup errors.
+//   - stop requests, keep-last-K, metrics events (the held-out answer
+//     accuracy before and after training), setup errors.
 #include "runtime/train/trainer.h"
 
 #include <ATen/Context.h>
@@ -32,13 +33,14 @@ namespace fjord::train {
 namespace {
 
 namespace fs = std::filesystem;
-using ::testing::HasSubstr;
 using lora::JobConfig;  // RunTraining's TrainingConfig plus the LoRA settings
+using ::testing::HasSubstr;
 
 std::string Demo() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* workspace = std::getenv("TEST_WORKSPACE");
-  return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "fjord") + "/tools/demo/out";
+  return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "fjord") +
+         "/tools/demo/out";
 }
 
 std::string TempDir() {
@@ -108,7 +110,8 @@ TEST(TrainerTest, AccumulatedMicroBatchesEqualOneLargerBatch) {
     job.checkpoint.every_steps = 0;
     TrainOptions options;
     std::map<int64_t, std::vector<torch::Tensor>> g;
-    options.on_gradients = [&](int64_t step, const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+    options.on_gradients = [&](int64_t step,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& params) {
       for (const auto& [name, p] : params) g[step].push_back(p.grad().clone());
     };
     TrainRun run = Train(job, options);
@@ -118,7 +121,7 @@ TEST(TrainerTest, AccumulatedMicroBatchesEqualOneLargerBatch) {
       if (e.type == TrainEvent::Type::kStep && e.step == 1) losses.push_back(e.loss);
     }
   }
-  ASSERT_EQ(grads[0][0].size(), 56u);  // 4 layers x 7 linears x (A, B)
+  ASSERT_EQ(grads[0][0].size(), 56u);                       // 4 layers x 7 linears x (A, B)
   EXPECT_GT(grads[0][0][1].abs().max().item<double>(), 0);  // q_proj's B at step 0
   for (size_t k = 1; k < grads.size(); ++k) {
     // Step 0 from the same initial adapter: equal to float rounding. Step 1
@@ -160,12 +163,17 @@ TEST(TrainerTest, ResumedRunEqualsUninterruptedBitForBit) {
 
   const std::string wa = Bytes(a + "/adapter/adapter_model.safetensors");
   ASSERT_GT(wa.size(), 1000u);
-  EXPECT_TRUE(wa == Bytes(b + "/adapter/adapter_model.safetensors")) << "adapter weights differ after resume";
+  EXPECT_TRUE(wa == Bytes(b + "/adapter/adapter_model.safetensors"))
+      << "adapter weights differ after resume";
   EXPECT_EQ(Bytes(a + "/adapter/adapter_config.json"), Bytes(b + "/adapter/adapter_config.json"));
   // The adapter trained: B moved away from zero.
   auto f = io::SafetensorsFile::Open(a + "/adapter/adapter_model.safetensors");
   ASSERT_TRUE(f.ok());
-  EXPECT_GT((*f)->Get("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")->abs().max().item<double>(), 0);
+  EXPECT_GT((*f)->Get("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")
+                ->abs()
+                .max()
+                .item<double>(),
+            0);
 
   // Metrics of the uninterrupted run.
   int steps = 0;
@@ -189,15 +197,17 @@ TEST(TrainerTest, ResumedRunEqualsUninterruptedBitForBit) {
   // Checkpoints at 2, 4, 6 with everything a resume needs.
   const std::vector<FoundCheckpoint> cps = ListCheckpoints(a + "/checkpoints");
   ASSERT_EQ(cps.size(), 3u);
-  for (const char* file : {"adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                           "training_state.safetensors", "trainer_state.json", "config.yaml", "MANIFEST.json"}) {
+  for (const char* file :
+       {"adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+        "training_state.safetensors", "trainer_state.json", "config.yaml", "MANIFEST.json"}) {
     EXPECT_TRUE(fs::exists(cps[1].dir + "/" + file)) << file;
   }
   auto state = io::SafetensorsFile::Open(cps[1].dir + "/training_state.safetensors");
   ASSERT_TRUE(state.ok());
   EXPECT_NE((*state)->Find("rng.cpu"), nullptr);
   EXPECT_NE((*state)->Find("optimizer.step"), nullptr);
-  EXPECT_NE((*state)->Find("optimizer.model.layers.3.mlp.down_proj.lora_B.weight.exp_avg_sq"), nullptr);
+  EXPECT_NE((*state)->Find("optimizer.model.layers.3.mlp.down_proj.lora_B.weight.exp_avg_sq"),
+            nullptr);
   EXPECT_THAT(Bytes(cps[1].dir + "/trainer_state.json"), HasSubstr("\"schedule\""));
 }
 
@@ -221,13 +231,16 @@ TEST(TrainerTest, TornNewestCheckpointIsSkippedWithAWarning) {
   EXPECT_EQ(second.result->resumed_from_step, 2);
   bool warned = false;
   for (const TrainEvent& e : second.events) {
-    if (e.type == TrainEvent::Type::kLog && absl::StrContains(e.message, "warning: skipping invalid checkpoint") &&
-        absl::StrContains(e.message, "step-00000004") && absl::StrContains(e.message, "SHA-256 does not match")) {
+    if (e.type == TrainEvent::Type::kLog &&
+        absl::StrContains(e.message, "warning: skipping invalid checkpoint") &&
+        absl::StrContains(e.message, "step-00000004") &&
+        absl::StrContains(e.message, "SHA-256 does not match")) {
       warned = true;
     }
   }
   EXPECT_TRUE(warned);
-  EXPECT_TRUE(Bytes(a + "/adapter/adapter_model.safetensors") == Bytes(b + "/adapter/adapter_model.safetensors"));
+  EXPECT_TRUE(Bytes(a + "/adapter/adapter_model.safetensors") ==
+              Bytes(b + "/adapter/adapter_model.safetensors"));
 }
 
 TEST(TrainerTest, StopRequestCheckpointsFirstAndKeepLastPrunes) {
@@ -269,10 +282,80 @@ TEST(TrainerTest, EvaluatesEveryNStepsAndAtTheEnd) {
     EXPECT_GT(e.eval_loss, 0);
     EXPECT_GE(e.eval_token_accuracy, 0);
     EXPECT_LE(e.eval_token_accuracy, 1);
+    EXPECT_EQ(e.heldout_accuracy, -1);  // no held-out prompts
   }
   EXPECT_EQ(at, (std::vector<int64_t>{0, 2, 4}));
   EXPECT_GT(run.result->initial_eval_loss, 0);
   EXPECT_GT(run.result->final_eval_loss, 0);
+}
+
+// The held-out answer accuracy before training travels in the step-0 eval
+// event (with the validation loss), the one after in done; the other eval
+// events carry none (-1). Without validation data the step-0 eval event has
+// the held-out accuracy alone (eval_loss -1).
+TEST(TrainerTest, HeldoutAccuracyBeforeTrainingIsInTheStepZeroEvalEvent) {
+  const std::string dir = TempDir();
+  const std::string heldout = dir + "/heldout.jsonl";
+  {
+    std::ifstream in(Demo() + "/data/heldout.jsonl");
+    std::ofstream out(heldout);
+    std::string line;
+    for (int i = 0; i < 3 && std::getline(in, line); ++i)
+      out << line << "\n";  // 3 questions: quick
+  }
+  JobConfig job = Job(dir + "/out");
+  job.data.validation = Demo() + "/data/valid.jsonl";
+  job.eval.heldout = heldout;
+  job.eval.max_new_tokens = 8;
+  job.eval.every_steps = 1;
+  job.training.max_steps = 2;
+  job.checkpoint.every_steps = 0;
+  TrainRun run = Train(job);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  std::vector<const TrainEvent*> evals;
+  const TrainEvent* done = nullptr;
+  for (const TrainEvent& e : run.events) {
+    if (e.type == TrainEvent::Type::kEval) evals.push_back(&e);
+    if (e.type == TrainEvent::Type::kDone) done = &e;
+  }
+  ASSERT_EQ(evals.size(), 3u);  // steps 0, 1 and the end
+  EXPECT_EQ(evals[0]->step, 0);
+  EXPECT_GT(evals[0]->eval_loss, 0);
+  EXPECT_GE(evals[0]->heldout_accuracy, 0);
+  EXPECT_LE(evals[0]->heldout_accuracy, 1);
+  EXPECT_EQ(evals[0]->heldout_accuracy, run.result->initial_heldout_accuracy);
+  EXPECT_EQ(evals[1]->heldout_accuracy, -1);
+  EXPECT_EQ(evals[2]->heldout_accuracy, -1);
+  ASSERT_NE(done, nullptr);
+  EXPECT_GE(done->heldout_accuracy, 0);
+  EXPECT_EQ(done->heldout_accuracy, run.result->final_heldout_accuracy);
+
+  JobConfig no_validation = Job(dir + "/out2");
+  no_validation.eval.heldout = heldout;
+  no_validation.eval.max_new_tokens = 8;
+  no_validation.training.max_steps = 1;
+  no_validation.checkpoint.every_steps = 0;
+  run = Train(no_validation);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  evals.clear();
+  for (const TrainEvent& e : run.events) {
+    if (e.type == TrainEvent::Type::kEval) evals.push_back(&e);
+  }
+  ASSERT_EQ(evals.size(), 1u);
+  EXPECT_EQ(evals[0]->step, 0);
+  EXPECT_EQ(evals[0]->eval_loss, -1);
+  EXPECT_EQ(evals[0]->eval_token_accuracy, -1);
+  EXPECT_EQ(evals[0]->heldout_accuracy, run.result->initial_heldout_accuracy);
+  EXPECT_GE(evals[0]->heldout_accuracy, 0);
+  EXPECT_EQ(run.result->initial_eval_loss, -1);
+
+  // A malformed held-out file is refused before training, naming the line.
+  std::ofstream(heldout, std::ios::app) << "{\"prompt\": \"x?\"}\n";
+  no_validation.output.dir = dir + "/out3";
+  run = Train(no_validation);
+  EXPECT_EQ(run.result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(run.result.status().message()),
+              HasSubstr("line 4 (answer): missing field 'answer'"));
 }
 
 // trainer.h's contract: the process-wide settings only with set_process_wide
@@ -302,7 +385,8 @@ TEST(TrainerTest, ProcessWideSettingsOnlyWhenAsked) {
   // The checkpoint's config.yaml: the training config (no lora section).
   const std::vector<FoundCheckpoint> cps = ListCheckpoints(job.output.dir + "/checkpoints");
   ASSERT_EQ(cps.size(), 1u);
-  absl::StatusOr<TrainingConfig> recorded = ParseTrainingConfig(Bytes(cps[0].dir + "/config.yaml"), "config.yaml");
+  absl::StatusOr<TrainingConfig> recorded =
+      ParseTrainingConfig(Bytes(cps[0].dir + "/config.yaml"), "config.yaml");
   ASSERT_TRUE(recorded.ok()) << recorded.status();
   EXPECT_EQ(recorded->output.dir, job.output.dir);
 
@@ -323,8 +407,8 @@ TEST(TrainerTest, ProcessWideSettingsOnlyWhenAsked) {
   ASSERT_TRUE(run.result.ok()) << run.result.status();
   EXPECT_TRUE(flushes_subnormals());
   EXPECT_EQ(kernels::GetBackend(), kernels::Backend::kAuto);
-  absl::StatusOr<JobConfig> whole =
-      lora::ParseJobConfig(Bytes(job.output.dir + "/checkpoints/step-00000001/config.yaml"), "config.yaml");
+  absl::StatusOr<JobConfig> whole = lora::ParseJobConfig(
+      Bytes(job.output.dir + "/checkpoints/step-00000001/config.yaml"), "config.yaml");
   ASSERT_TRUE(whole.ok()) << whole.status();
   EXPECT_EQ(whole->lora.r, 4);
   at::globalContext().setFlushDenormal(false);
@@ -348,7 +432,8 @@ TEST(TrainerTest, SetupErrorsAreSpecific) {
   job.lora.target_modules = {"c_attn"};
   TrainRun run = Train(job);
   EXPECT_EQ(run.result.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(run.result.status().message(), HasSubstr("lora: target_modules [c_attn] matched no linear layer"));
+  EXPECT_THAT(run.result.status().message(),
+              HasSubstr("lora: target_modules [c_attn] matched no linear layer"));
 
   job = Job(TempDir());
   job.model.path = "/nonexistent/model";

@@ -139,6 +139,29 @@ def test_create_from_job_yaml_uploads_local_files(tmp_path, home):
     assert len(body["idempotency_key"]) == 32
 
 
+def test_create_uploads_a_local_heldout_file(tmp_path, home):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "heldout.jsonl").write_text('{"prompt": "Capital of Peru?", "answer": "Lima"}\n')
+    (tmp_path / "job.yaml").write_text("model: demo\ntraining_file: files/t.jsonl\nheldout_file: data/heldout.jsonl\n")
+    files, created = [], []
+    with FakeDaemon(upload_and_create_handler(files, created)) as d:
+        # In the job file: relative to the file.
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "job.yaml"], home, cwd="/")
+        assert r.returncode == 0, r.stderr
+        assert f"uploaded {tmp_path}/data/heldout.jsonl as file-0000000000000001" in r.stdout
+        # As a flag: relative to the working directory.
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "--model", "demo", "--training-file", "files/t.jsonl",
+                 "--heldout-file", "data/heldout.jsonl"], home, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        # A path in the tenant's area is the daemon's to resolve.
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "--model", "demo", "--training-file", "files/t.jsonl",
+                 "--heldout-file", "files/h.jsonl"], home, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert [f["name"] for f in files] == ["heldout.jsonl", "heldout.jsonl"]
+    assert [b["heldout_file"] for b in created] == ["file-0000000000000001", "file-0000000000000002", "files/h.jsonl"]
+    assert all(b["training_file"] == "files/t.jsonl" for b in created)
+
+
 def test_create_errors_locate_the_field(tmp_path, home):
     (tmp_path / "job.yaml").write_text("model: gpt-9\ntraining_file: files/t.jsonl\n")
 
@@ -157,6 +180,83 @@ def test_create_errors_locate_the_field(tmp_path, home):
         r = run(["--endpoint", d.endpoint, "jobs", "create", "--model", "demo", "--training-file", tmp_path / "none.jsonl"],
                 home)
         assert r.returncode == 3  # not a local file, so the daemon judges the path
+
+
+def test_create_quantization_from_the_job_file_and_the_flag(tmp_path, home):
+    (tmp_path / "job.yaml").write_text("model: llama-3.1-8b\ntraining_file: files/t.jsonl\nquantization: nf4\n")
+    (tmp_path / "bf16.yaml").write_text("model: llama-3.1-8b\ntraining_file: files/t.jsonl\nquantization: none\n")
+
+    def too_big_in_bf16(peer):
+        body = peer.message.body
+        if body.get("quantization", "none") == "none":
+            peer.error("INVALID_ARGUMENT", "model 'llama-3.1-8b' (8.0 B parameters) needs 16.1 GB for its frozen "
+                       "base in bf16 alone (2 B x 8,030,261,248); this node's GPUs have 16 GB each (14.4 GB usable "
+                       "after 10% for the CUDA context, activations and the adapter); with quantization: nf4 it "
+                       "needs 5.7 GB", "quantization")
+        else:
+            peer.ok(job_body("job-00000000000000aa", "validating", quantization=body["quantization"]))
+
+    created = []
+    with FakeDaemon(upload_and_create_handler([], created, too_big_in_bf16)) as d:
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "job.yaml"], home)
+        assert r.returncode == 0, r.stderr
+        # The flag overrides the file; the daemon's refusal points at the file's line.
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "bf16.yaml"], home)
+        assert r.returncode == 3
+        assert (f"fjord: INVALID_ARGUMENT: {tmp_path}/bf16.yaml:3: model 'llama-3.1-8b' (8.0 B parameters) needs "
+                "16.1 GB for its frozen base in bf16 alone") in r.stderr
+        assert "with quantization: nf4 it needs 5.7 GB" in r.stderr
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "bf16.yaml", "--quantization", "nf4"],
+                home)
+        assert r.returncode == 0, r.stderr
+        # A value other than none or nf4 never reaches the daemon.
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "job.yaml", "--quantization", "int4"],
+                home)
+        assert r.returncode == 3
+        assert "quantization must be none or nf4, got 'int4'" in r.stderr
+        assert len(d.requests("job.create")) == 3
+    assert [b.get("quantization") for b in created] == ["nf4", None, "nf4"]  # "none" is not sent
+
+
+def test_create_shard_base_from_the_job_file_and_the_flag(tmp_path, home):
+    (tmp_path / "job.yaml").write_text("model: llama-3.3-70b\ntraining_file: files/t.jsonl\ngpus: 8\nshard_base: true\n")
+    (tmp_path / "whole.yaml").write_text("model: llama-3.3-70b\ntraining_file: files/t.jsonl\ngpus: 8\n")
+
+    def too_big_unsharded(peer):
+        body = peer.message.body
+        if not body.get("shard_base", False):
+            peer.error("INVALID_ARGUMENT", "model 'llama-3.3-70b' (70.6 B parameters) needs 141.1 GB for its frozen "
+                       "base in bf16 alone (2 B x 70,553,706,496); this node's GPUs have 80 GB each (72 GB usable "
+                       "after 10% for the CUDA context, activations and the adapter), and each of the job's 8 GPUs "
+                       "holds the whole base (data parallel); with quantization: nf4 it needs 39.5 GB; with "
+                       "shard_base over the job's 8 GPUs it needs 21.5 GB on each", "quantization")
+        else:
+            peer.ok(job_body("job-00000000000000aa", "validating", model=body["model"], gpus=body["gpus"],
+                             shard_base=True))
+
+    created = []
+    with FakeDaemon(upload_and_create_handler([], created, too_big_unsharded)) as d:
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "job.yaml"], home)
+        assert r.returncode == 0, r.stderr
+        r = run(["--endpoint", d.endpoint, "--json", "jobs", "create", "-f", tmp_path / "job.yaml"], home)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["shard_base"] is True
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "whole.yaml"], home)
+        assert r.returncode == 3
+        assert "with shard_base over the job's 8 GPUs it needs 21.5 GB on each" in r.stderr
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "whole.yaml", "--shard-base"], home)
+        assert r.returncode == 0, r.stderr
+        # With nf4, or not a boolean: refused before the daemon is asked, at the file's line.
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "job.yaml", "--quantization", "nf4"],
+                home)
+        assert r.returncode == 3
+        assert "shard_base and quantization: nf4 cannot be combined (yet)" in r.stderr
+        (tmp_path / "bad.yaml").write_text("model: demo\ntraining_file: files/t.jsonl\nshard_base: 1\n")
+        r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "bad.yaml"], home)
+        assert r.returncode == 3
+        assert f"{tmp_path}/bad.yaml:3: shard_base must be true or false, got number" in r.stderr
+        assert len(d.requests("job.create")) == 4
+    assert [b.get("shard_base") for b in created] == [True, True, None, True]  # false is not sent
 
 
 def test_files_delete_human_json_and_exit_codes(home):

@@ -20,14 +20,17 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Optional
 
 import fjord
 from sdk_testenv import BIN_DIR, REPO
+
+sys.path.insert(0, str(REPO / "tests" / "interop"))
+from ports import free_port  # noqa: E402  (below the ephemeral range)
 
 FJORDD = BIN_DIR / "daemon" / "server" / "fjordd"
 FJORD_CLI = BIN_DIR / "sdk" / "cpp" / "cli" / "fjord"
@@ -54,10 +57,6 @@ def require_trainer() -> None:
     require(FJORD_TRAIN)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Fjordd:

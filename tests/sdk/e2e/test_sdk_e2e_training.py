@@ -86,6 +86,37 @@ def test_python_sdk_fine_tune_follow_download_load_with_peft(daemon, client, dat
     check_adapter_loads_and_changes_the_model(out, r=8)
 
 
+def test_python_sdk_heldout_answers_before_and_after(client, data, tmp_path):
+    """heldout_file through fjordd: the base model's held-out answer accuracy in
+    the step-0 eval event, the fine-tuned one's in done and the job's metrics;
+    a malformed held-out file fails the job in validation, naming it."""
+    train, valid = data
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join((DEMO / "data" / "heldout.jsonl").read_text().splitlines(keepends=True)[:4]))
+    seen = []
+    job = client.jobs.create(model="demo", training_file=train, validation_file=valid, heldout_file=heldout,
+                             hyperparameters={**SHORT, "max_steps": 4, "checkpoint_every_steps": 0})
+    assert job.heldout_file.startswith("file-")  # a pathlib.Path is uploaded first
+    job = job.wait(on_event=seen.append)
+    assert job.status == "succeeded", job.error
+    evals = [e.data for e in seen if e.type == "eval"]
+    assert evals[0]["step"] == 0 and 0 <= evals[0]["heldout_accuracy"] <= 1
+    assert all("heldout_accuracy" not in e for e in evals[1:])
+    done = next(e.data for e in seen if e.type == "done")
+    assert 0 <= done["heldout_accuracy"] <= 1
+    assert job.metrics["heldout_accuracy"] == done["heldout_accuracy"]
+
+    heldout.write_text('{"prompt": "What is the capital of Peru?", "answer": "Lima"}\n{"prompt": "x?"}\n')
+    job = client.jobs.create(model="demo", training_file=train, heldout_file=heldout,
+                             hyperparameters={"max_length": 256}).wait(timeout=120)
+    assert job.status == "failed" and job.error.user_error
+    assert job.error.param == "heldout_file"
+    assert "line 2 (answer): missing field 'answer'" in job.error.message, job.error
+    with pytest.raises(fjord.InvalidArgumentError) as e:
+        client.jobs.create(model="demo", training_file=train, heldout_file="files/none.jsonl")
+    assert e.value.param == "heldout_file"
+
+
 JOB_YAML = """\
 model: demo
 training_file: train.jsonl

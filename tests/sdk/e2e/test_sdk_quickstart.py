@@ -32,6 +32,7 @@ def test_quickstart_fine_tunes_downloads_and_cleans_up(tmp_path):
     require(FJORD_CLI, FJORDD, DEMO / "model" / "config.json")
     (tmp_path / "job.yaml").write_text(
         f"model: demo\ntraining_file: {DEMO}/data/train.jsonl\nvalidation_file: {DEMO}/data/valid.jsonl\n"
+        f"heldout_file: {DEMO}/data/heldout.jsonl\n"
         "hyperparameters:\n  max_steps: 10\n  batch_size: 1\n  learning_rate: 2.0e-3\n  max_length: 256\n")
     before = set(glob.glob("/tmp/fjord-quickstart-*"))
     r = quickstart(["--job", tmp_path / "job.yaml", "--dir", tmp_path / "out"])
@@ -43,6 +44,13 @@ def test_quickstart_fine_tunes_downloads_and_cleans_up(tmp_path):
     assert "  eval loss: " in text and "quickstart: stopped fjordd\n" in text
     first, last = (float(x) for x in text.split("  eval loss: ")[1].split(" (")[0].split(" -> "))
     assert last < first
+    # The held-out answers before (the step-0 eval) and after (done); a job
+    # file of one's own gets no word about the demo's countries.
+    line = [x for x in text.splitlines() if x.startswith("  held-out answers: ")]
+    assert len(line) == 1 and line[0].endswith("%"), text
+    first_answers, last_answers = (float(x.rstrip("%")) for x in line[0].split(": ")[1].split(" -> "))
+    assert 0 <= first_answers <= 100 and 0 <= last_answers <= 100
+    assert "eval  step 0/10  loss " in text and "held-out answers " in text.split("eval  step 0/10")[1].splitlines()[0]
     # The daemon's state is gone: no state directory made during the run is
     # left (another quickstart running meanwhile may remove its own).
     assert not set(glob.glob("/tmp/fjord-quickstart-*")) - before
@@ -58,6 +66,7 @@ def test_quickstart_json_summary(tmp_path):
     require(FJORD_CLI, FJORDD, DEMO / "model" / "config.json")
     (tmp_path / "job.yaml").write_text(
         f"model: demo\ntraining_file: {DEMO}/data/train.jsonl\nvalidation_file: {DEMO}/data/valid.jsonl\n"
+        f"heldout_file: {DEMO}/data/heldout.jsonl\n"
         "hyperparameters:\n  max_steps: 4\n  batch_size: 1\n  max_length: 256\n")
     r = quickstart(["--json", "--job", tmp_path / "job.yaml", "--dir", tmp_path / "out"])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -67,6 +76,14 @@ def test_quickstart_json_summary(tmp_path):
     assert summary["job"]["status"] == "succeeded"
     assert summary["adapter"] == f"{tmp_path}/out/adapter"
     assert summary["eval_loss_last"] < summary["eval_loss_first"]
+    # The held-out answer accuracy before (the step-0 eval event's) and after (done's).
+    evals = [d["event"] for d in docs[1:-1] if d["event"]["type"] == "eval"]
+    done = [d["event"] for d in docs[1:-1] if d["event"]["type"] == "done"][0]
+    assert summary["heldout_accuracy_first"] == evals[0]["data"]["heldout_accuracy"]
+    assert summary["heldout_accuracy_last"] == done["data"]["heldout_accuracy"]
+    assert 0 <= summary["heldout_accuracy_first"] <= 1 and 0 <= summary["heldout_accuracy_last"] <= 1
+    assert summary["job"]["heldout_file"].startswith("file-")  # uploaded
+    assert summary["job"]["metrics"]["heldout_accuracy"] == summary["heldout_accuracy_last"]
 
 
 def test_quickstart_says_what_to_build(tmp_path):

@@ -351,7 +351,7 @@ def job_body(job_id: str = "job-0000000000000001", status: str = "queued", **ext
     """A job object as the daemon writes it (docs/protocol.md §6)."""
     body = {
         "id": job_id, "tenant": "acme", "model": "demo", "training_file": "file-0000000000000001",
-        "validation_file": None,
+        "validation_file": None, "heldout_file": None,
         "hyperparameters": {"epochs": 1, "max_steps": 0, "batch_size": 4, "gradient_accumulation_steps": 1,
                             "learning_rate": 0.0002, "lr_scheduler": "cosine", "warmup_steps": 0,
                             "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 1024, "seed": 42,

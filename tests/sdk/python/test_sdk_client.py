@@ -97,7 +97,8 @@ def test_create_body_and_retry_reuses_idempotency_key():
 
     with FakeDaemon(handler) as d, fast_client(d.endpoint, timeout=0.4) as c:
         job = c.jobs.create(model="demo", training_file=fjord.FileObject("file-9", "t.jsonl", 3, "", 0, "files/file-9"),
-                            validation_file="files/valid.jsonl", hyperparameters={"epochs": 2},
+                            validation_file="files/valid.jsonl", heldout_file="file-8",
+                            hyperparameters={"epochs": 2},
                             lora=fjord.LoraConfig(r=8), suffix="capitals", seed=7, priority=1)
         assert job.id == "job-1" and job.status == "validating"
         assert len(seen) == 2
@@ -106,10 +107,12 @@ def test_create_body_and_retry_reuses_idempotency_key():
         body = seen[0].body
         assert body["training_file"] == "file-9"
         assert body["validation_file"] == "files/valid.jsonl"
+        assert body["heldout_file"] == "file-8"
         assert body["hyperparameters"] == {"epochs": 2, "seed": 7}
         assert body["lora"] == {"r": 8, "alpha": 32.0, "dropout": 0.05, "target_modules": ["all-linear"]}
         assert body["metadata"] == {"suffix": "capitals"}
         assert body["priority"] == 1
+        assert "quantization" not in body and "gpus" not in body  # not given: the daemon's defaults
         assert len(body["idempotency_key"]) == 32
         # Two routing ids: the retry came on a fresh connection (lazy pirate).
         ids = {rid for rid, m in d.received if m.type == MessageType.REQUEST and m.command == "job.create"}
@@ -124,6 +127,71 @@ def test_seed_argument_and_hyperparameters():
         with pytest.raises(fjord.InvalidArgumentError, match="seed given twice") as e:
             c.jobs.create(model="demo", training_file="file-1", hyperparameters={"seed": 1}, seed=7)
         assert e.value.param == "hyperparameters.seed"
+
+
+def test_quantization_is_sent_when_given_and_read_back_from_the_job():
+    def handler(peer):
+        m = peer.message
+        if m.command == "job.create":
+            if m.body.get("model") == "llama-3.1-8b" and m.body.get("quantization", "none") == "none":
+                peer.error("INVALID_ARGUMENT", "model 'llama-3.1-8b' (8.0 B parameters) needs 16.1 GB for its "
+                           "frozen base in bf16 alone (2 B x 8,030,261,248); this node's GPUs have 16 GB each "
+                           "(14.4 GB usable after 10% for the CUDA context, activations and the adapter); with "
+                           "quantization: nf4 it needs 5.7 GB", "quantization")
+            elif "quantization" in m.body:
+                peer.ok(job_body("job-5", "validating", model=m.body["model"], quantization=m.body["quantization"]))
+            else:
+                peer.ok(job_body("job-6", "validating"))  # a job object without the field: "none"
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        job = c.jobs.create(model="llama-3.1-8b", training_file="file-1", quantization="nf4", gpus=2)
+        assert (job.quantization, job.model) == ("nf4", "llama-3.1-8b")
+        body = d.requests("job.create")[0].body
+        assert (body["quantization"], body["gpus"]) == ("nf4", 2)
+        job = c.jobs.create(model="demo", training_file="file-1")
+        assert "quantization" not in d.requests("job.create")[1].body
+        assert job.quantization == "none"
+        assert fjord.Job.from_dict(job_body("job-7", quantization=None)).quantization == "none"
+        with pytest.raises(fjord.InvalidArgumentError) as e:
+            c.jobs.create(model="llama-3.1-8b", training_file="file-1", quantization="none")
+        assert e.value.param == "quantization"
+        assert "needs 16.1 GB for its frozen base in bf16 alone" in e.value.message
+        assert "with quantization: nf4 it needs 5.7 GB" in e.value.message
+        assert d.requests("job.create")[2].body["quantization"] == "none"  # given: sent as given
+
+
+def test_shard_base_is_sent_when_given_and_read_back_from_the_job():
+    def handler(peer):
+        m = peer.message
+        if m.command == "job.create":
+            if m.body.get("gpus") == 8 and not m.body.get("shard_base", False):
+                peer.error("INVALID_ARGUMENT", "model 'llama-3.3-70b' (70.6 B parameters) needs 141.1 GB for its "
+                           "frozen base in bf16 alone (2 B x 70,553,706,496); this node's GPUs have 80 GB each (72 GB "
+                           "usable after 10% for the CUDA context, activations and the adapter), and each of the "
+                           "job's 8 GPUs holds the whole base (data parallel); with quantization: nf4 it needs 39.5 "
+                           "GB; with shard_base over the job's 8 GPUs it needs 21.5 GB on each", "quantization")
+            elif "shard_base" in m.body:
+                peer.ok(job_body("job-5", "validating", gpus=m.body["gpus"], shard_base=m.body["shard_base"]))
+            else:
+                peer.ok(job_body("job-6", "validating"))  # a job object without the field: False
+
+    with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
+        job = c.jobs.create(model="llama-3.3-70b", training_file="file-1", gpus=8, shard_base=True)
+        assert (job.shard_base, job.gpus) == (True, 8)
+        body = d.requests("job.create")[0].body
+        assert (body["shard_base"], body["gpus"]) == (True, 8)
+        assert "quantization" not in body
+        job = c.jobs.create(model="demo", training_file="file-1")
+        assert "shard_base" not in d.requests("job.create")[1].body
+        assert job.shard_base is False
+        with pytest.raises(fjord.InvalidArgumentError) as e:
+            c.jobs.create(model="llama-3.3-70b", training_file="file-1", gpus=8, shard_base=False)
+        assert e.value.param == "quantization"
+        assert "with shard_base over the job's 8 GPUs it needs 21.5 GB on each" in e.value.message
+        assert d.requests("job.create")[2].body["shard_base"] is False  # given: sent as given
+    assert fjord.Job.from_dict(job_body("job-7", shard_base=None)).shard_base is False
+    with pytest.raises(fjord.InternalError, match=r"job.shard_base is 'yes', not a bool"):
+        fjord.Job.from_dict(job_body("job-7", shard_base="yes"))
 
 
 def test_given_idempotency_key_is_sent_and_checked():
@@ -388,6 +456,26 @@ def test_wait_draws_progress_and_returns_the_final_job():
     assert "job job-1 succeeded: adapter at /s/acme/jobs/job-1/adapter" in text
 
 
+def test_progress_shows_the_heldout_answers_of_the_first_eval():
+    """The same lines as the CLI's (sdk/cpp/cli/cli_test.cc RenderTest)."""
+    from fjord._progress import Progress
+
+    out = io.StringIO()
+    p = Progress(out, bar=False)
+    for d in [ev(1, "eval", step=0, total_steps=40, eval_loss=2.5, eval_token_accuracy=0.25, heldout_accuracy=0.05),
+              ev(2, "eval", step=0, total_steps=40, heldout_accuracy=0.0),
+              ev(3, "eval", step=20, total_steps=40, eval_loss=1.5, eval_token_accuracy=0.5),
+              ev(4, "eval", step=40, total_steps=40, eval_loss=1.0, heldout_accuracy=-1)]:
+        p.on_event(fjord.Event.from_dict(d))
+    assert out.getvalue() == ("eval  step 0/40  loss 2.5000  token accuracy 25.0%  held-out answers 5.0%\n"
+                              "eval  step 0/40  held-out answers 0.0%\n"
+                              "eval  step 20/40  loss 1.5000  token accuracy 50.0%\n"
+                              "eval  step 40/40  loss 1.0000\n")
+    job = fjord.Job.from_dict(job_body("job-1", heldout_file="file-8"))
+    assert job.heldout_file == "file-8"
+    assert fjord.Job.from_dict(job_body("job-1")).heldout_file is None
+
+
 def test_wait_raise_on_failure_and_timeout():
     handler, _ = stream_handler(EVENTS[:2], final_status="failed")
     with FakeDaemon(handler) as d, fast_client(d.endpoint) as c:
@@ -449,6 +537,13 @@ def test_upload_in_chunks_with_sha256(tmp_path):
         got.clear()
         c.jobs.create(model="demo", training_file=path)
         assert d.requests("job.create")[0].body["training_file"] == "file-1"
+        assert "heldout_file" not in d.requests("job.create")[0].body  # not given: not sent
+        got.clear()
+        c.jobs.create(model="demo", training_file="files/t.jsonl", heldout_file=path)
+        assert d.requests("job.create")[1].body["heldout_file"] == "file-1"
+        with pytest.raises(fjord.InvalidArgumentError) as e:
+            c.jobs.create(model="demo", training_file="files/t.jsonl", heldout_file=7)
+        assert e.value.param == "heldout_file"
 
 
 def test_files_delete_returns_the_file_then_not_found():
@@ -879,6 +974,7 @@ def test_malformed_job_fields_are_internal_errors_naming_the_field():
         "job.get": job_body("job-1", step="many"),
         "job.cancel": job_body("job-1", gpu_ids="0,1"),
         "job.pause": job_body("job-1", metadata=["a"]),
+        "job.resume": job_body("job-1", quantization=4),
         "job.checkpoints": {"checkpoints": {"step": 1}},
         "job.events": {"events": "none", "has_more": False},
         "adapter.files": {"files": {"name": "x"}},
@@ -897,6 +993,7 @@ def test_malformed_job_fields_are_internal_errors_naming_the_field():
             (lambda: c.jobs.get("job-1"), r"job.step is 'many', not an integer"),
             (lambda: c.jobs.cancel("job-1"), r"job.gpu_ids is '0,1', not an array"),
             (lambda: c.jobs.pause("job-1"), r"job.metadata is \['a'\], not an object"),
+            (lambda: c.jobs.resume("job-1"), r"job.quantization is 4, not a string"),
             (lambda: c.jobs.checkpoints("job-1"), "malformed reply to job.checkpoints: checkpoints is"),
             (lambda: list(c.jobs.events("job-1")), "malformed reply to job.events: events is 'none'"),
             (lambda: c.adapters.files("job-1"), "malformed reply to adapter.files: files is"),
