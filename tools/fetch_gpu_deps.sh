@@ -11,6 +11,8 @@ pkgs=(libabsl-dev libabsl20220623 libgtest-dev libgmock-dev googletest nlohmann-
       libyaml-cpp-dev libyaml-cpp0.7 libsodium-dev libsodium23 libpcre2-dev libpcre2-8-0
       libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2 libsqlite3-dev libsqlite3-0 libzmq3-dev libzmq5
       cppzmq-dev libbsd0 libnorm1 libpgm-5.3-0 libgssapi-krb5-2
+      # gloo's headers for c10d's ProcessGroupGloo (runtime/dist/world.cc)
+      libgloo-dev
       # what libgssapi-krb5-2 needs in turn: the linker resolves every
       # library's dependencies when it links an executable
       libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1 libmd0)

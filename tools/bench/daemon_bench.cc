@@ -34,15 +34,18 @@ int main(int argc, char** argv) {
   int clients = 100, requests = 100;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--clients") clients = std::atoi(argv[i + 1]);
-    else if (a == "--requests") requests = std::atoi(argv[i + 1]);
+    if (a == "--clients")
+      clients = std::atoi(argv[i + 1]);
+    else if (a == "--requests")
+      requests = std::atoi(argv[i + 1]);
   }
   fjord::testing::DaemonHarness h;
   h.Start();
   std::string job_id;
   {
     auto acme = h.Acme();
-    fjord::protocol::JobSpec spec = fjord::testing::SpecWithData(*acme, fjord::testing::FakeData(R"({"steps": 2, "step_ms": 5})"));
+    fjord::protocol::JobSpec spec = fjord::testing::SpecWithData(
+        *acme, fjord::testing::FakeData(R"({"steps": 2, "step_ms": 5})"));
     auto job = acme->CreateJob(spec);
     if (!job.ok()) {
       std::fprintf(stderr, "create failed: %s\n", std::string(job.status().message()).c_str());
@@ -63,8 +66,12 @@ int main(int argc, char** argv) {
       for (int i = 0; i < requests; ++i) {
         const char* kind = i % 3 == 0 ? "ping" : i % 3 == 1 ? "job.get" : "job.list";
         const auto s0 = std::chrono::steady_clock::now();
-        absl::Status s = i % 3 == 0 ? c->Ping().status() : i % 3 == 1 ? c->GetJob(job_id).status() : c->ListJobs().status();
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
+        absl::Status s = i % 3 == 0   ? c->Ping().status()
+                         : i % 3 == 1 ? c->GetJob(job_id).status()
+                                      : c->ListJobs().status();
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0)
+                .count();
         if (!s.ok()) ++errors;
         mine[kind].push_back(ms);
         mine["all"].push_back(ms);
@@ -75,13 +82,15 @@ int main(int argc, char** argv) {
   }
   for (std::thread& t : threads) t.join();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("clients=%d requests/client=%d total=%d errors=%d wall=%.2fs throughput=%.0f req/s\n", clients, requests,
-              clients * requests, errors.load(), secs, clients * requests / secs);
-  std::printf("| request | count | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n");
+  std::printf("clients=%d requests/client=%d total=%d errors=%d wall=%.2fs throughput=%.0f req/s\n",
+              clients, requests, clients * requests, errors.load(), secs,
+              clients * requests / secs);
+  std::printf(
+      "| request | count | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n");
   for (auto& [k, v] : latency_ms) {
     const size_t n = v.size();
-    std::printf("| %s | %zu | %.2f | %.2f | %.2f | %.2f |\n", k.c_str(), n, Percentile(v, 0.50), Percentile(v, 0.90),
-                Percentile(v, 0.99), Percentile(v, 1.0));
+    std::printf("| %s | %zu | %.2f | %.2f | %.2f | %.2f |\n", k.c_str(), n, Percentile(v, 0.50),
+                Percentile(v, 0.90), Percentile(v, 0.99), Percentile(v, 1.0));
   }
   h.Terminate();
   return errors.load() == 0 ? 0 : 1;
