@@ -1,8 +1,9 @@
 // fjord-train: runs one LoRA fine-tuning job in this process.
 //
 //   fjord-train --config job.yaml [--set section.field=value]... [--no-resume]
-//               [--events FILE|-] [--report ipc://PATH] [--progress auto|bar|lines|none]
-//               [--nproc-per-node N] [--dist-timeout SECONDS] [--bucket-mb MB]
+//               [--events FILE|-] [--report ENDPOINT [--report-keys FILE]]
+//               [--progress auto|bar|lines|none] [--nproc-per-node N] [--dist-timeout SECONDS]
+//               [--bucket-mb MB]
 //   fjord-train validate --config job.yaml    (config + data checks only: the training,
 //               validation and held-out files; JSON report)
 //   fjord-train export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]
@@ -11,7 +12,10 @@
 // The daemon launches one fjord-train per job (--report points at its ipc
 // socket: the worker protocol of docs/protocol.md §10, JSON events and
 // heartbeats over a ZeroMQ PUSH socket, encoded by
-// daemon/protocol/worker_protocol.h; --events writes the same lines).
+// daemon/protocol/worker_protocol.h; --events writes the same lines). Under
+// fjordd's Slurm executor --report is a tcp:// endpoint on fjordd's host and
+// --report-keys names the job's CURVE keys (server_public_key=, public_key=,
+// secret_key= lines, in the job's private directory).
 // SIGTERM or SIGINT: checkpoint after the current step, then exit 75.
 //
 // Data-parallel training (runtime/dist): under a launcher that sets
@@ -205,11 +209,46 @@ class Progress {
 };
 
 // Sends events and heartbeats to the daemon over a ZeroMQ PUSH socket.
+// --report-keys: the CURVE keys a job reports over the network with.
+struct ReportKeys {
+  std::string server_public_key, public_key, secret_key;
+};
+
+absl::StatusOr<ReportKeys> LoadReportKeys(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--report-keys: cannot read ", path));
+  ReportKeys k;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+    if (key == "server_public_key") k.server_public_key = value;
+    if (key == "public_key") k.public_key = value;
+    if (key == "secret_key") k.secret_key = value;
+  }
+  for (const std::string* v : {&k.server_public_key, &k.public_key, &k.secret_key}) {
+    if (v->size() != 40) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--report-keys: ", path,
+          " needs server_public_key=, public_key= and secret_key= lines of 40 Z85 characters"));
+    }
+  }
+  return k;
+}
+
 class Reporter {
  public:
-  explicit Reporter(const std::string& endpoint) : socket_(context_, zmq::socket_type::push) {
+  Reporter(const std::string& endpoint, const std::optional<ReportKeys>& keys)
+      : socket_(context_, zmq::socket_type::push) {
     socket_.set(zmq::sockopt::linger, 2000);
     socket_.set(zmq::sockopt::sndhwm, 10000);
+    if (keys) {
+      socket_.set(zmq::sockopt::curve_serverkey, keys->server_public_key);
+      socket_.set(zmq::sockopt::curve_publickey, keys->public_key);
+      socket_.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+    }
     socket_.connect(endpoint);
     heartbeat_ = std::thread([this] {
       while (!done_.load()) {
@@ -242,15 +281,15 @@ class Reporter {
 };
 
 void Usage() {
-  std::fprintf(
-      stderr,
-      "usage: fjord-train --config JOB.yaml [--set section.field=value]... [--no-resume] "
-      "[--stop-after-steps N]\n"
-      "                   [--events FILE|-] [--report ENDPOINT] [--progress auto|bar|lines|none]\n"
-      "                   [--nproc-per-node N] [--dist-timeout SECONDS] [--bucket-mb MB]\n"
-      "       fjord-train validate --config JOB.yaml [--set ...]\n"
-      "       fjord-train export --model DIR --adapter DIR --out DIR [--dtype "
-      "auto|float32|bfloat16|float16]\n");
+  std::fprintf(stderr,
+               "usage: fjord-train --config JOB.yaml [--set section.field=value]... [--no-resume] "
+               "[--stop-after-steps N]\n"
+               "                   [--events FILE|-] [--report ENDPOINT [--report-keys FILE]]\n"
+               "                   [--progress auto|bar|lines|none]\n"
+               "                   [--nproc-per-node N] [--dist-timeout SECONDS] [--bucket-mb MB]\n"
+               "       fjord-train validate --config JOB.yaml [--set ...]\n"
+               "       fjord-train export --model DIR --adapter DIR --out DIR [--dtype "
+               "auto|float32|bfloat16|float16]\n");
 }
 
 int Validate(const lora::JobConfig& cfg) {
@@ -342,7 +381,7 @@ int Export(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "export") return Export(argc, argv);
-  std::string config_path, events_path, report_endpoint, progress = "auto";
+  std::string config_path, events_path, report_endpoint, report_keys_path, progress = "auto";
   std::vector<std::string> sets;
   bool resume = true, validate = false;
   int64_t stop_after = 0, nproc = 0, dist_timeout_s = 300;
@@ -368,8 +407,9 @@ int Main(int argc, char** argv) {
       }
     };
     if (a != "validate" && a.rfind("--", 0) == 0 && a != "--config" && a != "--set" &&
-        a != "--events" && a != "--report" && a != "--progress" && a != "--stop-after-steps" &&
-        a != "--nproc-per-node" && a != "--dist-timeout" && a != "--bucket-mb") {
+        a != "--events" && a != "--report" && a != "--report-keys" && a != "--progress" &&
+        a != "--stop-after-steps" && a != "--nproc-per-node" && a != "--dist-timeout" &&
+        a != "--bucket-mb") {
       rank_args.push_back(a);  // a flag without a value
     }
     if (a == "--nproc-per-node")
@@ -395,6 +435,8 @@ int Main(int argc, char** argv) {
       events_path = value("--events");
     else if (a == "--report")
       report_endpoint = value("--report");
+    else if (a == "--report-keys")
+      report_keys_path = value("--report-keys");
     else if (a == "--progress")
       progress = value("--progress");
     else if (a == "--stop-after-steps") {
@@ -455,6 +497,28 @@ int Main(int argc, char** argv) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (std::to_string(::getppid()) != launcher) return kWorkerExitSystemError;
   }
+  // Rank 0 speaks for the job: the others send no events and no reports.
+  if (spec->has_value() && (*spec)->rank != 0) {
+    who = absl::StrCat("fjord-train (rank ", (*spec)->rank, ")");
+    events_path.clear();
+    report_endpoint.clear();
+    progress = "none";
+  }
+  // Before the rendezvous: rank 0 heartbeats while it waits for the others.
+  std::unique_ptr<Reporter> reporter;
+  if (!report_endpoint.empty()) {
+    std::optional<ReportKeys> keys;
+    if (!report_keys_path.empty()) {
+      absl::StatusOr<ReportKeys> loaded = LoadReportKeys(report_keys_path);
+      if (!loaded.ok()) {
+        std::fprintf(stderr, "%s: %s\n", who.c_str(),
+                     std::string(loaded.status().message()).c_str());
+        return kWorkerExitSystemError;
+      }
+      keys = *loaded;
+    }
+    reporter = std::make_unique<Reporter>(report_endpoint, keys);
+  }
   if (spec->has_value()) {
     dist::WorldOptions wo;
     wo.timeout = std::chrono::seconds(dist_timeout_s);
@@ -466,16 +530,15 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<dist::World>> joined = dist::World::Join(**spec, wo);
     if (!joined.ok()) {
       std::fprintf(stderr, "fjord-train: %s\n", std::string(joined.status().message()).c_str());
+      if (reporter) {  // the job's error says why, not only the worker's log
+        protocol::WorkerMessage error;
+        error.payload = protocol::WorkerError{absl::StatusCodeToString(joined.status().code()),
+                                              std::string(joined.status().message()), false};
+        reporter->Send(protocol::EncodeWorkerMessage(error));
+      }
       return kWorkerExitSystemError;
     }
     world = *std::move(joined);
-    if (world->rank() != 0) {
-      // Rank 0 speaks for the job: the others send no events and no reports.
-      who = absl::StrCat("fjord-train (rank ", world->rank(), ")");
-      events_path.clear();
-      report_endpoint.clear();
-      progress = "none";
-    }
   }
 
   struct sigaction sa {};
@@ -493,9 +556,6 @@ int Main(int argc, char** argv) {
   std::unique_ptr<std::ofstream> events_file;
   if (!events_path.empty() && events_path != "-")
     events_file = std::make_unique<std::ofstream>(events_path, std::ios::app);
-  std::unique_ptr<Reporter> reporter;
-  if (!report_endpoint.empty()) reporter = std::make_unique<Reporter>(report_endpoint);
-
   lora::LoraMethod method(*cfg);
   train::TrainOptions options;
   options.adapter = &method;
