@@ -132,10 +132,15 @@ void JobLifecycle::FlushDirty() {
   }
 }
 
-absl::Status JobLifecycle::Recover() {
+absl::Status JobLifecycle::Recover(const std::function<bool(const Job&)>& adopt) {
   FJORD_ASSIGN_OR_RETURN(std::vector<Job> jobs, store_->LiveJobs());
   for (Job& job : jobs) {
     order_[job.id] = ++order_counter_;
+    if (adopt && !job.slurm_job_id.empty() && (HasTrainer(job.status) || IsWaiting(job.status)) &&
+        adopt(job)) {
+      live_[job.id] = job;
+      continue;
+    }
     if (job.status == JobStatus::kRunning) {
       if (job.restarts >= job.spec.max_restarts) {
         FJORD_RETURN_IF_ERROR(

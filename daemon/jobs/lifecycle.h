@@ -72,8 +72,10 @@ class JobLifecycle {
 
   // At start: jobs the last run left unfinished. A running job is requeued
   // (a restart counted; failed when none is left); the others take their
-  // kRecover transition.
-  absl::Status Recover();
+  // kRecover transition. Except: a job with a Slurm job (slurm_job_id) that
+  // runs or waits is offered to `adopt` first; when it returns true the job
+  // is kept exactly as it was (its Slurm job carried on without fjordd).
+  absl::Status Recover(const std::function<bool(const protocol::Job&)>& adopt = nullptr);
 
   // FIFO order (smaller is older) and the scheduler's queue positions.
   int64_t order(const std::string& id) const;

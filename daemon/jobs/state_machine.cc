@@ -32,7 +32,9 @@ constexpr Row kTable[] = {
     {S::kQueued, T::kRecover, S::kQueued},
     {S::kQueued, T::kWorkerLostFinal, S::kFailed},  // the worker could not start
 
+    {S::kQueued, T::kSubmitted, S::kQueued},
     {S::kRequeued, T::kSchedule, S::kRunning},
+    {S::kRequeued, T::kSubmitted, S::kRequeued},
     {S::kRequeued, T::kPause, S::kPaused},
     {S::kRequeued, T::kCancel, S::kCancelled},
     {S::kRequeued, T::kResume, S::kRequeued},
@@ -113,6 +115,8 @@ const char* TriggerName(Trigger t) {
       return "shut down";
     case T::kRecover:
       return "recover";
+    case T::kSubmitted:
+      return "submit";
   }
   return "?";
 }

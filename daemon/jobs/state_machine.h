@@ -25,8 +25,9 @@ enum class Trigger {
   kCancel,
   kPause,
   kResume,
-  kShutdown,  // graceful daemon shutdown
-  kRecover,   // found unfinished when the daemon starts
+  kShutdown,   // graceful daemon shutdown
+  kRecover,    // found unfinished when the daemon starts
+  kSubmitted,  // handed to the cluster's scheduler (Slurm): it waits there
 };
 
 const char* TriggerName(Trigger trigger);

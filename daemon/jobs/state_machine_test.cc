@@ -36,6 +36,10 @@ TEST(StateMachineTest, WorkerLossAndRestarts) {
   EXPECT_EQ(*NextStatus(JobStatus::kRunning, Trigger::kWorkerLost), JobStatus::kRequeued);
   EXPECT_EQ(*NextStatus(JobStatus::kRunning, Trigger::kWorkerLostFinal), JobStatus::kFailed);
   EXPECT_EQ(*NextStatus(JobStatus::kRequeued, Trigger::kSchedule), JobStatus::kRunning);
+  // Submitted to Slurm, a job waits there as it waited here.
+  EXPECT_EQ(*NextStatus(JobStatus::kQueued, Trigger::kSubmitted), JobStatus::kQueued);
+  EXPECT_EQ(*NextStatus(JobStatus::kRequeued, Trigger::kSubmitted), JobStatus::kRequeued);
+  EXPECT_FALSE(NextStatus(JobStatus::kRunning, Trigger::kSubmitted).ok());
   EXPECT_EQ(*NextStatus(JobStatus::kRunning, Trigger::kRecover), JobStatus::kRequeued);
   EXPECT_EQ(*NextStatus(JobStatus::kRunning, Trigger::kShutdown), JobStatus::kRequeued);
   EXPECT_EQ(*NextStatus(JobStatus::kValidating, Trigger::kRecover), JobStatus::kValidating);

@@ -315,6 +315,9 @@ json JobToJson(const Job& job) {
       {"restarts", job.restarts},
       {"node", job.node},
       {"gpu_ids", job.gpu_ids}};
+  // Only with the Slurm executor: clients written before it see nothing new.
+  if (!job.slurm_job_id.empty()) j["slurm_job_id"] = job.slurm_job_id;
+  if (!job.queue_detail.empty()) j["queue_detail"] = job.queue_detail;
   if (job.error) {
     j["error"] = {{"code", job.error->code},
                   {"message", job.error->message},
@@ -390,6 +393,8 @@ absl::StatusOr<Job> JobFromJson(const json& j) {
   }
   FJORD_RETURN_IF_ERROR(GetInt(j, w, "restarts", &job.restarts));
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "node", &job.node));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "slurm_job_id", &job.slurm_job_id));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "queue_detail", &job.queue_detail));
   if (auto it = j.find("gpu_ids"); it != j.end() && it->is_array()) {
     for (const json& g : *it) {
       if (!g.is_number_integer()) return Malformed("job", "gpu_ids[]", g);

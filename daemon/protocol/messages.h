@@ -133,8 +133,12 @@ struct Job {
   std::optional<CheckpointInfo> latest_checkpoint;
   std::string result_adapter_path;  // "" until succeeded
   int restarts = 0;
-  std::string node;
+  std::string node;  // the node it runs on (a Slurm job's node list)
   std::vector<int> gpu_ids;
+  // With fjordd's Slurm executor: the Slurm job that runs it ("" for none),
+  // and, while it waits, what Slurm says ("Slurm job 12 pending: Resources").
+  std::string slurm_job_id;
+  std::string queue_detail;
 };
 
 nlohmann::json JobToJson(const Job& job);

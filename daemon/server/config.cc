@@ -273,6 +273,24 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
       {"max_uploads_per_tenant", r.Int(&c.limits.max_uploads_per_tenant, 1, 10000)},
       {"max_tenant_storage_bytes", r.Int(&c.limits.max_tenant_storage_bytes, 0, int64_t{1} << 60)},
       {"max_tenant_files", r.Int(&c.limits.max_tenant_files, 0, int64_t{1} << 40)}};
+  SlurmConfig& sl = c.executor.slurm;
+  Fields slurm = {{"partition", r.Str(&sl.partition)},
+                  {"account", r.Str(&sl.account)},
+                  {"qos", r.Str(&sl.qos)},
+                  {"time_limit", r.Str(&sl.time_limit)},
+                  {"gpus_per_node", r.Int(&sl.gpus_per_node, 0, 1024)},
+                  {"ranks_per_node", r.Int(&sl.ranks_per_node, 1, 1024)},
+                  {"cpus_per_task", r.Int(&sl.cpus_per_task, 0, 100000)},
+                  {"sbatch_args", r.StrList(&sl.sbatch_args)},
+                  {"bin_dir", r.Str(&sl.bin_dir)},
+                  {"slurm_conf", r.Str(&sl.slurm_conf)},
+                  {"report_listen", r.Str(&sl.report_listen)},
+                  {"report_endpoint", r.Str(&sl.report_endpoint)},
+                  {"poll_interval_s", r.Seconds(&sl.poll_interval_ms)},
+                  {"signal_before_limit_s", r.Int(&sl.signal_before_limit_s, 0, 86400)},
+                  {"max_jobs", r.Int(&sl.max_jobs, 1, 1000000)},
+                  {"command_timeout_s", r.Seconds(&sl.command_timeout_ms)}};
+  Fields executor = {{"kind", r.Str(&c.executor.kind)}, {"slurm", sub(slurm)}};
   Fields top = {
       {"node_name", r.Str(&c.node_name)},
       {"state_dir", r.Str(&c.state_dir)},
@@ -282,6 +300,7 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
       {"models", r.StrMap(&c.models)},
       {"worker", sub(worker)},
       {"scheduler", sub(scheduler)},
+      {"executor", sub(executor)},
       {"limits", sub(limits)},
       {"metrics", sub(Fields{{"listen", r.Str(&c.metrics.listen)},
                              {"bearer_token_file", r.Str(&c.metrics.bearer_token_file)}})},
@@ -320,6 +339,49 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view yaml, absl::str
     if (!absl::StartsWith(e, "tcp://") && !absl::StartsWith(e, "ipc://")) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, ": listen: '", e, "' is not tcp://HOST:PORT or ipc:///PATH"));
+    }
+  }
+  if (c.executor.kind != "local" && c.executor.kind != "slurm") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": executor.kind: expected local or slurm, got '", c.executor.kind, "'"));
+  }
+  if (c.executor.kind == "slurm") {
+    if (!absl::StartsWith(sl.report_listen, "tcp://")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name,
+                       ": executor.slurm.report_listen: required with executor.kind slurm, as "
+                       "tcp://ADDRESS:PORT (the ranks on the compute nodes report there), got '",
+                       sl.report_listen, "'"));
+    }
+    if (!sl.report_endpoint.empty() && !absl::StartsWith(sl.report_endpoint, "tcp://")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": executor.slurm.report_endpoint: expected tcp://HOST:PORT, got '",
+                       sl.report_endpoint, "'"));
+    }
+    if (!IsAbsolute(sl.bin_dir)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": executor.slurm.bin_dir must be an absolute path, got '", sl.bin_dir, "'"));
+    }
+    // fjordd sets these itself: the job's shape, user, files and signals.
+    static const char* const kOwn[] = {
+        "--uid",           "--gid",       "--output",    "--error",
+        "--input",         "--chdir",     "--export",    "--wrap",
+        "--job-name",      "--nodes",     "--ntasks",    "--ntasks-per-node",
+        "--gpus-per-node", "--parsable",  "--requeue",   "--no-requeue",
+        "--signal",        "--open-mode", "--test-only", "--array"};
+    for (const std::string& a : sl.sbatch_args) {
+      if (!absl::StartsWith(a, "--")) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": executor.slurm.sbatch_args: '", a,
+                                                       "' is not a long option (--name=value)"));
+      }
+      const std::string opt = a.substr(0, a.find('='));
+      for (const char* own : kOwn) {
+        if (opt == own) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              name, ": executor.slurm.sbatch_args: '", opt,
+              "' is set by fjordd for every job (its shape, user, files and signals)"));
+        }
+      }
     }
   }
   if (c.security.curve) {

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "daemon/protocol/protocol.h"
+#include "daemon/slurm/slurm.h"
 
 namespace fjord::daemon {
 
@@ -84,6 +85,14 @@ struct DaemonConfig {
     uint64_t max_tenant_storage_bytes = 0;  // a tenant's area on the storage root; 0: no quota
     uint64_t max_tenant_files = 100000;     // files and directories in a tenant's area; 0: no limit
   } limits;
+  // Where trainers run: "local" (worker processes on this node, the
+  // default) or "slurm" (Slurm batch jobs across the cluster: fjordd runs on
+  // a host with the Slurm client commands, a login node; validators still
+  // run here). docs/operations.md, "fjordd in front of a Slurm cluster".
+  struct Executor {
+    std::string kind = "local";
+    SlurmConfig slurm;
+  } executor;
   struct Metrics {
     std::string listen = "127.0.0.1:9464";  // "" disables the HTTP exporter
     std::string bearer_token_file;  // set: GET /metrics needs "Authorization: Bearer <its content>"

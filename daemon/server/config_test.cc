@@ -176,6 +176,67 @@ TEST(ConfigTest, TenantUidRange) {
   }
 }
 
+TEST(ConfigTest, SlurmExecutor) {
+  absl::StatusOr<DaemonConfig> local = ParseDaemonConfig(kMinimal, "f");
+  ASSERT_TRUE(local.ok());
+  EXPECT_EQ(local->executor.kind, "local");
+  const std::string slurm = absl::StrCat(kMinimal, R"(executor:
+  kind: slurm
+  slurm:
+    partition: gpu
+    account: acme
+    time_limit: "2-00:00:00"
+    gpus_per_node: 8
+    cpus_per_task: 16
+    sbatch_args: ["--exclusive", "--constraint=h100"]
+    slurm_conf: /etc/slurm/slurm.conf
+    report_listen: tcp://0.0.0.0:7791
+    report_endpoint: tcp://login1:7791
+    poll_interval_s: 0.5
+    signal_before_limit_s: 300
+    max_jobs: 64
+)");
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(slurm, "f");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const SlurmConfig& sl = c->executor.slurm;
+  EXPECT_EQ(c->executor.kind, "slurm");
+  EXPECT_EQ(sl.partition, "gpu");
+  EXPECT_EQ(sl.account, "acme");
+  EXPECT_EQ(sl.time_limit, "2-00:00:00");
+  EXPECT_EQ(sl.gpus_per_node, 8);
+  EXPECT_EQ(sl.cpus_per_task, 16);
+  EXPECT_EQ(sl.sbatch_args, (std::vector<std::string>{"--exclusive", "--constraint=h100"}));
+  EXPECT_EQ(sl.slurm_conf, "/etc/slurm/slurm.conf");
+  EXPECT_EQ(sl.report_endpoint, "tcp://login1:7791");
+  EXPECT_EQ(sl.poll_interval_ms, 500);
+  EXPECT_EQ(sl.signal_before_limit_s, 300);
+  EXPECT_EQ(sl.max_jobs, 64);
+  EXPECT_EQ(sl.bin_dir, "/usr/bin");
+
+  struct Bad {
+    std::string yaml, message;
+  };
+  for (const Bad& b : {
+           Bad{"executor: {kind: kubernetes}\n", "executor.kind: expected local or slurm"},
+           Bad{"executor: {kind: slurm}\n", "executor.slurm.report_listen: required"},
+           Bad{"executor: {kind: slurm, slurm: {report_listen: tcp://0.0.0.0:7791, "
+               "sbatch_args: [--uid=0]}}\n",
+               "'--uid' is set by fjordd for every job"},
+           Bad{"executor: {kind: slurm, slurm: {report_listen: tcp://0.0.0.0:7791, "
+               "sbatch_args: [-N2]}}\n",
+               "'-N2' is not a long option"},
+           Bad{"executor: {kind: slurm, slurm: {report_listen: tcp://0.0.0.0:7791, "
+               "bin_dir: bin}}\n",
+               "executor.slurm.bin_dir must be an absolute path"},
+           Bad{"executor: {kind: slurm, slurm: {partiton: gpu}}\n",
+               "executor.slurm.partiton: unknown field"},
+       }) {
+    absl::StatusOr<DaemonConfig> bad = ParseDaemonConfig(absl::StrCat(kMinimal, b.yaml), "f");
+    ASSERT_FALSE(bad.ok()) << b.yaml;
+    EXPECT_THAT(bad.status().message(), HasSubstr(b.message)) << b.yaml;
+  }
+}
+
 TEST(ConfigTest, TheShippedExampleParses) {
   std::ifstream f("configs/fjordd.yaml");
   std::stringstream s;

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <zmq.hpp>
 
@@ -42,7 +43,22 @@ class FakeWorkers : public Workers {
   void Kill(const std::string& job_id) override { killed.push_back(job_id); }
   bool Running(const std::string& job_id) const override { return running.count(job_id) > 0; }
   size_t size() const override { return running.size(); }
+  // As a cluster's workers (the Slurm executor) when cluster_id is set.
+  std::string ClusterJobId(const std::string& job_id) const override {
+    return running.count(job_id) ? cluster_id : "";
+  }
+  std::optional<std::string> ReportKeysFor(const std::string&) const override {
+    if (cluster_id.empty()) return std::nullopt;
+    return std::string("secret_key=for-this-job-only\n");
+  }
+  absl::Status CheckFits(const std::string&, const WorkerSpec&, int ranks) override {
+    fits_asked.push_back(ranks);
+    return fits;
+  }
 
+  std::string cluster_id;
+  absl::Status fits;
+  std::vector<int> fits_asked;
   std::vector<std::pair<std::string, WorkerSpec>> launched;
   std::set<std::string> running;
   std::vector<std::string> stopped, killed;
@@ -221,6 +237,104 @@ TEST_F(HandlersTest, ExitZeroWithoutAnAdapterIsRequeued) {
   ASSERT_TRUE(after.error.has_value());
   EXPECT_THAT(after.error->message, HasSubstr("the worker exited 0 but its adapter is unusable"));
   EXPECT_EQ(after.restarts, 1);
+}
+
+// executor slurm: a job is handed to Slurm and follows Slurm's states
+// (pending with its reason, running on its nodes, requeued by Slurm, ended
+// outside fjord); its ranks get their report keys in the job's directory.
+TEST_F(HandlersTest, UnderSlurmAJobFollowsSlurmsStates) {
+  config_.worker.validate = false;
+  config_.executor.kind = "slurm";
+  workers_.cluster_id = "4711";
+  const Job job = Create({{"gpus", 2}});
+  EXPECT_THAT(workers_.fits_asked, ::testing::ElementsAre(2));
+  runner_->Reconcile(false, true);
+  ASSERT_EQ(workers_.launched.size(), 1u);
+  const std::vector<std::string>& args = workers_.launched[0].second.args;
+  EXPECT_THAT(args, ::testing::Not(::testing::Contains("--nproc-per-node")));  // srun's job
+  const std::string keys = storage_->JobDir("acme", job.id) + "/report.keys";
+  EXPECT_THAT(args, ::testing::Contains(keys));
+  EXPECT_EQ(fs::status(keys).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  Job j = *jobs_->Load(job.id);
+  EXPECT_EQ(j.status, JobStatus::kQueued);  // it waits in Slurm's queue now
+  EXPECT_EQ(j.slurm_job_id, "4711");
+  auto update = [&](WorkerUpdate::Kind kind, const std::string& detail, bool final = false) {
+    WorkerUpdate u;
+    u.kind = kind;
+    u.job_id = job.id;
+    u.detail = detail;
+    u.final = final;
+    if (kind == WorkerUpdate::Kind::kExited) {
+      u.exit = WorkerExit{-1, 9};
+      workers_.running.erase(job.id);
+    }
+    runner_->OnUpdates({u}, false);
+    return *jobs_->Load(job.id);
+  };
+  j = update(WorkerUpdate::Kind::kPending, "Slurm job 4711 pending: Resources");
+  EXPECT_EQ(j.status, JobStatus::kQueued);
+  EXPECT_EQ(j.queue_detail, "Slurm job 4711 pending: Resources");
+  runner_->Reconcile(false, true);
+  EXPECT_EQ(workers_.launched.size(), 1u);  // submitted once
+  j = update(WorkerUpdate::Kind::kStarted, "c[1-2]");
+  EXPECT_EQ(j.status, JobStatus::kRunning);
+  EXPECT_EQ(j.node, "c[1-2]");
+  EXPECT_EQ(j.queue_detail, "");
+  j = update(WorkerUpdate::Kind::kPending, "Slurm job 4711 pending: BeginTime");
+  EXPECT_EQ(j.status, JobStatus::kRequeued);  // Slurm requeued it (a node failed)
+  EXPECT_EQ(j.restarts, 1);
+  ASSERT_TRUE(j.error.has_value());
+  EXPECT_THAT(j.error->message, HasSubstr("requeued by Slurm"));
+  runner_->Reconcile(false, true);
+  EXPECT_EQ(workers_.launched.size(), 1u);  // still Slurm's: not submitted again
+  j = update(WorkerUpdate::Kind::kStarted, "c3");
+  EXPECT_EQ(j.status, JobStatus::kRunning);
+  EXPECT_EQ(j.node, "c3");
+  j = update(WorkerUpdate::Kind::kExited,
+             "Slurm job 4711 was cancelled outside fjord (scancel or an operator)", true);
+  EXPECT_EQ(j.status, JobStatus::kFailed);  // not resumed: restarts were left
+  ASSERT_TRUE(j.error.has_value());
+  EXPECT_THAT(j.error->message, HasSubstr("cancelled outside fjord"));
+  EXPECT_EQ(j.slurm_job_id, "4711");  // kept on the ended job
+}
+
+// Under Slurm a job pausing while it waits in Slurm's queue loses its Slurm
+// job at once; resuming submits a new one. A job Slurm would refuse is
+// refused at job.create with Slurm's reason, nothing stored.
+TEST_F(HandlersTest, UnderSlurmPauseResumeAndRefusal) {
+  config_.worker.validate = false;
+  config_.executor.kind = "slurm";
+  workers_.cluster_id = "12";
+  const Job job = Create();
+  runner_->Reconcile(false, true);
+  ASSERT_TRUE(HandleJobPause(ctx_, As("acme", {{"job_id", job.id}})).ok());
+  EXPECT_THAT(workers_.killed, ::testing::ElementsAre(job.id));
+  Job j = *jobs_->Load(job.id);
+  EXPECT_EQ(j.status, JobStatus::kPaused);
+  EXPECT_EQ(j.slurm_job_id, "");
+  WorkerUpdate u;  // the scancelled job's end: nothing more happens to the paused job
+  u.kind = WorkerUpdate::Kind::kExited;
+  u.job_id = job.id;
+  u.exit = WorkerExit{-1, 9};
+  workers_.running.erase(job.id);
+  runner_->OnUpdates({u}, false);
+  EXPECT_EQ(jobs_->Load(job.id)->status, JobStatus::kPaused);
+  ASSERT_TRUE(HandleJobResume(ctx_, As("acme", {{"job_id", job.id}})).ok());
+  workers_.cluster_id = "13";
+  runner_->Reconcile(false, true);
+  EXPECT_EQ(workers_.launched.size(), 2u);
+  EXPECT_EQ(jobs_->Load(job.id)->slurm_job_id, "13");
+
+  workers_.fits = absl::FailedPreconditionError(
+      "Slurm would refuse the job (2 node(s) x 8 rank(s)): Requested node configuration is not "
+      "available");
+  absl::StatusOr<Reply> refused = HandleJobCreate(
+      ctx_, As("acme", {{"model", "tiny"}, {"training_file", "data/train.jsonl"}, {"gpus", 16}}));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("Requested node configuration"));
+  EXPECT_EQ(jobs_->live().size(), 1u);
 }
 
 // heldout_file is resolved like validation_file (a path in the tenant's

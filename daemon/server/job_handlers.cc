@@ -69,6 +69,17 @@ absl::Status CheckSpec(DaemonContext& ctx, const Principal& p, protocol::JobSpec
     return protocol::InvalidArgument(
         absl::StrCat("unknown model '", spec.model, "' (this node has: ", known, ")"), "model");
   }
+  if (config.executor.kind == "slurm") {
+    // The cluster decides: its shape (slurm/slurm.h) and Slurm's own limits
+    // (sbatch --test-only), before anything is stored.
+    WorkerSpec probe;
+    probe.program = config.worker.program;
+    if (absl::Status s = ctx.workers->CheckFits("job-create-check", probe, std::max(1, spec.gpus));
+        !s.ok()) {
+      return protocol::Error(s.code(), std::string(s.message()), "gpus");
+    }
+    return absl::OkStatus();
+  }
   const int slots = config.scheduler.gpus.empty() ? config.scheduler.cpu_slots
                                                   : static_cast<int>(config.scheduler.gpus.size());
   if (spec.gpus > slots) {
@@ -111,10 +122,17 @@ absl::StatusOr<Reply> Control(DaemonContext& ctx, const Request& rq, Trigger tri
       ctx.jobs->Apply(job, trigger, absl::StrCat(verb, " requested by ", rq.principal.key_name),
                       [&](Job& j) {
                         if (trigger == Trigger::kResume) j.error.reset();
+                        if (IsWaiting(before) && !IsWaiting(after)) {
+                          j.slurm_job_id.clear();  // its Slurm job is cancelled below
+                          j.queue_detail.clear();
+                        }
                       }));
   if (after == JobStatus::kPausing || after == JobStatus::kCancelling) {
     ctx.workers->Stop(job.id);  // SIGTERM: checkpoint and exit; SIGKILL after the grace period
   } else if (before == JobStatus::kValidating && after == JobStatus::kCancelled) {
+    ctx.workers->Kill(job.id);
+  } else if (IsWaiting(before) && ctx.workers->Running(job.id)) {
+    // Waiting in Slurm's queue: its Slurm job goes (a resumed job gets a new one).
     ctx.workers->Kill(job.id);
   }
   if (trigger == Trigger::kResume) ctx.jobs->Requeue(job.id);

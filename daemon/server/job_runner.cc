@@ -89,25 +89,66 @@ void JobRunner::LaunchValidator(const Job& job) {
   runs_[job.id] = WorkerRun{true, {}, std::nullopt, ""};
 }
 
-absl::Status JobRunner::LaunchTrainer(const Job& job, const std::vector<int>& gpus) {
+absl::StatusOr<WorkerSpec> JobRunner::TrainerSpec(const Job& job, const std::vector<int>& gpus) {
   const DaemonConfig& config = *ctx_->config;
   const std::string dir = ctx_->storage->JobDir(job.tenant, job.id);
-  FJORD_RETURN_IF_ERROR(JobDirPresent(job));
   FJORD_ASSIGN_OR_RETURN(WorkerSpec spec, BaseSpec(job));
   spec.args = {"--config",   dir + "/job.yaml",
                "--report",   ctx_->workers->EndpointFor(job.id),
                "--progress", "none"};
+  // A worker that reports over the network gets its keys in its own
+  // directory (0600, its uid), never on its command line.
+  if (std::optional<std::string> keys = ctx_->workers->ReportKeysFor(job.id)) {
+    FJORD_ASSIGN_OR_RETURN(SafeDir d, ctx_->storage->OpenJobDir(job.tenant, job.id));
+    FJORD_RETURN_IF_ERROR(d.WriteFileAtomic("report.keys", *keys, 0600, spec.gid));
+    if (spec.uid) FJORD_RETURN_IF_ERROR(d.ChownEntry("report.keys", spec.uid, spec.gid));
+    spec.args.insert(spec.args.end(), {"--report-keys", dir + "/report.keys"});
+  }
   spec.args.insert(spec.args.end(), config.worker.args.begin(), config.worker.args.end());
   // One data-parallel rank per GPU (per CPU slot on a CPU node): fjord-train
   // launches and keeps them together (docs/distributed.md); rank 0 reports.
-  const int ranks = gpus.empty() ? std::max(1, job.spec.gpus) : static_cast<int>(gpus.size());
-  if (ranks > 1) {
-    spec.args.insert(spec.args.end(), {"--nproc-per-node", std::to_string(ranks)});
+  // On Slurm, srun starts the ranks (slurm/slurm.h lays them out).
+  if (!Cluster() && RanksOf(job, gpus) > 1) {
+    spec.args.insert(spec.args.end(), {"--nproc-per-node", std::to_string(RanksOf(job, gpus))});
   }
   std::string devices;
   for (int g : gpus) absl::StrAppend(&devices, devices.empty() ? "" : ",", g);
   spec.cuda_visible_devices = devices;
-  FJORD_RETURN_IF_ERROR(ctx_->workers->Launch(job.id, spec));
+  return spec;
+}
+
+int JobRunner::RanksOf(const Job& job, const std::vector<int>& gpus) {
+  return gpus.empty() ? std::max(1, job.spec.gpus) : static_cast<int>(gpus.size());
+}
+
+bool JobRunner::Cluster() const { return ctx_->config->executor.kind == "slurm"; }
+
+absl::Status JobRunner::LaunchTrainer(const Job& job, const std::vector<int>& gpus) {
+  const DaemonConfig& config = *ctx_->config;
+  FJORD_RETURN_IF_ERROR(JobDirPresent(job));
+  FJORD_ASSIGN_OR_RETURN(WorkerSpec spec, TrainerSpec(job, gpus));
+  LaunchOptions lo;
+  lo.cluster = Cluster();
+  lo.ranks = RanksOf(job, gpus);
+  FJORD_RETURN_IF_ERROR(ctx_->workers->Launch(job.id, spec, lo));
+  if (lo.cluster) {
+    // It waits in Slurm's queue now; kStarted moves it to running.
+    runs_[job.id] = WorkerRun{};
+    const std::string slurm_id = ctx_->workers->ClusterJobId(job.id);
+    JobEvent ev;
+    ev.time_ms = ctx_->clock->WallMs();
+    ev.type = "log";
+    ev.message = absl::StrCat("submitted to Slurm as job ", slurm_id);
+    ev.data = {{"slurm_job_id", slurm_id}};
+    ctx_->jobs->AddProgress(job.id, std::move(ev));
+    return ctx_->jobs
+        ->Apply(job, Trigger::kSubmitted, "",
+                [&](Job& x) {
+                  x.slurm_job_id = slurm_id;
+                  x.queue_detail = absl::StrCat("Slurm job ", slurm_id, " submitted");
+                })
+        .status();
+  }
   WorkerRun run;
   if (nvml_) {
     for (int g : gpus) {
@@ -117,7 +158,9 @@ absl::Status JobRunner::LaunchTrainer(const Job& job, const std::vector<int>& gp
   runs_[job.id] = std::move(run);
   return ctx_->jobs
       ->Apply(job, Trigger::kSchedule,
-              devices.empty() ? "started on CPU" : absl::StrCat("started on GPU ", devices),
+              spec.cuda_visible_devices.empty()
+                  ? "started on CPU"
+                  : absl::StrCat("started on GPU ", spec.cuda_visible_devices),
               [&](Job& x) {
                 x.gpu_ids = gpus;
                 x.node = config.node_name;
@@ -156,7 +199,15 @@ void JobRunner::Reconcile(bool stopping, bool storage_ok) {
   }
   for (const Job& j : launch) LaunchValidator(j);
   ctx_->metrics->Set("fjord_validators_running", "", validators);
+  if (Cluster() && retry_submit_at_ms_ > 0 && ctx_->clock->NowMs() >= retry_submit_at_ms_) {
+    retry_submit_at_ms_ = 0;
+    jobs.RequestReschedule();
+  }
   if (!jobs.TakeReschedule()) return;
+  if (Cluster()) {
+    SubmitToCluster();
+    return;
+  }
   SchedulerConfig sc;
   sc.gpus = config.scheduler.gpus;
   sc.cpu_slots = config.scheduler.cpu_slots;
@@ -186,6 +237,115 @@ void JobRunner::Reconcile(bool stopping, bool storage_ok) {
   ctx_->metrics->Set(
       "fjord_queue_depth", "",
       static_cast<double>(waiting.size() - std::min(waiting.size(), plan.start.size())));
+}
+
+// Slurm schedules: every waiting job is submitted (oldest first), at most
+// max_running_per_tenant per tenant and executor.slurm.max_jobs in all.
+void JobRunner::SubmitToCluster() {
+  const DaemonConfig& config = *ctx_->config;
+  JobLifecycle& jobs = *ctx_->jobs;
+  std::map<std::string, int> per_tenant;
+  int submitted = 0;
+  std::vector<std::pair<int64_t, std::string>> waiting;
+  for (const auto& [id, job] : jobs.live()) {
+    if (HasTrainer(job.status) || (IsWaiting(job.status) && ctx_->workers->Running(id))) {
+      ++per_tenant[job.tenant];
+      ++submitted;
+    } else if (IsWaiting(job.status)) {
+      waiting.push_back({jobs.order(id), id});
+    }
+  }
+  std::sort(waiting.begin(), waiting.end());
+  std::map<std::string, int> positions;
+  for (const auto& [order, id] : waiting) {
+    const Job* live = jobs.FindLive(id);
+    if (live == nullptr) continue;
+    const Job job = *live;
+    if (submitted >= config.executor.slurm.max_jobs ||
+        per_tenant[job.tenant] >= config.scheduler.max_running_per_tenant) {
+      positions[id] = static_cast<int>(positions.size()) + 1;
+      continue;
+    }
+    absl::Status s = LaunchTrainer(job, {});
+    if (s.ok()) {
+      ++per_tenant[job.tenant];
+      ++submitted;
+      continue;
+    }
+    if (absl::IsUnavailable(s)) {
+      // slurmctld unreachable: the job waits and is submitted again later.
+      LogWarning("cannot submit to Slurm: the job waits",
+                 {{"job", job.id}, {"error", std::string(s.message())}});
+      positions[id] = static_cast<int>(positions.size()) + 1;
+      retry_submit_at_ms_ = ctx_->clock->NowMs() + kClusterRetryMs;
+      continue;
+    }
+    LogError("Slurm refused a job", {{"job", job.id}, {"error", std::string(s.message())}});
+    (void)jobs.Apply(job, Trigger::kWorkerLostFinal, "Slurm refused the job", [&](Job& x) {
+      x.error =
+          protocol::JobError{"FAILED_PRECONDITION",
+                             absl::StrCat("Slurm refused the job: ", s.message()), "gpus", true};
+    });
+  }
+  jobs.set_queue_positions(std::move(positions));
+  ctx_->metrics->Set("fjord_queue_depth", "", static_cast<double>(waiting.size()));
+}
+
+void JobRunner::Adopted(const std::string& job_id) { runs_[job_id] = WorkerRun{}; }
+
+// Slurm holds the job in its queue: a waiting job learns why; a running one
+// was requeued by Slurm (a node failed, it was preempted, an operator ran
+// scontrol requeue): it goes back to waiting and, when Slurm runs it again,
+// its ranks resume from the newest checkpoint.
+void JobRunner::OnClusterPending(const std::string& job_id, const std::string& detail) {
+  const Job* live = ctx_->jobs->FindLive(job_id);
+  if (live == nullptr) return;
+  const Job job = *live;
+  if (IsWaiting(job.status)) {
+    if (job.queue_detail == detail) return;
+    (void)ctx_->jobs->Apply(job, Trigger::kSubmitted, "", [&](Job& x) { x.queue_detail = detail; });
+    return;
+  }
+  if (job.status == JobStatus::kPausing || job.status == JobStatus::kCancelling) {
+    ctx_->workers->Kill(job_id);  // nothing left to checkpoint
+    return;
+  }
+  if (job.status != JobStatus::kRunning) return;
+  const std::string why = absl::StrCat(detail, " (requeued by Slurm)");
+  if (job.restarts < job.spec.max_restarts) {
+    ctx_->metrics->Add("fjord_worker_restarts_total", "");
+    (void)ctx_->jobs->Apply(
+        job, Trigger::kWorkerLost,
+        absl::StrCat(why, ": it resumes from the newest checkpoint when Slurm runs it again"),
+        [&](Job& x) {
+          ++x.restarts;
+          x.queue_detail = detail;
+          x.error = protocol::JobError{"UNAVAILABLE", why, "", false};
+        });
+    return;
+  }
+  (void)ctx_->jobs->Apply(
+      job, Trigger::kWorkerLostFinal, absl::StrCat(why, ": no restarts left"), [&](Job& x) {
+        x.error = protocol::JobError{
+            "INTERNAL", absl::StrCat(why, ", after ", x.restarts, " restarts"), "", false};
+      });
+  ctx_->workers->Kill(job_id);
+}
+
+void JobRunner::OnClusterStarted(const std::string& job_id, const std::string& nodes) {
+  const Job* live = ctx_->jobs->FindLive(job_id);
+  if (live == nullptr) return;
+  const Job job = *live;
+  const std::string message =
+      absl::StrCat("Slurm started job ", job.slurm_job_id, " on ", nodes.empty() ? "?" : nodes);
+  if (IsWaiting(job.status)) {
+    (void)ctx_->jobs->Apply(job, Trigger::kSchedule, message, [&](Job& x) {
+      x.node = nodes;
+      x.queue_detail.clear();
+    });
+  } else if (HasTrainer(job.status) && job.node != nodes) {
+    (void)ctx_->jobs->Apply(job, Trigger::kSubmitted, message, [&](Job& x) { x.node = nodes; });
+  }
 }
 
 // ---- what workers report ----------------------------------------------------------
@@ -293,15 +453,23 @@ namespace {
 
 // Applies an exit decision: its event first, then the status change with its
 // edits to the job.
-void ApplyDecision(DaemonContext& ctx, const Job& job, const ExitDecision& d) {
+void ApplyDecision(DaemonContext& ctx, const Job& job, const ExitDecision& d,
+                   bool cluster_ended = false) {
   if (d.event) {
     JobEvent e = *d.event;
     e.time_ms = ctx.clock->WallMs();
     ctx.jobs->AddProgress(job.id, std::move(e));
   }
   if (d.count_restart) ctx.metrics->Add("fjord_worker_restarts_total", "");
-  const bool edits = d.error || d.clear_error || d.count_restart || !d.result_adapter_path.empty();
+  const bool edits = d.error || d.clear_error || d.count_restart ||
+                     !d.result_adapter_path.empty() || cluster_ended;
   auto edit = [&](Job& j) {
+    // Its Slurm job has ended: a restarted fjordd must not adopt it again
+    // (a job that ended for good keeps the id, for its admins' records).
+    if (cluster_ended && !protocol::IsFinal(j.status)) {
+      j.slurm_job_id.clear();
+      j.queue_detail.clear();
+    }
     if (d.count_restart) ++j.restarts;
     if (d.clear_error) j.error.reset();
     if (d.error) j.error = d.error;
@@ -335,9 +503,11 @@ void JobRunner::OnValidatorEnd(const Job& job, const WorkerExit& exit, const Wor
   ApplyDecision(*ctx_, job, DecideValidatorEnd(end));
 }
 
-void JobRunner::OnTrainerEnd(Job job, const WorkerExit& exit, const WorkerRun& run, bool stopping) {
+void JobRunner::OnTrainerEnd(Job job, const WorkerExit& exit, const WorkerRun& run, bool stopping,
+                             bool final_loss) {
   AddEnergy(job, run);
   TrainerEnd end;
+  end.final_loss = final_loss;
   end.status = job.status;
   end.exit = exit;
   end.daemon_stopping = stopping;
@@ -356,7 +526,34 @@ void JobRunner::OnTrainerEnd(Job job, const WorkerExit& exit, const WorkerRun& r
                {{"job", job.id}, {"error", std::string(end.adapter.message())}});
     }
   }
-  ApplyDecision(*ctx_, job, DecideTrainerEnd(end));
+  ApplyDecision(*ctx_, job, DecideTrainerEnd(end), !job.slurm_job_id.empty());
+}
+
+// A Slurm job that ended while its fjord job waited (it never ran, or Slurm
+// had requeued it): failed when retrying cannot help, else submitted again
+// (a restart counted).
+void JobRunner::OnClusterEndWhileWaiting(const Job& job, const WorkerExit& exit,
+                                         const std::string& why, bool final_loss) {
+  const std::string reason = why.empty() ? absl::StrCat("its Slurm job ", exit.Describe()) : why;
+  if (final_loss || job.restarts >= job.spec.max_restarts) {
+    (void)ctx_->jobs->Apply(job, Trigger::kWorkerLostFinal, reason, [&](Job& x) {
+      x.error = protocol::JobError{"INTERNAL", reason, "", false};
+      x.queue_detail.clear();
+    });
+    return;
+  }
+  ctx_->metrics->Add("fjord_worker_restarts_total", "");
+  (void)ctx_->jobs->Apply(job, Trigger::kSubmitted, "", [&](Job& x) {
+    ++x.restarts;
+    x.slurm_job_id.clear();
+    x.queue_detail.clear();
+    x.error = protocol::JobError{"UNAVAILABLE", reason, "", false};
+  });
+  JobEvent ev;
+  ev.time_ms = ctx_->clock->WallMs();
+  ev.type = "log";
+  ev.message = absl::StrCat(reason, ": submitted again");
+  ctx_->jobs->AddProgress(job.id, std::move(ev));
 }
 
 void JobRunner::OnUpdates(std::vector<WorkerUpdate> updates, bool stopping) {
@@ -383,9 +580,16 @@ void JobRunner::OnUpdates(std::vector<WorkerUpdate> updates, bool stopping) {
             absl::StrCat("the validator ran longer than ",
                          config.worker.validation_timeout_ms / 1000.0, " s and was killed");
         break;
+      case WorkerUpdate::Kind::kPending:
+        OnClusterPending(u.job_id, u.detail);
+        break;
+      case WorkerUpdate::Kind::kStarted:
+        OnClusterStarted(u.job_id, u.detail);
+        break;
       case WorkerUpdate::Kind::kExited: {
-        const WorkerRun run = runs_[u.job_id];
+        WorkerRun run = runs_[u.job_id];
         runs_.erase(u.job_id);
+        if (!u.detail.empty() && run.lost_reason.empty()) run.lost_reason = u.detail;
         ctx_->jobs->FlushDirty();
         const Job* live = ctx_->jobs->FindLive(u.job_id);
         if (live == nullptr) break;  // cancelled while validating, etc.
@@ -394,9 +598,11 @@ void JobRunner::OnUpdates(std::vector<WorkerUpdate> updates, bool stopping) {
                 {{"job", u.job_id}, {"exit", u.exit.Describe()}, {"validator", run.validator}});
         if (run.validator) {
           if (job.status == JobStatus::kValidating) OnValidatorEnd(job, u.exit, run, stopping);
-        } else {
-          OnTrainerEnd(job, u.exit, run, stopping);
-        }
+        } else if (HasTrainer(job.status)) {
+          OnTrainerEnd(job, u.exit, run, stopping, u.final);
+        } else if (IsWaiting(job.status) && !job.slurm_job_id.empty()) {
+          OnClusterEndWhileWaiting(job, u.exit, run.lost_reason, u.final);
+        }  // else: paused or cancelled while it waited; fjordd ended its worker
         ctx_->tenants->RefreshJob(job.tenant,
                                   u.job_id);  // after the end's events reached events.jsonl
         break;

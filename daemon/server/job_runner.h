@@ -48,8 +48,14 @@ class JobRunner {
   void RefreshUsage();
   void PauseIfOverQuota(const protocol::Job& job);
 
+  // A restarted fjordd adopted the job's running Slurm job: what it
+  // reports is the job's progress again.
+  void Adopted(const std::string& job_id);
+
   // How long between RefreshUsage walks.
   static constexpr int64_t kJobUsageRefreshMs = 10000;
+  // slurmctld unreachable at submission: tried again after this long.
+  static constexpr int64_t kClusterRetryMs = 10000;
 
  private:
   struct WorkerRun {
@@ -62,17 +68,27 @@ class JobRunner {
   absl::StatusOr<WorkerSpec> BaseSpec(const protocol::Job& job);
   absl::Status JobDirPresent(const protocol::Job& job);
   void LaunchValidator(const protocol::Job& job);
+  absl::StatusOr<WorkerSpec> TrainerSpec(const protocol::Job& job, const std::vector<int>& gpus);
   absl::Status LaunchTrainer(const protocol::Job& job, const std::vector<int>& gpus);
+  static int RanksOf(const protocol::Job& job, const std::vector<int>& gpus);
+  bool Cluster() const;
+  void SubmitToCluster();
+  void OnClusterPending(const std::string& job_id, const std::string& detail);
+  void OnClusterStarted(const std::string& job_id, const std::string& nodes);
+  void OnClusterEndWhileWaiting(const protocol::Job& job, const WorkerExit& exit,
+                                const std::string& why, bool final_loss);
   void OnEvent(const std::string& job_id, const protocol::WorkerMessage& message);
   void OnValidatorEnd(const protocol::Job& job, const WorkerExit& exit, const WorkerRun& run,
                       bool stopping);
-  void OnTrainerEnd(protocol::Job job, const WorkerExit& exit, const WorkerRun& run, bool stopping);
+  void OnTrainerEnd(protocol::Job job, const WorkerExit& exit, const WorkerRun& run, bool stopping,
+                    bool final_loss = false);
   void AddEnergy(protocol::Job& job, const WorkerRun& run);
 
   DaemonContext* ctx_;
   const Nvml* nvml_;
   std::map<std::string, WorkerRun> runs_;  // by job id
   int64_t next_usage_refresh_ms_ = 0;
+  int64_t retry_submit_at_ms_ = 0;
 };
 
 }  // namespace fjord::daemon

@@ -38,10 +38,12 @@
 #include "daemon/server/job_runner.h"
 #include "daemon/server/sessions.h"
 #include "daemon/server/uploads.h"
+#include "daemon/slurm/slurm_workers.h"
 #include "daemon/storage/storage.h"
 #include "daemon/storage/tenant_areas.h"
 #include "daemon/storage/tenant_ids.h"
 #include "daemon/util/log.h"
+#include "daemon/worker/routed_workers.h"
 #include "daemon/worker/supervisor.h"
 #include "runtime/util/env.h"
 #include "runtime/util/status_macros.h"
@@ -86,6 +88,9 @@ struct Server::Impl {
   std::unique_ptr<Storage> storage;
   std::unique_ptr<TenantIds> tenant_ids;  // worker.tenant_uid_range: a uid per tenant
   std::unique_ptr<WorkerSupervisor> supervisor;
+  // executor.kind slurm: trainers run as Slurm jobs, validators here.
+  std::unique_ptr<SlurmWorkers> slurm;
+  std::unique_ptr<RoutedWorkers> routed;
   Metrics metrics;
   std::unique_ptr<MetricsHttpServer> http;
   std::unique_ptr<Nvml> nvml;
@@ -200,7 +205,7 @@ struct Server::Impl {
     context.storage = storage.get();
     context.tenants = tenants.get();
     context.jobs = jobs.get();
-    context.workers = supervisor.get();
+    context.workers = routed ? static_cast<Workers*>(routed.get()) : supervisor.get();
     context.metrics = &metrics;
     context.uploads = &uploads;
     context.sessions = sessions.get();
@@ -343,6 +348,7 @@ struct Server::Impl {
     std::vector<zmq::pollitem_t> items = {{router->handle(), 0, ZMQ_POLLIN, 0},
                                           {nullptr, stop_pipe[0], ZMQ_POLLIN, 0}};
     supervisor->AddPollItems(&items);
+    if (slurm) slurm->AddPollItems(&items);
     int64_t wait =
         std::max<int64_t>(0, std::min<int64_t>(max_wait_ms, next_tick_ms - clock->NowMs()));
     if (supervisor->size() > 0) wait = std::min<int64_t>(wait, kWorkerPollMs);
@@ -389,6 +395,7 @@ struct Server::Impl {
       if (parts.size() >= 2) OnMessage(parts, bytes, count);
     }
     runner->OnUpdates(supervisor->Collect(), stopping);
+    if (slurm) runner->OnUpdates(slurm->Collect(), stopping);
     jobs->FlushDirty();
     runner->Reconcile(stopping, storage_problem.empty());
     if (clock->NowMs() >= next_tick_ms) Tick();
@@ -492,6 +499,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(DaemonConfig config, Cloc
   Clock* ck = s.clock;
   so.now_ms = [ck] { return ck->NowMs(); };
   s.supervisor = std::make_unique<WorkerSupervisor>(so);
+  if (c.executor.kind == "slurm") {
+    SlurmWorkersOptions wo;
+    wo.slurm = c.executor.slurm;
+    wo.state_dir = c.state_dir;
+    wo.heartbeat_timeout_ms = c.worker.heartbeat_timeout_ms;
+    wo.stop_grace_ms = c.worker.stop_grace_ms;
+    wo.now_ms = so.now_ms;
+    FJORD_ASSIGN_OR_RETURN(s.slurm, SlurmWorkers::Start(std::move(wo)));
+    s.routed = std::make_unique<RoutedWorkers>(s.supervisor.get(), s.slurm.get());
+  }
   std::string why;
   s.nvml = Nvml::Load(&why);
   if (!s.nvml) LogInfo("NVML unavailable", {{"why", why}});
@@ -541,7 +558,15 @@ absl::Status Server::Start() {
   } catch (const zmq::error_t& e) {
     return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));
   }
-  FJORD_RETURN_IF_ERROR(s.jobs->Recover());
+  // Jobs whose Slurm job an earlier fjordd submitted are adopted as they
+  // are (Slurm kept running them); squeue says what became of each.
+  FJORD_RETURN_IF_ERROR(s.jobs->Recover([&s](const Job& j) {
+    if (!s.slurm) return false;
+    s.slurm->Adopt(j.id, j.slurm_job_id);
+    s.runner->Adopted(j.id);
+    LogInfo("adopted a running Slurm job", {{"job", j.id}, {"slurm_job", j.slurm_job_id}});
+    return true;
+  }));
   s.tenants->DropUnfinishedUploadsAtStart();
   if (!c.metrics.listen.empty()) {
     Nvml* nvml = s.nvml.get();
@@ -598,7 +623,8 @@ absl::Status Server::Run() {
   s.jobs->FlushDirty();
   std::vector<Job> left;
   for (const auto& [id, job] : s.jobs->live()) {
-    if (HasTrainer(job.status)) left.push_back(job);
+    // Slurm jobs run on: the next fjordd adopts them.
+    if (HasTrainer(job.status) && !(s.slurm && s.slurm->Running(id))) left.push_back(job);
   }
   for (Job& j : left) (void)s.jobs->Apply(j, Trigger::kShutdown, "the daemon shut down");
   s.sessions->EndAll(absl::UnavailableError("fjordd shut down; re-subscribe later"));

@@ -144,6 +144,11 @@ ExitDecision DecideTrainerEnd(const TrainerEnd& end) {
   if (end.reported_error) err.message = absl::StrCat(err.message, " (", why, ")");
   err.user_error = false;
   d.error = err;
+  if (end.final_loss) {
+    d.trigger = Trigger::kWorkerLostFinal;
+    d.message = why;
+    return d;
+  }
   if (end.restarts < end.max_restarts) {
     d.trigger = Trigger::kWorkerLost;
     d.message = absl::StrCat(why, ": requeued, resuming from the newest checkpoint");

@@ -56,7 +56,10 @@ struct TrainerEnd {
   bool daemon_stopping = false;
   std::optional<protocol::JobError> reported_error;  // its last "error" event
   std::string lost_reason;                           // why the supervisor killed it
-  absl::Status adapter;                              // VerifyAdapterDir; looked at on exit 0 only
+  // The cluster ended it in a way retrying cannot help (Slurm: cancelled
+  // outside fjord, time limit): failed, not resumed.
+  bool final_loss = false;
+  absl::Status adapter;  // VerifyAdapterDir; looked at on exit 0 only
   std::string adapter_path;
   int restarts = 0;
   int max_restarts = 0;
@@ -67,7 +70,7 @@ struct TrainerEnd {
 // fjordd did not send); pausing/cancelling -> kWorkerStopped; anything else
 // (a crash, a kill, silence, exit 0 with an unusable adapter) -> kWorkerLost
 // while restarts are left (resumed from the newest checkpoint),
-// kWorkerLostFinal after.
+// kWorkerLostFinal after or when final_loss is set.
 ExitDecision DecideTrainerEnd(const TrainerEnd& end);
 
 }  // namespace fjord::daemon

@@ -54,6 +54,14 @@ TEST(ExitPolicyTest, TrainerEnds) {
                   Trigger::kWorkerUserError, "INVALID_ARGUMENT", false,
                   "data or config is invalid"});
   {
+    // Slurm: cancelled outside fjord, restarts left all the same.
+    TrainerEnd e = end(JobStatus::kRunning, Killed(9));
+    e.lost_reason = "Slurm job 12 was cancelled outside fjord (scancel or an operator)";
+    e.final_loss = true;
+    rows.push_back({"the cluster ended it for good", e, Trigger::kWorkerLostFinal, "INTERNAL",
+                    false, "cancelled outside fjord"});
+  }
+  {
     TrainerEnd e = end(JobStatus::kRunning, Exited(75));
     e.daemon_stopping = true;
     rows.push_back({"daemon shutting down", e, Trigger::kShutdown, "", false, "requeued"});

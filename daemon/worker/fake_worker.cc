@@ -12,7 +12,8 @@
 //
 // fjord-train mode (what fjordd launches):
 //   fake_worker validate --config JOB.yaml          (JSON report on stdout; exit 0 or 2)
-//   fake_worker --config JOB.yaml --report ENDPOINT --progress none [--set k=v]...
+//   fake_worker --config JOB.yaml --report ENDPOINT [--report-keys FILE] --progress none
+//               [--set k=v]...
 // The job's training file (data.train) is JSONL; every line must be a JSON
 // object. A first line {"fake_worker": {...}} scripts the run:
 //   "steps": 6            optimizer steps in total
@@ -41,6 +42,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -197,8 +199,24 @@ int Validate(const fjord::lora::JobConfig& cfg) {
 
 class Reporter {
  public:
-  explicit Reporter(const std::string& endpoint) : push_(ctx_, zmq::socket_type::push) {
+  // keys: fjord-train's --report-keys file (server_public_key=, public_key=,
+  // secret_key= lines): CURVE to fjordd's Slurm report socket.
+  Reporter(const std::string& endpoint, const std::string& keys_path)
+      : push_(ctx_, zmq::socket_type::push) {
     push_.set(zmq::sockopt::linger, 2000);
+    if (!keys_path.empty()) {
+      std::ifstream in(keys_path);
+      std::string line;
+      std::map<std::string, std::string> k;
+      while (std::getline(in, line)) {
+        const size_t eq = line.find('=');
+        if (line.empty() || line[0] == '#' || eq == std::string::npos) continue;
+        k[line.substr(0, eq)] = line.substr(eq + 1);
+      }
+      push_.set(zmq::sockopt::curve_serverkey, k["server_public_key"]);
+      push_.set(zmq::sockopt::curve_publickey, k["public_key"]);
+      push_.set(zmq::sockopt::curve_secretkey, k["secret_key"]);
+    }
     push_.connect(endpoint);
     beat_ = std::thread([this] {
       while (!done_.load()) {
@@ -226,7 +244,8 @@ class Reporter {
   std::thread beat_;
 };
 
-int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
+int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint,
+          const std::string& keys_path) {
   Data d = ReadData(cfg.data.train);
   const json& s = d.script;
   const int64_t steps = s.value("steps", 6);
@@ -239,7 +258,7 @@ int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
   const std::string mode = s.value("mode", "succeed");
   signal(SIGTERM, mode == "ignore_sigterm" ? SIG_IGN : OnTerm);
   signal(SIGINT, mode == "ignore_sigterm" ? SIG_IGN : OnTerm);
-  Reporter r(endpoint);
+  Reporter r(endpoint, keys_path);
   const std::string ckpt_root = cfg.output.dir + "/checkpoints";
   int64_t step = 0;
   std::vector<std::string> skipped;
@@ -334,7 +353,7 @@ int Train(const fjord::lora::JobConfig& cfg, const std::string& endpoint) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config, endpoint;
+  std::string config, endpoint, keys_path;
   std::vector<std::string> sets;
   bool validate = false;
   for (int i = 1; i < argc; ++i) {
@@ -345,6 +364,8 @@ int main(int argc, char** argv) {
       config = argv[++i];
     else if (a == "--report" && i + 1 < argc)
       endpoint = argv[++i];
+    else if (a == "--report-keys" && i + 1 < argc)
+      keys_path = argv[++i];
     else if (a == "--set" && i + 1 < argc)
       sets.push_back(argv[++i]);
     else if (a == "--progress" && i + 1 < argc)
@@ -361,5 +382,5 @@ int main(int argc, char** argv) {
   }
   if (validate) return Validate(*cfg);
   if (endpoint.empty()) return kWorkerExitUserError;
-  return Train(*cfg, endpoint);
+  return Train(*cfg, endpoint, keys_path);
 }

@@ -33,25 +33,6 @@
 
 namespace fjord::daemon {
 
-struct WorkerUpdate {
-  enum class Kind {
-    kEvent,             // one message the worker sent, heartbeats aside: message (and json)
-    kExited,            // the worker ended; exit holds how
-    kHeartbeatTimeout,  // the worker went silent and was killed; an kExited follows
-    kStopTimeout,       // the worker ignored SIGTERM for the grace period and was killed
-    kDeadline,  // the worker ran past LaunchOptions::deadline_ms and was killed; an kExited follows
-  };
-  Kind kind;
-  std::string job_id;
-  std::string json;  // kEvent: the message's bytes as received
-  WorkerExit exit;
-  // kEvent: the decoded message, never a heartbeat (those only keep the
-  // worker alive), or why the bytes are not a worker message (any message,
-  // even one that does not decode, counts as a sign of life). Other kinds:
-  // an error.
-  absl::StatusOr<protocol::WorkerMessage> message = absl::FailedPreconditionError("not an event");
-};
-
 struct SupervisorOptions {
   std::string
       socket_dir;  // ipc sockets live here (short path: ipc paths are limited to ~100 bytes)

@@ -7,7 +7,12 @@
 #include <cstddef>
 #include <string>
 
+#include <optional>
+#include <vector>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "daemon/protocol/worker_protocol.h"
 #include "daemon/worker/worker_process.h"
 
 namespace fjord::daemon {
@@ -17,6 +22,38 @@ struct LaunchOptions {
   // heartbeat timeout; bound them with deadline_ms instead.
   bool expect_heartbeats = true;
   int64_t deadline_ms = 0;  // > 0: killed this long after launch
+  // A trainer that may run on the cluster (the Slurm executor), as `ranks`
+  // data-parallel ranks there. Validators always run on fjordd's node.
+  bool cluster = false;
+  int ranks = 1;
+};
+
+struct WorkerUpdate {
+  enum class Kind {
+    kEvent,             // one message the worker sent, heartbeats aside: message (and json)
+    kExited,            // the worker ended; exit holds how
+    kHeartbeatTimeout,  // the worker went silent and was killed; an kExited follows
+    kStopTimeout,       // the worker ignored SIGTERM for the grace period and was killed
+    kDeadline,  // the worker ran past LaunchOptions::deadline_ms and was killed; an kExited follows
+    // A cluster's worker (Slurm): it waits in the cluster's queue (detail:
+    // why), or it started (detail: its nodes). Local workers never wait.
+    kPending,
+    kStarted,
+  };
+  Kind kind;
+  std::string job_id;
+  std::string json;  // kEvent: the message's bytes as received
+  WorkerExit exit;
+  // kEvent: the decoded message, never a heartbeat (those only keep the
+  // worker alive), or why the bytes are not a worker message (any message,
+  // even one that does not decode, counts as a sign of life). Other kinds:
+  // an error.
+  absl::StatusOr<protocol::WorkerMessage> message = absl::FailedPreconditionError("not an event");
+  // kPending/kStarted: see above. kExited of a cluster's worker: a sentence
+  // saying how the cluster ended it ("" for a plain exit), and whether
+  // retrying cannot help (DecideTrainerEnd then fails the job).
+  std::string detail;
+  bool final = false;
 };
 
 class Workers {
@@ -34,6 +71,23 @@ class Workers {
   virtual bool Running(const std::string& job_id) const = 0;
   // How many workers run.
   virtual size_t size() const = 0;
+
+  // ---- a cluster's workers (the Slurm executor); local ones have none --------
+  // The cluster's id of the job's worker ("" when none or local).
+  virtual std::string ClusterJobId(const std::string& /*job_id*/) const { return ""; }
+  // What the job's worker needs to report over the network, written into its
+  // private directory as report.keys (fjord-train --report-keys); nullopt
+  // when it reports locally.
+  virtual std::optional<std::string> ReportKeysFor(const std::string& /*job_id*/) const {
+    return std::nullopt;
+  }
+  // Would the cluster take a trainer of `ranks` ranks? FailedPrecondition
+  // with the cluster's reason when it would refuse it (over a partition's
+  // limits); OK for local workers.
+  virtual absl::Status CheckFits(const std::string& /*job_id*/, const WorkerSpec& /*spec*/,
+                                 int /*ranks*/) {
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace fjord::daemon
