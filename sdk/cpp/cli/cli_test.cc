@@ -531,6 +531,21 @@ TEST(RenderTest, TheModelLineSaysAQuantizedBase) {
   EXPECT_THAT(DescribeJob(job), HasSubstr("  model            llama-3.1-8b (nf4 base)\n"));
 }
 
+TEST(RenderTest, ASlurmJobShowsWhatSlurmSaysAndWhereItRuns) {
+  protocol::Job job;
+  job.id = "job-1";
+  job.status = protocol::JobStatus::kQueued;
+  job.slurm_job_id = "4711";
+  job.queue_detail = "Slurm job 4711 pending: Resources";
+  EXPECT_THAT(DescribeJob(job),
+              ::testing::StartsWith("job job-1  queued (Slurm job 4711 pending: Resources)\n"));
+  EXPECT_THAT(DescribeJob(job), HasSubstr("  slurm job        4711\n"));
+  job.status = protocol::JobStatus::kRunning;
+  job.queue_detail.clear();
+  job.node = "gpu[01-02]";
+  EXPECT_THAT(DescribeJob(job), HasSubstr("  node             gpu[01-02]\n"));
+}
+
 TEST(RenderTest, TheModelLineSaysAShardedBase) {
   protocol::Job job;
   job.id = "job-1";

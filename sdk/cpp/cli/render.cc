@@ -138,6 +138,7 @@ std::string DescribeJob(const protocol::Job& job) {
   const protocol::Hyperparameters& h = job.spec.hyperparameters;
   std::string out = absl::StrCat("job ", job.id, "  ", protocol::JobStatusName(job.status));
   if (job.queue_position) absl::StrAppend(&out, " (queue position ", *job.queue_position, ")");
+  if (!job.queue_detail.empty()) absl::StrAppend(&out, " (", job.queue_detail, ")");
   absl::StrAppend(&out, "\n");
   auto row = [&](const char* k, const std::string& v) {
     absl::StrAppend(&out, absl::StrFormat("  %-16s %s\n", k, v));
@@ -201,6 +202,7 @@ std::string DescribeJob(const protocol::Job& job) {
   }
   if (job.restarts > 0) row("restarts", absl::StrCat(job.restarts, " of ", job.spec.max_restarts));
   if (!job.node.empty()) row("node", job.node);
+  if (!job.slurm_job_id.empty()) row("slurm job", job.slurm_job_id);
   return out;
 }
 

@@ -417,8 +417,12 @@ class Job:
     latest_checkpoint: Optional[Checkpoint] = None
     result_adapter: Optional[str] = None  # the adapter directory on the daemon's storage
     restarts: int = 0
-    node: str = ""
+    node: str = ""  # where it runs: the node, or a Slurm job's node list
     gpu_ids: List[int] = dataclasses.field(default_factory=list)
+    # Under fjordd's Slurm executor: the Slurm job running it, and while it
+    # waits there, what Slurm says ("Slurm job 12 pending: Resources").
+    slurm_job_id: Optional[str] = None
+    queue_detail: Optional[str] = None
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -465,6 +469,8 @@ class Job:
             restarts=_int(d, "restarts", 0, "job"),
             node=str(_get(d, "node", "")),
             gpu_ids=list(gpu_ids),
+            slurm_job_id=_optional_str(d, "slurm_job_id"),
+            queue_detail=_optional_str(d, "queue_detail"),
             raw=d,
         )
 
