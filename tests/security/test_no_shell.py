@@ -2,7 +2,7 @@
 only with an argument vector (execve), never through a shell or a PATH
 search (docs/security.md). This scans the shipped sources (tests excluded):
 no system(), popen(), /bin/sh -c, execvp/execlp, shell=True or os.system,
-and the only places that exec at all are the two reviewed ones."""
+and the only places that exec at all are the reviewed ones."""
 import pathlib
 import re
 
@@ -30,6 +30,9 @@ REVIEWED_EXEC = {
     "sdk/cpp/cli/quickstart.cc",  # `fjord quickstart` starts fjordd: execv(absolute path, argv)
     "runtime/dist/launcher.cc",  # `fjord-train --nproc-per-node` starts its ranks: posix_spawn of
                                  # /proc/self/exe with its own argument vector (no PATH search)
+    "daemon/slurm/command.cc",  # the Slurm executor runs sbatch/squeue/scancel/scontrol:
+                                # execve(executor.slurm.bin_dir + "/sbatch", argv, env); the batch
+                                # script it hands sbatch on stdin quotes every word (slurm.cc ShellQuote)
 }
 
 

@@ -61,7 +61,8 @@ def require_trainer() -> None:
 
 class Fjordd:
     def __init__(self, worker=FAKE_WORKER, models: Optional[dict] = None, heartbeat_interval_ms: int = 500,
-                 cpu_slots: int = 1, extra_worker_args: Optional[list] = None, limits: Optional[dict] = None):
+                 cpu_slots: int = 1, extra_worker_args: Optional[list] = None, limits: Optional[dict] = None,
+                 executor: Optional[dict] = None, worker_env: Optional[dict] = None):
         require(FJORDD, worker)
         self.dir = tempfile.mkdtemp(prefix="fjord-e2e-", dir="/tmp")  # short: worker ipc sockets live here
         for d in ("state", "storage", "keys", "models", "home"):
@@ -100,12 +101,14 @@ class Fjordd:
             "security": {"curve": True, "server_secret_key_file": os.path.join(k, "server.key"),
                          "keys_file": os.path.join(k, "clients.yaml")},
             "models": models,
-            "worker": {"program": str(worker), "args": extra_worker_args or []},
+            "worker": {"program": str(worker), "args": extra_worker_args or [], "env": worker_env or {}},
             "scheduler": {"gpus": [], "cpu_slots": cpu_slots},
             "limits": {"heartbeat_interval_ms": heartbeat_interval_ms, **(limits or {})},
             "metrics": {"listen": ""},
             "logging": {"level": "info", "file": self.log},
         }
+        if executor:
+            config["executor"] = executor
         self.config_path = os.path.join(self.dir, "fjordd.yaml")
         with open(self.config_path, "w") as f:
             json.dump(config, f, indent=2)  # JSON is YAML
@@ -155,6 +158,12 @@ class Fjordd:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown at all (what a crash or a node's power loss leaves)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def client(self, keys: Optional[fjord.KeyPair] = None, **kw) -> fjord.Client:
         keys = keys or self.acme
