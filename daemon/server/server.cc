@@ -562,7 +562,7 @@ absl::Status Server::Start() {
   // are (Slurm kept running them); squeue says what became of each.
   FJORD_RETURN_IF_ERROR(s.jobs->Recover([&s](const Job& j) {
     if (!s.slurm) return false;
-    s.slurm->Adopt(j.id, j.slurm_job_id);
+    s.slurm->Adopt(j.id, j.slurm_job_id, HasTrainer(j.status));
     s.runner->Adopted(j.id);
     LogInfo("adopted a running Slurm job", {{"job", j.id}, {"slurm_job", j.slurm_job_id}});
     return true;

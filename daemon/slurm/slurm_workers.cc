@@ -201,7 +201,7 @@ absl::Status SlurmWorkers::Launch(const std::string& job_id, const WorkerSpec& s
     return absl::InternalError(
         absl::StrCat("sbatch printed no job id: '", r.out.substr(0, 200), "'"));
   }
-  Adopt(job_id, id);
+  Adopt(job_id, id, /*running=*/false);
   LogInfo("submitted to Slurm", {{"job", job_id},
                                  {"slurm_job", id},
                                  {"nodes", shape.nodes},
@@ -209,10 +209,13 @@ absl::Status SlurmWorkers::Launch(const std::string& job_id, const WorkerSpec& s
   return absl::OkStatus();
 }
 
-void SlurmWorkers::Adopt(const std::string& job_id, const std::string& slurm_id) {
+void SlurmWorkers::Adopt(const std::string& job_id, const std::string& slurm_id, bool running) {
   Tracked t;
   t.slurm_id = slurm_id;
   t.last_heard_ms = Now();
+  // Known to run (fjordd's record says so): a pause right after a restart
+  // still checkpoints first, before squeue has answered.
+  if (running) t.running_since_ms = t.last_heard_ms;
   jobs_[job_id] = std::move(t);
   job_by_public_key_[JobPublicKey(job_id)] = job_id;
   {
@@ -288,8 +291,10 @@ void SlurmWorkers::AnswerZap() {
         code = "200";
         text = "OK";
         user = it->second;
-      } else if (Now() - last_error_log_ms_ > kErrorLogIntervalMs) {
+      } else if (last_refusal_log_ms_ < 0 || Now() - last_refusal_log_ms_ > kErrorLogIntervalMs) {
+        // At most one line a minute: a stranger can try a new key every time.
         LogWarning("a report connection with an unknown key was refused", {{"address", frames[3]}});
+        last_refusal_log_ms_ = Now();
       }
     } else if (frames.size() < 2) {
       frames.resize(2);

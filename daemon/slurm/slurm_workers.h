@@ -87,8 +87,9 @@ class SlurmWorkers : public Workers {
   absl::Status CheckFits(const std::string& job_id, const WorkerSpec& spec, int ranks) override;
 
   // After a restart: the job's worker is Slurm job `slurm_id`, submitted
-  // by an earlier fjordd; its next squeue line says what became of it.
-  void Adopt(const std::string& job_id, const std::string& slurm_id);
+  // by an earlier fjordd (`running`: the job was running then); its next
+  // squeue line says what became of it.
+  void Adopt(const std::string& job_id, const std::string& slurm_id, bool running);
 
   // The report socket, the ZAP socket and the squeue thread's wake-up pipe.
   void AddPollItems(std::vector<zmq::pollitem_t>* items) const;
@@ -150,6 +151,7 @@ class SlurmWorkers : public Workers {
   int wake_pipe_[2] = {-1, -1};
   std::thread thread_;
   int64_t last_error_log_ms_ = -1;
+  int64_t last_refusal_log_ms_ = -1;
 };
 
 }  // namespace fjord::daemon

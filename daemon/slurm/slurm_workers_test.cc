@@ -208,7 +208,7 @@ TEST_F(SlurmWorkersTest, ASilentRunningJobIsCancelledAfterTheHeartbeatTimeout) {
 }
 
 TEST_F(SlurmWorkersTest, AnAdoptedJobSlurmForgotEndsWithAClearCause) {
-  workers_->Adopt("job-4", "555");
+  workers_->Adopt("job-4", "555", /*running=*/true);
   std::optional<WorkerUpdate> ended = WaitFor(WorkerUpdate::Kind::kExited, "job-4");
   ASSERT_TRUE(ended);
   EXPECT_THAT(ended->detail, HasSubstr("Slurm no longer knows job 555"));

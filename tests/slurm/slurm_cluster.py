@@ -3,6 +3,7 @@
 slurmctld and slurmd with their own config, ports, state and socket in a
 temporary directory; every daemon is stopped by its PID at the end."""
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -47,7 +48,15 @@ def stop(procs):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """munged + slurmctld + slurmd on this host; yields the environment for the client commands."""
+    """The cluster of start_cluster for one test module."""
+    with start_cluster() as c:
+        yield c
+
+
+@contextlib.contextmanager
+def start_cluster():
+    """munged + slurmctld + slurmd on this host; yields the environment for
+    the client commands (SLURM_CONF) and the cluster's directory."""
     # Outside pytest's 0700 tree: munged runs as user munge and must reach it.
     d = pathlib.Path(tempfile.mkdtemp(prefix="fjord-slurm-"))
     for sub in ("munge", "state", "spool", "log"):

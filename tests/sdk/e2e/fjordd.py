@@ -62,7 +62,8 @@ def require_trainer() -> None:
 class Fjordd:
     def __init__(self, worker=FAKE_WORKER, models: Optional[dict] = None, heartbeat_interval_ms: int = 500,
                  cpu_slots: int = 1, extra_worker_args: Optional[list] = None, limits: Optional[dict] = None,
-                 executor: Optional[dict] = None, worker_env: Optional[dict] = None):
+                 executor: Optional[dict] = None, worker_env: Optional[dict] = None,
+                 scheduler: Optional[dict] = None):
         require(FJORDD, worker)
         self.dir = tempfile.mkdtemp(prefix="fjord-e2e-", dir="/tmp")  # short: worker ipc sockets live here
         for d in ("state", "storage", "keys", "models", "home"):
@@ -102,7 +103,7 @@ class Fjordd:
                          "keys_file": os.path.join(k, "clients.yaml")},
             "models": models,
             "worker": {"program": str(worker), "args": extra_worker_args or [], "env": worker_env or {}},
-            "scheduler": {"gpus": [], "cpu_slots": cpu_slots},
+            "scheduler": {"gpus": [], "cpu_slots": cpu_slots, **(scheduler or {})},
             "limits": {"heartbeat_interval_ms": heartbeat_interval_ms, **(limits or {})},
             "metrics": {"listen": ""},
             "logging": {"level": "info", "file": self.log},
