@@ -17,6 +17,24 @@ using Json = nlohmann::json;
 
 constexpr char kLlamaArch[] = "LlamaForCausalLM";
 constexpr char kQwen2Arch[] = "Qwen2ForCausalLM";
+constexpr char kQwen3Arch[] = "Qwen3ForCausalLM";
+
+// Each supported family: its architecture and model_type names.
+struct FamilyName {
+  ModelFamily family;
+  const char* architecture;
+  const char* model_type;
+};
+constexpr FamilyName kFamilies[] = {{ModelFamily::kLlama, kLlamaArch, "llama"},
+                                    {ModelFamily::kQwen2, kQwen2Arch, "qwen2"},
+                                    {ModelFamily::kQwen3, kQwen3Arch, "qwen3"}};
+
+const FamilyName& NamesOf(ModelFamily f) {
+  for (const FamilyName& n : kFamilies) {
+    if (n.family == f) return n;
+  }
+  return kFamilies[0];
+}
 
 // A short rendering of a JSON value for error messages.
 std::string Show(const Json& v) {
@@ -138,42 +156,42 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       names.push_back(a.get<std::string>());
     }
     for (const std::string& n : names) {
-      if (n == kLlamaArch) from_arch = ModelFamily::kLlama;
-      if (n == kQwen2Arch) from_arch = ModelFamily::kQwen2;
+      for (const FamilyName& f : kFamilies) {
+        if (n == f.architecture) from_arch = f.family;
+      }
       if (from_arch.has_value()) break;
     }
     if (!from_arch.has_value()) {
-      return FieldError(
-          "architectures",
-          absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
-                       "' is not supported; supported: ", kLlamaArch, ", ", kQwen2Arch));
+      return FieldError("architectures",
+                        absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
+                                     "' is not supported; supported: ", kLlamaArch, ", ",
+                                     kQwen2Arch, ", ", kQwen3Arch));
     }
   }
   FJORD_ASSIGN_OR_RETURN(std::optional<std::string> model_type,
                          GetString(root, "model_type", "model_type"));
   std::optional<ModelFamily> from_type;
   if (model_type.has_value()) {
-    if (*model_type == "llama") {
-      from_type = ModelFamily::kLlama;
-    } else if (*model_type == "qwen2") {
-      from_type = ModelFamily::kQwen2;
-    } else {
-      return FieldError("model_type", absl::StrCat("model type '", *model_type,
-                                                   "' is not supported; supported: llama, qwen2"));
+    for (const FamilyName& f : kFamilies) {
+      if (*model_type == f.model_type) from_type = f.family;
+    }
+    if (!from_type.has_value()) {
+      return FieldError("model_type",
+                        absl::StrCat("model type '", *model_type,
+                                     "' is not supported; supported: llama, qwen2, qwen3"));
     }
   }
   if (!from_arch.has_value() && !from_type.has_value()) {
     return FieldError("architectures", "is required (or 'model_type')");
   }
   if (from_arch.has_value() && from_type.has_value() && *from_arch != *from_type) {
-    return FieldError(
-        "model_type",
-        absl::StrCat("'", *model_type, "' does not match architectures (",
-                     *from_arch == ModelFamily::kLlama ? kLlamaArch : kQwen2Arch, ")"));
+    return FieldError("model_type",
+                      absl::StrCat("'", *model_type, "' does not match architectures (",
+                                   NamesOf(*from_arch).architecture, ")"));
   }
   c.family = from_arch.has_value() ? *from_arch : *from_type;
-  c.architecture = c.family == ModelFamily::kLlama ? kLlamaArch : kQwen2Arch;
-  c.model_type = c.family == ModelFamily::kLlama ? "llama" : "qwen2";
+  c.architecture = NamesOf(c.family).architecture;
+  c.model_type = NamesOf(c.family).model_type;
   return absl::OkStatus();
 }
 
@@ -355,11 +373,19 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
     c.qkv_bias = attention_bias.value_or(false);
     c.o_proj_bias = c.qkv_bias;
     c.mlp_bias = mlp_bias.value_or(false);
+  } else if (c.family == ModelFamily::kQwen3) {
+    // Qwen3's attention_bias covers q, k, v and o alike; its MLP has none.
+    c.qkv_bias = attention_bias.value_or(false);
+    c.o_proj_bias = c.qkv_bias;
+    c.mlp_bias = false;
+    c.qk_norm = true;
   } else {
     // Qwen2's modeling code hard-codes its biases and ignores these fields.
     c.qkv_bias = true;
     c.o_proj_bias = false;
     c.mlp_bias = false;
+  }
+  if (!llama) {
     FJORD_ASSIGN_OR_RETURN(std::optional<bool> sliding, GetBool(root, "use_sliding_window"));
     if (sliding.value_or(false)) {
       return FieldError("use_sliding_window", "sliding-window attention is not supported");
@@ -413,8 +439,9 @@ ModelConfig::ParameterCount ModelConfig::CountParameters() const {
   n.decoder_linear = num_hidden_layers * (2 * h * q + 2 * h * kv + 3 * h * i);
   const int64_t biases =
       (qkv_bias ? q + 2 * kv : 0) + (o_proj_bias ? h : 0) + (mlp_bias ? 2 * i + h : 0);
-  n.other =
-      vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * (2 * h + biases) + h;
+  const int64_t head_norms = qk_norm ? 2 * head_dim : 0;
+  n.other = vocab_size * h * (tie_word_embeddings ? 1 : 2) +
+            num_hidden_layers * (2 * h + biases + head_norms) + h;
   return n;
 }
 
@@ -472,8 +499,14 @@ absl::Status ModelConfig::Validate() const {
   if (family == ModelFamily::kQwen2 && (!qkv_bias || o_proj_bias || mlp_bias)) {
     return FieldError("attention_bias", "Qwen2 has q/k/v biases and no o_proj or MLP biases");
   }
-  if (family == ModelFamily::kLlama && qkv_bias != o_proj_bias) {
-    return FieldError("attention_bias", "Llama's attention_bias covers q, k, v and o_proj alike");
+  if ((family == ModelFamily::kLlama || family == ModelFamily::kQwen3) && qkv_bias != o_proj_bias) {
+    return FieldError("attention_bias", "attention_bias covers q, k, v and o_proj alike");
+  }
+  if (qk_norm != (family == ModelFamily::kQwen3)) {
+    return FieldError("architectures", "q_norm and k_norm belong to Qwen3, and Qwen3 has them");
+  }
+  if (family == ModelFamily::kQwen3 && mlp_bias) {
+    return FieldError("mlp_bias", "Qwen3's MLP has no biases");
   }
   if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
     return FieldError("dtype", absl::StrCat("dtype '", dtype, "' is not supported"));
@@ -504,8 +537,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path, Env* 
 std::string ModelConfig::ToJson() const {
   nlohmann::ordered_json j;
   const bool llama = family == ModelFamily::kLlama;
-  j["architectures"] = {llama ? kLlamaArch : kQwen2Arch};
-  j["model_type"] = llama ? "llama" : "qwen2";
+  j["architectures"] = {NamesOf(family).architecture};
+  j["model_type"] = NamesOf(family).model_type;
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
   j["intermediate_size"] = intermediate_size;
@@ -521,6 +554,8 @@ std::string ModelConfig::ToJson() const {
   if (llama) {
     j["attention_bias"] = qkv_bias;
     j["mlp_bias"] = mlp_bias;
+  } else if (family == ModelFamily::kQwen3) {
+    j["attention_bias"] = qkv_bias;
   }
   nlohmann::ordered_json rope;
   rope["rope_theta"] = rope_theta;

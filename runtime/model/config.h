@@ -5,9 +5,9 @@
 //   FJORD_ASSIGN_OR_RETURN(model::ModelConfig cfg, model::ModelConfig::FromFile(dir +
 //   "/config.json"));
 //
-// Supported architectures: LlamaForCausalLM (model_type "llama") and
-// Qwen2ForCausalLM (model_type "qwen2"). RoPE: default, linear and llama3
-// scaling.
+// Supported architectures: LlamaForCausalLM (model_type "llama"),
+// Qwen2ForCausalLM ("qwen2") and Qwen3ForCausalLM ("qwen3"). RoPE: default,
+// linear and llama3 scaling.
 #ifndef FJORD_RUNTIME_MODEL_CONFIG_H_
 #define FJORD_RUNTIME_MODEL_CONFIG_H_
 
@@ -26,6 +26,8 @@ namespace fjord::model {
 enum class ModelFamily {
   kLlama,  // LlamaForCausalLM: q,k,v,o biases iff attention_bias; MLP biases iff mlp_bias
   kQwen2,  // Qwen2ForCausalLM: q,k,v biases always, o_proj and MLP never
+  kQwen3,  // Qwen3ForCausalLM: RMSNorm of each head's q and k (q_norm, k_norm) before
+           // RoPE; q,k,v,o biases iff attention_bias; no MLP biases
 };
 
 enum class RopeType {
@@ -47,8 +49,8 @@ struct RopeScaling {
 
 struct ModelConfig {
   ModelFamily family = ModelFamily::kLlama;
-  std::string architecture;  // "LlamaForCausalLM" or "Qwen2ForCausalLM"
-  std::string model_type;    // "llama" or "qwen2"
+  std::string architecture;  // "LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"
+  std::string model_type;    // "llama", "qwen2", "qwen3"
 
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -60,7 +62,7 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
-  int64_t max_position_embeddings = 2048;  // default: 2048 (llama), 32768 (qwen2)
+  int64_t max_position_embeddings = 2048;  // default: 2048 (llama), 32768 (qwen2, qwen3)
   bool tie_word_embeddings = false;
   double attention_dropout = 0.0;  // applied in training mode only
 
@@ -69,6 +71,9 @@ struct ModelConfig {
   bool qkv_bias = false;
   bool o_proj_bias = false;
   bool mlp_bias = false;
+  // Qwen3: self_attn.q_norm and k_norm, RMSNorm over head_dim applied to
+  // every head of q and k before RoPE (weights of head_dim each).
+  bool qk_norm = false;
 
   // "float32", "bfloat16", "float16" (from "dtype" or "torch_dtype"); empty
   // if the config names none.

@@ -162,6 +162,47 @@ TEST(ModelConfigTest, ParsesTransformersV5Qwen2) {
   EXPECT_TRUE(c->eos_token_ids.empty());
 }
 
+// Qwen3-0.6B's config.json as published (../shared/models/qwen3-0.6b).
+constexpr char kQwen3_0_6B[] = R"({
+  "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+  "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+  "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+  "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
+  "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+  "use_cache": true, "use_sliding_window": false, "vocab_size": 151936})";
+
+TEST(ModelConfigTest, ParsesQwen3) {
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(kQwen3_0_6B, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen3);
+  EXPECT_EQ(c->architecture, "Qwen3ForCausalLM");
+  EXPECT_EQ(c->model_type, "qwen3");
+  EXPECT_TRUE(c->qk_norm);
+  EXPECT_FALSE(c->qkv_bias);
+  EXPECT_FALSE(c->o_proj_bias);
+  EXPECT_FALSE(c->mlp_bias);
+  EXPECT_EQ(c->head_dim, 128);  // explicit: not hidden_size / heads (64)
+  EXPECT_EQ(c->q_size(), 2048);
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_EQ(c->max_position_embeddings, 40960);
+  // transformers' Qwen3ForCausalLM of this config: 596,049,920 parameters.
+  EXPECT_EQ(c->CountParameters().total(), 596049920);
+  // Written back, transformers reads the same architecture.
+  absl::StatusOr<ModelConfig> again = ModelConfig::FromJson(c->ToJson(), "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->family, ModelFamily::kQwen3);
+  EXPECT_TRUE(again->qk_norm);
+  EXPECT_EQ(again->head_dim, 128);
+  // Its sliding window is refused, not ignored.
+  Json j = Json::parse(kQwen3_0_6B);
+  j["use_sliding_window"] = true;
+  absl::StatusOr<ModelConfig> sliding = Parse(j);
+  ASSERT_FALSE(sliding.ok());
+  EXPECT_THAT(sliding.status().message(), HasSubstr("use_sliding_window"));
+}
+
 TEST(ModelConfigTest, DefaultsForAbsentFields) {
   absl::StatusOr<ModelConfig> c = Parse(MinimalV4());
   ASSERT_TRUE(c.ok()) << c.status();

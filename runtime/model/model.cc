@@ -147,11 +147,14 @@ Tensor RmsNormModule::forward(const Tensor& x) { return kernels::RmsNorm(x, weig
 
 Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
                      std::shared_ptr<LinearBase> k, std::shared_ptr<LinearBase> v,
-                     std::shared_ptr<LinearBase> o)
+                     std::shared_ptr<LinearBase> o, std::shared_ptr<RmsNormModule> qn,
+                     std::shared_ptr<RmsNormModule> kn)
     : q_proj(std::move(q)),
       k_proj(std::move(k)),
       v_proj(std::move(v)),
       o_proj(std::move(o)),
+      q_norm(std::move(qn)),
+      k_norm(std::move(kn)),
       num_heads_(config.num_attention_heads),
       num_kv_heads_(config.num_key_value_heads),
       head_dim_(config.head_dim),
@@ -160,6 +163,8 @@ Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
   register_module("k_proj", k_proj);
   register_module("v_proj", v_proj);
   register_module("o_proj", o_proj);
+  if (q_norm) register_module("q_norm", q_norm);
+  if (k_norm) register_module("k_norm", k_norm);
 }
 
 AttentionLayout AttentionLayout::FromSegments(const Tensor& segment_ids,
@@ -261,8 +266,12 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
   const int64_t b = x.size(0);
   const int64_t t = x.size(1);
   std::vector<Tensor> qkv = ForwardShared({q_proj.get(), k_proj.get(), v_proj.get()}, x);
-  Tensor q = qkv[0].view({b, t, num_heads_, head_dim_}).transpose(1, 2);     // (B, Hq, T, D)
-  Tensor k = qkv[1].view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
+  Tensor q = qkv[0].view({b, t, num_heads_, head_dim_});     // (B, T, Hq, D)
+  Tensor k = qkv[1].view({b, t, num_kv_heads_, head_dim_});  // (B, T, Hk, D)
+  if (q_norm) q = q_norm->forward(q);  // Qwen3: each head normalised over D, before RoPE
+  if (k_norm) k = k_norm->forward(k);
+  q = q.transpose(1, 2);                                                     // (B, Hq, T, D)
+  k = k.transpose(1, 2);                                                     // (B, Hk, T, D)
   Tensor v = qkv[2].view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
   qkv.clear();
   std::tie(q, k) = kernels::ApplyRope(q, k, cos, sin);
@@ -361,7 +370,13 @@ CausalLM::CausalLM(
         c, linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias),
         linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
         linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
-        linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias));
+        linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias),
+        c.qk_norm ? std::make_shared<RmsNormModule>(
+                        weight(p + ".self_attn.q_norm.weight", {c.head_dim}), c.rms_norm_eps)
+                  : nullptr,
+        c.qk_norm ? std::make_shared<RmsNormModule>(
+                        weight(p + ".self_attn.k_norm.weight", {c.head_dim}), c.rms_norm_eps)
+                  : nullptr);
     auto mlp = std::make_shared<Mlp>(
         linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
         linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),

@@ -88,17 +88,21 @@ torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tens
                                        const std::vector<std::vector<int64_t>>& segment_lengths,
                                        double dropout);
 
-// self_attn: q_proj, k_proj, v_proj, o_proj.
+// self_attn: q_proj, k_proj, v_proj, o_proj; with Qwen3's q_norm and
+// k_norm (RMSNorm of each head's q and k, before RoPE) when given.
 class Attention : public torch::nn::Module {
  public:
   Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q, std::shared_ptr<LinearBase> k,
-            std::shared_ptr<LinearBase> v, std::shared_ptr<LinearBase> o);
+            std::shared_ptr<LinearBase> v, std::shared_ptr<LinearBase> o,
+            std::shared_ptr<RmsNormModule> q_norm = nullptr,
+            std::shared_ptr<RmsNormModule> k_norm = nullptr);
   // x: (B, T, C); cos, sin: (B, T, D) fp32; layout: who attends to whom
   // (default: causal rows). Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const AttentionLayout& layout = {});
 
   std::shared_ptr<LinearBase> q_proj, k_proj, v_proj, o_proj;
+  std::shared_ptr<RmsNormModule> q_norm, k_norm;  // null but for Qwen3
 
  private:
   int64_t num_heads_, num_kv_heads_, head_dim_;

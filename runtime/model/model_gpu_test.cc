@@ -38,9 +38,14 @@ using torch::Tensor;
 ModelConfig SmallConfig(ModelFamily family) {
   ModelConfig c;
   c.family = family;
-  c.architecture = family == ModelFamily::kLlama ? "LlamaForCausalLM" : "Qwen2ForCausalLM";
-  c.model_type = family == ModelFamily::kLlama ? "llama" : "qwen2";
+  c.architecture = family == ModelFamily::kLlama   ? "LlamaForCausalLM"
+                   : family == ModelFamily::kQwen2 ? "Qwen2ForCausalLM"
+                                                   : "Qwen3ForCausalLM";
+  c.model_type = family == ModelFamily::kLlama   ? "llama"
+                 : family == ModelFamily::kQwen2 ? "qwen2"
+                                                 : "qwen3";
   c.qkv_bias = family == ModelFamily::kQwen2;
+  c.qk_norm = family == ModelFamily::kQwen3;  // the fused RMSNorm over each head (D 32)
   c.vocab_size = 1000;
   c.hidden_size = 256;
   c.intermediate_size = 512;
@@ -79,7 +84,7 @@ Tensor Positions(const Tensor& ids) {
 }
 
 TEST_F(ModelGpuTest, CudaMatchesCpu) {
-  for (ModelFamily f : {ModelFamily::kLlama, ModelFamily::kQwen2}) {
+  for (ModelFamily f : {ModelFamily::kLlama, ModelFamily::kQwen2, ModelFamily::kQwen3}) {
     const ModelConfig c = SmallConfig(f);
     auto cpu = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 1);
     auto gpu = CausalLM::RandomInit(c, torch::kFloat32, torch::kCUDA, 1);

@@ -235,6 +235,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const 
     linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias);
     linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias);
     linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias);
+    if (c.qk_norm) {
+      out.push_back({p + ".self_attn.q_norm.weight", {c.head_dim}});
+      out.push_back({p + ".self_attn.k_norm.weight", {c.head_dim}});
+    }
     linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
     linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias);
     linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);

@@ -59,6 +59,16 @@ ModelConfig TinyQwen2() {
   return c;
 }
 
+ModelConfig TinyQwen3() {
+  ModelConfig c = TinyLlama();
+  c.family = ModelFamily::kQwen3;
+  c.architecture = "Qwen3ForCausalLM";
+  c.model_type = "qwen3";
+  c.qk_norm = true;
+  c.head_dim = 12;  // explicit, not hidden / heads (8)
+  return c;
+}
+
 Tensor Ids(std::vector<std::vector<int64_t>> rows) {
   const int64_t b = static_cast<int64_t>(rows.size());
   const int64_t t = static_cast<int64_t>(rows[0].size());
@@ -132,6 +142,25 @@ TEST(CausalLMTest, Qwen2HasQkvBiasesOnly) {
   EXPECT_THAT(params["model.layers.0.self_attn.k_proj.bias"].sizes(), ElementsAre(16));
 }
 
+TEST(CausalLMTest, Qwen3NormsEachHeadsQueryAndKey) {
+  const ModelConfig c = TinyQwen3();
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 1);
+  auto params = lm->named_parameters();
+  EXPECT_THAT(params["model.layers.1.self_attn.q_norm.weight"].sizes(), ElementsAre(12));
+  EXPECT_THAT(params["model.layers.1.self_attn.k_norm.weight"].sizes(), ElementsAre(12));
+  EXPECT_FALSE(params["model.layers.1.self_attn.q_norm.weight"].requires_grad());  // frozen
+  EXPECT_THAT(params["model.layers.0.self_attn.q_proj.weight"].sizes(), ElementsAre(48, 32));
+  EXPECT_FALSE(params.contains("model.layers.0.self_attn.q_proj.bias"));
+  // The norms act: doubling k_norm's scale changes the hidden states (q's and k's
+  // scale enters the attention scores).
+  const Tensor ids = Ids({{3, 7, 1, 9, 4}});
+  torch::NoGradGuard g;
+  const Tensor before = lm->Hidden(ids, Positions(ids), Tensor());
+  params["model.layers.0.self_attn.k_norm.weight"].mul_(2.0);
+  const Tensor after = lm->Hidden(ids, Positions(ids), Tensor());
+  EXPECT_GT((after - before).abs().max().item<double>(), 1e-4);
+}
+
 TEST(CausalLMTest, LlamaAttentionAndMlpBias) {
   ModelConfig c = TinyLlama();
   c.qkv_bias = c.o_proj_bias = c.mlp_bias = true;
@@ -160,7 +189,7 @@ TEST(CausalLMTest, TiedEmbeddingsShareStorage) {
 }
 
 TEST(CausalLMTest, ConfigParameterCountsEqualTheCheckpointsTensors) {
-  for (ModelConfig c : {TinyLlama(), TinyQwen2()}) {
+  for (ModelConfig c : {TinyLlama(), TinyQwen2(), TinyQwen3()}) {
     for (bool tied : {false, true}) {
       c.tie_word_embeddings = tied;
       int64_t linear = 0, total = 0;

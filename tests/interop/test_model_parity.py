@@ -1,6 +1,6 @@
 """runtime/model against transformers' eager forward.
 
-Tiny random Llama and Qwen2 models are built with the venv's transformers,
+Tiny random Llama, Qwen2 and Qwen3 models are built with the venv's transformers,
 saved with save_pretrained (one model.safetensors, or sharded through
 max_shard_size; float32 or bfloat16), and run through
 `//runtime/model:model_tool logits`; its logits must match
@@ -30,7 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -63,6 +63,13 @@ CASES = {
         **COMMON, rope_theta=1000000.0, tie_word_embeddings=False)),
     # Qwen2 tied (as the small Qwen2 checkpoints are).
     "qwen2_tied": lambda: (Qwen2ForCausalLM, Qwen2Config(**COMMON, tie_word_embeddings=True)),
+    # Qwen3: RMSNorm of each head's q and k before RoPE, an explicit head_dim
+    # of 24 (not hidden / heads = 16), theta 1e6, untied.
+    "qwen3": lambda: (Qwen3ForCausalLM, Qwen3Config(
+        **{**COMMON, "head_dim": 24}, rope_theta=1000000.0, tie_word_embeddings=False)),
+    # Qwen3 tied (the 0.6B-4B checkpoints), with attention_bias (q, k, v and o).
+    "qwen3_tied_bias": lambda: (Qwen3ForCausalLM, Qwen3Config(
+        **COMMON, tie_word_embeddings=True, attention_bias=True)),
 }
 
 
