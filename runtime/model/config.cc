@@ -18,6 +18,7 @@ using Json = nlohmann::json;
 constexpr char kLlamaArch[] = "LlamaForCausalLM";
 constexpr char kQwen2Arch[] = "Qwen2ForCausalLM";
 constexpr char kQwen3Arch[] = "Qwen3ForCausalLM";
+constexpr char kMistralArch[] = "MistralForCausalLM";
 
 // Each supported family: its architecture and model_type names.
 struct FamilyName {
@@ -27,7 +28,8 @@ struct FamilyName {
 };
 constexpr FamilyName kFamilies[] = {{ModelFamily::kLlama, kLlamaArch, "llama"},
                                     {ModelFamily::kQwen2, kQwen2Arch, "qwen2"},
-                                    {ModelFamily::kQwen3, kQwen3Arch, "qwen3"}};
+                                    {ModelFamily::kQwen3, kQwen3Arch, "qwen3"},
+                                    {ModelFamily::kMistral, kMistralArch, "mistral"}};
 
 const FamilyName& NamesOf(ModelFamily f) {
   for (const FamilyName& n : kFamilies) {
@@ -165,7 +167,7 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       return FieldError("architectures",
                         absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
                                      "' is not supported; supported: ", kLlamaArch, ", ",
-                                     kQwen2Arch, ", ", kQwen3Arch));
+                                     kQwen2Arch, ", ", kQwen3Arch, ", ", kMistralArch));
     }
   }
   FJORD_ASSIGN_OR_RETURN(std::optional<std::string> model_type,
@@ -176,9 +178,10 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       if (*model_type == f.model_type) from_type = f.family;
     }
     if (!from_type.has_value()) {
-      return FieldError("model_type",
-                        absl::StrCat("model type '", *model_type,
-                                     "' is not supported; supported: llama, qwen2, qwen3"));
+      return FieldError(
+          "model_type",
+          absl::StrCat("model type '", *model_type,
+                       "' is not supported; supported: llama, qwen2, qwen3, mistral"));
     }
   }
   if (!from_arch.has_value() && !from_type.has_value()) {
@@ -348,7 +351,7 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
   FJORD_ASSIGN_OR_RETURN(std::optional<double> eps,
                          GetDouble(root, "rms_norm_eps", "rms_norm_eps"));
   if (eps.has_value()) c.rms_norm_eps = *eps;
-  c.max_position_embeddings = llama ? 2048 : 32768;
+  c.max_position_embeddings = llama ? 2048 : c.family == ModelFamily::kMistral ? 131072 : 32768;
   FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> max_pos,
                          GetInt(root, "max_position_embeddings", "max_position_embeddings"));
   if (max_pos.has_value()) c.max_position_embeddings = *max_pos;
@@ -373,6 +376,19 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
     c.qkv_bias = attention_bias.value_or(false);
     c.o_proj_bias = c.qkv_bias;
     c.mlp_bias = mlp_bias.value_or(false);
+  } else if (c.family == ModelFamily::kMistral) {
+    // Mistral's modeling code has no biases (and no attention_bias field).
+    c.qkv_bias = c.o_proj_bias = c.mlp_bias = false;
+    if (const Json* w = Find(root, "sliding_window"); w != nullptr && !w->is_null()) {
+      FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> window,
+                             GetInt(root, "sliding_window", "sliding_window"));
+      if (window.has_value() && *window <= 0) {
+        return FieldError(
+            "sliding_window",
+            absl::StrCat("must be a positive number of tokens or null, got ", *window));
+      }
+      c.sliding_window = window.value_or(0);
+    }
   } else if (c.family == ModelFamily::kQwen3) {
     // Qwen3's attention_bias covers q, k, v and o alike; its MLP has none.
     c.qkv_bias = attention_bias.value_or(false);
@@ -385,7 +401,7 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
     c.o_proj_bias = false;
     c.mlp_bias = false;
   }
-  if (!llama) {
+  if (c.family == ModelFamily::kQwen2 || c.family == ModelFamily::kQwen3) {
     FJORD_ASSIGN_OR_RETURN(std::optional<bool> sliding, GetBool(root, "use_sliding_window"));
     if (sliding.value_or(false)) {
       return FieldError("use_sliding_window", "sliding-window attention is not supported");
@@ -508,6 +524,14 @@ absl::Status ModelConfig::Validate() const {
   if (family == ModelFamily::kQwen3 && mlp_bias) {
     return FieldError("mlp_bias", "Qwen3's MLP has no biases");
   }
+  if (family == ModelFamily::kMistral && (qkv_bias || o_proj_bias || mlp_bias)) {
+    return FieldError("attention_bias", "Mistral has no biases");
+  }
+  if (sliding_window < 0 || (sliding_window > 0 && family != ModelFamily::kMistral)) {
+    return FieldError("sliding_window",
+                      absl::StrCat("a window of ", sliding_window,
+                                   " tokens: only Mistral's sliding window is supported"));
+  }
   if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
     return FieldError("dtype", absl::StrCat("dtype '", dtype, "' is not supported"));
   }
@@ -556,6 +580,9 @@ std::string ModelConfig::ToJson() const {
     j["mlp_bias"] = mlp_bias;
   } else if (family == ModelFamily::kQwen3) {
     j["attention_bias"] = qkv_bias;
+  } else if (family == ModelFamily::kMistral) {
+    j["sliding_window"] = sliding_window > 0 ? nlohmann::ordered_json(sliding_window)
+                                             : nlohmann::ordered_json(nullptr);
   }
   nlohmann::ordered_json rope;
   rope["rope_theta"] = rope_theta;

@@ -6,7 +6,8 @@
 //   "/config.json"));
 //
 // Supported architectures: LlamaForCausalLM (model_type "llama"),
-// Qwen2ForCausalLM ("qwen2") and Qwen3ForCausalLM ("qwen3"). RoPE: default,
+// Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3") and
+// MistralForCausalLM ("mistral", with its sliding window). RoPE: default,
 // linear and llama3 scaling.
 #ifndef FJORD_RUNTIME_MODEL_CONFIG_H_
 #define FJORD_RUNTIME_MODEL_CONFIG_H_
@@ -24,10 +25,11 @@
 namespace fjord::model {
 
 enum class ModelFamily {
-  kLlama,  // LlamaForCausalLM: q,k,v,o biases iff attention_bias; MLP biases iff mlp_bias
-  kQwen2,  // Qwen2ForCausalLM: q,k,v biases always, o_proj and MLP never
-  kQwen3,  // Qwen3ForCausalLM: RMSNorm of each head's q and k (q_norm, k_norm) before
-           // RoPE; q,k,v,o biases iff attention_bias; no MLP biases
+  kLlama,    // LlamaForCausalLM: q,k,v,o biases iff attention_bias; MLP biases iff mlp_bias
+  kQwen2,    // Qwen2ForCausalLM: q,k,v biases always, o_proj and MLP never
+  kQwen3,    // Qwen3ForCausalLM: RMSNorm of each head's q and k (q_norm, k_norm) before
+             // RoPE; q,k,v,o biases iff attention_bias; no MLP biases
+  kMistral,  // MistralForCausalLM: no biases; sliding-window attention when sliding_window
 };
 
 enum class RopeType {
@@ -49,8 +51,8 @@ struct RopeScaling {
 
 struct ModelConfig {
   ModelFamily family = ModelFamily::kLlama;
-  std::string architecture;  // "LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"
-  std::string model_type;    // "llama", "qwen2", "qwen3"
+  std::string architecture;  // "LlamaForCausalLM", "Qwen2ForCausalLM", ...
+  std::string model_type;    // "llama", "qwen2", "qwen3", "mistral"
 
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -62,7 +64,8 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
-  int64_t max_position_embeddings = 2048;  // default: 2048 (llama), 32768 (qwen2, qwen3)
+  int64_t max_position_embeddings = 2048;  // default: 2048 (llama), 32768 (qwen2, qwen3),
+                                           // 131072 (mistral)
   bool tie_word_embeddings = false;
   double attention_dropout = 0.0;  // applied in training mode only
 
@@ -74,6 +77,9 @@ struct ModelConfig {
   // Qwen3: self_attn.q_norm and k_norm, RMSNorm over head_dim applied to
   // every head of q and k before RoPE (weights of head_dim each).
   bool qk_norm = false;
+  // Mistral: a token attends to itself and the sliding_window - 1 tokens
+  // before it (transformers' rule); 0 (null in config.json): no window.
+  int64_t sliding_window = 0;
 
   // "float32", "bfloat16", "float16" (from "dtype" or "torch_dtype"); empty
   // if the config names none.

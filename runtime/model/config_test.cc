@@ -203,6 +203,45 @@ TEST(ModelConfigTest, ParsesQwen3) {
   EXPECT_THAT(sliding.status().message(), HasSubstr("use_sliding_window"));
 }
 
+// Mistral-7B-Instruct-v0.1's config.json as published
+// (../shared/models/mistral-7b-instruct-v0.1): a sliding window of 4096.
+constexpr char kMistral7B[] = R"({
+  "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+  "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+  "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+  "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.34.0.dev0",
+  "use_cache": true, "vocab_size": 32000})";
+
+TEST(ModelConfigTest, ParsesMistralAndItsSlidingWindow) {
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(kMistral7B, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kMistral);
+  EXPECT_EQ(c->architecture, "MistralForCausalLM");
+  EXPECT_EQ(c->sliding_window, 4096);
+  EXPECT_FALSE(c->qkv_bias || c->o_proj_bias || c->mlp_bias || c->qk_norm);
+  EXPECT_EQ(c->head_dim, 128);
+  // 7,241,732,096 parameters (Mistral-7B).
+  EXPECT_EQ(c->CountParameters().total(), 7241732096);
+  absl::StatusOr<ModelConfig> again = ModelConfig::FromJson(c->ToJson(), "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->sliding_window, 4096);
+  Json j = Json::parse(kMistral7B);
+  j["sliding_window"] = nullptr;  // v0.2 on: no window
+  j["head_dim"] = 128;
+  j["hidden_size"] = 5120;  // Mistral-Nemo: head_dim is not hidden / heads (160)
+  absl::StatusOr<ModelConfig> nemo = Parse(j);
+  ASSERT_TRUE(nemo.ok()) << nemo.status();
+  EXPECT_EQ(nemo->sliding_window, 0);
+  EXPECT_EQ(nemo->head_dim, 128);
+  EXPECT_EQ(nemo->q_size(), 4096);
+  j["sliding_window"] = 0;
+  absl::StatusOr<ModelConfig> zero = Parse(j);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_THAT(zero.status().message(), HasSubstr("field 'sliding_window'"));
+}
+
 TEST(ModelConfigTest, DefaultsForAbsentFields) {
   absl::StatusOr<ModelConfig> c = Parse(MinimalV4());
   ASSERT_TRUE(c.ok()) << c.status();
@@ -304,11 +343,11 @@ TEST(ModelConfigTest, LlamaBiases) {
 
 TEST(ModelConfigTest, RefusesUnknownArchitectureNamingIt) {
   Json j = MinimalV4();
-  j["architectures"] = {"MistralForCausalLM"};
-  j["model_type"] = "mistral";
-  ExpectInvalid(j, "architectures", "'MistralForCausalLM' is not supported");
+  j["architectures"] = {"Phi3ForCausalLM"};
+  j["model_type"] = "phi3";
+  ExpectInvalid(j, "architectures", "'Phi3ForCausalLM' is not supported");
   j.erase("architectures");
-  ExpectInvalid(j, "model_type", "'mistral' is not supported");
+  ExpectInvalid(j, "model_type", "'phi3' is not supported");
 }
 
 TEST(ModelConfigTest, RefusesMismatchedModelType) {

@@ -89,7 +89,10 @@ torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tens
                                        double dropout);
 
 // self_attn: q_proj, k_proj, v_proj, o_proj; with Qwen3's q_norm and
-// k_norm (RMSNorm of each head's q and k, before RoPE) when given.
+// k_norm (RMSNorm of each head's q and k, before RoPE) when given; with
+// Mistral's sliding window (config.sliding_window) when a row or a packed
+// run is longer than it (shorter ones attend as before: the window cannot
+// matter there).
 class Attention : public torch::nn::Module {
  public:
   Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q, std::shared_ptr<LinearBase> k,
@@ -106,8 +109,15 @@ class Attention : public torch::nn::Module {
 
  private:
   int64_t num_heads_, num_kv_heads_, head_dim_;
+  int64_t window_;  // 0: none
   double dropout_;
 };
+
+// The (B, 1, T, T) bool mask, true = attend, of `layout` (causal rows, runs
+// or its mask) further limited to a sliding window: token i sees token j
+// only when i - j < window. On `device`.
+torch::Tensor SlidingWindowMask(int64_t batch, int64_t length, const AttentionLayout& layout,
+                                int64_t window, const torch::Device& device);
 
 // mlp: gate_proj, up_proj, down_proj with SwiGLU.
 class Mlp : public torch::nn::Module {

@@ -161,6 +161,24 @@ TEST(CausalLMTest, Qwen3NormsEachHeadsQueryAndKey) {
   EXPECT_GT((after - before).abs().max().item<double>(), 1e-4);
 }
 
+TEST(SlidingWindowTest, ATokenSeesItselfAndTheWindowMinusOneBeforeIt) {
+  // Causal rows of 5, window 2.
+  Tensor m = SlidingWindowMask(1, 5, AttentionLayout{}, 2, torch::kCPU);
+  ASSERT_THAT(m.sizes(), ElementsAre(1, 1, 5, 5));
+  EXPECT_TRUE(
+      torch::equal(m[0][0][4].to(torch::kInt64), torch::tensor({0, 0, 0, 1, 1}, torch::kInt64)));
+  EXPECT_TRUE(
+      torch::equal(m[0][0][0].to(torch::kInt64), torch::tensor({1, 0, 0, 0, 0}, torch::kInt64)));
+  // Runs of 3 and 2 in one row, window 2: nothing across the runs.
+  AttentionLayout runs;
+  runs.segment_lengths = {{3, 2}};
+  Tensor r = SlidingWindowMask(1, 5, runs, 2, torch::kCPU);
+  EXPECT_TRUE(
+      torch::equal(r[0][0][2].to(torch::kInt64), torch::tensor({0, 1, 1, 0, 0}, torch::kInt64)));
+  EXPECT_TRUE(
+      torch::equal(r[0][0][3].to(torch::kInt64), torch::tensor({0, 0, 0, 1, 0}, torch::kInt64)));
+}
+
 TEST(CausalLMTest, LlamaAttentionAndMlpBias) {
   ModelConfig c = TinyLlama();
   c.qkv_bias = c.o_proj_bias = c.mlp_bias = true;
@@ -732,13 +750,13 @@ TEST_F(FromPretrainedTest, ConfigAndCheckpointErrorsPassThrough) {
   EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(got.status().message(), HasSubstr("/m/none/config.json"));
 
-  ASSERT_TRUE(env_->CreateDirs("/m/mistral").ok());
-  ASSERT_TRUE(env_->WriteFileAtomic("/m/mistral/config.json",
-                                    R"({"architectures": ["MistralForCausalLM"], "vocab_size": 8})")
+  ASSERT_TRUE(env_->CreateDirs("/m/phi3").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic("/m/phi3/config.json",
+                                    R"({"architectures": ["Phi3ForCausalLM"], "vocab_size": 8})")
                   .ok());
-  got = Load("/m/mistral");
+  got = Load("/m/phi3");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(got.status().message(), HasSubstr("'MistralForCausalLM' is not supported"));
+  EXPECT_THAT(got.status().message(), HasSubstr("'Phi3ForCausalLM' is not supported"));
 
   ModelConfig c = TinyLlama();
   ASSERT_TRUE(env_->CreateDirs("/m/noweights").ok());

@@ -27,7 +27,8 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -46,6 +47,10 @@ def make_base(arch, tmp, seed=0):
         model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=False))
     elif arch == "llama_tied":
         model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))
+    elif arch == "qwen3":
+        model = Qwen3ForCausalLM(Qwen3Config(**COMMON, tie_word_embeddings=True))
+    elif arch == "mistral":  # a window of 4 over rows of 10
+        model = MistralForCausalLM(MistralConfig(**COMMON, sliding_window=4, tie_word_embeddings=False))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**COMMON, tie_word_embeddings=False))
     g = torch.Generator().manual_seed(seed)
@@ -105,7 +110,7 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral"])
 @pytest.mark.parametrize("case", sorted(CONFIGS))
 def test_peft_adapter_in_fjord(tmp_path, arch, case):
     base = make_base(arch, tmp_path)
@@ -124,7 +129,7 @@ def test_peft_adapter_in_fjord(tmp_path, arch, case):
     assert (base_logits - ref).abs().max().item() > 100 * TOL
 
 
-@pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen2", "qwen3", "mistral"])
 def test_merged_export_loads_in_transformers(tmp_path, arch):
     base = make_base(arch, tmp_path)
     adapter, ref = peft_adapter(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"), tmp_path)

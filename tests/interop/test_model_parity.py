@@ -1,6 +1,6 @@
 """runtime/model against transformers' eager forward.
 
-Tiny random Llama, Qwen2 and Qwen3 models are built with the venv's transformers,
+Tiny random Llama, Qwen2, Qwen3 and Mistral models are built with the venv's transformers,
 saved with save_pretrained (one model.safetensors, or sharded through
 max_shard_size; float32 or bfloat16), and run through
 `//runtime/model:model_tool logits`; its logits must match
@@ -30,7 +30,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -67,6 +68,13 @@ CASES = {
     # of 24 (not hidden / heads = 16), theta 1e6, untied.
     "qwen3": lambda: (Qwen3ForCausalLM, Qwen3Config(
         **{**COMMON, "head_dim": 24}, rope_theta=1000000.0, tie_word_embeddings=False)),
+    # Mistral with a sliding window of 8 tokens over rows of 40 (and packed
+    # runs of up to 25): the windowed path, against transformers' own mask.
+    "mistral_window": lambda: (MistralForCausalLM, MistralConfig(
+        **COMMON, rope_theta=1000000.0, sliding_window=8, tie_word_embeddings=False)),
+    # Mistral without a window (v0.2 on), an explicit head_dim as Mistral-Nemo has.
+    "mistral_nowindow": lambda: (MistralForCausalLM, MistralConfig(
+        **{**COMMON, "head_dim": 24}, sliding_window=None, tie_word_embeddings=False)),
     # Qwen3 tied (the 0.6B-4B checkpoints), with attention_bias (q, k, v and o).
     "qwen3_tied_bias": lambda: (Qwen3ForCausalLM, Qwen3Config(
         **COMMON, tie_word_embeddings=True, attention_bias=True)),
@@ -173,7 +181,7 @@ def test_bf16_checkpoint(case, sharded, tmp_path):
     assert pair <= BF16_PAIR_TOL, f"{case}: bf16 fjord vs transformers max abs diff {pair}"
 
 
-@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2"])
+@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2", "mistral_window"])
 def test_packed_rows_match_separate_forwards(case, tmp_path):
     model_dir = save(build_model(case, seed=5), tmp_path / "model", torch.float32, False)
     g = torch.Generator().manual_seed(6)
@@ -206,13 +214,13 @@ def test_packed_rows_match_separate_forwards(case, tmp_path):
 
 
 def test_unknown_architecture_is_refused(tmp_path):
-    cfg = MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                        num_attention_heads=4, num_key_value_heads=2)
-    MistralForCausalLM(cfg).save_pretrained(tmp_path / "mistral")
-    proc = run_tool("logits", "--model", tmp_path / "mistral", "--ids", "1,2,3", "--out",
+    cfg = Phi3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                     num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
+    Phi3ForCausalLM(cfg).save_pretrained(tmp_path / "phi3")
+    proc = run_tool("logits", "--model", tmp_path / "phi3", "--ids", "1,2,3", "--out",
                     tmp_path / "out.safetensors", check=False)
     assert proc.returncode == 1, proc.stderr
-    assert "MistralForCausalLM" in proc.stderr
+    assert "Phi3ForCausalLM" in proc.stderr
     assert "is not supported" in proc.stderr
     assert "config.json" in proc.stderr
     assert not (tmp_path / "out.safetensors").exists()
