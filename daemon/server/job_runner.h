@@ -3,6 +3,8 @@
 // report into job progress, and applies what their ends mean
 // (daemon/worker/exit_policy.h) through the job lifecycle.
 //
+// The Slurm executor's half (submission, Slurm's states) is in job_runner_cluster.cc.
+//
 // Not thread-safe: the server loop owns it.
 #ifndef FJORD_DAEMON_SERVER_JOB_RUNNER_H_
 #define FJORD_DAEMON_SERVER_JOB_RUNNER_H_
