@@ -8,6 +8,7 @@
 //       [--warmup 2] [--device cpu|cuda] [--dtype float32|bfloat16]
 //       [--threads N] [--checkpointing] [--kernels auto|fused|reference]
 //       [--quantization none|nf4]   (nf4: the base's decoder linear weights in 4 bits)
+//       [--segments K]   (packed rows: K sequences per row, attention per sequence)
 //       [--profile]   (per-phase times on stderr)
 //
 // Prints one JSON line: {"tokens_per_s", "tokens_per_cpu_s", "peak_bytes",
@@ -78,9 +79,9 @@ int Fail(const std::string& message) {
 
 int Main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {
-      {"batch", "8"},      {"seq", "256"},          {"rank", "16"},       {"steps", "6"},
-      {"warmup", "2"},     {"device", "cpu"},       {"dtype", "float32"}, {"threads", "0"},
-      {"kernels", "auto"}, {"quantization", "none"}};
+      {"batch", "8"},      {"seq", "256"},           {"rank", "16"},       {"steps", "6"},
+      {"warmup", "2"},     {"device", "cpu"},        {"dtype", "float32"}, {"threads", "0"},
+      {"kernels", "auto"}, {"quantization", "none"}, {"segments", "1"}};
   bool checkpointing = false, profile = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -98,8 +99,9 @@ int Main(int argc, char** argv) {
     std::cerr << "train_bench: --model is required\n";
     return 2;
   }
-  int64_t batch = 0, seq = 0, rank = 0, steps = 0, warmup = 0, threads = 0;
+  int64_t batch = 0, seq = 0, rank = 0, steps = 0, warmup = 0, threads = 0, segments = 1;
   for (auto [name, out] : {std::pair{"batch", &batch},
+                           {"segments", &segments},
                            {"seq", &seq},
                            {"rank", &rank},
                            {"steps", &steps},
@@ -109,6 +111,10 @@ int Main(int argc, char** argv) {
       std::cerr << "train_bench: --" << name << " must be a non-negative integer\n";
       return 2;
     }
+  }
+  if (segments < 1 || segments > seq) {
+    std::cerr << "train_bench: --segments must be in [1, --seq]\n";
+    return 2;
   }
   if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
   const bool cuda = flags["device"] == "cuda";
@@ -150,19 +156,30 @@ int Main(int argc, char** argv) {
   train::AdamW optimizer(params, {});
 
   // The same two batches the Python side draws (torch.randint with a
-  // generator seeded 1), as next-token targets.
+  // generator seeded 1), as next-token targets. With --segments K each row
+  // packs K sequences (K-1 of seq / K tokens, the last takes the rest): the
+  // positions restart and attention stays within each, and the last token of
+  // each predicts nothing, as the Python side's labels say.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
   const int64_t vocab = (*lm)->config().vocab_size;
+  torch::Tensor seg = torch::empty({seq}, torch::kInt64);
+  for (int64_t t = 0; t < seq; ++t) seg[t] = std::min(t / (seq / segments), segments - 1) + 1;
+  seg = seg.unsqueeze(0).expand({batch, seq}).contiguous();  // (B, T), 1-based
+  torch::Tensor ends = torch::cat({seg.narrow(1, 1, seq - 1) != seg.narrow(1, 0, seq - 1),
+                                   torch::ones({batch, 1}, torch::kBool)},
+                                  1);  // (B, T): true at each sequence's last token
   std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
   for (int i = 0; i < 2; ++i) {
     torch::Tensor x = at::randint(0, vocab, {batch, seq}, gen, torch::kInt64);  // (B, T)
     torch::Tensor y =
-        torch::cat({x.narrow(1, 1, seq - 1), torch::full({batch, 1}, -100, torch::kInt64)}, 1);
+        torch::cat({x.narrow(1, 1, seq - 1), torch::zeros({batch, 1}, torch::kInt64)}, 1)
+            .masked_fill(ends, -100);
     batches.emplace_back(x.to(device), y.to(device));
   }
-  torch::Tensor pos =
-      torch::arange(seq, torch::kInt64).unsqueeze(0).expand({batch, seq}).contiguous().to(device);
-  const double trained = static_cast<double>(batch * (seq - 1));
+  torch::Tensor pos = model::PositionsFromSegments(seg).to(device);
+  // Undefined for one sequence per row: the plain causal path, as before.
+  const torch::Tensor segment_ids = segments > 1 ? seg : torch::Tensor();
+  const double trained = static_cast<double>(batch * (seq - segments));
 #if FJORD_KERNELS_FUSED
   // As the Python side: the peak of the training steps (weights, adapters,
   // batches and what the steps allocate), not of loading or the self-test.
@@ -187,7 +204,7 @@ int Main(int argc, char** argv) {
       last = now;
       return s;
     };
-    torch::Tensor hidden = (*lm)->Hidden(x, pos, torch::Tensor());  // (B, T, C)
+    torch::Tensor hidden = (*lm)->Hidden(x, pos, segment_ids);  // (B, T, C)
     const double t_forward = lap();
     torch::Tensor loss = (*lm)->LossSum(hidden, y) / trained;
     const double t_loss = lap();

@@ -9,7 +9,9 @@ What a GPU run of the benchmark depends on, checked here on the CPU:
     checkpointing off and on — the random checkpoint, each side in its own
     process (transformers + peft with SDPA and with eager attention, fjord's
     //lora/cli:train_bench), Liger and Unsloth skipped with their reasons
-    where they cannot run, the correctness guard, the JSON and both tables;
+    where they cannot run, the correctness guard, the JSON and the tables,
+    with packed rows (fjord's per-sequence attention against transformers'
+    mask from restarting position ids) as the second table;
   * the Qwen2 layout (q/k/v biases) through make, transformers and fjord;
   * the correctness guard's bounds, its verdict on a diverging side, the
     max-batch search and e2e_gpu.sh's plan (--estimate: nothing runs).
@@ -114,7 +116,8 @@ def test_the_dry_run_runs_every_side_with_checkpointing_off_and_on(dry_run):
     data, _, _ = dry_run
     p = train_bench.PRESETS["cpu-tiny"]
     rows = data["results"]
-    assert [(r["preset"], r["checkpointing"]) for r in rows] == [("cpu-tiny", False), ("cpu-tiny", True)]
+    assert [(r["preset"], r["checkpointing"], r.get("segments", 1)) for r in rows] == [
+        ("cpu-tiny", False, 1), ("cpu-tiny", True, 1), ("cpu-tiny", False, 2), ("cpu-tiny", True, 2)]
     for row in rows:
         assert list(row["impls"]) == list(train_bench.PEERS)
         for impl in ("hf-sdpa", "fjord", "hf-eager"):
@@ -132,8 +135,12 @@ def test_the_dry_run_runs_every_side_with_checkpointing_off_and_on(dry_run):
         assert row["impls"]["hf-eager"]["attn"] == "eager"
     # Checkpointing recomputes; it changes no number.
     for impl in ("hf-sdpa", "fjord"):
-        off, on = (row["impls"][impl]["losses"] for row in rows)
-        assert on == pytest.approx(off, abs=2e-5), impl
+        for pair in (rows[:2], rows[2:]):
+            off, on = (row["impls"][impl]["losses"] for row in pair)
+            assert on == pytest.approx(off, abs=2e-5), impl
+    # Packed rows are another function of the same batches: K-1 fewer targets
+    # per row, positions restarting.
+    assert abs(rows[2]["impls"]["fjord"]["losses"][0] - rows[0]["impls"]["fjord"]["losses"][0]) > 1e-4
 
 
 def test_liger_is_skipped_on_cpu_and_unsloth_where_missing(dry_run):
@@ -168,11 +175,18 @@ def test_the_guard_compares_every_side_with_transformers_sdpa(dry_run):
 def test_the_tables(dry_run):
     _, stdout, md = dry_run
     lines = table_lines(stdout, "cpu-tiny")
-    assert [line[1:3] for line in lines] == [[ck, impl] for ck in ("off", "on") for impl in train_bench.PEERS]
-    sdpa = lines[0]
-    assert sdpa[4] == "1.00x" and sdpa[-1] == "ref"
-    assert "| preset | ckpt | impl | tokens/s | vs hf-sdpa |" in md
-    assert md.count("| cpu-tiny |") == 2 * len(train_bench.PEERS)
+    # The headline, then the packed rows' table under its title.
+    want = [[ck, impl] for ck in ("off", "on") for impl in train_bench.PEERS]
+    assert [line[1:3] for line in lines] == want + want
+    text = stdout.splitlines()
+    title = next(i for i, x in enumerate(text) if x.startswith("Packed rows: 2 sequences per row"))
+    rows_at = [i for i, x in enumerate(text) if x.split()[:1] == ["cpu-tiny"]]
+    assert rows_at[len(want) - 1] < title < rows_at[len(want)]
+    for sdpa in (lines[0], lines[len(want)]):
+        assert sdpa[4] == "1.00x" and sdpa[-1] == "ref"
+    assert md.count("| preset | ckpt | impl | tokens/s | vs hf-sdpa |") == 2
+    assert md.count("| cpu-tiny |") == 4 * len(train_bench.PEERS)
+    assert "Packed rows: 2 sequences per row" in md
     assert "energy not measured: CPU run" in md
 
 
@@ -202,8 +216,8 @@ def test_a_failing_side_is_reported_not_fatal(tmp_path):
     assert "nowhere" in r["error"] and "bazel build //lora/cli:train_bench" in r["error"], r
     row = {"preset": "cpu-tiny", "checkpointing": False, "dtype": "float32", "impls": {"fjord": r}}
     train_bench.apply_guard(row, 10)
-    head, _ = train_bench.tables([row], [])
-    assert head == [["cpu-tiny", "off", "fjord", f"error: {r['error']}"]]
+    head, packed, _ = train_bench.tables([row], [])
+    assert head == [["cpu-tiny", "off", "fjord", f"error: {r['error']}"]] and packed == []
 
 
 def test_the_step_0_bound_separates_bf16_rounding_from_a_missing_mask():
@@ -237,6 +251,66 @@ def test_the_step_0_bound_separates_bf16_rounding_from_a_missing_mask():
     assert abs(unshifted - sdpa) > 2 * first
 
 
+def test_the_packed_rows_sides_agree_and_fjord_gets_its_segments(dry_run):
+    data, _, _ = dry_run
+    for row in data["results"][2:]:
+        assert row["segments"] == 2 and row["guard"]["fjord"]["ok"], row["guard"]
+        f, h = row["impls"]["fjord"]["losses"], row["impls"]["hf-sdpa"]["losses"]
+        assert abs(f[0] - h[0]) < 2e-5
+    # fjord's program was given the segments (its packed path), the unpacked
+    # rows' command has none.
+    p = dict(train_bench.PRESETS["cpu-tiny"], segments=4)
+    args = type("A", (), {"threads": 1})()
+    cmd, _ = train_bench.side_command("fjord", p, "m", False, args, str(BIN_DIR))
+    assert cmd[cmd.index("--segments") + 1] == "4"
+    cmd, _ = train_bench.side_command("fjord", train_bench.PRESETS["cpu-tiny"], "m", False, args, str(BIN_DIR))
+    assert "--segments" not in cmd
+    # Attention over a packed row costs one sequence's span per token.
+    fpt1, _, _ = train_bench.flops_per_token(train_bench.PRESETS["cpu-tiny"])
+    fpt4, _, _ = train_bench.flops_per_token(p)
+    c, L, T = p["hidden"], p["layers"], p["seq"]
+    assert fpt1 - fpt4 == pytest.approx(3 * 2 * L * c * (T - T / 4))
+
+
+def test_transformers_packed_path_is_per_sequence():
+    # The peers' packed rows rest on transformers building a per-sequence mask
+    # from restarting position ids (and no attention mask): with weights large
+    # enough for attention to matter, a packed row's loss equals the separate
+    # sequences' and differs from the same row attended across the boundary.
+    from transformers import masking_utils
+
+    p = dict(train_bench.PRESETS["cpu-tiny"], segments=3)
+    cls, cfg = train_bench.hf_model_class(p), train_bench.hf_config(p)
+    torch.manual_seed(0)
+    model = cls._from_config(cfg, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            prm.fill_(1.0) if name.endswith("norm.weight") else prm.normal_(0.0, 0.3)
+    T = p["seq"]
+    starts = train_bench.segment_starts(T, 3)
+    assert starts == [0, T // 3, 2 * (T // 3)]
+    x = torch.randint(0, p["vocab"], (1, T), generator=torch.Generator().manual_seed(1))
+    pos = torch.cat([torch.arange(b - a) for a, b in zip(starts, starts[1:] + [T])]).unsqueeze(0)
+    y = x.clone()
+    y[:, starts[1:]] = -100
+    with torch.no_grad():
+        # use_cache=False as the harness passes it: with a cache transformers
+        # takes position ids as a continuation and makes no packed mask.
+        packed = model(input_ids=x, labels=y, position_ids=pos, use_cache=False).loss.item()
+        total = 0.0
+        for a, b in zip(starts, starts[1:] + [T]):
+            total += model(input_ids=x[:, a:b], labels=x[:, a:b], use_cache=False).loss.item() * (b - a - 1)
+        separate = total / (T - 3)
+        original = masking_utils.find_packed_sequence_indices
+        try:
+            masking_utils.find_packed_sequence_indices = lambda position_ids: None
+            across = model(input_ids=x, labels=y, position_ids=pos, use_cache=False).loss.item()
+        finally:
+            masking_utils.find_packed_sequence_indices = original
+    assert packed == pytest.approx(separate, abs=1e-5)
+    assert abs(across - packed) > 1e-3, (across, packed)
+
+
 def test_the_guard_reports_a_diverging_side_instead_of_its_speed():
     ok = dict(tokens_per_s=100.0, tokens_per_cpu_s=100.0, peak_bytes=2**30, loss=11.7, mfu=0.4321,
               joules_per_mtok=123456.0)
@@ -251,7 +325,7 @@ def test_the_guard_reports_a_diverging_side_instead_of_its_speed():
     assert row["guard"]["fjord"]["ok"] and "diverged" not in row["impls"]["fjord"]
     assert "at step 0" in row["impls"]["hf-liger"]["diverged"]
     assert "at step 1" in row["impls"]["unsloth"]["diverged"]
-    head, _ = train_bench.tables([row], [])
+    head, _, _ = train_bench.tables([row], [])
     assert head[2][3].startswith("diverged: loss 11.76500 at step 0 against hf-sdpa's 11.76000")
     assert head[1][3:] == ["100.0", "1.00x", "100.0", "1024", "43.2%", "123456", "11.7000", "0.005"]
     # No transformers reference: nothing is judged, and the note says so.
@@ -316,7 +390,7 @@ def test_the_max_batch_table_from_a_search(monkeypatch):
              for impl in ("fjord", "hf-eager", "unsloth")]
     assert found[0]["max_batch"] == 5 and found[0]["peak_bytes"] == 5 * 2**30
     assert "boom" in found[1]["error"] and "not installed" in found[2]["skipped"]
-    _, mb = train_bench.tables([], found)
+    _, _, mb = train_bench.tables([], found)
     assert mb[0] == ["gpu-8b", "on", "fjord", "5", "10240", "5.0", str(found[0]["tries"])]
 
 
@@ -327,9 +401,14 @@ def test_e2e_gpu_sh_plans_the_default_cut(tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith("gpu-8b")]
-    assert [r[1:3] for r in rows] == [["-", "make"]] + [["on", x] for x in ("hf-sdpa", "fjord", "hf-liger", "unsloth")]
+    # The headline's four sides, then the packed rows' (4 sequences of 512).
+    assert [r[1:-2] for r in rows] == [["-", "make", "model"]] + [
+        ["on", x] for x in ("hf-sdpa", "fjord", "hf-liger", "unsloth")] + [
+        ["on", "hf-sdpa", "packed", "x4"], ["on", "fjord", "packed", "x4"]]
     assert "total" in proc.stdout
     full = subprocess.run(["bash", str(REPO / "tools" / "bench" / "e2e_gpu.sh"), "full", "--estimate"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert full.returncode == 0, full.stderr
-    assert sum(line.split()[2:3] == ["hf-eager"] for line in full.stdout.splitlines()) == 6  # 3 shapes x 2
+    lines = [line.split() for line in full.stdout.splitlines()]
+    assert sum(x[2:3] == ["hf-eager"] for x in lines) == 6  # 3 shapes x 2, unpacked rows only
+    assert sorted({x[2] for x in lines if x[3:5] == ["packed", "x4"]}) == ["fjord", "hf-liger", "hf-sdpa"]

@@ -5,9 +5,11 @@
 # docstring says how each number is counted, docs/benchmarks.md what ran).
 #
 #   bash tools/bench/e2e_gpu.sh              # the default cut: Llama-3.1-8B's shape,
-#                                            # checkpointing on, the four sides
+#                                            # checkpointing on, the four sides (packed
+#                                            # rows: transformers SDPA and fjord)
 #   bash tools/bench/e2e_gpu.sh full         # 1B, 8B and Qwen2.5-7B shapes, checkpointing
-#                                            # off and on, every side with eager
+#                                            # off and on, every side with eager (packed
+#                                            # rows: transformers SDPA, fjord, Liger)
 #   bash tools/bench/e2e_gpu.sh gpu-8b       # the same for one shape (gpu-1b, gpu-8b, gpu-qwen7b)
 #   bash tools/bench/e2e_gpu.sh [PLAN] ARGS  # more train_bench.py flags, e.g.
 #                                            # --max-batch 64 or --estimate (prints the plan's
@@ -25,10 +27,14 @@ py=${PYTHON:-python3}
 export FJORD_BIN_DIR=${FJORD_BIN_DIR:-$root/build/cmake}
 
 case "${1:-}" in
-  full) shift; plan=(--preset gpu-1b --preset gpu-8b --preset gpu-qwen7b --checkpointing both) ;;
-  gpu-*) plan=(--preset "$1" --checkpointing both); shift ;;  # everything, one shape
-  *) plan=(--preset gpu-8b --checkpointing on --peers "hf-sdpa,fjord,hf-liger,unsloth") ;;
+  full) shift; plan=(--preset gpu-1b --preset gpu-8b --preset gpu-qwen7b --checkpointing both
+                    --packed-peers "hf-sdpa,fjord,hf-liger") ;;
+  gpu-*) plan=(--preset "$1" --checkpointing both --packed-peers "hf-sdpa,fjord,hf-liger"); shift ;;
+  *) plan=(--preset gpu-8b --checkpointing on --peers "hf-sdpa,fjord,hf-liger,unsloth"
+           --packed-peers "hf-sdpa,fjord") ;;
 esac
+# The second table: rows of 2048 tokens packing 4 sequences of 512.
+plan+=(--packed 4)
 # A side that hangs (waiting on a network it cannot reach, say) costs this much.
 plan+=(--child-timeout 300)
 

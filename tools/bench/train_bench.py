@@ -24,8 +24,9 @@ CUDA), on the same two random batches (torch.randint seeded 1, alternating),
 next-token loss averaged over B·(T-1) tokens, gradient checkpointing off or on
 for all alike (--checkpointing). In bf16 the frozen weights are bf16, the
 adapters fp32 and the steps run under bf16 autocast on the Python sides (what
-transformers' Trainer does with bf16=True). Rows are unpacked: one sequence
-per row, plain causal attention for everyone.
+transformers' Trainer does with bf16=True). The headline's rows are
+unpacked: one sequence per row, plain causal attention for everyone
+(--packed adds packed rows, below).
 
 Reported per implementation: tokens/s over the steps after the warm-up ones;
 tokens per CPU-second of the process (CPU runs); peak memory (the CUDA
@@ -60,8 +61,24 @@ keeps its numbers).
 --max-batch N adds a second table: for each side the largest micro-batch
 (<= N, a doubling then bisecting search, one process per try) that trains
 without running out of GPU memory. Off by default: each try loads the model
-again. Packed rows (several examples per row) are not built: fjord's
-train_bench draws unpacked rows and has no flag for segments.
+again (unpacked rows only).
+
+--packed K adds a second table: the same runs with each row packing K
+sequences (K-1 of seq // K tokens, the last the rest). Positions restart at
+each sequence, attention stays within it, and no token predicts across a
+boundary (the K-1 such targets are ignored by every side). fjord runs
+attention per sequence (its packed path); transformers gets restarting
+position_ids and no attention mask, from which it builds its per-sequence
+mask (masking_utils.find_packed_sequence_indices) for SDPA or eager, and
+Liger's patched model the same. Transformers' fastest packed path on a GPU,
+flash_attention_2's varlen kernel from those position ids, needs the
+flash-attn package, which has no wheel for the GPU machine's torch and CUDA
+13 (PyPI has its sources only, a long CUDA build): not a peer here. The
+correctness guard compares the packed rows' losses too, but at these random
+weights attention moves the loss too little for it to see a side that lets
+tokens attend across sequences: that each side's packed path is per sequence
+is tested elsewhere (tests/interop/test_model_parity.py for fjord,
+tests/bench/test_train_bench.py for transformers' mask from position ids).
 """
 import argparse
 import importlib.metadata
@@ -209,6 +226,12 @@ def make_tokenizer(vocab, out_dir):
                             pad_token="t3").save_pretrained(out_dir)
 
 
+def segment_starts(seq, segments):
+    """Where each of a packed row's sequences starts: K-1 of seq // K tokens,
+    the last one takes the rest (as fjord's train_bench --segments)."""
+    return [k * (seq // segments) for k in range(segments)]
+
+
 def flops_per_token(p):
     """(FLOPs per trained token, N, N_lora) with N the parameters that take
     part in a matrix product (every linear layer's weight and the lm_head,
@@ -221,7 +244,7 @@ def flops_per_token(p):
     shapes = [(c, c), (c, kv), (c, kv), (c, c), (c, i), (c, i), (i, c)]  # q k v o gate up down: (in, out)
     n_matmul = L * sum(a * b for a, b in shapes) + p["vocab"] * c
     n_lora = L * r * sum(a + b for a, b in shapes)
-    attn = 2 * 2 * L * p["seq"] * c / 2
+    attn = 2 * 2 * L * (p["seq"] / p.get("segments", 1)) * c / 2  # packed: each sequence attends to itself
     return 4 * n_matmul + 3 * attn + 6 * n_lora, n_matmul, n_lora
 
 
@@ -350,6 +373,20 @@ def run_python_side(p, model_dir, impl, checkpointing):
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, **({"fused": True} if cuda else {}))
     g = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, p["vocab"], (p["batch"], p["seq"]), generator=g).to(dev) for _ in range(2)]
+    # Packed rows (segments > 1): restarting position ids and no attention
+    # mask, which transformers turns into its per-sequence mask
+    # (masking_utils.find_packed_sequence_indices), and -100 labels on each
+    # later sequence's first token, so that no token predicts across a
+    # boundary (the labels are shifted inside the model).
+    segments = p.get("segments", 1)
+    starts = segment_starts(p["seq"], segments)
+    pos = torch.cat([torch.arange(b - a) for a, b in zip(starts, starts[1:] + [p["seq"]])])
+    pos = pos.unsqueeze(0).expand(p["batch"], -1).to(dev)
+    labels = []
+    for x in batches:
+        y = x.clone()
+        y[:, starts[1:]] = -100
+        labels.append(y)
     bf16 = p["dtype"] == "bfloat16"
     if cuda:
         torch.cuda.synchronize()
@@ -360,12 +397,13 @@ def run_python_side(p, model_dir, impl, checkpointing):
         for step in range(p["warmup"] + p["steps"]):
             if step == p["warmup"]:
                 cpu0 = _cpu_seconds()
-            x = batches[step % 2]
+            x, y = batches[step % 2], labels[step % 2]
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = model(input_ids=x, labels=x, use_cache=False).loss
+                kw = {"position_ids": pos} if segments > 1 else {}
+                loss = model(input_ids=x, labels=y, use_cache=False, **kw).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -564,6 +602,8 @@ def side_command(impl, p, model_dir, checkpointing, args, bin_dir):
                "--device", p["device"], "--dtype", p["dtype"]]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if p.get("segments", 1) > 1:
+            cmd += ["--segments", str(p["segments"])]
         if checkpointing:
             cmd.append("--checkpointing")
         return cmd, None
@@ -606,18 +646,20 @@ def run_side(impl, p, model_dir, checkpointing, args, bin_dir, meter, scratch):
 def estimate(plan, args):
     """Seconds each child of a plan would take on one H100 (ESTIMATE's
     assumptions): start-up + loading + steps × FLOPs / (MFU · peak)."""
-    rows, total = [], 0.0
+    rows, total, made = [], 0.0, set()
     for name, p, ckpt, peers in plan:
         gb = model_bytes(p) / 1e9
-        make = ESTIMATE["python_start_s"] + gb / ESTIMATE["make_gb_s"]
-        rows.append((name, "-", "make model", make))
-        total += make
+        if name not in made:  # once per preset, as main() makes it
+            made.add(name)
+            make = ESTIMATE["python_start_s"] + gb / ESTIMATE["make_gb_s"]
+            rows.append((name, "-", "make model", make))
+            total += make
         step = p["batch"] * p["seq"] * executed_flops_per_token(p, ckpt) / (ESTIMATE["mfu"] * args.peak_tflops * 1e12)
         for impl in peers:
             start = ESTIMATE["fjord_start_s"] if impl == "fjord" else ESTIMATE["python_start_s"]
             start += {"hf-liger": ESTIMATE["liger_jit_s"], "unsloth": ESTIMATE["unsloth_start_s"]}.get(impl, 0.0)
             s = start + gb / ESTIMATE["load_gb_s"] + (p["warmup"] + p["steps"]) * step
-            rows.append((name, "on" if ckpt else "off", impl, s))
+            rows.append((name, "on" if ckpt else "off", impl + rows_label(p), s))
             total += s
     return rows, total
 
@@ -645,13 +687,14 @@ HEADLINE = ["preset", "ckpt", "impl", "tokens/s", "vs hf-sdpa", "tok/cpu-s", "pe
 
 
 def tables(results, searches):
-    """The headline table and the max-batch table as lists of rows."""
-    head = []
+    """The headline table (one sequence per row), the packed rows' table and
+    the max-batch table as lists of rows."""
+    head, packed = [], []
     for row in results:
         base = row["impls"].get("hf-sdpa")
         base = base if base and "tokens_per_s" in base and "diverged" not in base else None
         for impl, r in row["impls"].items():
-            head.append(fmt_row(row, impl, r, base))
+            (packed if row.get("segments", 1) > 1 else head).append(fmt_row(row, impl, r, base))
     mb = []
     for s in searches:
         if "error" in s:
@@ -661,10 +704,20 @@ def tables(results, searches):
         else:
             mb.append([s["preset"], s["ckpt"], s["impl"], str(s["max_batch"]), str(s["max_batch"] * s["seq"]),
                        f"{s['peak_bytes'] / 2**30:.1f}" if s.get("peak_bytes") else "-", str(s["tries"])])
-    return head, mb
+    return head, packed, mb
 
 
-def print_text(head, mb, meta):
+def rows_label(p):
+    return f" packed x{p['segments']}" if p.get("segments", 1) > 1 else ""
+
+
+def packed_title(meta):
+    return (f"Packed rows: {meta['segments']} sequences per row, positions restart and attention stays "
+            "within each sequence (fjord: attention per sequence; transformers: its per-sequence mask from "
+            "the restarting position ids, through the same attention implementation):")
+
+
+def print_text(head, packed, mb, meta):
     widths = [13, 4, 8, 10, 10, 10, 9, 6, 7, 9, 11]
     print(" ".join(f"{h:>{w}}" if i > 2 else f"{h:{w}}" for i, (h, w) in enumerate(zip(HEADLINE, widths))))
     for r in head:
@@ -672,6 +725,11 @@ def print_text(head, mb, meta):
             print(f"{r[0]:13} {r[1]:4} {r[2]:8} {r[3]}")
         else:
             print(" ".join(f"{c:>{w}}" if i > 2 else f"{c:{w}}" for i, (c, w) in enumerate(zip(r, widths))))
+    if packed:
+        print("\n" + packed_title(meta))
+        for r in packed:
+            print(" ".join(f"{c:>{w}}" if i > 2 else f"{c:{w}}" for i, (c, w) in enumerate(zip(r, widths)))
+                  if len(r) > 4 else f"{r[0]:13} {r[1]:4} {r[2]:8} {r[3]}")
     if mb:
         print(f"\nmax micro-batch that trains on {meta.get('device_name', 'this device')} (<= --max-batch):")
         for r in mb:
@@ -681,13 +739,18 @@ def print_text(head, mb, meta):
         print(line)
 
 
-def markdown(head, mb, meta):
+def markdown(head, packed, mb, meta):
     out = [f"Measured {meta['date']} on {meta.get('device_name', 'CPU')}; {meta['energy']}. Versions: "
            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".", ""]
     out += ["| " + " | ".join(HEADLINE) + " |", "|" + "---|" * len(HEADLINE)]
     for r in head:
         r = [c.replace("|", "\\|") for c in r] + [""] * (len(HEADLINE) - len(r))
         out.append("| " + " | ".join(r) + " |")
+    if packed:
+        out += ["", packed_title(meta), "", "| " + " | ".join(HEADLINE) + " |", "|" + "---|" * len(HEADLINE)]
+        for r in packed:
+            r = [c.replace("|", "\\|") for c in r] + [""] * (len(HEADLINE) - len(r))
+            out.append("| " + " | ".join(r) + " |")
     if mb:
         cols = ["preset", "ckpt", "impl", "max micro-batch", "tokens per step", "peak GiB", "tries"]
         out += ["", f"Max tokens per step on {meta.get('device_name', 'this device')}:", "",
@@ -711,6 +774,9 @@ def main():
     ap.add_argument("--warmup", type=int, help="override the presets' warm-up steps")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="override the presets' dtype")
     ap.add_argument("--guard-steps", type=int, default=10)
+    ap.add_argument("--packed", type=int, default=0, metavar="K",
+                    help="also run packed rows of K sequences each, a second table (0: off; --dry-run: 2)")
+    ap.add_argument("--packed-peers", help="the sides of the packed table (default: --peers)")
     ap.add_argument("--max-batch", type=int, default=0,
                     help="also search each side's largest micro-batch up to N (0: off; a process per try)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("FJORD_BENCH_THREADS", "0")))
@@ -757,13 +823,23 @@ def main():
                 p[key] = getattr(args, key)
         for ckpt in ckpts:
             plan.append((name, p, ckpt, peers))
+    packed = args.packed or (2 if args.dry_run else 0)
+    if packed > 1:
+        packed_peers = peers
+        if args.packed_peers:
+            asked = [x.strip() for x in args.packed_peers.split(",") if x.strip()]
+            for x in asked:
+                if x not in peers:
+                    ap.error(f"--packed-peers: '{x}' is not one of --peers ({', '.join(peers)})")
+            packed_peers = [x for x in peers if x in asked]
+        plan += [(name, dict(p, segments=packed), ckpt, packed_peers) for name, p, ckpt, _ in plan]
 
     if args.estimate:
         rows, total = estimate(plan, args)
         print(f"estimate on one GPU of {args.peak_tflops:.0f} TFLOP/s at {100 * ESTIMATE['mfu']:.0f}% MFU "
               f"(ESTIMATE in {os.path.basename(__file__)}):")
         for r in rows:
-            print(f"  {r[0]:10} {r[1]:4} {r[2]:10} {r[3]:6.0f} s")
+            print(f"  {r[0]:10} {r[1]:4} {r[2]:18} {r[3]:6.0f} s")
         print(f"  total {total:.0f} s ({total / 60:.1f} min)")
         return
 
@@ -809,7 +885,7 @@ def main():
             for _ in range(max(1, args.repeat)):
                 for impl in runnable:
                     r = run_side(impl, p, model_dir, ckpt, args, bin_dir, meter, scratch)
-                    print(f"[{time.monotonic() - started:6.0f} s] {name} ckpt {'on' if ckpt else 'off'} {impl}: "
+                    print(f"[{time.monotonic() - started:6.0f} s] {name}{rows_label(p)} ckpt {'on' if ckpt else 'off'} {impl}: "
                           + (f"error: {r['error']}" if "error" in r else f"{r['tokens_per_s']:.1f} tokens/s")
                           + f" ({r.get('wall_s', 0):.0f} s)", file=sys.stderr, flush=True)
                     if "error" in r:
@@ -831,7 +907,7 @@ def main():
             row["impls"] = {x: row["impls"][x] for x in peers if x in row["impls"]}
             apply_guard(row, args.guard_steps)
             results.append(row)
-            if args.max_batch > 0 and p["device"] == "cuda":
+            if args.max_batch > 0 and p["device"] == "cuda" and p.get("segments", 1) == 1:
                 for impl in peers:
                     searches.append(max_batch_search(impl, name, p, ckpt, row, model_dir, args, bin_dir, scratch))
     finally:
@@ -844,10 +920,12 @@ def main():
     meta["notes"].append(f"whole run: {time.monotonic() - started:.0f} s")
     for row in results:
         if "guard_note" in row:
-            meta["notes"].append(f"{row['preset']} ckpt {'on' if row['checkpointing'] else 'off'}: {row['guard_note']}")
-    head, mb = tables(results, searches)
-    print_text(head, mb, meta)
-    md = markdown(head, mb, meta)
+            meta["notes"].append(f"{row['preset']}{rows_label(row)} ckpt {'on' if row['checkpointing'] else 'off'}: "
+                                 f"{row['guard_note']}")
+    meta["segments"] = packed
+    head, packed_rows, mb = tables(results, searches)
+    print_text(head, packed_rows, mb, meta)
+    md = markdown(head, packed_rows, mb, meta)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(md)
