@@ -68,7 +68,7 @@ absl::Status ExportMerged(const std::string& base_dir, const std::string& adapte
                          model::ModelConfig::FromJson(config_text, config_path));
   const std::vector<ModuleInfo> modules =
       DecoderModules(mc.num_hidden_layers, mc.hidden_size, mc.q_size(), mc.kv_size(),
-                     mc.intermediate_size, mc.vocab_size);
+                     mc.intermediate_size, mc.vocab_size, mc.fused_projections);
   const std::string adapter_config_path = JoinPath(adapter_dir, kAdapterConfigName);
   FJORD_ASSIGN_OR_RETURN(std::string adapter_text, env->ReadFileToString(adapter_config_path));
   FJORD_ASSIGN_OR_RETURN(LoraConfig lc, ParseAdapterConfig(adapter_text, adapter_config_path));

@@ -351,10 +351,18 @@ absl::Status CheckAdapterTensors(const io::SafetensorsHeader& header,
 }
 
 std::vector<ModuleInfo> DecoderModules(int64_t num_layers, int64_t hidden, int64_t q_size,
-                                       int64_t kv_size, int64_t intermediate, int64_t vocab) {
+                                       int64_t kv_size, int64_t intermediate, int64_t vocab,
+                                       bool fused) {
   std::vector<ModuleInfo> out;
   for (int64_t l = 0; l < num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l);
+    if (fused) {
+      out.push_back({p + ".self_attn.qkv_proj", hidden, q_size + 2 * kv_size, false});
+      out.push_back({p + ".self_attn.o_proj", q_size, hidden, false});
+      out.push_back({p + ".mlp.gate_up_proj", hidden, 2 * intermediate, false});
+      out.push_back({p + ".mlp.down_proj", intermediate, hidden, false});
+      continue;
+    }
     out.push_back({p + ".self_attn.q_proj", hidden, q_size, false});
     out.push_back({p + ".self_attn.k_proj", hidden, kv_size, false});
     out.push_back({p + ".self_attn.v_proj", hidden, kv_size, false});

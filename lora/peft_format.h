@@ -62,12 +62,14 @@ std::string LoraBKey(absl::string_view module_path);
 absl::Status CheckAdapterTensors(const io::SafetensorsHeader& header,
                                  const std::vector<AdaptedModule>& adapted, absl::string_view file);
 
-// The linear layers of a Llama/Qwen2 decoder with these sizes, in the
-// model's order (layer by layer: q, k, v, o, gate, up, down; then lm_head):
-// the ModuleInfo list of runtime/model's CausalLM::LinearSlots, without
-// LibTorch (for tools, the daemon and the fuzzer).
+// The linear layers of a decoder with these sizes, in the model's order
+// (layer by layer: q, k, v, o, gate, up, down; with `fused` (Phi3): qkv, o,
+// gate_up, down; then lm_head): the ModuleInfo list of runtime/model's
+// CausalLM::LinearSlots, without LibTorch (for tools, the daemon and the
+// fuzzer).
 std::vector<ModuleInfo> DecoderModules(int64_t num_layers, int64_t hidden, int64_t q_size,
-                                       int64_t kv_size, int64_t intermediate, int64_t vocab);
+                                       int64_t kv_size, int64_t intermediate, int64_t vocab,
+                                       bool fused = false);
 
 }  // namespace fjord::lora
 

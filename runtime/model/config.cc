@@ -19,6 +19,7 @@ constexpr char kLlamaArch[] = "LlamaForCausalLM";
 constexpr char kQwen2Arch[] = "Qwen2ForCausalLM";
 constexpr char kQwen3Arch[] = "Qwen3ForCausalLM";
 constexpr char kMistralArch[] = "MistralForCausalLM";
+constexpr char kPhi3Arch[] = "Phi3ForCausalLM";
 
 // Each supported family: its architecture and model_type names.
 struct FamilyName {
@@ -29,7 +30,8 @@ struct FamilyName {
 constexpr FamilyName kFamilies[] = {{ModelFamily::kLlama, kLlamaArch, "llama"},
                                     {ModelFamily::kQwen2, kQwen2Arch, "qwen2"},
                                     {ModelFamily::kQwen3, kQwen3Arch, "qwen3"},
-                                    {ModelFamily::kMistral, kMistralArch, "mistral"}};
+                                    {ModelFamily::kMistral, kMistralArch, "mistral"},
+                                    {ModelFamily::kPhi3, kPhi3Arch, "phi3"}};
 
 const FamilyName& NamesOf(ModelFamily f) {
   for (const FamilyName& n : kFamilies) {
@@ -164,10 +166,11 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       if (from_arch.has_value()) break;
     }
     if (!from_arch.has_value()) {
-      return FieldError("architectures",
-                        absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
-                                     "' is not supported; supported: ", kLlamaArch, ", ",
-                                     kQwen2Arch, ", ", kQwen3Arch, ", ", kMistralArch));
+      return FieldError(
+          "architectures",
+          absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
+                       "' is not supported; supported: ", kLlamaArch, ", ", kQwen2Arch, ", ",
+                       kQwen3Arch, ", ", kMistralArch, ", ", kPhi3Arch));
     }
   }
   FJORD_ASSIGN_OR_RETURN(std::optional<std::string> model_type,
@@ -181,7 +184,7 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       return FieldError(
           "model_type",
           absl::StrCat("model type '", *model_type,
-                       "' is not supported; supported: llama, qwen2, qwen3, mistral"));
+                       "' is not supported; supported: llama, qwen2, qwen3, mistral, phi3"));
     }
   }
   if (!from_arch.has_value() && !from_type.has_value()) {
@@ -198,11 +201,48 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// partial_rotary_factor in `obj` (config.json's top level or its RoPE
+// section): only Phi3 turns part of each head.
+absl::Status ParsePartialRotary(const Json& obj, const std::string& name, ModelConfig& c) {
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> partial,
+                         GetDouble(obj, "partial_rotary_factor", name));
+  if (!partial.has_value()) return absl::OkStatus();
+  if (c.family != ModelFamily::kPhi3 && *partial != 1.0) {
+    return FieldError(name, absl::StrCat("partial rotary embeddings are supported for Phi3 only, "
+                                         "got ",
+                                         *partial));
+  }
+  c.partial_rotary_factor = *partial;
+  return absl::OkStatus();
+}
+
+// A list of numbers (longrope's factors).
+absl::StatusOr<std::vector<double>> RequireDoubles(const Json& obj, const std::string& key,
+                                                   const std::string& name) {
+  const Json* v = Find(obj, key);
+  if (v == nullptr || !v->is_array()) {
+    return FieldError(name, v == nullptr
+                                ? "is required for rope type 'longrope'"
+                                : absl::StrCat("must be a list of numbers, got ", Show(*v)));
+  }
+  std::vector<double> out;
+  for (size_t i = 0; i < v->size(); ++i) {
+    const Json& x = (*v)[i];
+    if (!x.is_number() || !std::isfinite(x.get<double>()) || !(x.get<double>() > 0.0)) {
+      return FieldError(absl::StrCat(name, "[", i, "]"),
+                        absl::StrCat("must be a positive number, got ", Show(x)));
+    }
+    out.push_back(x.get<double>());
+  }
+  return out;
+}
+
 // RoPE from v5's "rope_parameters" or v4's "rope_theta" + "rope_scaling".
 absl::Status ParseRope(const Json& root, ModelConfig& c) {
   FJORD_ASSIGN_OR_RETURN(std::optional<double> top_theta,
                          GetDouble(root, "rope_theta", "rope_theta"));
   if (top_theta.has_value()) c.rope_theta = *top_theta;
+  FJORD_RETURN_IF_ERROR(ParsePartialRotary(root, "partial_rotary_factor", c));
 
   std::string section = "rope_parameters";
   const Json* rp = Find(root, section);
@@ -234,12 +274,7 @@ absl::Status ParseRope(const Json& root, ModelConfig& c) {
   FJORD_ASSIGN_OR_RETURN(std::optional<double> theta,
                          GetDouble(*rp, "rope_theta", field("rope_theta")));
   if (theta.has_value()) c.rope_theta = *theta;
-  FJORD_ASSIGN_OR_RETURN(std::optional<double> partial,
-                         GetDouble(*rp, "partial_rotary_factor", field("partial_rotary_factor")));
-  if (partial.has_value() && *partial != 1.0) {
-    return FieldError(field("partial_rotary_factor"),
-                      absl::StrCat("partial rotary embeddings are not supported, got ", *partial));
-  }
+  FJORD_RETURN_IF_ERROR(ParsePartialRotary(*rp, field("partial_rotary_factor"), c));
 
   auto require_double = [&](const std::string& key) -> absl::StatusOr<double> {
     FJORD_ASSIGN_OR_RETURN(std::optional<double> v, GetDouble(*rp, key, field(key)));
@@ -264,10 +299,43 @@ absl::Status ParseRope(const Json& root, ModelConfig& c) {
         std::optional<int64_t> orig,
         GetInt(*rp, "original_max_position_embeddings", field("original_max_position_embeddings")));
     s.original_max_position_embeddings = orig.value_or(c.max_position_embeddings);
+  } else if (rope_type == "longrope" || rope_type == "su") {
+    s.type = RopeType::kLongRope;
+    FJORD_ASSIGN_OR_RETURN(s.short_factor,
+                           RequireDoubles(*rp, "short_factor", field("short_factor")));
+    FJORD_ASSIGN_OR_RETURN(s.long_factor, RequireDoubles(*rp, "long_factor", field("long_factor")));
+    // Phi3 keeps the pre-training length at the top level (v4), v5 in here.
+    FJORD_ASSIGN_OR_RETURN(
+        std::optional<int64_t> orig,
+        GetInt(*rp, "original_max_position_embeddings", field("original_max_position_embeddings")));
+    if (!orig.has_value()) {
+      FJORD_ASSIGN_OR_RETURN(orig, GetInt(root, "original_max_position_embeddings",
+                                          "original_max_position_embeddings"));
+    }
+    s.original_max_position_embeddings =
+        orig.value_or(c.family == ModelFamily::kPhi3 ? 4096 : c.max_position_embeddings);
+    if (s.original_max_position_embeddings <= 0) {
+      return FieldError(field("original_max_position_embeddings"),
+                        absl::StrCat("must be positive, got ", s.original_max_position_embeddings));
+    }
+    FJORD_ASSIGN_OR_RETURN(std::optional<double> factor, GetDouble(*rp, "factor", field("factor")));
+    FJORD_ASSIGN_OR_RETURN(std::optional<double> attention_factor,
+                           GetDouble(*rp, "attention_factor", field("attention_factor")));
+    const double f = factor.value_or(static_cast<double>(c.max_position_embeddings) /
+                                     static_cast<double>(s.original_max_position_embeddings));
+    s.factor = factor.value_or(1.0);
+    if (attention_factor.has_value()) {
+      s.attention_factor = *attention_factor;
+    } else {
+      s.attention_factor =
+          f <= 1.0 ? 1.0
+                   : std::sqrt(1.0 + std::log(f) / std::log(static_cast<double>(
+                                                       s.original_max_position_embeddings)));
+    }
   } else {
     return FieldError(field(type_key), absl::StrCat("rope type '", rope_type,
                                                     "' is not supported; supported: default, "
-                                                    "linear, llama3"));
+                                                    "linear, llama3, longrope"));
   }
   return absl::OkStatus();
 }
@@ -351,7 +419,10 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
   FJORD_ASSIGN_OR_RETURN(std::optional<double> eps,
                          GetDouble(root, "rms_norm_eps", "rms_norm_eps"));
   if (eps.has_value()) c.rms_norm_eps = *eps;
-  c.max_position_embeddings = llama ? 2048 : c.family == ModelFamily::kMistral ? 131072 : 32768;
+  c.max_position_embeddings = llama                               ? 2048
+                              : c.family == ModelFamily::kMistral ? 131072
+                              : c.family == ModelFamily::kPhi3    ? 4096
+                                                                  : 32768;
   FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> max_pos,
                          GetInt(root, "max_position_embeddings", "max_position_embeddings"));
   if (max_pos.has_value()) c.max_position_embeddings = *max_pos;
@@ -376,9 +447,22 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
     c.qkv_bias = attention_bias.value_or(false);
     c.o_proj_bias = c.qkv_bias;
     c.mlp_bias = mlp_bias.value_or(false);
-  } else if (c.family == ModelFamily::kMistral) {
-    // Mistral's modeling code has no biases (and no attention_bias field).
+  } else if (c.family == ModelFamily::kMistral || c.family == ModelFamily::kPhi3) {
+    // Mistral's and Phi3's modeling code have no biases (Phi3's attention_bias
+    // and mlp_bias fields are false in every release and unused by
+    // transformers' Phi3 code).
     c.qkv_bias = c.o_proj_bias = c.mlp_bias = false;
+    c.fused_projections = c.family == ModelFamily::kPhi3;
+    if (c.family == ModelFamily::kPhi3) {
+      // Dropout on the residual branches and the embeddings (0 in every
+      // release): fjord applies none, so a model that asks for it is refused.
+      for (const char* key : {"resid_pdrop", "embd_pdrop"}) {
+        FJORD_ASSIGN_OR_RETURN(std::optional<double> p, GetDouble(root, key, key));
+        if (p.value_or(0.0) != 0.0) {
+          return FieldError(key, absl::StrCat("dropout ", *p, " is not supported (only 0)"));
+        }
+      }
+    }
     if (const Json* w = Find(root, "sliding_window"); w != nullptr && !w->is_null()) {
       FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> window,
                              GetInt(root, "sliding_window", "sliding_window"));
@@ -494,7 +578,8 @@ absl::Status ModelConfig::Validate() const {
                       absl::StrCat("must be in [0, 1), got ", attention_dropout));
   }
   const RopeScaling& s = rope_scaling;
-  if (s.type != RopeType::kDefault && !(s.factor > 0.0 && std::isfinite(s.factor))) {
+  if (s.type != RopeType::kDefault && s.type != RopeType::kLongRope &&
+      !(s.factor > 0.0 && std::isfinite(s.factor))) {
     return FieldError("rope_parameters.factor", absl::StrCat("must be positive, got ", s.factor));
   }
   if (s.type == RopeType::kLlama3) {
@@ -527,10 +612,43 @@ absl::Status ModelConfig::Validate() const {
   if (family == ModelFamily::kMistral && (qkv_bias || o_proj_bias || mlp_bias)) {
     return FieldError("attention_bias", "Mistral has no biases");
   }
-  if (sliding_window < 0 || (sliding_window > 0 && family != ModelFamily::kMistral)) {
+  if (sliding_window < 0 ||
+      (sliding_window > 0 && family != ModelFamily::kMistral && family != ModelFamily::kPhi3)) {
     return FieldError("sliding_window",
                       absl::StrCat("a window of ", sliding_window,
-                                   " tokens: only Mistral's sliding window is supported"));
+                                   " tokens: only Mistral's and Phi3's sliding windows are "
+                                   "supported"));
+  }
+  if (family == ModelFamily::kPhi3 && (qkv_bias || o_proj_bias || mlp_bias)) {
+    return FieldError("attention_bias", "Phi3 has no biases");
+  }
+  if (fused_projections != (family == ModelFamily::kPhi3)) {
+    return FieldError("architectures", "fused qkv_proj and gate_up_proj belong to Phi3");
+  }
+  const int64_t rot = rotary_dim();
+  if (!(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) || rot <= 0 || rot % 2 != 0) {
+    return FieldError("partial_rotary_factor",
+                      absl::StrCat("must be in (0, 1] and turn an even number of dimensions, got ",
+                                   partial_rotary_factor, " (", rot, " of ", head_dim, ")"));
+  }
+  if (s.type == RopeType::kLongRope) {
+    for (const auto& [name, factors] :
+         {std::pair<const char*, const std::vector<double>*>{"short_factor", &s.short_factor},
+          {"long_factor", &s.long_factor}}) {
+      if (static_cast<int64_t>(factors->size()) != rot / 2) {
+        return FieldError(absl::StrCat("rope_parameters.", name),
+                          absl::StrCat("must hold rotary_dim / 2 = ", rot / 2, " factors, got ",
+                                       factors->size()));
+      }
+    }
+    if (!(s.attention_factor > 0.0 && std::isfinite(s.attention_factor))) {
+      return FieldError("rope_parameters.attention_factor",
+                        absl::StrCat("must be positive, got ", s.attention_factor));
+    }
+    if (s.original_max_position_embeddings <= 0) {
+      return FieldError("rope_parameters.original_max_position_embeddings",
+                        absl::StrCat("must be positive, got ", s.original_max_position_embeddings));
+    }
   }
   if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
     return FieldError("dtype", absl::StrCat("dtype '", dtype, "' is not supported"));
@@ -580,7 +698,7 @@ std::string ModelConfig::ToJson() const {
     j["mlp_bias"] = mlp_bias;
   } else if (family == ModelFamily::kQwen3) {
     j["attention_bias"] = qkv_bias;
-  } else if (family == ModelFamily::kMistral) {
+  } else if (family == ModelFamily::kMistral || family == ModelFamily::kPhi3) {
     j["sliding_window"] = sliding_window > 0 ? nlohmann::ordered_json(sliding_window)
                                              : nlohmann::ordered_json(nullptr);
   }
@@ -601,8 +719,19 @@ std::string ModelConfig::ToJson() const {
       rope["high_freq_factor"] = rope_scaling.high_freq_factor;
       rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
       break;
+    case RopeType::kLongRope:
+      rope["rope_type"] = "longrope";
+      rope["short_factor"] = rope_scaling.short_factor;
+      rope["long_factor"] = rope_scaling.long_factor;
+      rope["attention_factor"] = rope_scaling.attention_factor;
+      rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+      break;
   }
+  if (partial_rotary_factor != 1.0) rope["partial_rotary_factor"] = partial_rotary_factor;
   j["rope_parameters"] = rope;
+  if (family == ModelFamily::kPhi3 && rope_scaling.type == RopeType::kLongRope) {
+    j["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+  }
   if (!dtype.empty()) j["dtype"] = dtype;
   j["bos_token_id"] = bos_token_id.has_value() ? nlohmann::ordered_json(*bos_token_id) : nullptr;
   if (eos_token_ids.empty()) {

@@ -6,9 +6,10 @@
 //   "/config.json"));
 //
 // Supported architectures: LlamaForCausalLM (model_type "llama"),
-// Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3") and
-// MistralForCausalLM ("mistral", with its sliding window). RoPE: default,
-// linear and llama3 scaling.
+// Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3"),
+// MistralForCausalLM ("mistral", with its sliding window) and
+// Phi3ForCausalLM ("phi3": Phi-3, Phi-3.5, Phi-4-mini). RoPE: default,
+// linear, llama3 and longrope ("su") scaling, partial rotary for Phi3.
 #ifndef FJORD_RUNTIME_MODEL_CONFIG_H_
 #define FJORD_RUNTIME_MODEL_CONFIG_H_
 
@@ -30,12 +31,17 @@ enum class ModelFamily {
   kQwen3,    // Qwen3ForCausalLM: RMSNorm of each head's q and k (q_norm, k_norm) before
              // RoPE; q,k,v,o biases iff attention_bias; no MLP biases
   kMistral,  // MistralForCausalLM: no biases; sliding-window attention when sliding_window
+  kPhi3,     // Phi3ForCausalLM: fused qkv_proj and gate_up_proj, no biases, sliding window
+             // when set, longrope scaling and partial rotary embeddings
 };
 
 enum class RopeType {
-  kDefault,  // inv_freq = 1 / theta^(2i/D)
-  kLinear,   // inv_freq / factor
-  kLlama3,   // Llama 3.1 frequency-dependent scaling (factor, low/high_freq_factor)
+  kDefault,   // inv_freq = 1 / theta^(2i/D)
+  kLinear,    // inv_freq / factor
+  kLlama3,    // Llama 3.1 frequency-dependent scaling (factor, low/high_freq_factor)
+  kLongRope,  // Phi-3's LongRoPE ("su"): inv_freq / short_factor[i], or / long_factor[i] when a
+              // forward's largest position + 1 exceeds original_max_position_embeddings;
+              // cos and sin scaled by attention_factor
 };
 
 // RoPE scaling parameters (rope_scaling, or v5's rope_parameters).
@@ -44,9 +50,17 @@ struct RopeScaling {
   double factor = 1.0;            // linear, llama3
   double low_freq_factor = 1.0;   // llama3
   double high_freq_factor = 4.0;  // llama3
-  // llama3: the pre-training context length; defaults to
-  // max_position_embeddings when absent (as transformers does).
+  // llama3, longrope: the pre-training context length; defaults to
+  // max_position_embeddings when absent (as transformers does; Phi3's
+  // top-level field of the same name, 4096 by default, for longrope).
   int64_t original_max_position_embeddings = 0;
+  // longrope: one factor per rotary frequency (rotary_dim / 2 each).
+  std::vector<double> short_factor, long_factor;
+  // longrope: the cos/sin scale; when config.json has none,
+  // sqrt(1 + ln(f) / ln(original_max_position_embeddings)) with f =
+  // factor or max_position_embeddings / original_max_position_embeddings
+  // (1 when f <= 1), as transformers computes it.
+  double attention_factor = 1.0;
 };
 
 struct ModelConfig {
@@ -77,9 +91,15 @@ struct ModelConfig {
   // Qwen3: self_attn.q_norm and k_norm, RMSNorm over head_dim applied to
   // every head of q and k before RoPE (weights of head_dim each).
   bool qk_norm = false;
-  // Mistral: a token attends to itself and the sliding_window - 1 tokens
-  // before it (transformers' rule); 0 (null in config.json): no window.
+  // Mistral, Phi3: a token attends to itself and the sliding_window - 1
+  // tokens before it (transformers' rule); 0 (null in config.json): no window.
   int64_t sliding_window = 0;
+  // Phi3: q, k and v in one linear layer (self_attn.qkv_proj, rows q then k
+  // then v) and gate and up in another (mlp.gate_up_proj, gate rows first).
+  bool fused_projections = false;
+  // Phi3 (partial_rotary_factor): RoPE turns only the first
+  // int(head_dim * factor) dimensions of each head; 1 elsewhere.
+  double partial_rotary_factor = 1.0;
 
   // "float32", "bfloat16", "float16" (from "dtype" or "torch_dtype"); empty
   // if the config names none.
@@ -120,6 +140,10 @@ struct ModelConfig {
 
   int64_t q_size() const { return num_attention_heads * head_dim; }
   int64_t kv_size() const { return num_key_value_heads * head_dim; }
+  // The dimensions of each head RoPE turns (head_dim unless partial).
+  int64_t rotary_dim() const {
+    return static_cast<int64_t>(static_cast<double>(head_dim) * partial_rotary_factor);
+  }
 
   // The model's parameters: the weights of the decoder's linear layers
   // (what a 4-bit base holds in 4 bits) and the rest (embeddings, lm_head

@@ -242,6 +242,95 @@ TEST(ModelConfigTest, ParsesMistralAndItsSlidingWindow) {
   EXPECT_THAT(zero.status().message(), HasSubstr("field 'sliding_window'"));
 }
 
+// Phi-4-mini-instruct's config.json as published
+// (../shared/models/phi-4-mini-instruct; auto_map and _name_or_path left
+// out): fused projections, LongRoPE with 48 short and long factors, partial
+// rotary (0.75 of 128), tied embeddings, a window longer than any row.
+constexpr char kPhi4Mini[] = R"({
+  "architectures": ["Phi3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 199999, "embd_pdrop": 0.0, "eos_token_id": 199999, "full_attn_mod": 1,
+  "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02,
+  "intermediate_size": 8192, "interpolate_factor": 1, "lm_head_bias": false,
+  "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "phi3",
+  "num_attention_heads": 24, "num_hidden_layers": 32, "num_key_value_heads": 8,
+  "original_max_position_embeddings": 4096, "pad_token_id": 199999,
+  "partial_rotary_factor": 0.75, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"long_factor": [1, 1.118320672, 1.250641126, 1.398617824, 1.564103225,
+  1.74916897, 1.956131817, 2.187582649, 2.446418898, 2.735880826, 3.059592084, 3.421605075,
+  3.826451687, 4.279200023, 4.785517845, 5.351743533, 5.984965424, 6.693110555, 7.485043894,
+  8.370679318, 9.36110372, 10.4687158, 11.70738129, 13.09260651, 14.64173252, 16.37415215,
+  18.31155283, 20.47818807, 22.90118105, 25.61086418, 28.64115884, 32.03, 32.1, 32.13, 32.23,
+  32.6, 32.61, 32.64, 32.66, 32.7, 32.71, 32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77],
+  "short_factor": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+  1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+  1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+  "type": "longrope"}, "rope_theta": 10000.0, "sliding_window": 262144,
+  "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.45.0",
+  "use_cache": true, "vocab_size": 200064})";
+
+TEST(ModelConfigTest, ParsesPhi4MiniItsLongRopeAndPartialRotary) {
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(kPhi4Mini, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kPhi3);
+  EXPECT_EQ(c->architecture, "Phi3ForCausalLM");
+  EXPECT_TRUE(c->fused_projections);
+  EXPECT_FALSE(c->qkv_bias || c->o_proj_bias || c->mlp_bias || c->qk_norm);
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->rotary_dim(), 96);
+  EXPECT_EQ(c->sliding_window, 262144);
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_EQ(c->rope_scaling.type, RopeType::kLongRope);
+  EXPECT_EQ(c->rope_scaling.short_factor.size(), 48u);
+  EXPECT_EQ(c->rope_scaling.long_factor.size(), 48u);
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 4096);
+  // transformers: sqrt(1 + ln(131072 / 4096) / ln(4096)) = 1.1902380714238083.
+  EXPECT_NEAR(c->rope_scaling.attention_factor, 1.1902380714238083, 1e-15);
+  // transformers' Phi3ForCausalLM of this config: 3,836,021,760 parameters.
+  EXPECT_EQ(c->CountParameters().total(), 3836021760);
+  // Written back (v5's rope_parameters), read the same.
+  absl::StatusOr<ModelConfig> again = ModelConfig::FromJson(c->ToJson(), "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->rope_scaling.long_factor, c->rope_scaling.long_factor);
+  EXPECT_EQ(again->rope_scaling.attention_factor, c->rope_scaling.attention_factor);
+  EXPECT_EQ(again->rotary_dim(), 96);
+  EXPECT_TRUE(again->fused_projections);
+
+  // Factors that do not fit the rotary dimensions, a non-positive factor, no
+  // long factors: refused naming the field.
+  Json j = Json::parse(kPhi4Mini);
+  j["rope_scaling"]["short_factor"] = Json::array({1.0, 2.0});
+  ExpectInvalid(j, "rope_parameters.short_factor", "rotary_dim / 2 = 48 factors, got 2");
+  j = Json::parse(kPhi4Mini);
+  j["rope_scaling"]["long_factor"][3] = -1.0;
+  ExpectInvalid(j, "rope_scaling.long_factor[3]", "must be a positive number");
+  j = Json::parse(kPhi4Mini);
+  j["rope_scaling"].erase("long_factor");
+  ExpectInvalid(j, "rope_scaling.long_factor", "is required for rope type 'longrope'");
+  // An odd number of rotating dimensions.
+  j = Json::parse(kPhi4Mini);
+  j["partial_rotary_factor"] = 0.7;
+  ExpectInvalid(j, "partial_rotary_factor", "an even number of dimensions");
+  // Phi-3-mini-4k: no scaling, full rotary, a window of 2047, 4096 positions.
+  j = Json::parse(kPhi4Mini);
+  j["rope_scaling"] = nullptr;
+  j.erase("partial_rotary_factor");
+  j["sliding_window"] = 2047;
+  j.erase("max_position_embeddings");
+  absl::StatusOr<ModelConfig> mini = Parse(j);
+  ASSERT_TRUE(mini.ok()) << mini.status();
+  EXPECT_EQ(mini->rope_scaling.type, RopeType::kDefault);
+  EXPECT_EQ(mini->rotary_dim(), 128);
+  EXPECT_EQ(mini->sliding_window, 2047);
+  EXPECT_EQ(mini->max_position_embeddings, 4096);
+  // Residual dropout, which fjord does not apply, is refused.
+  j["resid_pdrop"] = 0.1;
+  ExpectInvalid(j, "resid_pdrop", "dropout 0.1 is not supported");
+  // Partial rotary belongs to Phi3 here.
+  Json llama = MinimalV4();
+  llama["partial_rotary_factor"] = 0.5;
+  ExpectInvalid(llama, "partial_rotary_factor", "supported for Phi3 only");
+}
+
 TEST(ModelConfigTest, DefaultsForAbsentFields) {
   absl::StatusOr<ModelConfig> c = Parse(MinimalV4());
   ASSERT_TRUE(c.ok()) << c.status();
@@ -343,11 +432,11 @@ TEST(ModelConfigTest, LlamaBiases) {
 
 TEST(ModelConfigTest, RefusesUnknownArchitectureNamingIt) {
   Json j = MinimalV4();
-  j["architectures"] = {"Phi3ForCausalLM"};
-  j["model_type"] = "phi3";
-  ExpectInvalid(j, "architectures", "'Phi3ForCausalLM' is not supported");
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["model_type"] = "mixtral";
+  ExpectInvalid(j, "architectures", "'MixtralForCausalLM' is not supported");
   j.erase("architectures");
-  ExpectInvalid(j, "model_type", "'phi3' is not supported");
+  ExpectInvalid(j, "model_type", "'mixtral' is not supported");
 }
 
 TEST(ModelConfigTest, RefusesMismatchedModelType) {
@@ -428,7 +517,7 @@ TEST(ModelConfigTest, RefusesUnsupportedRopeTypesNamingThem) {
   ExpectInvalid(j, "rope_scaling.type", "rope type 'yarn' is not supported");
   j.erase("rope_scaling");
   j["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 10000.0}};
-  ExpectInvalid(j, "rope_parameters.rope_type", "'longrope'");
+  ExpectInvalid(j, "rope_parameters.short_factor", "is required for rope type 'longrope'");
 }
 
 TEST(ModelConfigTest, RefusesBadRopeParameters) {
@@ -447,7 +536,7 @@ TEST(ModelConfigTest, RefusesBadRopeParameters) {
                           {"high_freq_factor", 4.0}};
   ExpectInvalid(j, "rope_parameters.high_freq_factor", "must exceed low_freq_factor");
   j["rope_parameters"] = {{"rope_type", "default"}, {"partial_rotary_factor", 0.5}};
-  ExpectInvalid(j, "rope_parameters.partial_rotary_factor", "not supported");
+  ExpectInvalid(j, "rope_parameters.partial_rotary_factor", "supported for Phi3 only");
   j["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}}}};
   ExpectInvalid(j, "rope_parameters.full_attention", "per-layer-type");
   j["rope_parameters"] = 3;

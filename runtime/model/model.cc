@@ -158,6 +158,7 @@ Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
       num_heads_(config.num_attention_heads),
       num_kv_heads_(config.num_key_value_heads),
       head_dim_(config.head_dim),
+      rotary_dim_(config.rotary_dim()),
       window_(config.sliding_window),
       dropout_(config.attention_dropout) {
   register_module("q_proj", q_proj);
@@ -166,6 +167,21 @@ Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
   register_module("o_proj", o_proj);
   if (q_norm) register_module("q_norm", q_norm);
   if (k_norm) register_module("k_norm", k_norm);
+}
+
+Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> qkv,
+                     std::shared_ptr<LinearBase> o)
+    : o_proj(std::move(o)),
+      qkv_proj(std::move(qkv)),
+      num_heads_(config.num_attention_heads),
+      num_kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim),
+      rotary_dim_(config.rotary_dim()),
+      window_(config.sliding_window),
+      dropout_(config.attention_dropout) {
+  // HF's order: o_proj, then qkv_proj.
+  register_module("o_proj", o_proj);
+  register_module("qkv_proj", qkv_proj);
 }
 
 AttentionLayout AttentionLayout::FromSegments(const Tensor& segment_ids,
@@ -266,7 +282,15 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
                           const AttentionLayout& layout) {
   const int64_t b = x.size(0);
   const int64_t t = x.size(1);
-  std::vector<Tensor> qkv = ForwardShared({q_proj.get(), k_proj.get(), v_proj.get()}, x);
+  std::vector<Tensor> qkv;
+  if (qkv_proj) {
+    // Phi3: one product, split into views (rows q, then k, then v).
+    const Tensor all = qkv_proj->forward(x);  // (B, T, Hq·D + 2·Hk·D)
+    const int64_t qs = num_heads_ * head_dim_, kvs = num_kv_heads_ * head_dim_;
+    qkv = {all.narrow(-1, 0, qs), all.narrow(-1, qs, kvs), all.narrow(-1, qs + kvs, kvs)};
+  } else {
+    qkv = ForwardShared({q_proj.get(), k_proj.get(), v_proj.get()}, x);
+  }
   Tensor q = qkv[0].view({b, t, num_heads_, head_dim_});     // (B, T, Hq, D)
   Tensor k = qkv[1].view({b, t, num_kv_heads_, head_dim_});  // (B, T, Hk, D)
   if (q_norm) q = q_norm->forward(q);  // Qwen3: each head normalised over D, before RoPE
@@ -275,7 +299,16 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
   k = k.transpose(1, 2);                                                     // (B, Hk, T, D)
   Tensor v = qkv[2].view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hk, T, D)
   qkv.clear();
-  std::tie(q, k) = kernels::ApplyRope(q, k, cos, sin);
+  if (rotary_dim_ == head_dim_) {
+    std::tie(q, k) = kernels::ApplyRope(q, k, cos, sin);
+  } else {
+    // Partial rotary (Phi-4-mini): the first rotary_dim dimensions turn, the
+    // rest pass through.
+    auto [q_rot, k_rot] =
+        kernels::ApplyRope(q.narrow(-1, 0, rotary_dim_), k.narrow(-1, 0, rotary_dim_), cos, sin);
+    q = torch::cat({q_rot, q.narrow(-1, rotary_dim_, head_dim_ - rotary_dim_)}, -1);
+    k = torch::cat({k_rot, k.narrow(-1, rotary_dim_, head_dim_ - rotary_dim_)}, -1);
+  }
   const double dropout = is_training() ? dropout_ : 0.0;
   // GQA through enable_gqa: no repeated k/v is materialised or saved for
   // backward. Packed rows run causal attention per segment
@@ -342,8 +375,21 @@ Mlp::Mlp(std::shared_ptr<LinearBase> gate, std::shared_ptr<LinearBase> up,
   register_module("down_proj", down_proj);
 }
 
+Mlp::Mlp(std::shared_ptr<LinearBase> gate_up, std::shared_ptr<LinearBase> down)
+    : down_proj(std::move(down)), gate_up_proj(std::move(gate_up)) {
+  register_module("gate_up_proj", gate_up_proj);
+  register_module("down_proj", down_proj);
+}
+
 Tensor Mlp::forward(const Tensor& x) {
-  std::vector<Tensor> gate_up = ForwardShared({gate_proj.get(), up_proj.get()}, x);
+  std::vector<Tensor> gate_up;
+  if (gate_up_proj) {
+    const Tensor both = gate_up_proj->forward(x);  // (B, T, 2·I): gate, then up
+    const int64_t i = both.size(-1) / 2;
+    gate_up = {both.narrow(-1, 0, i), both.narrow(-1, i, i)};
+  } else {
+    gate_up = ForwardShared({gate_proj.get(), up_proj.get()}, x);
+  }
   Tensor h = kernels::SwiGlu(gate_up[0], gate_up[1]);  // (B, T, I)
   gate_up.clear();
   return down_proj->forward(h);  // (B, T, C)
@@ -403,21 +449,35 @@ CausalLM::CausalLM(
   std::vector<std::shared_ptr<DecoderLayer>> layers;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i);
-    auto attn = std::make_shared<Attention>(
-        c, linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias),
-        linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
-        linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
-        linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias),
-        c.qk_norm ? std::make_shared<RmsNormModule>(
-                        weight(p + ".self_attn.q_norm.weight", {c.head_dim}), c.rms_norm_eps)
-                  : nullptr,
-        c.qk_norm ? std::make_shared<RmsNormModule>(
-                        weight(p + ".self_attn.k_norm.weight", {c.head_dim}), c.rms_norm_eps)
-                  : nullptr);
-    auto mlp = std::make_shared<Mlp>(
-        linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
-        linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
-        linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias));
+    std::shared_ptr<Attention> attn;
+    std::shared_ptr<Mlp> mlp;
+    if (c.fused_projections) {
+      attn = std::make_shared<Attention>(
+          c,
+          linear(p + ".self_attn.qkv_proj", c.q_size() + 2 * c.kv_size(), c.hidden_size,
+                 c.qkv_bias),
+          linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias));
+      mlp = std::make_shared<Mlp>(
+          linear(p + ".mlp.gate_up_proj", 2 * c.intermediate_size, c.hidden_size, c.mlp_bias),
+          linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias));
+    }
+    if (!attn)
+      attn = std::make_shared<Attention>(
+          c, linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias),
+          linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
+          linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
+          linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias),
+          c.qk_norm ? std::make_shared<RmsNormModule>(
+                          weight(p + ".self_attn.q_norm.weight", {c.head_dim}), c.rms_norm_eps)
+                    : nullptr,
+          c.qk_norm ? std::make_shared<RmsNormModule>(
+                          weight(p + ".self_attn.k_norm.weight", {c.head_dim}), c.rms_norm_eps)
+                    : nullptr);
+    if (!mlp)
+      mlp = std::make_shared<Mlp>(
+          linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
+          linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
+          linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias));
     auto ln1 = std::make_shared<RmsNormModule>(
         weight(p + ".input_layernorm.weight", {c.hidden_size}), c.rms_norm_eps);
     auto ln2 = std::make_shared<RmsNormModule>(
@@ -438,6 +498,9 @@ CausalLM::CausalLM(
   register_module("lm_head", lm_head);
   inv_freq_ = RopeInvFreq(c);
   inv_freq_device_ = inv_freq_.to(device_);
+  if (c.rope_scaling.type == RopeType::kLongRope) {
+    inv_freq_long_ = RopeInvFreq(c, /*long_factors=*/true).to(device_);
+  }
   device_ = inv_freq_device_.device();  // "cuda" -> "cuda:<current>"
 }
 
@@ -494,13 +557,24 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
 
   // Rotary tables in fp32, gathered per position (packed rows restart).
   // (A model moved with to() after construction gets a fresh copy per call.)
-  const Tensor inv_freq =
+  Tensor inv_freq =
       inv_freq_device_.device() == device_ ? inv_freq_device_ : inv_freq_.to(device_);  // (D/2)
-  Tensor pos = position_ids.to(device_).to(torch::kFloat32);                            // (B, T)
+  const RopeScaling& rope = config_.rope_scaling;
+  if (rope.type == RopeType::kLongRope && position_ids.numel() > 0 &&
+      position_ids.max().item<int64_t>() + 1 > rope.original_max_position_embeddings) {
+    // As transformers: the long factors for the whole forward once any
+    // position lies beyond the pre-training length.
+    inv_freq = inv_freq_long_.to(device_);
+  }
+  Tensor pos = position_ids.to(device_).to(torch::kFloat32);     // (B, T)
   Tensor freqs = pos.unsqueeze(-1) * inv_freq.view({1, 1, -1});  // (B, T, D/2)
   Tensor emb = torch::cat({freqs, freqs}, -1);                   // (B, T, D)
   Tensor cos = emb.cos();
   Tensor sin = emb.sin();
+  if (rope.type == RopeType::kLongRope && rope.attention_factor != 1.0) {
+    cos = cos * rope.attention_factor;
+    sin = sin * rope.attention_factor;
+  }
 
   const AttentionLayout layout = AttentionLayout::FromSegments(segment_ids, device_);
 
@@ -522,9 +596,10 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   auto prefetch = [&](size_t i) {
     if (shard_group_ == nullptr || !prefetch_ || i >= model->layers.size()) return;
     const DecoderLayer& l = *model->layers[i];
-    for (const auto* linear :
-         {&l.self_attn->q_proj, &l.self_attn->k_proj, &l.self_attn->v_proj, &l.self_attn->o_proj,
-          &l.mlp->gate_proj, &l.mlp->up_proj, &l.mlp->down_proj}) {
+    for (const auto* linear : {&l.self_attn->q_proj, &l.self_attn->k_proj, &l.self_attn->v_proj,
+                               &l.self_attn->qkv_proj, &l.self_attn->o_proj, &l.mlp->gate_proj,
+                               &l.mlp->up_proj, &l.mlp->gate_up_proj, &l.mlp->down_proj}) {
+      if (*linear == nullptr) continue;  // the fused or the separate projections
       if (auto* s = dynamic_cast<ShardedLinear*>((*linear)->frozen_base())) s->Prefetch();
     }
   };
@@ -596,6 +671,13 @@ std::vector<LinearSlot> CausalLM::LinearSlots() {
     const int index = static_cast<int>(i);
     Attention* attn = layer.self_attn.get();
     Mlp* mlp = layer.mlp.get();
+    if (attn->qkv_proj) {
+      slots.push_back({p + ".self_attn.qkv_proj", index, "qkv_proj", attn, &attn->qkv_proj});
+      slots.push_back({p + ".self_attn.o_proj", index, "o_proj", attn, &attn->o_proj});
+      slots.push_back({p + ".mlp.gate_up_proj", index, "gate_up_proj", mlp, &mlp->gate_up_proj});
+      slots.push_back({p + ".mlp.down_proj", index, "down_proj", mlp, &mlp->down_proj});
+      continue;
+    }
     slots.push_back({p + ".self_attn.q_proj", index, "q_proj", attn, &attn->q_proj});
     slots.push_back({p + ".self_attn.k_proj", index, "k_proj", attn, &attn->k_proj});
     slots.push_back({p + ".self_attn.v_proj", index, "v_proj", attn, &attn->v_proj});
@@ -608,9 +690,9 @@ std::vector<LinearSlot> CausalLM::LinearSlots() {
   return slots;
 }
 
-Tensor RopeInvFreq(const ModelConfig& c) {
+Tensor RopeInvFreq(const ModelConfig& c, bool long_factors) {
   // Same operation order as transformers' rope init functions, all fp32.
-  const int64_t dim = c.head_dim;
+  const int64_t dim = c.rotary_dim();
   Tensor exponent =
       torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
   Tensor inv_freq = 1.0 / torch::pow(c.rope_theta, exponent);  // (D/2)
@@ -631,6 +713,11 @@ Tensor RopeInvFreq(const ModelConfig& c) {
       Tensor smoothed = (1 - smooth) * llama / s.factor + smooth * llama;
       Tensor medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen);
       return torch::where(medium, smoothed, llama);
+    }
+    case RopeType::kLongRope: {
+      const std::vector<double>& f = long_factors ? s.long_factor : s.short_factor;
+      Tensor ext = torch::tensor(f, torch::kFloat64).to(torch::kFloat32);  // (D/2)
+      return 1.0 / (ext * torch::pow(c.rope_theta, exponent));
     }
   }
   return inv_freq;

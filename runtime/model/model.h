@@ -88,27 +88,33 @@ torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tens
                                        const std::vector<std::vector<int64_t>>& segment_lengths,
                                        double dropout);
 
-// self_attn: q_proj, k_proj, v_proj, o_proj; with Qwen3's q_norm and
+// self_attn: q_proj, k_proj, v_proj, o_proj (or Phi3's fused qkv_proj, rows
+// q then k then v, and o_proj); with Qwen3's q_norm and
 // k_norm (RMSNorm of each head's q and k, before RoPE) when given; with
 // Mistral's sliding window (config.sliding_window) when a row or a packed
 // run is longer than it (shorter ones attend as before: the window cannot
-// matter there).
+// matter there). RoPE turns the first config.rotary_dim() dimensions of
+// each head (all of them but for Phi3's partial rotary).
 class Attention : public torch::nn::Module {
  public:
   Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q, std::shared_ptr<LinearBase> k,
             std::shared_ptr<LinearBase> v, std::shared_ptr<LinearBase> o,
             std::shared_ptr<RmsNormModule> q_norm = nullptr,
             std::shared_ptr<RmsNormModule> k_norm = nullptr);
-  // x: (B, T, C); cos, sin: (B, T, D) fp32; layout: who attends to whom
-  // (default: causal rows). Returns (B, T, C).
+  // Phi3: one qkv_proj (out q_size + 2 kv_size) and o_proj.
+  Attention(const ModelConfig& config, std::shared_ptr<LinearBase> qkv,
+            std::shared_ptr<LinearBase> o);
+  // x: (B, T, C); cos, sin: (B, T, rotary_dim) fp32; layout: who attends to
+  // whom (default: causal rows). Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const AttentionLayout& layout = {});
 
-  std::shared_ptr<LinearBase> q_proj, k_proj, v_proj, o_proj;
-  std::shared_ptr<RmsNormModule> q_norm, k_norm;  // null but for Qwen3
+  std::shared_ptr<LinearBase> q_proj, k_proj, v_proj, o_proj;  // q/k/v null when fused
+  std::shared_ptr<LinearBase> qkv_proj;                        // null but for Phi3
+  std::shared_ptr<RmsNormModule> q_norm, k_norm;               // null but for Qwen3
 
  private:
-  int64_t num_heads_, num_kv_heads_, head_dim_;
+  int64_t num_heads_, num_kv_heads_, head_dim_, rotary_dim_;
   int64_t window_;  // 0: none
   double dropout_;
 };
@@ -119,14 +125,18 @@ class Attention : public torch::nn::Module {
 torch::Tensor SlidingWindowMask(int64_t batch, int64_t length, const AttentionLayout& layout,
                                 int64_t window, const torch::Device& device);
 
-// mlp: gate_proj, up_proj, down_proj with SwiGLU.
+// mlp: gate_proj, up_proj, down_proj with SwiGLU (or Phi3's fused
+// gate_up_proj, gate rows first, and down_proj).
 class Mlp : public torch::nn::Module {
  public:
   Mlp(std::shared_ptr<LinearBase> gate, std::shared_ptr<LinearBase> up,
       std::shared_ptr<LinearBase> down);
+  // Phi3: gate_up (out 2·I) and down.
+  Mlp(std::shared_ptr<LinearBase> gate_up, std::shared_ptr<LinearBase> down);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
 
-  std::shared_ptr<LinearBase> gate_proj, up_proj, down_proj;
+  std::shared_ptr<LinearBase> gate_proj, up_proj, down_proj;  // gate/up null when fused
+  std::shared_ptr<LinearBase> gate_up_proj;                   // null but for Phi3
 };
 
 // One pre-norm decoder block.
@@ -229,7 +239,8 @@ class CausalLM : public torch::nn::Module {
   torch::Tensor LossSum(const torch::Tensor& hidden, const torch::Tensor& targets);
 
   // Every linear layer with its HF module path, decoder layers in order
-  // (q, k, v, o, gate, up, down), then lm_head (layer_index -1). Pointers
+  // (q, k, v, o, gate, up, down; Phi3: qkv, o, gate_up, down), then lm_head
+  // (layer_index -1). Pointers
   // stay valid while the model lives. With tied embeddings, replacing
   // lm_head does not untie the embedding weight.
   std::vector<LinearSlot> LinearSlots();
@@ -244,7 +255,8 @@ class CausalLM : public torch::nn::Module {
   torch::Dtype dtype() const { return dtype_; }
   torch::Device device() const { return device_; }
 
-  // The rotary inverse frequencies (D/2) fp32 on CPU, scaling applied.
+  // The rotary inverse frequencies (rotary_dim/2) fp32 on CPU, scaling
+  // applied (longrope: the short factors').
   const torch::Tensor& inv_freq() const { return inv_freq_; }
 
   // "nf4" when the decoder's linear weights are held in 4 bits, else "".
@@ -282,6 +294,7 @@ class CausalLM : public torch::nn::Module {
   bool gradient_checkpointing_ = false;
   torch::Tensor inv_freq_;         // (D/2) fp32, CPU
   torch::Tensor inv_freq_device_;  // (D/2) fp32 on device_
+  torch::Tensor inv_freq_long_;    // longrope's long factors: (D/2) fp32 on device_
 };
 
 // The tensors a checkpoint for `config` must hold, with their shapes, in
@@ -289,9 +302,10 @@ class CausalLM : public torch::nn::Module {
 std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(
     const ModelConfig& config);
 
-// RoPE inverse frequencies (D/2) fp32 on CPU for config's head_dim,
-// rope_theta and rope scaling, computed as transformers does.
-torch::Tensor RopeInvFreq(const ModelConfig& config);
+// RoPE inverse frequencies (rotary_dim/2) fp32 on CPU for config's
+// rotary_dim, rope_theta and rope scaling, computed as transformers does.
+// longrope: the short factors', or the long ones' when `long_factors`.
+torch::Tensor RopeInvFreq(const ModelConfig& config, bool long_factors = false);
 
 // Position ids (B, T) int64 that restart at 0 at each change of segment id
 // along a row. segment_ids: (B, T) int32/int64.

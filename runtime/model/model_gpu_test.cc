@@ -40,10 +40,15 @@ ModelConfig SmallConfig(ModelFamily family) {
   c.family = family;
   c.architecture = family == ModelFamily::kLlama   ? "LlamaForCausalLM"
                    : family == ModelFamily::kQwen2 ? "Qwen2ForCausalLM"
+                   : family == ModelFamily::kPhi3  ? "Phi3ForCausalLM"
                                                    : "Qwen3ForCausalLM";
   c.model_type = family == ModelFamily::kLlama   ? "llama"
                  : family == ModelFamily::kQwen2 ? "qwen2"
+                 : family == ModelFamily::kPhi3  ? "phi3"
                                                  : "qwen3";
+  // Phi3: fused qkv_proj / gate_up_proj (the SwiGLU kernel on views of one
+  // product), partial rotary (the RoPE kernel on the first 24 of 32).
+  c.fused_projections = family == ModelFamily::kPhi3;
   c.qkv_bias = family == ModelFamily::kQwen2;
   c.qk_norm = family == ModelFamily::kQwen3;  // the fused RMSNorm over each head (D 32)
   c.vocab_size = 1000;
@@ -58,6 +63,17 @@ ModelConfig SmallConfig(ModelFamily family) {
   c.rope_scaling.low_freq_factor = 1.0;
   c.rope_scaling.high_freq_factor = 4.0;
   c.rope_scaling.original_max_position_embeddings = 64;
+  if (family == ModelFamily::kPhi3) {  // LongRoPE; rows of 200 take the long factors
+    c.partial_rotary_factor = 0.75;
+    c.rope_scaling = {};
+    c.rope_scaling.type = RopeType::kLongRope;
+    c.rope_scaling.original_max_position_embeddings = 64;
+    c.rope_scaling.attention_factor = 1.2;
+    for (int i = 0; i < 12; ++i) {
+      c.rope_scaling.short_factor.push_back(1.0 + 0.1 * i);
+      c.rope_scaling.long_factor.push_back(1.0 + i);
+    }
+  }
   return c;
 }
 
@@ -84,7 +100,8 @@ Tensor Positions(const Tensor& ids) {
 }
 
 TEST_F(ModelGpuTest, CudaMatchesCpu) {
-  for (ModelFamily f : {ModelFamily::kLlama, ModelFamily::kQwen2, ModelFamily::kQwen3}) {
+  for (ModelFamily f :
+       {ModelFamily::kLlama, ModelFamily::kQwen2, ModelFamily::kQwen3, ModelFamily::kPhi3}) {
     const ModelConfig c = SmallConfig(f);
     auto cpu = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 1);
     auto gpu = CausalLM::RandomInit(c, torch::kFloat32, torch::kCUDA, 1);

@@ -231,6 +231,15 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const 
   };
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l);
+    if (c.fused_projections) {  // Phi3: HF's order
+      linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias);
+      linear(p + ".self_attn.qkv_proj", c.q_size() + 2 * c.kv_size(), c.hidden_size, c.qkv_bias);
+      linear(p + ".mlp.gate_up_proj", 2 * c.intermediate_size, c.hidden_size, c.mlp_bias);
+      linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
+      out.push_back({p + ".input_layernorm.weight", {c.hidden_size}});
+      out.push_back({p + ".post_attention_layernorm.weight", {c.hidden_size}});
+      continue;
+    }
     linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias);
     linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias);
     linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias);

@@ -69,6 +69,16 @@ ModelConfig TinyQwen3() {
   return c;
 }
 
+// Phi3's layout with TinyLlama's sizes: fused qkv_proj and gate_up_proj.
+ModelConfig TinyPhi3() {
+  ModelConfig c = TinyLlama();
+  c.family = ModelFamily::kPhi3;
+  c.architecture = "Phi3ForCausalLM";
+  c.model_type = "phi3";
+  c.fused_projections = true;
+  return c;
+}
+
 Tensor Ids(std::vector<std::vector<int64_t>> rows) {
   const int64_t b = static_cast<int64_t>(rows.size());
   const int64_t t = static_cast<int64_t>(rows[0].size());
@@ -207,7 +217,7 @@ TEST(CausalLMTest, TiedEmbeddingsShareStorage) {
 }
 
 TEST(CausalLMTest, ConfigParameterCountsEqualTheCheckpointsTensors) {
-  for (ModelConfig c : {TinyLlama(), TinyQwen2(), TinyQwen3()}) {
+  for (ModelConfig c : {TinyLlama(), TinyQwen2(), TinyQwen3(), TinyPhi3()}) {
     for (bool tied : {false, true}) {
       c.tie_word_embeddings = tied;
       int64_t linear = 0, total = 0;
@@ -445,6 +455,103 @@ std::pair<Tensor, std::vector<Tensor>> LossAndGrads(CausalLM& lm, bool packed, u
     if (p.requires_grad()) grads.push_back(p.grad().defined() ? p.grad().clone() : Tensor());
   }
   return {loss.detach(), grads};
+}
+
+TEST(CausalLMTest, Phi3FusedProjectionsComputeWhatSeparateOnesDo) {
+  // A Phi3 model whose qkv_proj is [q; k; v] and gate_up_proj [gate; up] of a
+  // Llama model's weights computes the Llama model's logits and gradients.
+  auto llama = CausalLM::RandomInit(TinyLlama(), torch::kFloat32, torch::kCPU, 5);
+  auto params = llama->named_parameters();
+  auto weight = [&](const std::string& name, const std::vector<int64_t>& shape) {
+    auto swap = [&](const std::string& from, std::vector<std::string> parts) {
+      const std::string prefix = name.substr(0, name.size() - from.size());
+      std::vector<Tensor> ws;
+      for (const std::string& p : parts) ws.push_back(params[prefix + p].clone());
+      return torch::cat(ws, 0);
+    };
+    Tensor w;
+    if (absl::EndsWith(name, "qkv_proj.weight")) {
+      w = swap("qkv_proj.weight", {"q_proj.weight", "k_proj.weight", "v_proj.weight"});
+    } else if (absl::EndsWith(name, "gate_up_proj.weight")) {
+      w = swap("gate_up_proj.weight", {"gate_proj.weight", "up_proj.weight"});
+    } else {
+      w = params[name].clone();
+    }
+    EXPECT_EQ(w.sizes(), c10::IntArrayRef(shape)) << name;
+    return w;
+  };
+  auto phi3 = std::make_shared<CausalLM>(TinyPhi3(), torch::kFloat32, torch::kCPU, weight);
+  std::vector<LinearSlot> slots = phi3->LinearSlots();
+  ASSERT_EQ(slots.size(), 2u * 4 + 1);
+  EXPECT_EQ(slots[0].name, "model.layers.0.self_attn.qkv_proj");
+  EXPECT_EQ(slots[0].kind, "qkv_proj");
+  EXPECT_EQ(slots[2].name, "model.layers.0.mlp.gate_up_proj");
+  EXPECT_EQ(slots[3].name, "model.layers.0.mlp.down_proj");
+  const auto names = phi3->named_parameters();
+  EXPECT_TRUE(names.contains("model.layers.1.self_attn.qkv_proj.weight"));
+  EXPECT_FALSE(names.contains("model.layers.1.self_attn.q_proj.weight"));
+  for (const auto& [name, shape] : ExpectedTensors(TinyPhi3())) {
+    EXPECT_TRUE(names.contains(name)) << name;
+  }
+
+  const Tensor ids = Ids({{1, 5, 9, 2, 44, 3, 7}, {8, 8, 0, 31, 12, 6, 49}});
+  const Tensor seg = Ids({{1, 1, 1, 2, 2, 2, 2}, {1, 1, 1, 1, 1, 2, 2}});
+  for (bool packed : {false, true}) {
+    const Tensor pos = packed ? PositionsFromSegments(seg) : Positions(ids);
+    const Tensor segments = packed ? seg : Tensor();
+    // Gradients through the input of the first layer: make embeddings trainable.
+    for (auto& lm : {llama, phi3})
+      lm->named_parameters()["model.embed_tokens.weight"].requires_grad_(true);
+    Tensor a = llama->LossSum(llama->Hidden(ids, pos, segments), ids);
+    Tensor b = phi3->LossSum(phi3->Hidden(ids, pos, segments), ids);
+    EXPECT_NEAR(a.item<double>(), b.item<double>(), 1e-5 * std::abs(a.item<double>()));
+    a.backward();
+    b.backward();
+    Tensor ga = llama->named_parameters()["model.embed_tokens.weight"].grad();
+    Tensor gb = phi3->named_parameters()["model.embed_tokens.weight"].grad();
+    EXPECT_TRUE(torch::allclose(ga, gb, 1e-5, 1e-6)) << (ga - gb).abs().max();
+    for (auto& lm : {llama, phi3}) {
+      lm->named_parameters()["model.embed_tokens.weight"].mutable_grad().reset();
+      lm->named_parameters()["model.embed_tokens.weight"].requires_grad_(false);
+    }
+  }
+}
+
+TEST(CausalLMTest, LongRopeAndPartialRotary) {
+  ModelConfig c = TinyPhi3();     // D = 8
+  c.partial_rotary_factor = 0.5;  // 4 dimensions turn: 2 frequencies
+  c.rope_scaling.type = RopeType::kLongRope;
+  c.rope_scaling.short_factor = {1.0, 2.0};
+  c.rope_scaling.long_factor = {3.0, 5.0};
+  c.rope_scaling.original_max_position_embeddings = 6;
+  c.rope_scaling.attention_factor = 1.25;
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  Tensor s = RopeInvFreq(c);
+  Tensor l = RopeInvFreq(c, /*long_factors=*/true);
+  ASSERT_THAT(s.sizes(), ElementsAre(2));
+  EXPECT_NEAR(s[0].item<double>(), 1.0, 1e-7);
+  EXPECT_NEAR(s[1].item<double>(), 1.0 / (2.0 * std::pow(10000.0, 0.5)), 1e-9);
+  EXPECT_NEAR(l[0].item<double>(), 1.0 / 3.0, 1e-7);
+  EXPECT_NEAR(l[1].item<double>(), 1.0 / (5.0 * std::pow(10000.0, 0.5)), 1e-9);
+
+  // The last 4 dimensions of each head never turn: with q and k weights
+  // zero on the first 4, attention does not depend on positions at all,
+  // whatever the factors. And a forward whose positions pass 6 takes the
+  // long factors: the same tokens at positions 0..6 and 1..7 differ in their
+  // first tokens' outputs only through that switch and the positions.
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 2);
+  torch::NoGradGuard no_grad;
+  const Tensor ids = Ids({{3, 1, 4, 1, 5, 9}});
+  const Tensor h0 = lm->Hidden(ids, Positions(ids), Tensor());
+  const Tensor h_shift = lm->Hidden(ids, Positions(ids) + 10, Tensor());  // beyond 6: long factors
+  EXPECT_FALSE(torch::allclose(h0, h_shift, 1e-4, 1e-5));
+  for (auto& layer : lm->model->layers) {
+    Tensor w = layer->self_attn->qkv_proj->base_weight();  // (q 32 + k 16 + v 16, C)
+    for (int64_t head = 0; head < 4 + 2; ++head) w.narrow(0, head * 8, 4).zero_();
+  }
+  const Tensor a = lm->Hidden(ids, Positions(ids), Tensor());
+  const Tensor b = lm->Hidden(ids, Positions(ids) + 10, Tensor());
+  EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-6)) << (a - b).abs().max();
 }
 
 TEST(CausalLMTest, GradientCheckpointingGivesSameGradients) {
@@ -750,13 +857,13 @@ TEST_F(FromPretrainedTest, ConfigAndCheckpointErrorsPassThrough) {
   EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(got.status().message(), HasSubstr("/m/none/config.json"));
 
-  ASSERT_TRUE(env_->CreateDirs("/m/phi3").ok());
-  ASSERT_TRUE(env_->WriteFileAtomic("/m/phi3/config.json",
-                                    R"({"architectures": ["Phi3ForCausalLM"], "vocab_size": 8})")
+  ASSERT_TRUE(env_->CreateDirs("/m/mixtral").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic("/m/mixtral/config.json",
+                                    R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 8})")
                   .ok());
-  got = Load("/m/phi3");
+  got = Load("/m/mixtral");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(got.status().message(), HasSubstr("'Phi3ForCausalLM' is not supported"));
+  EXPECT_THAT(got.status().message(), HasSubstr("'MixtralForCausalLM' is not supported"));
 
   ModelConfig c = TinyLlama();
   ASSERT_TRUE(env_->CreateDirs("/m/noweights").ok());

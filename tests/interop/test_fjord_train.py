@@ -23,8 +23,8 @@ import yaml
 from peft import PeftModel
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-                          Qwen3Config, Qwen3ForCausalLM)
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -63,6 +63,9 @@ def make_job(tmp, arch="llama", **overrides):
         model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
     elif arch == "qwen3":  # per-head q/k norms, an explicit head_dim, tied like the small Qwen3s
         model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=16, tie_word_embeddings=True))
+    elif arch == "phi3":  # fused qkv_proj / gate_up_proj, half of each head rotates (Phi-4-mini: 3/4)
+        model = Phi3ForCausalLM(Phi3Config(**common, tie_word_embeddings=True, pad_token_id=0,
+                                           partial_rotary_factor=0.5, sliding_window=None))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False))
     g = torch.Generator().manual_seed(0)
@@ -107,7 +110,7 @@ def run_train(config, *args, check_rc=0):
 IDS = [[1, 5, 9, 20, 33, 7, 2, 60], [4, 4, 100, 8, 16, 23, 42, 15]]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "phi3"])
 def test_adapter_trained_by_fjord_loads_in_peft(tmp_path, arch):
     config, mdir = make_job(tmp_path, arch)
     run_train(config)
@@ -116,10 +119,11 @@ def test_adapter_trained_by_fjord_loads_in_peft(tmp_path, arch):
     assert meta["peft_type"] == "LORA" and meta["task_type"] == "CAUSAL_LM"
     assert meta["r"] == 4 and meta["lora_alpha"] == 8 and meta["bias"] == "none"
     assert meta["base_model_name_or_path"] == str(mdir)
-    assert sorted(meta["target_modules"]) == sorted(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    modules = (["qkv_proj", "o_proj", "gate_up_proj", "down_proj"] if arch == "phi3" else
+               ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    assert sorted(meta["target_modules"]) == sorted(modules)
     weights = load_file(adapter / "adapter_model.safetensors")
-    assert len(weights) == 2 * 7 * 2
+    assert len(weights) == 2 * len(modules) * 2
     assert all(k.startswith("base_model.model.model.layers.") for k in weights)
     assert max(v.abs().max().item() for k, v in weights.items() if "lora_B" in k) > 1e-3  # it trained
 

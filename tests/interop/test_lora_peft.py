@@ -1,6 +1,6 @@
 """fjord's LoRA adapters against Hugging Face peft, both ways, plus merged export.
 
-Tiny random Llama and Qwen2 models are made with transformers
+Tiny random Llama, Qwen2, Qwen3, Mistral and Phi3 models are made with transformers
 (save_pretrained). Then:
   * peft -> fjord: get_peft_model with various LoraConfigs (lists with
     layers_to_transform, a regex, all-linear, rank/alpha patterns, rsLoRA),
@@ -28,7 +28,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -51,6 +51,11 @@ def make_base(arch, tmp, seed=0):
         model = Qwen3ForCausalLM(Qwen3Config(**COMMON, tie_word_embeddings=True))
     elif arch == "mistral":  # a window of 4 over rows of 10
         model = MistralForCausalLM(MistralConfig(**COMMON, sliding_window=4, tie_word_embeddings=False))
+    elif arch == "phi3":  # fused qkv_proj and gate_up_proj, tied, half the head rotates, longrope
+        model = Phi3ForCausalLM(Phi3Config(
+            **COMMON, tie_word_embeddings=True, pad_token_id=0, sliding_window=None, partial_rotary_factor=0.5,
+            original_max_position_embeddings=64,
+            rope_scaling={"type": "longrope", "short_factor": [1.0, 1.5, 2.5], "long_factor": [1.0, 4.0, 16.0]}))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**COMMON, tie_word_embeddings=False))
     g = torch.Generator().manual_seed(seed)
@@ -129,7 +134,32 @@ def test_peft_adapter_in_fjord(tmp_path, arch, case):
     assert (base_logits - ref).abs().max().item() > 100 * TOL
 
 
-@pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen2", "qwen3", "mistral"])
+# Phi3's linear layers as peft names them: the fused qkv_proj and gate_up_proj
+# are one module each (one A and one B over all of q, k and v).
+PHI3_CONFIGS = {
+    "qkv_o_layers": lambda: LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"],
+                                       layers_to_transform=[0, 2]),
+    "regex": lambda: LoraConfig(r=3, lora_alpha=5,
+                                target_modules=r".*layers\.[01]\.(self_attn\.qkv_proj|mlp\.gate_up_proj)"),
+    "all_linear_patterns": lambda: LoraConfig(r=4, lora_alpha=16, target_modules="all-linear",
+                                              rank_pattern={"down_proj": 2, r"layers\.1\.self_attn\.qkv_proj": 6},
+                                              alpha_pattern={"gate_up_proj": 3}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PHI3_CONFIGS))
+def test_phi3_peft_adapter_in_fjord(tmp_path, case):
+    base = make_base("phi3", tmp_path)
+    adapter, ref = peft_adapter(base, PHI3_CONFIGS[case](), tmp_path)
+    keys = load_file(adapter / "adapter_model.safetensors").keys()
+    assert any(".qkv_proj.lora_A" in k or ".gate_up_proj.lora_A" in k for k in keys), sorted(keys)[:4]
+    for merged in (False, True):
+        got = fjord_logits(base, adapter, tmp_path, merged=merged)
+        err = (got - ref).abs().max().item()
+        assert err < TOL, f"phi3/{case} (merged {merged}): max |fjord - peft| = {err}"
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen2", "qwen3", "mistral", "phi3"])
 def test_merged_export_loads_in_transformers(tmp_path, arch):
     base = make_base(arch, tmp_path)
     adapter, ref = peft_adapter(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"), tmp_path)

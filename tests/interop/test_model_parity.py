@@ -1,6 +1,6 @@
 """runtime/model against transformers' eager forward.
 
-Tiny random Llama, Qwen2, Qwen3 and Mistral models are built with the venv's transformers,
+Tiny random Llama, Qwen2, Qwen3, Mistral and Phi3 models are built with the venv's transformers,
 saved with save_pretrained (one model.safetensors, or sharded through
 max_shard_size; float32 or bfloat16), and run through
 `//runtime/model:model_tool logits`; its logits must match
@@ -30,8 +30,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-                          Qwen3Config, Qwen3ForCausalLM)
+                          MistralForCausalLM, MixtralConfig, MixtralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -78,6 +78,24 @@ CASES = {
     # Qwen3 tied (the 0.6B-4B checkpoints), with attention_bias (q, k, v and o).
     "qwen3_tied_bias": lambda: (Qwen3ForCausalLM, Qwen3Config(
         **COMMON, tie_word_embeddings=True, attention_bias=True)),
+    # Phi-3-mini's layout: fused qkv_proj and gate_up_proj, default RoPE, a
+    # sliding window (8 tokens over rows of 40), untied.
+    "phi3_window": lambda: (Phi3ForCausalLM, Phi3Config(
+        **COMMON, sliding_window=8, tie_word_embeddings=False, pad_token_id=0)),
+    # Phi-4-mini's: tied, partial rotary (0.75 of 16: 12 dimensions turn),
+    # LongRoPE with a pre-training length of 64: rows of 40 take the short
+    # factors, and cos/sin carry the attention factor of 256 / 64.
+    "phi3_longrope_short": lambda: (Phi3ForCausalLM, Phi3Config(
+        **COMMON, tie_word_embeddings=True, pad_token_id=0, sliding_window=None,
+        partial_rotary_factor=0.75, original_max_position_embeddings=64,
+        rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0],
+                      "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]})),
+    # The same with a pre-training length of 32: rows of 40 take the long factors.
+    "phi3_longrope_long": lambda: (Phi3ForCausalLM, Phi3Config(
+        **COMMON, tie_word_embeddings=True, pad_token_id=0, sliding_window=None,
+        partial_rotary_factor=0.75, original_max_position_embeddings=32,
+        rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0],
+                      "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]})),
 }
 
 
@@ -157,7 +175,7 @@ def test_fp32_logits_match(case, sharded, tmp_path):
     assert diff <= FP32_TOL, f"{case}: max abs diff {diff}"
 
 
-@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2_tied"])
+@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2_tied", "phi3_longrope_short"])
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
 def test_bf16_checkpoint(case, sharded, tmp_path):
     model_dir = save(build_model(case, seed=3), tmp_path / "model", torch.bfloat16, sharded)
@@ -181,7 +199,8 @@ def test_bf16_checkpoint(case, sharded, tmp_path):
     assert pair <= BF16_PAIR_TOL, f"{case}: bf16 fjord vs transformers max abs diff {pair}"
 
 
-@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2", "mistral_window"])
+@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2", "mistral_window", "phi3_window",
+                                  "phi3_longrope_short"])
 def test_packed_rows_match_separate_forwards(case, tmp_path):
     model_dir = save(build_model(case, seed=5), tmp_path / "model", torch.float32, False)
     g = torch.Generator().manual_seed(6)
@@ -214,14 +233,17 @@ def test_packed_rows_match_separate_forwards(case, tmp_path):
 
 
 def test_unknown_architecture_is_refused(tmp_path):
-    cfg = Phi3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                     num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
-    Phi3ForCausalLM(cfg).save_pretrained(tmp_path / "phi3")
-    proc = run_tool("logits", "--model", tmp_path / "phi3", "--ids", "1,2,3", "--out",
+    # A mixture of experts (Mixtral): refused by name, with what is supported.
+    cfg = MixtralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=2,
+                        num_experts_per_tok=1)
+    MixtralForCausalLM(cfg).save_pretrained(tmp_path / "mixtral")
+    proc = run_tool("logits", "--model", tmp_path / "mixtral", "--ids", "1,2,3", "--out",
                     tmp_path / "out.safetensors", check=False)
     assert proc.returncode == 1, proc.stderr
-    assert "Phi3ForCausalLM" in proc.stderr
+    assert "MixtralForCausalLM" in proc.stderr
     assert "is not supported" in proc.stderr
+    assert "Phi3ForCausalLM" in proc.stderr  # in the list of supported ones
     assert "config.json" in proc.stderr
     assert not (tmp_path / "out.safetensors").exists()
 
