@@ -52,6 +52,14 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up) {
   return reference::SwiGlu(gate, up);
 }
 
+torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  return reference::GemmaRmsNorm(x, weight, eps);
+}
+
+torch::Tensor GeGlu(const torch::Tensor& gate, const torch::Tensor& up) {
+  return reference::GeGlu(gate, up);
+}
+
 torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
                                     const torch::Tensor& labels, int64_t chunk_tokens) {
   if (hidden.is_cuda() && FusedAllowed(kLinearCrossEntropyKernel) &&

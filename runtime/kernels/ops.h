@@ -39,6 +39,15 @@ std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor& q, const 
 // SwiGLU: silu(gate) · up. gate, up: (..., I).
 torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
 
+// Gemma's RMSNorm: y = x / sqrt(mean(x²) + eps) · (1 + weight), all in fp32,
+// cast to x's dtype last (Llama's RmsNorm casts before it scales). x: (..., C);
+// weight: (C). No fused kernel yet: the reference on every device.
+torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
+// GeGLU with GELU's tanh approximation (gelu_pytorch_tanh): gelu(gate) · up.
+// gate, up: (..., I). No fused kernel yet: the reference on every device.
+torch::Tensor GeGlu(const torch::Tensor& gate, const torch::Tensor& up);
+
 // Sum over tokens whose label != -100 of the cross-entropy of
 // softmax(hidden·weightᵀ) against labels, never holding more than
 // `chunk_tokens` rows of logits at once (fp32 accumulation).
@@ -66,6 +75,8 @@ std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor& q, const 
                                                   const torch::Tensor& cos,
                                                   const torch::Tensor& sin);
 torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
+torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+torch::Tensor GeGlu(const torch::Tensor& gate, const torch::Tensor& up);
 torch::Tensor LinearCrossEntropySum(const torch::Tensor& hidden, const torch::Tensor& weight,
                                     const torch::Tensor& labels, int64_t chunk_tokens);
 torch::Tensor Nf4Dequantize(const torch::Tensor& packed, const torch::Tensor& absmax,

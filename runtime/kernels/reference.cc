@@ -40,6 +40,17 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up) {
   return torch::silu(gate) * up;
 }
 
+torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  torch::Tensor xf = x.to(torch::kFloat32);
+  torch::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  // As in HF's Gemma3RMSNorm: scale by (1 + w) in fp32, then cast.
+  return (xf * torch::rsqrt(var + eps) * (1.0 + weight.to(torch::kFloat32))).to(x.scalar_type());
+}
+
+torch::Tensor GeGlu(const torch::Tensor& gate, const torch::Tensor& up) {
+  return torch::gelu(gate, "tanh") * up;
+}
+
 // ---- Chunked linear + cross-entropy ----
 //
 // Autograd over a plain chunk loop would keep every chunk's logits (and

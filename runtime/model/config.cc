@@ -20,6 +20,7 @@ constexpr char kQwen2Arch[] = "Qwen2ForCausalLM";
 constexpr char kQwen3Arch[] = "Qwen3ForCausalLM";
 constexpr char kMistralArch[] = "MistralForCausalLM";
 constexpr char kPhi3Arch[] = "Phi3ForCausalLM";
+constexpr char kGemma3Arch[] = "Gemma3ForCausalLM";
 
 // Each supported family: its architecture and model_type names.
 struct FamilyName {
@@ -27,11 +28,10 @@ struct FamilyName {
   const char* architecture;
   const char* model_type;
 };
-constexpr FamilyName kFamilies[] = {{ModelFamily::kLlama, kLlamaArch, "llama"},
-                                    {ModelFamily::kQwen2, kQwen2Arch, "qwen2"},
-                                    {ModelFamily::kQwen3, kQwen3Arch, "qwen3"},
-                                    {ModelFamily::kMistral, kMistralArch, "mistral"},
-                                    {ModelFamily::kPhi3, kPhi3Arch, "phi3"}};
+constexpr FamilyName kFamilies[] = {
+    {ModelFamily::kLlama, kLlamaArch, "llama"}, {ModelFamily::kQwen2, kQwen2Arch, "qwen2"},
+    {ModelFamily::kQwen3, kQwen3Arch, "qwen3"}, {ModelFamily::kMistral, kMistralArch, "mistral"},
+    {ModelFamily::kPhi3, kPhi3Arch, "phi3"},    {ModelFamily::kGemma3, kGemma3Arch, "gemma3_text"}};
 
 const FamilyName& NamesOf(ModelFamily f) {
   for (const FamilyName& n : kFamilies) {
@@ -166,11 +166,11 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       if (from_arch.has_value()) break;
     }
     if (!from_arch.has_value()) {
-      return FieldError(
-          "architectures",
-          absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
-                       "' is not supported; supported: ", kLlamaArch, ", ", kQwen2Arch, ", ",
-                       kQwen3Arch, ", ", kMistralArch, ", ", kPhi3Arch));
+      return FieldError("architectures",
+                        absl::StrCat("architecture '", absl::StrJoin(names, "', '"),
+                                     "' is not supported; supported: ", kLlamaArch, ", ",
+                                     kQwen2Arch, ", ", kQwen3Arch, ", ", kMistralArch, ", ",
+                                     kPhi3Arch, ", ", kGemma3Arch, " (text only)"));
     }
   }
   FJORD_ASSIGN_OR_RETURN(std::optional<std::string> model_type,
@@ -184,7 +184,8 @@ absl::Status ParseArchitecture(const Json& root, ModelConfig& c) {
       return FieldError(
           "model_type",
           absl::StrCat("model type '", *model_type,
-                       "' is not supported; supported: llama, qwen2, qwen3, mistral, phi3"));
+                       "' is not supported; supported: llama, qwen2, qwen3, mistral, phi3, "
+                       "gemma3_text"));
     }
   }
   if (!from_arch.has_value() && !from_type.has_value()) {
@@ -237,12 +238,24 @@ absl::StatusOr<std::vector<double>> RequireDoubles(const Json& obj, const std::s
   return out;
 }
 
+absl::Status ParseRopeSection(const Json& root, const Json& rp, const std::string& section,
+                              ModelConfig& c);
+
 // RoPE from v5's "rope_parameters" or v4's "rope_theta" + "rope_scaling".
 absl::Status ParseRope(const Json& root, ModelConfig& c) {
   FJORD_ASSIGN_OR_RETURN(std::optional<double> top_theta,
                          GetDouble(root, "rope_theta", "rope_theta"));
   if (top_theta.has_value()) c.rope_theta = *top_theta;
   FJORD_RETURN_IF_ERROR(ParsePartialRotary(root, "partial_rotary_factor", c));
+
+  if (c.family == ModelFamily::kGemma3) {
+    // v4: rope_theta for the global layers (1e6 by default), the local
+    // layers' own base, and rope_scaling for the global layers only.
+    c.rope_theta = top_theta.value_or(1000000.0);
+    FJORD_ASSIGN_OR_RETURN(std::optional<double> local,
+                           GetDouble(root, "rope_local_base_freq", "rope_local_base_freq"));
+    c.local_rope_theta = local.value_or(10000.0);
+  }
 
   std::string section = "rope_parameters";
   const Json* rp = Find(root, section);
@@ -254,12 +267,48 @@ absl::Status ParseRope(const Json& root, ModelConfig& c) {
   if (!rp->is_object()) {
     return FieldError(section, absl::StrCat("must be an object or null, got ", Show(*rp)));
   }
+  if (c.family == ModelFamily::kGemma3 && section == "rope_parameters" &&
+      (rp->contains("full_attention") || rp->contains("sliding_attention"))) {
+    // v5: one section per layer type.
+    for (const auto& [key, value] : rp->items()) {
+      if (key != "full_attention" && key != "sliding_attention") {
+        return FieldError(absl::StrCat(section, ".", key),
+                          "Gemma 3 has full_attention and sliding_attention RoPE parameters only");
+      }
+      if (!value.is_null() && !value.is_object()) {
+        return FieldError(absl::StrCat(section, ".", key),
+                          absl::StrCat("must be an object, got ", Show(value)));
+      }
+    }
+    if (const Json* local = Find(*rp, "sliding_attention")) {
+      ModelConfig l = c;
+      l.rope_theta = c.local_rope_theta;
+      FJORD_RETURN_IF_ERROR(ParseRopeSection(root, *local, "rope_parameters.sliding_attention", l));
+      if (l.rope_scaling.type != RopeType::kDefault) {
+        return FieldError("rope_parameters.sliding_attention.rope_type",
+                          "the local layers' RoPE must be 'default'");
+      }
+      c.local_rope_theta = l.rope_theta;
+    }
+    if (const Json* global = Find(*rp, "full_attention")) {
+      return ParseRopeSection(root, *global, "rope_parameters.full_attention", c);
+    }
+    return absl::OkStatus();
+  }
   for (const auto& [key, value] : rp->items()) {
     if (value.is_object()) {
       return FieldError(absl::StrCat(section, ".", key),
                         "per-layer-type RoPE parameters are not supported");
     }
   }
+  return ParseRopeSection(root, *rp, section, c);
+}
+
+// One RoPE section (rope_parameters, rope_scaling, or one layer type's) at
+// `rp`, named `section` in errors.
+absl::Status ParseRopeSection(const Json& root, const Json& rp_ref, const std::string& section,
+                              ModelConfig& c) {
+  const Json* rp = &rp_ref;
   auto field = [&](absl::string_view key) { return absl::StrCat(section, ".", key); };
 
   std::string type_key = "rope_type";
@@ -386,6 +435,85 @@ absl::Status ParseQuantization(const Json& q, ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// Gemma 3's fields past the common ones (c.head_dim and c.hidden_size are
+// set).
+absl::Status ParseGemma3(const Json& root, bool attention_bias, ModelConfig& c) {
+  c.qkv_bias = c.o_proj_bias = attention_bias;
+  c.mlp_bias = false;
+  c.qk_norm = true;
+  c.gemma_norms = true;
+  c.embedding_scale = std::sqrt(static_cast<double>(c.hidden_size));
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> scalar,
+                         GetDouble(root, "query_pre_attn_scalar", "query_pre_attn_scalar"));
+  c.query_pre_attn_scalar = scalar.value_or(256.0);
+  if (!(c.query_pre_attn_scalar > 0.0)) {
+    return FieldError("query_pre_attn_scalar",
+                      absl::StrCat("must be positive, got ", c.query_pre_attn_scalar));
+  }
+  FJORD_ASSIGN_OR_RETURN(std::optional<double> cap,
+                         GetDouble(root, "final_logit_softcapping", "final_logit_softcapping"));
+  c.final_logit_softcapping = cap.value_or(0.0);
+  if (c.final_logit_softcapping < 0.0) {
+    return FieldError("final_logit_softcapping",
+                      absl::StrCat("must be positive or null, got ", c.final_logit_softcapping));
+  }
+  if (Find(root, "attn_logit_softcapping") != nullptr) {
+    return FieldError("attn_logit_softcapping",
+                      "soft-capped attention scores are not supported (Gemma 3 has none: null)");
+  }
+  FJORD_ASSIGN_OR_RETURN(std::optional<bool> bidirectional,
+                         GetBool(root, "use_bidirectional_attention"));
+  if (bidirectional.value_or(false)) {
+    return FieldError("use_bidirectional_attention",
+                      "bidirectional attention (an embedding model) is not supported");
+  }
+  // The window (4096 by default; null: none) and which layers use it.
+  c.sliding_window = 4096;
+  if (const Json* w = Find(root, "sliding_window");
+      w != nullptr || root.contains("sliding_window")) {
+    c.sliding_window = 0;
+    if (w != nullptr) {
+      FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> window,
+                             GetInt(root, "sliding_window", "sliding_window"));
+      if (window.value_or(0) <= 0) {
+        return FieldError(
+            "sliding_window",
+            absl::StrCat("must be a positive number of tokens or null, got ", window.value_or(0)));
+      }
+      c.sliding_window = *window;
+    }
+  }
+  c.sliding_layers.assign(static_cast<size_t>(c.num_hidden_layers), false);
+  if (const Json* types = Find(root, "layer_types")) {
+    if (!types->is_array() || static_cast<int64_t>(types->size()) != c.num_hidden_layers) {
+      return FieldError("layer_types", absl::StrCat("must list one type per layer (",
+                                                    c.num_hidden_layers, "), got ", Show(*types)));
+    }
+    for (size_t i = 0; i < types->size(); ++i) {
+      const Json& t = (*types)[i];
+      const std::string name = t.is_string() ? t.get<std::string>() : "";
+      if (name != "sliding_attention" && name != "full_attention") {
+        return FieldError(
+            absl::StrCat("layer_types[", i, "]"),
+            absl::StrCat("must be \"sliding_attention\" or \"full_attention\", got ", Show(t)));
+      }
+      c.sliding_layers[i] = name == "sliding_attention";
+    }
+  } else {
+    // transformers' default: every sliding_window_pattern-th layer global.
+    FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> pattern,
+                           GetInt(root, "sliding_window_pattern", "sliding_window_pattern"));
+    const int64_t every = pattern.value_or(6);
+    if (every <= 0) {
+      return FieldError("sliding_window_pattern", absl::StrCat("must be positive, got ", every));
+    }
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      c.sliding_layers[static_cast<size_t>(i)] = (i + 1) % every != 0;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> Parse(const Json& root) {
   if (!root.is_object()) return absl::InvalidArgumentError("config must be a JSON object");
   ModelConfig c;
@@ -421,6 +549,7 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
   if (eps.has_value()) c.rms_norm_eps = *eps;
   c.max_position_embeddings = llama                               ? 2048
                               : c.family == ModelFamily::kMistral ? 131072
+                              : c.family == ModelFamily::kGemma3  ? 131072
                               : c.family == ModelFamily::kPhi3    ? 4096
                                                                   : 32768;
   FJORD_ASSIGN_OR_RETURN(std::optional<int64_t> max_pos,
@@ -429,14 +558,25 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
   FJORD_RETURN_IF_ERROR(ParseRope(root, c));
 
   FJORD_ASSIGN_OR_RETURN(std::optional<bool> tie, GetBool(root, "tie_word_embeddings"));
-  c.tie_word_embeddings = tie.value_or(false);
+  c.tie_word_embeddings = tie.value_or(c.family == ModelFamily::kGemma3);
   FJORD_ASSIGN_OR_RETURN(std::optional<double> dropout,
                          GetDouble(root, "attention_dropout", "attention_dropout"));
   c.attention_dropout = dropout.value_or(0.0);
 
-  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> act,
-                         GetString(root, "hidden_act", "hidden_act"));
-  if (act.has_value() && *act != "silu" && *act != "swish") {
+  // Gemma names it hidden_activation (and its v4 configs carry a stale
+  // hidden_act as well, which transformers ignores).
+  const std::string act_key = c.family == ModelFamily::kGemma3 && root.contains("hidden_activation")
+                                  ? "hidden_activation"
+                                  : "hidden_act";
+  FJORD_ASSIGN_OR_RETURN(std::optional<std::string> act, GetString(root, act_key, act_key));
+  if (c.family == ModelFamily::kGemma3) {
+    if (act.value_or("gelu_pytorch_tanh") != "gelu_pytorch_tanh") {
+      return FieldError(act_key, absl::StrCat("activation '", *act,
+                                              "' is not supported for Gemma 3; supported: "
+                                              "gelu_pytorch_tanh"));
+    }
+    c.gelu_mlp = true;
+  } else if (act.has_value() && *act != "silu" && *act != "swish") {
     return FieldError("hidden_act",
                       absl::StrCat("activation '", *act, "' is not supported; supported: silu"));
   }
@@ -473,6 +613,8 @@ absl::StatusOr<ModelConfig> Parse(const Json& root) {
       }
       c.sliding_window = window.value_or(0);
     }
+  } else if (c.family == ModelFamily::kGemma3) {
+    FJORD_RETURN_IF_ERROR(ParseGemma3(root, attention_bias.value_or(false), c));
   } else if (c.family == ModelFamily::kQwen3) {
     // Qwen3's attention_bias covers q, k, v and o alike; its MLP has none.
     c.qkv_bias = attention_bias.value_or(false);
@@ -540,8 +682,9 @@ ModelConfig::ParameterCount ModelConfig::CountParameters() const {
   const int64_t biases =
       (qkv_bias ? q + 2 * kv : 0) + (o_proj_bias ? h : 0) + (mlp_bias ? 2 * i + h : 0);
   const int64_t head_norms = qk_norm ? 2 * head_dim : 0;
+  const int64_t layer_norms = gemma_norms ? 4 * h : 2 * h;  // Gemma: pre/post feedforward too
   n.other = vocab_size * h * (tie_word_embeddings ? 1 : 2) +
-            num_hidden_layers * (2 * h + biases + head_norms) + h;
+            num_hidden_layers * (layer_norms + biases + head_norms) + h;
   return n;
 }
 
@@ -600,11 +743,33 @@ absl::Status ModelConfig::Validate() const {
   if (family == ModelFamily::kQwen2 && (!qkv_bias || o_proj_bias || mlp_bias)) {
     return FieldError("attention_bias", "Qwen2 has q/k/v biases and no o_proj or MLP biases");
   }
-  if ((family == ModelFamily::kLlama || family == ModelFamily::kQwen3) && qkv_bias != o_proj_bias) {
+  if ((family == ModelFamily::kLlama || family == ModelFamily::kQwen3 ||
+       family == ModelFamily::kGemma3) &&
+      qkv_bias != o_proj_bias) {
     return FieldError("attention_bias", "attention_bias covers q, k, v and o_proj alike");
   }
-  if (qk_norm != (family == ModelFamily::kQwen3)) {
-    return FieldError("architectures", "q_norm and k_norm belong to Qwen3, and Qwen3 has them");
+  if (qk_norm != (family == ModelFamily::kQwen3 || family == ModelFamily::kGemma3)) {
+    return FieldError("architectures",
+                      "q_norm and k_norm belong to Qwen3 and Gemma 3, and they have them");
+  }
+  const bool gemma = family == ModelFamily::kGemma3;
+  if (gemma_norms != gemma || gelu_mlp != gemma || (embedding_scale != 0.0) != gemma ||
+      (query_pre_attn_scalar != 0.0) != gemma || (local_rope_theta != 0.0) != gemma ||
+      (final_logit_softcapping != 0.0 && !gemma)) {
+    return FieldError("architectures",
+                      "(1 + w) norms, GeGLU, scaled embeddings, query_pre_attn_scalar, a local "
+                      "RoPE base and logit soft-capping belong to Gemma 3");
+  }
+  if (gemma && (mlp_bias || !(query_pre_attn_scalar > 0.0) || !(embedding_scale > 0.0) ||
+                !(local_rope_theta > 0.0) || final_logit_softcapping < 0.0)) {
+    return FieldError("query_pre_attn_scalar",
+                      "Gemma 3 needs a positive query_pre_attn_scalar, embedding scale and "
+                      "local RoPE base, and no MLP bias");
+  }
+  if (!sliding_layers.empty() && static_cast<int64_t>(sliding_layers.size()) != num_hidden_layers) {
+    return FieldError("layer_types",
+                      absl::StrCat("must list one type per layer (", num_hidden_layers, "), got ",
+                                   sliding_layers.size()));
   }
   if (family == ModelFamily::kQwen3 && mlp_bias) {
     return FieldError("mlp_bias", "Qwen3's MLP has no biases");
@@ -612,12 +777,12 @@ absl::Status ModelConfig::Validate() const {
   if (family == ModelFamily::kMistral && (qkv_bias || o_proj_bias || mlp_bias)) {
     return FieldError("attention_bias", "Mistral has no biases");
   }
-  if (sliding_window < 0 ||
-      (sliding_window > 0 && family != ModelFamily::kMistral && family != ModelFamily::kPhi3)) {
+  if (sliding_window < 0 || (sliding_window > 0 && family != ModelFamily::kMistral &&
+                             family != ModelFamily::kPhi3 && family != ModelFamily::kGemma3)) {
     return FieldError("sliding_window",
                       absl::StrCat("a window of ", sliding_window,
-                                   " tokens: only Mistral's and Phi3's sliding windows are "
-                                   "supported"));
+                                   " tokens: only Mistral's, Phi3's and Gemma 3's sliding windows "
+                                   "are supported"));
   }
   if (family == ModelFamily::kPhi3 && (qkv_bias || o_proj_bias || mlp_bias)) {
     return FieldError("attention_bias", "Phi3 has no biases");
@@ -688,7 +853,11 @@ std::string ModelConfig::ToJson() const {
   j["num_attention_heads"] = num_attention_heads;
   j["num_key_value_heads"] = num_key_value_heads;
   j["head_dim"] = head_dim;
-  j["hidden_act"] = "silu";
+  if (gelu_mlp) {
+    j["hidden_activation"] = "gelu_pytorch_tanh";
+  } else {
+    j["hidden_act"] = "silu";
+  }
   j["rms_norm_eps"] = rms_norm_eps;
   j["max_position_embeddings"] = max_position_embeddings;
   j["tie_word_embeddings"] = tie_word_embeddings;
@@ -698,6 +867,22 @@ std::string ModelConfig::ToJson() const {
     j["mlp_bias"] = mlp_bias;
   } else if (family == ModelFamily::kQwen3) {
     j["attention_bias"] = qkv_bias;
+  } else if (family == ModelFamily::kGemma3) {
+    j["attention_bias"] = qkv_bias;
+    j["query_pre_attn_scalar"] = query_pre_attn_scalar;
+    j["sliding_window"] = sliding_window > 0 ? nlohmann::ordered_json(sliding_window)
+                                             : nlohmann::ordered_json(nullptr);
+    nlohmann::ordered_json types = nlohmann::ordered_json::array();
+    for (int64_t i = 0; i < num_hidden_layers; ++i) {
+      types.push_back(sliding_layers.empty() || sliding_layers[static_cast<size_t>(i)]
+                          ? "sliding_attention"
+                          : "full_attention");
+    }
+    j["layer_types"] = types;
+    j["final_logit_softcapping"] = final_logit_softcapping > 0
+                                       ? nlohmann::ordered_json(final_logit_softcapping)
+                                       : nlohmann::ordered_json(nullptr);
+    j["attn_logit_softcapping"] = nullptr;
   } else if (family == ModelFamily::kMistral || family == ModelFamily::kPhi3) {
     j["sliding_window"] = sliding_window > 0 ? nlohmann::ordered_json(sliding_window)
                                              : nlohmann::ordered_json(nullptr);
@@ -728,7 +913,13 @@ std::string ModelConfig::ToJson() const {
       break;
   }
   if (partial_rotary_factor != 1.0) rope["partial_rotary_factor"] = partial_rotary_factor;
-  j["rope_parameters"] = rope;
+  if (family == ModelFamily::kGemma3) {
+    j["rope_parameters"] = {
+        {"full_attention", rope},
+        {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", local_rope_theta}}}};
+  } else {
+    j["rope_parameters"] = rope;
+  }
   if (family == ModelFamily::kPhi3 && rope_scaling.type == RopeType::kLongRope) {
     j["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
   }

@@ -8,7 +8,8 @@
 // Supported architectures: LlamaForCausalLM (model_type "llama"),
 // Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3"),
 // MistralForCausalLM ("mistral", with its sliding window) and
-// Phi3ForCausalLM ("phi3": Phi-3, Phi-3.5, Phi-4-mini). RoPE: default,
+// Phi3ForCausalLM ("phi3": Phi-3, Phi-3.5, Phi-4-mini) and
+// Gemma3ForCausalLM ("gemma3_text": Gemma 3's text models). RoPE: default,
 // linear, llama3 and longrope ("su") scaling, partial rotary for Phi3.
 #ifndef FJORD_RUNTIME_MODEL_CONFIG_H_
 #define FJORD_RUNTIME_MODEL_CONFIG_H_
@@ -33,6 +34,9 @@ enum class ModelFamily {
   kMistral,  // MistralForCausalLM: no biases; sliding-window attention when sliding_window
   kPhi3,     // Phi3ForCausalLM: fused qkv_proj and gate_up_proj, no biases, sliding window
              // when set, longrope scaling and partial rotary embeddings
+  kGemma3,   // Gemma3ForCausalLM: embeddings scaled by sqrt(hidden), RMSNorm with (1 + w),
+             // norms before and after attention and MLP, GeGLU (tanh GELU), q/k norms,
+             // local (sliding) and global layers with their own RoPE, query_pre_attn_scalar
 };
 
 enum class RopeType {
@@ -100,6 +104,34 @@ struct ModelConfig {
   // Phi3 (partial_rotary_factor): RoPE turns only the first
   // int(head_dim * factor) dimensions of each head; 1 elsewhere.
   double partial_rotary_factor = 1.0;
+
+  // Gemma 3 (all derived from the family and config.json):
+  //  - gemma_norms: every RMSNorm scales by (1 + weight), in fp32 before the
+  //    cast back; and each layer has pre/post norms around attention and
+  //    the MLP (post_attention_layernorm normalises attention's output,
+  //    pre_ and post_feedforward_layernorm the MLP's input and output);
+  //  - gelu_mlp: the MLP's activation is GELU with the tanh approximation
+  //    (gelu_pytorch_tanh), not SiLU;
+  //  - embedding_scale: embeddings times sqrt(hidden_size), rounded to the
+  //    model's dtype first (0: none);
+  //  - query_pre_attn_scalar: attention scores scaled by its -1/2 power (0:
+  //    head_dim's);
+  //  - sliding_layers: which layers attend through sliding_window (empty:
+  //    every layer, when a window is set); the others are global;
+  //  - local_rope_theta: the sliding layers' RoPE base (no scaling there;
+  //    rope_theta and rope_scaling are the global layers');
+  //  - final_logit_softcapping: logits become cap·tanh(logits / cap) (0: none).
+  bool gemma_norms = false;
+  bool gelu_mlp = false;
+  double embedding_scale = 0.0;
+  double query_pre_attn_scalar = 0.0;
+  std::vector<bool> sliding_layers;
+  double local_rope_theta = 0.0;
+  double final_logit_softcapping = 0.0;
+  // Whether layer i attends through the sliding window.
+  bool IsSlidingLayer(int64_t i) const {
+    return sliding_window > 0 && (sliding_layers.empty() || sliding_layers[static_cast<size_t>(i)]);
+  }
 
   // "float32", "bfloat16", "float16" (from "dtype" or "torch_dtype"); empty
   // if the config names none.

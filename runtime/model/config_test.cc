@@ -331,6 +331,81 @@ TEST(ModelConfigTest, ParsesPhi4MiniItsLongRopeAndPartialRotary) {
   ExpectInvalid(llama, "partial_rotary_factor", "supported for Phi3 only");
 }
 
+// A config in Gemma-3-1B's shape with the v4 field names Gemma 3's releases
+// use (rope_local_base_freq, sliding_window_pattern; no layer_types).
+constexpr char kGemma3_1B[] = R"({
+  "architectures": ["Gemma3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "attn_logit_softcapping": null, "bos_token_id": 2, "eos_token_id": [1, 106],
+  "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": 1152, "initializer_range": 0.02, "intermediate_size": 6912,
+  "max_position_embeddings": 32768, "model_type": "gemma3_text", "num_attention_heads": 4,
+  "num_hidden_layers": 26, "num_key_value_heads": 1, "pad_token_id": 0,
+  "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+  "rope_scaling": null, "rope_theta": 1000000, "sliding_window": 512,
+  "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "use_cache": true,
+  "vocab_size": 262144})";
+
+TEST(ModelConfigTest, ParsesGemma3LocalAndGlobalLayers) {
+  absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(kGemma3_1B, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kGemma3);
+  EXPECT_EQ(c->architecture, "Gemma3ForCausalLM");
+  EXPECT_EQ(c->model_type, "gemma3_text");
+  EXPECT_TRUE(c->qk_norm && c->gemma_norms && c->gelu_mlp);
+  EXPECT_TRUE(c->tie_word_embeddings);  // Gemma's default
+  EXPECT_DOUBLE_EQ(c->embedding_scale, std::sqrt(1152.0));
+  EXPECT_EQ(c->query_pre_attn_scalar, 256);
+  EXPECT_EQ(c->rope_theta, 1e6);
+  EXPECT_EQ(c->local_rope_theta, 1e4);
+  EXPECT_EQ(c->sliding_window, 512);
+  ASSERT_EQ(c->sliding_layers.size(), 26u);
+  for (int64_t i = 0; i < 26; ++i) {
+    EXPECT_EQ(c->IsSlidingLayer(i), (i + 1) % 6 != 0) << i;  // layers 5, 11, 17, 23 global
+  }
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int64_t>{1, 106}));
+  // transformers' Gemma3ForCausalLM of this config: 999,885,952 parameters.
+  EXPECT_EQ(c->CountParameters().total(), 999885952);
+  // Written back in v5's form (layer_types, rope_parameters per layer type).
+  const std::string v5 = c->ToJson();
+  EXPECT_THAT(v5, HasSubstr("\"sliding_attention\""));
+  absl::StatusOr<ModelConfig> again = ModelConfig::FromJson(v5, "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->sliding_layers, c->sliding_layers);
+  EXPECT_EQ(again->local_rope_theta, 1e4);
+  EXPECT_EQ(again->rope_theta, 1e6);
+  EXPECT_EQ(again->query_pre_attn_scalar, 256);
+  EXPECT_EQ(again->CountParameters().total(), 999885952);
+
+  // The 4B+ text models' linear scaling belongs to the global layers.
+  Json j = Json::parse(kGemma3_1B);
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  absl::StatusOr<ModelConfig> scaled = Parse(j);
+  ASSERT_TRUE(scaled.ok()) << scaled.status();
+  EXPECT_EQ(scaled->rope_scaling.type, RopeType::kLinear);
+  EXPECT_EQ(scaled->rope_scaling.factor, 8.0);
+  // What fjord does not do is refused by name.
+  j = Json::parse(kGemma3_1B);
+  j["attn_logit_softcapping"] = 50.0;
+  ExpectInvalid(j, "attn_logit_softcapping", "not supported");
+  j = Json::parse(kGemma3_1B);
+  j["use_bidirectional_attention"] = true;
+  ExpectInvalid(j, "use_bidirectional_attention", "not supported");
+  j = Json::parse(kGemma3_1B);
+  j["hidden_activation"] = "relu";
+  ExpectInvalid(j, "hidden_activation", "'relu' is not supported for Gemma 3");
+  j = Json::parse(kGemma3_1B);
+  j["layer_types"] = {"sliding_attention"};
+  ExpectInvalid(j, "layer_types", "one type per layer (26)");
+  j = Json::parse(kGemma3_1B);
+  j["rope_parameters"] = {{"sliding_attention", {{"rope_type", "linear"}, {"factor", 2.0}}}};
+  ExpectInvalid(j, "rope_parameters.sliding_attention.rope_type", "must be 'default'");
+  // The multimodal Gemma 3 (4B and up, with its vision tower) is not a text model.
+  j = Json::parse(kGemma3_1B);
+  j["architectures"] = {"Gemma3ForConditionalGeneration"};
+  j["model_type"] = "gemma3";
+  ExpectInvalid(j, "architectures", "Gemma3ForCausalLM (text only)");
+}
+
 TEST(ModelConfigTest, DefaultsForAbsentFields) {
   absl::StatusOr<ModelConfig> c = Parse(MinimalV4());
   ASSERT_TRUE(c.ok()) << c.status();

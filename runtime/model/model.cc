@@ -139,11 +139,13 @@ struct CheckpointedLayerFn : public torch::autograd::Function<CheckpointedLayerF
 
 // ---- Modules ----
 
-RmsNormModule::RmsNormModule(Tensor weight, double eps) : eps_(eps) {
+RmsNormModule::RmsNormModule(Tensor weight, double eps, bool gemma) : eps_(eps), gemma_(gemma) {
   weight_ = register_parameter("weight", std::move(weight), /*requires_grad=*/false);
 }
 
-Tensor RmsNormModule::forward(const Tensor& x) { return kernels::RmsNorm(x, weight_, eps_); }
+Tensor RmsNormModule::forward(const Tensor& x) {
+  return gemma_ ? kernels::GemmaRmsNorm(x, weight_, eps_) : kernels::RmsNorm(x, weight_, eps_);
+}
 
 Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
                      std::shared_ptr<LinearBase> k, std::shared_ptr<LinearBase> v,
@@ -161,6 +163,7 @@ Attention::Attention(const ModelConfig& config, std::shared_ptr<LinearBase> q,
       rotary_dim_(config.rotary_dim()),
       window_(config.sliding_window),
       dropout_(config.attention_dropout) {
+  if (config.query_pre_attn_scalar > 0) scale_ = 1.0 / std::sqrt(config.query_pre_attn_scalar);
   register_module("q_proj", q_proj);
   register_module("k_proj", k_proj);
   register_module("v_proj", v_proj);
@@ -238,7 +241,7 @@ Tensor BlockDiagonalCausalMask(const Tensor& segment_ids, const torch::Device& d
 
 Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& v,
                                 const std::vector<std::vector<int64_t>>& segment_lengths,
-                                double dropout) {
+                                double dropout, std::optional<double> scale) {
   TORCH_CHECK(
       q.dim() == 4 && k.dim() == 4 && v.dim() == 4 &&
           static_cast<int64_t>(segment_lengths.size()) == q.size(0),
@@ -246,8 +249,7 @@ Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& 
   const bool gqa = q.size(1) != k.size(1);
   auto causal = [&](const Tensor& qs, const Tensor& ks, const Tensor& vs) {
     return at::scaled_dot_product_attention(qs, ks, vs, /*attn_mask=*/{}, dropout,
-                                            /*is_causal=*/true,
-                                            /*scale=*/std::nullopt, gqa);
+                                            /*is_causal=*/true, scale, gqa);
   };
   // unbind / split / cat / stack: their backwards are one stack, cat and
   // split each, never a zero-filled full-size gradient per piece (as
@@ -331,15 +333,15 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
   if (windowed) {
     attn = at::scaled_dot_product_attention(q, k, v,
                                             SlidingWindowMask(b, t, layout, window_, x.device()),
-                                            dropout, /*is_causal=*/false, std::nullopt, gqa);
+                                            dropout, /*is_causal=*/false, scale_, gqa);
   } else if (!layout.segment_lengths.empty()) {
-    attn = SegmentedCausalAttention(q, k, v, layout.segment_lengths, dropout);
+    attn = SegmentedCausalAttention(q, k, v, layout.segment_lengths, dropout, scale_);
   } else if (layout.mask.defined()) {
     attn = at::scaled_dot_product_attention(q, k, v, layout.mask, dropout, /*is_causal=*/false,
-                                            /*scale=*/std::nullopt, gqa);
+                                            scale_, gqa);
   } else {
     attn = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout, /*is_causal=*/true,
-                                            /*scale=*/std::nullopt, gqa);
+                                            scale_, gqa);
   }
   attn = attn.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});  // (B, T, Hq·D)
   return o_proj->forward(attn);                                         // (B, T, C)
@@ -368,8 +370,8 @@ Tensor SlidingWindowMask(int64_t batch, int64_t length, const AttentionLayout& l
 }
 
 Mlp::Mlp(std::shared_ptr<LinearBase> gate, std::shared_ptr<LinearBase> up,
-         std::shared_ptr<LinearBase> down)
-    : gate_proj(std::move(gate)), up_proj(std::move(up)), down_proj(std::move(down)) {
+         std::shared_ptr<LinearBase> down, bool gelu)
+    : gate_proj(std::move(gate)), up_proj(std::move(up)), down_proj(std::move(down)), gelu_(gelu) {
   register_module("gate_proj", gate_proj);
   register_module("up_proj", up_proj);
   register_module("down_proj", down_proj);
@@ -390,26 +392,43 @@ Tensor Mlp::forward(const Tensor& x) {
   } else {
     gate_up = ForwardShared({gate_proj.get(), up_proj.get()}, x);
   }
-  Tensor h = kernels::SwiGlu(gate_up[0], gate_up[1]);  // (B, T, I)
+  Tensor h = gelu_ ? kernels::GeGlu(gate_up[0], gate_up[1])    // (B, T, I)
+                   : kernels::SwiGlu(gate_up[0], gate_up[1]);  // (B, T, I)
   gate_up.clear();
   return down_proj->forward(h);  // (B, T, C)
 }
 
 DecoderLayer::DecoderLayer(std::shared_ptr<RmsNormModule> input_ln, std::shared_ptr<Attention> attn,
-                           std::shared_ptr<RmsNormModule> post_ln, std::shared_ptr<Mlp> mlp_in)
+                           std::shared_ptr<RmsNormModule> post_ln, std::shared_ptr<Mlp> mlp_in,
+                           std::shared_ptr<RmsNormModule> pre_ff_ln,
+                           std::shared_ptr<RmsNormModule> post_ff_ln)
     : input_layernorm(std::move(input_ln)),
       self_attn(std::move(attn)),
       post_attention_layernorm(std::move(post_ln)),
-      mlp(std::move(mlp_in)) {
+      mlp(std::move(mlp_in)),
+      pre_feedforward_layernorm(std::move(pre_ff_ln)),
+      post_feedforward_layernorm(std::move(post_ff_ln)) {
+  TORCH_CHECK((pre_feedforward_layernorm == nullptr) == (post_feedforward_layernorm == nullptr),
+              "DecoderLayer: pre- and post-feedforward norms come together");
   // Registration order follows HF's named_parameters().
   register_module("self_attn", self_attn);
   register_module("mlp", mlp);
   register_module("input_layernorm", input_layernorm);
   register_module("post_attention_layernorm", post_attention_layernorm);
+  if (pre_feedforward_layernorm) {
+    register_module("pre_feedforward_layernorm", pre_feedforward_layernorm);
+    register_module("post_feedforward_layernorm", post_feedforward_layernorm);
+  }
 }
 
 Tensor DecoderLayer::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
                              const AttentionLayout& layout) {
+  if (pre_feedforward_layernorm) {  // Gemma 3: norms on both sides of each block
+    Tensor h = x + post_attention_layernorm->forward(
+                       self_attn->forward(input_layernorm->forward(x), cos, sin, layout));
+    return h + post_feedforward_layernorm->forward(
+                   mlp->forward(pre_feedforward_layernorm->forward(h)));  // (B, T, C)
+  }
   Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, layout);  // (B, T, C)
   return h + mlp->forward(post_attention_layernorm->forward(h));                     // (B, T, C)
 }
@@ -461,31 +480,37 @@ CausalLM::CausalLM(
           linear(p + ".mlp.gate_up_proj", 2 * c.intermediate_size, c.hidden_size, c.mlp_bias),
           linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias));
     }
-    if (!attn)
+    const bool g = c.gemma_norms;
+    auto norm = [&](const std::string& name, int64_t size) {
+      return std::make_shared<RmsNormModule>(weight(name, {size}), c.rms_norm_eps, g);
+    };
+    if (!attn) {
       attn = std::make_shared<Attention>(
           c, linear(p + ".self_attn.q_proj", c.q_size(), c.hidden_size, c.qkv_bias),
           linear(p + ".self_attn.k_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
           linear(p + ".self_attn.v_proj", c.kv_size(), c.hidden_size, c.qkv_bias),
           linear(p + ".self_attn.o_proj", c.hidden_size, c.q_size(), c.o_proj_bias),
-          c.qk_norm ? std::make_shared<RmsNormModule>(
-                          weight(p + ".self_attn.q_norm.weight", {c.head_dim}), c.rms_norm_eps)
-                    : nullptr,
-          c.qk_norm ? std::make_shared<RmsNormModule>(
-                          weight(p + ".self_attn.k_norm.weight", {c.head_dim}), c.rms_norm_eps)
-                    : nullptr);
-    if (!mlp)
+          c.qk_norm ? norm(p + ".self_attn.q_norm.weight", c.head_dim) : nullptr,
+          c.qk_norm ? norm(p + ".self_attn.k_norm.weight", c.head_dim) : nullptr);
+    }
+    attn->SetSlidingWindow(c.IsSlidingLayer(i) ? c.sliding_window : 0);
+    if (!mlp) {
       mlp = std::make_shared<Mlp>(
           linear(p + ".mlp.gate_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
           linear(p + ".mlp.up_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
-          linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias));
-    auto ln1 = std::make_shared<RmsNormModule>(
-        weight(p + ".input_layernorm.weight", {c.hidden_size}), c.rms_norm_eps);
-    auto ln2 = std::make_shared<RmsNormModule>(
-        weight(p + ".post_attention_layernorm.weight", {c.hidden_size}), c.rms_norm_eps);
-    layers.push_back(std::make_shared<DecoderLayer>(ln1, attn, ln2, mlp));
+          linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias), c.gelu_mlp);
+    }
+    auto ln1 = norm(p + ".input_layernorm.weight", c.hidden_size);
+    auto ln2 = norm(p + ".post_attention_layernorm.weight", c.hidden_size);
+    std::shared_ptr<RmsNormModule> ln3, ln4;
+    if (g) {  // Gemma 3: around the MLP too
+      ln3 = norm(p + ".pre_feedforward_layernorm.weight", c.hidden_size);
+      ln4 = norm(p + ".post_feedforward_layernorm.weight", c.hidden_size);
+    }
+    layers.push_back(std::make_shared<DecoderLayer>(ln1, attn, ln2, mlp, ln3, ln4));
   }
-  auto norm =
-      std::make_shared<RmsNormModule>(weight("model.norm.weight", {c.hidden_size}), c.rms_norm_eps);
+  auto norm = std::make_shared<RmsNormModule>(weight("model.norm.weight", {c.hidden_size}),
+                                              c.rms_norm_eps, c.gemma_norms);
   model = register_module("model", std::make_shared<DecoderStack>(embed, std::move(layers), norm));
   if (c.tie_word_embeddings && shard_group_ != nullptr) {
     lm_head =
@@ -500,6 +525,12 @@ CausalLM::CausalLM(
   inv_freq_device_ = inv_freq_.to(device_);
   if (c.rope_scaling.type == RopeType::kLongRope) {
     inv_freq_long_ = RopeInvFreq(c, /*long_factors=*/true).to(device_);
+  }
+  if (c.local_rope_theta > 0) {  // Gemma 3's sliding layers: their own base, no scaling
+    ModelConfig local = c;
+    local.rope_theta = c.local_rope_theta;
+    local.rope_scaling = RopeScaling();
+    inv_freq_local_ = RopeInvFreq(local).to(device_);
   }
   device_ = inv_freq_device_.device();  // "cuda" -> "cuda:<current>"
 }
@@ -566,15 +597,23 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
     // position lies beyond the pre-training length.
     inv_freq = inv_freq_long_.to(device_);
   }
-  Tensor pos = position_ids.to(device_).to(torch::kFloat32);     // (B, T)
-  Tensor freqs = pos.unsqueeze(-1) * inv_freq.view({1, 1, -1});  // (B, T, D/2)
-  Tensor emb = torch::cat({freqs, freqs}, -1);                   // (B, T, D)
-  Tensor cos = emb.cos();
-  Tensor sin = emb.sin();
-  if (rope.type == RopeType::kLongRope && rope.attention_factor != 1.0) {
-    cos = cos * rope.attention_factor;
-    sin = sin * rope.attention_factor;
+  const Tensor pos = position_ids.to(device_).to(torch::kFloat32);  // (B, T)
+  auto rotary = [&](const Tensor& inv, double scale) {
+    Tensor freqs = pos.unsqueeze(-1) * inv.view({1, 1, -1});  // (B, T, D/2)
+    Tensor emb = torch::cat({freqs, freqs}, -1);              // (B, T, D)
+    if (scale == 1.0) return std::pair<Tensor, Tensor>(emb.cos(), emb.sin());
+    return std::pair<Tensor, Tensor>(emb.cos() * scale, emb.sin() * scale);
+  };
+  const auto [cos, sin] =
+      rotary(inv_freq, rope.type == RopeType::kLongRope ? rope.attention_factor : 1.0);
+  // Gemma 3's sliding layers rotate with their own base.
+  Tensor cos_local, sin_local;
+  if (inv_freq_local_.defined()) {
+    std::tie(cos_local, sin_local) = rotary(inv_freq_local_.to(device_), 1.0);
   }
+  auto local_layer = [&](size_t i) {
+    return cos_local.defined() && !config_.sliding_layers.empty() && config_.sliding_layers[i];
+  };
 
   const AttentionLayout layout = AttentionLayout::FromSegments(segment_ids, device_);
 
@@ -588,6 +627,11 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
     x = torch::embedding(table, ids);
   } else {
     x = torch::embedding(model->embed_weight, ids);
+  }
+  if (config_.embedding_scale > 0) {
+    // Gemma: times sqrt(hidden_size), the factor rounded to the model's dtype
+    // first as transformers does.
+    x = x * torch::scalar_tensor(config_.embedding_scale, x.options());
   }
   const bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
   // A sharded base: the next layer's weights are gathered while this one
@@ -605,21 +649,24 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   };
   size_t index = 0;
   for (const auto& layer : model->layers) {
+    const bool local = local_layer(index);
+    const Tensor& layer_cos = local ? cos_local : cos;
+    const Tensor& layer_sin = local ? sin_local : sin;
     prefetch(++index);
     if (!checkpoint) {
-      x = layer->forward(x, cos, sin, layout);
+      x = layer->forward(x, layer_cos, layer_sin, layout);
       continue;
     }
     auto state = c10::make_intrusive<CheckpointState>();
     state->layer = layer;
-    state->cos = cos;
-    state->sin = sin;
+    state->cos = layer_cos;
+    state->sin = layer_sin;
     state->layout = layout;
     for (const Tensor& p : layer->parameters()) {
       if (p.requires_grad()) state->params.push_back(p);
     }
     if (!x.requires_grad() && state->params.empty()) {
-      x = layer->forward(x, cos, sin, layout);  // nothing to differentiate
+      x = layer->forward(x, layer_cos, layer_sin, layout);  // nothing to differentiate
       continue;
     }
     const std::vector<Tensor> params = state->params;
@@ -629,7 +676,10 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
 }
 
 Tensor CausalLM::Logits(const Tensor& hidden) {
-  return lm_head->forward(hidden).to(torch::kFloat32);  // (..., V)
+  Tensor logits = lm_head->forward(hidden).to(torch::kFloat32);  // (..., V)
+  const double cap = config_.final_logit_softcapping;
+  if (cap > 0) logits = torch::tanh(logits / cap) * cap;
+  return logits;
 }
 
 Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
@@ -643,7 +693,8 @@ Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
   Tensor y = targets.to(hidden.device()).reshape({-1});  // (N)
   auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
   auto sharded = std::dynamic_pointer_cast<ShardedLinear>(lm_head);
-  if ((dense != nullptr || sharded != nullptr) && !lm_head->base_bias().defined()) {
+  if ((dense != nullptr || sharded != nullptr) && !lm_head->base_bias().defined() &&
+      config_.final_logit_softcapping == 0) {
     // On CPU, rows of logits per chunk such that one (rows, V) fp32 buffer is
     // ~64 MiB (524 rows for V = 32000): the loss's transient memory stays flat
     // while the GEMMs stay large enough to run at full speed. The fused CUDA
@@ -656,7 +707,8 @@ Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
     // backward): one (V, C) matrix at a time, the simplest exact choice.
     return kernels::LinearCrossEntropySum(h, lm_head->base_weight(), y, chunk);
   }
-  // An adapted or biased lm_head: plain logits (all of them at once).
+  // An adapted or biased lm_head, or soft-capped logits: plain logits (all
+  // of them at once).
   Tensor logits = Logits(h);  // (N, V)
   return torch::nn::functional::cross_entropy(
       logits, y,

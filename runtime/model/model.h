@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,16 +42,18 @@
 
 namespace fjord::model {
 
-// RMSNorm's learned scale, registered as "weight".
+// RMSNorm's learned scale, registered as "weight". `gemma`: Gemma's form,
+// scaling by (1 + weight) in fp32 (kernels::GemmaRmsNorm).
 class RmsNormModule : public torch::nn::Module {
  public:
-  RmsNormModule(torch::Tensor weight, double eps);
+  RmsNormModule(torch::Tensor weight, double eps, bool gemma = false);
   torch::Tensor forward(const torch::Tensor& x);  // (..., C) -> (..., C)
   const torch::Tensor& weight() const { return weight_; }
 
  private:
   torch::Tensor weight_;  // (C)
   double eps_;
+  bool gemma_;
 };
 
 // How the tokens of a (B, T) batch attend to each other.
@@ -86,7 +89,7 @@ torch::Tensor BlockDiagonalCausalMask(const torch::Tensor& segment_ids,
 torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k,
                                        const torch::Tensor& v,
                                        const std::vector<std::vector<int64_t>>& segment_lengths,
-                                       double dropout);
+                                       double dropout, std::optional<double> scale = std::nullopt);
 
 // self_attn: q_proj, k_proj, v_proj, o_proj (or Phi3's fused qkv_proj, rows
 // q then k then v, and o_proj); with Qwen3's q_norm and
@@ -104,6 +107,9 @@ class Attention : public torch::nn::Module {
   // Phi3: one qkv_proj (out q_size + 2 kv_size) and o_proj.
   Attention(const ModelConfig& config, std::shared_ptr<LinearBase> qkv,
             std::shared_ptr<LinearBase> o);
+  // The sliding window of this layer (default config.sliding_window; Gemma 3's
+  // global layers have none: 0).
+  void SetSlidingWindow(int64_t window) { window_ = window; }
   // x: (B, T, C); cos, sin: (B, T, rotary_dim) fp32; layout: who attends to
   // whom (default: causal rows). Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -117,6 +123,7 @@ class Attention : public torch::nn::Module {
   int64_t num_heads_, num_kv_heads_, head_dim_, rotary_dim_;
   int64_t window_;  // 0: none
   double dropout_;
+  std::optional<double> scale_;  // Gemma 3: query_pre_attn_scalar^-1/2; else 1/sqrt(D)
 };
 
 // The (B, 1, T, T) bool mask, true = attend, of `layout` (causal rows, runs
@@ -125,25 +132,33 @@ class Attention : public torch::nn::Module {
 torch::Tensor SlidingWindowMask(int64_t batch, int64_t length, const AttentionLayout& layout,
                                 int64_t window, const torch::Device& device);
 
-// mlp: gate_proj, up_proj, down_proj with SwiGLU (or Phi3's fused
-// gate_up_proj, gate rows first, and down_proj).
+// mlp: gate_proj, up_proj, down_proj with SwiGLU (GeGLU for Gemma 3: `gelu`),
+// or Phi3's fused gate_up_proj (gate rows first) and down_proj.
 class Mlp : public torch::nn::Module {
  public:
   Mlp(std::shared_ptr<LinearBase> gate, std::shared_ptr<LinearBase> up,
-      std::shared_ptr<LinearBase> down);
+      std::shared_ptr<LinearBase> down, bool gelu = false);
   // Phi3: gate_up (out 2·I) and down.
   Mlp(std::shared_ptr<LinearBase> gate_up, std::shared_ptr<LinearBase> down);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
 
   std::shared_ptr<LinearBase> gate_proj, up_proj, down_proj;  // gate/up null when fused
   std::shared_ptr<LinearBase> gate_up_proj;                   // null but for Phi3
+
+ private:
+  bool gelu_ = false;
 };
 
-// One pre-norm decoder block.
+// One pre-norm decoder block: x + attn(norm(x)), then h + mlp(norm(h)).
+// With Gemma 3's pre_feedforward_layernorm and post_feedforward_layernorm:
+// x + post_attention_layernorm(attn(input_layernorm(x))), then
+// h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h))).
 class DecoderLayer : public torch::nn::Module {
  public:
   DecoderLayer(std::shared_ptr<RmsNormModule> input_layernorm, std::shared_ptr<Attention> self_attn,
-               std::shared_ptr<RmsNormModule> post_attention_layernorm, std::shared_ptr<Mlp> mlp);
+               std::shared_ptr<RmsNormModule> post_attention_layernorm, std::shared_ptr<Mlp> mlp,
+               std::shared_ptr<RmsNormModule> pre_feedforward_layernorm = nullptr,
+               std::shared_ptr<RmsNormModule> post_feedforward_layernorm = nullptr);
   // x: (B, T, C); see Attention::forward for the rest. Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const AttentionLayout& layout = {});
@@ -152,6 +167,7 @@ class DecoderLayer : public torch::nn::Module {
   std::shared_ptr<Attention> self_attn;
   std::shared_ptr<RmsNormModule> post_attention_layernorm;
   std::shared_ptr<Mlp> mlp;
+  std::shared_ptr<RmsNormModule> pre_feedforward_layernorm, post_feedforward_layernorm;  // Gemma
 };
 
 // The inner "model" module: embed_tokens, layers, norm.
@@ -228,7 +244,8 @@ class CausalLM : public torch::nn::Module {
   torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                        const torch::Tensor& segment_ids);
 
-  // lm_head(hidden) as fp32: (..., C) -> (..., V).
+  // lm_head(hidden) as fp32: (..., C) -> (..., V); soft-capped
+  // (cap·tanh(logits / cap)) where config.final_logit_softcapping is set.
   torch::Tensor Logits(const torch::Tensor& hidden);
 
   // Sum over tokens with target != -100 of the cross-entropy of
@@ -295,6 +312,7 @@ class CausalLM : public torch::nn::Module {
   torch::Tensor inv_freq_;         // (D/2) fp32, CPU
   torch::Tensor inv_freq_device_;  // (D/2) fp32 on device_
   torch::Tensor inv_freq_long_;    // longrope's long factors: (D/2) fp32 on device_
+  torch::Tensor inv_freq_local_;   // Gemma 3's sliding layers: (D/2) fp32 on device_
 };
 
 // The tensors a checkpoint for `config` must hold, with their shapes, in

@@ -38,19 +38,29 @@ using torch::Tensor;
 ModelConfig SmallConfig(ModelFamily family) {
   ModelConfig c;
   c.family = family;
-  c.architecture = family == ModelFamily::kLlama   ? "LlamaForCausalLM"
-                   : family == ModelFamily::kQwen2 ? "Qwen2ForCausalLM"
-                   : family == ModelFamily::kPhi3  ? "Phi3ForCausalLM"
-                                                   : "Qwen3ForCausalLM";
-  c.model_type = family == ModelFamily::kLlama   ? "llama"
-                 : family == ModelFamily::kQwen2 ? "qwen2"
-                 : family == ModelFamily::kPhi3  ? "phi3"
-                                                 : "qwen3";
+  c.architecture = family == ModelFamily::kLlama    ? "LlamaForCausalLM"
+                   : family == ModelFamily::kQwen2  ? "Qwen2ForCausalLM"
+                   : family == ModelFamily::kPhi3   ? "Phi3ForCausalLM"
+                   : family == ModelFamily::kGemma3 ? "Gemma3ForCausalLM"
+                                                    : "Qwen3ForCausalLM";
+  c.model_type = family == ModelFamily::kLlama    ? "llama"
+                 : family == ModelFamily::kQwen2  ? "qwen2"
+                 : family == ModelFamily::kPhi3   ? "phi3"
+                 : family == ModelFamily::kGemma3 ? "gemma3_text"
+                                                  : "qwen3";
   // Phi3: fused qkv_proj / gate_up_proj (the SwiGLU kernel on views of one
   // product), partial rotary (the RoPE kernel on the first 24 of 32).
   c.fused_projections = family == ModelFamily::kPhi3;
   c.qkv_bias = family == ModelFamily::kQwen2;
-  c.qk_norm = family == ModelFamily::kQwen3;  // the fused RMSNorm over each head (D 32)
+  c.qk_norm = family == ModelFamily::kQwen3 || family == ModelFamily::kGemma3;  // over each head
+  if (family == ModelFamily::kGemma3) {  // local (window 64 over rows of 200) and global layers
+    c.gemma_norms = c.gelu_mlp = true;
+    c.embedding_scale = 16.0;
+    c.query_pre_attn_scalar = 48;
+    c.local_rope_theta = 10000;
+    c.sliding_window = 64;
+    c.sliding_layers = {true, false, true};
+  }
   c.vocab_size = 1000;
   c.hidden_size = 256;
   c.intermediate_size = 512;
@@ -100,8 +110,8 @@ Tensor Positions(const Tensor& ids) {
 }
 
 TEST_F(ModelGpuTest, CudaMatchesCpu) {
-  for (ModelFamily f :
-       {ModelFamily::kLlama, ModelFamily::kQwen2, ModelFamily::kQwen3, ModelFamily::kPhi3}) {
+  for (ModelFamily f : {ModelFamily::kLlama, ModelFamily::kQwen2, ModelFamily::kQwen3,
+                        ModelFamily::kPhi3, ModelFamily::kGemma3}) {
     const ModelConfig c = SmallConfig(f);
     auto cpu = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 1);
     auto gpu = CausalLM::RandomInit(c, torch::kFloat32, torch::kCUDA, 1);

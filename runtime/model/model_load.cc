@@ -253,6 +253,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const 
     linear(p + ".mlp.down_proj", c.hidden_size, c.intermediate_size, c.mlp_bias);
     out.push_back({p + ".input_layernorm.weight", {c.hidden_size}});
     out.push_back({p + ".post_attention_layernorm.weight", {c.hidden_size}});
+    if (c.gemma_norms) {
+      out.push_back({p + ".pre_feedforward_layernorm.weight", {c.hidden_size}});
+      out.push_back({p + ".post_feedforward_layernorm.weight", {c.hidden_size}});
+    }
   }
   out.push_back({"model.norm.weight", {c.hidden_size}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});

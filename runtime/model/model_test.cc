@@ -79,6 +79,23 @@ ModelConfig TinyPhi3() {
   return c;
 }
 
+// Gemma 3's layout with TinyLlama's sizes: layer 0 local (window 3), layer
+// 1 global.
+ModelConfig TinyGemma3() {
+  ModelConfig c = TinyLlama();
+  c.family = ModelFamily::kGemma3;
+  c.architecture = "Gemma3ForCausalLM";
+  c.model_type = "gemma3_text";
+  c.qk_norm = c.gemma_norms = c.gelu_mlp = true;
+  c.embedding_scale = std::sqrt(32.0);
+  c.query_pre_attn_scalar = 12;
+  c.local_rope_theta = 10000;
+  c.rope_theta = 1e6;
+  c.sliding_window = 3;
+  c.sliding_layers = {true, false};
+  return c;
+}
+
 Tensor Ids(std::vector<std::vector<int64_t>> rows) {
   const int64_t b = static_cast<int64_t>(rows.size());
   const int64_t t = static_cast<int64_t>(rows[0].size());
@@ -217,7 +234,7 @@ TEST(CausalLMTest, TiedEmbeddingsShareStorage) {
 }
 
 TEST(CausalLMTest, ConfigParameterCountsEqualTheCheckpointsTensors) {
-  for (ModelConfig c : {TinyLlama(), TinyQwen2(), TinyQwen3(), TinyPhi3()}) {
+  for (ModelConfig c : {TinyLlama(), TinyQwen2(), TinyQwen3(), TinyPhi3(), TinyGemma3()}) {
     for (bool tied : {false, true}) {
       c.tie_word_embeddings = tied;
       int64_t linear = 0, total = 0;
@@ -515,6 +532,48 @@ TEST(CausalLMTest, Phi3FusedProjectionsComputeWhatSeparateOnesDo) {
       lm->named_parameters()["model.embed_tokens.weight"].requires_grad_(false);
     }
   }
+}
+
+TEST(CausalLMTest, Gemma3NormsAroundBothBlocksAndCheckpointing) {
+  auto lm = CausalLM::RandomInit(TinyGemma3(), torch::kFloat32, torch::kCPU, 4);
+  const auto names = lm->named_parameters();
+  for (const char* n : {"model.layers.1.pre_feedforward_layernorm.weight",
+                        "model.layers.1.post_feedforward_layernorm.weight",
+                        "model.layers.0.self_attn.q_norm.weight"}) {
+    EXPECT_TRUE(names.contains(n)) << n;
+  }
+  EXPECT_EQ(lm->LinearSlots().size(), 2u * 7 + 1);  // the same projections as Llama
+  // Gradient checkpointing replays each layer with its own RoPE table and
+  // window: same loss and adapter-free input gradients.
+  const Tensor ids = Ids({{1, 5, 9, 2, 44, 3, 7, 30}, {8, 8, 0, 31, 12, 6, 49, 11}});
+  auto run = [&](bool ck) {
+    lm->SetGradientCheckpointing(ck);
+    Tensor w = lm->named_parameters()["model.layers.0.input_layernorm.weight"];
+    w.requires_grad_(true);
+    Tensor loss = lm->LossSum(lm->Hidden(ids, Positions(ids), Tensor()), ids);
+    loss.backward();
+    Tensor g = w.grad().clone();
+    w.mutable_grad().reset();
+    w.requires_grad_(false);
+    return std::pair(loss.detach(), g);
+  };
+  auto [l0, g0] = run(false);
+  auto [l1, g1] = run(true);
+  EXPECT_TRUE(torch::allclose(l0, l1, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(g0, g1, 1e-5, 1e-6)) << (g0 - g1).abs().max();
+  EXPECT_GT(g0.abs().sum().item<double>(), 0.0);
+  // Soft-capped logits stay within the cap, and the loss follows them.
+  ModelConfig capped = TinyGemma3();
+  capped.final_logit_softcapping = 0.5;
+  auto small = CausalLM::RandomInit(capped, torch::kFloat32, torch::kCPU, 4);
+  torch::NoGradGuard no_grad;
+  Tensor h = small->Hidden(ids, Positions(ids), Tensor());
+  Tensor logits = small->Logits(h);
+  EXPECT_LE(logits.abs().max().item<double>(), 0.5);
+  Tensor want = torch::nn::functional::cross_entropy(
+      logits.reshape({-1, 50}), ids.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  EXPECT_NEAR(small->LossSum(h, ids).item<double>(), want.item<double>(), 1e-4);
 }
 
 TEST(CausalLMTest, LongRopeAndPartialRotary) {

@@ -23,8 +23,8 @@ import yaml
 from peft import PeftModel
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
+                          Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -63,6 +63,10 @@ def make_job(tmp, arch="llama", **overrides):
         model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
     elif arch == "qwen3":  # per-head q/k norms, an explicit head_dim, tied like the small Qwen3s
         model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=16, tie_word_embeddings=True))
+    elif arch == "gemma3":  # local (window 8) and global layers, (1 + w) norms, GeGLU
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**common, head_dim=12, pad_token_id=0, query_pre_attn_scalar=12,
+                                                   sliding_window=8,
+                                                   layer_types=["sliding_attention", "full_attention"]))
     elif arch == "phi3":  # fused qkv_proj / gate_up_proj, half of each head rotates (Phi-4-mini: 3/4)
         model = Phi3ForCausalLM(Phi3Config(**common, tie_word_embeddings=True, pad_token_id=0,
                                            partial_rotary_factor=0.5, sliding_window=None))
@@ -110,7 +114,7 @@ def run_train(config, *args, check_rc=0):
 IDS = [[1, 5, 9, 20, 33, 7, 2, 60], [4, 4, 100, 8, 16, 23, 42, 15]]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "phi3", "gemma3"])
 def test_adapter_trained_by_fjord_loads_in_peft(tmp_path, arch):
     config, mdir = make_job(tmp_path, arch)
     run_train(config)

@@ -1,6 +1,6 @@
 """fjord's LoRA adapters against Hugging Face peft, both ways, plus merged export.
 
-Tiny random Llama, Qwen2, Qwen3, Mistral and Phi3 models are made with transformers
+Tiny random Llama, Qwen2, Qwen3, Mistral, Phi3 and Gemma 3 models are made with transformers
 (save_pretrained). Then:
   * peft -> fjord: get_peft_model with various LoraConfigs (lists with
     layers_to_transform, a regex, all-linear, rank/alpha patterns, rsLoRA),
@@ -28,7 +28,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Gemma3ForCausalLM, Gemma3TextConfig, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("FJORD_BIN_DIR", REPO / "bazel-bin"))
@@ -51,6 +51,10 @@ def make_base(arch, tmp, seed=0):
         model = Qwen3ForCausalLM(Qwen3Config(**COMMON, tie_word_embeddings=True))
     elif arch == "mistral":  # a window of 4 over rows of 10
         model = MistralForCausalLM(MistralConfig(**COMMON, sliding_window=4, tie_word_embeddings=False))
+    elif arch == "gemma3":  # a local layer (window 4 over rows of 10) between global ones
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            **COMMON, pad_token_id=0, query_pre_attn_scalar=16, sliding_window=4,
+            layer_types=["full_attention", "sliding_attention", "full_attention"]))
     elif arch == "phi3":  # fused qkv_proj and gate_up_proj, tied, half the head rotates, longrope
         model = Phi3ForCausalLM(Phi3Config(
             **COMMON, tie_word_embeddings=True, pad_token_id=0, sliding_window=None, partial_rotary_factor=0.5,
@@ -115,7 +119,7 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral", "gemma3"])
 @pytest.mark.parametrize("case", sorted(CONFIGS))
 def test_peft_adapter_in_fjord(tmp_path, arch, case):
     base = make_base(arch, tmp_path)
@@ -159,7 +163,7 @@ def test_phi3_peft_adapter_in_fjord(tmp_path, case):
         assert err < TOL, f"phi3/{case} (merged {merged}): max |fjord - peft| = {err}"
 
 
-@pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen2", "qwen3", "mistral", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen2", "qwen3", "mistral", "phi3", "gemma3"])
 def test_merged_export_loads_in_transformers(tmp_path, arch):
     base = make_base(arch, tmp_path)
     adapter, ref = peft_adapter(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"), tmp_path)

@@ -1,6 +1,6 @@
 """runtime/model against transformers' eager forward.
 
-Tiny random Llama, Qwen2, Qwen3, Mistral and Phi3 models are built with the venv's transformers,
+Tiny random Llama, Qwen2, Qwen3, Mistral, Phi3 and Gemma 3 models are built with the venv's transformers,
 saved with save_pretrained (one model.safetensors, or sharded through
 max_shard_size; float32 or bfloat16), and run through
 `//runtime/model:model_tool logits`; its logits must match
@@ -30,7 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, MixtralConfig, MixtralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Gemma3ForCausalLM, Gemma3TextConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM, Phi3Config, Phi3ForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -96,6 +96,20 @@ CASES = {
         partial_rotary_factor=0.75, original_max_position_embeddings=32,
         rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0],
                       "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]})),
+    # Gemma 3: scaled embeddings, (1 + w) norms on both sides of attention and
+    # the MLP, GeGLU, q/k norms, query_pre_attn_scalar 24 (not head_dim 16),
+    # a local layer (window 8, RoPE base 1e4) and a global one (base 1e6,
+    # linear scaling 2), tied.
+    "gemma3": lambda: (Gemma3ForCausalLM, Gemma3TextConfig(
+        **COMMON, pad_token_id=0, query_pre_attn_scalar=24, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})),
+    # Gemma 3 with three layers from the default pattern's rule (every second
+    # one global here), final logit soft-capping, attention biases, untied.
+    "gemma3_softcap": lambda: (Gemma3ForCausalLM, Gemma3TextConfig(
+        **{**COMMON, "num_hidden_layers": 3}, pad_token_id=0, query_pre_attn_scalar=16, sliding_window=6,
+        sliding_window_pattern=2, final_logit_softcapping=3.0, attention_bias=True, tie_word_embeddings=False)),
 }
 
 
@@ -175,7 +189,7 @@ def test_fp32_logits_match(case, sharded, tmp_path):
     assert diff <= FP32_TOL, f"{case}: max abs diff {diff}"
 
 
-@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2_tied", "phi3_longrope_short"])
+@pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2_tied", "phi3_longrope_short", "gemma3"])
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
 def test_bf16_checkpoint(case, sharded, tmp_path):
     model_dir = save(build_model(case, seed=3), tmp_path / "model", torch.bfloat16, sharded)
@@ -200,7 +214,7 @@ def test_bf16_checkpoint(case, sharded, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["llama_gqa_llama3", "qwen2", "mistral_window", "phi3_window",
-                                  "phi3_longrope_short"])
+                                  "phi3_longrope_short", "gemma3"])
 def test_packed_rows_match_separate_forwards(case, tmp_path):
     model_dir = save(build_model(case, seed=5), tmp_path / "model", torch.float32, False)
     g = torch.Generator().manual_seed(6)
