@@ -57,6 +57,9 @@ torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, 
 }
 
 torch::Tensor GeGlu(const torch::Tensor& gate, const torch::Tensor& up) {
+  if (gate.is_cuda() && FusedAllowed(kGeGluKernel) && fused::GeGluSupported(gate, up)) {
+    return fused::GeGlu(gate, up);
+  }
   return reference::GeGlu(gate, up);
 }
 

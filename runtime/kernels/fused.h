@@ -50,6 +50,10 @@ std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor& q, const 
 bool SwiGluSupported(const torch::Tensor& gate, const torch::Tensor& up);
 torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
 
+// GeGLU (tanh GELU, Gemma): gate, up: same shape and dtype.
+bool GeGluSupported(const torch::Tensor& gate, const torch::Tensor& up);
+torch::Tensor GeGlu(const torch::Tensor& gate, const torch::Tensor& up);
+
 // hidden: (N, C), weight: (V, C) of one dtype; labels: (N) int64, -100 or in
 // [0, V) (checked: one device-to-host sync). With gradients wanted, they are
 // computed during the forward, chunk by chunk (Liger's approach: the logits

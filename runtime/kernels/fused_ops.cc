@@ -153,6 +153,34 @@ struct SwiGluFn : public torch::autograd::Function<SwiGluFn> {
   }
 };
 
+// ---------------------------------------------------------------- GeGLU
+
+struct GeGluFn : public torch::autograd::Function<GeGluFn> {
+  // gate, up: (..., I).
+  static Tensor forward(AutogradContext* ctx, const Tensor& gate, const Tensor& up) {
+    c10::cuda::CUDAGuard guard(gate.device());
+    Tensor g = gate.contiguous();
+    Tensor u = up.contiguous();
+    Tensor y = torch::empty_like(g);
+    cuda::GeGluForward(g.data_ptr(), u.data_ptr(), y.data_ptr(), g.numel(), Tag(g), Stream());
+    ctx->save_for_backward({g, u});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor& g = saved[0];
+    const Tensor& u = saved[1];
+    c10::cuda::CUDAGuard guard(g.device());
+    Tensor dy = grads[0].contiguous();
+    Tensor dg = torch::empty_like(g);
+    Tensor du = torch::empty_like(u);
+    cuda::GeGluBackward(dy.data_ptr(), g.data_ptr(), u.data_ptr(), dg.data_ptr(), du.data_ptr(),
+                        g.numel(), Tag(g), Stream());
+    return {dg, du};
+  }
+};
+
 // ------------------------------------------------ Linear + cross-entropy
 
 struct LceResult {
@@ -308,6 +336,14 @@ Tensor SwiGlu(const Tensor& gate, const Tensor& up) {
   return SwiGluFn::apply(gate, up);
 }
 
+bool GeGluSupported(const Tensor& gate, const Tensor& up) { return SwiGluSupported(gate, up); }
+
+Tensor GeGlu(const Tensor& gate, const Tensor& up) {
+  TORCH_CHECK(GeGluSupported(gate, up), "fused GeGlu: unsupported arguments gate ", gate.sizes(),
+              " ", gate.scalar_type(), ", up ", up.sizes(), " ", up.scalar_type());
+  return GeGluFn::apply(gate, up);
+}
+
 bool LinearCrossEntropySupported(const Tensor& hidden, const Tensor& weight, const Tensor& labels) {
   return hidden.defined() && weight.defined() && labels.defined() &&
          SameCudaDevice({hidden, weight, labels}) && hidden.dim() == 2 && weight.dim() == 2 &&
@@ -446,6 +482,8 @@ std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor&, const to
 }
 bool SwiGluSupported(const torch::Tensor&, const torch::Tensor&) { return false; }
 torch::Tensor SwiGlu(const torch::Tensor&, const torch::Tensor&) { NotBuilt("fused SwiGlu"); }
+bool GeGluSupported(const torch::Tensor&, const torch::Tensor&) { return false; }
+torch::Tensor GeGlu(const torch::Tensor&, const torch::Tensor&) { NotBuilt("fused GeGlu"); }
 bool LinearCrossEntropySupported(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
   return false;
 }

@@ -53,7 +53,8 @@
 
 ABSL_FLAG(std::string, tokens, "2048,8192", "Token counts N = B·T to run (B = 1).");
 ABSL_FLAG(std::string, ops,
-          "rms_norm,rope,swiglu,linear_cross_entropy,qlora_forward,nf4_dequantize", "Ops to run.");
+          "rms_norm,rope,swiglu,geglu,linear_cross_entropy,qlora_forward,nf4_dequantize",
+          "Ops to run.");
 ABSL_FLAG(int, warmup, 3, "Untimed calls before timing.");
 ABSL_FLAG(int, reps, 10, "Timed calls (the median is reported).");
 ABSL_FLAG(int64_t, chunk, 4096, "Tokens per logits chunk for linear_cross_entropy.");
@@ -228,6 +229,14 @@ std::vector<Case> MakeCases(int64_t n, int64_t chunk) {
                        },
                        [](const Tensors& in) { return Tensors{fused::SwiGlu(in[0], in[1])}; },
                        [](const Tensors& in) { return Tensors{reference::SwiGlu(in[0], in[1])}; },
+                       8.0 * n * kIntermediate * kBf16});
+  cases.push_back(Case{"geglu", absl::StrCat("gate, up (", n, ", ", kIntermediate, ")"),
+                       [n] {
+                         return Tensors{Rand({n, kIntermediate}, 2.0).requires_grad_(true),
+                                        Rand({n, kIntermediate}).requires_grad_(true)};
+                       },
+                       [](const Tensors& in) { return Tensors{fused::GeGlu(in[0], in[1])}; },
+                       [](const Tensors& in) { return Tensors{reference::GeGlu(in[0], in[1])}; },
                        8.0 * n * kIntermediate * kBf16});
   cases.push_back(
       Case{"linear_cross_entropy",

@@ -1,7 +1,7 @@
 // The process-wide table of fused kernels: each one's self-test and its
 // health (untested, passed, disabled). runtime/kernels registers RMSNorm,
-// RoPE, SwiGLU, linear+cross-entropy, NF4 dequantization and the fused NF4
-// linear forward; lora/kernels registers its LoRA kernels. RunKernelSelfTest
+// RoPE, SwiGLU, linear+cross-entropy, NF4 dequantization, the fused NF4
+// linear forward and GeGLU; lora/kernels registers its LoRA kernels. RunKernelSelfTest
 // (self_test.h) runs every registered test; the dispatchers (ops.h,
 // lora_ops.h) read the health through FusedAllowed (fused_policy.h).
 //
@@ -22,6 +22,7 @@ namespace fjord::kernels {
 inline constexpr char kRmsNormKernel[] = "rms_norm";
 inline constexpr char kRopeKernel[] = "rope";
 inline constexpr char kSwiGluKernel[] = "swiglu";
+inline constexpr char kGeGluKernel[] = "geglu";
 inline constexpr char kLinearCrossEntropyKernel[] = "linear_cross_entropy";
 inline constexpr char kNf4DequantizeKernel[] = "nf4_dequantize";
 // Self-tested and reported only: no dispatcher reads its health yet (fused.h

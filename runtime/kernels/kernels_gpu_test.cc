@@ -184,6 +184,22 @@ TEST_F(KernelsGpuTest, SwiGluMatchesReference) {
   }
 }
 
+TEST_F(KernelsGpuTest, GeGluMatchesReference) {
+  // Gates up to |g| ~ 9: both tails of the tanh and the region around 0.
+  const std::vector<std::vector<int64_t>> shapes = {{0}, {1, 1}, {3, 1001}, {4, 6912}, {2, 3, 40}};
+  for (torch::ScalarType dt : kAllDTypes) {
+    for (const auto& shape : shapes) {
+      Tensor g = Randn(shape, dt, 3.0).requires_grad_(true);
+      Tensor u = Randn(shape, dt).requires_grad_(true);
+      EXPECT_OK(CompareWithReference(
+          absl::StrCat("geglu ", Name(dt), " numel ", g.numel()), {g, u},
+          [](const Tensors& in) { return Tensors{fused::GeGlu(in[0], in[1])}; },
+          [](const Tensors& in) { return Tensors{reference::GeGlu(in[0], in[1])}; }, Tol(dt),
+          Tol(dt)));
+    }
+  }
+}
+
 TEST_F(KernelsGpuTest, SwiGluAcceptsNonContiguousHalvesOfOneProjection) {
   // gate and up as the two halves of one (N, 2I) output: strided views.
   Tensor gu = Randn({5, 2 * 72}, torch::kBFloat16, 2.0);
@@ -390,7 +406,7 @@ TEST_F(KernelsGpuTest, SelfTestPassesAndEnablesKernels) {
   absl::Status s = RunKernelSelfTest(&report);
   ASSERT_TRUE(s.ok()) << s.message() << "\n" << report;
   for (const char* name : {kRmsNormKernel, kRopeKernel, kSwiGluKernel, kLinearCrossEntropyKernel,
-                           kNf4DequantizeKernel, kNf4LinearForwardKernel}) {
+                           kNf4DequantizeKernel, kNf4LinearForwardKernel, kGeGluKernel}) {
     EXPECT_THAT(report, HasSubstr(absl::StrCat(name, ": passed\n")));
     EXPECT_EQ(GetKernelHealth(name), KernelHealth::kPassed) << name;
   }

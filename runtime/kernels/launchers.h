@@ -74,6 +74,15 @@ void SwiGluForward(const void* gate, const void* up, void* y, int64_t n, DType d
 void SwiGluBackward(const void* dy, const void* gate, const void* up, void* dgate, void* dup,
                     int64_t n, DType dtype, cudaStream_t stream);
 
+// ---- GeGLU (geglu.cu) ----
+
+// y = round(gelu_tanh(g))·u. g, u, y: (n) contiguous.
+void GeGluForward(const void* gate, const void* up, void* y, int64_t n, DType dtype,
+                  cudaStream_t stream);
+// dg = round(dy·u)·gelu_tanh'(g), du = dy·round(gelu_tanh(g)). dg may alias dy.
+void GeGluBackward(const void* dy, const void* gate, const void* up, void* dgate, void* dup,
+                   int64_t n, DType dtype, cudaStream_t stream);
+
 // ---- Cross-entropy over a chunk of logits (cross_entropy.cu) ----
 
 // For each row i of `logits` (rows, V; row stride ld): loss[i] =

@@ -45,7 +45,7 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
 torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
 // GeGLU with GELU's tanh approximation (gelu_pytorch_tanh): gelu(gate) · up.
-// gate, up: (..., I). No fused kernel yet: the reference on every device.
+// gate, up: (..., I).
 torch::Tensor GeGlu(const torch::Tensor& gate, const torch::Tensor& up);
 
 // Sum over tokens whose label != -100 of the cross-entropy of

@@ -171,6 +171,46 @@ TEST_F(ReferenceTest, SwiGluMatchesDoubleFormulaAndGradients) {
   EXPECT_TRUE(Close(u32.grad(), u.grad(), 1e-6, 1e-5));
 }
 
+// ---------------------------------------------------------------- GeGLU
+
+TEST_F(ReferenceTest, GeGluMatchesDoubleFormulaAndGradients) {
+  // gelu_tanh(g) = 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))), written out.
+  Tensor g = (torch::randn({5, 31}, torch::kFloat64) * 3).requires_grad_(true);
+  Tensor u = torch::randn({5, 31}, torch::kFloat64).requires_grad_(true);
+  Tensor g32 = g.detach().to(torch::kFloat32).requires_grad_(true);
+  Tensor u32 = u.detach().to(torch::kFloat32).requires_grad_(true);
+  Tensor expected =
+      0.5 * g * (1 + torch::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g.pow(3)))) * u;
+  Tensor y = reference::GeGlu(g32, u32);
+  EXPECT_TRUE(Close(y, expected, 1e-6, 1e-5));
+  Tensor dy = torch::randn({5, 31}, torch::kFloat64);
+  expected.backward(dy);
+  y.backward(dy.to(torch::kFloat32));
+  EXPECT_TRUE(Close(g32.grad(), g.grad(), 1e-6, 1e-5));
+  EXPECT_TRUE(Close(u32.grad(), u.grad(), 1e-6, 1e-5));
+}
+
+// ---------------------------------------------------------- Gemma RMSNorm
+
+TEST_F(ReferenceTest, GemmaRmsNormScalesByOnePlusWeightBeforeTheCast) {
+  Tensor x = torch::randn({4, 24}, torch::kFloat64) * 2;
+  Tensor w = torch::randn({24}, torch::kFloat64) * 0.3;
+  Tensor expected = x / torch::sqrt(x.pow(2).mean(-1, true) + 1e-6) * (1 + w);
+  EXPECT_TRUE(Close(reference::GemmaRmsNorm(x.to(torch::kFloat32), w.to(torch::kFloat32), 1e-6),
+                    expected, 1e-6, 1e-5));
+  // In bf16 the product is taken in fp32 and rounded once (Llama's RmsNorm
+  // rounds the normalised x first, then multiplies in bf16).
+  Tensor xb = x.to(torch::kBFloat16), wb = w.to(torch::kBFloat16);
+  Tensor once =
+      (xb.to(torch::kFloat64) / torch::sqrt(xb.to(torch::kFloat64).pow(2).mean(-1, true) + 1e-6) *
+       (1 + wb.to(torch::kFloat64)))
+          .to(torch::kBFloat16);
+  Tensor got = reference::GemmaRmsNorm(xb, wb, 1e-6);
+  EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
+  EXPECT_LE((got.to(torch::kFloat64) - once.to(torch::kFloat64)).abs().max().item<double>(),
+            0.02 * once.to(torch::kFloat64).abs().max().item<double>());
+}
+
 // ------------------------------------------------ Linear + cross-entropy
 
 // LibTorch's cross-entropy over all N rows of logits at once (fp32, or
@@ -309,6 +349,8 @@ TEST_F(ReferenceTest, EveryBackendRunsTheReferenceOnCpuTensors) {
     EXPECT_TRUE(
         Close(ApplyRope(q, k, cos, sin).first, reference::ApplyRope(q, k, cos, sin).first, 0, 0));
     EXPECT_TRUE(Close(SwiGlu(x, x), reference::SwiGlu(x, x), 0, 0));
+    EXPECT_TRUE(Close(GeGlu(x, x), reference::GeGlu(x, x), 0, 0));
+    EXPECT_TRUE(Close(GemmaRmsNorm(x, w, 1e-6), reference::GemmaRmsNorm(x, w, 1e-6), 0, 0));
     EXPECT_TRUE(Close(LinearCrossEntropySum(h, lw, labels),
                       reference::LinearCrossEntropySum(h, lw, labels, 4096), 0, 0));
   }

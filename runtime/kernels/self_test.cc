@@ -92,6 +92,21 @@ absl::Status TestRope() {
   return absl::OkStatus();
 }
 
+absl::Status TestGeGlu() {
+  for (torch::ScalarType dt : kDTypes) {
+    for (int64_t n : {64, 13}) {
+      Tensor g = Rand({3, n}, dt, 3.0).requires_grad_(true);  // (N, I)
+      Tensor u = Rand({3, n}, dt).requires_grad_(true);
+      const Tolerance tol = DefaultTolerance(dt);
+      FJORD_RETURN_IF_ERROR(CompareWithReference(
+          absl::StrCat("geglu ", DTypeName(dt), " I=", n), {g, u},
+          [](const Tensors& in) { return Tensors{fused::GeGlu(in[0], in[1])}; },
+          [](const Tensors& in) { return Tensors{reference::GeGlu(in[0], in[1])}; }, tol, tol));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status TestSwiGlu() {
   for (torch::ScalarType dt : kDTypes) {
     for (int64_t n : {64, 13}) {
@@ -224,6 +239,7 @@ absl::Status TestNf4LinearForward() {
   RegisterKernel(kLinearCrossEntropyKernel, &TestLinearCrossEntropy);
   RegisterKernel(kNf4DequantizeKernel, &TestNf4Dequantize);
   RegisterKernel(kNf4LinearForwardKernel, &TestNf4LinearForward);
+  RegisterKernel(kGeGluKernel, &TestGeGlu);
   return true;
 }();
 

@@ -23,6 +23,7 @@ list(APPEND FJORD_KERNEL_CU_SOURCES
   runtime/kernels/rmsnorm.cu
   runtime/kernels/rope.cu
   runtime/kernels/swiglu.cu
+  runtime/kernels/geglu.cu
 )
 list(APPEND FJORD_KERNEL_CC_SOURCES
   runtime/kernels/compare.cc
