@@ -9,9 +9,14 @@
 //                                modules, P parameters" or the error
 //   adapter_tool export --model DIR --adapter DIR --out DIR [--dtype auto|float32|bfloat16|float16]
 //                                the merged Hugging Face checkpoint
+//   adapter_tool generate --model DIR [--adapter DIR] --ids 1,2[;3,4,5] [--max-new N]
+//       [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop-ids 2,7]
+//                                new tokens per prompt (model/generation.h:
+//                                KV cache, left-padded batch), one JSON line
+//                                {"ids": [...], "finish_reason": ...} each
 //
-// Rows of --ids are separated by ';' and must have equal length; each is one
-// causal sequence at positions 0..T-1. The model runs in fp32 on CPU;
+// Rows of --ids are separated by ';' and must have equal length (generate:
+// any lengths); each is one causal sequence at positions 0..T-1. The model runs in fp32 on CPU;
 // logits and check take --quantization nf4 (the base's decoder linear
 // weights in 4 bits; a checkpoint bitsandbytes saved in 4-bit nf4 is read
 // as stored without it).
@@ -24,7 +29,9 @@
 #include <cstdint>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,10 +39,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "lora/adapter.h"
 #include "lora/export.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/model/generation.h"
 #include "runtime/model/model.h"
 #include "runtime/util/status_macros.h"
 #include "runtime/util/torch_status.h"
@@ -48,7 +57,9 @@ constexpr char kUsage[] =
     "[--merged] [--quantization nf4]\n"
     "       adapter_tool check --model DIR --adapter DIR\n"
     "       adapter_tool export --model DIR --adapter DIR --out DIR [--dtype "
-    "auto|float32|bfloat16|float16]\n";
+    "auto|float32|bfloat16|float16]\n"
+    "       adapter_tool generate --model DIR [--adapter DIR] --ids 1,2[;3,4,5] [--max-new N] "
+    "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop-ids 2,7]\n";
 
 absl::StatusOr<torch::Tensor> ParseRows(const std::string& text) {
   std::vector<std::vector<int64_t>> rows;
@@ -117,6 +128,59 @@ absl::Status Check(const std::map<std::string, std::string>& flags) {
   return absl::OkStatus();
 }
 
+absl::Status GenerateCmd(const std::map<std::string, std::string>& flags) {
+  FJORD_RETURN_IF_ERROR(Require(flags, {"model", "ids"}));
+  std::vector<std::vector<int32_t>> prompts;
+  for (absl::string_view row : absl::StrSplit(flags.at("ids"), ';')) {
+    std::vector<int32_t> ids;
+    for (absl::string_view item : absl::StrSplit(row, ',')) {
+      int32_t v = 0;
+      if (!absl::SimpleAtoi(item, &v))
+        return absl::InvalidArgumentError(absl::StrCat("--ids: '", item, "' is not an integer"));
+      ids.push_back(v);
+    }
+    prompts.push_back(std::move(ids));
+  }
+  model::GenerationOptions opt;
+  auto number = [&](const char* name, auto* out) -> absl::Status {
+    auto it = flags.find(name);
+    if (it == flags.end()) return absl::OkStatus();
+    bool ok = false;
+    if constexpr (std::is_same_v<std::remove_pointer_t<decltype(out)>, double>) {
+      ok = absl::SimpleAtod(it->second, out);
+    } else {
+      ok = absl::SimpleAtoi(it->second, out);
+    }
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", it->second, "'"));
+    return absl::OkStatus();
+  };
+  FJORD_RETURN_IF_ERROR(number("max-new", &opt.max_new_tokens));
+  FJORD_RETURN_IF_ERROR(number("temperature", &opt.temperature));
+  FJORD_RETURN_IF_ERROR(number("top-k", &opt.top_k));
+  FJORD_RETURN_IF_ERROR(number("top-p", &opt.top_p));
+  FJORD_RETURN_IF_ERROR(number("seed", &opt.seed));
+  if (auto it = flags.find("stop-ids"); it != flags.end()) {
+    for (absl::string_view item : absl::StrSplit(it->second, ',')) {
+      int32_t v = 0;
+      if (!absl::SimpleAtoi(item, &v))
+        return absl::InvalidArgumentError(absl::StrCat("--stop-ids: '", item, "'"));
+      opt.stop_ids.push_back(v);
+    }
+  }
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> lm, LoadModel(flags));
+  std::unique_ptr<LoraAdapter> adapter;
+  if (flags.count("adapter")) {
+    FJORD_ASSIGN_OR_RETURN(adapter, LoraAdapter::FromPretrained(*lm, flags.at("adapter")));
+  }
+  lm->eval();
+  FJORD_ASSIGN_OR_RETURN(std::vector<model::Generated> out, model::Generate(*lm, prompts, opt));
+  for (const model::Generated& g : out) {
+    std::cout << "{\"ids\": [" << absl::StrJoin(g.ids, ", ") << "], \"finish_reason\": \""
+              << g.finish_reason << "\"}\n";
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Export(const std::map<std::string, std::string>& flags) {
   FJORD_RETURN_IF_ERROR(Require(flags, {"model", "adapter", "out"}));
   ExportOptions options;
@@ -142,8 +206,10 @@ int Main(int argc, char** argv) {
       flags[name] = "1";
       continue;
     }
-    if (name != "model" && name != "adapter" && name != "ids" && name != "out" && name != "dtype" &&
-        name != "quantization") {
+    static const std::set<std::string> kNames = {"model", "adapter",      "ids",     "out",
+                                                 "dtype", "quantization", "max-new", "temperature",
+                                                 "top-k", "top-p",        "seed",    "stop-ids"};
+    if (!kNames.count(name)) {
       std::cerr << "adapter_tool: unknown flag '" << key << "'\n" << kUsage;
       return 2;
     }
@@ -160,6 +226,8 @@ int Main(int argc, char** argv) {
     s = Check(flags);
   } else if (command == "export") {
     s = Export(flags);
+  } else if (command == "generate") {
+    s = GenerateCmd(flags);
   } else {
     std::cerr << kUsage;
     return 2;

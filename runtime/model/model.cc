@@ -281,7 +281,7 @@ Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& 
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
-                          const AttentionLayout& layout) {
+                          const AttentionLayout& layout, LayerKvCache* cache) {
   const int64_t b = x.size(0);
   const int64_t t = x.size(1);
   std::vector<Tensor> qkv;
@@ -312,13 +312,28 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
     k = torch::cat({k_rot, k.narrow(-1, rotary_dim_, head_dim_ - rotary_dim_)}, -1);
   }
   const double dropout = is_training() ? dropout_ : 0.0;
+  const bool gqa = num_kv_heads_ != num_heads_;
+  if (cache != nullptr) {
+    // Decoding: this call's keys and values join the cache's; the caller's
+    // mask says which of the S slots each query sees (causal, padding, window).
+    TORCH_CHECK(layout.mask.defined(), "Attention: a cached call needs layout.mask");
+    if (cache->k.defined()) {
+      k = torch::cat({cache->k, k}, 2);  // (B, Hk, S, D)
+      v = torch::cat({cache->v, v}, 2);
+    }
+    cache->k = k;
+    cache->v = v;
+    Tensor attn = at::scaled_dot_product_attention(q, k, v, layout.mask, 0.0, /*is_causal=*/false,
+                                                   scale_, gqa);  // (B, Hq, T, D)
+    attn = attn.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});
+    return o_proj->forward(attn);  // (B, T, C)
+  }
   // GQA through enable_gqa: no repeated k/v is materialised or saved for
   // backward. Packed rows run causal attention per segment
   // (SegmentedCausalAttention): a boolean block-diagonal mask rules out the
   // flash kernel, and on an H100 (torch 2.11, B 4, T 2048, 32/8 heads, D 64,
   // bf16) the masked call took 2.06 ms forward+backward against 0.93 ms
   // causal. Only a layout no runs can express takes the mask.
-  const bool gqa = num_kv_heads_ != num_heads_;
   Tensor attn;            // (B, Hq, T, D)
   bool windowed = false;  // a row or run longer than the sliding window
   if (window_ > 0) {
@@ -422,14 +437,15 @@ DecoderLayer::DecoderLayer(std::shared_ptr<RmsNormModule> input_ln, std::shared_
 }
 
 Tensor DecoderLayer::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
-                             const AttentionLayout& layout) {
+                             const AttentionLayout& layout, LayerKvCache* cache) {
   if (pre_feedforward_layernorm) {  // Gemma 3: norms on both sides of each block
     Tensor h = x + post_attention_layernorm->forward(
-                       self_attn->forward(input_layernorm->forward(x), cos, sin, layout));
+                       self_attn->forward(input_layernorm->forward(x), cos, sin, layout, cache));
     return h + post_feedforward_layernorm->forward(
                    mlp->forward(pre_feedforward_layernorm->forward(h)));  // (B, T, C)
   }
-  Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, layout);  // (B, T, C)
+  Tensor h =
+      x + self_attn->forward(input_layernorm->forward(x), cos, sin, layout, cache);  // (B, T, C)
   return h + mlp->forward(post_attention_layernorm->forward(h));                     // (B, T, C)
 }
 
@@ -563,6 +579,108 @@ int64_t CausalLM::BaseBytes() {
   return total;
 }
 
+CausalLM::Rotary CausalLM::RotaryTables(const Tensor& position_ids) {
+  // Rotary tables in fp32, gathered per position (packed rows restart).
+  // (A model moved with to() after construction gets a fresh copy per call.)
+  Tensor inv_freq =
+      inv_freq_device_.device() == device_ ? inv_freq_device_ : inv_freq_.to(device_);  // (D/2)
+  const RopeScaling& rope = config_.rope_scaling;
+  if (rope.type == RopeType::kLongRope && position_ids.numel() > 0 &&
+      position_ids.max().item<int64_t>() + 1 > rope.original_max_position_embeddings) {
+    // As transformers: the long factors for the whole forward once any
+    // position lies beyond the pre-training length.
+    inv_freq = inv_freq_long_.to(device_);
+  }
+  const Tensor pos = position_ids.to(device_).to(torch::kFloat32);  // (B, T)
+  auto tables = [&](const Tensor& inv, double scale) {
+    Tensor freqs = pos.unsqueeze(-1) * inv.view({1, 1, -1});  // (B, T, D/2)
+    Tensor emb = torch::cat({freqs, freqs}, -1);              // (B, T, D)
+    if (scale == 1.0) return std::pair<Tensor, Tensor>(emb.cos(), emb.sin());
+    return std::pair<Tensor, Tensor>(emb.cos() * scale, emb.sin() * scale);
+  };
+  Rotary r;
+  std::tie(r.cos, r.sin) =
+      tables(inv_freq, rope.type == RopeType::kLongRope ? rope.attention_factor : 1.0);
+  // Gemma 3's sliding layers rotate with their own base.
+  if (inv_freq_local_.defined()) {
+    std::tie(r.cos_local, r.sin_local) = tables(inv_freq_local_.to(device_), 1.0);
+  }
+  return r;
+}
+
+Tensor CausalLM::Embed(const Tensor& ids) {
+  if (ids.numel() > 0) {
+    const bool in_range = ((ids >= 0) & (ids < config_.vocab_size)).all().item<bool>();
+    TORCH_CHECK_INDEX(in_range, "CausalLM: token ids must be in [0, ", config_.vocab_size, ")");
+  }
+  Tensor x;  // (B, T, C)
+  if (shard_group_ != nullptr) {
+    // Each rank embeds its own batch (data parallel: the ranks' ids differ),
+    // so the table is gathered whole for the lookup and let go.
+    torch::NoGradGuard no_grad;
+    const Tensor table =
+        shard_group_->AllGather(model->embed_weight).narrow(0, 0, config_.vocab_size);
+    x = torch::embedding(table, ids);
+  } else {
+    x = torch::embedding(model->embed_weight, ids);
+  }
+  if (config_.embedding_scale > 0) {
+    // Gemma: times sqrt(hidden_size), the factor rounded to the model's dtype
+    // first as transformers does.
+    x = x * torch::scalar_tensor(config_.embedding_scale, x.options());
+  }
+  return x;
+}
+
+Tensor CausalLM::HiddenWithCache(const Tensor& input_ids, const Tensor& position_ids,
+                                 KvCache& cache, const Tensor& new_valid) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(input_ids.defined() && input_ids.dim() == 2 &&
+                  input_ids.scalar_type() == torch::kInt64 && input_ids.size(1) > 0,
+              "CausalLM::HiddenWithCache: input_ids must be (B, T) int64 with T > 0");
+  TORCH_CHECK(position_ids.defined() && position_ids.sizes() == input_ids.sizes() &&
+                  position_ids.scalar_type() == torch::kInt64,
+              "CausalLM::HiddenWithCache: position_ids must be int64 of shape ", input_ids.sizes());
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  const int64_t before = cache.length();
+  TORCH_CHECK(before == 0 || cache.key_valid.size(0) == b,
+              "CausalLM::HiddenWithCache: the cache holds a batch of ", cache.key_valid.size(0),
+              " rows, not ", b);
+  Tensor valid = new_valid.defined()
+                     ? new_valid.to(device_).to(torch::kBool)
+                     : torch::ones({b, t}, torch::TensorOptions(torch::kBool).device(device_));
+  TORCH_CHECK(valid.sizes() == input_ids.sizes(),
+              "CausalLM::HiddenWithCache: new_valid must be (B, T) like input_ids");
+  cache.key_valid = before == 0 ? valid : torch::cat({cache.key_valid, valid}, 1);  // (B, S)
+  const int64_t s = before + t;
+  if (cache.layers.empty()) cache.layers.resize(model->layers.size());
+
+  // Query i (slot before + i) sees slot j when j <= before + i and j holds a
+  // token; a padding query sees itself (so that no row is empty).
+  const auto opts = torch::TensorOptions(torch::kInt64).device(device_);
+  const Tensor qi = torch::arange(before, s, opts).view({t, 1});  // (T, 1)
+  const Tensor kj = torch::arange(s, opts).view({1, s});          // (1, S)
+  const Tensor causal = (kj <= qi).view({1, 1, t, s});
+  const Tensor self = (kj == qi).view({1, 1, t, s});
+  const Tensor keys = cache.key_valid.view({b, 1, 1, s});
+  AttentionLayout full, windowed;
+  full.mask = (causal & keys) | self;  // (B, 1, T, S)
+  if (config_.sliding_window > 0) {
+    windowed.mask = full.mask & ((qi - kj) < config_.sliding_window).view({1, 1, t, s});
+  }
+
+  const Rotary rotary = RotaryTables(position_ids);
+  Tensor x = Embed(input_ids.to(device_));  // (B, T, C)
+  for (size_t i = 0; i < model->layers.size(); ++i) {
+    const bool local = rotary.Local(config_, i);
+    const AttentionLayout& layout =
+        config_.IsSlidingLayer(static_cast<int64_t>(i)) ? windowed : full;
+    x = model->layers[i]->forward(x, local ? rotary.cos_local : rotary.cos,
+                                  local ? rotary.sin_local : rotary.sin, layout, &cache.layers[i]);
+  }
+  return model->norm->forward(x);  // (B, T, C)
+}
+
 Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
                         const Tensor& segment_ids) {
   TORCH_CHECK(input_ids.defined() && input_ids.dim() == 2,
@@ -580,59 +698,9 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
         "CausalLM::Hidden: segment_ids must be int32/int64 of shape ", input_ids.sizes());
   }
   const Tensor ids = input_ids.to(device_);  // (B, T)
-  if (ids.numel() > 0) {
-    const bool in_range = ((ids >= 0) & (ids < config_.vocab_size)).all().item<bool>();
-    TORCH_CHECK_INDEX(in_range, "CausalLM::Hidden: token ids must be in [0, ", config_.vocab_size,
-                      ")");
-  }
-
-  // Rotary tables in fp32, gathered per position (packed rows restart).
-  // (A model moved with to() after construction gets a fresh copy per call.)
-  Tensor inv_freq =
-      inv_freq_device_.device() == device_ ? inv_freq_device_ : inv_freq_.to(device_);  // (D/2)
-  const RopeScaling& rope = config_.rope_scaling;
-  if (rope.type == RopeType::kLongRope && position_ids.numel() > 0 &&
-      position_ids.max().item<int64_t>() + 1 > rope.original_max_position_embeddings) {
-    // As transformers: the long factors for the whole forward once any
-    // position lies beyond the pre-training length.
-    inv_freq = inv_freq_long_.to(device_);
-  }
-  const Tensor pos = position_ids.to(device_).to(torch::kFloat32);  // (B, T)
-  auto rotary = [&](const Tensor& inv, double scale) {
-    Tensor freqs = pos.unsqueeze(-1) * inv.view({1, 1, -1});  // (B, T, D/2)
-    Tensor emb = torch::cat({freqs, freqs}, -1);              // (B, T, D)
-    if (scale == 1.0) return std::pair<Tensor, Tensor>(emb.cos(), emb.sin());
-    return std::pair<Tensor, Tensor>(emb.cos() * scale, emb.sin() * scale);
-  };
-  const auto [cos, sin] =
-      rotary(inv_freq, rope.type == RopeType::kLongRope ? rope.attention_factor : 1.0);
-  // Gemma 3's sliding layers rotate with their own base.
-  Tensor cos_local, sin_local;
-  if (inv_freq_local_.defined()) {
-    std::tie(cos_local, sin_local) = rotary(inv_freq_local_.to(device_), 1.0);
-  }
-  auto local_layer = [&](size_t i) {
-    return cos_local.defined() && !config_.sliding_layers.empty() && config_.sliding_layers[i];
-  };
-
+  const Rotary rotary = RotaryTables(position_ids);
   const AttentionLayout layout = AttentionLayout::FromSegments(segment_ids, device_);
-
-  Tensor x;  // (B, T, C)
-  if (shard_group_ != nullptr) {
-    // Each rank embeds its own batch (data parallel: the ranks' ids differ),
-    // so the table is gathered whole for the lookup and let go.
-    torch::NoGradGuard no_grad;
-    const Tensor table =
-        shard_group_->AllGather(model->embed_weight).narrow(0, 0, config_.vocab_size);
-    x = torch::embedding(table, ids);
-  } else {
-    x = torch::embedding(model->embed_weight, ids);
-  }
-  if (config_.embedding_scale > 0) {
-    // Gemma: times sqrt(hidden_size), the factor rounded to the model's dtype
-    // first as transformers does.
-    x = x * torch::scalar_tensor(config_.embedding_scale, x.options());
-  }
+  Tensor x = Embed(ids);  // (B, T, C)
   const bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
   // A sharded base: the next layer's weights are gathered while this one
   // computes (its own were started during the layer before; the first
@@ -649,9 +717,9 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   };
   size_t index = 0;
   for (const auto& layer : model->layers) {
-    const bool local = local_layer(index);
-    const Tensor& layer_cos = local ? cos_local : cos;
-    const Tensor& layer_sin = local ? sin_local : sin;
+    const bool local = rotary.Local(config_, index);
+    const Tensor& layer_cos = local ? rotary.cos_local : rotary.cos;
+    const Tensor& layer_sin = local ? rotary.sin_local : rotary.sin;
     prefetch(++index);
     if (!checkpoint) {
       x = layer->forward(x, layer_cos, layer_sin, layout);

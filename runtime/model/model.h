@@ -76,6 +76,21 @@ struct AttentionLayout {
                                       const torch::Device& device);
 };
 
+// Decoding with a key/value cache (CausalLM::HiddenWithCache): one layer's
+// keys (after RoPE) and values so far, grown by each call.
+struct LayerKvCache {
+  torch::Tensor k, v;  // (B, Hk, S, D); undefined before the first call
+};
+
+// Every layer's cache, and which of the S slots hold a token (false: the
+// left padding of a shorter prompt in a batch). Made empty; filled by
+// CausalLM::HiddenWithCache. Belongs to one model and one batch.
+struct KvCache {
+  std::vector<LayerKvCache> layers;
+  torch::Tensor key_valid;  // (B, S) bool on the model's device
+  int64_t length() const { return key_valid.defined() ? key_valid.size(1) : 0; }
+};
+
 // The (B, 1, T, T) bool mask, true = attend, of causal attention within
 // equal segment ids: token i sees token j <= i of its row when their ids are
 // equal. segment_ids: (B, T) int32/int64; the mask is made on `device`.
@@ -111,9 +126,11 @@ class Attention : public torch::nn::Module {
   // global layers have none: 0).
   void SetSlidingWindow(int64_t window) { window_ = window; }
   // x: (B, T, C); cos, sin: (B, T, rotary_dim) fp32; layout: who attends to
-  // whom (default: causal rows). Returns (B, T, C).
+  // whom (default: causal rows). With `cache`: this call's keys and values
+  // are appended to it and the queries attend over all S of them through
+  // layout.mask (B, 1, T, S), which the caller sets. Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const AttentionLayout& layout = {});
+                        const AttentionLayout& layout = {}, LayerKvCache* cache = nullptr);
 
   std::shared_ptr<LinearBase> q_proj, k_proj, v_proj, o_proj;  // q/k/v null when fused
   std::shared_ptr<LinearBase> qkv_proj;                        // null but for Phi3
@@ -161,7 +178,7 @@ class DecoderLayer : public torch::nn::Module {
                std::shared_ptr<RmsNormModule> post_feedforward_layernorm = nullptr);
   // x: (B, T, C); see Attention::forward for the rest. Returns (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const AttentionLayout& layout = {});
+                        const AttentionLayout& layout = {}, LayerKvCache* cache = nullptr);
 
   std::shared_ptr<RmsNormModule> input_layernorm;
   std::shared_ptr<Attention> self_attn;
@@ -244,6 +261,18 @@ class CausalLM : public torch::nn::Module {
   torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                        const torch::Tensor& segment_ids);
 
+  // Incremental decoding, under no_grad: runs input_ids (B, T) at
+  // position_ids (B, T) after the S tokens `cache` holds, appends their keys
+  // and values, and returns their final-norm hidden states (B, T, C).
+  // new_valid (B, T) bool marks real tokens (false: left padding, which
+  // nothing attends to; its own outputs are meaningless); undefined: all
+  // real. A token attends to the valid slots at or before its own (and
+  // within the sliding window of a windowed layer), so prefill (T > 1) and
+  // one-token steps compute what Hidden computes for the whole sequence.
+  // Throws c10::Error on bad shapes or a cache of another batch.
+  torch::Tensor HiddenWithCache(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                                KvCache& cache, const torch::Tensor& new_valid = {});
+
   // lm_head(hidden) as fp32: (..., C) -> (..., V); soft-capped
   // (cap·tanh(logits / cap)) where config.final_logit_softcapping is set.
   torch::Tensor Logits(const torch::Tensor& hidden);
@@ -313,6 +342,18 @@ class CausalLM : public torch::nn::Module {
   torch::Tensor inv_freq_device_;  // (D/2) fp32 on device_
   torch::Tensor inv_freq_long_;    // longrope's long factors: (D/2) fp32 on device_
   torch::Tensor inv_freq_local_;   // Gemma 3's sliding layers: (D/2) fp32 on device_
+
+  // The rotary tables of position_ids (B, T): the global layers' and, for
+  // Gemma 3, the local layers' (else undefined).
+  struct Rotary {
+    torch::Tensor cos, sin, cos_local, sin_local;  // (B, T, rotary_dim) fp32
+    bool Local(const ModelConfig& c, size_t layer) const {
+      return cos_local.defined() && !c.sliding_layers.empty() && c.sliding_layers[layer];
+    }
+  };
+  Rotary RotaryTables(const torch::Tensor& position_ids);
+  // Token embeddings (B, T, C) of ids on device_, scaled for Gemma.
+  torch::Tensor Embed(const torch::Tensor& ids);
 };
 
 // The tensors a checkpoint for `config` must hold, with their shapes, in

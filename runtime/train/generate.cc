@@ -6,6 +6,7 @@
 #include "runtime/data/chat_template.h"
 #include "runtime/data/heldout.h"
 #include "runtime/data/tokenizer_adapter.h"
+#include "runtime/model/generation.h"
 #include "runtime/util/status_macros.h"
 
 namespace fjord::train {
@@ -38,33 +39,18 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& t
 std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer& tok,
                                     const std::vector<int32_t>& prompt, int64_t max_new_tokens,
                                     const torch::Device& device) {
-  torch::NoGradGuard no_grad;
-  std::vector<int32_t> stops;
-  for (const char* s : {"<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>"}) {
-    if (std::optional<int32_t> id = tok.TokenToId(s)) stops.push_back(*id);
+  (void)device;  // the model's own: model::Generate runs where the model is
+  model::GenerationOptions options;
+  options.max_new_tokens = max_new_tokens;
+  for (const char* s : {"<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>",
+                        "<end_of_turn>", "<|end|>"}) {
+    if (std::optional<int32_t> id = tok.TokenToId(s)) options.stop_ids.push_back(*id);
   }
-  std::vector<int64_t> ids(prompt.begin(), prompt.end());
-  std::vector<int32_t> out;
-  for (int64_t i = 0; i < max_new_tokens; ++i) {
-    const int64_t n = static_cast<int64_t>(ids.size());
-    torch::Tensor input = torch::tensor(ids, torch::kInt64).view({1, n}).to(device);  // (1, T)
-    torch::Tensor pos = torch::arange(n, torch::dtype(torch::kInt64).device(device)).view({1, n});
-    torch::Tensor hidden = model.Hidden(input, pos, torch::Tensor());  // (1, T, C)
-    torch::Tensor logits = model.Logits(hidden.narrow(1, n - 1, 1));   // (1, 1, V)
-    int32_t next = static_cast<int32_t>(logits.argmax(-1).item<int64_t>());
-    if (const auto& group = model.shard_group(); group != nullptr) {
-      // A sharded base: every rank must make the same forwards (each gathers
-      // weights with the others), so rank 0's token decides for all, even if
-      // a rank's last bits differed.
-      next = static_cast<int32_t>(
-          group->AllGather(torch::tensor({static_cast<int64_t>(next)}, torch::kInt64))[0]
-              .item<int64_t>());
-    }
-    if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
-    out.push_back(next);
-    ids.push_back(next);
-  }
-  return out;
+  // Greedy on a KV cache (model/generation.h); a sharded base's ranks take
+  // rank 0's tokens there.
+  absl::StatusOr<std::vector<model::Generated>> out = model::Generate(model, {prompt}, options);
+  TORCH_CHECK(out.ok(), "GreedyGenerate: ", out.status().ToString());
+  return (*out)[0].ids;
 }
 
 absl::StatusOr<HeldoutCounts> HeldoutShard(CausalLM& model, const tokenizer::Tokenizer& tok,
