@@ -209,6 +209,30 @@ EXTRA = [
     "|{{ 'ab' in 'cabd' }}|{{ 3 not in [1, 2] }}",
     "{{ s|trim('ho') }}|{{ '  x '|trim }}|{{ s|capitalize }}|{{ s|first }}{{ xs|last }}"
     "|{{ '5'|int + 1 }}|{{ 'x'|int }}|{{ 2|string ~ 'a' }}|{{ xs|reverse|list }}",
+    "{{ ss|sort|join }}{{ ss|reject('equalto', 'a')|list }}{{ ss|select('ne', 'a')|list }}"
+    "{{ (ss + ss)|unique|list }}{{ ss|map('upper')|list }}",
+    "{{ '  a\n b'|indent(2) }}|{{ 'a\nb'|indent(2, true) }}|{{ 'a\n\nb'|indent(blank=true) }}",
+    "{{ s.rsplit('l', 1) }} {{ s.find('l') }} {{ s.count('l') }} {{ '-'.join(ss) }}"
+    " {{ s.capitalize() }} {{ 'a b  c'.split(' ') }} {{ 'a b c'.split(none, 1) }}",
+    "{{ 1 == 1.0 }} {{ true == 1 }} {{ [1, 2] == [1, 2] }} {{ {'a': 1} == {'a': 1} }}"
+    " {{ (1, 2) }}{{ (1,) }}{{ () }}",
+    "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{% endfor %}{% for x in 'ab' %}"
+    "{{ loop.revindex0 }}{{ loop.previtem }}{{ loop.nextitem }}{% endfor %}",
+    "{{ xs|tojson(indent=2, sort_keys=true) }}|{{ 1.5|tojson }}|{{ [[], {}]|tojson(indent=1) }}"
+    "|{{ {'a': none, 'b': [1, 'x']}|tojson(separators=(',', ':')) }}",
+    "{{ -1|abs }}{{ 2.5|int }}{{ '3.7'|float }}{{ '3.7'|int }}{{ 10|float }}{{ -2.5|abs }}",
+    "{{ 'abc'[1:] ~ 'abc'[:-1] ~ 'abc'[::2] }}{{ [1, 2, 3][::-1] }}{{ [1, 2, 3][-2:] }}"
+    "{{ [1, 2, 3][5:] }}{{ 'abc'[-10:2] }}{{ [1, 2, 3, 4, 5][4:0:-2] }}",
+    "{% set x = [] %}{{ x|length }}{{ x|first is undefined }}{{ x is sequence }}",
+    "{{ 10 / 4 }} {{ 2 ** -1 }} {{ 7 % -3 }} {{ 1e-7 }} {{ 123456789012345678 }} {{ 1.0e16 }}"
+    " {{ 0.0001 }} {{ 1e15 }} {{ -0.0 }} {{ 5 // 2.0 }} {{ 2 * 3.0 }}",
+    "{%- set tools = [{'function': {'name': 'a', 'description': 'd', 'return': 'r'}}] %}"
+    "{%- for tool in tools %}{%- set tool = tool.function %}{%- for key, val in tool.items() "
+    "if key != 'return' %}{{ key }}={{ val }}{% if not loop.last %}, {% endif %}{%- endfor %}"
+    "{%- endfor %}",
+    "{% macro render(m, prefix='') -%}\n  [{{ prefix }}{{ m }}]\n{%- endmacro %}"
+    "{{ render('x') }}{{ render('y', prefix='p:') }}",
+    "{% if xs %}\n    a\n    {%- for x in xs %}\n        {{ x.a }}\n    {%- endfor %}\n{% endif %}",
 ]
 
 
@@ -217,7 +241,7 @@ def test_constructs_match_jinja2(tmp_path, template):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     compiled = transformers_utils._compile_jinja_template(template)
     context = {"s": "hello", "d": {"b": 2, "a": 1, "c": "\u00e9\"\n"},
-               "xs": [{"a": 1}, {"a": 2}, {"a": 3}]}
+               "xs": [{"a": 1}, {"a": 2}, {"a": 3}], "ss": ["b", "a"]}
     assert isinstance(compiled.environment, ImmutableSandboxedEnvironment)
     expected = compiled.render(**context)
     result = _fjord_render(tmp_path, template, context)
