@@ -228,6 +228,16 @@ absl::StatusOr<std::vector<ExampleRenderer::Piece>> ExampleRenderer::Pieces(
     AppendTurn(Role::kAssistant, record.completion, true, pieces);
     return pieces;
   }
+  for (size_t i = 0; i < record.messages.size(); ++i) {
+    if (record.messages[i].reasoning_content) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "messages[", i,
+          "].reasoning_content: only the model's own chat template renders "
+          "reasoning, and this one is ",
+          ChatTemplateName(template_),
+          " (set data.chat_template to model or auto, with a model that has a template)"));
+    }
+  }
   if (!options_.default_system_prompt.empty() &&
       (record.messages.empty() || record.messages.front().role != Role::kSystem)) {
     AppendTurn(Role::kSystem, options_.default_system_prompt, inputs, pieces);
@@ -275,8 +285,15 @@ absl::StatusOr<JinjaOutput> ExampleRenderer::RenderModel(const Record& record,
                                                          std::vector<int>* message_weights) const {
   const ModelChatTemplate& model = *options_.model_template;
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  auto add = [&](Role role, absl::string_view content, int weight) {
+  auto add = [&](Role role, absl::string_view content, int weight,
+                 const std::optional<std::string>& reasoning = std::nullopt) {
     messages.push_back({{"role", std::string(RoleName(role))}, {"content", std::string(content)}});
+    // As transformers: the reasoning under its older name too, for templates
+    // that read `thinking`.
+    if (reasoning) {
+      messages.back()["thinking"] = *reasoning;
+      messages.back()["reasoning_content"] = *reasoning;
+    }
     message_weights->push_back(role == Role::kAssistant ? (weight == 0 ? 0 : 1) : -1);
   };
   const bool has_system = record.format == Format::kChat && !record.messages.empty() &&
@@ -288,7 +305,7 @@ absl::StatusOr<JinjaOutput> ExampleRenderer::RenderModel(const Record& record,
     add(Role::kUser, record.prompt, -1);
     add(Role::kAssistant, record.completion, -1);
   } else {
-    for (const Message& m : record.messages) add(m.role, m.content, m.weight);
+    for (const Message& m : record.messages) add(m.role, m.content, m.weight, m.reasoning_content);
   }
   nlohmann::ordered_json context = {{"messages", std::move(messages)},
                                     {"tools", nullptr},

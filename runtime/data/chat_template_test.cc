@@ -376,5 +376,31 @@ TEST(ChatTemplateTest, ModelTemplateErrorsNameTheFileAndLine) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ChatTemplateTest, ModelTemplateTrainsReasoningThroughTheAnswer) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  const std::string t =
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.reasoning_content %}<think>\n"
+      "{{ m.reasoning_content }}\n</think>\n\n{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}";
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(t));
+  Record rec = Chat({Msg(Role::kUser, "Q"), Msg(Role::kAssistant, "A")});
+  rec.messages[1].reasoning_content = "r";
+  absl::StatusOr<RenderedTokens> got = r.Render(rec);
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::vector<int32_t> trained_ids;
+  for (size_t k = 0; k < got->ids.size(); ++k) {
+    if (got->trained[k]) trained_ids.push_back(got->ids[k]);
+  }
+  std::vector<int32_t> want = tok.Ids("r\n</think>\n\nA");
+  want.push_back(2);
+  EXPECT_EQ(trained_ids, want);
+
+  // Built-in templates have nowhere to put it: the line is refused.
+  ExampleRenderer chatml = MakeRenderer(tok, RenderOptions{ChatTemplate::kChatML});
+  absl::StatusOr<RenderedTokens> refused = chatml.Render(rec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("messages[1].reasoning_content: only the model's own chat template"));
+}
+
 }  // namespace
 }  // namespace fjord::data

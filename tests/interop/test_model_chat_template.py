@@ -207,3 +207,24 @@ def test_model_without_template_is_refused(tmp_path):
     rc, report, _ = _run(model_dir / "tokenizer.json", [{"messages": CONVERSATIONS[0]}], tmp_path)
     assert rc == 0, report
     assert report["template"] == "chatml"
+
+
+def test_qwen3_reasoning_content_is_rendered_and_trained(tmp_path):
+    folder = MODELS / "qwen3-0.6b"
+    hf = transformers.AutoTokenizer.from_pretrained(str(folder))
+    conv = [{"role": "user", "content": "Is 9 prime?"},
+            {"role": "assistant", "content": "No.", "reasoning_content": "9 = 3 x 3."}]
+    rc, report, (ex,) = _run(folder / "tokenizer.json", [{"messages": conv}], tmp_path,
+                             "--template", "model")
+    assert rc == 0, report
+    assert ex["input_ids"] == _ids(hf.apply_chat_template(conv, tokenize=True))
+    trained = [t for t, target in zip(ex["input_ids"][1:], ex["targets"][:-1]) if target != -100]
+    # From the reasoning through the answer and its end of turn; the template's
+    # own "<think>\n" before the reasoning is not the message's text.
+    assert hf.decode(trained) == "9 = 3 x 3.\n</think>\n\nNo.<|im_end|>"
+    # A built-in template has nowhere to put it.
+    rc, report, _ = _run(folder / "tokenizer.json", [{"messages": conv}], tmp_path,
+                         "--template", "chatml")
+    assert rc == 2
+    assert "messages[1].reasoning_content: only the model's own chat template" in (
+        report["errors"][0]["message"])
