@@ -361,6 +361,23 @@ absl::StatusOr<RenderedTokens> ExampleRenderer::RenderModelTokens(
     const bool trained = weights[m] == 1 || (weights[m] == -1 && options_.train_on_inputs);
     for (const Interval& i : own) (trained ? trained_spans : untrained_spans).push_back(i);
   }
+  if (jinja_->has_generation()) {
+    // The template marks what the assistant generates, as for transformers'
+    // return_assistant_tokens_mask: those blocks are the spans, untrained
+    // when they hold text of a weight-0 message.
+    trained_spans.clear();
+    untrained_spans.clear();
+    for (const auto& [begin, end] : out.generation) {
+      bool weight_zero = false;
+      for (const OriginSpan& o : out.origins) {
+        if (o.begin < end && begin < o.end && o.message >= 0 &&
+            o.message < static_cast<int64_t>(weights.size()) && weights[o.message] == 0) {
+          weight_zero = true;
+        }
+      }
+      (weight_zero ? untrained_spans : trained_spans).push_back({begin, end});
+    }
+  }
   trained_spans = Merge(std::move(trained_spans));
   if (options_.train_on_inputs) {
     // Everything but the weight-0 assistant spans.

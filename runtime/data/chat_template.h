@@ -43,7 +43,10 @@
 // <|end|>, </s>, <|eot_id|>, <|endoftext|>, <|end_of_text|>, <eos>, the
 // model's eos_token) when only template text lies between. An assistant
 // message's span is trained unless its weight is 0; train_on_inputs trains
-// everything else too. A token is trained when its bytes overlap a trained
+// everything else too. A template with {% generation %} blocks (transformers'
+// assistant-token markers) decides instead: what those blocks render is
+// trained (as HF's return_assistant_tokens_mask), except a block holding text
+// of a weight-0 message. A token is trained when its bytes overlap a trained
 // span (a token straddling a span's edge is trained). When a template drops
 // or rewrites earlier turns (Qwen3 strips <think> reasoning from assistant
 // turns before the last user message), those turns are trained on what is

@@ -402,5 +402,27 @@ TEST(ChatTemplateTest, ModelTemplateTrainsReasoningThroughTheAnswer) {
               HasSubstr("messages[1].reasoning_content: only the model's own chat template"));
 }
 
+TEST(ChatTemplateTest, ModelTemplateGenerationBlocksDecideWhatIsTrained) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  // The block covers the header too: all of it is trained, as HF's mask says.
+  const std::string t =
+      "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}<|im_start|>"
+      "assistant\n{{ m.content }}<|im_end|>{% endgeneration %}{% else %}<|im_start|>{{ m.role }}"
+      "\n{{ m.content }}<|im_end|>{% endif %}\n{% endfor %}";
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(t));
+  absl::StatusOr<RenderedTokens> got =
+      r.Render(Chat({Msg(Role::kUser, "Q"), Msg(Role::kAssistant, "A", 0), Msg(Role::kUser, "R"),
+                     Msg(Role::kAssistant, "B")}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::vector<int32_t> trained_ids;
+  for (size_t k = 0; k < got->ids.size(); ++k) {
+    if (got->trained[k]) trained_ids.push_back(got->ids[k]);
+  }
+  std::vector<int32_t> want = {1};
+  for (int32_t id : tok.Ids("assistant\nB")) want.push_back(id);
+  want.push_back(2);
+  EXPECT_EQ(trained_ids, want);  // the weight-0 block is not trained
+}
+
 }  // namespace
 }  // namespace fjord::data

@@ -1244,6 +1244,8 @@ class Parser {
     if (tag == "generation") {
       FJORD_RETURN_IF_ERROR(ExpectBlockEnd());
       NodePtr node = Make(NodeKind::kBlock, at);
+      node->name = "generation";
+      has_generation_ = true;
       std::string end;
       node->bodies.emplace_back();
       FJORD_ASSIGN_OR_RETURN(node->bodies[0], ParseBody({"endgeneration"}, &end));
@@ -1763,6 +1765,11 @@ class Parser {
 
   std::vector<Token> toks_;
   size_t p_ = 0;
+
+ public:
+  bool has_generation_ = false;
+
+ private:
   const SourceMap& map_;
   int max_depth_;
   int depth_ = 0;
@@ -1870,6 +1877,7 @@ class Renderer {
   }
 
   Str& out() { return out_; }
+  std::vector<std::pair<size_t, size_t>>& generation() { return generation_; }
 
  private:
   // Counts one step and one level of nesting for the life of the guard.
@@ -2006,8 +2014,13 @@ class Renderer {
         return Flow::kBreak;
       case NodeKind::kContinue:
         return Flow::kContinue;
-      case NodeKind::kBlock:
-        return ExecBody(node.bodies[0]);
+      case NodeKind::kBlock: {
+        if (node.name != "generation" || sink_ != &out_) return ExecBody(node.bodies[0]);
+        const size_t begin = out_.text.size();
+        FJORD_ASSIGN_OR_RETURN(Flow flow, ExecBody(node.bodies[0]));
+        generation_.emplace_back(begin, out_.text.size());
+        return flow;
+      }
       default:
         return Fail("internal error: an expression where a statement belongs");
     }
@@ -3263,6 +3276,7 @@ class Renderer {
   std::vector<std::shared_ptr<Dict>> frames_;
   Str out_;
   Str* sink_ = nullptr;
+  std::vector<std::pair<size_t, size_t>> generation_;
   int64_t steps_ = 0;
   int64_t allocated_ = 0;
   int nesting_ = 0;
@@ -3291,7 +3305,8 @@ absl::StatusOr<JinjaTemplate> JinjaTemplate::Parse(absl::string_view source, Jin
   FJORD_ASSIGN_OR_RETURN(std::vector<jinja_internal::Token> tokens, lexer.Run());
   jinja_internal::Parser parser(std::move(tokens), map, options.max_depth);
   FJORD_ASSIGN_OR_RETURN(std::unique_ptr<Node> root, parser.ParseTemplate());
-  return JinjaTemplate(std::shared_ptr<const Node>(std::move(root)), options);
+  return JinjaTemplate(std::shared_ptr<const Node>(std::move(root)), options,
+                       parser.has_generation_);
 }
 
 absl::StatusOr<JinjaOutput> JinjaTemplate::RenderWithOrigins(
@@ -3303,6 +3318,7 @@ absl::StatusOr<JinjaOutput> JinjaTemplate::RenderWithOrigins(
   for (const jinja_internal::Span& span : renderer.out().spans) {
     out.origins.push_back(OriginSpan{span.begin, span.end, span.origin});
   }
+  out.generation = std::move(renderer.generation());
   return out;
 }
 

@@ -67,6 +67,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -98,6 +99,10 @@ struct JinjaOutput {
   std::string text;
   // Sorted, non-overlapping; adjacent ranges of one message are merged.
   std::vector<OriginSpan> origins;
+  // What each {% generation %} block rendered, as byte ranges [first,
+  // second) of text, in order (transformers' assistant-token markers). Blocks
+  // rendered inside a macro or a {% set %} block are not recorded.
+  std::vector<std::pair<size_t, size_t>> generation;
 };
 
 namespace jinja_internal {
@@ -118,12 +123,17 @@ class JinjaTemplate {
   // comment).
   absl::StatusOr<JinjaOutput> RenderWithOrigins(const nlohmann::ordered_json& context) const;
 
+  // Whether the template has a {% generation %} block.
+  bool has_generation() const { return has_generation_; }
+
  private:
-  JinjaTemplate(std::shared_ptr<const jinja_internal::Node> root, JinjaOptions options)
-      : root_(std::move(root)), options_(options) {}
+  JinjaTemplate(std::shared_ptr<const jinja_internal::Node> root, JinjaOptions options,
+                bool has_generation)
+      : root_(std::move(root)), options_(options), has_generation_(has_generation) {}
 
   std::shared_ptr<const jinja_internal::Node> root_;
   JinjaOptions options_;
+  bool has_generation_ = false;
 };
 
 }  // namespace fjord::data

@@ -256,5 +256,20 @@ TEST(JinjaTest, OriginsSurviveConcatenationAndSplit) {
             "ans");
 }
 
+TEST(JinjaTest, GenerationBlocksAreRecorded) {
+  absl::StatusOr<JinjaTemplate> t = JinjaTemplate::Parse(
+      "{% for m in messages %}[{% if m.role == 'assistant' %}{% generation %}{{ m.content }}!"
+      "{% endgeneration %}{% else %}{{ m.content }}{% endif %}]{% endfor %}");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE(t->has_generation());
+  absl::StatusOr<JinjaOutput> out = t->RenderWithOrigins(json::parse(
+      R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})"));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->text, "[q][a!]");
+  ASSERT_EQ(out->generation.size(), 1u);
+  EXPECT_EQ(out->generation[0], (std::pair<size_t, size_t>{4, 6}));
+  EXPECT_FALSE(JinjaTemplate::Parse("{{ x }}")->has_generation());
+}
+
 }  // namespace
 }  // namespace fjord::data

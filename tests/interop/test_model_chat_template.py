@@ -228,3 +228,30 @@ def test_qwen3_reasoning_content_is_rendered_and_trained(tmp_path):
     assert rc == 2
     assert "messages[1].reasoning_content: only the model's own chat template" in (
         report["errors"][0]["message"])
+
+
+# test_data.py's ChatML template with transformers' {% generation %} markers.
+CHATML_GENERATION_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}")
+
+
+def test_generation_markers_give_transformers_assistant_mask(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(MODELS / "smollm2-135m-instruct" / "tokenizer.json", model_dir)
+    shutil.copy(MODELS / "smollm2-135m-instruct" / "tokenizer_config.json", model_dir)
+    (model_dir / "chat_template.jinja").write_text(CHATML_GENERATION_TEMPLATE)
+    hf = transformers.AutoTokenizer.from_pretrained(str(MODELS / "smollm2-135m-instruct"))
+    rc, report, examples = _run(model_dir / "tokenizer.json",
+                                [{"messages": c} for c in CONVERSATIONS], tmp_path)
+    assert rc == 0, report
+    for i, (conv, ex) in enumerate(zip(CONVERSATIONS, examples)):
+        out = hf.apply_chat_template(conv, chat_template=CHATML_GENERATION_TEMPLATE,
+                                     tokenize=True, return_dict=True,
+                                     return_assistant_tokens_mask=True)
+        assert ex["input_ids"] == list(out["input_ids"]), f"conversation {i}"
+        trained = [int(t != -100) for t in ex["targets"][:-1]]
+        assert trained == list(out["assistant_masks"])[1:], f"conversation {i}"
