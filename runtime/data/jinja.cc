@@ -613,7 +613,7 @@ bool Equals(const Value& a, const Value& b) {
     case Value::Kind::kString:
       return a.text() == b.text();
     case Value::Kind::kList: {
-      if (a.list->size() != b.list->size()) return false;
+      if (a.tuple != b.tuple || a.list->size() != b.list->size()) return false;
       for (size_t k = 0; k < a.list->size(); ++k) {
         if (!Equals((*a.list)[k], (*b.list)[k])) return false;
       }
@@ -651,7 +651,7 @@ absl::StatusOr<int> Compare(const Value& a, const Value& b, absl::string_view op
     const int c = a.text().compare(b.text());
     return c < 0 ? -1 : c > 0 ? 1 : 0;
   }
-  if (a.kind == Value::Kind::kList && b.kind == Value::Kind::kList) {
+  if (a.kind == Value::Kind::kList && b.kind == Value::Kind::kList && a.tuple == b.tuple) {
     const size_t n = std::min(a.list->size(), b.list->size());
     for (size_t k = 0; k < n; ++k) {
       if (Equals((*a.list)[k], (*b.list)[k])) continue;
@@ -2398,12 +2398,20 @@ class Renderer {
         return Value::String(std::move(s));
       }
       if (a.kind == Value::Kind::kList && b.kind == Value::Kind::kList) {
+        if (a.tuple != b.tuple) {
+          return Fail(absl::StrCat("can only concatenate ", a.tuple ? "tuple" : "list", " (not \"",
+                                   b.tuple ? "tuple" : "list", "\") to ",
+                                   a.tuple ? "tuple" : "list"));
+        }
         FJORD_RETURN_IF_ERROR(CheckList(a.list->size() + b.list->size()));
         List items = *a.list;
         items.insert(items.end(), b.list->begin(), b.list->end());
-        return Value::MakeList(std::move(items));
+        Value out = Value::MakeList(std::move(items));
+        out.tuple = a.tuple;
+        return out;
       }
     }
+    if (op == "%" && a.kind == Value::Kind::kString) return Printf(*a.s, b);
     if (op == "*" && (a.kind == Value::Kind::kString || a.kind == Value::Kind::kList ||
                       b.kind == Value::Kind::kString || b.kind == Value::Kind::kList)) {
       const Value& seq = a.is_integer() ? b : a;
@@ -2427,7 +2435,9 @@ class Renderer {
       List items;
       for (int64_t k = 0; k < times; ++k)
         items.insert(items.end(), seq.list->begin(), seq.list->end());
-      return Value::MakeList(std::move(items));
+      Value out = Value::MakeList(std::move(items));
+      out.tuple = seq.tuple;
+      return out;
     }
     if (!a.is_number() || !b.is_number()) return unsupported();
     const bool ints = a.is_integer() && b.is_integer();
@@ -2710,6 +2720,93 @@ class Renderer {
     }
     return out;
   }
+  // jinja2's title filter: words begin after whitespace, '-', '(', '{', '['
+  // or '<'; each word's first character upper-cased, the rest lower-cased.
+  static std::string TitleFilter(const std::string& text) {
+    std::string out = text;
+    bool word_start = true;
+    for (char& c : out) {
+      const bool separator = IsSpace(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
+      if (separator) {
+        word_start = true;
+        continue;
+      }
+      c = word_start ? AsciiUpper(std::string(1, c))[0] : AsciiLower(std::string(1, c))[0];
+      word_start = false;
+    }
+    return out;
+  }
+
+  // Python's `format % args` for %s %r %d %i %%: args a tuple, a dict (for
+  // %(name)s) or one value.
+  absl::StatusOr<Value> Printf(const Str& format, const Value& args) {
+    std::vector<Value> values;
+    if (args.kind == Value::Kind::kList && args.tuple) {
+      values = *args.list;
+    } else {
+      values.push_back(args);
+    }
+    const bool mapping = args.kind == Value::Kind::kDict;
+    size_t next = 0;
+    Str out;
+    const std::string& f = format.text;
+    size_t start = 0;
+    for (size_t i = 0; i < f.size(); ++i) {
+      if (f[i] != '%') continue;
+      out.Append(format.Sub(start, i));
+      if (i + 1 >= f.size()) return Fail("incomplete format");
+      size_t j = i + 1;
+      const Value* value = nullptr;
+      if (f[j] == '(' && mapping) {
+        const size_t close = f.find(')', j);
+        if (close == std::string::npos) return Fail("incomplete format key");
+        value = args.dict->Find(absl::string_view(f).substr(j + 1, close - j - 1));
+        if (value == nullptr) return Fail("format key not found");
+        j = close + 1;
+      }
+      if (j >= f.size()) return Fail("incomplete format");
+      const char conv = f[j];
+      if (conv == '%') {
+        out.Append("%");
+      } else if (conv == 's' || conv == 'r' || conv == 'd' || conv == 'i') {
+        if (value == nullptr) {
+          if (mapping && next == 0 && values.size() == 1) {
+            value = &values[0];
+            ++next;
+          } else if (next < values.size()) {
+            value = &values[next++];
+          } else {
+            return Fail("not enough arguments for format string");
+          }
+        }
+        if (conv == 's') {
+          out.Append(ToStr(*value));
+        } else if (conv == 'r') {
+          out.Append(Repr(*value));
+        } else {
+          if (!value->is_number()) return Fail("%d format: a real number is required");
+          out.Append(std::to_string(value->kind == Value::Kind::kFloat
+                                        ? static_cast<int64_t>(std::trunc(value->f))
+                                        : value->AsInt()));
+        }
+      } else {
+        return Fail(absl::StrCat("unsupported format character '", std::string(1, conv), "'"));
+      }
+      FJORD_RETURN_IF_ERROR(CheckSize(out.text.size()));
+      start = j + 1;
+      i = j;
+    }
+    out.Append(format.Sub(start, f.size()));
+    if (!mapping && next < values.size() &&
+        !(values.size() == 1 && next == 0 &&
+          (args.kind == Value::Kind::kList || args.kind == Value::Kind::kDict))) {
+      if (!(args.kind == Value::Kind::kList && args.tuple && values.empty())) {
+        return Fail("not all arguments converted during string formatting");
+      }
+    }
+    return Value::String(std::move(out));
+  }
+
   static std::string Capitalize(const std::string& text) {
     std::string out = AsciiLower(text);
     if (!out.empty()) out[0] = AsciiUpper(out.substr(0, 1))[0];
@@ -2907,7 +3004,7 @@ class Renderer {
     }
     if (name == "upper") return Value::Plain(AsciiUpper(ToStr(in).text));
     if (name == "lower") return Value::Plain(AsciiLower(ToStr(in).text));
-    if (name == "title") return Value::Plain(Title(ToStr(in).text));
+    if (name == "title") return Value::Plain(TitleFilter(ToStr(in).text));
     if (name == "capitalize") return Value::Plain(Capitalize(ToStr(in).text));
     if (name == "escape" || name == "e") {
       const Str s = ToStr(in);
@@ -2975,6 +3072,7 @@ class Renderer {
       }
       return Value::String(std::move(out));
     }
+    if ((name == "int" || name == "float") && in.undefined()) return Fail(in.text());
     if (name == "int" || name == "float") {
       const Value* def = args.Get(0, "default");
       Value fallback = def != nullptr ? *def : (name == "int" ? Value::Int(0) : Value::Float(0));
@@ -3065,12 +3163,22 @@ class Renderer {
     }
     if (name == "unique") {
       FJORD_ASSIGN_OR_RETURN(List items, Iterate(in));
-      List out;
+      // Strings compare ignoring case unless case_sensitive (jinja2).
+      const bool case_sensitive = kw_bool(0, "case_sensitive", false);
+      auto key = [&](const Value& v) {
+        if (case_sensitive || v.kind != Value::Kind::kString) return v;
+        return Value::Plain(AsciiLower(v.text()));
+      };
+      List out, keys;
       for (const Value& item : items) {
         FJORD_RETURN_IF_ERROR(CountStep());
+        const Value k = key(item);
         bool seen = false;
-        for (const Value& o : out) seen = seen || Equals(o, item);
-        if (!seen) out.push_back(item);
+        for (const Value& o : keys) seen = seen || Equals(o, k);
+        if (!seen) {
+          out.push_back(item);
+          keys.push_back(k);
+        }
       }
       return Value::MakeList(std::move(out));
     }
@@ -3235,14 +3343,17 @@ class Renderer {
       return cased;
     }
     if (name == "odd" || name == "even" || name == "divisibleby") {
-      if (!v.is_integer()) return Fail(absl::StrCat("the test '", name, "' needs an integer"));
+      // jinja2: value % 2 == 1, value % 2 == 0, value % num == 0 (Python's %).
+      Value divisor = Value::Int(2);
       if (name == "divisibleby") {
         FJORD_RETURN_IF_ERROR(need_arg());
-        if (!arg->is_integer() || arg->AsInt() == 0)
-          return Fail("divisibleby needs a non-zero integer");
-        return v.AsInt() % arg->AsInt() == 0;
+        divisor = *arg;
       }
-      return (v.AsInt() % 2 != 0) == (name == "odd");
+      if (!v.is_number() || !divisor.is_number()) {
+        return Fail(absl::StrCat("the test '", name, "' needs numbers"));
+      }
+      FJORD_ASSIGN_OR_RETURN(Value rest, Binary("%", v, divisor));
+      return Equals(rest, Value::Int(name == "odd" ? 1 : 0));
     }
     if (name == "sameas") {
       FJORD_RETURN_IF_ERROR(need_arg());

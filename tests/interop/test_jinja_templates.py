@@ -273,3 +273,59 @@ def test_syntax_error_names_line_and_column(tmp_path):
     result = _fjord_render(tmp_path, "line one\n{% if x %}\n{{ 1 + }}\n{% endif %}", {})
     assert result.returncode == 1
     assert "line 3, column 8" in result.stderr.decode()
+
+
+def _random_expression(rng, depth=0):
+    atoms = ["1", "0", "-3", "2.5", "1e3", "-0.5", "'ab'", "''", "'a b '", "'A b'", "none",
+             "true", "false", "[1, 2]", "[]", "{'k': 1}", "s", "n", "xs", "d", "u",
+             "'\\n x\\n'", "(1, 'a')"]
+    binops = ["+", "-", "*", "//", "/", "~", "==", "!=", "<", ">=", "and", "or", "in", "not in"]
+    filters = ["length", "trim", "upper", "lower", "first", "last", "list", "string", "int",
+               "float", "tojson", "default('D')", "join(',')", "reverse|list", "abs",
+               "capitalize", "title", "items|list", "count", "unique|list", "sort|list"]
+    tests = ["defined", "none", "string", "number", "mapping", "iterable", "sequence", "true",
+             "false", "odd", "even", "undefined", "boolean", "integer", "float"]
+    methods = ["strip()", "upper()", "split()", "split(',')", "startswith('a')",
+               "endswith(' ')", "replace('a', 'X')", "lstrip()", "rstrip('b')", "title()"]
+    subscripts = ["0", "-1", "1:", "::-1", ":2", "5", "'k'"]
+    r = rng.random()
+    if depth > 3 or r < 0.3:
+        return rng.choice(atoms)
+    sub = lambda: _random_expression(rng, depth + 1)  # noqa: E731
+    if r < 0.5:
+        return f"({sub()} {rng.choice(binops)} {sub()})"
+    if r < 0.65:
+        return f"({sub()}|{rng.choice(filters)})"
+    if r < 0.75:
+        return f"({sub()} is {rng.choice(['', 'not '])}{rng.choice(tests)})"
+    if r < 0.82:
+        return f"({sub()} if {sub()} else {sub()})"
+    if r < 0.9:
+        return f"{rng.choice(['s', 'xs', 'd'])}[{rng.choice(subscripts)}]"
+    if r < 0.95:
+        return f"s.{rng.choice(methods)}"
+    return f"(not {sub()})"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_expressions_match_jinja2(tmp_path, seed):
+    """Random expressions over literals, operators, filters, tests, methods and
+    subscripts: the same text as jinja2, or an error where jinja2 errors."""
+    import random
+    rng = random.Random(seed)
+    context = {"s": "abc, de", "n": 7, "xs": [3, 1, 2], "d": {"k": "v", "a": [1]}}
+    mismatches = []
+    for _ in range(150):
+        template = "{{ " + _random_expression(rng) + " }}"
+        try:
+            expected, error = transformers_utils._compile_jinja_template(template).render(
+                **context), None
+        except Exception as e:  # jinja2's UndefinedError, TypeError, ...
+            expected, error = None, e
+        result = _fjord_render(tmp_path, template, context)
+        if error is not None:
+            if result.returncode != 1:
+                mismatches.append((template, f"jinja2 raised {error!r}", result.stdout))
+        elif result.returncode != 0 or result.stdout.decode() != expected:
+            mismatches.append((template, expected, result.stdout or result.stderr))
+    assert not mismatches, mismatches[:5]
