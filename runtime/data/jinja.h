@@ -29,8 +29,9 @@
 //   upper/lower/title/capitalize/find/count/join, dict.get/items/keys/values.
 // Not supported (a syntax or runtime error names them): include, import,
 // extends, block, raw, call blocks, filter blocks, recursive loops and
-// str.format; the `%` string operator knows %s %r %d %i %% only. As jinja2 does by default, "\r\n" and "\r"
-// in the source read as "\n" and one trailing newline is dropped.
+// str.format; the `%` string operator knows %s %r %d %i %% only. As jinja2
+// does by default, "\r\n" and "\r" in the source read as "\n" and one
+// trailing newline is dropped.
 //
 // Semantics follow jinja2's default Undefined: a missing variable, key or
 // attribute is undefined; it prints as "", is falsy, iterates as empty and has
