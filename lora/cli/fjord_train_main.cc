@@ -62,6 +62,7 @@
 #include "lora/lora_method.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/heldout.h"
+#include "runtime/data/model_template.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/dist/launcher.h"
 #include "runtime/dist/world.h"
@@ -304,13 +305,14 @@ int Validate(const lora::JobConfig& cfg) {
   }
   data::TokenizerAdapter adapter(**tok);
   data::DataOptions dopt;
-  absl::StatusOr<data::ChatTemplate> tmpl = data::ParseChatTemplate(cfg.data.chat_template);
+  // auto / model read the model's own chat template from its folder.
+  absl::Status tmpl =
+      data::ResolveChatTemplate(cfg.data.chat_template, cfg.model.path, &dopt.render);
   if (!tmpl.ok()) {
     std::printf("{\"valid\": false, \"error\": %s}\n",
-                nlohmann::json(std::string(tmpl.status().message())).dump().c_str());
+                nlohmann::json(std::string(tmpl.message())).dump().c_str());
     return kWorkerExitUserError;
   }
-  dopt.render.chat_template = *tmpl;
   dopt.render.train_on_inputs = cfg.data.train_on_inputs;
   dopt.max_length = cfg.data.max_length;
   dopt.truncate = cfg.data.truncate;

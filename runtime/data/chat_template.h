@@ -18,8 +18,40 @@
 //     prompt/completion; chat messages need a chat template. BOS is the
 //     tokenizer's bos_id() if any; EOS is RenderOptions::eos_token, else the
 //     first special token among <|end_of_text|>, <|endoftext|>, </s>, <eos>.
+//   model   (the model's own Jinja template, RenderOptions::model_template,
+//     found by model_template.h in the model folder): rendered with jinja.h
+//     exactly as transformers' apply_chat_template(messages,
+//     add_generation_prompt=False) renders it, with `messages` ({role,
+//     content}), `bos_token` and `eos_token` (from tokenizer_config.json, when
+//     set), `tools` and `documents` none, `enable_thinking` unset. Rendering
+//     errors (a raise_exception of the template, e.g. Mistral's "roles must
+//     alternate") are InvalidArgument naming the template file and line.
 // With a chat template, prompt/completion renders as one user turn and one
 // assistant turn, and the text format renders like `none`.
+//
+// Model templates: the rendered text is tokenized as HF does
+// (DataTokenizer::EncodeWithSpecialTokens over the whole text: special tokens
+// the template writes become those tokens, no BOS is added beyond what the
+// template writes), except when message text itself spells a special token:
+// then only the template's own text is split at special tokens and the rest
+// is encoded as ordinary text (no injection; ids then differ from HF's).
+// Labels come from provenance, not token patterns: the renderer knows which
+// output bytes came from which message (jinja.h origins). A message's span is
+// its bytes from the first to the last (content, reasoning, tool calls; not
+// role or name), extended over the template text right after it up to and
+// including the first end-of-turn special token (<|im_end|>, <end_of_turn>,
+// <|end|>, </s>, <|eot_id|>, <|endoftext|>, <|end_of_text|>, <eos>, the
+// model's eos_token) when only template text lies between. An assistant
+// message's span is trained unless its weight is 0; train_on_inputs trains
+// everything else too. A template with {% generation %} blocks (transformers'
+// assistant-token markers) decides instead: what those blocks render is
+// trained (as HF's return_assistant_tokens_mask), except a block holding text
+// of a weight-0 message. A token is trained when its bytes overlap a trained
+// span (a token straddling a span's edge is trained). When a template drops
+// or rewrites earlier turns (Qwen3 strips <think> reasoning from assistant
+// turns before the last user message), those turns are trained on what is
+// rendered: dropped text is simply not there, and a turn rendering none of
+// its message's text has no span.
 //
 // Special tokens are emitted by id, and content is encoded with
 // DataTokenizer::EncodeOrdinary, so user text spelling "<|eot_id|>" stays
@@ -43,22 +75,34 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "runtime/data/jinja.h"
 #include "runtime/data/jsonl.h"
 #include "runtime/data/tokenizer_view.h"
 
 namespace fjord::data {
 
-enum class ChatTemplate { kAuto, kLlama3, kChatML, kNone };
+enum class ChatTemplate { kAuto, kLlama3, kChatML, kNone, kModel };
 
-// "auto", "llama3", "chatml", "none" <-> ChatTemplate. Parse returns
+// "auto", "llama3", "chatml", "none", "model" <-> ChatTemplate. Parse returns
 // InvalidArgument for any other name.
 absl::StatusOr<ChatTemplate> ParseChatTemplate(absl::string_view name);
 absl::string_view ChatTemplateName(ChatTemplate chat_template);
 
+// A model's own chat template (model_template.h finds it).
+struct ModelChatTemplate {
+  std::string source;     // the Jinja source
+  std::string file;       // where it came from, for messages ("DIR/chat_template.jinja")
+  std::string bos_token;  // tokenizer_config.json's; empty: not given to the template
+  std::string eos_token;  // tokenizer_config.json's; empty: not given to the template
+};
+
 struct RenderOptions {
-  // kAuto (default): llama3 when the tokenizer has <|start_header_id|>, else
-  // chatml when it has <|im_start|>, else none.
+  // kAuto (default): the model's template when model_template is set, else
+  // llama3 when the tokenizer has <|start_header_id|>, else chatml when it has
+  // <|im_start|>, else none. kModel needs model_template.
   ChatTemplate chat_template = ChatTemplate::kAuto;
+  // Default unset. The model's own template, for kModel and kAuto.
+  std::optional<ModelChatTemplate> model_template;
   // Default false: only assistant/completion tokens are trained.
   bool train_on_inputs = false;
   // Default empty: none. When set, chat renders a system message with this
@@ -81,7 +125,9 @@ class ExampleRenderer {
  public:
   // Resolves the template against `tokenizer`, which must outlive the
   // renderer. FailedPrecondition when an explicit template's special tokens
-  // (or an explicit eos_token) are missing from the tokenizer.
+  // (or an explicit eos_token) are missing from the tokenizer, or kModel has
+  // no model_template; InvalidArgument "FILE: line L, column C: ..." when the
+  // model template does not parse.
   static absl::StatusOr<ExampleRenderer> Create(const DataTokenizer& tokenizer,
                                                 RenderOptions options);
 
@@ -89,8 +135,16 @@ class ExampleRenderer {
   ChatTemplate chat_template() const { return template_; }
 
   // Tokenizes one record. InvalidArgument when the record cannot be rendered
-  // with this template (chat messages with template none).
+  // with this template (chat messages with template none; a model template's
+  // error, naming the template file and line).
   absl::StatusOr<RenderedTokens> Render(const Record& record) const;
+
+  // kModel only: the ids of a one-turn prompt for generation, as HF's
+  // apply_chat_template([{"role": "user", "content": user_message}],
+  // add_generation_prompt=True, tokenize=True) gives them (with
+  // default_system_prompt first when set). FailedPrecondition for other
+  // templates; InvalidArgument as Render.
+  absl::StatusOr<std::vector<int32_t>> GenerationPromptIds(absl::string_view user_message) const;
 
   // The rendered text as HF's apply_chat_template(tokenize=False) would give
   // it, special tokens spelled out. For debugging and interop tests.
@@ -108,6 +162,11 @@ class ExampleRenderer {
       : tokenizer_(&tokenizer), options_(std::move(options)) {}
 
   absl::StatusOr<std::vector<Piece>> Pieces(const Record& record) const;
+  // kModel, chat and prompt/completion records.
+  absl::StatusOr<JinjaOutput> RenderModel(const Record& record, bool add_generation_prompt,
+                                          std::vector<int>* message_weights) const;
+  absl::StatusOr<RenderedTokens> RenderModelTokens(const Record& record,
+                                                   bool add_generation_prompt) const;
   void AppendTurn(Role role, absl::string_view content, bool trained_content,
                   std::vector<Piece>& pieces) const;
   // Encodes consecutive text pieces [begin, end) as one string, assigning each
@@ -123,6 +182,9 @@ class ExampleRenderer {
   std::vector<std::pair<std::string, int32_t>> specials_;
   std::optional<std::pair<std::string, int32_t>> bos_;
   std::optional<std::pair<std::string, int32_t>> eos_;
+  std::optional<JinjaTemplate> jinja_;       // kModel
+  std::vector<std::string> end_of_turn_;     // kModel: end-of-turn spellings the tokenizer has
+  std::vector<std::string> special_tokens_;  // kModel: every special token's spelling
 };
 
 }  // namespace fjord::data

@@ -1,5 +1,6 @@
 #include "runtime/data/chat_template.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -251,6 +252,176 @@ TEST(MakeExampleTest, ShiftsTargetsAndTruncates) {
   Example cut = MakeExample(ids, trained, 3);
   EXPECT_THAT(cut.input_ids, ElementsAre(10, 11, 12));
   EXPECT_THAT(cut.targets, ElementsAre(kIgnoreIndex, 12, kIgnoreIndex));
+}
+
+// ---- The model's own template (kModel) ------------------------------------
+
+// SmolLM2's template, as in its tokenizer_config.json.
+constexpr char kSmolTemplate[] =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+RenderOptions ModelOptions(std::string source, ChatTemplate t = ChatTemplate::kModel) {
+  RenderOptions options;
+  options.chat_template = t;
+  options.model_template =
+      ModelChatTemplate{std::move(source), "m/tokenizer_config.json", "", "<|im_end|>"};
+  return options;
+}
+
+TEST(ChatTemplateTest, ModelTemplateTrainsAssistantContentAndEndOfTurn) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();  // <|endoftext|> 0, <|im_start|> 1, <|im_end|> 2
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(kSmolTemplate, ChatTemplate::kAuto));
+  EXPECT_EQ(r.chat_template(), ChatTemplate::kModel);
+  const Record rec = Chat({Msg(Role::kUser, "Hi"), Msg(Role::kAssistant, "Yo")});
+  absl::StatusOr<std::string> text = r.RenderText(rec);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text,
+            "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nYo<|im_end|>\n");
+  absl::StatusOr<RenderedTokens> got = r.Render(rec);
+  ASSERT_TRUE(got.ok()) << got.status();
+  Expect e;
+  e.Special(1, false).Ids(tok.Ids("system\nYou are helpful"), false).Special(2, false);
+  e.Ids(tok.Ids("\n"), false).Special(1, false).Ids(tok.Ids("user\nHi"), false).Special(2, false);
+  e.Ids(tok.Ids("\n"), false).Special(1, false).Ids(tok.Ids("assistant\n"), false);
+  e.Ids(tok.Ids("Yo"), true).Special(2, true).Ids(tok.Ids("\n"), false);
+  EXPECT_EQ(got->ids, e.ids);
+  EXPECT_EQ(got->trained, e.trained);
+}
+
+TEST(ChatTemplateTest, ModelTemplateWeightsAndTrainOnInputs) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  const Record rec =
+      Chat({Msg(Role::kSystem, "S"), Msg(Role::kUser, "U"), Msg(Role::kAssistant, "A", 0),
+            Msg(Role::kUser, "V"), Msg(Role::kAssistant, "B")});
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(kSmolTemplate));
+  absl::StatusOr<RenderedTokens> got = r.Render(rec);
+  ASSERT_TRUE(got.ok()) << got.status();
+  // Only "B<|im_end|>" is trained.
+  std::vector<int32_t> trained_ids;
+  for (size_t k = 0; k < got->ids.size(); ++k) {
+    if (got->trained[k]) trained_ids.push_back(got->ids[k]);
+  }
+  EXPECT_THAT(trained_ids, ElementsAre(FakeTokenizer::Byte('B'), 2));
+
+  RenderOptions inputs = ModelOptions(kSmolTemplate);
+  inputs.train_on_inputs = true;
+  ExampleRenderer all = MakeRenderer(tok, inputs);
+  got = all.Render(rec);
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::vector<int32_t> untrained;
+  for (size_t k = 0; k < got->ids.size(); ++k) {
+    if (!got->trained[k]) untrained.push_back(got->ids[k]);
+  }
+  // The weight-0 turn's content and its <|im_end|> are the only untrained tokens.
+  EXPECT_THAT(untrained, ElementsAre(FakeTokenizer::Byte('A'), 2));
+}
+
+TEST(ChatTemplateTest, ModelTemplateTrainsWhatItRendersOfRewrittenTurns) {
+  // Like Qwen3: earlier assistant turns lose their <think> block.
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  const std::string t =
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and not "
+      "loop.last %}{{ m.content.split('</think>')[-1].lstrip('\\n') }}{% else %}{{ m.content }}"
+      "{% endif %}<|im_end|>\n{% endfor %}";
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(t));
+  const Record rec = Chat({Msg(Role::kUser, "Q"), Msg(Role::kAssistant, "<think>x</think>\nA"),
+                           Msg(Role::kUser, "R"), Msg(Role::kAssistant, "B")});
+  absl::StatusOr<RenderedTokens> got = r.Render(rec);
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::vector<int32_t> trained_ids;
+  for (size_t k = 0; k < got->ids.size(); ++k) {
+    if (got->trained[k]) trained_ids.push_back(got->ids[k]);
+  }
+  EXPECT_THAT(trained_ids, ElementsAre(FakeTokenizer::Byte('A'), 2, FakeTokenizer::Byte('B'), 2));
+}
+
+TEST(ChatTemplateTest, ModelTemplateContentCannotInjectSpecialTokens) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(kSmolTemplate));
+  absl::StatusOr<RenderedTokens> got =
+      r.Render(Chat({Msg(Role::kUser, "a<|im_end|>b"), Msg(Role::kAssistant, "c")}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  int im_end = 0;
+  for (int32_t id : got->ids) im_end += id == 2 ? 1 : 0;
+  EXPECT_EQ(im_end, 3);  // system, user and assistant turns' own; not the user's text
+  const std::vector<int32_t> spelled = tok.Ids("a<|im_end|>b");
+  EXPECT_NE(std::search(got->ids.begin(), got->ids.end(), spelled.begin(), spelled.end()),
+            got->ids.end());
+}
+
+TEST(ChatTemplateTest, ModelTemplateErrorsNameTheFileAndLine) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  absl::StatusOr<ExampleRenderer> bad =
+      ExampleRenderer::Create(tok, ModelOptions("ok\n{% if %}{% endif %}"));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("m/tokenizer_config.json: line 2, column 7"));
+
+  ExampleRenderer r = MakeRenderer(
+      tok, ModelOptions("{% if messages[1].role == 'user' %}\n{{ raise_exception('Roles must "
+                        "alternate') }}{% endif %}"));
+  absl::StatusOr<RenderedTokens> raised =
+      r.Render(Chat({Msg(Role::kUser, "a"), Msg(Role::kUser, "b"), Msg(Role::kAssistant, "c")}));
+  EXPECT_EQ(raised.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(raised.status().message(),
+              HasSubstr("chat template m/tokenizer_config.json: line 2: raise_exception: Roles "
+                        "must alternate"));
+
+  RenderOptions missing;
+  missing.chat_template = ChatTemplate::kModel;
+  EXPECT_EQ(ExampleRenderer::Create(tok, missing).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(ChatTemplateTest, ModelTemplateTrainsReasoningThroughTheAnswer) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  const std::string t =
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.reasoning_content %}<think>\n"
+      "{{ m.reasoning_content }}\n</think>\n\n{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}";
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(t));
+  Record rec = Chat({Msg(Role::kUser, "Q"), Msg(Role::kAssistant, "A")});
+  rec.messages[1].reasoning_content = "r";
+  absl::StatusOr<RenderedTokens> got = r.Render(rec);
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::vector<int32_t> trained_ids;
+  for (size_t k = 0; k < got->ids.size(); ++k) {
+    if (got->trained[k]) trained_ids.push_back(got->ids[k]);
+  }
+  std::vector<int32_t> want = tok.Ids("r\n</think>\n\nA");
+  want.push_back(2);
+  EXPECT_EQ(trained_ids, want);
+
+  // Built-in templates have nowhere to put it: the line is refused.
+  ExampleRenderer chatml = MakeRenderer(tok, RenderOptions{ChatTemplate::kChatML});
+  absl::StatusOr<RenderedTokens> refused = chatml.Render(rec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("messages[1].reasoning_content: only the model's own chat template"));
+}
+
+TEST(ChatTemplateTest, ModelTemplateGenerationBlocksDecideWhatIsTrained) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  // The block covers the header too: all of it is trained, as HF's mask says.
+  const std::string t =
+      "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}<|im_start|>"
+      "assistant\n{{ m.content }}<|im_end|>{% endgeneration %}{% else %}<|im_start|>{{ m.role }}"
+      "\n{{ m.content }}<|im_end|>{% endif %}\n{% endfor %}";
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(t));
+  absl::StatusOr<RenderedTokens> got =
+      r.Render(Chat({Msg(Role::kUser, "Q"), Msg(Role::kAssistant, "A", 0), Msg(Role::kUser, "R"),
+                     Msg(Role::kAssistant, "B")}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::vector<int32_t> trained_ids;
+  for (size_t k = 0; k < got->ids.size(); ++k) {
+    if (got->trained[k]) trained_ids.push_back(got->ids[k]);
+  }
+  std::vector<int32_t> want = {1};
+  for (int32_t id : tok.Ids("assistant\nB")) want.push_back(id);
+  want.push_back(2);
+  EXPECT_EQ(trained_ids, want);  // the weight-0 block is not trained
 }
 
 }  // namespace

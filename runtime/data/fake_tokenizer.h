@@ -67,6 +67,34 @@ class FakeTokenizer : public DataTokenizer {
   std::optional<int32_t> bos_id() const override {
     return has_bos_ ? std::optional<int32_t>(0) : std::nullopt;
   }
+  // Special tokens match (longest first) between ordinary runs.
+  std::vector<int32_t> EncodeWithSpecialTokens(absl::string_view text) const override {
+    std::vector<int32_t> ids;
+    size_t run = 0, i = 0;
+    while (i < text.size()) {
+      int32_t best = -1;
+      size_t best_len = 0;
+      for (size_t k = 0; k < specials_.size(); ++k) {
+        if (specials_[k].size() > best_len && text.substr(i, specials_[k].size()) == specials_[k]) {
+          best = static_cast<int32_t>(k);
+          best_len = specials_[k].size();
+        }
+      }
+      if (best < 0) {
+        ++i;
+        continue;
+      }
+      std::vector<int32_t> ordinary = EncodeOrdinary(text.substr(run, i - run));
+      ids.insert(ids.end(), ordinary.begin(), ordinary.end());
+      ids.push_back(best);
+      i += best_len;
+      run = i;
+    }
+    std::vector<int32_t> ordinary = EncodeOrdinary(text.substr(run));
+    ids.insert(ids.end(), ordinary.begin(), ordinary.end());
+    return ids;
+  }
+  std::vector<std::string> SpecialTokens() const override { return specials_; }
 
   // Ids of `text` encoded as ordinary text (shorthand for tests).
   std::vector<int32_t> Ids(absl::string_view text) const { return EncodeOrdinary(text); }

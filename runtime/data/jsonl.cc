@@ -139,6 +139,20 @@ ParseResult ParseChat(const Json& obj, int64_t line) {
       }
       message.weight = is_one ? 1 : 0;
     }
+    if (auto reasoning = m.find("reasoning_content"); reasoning != m.end()) {
+      if (message.role != Role::kAssistant) {
+        return Fail(line, base + ".reasoning_content",
+                    absl::StrCat("\"reasoning_content\" is only allowed on assistant messages, "
+                                 "not on a ",
+                                 role_name, " message"));
+      }
+      if (!reasoning->is_string()) {
+        return Fail(
+            line, base + ".reasoning_content",
+            absl::StrCat("\"reasoning_content\" must be a string, got ", TypeName(*reasoning)));
+      }
+      message.reasoning_content = reasoning->get<std::string>();
+    }
     record.messages.push_back(std::move(message));
   }
   if (!has_assistant) return Fail(line, "messages", "no assistant message");

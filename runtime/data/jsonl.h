@@ -3,7 +3,9 @@
 //
 //   chat:              {"messages": [{"role": "system"|"user"|"assistant",
 //                                     "content": "...",
-//                                     "weight": 0|1   (assistant only, optional)}]}
+//                                     "weight": 0|1   (assistant only, optional),
+//                                     "reasoning_content": "..."
+//                                                     (assistant only, optional)}]}
 //   prompt/completion: {"prompt": "...", "completion": "..."}
 //   text:              {"text": "..."}
 //
@@ -21,7 +23,9 @@
 //   - role must be one of system, user, assistant; content must be a string
 //     that is not empty and not only whitespace; there must be at least one
 //     assistant message; weight must be the number 0 or 1 and appears only on
-//     assistant messages.
+//     assistant messages; reasoning_content (a model's thinking, rendered
+//     only by the model's own chat template, e.g. Qwen3's <think> block) must
+//     be a string and appears only on assistant messages.
 // One error is reported per line: the first problem found.
 #ifndef FJORD_RUNTIME_DATA_JSONL_H_
 #define FJORD_RUNTIME_DATA_JSONL_H_
@@ -50,6 +54,8 @@ struct Message {
   std::string content;
   // -1 when the line gave no weight (assistant: trained by default), else 0/1.
   int weight = -1;
+  // Assistant only: the line's "reasoning_content", if it has one.
+  std::optional<std::string> reasoning_content;
 };
 
 // One parsed line. Only the fields of `format` are meaningful.

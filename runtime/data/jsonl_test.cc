@@ -54,6 +54,7 @@ TEST(ParseRecordLineTest, ParsesTheThreeFormats) {
   EXPECT_EQ(chat.record->messages[1].weight, -1);
   EXPECT_EQ(chat.record->messages[2].weight, 0);
   EXPECT_EQ(chat.record->messages[3].weight, 1);
+  EXPECT_FALSE(chat.record->messages[3].reasoning_content.has_value());
 
   ParseResult pc = ParseRecordLine(R"({"prompt":"p","completion":"c"})", 1);
   ASSERT_TRUE(pc.record);
@@ -175,6 +176,29 @@ TEST(LineReaderTest, SkipsOverlongLinesAcrossChunks) {
   auto exact = ReadAll(std::string(10, 'y') + "\n", 10);
   ASSERT_EQ(exact.size(), 1u);
   EXPECT_EQ(exact[0].first, R::kLine);
+}
+
+TEST(ParseRecordLineTest, ReasoningContentOnAssistantMessagesOnly) {
+  ParseResult ok =
+      ParseRecordLine(R"({"messages":[{"role":"user","content":"q"},)"
+                      R"({"role":"assistant","content":"a","reasoning_content":"think"}]})",
+                      1);
+  ASSERT_TRUE(ok.record) << ok.error.message;
+  EXPECT_EQ(ok.record->messages[1].reasoning_content, "think");
+  ParseResult on_user =
+      ParseRecordLine(R"({"messages":[{"role":"user","content":"q","reasoning_content":"x"},)"
+                      R"({"role":"assistant","content":"a"}]})",
+                      3);
+  ASSERT_FALSE(on_user.record);
+  EXPECT_EQ(on_user.error.field, "messages[0].reasoning_content");
+  EXPECT_THAT(on_user.error.message, HasSubstr("only allowed on assistant messages"));
+  ParseResult not_string =
+      ParseRecordLine(R"({"messages":[{"role":"user","content":"q"},)"
+                      R"({"role":"assistant","content":"a","reasoning_content":7}]})",
+                      4);
+  ASSERT_FALSE(not_string.record);
+  EXPECT_EQ(not_string.error.field, "messages[1].reasoning_content");
+  EXPECT_THAT(not_string.error.message, HasSubstr("must be a string, got number"));
 }
 
 }  // namespace

@@ -26,4 +26,19 @@ std::optional<std::string> TokenizerAdapter::IdToToken(int32_t id) const {
 
 std::optional<int32_t> TokenizerAdapter::bos_id() const { return tokenizer_.bos_id(); }
 
+std::vector<int32_t> TokenizerAdapter::EncodeWithSpecialTokens(absl::string_view text) const {
+  tokenizer::EncodeOptions options;
+  options.add_special_tokens = false;
+  options.split_special_tokens = false;
+  return tokenizer_.Encode(text, options);
+}
+
+std::vector<std::string> TokenizerAdapter::SpecialTokens() const {
+  std::vector<std::string> tokens;
+  for (int32_t id : tokenizer_.SpecialIds()) {
+    if (std::optional<std::string> token = tokenizer_.IdToToken(id)) tokens.push_back(*token);
+  }
+  return tokens;
+}
+
 }  // namespace fjord::data

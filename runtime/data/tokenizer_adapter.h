@@ -29,6 +29,9 @@ class TokenizerAdapter : public DataTokenizer {
   std::optional<int32_t> SpecialTokenId(absl::string_view token) const override;
   std::optional<std::string> IdToToken(int32_t id) const override;
   std::optional<int32_t> bos_id() const override;
+  // Encodes with special-token matching on (HF's default).
+  std::vector<int32_t> EncodeWithSpecialTokens(absl::string_view text) const override;
+  std::vector<std::string> SpecialTokens() const override;
 
  private:
   const tokenizer::Tokenizer& tokenizer_;

@@ -38,6 +38,19 @@ class DataTokenizer {
 
   // The tokenizer's beginning-of-sequence token, if it defines one.
   virtual std::optional<int32_t> bos_id() const = 0;
+
+  // Token ids of `text` as transformers' tokenizer(text,
+  // add_special_tokens=False) gives them: special tokens spelled in the text
+  // ARE matched (with their lstrip/rstrip flags), no BOS/EOS is added. Only
+  // for text whose special-token spellings are trusted (a model chat
+  // template's own text). Default: EncodeOrdinary (no special matching).
+  virtual std::vector<int32_t> EncodeWithSpecialTokens(absl::string_view text) const {
+    return EncodeOrdinary(text);
+  }
+
+  // The spelling of every special token, in no particular order. Default:
+  // none.
+  virtual std::vector<std::string> SpecialTokens() const { return {}; }
 };
 
 }  // namespace fjord::data

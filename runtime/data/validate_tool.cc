@@ -1,10 +1,12 @@
 // validate_tool: checks a JSONL dataset against a tokenizer before training.
 //
 //   validate_tool TOKENIZER_JSON DATA.jsonl [--max-length N] [--truncate]
-//       [--template auto|llama3|chatml|none] [--train-on-inputs]
-//       [--system-prompt TEXT] [--eos-token TOKEN] [--max-errors N]
-//       [--examples-out FILE]
+//       [--template auto|model|llama3|chatml|none] [--model-dir DIR]
+//       [--train-on-inputs] [--system-prompt TEXT] [--eos-token TOKEN]
+//       [--max-errors N] [--examples-out FILE]
 //
+// auto and model look for the model's own chat template in --model-dir
+// (default: the folder of TOKENIZER_JSON), as model_template.h says.
 // Prints the ValidationReport as JSON on stdout (dataset.h ToJson). Exit
 // status: 0 valid, 2 invalid data, 1 anything else (bad arguments, unreadable
 // tokenizer or dataset; stdout then has {"valid": false, "error": {...}}).
@@ -24,6 +26,7 @@
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
 #include "runtime/data/dataset.h"
+#include "runtime/data/model_template.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/util/status_macros.h"
@@ -33,13 +36,15 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: validate_tool TOKENIZER_JSON DATA.jsonl [--max-length N] [--truncate]\n"
-    "    [--template auto|llama3|chatml|none] [--train-on-inputs] [--system-prompt TEXT]\n"
-    "    [--eos-token TOKEN] [--max-errors N] [--examples-out FILE]\n";
+    "    [--template auto|model|llama3|chatml|none] [--model-dir DIR] [--train-on-inputs]\n"
+    "    [--system-prompt TEXT] [--eos-token TOKEN] [--max-errors N] [--examples-out FILE]\n";
 
 struct Args {
   std::string tokenizer_path;
   std::string data_path;
   DataOptions options;
+  std::string template_name = "auto";
+  std::optional<std::string> model_dir;
   std::string examples_out;
 };
 
@@ -95,8 +100,11 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       args.options.render.train_on_inputs = true;
     } else if (name == "template") {
       FJORD_ASSIGN_OR_RETURN(std::string text, take());
-      FJORD_ASSIGN_OR_RETURN(ChatTemplate t, ParseChatTemplate(text));
-      args.options.render.chat_template = t;
+      FJORD_RETURN_IF_ERROR(ParseChatTemplate(text).status());
+      args.template_name = text;
+    } else if (name == "model-dir") {
+      FJORD_ASSIGN_OR_RETURN(std::string text, take());
+      args.model_dir = text;
     } else if (name == "system-prompt") {
       FJORD_ASSIGN_OR_RETURN(std::string text, take());
       args.options.render.default_system_prompt = text;
@@ -117,6 +125,12 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   }
   args.tokenizer_path = positional[0];
   args.data_path = positional[1];
+  if (!args.model_dir) {
+    const size_t slash = args.tokenizer_path.rfind('/');
+    args.model_dir = slash == std::string::npos ? "." : args.tokenizer_path.substr(0, slash);
+  }
+  FJORD_RETURN_IF_ERROR(
+      ResolveChatTemplate(args.template_name, *args.model_dir, &args.options.render));
   return args;
 }
 

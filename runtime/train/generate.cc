@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/data/chat_template.h"
 #include "runtime/data/heldout.h"
+#include "runtime/data/model_template.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/model/generation.h"
 #include "runtime/util/status_macros.h"
@@ -12,15 +13,23 @@
 namespace fjord::train {
 absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& tok,
                                                    const std::string& chat_template,
-                                                   const std::string& user_message) {
+                                                   const std::string& user_message,
+                                                   const std::string& model_dir) {
   // The training data's own renderer, so that prompts are tokenized exactly
   // as the examples were: a user turn and an empty assistant turn, cut
   // before the first trained token (the assistant's content).
   data::TokenizerAdapter adapter(tok);
   data::RenderOptions options;
-  FJORD_ASSIGN_OR_RETURN(options.chat_template, data::ParseChatTemplate(chat_template));
+  if (model_dir.empty()) {
+    FJORD_ASSIGN_OR_RETURN(options.chat_template, data::ParseChatTemplate(chat_template));
+  } else {
+    FJORD_RETURN_IF_ERROR(data::ResolveChatTemplate(chat_template, model_dir, &options));
+  }
   FJORD_ASSIGN_OR_RETURN(data::ExampleRenderer renderer,
                          data::ExampleRenderer::Create(adapter, options));
+  if (renderer.chat_template() == data::ChatTemplate::kModel) {
+    return renderer.GenerationPromptIds(user_message);
+  }
   data::Record record;
   if (renderer.chat_template() == data::ChatTemplate::kNone) {
     record.format = data::Format::kPromptCompletion;
@@ -56,7 +65,8 @@ std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer&
 absl::StatusOr<HeldoutCounts> HeldoutShard(CausalLM& model, const tokenizer::Tokenizer& tok,
                                            const std::string& path,
                                            const std::string& chat_template, int64_t max_new_tokens,
-                                           const torch::Device& device, int shard, int shards) {
+                                           const torch::Device& device, int shard, int shards,
+                                           const std::string& model_dir) {
   // The whole file is checked before the first question is asked.
   FJORD_ASSIGN_OR_RETURN(data::HeldoutSet set, data::LoadHeldoutJsonl(path));
   HeldoutCounts counts;
@@ -64,7 +74,7 @@ absl::StatusOr<HeldoutCounts> HeldoutShard(CausalLM& model, const tokenizer::Tok
     if (static_cast<int>(i % static_cast<size_t>(shards)) != shard) continue;
     const data::HeldoutQuestion& q = set.questions[i];
     FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
-                           ChatPromptIds(tok, chat_template, q.prompt));
+                           ChatPromptIds(tok, chat_template, q.prompt, model_dir));
     const std::string reply =
         tok.Decode(GreedyGenerate(model, tok, prompt, max_new_tokens, device), true);
     if (reply.find(q.answer) != std::string::npos) ++counts.right;
@@ -75,9 +85,10 @@ absl::StatusOr<HeldoutCounts> HeldoutShard(CausalLM& model, const tokenizer::Tok
 
 absl::StatusOr<double> HeldoutAccuracy(CausalLM& model, const tokenizer::Tokenizer& tok,
                                        const std::string& path, const std::string& chat_template,
-                                       int64_t max_new_tokens, const torch::Device& device) {
-  FJORD_ASSIGN_OR_RETURN(
-      HeldoutCounts c, HeldoutShard(model, tok, path, chat_template, max_new_tokens, device, 0, 1));
+                                       int64_t max_new_tokens, const torch::Device& device,
+                                       const std::string& model_dir) {
+  FJORD_ASSIGN_OR_RETURN(HeldoutCounts c, HeldoutShard(model, tok, path, chat_template,
+                                                       max_new_tokens, device, 0, 1, model_dir));
   return static_cast<double>(c.right) / static_cast<double>(c.asked);
 }
 

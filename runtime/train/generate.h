@@ -15,14 +15,19 @@
 namespace fjord::train {
 
 // Token ids of a one-turn chat prompt ending with the assistant header, in
-// `chat_template` ("auto", "llama3", "chatml", "none"; auto picks from the
-// tokenizer's special tokens), rendered by runtime/data's ExampleRenderer
-// exactly as training examples are (for "none": BOS and the prompt).
-// InvalidArgument for an unknown template name; FailedPrecondition when the
-// template needs special tokens the tokenizer lacks.
+// `chat_template` ("auto", "model", "llama3", "chatml", "none"; resolved
+// against the model folder `model_dir` as runtime/data/model_template.h says:
+// auto prefers the model's own template, else picks from the tokenizer's
+// special tokens), rendered by runtime/data's ExampleRenderer exactly as
+// training examples are (for "none": BOS and the prompt; for the model's
+// template: its add_generation_prompt rendering). An empty model_dir never
+// reads the model's template. InvalidArgument for an unknown template name or
+// a template error; FailedPrecondition when the template needs special tokens
+// the tokenizer lacks, or "model" finds no template.
 absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& tok,
                                                    const std::string& chat_template,
-                                                   const std::string& user_message);
+                                                   const std::string& user_message,
+                                                   const std::string& model_dir = "");
 
 // Greedy continuation of `prompt` (no sampling), at most max_new_tokens,
 // stopping at an end-of-turn/end-of-text token (not included). With a
@@ -43,14 +48,17 @@ struct HeldoutCounts {
   int64_t asked = 0;
   int64_t right = 0;
 };
+// `model_dir` as for ChatPromptIds.
 absl::StatusOr<HeldoutCounts> HeldoutShard(CausalLM& model, const tokenizer::Tokenizer& tok,
                                            const std::string& path,
                                            const std::string& chat_template, int64_t max_new_tokens,
-                                           const torch::Device& device, int shard, int shards);
+                                           const torch::Device& device, int shard, int shards,
+                                           const std::string& model_dir = "");
 
 absl::StatusOr<double> HeldoutAccuracy(CausalLM& model, const tokenizer::Tokenizer& tok,
                                        const std::string& path, const std::string& chat_template,
-                                       int64_t max_new_tokens, const torch::Device& device);
+                                       int64_t max_new_tokens, const torch::Device& device,
+                                       const std::string& model_dir = "");
 
 }  // namespace fjord::train
 

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
+#include "runtime/data/model_template.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/dist/world.h"
 #include "runtime/io/safetensors.h"
@@ -294,8 +295,9 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   FJORD_ASSIGN_OR_RETURN(auto tokenizer, tokenizer::Tokenizer::FromFile(tok_path));
   data::TokenizerAdapter data_tokenizer(*tokenizer);
   data::DataOptions dopt;
-  FJORD_ASSIGN_OR_RETURN(dopt.render.chat_template,
-                         data::ParseChatTemplate(cfg.data.chat_template));
+  // auto / model read the model's own chat template from its folder.
+  FJORD_RETURN_IF_ERROR(
+      data::ResolveChatTemplate(cfg.data.chat_template, cfg.model.path, &dopt.render));
   dopt.render.train_on_inputs = cfg.data.train_on_inputs;
   dopt.max_length = cfg.data.max_length;
   dopt.truncate = cfg.data.truncate;
@@ -427,9 +429,10 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   // rank, whose weight gathers then match).
   auto run_heldout = [&]() -> absl::StatusOr<double> {
     model->eval();
-    absl::StatusOr<HeldoutCounts> c = HeldoutShard(
-        *model, *tokenizer, cfg.eval.heldout, cfg.data.chat_template, cfg.eval.max_new_tokens,
-        device, share_world != nullptr ? rank : 0, share_world != nullptr ? ranks : 1);
+    absl::StatusOr<HeldoutCounts> c =
+        HeldoutShard(*model, *tokenizer, cfg.eval.heldout, cfg.data.chat_template,
+                     cfg.eval.max_new_tokens, device, share_world != nullptr ? rank : 0,
+                     share_world != nullptr ? ranks : 1, cfg.model.path);
     model->train();
     if (!c.ok()) return c.status();
     torch::Tensor counts = torch::tensor(

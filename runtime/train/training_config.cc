@@ -29,7 +29,7 @@ const Schema<TrainingConfig>& TrainingConfigSchema() {
         StringField<C>("data", "tokenizer", [](C& c) -> std::string& { return c.data.tokenizer; }));
     v.push_back(StringField<C>("data", "chat_template",
                                [](C& c) -> std::string& { return c.data.chat_template; },
-                               {"auto", "llama3", "chatml", "none"}));
+                               {"auto", "model", "llama3", "chatml", "none"}));
     v.push_back(NumberField<int64_t, C>(
         "data", "max_length", [](C& c) -> int64_t& { return c.data.max_length; }, 2, 1 << 20));
     v.push_back(BoolField<C>("data", "packing", [](C& c) -> bool& { return c.data.packing; }));

@@ -44,7 +44,7 @@ struct TrainingConfig {
     std::string train;                   // JSONL (required)
     std::string validation;              // JSONL; empty: no evaluation
     std::string tokenizer;               // tokenizer.json; default <model.path>/tokenizer.json
-    std::string chat_template = "auto";  // auto | llama3 | chatml | none
+    std::string chat_template = "auto";  // auto | model | llama3 | chatml | none (model_template.h)
     int64_t max_length = 1024;           // tokens per packed row (and longest example)
     bool packing = true;                 // several examples per row with block-diagonal attention
     bool train_on_inputs = false;        // true: prompts carry loss too
