@@ -241,13 +241,16 @@ Tensor BlockDiagonalCausalMask(const Tensor& segment_ids, const torch::Device& d
 
 Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& v,
                                 const std::vector<std::vector<int64_t>>& segment_lengths,
-                                double dropout, std::optional<double> scale) {
+                                double dropout, std::optional<double> scale, int64_t window) {
   TORCH_CHECK(
       q.dim() == 4 && k.dim() == 4 && v.dim() == 4 &&
           static_cast<int64_t>(segment_lengths.size()) == q.size(0),
       "SegmentedCausalAttention: q, k, v must be (B, H, T, D) with one length list per row");
   const bool gqa = q.size(1) != k.size(1);
   auto causal = [&](const Tensor& qs, const Tensor& ks, const Tensor& vs) {
+    if (window > 0 && qs.size(2) > window) {
+      return WindowedCausalAttention(qs, ks, vs, window, dropout, scale);
+    }
     return at::scaled_dot_product_attention(qs, ks, vs, /*attn_mask=*/{}, dropout,
                                             /*is_causal=*/true, scale, gqa);
   };
@@ -278,6 +281,32 @@ Tensor SegmentedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& 
     rows.push_back(torch::cat(out, 1));  // (Hq, T, D)
   }
   return torch::stack(rows, 0);  // (B, Hq, T, D)
+}
+
+Tensor WindowedCausalAttention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window,
+                               double dropout, std::optional<double> scale) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && window > 0,
+              "WindowedCausalAttention: q, k, v must be (B, H, T, D) and the window positive");
+  const int64_t t = q.size(2);
+  const bool gqa = q.size(1) != k.size(1);
+  if (t <= window) {
+    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout,
+                                            /*is_causal=*/true, scale, gqa);
+  }
+  const auto opts = torch::TensorOptions(torch::kInt64).device(q.device());
+  std::vector<Tensor> out;
+  for (int64_t s = 0; s < t; s += window) {
+    const int64_t e = std::min(t, s + window);
+    const int64_t from = std::max<int64_t>(0, s - window + 1);  // the first key block s sees
+    const Tensor qi = torch::arange(s, e, opts).view({e - s, 1});
+    const Tensor kj = torch::arange(from, e, opts).view({1, e - from});
+    const Tensor d = qi - kj;
+    const Tensor mask = ((d >= 0) & (d < window)).view({1, 1, e - s, e - from});
+    out.push_back(at::scaled_dot_product_attention(
+        q.narrow(2, s, e - s), k.narrow(2, from, e - from), v.narrow(2, from, e - from), mask,
+        dropout, /*is_causal=*/false, scale, gqa));  // (B, Hq, e - s, D)
+  }
+  return torch::cat(out, 2);  // (B, Hq, T, D)
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
@@ -345,10 +374,16 @@ Tensor Attention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin,
       }
     }
   }
-  if (windowed) {
+  if (windowed && layout.mask.defined()) {
+    // A layout only a mask expresses: the full (T, T) mask, limited to the window.
     attn = at::scaled_dot_product_attention(q, k, v,
                                             SlidingWindowMask(b, t, layout, window_, x.device()),
                                             dropout, /*is_causal=*/false, scale_, gqa);
+  } else if (windowed && layout.segment_lengths.empty()) {
+    attn = WindowedCausalAttention(q, k, v, window_, dropout, scale_);
+  } else if (windowed) {
+    // Packed runs: those longer than the window attend through it, in blocks.
+    attn = SegmentedCausalAttention(q, k, v, layout.segment_lengths, dropout, scale_, window_);
   } else if (!layout.segment_lengths.empty()) {
     attn = SegmentedCausalAttention(q, k, v, layout.segment_lengths, dropout, scale_);
   } else if (layout.mask.defined()) {

@@ -101,10 +101,23 @@ torch::Tensor BlockDiagonalCausalMask(const torch::Tensor& segment_ids,
 // (B, Hk, T, D) with Hq a multiple of Hk (GQA without repeating k/v),
 // segment_lengths as in AttentionLayout. Returns (B, Hq, T, D); the same as
 // one masked call with the block-diagonal causal mask, differentiable.
+// With window > 0, a run longer than the window attends through
+// WindowedCausalAttention.
 torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k,
                                        const torch::Tensor& v,
                                        const std::vector<std::vector<int64_t>>& segment_lengths,
-                                       double dropout, std::optional<double> scale = std::nullopt);
+                                       double dropout, std::optional<double> scale = std::nullopt,
+                                       int64_t window = 0);
+
+// Causal attention within a sliding window: token i sees j when
+// 0 <= i - j < window. q (B, Hq, T, D), k and v (B, Hk, T, D). Computed in
+// blocks of `window` queries, each against the (at most 2·window - 1) keys
+// it can see, so the scores take O(T·window) memory and work instead of the
+// full (T, T) mask's O(T²). Returns (B, Hq, T, D), equal to one call with
+// SlidingWindowMask; differentiable.
+torch::Tensor WindowedCausalAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                      const torch::Tensor& v, int64_t window, double dropout,
+                                      std::optional<double> scale = std::nullopt);
 
 // self_attn: q_proj, k_proj, v_proj, o_proj (or Phi3's fused qkv_proj, rows
 // q then k then v, and o_proj); with Qwen3's q_norm and

@@ -206,6 +206,38 @@ TEST(SlidingWindowTest, ATokenSeesItselfAndTheWindowMinusOneBeforeIt) {
       torch::equal(r[0][0][3].to(torch::kInt64), torch::tensor({0, 0, 0, 1, 0}, torch::kInt64)));
 }
 
+TEST(SlidingWindowTest, BlockedAttentionEqualsTheFullMaskForwardAndBackward) {
+  // T from below the window to several blocks with a ragged end, GQA, and
+  // packed runs of which some exceed the window.
+  torch::manual_seed(4);
+  for (int64_t t : {5, 12, 13, 31}) {
+    for (int64_t window : {1, 4, 7}) {
+      Tensor q = torch::randn({2, 4, t, 8}, torch::kFloat64).requires_grad_(true);
+      Tensor k = torch::randn({2, 2, t, 8}, torch::kFloat64).requires_grad_(true);
+      Tensor v = torch::randn({2, 2, t, 8}, torch::kFloat64).requires_grad_(true);
+      Tensor mask = SlidingWindowMask(2, t, AttentionLayout{}, window, torch::kCPU);
+      Tensor want = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, 0.3, true);
+      Tensor got = WindowedCausalAttention(q, k, v, window, 0.0, 0.3);
+      ASSERT_TRUE(torch::allclose(got, want, 1e-10, 1e-10)) << t << " " << window;
+      Tensor g = torch::randn_like(want);
+      auto grads = [&](const Tensor& y) { return torch::autograd::grad({y}, {q, k, v}, {g}); };
+      const auto gw = grads(want);
+      const auto gg = grads(got);
+      for (size_t i = 0; i < 3; ++i) {
+        EXPECT_TRUE(torch::allclose(gg[i], gw[i], 1e-10, 1e-10)) << t << " " << window << " " << i;
+      }
+      if (t >= 12) {
+        AttentionLayout runs;
+        runs.segment_lengths = {{t - 9, 9}, {3, t - 3}};
+        Tensor pmask = SlidingWindowMask(2, t, runs, window, torch::kCPU);
+        Tensor pwant = at::scaled_dot_product_attention(q, k, v, pmask, 0.0, false, 0.3, true);
+        Tensor pgot = SegmentedCausalAttention(q, k, v, runs.segment_lengths, 0.0, 0.3, window);
+        EXPECT_TRUE(torch::allclose(pgot, pwant, 1e-10, 1e-10)) << t << " " << window;
+      }
+    }
+  }
+}
+
 TEST(CausalLMTest, LlamaAttentionAndMlpBias) {
   ModelConfig c = TinyLlama();
   c.qkv_bias = c.o_proj_bias = c.mlp_bias = true;
