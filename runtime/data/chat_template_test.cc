@@ -424,5 +424,17 @@ TEST(ChatTemplateTest, ModelTemplateGenerationBlocksDecideWhatIsTrained) {
   EXPECT_EQ(trained_ids, want);  // the weight-0 block is not trained
 }
 
+TEST(ChatTemplateTest, ModelTemplateGenerationPrompt) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(kSmolTemplate));
+  absl::StatusOr<std::vector<int32_t>> ids = r.GenerationPromptIds("Q");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, tok.EncodeWithSpecialTokens(
+                      "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nQ<|im_end|>"
+                      "\n<|im_start|>assistant\n"));
+  ExampleRenderer chatml = MakeRenderer(tok, RenderOptions{ChatTemplate::kChatML});
+  EXPECT_EQ(chatml.GenerationPromptIds("Q").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace fjord::data
