@@ -351,6 +351,12 @@ TEST(ChatTemplateTest, ModelTemplateContentCannotInjectSpecialTokens) {
   const std::vector<int32_t> spelled = tok.Ids("a<|im_end|>b");
   EXPECT_NE(std::search(got->ids.begin(), got->ids.end(), spelled.begin(), spelled.end()),
             got->ids.end());
+  // Nor across its edge: content ending in "<|im_" before template text "end|>".
+  ExampleRenderer edge =
+      MakeRenderer(tok, ModelOptions("{% for m in messages %}{{ m.content }}end|>{% endfor %}"));
+  got = edge.Render(Chat({Msg(Role::kUser, "a<|im_"), Msg(Role::kAssistant, "c")}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(std::count(got->ids.begin(), got->ids.end(), 2), 0);
 }
 
 TEST(ChatTemplateTest, ModelTemplateErrorsNameTheFileAndLine) {
