@@ -392,12 +392,22 @@ absl::StatusOr<RenderedTokens> ExampleRenderer::RenderModelTokens(
     trained_spans = Merge(std::move(trained_spans));
   }
 
-  // Does message text spell a special token anywhere?
+  // Would a special token's spelling match over any byte of message text
+  // (inside it, or across its edge with template text)?
+  std::vector<size_t> tagged_before(text.size() + 1, 0);  // tagged bytes in [0, k)
+  {
+    std::vector<bool> is_tagged(text.size(), false);
+    for (const OriginSpan& o : out.origins) {
+      for (size_t k = o.begin; k < o.end; ++k) is_tagged[k] = true;
+    }
+    for (size_t k = 0; k < text.size(); ++k) tagged_before[k + 1] = tagged_before[k] + is_tagged[k];
+  }
   bool injected = false;
-  for (const OriginSpan& o : out.origins) {
-    const absl::string_view tagged = absl::string_view(text).substr(o.begin, o.end - o.begin);
-    for (const std::string& special : special_tokens_) {
-      if (!special.empty() && tagged.find(special) != absl::string_view::npos) injected = true;
+  for (const std::string& special : special_tokens_) {
+    if (special.empty() || injected) continue;
+    for (size_t at = text.find(special); at != std::string::npos && !injected;
+         at = text.find(special, at + 1)) {
+      injected = tagged_before[at + special.size()] > tagged_before[at];
     }
   }
   RenderedTokens rendered;
@@ -412,10 +422,7 @@ absl::StatusOr<RenderedTokens> ExampleRenderer::RenderModelTokens(
   }
   // Split only the template's own text at special tokens; message text is
   // ordinary text.
-  std::vector<bool> tagged(text.size(), false);
-  for (const OriginSpan& o : out.origins) {
-    for (size_t k = o.begin; k < o.end; ++k) tagged[k] = true;
-  }
+  auto tagged = [&](size_t k) { return tagged_before[k + 1] > tagged_before[k]; };
   auto encode_run = [&](size_t begin, size_t end) {
     if (begin >= end) return;
     const absl::string_view run = absl::string_view(text).substr(begin, end - begin);
@@ -435,11 +442,11 @@ absl::StatusOr<RenderedTokens> ExampleRenderer::RenderModelTokens(
   while (i < text.size()) {
     size_t best = 0;
     const std::string* match = nullptr;
-    if (!tagged[i]) {
+    if (!tagged(i)) {
       for (const std::string& special : special_tokens_) {
         if (special.size() <= best || text.compare(i, special.size(), special) != 0) continue;
         bool untagged = true;
-        for (size_t k = i; k < i + special.size(); ++k) untagged = untagged && !tagged[k];
+        for (size_t k = i; k < i + special.size(); ++k) untagged = untagged && !tagged(k);
         if (untagged) {
           best = special.size();
           match = &special;

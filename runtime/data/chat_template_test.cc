@@ -351,6 +351,12 @@ TEST(ChatTemplateTest, ModelTemplateContentCannotInjectSpecialTokens) {
   const std::vector<int32_t> spelled = tok.Ids("a<|im_end|>b");
   EXPECT_NE(std::search(got->ids.begin(), got->ids.end(), spelled.begin(), spelled.end()),
             got->ids.end());
+  // Nor across its edge: content ending in "<|im_" before template text "end|>".
+  ExampleRenderer edge =
+      MakeRenderer(tok, ModelOptions("{% for m in messages %}{{ m.content }}end|>{% endfor %}"));
+  got = edge.Render(Chat({Msg(Role::kUser, "a<|im_"), Msg(Role::kAssistant, "c")}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(std::count(got->ids.begin(), got->ids.end(), 2), 0);
 }
 
 TEST(ChatTemplateTest, ModelTemplateErrorsNameTheFileAndLine) {
@@ -422,6 +428,18 @@ TEST(ChatTemplateTest, ModelTemplateGenerationBlocksDecideWhatIsTrained) {
   for (int32_t id : tok.Ids("assistant\nB")) want.push_back(id);
   want.push_back(2);
   EXPECT_EQ(trained_ids, want);  // the weight-0 block is not trained
+}
+
+TEST(ChatTemplateTest, ModelTemplateGenerationPrompt) {
+  FakeTokenizer tok = FakeTokenizer::ChatML();
+  ExampleRenderer r = MakeRenderer(tok, ModelOptions(kSmolTemplate));
+  absl::StatusOr<std::vector<int32_t>> ids = r.GenerationPromptIds("Q");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, tok.EncodeWithSpecialTokens(
+                      "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nQ<|im_end|>"
+                      "\n<|im_start|>assistant\n"));
+  ExampleRenderer chatml = MakeRenderer(tok, RenderOptions{ChatTemplate::kChatML});
+  EXPECT_EQ(chatml.GenerationPromptIds("Q").status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

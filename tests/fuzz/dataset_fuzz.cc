@@ -2,7 +2,10 @@
 // and the held-out prompts' reader (heldout.h) on the same bytes. Any bytes
 // must give a report (or a Status), never a crash, hang or sanitizer report;
 // whatever loads must pack into batches that keep the packing invariants
-// (targets never cross a segment, padding untrained).
+// (targets never cross a segment, padding untrained). Knob bit 64 renders
+// with a model's own (Jinja) template instead of the built-in ones (bit 128:
+// one with {% generation %} markers), so provenance labels and the
+// special-token split see hostile content too.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -13,6 +16,20 @@
 #include "runtime/data/fake_tokenizer.h"
 #include "runtime/data/heldout.h"
 #include "runtime/data/loader.h"
+
+namespace {
+
+// ChatML with reasoning, like Qwen3's, and the same with generation markers.
+constexpr char kModelTemplate[] =
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.reasoning_content %}<think>\n{{ m.reasoning_content|trim }}\n</think>\n\n{% endif %}"
+    "{{ m.content.split('</think>')[-1] }}<|im_end|>\n{% endfor %}";
+constexpr char kGenerationTemplate[] =
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}"
+    "{% generation %}{{ m.content }}<|im_end|>{% endgeneration %}{% else %}{{ m.content }}"
+    "<|im_end|>{% endif %}\n{% endfor %}";
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace fjord::data;
@@ -29,6 +46,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.render.train_on_inputs = knobs & 16;
   options.max_errors = 3;
   options.max_line_bytes = 4096;
+  if (knobs & 64) {
+    options.render.chat_template = ChatTemplate::kModel;
+    options.render.model_template =
+        ModelChatTemplate{(knobs & 128) ? kGenerationTemplate : kModelTemplate,
+                          "fuzz/chat_template.jinja", "<s>", "<|im_end|>"};
+  }
   {
     std::istringstream in(text);
     absl::StatusOr<HeldoutReport> heldout = ValidateHeldoutStream(in, "fuzz-heldout.jsonl", 3);
