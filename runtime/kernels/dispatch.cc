@@ -53,6 +53,9 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up) {
 }
 
 torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  if (x.is_cuda() && FusedAllowed(kGemmaRmsNormKernel) && fused::RmsNormSupported(x, weight)) {
+    return fused::GemmaRmsNorm(x, weight, eps);
+  }
   return reference::GemmaRmsNorm(x, weight, eps);
 }
 

@@ -36,6 +36,8 @@ constexpr bool kBuilt = FJORD_KERNELS_FUSED != 0;
 // x: (..., C) fp32/bf16/fp16 CUDA; weight: (C) of x's dtype.
 bool RmsNormSupported(const torch::Tensor& x, const torch::Tensor& weight);
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+// Gemma's RMSNorm, (1 + weight) in fp32: the same arguments as RmsNorm.
+torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
 // q: (B, Hq, T, D), k: (B, Hk, T, D), any strides with unit stride in D, D
 // even; cos, sin: (B, T, D) or (1, T, D), not requiring grad. Outputs are

@@ -40,7 +40,8 @@ constexpr int64_t kIgnoreIndex = -100;
 
 struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
   // x: (..., C); weight: (C).
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, double eps) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, double eps,
+                        bool gemma) {
     c10::cuda::CUDAGuard guard(x.device());
     const int64_t cols = x.size(-1);
     Tensor x2 = x.contiguous().view({-1, cols});                                    // (N, C)
@@ -48,9 +49,10 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     Tensor y = torch::empty_like(x2);                                               // (N, C)
     Tensor rstd = torch::empty({x2.size(0)}, x2.options().dtype(torch::kFloat32));  // (N)
     cuda::RmsNormForward(x2.data_ptr(), w.data_ptr(), y.data_ptr(), rstd.data_ptr<float>(),
-                         x2.size(0), cols, static_cast<float>(eps), Tag(x2), Stream());
+                         x2.size(0), cols, static_cast<float>(eps), Tag(x2), Stream(), gemma);
     ctx->save_for_backward({x2, w, rstd});
     ctx->saved_data["shape"] = x.sizes().vec();
+    ctx->saved_data["gemma"] = gemma;
     return y.view(x.sizes());
   }
 
@@ -77,9 +79,9 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     cuda::RmsNormBackward(dy.data_ptr(), x2.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(),
                           need_dx ? dx.data_ptr() : nullptr, need_dw ? dw.data_ptr() : nullptr,
                           need_dw ? partial.data_ptr<float>() : nullptr, rows, cols, Tag(x2),
-                          Stream());
+                          Stream(), ctx->saved_data["gemma"].toBool());
     if (need_dx) dx = dx.view(ctx->saved_data["shape"].toIntVector());
-    return {dx, dw, Tensor()};
+    return {dx, dw, Tensor(), Tensor()};
   }
 };
 
@@ -296,7 +298,14 @@ bool RmsNormSupported(const Tensor& x, const Tensor& weight) {
 Tensor RmsNorm(const Tensor& x, const Tensor& weight, double eps) {
   TORCH_CHECK(RmsNormSupported(x, weight), "fused RmsNorm: unsupported arguments x ", x.sizes(),
               " ", x.scalar_type(), ", weight ", weight.sizes(), " ", weight.scalar_type());
-  return RmsNormFn::apply(x, weight, eps);
+  return RmsNormFn::apply(x, weight, eps, false);
+}
+
+Tensor GemmaRmsNorm(const Tensor& x, const Tensor& weight, double eps) {
+  TORCH_CHECK(RmsNormSupported(x, weight), "fused GemmaRmsNorm: unsupported arguments x ",
+              x.sizes(), " ", x.scalar_type(), ", weight ", weight.sizes(), " ",
+              weight.scalar_type());
+  return RmsNormFn::apply(x, weight, eps, true);
 }
 
 bool RopeSupported(const Tensor& q, const Tensor& k, const Tensor& cos, const Tensor& sin) {
@@ -469,6 +478,9 @@ namespace {
 }  // namespace
 
 bool RmsNormSupported(const torch::Tensor&, const torch::Tensor&) { return false; }
+torch::Tensor GemmaRmsNorm(const torch::Tensor&, const torch::Tensor&, double) {
+  NotBuilt("fused GemmaRmsNorm");
+}
 torch::Tensor RmsNorm(const torch::Tensor&, const torch::Tensor&, double) {
   NotBuilt("fused RmsNorm");
 }

@@ -1,9 +1,9 @@
 // The process-wide table of fused kernels: each one's self-test and its
 // health (untested, passed, disabled). runtime/kernels registers RMSNorm,
 // RoPE, SwiGLU, linear+cross-entropy, NF4 dequantization, the fused NF4
-// linear forward and GeGLU; lora/kernels registers its LoRA kernels. RunKernelSelfTest
-// (self_test.h) runs every registered test; the dispatchers (ops.h,
-// lora_ops.h) read the health through FusedAllowed (fused_policy.h).
+// linear forward, GeGLU and Gemma's RMSNorm; lora/kernels registers its LoRA kernels.
+// RunKernelSelfTest (self_test.h) runs every registered test; the dispatchers (ops.h, lora_ops.h)
+// read the health through FusedAllowed (fused_policy.h).
 //
 // No LibTorch here. All functions are thread-safe.
 #ifndef FJORD_RUNTIME_KERNELS_KERNEL_REGISTRY_H_
@@ -23,6 +23,7 @@ inline constexpr char kRmsNormKernel[] = "rms_norm";
 inline constexpr char kRopeKernel[] = "rope";
 inline constexpr char kSwiGluKernel[] = "swiglu";
 inline constexpr char kGeGluKernel[] = "geglu";
+inline constexpr char kGemmaRmsNormKernel[] = "gemma_rms_norm";
 inline constexpr char kLinearCrossEntropyKernel[] = "linear_cross_entropy";
 inline constexpr char kNf4DequantizeKernel[] = "nf4_dequantize";
 // Self-tested and reported only: no dispatcher reads its health yet (fused.h

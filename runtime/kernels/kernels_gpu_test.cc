@@ -80,6 +80,27 @@ TEST_F(KernelsGpuTest, RmsNormMatchesReference) {
   }
 }
 
+TEST_F(KernelsGpuTest, GemmaRmsNormMatchesReference) {
+  // Weights near 0 as Gemma's are (the scale is 1 + w), rows up to 13001
+  // (dweight partials in global memory).
+  const std::vector<std::vector<int64_t>> shapes = {{1, 64},    {7, 33},    {4, 1152}, {2, 3, 1000},
+                                                    {300, 256}, {3, 13001}, {5, 12800}};
+  for (torch::ScalarType dt : kAllDTypes) {
+    for (const auto& shape : shapes) {
+      const int64_t cols = shape.back();
+      int64_t rows = 1;
+      for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
+      Tensor x = Randn(shape, dt).requires_grad_(true);
+      Tensor w = Randn({cols}, torch::kFloat32, 0.3).to(dt).requires_grad_(true);
+      EXPECT_OK(CompareWithReference(
+          absl::StrCat("gemma_rms_norm ", Name(dt), " ", rows, "x", cols), {x, w},
+          [](const Tensors& in) { return Tensors{fused::GemmaRmsNorm(in[0], in[1], 1e-6)}; },
+          [](const Tensors& in) { return Tensors{reference::GemmaRmsNorm(in[0], in[1], 1e-6)}; },
+          Tol(dt), Tol(dt, std::max(1.0, std::sqrt(static_cast<double>(rows))))));
+    }
+  }
+}
+
 TEST_F(KernelsGpuTest, RmsNormLaunchersAreInPlaceSafe) {
   for (torch::ScalarType dt : kAllDTypes) {
     for (int64_t cols : {4096, 1001}) {
@@ -405,8 +426,9 @@ TEST_F(KernelsGpuTest, SelfTestPassesAndEnablesKernels) {
   std::string report;
   absl::Status s = RunKernelSelfTest(&report);
   ASSERT_TRUE(s.ok()) << s.message() << "\n" << report;
-  for (const char* name : {kRmsNormKernel, kRopeKernel, kSwiGluKernel, kLinearCrossEntropyKernel,
-                           kNf4DequantizeKernel, kNf4LinearForwardKernel, kGeGluKernel}) {
+  for (const char* name :
+       {kRmsNormKernel, kRopeKernel, kSwiGluKernel, kLinearCrossEntropyKernel, kNf4DequantizeKernel,
+        kNf4LinearForwardKernel, kGeGluKernel, kGemmaRmsNormKernel}) {
     EXPECT_THAT(report, HasSubstr(absl::StrCat(name, ": passed\n")));
     EXPECT_EQ(GetKernelHealth(name), KernelHealth::kPassed) << name;
   }

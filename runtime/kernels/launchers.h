@@ -35,8 +35,9 @@ int MultiprocessorCount();
 // y = round(x·rstd)·w per row, rstd = 1/sqrt(mean(x²) + eps), all in fp32.
 // x, y: (N, C) of `dtype`; w: (C) of `dtype`; rstd: (N) fp32, or null when
 // not needed. y may alias x (in place).
+// gemma: y = round(x·rstd·(1 + w)) instead (Gemma's RMSNorm).
 void RmsNormForward(const void* x, const void* w, void* y, float* rstd, int64_t rows, int64_t cols,
-                    float eps, DType dtype, cudaStream_t stream);
+                    float eps, DType dtype, cudaStream_t stream, bool gemma = false);
 
 // Number of fp32 elements RmsNormBackward needs in `partial` for a dweight.
 int64_t RmsNormBackwardScratchSize(int64_t rows, int64_t cols);
@@ -48,9 +49,11 @@ int64_t RmsNormBackwardScratchSize(int64_t rows, int64_t cols);
 // each block sums its rows' dw into its own slice of it (no atomics) and a
 // second kernel adds the slices in a fixed order, so dw is deterministic. dw
 // is written (zeros when rows == 0), never accumulated.
+// gemma: dn = dy·(1 + w) and dw = Σ_rows dy·n, in fp32 (nothing rounded
+// before dx and dw), as the autograd of Gemma's fp32 graph.
 void RmsNormBackward(const void* dy, const void* x, const void* w, const float* rstd, void* dx,
                      void* dw, float* partial, int64_t rows, int64_t cols, DType dtype,
-                     cudaStream_t stream);
+                     cudaStream_t stream, bool gemma = false);
 
 // ---- Rotary embedding (rope.cu) ----
 

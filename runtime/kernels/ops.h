@@ -41,7 +41,7 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
 
 // Gemma's RMSNorm: y = x / sqrt(mean(x²) + eps) · (1 + weight), all in fp32,
 // cast to x's dtype last (Llama's RmsNorm casts before it scales). x: (..., C);
-// weight: (C). No fused kernel yet: the reference on every device.
+// weight: (C).
 torch::Tensor GemmaRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
 // GeGLU with GELU's tanh approximation (gelu_pytorch_tanh): gelu(gate) · up.

@@ -1,4 +1,5 @@
-// RMSNorm forward and backward.
+// RMSNorm forward and backward, Llama's (x̂ rounded to T, then times w) or
+// Gemma's (x̂·(1 + w) in fp32, rounded once; `gemma`).
 //
 // Fused: the sum of squares, the scaling and the weight multiply in one pass
 // per row (forward); dx and the per-block dweight partials in one pass per row
@@ -31,7 +32,7 @@ constexpr int kMaxThreads = 512;
 // dweight partials live in shared memory up to this many bytes per block.
 constexpr int64_t kMaxSharedPartialBytes = 48 * 1024;
 
-template <typename T, int VEC>
+template <typename T, int VEC, bool kGemma>
 __global__ void RmsNormForwardKernel(const T* x,                    // (N, C)
                                      const T* __restrict__ w,       // (C)
                                      T* y,                          // (N, C), may alias x
@@ -61,15 +62,20 @@ __global__ void RmsNormForwardKernel(const T* x,                    // (N, C)
     Pack<T, VEC> out;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      // As the reference: normalise in fp32, round to T, then scale by w.
-      const float n = RoundTo<T>(ToFloat(p.v[k]) * rstd);
-      out.v[k] = FromFloat<T>(n * ToFloat(pw.v[k]));
+      if constexpr (kGemma) {
+        // Gemma: scale by (1 + w) in fp32, round once.
+        out.v[k] = FromFloat<T>(ToFloat(p.v[k]) * rstd * (1.0f + ToFloat(pw.v[k])));
+      } else {
+        // As the reference: normalise in fp32, round to T, then scale by w.
+        const float n = RoundTo<T>(ToFloat(p.v[k]) * rstd);
+        out.v[k] = FromFloat<T>(n * ToFloat(pw.v[k]));
+      }
     }
     StorePack<T, VEC>(yr + i, out);
   }
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, bool kGemma>
 __global__ void RmsNormBackwardKernel(const T* dy,                     // (N, C)
                                       const T* __restrict__ x,         // (N, C)
                                       const T* __restrict__ w,         // (C)
@@ -107,9 +113,10 @@ __global__ void RmsNormBackwardKernel(const T* dy,                     // (N, C)
       for (int k = 0; k < VEC; ++k) {
         const float g = ToFloat(pdy.v[k]);
         const float n = ToFloat(px.v[k]) * r;
-        const float dn = RoundTo<T>(g * ToFloat(pw.v[k]));
+        // Gemma's graph is fp32 from the cast on: nothing rounds but dx and dw.
+        const float dn = kGemma ? g * (1.0f + ToFloat(pw.v[k])) : RoundTo<T>(g * ToFloat(pw.v[k]));
         dot += dn * n;
-        if (acc != nullptr) acc[i + k] += g * RoundTo<T>(n);
+        if (acc != nullptr) acc[i + k] += g * (kGemma ? n : RoundTo<T>(n));
       }
     }
     dot = BlockSum(dot) * inv_cols;
@@ -125,7 +132,9 @@ __global__ void RmsNormBackwardKernel(const T* dy,                     // (N, C)
 #pragma unroll
         for (int k = 0; k < VEC; ++k) {
           const float n = ToFloat(px.v[k]) * r;
-          const float dn = RoundTo<T>(ToFloat(pdy.v[k]) * ToFloat(pw.v[k]));
+          const float g = ToFloat(pdy.v[k]);
+          const float dn =
+              kGemma ? g * (1.0f + ToFloat(pw.v[k])) : RoundTo<T>(g * ToFloat(pw.v[k]));
           out.v[k] = FromFloat<T>(r * (dn - n * dot));
         }
         StorePack<T, VEC>(dxr + i, out);
@@ -160,7 +169,7 @@ int BackwardBlocks(int64_t rows) {
   return static_cast<int>(blocks);
 }
 
-template <typename T>
+template <typename T, bool kGemma>
 void LaunchForward(const void* x, const void* w, void* y, float* rstd, int64_t rows, int64_t cols,
                    float eps, cudaStream_t stream) {
   constexpr int kV = kVec16<T>;
@@ -168,17 +177,17 @@ void LaunchForward(const void* x, const void* w, void* y, float* rstd, int64_t r
   const dim3 grid(static_cast<unsigned int>(rows));
   if (vec) {
     const int threads = ThreadsForRow(cols / kV, kMaxThreads);
-    RmsNormForwardKernel<T, kV><<<grid, threads, 0, stream>>>(
+    RmsNormForwardKernel<T, kV, kGemma><<<grid, threads, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), rstd, cols, eps);
   } else {
     const int threads = ThreadsForRow(cols, kMaxThreads);
-    RmsNormForwardKernel<T, 1><<<grid, threads, 0, stream>>>(
+    RmsNormForwardKernel<T, 1, kGemma><<<grid, threads, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), rstd, cols, eps);
   }
   CUDA_CHECK_LAUNCH();
 }
 
-template <typename T>
+template <typename T, bool kGemma>
 void LaunchBackward(const void* dy, const void* x, const void* w, const float* rstd, void* dx,
                     void* dw, float* partial, int64_t rows, int64_t cols, cudaStream_t stream) {
   constexpr int kV = kVec16<T>;
@@ -191,12 +200,12 @@ void LaunchBackward(const void* dy, const void* x, const void* w, const float* r
                      (dx == nullptr || Aligned(dx, 16));
     if (vec) {
       const int threads = ThreadsForRow(cols / kV, kMaxThreads);
-      RmsNormBackwardKernel<T, kV><<<blocks, threads, shared_bytes, stream>>>(
+      RmsNormBackwardKernel<T, kV, kGemma><<<blocks, threads, shared_bytes, stream>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(w), rstd,
           static_cast<T*>(dx), part, in_shared, rows, cols);
     } else {
       const int threads = ThreadsForRow(cols, kMaxThreads);
-      RmsNormBackwardKernel<T, 1><<<blocks, threads, shared_bytes, stream>>>(
+      RmsNormBackwardKernel<T, 1, kGemma><<<blocks, threads, shared_bytes, stream>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(w), rstd,
           static_cast<T*>(dx), part, in_shared, rows, cols);
     }
@@ -214,9 +223,15 @@ void LaunchBackward(const void* dy, const void* x, const void* w, const float* r
 }  // namespace
 
 void RmsNormForward(const void* x, const void* w, void* y, float* rstd, int64_t rows, int64_t cols,
-                    float eps, DType dtype, cudaStream_t stream) {
+                    float eps, DType dtype, cudaStream_t stream, bool gemma) {
   if (rows == 0 || cols == 0) return;
-  FJORD_DISPATCH_DTYPE(dtype, LaunchForward<scalar_t>(x, w, y, rstd, rows, cols, eps, stream));
+  if (gemma) {
+    FJORD_DISPATCH_DTYPE(dtype,
+                         LaunchForward<scalar_t, true>(x, w, y, rstd, rows, cols, eps, stream));
+  } else {
+    FJORD_DISPATCH_DTYPE(dtype,
+                         LaunchForward<scalar_t, false>(x, w, y, rstd, rows, cols, eps, stream));
+  }
 }
 
 int64_t RmsNormBackwardScratchSize(int64_t rows, int64_t cols) {
@@ -225,10 +240,15 @@ int64_t RmsNormBackwardScratchSize(int64_t rows, int64_t cols) {
 
 void RmsNormBackward(const void* dy, const void* x, const void* w, const float* rstd, void* dx,
                      void* dw, float* partial, int64_t rows, int64_t cols, DType dtype,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, bool gemma) {
   if (cols == 0) return;
-  FJORD_DISPATCH_DTYPE(
-      dtype, LaunchBackward<scalar_t>(dy, x, w, rstd, dx, dw, partial, rows, cols, stream));
+  if (gemma) {
+    FJORD_DISPATCH_DTYPE(
+        dtype, LaunchBackward<scalar_t, true>(dy, x, w, rstd, dx, dw, partial, rows, cols, stream));
+  } else {
+    FJORD_DISPATCH_DTYPE(dtype, LaunchBackward<scalar_t, false>(dy, x, w, rstd, dx, dw, partial,
+                                                                rows, cols, stream));
+  }
 }
 
 }  // namespace fjord::kernels::cuda

@@ -67,6 +67,22 @@ absl::Status TestRmsNorm() {
   return absl::OkStatus();
 }
 
+absl::Status TestGemmaRmsNorm() {
+  for (torch::ScalarType dt : kDTypes) {
+    for (int64_t cols : {96, 33}) {
+      Tensor x = Rand({3, 2, cols}, dt).requires_grad_(true);                     // (B, T, C)
+      Tensor w = Rand({cols}, torch::kFloat32, 0.3).to(dt).requires_grad_(true);  // (C), ~0
+      const Tolerance tol = DefaultTolerance(dt);
+      FJORD_RETURN_IF_ERROR(CompareWithReference(
+          absl::StrCat("gemma_rms_norm ", DTypeName(dt), " C=", cols), {x, w},
+          [](const Tensors& in) { return Tensors{fused::GemmaRmsNorm(in[0], in[1], 1e-6)}; },
+          [](const Tensors& in) { return Tensors{reference::GemmaRmsNorm(in[0], in[1], 1e-6)}; },
+          tol, Scale(tol, 2)));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status TestRope() {
   for (torch::ScalarType dt : kDTypes) {
     for (int64_t d : {16, 6}) {
@@ -240,6 +256,7 @@ absl::Status TestNf4LinearForward() {
   RegisterKernel(kNf4DequantizeKernel, &TestNf4Dequantize);
   RegisterKernel(kNf4LinearForwardKernel, &TestNf4LinearForward);
   RegisterKernel(kGeGluKernel, &TestGeGlu);
+  RegisterKernel(kGemmaRmsNormKernel, &TestGemmaRmsNorm);
   return true;
 }();
 
