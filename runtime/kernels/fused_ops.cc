@@ -127,16 +127,23 @@ struct RopeFn : public torch::autograd::Function<RopeFn> {
   }
 };
 
-// ---------------------------------------------------------------- SwiGLU
+// ------------------------------------------------------- SwiGLU, GeGLU
 
-struct SwiGluFn : public torch::autograd::Function<SwiGluFn> {
+// act(gate)·up with the launchers of glu.cu: SwiGLU (Forward =
+// cuda::SwiGluForward, ...) or GeGLU.
+using GluForwardFn = void (*)(const void*, const void*, void*, int64_t, cuda::DType, cudaStream_t);
+using GluBackwardFn = void (*)(const void*, const void*, const void*, void*, void*, int64_t,
+                               cuda::DType, cudaStream_t);
+
+template <GluForwardFn Forward, GluBackwardFn Backward>
+struct GluFn : public torch::autograd::Function<GluFn<Forward, Backward>> {
   // gate, up: (..., I).
   static Tensor forward(AutogradContext* ctx, const Tensor& gate, const Tensor& up) {
     c10::cuda::CUDAGuard guard(gate.device());
     Tensor g = gate.contiguous();
     Tensor u = up.contiguous();
     Tensor y = torch::empty_like(g);
-    cuda::SwiGluForward(g.data_ptr(), u.data_ptr(), y.data_ptr(), g.numel(), Tag(g), Stream());
+    Forward(g.data_ptr(), u.data_ptr(), y.data_ptr(), g.numel(), Tag(g), Stream());
     ctx->save_for_backward({g, u});
     return y;
   }
@@ -149,39 +156,13 @@ struct SwiGluFn : public torch::autograd::Function<SwiGluFn> {
     Tensor dy = grads[0].contiguous();
     Tensor dg = torch::empty_like(g);
     Tensor du = torch::empty_like(u);
-    cuda::SwiGluBackward(dy.data_ptr(), g.data_ptr(), u.data_ptr(), dg.data_ptr(), du.data_ptr(),
-                         g.numel(), Tag(g), Stream());
+    Backward(dy.data_ptr(), g.data_ptr(), u.data_ptr(), dg.data_ptr(), du.data_ptr(), g.numel(),
+             Tag(g), Stream());
     return {dg, du};
   }
 };
-
-// ---------------------------------------------------------------- GeGLU
-
-struct GeGluFn : public torch::autograd::Function<GeGluFn> {
-  // gate, up: (..., I).
-  static Tensor forward(AutogradContext* ctx, const Tensor& gate, const Tensor& up) {
-    c10::cuda::CUDAGuard guard(gate.device());
-    Tensor g = gate.contiguous();
-    Tensor u = up.contiguous();
-    Tensor y = torch::empty_like(g);
-    cuda::GeGluForward(g.data_ptr(), u.data_ptr(), y.data_ptr(), g.numel(), Tag(g), Stream());
-    ctx->save_for_backward({g, u});
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const Tensor& g = saved[0];
-    const Tensor& u = saved[1];
-    c10::cuda::CUDAGuard guard(g.device());
-    Tensor dy = grads[0].contiguous();
-    Tensor dg = torch::empty_like(g);
-    Tensor du = torch::empty_like(u);
-    cuda::GeGluBackward(dy.data_ptr(), g.data_ptr(), u.data_ptr(), dg.data_ptr(), du.data_ptr(),
-                        g.numel(), Tag(g), Stream());
-    return {dg, du};
-  }
-};
+using SwiGluFn = GluFn<cuda::SwiGluForward, cuda::SwiGluBackward>;
+using GeGluFn = GluFn<cuda::GeGluForward, cuda::GeGluBackward>;
 
 // ------------------------------------------------ Linear + cross-entropy
 

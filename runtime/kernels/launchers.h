@@ -68,7 +68,7 @@ void RopeApply(const void* x, int64_t sxb, int64_t sxh, int64_t sxt, void* out, 
                const void* sin, int64_t cos_batch_stride, int64_t batch, int64_t heads,
                int64_t tokens, int64_t head_dim, bool transpose, DType dtype, cudaStream_t stream);
 
-// ---- SwiGLU (swiglu.cu) ----
+// ---- SwiGLU (glu.cu) ----
 
 // y = round(silu(g))·u. g, u, y: (n) contiguous.
 void SwiGluForward(const void* gate, const void* up, void* y, int64_t n, DType dtype,
@@ -77,7 +77,7 @@ void SwiGluForward(const void* gate, const void* up, void* y, int64_t n, DType d
 void SwiGluBackward(const void* dy, const void* gate, const void* up, void* dgate, void* dup,
                     int64_t n, DType dtype, cudaStream_t stream);
 
-// ---- GeGLU (geglu.cu) ----
+// ---- GeGLU (glu.cu) ----
 
 // y = round(gelu_tanh(g))·u. g, u, y: (n) contiguous.
 void GeGluForward(const void* gate, const void* up, void* y, int64_t n, DType dtype,

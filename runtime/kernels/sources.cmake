@@ -22,8 +22,7 @@ list(APPEND FJORD_KERNEL_CU_SOURCES
   runtime/kernels/nf4_gemm.cu
   runtime/kernels/rmsnorm.cu
   runtime/kernels/rope.cu
-  runtime/kernels/swiglu.cu
-  runtime/kernels/geglu.cu
+  runtime/kernels/glu.cu
 )
 list(APPEND FJORD_KERNEL_CC_SOURCES
   runtime/kernels/compare.cc
