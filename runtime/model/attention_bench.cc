@@ -63,6 +63,46 @@ double MedianMs(const std::function<void()>& fn, bool cuda, int warmup, int reps
   return ms[ms.size() / 2];
 }
 
+using Impl = std::function<Tensor()>;
+
+// Times each implementation (forward, and forward + backward through q, k,
+// v) and prints a markdown table against the first one, which is also the
+// reference of the last column.
+void Table(const std::vector<std::pair<std::string, Impl>>& impls, const Tensor& q, const Tensor& k,
+           const Tensor& v, const Tensor& up, bool cuda) {
+  std::printf(
+      "| implementation | fwd ms | fwd+bwd ms | vs masked (fwd+bwd) | max |out - masked| "
+      "|\n|---|---|---|---|---|\n");
+  Tensor reference;
+  double masked_ms = 0;
+  for (const auto& [name, fn] : impls) {
+    Tensor out;
+    {
+      torch::NoGradGuard g;
+      out = fn();
+    }
+    if (!reference.defined()) reference = out;
+    const double diff =
+        (out.to(torch::kFloat32) - reference.to(torch::kFloat32)).abs().max().item<double>();
+    const double fwd = MedianMs(
+        [&] {
+          torch::NoGradGuard g;
+          (void)fn();
+        },
+        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
+    const double both = MedianMs(
+        [&] {
+          Tensor o = fn();
+          auto grads = torch::autograd::grad({(o * up).sum()}, {q, k, v});
+          (void)grads;
+        },
+        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
+    if (masked_ms == 0) masked_ms = both;
+    std::printf("| %s | %.2f | %.2f | %.2fx | %.3g |\n", name.c_str(), fwd, both, masked_ms / both,
+                diff);
+  }
+}
+
 int Main() {
   const std::string which = absl::GetFlag(FLAGS_device);
   if (which != "auto" && which != "cpu" && which != "cuda") {
@@ -127,7 +167,6 @@ int Main() {
   Tensor v = torch::randn({b, hk, t, d}, opts).requires_grad_(true);
   Tensor up = torch::randn({b, hq, t, d}, opts);
   const bool gqa = hq != hk;
-  using Impl = std::function<Tensor()>;
   const std::vector<std::pair<std::string, Impl>> impls = {
       {"masked (block-diagonal)",
        [&] {
@@ -148,37 +187,7 @@ int Main() {
       static_cast<double>(std::accumulate(used.begin(), used.end(), int64_t{0})) /
           static_cast<double>(segments),
       absl::GetFlag(FLAGS_reps));
-  std::printf(
-      "| implementation | fwd ms | fwd+bwd ms | vs masked (fwd+bwd) | max |out - masked| "
-      "|\n|---|---|---|---|---|\n");
-  Tensor reference;
-  double masked_ms = 0;
-  for (const auto& [name, fn] : impls) {
-    Tensor out;
-    {
-      torch::NoGradGuard g;
-      out = fn();
-    }
-    if (!reference.defined()) reference = out;
-    const double diff =
-        (out.to(torch::kFloat32) - reference.to(torch::kFloat32)).abs().max().item<double>();
-    const double fwd = MedianMs(
-        [&] {
-          torch::NoGradGuard g;
-          (void)fn();
-        },
-        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
-    const double both = MedianMs(
-        [&] {
-          Tensor o = fn();
-          auto grads = torch::autograd::grad({(o * up).sum()}, {q, k, v});
-          (void)grads;
-        },
-        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
-    if (masked_ms == 0) masked_ms = both;
-    std::printf("| %s | %.2f | %.2f | %.2fx | %.3g |\n", name.c_str(), fwd, both, masked_ms / both,
-                diff);
-  }
+  Table(impls, q, k, v, up, cuda);
   std::printf(
       "(causal rows attend across segments: its difference from the masked call is expected)\n");
 
@@ -196,37 +205,7 @@ int Main() {
   };
   std::printf("\nsliding window %ld over causal rows of %ld:\n", static_cast<long>(w),
               static_cast<long>(t));
-  std::printf(
-      "| implementation | fwd ms | fwd+bwd ms | vs masked (fwd+bwd) | max |out - masked| "
-      "|\n|---|---|---|---|---|\n");
-  reference = Tensor();
-  masked_ms = 0;
-  for (const auto& [name, fn] : windowed) {
-    Tensor out;
-    {
-      torch::NoGradGuard g;
-      out = fn();
-    }
-    if (!reference.defined()) reference = out;
-    const double diff =
-        (out.to(torch::kFloat32) - reference.to(torch::kFloat32)).abs().max().item<double>();
-    const double fwd = MedianMs(
-        [&] {
-          torch::NoGradGuard g;
-          (void)fn();
-        },
-        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
-    const double both = MedianMs(
-        [&] {
-          Tensor o = fn();
-          auto grads = torch::autograd::grad({(o * up).sum()}, {q, k, v});
-          (void)grads;
-        },
-        cuda, absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps));
-    if (masked_ms == 0) masked_ms = both;
-    std::printf("| %s | %.2f | %.2f | %.2fx | %.3g |\n", name.c_str(), fwd, both, masked_ms / both,
-                diff);
-  }
+  Table(windowed, q, k, v, up, cuda);
   return 0;
 }
 
