@@ -140,10 +140,7 @@ absl::Status Evaluate(model::CausalLM& lm, const tokenizer::Tokenizer& tok,
   // Greedy replies, batched.
   model::GenerationOptions opt;
   opt.max_new_tokens = args.max_new;
-  for (const char* s : {"<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>",
-                        "<end_of_turn>", "<|end|>"}) {
-    if (std::optional<int32_t> id = tok.TokenToId(s)) opt.stop_ids.push_back(*id);
-  }
+  opt.stop_ids = train::EndOfTurnIds(tok);
   t0 = std::chrono::steady_clock::now();
   for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(args.batch)) {
     const size_t end = std::min(prompts.size(), start + static_cast<size_t>(args.batch));

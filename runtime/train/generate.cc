@@ -45,16 +45,22 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& t
   return ids;
 }
 
+std::vector<int32_t> EndOfTurnIds(const tokenizer::Tokenizer& tok) {
+  std::vector<int32_t> ids;
+  for (const char* s : {"<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>",
+                        "<end_of_turn>", "<|end|>"}) {
+    if (std::optional<int32_t> id = tok.TokenToId(s)) ids.push_back(*id);
+  }
+  return ids;
+}
+
 std::vector<int32_t> GreedyGenerate(CausalLM& model, const tokenizer::Tokenizer& tok,
                                     const std::vector<int32_t>& prompt, int64_t max_new_tokens,
                                     const torch::Device& device) {
   (void)device;  // the model's own: model::Generate runs where the model is
   model::GenerationOptions options;
   options.max_new_tokens = max_new_tokens;
-  for (const char* s : {"<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>",
-                        "<end_of_turn>", "<|end|>"}) {
-    if (std::optional<int32_t> id = tok.TokenToId(s)) options.stop_ids.push_back(*id);
-  }
+  options.stop_ids = EndOfTurnIds(tok);
   // Greedy on a KV cache (model/generation.h); a sharded base's ranks take
   // rank 0's tokens there.
   absl::StatusOr<std::vector<model::Generated>> out = model::Generate(model, {prompt}, options);

@@ -29,6 +29,11 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const tokenizer::Tokenizer& t
                                                    const std::string& user_message,
                                                    const std::string& model_dir = "");
 
+// The ids of the end-of-turn and end-of-text tokens the tokenizer has
+// (<|eot_id|>, <|end_of_text|>, <|im_end|>, <|endoftext|>, </s>,
+// <end_of_turn>, <|end|>): where a reply stops.
+std::vector<int32_t> EndOfTurnIds(const tokenizer::Tokenizer& tok);
+
 // Greedy continuation of `prompt` (no sampling), at most max_new_tokens,
 // stopping at an end-of-turn/end-of-text token (not included). With a
 // sharded base every rank of its group must call it with the same prompt;
