@@ -1,5 +1,6 @@
 #include "daemon/protocol/messages.h"
 
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -165,6 +166,164 @@ absl::Status ReadLoraLenient(const json& j, LoraSettings* l) {
   return absl::OkStatus();
 }
 
+bool ValidCandidateName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool KnownEvalMetric(const std::string& name) {
+  for (const char* m : kEvalMetricNames) {
+    if (name == m) return true;
+  }
+  return false;
+}
+
+// The fields of an evaluation job (type "evaluation"): candidates, datasets,
+// evaluation.
+absl::Status ReadEvaluationFields(FieldReader& r, const json& body, JobSpec* spec) {
+  r.Accept("candidates");
+  auto cs = body.find("candidates");
+  if (cs == body.end() || cs->is_null()) {
+    return InvalidArgument("an evaluation job needs candidates (1..16)", "candidates");
+  }
+  if (!cs->is_array() || cs->empty() || cs->size() > 16) {
+    return InvalidArgument("candidates must be an array of 1..16 objects", "candidates");
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < cs->size(); ++i) {
+    const std::string path = absl::StrCat("candidates[", i, "]");
+    FJORD_ASSIGN_OR_RETURN(FieldReader c, FieldReader::Make((*cs)[i], path));
+    EvalCandidate cand;
+    FJORD_RETURN_IF_ERROR(c.String("name", &cand.name, /*required=*/true, 64));
+    if (!ValidCandidateName(cand.name)) {
+      return InvalidArgument(absl::StrCat(path, ".name '", cand.name,
+                                          "' must be 1..64 bytes of letters, digits, '.', '_', "
+                                          "'-'"),
+                             path + ".name");
+    }
+    if (!names.insert(cand.name).second) {
+      return InvalidArgument(
+          absl::StrCat(path, ".name '", cand.name, "' is the name of an earlier candidate"),
+          path + ".name");
+    }
+    FJORD_RETURN_IF_ERROR(c.String("job", &cand.job, false, 64));
+    FJORD_RETURN_IF_ERROR(c.String("adapter_config", &cand.adapter_config, false, 1024));
+    FJORD_RETURN_IF_ERROR(c.String("adapter_model", &cand.adapter_model, false, 1024));
+    FJORD_RETURN_IF_ERROR(c.Finish());
+    if (cand.adapter_config.empty() != cand.adapter_model.empty()) {
+      return InvalidArgument(absl::StrCat(path,
+                                          ": an uploaded adapter needs both adapter_config "
+                                          "(adapter_config.json) and adapter_model "
+                                          "(adapter_model.safetensors)"),
+                             path + (cand.adapter_config.empty() ? ".adapter_config"
+                                                                 : ".adapter_model"));
+    }
+    if (!cand.job.empty() && !cand.adapter_config.empty()) {
+      return InvalidArgument(absl::StrCat(path,
+                                          ": a candidate is a fine-tune job's adapter or an "
+                                          "uploaded adapter, not both"),
+                             path + ".job");
+    }
+    spec->candidates.push_back(std::move(cand));
+  }
+  if (!r.Has("datasets")) {
+    return InvalidArgument("an evaluation job needs datasets (1..8 files of prompt/answer lines)",
+                           "datasets");
+  }
+  FJORD_RETURN_IF_ERROR(r.StringList("datasets", &spec->datasets, 8, 1024));
+  if (spec->datasets.empty()) {
+    return InvalidArgument("datasets must name 1..8 files", "datasets");
+  }
+  FJORD_ASSIGN_OR_RETURN(const json* ev, r.Object("evaluation"));
+  if (ev != nullptr) {
+    EvalSettings& e = spec->evaluation;
+    FJORD_ASSIGN_OR_RETURN(FieldReader er, FieldReader::Make(*ev, "evaluation"));
+    FJORD_RETURN_IF_ERROR(er.StringList("metrics", &e.metrics, 16, 64));
+    for (size_t i = 0; i < e.metrics.size(); ++i) {
+      if (!KnownEvalMetric(e.metrics[i])) {
+        std::string known;
+        for (const char* m : kEvalMetricNames) absl::StrAppend(&known, known.empty() ? "" : ", ", m);
+        return InvalidArgument(absl::StrCat("evaluation.metrics[", i, "]: unknown metric '",
+                                            e.metrics[i], "' (known: ", known, ")"),
+                               "evaluation.metrics");
+      }
+    }
+    FJORD_RETURN_IF_ERROR(er.Int("max_new_tokens", &e.max_new_tokens, 1, 4096));
+    FJORD_RETURN_IF_ERROR(er.Int("batch_size", &e.batch_size, 1, 256));
+    FJORD_RETURN_IF_ERROR(er.Int("samples", &e.samples, 0, 100));
+    FJORD_RETURN_IF_ERROR(er.Int("bootstrap", &e.bootstrap, 100, 100000));
+    FJORD_RETURN_IF_ERROR(er.Int("seed", &e.seed, 0, INT64_MAX));
+    FJORD_RETURN_IF_ERROR(er.String("chat_template", &e.chat_template, false, 64));
+    FJORD_RETURN_IF_ERROR(er.String("judge", &e.judge, false, 256));
+    FJORD_RETURN_IF_ERROR(er.Finish());
+  }
+  return absl::OkStatus();
+}
+
+json EvalCandidateToJson(const EvalCandidate& c) {
+  json j{{"name", c.name}};
+  if (!c.job.empty()) j["job"] = c.job;
+  if (!c.adapter_config.empty()) j["adapter_config"] = c.adapter_config;
+  if (!c.adapter_model.empty()) j["adapter_model"] = c.adapter_model;
+  return j;
+}
+
+json EvalSettingsToJson(const EvalSettings& e) {
+  json j{{"metrics", e.metrics},
+         {"max_new_tokens", e.max_new_tokens},
+         {"batch_size", e.batch_size},
+         {"samples", e.samples},
+         {"bootstrap", e.bootstrap},
+         {"seed", e.seed},
+         {"chat_template", e.chat_template}};
+  if (!e.judge.empty()) j["judge"] = e.judge;
+  return j;
+}
+
+// The evaluation fields of a job object (lenient, as every *FromJson of a
+// reply).
+absl::Status ReadEvaluationLenient(const json& j, JobSpec* spec) {
+  if (auto cs = j.find("candidates"); cs != j.end() && cs->is_array()) {
+    for (const json& c : *cs) {
+      if (!c.is_object()) return Malformed("job", "candidates[]", c);
+      EvalCandidate cand;
+      FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "name", &cand.name));
+      FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "job", &cand.job));
+      FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "adapter_config", &cand.adapter_config));
+      FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "adapter_model", &cand.adapter_model));
+      spec->candidates.push_back(std::move(cand));
+    }
+  }
+  if (auto ds = j.find("datasets"); ds != j.end() && ds->is_array()) {
+    for (const json& d : *ds) {
+      if (!d.is_string()) return Malformed("job", "datasets[]", d);
+      spec->datasets.push_back(d.get<std::string>());
+    }
+  }
+  if (auto ev = j.find("evaluation"); ev != j.end() && ev->is_object()) {
+    EvalSettings& e = spec->evaluation;
+    const char* w = "evaluation";
+    if (auto ms = ev->find("metrics"); ms != ev->end() && ms->is_array()) {
+      for (const json& m : *ms) {
+        if (m.is_string()) e.metrics.push_back(m.get<std::string>());
+      }
+    }
+    FJORD_RETURN_IF_ERROR(GetInt(*ev, w, "max_new_tokens", &e.max_new_tokens));
+    FJORD_RETURN_IF_ERROR(GetInt(*ev, w, "batch_size", &e.batch_size));
+    FJORD_RETURN_IF_ERROR(GetInt(*ev, w, "samples", &e.samples));
+    FJORD_RETURN_IF_ERROR(GetInt(*ev, w, "bootstrap", &e.bootstrap));
+    FJORD_RETURN_IF_ERROR(GetInt(*ev, w, "seed", &e.seed));
+    FJORD_RETURN_IF_ERROR(GetStr(*ev, w, "chat_template", &e.chat_template));
+    FJORD_RETURN_IF_ERROR(GetStr(*ev, w, "judge", &e.judge));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const char* JobStatusName(JobStatus status) { return kStatusNames[static_cast<int>(status)]; }
@@ -202,16 +361,48 @@ bool ValidIdempotencyKey(absl::string_view key) {
 absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
   JobSpec spec;
   FJORD_ASSIGN_OR_RETURN(FieldReader r, FieldReader::Make(body, ""));
+  FJORD_RETURN_IF_ERROR(r.String("type", &spec.type, false, 32));
+  if (spec.type != "fine_tune" && spec.type != "evaluation") {
+    return InvalidArgument(
+        absl::StrCat("type must be fine_tune or evaluation, got '", spec.type, "'"), "type");
+  }
   FJORD_RETURN_IF_ERROR(r.String("model", &spec.model, /*required=*/true, 256));
-  FJORD_RETURN_IF_ERROR(r.String("training_file", &spec.training_file, /*required=*/true, 1024));
-  FJORD_RETURN_IF_ERROR(r.String("validation_file", &spec.validation_file, false, 1024));
-  FJORD_RETURN_IF_ERROR(r.String("heldout_file", &spec.heldout_file, false, 1024));
-  FJORD_ASSIGN_OR_RETURN(const json* hp, r.Object("hyperparameters"));
-  if (hp != nullptr) FJORD_RETURN_IF_ERROR(ReadHyperparameters(*hp, &spec.hyperparameters));
-  FJORD_ASSIGN_OR_RETURN(const json* lora, r.Object("lora"));
-  if (lora != nullptr) FJORD_RETURN_IF_ERROR(ReadLora(*lora, &spec.lora));
+  if (spec.is_evaluation()) {
+    // The fine-tuning fields have no meaning here: refused by name, not
+    // silently ignored.
+    for (const char* f : {"training_file", "validation_file", "heldout_file", "hyperparameters",
+                          "lora", "quantization", "shard_base"}) {
+      if (r.Has(f)) {
+        return InvalidArgument(
+            absl::StrCat(f, " is a fine-tuning field; an evaluation job takes candidates, "
+                            "datasets and evaluation"),
+            f);
+      }
+    }
+    FJORD_RETURN_IF_ERROR(ReadEvaluationFields(r, body, &spec));
+  } else {
+    for (const char* f : {"candidates", "datasets", "evaluation"}) {
+      if (r.Has(f)) {
+        return InvalidArgument(
+            absl::StrCat(f, " is a field of evaluation jobs (\"type\": \"evaluation\")"), f);
+      }
+    }
+    FJORD_RETURN_IF_ERROR(
+        r.String("training_file", &spec.training_file, /*required=*/true, 1024));
+    FJORD_RETURN_IF_ERROR(r.String("validation_file", &spec.validation_file, false, 1024));
+    FJORD_RETURN_IF_ERROR(r.String("heldout_file", &spec.heldout_file, false, 1024));
+    FJORD_ASSIGN_OR_RETURN(const json* hp, r.Object("hyperparameters"));
+    if (hp != nullptr) FJORD_RETURN_IF_ERROR(ReadHyperparameters(*hp, &spec.hyperparameters));
+    FJORD_ASSIGN_OR_RETURN(const json* lora, r.Object("lora"));
+    if (lora != nullptr) FJORD_RETURN_IF_ERROR(ReadLora(*lora, &spec.lora));
+  }
   FJORD_RETURN_IF_ERROR(r.Int("priority", &spec.priority, -10, 10));
   FJORD_RETURN_IF_ERROR(r.Int("gpus", &spec.gpus, 1, 64));
+  if (spec.is_evaluation() && spec.gpus != 1) {
+    return InvalidArgument(
+        absl::StrCat("gpus is ", spec.gpus, "; an evaluation job runs on one GPU (gpus: 1)"),
+        "gpus");
+  }
   FJORD_RETURN_IF_ERROR(
       r.String("quantization", &spec.quantization, false, 64, /*allow_empty=*/true));
   if (spec.quantization != "none" && spec.quantization != "nf4") {
@@ -260,12 +451,21 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
 
 json JobSpecToJson(const JobSpec& spec) {
   json j{{"model", spec.model},
-         {"training_file", spec.training_file},
-         {"hyperparameters", HyperparametersToJson(spec.hyperparameters)},
-         {"lora", LoraToJson(spec.lora)},
          {"priority", spec.priority},
          {"gpus", spec.gpus},
          {"metadata", spec.metadata}};
+  if (spec.is_evaluation()) {
+    j["type"] = spec.type;
+    json cs = json::array();
+    for (const EvalCandidate& c : spec.candidates) cs.push_back(EvalCandidateToJson(c));
+    j["candidates"] = cs;
+    j["datasets"] = spec.datasets;
+    j["evaluation"] = EvalSettingsToJson(spec.evaluation);
+  } else {
+    j["training_file"] = spec.training_file;
+    j["hyperparameters"] = HyperparametersToJson(spec.hyperparameters);
+    j["lora"] = LoraToJson(spec.lora);
+  }
   if (!spec.validation_file.empty()) j["validation_file"] = spec.validation_file;
   if (!spec.heldout_file.empty()) j["heldout_file"] = spec.heldout_file;
   if (spec.max_restarts >= 0) j["max_restarts"] = spec.max_restarts;
@@ -325,6 +525,24 @@ json JobToJson(const Job& job) {
                   {"user_error", job.error->user_error}};
   }
   if (job.latest_checkpoint) j["latest_checkpoint"] = CheckpointToJson(*job.latest_checkpoint);
+  if (job.spec.is_evaluation()) {
+    // An evaluation job: its own fields instead of the fine-tuning ones, and
+    // a report instead of an adapter.
+    for (const char* f : {"hyperparameters", "lora", "result_adapter"}) j.erase(f);
+    j["training_file"] = nullptr;
+    j["type"] = job.spec.type;
+    json cs = json::array();
+    for (const EvalCandidate& c : job.spec.candidates) cs.push_back(EvalCandidateToJson(c));
+    j["candidates"] = cs;
+    j["datasets"] = job.spec.datasets;
+    j["evaluation"] = EvalSettingsToJson(job.spec.evaluation);
+    j["result_report"] = nullptr;
+    if (!job.result_adapter_path.empty()) {
+      j["result_report"] = {{"path", job.result_adapter_path},
+                            {"files", {"report.json", "report.html"}}};
+    }
+    return j;
+  }
   if (!job.result_adapter_path.empty()) j["result_adapter"] = {{"path", job.result_adapter_path}};
   // Only when set: job objects (and the records in the store) of jobs without
   // them stay as they were before the fields existed.
@@ -341,7 +559,12 @@ absl::StatusOr<Job> JobFromJson(const json& j) {
   if (job.id.empty()) return absl::InternalError("malformed reply: job has no id");
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "tenant", &job.tenant));
   job.spec.tenant = job.tenant;
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "type", &job.spec.type));  // absent: "fine_tune"
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "model", &job.spec.model));
+  FJORD_RETURN_IF_ERROR(ReadEvaluationLenient(j, &job.spec));
+  if (auto it = j.find("result_report"); it != j.end() && it->is_object()) {
+    FJORD_RETURN_IF_ERROR(GetStr(*it, "result_report", "path", &job.result_adapter_path));
+  }
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "training_file", &job.spec.training_file));
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "validation_file", &job.spec.validation_file));
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "heldout_file", &job.spec.heldout_file));

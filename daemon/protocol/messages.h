@@ -68,8 +68,39 @@ struct LoraSettings {
   std::vector<std::string> target_modules = {"all-linear"};
 };
 
+// An evaluation job's candidate (docs/protocol.md §5, "Evaluation jobs"):
+// the job's base model alone (job and adapter files empty), the base with the
+// adapter of one of the tenant's succeeded fine-tune jobs on the same model,
+// or the base with an uploaded PEFT adapter (its two files).
+struct EvalCandidate {
+  std::string name;            // 1..64 bytes of [A-Za-z0-9._-], unique in the job
+  std::string job;             // "" or "job-…"
+  std::string adapter_config;  // "" or a file: adapter_config.json
+  std::string adapter_model;   // "" or a file: adapter_model.safetensors
+};
+
+// How an evaluation job scores its candidates (fjord-compare's options).
+struct EvalSettings {
+  std::vector<std::string> metrics;  // empty = all (eval::kComparisonMetrics)
+  int64_t max_new_tokens = 64;
+  int64_t batch_size = 8;
+  int64_t samples = 5;
+  int64_t bootstrap = 2000;
+  int64_t seed = 0;
+  std::string chat_template = "auto";
+  std::string judge;  // "" = none; a model name of the node
+};
+
+// The metric names an evaluation reports (fjord-compare's report).
+inline constexpr const char* kEvalMetricNames[] = {
+    "loss",     "perplexity", "token_accuracy", "exact_match", "normalized_exact_match",
+    "contains", "token_f1"};
+
 // What a client submits (job.create). max_restarts < 0: the daemon's default.
+// type "fine_tune" (the default) uses the training fields; "evaluation" uses
+// candidates, datasets and evaluation instead (docs/protocol.md §5).
 struct JobSpec {
+  std::string type = "fine_tune";
   std::string model;
   std::string training_file;
   std::string validation_file;  // "" = none
@@ -90,6 +121,12 @@ struct JobSpec {
   std::map<std::string, std::string> metadata;
   std::string idempotency_key;  // "" = none
   std::string tenant;           // "" = the principal's (admin may name another)
+  // type "evaluation" only:
+  std::vector<EvalCandidate> candidates;
+  std::vector<std::string> datasets;  // files (ids or tenant paths) of {"prompt", "answer"} lines
+  EvalSettings evaluation;
+
+  bool is_evaluation() const { return type == "evaluation"; }
 };
 
 // Strict parse of a job.create body (docs/protocol.md §5 table).
@@ -131,7 +168,9 @@ struct Job {
   nlohmann::json metrics = nlohmann::json::object();
   std::optional<JobError> error;
   std::optional<CheckpointInfo> latest_checkpoint;
-  std::string result_adapter_path;  // "" until succeeded
+  // "" until succeeded: the adapter's directory, or an evaluation job's
+  // report directory (report.json, report.html).
+  std::string result_adapter_path;
   int restarts = 0;
   std::string node;  // the node it runs on (a Slurm job's node list)
   std::vector<int> gpu_ids;
