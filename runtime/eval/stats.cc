@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 
@@ -20,6 +19,79 @@ const char* VerdictName(Verdict v) {
   return "tie";
 }
 
+absl::Status ValidateBootstrapOptions(const BootstrapOptions& options) {
+  if (options.iterations < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bootstrap: iterations must be >= 1, got ", options.iterations));
+  }
+  if (!(options.confidence > 0.0 && options.confidence < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bootstrap: confidence must be in (0, 1), got ", options.confidence));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t SplitMix64::Next() {
+  state_ += 0x9E3779B97F4A7C15ULL;
+  uint64_t z = state_;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t SplitMix64::UniformIndex(uint64_t n) {
+  unsigned __int128 m = static_cast<unsigned __int128>(Next()) * n;
+  uint64_t l = static_cast<uint64_t>(m);
+  if (l < n) {
+    const uint64_t t = (0 - n) % n;  // (2^64 - n) mod n
+    while (l < t) {
+      m = static_cast<unsigned __int128>(Next()) * n;
+      l = static_cast<uint64_t>(m);
+    }
+  }
+  return static_cast<uint64_t>(m >> 64);
+}
+
+namespace {
+
+// Step 5 of stats.h: numpy's default (linear) percentile of sorted values at
+// quantile q in [0, 1].
+double LinearPercentile(const std::vector<double>& sorted, double q) {
+  const size_t last = sorted.size() - 1;
+  const double h = static_cast<double>(last) * q;
+  const double j = std::floor(h);
+  const double g = h - j;
+  const size_t lo_index = std::min(static_cast<size_t>(j), last);
+  const double lo = sorted[lo_index];
+  const double hi = sorted[std::min(lo_index + 1, last)];
+  const double diff = hi - lo;
+  return g >= 0.5 ? hi - diff * (1.0 - g) : lo + diff * g;
+}
+
+// Steps 3-5 of stats.h on validated input: the mean of d and the interval.
+MeanInterval Bootstrap(const std::vector<double>& d, const BootstrapOptions& options) {
+  const size_t n = d.size();
+  MeanInterval out;
+  out.n = static_cast<int64_t>(n);
+  double sum = 0.0;
+  for (double v : d) sum += v;
+  out.mean = sum / static_cast<double>(n);
+  SplitMix64 gen(options.seed);
+  std::vector<double> means(static_cast<size_t>(options.iterations));
+  for (double& m : means) {
+    double s = 0.0;
+    for (size_t k = 0; k < n; ++k) s += d[gen.UniformIndex(n)];
+    m = s / static_cast<double>(n);
+  }
+  std::sort(means.begin(), means.end());
+  const double c = options.confidence;
+  out.low = LinearPercentile(means, (1.0 - c) / 2.0);
+  out.high = LinearPercentile(means, (1.0 + c) / 2.0);
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<PairedDifference> PairedBootstrap(const std::vector<double>& a,
                                                  const std::vector<double>& b,
                                                  const BootstrapOptions& options) {
@@ -28,46 +100,43 @@ absl::StatusOr<PairedDifference> PairedBootstrap(const std::vector<double>& a,
                                                    b.size(), " scores; a pair needs equal counts"));
   }
   if (a.empty()) return absl::InvalidArgumentError("paired bootstrap: no examples");
-  if (options.iterations < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("paired bootstrap: iterations must be >= 1, got ", options.iterations));
-  }
-  if (!(options.confidence > 0.0 && options.confidence < 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("paired bootstrap: confidence must be in (0, 1), got ", options.confidence));
+  if (absl::Status s = ValidateBootstrapOptions(options); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("paired ", s.message()));
   }
   const size_t n = a.size();
   std::vector<double> diff(n);
-  double sum = 0.0;
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(a[i]) || !std::isfinite(b[i])) {
       return absl::InvalidArgumentError(
           absl::StrCat("paired bootstrap: example ", i, " has a score that is not finite"));
     }
     diff[i] = a[i] - b[i];
-    sum += diff[i];
   }
+  const MeanInterval m = Bootstrap(diff, options);
   PairedDifference out;
-  out.n = static_cast<int64_t>(n);
-  out.mean = sum / static_cast<double>(n);
-  std::mt19937_64 gen(options.seed);
-  std::uniform_int_distribution<size_t> pick(0, n - 1);
-  std::vector<double> means(static_cast<size_t>(options.iterations));
-  for (double& m : means) {
-    double s = 0.0;
-    for (size_t k = 0; k < n; ++k) s += diff[pick(gen)];
-    m = s / static_cast<double>(n);
-  }
-  std::sort(means.begin(), means.end());
-  // Percentiles by the nearest rank below / above.
-  const double tail = (1.0 - options.confidence) / 2.0;
-  const double last = static_cast<double>(means.size() - 1);
-  out.low = means[static_cast<size_t>(std::floor(tail * last))];
-  out.high = means[static_cast<size_t>(std::ceil((1.0 - tail) * last))];
+  out.n = m.n;
+  out.mean = m.mean;
+  out.low = m.low;
+  out.high = m.high;
   const bool a_ahead = options.higher_is_better ? out.low > 0.0 : out.high < 0.0;
   const bool b_ahead = options.higher_is_better ? out.high < 0.0 : out.low > 0.0;
   out.verdict = a_ahead ? Verdict::kBetter : b_ahead ? Verdict::kWorse : Verdict::kTie;
   return out;
+}
+
+absl::StatusOr<MeanInterval> MeanBootstrap(const std::vector<double>& x,
+                                           const BootstrapOptions& options) {
+  if (x.empty()) return absl::InvalidArgumentError("mean bootstrap: no examples");
+  if (absl::Status s = ValidateBootstrapOptions(options); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("mean ", s.message()));
+  }
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!std::isfinite(x[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mean bootstrap: example ", i, " has a score that is not finite"));
+    }
+  }
+  return Bootstrap(x, options);
 }
 
 std::vector<int> RankWithTies(const std::vector<std::vector<bool>>& better) {

@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/eval/status_matchers.h"
 
 namespace fjord::eval {
 namespace {
@@ -72,6 +73,79 @@ TEST(PairedBootstrapTest, BadInputsAreRefused) {
               HasSubstr("confidence"));
   EXPECT_THAT(PairedBootstrap({1}, {1}, {.iterations = 0}).status().message(),
               HasSubstr("iterations"));
+}
+
+TEST(SplitMix64Test, KnownValuesAndAnUnbiasedIndex) {
+  // The published SplitMix64 sequences (Vigna's splitmix64.c) from seeds 0
+  // and 1234567.
+  SplitMix64 zero(0);
+  EXPECT_EQ(zero.Next(), 0xE220A8397B1DCDAFULL);
+  EXPECT_EQ(zero.Next(), 0x6E789E6AA1B965F4ULL);
+  EXPECT_EQ(zero.Next(), 0x06C45D188009454FULL);
+  SplitMix64 gen(1234567);
+  EXPECT_EQ(gen.Next(), 6457827717110365317ULL);
+  EXPECT_EQ(gen.Next(), 3203168211198807973ULL);
+  EXPECT_EQ(gen.Next(), 9817491932198370423ULL);
+  // Indices from the Python reference (tests/interop/
+  // test_bootstrap_reference.py). n = 2^63 + 1 rejects about half the
+  // draws: 8 indices take 11 draws, so the rejection loop is exercised.
+  SplitMix64 small(7);
+  std::vector<uint64_t> got;
+  for (int i = 0; i < 10; ++i) got.push_back(small.UniformIndex(10));
+  EXPECT_EQ(got, (std::vector<uint64_t>{3, 0, 9, 5, 4, 2, 4, 3, 1, 4}));
+  SplitMix64 big(0);
+  got.clear();
+  for (int i = 0; i < 8; ++i) got.push_back(big.UniformIndex((1ULL << 63) + 1));
+  EXPECT_EQ(got, (std::vector<uint64_t>{243808509735772839ULL, 8954805688390271222ULL,
+                                        980875101213047373ULL, 1603648013000153456ULL,
+                                        7116260932800173470ULL, 2266080580496311649ULL,
+                                        8780933256989530195ULL, 3656771639923220100ULL}));
+  SplitMix64 after(0);
+  for (int i = 0; i < 11; ++i) after.Next();
+  EXPECT_EQ(after.Next(), big.Next());  // exactly 11 draws were used
+}
+
+TEST(PairedBootstrapTest, FixedDataGivesTheReferenceInterval) {
+  // The Python reference (tests/interop/test_bootstrap_reference.py,
+  // "binary_ties") gives exactly these: the mean 0.375, the interval
+  // [0.125, 0.75] from 2000 resamples with seed 9.
+  absl::StatusOr<PairedDifference> d =
+      PairedBootstrap({1, 0, 1, 1, 0, 1, 0, 1}, {0, 0, 1, 0, 0, 1, 0, 0}, {.seed = 9});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->mean, 0.375);
+  EXPECT_EQ(d->low, 0.125);
+  EXPECT_EQ(d->high, 0.75);
+  EXPECT_EQ(d->verdict, Verdict::kBetter);
+}
+
+TEST(MeanBootstrapTest, TheIntervalOfOneCandidatesMean) {
+  absl::StatusOr<MeanInterval> m = MeanBootstrap({1, 0, 1, 1, 0, 1, 0, 1}, {.seed = 9});
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->n, 8);
+  EXPECT_EQ(m->mean, 0.625);
+  // The Python reference's values ("scores").
+  EXPECT_EQ(m->low, 0.25);
+  EXPECT_EQ(m->high, 0.875);
+  // The same resamples as the paired bootstrap of x against zeros.
+  absl::StatusOr<PairedDifference> d =
+      PairedBootstrap({1, 0, 1, 1, 0, 1, 0, 1}, std::vector<double>(8, 0.0), {.seed = 9});
+  EXPECT_EQ(d->low, m->low);
+  EXPECT_EQ(d->high, m->high);
+  // One example: every resample is that example.
+  m = MeanBootstrap({-1.25}, {.iterations = 10});
+  EXPECT_EQ(m->low, -1.25);
+  EXPECT_EQ(m->high, -1.25);
+}
+
+TEST(MeanBootstrapTest, BadInputsAreRefused) {
+  EXPECT_THAT(MeanBootstrap({}, {}), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("mean bootstrap: no examples")));
+  EXPECT_THAT(MeanBootstrap({1, INFINITY}, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("example 1")));
+  EXPECT_THAT(MeanBootstrap({1}, {.confidence = 0.0}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("confidence")));
+  EXPECT_THAT(MeanBootstrap({1}, {.iterations = -3}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("iterations")));
 }
 
 TEST(RankWithTiesTest, OnlySignificantDifferencesSeparateRanks) {
