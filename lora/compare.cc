@@ -1,0 +1,810 @@
+#include "lora/compare.h"
+
+#include <sys/resource.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <yaml-cpp/yaml.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "lora/adapter.h"
+#include "lora/peft_format.h"
+#include "runtime/data/heldout.h"
+#include "runtime/eval/judge.h"
+#include "runtime/eval/metrics.h"
+#include "runtime/eval/stats.h"
+#include "runtime/model/config.h"
+#include "runtime/model/generation.h"
+#include "runtime/model/model.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/train/config_yaml.h"
+#include "runtime/train/generate.h"
+#include "runtime/util/env.h"
+#include "runtime/util/status_macros.h"
+#include "runtime/util/torch_status.h"
+
+namespace fjord::lora {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+namespace cy = train::config_yaml;
+
+const std::vector<std::string>& ComparisonMetrics() {
+  static const std::vector<std::string>* names = [] {
+    auto* v = new std::vector<std::string>{"loss", "perplexity", "token_accuracy"};
+    for (const std::string& m : eval::AnswerMetricNames()) v->push_back(m);
+    return v;
+  }();
+  return *names;
+}
+
+// ---- the job file ---------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kEvaluationKeys =
+    "model, candidates, datasets, metrics, chat_template, max_new_tokens, batch_size, samples, "
+    "bootstrap, seed, device, judge, output_dir, job_id";
+
+bool IsReplyMetric(const std::string& m) {
+  return m != "loss" && m != "perplexity" && m != "token_accuracy";
+}
+
+absl::Status ReadInt(const YAML::Node& n, const std::string& where, int64_t lo, int64_t hi,
+                     int64_t* out) {
+  FJORD_RETURN_IF_ERROR(cy::ReadScalar(n, where, "an integer", out));
+  if (*out < lo || *out > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", *out, " is out of range [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+// A list of mappings with the given keys (strings); `required` must be there.
+absl::Status ReadEntries(const YAML::Node& list, absl::string_view name, const std::string& field,
+                         const std::vector<std::string>& keys, const std::string& required,
+                         std::vector<std::map<std::string, std::string>>* out) {
+  const std::string where = cy::Where(name, list, field);
+  if (!list.IsSequence() || list.size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expected a non-empty list"));
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node e = list[i];
+    const std::string item = absl::StrCat(field, "[", i, "]");
+    if (!e.IsMap()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(cy::Where(name, e, item), ": expected a mapping"));
+    }
+    std::map<std::string, std::string> m;
+    for (auto it = e.begin(); it != e.end(); ++it) {
+      const std::string key = it->first.as<std::string>("");
+      bool known = false;
+      for (const std::string& k : keys) known = known || k == key;
+      const std::string w = cy::Where(name, it->second, absl::StrCat(item, ".", key));
+      if (!known) {
+        std::string list_keys;
+        for (const std::string& k : keys) absl::StrAppend(&list_keys, list_keys.empty() ? "" : ", ", k);
+        return absl::InvalidArgumentError(
+            absl::StrCat(w, ": unknown key (known: ", list_keys, ")"));
+      }
+      std::string v;
+      FJORD_RETURN_IF_ERROR(cy::ReadScalar(it->second, w, "a string", &v));
+      m[key] = v;
+    }
+    if (m[required].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(cy::Where(name, e, item), ": '", required,
+                                                     "' is required"));
+    }
+    out->push_back(std::move(m));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool IsEvaluationYaml(absl::string_view yaml) {
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml));
+    return root.IsMap() && root["evaluation"].IsDefined();
+  } catch (const YAML::Exception&) {
+    return false;
+  }
+}
+
+absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
+                                                       absl::string_view name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+  if (!root.IsMap() || root.size() != 1 || !root["evaluation"].IsMap()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": an evaluation job file is one mapping 'evaluation:' of ",
+                     kEvaluationKeys));
+  }
+  const YAML::Node ev = root["evaluation"];
+  EvaluationConfig c;
+  try {
+    for (auto it = ev.begin(); it != ev.end(); ++it) {
+      const std::string key = it->first.as<std::string>("");
+      const YAML::Node v = it->second;
+      const std::string field = absl::StrCat("evaluation.", key);
+      const std::string where = cy::Where(name, v, field);
+      if (key == "model" || key == "chat_template" || key == "device" || key == "judge" ||
+          key == "output_dir" || key == "job_id") {
+        std::string s;
+        FJORD_RETURN_IF_ERROR(cy::ReadScalar(v, where, "a string", &s));
+        if (key == "model") c.model = s;
+        if (key == "chat_template") c.chat_template = s;
+        if (key == "device") {
+          if (s != "auto" && s != "cpu" && s != "cuda") {
+            return absl::InvalidArgumentError(
+                absl::StrCat(where, ": '", s, "' is not one of auto, cpu, cuda"));
+          }
+          c.device = s;
+        }
+        if (key == "judge") c.judge = s;
+        if (key == "output_dir") c.output_dir = s;
+        if (key == "job_id") c.job_id = s;
+      } else if (key == "max_new_tokens") {
+        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 1, 4096, &c.max_new_tokens));
+      } else if (key == "batch_size") {
+        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 1, 256, &c.batch_size));
+      } else if (key == "samples") {
+        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 0, 100, &c.samples));
+      } else if (key == "bootstrap") {
+        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 100, 100000, &c.bootstrap));
+      } else if (key == "seed") {
+        int64_t s = 0;
+        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 0, INT64_MAX, &s));
+        c.seed = static_cast<uint64_t>(s);
+      } else if (key == "metrics") {
+        if (!v.IsSequence()) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": expected a list of metrics"));
+        }
+        for (size_t i = 0; i < v.size(); ++i) {
+          std::string m;
+          const std::string w = cy::Where(name, v[i], absl::StrCat(field, "[", i, "]"));
+          FJORD_RETURN_IF_ERROR(cy::ReadScalar(v[i], w, "a string", &m));
+          bool known = false;
+          for (const std::string& k : ComparisonMetrics()) known = known || k == m;
+          if (!known) {
+            std::string all;
+            for (const std::string& k : ComparisonMetrics())
+              absl::StrAppend(&all, all.empty() ? "" : ", ", k);
+            return absl::InvalidArgumentError(
+                absl::StrCat(w, ": unknown metric '", m, "' (known: ", all, ")"));
+          }
+          c.metrics.push_back(m);
+        }
+      } else if (key == "candidates") {
+        std::vector<std::map<std::string, std::string>> entries;
+        FJORD_RETURN_IF_ERROR(ReadEntries(
+            v, name, field, {"name", "adapter", "adapter_config", "adapter_model"}, "name",
+            &entries));
+        std::set<std::string> seen;
+        for (size_t i = 0; i < entries.size(); ++i) {
+          auto& e = entries[i];
+          const std::string w = cy::Where(name, v[i], absl::StrCat(field, "[", i, "]"));
+          if (!seen.insert(e["name"]).second) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(w, ": candidate name '", e["name"], "' appears twice"));
+          }
+          if (e["adapter_config"].empty() != e["adapter_model"].empty() ||
+              (!e["adapter"].empty() && !e["adapter_config"].empty())) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                w, ": an adapter is a directory (adapter) or its two files (adapter_config and "
+                   "adapter_model)"));
+          }
+          c.candidates.push_back(
+              {e["name"], e["adapter"], e["adapter_config"], e["adapter_model"]});
+        }
+      } else if (key == "datasets") {
+        std::vector<std::map<std::string, std::string>> entries;
+        FJORD_RETURN_IF_ERROR(ReadEntries(v, name, field, {"name", "path"}, "path", &entries));
+        for (auto& e : entries) c.datasets.push_back({e["name"], e["path"]});
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": unknown key (known: ", kEvaluationKeys, ")"));
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ":", e.mark.line + 1, ": ", e.msg));
+  }
+  for (const auto& [field, missing] :
+       {std::pair<const char*, bool>{"model", c.model.empty()},
+        {"candidates", c.candidates.empty()},
+        {"datasets", c.datasets.empty()}}) {
+    if (missing) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": field 'evaluation.", field, "' is required"));
+    }
+  }
+  return c;
+}
+
+absl::StatusOr<EvaluationConfig> LoadEvaluationConfig(const std::string& path) {
+  FJORD_ASSIGN_OR_RETURN(std::string text, Env::Default()->ReadFileToString(path));
+  return ParseEvaluationConfig(text, path);
+}
+
+std::string EvaluationConfigToYaml(const EvaluationConfig& c) {
+  YAML::Emitter out;
+  out << YAML::BeginMap << YAML::Key << "evaluation" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "model" << YAML::Value << YAML::DoubleQuoted << c.model;
+  out << YAML::Key << "candidates" << YAML::Value << YAML::BeginSeq;
+  for (const EvaluationConfig::Candidate& k : c.candidates) {
+    out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << k.name;
+    if (!k.adapter.empty())
+      out << YAML::Key << "adapter" << YAML::Value << YAML::DoubleQuoted << k.adapter;
+    if (!k.adapter_config.empty()) {
+      out << YAML::Key << "adapter_config" << YAML::Value << YAML::DoubleQuoted
+          << k.adapter_config;
+      out << YAML::Key << "adapter_model" << YAML::Value << YAML::DoubleQuoted << k.adapter_model;
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::Key << "datasets" << YAML::Value << YAML::BeginSeq;
+  for (const EvaluationConfig::Dataset& d : c.datasets) {
+    out << YAML::BeginMap;
+    if (!d.name.empty())
+      out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << d.name;
+    out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << d.path << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  if (!c.metrics.empty()) {
+    out << YAML::Key << "metrics" << YAML::Value << YAML::Flow << c.metrics;
+  }
+  out << YAML::Key << "chat_template" << YAML::Value << YAML::DoubleQuoted << c.chat_template;
+  out << YAML::Key << "max_new_tokens" << YAML::Value << c.max_new_tokens;
+  out << YAML::Key << "batch_size" << YAML::Value << c.batch_size;
+  out << YAML::Key << "samples" << YAML::Value << c.samples;
+  out << YAML::Key << "bootstrap" << YAML::Value << c.bootstrap;
+  out << YAML::Key << "seed" << YAML::Value << c.seed;
+  out << YAML::Key << "device" << YAML::Value << c.device;
+  if (!c.judge.empty()) out << YAML::Key << "judge" << YAML::Value << YAML::DoubleQuoted << c.judge;
+  if (!c.output_dir.empty())
+    out << YAML::Key << "output_dir" << YAML::Value << YAML::DoubleQuoted << c.output_dir;
+  if (!c.job_id.empty())
+    out << YAML::Key << "job_id" << YAML::Value << YAML::DoubleQuoted << c.job_id;
+  out << YAML::EndMap << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+// ---- validation -------------------------------------------------------------------
+
+json ValidateEvaluation(const EvaluationConfig& c) {
+  json out = {{"valid", true}};
+  json datasets = json::array();
+  for (const EvaluationConfig::Dataset& d : c.datasets) {
+    absl::StatusOr<data::HeldoutReport> r = data::ValidateHeldoutJsonl(d.path);
+    json e = {{"name", d.name.empty() ? d.path : d.name}};
+    if (!r.ok()) {
+      out["valid"] = false;
+      e["error"] = std::string(r.status().message());
+    } else {
+      json rj = json::parse(r->ToJson());
+      for (auto it = rj.begin(); it != rj.end(); ++it) e[it.key()] = it.value();
+      if (!r->ok()) out["valid"] = false;
+      if (r->ok() && r->questions == 0) {
+        out["valid"] = false;
+        e["error"] = absl::StrCat(d.path, ": no questions");
+      }
+    }
+    datasets.push_back(e);
+  }
+  out["datasets"] = datasets;
+  // The first problem elsewhere, in the order a run would meet it.
+  absl::Status other = [&]() -> absl::Status {
+    for (const std::string& dir : {c.model, c.judge}) {
+      if (dir.empty()) continue;
+      FJORD_RETURN_IF_ERROR(model::ModelConfig::FromFile(dir + "/config.json").status());
+      FJORD_ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                             tokenizer::Tokenizer::FromFile(dir + "/tokenizer.json"));
+      FJORD_RETURN_IF_ERROR(
+          train::ChatPromptIds(*tok, dir == c.model ? c.chat_template : "auto", "ping", dir)
+              .status());
+    }
+    for (const EvaluationConfig::Candidate& k : c.candidates) {
+      const std::string config_path =
+          k.adapter.empty() ? k.adapter_config : k.adapter + "/adapter_config.json";
+      if (config_path.empty()) continue;
+      FJORD_ASSIGN_OR_RETURN(std::string text, Env::Default()->ReadFileToString(config_path));
+      absl::Status s = ParseAdapterConfig(text, config_path).status();
+      if (!s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("candidate '", k.name, "': ", s.message()));
+      }
+      const std::string weights =
+          k.adapter.empty() ? k.adapter_model : k.adapter + "/adapter_model.safetensors";
+      if (!Env::Default()->FileExists(weights)) {
+        return absl::NotFoundError(
+            absl::StrCat("candidate '", k.name, "': no adapter weights at ", weights));
+      }
+    }
+    return absl::OkStatus();
+  }();
+  if (!other.ok()) {
+    out["valid"] = false;
+    out["error"] = std::string(other.message());
+  }
+  return out;
+}
+
+// ---- running ------------------------------------------------------------------------
+
+namespace {
+
+// One candidate's scores on one dataset: one per example for each metric,
+// plus totals.
+struct Scores {
+  std::map<std::string, std::vector<double>> per_example;  // metric -> scores
+  std::vector<std::string> replies;
+  double answer_tokens = 0, nll_sum = 0;
+  double loss_s = 0, gen_s = 0, new_tokens = 0;
+  int64_t peak_rss = 0;
+};
+
+// A dataset, read and tokenized once for every candidate.
+struct Prepared {
+  std::string name;
+  std::vector<data::HeldoutQuestion> questions;
+  std::vector<std::vector<int32_t>> prompts, answers;
+};
+
+int64_t PeakRss() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+double Since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double Mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+absl::Status Stopped(const EvaluationOptions& o) {
+  if (o.stop_requested != nullptr && o.stop_requested->load()) {
+    return absl::AbortedError("stopped");
+  }
+  return absl::OkStatus();
+}
+
+// Greedy replies to `prompts`, batched (left-padded, one KV cache per batch).
+absl::StatusOr<std::vector<std::string>> Replies(model::CausalLM& lm,
+                                                 const tokenizer::Tokenizer& tok,
+                                                 const std::vector<std::vector<int32_t>>& prompts,
+                                                 int64_t max_new, int64_t batch,
+                                                 const EvaluationOptions& o,
+                                                 double* new_tokens) {
+  model::GenerationOptions opt;
+  opt.max_new_tokens = max_new;
+  opt.stop_ids = train::EndOfTurnIds(tok);
+  std::vector<std::string> out;
+  for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(batch)) {
+    FJORD_RETURN_IF_ERROR(Stopped(o));
+    const size_t end = std::min(prompts.size(), start + static_cast<size_t>(batch));
+    std::vector<std::vector<int32_t>> chunk(prompts.begin() + start, prompts.begin() + end);
+    FJORD_ASSIGN_OR_RETURN(std::vector<model::Generated> gen, model::Generate(lm, chunk, opt));
+    for (const model::Generated& g : gen) {
+      out.push_back(tok.Decode(g.ids, /*skip_special_tokens=*/true));
+      if (new_tokens != nullptr) *new_tokens += static_cast<double>(g.ids.size());
+    }
+  }
+  return out;
+}
+
+// The loss pass and the replies of the model as it stands (base, or with an
+// adapter injected) on one dataset.
+absl::Status Score(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const Prepared& d,
+                   const EvaluationConfig& c, bool replies, const EvaluationOptions& o,
+                   Scores& r) {
+  lm.eval();
+  // Teacher-forced answers: [prompt, answer] per example, one at a time.
+  auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < d.questions.size(); ++i) {
+    if (i % 8 == 0) FJORD_RETURN_IF_ERROR(Stopped(o));
+    FJORD_RETURN_IF_ERROR(TorchCall("answer loss", [&]() {
+      torch::NoGradGuard no_grad;
+      std::vector<int64_t> ids(d.prompts[i].begin(), d.prompts[i].end());
+      ids.insert(ids.end(), d.answers[i].begin(), d.answers[i].end());
+      const int64_t t = static_cast<int64_t>(ids.size()),
+                    p = static_cast<int64_t>(d.prompts[i].size());
+      const int64_t a = t - p;
+      torch::Tensor x = torch::tensor(ids, torch::kInt64).view({1, t});
+      torch::Tensor pos = torch::arange(t, torch::kInt64).view({1, t});
+      // Positions p-1 .. t-2 predict the answer's tokens.
+      torch::Tensor logits =
+          lm.Logits(lm.Hidden(x.to(lm.device()), pos.to(lm.device()), torch::Tensor())
+                        .narrow(1, p - 1, a))
+              .squeeze(0)
+              .to(torch::kCPU, torch::kFloat32);  // (A, V)
+      torch::Tensor target = x.narrow(1, p, a).squeeze(0);
+      torch::Tensor nll = torch::nll_loss(logits.log_softmax(-1), target, {}, at::Reduction::None);
+      const double sum = nll.sum().item<double>();
+      r.per_example["loss"].push_back(sum / static_cast<double>(a));
+      r.per_example["perplexity"].push_back(std::exp(sum / static_cast<double>(a)));
+      const double right = logits.argmax(-1).eq(target).sum().item<double>();
+      r.per_example["token_accuracy"].push_back(right / static_cast<double>(a));
+      r.nll_sum += sum;
+      r.answer_tokens += static_cast<double>(a);
+    }));
+  }
+  r.loss_s = Since(t0);
+  if (replies) {
+    t0 = std::chrono::steady_clock::now();
+    FJORD_ASSIGN_OR_RETURN(r.replies, Replies(lm, tok, d.prompts, c.max_new_tokens, c.batch_size,
+                                              o, &r.new_tokens));
+    r.gen_s = Since(t0);
+    for (size_t i = 0; i < d.questions.size(); ++i) {
+      for (const std::string& m : eval::AnswerMetricNames()) {
+        FJORD_ASSIGN_OR_RETURN(double s, eval::Score(m, r.replies[i], d.questions[i].answer));
+        r.per_example[m].push_back(s);
+      }
+    }
+  }
+  r.peak_rss = PeakRss();
+  return absl::OkStatus();
+}
+
+torch::Device DeviceFor(const std::string& device) {
+  const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
+  return cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+}
+
+// <output_dir>/adapters/<name>/ holding copies of an uploaded adapter's two
+// files (LoraAdapter reads a directory).
+absl::StatusOr<std::string> MaterializeAdapter(const EvaluationConfig& c,
+                                               const EvaluationConfig::Candidate& k) {
+  if (!k.adapter.empty() || k.adapter_config.empty()) return k.adapter;
+  if (c.output_dir.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "candidate '", k.name, "': an adapter given as two files needs an output directory"));
+  }
+  Env* env = Env::Default();
+  const std::string dir = absl::StrCat(c.output_dir, "/adapters/", k.name);
+  FJORD_RETURN_IF_ERROR(env->CreateDirs(dir));
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{k.adapter_config,
+                                                                     "adapter_config.json"},
+                                 {k.adapter_model, "adapter_model.safetensors"}}) {
+    FJORD_ASSIGN_OR_RETURN(std::string bytes, env->ReadFileToString(from));
+    FJORD_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/" + to, bytes));
+  }
+  return dir;
+}
+
+// The report of one dataset (docs/comparison.md, "fjord.compare/1").
+absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prepared& d,
+                                           const std::vector<std::string>& metrics,
+                                           const std::vector<std::string>& names,
+                                           const std::vector<std::string>& adapters,
+                                           const std::vector<Scores>& scores, bool replies,
+                                           const ordered_json& judge) {
+  const double confidence = 0.95;
+  ordered_json report;
+  report["schema"] = "fjord.compare/1";
+  report["model"] = c.model;
+  report["data"] = d.name;
+  report["examples"] = d.questions.size();
+  report["chat_template"] = c.chat_template;
+  report["bootstrap"] = {
+      {"iterations", c.bootstrap}, {"confidence", confidence}, {"seed", c.seed}};
+  report["metrics"] = metrics;
+  ordered_json candidates = ordered_json::array();
+  for (size_t k = 0; k < scores.size(); ++k) {
+    const Scores& r = scores[k];
+    ordered_json cand;
+    cand["name"] = names[k];
+    cand["adapter"] = adapters[k].empty() ? ordered_json(nullptr) : ordered_json(adapters[k]);
+    ordered_json m, intervals;
+    for (const std::string& name : metrics) {
+      // Perplexity: over all answer tokens together (the per-example values
+      // are compared in pairs and give the interval).
+      m[name] = name == "perplexity" ? std::exp(r.nll_sum / r.answer_tokens)
+                                     : Mean(r.per_example.at(name));
+      eval::BootstrapOptions opt;
+      opt.iterations = static_cast<int>(c.bootstrap);
+      opt.confidence = confidence;
+      opt.seed = c.seed;
+      FJORD_ASSIGN_OR_RETURN(eval::MeanInterval in,
+                             eval::MeanBootstrap(r.per_example.at(name), opt));
+      intervals[name] = {{"low", in.low}, {"high", in.high}};
+    }
+    cand["metrics"] = m;
+    cand["intervals"] = intervals;
+    ordered_json speed = {{"loss_tokens_per_s", r.answer_tokens / std::max(1e-9, r.loss_s)}};
+    if (replies) {
+      speed["generated_tokens_per_s"] = r.new_tokens / std::max(1e-9, r.gen_s);
+      speed["generated_tokens"] = r.new_tokens;
+    }
+    cand["speed"] = speed;
+    cand["peak_rss_bytes"] = r.peak_rss;
+    candidates.push_back(cand);
+  }
+  report["candidates"] = candidates;
+  ordered_json pairs = ordered_json::array();
+  ordered_json ranking;
+  for (const std::string& metric : metrics) {
+    const bool higher = metric != "loss" && metric != "perplexity";
+    const size_t k = scores.size();
+    std::vector<std::vector<bool>> better(k, std::vector<bool>(k, false));
+    for (size_t i = 0; i < k; ++i) {
+      for (size_t j = i + 1; j < k; ++j) {
+        eval::BootstrapOptions opt;
+        opt.iterations = static_cast<int>(c.bootstrap);
+        opt.confidence = confidence;
+        opt.seed = c.seed;
+        opt.higher_is_better = higher;
+        FJORD_ASSIGN_OR_RETURN(eval::PairedDifference diff,
+                               eval::PairedBootstrap(scores[i].per_example.at(metric),
+                                                     scores[j].per_example.at(metric), opt));
+        better[i][j] = diff.verdict == eval::Verdict::kBetter;
+        better[j][i] = diff.verdict == eval::Verdict::kWorse;
+        pairs.push_back({{"metric", metric},
+                         {"a", names[i]},
+                         {"b", names[j]},
+                         {"mean_difference", diff.mean},
+                         {"low", diff.low},
+                         {"high", diff.high},
+                         {"verdict", eval::VerdictName(diff.verdict)}});
+      }
+    }
+    const std::vector<int> ranks = eval::RankWithTies(better);
+    ordered_json rows = ordered_json::array();
+    for (size_t i = 0; i < k; ++i) {
+      rows.push_back({{"name", names[i]},
+                      {"rank", ranks[i]},
+                      {"mean", candidates[i]["metrics"][metric]}});
+    }
+    ranking[metric] = rows;
+  }
+  report["pairs"] = pairs;
+  report["ranking"] = ranking;
+  ordered_json samples = ordered_json::array();
+  for (size_t i = 0; replies && i < d.questions.size() && static_cast<int64_t>(i) < c.samples;
+       ++i) {
+    ordered_json rs;
+    for (size_t k = 0; k < scores.size(); ++k) rs[names[k]] = scores[k].replies[i];
+    samples.push_back({{"line", d.questions[i].line},
+                       {"prompt", d.questions[i].prompt},
+                       {"answer", d.questions[i].answer},
+                       {"replies", rs}});
+  }
+  report["samples"] = samples;
+  if (!judge.is_null()) report["judge"] = judge;
+  return report;
+}
+
+// Every pair of candidates judged on every dataset by the judge model (in
+// both orders: eval::JudgePair), the answers given as references. One
+// "judge" object per dataset.
+absl::StatusOr<std::vector<ordered_json>> JudgeAll(
+    const EvaluationConfig& c, const std::vector<Prepared>& datasets,
+    const std::vector<std::string>& names, const std::vector<std::vector<Scores>>& scores,
+    torch::Dtype dtype, torch::Device device, const EvaluationOptions& o,
+    EvaluationProgress& progress) {
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                         tokenizer::Tokenizer::FromFile(c.judge + "/tokenizer.json"));
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLM> judge,
+                         model::CausalLM::FromPretrained(c.judge, dtype, device));
+  judge->eval();
+  // A verdict is one token ("1" or "2"); a few more let a chatty judge's
+  // "Reply 1" through.
+  constexpr int64_t kJudgeNewTokens = 8;
+  const eval::JudgeFn fn = [&](const std::vector<std::string>& prompts)
+      -> absl::StatusOr<std::vector<std::string>> {
+    std::vector<std::vector<int32_t>> ids;
+    for (const std::string& p : prompts) {
+      FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> one,
+                             train::ChatPromptIds(*tok, "auto", p, c.judge));
+      ids.push_back(std::move(one));
+    }
+    return Replies(*judge, *tok, ids, kJudgeNewTokens, c.batch_size, o, nullptr);
+  };
+  std::vector<ordered_json> out;
+  for (size_t d = 0; d < datasets.size(); ++d) {
+    std::vector<std::string> questions, references;
+    for (const data::HeldoutQuestion& q : datasets[d].questions) {
+      questions.push_back(q.prompt);
+      references.push_back(q.answer);
+    }
+    ordered_json pairs = ordered_json::array();
+    for (size_t i = 0; i < names.size(); ++i) {
+      for (size_t j = i + 1; j < names.size(); ++j) {
+        eval::BootstrapOptions opt;
+        opt.iterations = static_cast<int>(c.bootstrap);
+        opt.seed = c.seed;
+        FJORD_ASSIGN_OR_RETURN(eval::PairJudgement pj,
+                               eval::JudgePair(questions, references, scores[d][i].replies,
+                                               scores[d][j].replies, fn, opt));
+        pairs.push_back({{"a", names[i]},
+                         {"b", names[j]},
+                         {"examples", pj.examples},
+                         {"wins_a", pj.wins_a},
+                         {"wins_b", pj.wins_b},
+                         {"ties", pj.ties},
+                         {"identical", pj.identical},
+                         {"unparseable", pj.unparseable},
+                         {"agreement", pj.agreement},
+                         {"win_rate_a",
+                          {{"mean", pj.win_rate_a.mean},
+                           {"low", pj.win_rate_a.low},
+                           {"high", pj.win_rate_a.high}}},
+                         {"verdict", eval::VerdictName(pj.verdict)}});
+        ++progress.done;
+        progress.message = absl::StrFormat(
+            "judge on %s: %s %lld wins, %s %lld wins, %lld ties (agreement %.2f)",
+            datasets[d].name, names[i], static_cast<long long>(pj.wins_a), names[j],
+            static_cast<long long>(pj.wins_b), static_cast<long long>(pj.ties), pj.agreement);
+        if (o.on_progress) o.on_progress(progress);
+      }
+    }
+    out.push_back({{"model", c.judge},
+                   {"prompt", eval::JudgePrompt("{question}", "{reply 1}", "{reply 2}",
+                                                "{reference answer}")},
+                   {"pairs", pairs}});
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& c,
+                                                        const EvaluationOptions& o) {
+  std::vector<std::string> metrics;
+  for (const std::string& m : ComparisonMetrics()) {
+    bool wanted = c.metrics.empty();
+    for (const std::string& w : c.metrics) wanted = wanted || w == m;
+    if (wanted) metrics.push_back(m);
+  }
+  bool replies = c.samples > 0 || !c.judge.empty();
+  for (const std::string& m : metrics) replies = replies || IsReplyMetric(m);
+
+  FJORD_ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                         tokenizer::Tokenizer::FromFile(c.model + "/tokenizer.json"));
+  std::vector<Prepared> datasets;
+  for (const EvaluationConfig::Dataset& ds : c.datasets) {
+    FJORD_ASSIGN_OR_RETURN(data::HeldoutSet set, data::LoadHeldoutJsonl(ds.path));
+    if (set.questions.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(ds.path, ": no questions"));
+    }
+    Prepared p;
+    p.name = ds.name.empty() ? ds.path : ds.name;
+    for (const data::HeldoutQuestion& q : set.questions) {
+      FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                             train::ChatPromptIds(*tok, c.chat_template, q.prompt, c.model));
+      std::vector<int32_t> answer = tok->Encode(q.answer);
+      if (prompt.empty() || answer.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(ds.path, ": line ", q.line, ": field '",
+                                                       prompt.empty() ? "prompt" : "answer",
+                                                       "' renders to no tokens"));
+      }
+      p.prompts.push_back(std::move(prompt));
+      p.answers.push_back(std::move(answer));
+    }
+    p.questions = std::move(set.questions);
+    datasets.push_back(std::move(p));
+  }
+  const torch::Device device = DeviceFor(c.device);
+  const torch::Dtype dtype = device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLM> lm,
+                         model::CausalLM::FromPretrained(c.model, dtype, device));
+
+  const size_t nc = c.candidates.size(), nd = datasets.size();
+  EvaluationProgress progress;
+  progress.total = static_cast<int64_t>(nc * nd);
+  if (!c.judge.empty()) progress.total += static_cast<int64_t>(nd * nc * (nc - 1) / 2);
+  // scores[dataset][candidate]
+  std::vector<std::vector<Scores>> scores(nd, std::vector<Scores>(nc));
+  std::vector<std::string> names, adapters;
+  for (size_t k = 0; k < nc; ++k) {
+    const EvaluationConfig::Candidate& cand = c.candidates[k];
+    names.push_back(cand.name);
+    FJORD_ASSIGN_OR_RETURN(std::string dir, MaterializeAdapter(c, cand));
+    adapters.push_back(dir);
+    std::unique_ptr<LoraAdapter> adapter;
+    if (!dir.empty()) {
+      absl::StatusOr<std::unique_ptr<LoraAdapter>> loaded = LoraAdapter::FromPretrained(*lm, dir);
+      if (!loaded.ok()) {
+        return absl::Status(loaded.status().code(), absl::StrCat("candidate '", cand.name, "': ",
+                                                                 loaded.status().message()));
+      }
+      adapter = *std::move(loaded);
+    }
+    for (size_t d = 0; d < nd; ++d) {
+      FJORD_RETURN_IF_ERROR(Score(*lm, *tok, datasets[d], c, replies, o, scores[d][k]));
+      ++progress.done;
+      const Scores& s = scores[d][k];
+      progress.message = absl::StrFormat("%s on %s: loss %.4f", cand.name, datasets[d].name,
+                                         Mean(s.per_example.at("loss")));
+      if (replies) {
+        absl::StrAppendFormat(&progress.message, ", contains %.3f",
+                              Mean(s.per_example.at("contains")));
+      }
+      if (o.on_progress) o.on_progress(progress);
+    }
+    if (adapter) adapter->Detach();  // the base again, for the next candidate
+  }
+  // The judge, after the candidates (their base is released first).
+  std::vector<ordered_json> judged(nd);
+  if (!c.judge.empty()) {
+    lm.reset();
+    FJORD_ASSIGN_OR_RETURN(
+        judged, JudgeAll(c, datasets, names, scores, dtype, device, o, progress));
+  }
+  std::vector<ordered_json> reports;
+  for (size_t d = 0; d < nd; ++d) {
+    FJORD_ASSIGN_OR_RETURN(ordered_json r, DatasetReport(c, datasets[d], metrics, names, adapters,
+                                                         scores[d], replies, judged[d]));
+    reports.push_back(std::move(r));
+  }
+  return reports;
+}
+
+ordered_json EvaluationReport(const EvaluationConfig& c, const std::vector<ordered_json>& reports) {
+  ordered_json r;
+  r["schema"] = "fjord.evaluation/1";
+  r["job"] = c.job_id.empty() ? ordered_json(nullptr) : ordered_json(c.job_id);
+  r["model"] = c.model;
+  r["datasets"] = reports;
+  return r;
+}
+
+std::string ComparisonTable(const ordered_json& report) {
+  std::string out = absl::StrCat(report.value("data", std::string()), " (",
+                                 report.value("examples", 0), " examples)\n");
+  std::vector<std::string> metrics;
+  for (const auto& m : report["metrics"]) metrics.push_back(m.get<std::string>());
+  absl::StrAppendFormat(&out, "%-16s", "candidate");
+  for (const std::string& m : metrics) absl::StrAppendFormat(&out, " %12.12s", m);
+  out += "\n";
+  for (const auto& cand : report["candidates"]) {
+    absl::StrAppendFormat(&out, "%-16.16s", cand["name"].get<std::string>());
+    for (const std::string& m : metrics)
+      absl::StrAppendFormat(&out, " %12.4f", cand["metrics"][m].get<double>());
+    out += "\n";
+  }
+  for (const auto& p : report["pairs"]) {
+    if (p["verdict"] == "tie") continue;
+    absl::StrAppendFormat(&out, "%s: %s %s than %s (%.4f, 95%% interval [%.4f, %.4f])\n",
+                          p["metric"].get<std::string>(), p["a"].get<std::string>(),
+                          p["verdict"].get<std::string>(), p["b"].get<std::string>(),
+                          p["mean_difference"].get<double>(), p["low"].get<double>(),
+                          p["high"].get<double>());
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> RenderReport(const ordered_json& report) {
+  (void)report;
+  return absl::UnimplementedError("MERGE-HTML: the HTML renderer lands with branch html");
+}
+
+absl::Status WriteEvaluationReport(const std::string& output_dir, const ordered_json& report) {
+  Env* env = Env::Default();
+  const std::string dir = output_dir + "/report";
+  FJORD_RETURN_IF_ERROR(env->CreateDirs(dir));
+  return env->WriteFileAtomic(dir + "/report.json", report.dump(2) + "\n");
+}
+
+}  // namespace fjord::lora
