@@ -4,7 +4,6 @@
 #include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
-#include <yaml-cpp/yaml.h>
 
 #include <chrono>
 #include <cmath>
@@ -29,7 +28,6 @@
 #include "runtime/model/generation.h"
 #include "runtime/model/model.h"
 #include "runtime/tokenizer/tokenizer.h"
-#include "runtime/train/config_yaml.h"
 #include "runtime/train/generate.h"
 #include "runtime/util/env.h"
 #include "runtime/util/status_macros.h"
@@ -39,253 +37,6 @@ namespace fjord::lora {
 
 using nlohmann::json;
 using nlohmann::ordered_json;
-namespace cy = train::config_yaml;
-
-const std::vector<std::string>& ComparisonMetrics() {
-  static const std::vector<std::string>* names = [] {
-    auto* v = new std::vector<std::string>{"loss", "perplexity", "token_accuracy"};
-    for (const std::string& m : eval::AnswerMetricNames()) v->push_back(m);
-    return v;
-  }();
-  return *names;
-}
-
-// ---- the job file ---------------------------------------------------------------
-
-namespace {
-
-constexpr const char* kEvaluationKeys =
-    "model, candidates, datasets, metrics, chat_template, max_new_tokens, batch_size, samples, "
-    "bootstrap, seed, device, judge, output_dir, job_id";
-
-bool IsReplyMetric(const std::string& m) {
-  return m != "loss" && m != "perplexity" && m != "token_accuracy";
-}
-
-absl::Status ReadInt(const YAML::Node& n, const std::string& where, int64_t lo, int64_t hi,
-                     int64_t* out) {
-  FJORD_RETURN_IF_ERROR(cy::ReadScalar(n, where, "an integer", out));
-  if (*out < lo || *out > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": ", *out, " is out of range [", lo, ", ", hi, "]"));
-  }
-  return absl::OkStatus();
-}
-
-// A list of mappings with the given keys (strings); `required` must be there.
-absl::Status ReadEntries(const YAML::Node& list, absl::string_view name, const std::string& field,
-                         const std::vector<std::string>& keys, const std::string& required,
-                         std::vector<std::map<std::string, std::string>>* out) {
-  const std::string where = cy::Where(name, list, field);
-  if (!list.IsSequence() || list.size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": expected a non-empty list"));
-  }
-  for (size_t i = 0; i < list.size(); ++i) {
-    const YAML::Node e = list[i];
-    const std::string item = absl::StrCat(field, "[", i, "]");
-    if (!e.IsMap()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(cy::Where(name, e, item), ": expected a mapping"));
-    }
-    std::map<std::string, std::string> m;
-    for (auto it = e.begin(); it != e.end(); ++it) {
-      const std::string key = it->first.as<std::string>("");
-      bool known = false;
-      for (const std::string& k : keys) known = known || k == key;
-      const std::string w = cy::Where(name, it->second, absl::StrCat(item, ".", key));
-      if (!known) {
-        std::string list_keys;
-        for (const std::string& k : keys) absl::StrAppend(&list_keys, list_keys.empty() ? "" : ", ", k);
-        return absl::InvalidArgumentError(
-            absl::StrCat(w, ": unknown key (known: ", list_keys, ")"));
-      }
-      std::string v;
-      FJORD_RETURN_IF_ERROR(cy::ReadScalar(it->second, w, "a string", &v));
-      m[key] = v;
-    }
-    if (m[required].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(cy::Where(name, e, item), ": '", required,
-                                                     "' is required"));
-    }
-    out->push_back(std::move(m));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-bool IsEvaluationYaml(absl::string_view yaml) {
-  try {
-    const YAML::Node root = YAML::Load(std::string(yaml));
-    return root.IsMap() && root["evaluation"].IsDefined();
-  } catch (const YAML::Exception&) {
-    return false;
-  }
-}
-
-absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
-                                                       absl::string_view name) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(yaml));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
-  }
-  if (!root.IsMap() || root.size() != 1 || !root["evaluation"].IsMap()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": an evaluation job file is one mapping 'evaluation:' of ",
-                     kEvaluationKeys));
-  }
-  const YAML::Node ev = root["evaluation"];
-  EvaluationConfig c;
-  try {
-    for (auto it = ev.begin(); it != ev.end(); ++it) {
-      const std::string key = it->first.as<std::string>("");
-      const YAML::Node v = it->second;
-      const std::string field = absl::StrCat("evaluation.", key);
-      const std::string where = cy::Where(name, v, field);
-      if (key == "model" || key == "chat_template" || key == "device" || key == "judge" ||
-          key == "output_dir" || key == "job_id") {
-        std::string s;
-        FJORD_RETURN_IF_ERROR(cy::ReadScalar(v, where, "a string", &s));
-        if (key == "model") c.model = s;
-        if (key == "chat_template") c.chat_template = s;
-        if (key == "device") {
-          if (s != "auto" && s != "cpu" && s != "cuda") {
-            return absl::InvalidArgumentError(
-                absl::StrCat(where, ": '", s, "' is not one of auto, cpu, cuda"));
-          }
-          c.device = s;
-        }
-        if (key == "judge") c.judge = s;
-        if (key == "output_dir") c.output_dir = s;
-        if (key == "job_id") c.job_id = s;
-      } else if (key == "max_new_tokens") {
-        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 1, 4096, &c.max_new_tokens));
-      } else if (key == "batch_size") {
-        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 1, 256, &c.batch_size));
-      } else if (key == "samples") {
-        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 0, 100, &c.samples));
-      } else if (key == "bootstrap") {
-        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 100, 100000, &c.bootstrap));
-      } else if (key == "seed") {
-        int64_t s = 0;
-        FJORD_RETURN_IF_ERROR(ReadInt(v, where, 0, INT64_MAX, &s));
-        c.seed = static_cast<uint64_t>(s);
-      } else if (key == "metrics") {
-        if (!v.IsSequence()) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": expected a list of metrics"));
-        }
-        for (size_t i = 0; i < v.size(); ++i) {
-          std::string m;
-          const std::string w = cy::Where(name, v[i], absl::StrCat(field, "[", i, "]"));
-          FJORD_RETURN_IF_ERROR(cy::ReadScalar(v[i], w, "a string", &m));
-          bool known = false;
-          for (const std::string& k : ComparisonMetrics()) known = known || k == m;
-          if (!known) {
-            std::string all;
-            for (const std::string& k : ComparisonMetrics())
-              absl::StrAppend(&all, all.empty() ? "" : ", ", k);
-            return absl::InvalidArgumentError(
-                absl::StrCat(w, ": unknown metric '", m, "' (known: ", all, ")"));
-          }
-          c.metrics.push_back(m);
-        }
-      } else if (key == "candidates") {
-        std::vector<std::map<std::string, std::string>> entries;
-        FJORD_RETURN_IF_ERROR(ReadEntries(
-            v, name, field, {"name", "adapter", "adapter_config", "adapter_model"}, "name",
-            &entries));
-        std::set<std::string> seen;
-        for (size_t i = 0; i < entries.size(); ++i) {
-          auto& e = entries[i];
-          const std::string w = cy::Where(name, v[i], absl::StrCat(field, "[", i, "]"));
-          if (!seen.insert(e["name"]).second) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(w, ": candidate name '", e["name"], "' appears twice"));
-          }
-          if (e["adapter_config"].empty() != e["adapter_model"].empty() ||
-              (!e["adapter"].empty() && !e["adapter_config"].empty())) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                w, ": an adapter is a directory (adapter) or its two files (adapter_config and "
-                   "adapter_model)"));
-          }
-          c.candidates.push_back(
-              {e["name"], e["adapter"], e["adapter_config"], e["adapter_model"]});
-        }
-      } else if (key == "datasets") {
-        std::vector<std::map<std::string, std::string>> entries;
-        FJORD_RETURN_IF_ERROR(ReadEntries(v, name, field, {"name", "path"}, "path", &entries));
-        for (auto& e : entries) c.datasets.push_back({e["name"], e["path"]});
-      } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": unknown key (known: ", kEvaluationKeys, ")"));
-      }
-    }
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ":", e.mark.line + 1, ": ", e.msg));
-  }
-  for (const auto& [field, missing] :
-       {std::pair<const char*, bool>{"model", c.model.empty()},
-        {"candidates", c.candidates.empty()},
-        {"datasets", c.datasets.empty()}}) {
-    if (missing) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": field 'evaluation.", field, "' is required"));
-    }
-  }
-  return c;
-}
-
-absl::StatusOr<EvaluationConfig> LoadEvaluationConfig(const std::string& path) {
-  FJORD_ASSIGN_OR_RETURN(std::string text, Env::Default()->ReadFileToString(path));
-  return ParseEvaluationConfig(text, path);
-}
-
-std::string EvaluationConfigToYaml(const EvaluationConfig& c) {
-  YAML::Emitter out;
-  out << YAML::BeginMap << YAML::Key << "evaluation" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "model" << YAML::Value << YAML::DoubleQuoted << c.model;
-  out << YAML::Key << "candidates" << YAML::Value << YAML::BeginSeq;
-  for (const EvaluationConfig::Candidate& k : c.candidates) {
-    out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << k.name;
-    if (!k.adapter.empty())
-      out << YAML::Key << "adapter" << YAML::Value << YAML::DoubleQuoted << k.adapter;
-    if (!k.adapter_config.empty()) {
-      out << YAML::Key << "adapter_config" << YAML::Value << YAML::DoubleQuoted
-          << k.adapter_config;
-      out << YAML::Key << "adapter_model" << YAML::Value << YAML::DoubleQuoted << k.adapter_model;
-    }
-    out << YAML::EndMap;
-  }
-  out << YAML::EndSeq;
-  out << YAML::Key << "datasets" << YAML::Value << YAML::BeginSeq;
-  for (const EvaluationConfig::Dataset& d : c.datasets) {
-    out << YAML::BeginMap;
-    if (!d.name.empty())
-      out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << d.name;
-    out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << d.path << YAML::EndMap;
-  }
-  out << YAML::EndSeq;
-  if (!c.metrics.empty()) {
-    out << YAML::Key << "metrics" << YAML::Value << YAML::Flow << c.metrics;
-  }
-  out << YAML::Key << "chat_template" << YAML::Value << YAML::DoubleQuoted << c.chat_template;
-  out << YAML::Key << "max_new_tokens" << YAML::Value << c.max_new_tokens;
-  out << YAML::Key << "batch_size" << YAML::Value << c.batch_size;
-  out << YAML::Key << "samples" << YAML::Value << c.samples;
-  out << YAML::Key << "bootstrap" << YAML::Value << c.bootstrap;
-  out << YAML::Key << "seed" << YAML::Value << c.seed;
-  out << YAML::Key << "device" << YAML::Value << c.device;
-  if (!c.judge.empty()) out << YAML::Key << "judge" << YAML::Value << YAML::DoubleQuoted << c.judge;
-  if (!c.output_dir.empty())
-    out << YAML::Key << "output_dir" << YAML::Value << YAML::DoubleQuoted << c.output_dir;
-  if (!c.job_id.empty())
-    out << YAML::Key << "job_id" << YAML::Value << YAML::DoubleQuoted << c.job_id;
-  out << YAML::EndMap << YAML::EndMap;
-  return std::string(out.c_str()) + "\n";
-}
 
 // ---- validation -------------------------------------------------------------------
 
@@ -350,6 +101,10 @@ json ValidateEvaluation(const EvaluationConfig& c) {
 
 namespace {
 
+bool IsReplyMetric(const std::string& m) {
+  return m != "loss" && m != "perplexity" && m != "token_accuracy";
+}
+
 // One candidate's scores on one dataset: one per example for each metric,
 // plus totals.
 struct Scores {
@@ -395,8 +150,7 @@ absl::StatusOr<std::vector<std::string>> Replies(model::CausalLM& lm,
                                                  const tokenizer::Tokenizer& tok,
                                                  const std::vector<std::vector<int32_t>>& prompts,
                                                  int64_t max_new, int64_t batch,
-                                                 const EvaluationOptions& o,
-                                                 double* new_tokens) {
+                                                 const EvaluationOptions& o, double* new_tokens) {
   model::GenerationOptions opt;
   opt.max_new_tokens = max_new;
   opt.stop_ids = train::EndOfTurnIds(tok);
@@ -417,8 +171,7 @@ absl::StatusOr<std::vector<std::string>> Replies(model::CausalLM& lm,
 // The loss pass and the replies of the model as it stands (base, or with an
 // adapter injected) on one dataset.
 absl::Status Score(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const Prepared& d,
-                   const EvaluationConfig& c, bool replies, const EvaluationOptions& o,
-                   Scores& r) {
+                   const EvaluationConfig& c, bool replies, const EvaluationOptions& o, Scores& r) {
   lm.eval();
   // Teacher-forced answers: [prompt, answer] per example, one at a time.
   auto t0 = std::chrono::steady_clock::now();
@@ -453,8 +206,8 @@ absl::Status Score(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const P
   r.loss_s = Since(t0);
   if (replies) {
     t0 = std::chrono::steady_clock::now();
-    FJORD_ASSIGN_OR_RETURN(r.replies, Replies(lm, tok, d.prompts, c.max_new_tokens, c.batch_size,
-                                              o, &r.new_tokens));
+    FJORD_ASSIGN_OR_RETURN(
+        r.replies, Replies(lm, tok, d.prompts, c.max_new_tokens, c.batch_size, o, &r.new_tokens));
     r.gen_s = Since(t0);
     for (size_t i = 0; i < d.questions.size(); ++i) {
       for (const std::string& m : eval::AnswerMetricNames()) {
@@ -484,9 +237,9 @@ absl::StatusOr<std::string> MaterializeAdapter(const EvaluationConfig& c,
   Env* env = Env::Default();
   const std::string dir = absl::StrCat(c.output_dir, "/adapters/", k.name);
   FJORD_RETURN_IF_ERROR(env->CreateDirs(dir));
-  for (const auto& [from, to] : {std::pair<std::string, std::string>{k.adapter_config,
-                                                                     "adapter_config.json"},
-                                 {k.adapter_model, "adapter_model.safetensors"}}) {
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{k.adapter_config, "adapter_config.json"},
+        {k.adapter_model, "adapter_model.safetensors"}}) {
     FJORD_ASSIGN_OR_RETURN(std::string bytes, env->ReadFileToString(from));
     FJORD_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/" + to, bytes));
   }
@@ -507,8 +260,7 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
   report["data"] = d.name;
   report["examples"] = d.questions.size();
   report["chat_template"] = c.chat_template;
-  report["bootstrap"] = {
-      {"iterations", c.bootstrap}, {"confidence", confidence}, {"seed", c.seed}};
+  report["bootstrap"] = {{"iterations", c.bootstrap}, {"confidence", confidence}, {"seed", c.seed}};
   report["metrics"] = metrics;
   ordered_json candidates = ordered_json::array();
   for (size_t k = 0; k < scores.size(); ++k) {
@@ -572,9 +324,8 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
     const std::vector<int> ranks = eval::RankWithTies(better);
     ordered_json rows = ordered_json::array();
     for (size_t i = 0; i < k; ++i) {
-      rows.push_back({{"name", names[i]},
-                      {"rank", ranks[i]},
-                      {"mean", candidates[i]["metrics"][metric]}});
+      rows.push_back(
+          {{"name", names[i]}, {"rank", ranks[i]}, {"mean", candidates[i]["metrics"][metric]}});
     }
     ranking[metric] = rows;
   }
@@ -598,11 +349,13 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
 // Every pair of candidates judged on every dataset by the judge model (in
 // both orders: eval::JudgePair), the answers given as references. One
 // "judge" object per dataset.
-absl::StatusOr<std::vector<ordered_json>> JudgeAll(
-    const EvaluationConfig& c, const std::vector<Prepared>& datasets,
-    const std::vector<std::string>& names, const std::vector<std::vector<Scores>>& scores,
-    torch::Dtype dtype, torch::Device device, const EvaluationOptions& o,
-    EvaluationProgress& progress) {
+absl::StatusOr<std::vector<ordered_json>> JudgeAll(const EvaluationConfig& c,
+                                                   const std::vector<Prepared>& datasets,
+                                                   const std::vector<std::string>& names,
+                                                   const std::vector<std::vector<Scores>>& scores,
+                                                   torch::Dtype dtype, torch::Device device,
+                                                   const EvaluationOptions& o,
+                                                   EvaluationProgress& progress) {
   FJORD_ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
                          tokenizer::Tokenizer::FromFile(c.judge + "/tokenizer.json"));
   FJORD_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLM> judge,
@@ -611,8 +364,8 @@ absl::StatusOr<std::vector<ordered_json>> JudgeAll(
   // A verdict is one token ("1" or "2"); a few more let a chatty judge's
   // "Reply 1" through.
   constexpr int64_t kJudgeNewTokens = 8;
-  const eval::JudgeFn fn = [&](const std::vector<std::string>& prompts)
-      -> absl::StatusOr<std::vector<std::string>> {
+  const eval::JudgeFn fn =
+      [&](const std::vector<std::string>& prompts) -> absl::StatusOr<std::vector<std::string>> {
     std::vector<std::vector<int32_t>> ids;
     for (const std::string& p : prompts) {
       FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> one,
@@ -653,8 +406,8 @@ absl::StatusOr<std::vector<ordered_json>> JudgeAll(
                          {"verdict", eval::VerdictName(pj.verdict)}});
         ++progress.done;
         progress.message = absl::StrFormat(
-            "judge on %s: %s %lld wins, %s %lld wins, %lld ties (agreement %.2f)",
-            datasets[d].name, names[i], static_cast<long long>(pj.wins_a), names[j],
+            "judge on %s: %s %lld wins, %s %lld wins, %lld ties (agreement %.2f)", datasets[d].name,
+            names[i], static_cast<long long>(pj.wins_a), names[j],
             static_cast<long long>(pj.wins_b), static_cast<long long>(pj.ties), pj.agreement);
         if (o.on_progress) o.on_progress(progress);
       }
@@ -726,8 +479,8 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
     if (!dir.empty()) {
       absl::StatusOr<std::unique_ptr<LoraAdapter>> loaded = LoraAdapter::FromPretrained(*lm, dir);
       if (!loaded.ok()) {
-        return absl::Status(loaded.status().code(), absl::StrCat("candidate '", cand.name, "': ",
-                                                                 loaded.status().message()));
+        return absl::Status(loaded.status().code(), absl::StrCat("candidate '", cand.name,
+                                                                 "': ", loaded.status().message()));
       }
       adapter = *std::move(loaded);
     }
@@ -749,8 +502,8 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
   std::vector<ordered_json> judged(nd);
   if (!c.judge.empty()) {
     lm.reset();
-    FJORD_ASSIGN_OR_RETURN(
-        judged, JudgeAll(c, datasets, names, scores, dtype, device, o, progress));
+    FJORD_ASSIGN_OR_RETURN(judged,
+                           JudgeAll(c, datasets, names, scores, dtype, device, o, progress));
   }
   std::vector<ordered_json> reports;
   for (size_t d = 0; d < nd; ++d) {

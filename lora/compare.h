@@ -33,61 +33,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lora/eval_config.h"
 
 namespace fjord::lora {
-
-struct EvaluationConfig {
-  // The base: config.json, safetensors, tokenizer.json (and its template).
-  std::string model;
-  struct Candidate {
-    std::string name;
-    // "" (with no files below): the base itself; else a PEFT adapter directory.
-    std::string adapter;
-    // Or an adapter given as its two files (uploaded to fjordd): they are
-    // copied into <output_dir>/adapters/<name>/ before use.
-    std::string adapter_config;  // adapter_config.json
-    std::string adapter_model;   // adapter_model.safetensors
-  };
-  std::vector<Candidate> candidates;
-  struct Dataset {
-    std::string name;  // in the report ("data"); the path when empty
-    std::string path;  // JSONL of {"prompt", "answer"} lines (data/heldout.h)
-  };
-  std::vector<Dataset> datasets;
-  // A subset of kComparisonMetrics; empty: all of them.
-  std::vector<std::string> metrics;
-  std::string chat_template = "auto";  // as data.chat_template of a training job
-  int64_t max_new_tokens = 64;         // per reply
-  int64_t batch_size = 8;              // prompts per generation batch
-  int64_t samples = 5;                 // replies shown side by side per dataset
-  int64_t bootstrap = 2000;            // resamples per interval
-  uint64_t seed = 0;                   // the bootstrap's seed
-  // "auto" (CUDA when there is a GPU), "cpu" or "cuda". float32 on CPU,
-  // bfloat16 on CUDA.
-  std::string device = "auto";
-  // A model directory whose model judges every pair's replies; "" = none.
-  std::string judge;
-  // Where a job writes report/report.json and report/report.html (and the
-  // copies of uploaded adapters); "" for none (fjord-compare writes where
-  // its flags say).
-  std::string output_dir;
-  std::string job_id;  // in the report of a job; "" = none
-};
-
-// Every metric a comparison reports, in report order.
-const std::vector<std::string>& ComparisonMetrics();
-
-// The job file of an evaluation job: one mapping `evaluation:` with the
-// fields above (docs/comparison.md shows one). Strict: an unknown key, a
-// value of the wrong type or out of range is InvalidArgument naming
-// NAME:LINE and the field; model, candidates and datasets are required.
-absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
-                                                       absl::string_view name);
-absl::StatusOr<EvaluationConfig> LoadEvaluationConfig(const std::string& path);
-std::string EvaluationConfigToYaml(const EvaluationConfig& config);
-// True when `yaml` is an evaluation job file (its top-level mapping has the
-// key `evaluation`), not a training job's.
-bool IsEvaluationYaml(absl::string_view yaml);
 
 // Everything that can be checked before a model runs: the config's values,
 // every dataset line by line (file, line and field of each error), the base's
@@ -114,8 +62,8 @@ struct EvaluationOptions {
 // (docs/comparison.md). Errors: the datasets' (InvalidArgument naming the
 // file, line and field), the models' and adapters' (as FromPretrained's),
 // Aborted when stopped.
-absl::StatusOr<std::vector<nlohmann::ordered_json>> RunEvaluation(
-    const EvaluationConfig& config, const EvaluationOptions& options);
+absl::StatusOr<std::vector<nlohmann::ordered_json>> RunEvaluation(const EvaluationConfig& config,
+                                                                  const EvaluationOptions& options);
 
 // {"schema": "fjord.evaluation/1", "job", "model", "datasets": reports}.
 nlohmann::ordered_json EvaluationReport(const EvaluationConfig& config,

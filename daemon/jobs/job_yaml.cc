@@ -44,4 +44,34 @@ absl::StatusOr<std::string> TrainYamlFor(const protocol::JobSpec& spec, const Jo
   return yaml;
 }
 
+absl::StatusOr<std::string> EvaluationYamlFor(const protocol::JobSpec& spec,
+                                              const EvaluationPaths& paths,
+                                              const std::string& job_id) {
+  lora::EvaluationConfig c;
+  c.model = paths.model;
+  c.candidates = paths.candidates;
+  for (size_t i = 0; i < spec.datasets.size() && i < paths.datasets.size(); ++i) {
+    c.datasets.push_back({spec.datasets[i], paths.datasets[i]});
+  }
+  const protocol::EvalSettings& e = spec.evaluation;
+  c.metrics = e.metrics;
+  c.chat_template = e.chat_template;
+  c.max_new_tokens = e.max_new_tokens;
+  c.batch_size = e.batch_size;
+  c.samples = e.samples;
+  c.bootstrap = e.bootstrap;
+  c.seed = static_cast<uint64_t>(e.seed);
+  c.judge = paths.judge;
+  c.output_dir = paths.output_dir;
+  c.job_id = job_id;
+  const std::string yaml = lora::EvaluationConfigToYaml(c);
+  if (absl::StatusOr<lora::EvaluationConfig> back = lora::ParseEvaluationConfig(yaml, "job.yaml");
+      !back.ok()) {
+    return protocol::InvalidArgument(
+        absl::StrCat("the evaluation's config is invalid: ", back.status().message()),
+        "evaluation");
+  }
+  return yaml;
+}
+
 }  // namespace fjord::daemon

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/protocol/messages.h"
+#include "lora/eval_config.h"
 #include "lora/job_config.h"
 
 namespace fjord::daemon {
@@ -37,6 +38,25 @@ lora::JobConfig TrainConfigFor(const protocol::JobSpec& spec, const JobPaths& pa
 // word on the config): InvalidArgument with param "hyperparameters" naming
 // what it refused.
 absl::StatusOr<std::string> TrainYamlFor(const protocol::JobSpec& spec, const JobPaths& paths);
+
+// Where an evaluation job's files are on this node, resolved by fjordd.
+struct EvaluationPaths {
+  std::string model;  // the base's directory
+  std::string judge;  // "" = none
+  // In the spec's order: each candidate's adapter directory (a fine-tune
+  // job's adapter/) or its two uploaded files; all empty for the base.
+  std::vector<lora::EvaluationConfig::Candidate> candidates;
+  std::vector<std::string> datasets;  // the files, in the spec's order
+  std::string output_dir;             // the job's directory
+};
+
+// fjord-train's evaluation job file (lora/eval_config.h) for `spec`; the
+// datasets keep the names the customer gave (a file id or tenant path), the
+// report names them so. Checked by its own parser: InvalidArgument with
+// param "evaluation" naming what it refused.
+absl::StatusOr<std::string> EvaluationYamlFor(const protocol::JobSpec& spec,
+                                              const EvaluationPaths& paths,
+                                              const std::string& job_id);
 
 }  // namespace fjord::daemon
 

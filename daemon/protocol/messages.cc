@@ -216,12 +216,12 @@ absl::Status ReadEvaluationFields(FieldReader& r, const json& body, JobSpec* spe
     FJORD_RETURN_IF_ERROR(c.String("adapter_model", &cand.adapter_model, false, 1024));
     FJORD_RETURN_IF_ERROR(c.Finish());
     if (cand.adapter_config.empty() != cand.adapter_model.empty()) {
-      return InvalidArgument(absl::StrCat(path,
-                                          ": an uploaded adapter needs both adapter_config "
-                                          "(adapter_config.json) and adapter_model "
-                                          "(adapter_model.safetensors)"),
-                             path + (cand.adapter_config.empty() ? ".adapter_config"
-                                                                 : ".adapter_model"));
+      return InvalidArgument(
+          absl::StrCat(path,
+                       ": an uploaded adapter needs both adapter_config "
+                       "(adapter_config.json) and adapter_model "
+                       "(adapter_model.safetensors)"),
+          path + (cand.adapter_config.empty() ? ".adapter_config" : ".adapter_model"));
     }
     if (!cand.job.empty() && !cand.adapter_config.empty()) {
       return InvalidArgument(absl::StrCat(path,
@@ -247,7 +247,8 @@ absl::Status ReadEvaluationFields(FieldReader& r, const json& body, JobSpec* spe
     for (size_t i = 0; i < e.metrics.size(); ++i) {
       if (!KnownEvalMetric(e.metrics[i])) {
         std::string known;
-        for (const char* m : kEvalMetricNames) absl::StrAppend(&known, known.empty() ? "" : ", ", m);
+        for (const char* m : kEvalMetricNames)
+          absl::StrAppend(&known, known.empty() ? "" : ", ", m);
         return InvalidArgument(absl::StrCat("evaluation.metrics[", i, "]: unknown metric '",
                                             e.metrics[i], "' (known: ", known, ")"),
                                "evaluation.metrics");
@@ -374,8 +375,9 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
                           "lora", "quantization", "shard_base"}) {
       if (r.Has(f)) {
         return InvalidArgument(
-            absl::StrCat(f, " is a fine-tuning field; an evaluation job takes candidates, "
-                            "datasets and evaluation"),
+            absl::StrCat(f,
+                         " is a fine-tuning field; an evaluation job takes candidates, "
+                         "datasets and evaluation"),
             f);
       }
     }
@@ -387,8 +389,7 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
             absl::StrCat(f, " is a field of evaluation jobs (\"type\": \"evaluation\")"), f);
       }
     }
-    FJORD_RETURN_IF_ERROR(
-        r.String("training_file", &spec.training_file, /*required=*/true, 1024));
+    FJORD_RETURN_IF_ERROR(r.String("training_file", &spec.training_file, /*required=*/true, 1024));
     FJORD_RETURN_IF_ERROR(r.String("validation_file", &spec.validation_file, false, 1024));
     FJORD_RETURN_IF_ERROR(r.String("heldout_file", &spec.heldout_file, false, 1024));
     FJORD_ASSIGN_OR_RETURN(const json* hp, r.Object("hyperparameters"));

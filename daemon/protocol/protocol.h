@@ -47,6 +47,8 @@ inline constexpr char kFileList[] = "file.list";
 inline constexpr char kFileDelete[] = "file.delete";
 inline constexpr char kAdapterFiles[] = "adapter.files";
 inline constexpr char kAdapterDownload[] = "adapter.download";
+inline constexpr char kReportFiles[] = "report.files";
+inline constexpr char kReportDownload[] = "report.download";
 
 // Status frame of a successful reply.
 inline constexpr char kStatusOk[] = "OK";

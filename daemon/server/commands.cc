@@ -30,6 +30,8 @@ const std::map<std::string, Handler>& CommandTable() {
       {protocol::kFileDelete, HandleFileDelete},
       {protocol::kAdapterFiles, HandleAdapterFiles},
       {protocol::kAdapterDownload, HandleAdapterDownload},
+      {protocol::kReportFiles, HandleReportFiles},
+      {protocol::kReportDownload, HandleReportDownload},
   };
   return *table;
 }

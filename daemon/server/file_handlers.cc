@@ -229,9 +229,21 @@ absl::StatusOr<Reply> HandleFileDelete(DaemonContext& ctx, const Request& rq) {
   const std::string as_path = "files/" + f.id;
   for (const auto& [job_id, job] : ctx.jobs->live()) {  // the jobs that have not ended
     if (job.tenant != tenant) continue;
-    for (const auto& [field, value] : {std::pair{"training_file", &job.spec.training_file},
-                                       std::pair{"validation_file", &job.spec.validation_file},
-                                       std::pair{"heldout_file", &job.spec.heldout_file}}) {
+    // Every file the job names: its training files, or an evaluation's
+    // datasets and uploaded adapters.
+    std::vector<std::pair<std::string, const std::string*>> named = {
+        {"training_file", &job.spec.training_file},
+        {"validation_file", &job.spec.validation_file},
+        {"heldout_file", &job.spec.heldout_file}};
+    for (size_t i = 0; i < job.spec.datasets.size(); ++i)
+      named.push_back({absl::StrCat("datasets[", i, "]"), &job.spec.datasets[i]});
+    for (size_t i = 0; i < job.spec.candidates.size(); ++i) {
+      named.push_back({absl::StrCat("candidates[", i, "].adapter_config"),
+                       &job.spec.candidates[i].adapter_config});
+      named.push_back({absl::StrCat("candidates[", i, "].adapter_model"),
+                       &job.spec.candidates[i].adapter_model});
+    }
+    for (const auto& [field, value] : named) {
       if (*value == f.id || *value == as_path) {
         return protocol::Error(absl::StatusCode::kFailedPrecondition,
                                absl::StrCat("file ", f.id, " is the ", field, " of job ", job_id,

@@ -4,7 +4,7 @@
 //   job_handlers.cc      job.create/get/list/cancel/pause/resume/events/
 //                        subscribe/checkpoints/delete
 //   file_handlers.cc     file.upload.begin/chunk/finish, file.list/delete
-//   adapter_handlers.cc  adapter.files, adapter.download
+//   adapter_handlers.cc  adapter.files, adapter.download, report.files, report.download
 // commands.cc maps each command name to its handler and is the one place
 // that replies and counts (fjord_requests_total).
 //
@@ -124,6 +124,8 @@ absl::StatusOr<Reply> HandleFileDelete(DaemonContext& ctx, const Request& rq);
 
 absl::StatusOr<Reply> HandleAdapterFiles(DaemonContext& ctx, const Request& rq);
 absl::StatusOr<Reply> HandleAdapterDownload(DaemonContext& ctx, const Request& rq);
+absl::StatusOr<Reply> HandleReportFiles(DaemonContext& ctx, const Request& rq);
+absl::StatusOr<Reply> HandleReportDownload(DaemonContext& ctx, const Request& rq);
 
 }  // namespace fjord::daemon
 

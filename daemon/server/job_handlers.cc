@@ -105,6 +105,76 @@ absl::Status CheckSpec(DaemonContext& ctx, const Principal& p, protocol::JobSpec
   return absl::OkStatus();
 }
 
+// An evaluation job's candidates, datasets and judge, resolved to paths on
+// this node; errors name the field (candidates[i].job, datasets[i], ...).
+absl::StatusOr<EvaluationPaths> ResolveEvaluation(DaemonContext& ctx, const Principal& p,
+                                                  const std::string& tenant,
+                                                  const protocol::JobSpec& spec) {
+  const DaemonConfig& config = *ctx.config;
+  EvaluationPaths out;
+  out.model = config.models.at(spec.model);
+  if (!spec.evaluation.judge.empty()) {
+    auto judge = config.models.find(spec.evaluation.judge);
+    if (judge == config.models.end()) {
+      std::string known;
+      for (const auto& [name, path] : config.models)
+        absl::StrAppend(&known, known.empty() ? "" : ", ", name);
+      return protocol::InvalidArgument(
+          absl::StrCat("evaluation.judge: unknown model '", spec.evaluation.judge,
+                       "' (this node has: ", known, ")"),
+          "evaluation.judge");
+    }
+    out.judge = judge->second;
+  }
+  for (size_t i = 0; i < spec.datasets.size(); ++i) {
+    const std::string param = absl::StrCat("datasets[", i, "]");
+    FJORD_ASSIGN_OR_RETURN(std::string path,
+                           ResolveDataFile(ctx, tenant, spec.datasets[i], param.c_str()));
+    out.datasets.push_back(std::move(path));
+  }
+  for (size_t i = 0; i < spec.candidates.size(); ++i) {
+    const protocol::EvalCandidate& c = spec.candidates[i];
+    const std::string param = absl::StrCat("candidates[", i, "]");
+    lora::EvaluationConfig::Candidate resolved{c.name, "", "", ""};
+    if (!c.job.empty()) {
+      const std::string field = param + ".job";
+      absl::StatusOr<Job> job = JobFor(ctx, p, c.job);
+      if (!job.ok() || job->tenant != tenant) {
+        return protocol::Error(absl::StatusCode::kNotFound, absl::StrCat("no job '", c.job, "'"),
+                               field);
+      }
+      if (job->spec.is_evaluation()) {
+        return protocol::InvalidArgument(
+            absl::StrCat("job ", c.job, " is an evaluation; a candidate's job is a fine-tune"),
+            field);
+      }
+      if (job->status != JobStatus::kSucceeded || job->result_adapter_path.empty()) {
+        return protocol::Error(
+            absl::StatusCode::kFailedPrecondition,
+            absl::StrCat("job ", c.job, " is ", protocol::JobStatusName(job->status),
+                         "; only a succeeded job has an adapter"),
+            field);
+      }
+      if (job->spec.model != spec.model) {
+        return protocol::InvalidArgument(
+            absl::StrCat("job ", c.job, " fine-tuned model '", job->spec.model, "', not '",
+                         spec.model, "': every candidate runs on the base"),
+            field);
+      }
+      resolved.adapter = job->result_adapter_path;
+    } else if (!c.adapter_config.empty()) {
+      const std::string config_param = param + ".adapter_config",
+                        model_param = param + ".adapter_model";
+      FJORD_ASSIGN_OR_RETURN(resolved.adapter_config,
+                             ResolveDataFile(ctx, tenant, c.adapter_config, config_param.c_str()));
+      FJORD_ASSIGN_OR_RETURN(resolved.adapter_model,
+                             ResolveDataFile(ctx, tenant, c.adapter_model, model_param.c_str()));
+    }
+    out.candidates.push_back(std::move(resolved));
+  }
+  return out;
+}
+
 absl::StatusOr<Reply> Control(DaemonContext& ctx, const Request& rq, Trigger trigger) {
   FJORD_ASSIGN_OR_RETURN(Job job, ReadJobRequest(ctx, rq));
   const JobStatus before = job.status;
@@ -160,16 +230,21 @@ absl::StatusOr<Reply> HandleJobCreate(DaemonContext& ctx, const Request& rq) {
   FJORD_RETURN_IF_ERROR(
       ctx.tenants->CheckQuota(tenant, 1, 1, "tenant", ", and a job writes checkpoints"));
   JobPaths paths;
-  paths.model = ctx.config->models.at(spec.model);
-  FJORD_ASSIGN_OR_RETURN(paths.train,
-                         ResolveDataFile(ctx, tenant, spec.training_file, "training_file"));
-  if (!spec.validation_file.empty()) {
-    FJORD_ASSIGN_OR_RETURN(paths.validation,
-                           ResolveDataFile(ctx, tenant, spec.validation_file, "validation_file"));
-  }
-  if (!spec.heldout_file.empty()) {
-    FJORD_ASSIGN_OR_RETURN(paths.heldout,
-                           ResolveDataFile(ctx, tenant, spec.heldout_file, "heldout_file"));
+  EvaluationPaths evaluation;
+  if (spec.is_evaluation()) {
+    FJORD_ASSIGN_OR_RETURN(evaluation, ResolveEvaluation(ctx, rq.principal, tenant, spec));
+  } else {
+    paths.model = ctx.config->models.at(spec.model);
+    FJORD_ASSIGN_OR_RETURN(paths.train,
+                           ResolveDataFile(ctx, tenant, spec.training_file, "training_file"));
+    if (!spec.validation_file.empty()) {
+      FJORD_ASSIGN_OR_RETURN(paths.validation,
+                             ResolveDataFile(ctx, tenant, spec.validation_file, "validation_file"));
+    }
+    if (!spec.heldout_file.empty()) {
+      FJORD_ASSIGN_OR_RETURN(paths.heldout,
+                             ResolveDataFile(ctx, tenant, spec.heldout_file, "heldout_file"));
+    }
   }
   int waiting = 0;
   for (const auto& [id, job] : ctx.jobs->live()) {
@@ -192,12 +267,14 @@ absl::StatusOr<Reply> HandleJobCreate(DaemonContext& ctx, const Request& rq) {
   job.status = ctx.config->worker.validate ? JobStatus::kValidating : JobStatus::kQueued;
   job.created_at_ms = ctx.clock->WallMs();
   job.node = ctx.config->node_name;
-  paths.output_dir = ctx.storage->JobDir(tenant, job.id);
+  paths.output_dir = evaluation.output_dir = ctx.storage->JobDir(tenant, job.id);
   // The directory is root's until job.yaml and events.jsonl are in it;
   // then it is the worker's.
   FJORD_ASSIGN_OR_RETURN(SafeDir dir, ctx.storage->EnsureJobDir(tenant, job.id));
   absl::Status prepared = [&]() -> absl::Status {
-    FJORD_ASSIGN_OR_RETURN(std::string yaml, TrainYamlFor(spec, paths));
+    FJORD_ASSIGN_OR_RETURN(std::string yaml, spec.is_evaluation()
+                                                 ? EvaluationYamlFor(spec, evaluation, job.id)
+                                                 : TrainYamlFor(spec, paths));
     FJORD_ASSIGN_OR_RETURN(WorkerIds ids, ctx.tenants->IdsFor(tenant));
     FJORD_RETURN_IF_ERROR(dir.WriteFileAtomic("job.yaml", yaml, 0640, ids.gid));
     FJORD_RETURN_IF_ERROR(dir.OpenAppend("events.jsonl", 0640).status());
@@ -338,6 +415,19 @@ absl::StatusOr<Reply> HandleJobDelete(DaemonContext& ctx, const Request& rq) {
         absl::StrCat("job ", job.id, " is ", protocol::JobStatusName(job.status),
                      "; only a job that has ended can be deleted (cancel it first)"),
         "job_id");
+  }
+  // A live evaluation that compares this job's adapter still needs it.
+  for (const auto& [id, live] : ctx.jobs->live()) {
+    for (const protocol::EvalCandidate& c : live.spec.candidates) {
+      if (live.tenant == job.tenant && c.job == job.id) {
+        return protocol::Error(
+            absl::StatusCode::kFailedPrecondition,
+            absl::StrCat("job ", job.id, "'s adapter is candidate '", c.name, "' of evaluation ",
+                         id, ", which is ", protocol::JobStatusName(live.status),
+                         ": cancel it or wait until it ends"),
+            "job_id");
+      }
+    }
   }
   FJORD_RETURN_IF_ERROR(ctx.storage_available());
   // The directory goes before the record: a crash in between leaves a

@@ -404,17 +404,24 @@ void JobRunner::OnTrainerEnd(Job job, const WorkerExit& exit, const WorkerRun& r
   end.daemon_stopping = stopping;
   end.reported_error = run.reported_error;
   end.lost_reason = run.lost_reason;
-  end.adapter_path = ctx_->storage->JobDir(job.tenant, job.id) + "/adapter";
+  end.evaluation = job.spec.is_evaluation();
+  end.adapter_path =
+      ctx_->storage->JobDir(job.tenant, job.id) + (end.evaluation ? "/report" : "/adapter");
   end.restarts = job.restarts;
   end.max_restarts = job.spec.max_restarts;
   if (exit.normal() && exit.exit_code == protocol::kWorkerExitOk) {
     end.adapter = [&]() -> absl::Status {
+      if (end.evaluation) {
+        FJORD_ASSIGN_OR_RETURN(SafeDir dir, ctx_->tenants->OpenReportDir(job.tenant, job.id));
+        return VerifyReportDir(dir);
+      }
       FJORD_ASSIGN_OR_RETURN(SafeDir dir, ctx_->tenants->OpenAdapterDir(job.tenant, job.id));
       return VerifyAdapterDir(dir);
     }();
     if (!end.adapter.ok()) {
-      LogError("the worker's adapter is unusable",
-               {{"job", job.id}, {"error", std::string(end.adapter.message())}});
+      LogError(
+          end.evaluation ? "the worker's report is unusable" : "the worker's adapter is unusable",
+          {{"job", job.id}, {"error", std::string(end.adapter.message())}});
     }
   }
   ApplyDecision(*ctx_, job, DecideTrainerEnd(end), !job.slurm_job_id.empty());

@@ -252,6 +252,23 @@ uint64_t Storage::TreeBytes(const std::string& dir) {
   return BytesBelow(dfd, 0);
 }
 
+absl::Status VerifyReportDir(const SafeDir& dir) {
+  constexpr size_t kMaxReportBytes = size_t{64} << 20;
+  uint64_t size = 0;
+  absl::StatusOr<std::string> text = dir.ReadHead("report.json", kMaxReportBytes, &size);
+  if (absl::IsFailedPrecondition(text.status()))
+    return absl::DataLossError(text.status().message());
+  if (!text.ok()) return text.status();
+  const nlohmann::json report = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (size > text->size() || !report.is_object() ||
+      report.value("schema", std::string()) != "fjord.evaluation/1" ||
+      !report.contains("datasets") || !report["datasets"].is_array()) {
+    return absl::DataLossError(absl::StrCat(
+        dir.path(), "/report.json: not an evaluation report (schema fjord.evaluation/1)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status VerifyAdapterDir(const SafeDir& dir) {
   // A file that is not a plain one (a symlink, a hard link, a FIFO) is a
   // broken adapter like a torn one: DataLoss with SafeDir's reason.

@@ -96,6 +96,10 @@ class Storage {
 // the file and what is wrong; NotFound for a missing file; Unavailable for
 // a storage error.
 absl::Status VerifyAdapterDir(const SafeDir& dir);
+// An evaluation job's report directory (lora/compare.h): report.json must be
+// a JSON object of schema "fjord.evaluation/1" (at most 64 MiB), read through
+// `dir` (no links followed). report.html is optional. DataLoss otherwise.
+absl::Status VerifyReportDir(const SafeDir& dir);
 
 // True for a file name a tenant may upload: 1..255 bytes of valid UTF-8, no
 // '/', not "." or "..", no control characters (C0, DEL, C1 — U+0085

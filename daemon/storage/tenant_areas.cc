@@ -135,6 +135,12 @@ absl::StatusOr<SafeDir> TenantAreas::OpenAdapterDir(const std::string& tenant,
   return dir.OpenDir("adapter");
 }
 
+absl::StatusOr<SafeDir> TenantAreas::OpenReportDir(const std::string& tenant,
+                                                   const std::string& job_id) {
+  FJORD_ASSIGN_OR_RETURN(SafeDir dir, storage_->OpenJobDir(tenant, job_id));
+  return dir.OpenDir("report");
+}
+
 // ---- usage and quotas -----------------------------------------------------------
 
 uint64_t TenantAreas::WalkBound() const {

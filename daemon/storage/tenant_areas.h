@@ -108,6 +108,8 @@ class TenantAreas {
                                           const char* name, size_t max_bytes, bool tail);
   // The job's adapter/, opened from the storage root down.
   absl::StatusOr<SafeDir> OpenAdapterDir(const std::string& tenant, const std::string& job_id);
+  // An evaluation job's report/ (the same way).
+  absl::StatusOr<SafeDir> OpenReportDir(const std::string& tenant, const std::string& job_id);
 
   // ---- usage and quotas --------------------------------------------------
   Usage TenantUsage(const std::string& tenant);

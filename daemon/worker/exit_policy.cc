@@ -46,6 +46,24 @@ void RefusalFromReport(const std::optional<json>& report, const std::string& log
       *message = r["summary"];
     break;
   }
+  // An evaluation job's datasets (lora/compare.h, ValidateEvaluation).
+  if (report->contains("datasets") && (*report)["datasets"].is_array()) {
+    const json& ds = (*report)["datasets"];
+    for (size_t i = 0; i < ds.size(); ++i) {
+      if (!ds[i].is_object()) continue;
+      const json& r = ds[i];
+      const bool bad =
+          r.value("valid", true) == false || r.contains("error") || r.value("error_count", 0) > 0;
+      if (!bad) continue;
+      *param = absl::StrCat("datasets[", i, "]");
+      const std::string name = r.value("name", std::string());
+      if (r.contains("error") && r["error"].is_string())
+        *message = r["error"];
+      else if (r.contains("summary") && r["summary"].is_string())
+        *message = absl::StrCat(name, ": ", r["summary"].get<std::string>());
+      break;
+    }
+  }
   if (report->contains("error") && (*report)["error"].is_string()) {
     *message = (*report)["error"];
     *param = "";
@@ -105,13 +123,14 @@ ExitDecision DecideTrainerEnd(const TrainerEnd& end) {
     // or hostile worker): like a crash otherwise.
     if (end.adapter.ok()) {
       d.trigger = Trigger::kWorkerSucceeded;
-      d.message = "training finished";
+      d.message = end.evaluation ? "evaluation finished" : "training finished";
       d.result_adapter_path = end.adapter_path;
       d.clear_error = true;
       return d;
     }
     lost_reason =
-        absl::StrCat("the worker exited 0 but its adapter is unusable: ", end.adapter.message());
+        absl::StrCat("the worker exited 0 but its ", end.evaluation ? "report" : "adapter",
+                     " is unusable: ", end.adapter.message());
   }
   if (exit.normal() && exit.exit_code == protocol::kWorkerExitUserError) {
     JobError err = end.reported_error.value_or(JobError{

@@ -61,6 +61,9 @@ struct TrainerEnd {
   bool final_loss = false;
   absl::Status adapter;  // VerifyAdapterDir; looked at on exit 0 only
   std::string adapter_path;
+  // An evaluation job: `adapter` and `adapter_path` are its report's
+  // (VerifyReportDir), and the messages say so.
+  bool evaluation = false;
   int restarts = 0;
   int max_restarts = 0;
 };

@@ -57,6 +57,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "daemon/protocol/worker_protocol.h"
+#include "lora/compare.h"
 #include "lora/export.h"
 #include "lora/job_config.h"
 #include "lora/lora_method.h"
@@ -69,6 +70,8 @@
 #include "runtime/dist/world_spec.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/train/trainer.h"
+#include "runtime/util/env.h"
+#include "runtime/util/status_macros.h"
 
 namespace fjord {
 namespace {
@@ -344,6 +347,94 @@ int Validate(const lora::JobConfig& cfg) {
   return out["valid"].get<bool>() ? kWorkerExitOk : kWorkerExitUserError;
 }
 
+// An evaluation job (lora/compare.h): `validate` checks its datasets line by
+// line, its models and adapters; a run compares the candidates, reporting a
+// "log" message with step/total_steps after each pass, and writes
+// <output_dir>/report/ (report.json, report.html). SIGTERM/SIGINT: exit 75
+// between batches (a later run starts again; the passes are deterministic).
+int Evaluate(const std::string& text, const std::string& path, bool validate,
+             const std::string& events_path, const std::string& report_endpoint,
+             const std::string& report_keys_path) {
+  absl::StatusOr<lora::EvaluationConfig> cfg = lora::ParseEvaluationConfig(text, path);
+  if (!cfg.ok()) {
+    if (validate) {
+      std::printf("{\"valid\": false, \"error\": %s}\n",
+                  nlohmann::json(std::string(cfg.status().message())).dump().c_str());
+    }
+    std::fprintf(stderr, "fjord-train: %s\n", std::string(cfg.status().message()).c_str());
+    return kWorkerExitUserError;
+  }
+  if (validate) {
+    const nlohmann::json report = lora::ValidateEvaluation(*cfg);
+    std::printf("%s\n", report.dump(2).c_str());
+    return report["valid"].get<bool>() ? kWorkerExitOk : kWorkerExitUserError;
+  }
+  std::unique_ptr<Reporter> reporter;
+  if (!report_endpoint.empty()) {
+    std::optional<ReportKeys> keys;
+    if (!report_keys_path.empty()) {
+      absl::StatusOr<ReportKeys> loaded = LoadReportKeys(report_keys_path);
+      if (!loaded.ok()) {
+        std::fprintf(stderr, "fjord-train: %s\n", std::string(loaded.status().message()).c_str());
+        return kWorkerExitSystemError;
+      }
+      keys = *loaded;
+    }
+    reporter = std::make_unique<Reporter>(report_endpoint, keys);
+  }
+  std::unique_ptr<std::ofstream> events_file;
+  if (!events_path.empty() && events_path != "-")
+    events_file = std::make_unique<std::ofstream>(events_path, std::ios::app);
+  auto send = [&](const protocol::WorkerMessage& m) {
+    const std::string line = protocol::EncodeWorkerMessage(m);
+    if (events_path == "-") std::printf("%s\n", line.c_str()), std::fflush(stdout);
+    if (events_file) *events_file << line << "\n" << std::flush;
+    if (reporter) reporter->Send(line);
+  };
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  protocol::WorkerMessage start;
+  start.payload = protocol::WorkerStart{"evaluation started"};
+  send(start);
+  lora::EvaluationOptions options;
+  options.stop_requested = &g_stop;
+  options.on_progress = [&](const lora::EvaluationProgress& p) {
+    std::fprintf(stderr, "[%lld/%lld] %s\n", static_cast<long long>(p.done),
+                 static_cast<long long>(p.total), p.message.c_str());
+    protocol::WorkerMessage m;
+    m.payload = protocol::WorkerLog{p.message};
+    m.step = p.done;
+    m.total_steps = p.total;
+    send(m);
+  };
+  absl::Status s = [&]() -> absl::Status {
+    FJORD_ASSIGN_OR_RETURN(std::vector<nlohmann::ordered_json> reports,
+                           lora::RunEvaluation(*cfg, options));
+    return lora::WriteEvaluationReport(cfg->output_dir, lora::EvaluationReport(*cfg, reports));
+  }();
+  if (g_stop.load() && absl::IsAborted(s)) {
+    std::fprintf(stderr, "fjord-train: evaluation stopped\n");
+    return kWorkerExitStopped;
+  }
+  if (!s.ok()) {
+    std::fprintf(stderr, "fjord-train: %s\n", std::string(s.message()).c_str());
+    protocol::WorkerMessage error;
+    error.payload =
+        protocol::WorkerError{absl::StatusCodeToString(s.code()), std::string(s.message()),
+                              protocol::IsUserErrorCode(s.code())};
+    send(error);
+    return WorkerExitCodeFor(s);
+  }
+  protocol::WorkerMessage done;
+  done.payload = protocol::WorkerDone{std::nullopt, std::nullopt, cfg->output_dir + "/report"};
+  send(done);
+  std::fprintf(stderr, "report: %s/report/report.json\n", cfg->output_dir.c_str());
+  return kWorkerExitOk;
+}
+
 // fjord-train export --model DIR --adapter DIR --out DIR [--dtype D]
 int Export(int argc, char** argv) {
   std::string model, adapter, out;
@@ -461,6 +552,14 @@ int Main(int argc, char** argv) {
   if (config_path.empty()) {
     Usage();
     return kWorkerExitUserError;
+  }
+  if (absl::StatusOr<std::string> text = Env::Default()->ReadFileToString(config_path);
+      text.ok() && lora::IsEvaluationYaml(*text)) {
+    if (!sets.empty() || nproc > 0) {
+      std::fprintf(stderr, "fjord-train: --set and --nproc-per-node are for training jobs\n");
+      return kWorkerExitUserError;
+    }
+    return Evaluate(*text, config_path, validate, events_path, report_endpoint, report_keys_path);
   }
   absl::StatusOr<lora::JobConfig> cfg = lora::LoadJobConfig(config_path);
   if (!cfg.ok()) {
