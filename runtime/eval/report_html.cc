@@ -146,10 +146,9 @@ absl::Status ReadInterval(const json& v, const std::string& path, Interval& out)
 // The metrics in display order: the ones fjord-compare writes in the order of
 // its table, then any others by name.
 std::vector<std::string> MetricOrder(const std::vector<Candidate>& candidates) {
-  static const char* const kKnown[] = {"loss",        "perplexity",
-                                       "token_accuracy", "exact_match",
-                                       "normalized_exact_match", "contains",
-                                       "token_f1"};
+  static const char* const kKnown[] = {
+      "loss",     "perplexity", "token_accuracy", "exact_match", "normalized_exact_match",
+      "contains", "token_f1"};
   std::set<std::string> all;
   for (const Candidate& c : candidates) {
     for (const auto& [m, v] : c.metrics) all.insert(m);
@@ -256,8 +255,8 @@ absl::Status ReadComparison(const json& v, const std::string& path, bool schema_
   std::string schema;
   FJORD_RETURN_IF_ERROR(ReadString(v, path, "schema", schema_required, schema));
   if (!schema.empty() && schema != "fjord.compare/1") {
-    return Bad(Field(path, "schema"), absl::StrCat("expected \"fjord.compare/1\", got \"", schema,
-                                                   "\""));
+    return Bad(Field(path, "schema"),
+               absl::StrCat("expected \"fjord.compare/1\", got \"", schema, "\""));
   }
   FJORD_RETURN_IF_ERROR(ReadString(v, path, "name", false, d.name));
   FJORD_RETURN_IF_ERROR(ReadString(v, path, "data", false, d.data));
@@ -375,8 +374,9 @@ absl::StatusOr<Report> ReadReport(const json& v) {
     return r;
   }
   if (schema != "fjord.evaluation/1") {
-    return Bad("schema", absl::StrCat("expected \"fjord.compare/1\" or \"fjord.evaluation/1\", got \"",
-                                      schema, "\""));
+    return Bad("schema",
+               absl::StrCat("expected \"fjord.compare/1\" or \"fjord.evaluation/1\", got \"",
+                            schema, "\""));
   }
   r.evaluation = true;
   FJORD_RETURN_IF_ERROR(ReadString(v, "", "job", false, r.job));
@@ -400,12 +400,23 @@ std::string Esc(absl::string_view s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -471,9 +482,7 @@ size_t Utf8Length(const std::string& s) {
   return n;
 }
 
-bool LowerIsBetter(const std::string& metric) {
-  return metric == "loss" || metric == "perplexity";
-}
+bool LowerIsBetter(const std::string& metric) { return metric == "loss" || metric == "perplexity"; }
 
 std::string MetricLabel(const std::string& metric) {
   static const std::map<std::string, std::string> kLabels = {
@@ -495,7 +504,7 @@ std::string MetricHead(const std::string& metric) {
 
 std::string VerdictBadge(const std::string& verdict) {
   if (verdict.empty()) return "—";
-  const char* cls = verdict == "better" ? "v-better"
+  const char* cls = verdict == "better"  ? "v-better"
                     : verdict == "worse" ? "v-worse"
                     : verdict == "tie"   ? "v-tie"
                                          : "v-other";
@@ -575,9 +584,9 @@ std::string BarChart(const Dataset& d, const std::string& metric) {
   };
   const double plot_bottom = kTop + kRow * static_cast<double>(d.candidates.size());
 
-  std::string s = absl::StrCat(
-      "<svg class=\"bars\" viewBox=\"0 0 ", Px(kWidth), " ", Px(height),
-      "\" role=\"img\" aria-label=\"", Esc(MetricLabel(metric)), " per candidate\">\n");
+  std::string s = absl::StrCat("<svg class=\"bars\" viewBox=\"0 0 ", Px(kWidth), " ", Px(height),
+                               "\" role=\"img\" aria-label=\"", Esc(MetricLabel(metric)),
+                               " per candidate\">\n");
   // Grid and ticks.
   const int ticks = static_cast<int>(std::lround((axis.hi - axis.lo) / axis.step));
   for (int t = 0; t <= ticks; ++t) {
@@ -611,9 +620,9 @@ std::string BarChart(const Dataset& d, const std::string& metric) {
     if (in != c.intervals.end() && in->second.present()) {
       const std::string l = Px(x(in->second.low)), h = Px(x(in->second.high));
       absl::StrAppend(&s, "<g class=\"whisker\"><line x1=\"", l, "\" y1=\"", Px(cy), "\" x2=\"", h,
-                      "\" y2=\"", Px(cy), "\"/><line x1=\"", l, "\" y1=\"", Px(cy - 6),
-                      "\" x2=\"", l, "\" y2=\"", Px(cy + 6), "\"/><line x1=\"", h, "\" y1=\"",
-                      Px(cy - 6), "\" x2=\"", h, "\" y2=\"", Px(cy + 6), "\"/></g>");
+                      "\" y2=\"", Px(cy), "\"/><line x1=\"", l, "\" y1=\"", Px(cy - 6), "\" x2=\"",
+                      l, "\" y2=\"", Px(cy + 6), "\"/><line x1=\"", h, "\" y1=\"", Px(cy - 6),
+                      "\" x2=\"", h, "\" y2=\"", Px(cy + 6), "\"/></g>");
       label_x = std::max(label_x, x(in->second.high));
     }
     absl::StrAppend(&s, "<text class=\"value\" x=\"", Px(label_x + 6), "\" y=\"", Px(cy + 4), "\">",
@@ -765,14 +774,14 @@ void MetricsTable(const Dataset& d, std::string& s) {
       auto [b, fresh] = best.emplace(m, it->second);
       if (fresh) continue;
       if (it->second != b->second) differ.insert(m);
-      b->second = LowerIsBetter(m) ? std::min(b->second, it->second)
-                                   : std::max(b->second, it->second);
+      b->second =
+          LowerIsBetter(m) ? std::min(b->second, it->second) : std::max(b->second, it->second);
     }
   }
   for (size_t i = 0; i < d.candidates.size(); ++i) {
     const Candidate& c = d.candidates[i];
-    absl::StrAppend(&s, "<tr><td class=\"name\"><span class=\"dot\" style=\"background:",
-                    Colour(i), "\"></span>", Esc(c.name));
+    absl::StrAppend(&s, "<tr><td class=\"name\"><span class=\"dot\" style=\"background:", Colour(i),
+                    "\"></span>", Esc(c.name));
     if (!c.adapter.empty()) {
       absl::StrAppend(&s, "<span class=\"key\">", Esc(c.adapter), "</span>");
     }
@@ -793,14 +802,15 @@ void MetricsTable(const Dataset& d, std::string& s) {
   }
   absl::StrAppend(&s, "</tbody></table></div>\n");
   if (d.candidates.size() > 1) {
-    absl::StrAppend(&s, "<p class=\"note\">Bold: the best mean per metric (lower is better for "
-                        "loss and perplexity, higher for the others).</p>\n");
+    absl::StrAppend(&s,
+                    "<p class=\"note\">Bold: the best mean per metric (lower is better for "
+                    "loss and perplexity, higher for the others).</p>\n");
   }
 }
 
 void Charts(const Dataset& d, std::string& s) {
-  absl::StrAppend(&s, "<h3>Charts<small>bar: mean",
-                  "; whisker: the candidate's ", ConfidenceText(d),
+  absl::StrAppend(&s, "<h3>Charts<small>bar: mean", "; whisker: the candidate's ",
+                  ConfidenceText(d),
                   " interval, where the report has one</small></h3>\n<div class=\"charts\">\n");
   for (const std::string& m : d.metrics) {
     absl::StrAppend(&s, "<figure class=\"chart\"><figcaption><span>", MetricHead(m),
@@ -823,8 +833,8 @@ void Ranking(const Dataset& d, std::string& s) {
     absl::StrAppend(&s, "<tr><td>", MetricHead(metric), "</td><td>");
     for (const RankEntry& e : rows) {
       const bool tie = shared[e.rank] > 1;
-      absl::StrAppend(&s, "<span class=\"chip", e.rank == 1 ? " first" : "", "\"><span class=\"r\">",
-                      tie ? "=" : "", e.rank, "</span>", Esc(e.name));
+      absl::StrAppend(&s, "<span class=\"chip", e.rank == 1 ? " first" : "",
+                      "\"><span class=\"r\">", tie ? "=" : "", e.rank, "</span>", Esc(e.name));
       if (!std::isnan(e.mean)) absl::StrAppend(&s, "<span class=\"m\">", Neg(e.mean), "</span>");
       absl::StrAppend(&s, "</span>");
     }
@@ -870,12 +880,11 @@ void Speed(const Dataset& d, std::string& s) {
                   "</tr></thead><tbody>\n");
   for (size_t i = 0; i < d.candidates.size(); ++i) {
     const Candidate& c = d.candidates[i];
-    absl::StrAppend(&s, "<tr><td class=\"name\"><span class=\"dot\" style=\"background:",
-                    Colour(i), "\"></span>", Esc(c.name), "</td><td class=\"num\">",
-                    Rate(c.loss_tokens_per_s), "</td><td class=\"num\">",
-                    Rate(c.generated_tokens_per_s), "</td><td class=\"num\">",
-                    Count(c.generated_tokens), "</td><td class=\"num\">", Bytes(c.peak_rss_bytes),
-                    "</td></tr>\n");
+    absl::StrAppend(&s, "<tr><td class=\"name\"><span class=\"dot\" style=\"background:", Colour(i),
+                    "\"></span>", Esc(c.name), "</td><td class=\"num\">", Rate(c.loss_tokens_per_s),
+                    "</td><td class=\"num\">", Rate(c.generated_tokens_per_s),
+                    "</td><td class=\"num\">", Count(c.generated_tokens), "</td><td class=\"num\">",
+                    Bytes(c.peak_rss_bytes), "</td></tr>\n");
   }
   absl::StrAppend(&s, "</tbody></table></div>\n");
 }
@@ -888,8 +897,9 @@ void JudgeSection(const Dataset& d, std::string& s) {
   if (!j.model.empty()) absl::StrAppend(&s, "<li>judge <b>", Esc(j.model), "</b></li>");
   absl::StrAppend(&s, "</ul>\n");
   if (!j.prompt.empty()) {
-    absl::StrAppend(&s, "<p class=\"label\" style=\"margin-top:10px\">Judge prompt</p><pre "
-                        "class=\"text\">",
+    absl::StrAppend(&s,
+                    "<p class=\"label\" style=\"margin-top:10px\">Judge prompt</p><pre "
+                    "class=\"text\">",
                     Esc(j.prompt), "</pre>\n");
   }
   if (j.pairs.empty()) return;
@@ -910,8 +920,9 @@ void JudgeSection(const Dataset& d, std::string& s) {
                     p.win_rate_a_interval.present() ? IntervalText(p.win_rate_a_interval) : "—",
                     "</td><td>", VerdictBadge(p.verdict), "</td></tr>\n");
   }
-  absl::StrAppend(&s, "</tbody></table></div>\n<p class=\"note\">Verdicts are for A against "
-                      "B.</p>\n");
+  absl::StrAppend(&s,
+                  "</tbody></table></div>\n<p class=\"note\">Verdicts are for A against "
+                  "B.</p>\n");
 }
 
 std::string TextBlock(const std::string& text, const char* extra_class) {
@@ -940,8 +951,9 @@ void Samples(const Dataset& d, std::string& s) {
       const std::string& name = d.candidates[c].name;
       shown.insert(name);
       auto it = x.replies.find(name);
-      absl::StrAppend(&s, "<div><p class=\"who\"><span class=\"dot\" style=\"background:",
-                      Colour(c), "\"></span>", Esc(name), "</p>",
+      absl::StrAppend(&s,
+                      "<div><p class=\"who\"><span class=\"dot\" style=\"background:", Colour(c),
+                      "\"></span>", Esc(name), "</p>",
                       it == x.replies.end() ? "<pre class=\"text empty\">(no reply)</pre>"
                                             : TextBlock(it->second, ""),
                       "</div>");
@@ -993,9 +1005,9 @@ std::string Page(const Report& r) {
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
       "<meta name=\"generator\" content=\"fjord render_report\">\n<title>",
-      title, r.model.empty() ? "" : absl::StrCat(" · ", Esc(r.model)), "</title>\n<style>",
-      kStyle, "</style>\n</head>\n<body>\n<header class=\"top\"><div class=\"wrap\">"
-              "<div class=\"brand\">fjord</div><h1>",
+      title, r.model.empty() ? "" : absl::StrCat(" · ", Esc(r.model)), "</title>\n<style>", kStyle,
+      "</style>\n</head>\n<body>\n<header class=\"top\"><div class=\"wrap\">"
+      "<div class=\"brand\">fjord</div><h1>",
       title, "</h1><ul class=\"meta\">");
   if (!r.job.empty()) absl::StrAppend(&s, "<li>job <b class=\"mono\">", Esc(r.job), "</b></li>");
   if (!r.model.empty()) {

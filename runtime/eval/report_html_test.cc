@@ -108,8 +108,8 @@ TEST(ReportHtmlTest, EscapesEveryPieceOfReportText) {
 
 TEST(ReportHtmlTest, NoExternalResourceOfAnyKind) {
   const std::string html = Render(Report());
-  for (const char* bad : {"http://", "https://", "src=", "url(", "@import", "<script", "<link",
-                          "<img", "<iframe"}) {
+  for (const char* bad :
+       {"http://", "https://", "src=", "url(", "@import", "<script", "<link", "<img", "<iframe"}) {
     EXPECT_THAT(html, Not(HasSubstr(bad))) << bad;
   }
 }
@@ -228,8 +228,8 @@ TEST(ReportHtmlTest, BadShapesNameTheField) {
        "'candidates': empty"},
       {"name not a string", with([](json& r) { r["candidates"][1]["name"] = 3; }),
        "'candidates[1].name': expected a string"},
-      {"duplicate name",
-       with([](json& r) { r["candidates"][1]["name"] = "base"; }), "'candidates[1].name'"},
+      {"duplicate name", with([](json& r) { r["candidates"][1]["name"] = "base"; }),
+       "'candidates[1].name'"},
       {"no metrics", with([](json& r) { r["candidates"][0].erase("metrics"); }),
        "'candidates[0].metrics': missing"},
       {"metric a string", with([](json& r) { r["candidates"][0]["metrics"]["loss"] = "low"; }),
