@@ -543,6 +543,9 @@ Axis NiceAxis(double lo, double hi) {
 }
 
 std::string TickLabel(double v, int decimals) {
+  if (decimals > 4) {  // tiny steps: "2e-06" rather than "0.000002"
+    return std::fabs(v) < std::pow(10.0, -decimals - 3) ? "0" : Neg(v);
+  }
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*f", decimals, v);
   std::string s = buf;
@@ -729,7 +732,7 @@ std::string DatasetTitle(const Dataset& d, size_t index) {
 }
 
 void Findings(const Dataset& d, std::string& s) {
-  if (!d.has_pairs) return;
+  if (d.pairs.empty()) return;
   std::vector<const Pair*> decided;
   for (const Pair& p : d.pairs) {
     if (p.verdict == "better" || p.verdict == "worse") decided.push_back(&p);

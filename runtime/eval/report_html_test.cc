@@ -145,6 +145,21 @@ TEST(ReportHtmlTest, ChartAxisHasRoundTicksAndLabelledValues) {
   EXPECT_THAT(html, HasSubstr(">1.0</text>"));
 }
 
+TEST(ReportHtmlTest, NegativeAndTinyValues) {
+  const std::string html = Render(json::parse(R"({"schema": "fjord.compare/1",
+      "candidates": [{"name": "only", "metrics": {"reward": -0.35, "tiny": 0.0000123},
+                      "intervals": {"reward": {"low": -0.6, "high": 0.1}}}]})"));
+  // reward: the axis runs from -0.6 to 0.1, the value is labelled.
+  EXPECT_THAT(html, HasSubstr(">−0.6</text>"));
+  EXPECT_THAT(html, HasSubstr(">0.1</text>"));
+  EXPECT_THAT(html, HasSubstr(">−0.35</text>"));
+  EXPECT_EQ(Count(html, "class=\"whisker\""), 1u);
+  // tiny: ticks in exponent form.
+  EXPECT_THAT(html, HasSubstr(">1.23e-05</text>"));
+  EXPECT_THAT(html, HasSubstr(">2e-06</text>"));
+  EXPECT_THAT(html, Not(HasSubstr("0.000002")));
+}
+
 TEST(ReportHtmlTest, RankingPairsSpeedJudge) {
   const std::string html = Render(Report());
   // token_accuracy: both rank 1, shared.
