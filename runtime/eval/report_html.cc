@@ -672,6 +672,7 @@ thead th{background:var(--head);font-weight:600;color:#3e4c59;vertical-align:bot
 tbody tr:nth-child(even){background:#f9fafb}
 th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.num{white-space:nowrap}
+thead th.num{white-space:nowrap}
 td.name{font-weight:600;overflow-wrap:anywhere;min-width:120px}
 .key{display:block;font:11px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:var(--muted);font-weight:400}
 .ci{display:block;color:var(--muted);font-size:11.5px}
