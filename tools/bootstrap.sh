@@ -3,7 +3,9 @@
 # a second run checks and skips what is there.
 #   - Debian packages: Bazel 4.2.3 (bazel-bootstrap) + platforms, the -dev
 #     libraries fjord links (ZeroMQ, Abseil, GoogleTest, nlohmann-json,
-#     yaml-cpp, libsodium, PCRE2, utf8proc, SQLite, cpp-httplib), clang for fuzzing.
+#     yaml-cpp, libsodium, PCRE2, utf8proc, SQLite, cpp-httplib), clang for fuzzing,
+#     Chromium (headless: tests/interop/test_report_html.py opens the HTML
+#     comparison report in it).
 #   - A virtualenv outside the repo (FJORD_VENV, default ~/.cache/fjord/venv)
 #     with the torch wheel (LibTorch's headers and libraries) and the Python
 #     packages in tools/requirements.txt, and the fjord Python SDK (sdk/python,
@@ -32,7 +34,7 @@ pkgs=(bazel-bootstrap bazel-platforms default-jdk-headless g++ python3 python3-v
       libzmq3-dev cppzmq-dev libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
       libyaml-cpp-dev libsodium-dev libpcre2-dev libutf8proc-dev libsqlite3-dev libcpp-httplib-dev
       clang-14 clang-format-14 libclang-rt-14-dev libfuzzer-14-dev libgloo-dev
-      slurmctld slurmd slurm-client munge)
+      slurmctld slurmd slurm-client munge chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,10 @@
 # .clang-format says (tools/check_format.sh). Ends with the line
 # "N passed, N failed" counting test cases.
 #
+#   FJORD_ARTIFACTS_DIR  where tests leave files for CI to show (default: the
+#                        logs folder, bazel-testlogs-summary): the HTML
+#                        comparison report and its screenshot
+#                        (tests/interop/test_report_html.py)
 #   FJORD_FUZZ_SECONDS   seconds per fuzz target (default 20)
 #   FJORD_CHAOS_ROUNDS   chaos rounds (default 20; tests/chaos/chaos_test.cc)
 #   FJORD_ASAN=0         no ASan + UBSan build: the C++ tests without LibTorch
@@ -85,6 +89,7 @@ copy_results "$root/bazel-testlogs" "$logs/plain" $plain_tests
 
 echo "== pytest tests/ =="
 export FJORD_BIN_DIR="$root/bazel-bin"
+export FJORD_ARTIFACTS_DIR="${FJORD_ARTIFACTS_DIR:-$logs}"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$logs/pytest.xml" tests
 pytest_rc=$?
 # pytest exits 5 when it collected no test: not a failure of the suite.
