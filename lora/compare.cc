@@ -23,6 +23,7 @@
 #include "runtime/data/heldout.h"
 #include "runtime/eval/judge.h"
 #include "runtime/eval/metrics.h"
+#include "runtime/eval/report_html.h"
 #include "runtime/eval/stats.h"
 #include "runtime/model/config.h"
 #include "runtime/model/generation.h"
@@ -549,14 +550,16 @@ std::string ComparisonTable(const ordered_json& report) {
 }
 
 absl::StatusOr<std::string> RenderReport(const ordered_json& report) {
-  (void)report;
-  return absl::UnimplementedError("MERGE-HTML: the HTML renderer lands with branch html");
+  return eval::RenderReportHtml(json::parse(report.dump()));
 }
 
 absl::Status WriteEvaluationReport(const std::string& output_dir, const ordered_json& report) {
   Env* env = Env::Default();
   const std::string dir = output_dir + "/report";
   FJORD_RETURN_IF_ERROR(env->CreateDirs(dir));
+  FJORD_ASSIGN_OR_RETURN(std::string page, RenderReport(report));
+  FJORD_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/report.html", page));
+  // report.json last: its presence means the report is whole.
   return env->WriteFileAtomic(dir + "/report.json", report.dump(2) + "\n");
 }
 
