@@ -698,25 +698,38 @@ absl::StatusOr<protocol::FileInfo> Client::DeleteFile(const std::string& file_id
   return protocol::FileInfoFromJson(r.body);
 }
 
-absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ListAdapterFiles(
-    const std::string& job_id) {
-  FJORD_ASSIGN_OR_RETURN(ServerMessage r, Call(protocol::kAdapterFiles, json{{"job_id", job_id}}));
+namespace {
+
+// report.files / report.download (docs/protocol.md §5, "Report"): the same
+// chunks and checks as adapter.files / adapter.download.
+constexpr char kReportFiles[] = "report.files";
+constexpr char kReportDownload[] = "report.download";
+
+// The files `command` (adapter.files, report.files) lists for the job.
+absl::StatusOr<std::vector<protocol::AdapterFile>> ListResultFiles(Client& c, const char* command,
+                                                                   const std::string& job_id) {
+  FJORD_ASSIGN_OR_RETURN(ServerMessage r, c.Call(command, json{{"job_id", job_id}}));
   std::vector<protocol::AdapterFile> out;
   if (!r.body.contains("files") || !r.body["files"].is_array()) {
-    return absl::InternalError("malformed reply to adapter.files: no files");
+    return absl::InternalError(absl::StrCat("malformed reply to ", command, ": no files"));
   }
   for (const json& f : r.body["files"]) {
     if (!f.is_object() || !f.contains("name") || !f["name"].is_string()) {
-      return absl::InternalError("malformed reply to adapter.files: a file without a name");
+      return absl::InternalError(
+          absl::StrCat("malformed reply to ", command, ": a file without a name"));
     }
     out.push_back({f["name"], f.value("bytes", uint64_t{0}), f.value("sha256", "")});
   }
   return out;
 }
 
-absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadAdapter(
-    const std::string& job_id, const std::string& local_dir) {
-  FJORD_ASSIGN_OR_RETURN(std::vector<protocol::AdapterFile> files, ListAdapterFiles(job_id));
+// Downloads `files` into local_dir (created if missing) through `command`
+// (adapter.download, report.download), chunk by chunk, each file written to
+// NAME.part and renamed once it matches its size and SHA-256 (DataLoss
+// otherwise, and the .part removed).
+absl::Status DownloadResultFiles(Client& c, const char* command, const std::string& job_id,
+                                 const std::vector<protocol::AdapterFile>& files,
+                                 const std::string& local_dir) {
   if (::mkdir(local_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return absl::PermissionDeniedError(
         absl::StrCat("mkdir ", local_dir, ": ", std::strerror(errno)));
@@ -724,7 +737,7 @@ absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadAdapter(
   for (const protocol::AdapterFile& af : files) {
     if (af.name.empty() || af.name.find('/') != std::string::npos || af.name == "." ||
         af.name == "..") {
-      return absl::InternalError(absl::StrCat("the daemon named an adapter file '", af.name, "'"));
+      return absl::InternalError(absl::StrCat("the daemon named a file '", af.name, "'"));
     }
     const std::string path = local_dir + "/" + af.name;
     const std::string tmp = path + ".part";
@@ -732,34 +745,79 @@ absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadAdapter(
     if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
     Sha256 h;
     uint64_t offset = 0;
+    absl::Status s = absl::OkStatus();
     while (true) {
-      FJORD_ASSIGN_OR_RETURN(
-          ServerMessage r,
-          Call(protocol::kAdapterDownload, json{{"job_id", job_id},
-                                                {"name", af.name},
-                                                {"offset", offset},
-                                                {"length", protocol::kDefaultUploadChunkBytes}}));
-      const std::string data = r.data.value_or("");
+      absl::StatusOr<ServerMessage> r =
+          c.Call(command, json{{"job_id", job_id},
+                               {"name", af.name},
+                               {"offset", offset},
+                               {"length", protocol::kDefaultUploadChunkBytes}});
+      if (!r.ok()) {
+        s = r.status();
+        break;
+      }
+      const std::string data = r->data.value_or("");
       h.Update(data);
       out.write(data.data(), static_cast<std::streamsize>(data.size()));
       offset += data.size();
-      if (r.body.value("eof", true)) break;
-      if (data.empty())
-        return absl::InternalError("adapter.download returned an empty chunk before eof");
+      if (r->body.value("eof", true)) break;
+      if (data.empty()) {
+        s = absl::InternalError(absl::StrCat(command, " returned an empty chunk before eof"));
+        break;
+      }
     }
     out.close();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-    const std::string got = h.FinalHex();
-    if (got != af.sha256 || offset != af.bytes) {
+    if (s.ok() && !out) s = absl::InternalError(absl::StrCat("cannot write ", tmp));
+    if (s.ok()) {
+      const std::string got = h.FinalHex();
+      if (got != af.sha256 || offset != af.bytes) {
+        s = absl::DataLossError(
+            absl::StrCat("downloaded ", af.name, " (", offset, " bytes, sha256 ", got,
+                         ") does not match the daemon's (", af.bytes, " bytes, ", af.sha256, ")"));
+      }
+    }
+    if (!s.ok()) {
       std::remove(tmp.c_str());
-      return absl::DataLossError(
-          absl::StrCat("downloaded ", af.name, " (", offset, " bytes, sha256 ", got,
-                       ") does not match the daemon's (", af.bytes, " bytes, ", af.sha256, ")"));
+      return s;
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
       return absl::InternalError(absl::StrCat("rename ", tmp, ": ", std::strerror(errno)));
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ListAdapterFiles(
+    const std::string& job_id) {
+  return ListResultFiles(*this, protocol::kAdapterFiles, job_id);
+}
+
+absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadAdapter(
+    const std::string& job_id, const std::string& local_dir) {
+  FJORD_ASSIGN_OR_RETURN(std::vector<protocol::AdapterFile> files, ListAdapterFiles(job_id));
+  FJORD_RETURN_IF_ERROR(
+      DownloadResultFiles(*this, protocol::kAdapterDownload, job_id, files, local_dir));
+  return files;
+}
+
+absl::StatusOr<protocol::Job> Client::CreateEvaluation(const protocol::JobSpec& spec) {
+  if (!spec.is_evaluation()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CreateEvaluation takes a spec of type evaluation, got '", spec.type, "' (use CreateJob)"));
+  }
+  return CreateJob(spec);
+}
+
+absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ReportFiles(const std::string& job_id) {
+  return ListResultFiles(*this, kReportFiles, job_id);
+}
+
+absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadReport(
+    const std::string& job_id, const std::string& local_dir) {
+  FJORD_ASSIGN_OR_RETURN(std::vector<protocol::AdapterFile> files, ReportFiles(job_id));
+  FJORD_RETURN_IF_ERROR(DownloadResultFiles(*this, kReportDownload, job_id, files, local_dir));
   return files;
 }
 

@@ -195,6 +195,22 @@ class Client {
   absl::StatusOr<std::vector<protocol::AdapterFile>> DownloadAdapter(const std::string& job_id,
                                                                      const std::string& local_dir);
 
+  // job.create of an evaluation job (docs/protocol.md §5, "Evaluation jobs"):
+  // CreateJob for a spec with type "evaluation" (candidates, datasets,
+  // evaluation; their files already uploaded: ids or tenant paths).
+  // InvalidArgument, before asking the daemon, for a spec of another type.
+  absl::StatusOr<protocol::Job> CreateEvaluation(const protocol::JobSpec& spec);
+  // report.files: the files of a succeeded evaluation job's report
+  // (report.json, report.html). FailedPrecondition (param job_id) for any
+  // other job.
+  absl::StatusOr<std::vector<protocol::AdapterFile>> ReportFiles(const std::string& job_id);
+  // Downloads the report's files into local_dir (created if missing), each
+  // checked against its size and SHA-256 (DataLoss on a mismatch; no file is
+  // left half-written under its name), as DownloadAdapter does. Returns the
+  // files.
+  absl::StatusOr<std::vector<protocol::AdapterFile>> DownloadReport(const std::string& job_id,
+                                                                    const std::string& local_dir);
+
   // One request, one FINAL reply (retried on timeout). The reply's error
   // status becomes the returned Status. For commands this class does not
   // wrap yet.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -668,6 +669,107 @@ TEST(ClientTest, ListFilesStopsAtAPageThatWouldNeverEnd) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
   EXPECT_THAT(s.message(), HasSubstr("usage_files is -2, not a file count"));
   EXPECT_TRUE(c->ListFiles().ok());  // ListFiles never looks at the usage
+}
+
+TEST(ClientTest, CreateEvaluationSendsTheEvaluationFields) {
+  const std::string ep = TempEndpoint("eval-create");
+  std::mutex mu;
+  std::vector<json> bodies;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    bodies.push_back(m.body);
+    json job = JobBody("job-e", "validating");
+    job["type"] = "evaluation";
+    job["training_file"] = nullptr;
+    job["candidates"] = m.body["candidates"];
+    job["datasets"] = m.body["datasets"];
+    job["evaluation"] = m.body["evaluation"];
+    job["result_report"] = nullptr;
+    send(protocol::OkReply(m.request_id, job));
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  protocol::JobSpec spec;
+  spec.type = "evaluation";
+  spec.model = "m";
+  spec.candidates = {{"base", "", "", ""}, {"ft", "job-1", "", ""}, {"up", "", "file-c", "file-w"}};
+  spec.datasets = {"file-d"};
+  spec.evaluation.judge = "judge";
+  absl::StatusOr<protocol::Job> j = c->CreateEvaluation(spec);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_TRUE(j->spec.is_evaluation());
+  ASSERT_EQ(j->spec.candidates.size(), 3u);
+  EXPECT_EQ(j->spec.candidates[2].adapter_model, "file-w");
+  EXPECT_EQ(j->spec.datasets, std::vector<std::string>{"file-d"});
+  EXPECT_EQ(j->spec.training_file, "");
+  protocol::JobSpec fine_tune;
+  fine_tune.model = "m";
+  fine_tune.training_file = "file-1";
+  absl::StatusOr<protocol::Job> refused = c->CreateEvaluation(fine_tune);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("use CreateJob"));
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(bodies.size(), 1u);  // the refused one never left
+  EXPECT_EQ(bodies[0]["type"], "evaluation");
+  EXPECT_EQ(bodies[0]["candidates"][1], (json{{"name", "ft"}, {"job", "job-1"}}));
+  EXPECT_EQ(bodies[0]["evaluation"]["judge"], "judge");
+  EXPECT_FALSE(bodies[0].contains("training_file"));
+  EXPECT_FALSE(bodies[0]["idempotency_key"].get<std::string>().empty());
+}
+
+TEST(ClientTest, DownloadReportInCheckedChunks) {
+  const std::string ep = TempEndpoint("report");
+  const std::string report =
+      std::string(R"({"schema": "fjord.evaluation/1"})") + std::string(50, ' ');
+  const std::string html = "<!doctype html><h1>report</h1>";
+  std::mutex mu;
+  bool corrupt = false;
+  std::vector<std::string> commands;
+  ScriptedServer server(ep, [&](const ClientMessage& m, const ScriptedServer::Send& send) {
+    std::lock_guard<std::mutex> l(mu);
+    commands.push_back(m.command);
+    if (m.command == "report.files") {
+      send(protocol::OkReply(
+          m.request_id,
+          json{
+              {"files",
+               {{{"name", "report.json"}, {"bytes", report.size()}, {"sha256", Sha256Hex(report)}},
+                {{"name", "report.html"}, {"bytes", html.size()}, {"sha256", Sha256Hex(html)}}}}}));
+      return;
+    }
+    const std::string& data = m.body["name"] == "report.json" ? report : html;
+    const uint64_t off = m.body["offset"];
+    std::string chunk = data.substr(off, 16);
+    if (corrupt && off == 0) chunk[0] = 'X';
+    ServerMessage reply =
+        protocol::OkReply(m.request_id, json{{"name", m.body["name"]},
+                                             {"offset", off},
+                                             {"bytes", chunk.size()},
+                                             {"total_bytes", data.size()},
+                                             {"eof", off + chunk.size() >= data.size()}});
+    reply.data = chunk;
+    send(reply);
+  });
+  std::unique_ptr<Client> c = Connect(ep);
+  char tmpl[] = "/tmp/fjord-report-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  absl::StatusOr<std::vector<protocol::AdapterFile>> files =
+      c->DownloadReport("job-e", dir + "/out");
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_EQ(files->size(), 2u);
+  std::ifstream in(dir + "/out/report.json", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), report);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(commands.front(), "report.files");
+    EXPECT_EQ(std::count(commands.begin(), commands.end(), "report.download"),
+              static_cast<long>((report.size() + 15) / 16 + (html.size() + 15) / 16));
+    corrupt = true;
+  }
+  files = c->DownloadReport("job-e", dir + "/bad");
+  EXPECT_EQ(files.status().code(), absl::StatusCode::kDataLoss) << files.status();
+  EXPECT_THAT(files.status().message(), HasSubstr("report.json"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir + "/bad"));  // no .part left
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ClientTest, DeleteFileReturnsItThenNotFound) {

@@ -23,6 +23,8 @@
 #include "daemon/protocol/messages.h"
 #include "runtime/util/status_macros.h"
 #include "sdk/cpp/cli/args.h"
+#include "sdk/cpp/cli/compare.h"
+#include "sdk/cpp/cli/context.h"
 #include "sdk/cpp/cli/exit_codes.h"
 #include "sdk/cpp/cli/job_file.h"
 #include "sdk/cpp/cli/quickstart.h"
@@ -51,94 +53,6 @@ const std::vector<OptionSpec>& GlobalOptions() {
       {"help", 'h', false, false, "", "show help"},
   };
   return *specs;
-}
-
-// The state of one invocation.
-struct Ctx {
-  ParsedArgs args;
-  FILE* out = nullptr;
-  FILE* err = nullptr;
-  EnvGetter env;
-  std::string self_path;
-  std::string command;    // "jobs create"
-  bool json_out = false;  // --json
-  std::optional<ConnectionSettings> settings;
-  std::unique_ptr<Client> client;
-
-  absl::StatusOr<Client*> GetClient() {
-    if (client) return client.get();
-    ConnectionFlags f;
-    f.endpoint = args.Get("endpoint");
-    f.server_key = args.Get("server-key");
-    f.keys = args.Get("keys");
-    f.timeout = args.Get("timeout");
-    f.config = args.Get("config");
-    FJORD_ASSIGN_OR_RETURN(ConnectionSettings s, ResolveConnection(f, env));
-    settings = s;
-    FJORD_ASSIGN_OR_RETURN(client, Client::Connect(s.options));
-    return client.get();
-  }
-
-  void Print(const std::string& text) { std::fputs(text.c_str(), out); }
-  void PrintJson(const json& j) { std::fprintf(out, "%s\n", protocol::DumpJson(j).c_str()); }
-  bool Tty() const { return ::isatty(::fileno(out)) == 1; }
-};
-
-// The wire name of a status code; codes outside the protocol's table (a
-// client-side DATA_LOSS) keep their own name.
-std::string CodeNameOf(const absl::Status& s) { return absl::StatusCodeToString(s.code()); }
-
-// Prints an error and returns its exit code.
-int Fail(Ctx& c, const absl::Status& s) {
-  const std::string code = CodeNameOf(s);
-  if (c.json_out) {
-    const std::string p = protocol::ParamOf(s);
-    c.PrintJson(json{{"error",
-                      {{"code", code},
-                       {"message", std::string(s.message())},
-                       {"param", p.empty() ? json(nullptr) : json(p)}}}});
-  }
-  std::string msg = absl::StrCat("fjord: ", code, ": ", s.message());
-  const std::string param = protocol::ParamOf(s);
-  if (!param.empty() && !absl::StrContains(s.message(), param))
-    absl::StrAppend(&msg, " (field ", param, ")");
-  std::fprintf(c.err, "%s\n", msg.c_str());
-  if (c.settings) {
-    const auto& src = c.settings->source;
-    auto from = [&](const char* key) {
-      auto it = src.find(key);
-      return it == src.end() ? std::string() : absl::StrCat(" (from ", it->second, ")");
-    };
-    if (s.code() == absl::StatusCode::kUnavailable ||
-        s.code() == absl::StatusCode::kDeadlineExceeded) {
-      std::fprintf(c.err, "  endpoint: %s%s\n", c.settings->options.endpoint.c_str(),
-                   from("endpoint").c_str());
-    } else if (s.code() == absl::StatusCode::kUnauthenticated) {
-      std::fprintf(c.err,
-                   "  endpoint: %s%s\n  client key: %s%s\n  server key: %s%s\n"
-                   "  The operator must add this client's public key to the daemon's keys file "
-                   "(see `fjord keys generate`).\n",
-                   c.settings->options.endpoint.c_str(), from("endpoint").c_str(),
-                   c.settings->options.client_keys.public_key.empty()
-                       ? "(none: plain connection)"
-                       : c.settings->options.client_keys.public_key.c_str(),
-                   from("keys").c_str(),
-                   c.settings->options.server_public_key.empty()
-                       ? "(none)"
-                       : c.settings->options.server_public_key.c_str(),
-                   from("server_public_key").c_str());
-    }
-  }
-  return ExitCodeFor(s);
-}
-
-// A bad command line: says so and returns kExitUsage.
-int UsageFail(Ctx& c, const std::string& message) {
-  if (c.json_out)
-    c.PrintJson(json{{"error", {{"code", "USAGE"}, {"message", message}, {"param", nullptr}}}});
-  std::fprintf(c.err, "fjord %s: %s\n(see fjord %s --help)\n", c.command.c_str(), message.c_str(),
-               c.command.c_str());
-  return kExitUsage;
 }
 
 // positionals[i], or nullopt after reporting what is missing.
@@ -296,25 +210,6 @@ int CmdFilesDelete(Ctx& c) {
   return kExitOk;
 }
 
-// Follows a job with progress (or JSON lines); exit 0 when it succeeded, 2 otherwise.
-int FollowJob(Ctx& c, Client& client, const std::string& job_id, int64_t after_seq) {
-  Progress progress(c.out, c.Tty());
-  absl::StatusOr<protocol::Job> job =
-      client.StreamEvents(job_id, after_seq, [&](const protocol::JobEvent& e) {
-        if (c.json_out)
-          c.PrintJson(json{{"event", protocol::JobEventToJson(e)}});
-        else
-          progress.OnEvent(e);
-        return true;
-      });
-  if (!job.ok()) return Fail(c, job.status());
-  if (c.json_out)
-    c.PrintJson(json{{"job", protocol::JobToJson(*job)}});
-  else
-    progress.Finish(*job);
-  return job->status == protocol::JobStatus::kSucceeded ? kExitOk : kExitJobNotSucceeded;
-}
-
 // Flags of `jobs create` -> fields of the job body.
 struct SpecFlag {
   const char* flag;
@@ -377,11 +272,6 @@ std::vector<OptionSpec> CreateOptions() {
                "follow the job until it ends, with progress (exit 2 unless it succeeds)"});
   o.push_back({"follow", 0, false, false, "", "same as --wait"});
   return o;
-}
-
-bool IsRegularFile(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 int CmdJobsCreate(Ctx& c) {
@@ -813,6 +703,11 @@ const std::vector<Command>& Commands() {
        {{"output", 'o', true, false, "DIR", "where to put it (default JOB_ID-adapter)"}},
        CmdAdaptersDownload},
       {"adapters files", "JOB_ID", "the files of a finished job's adapter", {}, CmdAdaptersFiles},
+      {"compare", "--model M --candidate NAME[=job-…|=DIR] ... --data FILE|ID ... [OPTIONS]",
+       "compare the base model and adapters on prompt/answer files (an evaluation job)",
+       CompareOptions(), CmdCompare},
+      {"compare show", "JOB_ID [--out DIR] [--html FILE]",
+       "the report of a finished evaluation job", CompareShowOptions(), CmdCompareShow},
       {"keys generate",
        "PREFIX [OPTIONS]",
        "a CURVE key pair: PREFIX.key (0600) and PREFIX.pub",

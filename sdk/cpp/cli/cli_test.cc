@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sdk/cpp/cli/args.h"
+#include "sdk/cpp/cli/compare.h"
 #include "sdk/cpp/cli/exit_codes.h"
 #include "sdk/cpp/cli/job_file.h"
 #include "sdk/cpp/cli/quickstart.h"
@@ -757,6 +758,81 @@ TEST(SvgTest, NiceTicks) {
 }
 
 // ---- Main ---------------------------------------------------------------------------
+
+TEST(CompareTest, CandidatesBaseJobAndAdapterDirectory) {
+  absl::StatusOr<CandidateArg> a = ParseCandidateArg("base", 0);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->candidate.name, "base");
+  EXPECT_TRUE(a->candidate.job.empty() && a->adapter_dir.empty());
+  a = ParseCandidateArg("ft=job-3f9a1c0d2b4e6f81", 1);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->candidate.job, "job-3f9a1c0d2b4e6f81");
+  TempDir dir;
+  dir.Write("adapter_config.json", "{}");
+  const std::string with_config = dir.path();
+  absl::StatusOr<CandidateArg> half = ParseCandidateArg("mine=" + with_config, 2);
+  EXPECT_THAT(half.status(),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr(with_config + " has no adapter_model.safetensors")));
+  dir.Write("adapter_model.safetensors", "x");
+  a = ParseCandidateArg("mine=" + with_config, 2);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->adapter_dir, with_config);
+  EXPECT_TRUE(a->candidate.adapter_config.empty());  // uploaded later
+  absl::StatusOr<CandidateArg> bad = ParseCandidateArg("bad name=job-1", 3);
+  EXPECT_THAT(bad.status(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'bad name'")));
+  EXPECT_EQ(protocol::ParamOf(bad.status()), "candidates[3].name");
+  EXPECT_EQ(protocol::ParamOf(ParseCandidateArg("x=", 4).status()), "candidates[4]");
+  EXPECT_THAT(
+      ParseCandidateArg("x=/nonexistent/dir", 0).status(),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/dir is not a directory")));
+}
+
+TEST(CompareTest, ReportTables) {
+  const json report = json::parse(R"({
+    "schema": "fjord.evaluation/1", "job": "job-e", "model": "demo",
+    "datasets": [{
+      "schema": "fjord.compare/1", "data": "file-1", "examples": 20,
+      "candidates": [
+        {"name": "base", "adapter": null, "metrics": {"contains": 0.1, "loss": 5.6155, "perplexity": 245.36},
+         "intervals": {"contains": {"low": 0.0, "high": 0.25}, "loss": {"low": 5.5, "high": 5.7},
+                       "perplexity": {"low": 230.0, "high": 260.0}}},
+        {"name": "demo", "adapter": "/a", "metrics": {"contains": 0.95, "loss": 2.0, "perplexity": 7.39},
+         "intervals": {"contains": {"low": 0.85, "high": 1.0}}}],
+      "pairs": [
+        {"metric": "contains", "a": "base", "b": "demo", "mean_difference": -0.85, "low": -1.0,
+         "high": -0.7, "verdict": "worse"},
+        {"metric": "loss", "a": "base", "b": "demo", "mean_difference": 3.6, "low": -0.1, "high": 7.0,
+         "verdict": "tie"}],
+      "ranking": {"loss": [{"name": "base", "rank": 1, "mean": 5.6}, {"name": "demo", "rank": 1, "mean": 2.0}],
+                  "contains": [{"name": "base", "rank": 2, "mean": 0.1}, {"name": "demo", "rank": 1, "mean": 0.95}]},
+      "judge": {"model": "judge", "prompt": "?", "pairs": [
+        {"a": "base", "b": "demo", "examples": 20, "wins_a": 2, "wins_b": 17, "ties": 1, "unparseable": 1,
+         "agreement": 0.9, "win_rate_a": {"mean": 0.125, "low": 0.03, "high": 0.25}, "verdict": "worse"}]}
+    }]})");
+  absl::StatusOr<std::string> text = RenderEvaluationReport(report);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text,
+              StartsWith("evaluation job-e of model demo\n\ndataset file-1 (20 examples)\n"));
+  // Columns in the protocol's order; a metric without an interval is the mean alone.
+  EXPECT_THAT(*text, HasSubstr("CANDIDATE  LOSS                  PERPLEXITY"));
+  EXPECT_THAT(
+      *text,
+      HasSubstr("base       5.615 [5.500, 5.700]  245.4 [230.0, 260.0]  0.100 [0.000, 0.250]"));
+  EXPECT_THAT(
+      *text,
+      HasSubstr("demo       2.000                 7.390                 0.950 [0.850, 1.000]"));
+  EXPECT_THAT(*text,
+              HasSubstr("  contains: base worse than demo (A - B -0.850 [-1.000, -0.700])\n"));
+  EXPECT_THAT(*text, Not(HasSubstr("loss: base")));  // a tie has no verdict line
+  EXPECT_THAT(*text, HasSubstr("  loss: 1 base, 1 demo\n  contains: 1 demo, 2 base\n"));
+  EXPECT_THAT(*text,
+              HasSubstr("judge judge:\n  base vs demo: base worse, win rate of base 0.125 [0.030, "
+                        "0.250] (2 wins, 17 losses, 1 ties, 1 unparseable; both orders agree "
+                        "on 90%)\n"));
+  EXPECT_THAT(RenderEvaluationReport(json{{"schema", "fjord.compare/1"}}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fjord.evaluation/1")));
+}
 
 TEST(MainTest, UsageErrorsExitOne) {
   TempDir d;

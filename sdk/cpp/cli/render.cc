@@ -153,17 +153,39 @@ std::string DescribeJob(const protocol::Job& job) {
                                 : " (shard_base: no effect on one GPU)");
   }
   row("model", model);
-  row("training file", job.spec.training_file);
+  if (job.spec.is_evaluation()) {
+    std::vector<std::string> cands;
+    for (const protocol::EvalCandidate& cand : job.spec.candidates) {
+      cands.push_back(
+          !cand.job.empty() ? absl::StrCat(cand.name, "=", cand.job)
+          : !cand.adapter_model.empty()
+              ? absl::StrCat(cand.name, "=", cand.adapter_config, "+", cand.adapter_model)
+              : cand.name);
+    }
+    row("type", "evaluation");
+    row("candidates", absl::StrJoin(cands, ", "));
+    row("datasets", absl::StrJoin(job.spec.datasets, ", "));
+    const protocol::EvalSettings& e = job.spec.evaluation;
+    row("evaluation",
+        absl::StrFormat("metrics %s, max_new_tokens %d, samples %d, bootstrap %d, seed %d%s",
+                        e.metrics.empty() ? "all" : absl::StrJoin(e.metrics, ","), e.max_new_tokens,
+                        e.samples, e.bootstrap, e.seed,
+                        e.judge.empty() ? "" : absl::StrCat(", judge ", e.judge)));
+  } else {
+    row("training file", job.spec.training_file);
+  }
   if (!job.spec.validation_file.empty()) row("validation file", job.spec.validation_file);
   if (!job.spec.heldout_file.empty()) row("held-out file", job.spec.heldout_file);
-  row("hyperparameters",
-      absl::StrFormat(
-          "epochs %d, max_steps %d, batch %d x %d, lr %g (%s, warmup %d), max_length %d, seed %d",
-          h.epochs, h.max_steps, h.batch_size, h.gradient_accumulation_steps, h.learning_rate,
-          h.lr_scheduler, h.warmup_steps, h.max_length, h.seed));
-  row("lora", absl::StrFormat("r %d, alpha %g, dropout %g, modules %s", job.spec.lora.r,
-                              job.spec.lora.alpha, job.spec.lora.dropout,
-                              absl::StrJoin(job.spec.lora.target_modules, ",")));
+  if (!job.spec.is_evaluation()) {
+    row("hyperparameters",
+        absl::StrFormat(
+            "epochs %d, max_steps %d, batch %d x %d, lr %g (%s, warmup %d), max_length %d, seed %d",
+            h.epochs, h.max_steps, h.batch_size, h.gradient_accumulation_steps, h.learning_rate,
+            h.lr_scheduler, h.warmup_steps, h.max_length, h.seed));
+    row("lora", absl::StrFormat("r %d, alpha %g, dropout %g, modules %s", job.spec.lora.r,
+                                job.spec.lora.alpha, job.spec.lora.dropout,
+                                absl::StrJoin(job.spec.lora.target_modules, ",")));
+  }
   if (!job.spec.metadata.empty()) {
     std::vector<std::string> kv;
     for (const auto& [k, v] : job.spec.metadata) kv.push_back(absl::StrCat(k, "=", v));
@@ -188,7 +210,8 @@ std::string DescribeJob(const protocol::Job& job) {
     row("checkpoint",
         absl::StrCat("step ", job.latest_checkpoint->step, ": ", job.latest_checkpoint->path));
   }
-  if (!job.result_adapter_path.empty()) row("adapter", job.result_adapter_path);
+  if (!job.result_adapter_path.empty())
+    row(job.spec.is_evaluation() ? "report" : "adapter", job.result_adapter_path);
   if (job.error) {
     // The hint is for a failed job; a paused one's error (over the storage
     // quota) says in its message what to do before resuming.
@@ -301,10 +324,12 @@ void Progress::OnEvent(const protocol::JobEvent& e) {
 
 void Progress::Finish(const protocol::Job& job) {
   if (job.status == protocol::JobStatus::kSucceeded) {
-    Line(absl::StrCat("job ", job.id, " succeeded",
-                      job.result_adapter_path.empty()
-                          ? ""
-                          : absl::StrCat(": adapter at ", job.result_adapter_path)));
+    Line(
+        absl::StrCat("job ", job.id, " succeeded",
+                     job.result_adapter_path.empty()
+                         ? ""
+                         : absl::StrCat(job.spec.is_evaluation() ? ": report at " : ": adapter at ",
+                                        job.result_adapter_path)));
   } else if (job.status == protocol::JobStatus::kFailed && job.error) {
     Line(absl::StrCat("job ", job.id, " failed: ", job.error->code, ": ", job.error->message));
   } else {

@@ -13,12 +13,15 @@ protocol it speaks. Depends on pyzmq only.
 
 The modules, each importing only those above it: errors, keys, config
 (settings), types (the inert data classes), _wire/_json (the codec),
-connection (socket, CURVE, retries, heartbeats, ``call``), events (event
-streams), files, adapters, models, jobs (the resources), client (Client).
+reports (the evaluation report's data classes), connection (socket, CURVE,
+retries, heartbeats, ``call``), _download (checked chunked downloads), events
+(event streams), files, adapters, models, jobs, evaluations (the resources),
+client (Client).
 """
 
 from .adapters import Adapters
 from .client import Client
+from .evaluations import Evaluations
 from .events import EventStream
 from .files import Files
 from .jobs import BoundJob, BoundJobPage, Jobs
@@ -40,11 +43,25 @@ from .errors import (
     UnimplementedError,
 )
 from .keys import KeyPair, generate_keypair, load_secret_key_file, write_key_files
+from .reports import (
+    CandidateResult,
+    DatasetReport,
+    EvaluationReport,
+    Interval,
+    JudgePair,
+    JudgeResult,
+    PairResult,
+    Rank,
+    Sample,
+    WinRate,
+)
 from .types import (
     FINAL_STATUSES,
     JOB_STATUSES,
     AdapterFile,
+    Candidate,
     Checkpoint,
+    EvaluationSettings,
     Event,
     FileObject,
     Hyperparameters,
@@ -68,5 +85,7 @@ __all__ = [
     "KeyPair", "generate_keypair", "load_secret_key_file", "write_key_files",
     "JOB_STATUSES", "FINAL_STATUSES", "AdapterFile", "Checkpoint", "Event", "FileObject", "Hyperparameters",
     "Job", "JobError", "JobPage", "LoraConfig", "Model", "PingInfo", "StorageUsage",
+    "Evaluations", "Candidate", "EvaluationSettings", "EvaluationReport", "DatasetReport", "CandidateResult",
+    "Interval", "PairResult", "Rank", "Sample", "JudgeResult", "JudgePair", "WinRate",
     "__version__", "PROTOCOL_VERSION",
 ]

@@ -127,7 +127,9 @@ class Progress:
 
     def finish(self, job: Job) -> None:
         if job.status == "succeeded":
-            self._line(f"job {job.id} succeeded" + (f": adapter at {job.result_adapter}" if job.result_adapter else ""))
+            where = (f": adapter at {job.result_adapter}" if job.result_adapter
+                     else f": report at {job.result_report}" if job.result_report else "")
+            self._line(f"job {job.id} succeeded{where}")
         elif job.status == "failed" and job.error is not None:
             self._line(f"job {job.id} failed: {job.error.code}: {job.error.message}")
         else:

@@ -13,7 +13,7 @@ A Client is a :class:`fjord.connection.Connection` (one socket for calls,
 serialised by a lock, retried as that module says) and the resources over
 it: ``client.files`` (:mod:`fjord.files`), ``client.jobs`` (:mod:`fjord.jobs`),
 ``client.adapters`` (:mod:`fjord.adapters`), ``client.models``
-(:mod:`fjord.models`). A Client may be shared by threads; a followed event
+(:mod:`fjord.models`), ``client.evaluations`` (:mod:`fjord.evaluations`). A Client may be shared by threads; a followed event
 stream (:mod:`fjord.events`) has its own socket and belongs to the thread
 that iterates it.
 """
@@ -28,6 +28,7 @@ from .adapters import Adapters
 from .config import Settings, resolve
 from .connection import Connection, check_retry_settings
 from .errors import InvalidArgumentError
+from .evaluations import Evaluations
 from .events import EventStream
 from .files import Files
 from .jobs import BoundJob, BoundJobPage, Jobs
@@ -37,7 +38,7 @@ from .types import PathLike, PingInfo
 
 # Files, Jobs, Adapters, Models and EventStream were defined here before the
 # resources had modules of their own; they stay importable from here.
-__all__ = ["Client", "EventStream", "Files", "Jobs", "Adapters", "Models", "BoundJob", "BoundJobPage"]
+__all__ = ["Client", "EventStream", "Files", "Jobs", "Adapters", "Models", "Evaluations", "BoundJob", "BoundJobPage"]
 
 
 class Client:
@@ -98,6 +99,7 @@ class Client:
         self.adapters = Adapters(self._conn)
         self.jobs = Jobs(self._conn, self.files, self.adapters)
         self.models = Models(self._conn)
+        self.evaluations = Evaluations(self._conn, self.files, self.jobs)
 
     # The connection's settings, as attributes of the Client (they always were).
     @property

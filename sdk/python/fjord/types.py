@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
+import re
 from typing import Any, Dict, Iterator, List, Optional, Union
 
-from .errors import InternalError, InvalidArgumentError
+from .errors import InternalError, InvalidArgumentError, NotFoundError
 
 __all__ = [
     "JOB_STATUSES",
@@ -32,6 +34,8 @@ __all__ = [
     "FileObject",
     "StorageUsage",
     "AdapterFile",
+    "Candidate",
+    "EvaluationSettings",
     "Model",
     "PingInfo",
     "JobRef",
@@ -328,11 +332,121 @@ class AdapterFile:
     sha256: str
 
     @classmethod
-    def from_dict(cls, d: Any) -> "AdapterFile":
-        """InternalError for a file without a name."""
+    def from_dict(cls, d: Any, command: str = "adapter.files") -> "AdapterFile":
+        """InternalError for a file without a name (``command``: the reply it came in,
+        ``adapter.files`` or ``report.files``)."""
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
-            raise InternalError("malformed reply to adapter.files: a file without a name")
+            raise InternalError(f"malformed reply to {command}: a file without a name")
         return cls(d["name"], _int(d, "bytes", 0, "adapter file"), str(_get(d, "sha256", "")))
+
+
+#: What a candidate's name may hold (docs/protocol.md §5, Evaluation jobs).
+_CANDIDATE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: The two files of a PEFT adapter directory.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def valid_candidate_name(name: Any) -> bool:
+    """True for 1..64 bytes of letters, digits, ``.``, ``_``, ``-``."""
+    return isinstance(name, str) and _CANDIDATE_NAME.fullmatch(name) is not None
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One candidate of an evaluation job: the base model alone (``job`` and the
+    adapter files None), the base with the adapter of one of your succeeded
+    fine-tune jobs (``job``), or the base with an uploaded PEFT adapter
+    (``adapter_config`` and ``adapter_model``: file ids or tenant paths).
+
+    ``adapter_dir`` is a local PEFT adapter directory not uploaded yet
+    (:meth:`from_adapter_dir`): ``client.evaluations.create`` uploads its two
+    files and sends their ids; it is never sent itself.
+    """
+
+    name: str
+    job: Optional[str] = None
+    adapter_config: Optional[str] = None
+    adapter_model: Optional[str] = None
+    adapter_dir: Optional[pathlib.Path] = dataclasses.field(default=None, compare=False)
+
+    @classmethod
+    def base(cls, name: str = "base") -> "Candidate":
+        """The base model itself."""
+        return cls(name=name)
+
+    @classmethod
+    def from_job(cls, name: str, job: Any) -> "Candidate":
+        """The adapter of a succeeded fine-tune job (its id or a Job)."""
+        return cls(name=name, job=job_id_of(job))
+
+    @classmethod
+    def from_adapter_dir(cls, name: str, path: "PathLike") -> "Candidate":
+        """A local PEFT adapter directory (``adapter_config.json`` and
+        ``adapter_model.safetensors``), uploaded when the evaluation is created.
+
+        NotFoundError (param ``candidates``) naming the path when the directory or
+        one of its two files is missing.
+        """
+        d = pathlib.Path(path)
+        if not d.is_dir():
+            raise NotFoundError(f"candidate '{name}': {d} is not a directory (a PEFT adapter directory holds "
+                                f"{' and '.join(ADAPTER_FILES)})", param="candidates")
+        for f in ADAPTER_FILES:
+            if not (d / f).is_file():
+                raise NotFoundError(f"candidate '{name}': {d} has no {f} (a PEFT adapter directory holds "
+                                    f"{' and '.join(ADAPTER_FILES)})", param="candidates")
+        return cls(name=name, adapter_dir=d)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Candidate":
+        """A candidate of a job object; InternalError for one without a name."""
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise InternalError("malformed reply: job.candidates[] has no name")
+        return cls(name=d["name"], job=_optional_str(d, "job"), adapter_config=_optional_str(d, "adapter_config"),
+                   adapter_model=_optional_str(d, "adapter_model"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The candidate as job.create takes it. InvalidArgumentError while
+        ``adapter_dir`` has not been uploaded."""
+        if self.adapter_dir is not None and self.adapter_config is None:
+            raise InvalidArgumentError(f"candidate '{self.name}': the adapter in {self.adapter_dir} is not "
+                                       "uploaded yet (client.evaluations.create uploads it)", param="candidates")
+        d: Dict[str, Any] = {"name": self.name}
+        for key in ("job", "adapter_config", "adapter_model"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+
+@dataclasses.dataclass
+class EvaluationSettings:
+    """How an evaluation job scores its candidates. Defaults are the daemon's
+    (docs/protocol.md §5, Evaluation jobs)."""
+
+    metrics: List[str] = dataclasses.field(default_factory=list)  # empty: all of them
+    max_new_tokens: int = 64  # per reply
+    batch_size: int = 8  # prompts per generation batch
+    samples: int = 5  # replies shown side by side per dataset
+    bootstrap: int = 2000  # resamples per interval
+    seed: int = 0  # the bootstrap's seed: the same seed, the same report
+    chat_template: str = "auto"
+    judge: Optional[str] = None  # a model that judges every pair of candidates' replies
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "EvaluationSettings":
+        e = cls()
+        if isinstance(d, dict):
+            for f in dataclasses.fields(cls):
+                if d.get(f.name) is not None:
+                    setattr(e, f.name, list(d[f.name]) if f.name == "metrics" else d[f.name])
+        return e
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The ``evaluation`` object (``judge`` only when set)."""
+        d = dataclasses.asdict(self)
+        if d["judge"] is None:
+            del d["judge"]
+        return d
 
 
 @dataclasses.dataclass
@@ -381,7 +495,15 @@ class PingInfo:
 
 @dataclasses.dataclass
 class Job:
-    """A fine-tuning job (docs/protocol.md §6). Times are Unix milliseconds.
+    """A job (docs/protocol.md §6): a fine-tune, or an evaluation
+    (``type == "evaluation"``). Times are Unix milliseconds.
+
+    An evaluation job has ``candidates``, ``datasets``, ``evaluation`` and, once
+    succeeded, ``result_report`` (the report's directory on the daemon's
+    storage); its ``training_file`` is ``""`` (null on the wire), its
+    ``hyperparameters`` and ``lora`` are the defaults (it has none) and its
+    ``result_adapter`` None. A fine-tune's ``candidates`` and ``datasets`` are
+    empty and its ``evaluation`` None.
 
     The data only. A Job returned by a :class:`fjord.Client` is a
     :class:`fjord.BoundJob`, which adds ``job.wait()``, ``job.refresh()``,
@@ -423,6 +545,11 @@ class Job:
     # waits there, what Slurm says ("Slurm job 12 pending: Resources").
     slurm_job_id: Optional[str] = None
     queue_detail: Optional[str] = None
+    type: str = "fine_tune"  # or "evaluation"
+    candidates: List[Candidate] = dataclasses.field(default_factory=list)
+    datasets: List[str] = dataclasses.field(default_factory=list)
+    evaluation: Optional[EvaluationSettings] = None
+    result_report: Optional[str] = None  # the report directory (report.json, report.html)
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -438,6 +565,16 @@ class Job:
         gpu_ids = _get(d, "gpu_ids", [])
         if not isinstance(gpu_ids, list):
             raise InternalError(f"malformed reply: job.gpu_ids is {gpu_ids!r}, not an array")
+        candidates = _get(d, "candidates", [])
+        datasets = _get(d, "datasets", [])
+        if not isinstance(candidates, list):
+            raise InternalError(f"malformed reply: job.candidates is {candidates!r}, not an array")
+        if not isinstance(datasets, list) or not all(isinstance(x, str) for x in datasets):
+            raise InternalError(f"malformed reply: job.datasets is {datasets!r}, not an array of strings")
+        evaluation = d.get("evaluation")
+        if evaluation is not None and not isinstance(evaluation, dict):
+            raise InternalError(f"malformed reply: job.evaluation is {evaluation!r}, not an object")
+        report = d.get("result_report")
         return cls(
             id=d["id"],
             status=status,
@@ -471,6 +608,11 @@ class Job:
             gpu_ids=list(gpu_ids),
             slurm_job_id=_optional_str(d, "slurm_job_id"),
             queue_detail=_optional_str(d, "queue_detail"),
+            type=_str(d, "type", "fine_tune", "job"),
+            candidates=[Candidate.from_dict(c) for c in candidates],
+            datasets=list(datasets),
+            evaluation=EvaluationSettings.from_dict(evaluation) if evaluation is not None else None,
+            result_report=_get(report, "path") if isinstance(report, dict) else None,
             raw=d,
         )
 
@@ -486,6 +628,11 @@ class Job:
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def is_evaluation(self) -> bool:
+        """True for an evaluation job (``type == "evaluation"``)."""
+        return self.type == "evaluation"
 
 
 @dataclasses.dataclass

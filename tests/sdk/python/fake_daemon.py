@@ -9,6 +9,7 @@ commands' state (uploads, paged list with usage, delete) and FakeJobs the jobs'
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -374,3 +375,229 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def compare_report(data: str, candidates: list, model: str = "demo", judge: Optional[str] = None) -> dict:
+    """A canned ``fjord.compare/1`` report (docs/comparison.md) of ``candidates``
+    (names) on ``data``: made-up numbers, the first candidate worst and each
+    later one better on ``contains``, ties on ``exact_match``, with intervals,
+    pairs, ranks, two samples and (with ``judge``) the judge's pairs."""
+    n = len(candidates)
+    cands, pairs, samples = [], [], []
+    for i, name in enumerate(candidates):
+        contains = round(0.1 + 0.8 * i / max(1, n - 1), 4)
+        loss = round(5.5 - i, 4)
+        cands.append({
+            "name": name, "adapter": None if i == 0 else f"/mnt/fjord/acme/adapters/{name}",
+            "metrics": {"loss": loss, "perplexity": round(2.718281828 ** loss, 2), "exact_match": 0.0,
+                        "contains": contains},
+            "intervals": {"loss": {"low": loss - 0.25, "high": loss + 0.25},
+                          "perplexity": {"low": 1.0, "high": 400.0},
+                          "exact_match": {"low": 0.0, "high": 0.0},
+                          "contains": {"low": max(0.0, contains - 0.1), "high": min(1.0, contains + 0.1)}},
+            "speed": {"loss_tokens_per_s": 380.2, "generated_tokens_per_s": 311.2, "generated_tokens": 60},
+            "peak_rss_bytes": 407764992 + i})
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = candidates[i], candidates[j]
+            d = round(cands[i]["metrics"]["contains"] - cands[j]["metrics"]["contains"], 4)
+            pairs.append({"metric": "contains", "a": a, "b": b, "mean_difference": d, "low": d - 0.05,
+                          "high": d + 0.05, "verdict": "worse"})
+            pairs.append({"metric": "exact_match", "a": a, "b": b, "mean_difference": 0.0, "low": 0.0, "high": 0.0,
+                          "verdict": "tie"})
+            pairs.append({"metric": "loss", "a": a, "b": b, "mean_difference": float(j - i), "low": j - i - 0.5,
+                          "high": j - i + 0.5, "verdict": "worse"})
+    ranking = {
+        "contains": [{"name": c, "rank": n - i, "mean": cands[i]["metrics"]["contains"]}
+                     for i, c in enumerate(candidates)],
+        "exact_match": [{"name": c, "rank": 1, "mean": 0.0} for c in candidates],
+        "loss": [{"name": c, "rank": n - i, "mean": cands[i]["metrics"]["loss"]} for i, c in enumerate(candidates)],
+        "perplexity": [{"name": c, "rank": 1, "mean": cands[i]["metrics"]["perplexity"]}
+                       for i, c in enumerate(candidates)],
+    }
+    for line in (1, 2):
+        samples.append({"line": line, "prompt": f"What is the capital of country {line}?", "answer": f"City{line}",
+                        "replies": {c: f"{c} says City{line}" for c in candidates}})
+    report = {"schema": "fjord.compare/1", "model": model, "data": data, "examples": 20, "chat_template": "auto",
+              "bootstrap": {"iterations": 2000, "confidence": 0.95, "seed": 0},
+              "candidates": cands, "pairs": pairs, "ranking": ranking, "samples": samples}
+    if judge is not None:
+        report["judge"] = {"model": judge, "prompt": "Which reply answers better? Say A, B or tie.",
+                           "pairs": [{"a": candidates[0], "b": c, "examples": 20, "wins_a": 3, "wins_b": 15, "ties": 2,
+                                      "unparseable": 0, "agreement": 0.85,
+                                      "win_rate_a": {"mean": 0.2, "low": 0.08, "high": 0.35}, "verdict": "worse"}
+                                     for c in candidates[1:]]}
+    return report
+
+
+class FakeEvaluations:
+    """Evaluation jobs over a FakeFiles and a FakeJobs, faithful to
+    docs/protocol.md §5 ("Evaluation jobs", "Report"): ``job.create`` with
+    ``"type": "evaluation"`` (the request checked as the daemon checks it:
+    fine-tuning fields refused by name, 1..16 candidates with valid unique
+    names, a ``job`` that is one of the tenant's succeeded fine-tunes of the
+    same model, both adapter files or none and each a file the tenant has,
+    1..8 datasets that are files it has, known metrics and a known judge;
+    each error's param as the protocol names it); the job is then
+    ``validating``, and ``finish(job_id)`` makes it ``succeeded`` with a
+    ``result_report`` and a canned report (:func:`compare_report` per dataset).
+    ``report.files`` / ``report.download`` serve it in chunks of at most
+    ``chunk`` bytes (FAILED_PRECONDITION, param job_id, for a job that is not a
+    succeeded evaluation), ``adapter.files`` of an evaluation is
+    FAILED_PRECONDITION. Other job.create bodies are left to other handlers
+    (returns False).
+
+        files = FakeFiles(); jobs = FakeJobs(files); evals = FakeEvaluations(files, jobs)
+        with FakeDaemon(lambda p: files.handle(p) or evals.handle(p) or jobs.handle(p)) as d: ...
+    """
+
+    METRICS = ("loss", "perplexity", "token_accuracy", "exact_match", "normalized_exact_match", "contains",
+               "token_f1")
+    FINE_TUNE_FIELDS = ("training_file", "validation_file", "heldout_file", "hyperparameters", "lora",
+                        "quantization", "shard_base")
+    SETTINGS = {"max_new_tokens": (1, 4096, 64), "batch_size": (1, 256, 8), "samples": (0, 100, 5),
+                "bootstrap": (100, 100000, 2000), "seed": (0, 2 ** 63 - 1, 0)}
+
+    def __init__(self, files: FakeFiles, jobs: FakeJobs, models=("demo", "judge-model"), chunk: int = 1000):
+        self.files = files
+        self.jobs = jobs
+        self.models = set(models)
+        self.chunk = chunk
+        self.reports: dict = {}  # job id -> {"report.json": bytes, "report.html": bytes}
+        self.created: list = []  # the job.create bodies accepted
+
+    def _file(self, ref) -> bool:
+        if not isinstance(ref, str):
+            return False
+        return ref in self.files.files or (ref.startswith("files/") and ref[len("files/"):] in self.files.files)
+
+    def _check(self, b: dict):
+        """None, or (param, message) of the first thing wrong with the body."""
+        for f in self.FINE_TUNE_FIELDS:
+            if f in b:
+                return f, f"{f} is a fine-tuning field; an evaluation job takes candidates, datasets and evaluation"
+        if b.get("model") not in self.models:
+            return "model", f"unknown model '{b.get('model')}'"
+        cs = b.get("candidates")
+        if not isinstance(cs, list) or not 1 <= len(cs) <= 16:
+            return "candidates", "candidates must be an array of 1..16 objects"
+        names = set()
+        for i, c in enumerate(cs):
+            p = f"candidates[{i}]"
+            if not isinstance(c, dict) or set(c) - {"name", "job", "adapter_config", "adapter_model"}:
+                return p, f"{p} must be an object of name, job, adapter_config, adapter_model"
+            name = c.get("name")
+            if not isinstance(name, str) or not 1 <= len(name) <= 64 or not all(
+                    ch.isalnum() and ch.isascii() or ch in "._-" for ch in name):
+                return p + ".name", f"{p}.name '{name}' must be 1..64 bytes of letters, digits, '.', '_', '-'"
+            if name in names:
+                return p + ".name", f"{p}.name '{name}' is the name of an earlier candidate"
+            names.add(name)
+            if ("adapter_config" in c) != ("adapter_model" in c):
+                missing = "adapter_model" if "adapter_config" in c else "adapter_config"
+                return f"{p}.{missing}", (f"{p}: an uploaded adapter needs both adapter_config "
+                                          "(adapter_config.json) and adapter_model (adapter_model.safetensors)")
+            if "job" in c and "adapter_config" in c:
+                return p + ".job", f"{p}: a candidate is a fine-tune job's adapter or an uploaded adapter, not both"
+            for key in ("adapter_config", "adapter_model"):
+                if key in c and not self._file(c[key]):
+                    return f"{p}.{key}", f"no file '{c[key]}'"
+            if "job" in c:
+                j = self.jobs.jobs.get(c["job"])
+                if j is None:
+                    return p + ".job", f"no job '{c['job']}'"
+                if j.get("type") == "evaluation":
+                    return p + ".job", f"job {c['job']} is an evaluation"
+                if j["status"] != "succeeded":
+                    return p + ".job", f"job {c['job']} is {j['status']}; only a succeeded job has an adapter"
+                if j["model"] != b["model"]:
+                    return p + ".job", f"job {c['job']} fine-tuned model '{j['model']}', not '{b['model']}'"
+        ds = b.get("datasets")
+        if not isinstance(ds, list) or not 1 <= len(ds) <= 8:
+            return "datasets", "datasets must name 1..8 files"
+        for i, d in enumerate(ds):
+            if not self._file(d):
+                return f"datasets[{i}]", f"no file '{d}'"
+        ev = b.get("evaluation", {})
+        for i, m in enumerate(ev.get("metrics", [])):
+            if m not in self.METRICS:
+                return "evaluation.metrics", f"evaluation.metrics[{i}]: unknown metric '{m}'"
+        for key, (lo, hi, _) in self.SETTINGS.items():
+            v = ev.get(key)
+            if v is not None and (not isinstance(v, int) or not lo <= v <= hi):
+                return f"evaluation.{key}", f"evaluation.{key} must be in [{lo}, {hi}], got {v}"
+        if "judge" in ev and ev["judge"] not in self.models:
+            return "evaluation.judge", f"unknown model '{ev['judge']}'"
+        if b.get("gpus", 1) != 1:
+            return "gpus", f"gpus is {b['gpus']}; an evaluation job runs on one GPU (gpus: 1)"
+        return None
+
+    def finish(self, job_id: str, status: str = "succeeded") -> dict:
+        """Ends the evaluation job (``succeeded``: with its report); returns the job."""
+        j = self.jobs.jobs[job_id]
+        j["status"] = status
+        if status == "succeeded":
+            path = f"/mnt/fjord/acme/jobs/{job_id}/report"
+            j["result_report"] = {"path": path, "files": ["report.json", "report.html"]}
+            ev = j["evaluation"]
+            names = [c["name"] for c in j["candidates"]]
+            report = {"schema": "fjord.evaluation/1", "job": job_id, "model": j["model"],
+                      "datasets": [compare_report(d, names, j["model"], ev.get("judge")) for d in j["datasets"]]}
+            self.reports[job_id] = {"report.json": json.dumps(report, indent=1).encode(),
+                                    "report.html": f"<!doctype html><title>{job_id}</title><h1>report</h1>".encode()}
+        return j
+
+    def handle(self, peer: Peer) -> bool:
+        m = peer.message
+        if m.type != MessageType.REQUEST:
+            return False
+        b = m.body
+        if m.command == "job.create":
+            if b.get("type", "fine_tune") != "evaluation":
+                if b.get("type", "fine_tune") != "fine_tune":
+                    peer.error("INVALID_ARGUMENT", f"type must be fine_tune or evaluation, got '{b['type']}'", "type")
+                    return True
+                return False
+            bad = self._check(b)
+            if bad is not None:
+                peer.error("INVALID_ARGUMENT", bad[1], bad[0])
+                return True
+            self.created.append(b)
+            ev = {key: default for key, (_, _, default) in self.SETTINGS.items()}
+            ev.update(metrics=[], chat_template="auto")
+            ev.update(b.get("evaluation", {}))
+            j = self.jobs.add("validating", type="evaluation", model=b["model"], training_file=None,
+                              candidates=b["candidates"], datasets=b["datasets"], evaluation=ev,
+                              result_report=None, metadata=b.get("metadata", {}),
+                              idempotency_key=b.get("idempotency_key"), priority=b.get("priority", 0))
+            for key in ("hyperparameters", "lora", "result_adapter"):
+                j.pop(key, None)
+            peer.ok(j)
+        elif m.command in ("report.files", "report.download", "adapter.files"):
+            jid = b.get("job_id")
+            j = self.jobs.jobs.get(jid)
+            if j is None:
+                peer.error("NOT_FOUND", f"no job '{jid}'", "job_id")
+            elif m.command == "adapter.files":
+                if j.get("type") != "evaluation":
+                    return False
+                peer.error("FAILED_PRECONDITION", f"job {jid} is an evaluation: it has a report, not an adapter "
+                           "(report.files)", "job_id")
+            elif j.get("type") != "evaluation" or j["status"] != "succeeded":
+                peer.error("FAILED_PRECONDITION", f"job {jid} has no report: only a succeeded evaluation job has "
+                           "one", "job_id")
+            elif m.command == "report.files":
+                peer.ok({"files": [{"name": n, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                                   for n, data in self.reports[jid].items()]})
+            else:
+                data = self.reports[jid].get(b.get("name"))
+                if data is None:
+                    peer.error("NOT_FOUND", f"no report file '{b.get('name')}'", "name")
+                    return True
+                off, n = b["offset"], min(b["length"], self.chunk)
+                chunk = data[off:off + n]
+                peer.ok({"name": b["name"], "offset": off, "bytes": len(chunk), "total_bytes": len(data),
+                         "eof": off + len(chunk) >= len(data)}, data=chunk)
+        else:
+            return False
+        return True

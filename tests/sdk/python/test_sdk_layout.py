@@ -26,13 +26,16 @@ LAYERS = [
     "keys",        # CURVE keys and key files
     "config",      # where a client finds its settings
     "types",       # the inert data classes (Job, FileObject, ...)
+    "reports",     # the evaluation report's data classes
     "_progress",   # the progress line of a job's events
     "connection",  # socket, CURVE, retries, heartbeats, call
+    "_download",   # checked chunked downloads (adapters, reports)
     "events",      # a job's event stream
     "files",       # client.files
     "adapters",    # client.adapters
     "models",      # client.models
     "jobs",        # client.jobs, BoundJob, BoundJobPage
+    "evaluations", # client.evaluations
     "client",      # fjord.Client
 ]
 # Imports under TYPE_CHECKING (annotations only, never executed) that point
@@ -106,6 +109,7 @@ def test_each_module_imports_alone_and_loads_only_what_is_below(name):
 
 def test_types_know_no_client():
     assert loaded_by("types") == {"types", "errors"}
+    assert loaded_by("reports") == {"reports", "errors"}
     source = (PACKAGE / "types.py").read_text()
     for word in ("client", "connection", "Connection", "zmq", "_wire"):
         assert f"import {word}" not in source and f".{word} import" not in source
@@ -123,14 +127,18 @@ def test_resources_do_not_import_each_other_or_the_client():
 
 def test_public_names_stay_where_users_import_them():
     import fjord.client
+    import fjord.reports
     import fjord.types
 
-    for name in ("Client", "EventStream", "Files", "Jobs", "Adapters", "Models"):
+    for name in ("Client", "EventStream", "Files", "Jobs", "Adapters", "Models", "Evaluations"):
         assert getattr(fjord.client, name) is getattr(fjord, name)
     for name in ("Job", "JobPage", "FileObject", "Event", "Checkpoint", "Hyperparameters", "LoraConfig",
                  "JobError", "StorageUsage", "AdapterFile", "Model", "PingInfo", "JOB_STATUSES",
-                 "FINAL_STATUSES"):
+                 "FINAL_STATUSES", "Candidate", "EvaluationSettings"):
         assert getattr(fjord.types, name) is getattr(fjord, name)
+    for name in ("EvaluationReport", "DatasetReport", "CandidateResult", "Interval", "PairResult", "Rank",
+                 "Sample", "JudgeResult", "JudgePair", "WinRate"):
+        assert getattr(fjord.reports, name) is getattr(fjord, name)
     assert set(fjord.__all__) <= set(dir(fjord))
     assert issubclass(fjord.BoundJob, fjord.Job) and issubclass(fjord.BoundJobPage, fjord.JobPage)
 

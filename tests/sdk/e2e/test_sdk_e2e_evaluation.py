@@ -1,0 +1,100 @@
+"""Evaluation jobs end to end (issue 19), through a real fjordd running
+fjord-train: a short fine-tune of the demo model, then an evaluation of the
+base against its adapter and against the same adapter uploaded as a PEFT
+directory, on the demo's held-out prompts, from the Python SDK and from
+`fjord compare --wait`. The report is a fjord.evaluation/1 document with one
+fjord.compare/1 report per dataset; the fine-tune beats the base on
+`contains` (the demo's fine-tune answers in sentences that contain the
+answer; docs/comparison.md), and the job adapter and the uploaded copy of it
+score the same.
+
+NOT ENABLED YET: this needs the daemon side of evaluation jobs (job.create
+type evaluation, the worker's evaluation pass, report.files/report.download),
+which lands separately; until then it fails at job.create. Enable it by
+removing the skip marker below once that side is merged.
+
+    bazel build //daemon/server:fjordd //sdk/cpp/cli:fjord //lora/cli:fjord-train //tools/demo:demo
+    ~/.cache/fjord/venv/bin/python -m pytest -q tests/sdk/e2e/test_sdk_e2e_evaluation.py
+"""
+
+import json
+import os
+
+import pytest
+
+import fjord
+from fjordd import DEMO, FJORD_CLI, FJORD_TRAIN, Fjordd, require, require_trainer
+
+pytestmark = pytest.mark.skipif(os.environ.get("FJORD_E2E_EVALUATION") != "1",
+                                reason="evaluation jobs in fjordd not merged yet: set FJORD_E2E_EVALUATION=1")
+
+SHORT = {"epochs": 1, "max_steps": 30, "batch_size": 2, "learning_rate": 3e-3, "warmup_steps": 2, "max_length": 256}
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    require_trainer()
+    require(FJORD_CLI, DEMO / "model" / "config.json", DEMO / "data" / "train.jsonl", DEMO / "data" / "heldout.jsonl")
+    with Fjordd(worker=FJORD_TRAIN, models={"demo": str(DEMO / "model")}) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def client(daemon):
+    with daemon.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def fine_tune(client, tmp_path_factory):
+    train = client.files.upload(DEMO / "data" / "train.jsonl")
+    job = client.jobs.create(model="demo", training_file=train.id, hyperparameters=SHORT)
+    job = job.wait(timeout=900, raise_on_failure=True)
+    adapter = client.adapters.download(job.id, tmp_path_factory.mktemp("adapter"))
+    return job, adapter
+
+
+def test_python_sdk_evaluation_report(client, fine_tune, tmp_path):
+    job, adapter = fine_tune
+    ev = client.evaluations.create(
+        model="demo", candidates=["base", job, fjord.Candidate.from_adapter_dir("uploaded", adapter)],
+        datasets=[DEMO / "data" / "heldout.jsonl"], samples=2, bootstrap=500, seed=1)
+    assert ev.is_evaluation and ev.training_file == ""
+    assert [c.name for c in ev.candidates] == ["base", job.id, "uploaded"]
+    ev = ev.wait(timeout=900, raise_on_failure=True)
+    assert ev.result_report and ev.result_adapter is None
+    with pytest.raises(fjord.FailedPreconditionError):
+        client.adapters.files(ev)
+    report = client.evaluations.report(ev)
+    assert (report.job, report.model, len(report.datasets)) == (ev.id, "demo", 1)
+    ds = report.datasets[0]
+    assert ds.examples > 0 and len(ds.samples) == 2
+    base, tuned, uploaded = (ds.candidate(n) for n in ("base", job.id, "uploaded"))
+    for c in (base, tuned, uploaded):
+        assert set(c.metrics) >= {"loss", "perplexity", "token_accuracy", "exact_match", "contains", "token_f1"}
+        assert c.intervals["contains"].low <= c.metrics["contains"] <= c.intervals["contains"].high
+    assert tuned.metrics == pytest.approx(uploaded.metrics, abs=1e-6)  # the same adapter, twice
+    assert tuned.metrics["contains"] > base.metrics["contains"]
+    assert tuned.metrics["loss"] < base.metrics["loss"]
+    verdicts = {(p.a, p.b, p.metric): p.verdict for p in ds.pairs}
+    assert verdicts.get(("base", job.id, "loss")) == "worse"
+    assert ds.ranking["loss"][0].rank >= 1
+    out = client.evaluations.download_report(ev, tmp_path / "report")
+    assert json.loads((out / "report.json").read_text()) == report.raw
+    assert "<html" in (out / "report.html").read_text().lower()
+
+
+def test_cli_compare_wait(daemon, fine_tune, tmp_path):
+    job, adapter = fine_tune
+    r = daemon.cli("compare", "--model", "demo", "--candidate", "base", "--candidate", f"ft={job.id}",
+                   "--candidate", f"mine={adapter}", "--data", DEMO / "data" / "heldout.jsonl",
+                   "--samples", "1", "--bootstrap", "500", "--wait", "--out", tmp_path / "out",
+                   "--html", tmp_path / "r.html", timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "CANDIDATE" in r.stdout and "LOSS" in r.stdout and "CONTAINS" in r.stdout
+    assert "loss: base worse than ft" in r.stdout
+    assert (tmp_path / "out" / "report.json").exists() and (tmp_path / "r.html").exists()
+    ev_id = json.loads((tmp_path / "out" / "report.json").read_text())["job"]
+    r = daemon.cli("--json", "compare", "show", ev_id)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["report"]["job"] == ev_id
