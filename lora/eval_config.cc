@@ -69,7 +69,8 @@ absl::Status ReadEntries(const YAML::Node& list, absl::string_view name, const s
       const std::string w = cy::Where(name, it->second, absl::StrCat(item, ".", key));
       if (!known) {
         std::string list_keys;
-        for (const std::string& k : keys) absl::StrAppend(&list_keys, list_keys.empty() ? "" : ", ", k);
+        for (const std::string& k : keys)
+          absl::StrAppend(&list_keys, list_keys.empty() ? "" : ", ", k);
         return absl::InvalidArgumentError(
             absl::StrCat(w, ": unknown key (known: ", list_keys, ")"));
       }
@@ -78,8 +79,8 @@ absl::Status ReadEntries(const YAML::Node& list, absl::string_view name, const s
       m[key] = v;
     }
     if (m[required].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(cy::Where(name, e, item), ": '", required,
-                                                     "' is required"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(cy::Where(name, e, item), ": '", required, "' is required"));
     }
     out->push_back(std::move(m));
   }
@@ -107,9 +108,8 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
         absl::StrCat(name, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
   }
   if (!root.IsMap() || root.size() != 1 || !root["evaluation"].IsMap()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": an evaluation job file is one mapping 'evaluation:' of ",
-                     kEvaluationKeys));
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": an evaluation job file is one mapping 'evaluation:' of ", kEvaluationKeys));
   }
   const YAML::Node ev = root["evaluation"];
   EvaluationConfig c;
@@ -168,9 +168,9 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
         }
       } else if (key == "candidates") {
         std::vector<std::map<std::string, std::string>> entries;
-        FJORD_RETURN_IF_ERROR(ReadEntries(
-            v, name, field, {"name", "adapter", "adapter_config", "adapter_model"}, "name",
-            &entries));
+        FJORD_RETURN_IF_ERROR(ReadEntries(v, name, field,
+                                          {"name", "adapter", "adapter_config", "adapter_model"},
+                                          "name", &entries));
         std::set<std::string> seen;
         for (size_t i = 0; i < entries.size(); ++i) {
           auto& e = entries[i];
@@ -182,8 +182,9 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
           if (e["adapter_config"].empty() != e["adapter_model"].empty() ||
               (!e["adapter"].empty() && !e["adapter_config"].empty())) {
             return absl::InvalidArgumentError(absl::StrCat(
-                w, ": an adapter is a directory (adapter) or its two files (adapter_config and "
-                   "adapter_model)"));
+                w,
+                ": an adapter is a directory (adapter) or its two files (adapter_config and "
+                "adapter_model)"));
           }
           c.candidates.push_back(
               {e["name"], e["adapter"], e["adapter_config"], e["adapter_model"]});
@@ -200,10 +201,9 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(name, ":", e.mark.line + 1, ": ", e.msg));
   }
-  for (const auto& [field, missing] :
-       {std::pair<const char*, bool>{"model", c.model.empty()},
-        {"candidates", c.candidates.empty()},
-        {"datasets", c.datasets.empty()}}) {
+  for (const auto& [field, missing] : {std::pair<const char*, bool>{"model", c.model.empty()},
+                                       {"candidates", c.candidates.empty()},
+                                       {"datasets", c.datasets.empty()}}) {
     if (missing) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, ": field 'evaluation.", field, "' is required"));
@@ -227,8 +227,7 @@ std::string EvaluationConfigToYaml(const EvaluationConfig& c) {
     if (!k.adapter.empty())
       out << YAML::Key << "adapter" << YAML::Value << YAML::DoubleQuoted << k.adapter;
     if (!k.adapter_config.empty()) {
-      out << YAML::Key << "adapter_config" << YAML::Value << YAML::DoubleQuoted
-          << k.adapter_config;
+      out << YAML::Key << "adapter_config" << YAML::Value << YAML::DoubleQuoted << k.adapter_config;
       out << YAML::Key << "adapter_model" << YAML::Value << YAML::DoubleQuoted << k.adapter_model;
     }
     out << YAML::EndMap;
@@ -237,8 +236,7 @@ std::string EvaluationConfigToYaml(const EvaluationConfig& c) {
   out << YAML::Key << "datasets" << YAML::Value << YAML::BeginSeq;
   for (const EvaluationConfig::Dataset& d : c.datasets) {
     out << YAML::BeginMap;
-    if (!d.name.empty())
-      out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << d.name;
+    if (!d.name.empty()) out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << d.name;
     out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << d.path << YAML::EndMap;
   }
   out << YAML::EndSeq;

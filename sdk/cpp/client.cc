@@ -700,11 +700,6 @@ absl::StatusOr<protocol::FileInfo> Client::DeleteFile(const std::string& file_id
 
 namespace {
 
-// report.files / report.download (docs/protocol.md §5, "Report"): the same
-// chunks and checks as adapter.files / adapter.download.
-constexpr char kReportFiles[] = "report.files";
-constexpr char kReportDownload[] = "report.download";
-
 // The files `command` (adapter.files, report.files) lists for the job.
 absl::StatusOr<std::vector<protocol::AdapterFile>> ListResultFiles(Client& c, const char* command,
                                                                    const std::string& job_id) {
@@ -811,13 +806,14 @@ absl::StatusOr<protocol::Job> Client::CreateEvaluation(const protocol::JobSpec& 
 }
 
 absl::StatusOr<std::vector<protocol::AdapterFile>> Client::ReportFiles(const std::string& job_id) {
-  return ListResultFiles(*this, kReportFiles, job_id);
+  return ListResultFiles(*this, protocol::kReportFiles, job_id);
 }
 
 absl::StatusOr<std::vector<protocol::AdapterFile>> Client::DownloadReport(
     const std::string& job_id, const std::string& local_dir) {
   FJORD_ASSIGN_OR_RETURN(std::vector<protocol::AdapterFile> files, ReportFiles(job_id));
-  FJORD_RETURN_IF_ERROR(DownloadResultFiles(*this, kReportDownload, job_id, files, local_dir));
+  FJORD_RETURN_IF_ERROR(
+      DownloadResultFiles(*this, protocol::kReportDownload, job_id, files, local_dir));
   return files;
 }
 

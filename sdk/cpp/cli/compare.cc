@@ -98,7 +98,8 @@ absl::StatusOr<std::string> RenderDataset(const json& ds, size_t index) {
   }
   std::vector<std::string> header = {"CANDIDATE"};
   for (std::string m : metrics) {
-    std::transform(m.begin(), m.end(), m.begin(), [](unsigned char ch) { return std::toupper(ch); });
+    std::transform(m.begin(), m.end(), m.begin(),
+                   [](unsigned char ch) { return std::toupper(ch); });
     header.push_back(m);
   }
   std::vector<std::vector<std::string>> rows;
@@ -108,9 +109,10 @@ absl::StatusOr<std::string> RenderDataset(const json& ds, size_t index) {
     const json* iv = Find(cand, "intervals");
     for (const std::string& m : metrics) {
       const json* v = ms != nullptr ? Find(*ms, m.c_str()) : nullptr;
-      row.push_back(v != nullptr && v->is_number()
-                        ? WithInterval(v->get<double>(), iv != nullptr ? Find(*iv, m.c_str()) : nullptr)
-                        : "-");
+      row.push_back(
+          v != nullptr && v->is_number()
+              ? WithInterval(v->get<double>(), iv != nullptr ? Find(*iv, m.c_str()) : nullptr)
+              : "-");
     }
     rows.push_back(std::move(row));
   }
@@ -127,8 +129,8 @@ absl::StatusOr<std::string> RenderDataset(const json& ds, size_t index) {
       std::string diff;
       if (d != nullptr && d->is_number() && lo != nullptr && lo->is_number() && hi != nullptr &&
           hi->is_number()) {
-        diff = absl::StrFormat(" (A - B %+.3f [%+.3f, %+.3f])", d->get<double>(),
-                               lo->get<double>(), hi->get<double>());
+        diff = absl::StrFormat(" (A - B %+.3f [%+.3f, %+.3f])", d->get<double>(), lo->get<double>(),
+                               hi->get<double>());
       }
       verdicts.push_back(absl::StrCat("  ", Text(p, "metric"), ": ", Text(p, "a"), " ", verdict,
                                       " than ", Text(p, "b"), diff));
@@ -153,7 +155,8 @@ absl::StatusOr<std::string> RenderDataset(const json& ds, size_t index) {
       std::vector<std::pair<int64_t, std::string>> rs;
       for (const json& r : ranks) {
         const json* n = Find(r, "rank");
-        rs.push_back({n != nullptr && n->is_number_integer() ? n->get<int64_t>() : 0, Text(r, "name")});
+        rs.push_back(
+            {n != nullptr && n->is_number_integer() ? n->get<int64_t>() : 0, Text(r, "name")});
       }
       std::stable_sort(rs.begin(), rs.end(),
                        [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -182,9 +185,11 @@ absl::StatusOr<std::string> RenderDataset(const json& ds, size_t index) {
         };
         absl::StrAppend(&line, " (", count("wins_a"), " wins, ", count("wins_b"), " losses, ",
                         count("ties"), " ties");
-        if (count("unparseable") > 0) absl::StrAppend(&line, ", ", count("unparseable"), " unparseable");
+        if (count("unparseable") > 0)
+          absl::StrAppend(&line, ", ", count("unparseable"), " unparseable");
         if (const json* a = Find(p, "agreement"); a != nullptr && a->is_number())
-          absl::StrAppend(&line, absl::StrFormat("; both orders agree on %.0f%%", 100 * a->get<double>()));
+          absl::StrAppend(&line,
+                          absl::StrFormat("; both orders agree on %.0f%%", 100 * a->get<double>()));
         absl::StrAppend(&out, line, ")\n");
       }
     }
@@ -219,24 +224,25 @@ int ShowReport(Ctx& c, Client& client, const std::string& job_id) {
   if (!files.ok()) return Fail(c, files.status());
   std::ifstream in(dir + "/report.json", std::ios::binary);
   if (!in) {
-    return Fail(c, absl::InternalError(
-                       absl::StrCat("the report of ", job_id, " has no report.json")));
+    return Fail(c,
+                absl::InternalError(absl::StrCat("the report of ", job_id, " has no report.json")));
   }
   std::stringstream text;
   text << in.rdbuf();
   json report = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
   if (report.is_discarded() || !report.is_object() ||
       report.value("schema", "") != "fjord.evaluation/1") {
-    return Fail(c, absl::InternalError(absl::StrCat(
-                       "report.json of ", job_id, " is not an evaluation report (fjord.evaluation/1)")));
+    return Fail(
+        c, absl::InternalError(absl::StrCat("report.json of ", job_id,
+                                            " is not an evaluation report (fjord.evaluation/1)")));
   }
   if (auto html = c.args.Get("html")) {
     std::error_code ec;
     std::filesystem::copy_file(dir + "/report.html", *html,
                                std::filesystem::copy_options::overwrite_existing, ec);
     if (ec) {
-      return Fail(c, absl::PermissionDeniedError(
-                         absl::StrCat("cannot write ", *html, ": ", ec.message())));
+      return Fail(
+          c, absl::PermissionDeniedError(absl::StrCat("cannot write ", *html, ": ", ec.message())));
     }
   }
   if (c.json_out) {
@@ -282,9 +288,10 @@ absl::StatusOr<CandidateArg> ParseCandidateArg(const std::string& value, size_t 
   }
   for (const char* f : kAdapterFileNames) {
     if (!IsRegularFile(absl::StrCat(ref, "/", f))) {
-      return absl::NotFoundError(absl::StrCat("--candidate '", value, "': ", ref, " has no ", f,
-                                              " (a PEFT adapter directory holds "
-                                              "adapter_config.json and adapter_model.safetensors)"));
+      return absl::NotFoundError(
+          absl::StrCat("--candidate '", value, "': ", ref, " has no ", f,
+                       " (a PEFT adapter directory holds "
+                       "adapter_config.json and adapter_model.safetensors)"));
     }
   }
   out.adapter_dir = ref;
@@ -366,11 +373,12 @@ int CmdCompare(Ctx& c) {
     cands.push_back(*std::move(a));
   }
   spec.evaluation.metrics = OptionValues(c, "metric");
-  for (auto [flag, field] : {std::pair<const char*, int64_t*>{"max-new", &spec.evaluation.max_new_tokens},
-                             {"batch", &spec.evaluation.batch_size},
-                             {"samples", &spec.evaluation.samples},
-                             {"bootstrap", &spec.evaluation.bootstrap},
-                             {"seed", &spec.evaluation.seed}}) {
+  for (auto [flag, field] :
+       {std::pair<const char*, int64_t*>{"max-new", &spec.evaluation.max_new_tokens},
+        {"batch", &spec.evaluation.batch_size},
+        {"samples", &spec.evaluation.samples},
+        {"bootstrap", &spec.evaluation.bootstrap},
+        {"seed", &spec.evaluation.seed}}) {
     if (auto v = c.args.Get(flag)) {
       absl::StatusOr<int64_t> n = ParseIntOption(flag, *v);
       if (!n.ok()) return UsageFail(c, std::string(n.status().message()));
@@ -413,8 +421,9 @@ int CmdCompare(Ctx& c) {
   for (size_t i = 0; i < cands.size(); ++i) {
     if (cands[i].adapter_dir.empty()) continue;
     protocol::EvalCandidate& cand = spec.candidates[i];
-    for (auto [name, id] : {std::pair<const char*, std::string*>{kAdapterFileNames[0], &cand.adapter_config},
-                            {kAdapterFileNames[1], &cand.adapter_model}}) {
+    for (auto [name, id] :
+         {std::pair<const char*, std::string*>{kAdapterFileNames[0], &cand.adapter_config},
+          {kAdapterFileNames[1], &cand.adapter_model}}) {
       if (absl::Status s = upload(absl::StrCat(cands[i].adapter_dir, "/", name), id); !s.ok())
         return Fail(c, s);
     }

@@ -40,7 +40,9 @@ struct Ctx {
   absl::StatusOr<Client*> GetClient();
 
   void Print(const std::string& text) { std::fputs(text.c_str(), out); }
-  void PrintJson(const nlohmann::json& j) { std::fprintf(out, "%s\n", protocol::DumpJson(j).c_str()); }
+  void PrintJson(const nlohmann::json& j) {
+    std::fprintf(out, "%s\n", protocol::DumpJson(j).c_str());
+  }
   bool Tty() const;
 };
 
