@@ -600,6 +600,107 @@ TEST_F(HandlersTest, FileDeleteSparesALiveJobsHeldoutFile) {
   EXPECT_TRUE(HandleFileDelete(ctx_, As("acme", {{"file_id", "file-h"}})).ok());
 }
 
+// An evaluation job: its candidates, datasets and judge resolved (errors
+// naming the field), its job file written, what it needs kept while it is
+// live, its report verified before it succeeds and served by report.files.
+TEST_F(HandlersTest, EvaluationJobsCompareSucceededFineTunes) {
+  config_.worker.validate = false;
+  std::ofstream(dir_ + "/storage/acme/data/qa.jsonl")
+      << "{\"prompt\": \"a?\", \"answer\": \"b\"}\n";
+  auto exit_with = [&](const std::string& id, int code) {
+    workers_.running.erase(id);
+    WorkerUpdate exited;
+    exited.kind = WorkerUpdate::Kind::kExited;
+    exited.job_id = id;
+    exited.exit = WorkerExit{code, 0};
+    runner_->OnUpdates({exited}, /*stopping=*/false);
+  };
+  // A fine-tune that succeeds with a (minimal, valid) PEFT adapter.
+  const Job ft = Create();
+  runner_->Reconcile(false, true);
+  const std::string ft_dir = storage_->JobDir("acme", ft.id);
+  json eval_body = {{"type", "evaluation"},
+                    {"model", "tiny"},
+                    {"candidates", {{{"name", "base"}}, {{"name", "ft"}, {"job", ft.id}}}},
+                    {"datasets", {"data/qa.jsonl"}},
+                    {"evaluation", {{"samples", 2}, {"judge", "tiny"}}}};
+  absl::Status running = HandleJobCreate(ctx_, As("acme", eval_body)).status();
+  EXPECT_EQ(running.code(), absl::StatusCode::kFailedPrecondition) << running;
+  EXPECT_EQ(protocol::ParamOf(running), "candidates[1].job");
+  EXPECT_THAT(running.message(), HasSubstr("only a succeeded job has an adapter"));
+  fs::create_directories(ft_dir + "/adapter");
+  std::ofstream(ft_dir + "/adapter/adapter_config.json") << R"({"peft_type": "LORA"})";
+  std::ofstream(ft_dir + "/adapter/adapter_model.safetensors", std::ios::binary)
+      << std::string("\x02\0\0\0\0\0\0\0{}", 10);
+  exit_with(ft.id, 0);
+  ASSERT_EQ(jobs_->Load(ft.id)->status, JobStatus::kSucceeded);
+
+  // Refused, naming the field.
+  for (const auto& [patch, param] : std::vector<std::pair<json, std::string>>{
+           {{{"candidates", {{{"name", "x"}, {"job", "job-nope"}}}}}, "candidates[0].job"},
+           {{{"datasets", {"data/missing.jsonl"}}}, "datasets[0]"},
+           {{{"evaluation", {{"judge", "huge"}}}}, "evaluation.judge"},
+           {{{"training_file", "data/train.jsonl"}}, "training_file"},
+           {{{"gpus", 2}}, "gpus"},
+           {{{"candidates", {{{"name", "a"}}, {{"name", "a"}}}}}, "candidates[1].name"},
+           {{{"candidates", {{{"name", "u"}, {"adapter_config", "data/qa.jsonl"}}}}},
+            "candidates[0].adapter_model"},
+           {{{"evaluation", {{"metrics", {"bleu"}}}}}, "evaluation.metrics"}}) {
+    json body = eval_body;
+    body.update(patch);
+    absl::Status s = HandleJobCreate(ctx_, As("acme", body)).status();
+    EXPECT_FALSE(s.ok()) << patch;
+    EXPECT_EQ(protocol::ParamOf(s), param) << s;
+  }
+
+  absl::StatusOr<Reply> created = HandleJobCreate(ctx_, As("acme", eval_body));
+  ASSERT_TRUE(created.ok()) << created.status();
+  const json& obj = *created->body;
+  EXPECT_EQ(obj["type"], "evaluation");
+  EXPECT_EQ(obj["training_file"], nullptr);
+  EXPECT_FALSE(obj.contains("hyperparameters"));
+  EXPECT_EQ(obj["evaluation"]["samples"], 2);
+  EXPECT_EQ(obj["evaluation"]["max_new_tokens"], 64);  // defaults filled in
+  const std::string id = obj["id"];
+  const std::string dir = storage_->JobDir("acme", id);
+  std::ifstream in(dir + "/job.yaml");
+  const std::string yaml((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_THAT(yaml, HasSubstr("evaluation:"));
+  EXPECT_THAT(yaml, HasSubstr(ft_dir + "/adapter"));
+  EXPECT_THAT(yaml, HasSubstr(dir_ + "/storage/acme/data/qa.jsonl"));
+  EXPECT_THAT(yaml, HasSubstr("judge: \"" + dir_ + "/model\""));
+
+  // What it needs stays while it is live.
+  absl::Status del = HandleJobDelete(ctx_, As("acme", {{"job_id", ft.id}})).status();
+  EXPECT_EQ(del.code(), absl::StatusCode::kFailedPrecondition) << del;
+  EXPECT_THAT(del.message(), HasSubstr("candidate 'ft' of evaluation " + id));
+  // Results are typed: an adapter for a fine-tune, a report for an evaluation.
+  EXPECT_EQ(HandleReportFiles(ctx_, As("acme", {{"job_id", ft.id}})).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(HandleAdapterFiles(ctx_, As("acme", {{"job_id", id}})).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // Exit 0 without a report: requeued; with one: succeeded, served.
+  runner_->Reconcile(false, true);
+  ASSERT_EQ(jobs_->Load(id)->status, JobStatus::kRunning);
+  exit_with(id, 0);
+  EXPECT_EQ(jobs_->Load(id)->status, JobStatus::kRequeued);
+  EXPECT_THAT(jobs_->Load(id)->error->message, HasSubstr("its report is unusable"));
+  runner_->Reconcile(false, true);
+  ASSERT_EQ(jobs_->Load(id)->status, JobStatus::kRunning);
+  fs::create_directories(dir + "/report");
+  std::ofstream(dir + "/report/report.json")
+      << R"({"schema": "fjord.evaluation/1", "datasets": []})";
+  exit_with(id, 0);
+  const Job done = *jobs_->Load(id);
+  EXPECT_EQ(done.status, JobStatus::kSucceeded);
+  EXPECT_EQ(protocol::JobToJson(done)["result_report"]["path"], dir + "/report");
+  absl::StatusOr<Reply> files = HandleReportFiles(ctx_, As("acme", {{"job_id", id}}));
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ((*files->body)["files"][0]["name"], "report.json");
+  EXPECT_TRUE(HandleJobDelete(ctx_, As("acme", {{"job_id", ft.id}})).ok());
+}
+
 // file.list pages newest first and says what the area holds.
 TEST_F(HandlersTest, FileListPages) {
   for (int i = 0; i < 3; ++i) {
@@ -623,14 +724,30 @@ TEST_F(HandlersTest, FileListPages) {
 
 // Every command of docs/protocol.md §5 has a handler.
 TEST_F(HandlersTest, TheCommandTableServesEveryCommand) {
-  for (const char* c :
-       {"ping", "model.list", "job.create", "job.get", "job.list", "job.cancel", "job.pause",
-        "job.resume", "job.events", "job.subscribe", "job.checkpoints", "job.delete",
-        "file.upload.begin", "file.upload.chunk", "file.upload.finish", "file.list", "file.delete",
-        "adapter.files", "adapter.download"}) {
+  for (const char* c : {"ping",
+                        "model.list",
+                        "job.create",
+                        "job.get",
+                        "job.list",
+                        "job.cancel",
+                        "job.pause",
+                        "job.resume",
+                        "job.events",
+                        "job.subscribe",
+                        "job.checkpoints",
+                        "job.delete",
+                        "file.upload.begin",
+                        "file.upload.chunk",
+                        "file.upload.finish",
+                        "file.list",
+                        "file.delete",
+                        "adapter.files",
+                        "adapter.download",
+                        "report.files",
+                        "report.download"}) {
     EXPECT_TRUE(CommandTable().count(c)) << c;
   }
-  EXPECT_EQ(CommandTable().size(), 19u);
+  EXPECT_EQ(CommandTable().size(), 21u);
 }
 
 }  // namespace
