@@ -257,7 +257,7 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
   const double confidence = 0.95;
   ordered_json report;
   report["schema"] = "fjord.compare/1";
-  report["model"] = c.model;
+  report["model"] = c.model_name.empty() ? c.model : c.model_name;
   report["data"] = d.name;
   report["examples"] = d.questions.size();
   report["chat_template"] = c.chat_template;
@@ -519,7 +519,7 @@ ordered_json EvaluationReport(const EvaluationConfig& c, const std::vector<order
   ordered_json r;
   r["schema"] = "fjord.evaluation/1";
   r["job"] = c.job_id.empty() ? ordered_json(nullptr) : ordered_json(c.job_id);
-  r["model"] = c.model;
+  r["model"] = c.model_name.empty() ? c.model : c.model_name;
   r["datasets"] = reports;
   return r;
 }

@@ -34,7 +34,7 @@ namespace {
 
 constexpr const char* kEvaluationKeys =
     "model, candidates, datasets, metrics, chat_template, max_new_tokens, batch_size, samples, "
-    "bootstrap, seed, device, judge, output_dir, job_id";
+    "bootstrap, seed, device, judge, output_dir, job_id, model_name";
 
 absl::Status ReadInt(const YAML::Node& n, const std::string& where, int64_t lo, int64_t hi,
                      int64_t* out) {
@@ -120,7 +120,7 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
       const std::string field = absl::StrCat("evaluation.", key);
       const std::string where = cy::Where(name, v, field);
       if (key == "model" || key == "chat_template" || key == "device" || key == "judge" ||
-          key == "output_dir" || key == "job_id") {
+          key == "output_dir" || key == "job_id" || key == "model_name") {
         std::string s;
         FJORD_RETURN_IF_ERROR(cy::ReadScalar(v, where, "a string", &s));
         if (key == "model") c.model = s;
@@ -135,6 +135,7 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
         if (key == "judge") c.judge = s;
         if (key == "output_dir") c.output_dir = s;
         if (key == "job_id") c.job_id = s;
+        if (key == "model_name") c.model_name = s;
       } else if (key == "max_new_tokens") {
         FJORD_RETURN_IF_ERROR(ReadInt(v, where, 1, 4096, &c.max_new_tokens));
       } else if (key == "batch_size") {
@@ -255,6 +256,8 @@ std::string EvaluationConfigToYaml(const EvaluationConfig& c) {
     out << YAML::Key << "output_dir" << YAML::Value << YAML::DoubleQuoted << c.output_dir;
   if (!c.job_id.empty())
     out << YAML::Key << "job_id" << YAML::Value << YAML::DoubleQuoted << c.job_id;
+  if (!c.model_name.empty())
+    out << YAML::Key << "model_name" << YAML::Value << YAML::DoubleQuoted << c.model_name;
   out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

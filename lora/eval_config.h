@@ -50,6 +50,8 @@ struct EvaluationConfig {
   // its flags say).
   std::string output_dir;
   std::string job_id;  // in the report of a job; "" = none
+  // The base's name in reports (fjordd's model name); "" = the path.
+  std::string model_name;
 };
 
 // Every metric a comparison reports, in report order.

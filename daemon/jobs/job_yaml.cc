@@ -64,6 +64,7 @@ absl::StatusOr<std::string> EvaluationYamlFor(const protocol::JobSpec& spec,
   c.judge = paths.judge;
   c.output_dir = paths.output_dir;
   c.job_id = job_id;
+  c.model_name = spec.model;
   const std::string yaml = lora::EvaluationConfigToYaml(c);
   if (absl::StatusOr<lora::EvaluationConfig> back = lora::ParseEvaluationConfig(yaml, "job.yaml");
       !back.ok()) {
