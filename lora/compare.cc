@@ -111,7 +111,7 @@ bool IsReplyMetric(const std::string& m) {
 struct Scores {
   std::map<std::string, std::vector<double>> per_example;  // metric -> scores
   std::vector<std::string> replies;
-  double answer_tokens = 0, nll_sum = 0;
+  double answer_tokens = 0;
   double loss_s = 0, gen_s = 0, new_tokens = 0;
   int64_t peak_rss = 0;
 };
@@ -197,10 +197,8 @@ absl::Status Score(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const P
       torch::Tensor nll = torch::nll_loss(logits.log_softmax(-1), target, {}, at::Reduction::None);
       const double sum = nll.sum().item<double>();
       r.per_example["loss"].push_back(sum / static_cast<double>(a));
-      r.per_example["perplexity"].push_back(std::exp(sum / static_cast<double>(a)));
       const double right = logits.argmax(-1).eq(target).sum().item<double>();
       r.per_example["token_accuracy"].push_back(right / static_cast<double>(a));
-      r.nll_sum += sum;
       r.answer_tokens += static_cast<double>(a);
     }));
   }
@@ -271,17 +269,19 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
     cand["adapter"] = adapters[k].empty() ? ordered_json(nullptr) : ordered_json(adapters[k]);
     ordered_json m, intervals;
     for (const std::string& name : metrics) {
-      // Perplexity: over all answer tokens together (the per-example values
-      // are compared in pairs and give the interval).
-      m[name] = name == "perplexity" ? std::exp(r.nll_sum / r.answer_tokens)
-                                     : Mean(r.per_example.at(name));
+      // Perplexity is exp(loss): exp of the mean per-example loss, its
+      // interval exp of the loss's (exp is increasing), and its verdicts and
+      // ranks those of the loss.
+      const bool ppl = name == "perplexity";
       eval::BootstrapOptions opt;
       opt.iterations = static_cast<int>(c.bootstrap);
       opt.confidence = confidence;
       opt.seed = c.seed;
       FJORD_ASSIGN_OR_RETURN(eval::MeanInterval in,
-                             eval::MeanBootstrap(r.per_example.at(name), opt));
-      intervals[name] = {{"low", in.low}, {"high", in.high}};
+                             eval::MeanBootstrap(r.per_example.at(ppl ? "loss" : name), opt));
+      m[name] = ppl ? std::exp(in.mean) : in.mean;
+      intervals[name] = {{"low", ppl ? std::exp(in.low) : in.low},
+                         {"high", ppl ? std::exp(in.high) : in.high}};
     }
     cand["metrics"] = m;
     cand["intervals"] = intervals;
@@ -298,7 +298,9 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
   ordered_json pairs = ordered_json::array();
   ordered_json ranking;
   for (const std::string& metric : metrics) {
-    const bool higher = metric != "loss" && metric != "perplexity";
+    const bool ppl = metric == "perplexity";
+    const std::string& compared = ppl ? std::string("loss") : metric;
+    const bool higher = metric != "loss" && !ppl;
     const size_t k = scores.size();
     std::vector<std::vector<bool>> better(k, std::vector<bool>(k, false));
     for (size_t i = 0; i < k; ++i) {
@@ -309,10 +311,11 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
         opt.seed = c.seed;
         opt.higher_is_better = higher;
         FJORD_ASSIGN_OR_RETURN(eval::PairedDifference diff,
-                               eval::PairedBootstrap(scores[i].per_example.at(metric),
-                                                     scores[j].per_example.at(metric), opt));
+                               eval::PairedBootstrap(scores[i].per_example.at(compared),
+                                                     scores[j].per_example.at(compared), opt));
         better[i][j] = diff.verdict == eval::Verdict::kBetter;
         better[j][i] = diff.verdict == eval::Verdict::kWorse;
+        if (ppl) continue;  // the loss's pair says it
         pairs.push_back({{"metric", metric},
                          {"a", names[i]},
                          {"b", names[j]},

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -36,6 +37,7 @@
 #include "daemon/protocol/errors.h"
 #include "runtime/util/net.h"
 #include "runtime/util/status_macros.h"
+#include "sdk/cpp/cli/compare.h"
 #include "sdk/cpp/cli/job_file.h"
 #include "sdk/cpp/cli/render.h"
 #include "sdk/cpp/client.h"
@@ -339,6 +341,53 @@ std::vector<std::string> EvalSummaryLines(const QuickstartResult& r,
   return lines;
 }
 
+namespace {
+
+// An evaluation job comparing the base with the fine-tune `job_id` on the
+// job's held-out questions: followed to its end, its report downloaded to
+// <results>/comparison/ and shown as a table. Returns that directory.
+absl::StatusOr<std::string> CompareBaseAndFineTune(
+    Client& client, const protocol::JobSpec& trained, const std::string& job_id,
+    const std::string& results, const QuickstartOptions& o, FILE* out,
+    const std::function<void(const std::string&)>& say) {
+  protocol::JobSpec spec;
+  spec.type = "evaluation";
+  spec.model = trained.model;
+  spec.candidates = {{"base", "", "", ""}, {"fine-tune", job_id, "", ""}};
+  spec.datasets = {trained.heldout_file};
+  spec.evaluation.samples = 3;
+  FJORD_ASSIGN_OR_RETURN(protocol::Job ev, client.CreateEvaluation(spec));
+  say("");
+  say(absl::StrCat("comparing the base with the fine-tune: ", ev.id));
+  absl::StatusOr<protocol::Job> done =
+      client.StreamEvents(ev.id, 0, [&](const protocol::JobEvent& e) {
+        if (o.json) {
+          std::fprintf(out, "%s\n",
+                       protocol::DumpJson(json{{"event", protocol::JobEventToJson(e)}}).c_str());
+        } else if (e.type == "log" && !e.message.empty()) {
+          say(absl::StrCat("  ", e.message));
+        }
+        return !g_interrupted.load();
+      });
+  if (!done.ok()) return done.status();
+  if (done->status != protocol::JobStatus::kSucceeded) {
+    return absl::InternalError(
+        absl::StrCat("the comparison ", ev.id, " ended ", protocol::JobStatusName(done->status),
+                     done->error ? absl::StrCat(": ", done->error->message) : ""));
+  }
+  const std::string dir = results + "/comparison";
+  FJORD_RETURN_IF_ERROR(client.DownloadReport(ev.id, dir).status());
+  std::ifstream in(dir + "/report.json");
+  const json report = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  FJORD_ASSIGN_OR_RETURN(std::string table, RenderEvaluationReport(report));
+  if (!o.json) std::fprintf(out, "%s", table.c_str());
+  say(absl::StrCat("  report: ", dir, "/report.html (open it in a browser), ", dir,
+                   "/report.json"));
+  return dir;
+}
+
+}  // namespace
+
 absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE* out, FILE* err) {
   auto say = [&](const std::string& s) {
     if (!o.json) std::fprintf(out, "%s\n", s.c_str()), std::fflush(out);
@@ -516,6 +565,14 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
                      ")"));
     say(absl::StrCat("  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(\"",
                      demo, "/model\"), \"", result.adapter_dir, "\")"));
+    // The second step: the base against the fine-tune on the held-out
+    // questions, as an evaluation job (docs/comparison.md).
+    if (!spec.heldout_file.empty()) {
+      absl::StatusOr<std::string> compared =
+          CompareBaseAndFineTune(*client, spec, job.id, results, o, out, say);
+      if (!compared.ok()) return compared.status();
+      result.comparison_dir = *compared;
+    }
   } else {
     say(absl::StrCat("quickstart: ", job.id, " ended ", protocol::JobStatusName(final_job->status),
                      final_job->error ? absl::StrCat(": ", final_job->error->message) : ""));
@@ -538,6 +595,7 @@ absl::StatusOr<QuickstartResult> RunQuickstart(const QuickstartOptions& o, FILE*
         {"eval_token_accuracy_last", opt(result.last_eval_token_accuracy)},
         {"heldout_accuracy_first", opt(result.first_heldout_accuracy)},
         {"heldout_accuracy_last", opt(result.last_heldout_accuracy)},
+        {"comparison", result.comparison_dir.empty() ? json(nullptr) : json(result.comparison_dir)},
         {"seconds", result.seconds},
         {"state_dir", o.keep ? json(run) : json(nullptr)}};
     std::fprintf(out, "%s\n", protocol::DumpJson(summary).c_str());

@@ -7,7 +7,9 @@
 // streams its progress, downloads the PEFT adapter, prints where it is, the
 // eval loss, token accuracy and held-out answer accuracy (greedy answers to
 // questions about countries left out of the training data) before and after
-// the fine-tune, and stops the daemon.
+// the fine-tune, then compares the base with the fine-tune on the held-out
+// questions as an evaluation job (a table, and report.html), and stops the
+// daemon.
 //
 // Finds its pieces (each may be overridden by an environment variable):
 //   fjordd       FJORD_FJORDD, else <bin>/daemon/server/fjordd, else next to fjord, else PATH
@@ -44,6 +46,10 @@ struct QuickstartResult {
   protocol::JobStatus job_status = protocol::JobStatus::kFailed;
   std::string job_id;
   std::string adapter_dir;  // the downloaded PEFT adapter ("" unless succeeded)
+  // The comparison of the base with the fine-tune on the held-out questions
+  // (an evaluation job): its downloaded report.json and report.html; "" when
+  // the job has no heldout_file or did not succeed.
+  std::string comparison_dir;
   std::string base_model_dir;
   // From the job's eval events: the first is the trainer's evaluation at
   // step 0, before training; the last, after the final step.

@@ -51,6 +51,11 @@ def test_quickstart_fine_tunes_downloads_and_cleans_up(tmp_path):
     first_answers, last_answers = (float(x.rstrip("%")) for x in line[0].split(": ")[1].split(" -> "))
     assert 0 <= first_answers <= 100 and 0 <= last_answers <= 100
     assert "eval  step 0/10  loss " in text and "held-out answers " in text.split("eval  step 0/10")[1].splitlines()[0]
+    # The second step: the base against the fine-tune, as an evaluation job.
+    assert "comparing the base with the fine-tune: job-" in text
+    assert "CANDIDATE" in text and "\nfine-tune " in text and "\nbase " in text
+    assert f"report: {tmp_path}/out/comparison/report.html" in text
+    assert (tmp_path / "out" / "comparison" / "report.html").read_text().startswith("<!DOCTYPE html>")
     # The daemon's state is gone: no state directory made during the run is
     # left (another quickstart running meanwhile may remove its own).
     assert not set(glob.glob("/tmp/fjord-quickstart-*")) - before
@@ -84,6 +89,10 @@ def test_quickstart_json_summary(tmp_path):
     assert 0 <= summary["heldout_accuracy_first"] <= 1 and 0 <= summary["heldout_accuracy_last"] <= 1
     assert summary["job"]["heldout_file"].startswith("file-")  # uploaded
     assert summary["job"]["metrics"]["heldout_accuracy"] == summary["heldout_accuracy_last"]
+    assert summary["comparison"] == f"{tmp_path}/out/comparison"
+    report = json.loads((tmp_path / "out" / "comparison" / "report.json").read_text())
+    assert report["schema"] == "fjord.evaluation/1" and report["model"] == "demo"
+    assert [c["name"] for c in report["datasets"][0]["candidates"]] == ["base", "fine-tune"]
 
 
 def test_quickstart_says_what_to_build(tmp_path):
