@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -20,7 +21,10 @@
 #include "absl/strings/str_format.h"
 #include "lora/adapter.h"
 #include "lora/peft_format.h"
+#include "runtime/data/dataset.h"
 #include "runtime/data/heldout.h"
+#include "runtime/data/model_template.h"
+#include "runtime/data/tokenizer_adapter.h"
 #include "runtime/eval/judge.h"
 #include "runtime/eval/metrics.h"
 #include "runtime/eval/report_html.h"
@@ -30,6 +34,7 @@
 #include "runtime/model/model.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/train/generate.h"
+#include "runtime/train/trainer.h"
 #include "runtime/util/env.h"
 #include "runtime/util/status_macros.h"
 #include "runtime/util/torch_status.h"
@@ -41,12 +46,59 @@ using nlohmann::ordered_json;
 
 // ---- validation -------------------------------------------------------------------
 
+namespace {
+
+// True when the file's first line that is not blank has an "answer" key
+// (the prompt/answer format); else it is training data.
+bool IsAnswerSet(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    return j.is_object() && j.contains("answer");
+  }
+  return true;  // empty: reported as "no questions"
+}
+
+// The chat template and rendering training data uses (fjord-train's
+// data.chat_template, the model's own template under auto).
+absl::StatusOr<data::DataOptions> TrainingDataOptions(const EvaluationConfig& c) {
+  data::DataOptions o;
+  FJORD_RETURN_IF_ERROR(data::ResolveChatTemplate(c.chat_template, c.model, &o.render));
+  o.render.train_on_inputs = false;
+  return o;
+}
+
+}  // namespace
+
 json ValidateEvaluation(const EvaluationConfig& c) {
   json out = {{"valid", true}};
   json datasets = json::array();
   for (const EvaluationConfig::Dataset& d : c.datasets) {
-    absl::StatusOr<data::HeldoutReport> r = data::ValidateHeldoutJsonl(d.path);
     json e = {{"name", d.name.empty() ? d.path : d.name}};
+    if (!IsAnswerSet(d.path)) {
+      // Training data: checked as fjord-train checks it, with the base's
+      // tokenizer and chat template.
+      absl::StatusOr<data::ValidationReport> r = [&]() -> absl::StatusOr<data::ValidationReport> {
+        FJORD_ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                               tokenizer::Tokenizer::FromFile(c.model + "/tokenizer.json"));
+        data::TokenizerAdapter adapter(*tok);
+        FJORD_ASSIGN_OR_RETURN(data::DataOptions o, TrainingDataOptions(c));
+        return data::ValidateJsonl(d.path, adapter, o);
+      }();
+      if (!r.ok()) {
+        out["valid"] = false;
+        e["error"] = std::string(r.status().message());
+      } else {
+        json rj = json::parse(r->ToJson());
+        for (auto it = rj.begin(); it != rj.end(); ++it) e[it.key()] = it.value();
+        if (!r->ok()) out["valid"] = false;
+      }
+      datasets.push_back(e);
+      continue;
+    }
+    absl::StatusOr<data::HeldoutReport> r = data::ValidateHeldoutJsonl(d.path);
     if (!r.ok()) {
       out["valid"] = false;
       e["error"] = std::string(r.status().message());
@@ -113,14 +165,22 @@ struct Scores {
   std::vector<std::string> replies;
   double answer_tokens = 0;
   double loss_s = 0, gen_s = 0, new_tokens = 0;
+  model::GenerationStats generation;
   int64_t peak_rss = 0;
+  int64_t peak_gpu = -1;  // on CUDA: the caching allocator's peak during this pass
 };
 
-// A dataset, read and tokenized once for every candidate.
+// A dataset, read and tokenized once for every candidate: prompt/answer
+// questions (every metric), or training data — chat messages, prompt and
+// completion, text — whose trained tokens (the assistant turns' for chat)
+// are scored by loss, perplexity and token accuracy.
 struct Prepared {
   std::string name;
+  bool answers = true;  // prompt/answer lines
   std::vector<data::HeldoutQuestion> questions;
-  std::vector<std::vector<int32_t>> prompts, answers;
+  std::vector<std::vector<int32_t>> prompts;  // questions only
+  std::vector<data::Example> examples;        // teacher-forced: every dataset
+  size_t size() const { return examples.size(); }
 };
 
 int64_t PeakRss() {
@@ -151,9 +211,11 @@ absl::StatusOr<std::vector<std::string>> Replies(model::CausalLM& lm,
                                                  const tokenizer::Tokenizer& tok,
                                                  const std::vector<std::vector<int32_t>>& prompts,
                                                  int64_t max_new, int64_t batch,
-                                                 const EvaluationOptions& o, double* new_tokens) {
+                                                 const EvaluationOptions& o, double* new_tokens,
+                                                 model::GenerationStats* stats = nullptr) {
   model::GenerationOptions opt;
   opt.max_new_tokens = max_new;
+  opt.stats = stats;
   opt.stop_ids = train::EndOfTurnIds(tok);
   std::vector<std::string> out;
   for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(batch)) {
@@ -174,39 +236,45 @@ absl::StatusOr<std::vector<std::string>> Replies(model::CausalLM& lm,
 absl::Status Score(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const Prepared& d,
                    const EvaluationConfig& c, bool replies, const EvaluationOptions& o, Scores& r) {
   lm.eval();
-  // Teacher-forced answers: [prompt, answer] per example, one at a time.
+  train::ResetPeakMemory(lm.device());
+  // Teacher-forced: each example's trained tokens (an answer, or the
+  // assistant turns), one example at a time.
   auto t0 = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < d.questions.size(); ++i) {
+  for (size_t i = 0; i < d.size(); ++i) {
     if (i % 8 == 0) FJORD_RETURN_IF_ERROR(Stopped(o));
     FJORD_RETURN_IF_ERROR(TorchCall("answer loss", [&]() {
       torch::NoGradGuard no_grad;
-      std::vector<int64_t> ids(d.prompts[i].begin(), d.prompts[i].end());
-      ids.insert(ids.end(), d.answers[i].begin(), d.answers[i].end());
-      const int64_t t = static_cast<int64_t>(ids.size()),
-                    p = static_cast<int64_t>(d.prompts[i].size());
-      const int64_t a = t - p;
-      torch::Tensor x = torch::tensor(ids, torch::kInt64).view({1, t});
+      const data::Example& e = d.examples[i];
+      const int64_t t = static_cast<int64_t>(e.input_ids.size());
+      std::vector<int64_t> at, target;  // positions that predict a trained token
+      for (int64_t j = 0; j < t; ++j) {
+        if (e.targets[static_cast<size_t>(j)] == data::kIgnoreIndex) continue;
+        at.push_back(j);
+        target.push_back(e.targets[static_cast<size_t>(j)]);
+      }
+      const int64_t a = static_cast<int64_t>(at.size());
+      torch::Tensor x =
+          torch::tensor(std::vector<int64_t>(e.input_ids.begin(), e.input_ids.end()), torch::kInt64)
+              .view({1, t});
       torch::Tensor pos = torch::arange(t, torch::kInt64).view({1, t});
-      // Positions p-1 .. t-2 predict the answer's tokens.
-      torch::Tensor logits =
-          lm.Logits(lm.Hidden(x.to(lm.device()), pos.to(lm.device()), torch::Tensor())
-                        .narrow(1, p - 1, a))
-              .squeeze(0)
-              .to(torch::kCPU, torch::kFloat32);  // (A, V)
-      torch::Tensor target = x.narrow(1, p, a).squeeze(0);
-      torch::Tensor nll = torch::nll_loss(logits.log_softmax(-1), target, {}, at::Reduction::None);
+      torch::Tensor hidden = lm.Hidden(x.to(lm.device()), pos.to(lm.device()), torch::Tensor())
+                                 .squeeze(0)
+                                 .index_select(0, torch::tensor(at, torch::kInt64).to(lm.device()));
+      torch::Tensor logits = lm.Logits(hidden).to(torch::kCPU, torch::kFloat32);  // (A, V)
+      torch::Tensor want = torch::tensor(target, torch::kInt64);
+      torch::Tensor nll = torch::nll_loss(logits.log_softmax(-1), want, {}, at::Reduction::None);
       const double sum = nll.sum().item<double>();
       r.per_example["loss"].push_back(sum / static_cast<double>(a));
-      const double right = logits.argmax(-1).eq(target).sum().item<double>();
+      const double right = logits.argmax(-1).eq(want).sum().item<double>();
       r.per_example["token_accuracy"].push_back(right / static_cast<double>(a));
       r.answer_tokens += static_cast<double>(a);
     }));
   }
   r.loss_s = Since(t0);
-  if (replies) {
+  if (replies && d.answers) {
     t0 = std::chrono::steady_clock::now();
-    FJORD_ASSIGN_OR_RETURN(
-        r.replies, Replies(lm, tok, d.prompts, c.max_new_tokens, c.batch_size, o, &r.new_tokens));
+    FJORD_ASSIGN_OR_RETURN(r.replies, Replies(lm, tok, d.prompts, c.max_new_tokens, c.batch_size, o,
+                                              &r.new_tokens, &r.generation));
     r.gen_s = Since(t0);
     for (size_t i = 0; i < d.questions.size(); ++i) {
       for (const std::string& m : eval::AnswerMetricNames()) {
@@ -216,7 +284,51 @@ absl::Status Score(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const P
     }
   }
   r.peak_rss = PeakRss();
+  if (lm.device().is_cuda()) r.peak_gpu = train::PeakMemoryBytes(lm.device());
   return absl::OkStatus();
+}
+
+absl::StatusOr<Prepared> Prepare(const EvaluationConfig& c, const EvaluationConfig::Dataset& ds,
+                                 const tokenizer::Tokenizer& tok) {
+  Prepared p;
+  p.name = ds.name.empty() ? ds.path : ds.name;
+  p.answers = IsAnswerSet(ds.path);
+  if (!p.answers) {
+    data::TokenizerAdapter adapter(tok);
+    FJORD_ASSIGN_OR_RETURN(data::DataOptions o, TrainingDataOptions(c));
+    FJORD_ASSIGN_OR_RETURN(data::Dataset set, data::LoadJsonl(ds.path, adapter, o));
+    for (data::Example& e : set.examples) {
+      if (data::CountTrained(e.targets) > 0) p.examples.push_back(std::move(e));
+    }
+    if (p.examples.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(ds.path, ": no example has trained tokens"));
+    }
+    return p;
+  }
+  FJORD_ASSIGN_OR_RETURN(data::HeldoutSet set, data::LoadHeldoutJsonl(ds.path));
+  if (set.questions.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(ds.path, ": no questions"));
+  }
+  for (const data::HeldoutQuestion& q : set.questions) {
+    FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                           train::ChatPromptIds(tok, c.chat_template, q.prompt, c.model));
+    std::vector<int32_t> answer = tok.Encode(q.answer);
+    if (prompt.empty() || answer.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(ds.path, ": line ", q.line, ": field '",
+                                                     prompt.empty() ? "prompt" : "answer",
+                                                     "' renders to no tokens"));
+    }
+    std::vector<int32_t> ids = prompt;
+    ids.insert(ids.end(), answer.begin(), answer.end());
+    std::vector<bool> trained(ids.size(), false);
+    std::fill(trained.begin() + static_cast<std::ptrdiff_t>(prompt.size()), trained.end(), true);
+    data::Example e = data::MakeExample(ids, trained);
+    e.line = q.line;
+    p.examples.push_back(std::move(e));
+    p.prompts.push_back(std::move(prompt));
+  }
+  p.questions = std::move(set.questions);
+  return p;
 }
 
 torch::Device DeviceFor(const std::string& device) {
@@ -247,17 +359,24 @@ absl::StatusOr<std::string> MaterializeAdapter(const EvaluationConfig& c,
 
 // The report of one dataset (docs/comparison.md, "fjord.compare/1").
 absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prepared& d,
-                                           const std::vector<std::string>& metrics,
+                                           const std::vector<std::string>& all_metrics,
                                            const std::vector<std::string>& names,
                                            const std::vector<std::string>& adapters,
                                            const std::vector<Scores>& scores, bool replies,
                                            const ordered_json& judge) {
   const double confidence = 0.95;
+  // Training data has no answers to score replies against.
+  std::vector<std::string> metrics;
+  for (const std::string& m : all_metrics) {
+    if (d.answers || !IsReplyMetric(m)) metrics.push_back(m);
+  }
+  if (!d.answers) replies = false;
   ordered_json report;
   report["schema"] = "fjord.compare/1";
   report["model"] = c.model_name.empty() ? c.model : c.model_name;
   report["data"] = d.name;
-  report["examples"] = d.questions.size();
+  report["examples"] = d.size();
+  report["kind"] = d.answers ? "answers" : "training_data";
   report["chat_template"] = c.chat_template;
   report["bootstrap"] = {{"iterations", c.bootstrap}, {"confidence", confidence}, {"seed", c.seed}};
   report["metrics"] = metrics;
@@ -287,11 +406,17 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
     cand["intervals"] = intervals;
     ordered_json speed = {{"loss_tokens_per_s", r.answer_tokens / std::max(1e-9, r.loss_s)}};
     if (replies) {
+      const model::GenerationStats& g = r.generation;
       speed["generated_tokens_per_s"] = r.new_tokens / std::max(1e-9, r.gen_s);
       speed["generated_tokens"] = r.new_tokens;
+      speed["prefill_tokens_per_s"] =
+          static_cast<double>(g.prefill_tokens) / std::max(1e-9, g.prefill_s);
+      speed["decode_tokens_per_s"] =
+          static_cast<double>(g.decode_tokens) / std::max(1e-9, g.decode_s);
     }
     cand["speed"] = speed;
     cand["peak_rss_bytes"] = r.peak_rss;
+    if (r.peak_gpu >= 0) cand["peak_gpu_memory_bytes"] = r.peak_gpu;
     candidates.push_back(cand);
   }
   report["candidates"] = candidates;
@@ -380,6 +505,10 @@ absl::StatusOr<std::vector<ordered_json>> JudgeAll(const EvaluationConfig& c,
   };
   std::vector<ordered_json> out;
   for (size_t d = 0; d < datasets.size(); ++d) {
+    if (!datasets[d].answers) {  // training data: no replies to judge
+      out.push_back(nullptr);
+      continue;
+    }
     std::vector<std::string> questions, references;
     for (const data::HeldoutQuestion& q : datasets[d].questions) {
       questions.push_back(q.prompt);
@@ -441,25 +570,7 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
                          tokenizer::Tokenizer::FromFile(c.model + "/tokenizer.json"));
   std::vector<Prepared> datasets;
   for (const EvaluationConfig::Dataset& ds : c.datasets) {
-    FJORD_ASSIGN_OR_RETURN(data::HeldoutSet set, data::LoadHeldoutJsonl(ds.path));
-    if (set.questions.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(ds.path, ": no questions"));
-    }
-    Prepared p;
-    p.name = ds.name.empty() ? ds.path : ds.name;
-    for (const data::HeldoutQuestion& q : set.questions) {
-      FJORD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
-                             train::ChatPromptIds(*tok, c.chat_template, q.prompt, c.model));
-      std::vector<int32_t> answer = tok->Encode(q.answer);
-      if (prompt.empty() || answer.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(ds.path, ": line ", q.line, ": field '",
-                                                       prompt.empty() ? "prompt" : "answer",
-                                                       "' renders to no tokens"));
-      }
-      p.prompts.push_back(std::move(prompt));
-      p.answers.push_back(std::move(answer));
-    }
-    p.questions = std::move(set.questions);
+    FJORD_ASSIGN_OR_RETURN(Prepared p, Prepare(c, ds, *tok));
     datasets.push_back(std::move(p));
   }
   const torch::Device device = DeviceFor(c.device);
@@ -470,7 +581,9 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
   const size_t nc = c.candidates.size(), nd = datasets.size();
   EvaluationProgress progress;
   progress.total = static_cast<int64_t>(nc * nd);
-  if (!c.judge.empty()) progress.total += static_cast<int64_t>(nd * nc * (nc - 1) / 2);
+  for (const Prepared& d : datasets) {
+    if (!c.judge.empty() && d.answers) progress.total += static_cast<int64_t>(nc * (nc - 1) / 2);
+  }
   // scores[dataset][candidate]
   std::vector<std::vector<Scores>> scores(nd, std::vector<Scores>(nc));
   std::vector<std::string> names, adapters;
@@ -494,7 +607,7 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
       const Scores& s = scores[d][k];
       progress.message = absl::StrFormat("%s on %s: loss %.4f", cand.name, datasets[d].name,
                                          Mean(s.per_example.at("loss")));
-      if (replies) {
+      if (replies && datasets[d].answers) {
         absl::StrAppendFormat(&progress.message, ", contains %.3f",
                               Mean(s.per_example.at("contains")));
       }

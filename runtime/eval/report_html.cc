@@ -36,7 +36,8 @@ struct Candidate {
   std::map<std::string, double> metrics;
   std::map<std::string, Interval> intervals;
   double loss_tokens_per_s = kNaN, generated_tokens_per_s = kNaN, generated_tokens = kNaN;
-  double peak_rss_bytes = kNaN;
+  double prefill_tokens_per_s = kNaN, decode_tokens_per_s = kNaN;
+  double peak_rss_bytes = kNaN, peak_gpu_memory_bytes = kNaN;
   bool has_speed = false;
 };
 
@@ -193,8 +194,11 @@ absl::Status ReadCandidate(const json& v, const std::string& path, Candidate& c)
     FJORD_RETURN_IF_ERROR(
         ReadNumber(*speed, sp, "generated_tokens_per_s", c.generated_tokens_per_s));
     FJORD_RETURN_IF_ERROR(ReadNumber(*speed, sp, "generated_tokens", c.generated_tokens));
+    FJORD_RETURN_IF_ERROR(ReadNumber(*speed, sp, "prefill_tokens_per_s", c.prefill_tokens_per_s));
+    FJORD_RETURN_IF_ERROR(ReadNumber(*speed, sp, "decode_tokens_per_s", c.decode_tokens_per_s));
   }
   FJORD_RETURN_IF_ERROR(ReadNumber(v, path, "peak_rss_bytes", c.peak_rss_bytes));
+  FJORD_RETURN_IF_ERROR(ReadNumber(v, path, "peak_gpu_memory_bytes", c.peak_gpu_memory_bytes));
   return absl::OkStatus();
 }
 
@@ -875,20 +879,27 @@ void Speed(const Dataset& d, std::string& s) {
   bool any = false;
   for (const Candidate& c : d.candidates) any |= c.has_speed || !std::isnan(c.peak_rss_bytes);
   if (!any) return;
-  absl::StrAppend(&s,
-                  "<h3>Speed and memory<small>peak RSS is the process's after the candidate ran "
-                  "(it only grows)</small></h3>\n<div class=\"scroll\"><table class=\"speed\">"
-                  "<thead><tr><th>Candidate</th><th class=\"num\">Scoring (tokens/s)</th>"
-                  "<th class=\"num\">Generation (tokens/s)</th>"
-                  "<th class=\"num\">Generated tokens</th><th class=\"num\">Peak memory</th>"
-                  "</tr></thead><tbody>\n");
+  absl::StrAppend(
+      &s,
+      "<h3>Speed and memory<small>prefill: prompt tokens per second of the "
+      "prompts' forward; decode: tokens per second of the steps after it; peak RSS "
+      "is the process's after the candidate ran (it only grows), peak GPU memory "
+      "the candidate's own</small></h3>\n<div class=\"scroll\"><table class=\"speed\">"
+      "<thead><tr><th>Candidate</th><th class=\"num\">Scoring (tokens/s)</th>"
+      "<th class=\"num\">Generation (tokens/s)</th>"
+      "<th class=\"num\">Prefill (tokens/s)</th><th class=\"num\">Decode (tokens/s)</th>"
+      "<th class=\"num\">Generated tokens</th><th class=\"num\">Peak RSS</th>"
+      "<th class=\"num\">Peak GPU memory</th></tr></thead><tbody>\n");
   for (size_t i = 0; i < d.candidates.size(); ++i) {
     const Candidate& c = d.candidates[i];
     absl::StrAppend(&s, "<tr><td class=\"name\"><span class=\"dot\" style=\"background:", Colour(i),
                     "\"></span>", Esc(c.name), "</td><td class=\"num\">", Rate(c.loss_tokens_per_s),
                     "</td><td class=\"num\">", Rate(c.generated_tokens_per_s),
+                    "</td><td class=\"num\">", Rate(c.prefill_tokens_per_s),
+                    "</td><td class=\"num\">", Rate(c.decode_tokens_per_s),
                     "</td><td class=\"num\">", Count(c.generated_tokens), "</td><td class=\"num\">",
-                    Bytes(c.peak_rss_bytes), "</td></tr>\n");
+                    Bytes(c.peak_rss_bytes), "</td><td class=\"num\">",
+                    Bytes(c.peak_gpu_memory_bytes), "</td></tr>\n");
   }
   absl::StrAppend(&s, "</tbody></table></div>\n");
 }

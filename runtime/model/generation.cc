@@ -5,6 +5,7 @@
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/util/torch_status.h"
@@ -97,6 +98,11 @@ absl::StatusOr<std::vector<Generated>> Generate(CausalLM& model,
       }
       next_pos[static_cast<size_t>(r)] = n;
     }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto since = [](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    };
+    auto decode_t0 = t0;
     KvCache cache;
     Tensor hidden = model.HiddenWithCache(ids.to(device), pos.to(device), cache,
                                           valid.to(device));                    // (B, L, C)
@@ -107,6 +113,12 @@ absl::StatusOr<std::vector<Generated>> Generate(CausalLM& model,
     int64_t remaining = b;
     for (int64_t step = 0; step < options.max_new_tokens && remaining > 0; ++step) {
       std::vector<int64_t> next = ChooseNext(logits, options, gen);
+      if (options.stats != nullptr && step == 0) {
+        options.stats->prefill_s += since(t0);
+        for (const auto& p : prompts)
+          options.stats->prefill_tokens += static_cast<int64_t>(p.size());
+        decode_t0 = std::chrono::steady_clock::now();
+      }
       if (const auto& group = model.shard_group(); group != nullptr) {
         // A sharded base: every rank must make the same forwards, so rank 0's
         // tokens decide for all.
@@ -151,6 +163,10 @@ absl::StatusOr<std::vector<Generated>> Generate(CausalLM& model,
       hidden = model.HiddenWithCache(step_ids.to(device), step_pos.to(device), cache,
                                      step_valid.to(device));  // (B, 1, C)
       logits = model.Logits(hidden).squeeze(1);               // (B, V)
+      if (options.stats != nullptr) options.stats->decode_tokens += remaining;
+    }
+    if (options.stats != nullptr) {
+      options.stats->decode_s += since(decode_t0);
     }
     for (Generated& g : out) {
       if (g.finish_reason.empty()) g.finish_reason = "length";

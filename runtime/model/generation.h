@@ -29,6 +29,16 @@
 
 namespace fjord::model {
 
+// Where Generate's time goes, accumulated over calls (CPU clock; on CUDA the
+// choice of each token waits for its logits, so the phases are measured to
+// their end).
+struct GenerationStats {
+  double prefill_s = 0;        // the prompts' forward, to the first tokens chosen
+  double decode_s = 0;         // every later step
+  int64_t prefill_tokens = 0;  // prompt tokens (padding not counted)
+  int64_t decode_tokens = 0;   // tokens fed through the decode steps
+};
+
 struct GenerationOptions {
   int64_t max_new_tokens = 128;  // default 128; 0 generates nothing
   // 0 (default): greedy, the most likely token (ties: the lowest id).
@@ -44,6 +54,7 @@ struct GenerationOptions {
   // completed it are kept, as transformers' stop_strings does). Needs decode.
   std::vector<std::string> stop_strings;
   std::function<std::string(const std::vector<int32_t>&)> decode;
+  GenerationStats* stats = nullptr;  // when set, Generate adds its timings
 };
 
 struct Generated {

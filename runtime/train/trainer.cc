@@ -88,22 +88,6 @@ DeviceBatch ToDevice(const data::PackedBatch& b, const torch::Device& device, bo
   return d;
 }
 
-// Peak memory so far: the CUDA caching allocator's peak allocated bytes on
-// a GPU, the process's peak resident set on CPU.
-int64_t PeakMemoryBytes(const torch::Device& device) {
-#if FJORD_KERNELS_FUSED
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return stats.allocated_bytes[0].peak;  // [0]: StatType::AGGREGATE
-  }
-#else
-  (void)device;
-#endif
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
-}
-
 constexpr int64_t kEvalChunkRows = 1024;
 
 struct EvalResult {
@@ -640,6 +624,30 @@ const char* EventTypeName(TrainEvent::Type type) {
       return "done";
   }
   return "log";
+}
+
+// Peak memory so far: the CUDA caching allocator's peak allocated bytes on
+// a GPU, the process's peak resident set on CPU.
+int64_t PeakMemoryBytes(const torch::Device& device) {
+#if FJORD_KERNELS_FUSED
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[0].peak;  // [0]: StatType::AGGREGATE
+  }
+#else
+  (void)device;
+#endif
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+void ResetPeakMemory(const torch::Device& device) {
+#if FJORD_KERNELS_FUSED
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#else
+  (void)device;
+#endif
 }
 
 absl::StatusOr<TrainResult> RunTraining(const TrainingConfig& config, const TrainOptions& options) {

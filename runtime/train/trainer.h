@@ -172,6 +172,13 @@ struct TrainResult {
 // model): what it trained is the adapter it saved.
 absl::StatusOr<TrainResult> RunTraining(const TrainingConfig& config, const TrainOptions& options);
 
+// Peak memory so far: the CUDA caching allocator's peak allocated bytes on a
+// GPU (since the last ResetPeakMemory), the process's peak resident set on
+// CPU (it only grows). ResetPeakMemory starts a GPU's count again (no-op on
+// CPU).
+int64_t PeakMemoryBytes(const torch::Device& device);
+void ResetPeakMemory(const torch::Device& device);
+
 }  // namespace fjord::train
 
 #endif  // FJORD_RUNTIME_TRAIN_TRAINER_H_

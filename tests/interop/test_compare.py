@@ -17,6 +17,7 @@ configs/quickstart.yaml trains on it, on the demo's held-out questions.
 """
 
 import json
+import math
 import subprocess
 
 import pytest
@@ -122,3 +123,41 @@ def test_bad_inputs_are_named(adapter, tmp_path):
     assert r.returncode == 1 and "adapter_config.json" in r.stderr
     assert compare("--data", bad, check=False).returncode == 1
     assert compare("--no-base", "--data", bad, check=False).returncode == 2
+
+
+def test_training_data_is_scored_on_its_trained_tokens(adapter, tmp_path):
+    """A dataset in a training format (here chat messages) beside the
+    questions: its examples are scored by loss, perplexity and token accuracy
+    on the assistant turns' tokens (what training would train), equal to
+    transformers + peft's on the same tokens; no replies, no reply metrics."""
+    chat = DEMO / "data" / "valid.jsonl"
+    compare("--adapter", f"demo={adapter}", "--data", DEMO / "data" / "heldout.jsonl", "--data", chat,
+            "--out", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["schema"] == "fjord.evaluation/1"
+    answers, data = report["datasets"]
+    assert answers["kind"] == "answers" and data["kind"] == "training_data"
+    assert data["metrics"] == ["loss", "perplexity", "token_accuracy"] and data["samples"] == []
+    assert {p["metric"] for p in data["pairs"]} == {"loss", "token_accuracy"}
+    loss = next(p for p in data["pairs"] if p["metric"] == "loss")
+    assert loss["verdict"] == "worse"  # the base's loss is higher: worse than the fine-tune
+    tok = AutoTokenizer.from_pretrained(DEMO / "model")
+    rows = [json.loads(x)["messages"] for x in chat.read_text().splitlines()]
+    for i in range(2):
+        model = AutoModelForCausalLM.from_pretrained(DEMO / "model", dtype=torch.float32).eval()
+        if i == 1:
+            model = PeftModel.from_pretrained(model, adapter).eval()
+        losses = []
+        for messages in rows:
+            prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                             return_dict=False)
+            full = tok.apply_chat_template(messages, tokenize=True, return_dict=False)
+            assert full[:len(prompt)] == prompt
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([full])).logits[0, len(prompt) - 1:-1]
+            losses.append(torch.nn.functional.cross_entropy(logits, torch.tensor(full[len(prompt):])).item())
+        got = data["candidates"][i]["metrics"]
+        assert got["loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-4), i
+        assert got["perplexity"] == pytest.approx(math.exp(got["loss"]), rel=1e-12)
+        low, high = data["candidates"][i]["intervals"]["loss"]["low"], data["candidates"][i]["intervals"]["loss"]["high"]
+        assert low <= got["loss"] <= high
