@@ -14,6 +14,7 @@ score the same.
 
 import json
 import os
+import time
 
 import pytest
 
@@ -92,3 +93,50 @@ def test_cli_compare_wait(daemon, fine_tune, tmp_path):
     r = daemon.cli("--json", "compare", "show", ev_id)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["report"]["job"] == ev_id
+
+
+def test_an_evaluation_pauses_resumes_and_cancels(client, tmp_path):
+    """An evaluation is a job like a fine-tune: paused while it runs (its
+    worker stops between batches and writes nothing), resumed (its passes run
+    again from the start: they are deterministic) to the same report a run
+    without a pause gives, and cancelled."""
+    lines = (DEMO / "data" / "heldout.jsonl").read_text().splitlines()
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines * 30) + "\n")  # 600 questions: long enough to catch running
+    big = client.files.upload(path)
+    spec = dict(model="demo", candidates=["base", "again"], datasets=[big.id], samples=0, bootstrap=200,
+                metrics=["loss", "token_accuracy"])  # no replies: only the loss pass
+
+    def until_running(job):
+        for e in job.events(follow=True):
+            if e.type == "status" and e.data.get("status") == "running":
+                return
+            assert e.type != "status" or e.data.get("status") not in ("failed", "cancelled", "succeeded"), e
+
+    ev = client.evaluations.create(**spec)
+    until_running(ev)
+    paused = client.jobs.pause(ev.id)
+    assert paused.status in ("pausing", "paused")
+    for _ in range(600):
+        paused = client.jobs.get(ev.id)
+        if paused.status == "paused":
+            break
+        time.sleep(0.1)
+    assert paused.status == "paused" and paused.result_report is None
+    with pytest.raises(fjord.FailedPreconditionError):
+        client.evaluations.report(ev)
+    client.jobs.resume(ev.id)
+    done = client.jobs.get(ev.id).wait(timeout=900, raise_on_failure=True)
+    assert done.status == "succeeded"
+    resumed = client.evaluations.report(done).datasets[0]
+    assert resumed.examples == 600
+
+    straight = client.evaluations.create(**spec).wait(timeout=900, raise_on_failure=True)
+    again = client.evaluations.report(straight).datasets[0]
+    assert {c.name: c.metrics for c in again.candidates} == {c.name: c.metrics for c in resumed.candidates}
+
+    cancelled = client.evaluations.create(**spec)
+    until_running(cancelled)
+    client.jobs.cancel(cancelled.id)
+    final = client.jobs.get(cancelled.id).wait(timeout=300)
+    assert final.status == "cancelled" and final.result_report is None
