@@ -358,12 +358,11 @@ absl::StatusOr<std::string> MaterializeAdapter(const EvaluationConfig& c,
 }
 
 // The report of one dataset (docs/comparison.md, "fjord.compare/1").
-absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prepared& d,
-                                           const std::vector<std::string>& all_metrics,
-                                           const std::vector<std::string>& names,
-                                           const std::vector<std::string>& adapters,
-                                           const std::vector<Scores>& scores, bool replies,
-                                           const ordered_json& judge) {
+absl::StatusOr<ordered_json> DatasetReport(
+    const EvaluationConfig& c, const Prepared& d, const std::vector<std::string>& all_metrics,
+    const std::vector<std::string>& names, const std::vector<std::string>& adapters,
+    const std::vector<std::string>& models, const std::vector<int>& group,
+    const std::vector<Scores>& scores, bool replies, const ordered_json& judge) {
   const double confidence = 0.95;
   // Training data has no answers to score replies against.
   std::vector<std::string> metrics;
@@ -386,6 +385,7 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
     ordered_json cand;
     cand["name"] = names[k];
     cand["adapter"] = adapters[k].empty() ? ordered_json(nullptr) : ordered_json(adapters[k]);
+    cand["model"] = models[k];
     ordered_json m, intervals;
     for (const std::string& name : metrics) {
       // Perplexity is exp(loss): exp of the mean per-example loss, its
@@ -430,6 +430,8 @@ absl::StatusOr<ordered_json> DatasetReport(const EvaluationConfig& c, const Prep
     std::vector<std::vector<bool>> better(k, std::vector<bool>(k, false));
     for (size_t i = 0; i < k; ++i) {
       for (size_t j = i + 1; j < k; ++j) {
+        // Losses of different tokenizers count different units: no pair.
+        if (!IsReplyMetric(metric) && group[i] != group[j]) continue;
         eval::BootstrapOptions opt;
         opt.iterations = static_cast<int>(c.bootstrap);
         opt.confidence = confidence;
@@ -575,8 +577,6 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
   }
   const torch::Device device = DeviceFor(c.device);
   const torch::Dtype dtype = device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
-  FJORD_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLM> lm,
-                         model::CausalLM::FromPretrained(c.model, dtype, device));
 
   const size_t nc = c.candidates.size(), nd = datasets.size();
   EvaluationProgress progress;
@@ -584,48 +584,97 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
   for (const Prepared& d : datasets) {
     if (!c.judge.empty() && d.answers) progress.total += static_cast<int64_t>(nc * (nc - 1) / 2);
   }
+  // The candidates base by base: each base read once, its tokenizer
+  // rendering the data for its candidates. Bases whose tokenizer.json is
+  // the same bytes share a tokenizer group: only within one are losses
+  // compared (tokens of different tokenizers are not the same units).
+  std::vector<std::string> bases, base_of(nc), tokenizers;
+  std::vector<int> group(nc);
+  for (size_t k = 0; k < nc; ++k) {
+    base_of[k] = c.candidates[k].model.empty() ? c.model : c.candidates[k].model;
+    if (std::find(bases.begin(), bases.end(), base_of[k]) == bases.end()) {
+      bases.push_back(base_of[k]);
+      FJORD_ASSIGN_OR_RETURN(std::string t,
+                             Env::Default()->ReadFileToString(base_of[k] + "/tokenizer.json"));
+      tokenizers.push_back(std::move(t));
+    }
+  }
+  for (size_t k = 0; k < nc; ++k) {
+    const size_t b =
+        static_cast<size_t>(std::find(bases.begin(), bases.end(), base_of[k]) - bases.begin());
+    group[k] = static_cast<int>(std::find(tokenizers.begin(), tokenizers.end(), tokenizers[b]) -
+                                tokenizers.begin());
+  }
   // scores[dataset][candidate]
   std::vector<std::vector<Scores>> scores(nd, std::vector<Scores>(nc));
-  std::vector<std::string> names, adapters;
-  for (size_t k = 0; k < nc; ++k) {
-    const EvaluationConfig::Candidate& cand = c.candidates[k];
-    names.push_back(cand.name);
-    FJORD_ASSIGN_OR_RETURN(std::string dir, MaterializeAdapter(c, cand));
-    adapters.push_back(dir);
-    std::unique_ptr<LoraAdapter> adapter;
-    if (!dir.empty()) {
-      absl::StatusOr<std::unique_ptr<LoraAdapter>> loaded = LoraAdapter::FromPretrained(*lm, dir);
-      if (!loaded.ok()) {
-        return absl::Status(loaded.status().code(), absl::StrCat("candidate '", cand.name,
-                                                                 "': ", loaded.status().message()));
+  std::vector<std::string> names(nc), adapters(nc), models(nc);
+  for (const std::string& base : bases) {
+    std::unique_ptr<tokenizer::Tokenizer> own_tok;
+    std::vector<Prepared> own;
+    const tokenizer::Tokenizer* btok = tok.get();
+    const std::vector<Prepared>* bdata = &datasets;
+    if (base != c.model) {
+      FJORD_ASSIGN_OR_RETURN(own_tok, tokenizer::Tokenizer::FromFile(base + "/tokenizer.json"));
+      EvaluationConfig on_base = c;
+      on_base.model = base;
+      for (size_t d = 0; d < nd; ++d) {
+        FJORD_ASSIGN_OR_RETURN(Prepared p, Prepare(on_base, c.datasets[d], *own_tok));
+        if (p.size() != datasets[d].size()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              datasets[d].name, ": ", datasets[d].size(), " examples have trained tokens under ",
+              c.model, " and ", p.size(), " under ", base, "; the candidates cannot be compared"));
+        }
+        own.push_back(std::move(p));
       }
-      adapter = *std::move(loaded);
+      btok = own_tok.get();
+      bdata = &own;
     }
-    for (size_t d = 0; d < nd; ++d) {
-      FJORD_RETURN_IF_ERROR(Score(*lm, *tok, datasets[d], c, replies, o, scores[d][k]));
-      ++progress.done;
-      const Scores& s = scores[d][k];
-      progress.message = absl::StrFormat("%s on %s: loss %.4f", cand.name, datasets[d].name,
-                                         Mean(s.per_example.at("loss")));
-      if (replies && datasets[d].answers) {
-        absl::StrAppendFormat(&progress.message, ", contains %.3f",
-                              Mean(s.per_example.at("contains")));
+    FJORD_ASSIGN_OR_RETURN(std::shared_ptr<model::CausalLM> lm,
+                           model::CausalLM::FromPretrained(base, dtype, device));
+    for (size_t k = 0; k < nc; ++k) {
+      if (base_of[k] != base) continue;
+      const EvaluationConfig::Candidate& cand = c.candidates[k];
+      names[k] = cand.name;
+      models[k] = cand.model.empty() ? (c.model_name.empty() ? c.model : c.model_name)
+                                     : (cand.model_name.empty() ? cand.model : cand.model_name);
+      FJORD_ASSIGN_OR_RETURN(std::string dir, MaterializeAdapter(c, cand));
+      adapters[k] = dir;
+      std::unique_ptr<LoraAdapter> adapter;
+      if (!dir.empty()) {
+        absl::StatusOr<std::unique_ptr<LoraAdapter>> loaded = LoraAdapter::FromPretrained(*lm, dir);
+        if (!loaded.ok()) {
+          return absl::Status(
+              loaded.status().code(),
+              absl::StrCat("candidate '", cand.name, "': ", loaded.status().message()));
+        }
+        adapter = *std::move(loaded);
       }
-      if (o.on_progress) o.on_progress(progress);
+      for (size_t d = 0; d < nd; ++d) {
+        FJORD_RETURN_IF_ERROR(Score(*lm, *btok, (*bdata)[d], c, replies, o, scores[d][k]));
+        ++progress.done;
+        const Scores& sc = scores[d][k];
+        progress.message = absl::StrFormat("%s on %s: loss %.4f", cand.name, datasets[d].name,
+                                           Mean(sc.per_example.at("loss")));
+        if (replies && datasets[d].answers) {
+          absl::StrAppendFormat(&progress.message, ", contains %.3f",
+                                Mean(sc.per_example.at("contains")));
+        }
+        if (o.on_progress) o.on_progress(progress);
+      }
+      if (adapter) adapter->Detach();  // the base again, for the next candidate
     }
-    if (adapter) adapter->Detach();  // the base again, for the next candidate
   }
   // The judge, after the candidates (their base is released first).
   std::vector<ordered_json> judged(nd);
   if (!c.judge.empty()) {
-    lm.reset();
     FJORD_ASSIGN_OR_RETURN(judged,
                            JudgeAll(c, datasets, names, scores, dtype, device, o, progress));
   }
   std::vector<ordered_json> reports;
   for (size_t d = 0; d < nd; ++d) {
-    FJORD_ASSIGN_OR_RETURN(ordered_json r, DatasetReport(c, datasets[d], metrics, names, adapters,
-                                                         scores[d], replies, judged[d]));
+    FJORD_ASSIGN_OR_RETURN(ordered_json r,
+                           DatasetReport(c, datasets[d], metrics, names, adapters, models, group,
+                                         scores[d], replies, judged[d]));
     reports.push_back(std::move(r));
   }
   return reports;

@@ -169,9 +169,10 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
         }
       } else if (key == "candidates") {
         std::vector<std::map<std::string, std::string>> entries;
-        FJORD_RETURN_IF_ERROR(ReadEntries(v, name, field,
-                                          {"name", "adapter", "adapter_config", "adapter_model"},
-                                          "name", &entries));
+        FJORD_RETURN_IF_ERROR(ReadEntries(
+            v, name, field,
+            {"name", "adapter", "adapter_config", "adapter_model", "model", "model_name"}, "name",
+            &entries));
         std::set<std::string> seen;
         for (size_t i = 0; i < entries.size(); ++i) {
           auto& e = entries[i];
@@ -187,8 +188,8 @@ absl::StatusOr<EvaluationConfig> ParseEvaluationConfig(absl::string_view yaml,
                 ": an adapter is a directory (adapter) or its two files (adapter_config and "
                 "adapter_model)"));
           }
-          c.candidates.push_back(
-              {e["name"], e["adapter"], e["adapter_config"], e["adapter_model"]});
+          c.candidates.push_back({e["name"], e["adapter"], e["adapter_config"], e["adapter_model"],
+                                  e["model"], e["model_name"]});
         }
       } else if (key == "datasets") {
         std::vector<std::map<std::string, std::string>> entries;
@@ -231,6 +232,10 @@ std::string EvaluationConfigToYaml(const EvaluationConfig& c) {
       out << YAML::Key << "adapter_config" << YAML::Value << YAML::DoubleQuoted << k.adapter_config;
       out << YAML::Key << "adapter_model" << YAML::Value << YAML::DoubleQuoted << k.adapter_model;
     }
+    if (!k.model.empty())
+      out << YAML::Key << "model" << YAML::Value << YAML::DoubleQuoted << k.model;
+    if (!k.model_name.empty())
+      out << YAML::Key << "model_name" << YAML::Value << YAML::DoubleQuoted << k.model_name;
     out << YAML::EndMap;
   }
   out << YAML::EndSeq;

@@ -25,6 +25,12 @@ struct EvaluationConfig {
     // copied into <output_dir>/adapters/<name>/ before use.
     std::string adapter_config;  // adapter_config.json
     std::string adapter_model;   // adapter_model.safetensors
+    // Its base: "" for `model` above, else another model directory (the
+    // candidates are run base by base; losses are compared only between
+    // candidates whose bases share a tokenizer). model_name: its name in
+    // reports ("" = the path).
+    std::string model;
+    std::string model_name;
   };
   std::vector<Candidate> candidates;
   struct Dataset {

@@ -11,9 +11,10 @@ using ::testing::HasSubstr;
 TEST(EvaluationConfigTest, RoundTripsThroughItsYaml) {
   EvaluationConfig c;
   c.model = "/models/tiny";
-  c.candidates = {{"base", "", "", ""},
-                  {"ft", "/jobs/a/adapter", "", ""},
-                  {"up", "", "/files/f-1", "/files/f-2"}};
+  c.candidates = {{"base", "", "", "", "", ""},
+                  {"ft", "/jobs/a/adapter", "", "", "", ""},
+                  {"up", "", "/files/f-1", "/files/f-2", "", ""},
+                  {"other", "", "", "", "/models/other", "other-1b"}};
   c.datasets = {{"file-1", "/files/file-1"}, {"", "/data/qa.jsonl"}};
   c.metrics = {"loss", "contains"};
   c.max_new_tokens = 32;
@@ -29,7 +30,9 @@ TEST(EvaluationConfigTest, RoundTripsThroughItsYaml) {
   absl::StatusOr<EvaluationConfig> back = ParseEvaluationConfig(yaml, "job.yaml");
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(EvaluationConfigToYaml(*back), yaml);
-  ASSERT_EQ(back->candidates.size(), 3u);
+  ASSERT_EQ(back->candidates.size(), 4u);
+  EXPECT_EQ(back->candidates[3].model, "/models/other");
+  EXPECT_EQ(back->candidates[3].model_name, "other-1b");
   EXPECT_EQ(back->candidates[1].adapter, "/jobs/a/adapter");
   EXPECT_EQ(back->candidates[2].adapter_model, "/files/f-2");
   EXPECT_EQ(back->datasets[1].path, "/data/qa.jsonl");

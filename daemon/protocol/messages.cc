@@ -214,6 +214,7 @@ absl::Status ReadEvaluationFields(FieldReader& r, const json& body, JobSpec* spe
     FJORD_RETURN_IF_ERROR(c.String("job", &cand.job, false, 64));
     FJORD_RETURN_IF_ERROR(c.String("adapter_config", &cand.adapter_config, false, 1024));
     FJORD_RETURN_IF_ERROR(c.String("adapter_model", &cand.adapter_model, false, 1024));
+    FJORD_RETURN_IF_ERROR(c.String("model", &cand.model, false, 256));
     FJORD_RETURN_IF_ERROR(c.Finish());
     if (cand.adapter_config.empty() != cand.adapter_model.empty()) {
       return InvalidArgument(
@@ -271,6 +272,7 @@ json EvalCandidateToJson(const EvalCandidate& c) {
   if (!c.job.empty()) j["job"] = c.job;
   if (!c.adapter_config.empty()) j["adapter_config"] = c.adapter_config;
   if (!c.adapter_model.empty()) j["adapter_model"] = c.adapter_model;
+  if (!c.model.empty()) j["model"] = c.model;
   return j;
 }
 
@@ -297,6 +299,7 @@ absl::Status ReadEvaluationLenient(const json& j, JobSpec* spec) {
       FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "job", &cand.job));
       FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "adapter_config", &cand.adapter_config));
       FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "adapter_model", &cand.adapter_model));
+      FJORD_RETURN_IF_ERROR(GetStr(c, "candidate", "model", &cand.model));
       spec->candidates.push_back(std::move(cand));
     }
   }

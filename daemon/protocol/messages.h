@@ -77,6 +77,9 @@ struct EvalCandidate {
   std::string job;             // "" or "job-…"
   std::string adapter_config;  // "" or a file: adapter_config.json
   std::string adapter_model;   // "" or a file: adapter_model.safetensors
+  // "" (the job's model) or another model name of the node: the base this
+  // candidate runs on (alone, or under its adapter).
+  std::string model;
 };
 
 // How an evaluation job scores its candidates (fjord-compare's options).

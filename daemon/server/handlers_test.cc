@@ -640,6 +640,7 @@ TEST_F(HandlersTest, EvaluationJobsCompareSucceededFineTunes) {
            {{{"candidates", {{{"name", "x"}, {"job", "job-nope"}}}}}, "candidates[0].job"},
            {{{"datasets", {"data/missing.jsonl"}}}, "datasets[0]"},
            {{{"evaluation", {{"judge", "huge"}}}}, "evaluation.judge"},
+           {{{"candidates", {{{"name", "x"}, {"model", "huge"}}}}}, "candidates[0].model"},
            {{{"training_file", "data/train.jsonl"}}, "training_file"},
            {{{"gpus", 2}}, "gpus"},
            {{{"candidates", {{{"name", "a"}}, {{"name", "a"}}}}}, "candidates[1].name"},

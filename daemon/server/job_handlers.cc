@@ -135,7 +135,18 @@ absl::StatusOr<EvaluationPaths> ResolveEvaluation(DaemonContext& ctx, const Prin
   for (size_t i = 0; i < spec.candidates.size(); ++i) {
     const protocol::EvalCandidate& c = spec.candidates[i];
     const std::string param = absl::StrCat("candidates[", i, "]");
-    lora::EvaluationConfig::Candidate resolved{c.name, "", "", ""};
+    lora::EvaluationConfig::Candidate resolved{c.name, "", "", "", "", ""};
+    // Its base: the job's model, or another of the node's.
+    const std::string& base = c.model.empty() ? spec.model : c.model;
+    if (!c.model.empty()) {
+      auto m = config.models.find(c.model);
+      if (m == config.models.end()) {
+        return protocol::InvalidArgument(
+            absl::StrCat(param, ".model: unknown model '", c.model, "'"), param + ".model");
+      }
+      resolved.model = m->second;
+      resolved.model_name = c.model;
+    }
     if (!c.job.empty()) {
       const std::string field = param + ".job";
       absl::StatusOr<Job> job = JobFor(ctx, p, c.job);
@@ -155,10 +166,10 @@ absl::StatusOr<EvaluationPaths> ResolveEvaluation(DaemonContext& ctx, const Prin
                          "; only a succeeded job has an adapter"),
             field);
       }
-      if (job->spec.model != spec.model) {
+      if (job->spec.model != base) {
         return protocol::InvalidArgument(
-            absl::StrCat("job ", c.job, " fine-tuned model '", job->spec.model, "', not '",
-                         spec.model, "': every candidate runs on the base"),
+            absl::StrCat("job ", c.job, " fine-tuned model '", job->spec.model, "', not '", base,
+                         "': an adapter runs on its own base (set the candidate's model)"),
             field);
       }
       resolved.adapter = job->result_adapter_path;

@@ -2,7 +2,8 @@
 // the same prompt/answer set, with paired statistics (issue 19's comparison
 // tool, run locally; runtime/eval has its scoring and statistics).
 //
-//   fjord-compare --model DIR [--no-base] [--adapter NAME=DIR ...] --data FILE.jsonl [--data ...]
+//   fjord-compare --model DIR [--no-base] [--adapter NAME=DIR ...] [--base NAME=DIR ...]
+//       --data FILE.jsonl [--data ...]
 //       [--metric NAME ...] [--chat-template auto] [--max-new 64] [--batch 8] [--samples 5]
 //       [--bootstrap 2000] [--seed 0] [--judge DIR] [--device auto] [--out report.json]
 //       [--html report.html]
@@ -12,7 +13,9 @@
 // held-out format; runtime/data/heldout.h), checked whole first: a bad line
 // is an error naming the file, the line and the field, and nothing runs.
 // Candidates: the base (unless --no-base) and each adapter, loaded one after
-// another onto the one base in this process (the base is read once).
+// another onto the one base in this process (the base is read once), and
+// each --base, another model folder run as it is (its losses compared only
+// with candidates whose tokenizer.json is the same).
 // Writes the JSON report (docs/comparison.md has its fields: "fjord.compare/1"
 // for one --data, "fjord.evaluation/1" holding one per dataset for several)
 // to --out, or to stdout, a table per dataset to stderr, and with --html the
@@ -38,7 +41,8 @@ namespace {
 using nlohmann::ordered_json;
 
 constexpr char kUsage[] =
-    "usage: fjord-compare --model DIR [--no-base] [--adapter NAME=DIR ...] --data FILE.jsonl "
+    "usage: fjord-compare --model DIR [--no-base] [--adapter NAME=DIR ...] [--base NAME=DIR ...]\n"
+    "           --data FILE.jsonl "
     "[--data ...]\n"
     "           [--metric NAME ...] [--chat-template auto] [--max-new 64] [--batch 8]\n"
     "           [--samples 5] [--bootstrap 2000] [--seed 0] [--judge DIR] [--device auto]\n"
@@ -81,10 +85,14 @@ int Main(int argc, char** argv) {
     } else if (a == "--device") {
       c.device = v;
       ok = v == "auto" || v == "cpu" || v == "cuda";
+    } else if (a == "--base") {
+      std::pair<std::string, std::string> nd = absl::StrSplit(v, absl::MaxSplits('=', 1));
+      ok = !nd.first.empty() && !nd.second.empty() && nd.first != "base";
+      adapters.push_back({nd.first, "", "", "", nd.second, ""});
     } else if (a == "--adapter") {
       std::pair<std::string, std::string> nd = absl::StrSplit(v, absl::MaxSplits('=', 1));
       ok = !nd.first.empty() && !nd.second.empty() && nd.first != "base";
-      adapters.push_back({nd.first, nd.second, "", ""});
+      adapters.push_back({nd.first, nd.second, "", "", "", ""});
     } else if (a == "--max-new") {
       ok = absl::SimpleAtoi(v, &c.max_new_tokens) && c.max_new_tokens >= 1;
     } else if (a == "--batch") {
@@ -105,7 +113,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  if (base) c.candidates.push_back({"base", "", "", ""});
+  if (base) c.candidates.push_back({"base", "", "", "", "", ""});
   c.candidates.insert(c.candidates.end(), adapters.begin(), adapters.end());
   if (c.model.empty() || c.datasets.empty() || c.candidates.empty()) {
     std::cerr << "fjord-compare: --model, --data and at least one candidate are required\n"

@@ -161,3 +161,27 @@ def test_training_data_is_scored_on_its_trained_tokens(adapter, tmp_path):
         assert got["perplexity"] == pytest.approx(math.exp(got["loss"]), rel=1e-12)
         low, high = data["candidates"][i]["intervals"]["loss"]["low"], data["candidates"][i]["intervals"]["loss"]["high"]
         assert low <= got["loss"] <= high
+
+
+def test_other_bases_are_candidates_too(adapter, tmp_path):
+    """--base NAME=DIR: another model folder is a candidate of its own, read
+    once and scored on the same questions with its own tokenizer. Its losses
+    are compared only with candidates whose tokenizer.json is the same bytes
+    (tokens of different tokenizers are different units); replies are
+    compared with every candidate."""
+    import shutil
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(DEMO / "model", same)
+    shutil.copytree(DEMO / "model", other)
+    t = json.loads((other / "tokenizer.json").read_text())
+    (other / "tokenizer.json").write_text(json.dumps(t, indent=1))  # same tokenizer, other bytes
+    compare("--adapter", f"demo={adapter}", "--base", f"same={same}", "--base", f"other={other}",
+            "--data", DEMO / "data" / "heldout.jsonl", "--out", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    by = {c["name"]: c for c in report["candidates"]}
+    assert by["same"]["model"] == str(same) and by["other"]["model"] == str(other)
+    assert by["same"]["metrics"] == by["base"]["metrics"] == by["other"]["metrics"]  # the same weights
+    loss_pairs = {(p["a"], p["b"]) for p in report["pairs"] if p["metric"] == "loss"}
+    assert loss_pairs == {("base", "demo"), ("base", "same"), ("demo", "same")}
+    contains_pairs = {(p["a"], p["b"]) for p in report["pairs"] if p["metric"] == "contains"}
+    assert ("demo", "other") in contains_pairs and len(contains_pairs) == 6

@@ -281,6 +281,10 @@ absl::StatusOr<CandidateArg> ParseCandidateArg(const std::string& value, size_t 
     out.candidate.job = ref;
     return out;
   }
+  if (absl::StartsWith(ref, "model:") && ref.size() > 6 && !IsDirectory(ref)) {
+    out.candidate.model = ref.substr(6);  // another base of the node, as it is
+    return out;
+  }
   if (!IsDirectory(ref)) {
     return absl::NotFoundError(absl::StrCat("--candidate '", value, "': ", ref,
                                             " is not a directory (a PEFT adapter directory, or "
@@ -320,7 +324,8 @@ std::vector<OptionSpec> CompareOptions() {
       {"model", 0, true, false, "MODEL", "the base every candidate runs on (fjord models list)"},
       {"candidate", 0, true, true, "NAME[=job-…|=DIR]",
        "a candidate (repeatable, 1..16): NAME alone is the base model, NAME=job-… a fine-tune's "
-       "adapter, NAME=DIR a local PEFT adapter directory (uploaded)"},
+       "adapter, NAME=model:M another model of the node as it is, NAME=DIR a local PEFT adapter "
+       "directory (uploaded)"},
       {"data", 0, true, true, "FILE|ID",
        "{\"prompt\",\"answer\"} lines (repeatable, 1..8): a local file (uploaded), file id or "
        "tenant path"},

@@ -28,7 +28,8 @@
 namespace fjord::cli {
 
 // One --candidate: "NAME" (the base model under that name), "NAME=job-…"
-// (a fine-tune's adapter) or "NAME=DIR" (a local PEFT adapter directory).
+// (a fine-tune's adapter), "NAME=model:M" (another model of the node, as it
+// is) or "NAME=DIR" (a local PEFT adapter directory).
 struct CandidateArg {
   protocol::EvalCandidate candidate;  // adapter files empty until uploaded
   std::string adapter_dir;            // "" unless NAME=DIR

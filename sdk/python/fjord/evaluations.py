@@ -47,8 +47,8 @@ __all__ = ["Evaluations", "CandidateArgument"]
 
 #: What ``candidates`` accepts, each: a Candidate, a dict of its fields, ``"base"``
 #: (any name alone: the base model under that name), ``"NAME=job-…"`` (a fine-tune's
-#: adapter), ``"NAME=DIR"`` (a local PEFT adapter directory), or a Job (its adapter,
-#: named by its id).
+#: adapter), ``"NAME=model:M"`` (another model of the node, as it is), ``"NAME=DIR"``
+#: (a local PEFT adapter directory), or a Job (its adapter, named by its id).
 CandidateArgument = Union[Candidate, Dict[str, Any], str, Job]
 
 #: The files of a report.
@@ -68,17 +68,19 @@ def parse_candidate(value: CandidateArgument, index: int) -> Candidate:
     elif isinstance(value, Job):
         c = Candidate(name=value.id, job=value.id)
     elif isinstance(value, dict):
-        unknown = set(value) - {"name", "job", "adapter_config", "adapter_model"}
+        unknown = set(value) - {"name", "job", "adapter_config", "adapter_model", "model"}
         if unknown:
             raise InvalidArgumentError(f"{param}: unknown field '{sorted(unknown)[0]}'", param=param)
         c = Candidate(name=value.get("name", ""), job=value.get("job"), adapter_config=value.get("adapter_config"),
-                      adapter_model=value.get("adapter_model"))
+                      adapter_model=value.get("adapter_model"), model=value.get("model"))
     elif isinstance(value, str):
         name, eq, ref = value.partition("=")
         if not eq:
             c = Candidate(name=name)
         elif ref.startswith("job-"):
             c = Candidate(name=name, job=ref)
+        elif ref.startswith("model:") and len(ref) > len("model:"):
+            c = Candidate(name=name, model=ref[len("model:"):])
         elif not ref:
             raise InvalidArgumentError(f"{param}: '{value}' names nothing after '=' (NAME=job-… or NAME=DIR)",
                                        param=param)

@@ -368,11 +368,16 @@ class Candidate:
     adapter_config: Optional[str] = None
     adapter_model: Optional[str] = None
     adapter_dir: Optional[pathlib.Path] = dataclasses.field(default=None, compare=False)
+    # None: the evaluation's model; else another model name of the node, the
+    # base this candidate runs on (alone, or under its adapter).
+    model: Optional[str] = None
 
     @classmethod
-    def base(cls, name: str = "base") -> "Candidate":
-        """The base model itself."""
-        return cls(name=name)
+    def base(cls, name: str = "base", model: Optional[str] = None) -> "Candidate":
+        """A base model itself: the evaluation's, or ``model`` (another model of
+        the node; its losses are compared only with candidates whose bases
+        share its tokenizer)."""
+        return cls(name=name, model=model)
 
     @classmethod
     def from_job(cls, name: str, job: Any) -> "Candidate":
@@ -403,7 +408,7 @@ class Candidate:
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
             raise InternalError("malformed reply: job.candidates[] has no name")
         return cls(name=d["name"], job=_optional_str(d, "job"), adapter_config=_optional_str(d, "adapter_config"),
-                   adapter_model=_optional_str(d, "adapter_model"))
+                   adapter_model=_optional_str(d, "adapter_model"), model=_optional_str(d, "model"))
 
     def to_dict(self) -> Dict[str, Any]:
         """The candidate as job.create takes it. InvalidArgumentError while
@@ -412,7 +417,7 @@ class Candidate:
             raise InvalidArgumentError(f"candidate '{self.name}': the adapter in {self.adapter_dir} is not "
                                        "uploaded yet (client.evaluations.create uploads it)", param="candidates")
         d: Dict[str, Any] = {"name": self.name}
-        for key in ("job", "adapter_config", "adapter_model"):
+        for key in ("job", "adapter_config", "adapter_model", "model"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         return d
