@@ -62,7 +62,8 @@ std::optional<LineError> ReadSide(const Json& obj, const std::string& key, int64
 }
 
 LineResult ParseLine(absl::string_view text, int64_t line) {
-  ObjectLine parsed = ParseObjectLine(text, line, R"( {"prompt": ..., "chosen": ..., "rejected": ...})");
+  ObjectLine parsed =
+      ParseObjectLine(text, line, R"( {"prompt": ..., "chosen": ..., "rejected": ...})");
   if (!parsed.object) return LineResult{std::nullopt, std::move(parsed.error)};
   const Json& obj = *parsed.object;
   PreferenceRecord r;
@@ -75,8 +76,8 @@ LineResult ParseLine(absl::string_view text, int64_t line) {
     if (!input->is_object() || !input->contains("messages")) {
       return Fail(line, "input", "\"input\" must be an object with \"messages\"");
     }
-    if (auto e = ParseMessageArray(input->at("messages"), "input.messages", line,
-                                   r.prompt.messages)) {
+    if (auto e =
+            ParseMessageArray(input->at("messages"), "input.messages", line, r.prompt.messages)) {
       return LineResult{std::nullopt, *std::move(e)};
     }
     if (auto e = ReadSide(obj, "preferred_output", line, true, r.chosen))
@@ -225,12 +226,12 @@ absl::StatusOr<PreferenceReport> Process(std::istream& in, absl::string_view nam
       report.format = parsed.record->format;
       format_line = n;
     } else if (*report.format != parsed.record->format) {
-      AddError(report, options,
-               {n, "",
-                absl::StrCat("format ", PreferenceFormatName(parsed.record->format),
-                             " differs from the file's format ",
-                             PreferenceFormatName(*report.format), " (set by line ", format_line,
-                             "); a file must use one format")});
+      AddError(
+          report, options,
+          {n, "",
+           absl::StrCat("format ", PreferenceFormatName(parsed.record->format),
+                        " differs from the file's format ", PreferenceFormatName(*report.format),
+                        " (set by line ", format_line, "); a file must use one format")});
       continue;
     }
     absl::StatusOr<PreferencePair> pair = Tokenize(renderer, *parsed.record);
@@ -264,11 +265,11 @@ absl::StatusOr<PreferenceReport> Process(std::istream& in, absl::string_view nam
         continue;
       }
       if (prompt_len >= max_length) {
-        AddError(report, options,
-                 {n, "prompt",
-                  absl::StrCat("the prompt alone has ", prompt_len,
-                               " tokens, max_length is ", max_length,
-                               ": truncation (keep_start) would leave no response tokens")});
+        AddError(
+            report, options,
+            {n, "prompt",
+             absl::StrCat("the prompt alone has ", prompt_len, " tokens, max_length is ",
+                          max_length, ": truncation (keep_start) would leave no response tokens")});
         continue;
       }
       const size_t keep = static_cast<size_t>(max_length - prompt_len);

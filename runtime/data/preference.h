@@ -85,7 +85,7 @@ struct PreferenceOptions {
   int64_t max_length = 0;
   // Default true: a sequence over max_length is cut (keep_start); false: an error.
   bool truncate = true;
-  int64_t max_errors = 100;                      // errors kept in the report
+  int64_t max_errors = 100;                    // errors kept in the report
   int64_t max_line_bytes = int64_t{64} << 20;  // longest accepted line
 };
 

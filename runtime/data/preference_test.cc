@@ -18,8 +18,7 @@ using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
 MATCHER_P3(ErrorAt, line, field, substring, "") {
-  return arg.line == line && arg.field == field &&
-         arg.message.find(substring) != std::string::npos;
+  return arg.line == line && arg.field == field && arg.message.find(substring) != std::string::npos;
 }
 
 PreferencePair Load(const std::string& line, const FakeTokenizer& tok = FakeTokenizer::ChatML(),
@@ -42,13 +41,14 @@ TEST(PreferenceTest, ConversationalPromptAndResponses) {
   const FakeTokenizer tok = FakeTokenizer::ChatML();
   const std::vector<int32_t> want_prompt =
       Cat({{1}, tok.Ids("user\nhi"), {2}, tok.Ids("\n"), {1}, tok.Ids("assistant\n")});
-  for (const char* line : {
-           R"({"prompt":[{"role":"user","content":"hi"}],"chosen":[{"role":"assistant","content":"yes"}],"rejected":[{"role":"assistant","content":"no"}]})",
-           R"({"messages":[{"role":"user","content":"hi"}],"chosen":"yes","rejected":"no"})",
-           R"({"prompt":"hi","chosen":"yes","rejected":"no"})",
-           R"({"chosen":[{"role":"user","content":"hi"},{"role":"assistant","content":"yes"}],"rejected":[{"role":"user","content":"hi"},{"role":"assistant","content":"no"}]})",
-           R"({"input":{"messages":[{"role":"user","content":"hi"}]},"preferred_output":[{"role":"assistant","content":"yes"}],"non_preferred_output":[{"role":"assistant","content":"no"}]})",
-       }) {
+  for (
+      const char* line : {
+          R"({"prompt":[{"role":"user","content":"hi"}],"chosen":[{"role":"assistant","content":"yes"}],"rejected":[{"role":"assistant","content":"no"}]})",
+          R"({"messages":[{"role":"user","content":"hi"}],"chosen":"yes","rejected":"no"})",
+          R"({"prompt":"hi","chosen":"yes","rejected":"no"})",
+          R"({"chosen":[{"role":"user","content":"hi"},{"role":"assistant","content":"yes"}],"rejected":[{"role":"user","content":"hi"},{"role":"assistant","content":"no"}]})",
+          R"({"input":{"messages":[{"role":"user","content":"hi"}]},"preferred_output":[{"role":"assistant","content":"yes"}],"non_preferred_output":[{"role":"assistant","content":"no"}]})",
+      }) {
     SCOPED_TRACE(line);
     const PreferencePair p = Load(line);
     EXPECT_THAT(p.prompt, ElementsAreArray(want_prompt));
@@ -71,14 +71,14 @@ TEST(PreferenceTest, TemplateNoneIsBosPromptThenResponseAndEos) {
 
 TEST(PreferenceTest, BadLinesNameLineAndField) {
   const std::string data = absl::StrCat(
-      R"({"prompt":"hi","chosen":"yes","rejected":"no"})", "\n",                 // 1 good
-      R"({"prompt":"hi","rejected":"no"})", "\n",                                // 2 missing
-      R"({"prompt":"hi","chosen":"  ","rejected":"no"})", "\n",                  // 3 blank
-      R"({"prompt":"hi","chosen":"same","rejected":"same"})", "\n",              // 4 identical
+      R"({"prompt":"hi","chosen":"yes","rejected":"no"})", "\n",     // 1 good
+      R"({"prompt":"hi","rejected":"no"})", "\n",                    // 2 missing
+      R"({"prompt":"hi","chosen":"  ","rejected":"no"})", "\n",      // 3 blank
+      R"({"prompt":"hi","chosen":"same","rejected":"same"})", "\n",  // 4 identical
       R"({"prompt":"hi","chosen":[{"role":"user","content":"x"}],"rejected":"no"})", "\n",  // 5
-      R"({"chosen":"a","rejected":"b"})", "\n",                                   // 6 no prompt
+      R"({"chosen":"a","rejected":"b"})", "\n",  // 6 no prompt
       R"({"input":{"messages":[{"role":"user","content":"hi"}]},"preferred_output":"a","non_preferred_output":"b"})",
-      "\n",                                                                        // 7 other format
+      "\n",  // 7 other format
       R"({"prompt":"hi","chosen":"yes","rejected":[{"role":"robot","content":"n"}]})");  // 8
   {
     const FakeTokenizer tok = FakeTokenizer::ChatML();
@@ -131,7 +131,8 @@ TEST(PreferenceTest, TruncationKeepsThePromptAndCutsResponses) {
   options.truncate = false;
   absl::StatusOr<PreferenceReport> r = ValidatePreferenceJsonl(path, tok, options);
   ASSERT_TRUE(r.ok());
-  EXPECT_THAT(r->errors, ElementsAre(ErrorAt(1, "", absl::StrCat("over max_length ", prompt_len + 4))));
+  EXPECT_THAT(r->errors,
+              ElementsAre(ErrorAt(1, "", absl::StrCat("over max_length ", prompt_len + 4))));
   options.truncate = true;
   options.max_length = prompt_len;
   r = ValidatePreferenceJsonl(path, tok, options);
@@ -145,8 +146,7 @@ TEST(PreferenceTest, PairsPackAsTwoSequencesThatNeverSeeEachOther) {
   pairs[1] = {{12}, {23}, {31, 32}, 2};
   std::vector<Example> examples = {PairAsExample(pairs[0]), PairAsExample(pairs[1])};
   EXPECT_THAT(examples[0].input_ids, ElementsAre(10, 11, 20, 21, 22, 10, 11, 30));
-  EXPECT_THAT(examples[0].targets,
-              ElementsAre(11, 20, 21, 22, kIgnoreIndex, 11, 30, kIgnoreIndex));
+  EXPECT_THAT(examples[0].targets, ElementsAre(11, 20, 21, 22, kIgnoreIndex, 11, 30, kIgnoreIndex));
   PackOptions po;
   po.seq_len = 16;
   PackedBatch batch;
