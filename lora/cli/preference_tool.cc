@@ -100,7 +100,8 @@ absl::Status Run(const std::string& config, const std::string& adapter_dir,
   const double nll_weight = train::NllWeight(loss);
   auto batch_loss = [&](const train::PreferenceForward& f) {
     torch::Tensor l = f.terms.losses.sum() / n;
-    if (nll_weight != 0) l = l + nll_weight * f.policy.nll_sum / static_cast<double>(batch.nll_tokens);
+    if (nll_weight != 0)
+      l = l + nll_weight * f.policy.nll_sum / static_cast<double>(batch.nll_tokens);
     return l;
   };
 
@@ -121,7 +122,7 @@ absl::Status Run(const std::string& config, const std::string& adapter_dir,
         sft_targets.view({-1})
             .narrow(0, q->offset + q->prompt_length - 1, q->response_length())
             .copy_(batch.targets.view({-1}).narrow(0, q->offset + q->prompt_length - 1,
-                                                    q->response_length()));
+                                                   q->response_length()));
       }
     }
     const double sft = time([&] {
@@ -159,7 +160,8 @@ absl::Status Run(const std::string& config, const std::string& adapter_dir,
     return absl::OkStatus();
   }
 
-  const train::PreferenceForward f = train::ForwardPreference(*model, adapter, batch, loss, nullptr);
+  const train::PreferenceForward f =
+      train::ForwardPreference(*model, adapter, batch, loss, nullptr);
   torch::Tensor total = batch_loss(f);
   total.backward();
   train::PreferenceMetrics metrics;
@@ -181,15 +183,9 @@ absl::Status Run(const std::string& config, const std::string& adapter_dir,
   Json pairs = Json::array();
   for (size_t i = 0; i < batch.spans.size(); ++i) {
     const data::PreferencePair& p = set.pairs[static_cast<size_t>(batch.spans[i].pair)];
-    Json j = {{"index", batch.spans[i].pair},
-              {"line", p.line},
-              {"prompt", p.prompt},
-              {"chosen", p.chosen},
-              {"rejected", p.rejected},
-              {"logps_chosen", pc[i]},
-              {"logps_rejected", pr[i]},
-              {"loss", losses[i]},
-              {"reward_chosen", rc[i]},
+    Json j = {{"index", batch.spans[i].pair}, {"line", p.line},         {"prompt", p.prompt},
+              {"chosen", p.chosen},           {"rejected", p.rejected}, {"logps_chosen", pc[i]},
+              {"logps_rejected", pr[i]},      {"loss", losses[i]},      {"reward_chosen", rc[i]},
               {"reward_rejected", rr[i]}};
     if (!ref_c.empty()) {
       j["ref_logps_chosen"] = ref_c[i];
@@ -220,10 +216,14 @@ int main(int argc, char** argv) {
   int bench = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--config") config = argv[i + 1];
-    else if (a == "--adapter") adapter = argv[i + 1];
-    else if (a == "--out") out = argv[i + 1];
-    else if (a == "--bench") bench = std::atoi(argv[i + 1]);
+    if (a == "--config")
+      config = argv[i + 1];
+    else if (a == "--adapter")
+      adapter = argv[i + 1];
+    else if (a == "--out")
+      out = argv[i + 1];
+    else if (a == "--bench")
+      bench = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown flag %s\n", a.c_str());
       return 2;

@@ -56,7 +56,7 @@ PreferenceTerms PreferenceLoss(const PreferenceLossOptions& options, const PairL
   if (options.method == PreferenceMethod::kDpo) {
     const torch::Tensor chosen_ratio = policy.chosen - ref.chosen;        // (N)
     const torch::Tensor rejected_ratio = policy.rejected - ref.rejected;  // (N)
-    const torch::Tensor delta = chosen_ratio - rejected_ratio;             // (N)
+    const torch::Tensor delta = chosen_ratio - rejected_ratio;            // (N)
     if (options.loss_type == "robust") {
       out.losses = (-(1 - eps) * F::logsigmoid(beta * delta) + eps * F::logsigmoid(-beta * delta)) /
                    (1 - 2 * eps);
@@ -99,7 +99,8 @@ PairLogps SequenceLogps(CausalLM& model, const torch::Tensor& hidden, const torc
   const torch::Tensor y = targets.reshape({-1});    // (B·T)
   // −Σ log p(target) over `count` targets from flat index `from`.
   auto nll_of = [&](int64_t from, int64_t count) {
-    return model.LossSum(h.narrow(0, from, count).unsqueeze(0), y.narrow(0, from, count).unsqueeze(0));
+    return model.LossSum(h.narrow(0, from, count).unsqueeze(0),
+                         y.narrow(0, from, count).unsqueeze(0));
   };
   const int64_t n = static_cast<int64_t>(spans.size());
   std::vector<torch::Tensor> chosen, rejected;
@@ -120,7 +121,8 @@ PairLogps SequenceLogps(CausalLM& model, const torch::Tensor& hidden, const torc
           out.nll_tokens += count;
         } else if (nll == NllTokens::kChosenSequence) {
           nll_sum = nll_sum + response_nll;
-          if (seq->prompt_length > 1) nll_sum = nll_sum + nll_of(seq->offset, seq->prompt_length - 1);
+          if (seq->prompt_length > 1)
+            nll_sum = nll_sum + nll_of(seq->offset, seq->prompt_length - 1);
           out.nll_tokens += seq->length - 1;
         }
       } else {

@@ -65,7 +65,7 @@ inline bool NeedsReference(PreferenceMethod method) { return method == Preferenc
 
 // The log-probabilities of one batch of N pairs.
 struct PairLogps {
-  torch::Tensor chosen, rejected;            // (N) fp32: summed over response tokens
+  torch::Tensor chosen, rejected;                // (N) fp32: summed over response tokens
   torch::Tensor chosen_tokens, rejected_tokens;  // (N) fp32: response token counts
   // The NLL term's numerator: sum of −log p over the NLL tokens (ORPO: every
   // token of the chosen sequences; SimPO: the chosen responses), () fp32, and
@@ -76,10 +76,10 @@ struct PairLogps {
 
 // Per-pair terms. losses carries gradients; the rest are detached.
 struct PreferenceTerms {
-  torch::Tensor losses;                          // (N) the pairwise term (ORPO: −β·logσ(log_odds))
+  torch::Tensor losses;  // (N) the pairwise term (ORPO: −β·logσ(log_odds))
   torch::Tensor chosen_rewards, rejected_rewards;  // (N)
-  torch::Tensor chosen_logps, rejected_logps;  // (N) TRL's logps/*: DPO sums, ORPO/SimPO means
-  torch::Tensor log_odds;                      // (N) ORPO only (log_odds_chosen); else undefined
+  torch::Tensor chosen_logps, rejected_logps;      // (N) TRL's logps/*: DPO sums, ORPO/SimPO means
+  torch::Tensor log_odds;  // (N) ORPO only (log_odds_chosen); else undefined
 };
 
 // The per-pair terms from the policy's log-probs and, for DPO, the

@@ -10,7 +10,8 @@ namespace {
 double LogSigmoid(double x) { return -std::log1p(std::exp(-x)); }
 
 PairLogps Logps(std::vector<float> chosen, std::vector<float> rejected,
-                std::vector<float> chosen_tokens = {1, 1}, std::vector<float> rejected_tokens = {1, 1}) {
+                std::vector<float> chosen_tokens = {1, 1},
+                std::vector<float> rejected_tokens = {1, 1}) {
   PairLogps p;
   p.chosen = torch::tensor(chosen, torch::kFloat32).set_requires_grad(true);
   p.rejected = torch::tensor(rejected, torch::kFloat32);
@@ -41,8 +42,8 @@ TEST(PreferenceLossTest, DpoSigmoidRewardsAndLabelSmoothing) {
   EXPECT_NEAR(t.losses[0].item<double>(), -0.9 * LogSigmoid(0.5) - 0.1 * LogSigmoid(-0.5), kTol);
   o.loss_type = "robust";
   t = PreferenceLoss(o, policy, ref);
-  EXPECT_NEAR(t.losses[0].item<double>(),
-              (-0.9 * LogSigmoid(0.5) + 0.1 * LogSigmoid(-0.5)) / 0.8, kTol);
+  EXPECT_NEAR(t.losses[0].item<double>(), (-0.9 * LogSigmoid(0.5) + 0.1 * LogSigmoid(-0.5)) / 0.8,
+              kTol);
   o.loss_type = "hinge";
   t = PreferenceLoss(o, policy, ref);
   EXPECT_NEAR(t.losses[0].item<double>(), 0.5, kTol);

@@ -19,9 +19,9 @@ PreferenceBatch MakePreferenceBatch(const std::vector<data::PreferencePair>& pai
   b.input_ids = make(packed.input_ids);
   b.targets = make(packed.targets);
   b.position_ids = make(packed.position_ids);
-  b.segment_ids = torch::from_blob(packed.segment_ids.data(), {packed.batch, packed.seq_len},
-                                   torch::kInt32)
-                      .to(torch::kInt64, /*non_blocking=*/false, /*copy=*/true);
+  b.segment_ids =
+      torch::from_blob(packed.segment_ids.data(), {packed.batch, packed.seq_len}, torch::kInt32)
+          .to(torch::kInt64, /*non_blocking=*/false, /*copy=*/true);
   for (int32_t s : packed.segment_ids) b.tokens += (s != 0);
   for (const data::PairSpans& s : b.spans) {
     if (nll == NllTokens::kChosenSequence) b.nll_tokens += s.chosen.length - 1;
@@ -87,9 +87,9 @@ void PreferenceMetrics::Add(const PreferenceForward& f, double batch_loss) {
 }
 
 std::vector<double> PreferenceMetrics::Values() const {
-  return {pairs,        loss,           chosen_rewards, rejected_rewards,
-          accuracies,   margins,        chosen_logps,   rejected_logps,
-          nll_sum,      nll_tokens,     log_odds_ratio, log_odds_chosen};
+  return {pairs,      loss,       chosen_rewards, rejected_rewards,
+          accuracies, margins,    chosen_logps,   rejected_logps,
+          nll_sum,    nll_tokens, log_odds_ratio, log_odds_chosen};
 }
 
 PreferenceMetrics PreferenceMetrics::FromValues(const std::vector<double>& v) {

@@ -63,9 +63,9 @@ PreferenceForward ForwardPreference(CausalLM& model, AdapterMethod& adapter,
 // Sums of what a step or an evaluation reports, added over micro-batches
 // (and ranks: Values / FromValues carry them through an all-reduce).
 struct PreferenceMetrics {
-  double pairs = 0, loss = 0, chosen_rewards = 0, rejected_rewards = 0, accuracies = 0,
-         margins = 0, chosen_logps = 0, rejected_logps = 0, nll_sum = 0, nll_tokens = 0,
-         log_odds_ratio = 0, log_odds_chosen = 0;
+  double pairs = 0, loss = 0, chosen_rewards = 0, rejected_rewards = 0, accuracies = 0, margins = 0,
+         chosen_logps = 0, rejected_logps = 0, nll_sum = 0, nll_tokens = 0, log_odds_ratio = 0,
+         log_odds_chosen = 0;
 
   // Adds a micro-batch's terms; `loss` is its share of the batch loss.
   void Add(const PreferenceForward& f, double loss);
