@@ -173,6 +173,16 @@ void LoraAdapter::Unmerge() {
   for (auto& l : layers_) l->Unmerge();
 }
 
+absl::Status LoraAdapter::SetEnabled(bool enabled) {
+  for (auto& l : layers_) {
+    if (!enabled && l->merged()) {
+      return absl::FailedPreconditionError("cannot switch a merged LoRA adapter off");
+    }
+  }
+  for (auto& l : layers_) l->set_enabled(enabled);
+  return absl::OkStatus();
+}
+
 void LoraAdapter::Detach() {
   Unmerge();
   std::map<std::string, LinearSlot> slots = SlotsByName(*model_);

@@ -78,6 +78,9 @@ class LoraAdapter {
   // Merge / Unmerge every layer (LoraLinear::Merge).
   void Merge();
   void Unmerge();
+  // Every layer on or off (LoraLinear::set_enabled): off, the model is its
+  // base. FailedPrecondition when switching off while merged.
+  absl::Status SetEnabled(bool enabled);
 
   // Puts the original DenseLinear layers back into the model (the adapter's
   // layers keep their weights but are no longer used). Unmerges first.

@@ -252,10 +252,10 @@ TEST(JobConfigTest, IsATrainingConfigPlusALoraSection) {
   EXPECT_THAT(
       ParseJobConfig("optimiser:\n  lr: 1\n", "j.yaml").status().message(),
       HasSubstr("j.yaml:1: field 'optimiser': unknown section; expected one of model, data, lora, "
-                "training, eval, checkpoint, output"));
+                "training, preference, eval, checkpoint, output"));
   EXPECT_THAT(ParseJobConfig("- a\n", "j.yaml").status().message(),
               HasSubstr("j.yaml: the job config must be a mapping of sections (model, data, lora, "
-                        "training, eval, "
+                        "training, preference, eval, "
                         "checkpoint, output)"));
   // The base's YAML has no lora section; the job's has it after data.
   EXPECT_EQ(t.ToYaml().find("lora:"), std::string::npos);

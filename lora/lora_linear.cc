@@ -52,7 +52,7 @@ LoraLinear::LoraLinear(std::shared_ptr<fjord::LinearBase> base, const Options& o
 }
 
 torch::Tensor LoraLinear::forward(const torch::Tensor& x) {
-  if (merged_) return base_->forward(x);
+  if (merged_ || !enabled_) return base_->forward(x);
   if (dense_ == nullptr) {
     // A base the fused kernels cannot take (4-bit): base(x) + s·drop(x)·Aᵀ·Bᵀ,
     // A and B cast to x's dtype (their gradients arrive in fp32).
@@ -72,8 +72,8 @@ std::vector<torch::Tensor> LoraLinear::ForwardGroup(const std::vector<fjord::Lin
   projections.reserve(group.size());
   for (fjord::LinearBase* layer : group) {
     auto* lora = dynamic_cast<LoraLinear*>(layer);
-    if (lora == nullptr || lora->merged_ || lora->dense_ == nullptr || lora->dropout_ != dropout_ ||
-        lora->is_training() != is_training()) {
+    if (lora == nullptr || lora->merged_ || !lora->enabled_ || lora->dense_ == nullptr ||
+        lora->dropout_ != dropout_ || lora->is_training() != is_training()) {
       return {};
     }
     projections.push_back(
@@ -97,6 +97,12 @@ void LoraLinear::Merge() {
   const auto wide = a_.scalar_type();
   dense_->set_weight((w.to(wide) + DeltaWeight()).to(w.scalar_type()));
   merged_ = true;
+}
+
+void LoraLinear::set_enabled(bool enabled) {
+  TORCH_CHECK(enabled || !merged_,
+              "LoraLinear: cannot switch a merged adapter off (unmerge first)");
+  enabled_ = enabled;
 }
 
 void LoraLinear::Unmerge() {

@@ -88,6 +88,12 @@ class LoraLinear : public fjord::LinearBase {
   void Unmerge();
   bool merged() const { return merged_; }
 
+  // Off: forward is the base alone (the update and its dropout skipped), as
+  // PEFT's disable_adapter(); the reference model of preference tuning. On
+  // by default. Throws c10::Error when switched off while merged.
+  void set_enabled(bool enabled);
+  bool enabled() const { return enabled_; }
+
  private:
   std::shared_ptr<fjord::LinearBase> base_;
   std::shared_ptr<fjord::DenseLinear> dense_;  // base_ when it is dense, else null
@@ -97,6 +103,7 @@ class LoraLinear : public fjord::LinearBase {
   double scale_;
   double dropout_;
   bool merged_ = false;
+  bool enabled_ = true;
 };
 
 }  // namespace fjord::lora

@@ -41,6 +41,12 @@ std::vector<std::pair<std::string, torch::Tensor>> LoraMethod::TrainableParamete
 
 absl::Status LoraMethod::Save(const std::string& dir) { return SaveTo(dir, nullptr); }
 
+absl::Status LoraMethod::SetEnabled(bool enabled) {
+  if (adapter_ == nullptr)
+    return absl::FailedPreconditionError("LoraMethod: SetEnabled before Attach");
+  return adapter_->SetEnabled(enabled);
+}
+
 absl::Status LoraMethod::Load(const std::string& dir) { return LoadFrom(dir, nullptr); }
 
 absl::Status LoraMethod::SaveTo(const std::string& dir, Env* env) {

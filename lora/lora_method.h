@@ -47,6 +47,8 @@ class LoraMethod : public train::AdapterMethod {
   // The same through `env` (null: Env::Default()).
   absl::Status SaveTo(const std::string& dir, Env* env) override;
   absl::Status LoadFrom(const std::string& dir, Env* env) override;
+  // LoraAdapter::SetEnabled; FailedPrecondition before Attach.
+  absl::Status SetEnabled(bool enabled) override;
 
   const LoraConfig& config() const { return config_; }
   LoraAdapter* adapter() { return adapter_.get(); }  // null before Attach

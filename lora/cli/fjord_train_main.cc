@@ -64,6 +64,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/heldout.h"
 #include "runtime/data/model_template.h"
+#include "runtime/data/preference.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/dist/launcher.h"
 #include "runtime/dist/world.h"
@@ -130,6 +131,9 @@ protocol::WorkerMessage ToWorkerMessage(const train::TrainEvent& e) {
       m.payload = protocol::WorkerDone{e.eval_loss, e.heldout_accuracy, e.message};
       break;
   }
+  // Preference methods: TRL's metric names ("rewards/accuracies", ...) as
+  // extra members of step and eval messages (the protocol keeps them).
+  for (const auto& [name, value] : e.metrics) m.extra[name] = value;
   return m;
 }
 
@@ -163,12 +167,20 @@ class Progress {
         std::string line = absl::StrFormat("eval  step %d/%d", e.step, e.total_steps);
         if (!(e.eval_loss < 0)) {  // -1: no validation data
           last_eval_ = e.eval_loss;
-          absl::StrAppend(&line, absl::StrFormat("  loss %.4f  token accuracy %.1f%%", e.eval_loss,
-                                                 100 * e.eval_token_accuracy));
+          absl::StrAppend(&line, absl::StrFormat("  loss %.4f", e.eval_loss));
+          if (e.eval_token_accuracy >= 0) {
+            absl::StrAppend(
+                &line, absl::StrFormat("  token accuracy %.1f%%", 100 * e.eval_token_accuracy));
+          }
         }
         if (e.heldout_accuracy >= 0) {
           absl::StrAppend(&line,
                           absl::StrFormat("  held-out answers %.1f%%", 100 * e.heldout_accuracy));
+        }
+        for (const auto& [name, value] : e.metrics) {
+          if (name == "eval_rewards/accuracies") {
+            absl::StrAppend(&line, absl::StrFormat("  reward accuracy %.1f%%", 100 * value));
+          }
         }
         Line(line);
         break;
@@ -177,10 +189,13 @@ class Progress {
         Line(absl::StrCat("checkpoint ", e.message));
         break;
       case T::kStep: {
-        const std::string stats = absl::StrFormat(
+        std::string stats = absl::StrFormat(
             "step %d/%d  loss %.4f%s  lr %.2e  %.0f tok/s  ETA %s", e.step, e.total_steps, e.loss,
             last_eval_ >= 0 ? absl::StrFormat("  eval %.4f", last_eval_) : "", e.lr, e.tokens_per_s,
             Duration(e.eta_s));
+        for (const auto& [name, value] : e.metrics) {
+          if (name == "rewards/accuracies") absl::StrAppend(&stats, "  reward acc ", value);
+        }
         if (mode_ == Mode::kBar) {
           const int width = 24;
           const int filled =
@@ -320,9 +335,25 @@ int Validate(const lora::JobConfig& cfg) {
   dopt.max_length = cfg.data.max_length;
   dopt.truncate = cfg.data.truncate;
   nlohmann::json out = {{"valid", true}};
+  // Preference methods read preference pairs (runtime/data/preference.h).
+  data::PreferenceOptions popt;
+  popt.render = dopt.render;
+  popt.max_length = cfg.data.max_length;
+  popt.truncate = cfg.data.truncate;
   for (const auto& [name, path] : {std::pair<std::string, std::string>{"train", cfg.data.train},
                                    {"validation", cfg.data.validation}}) {
     if (path.empty()) continue;
+    if (cfg.training.method != "sft") {
+      absl::StatusOr<data::PreferenceReport> r = data::ValidatePreferenceJsonl(path, adapter, popt);
+      if (!r.ok()) {
+        out["valid"] = false;
+        out[name] = {{"error", std::string(r.status().message())}};
+        continue;
+      }
+      out[name] = nlohmann::json::parse(r->ToJson());
+      if (!r->ok()) out["valid"] = false;
+      continue;
+    }
     absl::StatusOr<data::ValidationReport> r = data::ValidateJsonl(path, adapter, dopt);
     if (!r.ok()) {
       out["valid"] = false;

@@ -474,6 +474,10 @@ absl::StatusOr<RenderedTokens> ExampleRenderer::Render(const Record& record) con
     return RenderModelTokens(record, /*add_generation_prompt=*/false);
   }
   FJORD_ASSIGN_OR_RETURN(std::vector<Piece> pieces, Pieces(record));
+  return EncodePieces(pieces);
+}
+
+RenderedTokens ExampleRenderer::EncodePieces(const std::vector<Piece>& pieces) const {
   RenderedTokens out;
   size_t i = 0;
   while (i < pieces.size()) {
@@ -490,6 +494,41 @@ absl::StatusOr<RenderedTokens> ExampleRenderer::Render(const Record& record) con
     i = end;
   }
   return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> ExampleRenderer::PromptIds(const Record& record) const {
+  const bool chat = template_ != ChatTemplate::kNone;
+  if (chat != (record.format == Format::kChat)) {
+    return absl::InvalidArgumentError(
+        chat ? "PromptIds: a chat template takes the prompt as messages"
+             : "PromptIds: template none takes the prompt as prompt/completion text");
+  }
+  if (template_ == ChatTemplate::kModel) {
+    FJORD_ASSIGN_OR_RETURN(RenderedTokens rendered,
+                           RenderModelTokens(record, /*add_generation_prompt=*/true));
+    return std::move(rendered.ids);
+  }
+  std::vector<Piece> pieces;
+  if (template_ == ChatTemplate::kNone) {
+    if (bos_) pieces.push_back(Piece{true, bos_->second, bos_->first, false});
+    pieces.push_back(Piece{false, 0, record.prompt, false});
+  } else {
+    FJORD_ASSIGN_OR_RETURN(pieces, Pieces(record));
+    // The start of an assistant turn: AppendTurn's header without content.
+    auto special = [&](size_t k) {
+      pieces.push_back(Piece{true, specials_[k].second, specials_[k].first, false});
+    };
+    if (template_ == ChatTemplate::kLlama3) {
+      special(1);
+      pieces.push_back(Piece{false, 0, "assistant", false});
+      special(2);
+      pieces.push_back(Piece{false, 0, "\n\n", false});
+    } else {
+      special(0);
+      pieces.push_back(Piece{false, 0, "assistant\n", false});
+    }
+  }
+  return EncodePieces(pieces).ids;
 }
 
 absl::StatusOr<std::string> ExampleRenderer::RenderText(const Record& record) const {

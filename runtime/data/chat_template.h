@@ -146,6 +146,14 @@ class ExampleRenderer {
   // templates; InvalidArgument as Render.
   absl::StatusOr<std::vector<int32_t>> GenerationPromptIds(absl::string_view user_message) const;
 
+  // The ids of a prompt before its answer (preference data, preference.h):
+  // with a chat template, `record` (kChat) followed by the start of an
+  // assistant turn, as HF's apply_chat_template(messages,
+  // add_generation_prompt=True, tokenize=True) gives them; with template
+  // none, `record` (kPromptCompletion) as Render lays out its prompt:
+  // [BOS] prompt. InvalidArgument for the other format, or as Render.
+  absl::StatusOr<std::vector<int32_t>> PromptIds(const Record& record) const;
+
   // The rendered text as HF's apply_chat_template(tokenize=False) would give
   // it, special tokens spelled out. For debugging and interop tests.
   absl::StatusOr<std::string> RenderText(const Record& record) const;
@@ -162,6 +170,8 @@ class ExampleRenderer {
       : tokenizer_(&tokenizer), options_(std::move(options)) {}
 
   absl::StatusOr<std::vector<Piece>> Pieces(const Record& record) const;
+  // Special pieces by id, runs of text pieces encoded together (EncodeTextRun).
+  RenderedTokens EncodePieces(const std::vector<Piece>& pieces) const;
   // kModel, chat and prompt/completion records.
   absl::StatusOr<JinjaOutput> RenderModel(const Record& record, bool add_generation_prompt,
                                           std::vector<int>* message_weights) const;

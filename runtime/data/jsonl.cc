@@ -85,28 +85,45 @@ std::string ReadContent(const Json& obj, const char* key, std::string& out) {
 }
 
 ParseResult ParseChat(const Json& obj, int64_t line) {
-  const Json& messages = obj.at("messages");
-  if (!messages.is_array()) {
-    return Fail(line, "messages",
-                absl::StrCat("\"messages\" must be an array, got ", TypeName(messages)));
-  }
-  if (messages.empty()) return Fail(line, "messages", "\"messages\" is empty");
   Record record;
   record.format = Format::kChat;
-  record.messages.reserve(messages.size());
+  if (std::optional<LineError> error =
+          ParseMessageArray(obj.at("messages"), "messages", line, record.messages)) {
+    return ParseResult{std::nullopt, *std::move(error)};
+  }
   bool has_assistant = false;
+  for (const Message& m : record.messages) has_assistant |= m.role == Role::kAssistant;
+  if (!has_assistant) return Fail(line, "messages", "no assistant message");
+  ParseResult result;
+  result.record = std::move(record);
+  return result;
+}
+
+}  // namespace
+
+std::optional<LineError> ParseMessageArray(const nlohmann::json& messages, absl::string_view field,
+                                           int64_t line, std::vector<Message>& out) {
+  auto fail = [&](std::string where, std::string message) -> std::optional<LineError> {
+    return LineError{line, std::move(where), std::move(message)};
+  };
+  if (!messages.is_array()) {
+    return fail(std::string(field),
+                absl::StrCat("\"", field, "\" must be an array, got ", TypeName(messages)));
+  }
+  if (messages.empty()) return fail(std::string(field), absl::StrCat("\"", field, "\" is empty"));
+  out.clear();
+  out.reserve(messages.size());
   for (size_t i = 0; i < messages.size(); ++i) {
     const Json& m = messages[i];
-    const std::string base = absl::StrCat("messages[", i, "]");
+    const std::string base = absl::StrCat(field, "[", i, "]");
     if (!m.is_object()) {
-      return Fail(line, base, absl::StrCat("message must be an object, got ", TypeName(m)));
+      return fail(base, absl::StrCat("message must be an object, got ", TypeName(m)));
     }
     Message message;
     auto role = m.find("role");
-    if (role == m.end()) return Fail(line, base + ".role", "missing \"role\"");
+    if (role == m.end()) return fail(base + ".role", "missing \"role\"");
     if (!role->is_string()) {
-      return Fail(line, base + ".role",
-                  absl::StrCat("\"role\" must be a string, got ", TypeName(*role)));
+      return fail(base + ".role", absl::StrCat("\"role\" must be a string, got ", TypeName(*role)));
     }
     const std::string& role_name = role->get_ref<const std::string&>();
     if (role_name == "system") {
@@ -115,25 +132,23 @@ ParseResult ParseChat(const Json& obj, int64_t line) {
       message.role = Role::kUser;
     } else if (role_name == "assistant") {
       message.role = Role::kAssistant;
-      has_assistant = true;
     } else {
-      return Fail(line, base + ".role",
-                  absl::StrCat("unknown role ", Quote(role_name),
-                               "; expected \"system\", \"user\" or \"assistant\""));
+      return fail(base + ".role", absl::StrCat("unknown role ", Quote(role_name),
+                                               "; expected \"system\", \"user\" or \"assistant\""));
     }
     if (std::string error = ReadContent(m, "content", message.content); !error.empty()) {
-      return Fail(line, base + ".content", std::move(error));
+      return fail(base + ".content", std::move(error));
     }
     if (auto weight = m.find("weight"); weight != m.end()) {
       if (message.role != Role::kAssistant) {
-        return Fail(line, base + ".weight",
+        return fail(base + ".weight",
                     absl::StrCat("\"weight\" is only allowed on assistant messages, not on a ",
                                  role_name, " message"));
       }
       const bool is_zero = weight->is_number() && weight->get<double>() == 0.0;
       const bool is_one = weight->is_number() && weight->get<double>() == 1.0;
       if (!is_zero && !is_one) {
-        return Fail(line, base + ".weight",
+        return fail(base + ".weight",
                     absl::StrCat("\"weight\" must be 0 or 1, got ",
                                  weight->is_number() ? weight->dump() : TypeName(*weight)));
       }
@@ -141,27 +156,22 @@ ParseResult ParseChat(const Json& obj, int64_t line) {
     }
     if (auto reasoning = m.find("reasoning_content"); reasoning != m.end()) {
       if (message.role != Role::kAssistant) {
-        return Fail(line, base + ".reasoning_content",
+        return fail(base + ".reasoning_content",
                     absl::StrCat("\"reasoning_content\" is only allowed on assistant messages, "
                                  "not on a ",
                                  role_name, " message"));
       }
       if (!reasoning->is_string()) {
-        return Fail(
-            line, base + ".reasoning_content",
+        return fail(
+            base + ".reasoning_content",
             absl::StrCat("\"reasoning_content\" must be a string, got ", TypeName(*reasoning)));
       }
       message.reasoning_content = reasoning->get<std::string>();
     }
-    record.messages.push_back(std::move(message));
+    out.push_back(std::move(message));
   }
-  if (!has_assistant) return Fail(line, "messages", "no assistant message");
-  ParseResult result;
-  result.record = std::move(record);
-  return result;
+  return std::nullopt;
 }
-
-}  // namespace
 
 absl::string_view FormatName(Format format) {
   switch (format) {

@@ -102,6 +102,13 @@ struct ParseResult {
 };
 ParseResult ParseRecordLine(absl::string_view line, int64_t line_number);
 
+// Parses a JSON array of chat messages by the rules above (role, content,
+// weight, reasoning_content; not "at least one assistant message") into
+// `out`. On failure returns the first problem, its field named from `field`
+// ("chosen[1].content") and `line` filled in. Never throws.
+std::optional<LineError> ParseMessageArray(const nlohmann::json& messages, absl::string_view field,
+                                           int64_t line, std::vector<Message>& out);
+
 // Returns the 0-based offset of the first byte that breaks strict UTF-8
 // (overlong forms, surrogates and code points above U+10FFFF are invalid), or
 // nullopt when `text` is valid UTF-8.

@@ -61,6 +61,7 @@ absl::StatusOr<int64_t> PackBatch(const std::vector<Example>& examples,
       out.segment_ids[base + t] = segment;
       if (out.targets[base + t] != kIgnoreIndex) ++out.trained_tokens;
     }
+    out.placements.push_back({index, row, fill[row], length});
     fill[row] += length;
     ++out.examples;
     if (cut) ++out.truncated;

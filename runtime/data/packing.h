@@ -32,8 +32,14 @@ struct PackedBatch {
   int64_t trained_tokens = 0;         // targets != kIgnoreIndex
   int64_t examples = 0;               // examples placed in the batch
   int64_t truncated = 0;              // of which cut to seq_len
-  int64_t epoch = 0;                  // DataLoader: the epoch the batch belongs to
-  bool end_of_epoch = false;          // DataLoader: last batch of its epoch
+  // Where each placed example went, in the order placed: its index in the
+  // examples, its row, its first column and its length (after truncation).
+  struct Placement {
+    int64_t example = 0, row = 0, start = 0, length = 0;
+  };
+  std::vector<Placement> placements;
+  int64_t epoch = 0;          // DataLoader: the epoch the batch belongs to
+  bool end_of_epoch = false;  // DataLoader: last batch of its epoch
 };
 
 struct PackOptions {

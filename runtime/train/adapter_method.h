@@ -43,6 +43,29 @@ class AdapterMethod {
     if (env == nullptr || env == Env::Default()) return Load(dir);
     return absl::UnimplementedError("this adapter method reads through the default Env only");
   }
+  // Switches the method's layers off (the model computes as its base alone)
+  // or on again: preference tuning's reference model without a second copy
+  // of the base. Default: Unimplemented (such a method cannot train dpo).
+  virtual absl::Status SetEnabled(bool enabled) {
+    (void)enabled;
+    return absl::UnimplementedError("this adapter method cannot be switched off");
+  }
+};
+
+// The adapter off for the scope's lifetime, on again at its end:
+//   { AdapterOff off(adapter); ... forwards of the base model ... }
+// The caller checks once that SetEnabled works (the trainer does at setup).
+class AdapterOff {
+ public:
+  explicit AdapterOff(AdapterMethod& adapter) : adapter_(adapter) {
+    (void)adapter_.SetEnabled(false);
+  }
+  ~AdapterOff() { (void)adapter_.SetEnabled(true); }
+  AdapterOff(const AdapterOff&) = delete;
+  AdapterOff& operator=(const AdapterOff&) = delete;
+
+ private:
+  AdapterMethod& adapter_;
 };
 
 }  // namespace fjord::train

@@ -25,6 +25,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/data/model_template.h"
+#include "runtime/data/preference.h"
 #include "runtime/data/tokenizer_adapter.h"
 #include "runtime/dist/world.h"
 #include "runtime/io/safetensors.h"
@@ -37,6 +38,7 @@
 #include "runtime/train/data_parallel.h"
 #include "runtime/train/generate.h"
 #include "runtime/train/optimizer.h"
+#include "runtime/train/preference_step.h"
 #include "runtime/train/training_state.h"
 #include "runtime/util/status_macros.h"
 
@@ -64,7 +66,8 @@ using internal::SeedMicroBatch;
 struct DeviceBatch {
   torch::Tensor input_ids, targets, position_ids, segment_ids;
   int64_t trained_tokens = 0;
-  int64_t tokens = 0;  // non-padding
+  int64_t tokens = 0;                    // non-padding
+  std::optional<PreferenceBatch> pairs;  // preference methods: the batch as pairs
 };
 
 DeviceBatch ToDevice(const data::PackedBatch& b, const torch::Device& device, bool packed) {
@@ -158,6 +161,96 @@ absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
   return r;
 }
 
+// What the preference methods need besides SFT's state.
+struct PreferenceSetup {
+  PreferenceLossOptions loss;
+  std::shared_ptr<const std::vector<data::PreferencePair>> train, valid;
+  std::optional<ReferenceTable> train_ref, valid_ref;  // preference.precompute_ref
+};
+
+// A loader over pairs (data::PairAsExample): rows of 2 x max_length tokens.
+absl::StatusOr<std::unique_ptr<data::DataLoader>> PairLoader(
+    const std::vector<data::PreferencePair>& pairs, data::LoaderOptions lo) {
+  auto examples = std::make_shared<std::vector<data::Example>>();
+  for (const data::PreferencePair& p : pairs) examples->push_back(data::PairAsExample(p));
+  lo.seq_len *= 2;
+  return data::DataLoader::Create(examples, lo);
+}
+
+// The reference log-probs of every pair, in order, with the adapter off.
+absl::StatusOr<ReferenceTable> PrecomputeReference(CausalLM& model, AdapterMethod& adapter,
+                                                   const std::vector<data::PreferencePair>& pairs,
+                                                   const TrainingConfig& cfg,
+                                                   const torch::Device& device) {
+  data::LoaderOptions lo;
+  lo.seq_len = cfg.data.max_length;
+  lo.packing = cfg.data.packing;
+  lo.shuffle = false;
+  FJORD_ASSIGN_OR_RETURN(auto loader, PairLoader(pairs, lo));
+  ReferenceTable table;
+  table.chosen.assign(pairs.size(), 0.f);
+  table.rejected.assign(pairs.size(), 0.f);
+  while (true) {
+    FJORD_ASSIGN_OR_RETURN(data::PackedBatch pb, loader->NextBatch(cfg.training.micro_batch_size));
+    const bool end = pb.end_of_epoch;
+    const PreferenceBatch b = MakePreferenceBatch(pairs, std::move(pb), device, NllTokens::kNone);
+    const PairLogps ref = ReferenceLogps(model, adapter, b, nullptr);
+    const torch::Tensor chosen = ref.chosen.cpu(), rejected = ref.rejected.cpu();
+    for (size_t i = 0; i < b.spans.size(); ++i) {
+      table.chosen[static_cast<size_t>(b.spans[i].pair)] = chosen[i].item<float>();
+      table.rejected[static_cast<size_t>(b.spans[i].pair)] = rejected[i].item<float>();
+    }
+    if (end) break;
+  }
+  return table;
+}
+
+// The preference loss and TRL's metrics over the validation pairs (no
+// dropout, no gradients), in fixed order; shared out over the ranks as
+// Evaluate does.
+absl::StatusOr<PreferenceMetrics> EvaluatePreference(CausalLM& model, AdapterMethod& adapter,
+                                                     const PreferenceSetup& setup,
+                                                     const TrainingConfig& cfg,
+                                                     const torch::Device& device,
+                                                     dist::World* world) {
+  const int64_t ranks = world != nullptr ? world->size() : 1;
+  const int64_t rank = world != nullptr ? world->rank() : 0;
+  torch::NoGradGuard no_grad;
+  model.eval();
+  data::LoaderOptions lo;
+  lo.seq_len = cfg.data.max_length;
+  lo.packing = cfg.data.packing;
+  lo.shuffle = false;
+  FJORD_ASSIGN_OR_RETURN(auto loader, PairLoader(*setup.valid, lo));
+  PreferenceMetrics m;
+  const double nll_weight = NllWeight(setup.loss);
+  int64_t batches = 0;
+  while (true) {
+    FJORD_ASSIGN_OR_RETURN(data::PackedBatch pb, loader->NextBatch(cfg.training.micro_batch_size));
+    const bool end = pb.end_of_epoch;
+    if (batches % ranks == rank) {
+      const PreferenceBatch b =
+          MakePreferenceBatch(*setup.valid, std::move(pb), device, NllTokensFor(setup.loss));
+      const PreferenceForward f = ForwardPreference(model, adapter, b, setup.loss,
+                                                    setup.valid_ref ? &*setup.valid_ref : nullptr);
+      m.Add(f, f.terms.losses.sum().item<double>());  // sums here; normalised below
+    }
+    ++batches;
+    if (end || (cfg.eval.max_batches > 0 && batches >= cfg.eval.max_batches)) break;
+  }
+  model.train();
+  if (world != nullptr && world->size() > 1) {
+    torch::Tensor sums = torch::tensor(m.Values(), torch::kFloat64);
+    FJORD_RETURN_IF_ERROR(world->AllReduceSum(sums, "the preference evaluation's sums"));
+    m = PreferenceMetrics::FromValues(
+        std::vector<double>(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel()));
+  }
+  // The mean pairwise term, plus the NLL term as TRL computes it over the batch.
+  m.loss = m.loss / std::max(1.0, m.pairs) +
+           (m.nll_tokens > 0 ? nll_weight * m.nll_sum / m.nll_tokens : 0.0);
+  return m;
+}
+
 // Micro-batches in `epochs` epochs (a dry run of the loader: packing only).
 absl::StatusOr<int64_t> CountMicroBatches(
     std::shared_ptr<const std::vector<data::Example>> examples, const data::LoaderOptions& lo,
@@ -192,6 +285,9 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     return absl::InvalidArgumentError("RunTraining: no adapter method given");
   AdapterMethod& adapter = *options.adapter;
   FJORD_RETURN_IF_ERROR(cfg.Validate());
+  FJORD_ASSIGN_OR_RETURN(const std::optional<PreferenceMethod> preference_method,
+                         ParseTrainingMethod(cfg.training.method));
+  const bool preference = preference_method.has_value();
   // The process-wide settings (trainer.h lists them) are made only with set_process_wide.
   const bool process_wide = options.set_process_wide;
   if (!process_wide && (cfg.training.threads != 0 || cfg.training.kernels != "auto")) {
@@ -258,6 +354,11 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   // no micro-batch is skipped and evaluation is not shared out (each rank
   // evaluates everything, the same way).
   const bool shard_base = cfg.model.shard_base && ranks > 1;
+  if (shard_base && preference) {
+    return absl::InvalidArgumentError(
+        "model.shard_base is not supported with preference methods yet (training.method " +
+        cfg.training.method + ")");
+  }
   if (shard_base) load.shard_group = std::make_shared<internal::WorldShardGroup>(*world);
   FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> model,
                          CausalLM::FromPretrained(cfg.model.path, load));
@@ -285,19 +386,60 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   dopt.render.train_on_inputs = cfg.data.train_on_inputs;
   dopt.max_length = cfg.data.max_length;
   dopt.truncate = cfg.data.truncate;
-  FJORD_ASSIGN_OR_RETURN(data::Dataset train_set,
-                         data::LoadJsonl(cfg.data.train, data_tokenizer, dopt));
-  std::optional<data::Dataset> valid_set;
-  if (!cfg.data.validation.empty()) {
-    FJORD_ASSIGN_OR_RETURN(valid_set, data::LoadJsonl(cfg.data.validation, data_tokenizer, dopt));
-  }
   data::LoaderOptions lo;
   lo.seq_len = cfg.data.max_length;
   lo.packing = cfg.data.packing;
   lo.shuffle = cfg.data.shuffle;
   lo.seed = cfg.training.seed;
   lo.truncate = true;
-  auto examples = std::make_shared<const std::vector<data::Example>>(std::move(train_set.examples));
+  std::optional<data::Dataset> valid_set;
+  std::shared_ptr<const std::vector<data::Example>> examples;
+  PreferenceSetup pref;
+  if (preference) {
+    // Pairs travel through the SFT loader as one example each
+    // (data::PairAsExample), in rows of 2 x max_length tokens.
+    pref.loss.method = *preference_method;
+    pref.loss.loss_type = cfg.preference.loss_type;
+    pref.loss.beta = cfg.preference.beta;
+    pref.loss.label_smoothing = cfg.preference.label_smoothing;
+    pref.loss.simpo_gamma = cfg.preference.simpo_gamma;
+    pref.loss.cpo_alpha = cfg.preference.cpo_alpha;
+    data::PreferenceOptions popt;
+    popt.render = dopt.render;
+    popt.max_length = cfg.data.max_length;
+    popt.truncate = cfg.data.truncate;
+    FJORD_ASSIGN_OR_RETURN(data::PreferenceDataset train_pairs,
+                           data::LoadPreferenceJsonl(cfg.data.train, data_tokenizer, popt));
+    pref.train =
+        std::make_shared<const std::vector<data::PreferencePair>>(std::move(train_pairs.pairs));
+    if (!cfg.data.validation.empty()) {
+      FJORD_ASSIGN_OR_RETURN(data::PreferenceDataset valid_pairs,
+                             data::LoadPreferenceJsonl(cfg.data.validation, data_tokenizer, popt));
+      pref.valid =
+          std::make_shared<const std::vector<data::PreferencePair>>(std::move(valid_pairs.pairs));
+    }
+    if (NeedsReference(pref.loss.method)) {
+      absl::Status on = adapter.SetEnabled(true);
+      if (!on.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "training.method ", cfg.training.method,
+            " needs the adapter switched off for the reference model: ", on.message()));
+      }
+    }
+    auto pair_examples = std::make_shared<std::vector<data::Example>>();
+    for (const data::PreferencePair& p : *pref.train)
+      pair_examples->push_back(data::PairAsExample(p));
+    examples = std::move(pair_examples);
+    lo.seq_len = 2 * cfg.data.max_length;
+  } else {
+    FJORD_ASSIGN_OR_RETURN(data::Dataset train_set,
+                           data::LoadJsonl(cfg.data.train, data_tokenizer, dopt));
+    if (!cfg.data.validation.empty()) {
+      FJORD_ASSIGN_OR_RETURN(valid_set, data::LoadJsonl(cfg.data.validation, data_tokenizer, dopt));
+    }
+    examples = std::make_shared<const std::vector<data::Example>>(std::move(train_set.examples));
+  }
+  const bool has_validation = valid_set.has_value() || pref.valid != nullptr;
   FJORD_ASSIGN_OR_RETURN(auto loader, data::DataLoader::Create(examples, lo));
   const int64_t rows = cfg.training.micro_batch_size;
   const std::string ckpt_root = cfg.output.dir + "/checkpoints";
@@ -376,7 +518,9 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   start.total_steps = total_steps;
   start.message = absl::StrCat(
       "device ", cuda ? "cuda" : "cpu", ", ", n_trainable, " trainable parameters, ",
-      examples->size(), " training examples, ", total_steps, " steps",
+      examples->size(), preference ? " preference pairs (" : " training examples",
+      preference ? absl::StrCat(cfg.training.method, ")") : std::string(), ", ", total_steps,
+      " steps",
       ranks > 1 ? absl::StrCat(", ", ranks, " data-parallel ranks (", world->backend(), ")")
                 : std::string(),
       model->quantization().empty()
@@ -392,6 +536,9 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   // One "eval" event: the validation loss and token accuracy (-1 without
   // validation data) and the held-out answer accuracy measured with them
   // (-1: not measured).
+  // Preference methods: the evaluation's loss is the mean preference loss,
+  // its metrics TRL's (token accuracy not measured: -1).
+  std::vector<std::pair<std::string, double>> eval_metrics;
   auto emit_eval = [&](int64_t at_step, const std::optional<EvalResult>& er,
                        double heldout_accuracy) {
     TrainEvent e;
@@ -401,10 +548,27 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     e.eval_loss = er ? er->loss : -1;
     e.eval_token_accuracy = er ? er->token_accuracy : -1;
     e.heldout_accuracy = heldout_accuracy;
+    e.metrics = eval_metrics;
     emit(e);
   };
+  auto evaluate = [&]() -> absl::StatusOr<EvalResult> {
+    if (!preference) return Evaluate(*model, *valid_set, cfg, device, share_world);
+    if (pref.valid_ref == std::nullopt && cfg.preference.precompute_ref &&
+        NeedsReference(pref.loss.method)) {
+      FJORD_ASSIGN_OR_RETURN(pref.valid_ref,
+                             PrecomputeReference(*model, adapter, *pref.valid, cfg, device));
+    }
+    FJORD_ASSIGN_OR_RETURN(PreferenceMetrics m,
+                           EvaluatePreference(*model, adapter, pref, cfg, device, share_world));
+    eval_metrics = m.Named(pref.loss.method, "eval_");
+    EvalResult er;
+    er.loss = m.loss;
+    er.token_accuracy = -1;
+    er.tokens = static_cast<int64_t>(m.pairs);
+    return er;
+  };
   auto run_eval = [&](int64_t at_step) -> absl::StatusOr<EvalResult> {
-    FJORD_ASSIGN_OR_RETURN(EvalResult er, Evaluate(*model, *valid_set, cfg, device, share_world));
+    FJORD_ASSIGN_OR_RETURN(EvalResult er, evaluate());
     emit_eval(at_step, er, -1);
     return er;
   };
@@ -452,17 +616,31 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
 
   // The base model, before training (not again on a resume): one step-0
   // eval event with the validation loss and the held-out answer accuracy.
-  if (step == 0 && (valid_set || !cfg.eval.heldout.empty())) {
+  if (step == 0 && (has_validation || !cfg.eval.heldout.empty())) {
     std::optional<EvalResult> er;
-    if (valid_set) {
-      FJORD_ASSIGN_OR_RETURN(er, Evaluate(*model, *valid_set, cfg, device, share_world));
+    if (has_validation) {
+      FJORD_ASSIGN_OR_RETURN(er, evaluate());
       result.initial_eval_loss = er->loss;
+      result.initial_eval_metrics = eval_metrics;
     }
     if (!cfg.eval.heldout.empty()) {
       FJORD_ASSIGN_OR_RETURN(result.initial_heldout_accuracy, run_heldout());
     }
     emit_eval(0, er, result.initial_heldout_accuracy);
   }
+
+  // preference.precompute_ref: the reference log-probs of every training
+  // pair, once (also on a resume: the reference never changes).
+  if (preference && cfg.preference.precompute_ref && NeedsReference(pref.loss.method)) {
+    const auto t0 = Clock::now();
+    FJORD_ASSIGN_OR_RETURN(pref.train_ref,
+                           PrecomputeReference(*model, adapter, *pref.train, cfg, device));
+    log(absl::StrCat("reference log-probs of ", pref.train->size(), " pairs precomputed in ",
+                     absl::SixDigits(std::chrono::duration<double>(Clock::now() - t0).count()),
+                     " s"));
+  }
+  const NllTokens nll_tokens = NllTokensFor(pref.loss);
+  const double nll_weight = NllWeight(pref.loss);
 
   // ---- The loop ---------------------------------------------------------------------
   const auto started = Clock::now();
@@ -478,12 +656,30 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     std::vector<DeviceBatch> micro;
     std::vector<int64_t> micro_index;
     int64_t step_trained = 0;
+    // Preference methods: the loss is normalised by the global batch's pairs
+    // (and the NLL term by its NLL tokens), as TRL's mean over the batch.
+    int64_t step_pairs = 0, step_nll_tokens = 0;
     std::optional<DeviceBatch> filler;  // sharded base: a pass that trains nothing
     for (int64_t i = 0; i < micro_per_step; ++i) {
       FJORD_ASSIGN_OR_RETURN(data::PackedBatch pb, loader->NextBatch(rows));
       if (pb.end_of_epoch) epoch = pb.epoch + 1;
-      step_trained += pb.trained_tokens;
+      step_trained += preference ? 0 : pb.trained_tokens;
       for (int32_t s : pb.segment_ids) tokens_since_start += (s != 0);
+      if (preference) {
+        // (A sharded base is refused for preference methods at setup.)
+        DeviceBatch d;
+        d.pairs = MakePreferenceBatch(*pref.train, std::move(pb), device, nll_tokens);
+        step_pairs += static_cast<int64_t>(d.pairs->spans.size());
+        step_nll_tokens += d.pairs->nll_tokens;
+        for (const data::PairSpans& s : d.pairs->spans) {  // response tokens carry the loss
+          step_trained += s.chosen.response_length() + s.rejected.response_length();
+        }
+        d.trained_tokens = static_cast<int64_t>(d.pairs->spans.size());
+        if (i % ranks != rank) continue;
+        micro.push_back(std::move(d));
+        micro_index.push_back(i);
+        continue;
+      }
       if (shard_base && !filler.has_value()) {
         filler = ToDevice(pb, device, cfg.data.packing);
         filler->targets.fill_(data::kIgnoreIndex);
@@ -505,6 +701,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     const double lr = LearningRate(cfg.training.lr_scheduler, cfg.training.learning_rate, step,
                                    total_steps, warmup, cfg.training.min_lr_ratio);
     double loss_sum = 0;
+    PreferenceMetrics step_metrics;
     optimizer.ZeroGrad();
     size_t last = micro.size();  // this rank's last backward of the step
     for (size_t k = 0; k < micro.size(); ++k) {
@@ -518,6 +715,19 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
       // kinds of collective in another order than the others.)
       if (reducer != nullptr && k == last && !shard_base) reducer->Arm(step);
       if (world != nullptr) SeedMicroBatch(cfg.training.seed, step, micro_index[k], device);
+      if (b.pairs) {
+        const PreferenceForward f = ForwardPreference(*model, adapter, *b.pairs, pref.loss,
+                                                      pref.train_ref ? &*pref.train_ref : nullptr);
+        torch::Tensor loss = f.terms.losses.sum() / static_cast<double>(step_pairs);  // () fp32
+        if (nll_weight != 0 && step_nll_tokens > 0) {
+          loss = loss + nll_weight * f.policy.nll_sum / static_cast<double>(step_nll_tokens);
+        }
+        const double share = loss.item<double>();
+        loss_sum += share;
+        step_metrics.Add(f, share);
+        loss.backward();
+        continue;
+      }
       torch::Tensor hidden =
           model->Hidden(b.input_ids, b.position_ids, b.segment_ids);  // (B, T, C)
       torch::Tensor loss = model->LossSum(hidden, b.targets);         // () fp32
@@ -528,10 +738,18 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     bool stop_asked = options.stop_requested != nullptr && options.stop_requested->load();
     if (world != nullptr && ranks > 1) {
       FJORD_RETURN_IF_ERROR(reducer->Finish(step));
-      torch::Tensor sums = torch::tensor({loss_sum, stop_asked ? 1.0 : 0.0}, torch::kFloat64);
+      std::vector<double> values = {loss_sum, stop_asked ? 1.0 : 0.0};
+      if (preference) {
+        for (double v : step_metrics.Values()) values.push_back(v);
+      }
+      torch::Tensor sums = torch::tensor(values, torch::kFloat64);
       FJORD_RETURN_IF_ERROR(world->AllReduceSum(sums, absl::StrCat("the loss of step ", step + 1)));
       loss_sum = sums[0].item<double>();
       stop_asked = sums[1].item<double>() > 0;
+      if (preference) {
+        step_metrics = PreferenceMetrics::FromValues(std::vector<double>(
+            sums.data_ptr<double>() + 2, sums.data_ptr<double>() + sums.numel()));
+      }
     }
     if (options.on_gradients) options.on_gradients(step, trainable);
     const double grad_norm = ClipGradNorm(params, cfg.training.max_grad_norm);
@@ -548,7 +766,10 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     e.step = step;
     e.total_steps = total_steps;
     e.epoch = epoch;
-    e.loss = step_trained > 0 ? loss_sum / static_cast<double>(step_trained) : 0.0;
+    e.loss = preference         ? loss_sum
+             : step_trained > 0 ? loss_sum / static_cast<double>(step_trained)
+                                : 0.0;
+    if (preference) e.metrics = step_metrics.Named(pref.loss.method, "");
     e.lr = lr;
     e.grad_norm = grad_norm;
     e.tokens_per_s =
@@ -559,7 +780,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     e.peak_memory_bytes = PeakMemoryBytes(device);
     emit(e);
 
-    if (valid_set && cfg.eval.every_steps > 0 && step % cfg.eval.every_steps == 0 &&
+    if (has_validation && cfg.eval.every_steps > 0 && step % cfg.eval.every_steps == 0 &&
         step < total_steps) {
       FJORD_RETURN_IF_ERROR(run_eval(step).status());
     }
@@ -585,10 +806,11 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   // ---- The end: evaluation and the final adapter -----------------------------------
   record_reducer();
   result.steps = step;
-  if (valid_set) {
+  if (has_validation) {
     FJORD_ASSIGN_OR_RETURN(EvalResult er, run_eval(step));
     result.final_eval_loss = er.loss;
     result.final_eval_token_accuracy = er.token_accuracy;
+    result.final_eval_metrics = eval_metrics;
   }
   if (!cfg.eval.heldout.empty()) {
     FJORD_ASSIGN_OR_RETURN(result.final_heldout_accuracy, run_heldout());

@@ -85,6 +85,14 @@ struct TrainEvent {
   double eval_token_accuracy = 0;  // kEval, 0..1 (-1: no validation data)
   double heldout_accuracy = -1;  // kEval at step 0: before training; kDone: after; -1: not measured
   std::string message;           // kLog: text; kCheckpoint/kDone: a path
+  // Preference methods (training.method dpo | orpo | simpo), on kStep and
+  // kEval: TRL's metric names and values (kStep: "rewards/chosen",
+  // "rewards/rejected", "rewards/accuracies", "rewards/margins",
+  // "logps/chosen", "logps/rejected", ORPO's "nll_loss", "log_odds_ratio",
+  // "log_odds_chosen"; kEval: the same with "eval_" in front). Then
+  // `loss` is the step's preference loss and eval_loss the mean over the
+  // validation pairs (eval_token_accuracy -1). Empty for sft.
+  std::vector<std::pair<std::string, double>> metrics;
 };
 
 const char* EventTypeName(TrainEvent::Type type);
@@ -147,6 +155,8 @@ struct TrainResult {
   double final_eval_token_accuracy = -1;
   double initial_heldout_accuracy = -1;
   double final_heldout_accuracy = -1;
+  // Preference methods: the first and last evaluation's metrics (kEval's).
+  std::vector<std::pair<std::string, double>> initial_eval_metrics, final_eval_metrics;
   std::string adapter_dir;  // the final PEFT adapter (empty when stopped)
   std::string last_checkpoint;
   // Data-parallel only (0 otherwise): the gradient all-reduce's buckets, the

@@ -37,6 +37,9 @@ const Schema<TrainingConfig>& TrainingConfigSchema() {
                              [](C& c) -> bool& { return c.data.train_on_inputs; }));
     v.push_back(BoolField<C>("data", "truncate", [](C& c) -> bool& { return c.data.truncate; }));
     v.push_back(BoolField<C>("data", "shuffle", [](C& c) -> bool& { return c.data.shuffle; }));
+    v.push_back(StringField<C>("training", "method",
+                               [](C& c) -> std::string& { return c.training.method; },
+                               {"sft", "dpo", "orpo", "simpo"}));
     v.push_back(NumberField<int64_t, C>(
         "training", "epochs", [](C& c) -> int64_t& { return c.training.epochs; }, 1, 100000));
     v.push_back(NumberField<int64_t, C>(
@@ -86,6 +89,21 @@ const Schema<TrainingConfig>& TrainingConfigSchema() {
                                {"auto", "fused", "reference"}));
     v.push_back(NumberField<int64_t, C>(
         "training", "threads", [](C& c) -> int64_t& { return c.training.threads; }, 0, 1024));
+    v.push_back(NumberField<double, C>(
+        "preference", "beta", [](C& c) -> double& { return c.preference.beta; }, 1e-6, 1e6));
+    v.push_back(StringField<C>("preference", "loss_type",
+                               [](C& c) -> std::string& { return c.preference.loss_type; },
+                               {"sigmoid", "robust", "hinge", "ipo"}));
+    v.push_back(NumberField<double, C>(
+        "preference", "label_smoothing",
+        [](C& c) -> double& { return c.preference.label_smoothing; }, 0, 0.499999));
+    v.push_back(NumberField<double, C>(
+        "preference", "simpo_gamma", [](C& c) -> double& { return c.preference.simpo_gamma; }, -1e6,
+        1e6));
+    v.push_back(NumberField<double, C>(
+        "preference", "cpo_alpha", [](C& c) -> double& { return c.preference.cpo_alpha; }, 0, 1e6));
+    v.push_back(BoolField<C>("preference", "precompute_ref",
+                             [](C& c) -> bool& { return c.preference.precompute_ref; }));
     v.push_back(NumberField<int64_t, C>(
         "eval", "every_steps", [](C& c) -> int64_t& { return c.eval.every_steps; }, 0, kBig));
     v.push_back(NumberField<int64_t, C>(
@@ -108,6 +126,17 @@ const Schema<TrainingConfig>& TrainingConfigSchema() {
         return absl::InvalidArgumentError(absl::StrCat(name, ": field 'data.train' is required"));
       if (c.output.dir.empty())
         return absl::InvalidArgumentError(absl::StrCat(name, ": field 'output.dir' is required"));
+      if (c.training.method != "dpo" && c.preference.loss_type != "sigmoid") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": field 'preference.loss_type': ", c.preference.loss_type,
+                         " is a dpo loss; training.method is ", c.training.method));
+      }
+      if (c.training.method != "sft" && !c.eval.heldout.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name,
+            ": field 'eval.heldout': held-out answer accuracy is measured for sft only; "
+            "preference methods report rewards/accuracies on data.validation"));
+      }
       if (c.model.shard_base && c.model.quantization == "nf4") {
         return absl::InvalidArgumentError(absl::StrCat(
             name,

@@ -52,6 +52,10 @@ struct TrainingConfig {
     bool shuffle = true;
   } data;
   struct Training {
+    // sft (default): next-token cross-entropy on the data's trained tokens.
+    // dpo | orpo | simpo: preference tuning on preference pairs
+    // (runtime/data/preference.h; options in `preference` below).
+    std::string method = "sft";
     int64_t epochs = 1;
     int64_t max_steps = 0;         // > 0 overrides epochs
     int64_t micro_batch_size = 4;  // rows of max_length tokens per forward
@@ -73,6 +77,21 @@ struct TrainingConfig {
     int64_t threads =
         0;  // CPU threads, process-wide (torch::set_num_threads); 0: LibTorch's default
   } training;
+  // training.method dpo | orpo | simpo (runtime/train/preference_loss.h has
+  // the formulas). Names as TRL's DPOConfig / ORPOConfig / CPOConfig. A
+  // micro-batch is micro_batch_size rows of 2 x data.max_length tokens, each
+  // holding whole pairs (chosen and rejected as separate sequences).
+  struct Preference {
+    double beta = 0.1;  // dpo: higher stays closer to the base; orpo: λ; simpo: reward scale
+    std::string loss_type = "sigmoid";  // dpo: sigmoid | robust | hinge | ipo
+    double label_smoothing = 0.0;       // dpo sigmoid (cDPO) / robust, simpo; [0, 0.5)
+    double simpo_gamma = 0.5;           // simpo: target reward margin
+    double cpo_alpha = 0.0;             // simpo: weight of an NLL term on chosen responses
+    // dpo: false (default): the reference log-probs (adapter off) are
+    // computed in each step; true: once for the whole training file before
+    // step 1 (and for the validation file), then reused every epoch.
+    bool precompute_ref = false;
+  } preference;
   struct Eval {
     int64_t every_steps = 0;  // 0: only at the end
     int64_t max_batches = 0;  // 0: the whole validation file

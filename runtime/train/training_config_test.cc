@@ -33,13 +33,37 @@ TEST(TrainingConfigTest, LoraSectionIsUnknown) {
       ParseTrainingConfig(std::string(kMinimal) + "lora:\n  r: 8\n", "train.yaml");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("train.yaml:8: field 'lora': unknown section; "
-                                              "expected one of model, data, training, eval, "
-                                              "checkpoint, output"));
+                                              "expected one of model, data, training, "
+                                              "preference, eval, checkpoint, output"));
   EXPECT_THAT(
       ParseTrainingConfig("- a\n", "train.yaml").status().message(),
       HasSubstr(
           "train.yaml: the training config must be a mapping of sections (model, data, training, "
-          "eval, checkpoint, output)"));
+          "preference, eval, checkpoint, output)"));
+}
+
+TEST(TrainingConfigTest, PreferenceMethodAndOptions) {
+  absl::StatusOr<TrainingConfig> c = ParseTrainingConfig(
+      std::string(kMinimal) +
+          "preference:\n  beta: 0.2\n  loss_type: ipo\n  precompute_ref: true\n",
+      "train.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("field 'preference.loss_type': ipo is a dpo loss; training.method is sft"));
+  TrainingConfig d = *ParseTrainingConfig(kMinimal, "train.yaml");
+  EXPECT_EQ(d.training.method, "sft");
+  EXPECT_EQ(d.preference.beta, 0.1);
+  EXPECT_EQ(d.preference.loss_type, "sigmoid");
+  EXPECT_EQ(d.preference.simpo_gamma, 0.5);
+  d.training.method = "dpo";
+  d.preference.loss_type = "ipo";
+  EXPECT_TRUE(d.Validate().ok()) << d.Validate();
+  d.training.method = "kto";
+  EXPECT_THAT(d.Validate().message(), HasSubstr("field 'training.method'"));
+  d.training.method = "orpo";
+  d.preference.loss_type = "sigmoid";
+  d.preference.label_smoothing = 0.5;
+  EXPECT_THAT(d.Validate().message(), HasSubstr("field 'preference.label_smoothing'"));
 }
 
 TEST(TrainingConfigTest, ToYamlRoundTrips) {
