@@ -32,6 +32,14 @@ lora::JobConfig TrainConfigFor(const protocol::JobSpec& spec, const JobPaths& pa
   c.eval.every_steps = h.eval_every_steps;
   c.checkpoint.every_steps = h.checkpoint_every_steps;
   c.output.dir = paths.output_dir;
+  c.training.method = spec.method;
+  const protocol::PreferenceSettings& p = spec.preference;
+  c.preference.beta = p.beta;
+  c.preference.loss_type = p.loss_type;
+  c.preference.label_smoothing = p.label_smoothing;
+  c.preference.simpo_gamma = p.simpo_gamma;
+  c.preference.cpo_alpha = p.cpo_alpha;
+  c.preference.precompute_ref = p.precompute_ref;
   return c;
 }
 

@@ -166,6 +166,59 @@ absl::Status ReadLoraLenient(const json& j, LoraSettings* l) {
   return absl::OkStatus();
 }
 
+// method and preference (a fine-tune job's).
+absl::Status ReadMethod(FieldReader& r, JobSpec* spec) {
+  FJORD_RETURN_IF_ERROR(r.String("method", &spec->method, false, 16));
+  if (spec->method != "sft" && spec->method != "dpo" && spec->method != "orpo" &&
+      spec->method != "simpo") {
+    return InvalidArgument(
+        absl::StrCat("method must be sft, dpo, orpo or simpo, got '", spec->method, "'"), "method");
+  }
+  FJORD_ASSIGN_OR_RETURN(const json* pj, r.Object("preference"));
+  if (pj == nullptr) return absl::OkStatus();
+  if (spec->method == "sft") {
+    return InvalidArgument(
+        "preference settings need a preference method (method: dpo, orpo or simpo)", "preference");
+  }
+  PreferenceSettings& p = spec->preference;
+  FJORD_ASSIGN_OR_RETURN(FieldReader pr, FieldReader::Make(*pj, "preference"));
+  FJORD_RETURN_IF_ERROR(pr.Number("beta", &p.beta, 0, 1000, /*min_exclusive=*/true));
+  FJORD_RETURN_IF_ERROR(pr.String("loss_type", &p.loss_type, false, 16));
+  if (p.loss_type != "sigmoid" && p.loss_type != "robust" && p.loss_type != "hinge" &&
+      p.loss_type != "ipo") {
+    return InvalidArgument(absl::StrCat("preference.loss_type must be sigmoid, robust, hinge or "
+                                        "ipo, got '",
+                                        p.loss_type, "'"),
+                           "preference.loss_type");
+  }
+  FJORD_RETURN_IF_ERROR(
+      pr.Number("label_smoothing", &p.label_smoothing, 0, 0.5, false, /*max_exclusive=*/true));
+  FJORD_RETURN_IF_ERROR(pr.Number("simpo_gamma", &p.simpo_gamma, 0, 100));
+  FJORD_RETURN_IF_ERROR(pr.Number("cpo_alpha", &p.cpo_alpha, 0, 100));
+  FJORD_RETURN_IF_ERROR(pr.Bool("precompute_ref", &p.precompute_ref));
+  return pr.Finish();
+}
+
+json PreferenceToJson(const PreferenceSettings& p) {
+  return json{{"beta", p.beta},
+              {"loss_type", p.loss_type},
+              {"label_smoothing", p.label_smoothing},
+              {"simpo_gamma", p.simpo_gamma},
+              {"cpo_alpha", p.cpo_alpha},
+              {"precompute_ref", p.precompute_ref}};
+}
+
+absl::Status ReadPreferenceLenient(const json& j, PreferenceSettings* p) {
+  if (!j.is_object()) return Malformed("job", "preference", j);
+  const char* w = "preference";
+  FJORD_RETURN_IF_ERROR(GetNum(j, w, "beta", &p->beta));
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "loss_type", &p->loss_type));
+  FJORD_RETURN_IF_ERROR(GetNum(j, w, "label_smoothing", &p->label_smoothing));
+  FJORD_RETURN_IF_ERROR(GetNum(j, w, "simpo_gamma", &p->simpo_gamma));
+  FJORD_RETURN_IF_ERROR(GetNum(j, w, "cpo_alpha", &p->cpo_alpha));
+  return GetBool(j, w, "precompute_ref", &p->precompute_ref);
+}
+
 bool ValidCandidateName(absl::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
@@ -375,7 +428,7 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
     // The fine-tuning fields have no meaning here: refused by name, not
     // silently ignored.
     for (const char* f : {"training_file", "validation_file", "heldout_file", "hyperparameters",
-                          "lora", "quantization", "shard_base"}) {
+                          "lora", "quantization", "shard_base", "method", "preference"}) {
       if (r.Has(f)) {
         return InvalidArgument(
             absl::StrCat(f,
@@ -399,6 +452,7 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
     if (hp != nullptr) FJORD_RETURN_IF_ERROR(ReadHyperparameters(*hp, &spec.hyperparameters));
     FJORD_ASSIGN_OR_RETURN(const json* lora, r.Object("lora"));
     if (lora != nullptr) FJORD_RETURN_IF_ERROR(ReadLora(*lora, &spec.lora));
+    FJORD_RETURN_IF_ERROR(ReadMethod(r, &spec));
   }
   FJORD_RETURN_IF_ERROR(r.Int("priority", &spec.priority, -10, 10));
   FJORD_RETURN_IF_ERROR(r.Int("gpus", &spec.gpus, 1, 64));
@@ -415,6 +469,17 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
         "quantization");
   }
   FJORD_RETURN_IF_ERROR(r.Bool("shard_base", &spec.shard_base));
+  if (spec.method != "sft" && !spec.heldout_file.empty()) {
+    return InvalidArgument(
+        absl::StrCat("heldout_file (greedy answers to held-out prompts) is for sft jobs; a ",
+                     spec.method, " job is measured by its reward accuracy on validation_file"),
+        "heldout_file");
+  }
+  if (spec.method != "sft" && spec.shard_base && spec.gpus > 1) {
+    return InvalidArgument(
+        absl::StrCat("shard_base is not supported with method ", spec.method, " yet"),
+        "shard_base");
+  }
   if (spec.shard_base && spec.quantization == "nf4") {
     return InvalidArgument(
         "shard_base and quantization: nf4 cannot be combined (yet): a base sharded across the "
@@ -469,6 +534,12 @@ json JobSpecToJson(const JobSpec& spec) {
     j["training_file"] = spec.training_file;
     j["hyperparameters"] = HyperparametersToJson(spec.hyperparameters);
     j["lora"] = LoraToJson(spec.lora);
+    // Only for a preference method: the bodies and fingerprints of SFT jobs
+    // stay as they were before the fields existed.
+    if (spec.method != "sft") {
+      j["method"] = spec.method;
+      j["preference"] = PreferenceToJson(spec.preference);
+    }
   }
   if (!spec.validation_file.empty()) j["validation_file"] = spec.validation_file;
   if (!spec.heldout_file.empty()) j["heldout_file"] = spec.heldout_file;
@@ -552,6 +623,10 @@ json JobToJson(const Job& job) {
   // them stay as they were before the fields existed.
   if (job.spec.quantization != "none") j["quantization"] = job.spec.quantization;
   if (job.spec.shard_base) j["shard_base"] = true;
+  if (job.spec.method != "sft") {
+    j["method"] = job.spec.method;
+    j["preference"] = PreferenceToJson(job.spec.preference);
+  }
   return j;
 }
 
@@ -563,7 +638,11 @@ absl::StatusOr<Job> JobFromJson(const json& j) {
   if (job.id.empty()) return absl::InternalError("malformed reply: job has no id");
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "tenant", &job.tenant));
   job.spec.tenant = job.tenant;
-  FJORD_RETURN_IF_ERROR(GetStr(j, w, "type", &job.spec.type));  // absent: "fine_tune"
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "type", &job.spec.type));      // absent: "fine_tune"
+  FJORD_RETURN_IF_ERROR(GetStr(j, w, "method", &job.spec.method));  // absent: "sft"
+  if (auto it = j.find("preference"); it != j.end() && it->is_object()) {
+    FJORD_RETURN_IF_ERROR(ReadPreferenceLenient(*it, &job.spec.preference));
+  }
   FJORD_RETURN_IF_ERROR(GetStr(j, w, "model", &job.spec.model));
   FJORD_RETURN_IF_ERROR(ReadEvaluationLenient(j, &job.spec));
   if (auto it = j.find("result_report"); it != j.end() && it->is_object()) {

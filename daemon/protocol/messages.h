@@ -68,6 +68,17 @@ struct LoraSettings {
   std::vector<std::string> target_modules = {"all-linear"};
 };
 
+// A preference-tuning job's settings (method dpo, orpo or simpo; fjord-train's
+// `preference:` section, runtime/train/training_config.h; names as TRL's).
+struct PreferenceSettings {
+  double beta = 0.1;
+  std::string loss_type = "sigmoid";  // dpo: sigmoid | robust | hinge | ipo
+  double label_smoothing = 0.0;
+  double simpo_gamma = 0.5;
+  double cpo_alpha = 0.0;
+  bool precompute_ref = false;
+};
+
 // An evaluation job's candidate (docs/protocol.md §5, "Evaluation jobs"):
 // the job's base model alone (job and adapter files empty), the base with the
 // adapter of one of the tenant's succeeded fine-tune jobs on the same model,
@@ -105,6 +116,11 @@ inline constexpr const char* kEvalMetricNames[] = {
 struct JobSpec {
   std::string type = "fine_tune";
   std::string model;
+  // Fine-tuning: "sft" (the default) or a preference method, "dpo", "orpo" or
+  // "simpo" (training and validation files of preference pairs), with its
+  // settings.
+  std::string method = "sft";
+  PreferenceSettings preference;
   std::string training_file;
   std::string validation_file;  // "" = none
   std::string heldout_file;     // "" = none; {"prompt", "answer"} lines: held-out answer accuracy

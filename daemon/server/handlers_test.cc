@@ -702,6 +702,55 @@ TEST_F(HandlersTest, EvaluationJobsCompareSucceededFineTunes) {
   EXPECT_TRUE(HandleJobDelete(ctx_, As("acme", {{"job_id", ft.id}})).ok());
 }
 
+// A preference-tuning job: method and settings reach fjord-train's config,
+// what does not go with them is refused by name, and the worker's TRL-named
+// metrics reach the job.
+TEST_F(HandlersTest, PreferenceJobsCarryTheirMethodToTheTrainer) {
+  config_.worker.validate = false;
+  const Job job =
+      Create({{"method", "dpo"}, {"preference", {{"beta", 0.2}, {"loss_type", "ipo"}}}});
+  const json obj = protocol::JobToJson(job);
+  EXPECT_EQ(obj["method"], "dpo");
+  EXPECT_EQ(obj["preference"]["beta"], 0.2);
+  EXPECT_EQ(obj["preference"]["simpo_gamma"], 0.5);  // defaults filled in
+  std::ifstream in(storage_->JobDir("acme", job.id) + "/job.yaml");
+  const std::string yaml((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_THAT(yaml, HasSubstr("method: dpo"));
+  EXPECT_THAT(yaml, HasSubstr("loss_type: ipo"));
+  EXPECT_FALSE(protocol::JobToJson(Create()).contains("method"));  // sft: as before
+  for (const auto& [patch, param] : std::vector<std::pair<json, std::string>>{
+           {{{"method", "ppo"}}, "method"},
+           {{{"preference", {{"beta", 0.1}}}}, "preference"},
+           {{{"method", "dpo"}, {"preference", {{"beta", 0}}}}, "preference.beta"},
+           {{{"method", "dpo"}, {"preference", {{"loss_type", "exo"}}}}, "preference.loss_type"},
+           {{{"method", "dpo"}, {"preference", {{"label_smoothing", 0.5}}}},
+            "preference.label_smoothing"},
+           {{{"method", "orpo"}, {"heldout_file", "data/train.jsonl"}}, "heldout_file"}}) {
+    json body = {{"model", "tiny"}, {"training_file", "data/train.jsonl"}};
+    body.update(patch);
+    absl::Status s = HandleJobCreate(ctx_, As("acme", body)).status();
+    EXPECT_FALSE(s.ok()) << patch;
+    EXPECT_EQ(protocol::ParamOf(s), param) << s;
+  }
+  runner_->Reconcile(false, true);
+  WorkerUpdate u;
+  u.kind = WorkerUpdate::Kind::kEvent;
+  u.job_id = job.id;
+  u.message = protocol::DecodeWorkerMessage(
+      R"({"loss":0.61,"rewards/accuracies":0.75,"rewards/margins":0.3,"logps/chosen":-12.5,)"
+      R"("step":3,"total_steps":8,"type":"step","unrelated":1})");
+  ASSERT_TRUE(u.message.ok());
+  runner_->OnUpdates({u}, false);
+  u.message = protocol::DecodeWorkerMessage(
+      R"({"eval_loss":0.58,"eval_rewards/accuracies":0.8,"step":3,"total_steps":8,"type":"eval"})");
+  runner_->OnUpdates({u}, false);
+  const json metrics = jobs_->Load(job.id)->metrics;
+  EXPECT_DOUBLE_EQ(metrics.value("rewards/accuracies", -1.0), 0.75);
+  EXPECT_DOUBLE_EQ(metrics.value("logps/chosen", 0.0), -12.5);
+  EXPECT_DOUBLE_EQ(metrics.value("eval_rewards/accuracies", -1.0), 0.8);
+  EXPECT_FALSE(metrics.contains("unrelated"));
+}
+
 // file.list pages newest first and says what the area holds.
 TEST_F(HandlersTest, FileListPages) {
   for (int i = 0; i < 3; ++i) {

@@ -3,6 +3,7 @@
 #include <pwd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 #include <variant>
 
@@ -241,6 +242,29 @@ void JobRunner::Reconcile(bool stopping, bool storage_ok) {
 
 // ---- what workers report ----------------------------------------------------------
 
+namespace {
+
+// A preference-tuning worker's metrics (TRL's names, sent as extra members
+// of "step" and "eval": rewards/chosen, rewards/accuracies, logps/rejected,
+// ...; ORPO's nll_loss, log_odds_ratio, log_odds_chosen), each prefixed
+// with `prefix` ("eval_" in eval messages), copied into the job's metrics
+// when they are finite numbers.
+void PreferenceMetrics(const json& extra, const std::string& prefix, json& metrics) {
+  if (!extra.is_object()) return;
+  for (auto it = extra.begin(); it != extra.end(); ++it) {
+    const std::string& key = it.key();
+    if (key.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string name = key.substr(prefix.size());
+    const bool known = name.rfind("rewards/", 0) == 0 || name.rfind("logps/", 0) == 0 ||
+                       name == "nll_loss" || name == "log_odds_ratio" || name == "log_odds_chosen";
+    if (!known || key.size() > 64 || !it->is_number()) continue;
+    const double v = it->get<double>();
+    if (std::isfinite(v)) metrics[key] = v;
+  }
+}
+
+}  // namespace
+
 void JobRunner::OnEvent(const std::string& job_id, const protocol::WorkerMessage& message) {
   Job* job = ctx_->jobs->FindLive(job_id);
   auto run = runs_.find(job_id);
@@ -278,11 +302,13 @@ void JobRunner::OnEvent(const std::string& job_id, const protocol::WorkerMessage
     metric("eta_s", step->eta_s, false);
     if (step->peak_memory_bytes)
       job->metrics["peak_memory_bytes"] = static_cast<double>(*step->peak_memory_bytes);
+    PreferenceMetrics(m->extra, "", job->metrics);
   } else if (const auto* eval = std::get_if<protocol::WorkerEval>(&m->payload)) {
     metric("eval_loss", eval->eval_loss, true);
     metric("eval_token_accuracy", eval->eval_token_accuracy, true);
     // The base model's, at step 0; "done" brings the value after training.
     metric("heldout_accuracy", eval->heldout_accuracy, true);
+    PreferenceMetrics(m->extra, "eval_", job->metrics);
   } else if (const auto* done = std::get_if<protocol::WorkerDone>(&m->payload)) {
     metric("eval_loss", done->eval_loss, true);
     metric("heldout_accuracy", done->heldout_accuracy, true);

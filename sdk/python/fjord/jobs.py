@@ -221,6 +221,8 @@ class Jobs:
         gpus: Optional[int] = None,
         quantization: Optional[str] = None,
         shard_base: Optional[bool] = None,
+        method: Optional[str] = None,
+        preference: Optional[Dict[str, Any]] = None,
         max_restarts: Optional[int] = None,
         metadata: Optional[Dict[str, str]] = None,
         idempotency_key: Optional[str] = None,
@@ -242,7 +244,11 @@ class Jobs:
         keeps it in bf16. shard_base: ``True`` makes each of the job's ``gpus`` hold
         1/gpus of the frozen (bf16) base instead of all of it, for a model too big for
         one GPU in bf16 (no effect with one GPU; not with ``quantization="nf4"``);
-        ``False`` / omitted: every GPU holds the whole base. idempotency_key: repeat a
+        ``False`` / omitted: every GPU holds the whole base. method: ``"sft"`` (the
+        default) or a preference method, ``"dpo"``, ``"orpo"`` or ``"simpo"``, whose
+        training and validation files hold preference pairs; preference: its settings
+        (``beta``, ``loss_type``, ``label_smoothing``, ``simpo_gamma``, ``cpo_alpha``,
+        ``precompute_ref``; docs/user-guide.md, "Preference tuning"). idempotency_key: repeat a
         create safely (the same key and body return the first job); a random one is used
         when omitted.
 
@@ -283,6 +289,7 @@ class Jobs:
             body["metadata"] = md
         options: Tuple[Tuple[str, Any], ...] = (("priority", priority), ("gpus", gpus),
                                                 ("quantization", quantization), ("shard_base", shard_base),
+                                                ("method", method), ("preference", preference),
                                                 ("max_restarts", max_restarts), ("tenant", tenant))
         for key, value in options:
             if value is not None:

@@ -529,6 +529,8 @@ class Job:
     gpus: int = 1
     quantization: str = "none"  # the frozen base: "none" (bf16) or "nf4" (4-bit, QLoRA)
     shard_base: bool = False  # each of the job's GPUs holds 1/gpus of the base (not all of it)
+    method: str = "sft"  # or a preference method: "dpo", "orpo", "simpo"
+    preference: Dict[str, Any] = dataclasses.field(default_factory=dict)  # its settings; {} for sft
     max_restarts: int = 3
     metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
     idempotency_key: Optional[str] = None
@@ -594,6 +596,8 @@ class Job:
             gpus=_int(d, "gpus", 1, "job"),
             quantization=_str(d, "quantization", "none", "job"),
             shard_base=_bool(d, "shard_base", False, "job"),
+            method=_str(d, "method", "sft", "job"),
+            preference=_object(d, "preference", "job"),
             max_restarts=_int(d, "max_restarts", 0, "job"),
             metadata=_object(d, "metadata", "job"),
             idempotency_key=_optional_str(d, "idempotency_key"),
