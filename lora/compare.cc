@@ -8,15 +8,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lora/adapter.h"
@@ -36,6 +39,7 @@
 #include "runtime/train/generate.h"
 #include "runtime/train/trainer.h"
 #include "runtime/util/env.h"
+#include "runtime/util/nvml.h"
 #include "runtime/util/status_macros.h"
 #include "runtime/util/torch_status.h"
 
@@ -168,6 +172,7 @@ struct Scores {
   model::GenerationStats generation;
   int64_t peak_rss = 0;
   int64_t peak_gpu = -1;  // on CUDA: the caching allocator's peak during this pass
+  double energy_j = -1;   // on CUDA with NVML: the GPU's energy during this pass
 };
 
 // A dataset, read and tokenized once for every candidate: prompt/answer
@@ -417,6 +422,7 @@ absl::StatusOr<ordered_json> DatasetReport(
     cand["speed"] = speed;
     cand["peak_rss_bytes"] = r.peak_rss;
     if (r.peak_gpu >= 0) cand["peak_gpu_memory_bytes"] = r.peak_gpu;
+    if (r.energy_j >= 0) cand["energy_joules"] = r.energy_j;
     candidates.push_back(cand);
   }
   report["candidates"] = candidates;
@@ -605,6 +611,17 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
     group[k] = static_cast<int>(std::find(tokenizers.begin(), tokenizers.end(), tokenizers[b]) -
                                 tokenizers.begin());
   }
+  // The GPU's energy counter, where NVML is there (the device's NVML index:
+  // the first of CUDA_VISIBLE_DEVICES, PCI bus order as fjordd sets it).
+  std::string no_nvml;
+  std::unique_ptr<Nvml> nvml = device.is_cuda() ? Nvml::Load(&no_nvml) : nullptr;
+  int nvml_index = 0;
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible != nullptr) {
+    if (!absl::SimpleAtoi(std::string(visible).substr(0, std::string(visible).find(',')),
+                          &nvml_index)) {
+      nvml = nullptr;  // a UUID: not an index
+    }
+  }
   // scores[dataset][candidate]
   std::vector<std::vector<Scores>> scores(nd, std::vector<Scores>(nc));
   std::vector<std::string> names(nc), adapters(nc), models(nc);
@@ -650,7 +667,18 @@ absl::StatusOr<std::vector<ordered_json>> RunEvaluation(const EvaluationConfig& 
         adapter = *std::move(loaded);
       }
       for (size_t d = 0; d < nd; ++d) {
+        // Millijoules, -1 when NVML cannot say.
+        auto energy_mj = [&]() -> int64_t {
+          if (!nvml) return -1;
+          const std::optional<uint64_t> e = nvml->TotalEnergyMillijoules(nvml_index);
+          return e ? static_cast<int64_t>(*e) : -1;
+        };
+        const int64_t mj0 = energy_mj();
         FJORD_RETURN_IF_ERROR(Score(*lm, *btok, (*bdata)[d], c, replies, o, scores[d][k]));
+        const int64_t mj1 = energy_mj();
+        if (mj0 >= 0 && mj1 >= mj0) {
+          scores[d][k].energy_j = static_cast<double>(mj1 - mj0) / 1000.0;
+        }
         ++progress.done;
         const Scores& sc = scores[d][k];
         progress.message = absl::StrFormat("%s on %s: loss %.4f", cand.name, datasets[d].name,

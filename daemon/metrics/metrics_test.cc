@@ -2,7 +2,7 @@
 
 #include <httplib.h>
 
-#include "daemon/metrics/nvml.h"
+#include "runtime/util/nvml.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

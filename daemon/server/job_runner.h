@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "daemon/metrics/nvml.h"
+#include "runtime/util/nvml.h"
 #include "daemon/protocol/messages.h"
 #include "daemon/protocol/worker_protocol.h"
 #include "daemon/server/handlers.h"

@@ -28,7 +28,7 @@
 #include "daemon/jobs/lifecycle.h"
 #include "daemon/jobs/store.h"
 #include "daemon/metrics/metrics.h"
-#include "daemon/metrics/nvml.h"
+#include "runtime/util/nvml.h"
 #include "daemon/protocol/codec.h"
 #include "daemon/protocol/curve_keys.h"
 #include "daemon/protocol/errors.h"

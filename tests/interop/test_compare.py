@@ -181,6 +181,9 @@ def test_other_bases_are_candidates_too(adapter, tmp_path):
     by = {c["name"]: c for c in report["candidates"]}
     assert by["same"]["model"] == str(same) and by["other"]["model"] == str(other)
     assert by["same"]["metrics"] == by["base"]["metrics"] == by["other"]["metrics"]  # the same weights
+    # Identical candidates are never told apart: every pair of them is a tie.
+    identical = [p for p in report["pairs"] if {p["a"], p["b"]} <= {"base", "same", "other"}]
+    assert identical and all(p["verdict"] == "tie" and p["low"] == p["high"] == 0 for p in identical)
     loss_pairs = {(p["a"], p["b"]) for p in report["pairs"] if p["metric"] == "loss"}
     assert loss_pairs == {("base", "demo"), ("base", "same"), ("demo", "same")}
     contains_pairs = {(p["a"], p["b"]) for p in report["pairs"] if p["metric"] == "contains"}

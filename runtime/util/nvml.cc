@@ -1,8 +1,8 @@
-#include "daemon/metrics/nvml.h"
+#include "runtime/util/nvml.h"
 
 #include <dlfcn.h>
 
-namespace fjord::daemon {
+namespace fjord {
 
 // The few NVML entry points used, with NVML's C types (nvml.h is not needed:
 // nvmlDevice_t is an opaque pointer, nvmlReturn_t an int, 0 = success).
@@ -82,4 +82,4 @@ std::optional<uint64_t> Nvml::MemoryUsedBytes(int index) const {
   return static_cast<uint64_t>(m.used);
 }
 
-}  // namespace fjord::daemon
+}  // namespace fjord

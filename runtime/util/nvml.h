@@ -1,19 +1,20 @@
 // NVML at run time: libnvidia-ml.so.1 is dlopen'ed when present (a node with
-// the NVIDIA driver) and absent on CPU nodes, so the daemon never links it.
+// the NVIDIA driver) and absent on CPU nodes, so nothing links it (fjordd
+// reads energy per job, an evaluation per candidate).
 // Reads the total-energy counter (millijoules since the driver loaded) and
 // memory use per device index (PCI bus order; workers get
 // CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA's indices agree).
 //
 // Thread-safe (NVML is).
-#ifndef FJORD_DAEMON_METRICS_NVML_H_
-#define FJORD_DAEMON_METRICS_NVML_H_
+#ifndef FJORD_RUNTIME_UTIL_NVML_H_
+#define FJORD_RUNTIME_UTIL_NVML_H_
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 
-namespace fjord::daemon {
+namespace fjord {
 
 class Nvml {
  public:
@@ -35,6 +36,6 @@ class Nvml {
   std::unique_ptr<Fns> fns_;
 };
 
-}  // namespace fjord::daemon
+}  // namespace fjord
 
-#endif  // FJORD_DAEMON_METRICS_NVML_H_
+#endif  // FJORD_RUNTIME_UTIL_NVML_H_
