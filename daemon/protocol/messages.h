@@ -76,7 +76,7 @@ struct PreferenceSettings {
   double label_smoothing = 0.0;
   double simpo_gamma = 0.5;
   double cpo_alpha = 0.0;
-  bool precompute_ref = false;
+  bool precompute_ref = true;
 };
 
 // An evaluation job's candidate (docs/protocol.md §5, "Evaluation jobs"):
