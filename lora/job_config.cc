@@ -23,6 +23,8 @@ std::vector<Field> LoraFields() {
       "lora", "dropout", [](JobConfig& c) -> double& { return c.lora.dropout; }, 0, 0.999));
   v.push_back(cy::BoolField<JobConfig>("lora", "use_rslora",
                                        [](JobConfig& c) -> bool& { return c.lora.use_rslora; }));
+  v.push_back(cy::StringField<JobConfig>(
+      "lora", "init_from", [](JobConfig& c) -> std::string& { return c.lora.init_from; }));
   {
     Field f{"lora", "target_modules", nullptr, nullptr};
     f.set = [](JobConfig& c, const YAML::Node& n, const std::string& where) {

@@ -56,6 +56,12 @@ struct JobConfig : train::TrainingConfig {
     // module path after a '.' wins, e.g. {down_proj: 32}. As PEFT's.
     std::vector<std::pair<std::string, int64_t>> rank_pattern;
     std::vector<std::pair<std::string, double>> alpha_pattern;
+    // A PEFT adapter directory whose weights start the training instead of
+    // the fresh initialisation (continue from an adapter, as peft's
+    // PeftModel.from_pretrained(..., is_trainable=True)): it must adapt the
+    // same modules with the same ranks and scales as this section says.
+    // A resume starts from its checkpoint instead. "" (default): fresh.
+    std::string init_from;
   } lora;
 
   // The whole job as YAML (every section, defaults included), for job.yaml,

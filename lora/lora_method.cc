@@ -31,6 +31,11 @@ absl::Status LoraMethod::Attach(CausalLM& model, uint64_t seed) {
   absl::StatusOr<std::unique_ptr<LoraAdapter>> a = LoraAdapter::Inject(model, config_, seed);
   if (!a.ok()) return absl::Status(a.status().code(), absl::StrCat("lora: ", a.status().message()));
   adapter_ = std::move(*a);
+  if (!init_from_.empty()) {
+    if (absl::Status s = adapter_->LoadWeights(init_from_); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("lora.init_from: ", s.message()));
+    }
+  }
   return absl::OkStatus();
 }
 

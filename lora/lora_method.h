@@ -34,10 +34,13 @@ LoraConfig LoraConfigFromJob(const JobConfig& job);
 
 class LoraMethod : public train::AdapterMethod {
  public:
-  explicit LoraMethod(const JobConfig& job) : config_(LoraConfigFromJob(job)) {}
+  explicit LoraMethod(const JobConfig& job)
+      : config_(LoraConfigFromJob(job)), init_from_(job.lora.init_from) {}
   explicit LoraMethod(LoraConfig config) : config_(std::move(config)) {}
 
-  // LoraAdapter::Inject. FailedPrecondition when called twice.
+  // LoraAdapter::Inject, then the weights of lora.init_from when the job
+  // names one (LoraAdapter::LoadWeights' errors, prefixed "lora.init_from").
+  // FailedPrecondition when called twice.
   absl::Status Attach(CausalLM& model, uint64_t seed) override;
   // LoraAdapter::NamedParameters (empty before Attach).
   std::vector<std::pair<std::string, torch::Tensor>> TrainableParameters() override;
@@ -55,6 +58,7 @@ class LoraMethod : public train::AdapterMethod {
 
  private:
   LoraConfig config_;
+  std::string init_from_;
   std::unique_ptr<LoraAdapter> adapter_;
 };
 

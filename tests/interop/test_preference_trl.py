@@ -11,6 +11,9 @@ policy differs from the reference) loaded by both sides:
   logps/rejected), and after backward the same LoRA gradients; per pair, the
   policy and reference log-probs (transformers + peft, adapter off for the
   reference), the loss term and the rewards.
+- DPO training: three optimizer steps of one pair each from the same adapter
+  (fjord-train's lora.init_from) give DPOTrainer.train()'s logged losses and
+  metrics and, after them, the same adapter (1e-4).
 - ORPO, SimPO: TRL's loss functions (ORPOTrainer.odds_ratio_loss,
   CPOTrainer.cpo_loss with loss_type simpo) on log-probs from the same model
   and tokens, with TRL's NLL term, give fjord's loss, metrics and gradients.
@@ -240,3 +243,64 @@ def test_orpo_and_simpo_match_trl_losses(setup, method, preference):
     for name, value in metrics.items():
         assert close(out["metrics"][name], value), name
     check_grads(model, out)
+
+
+def test_dpo_training_steps_match_trl_dpotrainer(setup):
+    """Three optimizer steps of DPO, one pair each in file order, from the
+    same adapter (fjord-train's lora.init_from; TRL's trainable PeftModel):
+    fjord-train's step losses and TRL metrics equal DPOTrainer.train()'s
+    logged ones, and the adapters after the three steps are equal (AdamW,
+    constant learning rate, gradient clipping at 1.0 on both sides)."""
+    s = setup
+    out = s.tmp / "steps"
+    cfg = {"model": {"path": str(s.mdir)},
+           "data": {"train": str(s.data), "max_length": 128, "shuffle": False, "packing": False},
+           "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": MODULES, "init_from": str(s.adapter)},
+           "training": {"method": "dpo", "device": "cpu", "threads": 1, "max_steps": 3, "micro_batch_size": 1,
+                        "learning_rate": 1e-2, "lr_scheduler": "constant", "warmup_steps": 0, "max_grad_norm": 1.0,
+                        "weight_decay": 0.0},
+           "preference": {"beta": 0.1, "precompute_ref": False},
+           "checkpoint": {"every_steps": 0},
+           "output": {"dir": str(out)}}
+    path = s.tmp / "steps.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    events = s.tmp / "steps.events.jsonl"
+    train = BIN_DIR / "lora" / "cli" / "fjord-train"
+    r = subprocess.run([str(train), "--config", str(path), "--progress", "none", "--events", str(events)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3]
+
+    model = peft_policy(s)
+    args = trl.DPOConfig(output_dir=str(s.tmp / "trl-steps"), beta=0.1, max_length=128, per_device_train_batch_size=1,
+                         max_steps=3, learning_rate=1e-2, lr_scheduler_type="constant", warmup_steps=0,
+                         max_grad_norm=1.0, weight_decay=0.0, logging_steps=1, save_strategy="no", report_to=[],
+                         use_cpu=True, bf16=False, remove_unused_columns=False)
+    trainer = trl.DPOTrainer(model=model, args=args, processing_class=s.tok,
+                             train_dataset=datasets.Dataset.from_list(PAIRS))
+    if "ref" in model.peft_config:  # the reference is the base, as fjord's (see test_dpo_matches_trl_dpotrainer)
+        model.delete_adapter("ref")
+        model.set_adapter("default")
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
+    assert len(logged) == 3
+    for mine, theirs in zip(steps, logged):
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-4), (mine, theirs)  # TRL rounds to 4 digits
+        for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"):
+            assert close(mine[name], theirs[name]), (name, mine[name], theirs[name])
+        assert mine["rewards/accuracies"] == theirs["rewards/accuracies"]
+    from safetensors.torch import load_file
+    got = load_file(out / "adapter" / "adapter_model.safetensors")
+    n = 0
+    for name, p in model.named_parameters():
+        if "lora_" not in name:
+            continue
+        key = name.replace(".default", "")
+        assert key in got, key
+        assert (got[key] - p.detach()).abs().max().item() < 1e-4, key
+        n += 1
+    assert n == len(got) > 0
+    start = load_file(s.adapter / "adapter_model.safetensors")
+    assert max((got[k] - start[k]).abs().max().item() for k in got) > 1e-3  # the steps moved the adapter
