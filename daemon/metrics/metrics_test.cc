@@ -2,9 +2,9 @@
 
 #include <httplib.h>
 
-#include "runtime/util/nvml.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/util/nvml.h"
 
 namespace fjord::daemon {
 namespace {

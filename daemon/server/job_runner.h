@@ -16,11 +16,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "runtime/util/nvml.h"
 #include "daemon/protocol/messages.h"
 #include "daemon/protocol/worker_protocol.h"
 #include "daemon/server/handlers.h"
 #include "daemon/worker/supervisor.h"
+#include "runtime/util/nvml.h"
 
 namespace fjord::daemon {
 

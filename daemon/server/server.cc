@@ -28,7 +28,6 @@
 #include "daemon/jobs/lifecycle.h"
 #include "daemon/jobs/store.h"
 #include "daemon/metrics/metrics.h"
-#include "runtime/util/nvml.h"
 #include "daemon/protocol/codec.h"
 #include "daemon/protocol/curve_keys.h"
 #include "daemon/protocol/errors.h"
@@ -46,6 +45,7 @@
 #include "daemon/worker/routed_workers.h"
 #include "daemon/worker/supervisor.h"
 #include "runtime/util/env.h"
+#include "runtime/util/nvml.h"
 #include "runtime/util/status_macros.h"
 
 namespace fjord::daemon {
