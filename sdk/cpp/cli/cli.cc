@@ -252,6 +252,13 @@ constexpr SpecFlag kSpecFlags[] = {
     {"shard-base", "shard_base", 'b',
      "each of the job's GPUs holds 1/gpus of the frozen base instead of all of it (bf16 only: "
      "not with nf4; no effect with one GPU)"},
+    {"method", "method", 's',
+     "sft | dpo | orpo | simpo: supervised, or preference tuning on preference pairs "
+     "(default sft)"},
+    {"beta", "preference.beta", 'n', "preference methods: dpo's KL weight, orpo's lambda (0.1)"},
+    {"loss-type", "preference.loss_type", 's', "dpo: sigmoid | robust | hinge | ipo (sigmoid)"},
+    {"label-smoothing", "preference.label_smoothing", 'n', "dpo / simpo, below 0.5 (default 0)"},
+    {"simpo-gamma", "preference.simpo_gamma", 'n', "simpo's target reward margin (default 0.5)"},
     {"max-restarts", "max_restarts", 'i', "restarts after system failures (default: the daemon's)"},
     {"suffix", "suffix", 's', "a name for the result (metadata.suffix)"},
     {"idempotency-key", "idempotency_key", 's', "repeat a create safely (default: random)"},

@@ -8,6 +8,8 @@ out (docs/user-guide.md, "Preference tuning").
     ~/.cache/fjord/venv/bin/python -m pytest -q tests/sdk/e2e/test_sdk_e2e_preference.py
 """
 
+import json
+
 import pytest
 
 import fjord
@@ -39,3 +41,11 @@ def test_dpo_job_through_fjordd(tmp_path):
         assert m["eval_rewards/accuracies"] >= 0.7 and m["eval_loss"] < evals[0].data["eval_loss"]
         adapter = client.adapters.download(job.id, tmp_path / "adapter")
         assert (adapter / "adapter_model.safetensors").exists()
+        # The CLI's flags say the same (the job object carries them).
+        r = d.cli("--json", "jobs", "create", "--model", "demo", "--training-file", job.training_file,
+                  "--method", "orpo", "--beta", "0.2", "--max-steps", "2", "--max-length", "64")
+        assert r.returncode == 0, r.stderr
+        created = json.loads(r.stdout.splitlines()[-1])
+        created = created.get("job", created)
+        assert created["method"] == "orpo" and created["preference"]["beta"] == 0.2
+        client.jobs.cancel(created["id"])
