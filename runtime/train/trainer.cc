@@ -38,6 +38,7 @@
 #include "runtime/train/data_parallel.h"
 #include "runtime/train/generate.h"
 #include "runtime/train/optimizer.h"
+#include "runtime/train/preference_run.h"
 #include "runtime/train/preference_step.h"
 #include "runtime/train/training_state.h"
 #include "runtime/util/status_macros.h"
@@ -159,96 +160,6 @@ absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
     r.token_accuracy = static_cast<double>(correct) / static_cast<double>(tokens);
   }
   return r;
-}
-
-// What the preference methods need besides SFT's state.
-struct PreferenceSetup {
-  PreferenceLossOptions loss;
-  std::shared_ptr<const std::vector<data::PreferencePair>> train, valid;
-  std::optional<ReferenceTable> train_ref, valid_ref;  // preference.precompute_ref
-};
-
-// A loader over pairs (data::PairAsExample): rows of 2 x max_length tokens.
-absl::StatusOr<std::unique_ptr<data::DataLoader>> PairLoader(
-    const std::vector<data::PreferencePair>& pairs, data::LoaderOptions lo) {
-  auto examples = std::make_shared<std::vector<data::Example>>();
-  for (const data::PreferencePair& p : pairs) examples->push_back(data::PairAsExample(p));
-  lo.seq_len *= 2;
-  return data::DataLoader::Create(examples, lo);
-}
-
-// The reference log-probs of every pair, in order, with the adapter off.
-absl::StatusOr<ReferenceTable> PrecomputeReference(CausalLM& model, AdapterMethod& adapter,
-                                                   const std::vector<data::PreferencePair>& pairs,
-                                                   const TrainingConfig& cfg,
-                                                   const torch::Device& device) {
-  data::LoaderOptions lo;
-  lo.seq_len = cfg.data.max_length;
-  lo.packing = cfg.data.packing;
-  lo.shuffle = false;
-  FJORD_ASSIGN_OR_RETURN(auto loader, PairLoader(pairs, lo));
-  ReferenceTable table;
-  table.chosen.assign(pairs.size(), 0.f);
-  table.rejected.assign(pairs.size(), 0.f);
-  while (true) {
-    FJORD_ASSIGN_OR_RETURN(data::PackedBatch pb, loader->NextBatch(cfg.training.micro_batch_size));
-    const bool end = pb.end_of_epoch;
-    const PreferenceBatch b = MakePreferenceBatch(pairs, std::move(pb), device, NllTokens::kNone);
-    const PairLogps ref = ReferenceLogps(model, adapter, b, nullptr);
-    const torch::Tensor chosen = ref.chosen.cpu(), rejected = ref.rejected.cpu();
-    for (size_t i = 0; i < b.spans.size(); ++i) {
-      table.chosen[static_cast<size_t>(b.spans[i].pair)] = chosen[i].item<float>();
-      table.rejected[static_cast<size_t>(b.spans[i].pair)] = rejected[i].item<float>();
-    }
-    if (end) break;
-  }
-  return table;
-}
-
-// The preference loss and TRL's metrics over the validation pairs (no
-// dropout, no gradients), in fixed order; shared out over the ranks as
-// Evaluate does.
-absl::StatusOr<PreferenceMetrics> EvaluatePreference(CausalLM& model, AdapterMethod& adapter,
-                                                     const PreferenceSetup& setup,
-                                                     const TrainingConfig& cfg,
-                                                     const torch::Device& device,
-                                                     dist::World* world) {
-  const int64_t ranks = world != nullptr ? world->size() : 1;
-  const int64_t rank = world != nullptr ? world->rank() : 0;
-  torch::NoGradGuard no_grad;
-  model.eval();
-  data::LoaderOptions lo;
-  lo.seq_len = cfg.data.max_length;
-  lo.packing = cfg.data.packing;
-  lo.shuffle = false;
-  FJORD_ASSIGN_OR_RETURN(auto loader, PairLoader(*setup.valid, lo));
-  PreferenceMetrics m;
-  const double nll_weight = NllWeight(setup.loss);
-  int64_t batches = 0;
-  while (true) {
-    FJORD_ASSIGN_OR_RETURN(data::PackedBatch pb, loader->NextBatch(cfg.training.micro_batch_size));
-    const bool end = pb.end_of_epoch;
-    if (batches % ranks == rank) {
-      const PreferenceBatch b =
-          MakePreferenceBatch(*setup.valid, std::move(pb), device, NllTokensFor(setup.loss));
-      const PreferenceForward f = ForwardPreference(model, adapter, b, setup.loss,
-                                                    setup.valid_ref ? &*setup.valid_ref : nullptr);
-      m.Add(f, f.terms.losses.sum().item<double>());  // sums here; normalised below
-    }
-    ++batches;
-    if (end || (cfg.eval.max_batches > 0 && batches >= cfg.eval.max_batches)) break;
-  }
-  model.train();
-  if (world != nullptr && world->size() > 1) {
-    torch::Tensor sums = torch::tensor(m.Values(), torch::kFloat64);
-    FJORD_RETURN_IF_ERROR(world->AllReduceSum(sums, "the preference evaluation's sums"));
-    m = PreferenceMetrics::FromValues(
-        std::vector<double>(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel()));
-  }
-  // The mean pairwise term, plus the NLL term as TRL computes it over the batch.
-  m.loss = m.loss / std::max(1.0, m.pairs) +
-           (m.nll_tokens > 0 ? nll_weight * m.nll_sum / m.nll_tokens : 0.0);
-  return m;
 }
 
 // Micro-batches in `epochs` epochs (a dry run of the loader: packing only).
@@ -394,38 +305,13 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   lo.truncate = true;
   std::optional<data::Dataset> valid_set;
   std::shared_ptr<const std::vector<data::Example>> examples;
-  PreferenceSetup pref;
+  internal::PreferenceSetup pref;
   if (preference) {
     // Pairs travel through the SFT loader as one example each
     // (data::PairAsExample), in rows of 2 x max_length tokens.
-    pref.loss.method = *preference_method;
-    pref.loss.loss_type = cfg.preference.loss_type;
-    pref.loss.beta = cfg.preference.beta;
-    pref.loss.label_smoothing = cfg.preference.label_smoothing;
-    pref.loss.simpo_gamma = cfg.preference.simpo_gamma;
-    pref.loss.cpo_alpha = cfg.preference.cpo_alpha;
-    data::PreferenceOptions popt;
-    popt.render = dopt.render;
-    popt.max_length = cfg.data.max_length;
-    popt.truncate = cfg.data.truncate;
-    FJORD_ASSIGN_OR_RETURN(data::PreferenceDataset train_pairs,
-                           data::LoadPreferenceJsonl(cfg.data.train, data_tokenizer, popt));
-    pref.train =
-        std::make_shared<const std::vector<data::PreferencePair>>(std::move(train_pairs.pairs));
-    if (!cfg.data.validation.empty()) {
-      FJORD_ASSIGN_OR_RETURN(data::PreferenceDataset valid_pairs,
-                             data::LoadPreferenceJsonl(cfg.data.validation, data_tokenizer, popt));
-      pref.valid =
-          std::make_shared<const std::vector<data::PreferencePair>>(std::move(valid_pairs.pairs));
-    }
-    if (NeedsReference(pref.loss.method)) {
-      absl::Status on = adapter.SetEnabled(true);
-      if (!on.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "training.method ", cfg.training.method,
-            " needs the adapter switched off for the reference model: ", on.message()));
-      }
-    }
+    FJORD_ASSIGN_OR_RETURN(
+        pref, internal::LoadPreferenceSetup(cfg, *preference_method, data_tokenizer, dopt.render,
+                                            adapter));
     auto pair_examples = std::make_shared<std::vector<data::Example>>();
     for (const data::PreferencePair& p : *pref.train)
       pair_examples->push_back(data::PairAsExample(p));
@@ -555,11 +441,12 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
     if (!preference) return Evaluate(*model, *valid_set, cfg, device, share_world);
     if (pref.valid_ref == std::nullopt && cfg.preference.precompute_ref &&
         NeedsReference(pref.loss.method)) {
-      FJORD_ASSIGN_OR_RETURN(pref.valid_ref,
-                             PrecomputeReference(*model, adapter, *pref.valid, cfg, device));
+      FJORD_ASSIGN_OR_RETURN(
+          pref.valid_ref, internal::PrecomputeReference(*model, adapter, *pref.valid, cfg, device));
     }
-    FJORD_ASSIGN_OR_RETURN(PreferenceMetrics m,
-                           EvaluatePreference(*model, adapter, pref, cfg, device, share_world));
+    FJORD_ASSIGN_OR_RETURN(
+        PreferenceMetrics m,
+        internal::EvaluatePreference(*model, adapter, pref, cfg, device, share_world));
     eval_metrics = m.Named(pref.loss.method, "eval_");
     EvalResult er;
     er.loss = m.loss;
@@ -633,8 +520,8 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   // pair, once (also on a resume: the reference never changes).
   if (preference && cfg.preference.precompute_ref && NeedsReference(pref.loss.method)) {
     const auto t0 = Clock::now();
-    FJORD_ASSIGN_OR_RETURN(pref.train_ref,
-                           PrecomputeReference(*model, adapter, *pref.train, cfg, device));
+    FJORD_ASSIGN_OR_RETURN(
+        pref.train_ref, internal::PrecomputeReference(*model, adapter, *pref.train, cfg, device));
     log(absl::StrCat("reference log-probs of ", pref.train->size(), " pairs precomputed in ",
                      absl::SixDigits(std::chrono::duration<double>(Clock::now() - t0).count()),
                      " s"));
