@@ -7,11 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/eval/status_matchers.h"
+#include "runtime/util/status_matchers.h"
 
 namespace fjord::eval {
 namespace {
 
+using ::fjord::status_testing::StatusIs;
 using ::testing::HasSubstr;
 
 // The reply shown as "Reply k" in a prompt built by JudgePrompt.

@@ -5,11 +5,12 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/eval/status_matchers.h"
+#include "runtime/util/status_matchers.h"
 
 namespace fjord::eval {
 namespace {
 
+using ::fjord::status_testing::StatusIs;
 using ::testing::HasSubstr;
 
 TEST(PairedBootstrapTest, ASeparatedPairGetsAVerdictAndACloseOneDoesNot) {

@@ -1,4 +1,4 @@
-// Test helpers for runtime/tokenizer: a StatusIs matcher and builders of small
+// Test helpers for runtime/tokenizer: StatusIs (runtime/util) and builders of small
 // tokenizer.json documents (byte-level and SentencePiece-style BPE).
 #ifndef FJORD_RUNTIME_TOKENIZER_TEST_UTIL_H_
 #define FJORD_RUNTIME_TOKENIZER_TEST_UTIL_H_
@@ -13,24 +13,13 @@
 #include "gmock/gmock.h"
 #include "nlohmann/json.hpp"
 #include "runtime/tokenizer/byte_level.h"
+#include "runtime/util/status_matchers.h"
 
 namespace fjord::tokenizer::testing {
 
 using Json = nlohmann::json;
 
-inline const absl::Status& GetStatus(const absl::Status& s) { return s; }
-template <typename T>
-const absl::Status& GetStatus(const absl::StatusOr<T>& s) {
-  return s.status();
-}
-
-MATCHER_P2(StatusIs, code, message_matcher, "") {
-  const absl::Status& status = GetStatus(arg);
-  *result_listener << "status is " << status;
-  return status.code() == code &&
-         ::testing::ExplainMatchResult(message_matcher, std::string(status.message()),
-                                       result_listener);
-}
+using ::fjord::status_testing::StatusIs;  // runtime/util/status_matchers.h
 
 constexpr char kLlama3Pattern[] =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";

@@ -1,7 +1,7 @@
-// Test helper for runtime/eval: StatusIs(code, message_matcher) on an
-// absl::Status or absl::StatusOr<T>.
-#ifndef FJORD_RUNTIME_EVAL_STATUS_MATCHERS_H_
-#define FJORD_RUNTIME_EVAL_STATUS_MATCHERS_H_
+// Test helper: StatusIs(code, message_matcher) on an absl::Status or
+// absl::StatusOr<T> (gmock), for every package's tests.
+#ifndef FJORD_RUNTIME_UTIL_STATUS_MATCHERS_H_
+#define FJORD_RUNTIME_UTIL_STATUS_MATCHERS_H_
 
 #include <string>
 
@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "gmock/gmock.h"
 
-namespace fjord::eval {
+namespace fjord::status_testing {
 
 inline const absl::Status& GetStatus(const absl::Status& s) { return s; }
 template <typename T>
@@ -25,6 +25,6 @@ MATCHER_P2(StatusIs, code, message_matcher, "") {
                                        result_listener);
 }
 
-}  // namespace fjord::eval
+}  // namespace fjord::status_testing
 
-#endif  // FJORD_RUNTIME_EVAL_STATUS_MATCHERS_H_
+#endif  // FJORD_RUNTIME_UTIL_STATUS_MATCHERS_H_
