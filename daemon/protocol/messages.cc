@@ -1,5 +1,6 @@
 #include "daemon/protocol/messages.h"
 
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -33,21 +34,49 @@ absl::Status GetStr(const json& j, const char* what, const char* key, std::strin
   return absl::OkStatus();
 }
 
+// A JSON number as Int: Malformed when it is not a number or lies outside
+// Int's range (a float such as 1.7e22 must not be cast: undefined behaviour).
+template <class Int>
+absl::Status NumberAs(const json& v, const char* what, const char* key, Int* out) {
+  if (!v.is_number()) return Malformed(what, key, v);
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (!(d >= static_cast<double>(std::numeric_limits<Int>::min()) &&
+          d < static_cast<double>(std::numeric_limits<Int>::max()))) {
+      return Malformed(what, key, v);
+    }
+    *out = static_cast<Int>(d);
+    return absl::OkStatus();
+  }
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<Int>::max())) return Malformed(what, key, v);
+    *out = static_cast<Int>(u);
+    return absl::OkStatus();
+  }
+  const int64_t i = v.get<int64_t>();
+  if (i < static_cast<int64_t>(std::numeric_limits<Int>::min()) ||
+      i > static_cast<int64_t>(std::numeric_limits<Int>::max())) {
+    return Malformed(what, key, v);
+  }
+  *out = static_cast<Int>(i);
+  return absl::OkStatus();
+}
+
 template <class Int>
 absl::Status GetInt(const json& j, const char* what, const char* key, Int* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return Malformed(what, key, *it);
-  *out = static_cast<Int>(it->is_number_float() ? it->get<double>() : it->get<int64_t>());
-  return absl::OkStatus();
+  return NumberAs(*it, what, key, out);
 }
 
 absl::Status GetOptInt(const json& j, const char* what, const char* key,
                        std::optional<int64_t>* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return Malformed(what, key, *it);
-  *out = it->get<int64_t>();
+  int64_t v = 0;
+  FJORD_RETURN_IF_ERROR(NumberAs(*it, what, key, &v));
+  *out = v;
   return absl::OkStatus();
 }
 

@@ -328,3 +328,25 @@ TEST(NamesTest, Tenants) {
 
 }  // namespace
 }  // namespace fjord::protocol
+
+namespace fjord::protocol {
+namespace {
+
+// A number that does not fit the field (the protocol fuzzer's find: a float
+// of 1.7e22 was cast to int64_t, undefined behaviour) is a malformed reply.
+TEST(JobFromJsonTest, NumbersOutsideTheFieldsRangeAreMalformed) {
+  for (const char* bad : {R"({"id": "job-1", "status": "queued", "created_at_ms": 1.7e22})",
+                          R"({"id": "job-1", "status": "queued", "gpus": 1e12})",
+                          R"({"id": "job-1", "status": "queued", "step": 18446744073709551615})",
+                          R"({"id": "job-1", "status": "queued", "started_at_ms": -1e300})"}) {
+    absl::StatusOr<Job> job = JobFromJson(nlohmann::json::parse(bad));
+    EXPECT_EQ(job.status().code(), absl::StatusCode::kInternal) << bad;
+  }
+  absl::StatusOr<Job> ok = JobFromJson(
+      nlohmann::json::parse(R"({"id": "job-1", "status": "queued", "created_at_ms": 1.7e12})"));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->created_at_ms, 1700000000000);
+}
+
+}  // namespace
+}  // namespace fjord::protocol
