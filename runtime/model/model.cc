@@ -294,7 +294,8 @@ CausalLM::CausalLM(
   model = register_module("model", std::make_shared<DecoderStack>(embed, std::move(layers), norm));
   if (c.tie_word_embeddings && shard_group_ != nullptr) {
     lm_head =
-        std::make_shared<ShardedLinear>(model->embed_weight, c.vocab_size, Tensor(), shard_group_);
+        std::make_shared<ShardedLinear>(model->embed_weight, c.vocab_size, Tensor(), shard_group_,
+                                        LargeMatrixPieces(shard_group_->size()));
   } else if (c.tie_word_embeddings) {
     lm_head = std::make_shared<DenseLinear>(model->embed_weight, Tensor());
   } else {
@@ -380,11 +381,9 @@ Tensor CausalLM::Embed(const Tensor& ids) {
   Tensor x;  // (B, T, C)
   if (shard_group_ != nullptr) {
     // Each rank embeds its own batch (data parallel: the ranks' ids differ),
-    // so the table is gathered whole for the lookup and let go.
-    torch::NoGradGuard no_grad;
-    const Tensor table =
-        shard_group_->AllGather(model->embed_weight).narrow(0, 0, config_.vocab_size);
-    x = torch::embedding(table, ids);
+    // so the table is gathered piece by piece for the lookup (never whole).
+    x = ShardedEmbedding(model->embed_weight, config_.vocab_size, ids, *shard_group_,
+                         LargeMatrixPieces(shard_group_->size()));
   } else {
     x = torch::embedding(model->embed_weight, ids);
   }
@@ -525,18 +524,22 @@ Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
   Tensor y = targets.to(hidden.device()).reshape({-1});  // (N)
   auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
   auto sharded = std::dynamic_pointer_cast<ShardedLinear>(lm_head);
-  if ((dense != nullptr || sharded != nullptr) && !lm_head->base_bias().defined() &&
-      config_.final_logit_softcapping == 0) {
-    // On CPU, rows of logits per chunk such that one (rows, V) fp32 buffer is
-    // ~64 MiB (524 rows for V = 32000): the loss's transient memory stays flat
-    // while the GEMMs stay large enough to run at full speed. The fused CUDA
-    // kernel keeps its default.
-    const int64_t chunk =
-        h.is_cuda()
-            ? 4096
-            : std::max<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(1, config_.vocab_size));
-    // A sharded lm_head is gathered whole for the loss (and kept until its
-    // backward): one (V, C) matrix at a time, the simplest exact choice.
+  // On CPU, rows of logits per chunk such that one (rows, V) fp32 buffer is
+  // ~64 MiB (524 rows for V = 32000): the loss's transient memory stays flat
+  // while the GEMMs stay large enough to run at full speed. The fused CUDA
+  // kernel keeps its default.
+  const int64_t chunk =
+      h.is_cuda()
+          ? 4096
+          : std::max<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(1, config_.vocab_size));
+  if (sharded != nullptr && !lm_head->base_bias().defined()) {
+    // A sharded lm_head is never gathered whole: the loss runs over its
+    // pieces (ShardedLinearCrossEntropySum), soft-capped or not. Each piece
+    // has ~V/pieces columns, so the same chunk of rows keeps ~64 MiB.
+    return ShardedLinearCrossEntropySum(h, *sharded, y, chunk * sharded->pieces().count,
+                                        config_.final_logit_softcapping);
+  }
+  if (dense != nullptr && !lm_head->base_bias().defined() && config_.final_logit_softcapping == 0) {
     return kernels::LinearCrossEntropySum(h, lm_head->base_weight(), y, chunk);
   }
   // An adapted or biased lm_head, or soft-capped logits: plain logits (all

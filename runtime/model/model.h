@@ -228,6 +228,8 @@ struct LoadOptions {
   // the group's ranks (runtime/model/shard.h): this rank reads and keeps
   // only its 1/N of the rows of every decoder linear weight, of the
   // embeddings and of lm_head; norms and biases stay whole. Not with nf4.
+  // A decoder layer's weights are gathered whole for the layer; the
+  // embeddings and lm_head only piece by piece (LargeMatrixPieces).
   std::shared_ptr<ShardGroup> shard_group;
 };
 
@@ -294,7 +296,9 @@ class CausalLM : public torch::nn::Module {
   // softmax(lm_head(hidden)) against targets, a 0-dim fp32 tensor. hidden:
   // (B, T, C); targets: (B, T) int64, already the next-token targets (no
   // shift here). Through kernels::LinearCrossEntropySum (never holding all
-  // logits) when lm_head is a bias-free DenseLinear, else via Logits.
+  // logits) when lm_head is a bias-free DenseLinear, through
+  // ShardedLinearCrossEntropySum (never holding lm_head whole either) when
+  // it is a bias-free ShardedLinear, else via Logits.
   torch::Tensor LossSum(const torch::Tensor& hidden, const torch::Tensor& targets);
 
   // Every linear layer with its HF module path, decoder layers in order

@@ -201,7 +201,9 @@ absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::st
         Tensor b = bias ? weight(prefix + ".bias", {out}) : Tensor();
         Tensor shard = shards.at(prefix + ".weight");
         shards.erase(prefix + ".weight");
-        return std::make_shared<ShardedLinear>(shard, out, b, group);
+        // lm_head, the largest matrix, is gathered in pieces, never whole.
+        return std::make_shared<ShardedLinear>(
+            shard, out, b, group, prefix == "lm_head" ? LargeMatrixPieces(group->size()) : 1);
       };
     }
     if (nf4) {

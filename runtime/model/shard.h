@@ -17,6 +17,7 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -51,13 +52,50 @@ inline int64_t RowsPerRank(int64_t rows, int ranks) { return (rows + ranks - 1) 
 // rows, as a new contiguous tensor (w itself is not kept).
 torch::Tensor ShardRows(const torch::Tensor& w, const ShardGroup& group);
 
+// How a sharded weight is gathered piece by piece instead of whole (the
+// embeddings and lm_head: the largest single matrices of a model, which a
+// rank never holds whole). Piece k is rows [k·pr, k·pr + Take(k)) of every
+// rank's shard, concatenated in rank order: ranks·Take(k) rows of the full
+// weight, which are not contiguous in it (RowsOf says which they are).
+struct ShardPieces {
+  int64_t rows = 0;   // the full weight's rows
+  int ranks = 1;      //
+  int64_t rp = 0;     // rows per rank (RowsPerRank)
+  int64_t pr = 0;     // rows per rank in a piece
+  int64_t count = 1;  // pieces
+
+  // `pieces` pieces (fewer when a shard has fewer rows).
+  static ShardPieces Make(int64_t rows, int ranks, int64_t pieces);
+  int64_t Take(int64_t k) const { return std::min(pr, rp - k * pr); }
+  // The full weight's row of each row of piece k: (ranks·Take(k)) int64 on
+  // `device`; rows >= `rows` are the zero padding of the last shards.
+  torch::Tensor RowsOf(int64_t k, torch::Device device) const;
+  // Piece k, gathered from every rank's shard (rp, ...): a collective.
+  torch::Tensor Gather(ShardGroup& group, const torch::Tensor& shard, int64_t k) const;
+  std::function<torch::Tensor()> StartGather(ShardGroup& group, const torch::Tensor& shard,
+                                             int64_t k) const;
+};
+
+// How many pieces the embeddings and lm_head are gathered in: 2 per rank,
+// so that the piece in use and the next one being gathered are together
+// one rank's shard of the matrix.
+inline int64_t LargeMatrixPieces(int ranks) { return 2 * static_cast<int64_t>(ranks); }
+
+// The rows of a sharded table (rows, C) at `ids` (any shape, int64 in
+// [0, rows)) as ids.shape + (C), gathering the table piece by piece (never
+// whole; each rank looks up its own ids). No gradient (a frozen table).
+torch::Tensor ShardedEmbedding(const torch::Tensor& shard, int64_t rows, const torch::Tensor& ids,
+                               ShardGroup& group, int64_t pieces);
+
 // A frozen linear layer whose weight is sharded by output rows.
 class ShardedLinear : public LinearBase {
  public:
   // shard: (rp, in), this rank's rows; out: the full weight's rows; bias:
-  // (out) whole, or undefined.
+  // (out) whole, or undefined; pieces: how many pieces its weight is
+  // gathered in for a forward (1: whole, the decoder's layers; lm_head uses
+  // LargeMatrixPieces).
   ShardedLinear(torch::Tensor shard, int64_t out, torch::Tensor bias,
-                std::shared_ptr<ShardGroup> group);
+                std::shared_ptr<ShardGroup> group, int64_t pieces = 1);
 
   // x: (..., in) -> (..., out): the weight gathered, used and let go.
   torch::Tensor forward(const torch::Tensor& x) override;
@@ -68,10 +106,13 @@ class ShardedLinear : public LinearBase {
   int64_t out_features() const override { return out_; }
 
   const torch::Tensor& shard() const { return shard_; }
+  const std::shared_ptr<ShardGroup>& group() const { return group_; }
+  ShardPieces pieces() const { return ShardPieces::Make(out_, group_->size(), pieces_); }
 
   // Starts gathering the weight for the next forward (overlapping whatever
   // runs before it); that forward waits for it instead of gathering. Every
-  // rank must prefetch the same layers in the same order.
+  // rank must prefetch the same layers in the same order. A layer gathered
+  // in pieces is not prefetched.
   void Prefetch();
 
  private:
@@ -80,7 +121,19 @@ class ShardedLinear : public LinearBase {
   int64_t out_;
   torch::Tensor bias_;
   std::shared_ptr<ShardGroup> group_;
+  int64_t pieces_;
 };
+
+// Σ over rows of hidden of cross_entropy(head(hidden), labels) (labels -100
+// ignored), softcap > 0: the logits soft-capped (cap·tanh(l/cap)) first: a
+// 0-dim fp32 tensor, with the gradient for hidden. head's weight is gathered
+// piece by piece and never whole: a first pass over the pieces finds each
+// row's log-sum-exp, a second (in forward too, last piece first: it is still
+// here) the gradient; chunk_tokens rows of logits at a time. Every rank
+// calls it (each with its own rows). head must have no bias.
+torch::Tensor ShardedLinearCrossEntropySum(const torch::Tensor& hidden, const ShardedLinear& head,
+                                           const torch::Tensor& labels, int64_t chunk_tokens,
+                                           double softcap);
 
 }  // namespace fjord::model
 
