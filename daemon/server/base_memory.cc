@@ -59,7 +59,7 @@ ShardedBaseBytes ShardedFrozenBaseBytes(const model::ModelConfig& config, int ra
   const int64_t n = ranks > 0 ? ranks : 1;
   ShardedBaseBytes b;
   b.held = 2.0 * static_cast<double>((count.total() + n - 1) / n);
-  b.lm_head = 2.0 * static_cast<double>(config.vocab_size * config.hidden_size);
+  b.lm_head = 2.0 * static_cast<double>(((config.vocab_size + n - 1) / n) * config.hidden_size);
   b.layer = 2.0 * static_cast<double>(LayerLinearParameters(config, count));
   return b;
 }
@@ -108,9 +108,10 @@ absl::Status CheckBaseFitsOnGpu(absl::string_view model_name, const model::Model
         "model '", model_name, "' (", Parameters(count.total()), ") needs ", Gb(b.total()),
         " on each GPU for its frozen base in bf16 sharded over the job's ", gpus, " GPUs (2 B x ",
         WithCommas(count.total()), " / ", gpus, " = ", Gb(b.held), " held + 2 B x ",
-        WithCommas(config.vocab_size), " x ", WithCommas(config.hidden_size), " = ", Gb(b.lm_head),
-        " for lm_head, gathered whole for the loss + 2 B x ",
-        WithCommas(LayerLinearParameters(config, count)), " = ", Gb(b.layer),
+        WithCommas(config.vocab_size), " / ", gpus, " x ", WithCommas(config.hidden_size), " = ",
+        Gb(b.lm_head), " for two pieces of lm_head, gathered 1/", 2 * gpus,
+        " at a time for the loss + 2 B x ", WithCommas(LayerLinearParameters(config, count)), " = ",
+        Gb(b.layer),
         " for one decoder layer's linear weights, gathered as it runs; norms and biases are held "
         "whole, too small to count)",
         room);

@@ -16,7 +16,9 @@
 // (docs/distributed.md, "A base sharded across the ranks"):
 //   held:      2 bytes x ceil(every parameter / N) (norms and biases are in
 //              fact held whole: too small to count)
-//   gathered:  2 bytes x vocab x hidden (lm_head, whole for the loss)
+//   gathered:  2 bytes x ceil(vocab / N) x hidden (the embeddings and
+//              lm_head are gathered in 2N pieces, never whole: the piece in
+//              use and the next one, gathered ahead of it)
 //            + 2 bytes x one decoder layer's linear weights (the layer that
 //              runs; the next layer's, gathered ahead of it, is as big again:
 //              1/80 of a 70B's base, inside the 10% left below).
@@ -42,7 +44,7 @@ double FrozenBaseBytes(const model::ModelConfig::ParameterCount& count, bool nf4
 // What each of `ranks` GPUs needs for a bf16 base sharded over them.
 struct ShardedBaseBytes {
   double held = 0;     // 2 B x ceil(parameters / ranks)
-  double lm_head = 0;  // 2 B x vocab x hidden, gathered whole for the loss
+  double lm_head = 0;  // 2 B x ceil(vocab / ranks) x hidden: two pieces of lm_head in flight
   double layer = 0;    // 2 B x one decoder layer's linear weights, gathered as it runs
   double total() const { return held + lm_head + layer; }
 };

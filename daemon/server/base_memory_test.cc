@@ -88,7 +88,7 @@ TEST(BaseMemoryTest, MoreGpusDoNotShareTheBaseUnlessSharded) {
   EXPECT_THAT(s.message(),
               HasSubstr(", and each of the job's 4 GPUs holds the whole base (data parallel); "
                         "with quantization: nf4 it needs 5.7 GB; with shard_base over the job's "
-                        "4 GPUs it needs 5.5 GB on each"));
+                        "4 GPUs it needs 4.7 GB on each"));
   EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.1-8b", c, "none", true, 4, 4, 16).ok());
 }
 
@@ -123,16 +123,17 @@ TEST(BaseMemoryTest, A70BThatDoesNotFitEvenInNf4) {
 }
 
 // Sharded over N GPUs, each holds 2 B x ceil(parameters / N), and gathers
-// lm_head whole (2 B x vocab x hidden) and one decoder layer's linear weights
+// two pieces of lm_head at a time (2 B x ceil(vocab / N) x hidden: it is
+// gathered in 2N pieces, never whole) and one decoder layer's linear weights
 // (2 B x 855,638,016 for the 70B: 68,451,041,280 / 80 layers).
 TEST(BaseMemoryTest, ShardedFrozenBaseBytes) {
   const model::ModelConfig big = Parse(kLlama70B);
   ASSERT_EQ(big.CountParameters().total(), 70553706496);
   const ShardedBaseBytes b = ShardedFrozenBaseBytes(big, 8);
-  EXPECT_DOUBLE_EQ(b.held, 2 * 8819213312.0);  // 70,553,706,496 / 8
-  EXPECT_DOUBLE_EQ(b.lm_head, 2 * 128256.0 * 8192);
+  EXPECT_DOUBLE_EQ(b.held, 2 * 8819213312.0);       // 70,553,706,496 / 8
+  EXPECT_DOUBLE_EQ(b.lm_head, 2 * 16032.0 * 8192);  // 128,256 / 8
   EXPECT_DOUBLE_EQ(b.layer, 2 * 855638016.0);
-  EXPECT_DOUBLE_EQ(b.total(), 21451048960.0);
+  EXPECT_DOUBLE_EQ(b.total(), 19612370944.0);
   // Not a multiple: the shard is rounded up.
   EXPECT_DOUBLE_EQ(ShardedFrozenBaseBytes(Parse(kLlama8B), 3).held, 2 * 2676753750.0);
   // One rank holds it all (and still counts its gathers).
@@ -142,7 +143,8 @@ TEST(BaseMemoryTest, ShardedFrozenBaseBytes) {
 // Llama-3.3-70B on a node of eight 80 GB GPUs (72 GB usable), a job of 8
 // GPUs: in bf16 each GPU would hold the whole base (141.1 GB), refused with
 // what nf4 and what shard_base would need; with shard_base each holds 1/8
-// (17.6 GB) plus lm_head (2.1 GB) and one layer (1.7 GB) gathered: accepted.
+// (17.6 GB) plus two pieces of lm_head (0.3 GB) and one layer (1.7 GB)
+// gathered: accepted.
 TEST(BaseMemoryTest, A70BInBf16OnEight80GbGpusNeedsShardBase) {
   const model::ModelConfig c = Parse(kLlama70B);
   absl::Status s = CheckBaseFitsOnGpu("llama-3.3-70b", c, "none", false, 8, 8, 80);
@@ -153,18 +155,18 @@ TEST(BaseMemoryTest, A70BInBf16OnEight80GbGpusNeedsShardBase) {
             "bf16 alone (2 B x 70,553,706,496); this node's GPUs have 80 GB each (72 GB usable "
             "after 10% for the CUDA context, activations and the adapter), and each of the job's "
             "8 GPUs holds the whole base (data parallel); with quantization: nf4 it needs 39.5 GB; "
-            "with shard_base over the job's 8 GPUs it needs 21.5 GB on each");
+            "with shard_base over the job's 8 GPUs it needs 19.6 GB on each");
   EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.3-70b", c, "none", true, 8, 8, 80).ok());
   EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.3-70b", c, "nf4", false, 8, 8, 80).ok());
   // A job of one GPU: shard_base has no effect; the message says over how
-  // many of the node's GPUs it would fit (2: 74.4 GB each; 3: 50.8 GB).
+  // many of the node's GPUs it would fit (2: 73.3 GB each; 3: 49.4 GB).
   s = CheckBaseFitsOnGpu("llama-3.3-70b", c, "none", true, 1, 8, 80);
   EXPECT_EQ(protocol::ParamOf(s), "quantization");
   EXPECT_THAT(s.message(),
               HasSubstr("(72 GB usable after 10% for the CUDA context, activations and the "
                         "adapter), and shard_base has no effect with one GPU; with quantization: "
                         "nf4 it needs 39.5 GB; with shard_base over 3 GPUs (gpus: 3) it needs "
-                        "50.8 GB on each"));
+                        "49.4 GB on each"));
   EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.3-70b", c, "none", true, 3, 8, 80).ok());
 }
 
@@ -173,18 +175,19 @@ TEST(BaseMemoryTest, A70BInBf16OnEight80GbGpusNeedsShardBase) {
 // instead (param quantization), else nothing (param model).
 TEST(BaseMemoryTest, AShardedBaseThatDoesNotFit) {
   const model::ModelConfig c = Parse(kLlama70B);
-  // 40 GB (36 usable): over 2 GPUs 74.4 GB each, over 4 39.1, over 5 32.0.
+  // 40 GB (36 usable): over 2 GPUs 73.3 GB each, over 4 37.5, over 5 30.4.
   absl::Status s = CheckBaseFitsOnGpu("llama-70b", c, "none", true, 2, 8, 40);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(protocol::ParamOf(s), "gpus");
   EXPECT_EQ(s.message(),
-            "model 'llama-70b' (70.6 B parameters) needs 74.4 GB on each GPU for its frozen base "
+            "model 'llama-70b' (70.6 B parameters) needs 73.3 GB on each GPU for its frozen base "
             "in bf16 sharded over the job's 2 GPUs (2 B x 70,553,706,496 / 2 = 70.6 GB held + "
-            "2 B x 128,256 x 8,192 = 2.1 GB for lm_head, gathered whole for the loss + 2 B x "
+            "2 B x 128,256 / 2 x 8,192 = 1.1 GB for two pieces of lm_head, gathered 1/4 at a "
+            "time for the loss + 2 B x "
             "855,638,016 = 1.7 GB for one decoder layer's linear weights, gathered as it runs; "
             "norms and biases are held whole, too small to count); this node's GPUs have 40 GB "
             "each (36 GB usable after 10% for the CUDA context, activations and the adapter); "
-            "with shard_base over 5 GPUs (gpus: 5) it needs 32.0 GB on each");
+            "with shard_base over 5 GPUs (gpus: 5) it needs 30.4 GB on each");
   EXPECT_TRUE(CheckBaseFitsOnGpu("llama-70b", c, "none", true, 5, 8, 40).ok());
   // A node of two 48 GB GPUs (43.2 usable): nf4 (39.5 GB) fits, unsharded.
   s = CheckBaseFitsOnGpu("llama-70b", c, "none", true, 2, 2, 48);
@@ -201,7 +204,7 @@ TEST(BaseMemoryTest, AShardedBaseThatDoesNotFit) {
 }
 
 // 24 GB GPUs (21.6 usable): the 70B does not fit in nf4 (39.5 GB), but in
-// bf16 sharded over 8 (21.5 GB each) it does: the refusals point at
+// bf16 sharded over 8 (19.6 GB each) it does: the refusals point at
 // shard_base. Where no sharding fits either, the message says so.
 TEST(BaseMemoryTest, WhereOnlyShardBaseFits) {
   const model::ModelConfig c = Parse(kLlama70B);
@@ -209,19 +212,19 @@ TEST(BaseMemoryTest, WhereOnlyShardBaseFits) {
   EXPECT_EQ(protocol::ParamOf(s), "shard_base");
   EXPECT_THAT(s.message(),
               HasSubstr("; even with quantization: nf4 it needs 39.5 GB, which does not fit "
-                        "either; with shard_base over the job's 8 GPUs it needs 21.5 GB on each"));
+                        "either; with shard_base over the job's 8 GPUs it needs 19.6 GB on each"));
   s = CheckBaseFitsOnGpu("llama-70b", c, "nf4", false, 8, 8, 24);
   EXPECT_EQ(protocol::ParamOf(s), "shard_base");
   EXPECT_THAT(s.message(),
               HasSubstr("; it does not fit even in nf4; in bf16 with shard_base over the job's 8 "
-                        "GPUs it needs 21.5 GB on each (instead of quantization: nf4)"));
+                        "GPUs it needs 19.6 GB on each (instead of quantization: nf4)"));
   EXPECT_TRUE(CheckBaseFitsOnGpu("llama-70b", c, "none", true, 8, 8, 24).ok());
-  // A node of two 40 GB GPUs: nothing fits (sharded over both: 74.4 GB each).
+  // A node of two 40 GB GPUs: nothing fits (sharded over both: 73.3 GB each).
   s = CheckBaseFitsOnGpu("llama-70b", c, "none", false, 1, 2, 40);
   EXPECT_EQ(protocol::ParamOf(s), "model");
   EXPECT_THAT(s.message(),
               HasSubstr("; even with quantization: nf4 it needs 39.5 GB, which does not fit "
-                        "either (nor does shard_base over all of this node's 2 GPUs: 74.4 GB on "
+                        "either (nor does shard_base over all of this node's 2 GPUs: 73.3 GB on "
                         "each): choose a smaller model or a node with larger GPUs"));
 }
 

@@ -394,13 +394,13 @@ TEST_F(HandlersTest, TheFrozenBaseMustFitOnOneGpu) {
             "model 'llama-3.1-8b' (8.0 B parameters) needs 16.1 GB for its frozen base in bf16 "
             "alone (2 B x 8,030,261,248); this node's GPUs have 16 GB each (14.4 GB usable after "
             "10% for the CUDA context, activations and the adapter); with quantization: nf4 it "
-            "needs 5.7 GB; with shard_base over 2 GPUs (gpus: 2) it needs 9.5 GB on each");
+            "needs 5.7 GB; with shard_base over 2 GPUs (gpus: 2) it needs 9.0 GB on each");
   json both_gpus = bf16;
   both_gpus["gpus"] = 2;  // each GPU holds the whole base: two do not help unless sharded
   EXPECT_THAT(HandleJobCreate(ctx_, As("acme", both_gpus)).status().message(),
               HasSubstr("each of the job's 2 GPUs holds the whole base (data parallel); with "
                         "quantization: nf4 it needs 5.7 GB; with shard_base over the job's 2 "
-                        "GPUs it needs 9.5 GB on each"));
+                        "GPUs it needs 9.0 GB on each"));
   EXPECT_TRUE(jobs_->live().empty());
 
   const Job nf4 = Create({{"model", "llama-3.1-8b"}, {"quantization", "nf4"}});
@@ -447,7 +447,7 @@ TEST_F(HandlersTest, AShardedBaseIsCheckedOverTheJobsGpus) {
               HasSubstr("needs 141.1 GB for its frozen base in bf16 alone (2 B x "
                         "70,553,706,496)"));
   EXPECT_THAT(refused.message(),
-              HasSubstr("; with shard_base over the job's 8 GPUs it needs 21.5 GB on each"));
+              HasSubstr("; with shard_base over the job's 8 GPUs it needs 19.6 GB on each"));
   json both = bf16;
   both["shard_base"] = true;
   both["quantization"] = "nf4";

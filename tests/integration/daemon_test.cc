@@ -272,7 +272,7 @@ TEST(DaemonTest, QuantizationIsCheckedAgainstTheGpusAndKept) {
 
 // On a node of eight 80 GB GPUs, a 70B-shaped model's bf16 base (141.1 GB)
 // does not fit on one GPU: a job of 8 GPUs without shard_base is refused,
-// and the message says what sharding it over them would need (21.5 GB each);
+// and the message says what sharding it over them would need (19.6 GB each);
 // with shard_base the job is accepted, its job.yaml says so, and the job
 // record keeps it across a kill -9 of the daemon until the job succeeds.
 TEST(DaemonTest, ShardBaseIsCheckedAgainstTheGpusAndKept) {
@@ -297,7 +297,7 @@ TEST(DaemonTest, ShardBaseIsCheckedAgainstTheGpusAndKept) {
     EXPECT_THAT(refused.message(),
                 HasSubstr("each of the job's 8 GPUs holds the whole base (data parallel); with "
                           "quantization: nf4 it needs 39.5 GB; with shard_base over the job's 8 "
-                          "GPUs it needs 21.5 GB on each"));
+                          "GPUs it needs 19.6 GB on each"));
     spec.shard_base = true;
     spec.quantization = "nf4";  // not both
     absl::Status both = acme->CreateJob(spec).status();

@@ -229,7 +229,7 @@ def test_create_shard_base_from_the_job_file_and_the_flag(tmp_path, home):
                        "base in bf16 alone (2 B x 70,553,706,496); this node's GPUs have 80 GB each (72 GB usable "
                        "after 10% for the CUDA context, activations and the adapter), and each of the job's 8 GPUs "
                        "holds the whole base (data parallel); with quantization: nf4 it needs 39.5 GB; with "
-                       "shard_base over the job's 8 GPUs it needs 21.5 GB on each", "quantization")
+                       "shard_base over the job's 8 GPUs it needs 19.6 GB on each", "quantization")
         else:
             peer.ok(job_body("job-00000000000000aa", "validating", model=body["model"], gpus=body["gpus"],
                              shard_base=True))
@@ -243,7 +243,7 @@ def test_create_shard_base_from_the_job_file_and_the_flag(tmp_path, home):
         assert json.loads(r.stdout)["shard_base"] is True
         r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "whole.yaml"], home)
         assert r.returncode == 3
-        assert "with shard_base over the job's 8 GPUs it needs 21.5 GB on each" in r.stderr
+        assert "with shard_base over the job's 8 GPUs it needs 19.6 GB on each" in r.stderr
         r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "whole.yaml", "--shard-base"], home)
         assert r.returncode == 0, r.stderr
         # With nf4, or not a boolean: refused before the daemon is asked, at the file's line.

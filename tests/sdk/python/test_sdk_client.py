@@ -169,7 +169,7 @@ def test_shard_base_is_sent_when_given_and_read_back_from_the_job():
                            "frozen base in bf16 alone (2 B x 70,553,706,496); this node's GPUs have 80 GB each (72 GB "
                            "usable after 10% for the CUDA context, activations and the adapter), and each of the "
                            "job's 8 GPUs holds the whole base (data parallel); with quantization: nf4 it needs 39.5 "
-                           "GB; with shard_base over the job's 8 GPUs it needs 21.5 GB on each", "quantization")
+                           "GB; with shard_base over the job's 8 GPUs it needs 19.6 GB on each", "quantization")
             elif "shard_base" in m.body:
                 peer.ok(job_body("job-5", "validating", gpus=m.body["gpus"], shard_base=m.body["shard_base"]))
             else:
@@ -187,7 +187,7 @@ def test_shard_base_is_sent_when_given_and_read_back_from_the_job():
         with pytest.raises(fjord.InvalidArgumentError) as e:
             c.jobs.create(model="llama-3.3-70b", training_file="file-1", gpus=8, shard_base=False)
         assert e.value.param == "quantization"
-        assert "with shard_base over the job's 8 GPUs it needs 21.5 GB on each" in e.value.message
+        assert "with shard_base over the job's 8 GPUs it needs 19.6 GB on each" in e.value.message
         assert d.requests("job.create")[2].body["shard_base"] is False  # given: sent as given
     assert fjord.Job.from_dict(job_body("job-7", shard_base=None)).shard_base is False
     with pytest.raises(fjord.InternalError, match=r"job.shard_base is 'yes', not a bool"):
