@@ -319,20 +319,23 @@ std::function<absl::StatusOr<torch::Tensor>()> World::StartAllGather(const torch
   if (impl_->backend.get() == nullptr) return [t]() -> absl::StatusOr<torch::Tensor> { return t; };
   struct Started {
     c10::intrusive_ptr<c10d::Work> work;
-    std::vector<std::vector<at::Tensor>> out;
+    torch::Tensor in, out;
     torch::Device device{torch::kCPU};
     std::string error;
   };
   auto s = std::make_shared<Started>();
   s->device = t.device();
   try {
-    torch::Tensor buf = Staged(t);
-    s->out.resize(1);
-    for (int r = 0; r < spec_.world_size; ++r) s->out[0].push_back(torch::empty_like(buf));
-    std::vector<at::Tensor> in{buf};
+    // Into one tensor of every rank's rows (no per-rank outputs to
+    // concatenate: the gathered bytes are allocated once).
+    s->in = Staged(t);
+    std::vector<int64_t> shape = s->in.sizes().vec();
+    if (shape.empty()) shape.push_back(1);
+    shape[0] *= spec_.world_size;
+    s->out = torch::empty(shape, s->in.options());
     c10d::AllgatherOptions opts;
     opts.timeout = impl_->timeout;
-    s->work = impl_->backend->allgather(s->out, in, opts);
+    s->work = impl_->backend->all_gather_single(s->out, s->in, opts);
   } catch (const std::exception& e) {
     s->error = e.what();
   }
@@ -340,7 +343,9 @@ std::function<absl::StatusOr<torch::Tensor>()> World::StartAllGather(const torch
     if (!s->error.empty()) return Failed(what, s->error);
     try {
       s->work->wait(impl_->timeout);
-      return torch::cat(s->out[0], 0).to(s->device);
+      s->in = torch::Tensor();
+      torch::Tensor out = std::move(s->out);
+      return out.to(s->device);
     } catch (const std::exception& e) {
       return Failed(what, e.what());
     }

@@ -37,16 +37,15 @@ void SeedMicroBatch(int64_t seed, int64_t step, int64_t index, const torch::Devi
 }
 
 torch::Tensor WorldShardGroup::AllGather(const torch::Tensor& shard) {
-  absl::StatusOr<torch::Tensor> all = world_.AllGather(shard, "gathering a sharded base weight");
-  TORCH_CHECK(all.ok(), std::string(all.status().message()));
-  return *all;
+  return StartAllGather(shard)();
 }
 
 std::function<torch::Tensor()> WorldShardGroup::StartAllGather(const torch::Tensor& shard) {
   auto wait = world_.StartAllGather(shard, "gathering a sharded base weight");
-  return [wait = std::move(wait)]() {
+  return [this, wait = std::move(wait), own = shard.nbytes()]() {
     absl::StatusOr<torch::Tensor> all = wait();
     TORCH_CHECK(all.ok(), std::string(all.status().message()));
+    received_bytes_ += all->nbytes() - own;
     return *all;
   };
 }

@@ -6,7 +6,9 @@
 
 #include <torch/types.h>
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -31,8 +33,13 @@ class WorldShardGroup : public model::ShardGroup {
   torch::Tensor AllGather(const torch::Tensor& shard) override;
   std::function<torch::Tensor()> StartAllGather(const torch::Tensor& shard) override;
 
+  // Bytes this rank has received in gathers so far (the other ranks'
+  // shards: (N-1)/N of each gathered tensor).
+  int64_t received_bytes() const { return received_bytes_.load(); }
+
  private:
   dist::World& world_;
+  std::atomic<int64_t> received_bytes_{0};
 };
 
 // Every rank's trainable parameters become rank 0's.

@@ -270,7 +270,12 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
         "model.shard_base is not supported with preference methods yet (training.method " +
         cfg.training.method + ")");
   }
-  if (shard_base) load.shard_group = std::make_shared<internal::WorldShardGroup>(*world);
+  std::shared_ptr<internal::WorldShardGroup> shard_group;
+  if (shard_base) {
+    shard_group = std::make_shared<internal::WorldShardGroup>(*world);
+    load.shard_group = shard_group;
+  }
+  int64_t gathered_before = 0;  // shard_group->received_bytes() when the step started
   FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> model,
                          CausalLM::FromPretrained(cfg.model.path, load));
   dist::World* const share_world = shard_base ? nullptr : world;  // evaluation's sharing
@@ -536,6 +541,7 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   const int64_t first_step = step;
   while (step < total_steps) {
     const auto step_started = Clock::now();
+    if (shard_group != nullptr) gathered_before = shard_group->received_bytes();
     // Gather the whole global batch first: the loss is normalised by its
     // trained tokens (on every rank: each reads the whole data order), not
     // per micro-batch or per rank. This rank keeps micro-batches i with
@@ -657,6 +663,11 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
              : step_trained > 0 ? loss_sum / static_cast<double>(step_trained)
                                 : 0.0;
     if (preference) e.metrics = step_metrics.Named(pref.loss.method, "");
+    if (shard_group != nullptr) {
+      // The base's all-gathers this step: what this rank received.
+      const int64_t gathered = shard_group->received_bytes();
+      e.metrics.emplace_back("base_gather_bytes", static_cast<double>(gathered - gathered_before));
+    }
     e.lr = lr;
     e.grad_norm = grad_norm;
     e.tokens_per_s =
