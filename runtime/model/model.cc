@@ -113,6 +113,9 @@ struct CheckpointedLayerFn : public torch::autograd::Function<CheckpointedLayerF
     Tensor y;
     {
       torch::AutoGradMode enable(true);
+      // A sharded base: the recompute's gathered weights serve its backward
+      // too (one gather for both).
+      KeepGatheredForBackward keep;
       y = state->layer->forward(x_in, state->cos, state->sin, state->layout);
     }
     RestoreRng(now);
@@ -470,22 +473,32 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
   // layer's gather waits).
   auto prefetch = [&](size_t i) {
     if (shard_group_ == nullptr || !prefetch_ || i >= model->layers.size()) return;
-    const DecoderLayer& l = *model->layers[i];
-    for (const auto* linear : {&l.self_attn->q_proj, &l.self_attn->k_proj, &l.self_attn->v_proj,
-                               &l.self_attn->qkv_proj, &l.self_attn->o_proj, &l.mlp->gate_proj,
-                               &l.mlp->up_proj, &l.mlp->gate_up_proj, &l.mlp->down_proj}) {
-      if (*linear == nullptr) continue;  // the fused or the separate projections
-      if (auto* s = dynamic_cast<ShardedLinear*>((*linear)->frozen_base())) s->Prefetch();
-    }
+    ForEachShardedLinear(i, [](ShardedLinear& s) { s.Prefetch(); });
   };
+  // And in backward (PrefetchBackward), from a hook on each layer's output:
+  // which layers' inputs and outputs need a gradient decides which gathers
+  // backward will make.
+  const bool backward_prefetch =
+      shard_group_ != nullptr && prefetch_ && torch::GradMode::is_enabled();
+  auto needs_grad = std::make_shared<std::vector<LayerGrads>>();
   size_t index = 0;
   for (const auto& layer : model->layers) {
     const bool local = rotary.Local(config_, index);
     const Tensor& layer_cos = local ? rotary.cos_local : rotary.cos;
     const Tensor& layer_sin = local ? rotary.sin_local : rotary.sin;
+    const size_t i = index;
     prefetch(++index);
+    const bool input_grad = x.requires_grad();
+    auto hook = [&] {
+      needs_grad->push_back({input_grad, x.requires_grad()});
+      if (!backward_prefetch || !x.requires_grad()) return;
+      x.register_hook([this, i, needs_grad, checkpoint](const Tensor&) {
+        PrefetchBackward(i, *needs_grad, checkpoint);
+      });
+    };
     if (!checkpoint) {
       x = layer->forward(x, layer_cos, layer_sin, layout);
+      hook();
       continue;
     }
     auto state = c10::make_intrusive<CheckpointState>();
@@ -498,12 +511,46 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
     }
     if (!x.requires_grad() && state->params.empty()) {
       x = layer->forward(x, layer_cos, layer_sin, layout);  // nothing to differentiate
+      hook();
       continue;
     }
     const std::vector<Tensor> params = state->params;
     x = CheckpointedLayerFn::apply(x, at::TensorList(params), state);
+    hook();
   }
   return model->norm->forward(x);  // (B, T, C)
+}
+
+void CausalLM::ForEachShardedLinear(size_t layer, const std::function<void(ShardedLinear&)>& fn) {
+  const DecoderLayer& l = *model->layers[layer];
+  for (const auto* linear : {&l.self_attn->q_proj, &l.self_attn->k_proj, &l.self_attn->v_proj,
+                             &l.self_attn->qkv_proj, &l.self_attn->o_proj, &l.mlp->gate_proj,
+                             &l.mlp->up_proj, &l.mlp->gate_up_proj, &l.mlp->down_proj}) {
+    if (*linear == nullptr) continue;  // the fused or the separate projections
+    if (auto* s = dynamic_cast<ShardedLinear*>((*linear)->frozen_base())) fn(*s);
+  }
+}
+
+void CausalLM::PrefetchBackward(size_t i, const std::vector<LayerGrads>& needs_grad,
+                                bool checkpoint) {
+  // The gradient has reached layer i's output: its backward is next, then
+  // layer i-1's. Every rank's backward reaches the same layers in the same
+  // order, so the gathers started here are in the same order everywhere.
+  if (checkpoint) {
+    // Layer i's recompute (whose weights then serve its backward: see
+    // CheckpointedLayerFn), and layer i-1's recompute, where it has one.
+    ForEachShardedLinear(i, [](ShardedLinear& s) { s.Prefetch(); });
+    if (i > 0 && needs_grad[i - 1].output) {
+      ForEachShardedLinear(i - 1, [](ShardedLinear& s) { s.Prefetch(); });
+    }
+    return;
+  }
+  // Layers' input gradients: only for a layer whose input needs one (else
+  // backward does not reach its linear layers' inputs: layer 0's).
+  for (size_t j : {i, i - 1}) {
+    if (j > i || !needs_grad[j].input) continue;  // j = i - 1 wrapped below 0
+    ForEachShardedLinear(j, [](ShardedLinear& s) { s.PrefetchForBackward(); });
+  }
 }
 
 Tensor CausalLM::Logits(const Tensor& hidden) {

@@ -353,6 +353,16 @@ class CausalLM : public torch::nn::Module {
   torch::Device device_;
   std::string quantization_;
   std::shared_ptr<ShardGroup> shard_group_;  // null: not sharded
+  // A sharded base: whether a layer's input and output need a gradient (in
+  // the forward whose backward is running).
+  struct LayerGrads {
+    bool input = false;
+    bool output = false;
+  };
+  void ForEachShardedLinear(size_t layer, const std::function<void(ShardedLinear&)>& fn);
+  // Called when backward reaches layer i's output: starts the gathers that
+  // layer i's and layer i-1's backward will make.
+  void PrefetchBackward(size_t i, const std::vector<LayerGrads>& needs_grad, bool checkpoint);
   bool prefetch_ = true;
   bool gradient_checkpointing_ = false;
   torch::Tensor inv_freq_;         // (D/2) fp32, CPU

@@ -49,12 +49,17 @@ std::vector<int64_t> Ascending(int64_t n) {
   return v;
 }
 
+thread_local bool keep_gathered = false;  // KeepGatheredForBackward
+
 struct GatherState : public torch::CustomClassHolder {
   std::shared_ptr<ShardGroup> group;
   Tensor shard;
   int64_t out = 0;
   int64_t pieces = 1;
   std::function<Tensor()> prefetched;  // forward's weight, when prefetched
+  std::shared_ptr<std::function<Tensor()>> backward_prefetched;  // the layer's, for backward
+  bool keep = false;  // keep forward's weight for backward (KeepGatheredForBackward)
+  Tensor kept;        // (out, in): forward's weight, kept
   Tensor Weight(torch::Dtype dtype) const {
     return group->AllGather(shard).narrow(0, 0, out).to(dtype);  // (out, in)
   }
@@ -107,6 +112,7 @@ struct ShardedLinearFn : public torch::autograd::Function<ShardedLinearFn> {
     } else {
       w = state->Weight(x.scalar_type());
     }
+    if (state->keep) state->kept = w;
     return torch::matmul(x, w.t());
   }
 
@@ -115,7 +121,16 @@ struct ShardedLinearFn : public torch::autograd::Function<ShardedLinearFn> {
         c10::static_intrusive_pointer_cast<GatherState>(ctx->saved_data["state"].toCapsule());
     const auto dtype = static_cast<torch::Dtype>(ctx->saved_data["dtype"].toInt());
     if (state->pieces > 1) return {PiecewiseMatmulBackward(grads[0], *state, dtype), Tensor()};
-    Tensor w = state->Weight(dtype);
+    Tensor w;
+    if (state->kept.defined()) {
+      w = std::move(state->kept);
+      state->kept = Tensor();
+    } else if (state->backward_prefetched && *state->backward_prefetched) {
+      w = (*state->backward_prefetched)().narrow(0, 0, state->out).to(dtype);
+      *state->backward_prefetched = nullptr;
+    } else {
+      w = state->Weight(dtype);
+    }
     return {torch::matmul(grads[0].to(dtype), w), Tensor()};
   }
 };
@@ -346,9 +361,19 @@ Tensor ShardedLinear::forward(const Tensor& x) {
   state->pieces = pieces_;
   state->prefetched = std::move(prefetched_);
   prefetched_ = nullptr;
+  state->backward_prefetched = backward_prefetched_;
+  state->keep = keep_gathered && pieces_ == 1 && torch::GradMode::is_enabled() && x.requires_grad();
   Tensor y = ShardedLinearFn::apply(x, state);
   return bias_.defined() ? y + bias_.to(y.scalar_type()) : y;
 }
+
+void ShardedLinear::PrefetchForBackward() {
+  if (!*backward_prefetched_ && pieces_ == 1)
+    *backward_prefetched_ = group_->StartAllGather(shard_);
+}
+
+KeepGatheredForBackward::KeepGatheredForBackward() : was_(keep_gathered) { keep_gathered = true; }
+KeepGatheredForBackward::~KeepGatheredForBackward() { keep_gathered = was_; }
 
 void ShardedLinear::Prefetch() {
   if (!prefetched_ && pieces_ == 1) prefetched_ = group_->StartAllGather(shard_);

@@ -114,14 +114,37 @@ class ShardedLinear : public LinearBase {
   // rank must prefetch the same layers in the same order. A layer gathered
   // in pieces is not prefetched.
   void Prefetch();
+  // The same for the next backward (the input gradient's weight). Only for
+  // a layer whose backward will run: one whose input requires a gradient.
+  void PrefetchForBackward();
 
  private:
   std::function<torch::Tensor()> prefetched_;  // set by Prefetch, taken by forward
-  torch::Tensor shard_;                        // (rp, in)
+  // Set by PrefetchForBackward, taken by backward (shared with the forward's
+  // autograd state).
+  std::shared_ptr<std::function<torch::Tensor()>> backward_prefetched_ =
+      std::make_shared<std::function<torch::Tensor()>>();
+  torch::Tensor shard_;  // (rp, in)
   int64_t out_;
   torch::Tensor bias_;
   std::shared_ptr<ShardGroup> group_;
   int64_t pieces_;
+};
+
+// While one is alive (on this thread), a ShardedLinear forward that
+// records a graph keeps the weight it gathered for its own backward instead
+// of letting it go and gathering it again there: for the recompute of a
+// checkpointed layer, whose backward follows at once (one gather of a layer
+// for both, as FSDP does).
+class KeepGatheredForBackward {
+ public:
+  KeepGatheredForBackward();
+  ~KeepGatheredForBackward();
+  KeepGatheredForBackward(const KeepGatheredForBackward&) = delete;
+  KeepGatheredForBackward& operator=(const KeepGatheredForBackward&) = delete;
+
+ private:
+  bool was_;
 };
 
 // Σ over rows of hidden of cross_entropy(head(hidden), labels) (labels -100

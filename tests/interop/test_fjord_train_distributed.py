@@ -173,6 +173,32 @@ def test_a_sharded_base_trains_as_the_whole_base(tmp_path, ranks):
     assert total / ranks < each * 1e6 < total / ranks * 1.1 + 4 * (2 * layers + 1) * h
 
 
+def test_checkpointing_a_sharded_base_gathers_no_more_than_without(tmp_path):
+    # Without gradient checkpointing a step gathers each decoder weight for
+    # forward and again for backward (prefetched while the layer before runs).
+    # With it, a layer's recompute gathers its weights and its backward uses
+    # them: the same bytes, plus layer 0's q, k and v, which the recompute
+    # gathers though their backward never runs (their input needs no
+    # gradient). The same losses and adapter either way.
+    runs, gathered = {}, {}
+    for name, ckpt in (("plain", False), ("checkpointed", True)):
+        config, d = job(tmp_path, name, training__gradient_accumulation_steps=1,
+                        training__gradient_checkpointing=ckpt, model__shard_base=True)
+        run(config, "--events", str(d / "events.jsonl"), nproc=2)
+        runs[name] = d
+        gathered[name] = {e["base_gather_bytes"] for e in events(d / "events.jsonl")
+                          if e["type"] == "step"}
+    assert_same_run(runs["plain"], runs["checkpointed"])
+    cfg = json.loads((tmp_path / "plain" / "model" / "config.json").read_text())
+    h = cfg["hidden_size"]
+    kv = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    assert h % 2 == 0 and kv % 2 == 0  # no padding rows on 2 ranks
+    qkv = 4 * (h * h + 2 * kv * h) // 2  # fp32, the other rank's half
+    (plain,) = gathered["plain"]  # the same every step
+    assert plain > 0
+    assert gathered["checkpointed"] == {plain + qkv}
+
+
 def test_a_sharded_base_asks_the_held_out_questions_as_the_whole_base(tmp_path):
     # Generation on a sharded base: every rank asks every question in step
     # (rank 0's tokens decide), and the accuracies equal the whole base's.
