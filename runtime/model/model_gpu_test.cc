@@ -14,6 +14,7 @@
 //
 // Shape legend: B batch, T tokens, C hidden, V vocab.
 #include <torch/cuda.h>
+#include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -29,6 +30,7 @@
 #include "runtime/kernels/ops.h"
 #include "runtime/kernels/self_test.h"
 #include "runtime/model/model.h"
+#include "runtime/model/thread_shard_group.h"
 
 namespace fjord::model {
 namespace {
@@ -227,6 +229,58 @@ TEST_F(ModelGpuTest, FusedLossMatchesCpu) {
       gpu->LossSum(gpu->Hidden(ids.cuda(), Positions(ids).cuda(), Tensor()), targets.cuda())
           .item<double>();
   EXPECT_NEAR(got, want, 1e-4 * std::abs(want));
+}
+
+// The sharded base's piecewise embedding lookup and loss on CUDA (2 ranks
+// as threads on one GPU), bf16 and fp32, against the whole-matrix ops.
+TEST_F(ModelGpuTest, ShardedEmbeddingAndLossOnCuda) {
+  const int64_t vocab = 1000, c = 256, n = 300;
+  for (torch::Dtype dtype : {torch::kFloat32, torch::kBFloat16}) {
+    for (double cap : {0.0, 30.0}) {
+      torch::manual_seed(4);
+      const auto opts = torch::TensorOptions().dtype(dtype).device(torch::kCUDA);
+      Tensor w = torch::randn({vocab, c}, opts) * 0.05;
+      Tensor h = torch::randn({n, c}, opts);
+      Tensor y = torch::randint(vocab, {n}, torch::kInt64).cuda();
+      y.narrow(0, 0, 20).fill_(-100);
+      Tensor ids = torch::randint(vocab, {3, 100}, torch::kInt64).cuda();
+      Tensor hd = h.clone().requires_grad_(true);
+      Tensor l = torch::matmul(hd, w.t()).to(torch::kFloat32);
+      if (cap > 0) l = torch::tanh(l / cap) * cap;
+      Tensor want = torch::nn::functional::cross_entropy(
+          l, y,
+          torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(
+              torch::kSum));
+      want.backward();
+      auto shared = std::make_shared<ThreadShardGroup::Shared>(2);
+      std::vector<Tensor> loss(2), grad(2), embedded(2);
+      RunRanks(2, shared, [&](int r, std::shared_ptr<ThreadShardGroup> group) {
+        torch::cuda::synchronize();
+        ShardedLinear head(ShardRows(w, *group), vocab, Tensor(), group, LargeMatrixPieces(2));
+        Tensor hs = h.clone().requires_grad_(true);
+        loss[r] = ShardedLinearCrossEntropySum(hs, head, y, 4096, cap);
+        loss[r].backward();
+        grad[r] = hs.grad();
+        embedded[r] = ShardedEmbedding(head.shard(), vocab, ids, *group, LargeMatrixPieces(2));
+        torch::cuda::synchronize();
+      });
+      const double tol = dtype == torch::kBFloat16 ? 2e-3 : 1e-5;
+      for (int r = 0; r < 2; ++r) {
+        EXPECT_NEAR(loss[r].item<double>(), want.item<double>(),
+                    tol * std::abs(want.item<double>()))
+            << "dtype " << dtype << " cap " << cap;
+        const double dg = (grad[r].to(torch::kFloat32) - hd.grad().to(torch::kFloat32))
+                              .abs()
+                              .max()
+                              .item<double>();
+        const double scale = hd.grad().to(torch::kFloat32).abs().max().item<double>();
+        EXPECT_LE(dg, (dtype == torch::kBFloat16 ? 2e-2 : 1e-5) * scale)
+            << "dtype " << dtype << " cap " << cap;
+        EXPECT_TRUE(torch::equal(embedded[r], torch::embedding(w, ids)));
+      }
+      EXPECT_LT(shared->most_rows.load(), vocab);
+    }
+  }
 }
 
 }  // namespace
