@@ -408,4 +408,27 @@ LineReader::Result LineReader::Next(std::string& line) {
   return Result::kLine;
 }
 
+absl::StatusOr<int64_t> ForEachJsonlLine(
+    std::istream& in, absl::string_view name, int64_t max_line_bytes,
+    const std::function<void(int64_t n)>& on_too_long,
+    const std::function<void(const std::string& line, int64_t n)>& on_line) {
+  LineReader reader(in, max_line_bytes);
+  std::string line;
+  while (true) {
+    const LineReader::Result result = reader.Next(line);
+    if (result == LineReader::Result::kEnd) break;
+    if (result == LineReader::Result::kReadError) {
+      return absl::DataLossError(
+          absl::StrCat(name, ": read error after line ", reader.line_number()));
+    }
+    if (result == LineReader::Result::kTooLong) {
+      on_too_long(reader.line_number());
+      continue;
+    }
+    if (IsBlank(line)) continue;
+    on_line(line, reader.line_number());
+  }
+  return reader.line_number();
+}
+
 }  // namespace fjord::data

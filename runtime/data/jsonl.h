@@ -31,11 +31,13 @@
 #define FJORD_RUNTIME_DATA_JSONL_H_
 
 #include <cstdint>
+#include <functional>
 #include <istream>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
@@ -152,6 +154,16 @@ class LineReader {
   bool read_error_ = false;
   int64_t line_number_ = 0;
 };
+
+// Reads a JSONL stream line by line (LineReader): `on_line(line, n)` for
+// each line that is not blank, `on_too_long(n)` for each longer than
+// max_line_bytes (n: its 1-based number). Returns the number of lines read,
+// blank ones included, or DataLossError "NAME: read error after line N" when
+// the stream fails.
+absl::StatusOr<int64_t> ForEachJsonlLine(
+    std::istream& in, absl::string_view name, int64_t max_line_bytes,
+    const std::function<void(int64_t n)>& on_too_long,
+    const std::function<void(const std::string& line, int64_t n)>& on_line);
 
 }  // namespace fjord::data
 
