@@ -1,8 +1,9 @@
 // The decoder (Llama, Qwen2/3, Mistral, Phi3, Gemma 3): embeddings, blocks
 // (RMSNorm -> attention with RoPE -> residual, RMSNorm -> gated MLP ->
-// residual; Gemma's norms on both sides), final RMSNorm, lm_head; gradient
-// checkpointing of each block; decoding on a KV cache. Attention itself:
-// attention.cc; loading from a Hugging Face checkpoint: model_load.cc.
+// residual; Gemma's norms on both sides), final RMSNorm, lm_head; decoding
+// on a KV cache. Attention itself: attention.cc; gradient checkpointing of a
+// block: layer_checkpoint.cc; loading from a Hugging Face checkpoint:
+// model_load.cc.
 //
 // Shape legend: B batch, T tokens, C hidden, Hq query heads, Hk key/value
 // heads, D head dim, I intermediate, V vocab.
@@ -18,128 +19,18 @@
 
 #include <cmath>
 #include <functional>
-#include <mutex>
 #include <unordered_set>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/ops.h"
+#include "runtime/model/layer_checkpoint.h"
 #include "runtime/util/status_macros.h"
 
 namespace fjord::model {
-namespace {
 
 using torch::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-// ---- Gradient checkpointing ----
-//
-// The layer's forward runs without autograd; backward recomputes it from the
-// saved input, with the RNG states of the forward, and differentiates the
-// recomputation with respect to the input and the parameters that required
-// grad at call time (passed as inputs so autograd routes their gradients).
-
-struct RngSnapshot {
-  Tensor cpu;   // CPU generator state
-  Tensor cuda;  // CUDA generator state of `cuda_device`, or undefined
-  c10::DeviceIndex cuda_device = -1;
-};
-
-RngSnapshot TakeRng(const torch::Device& device) {
-  RngSnapshot s;
-  {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    s.cpu = gen.get_state();
-  }
-  if (device.is_cuda()) {
-    s.cuda_device = device.has_index() ? device.index() : 0;
-    at::Generator gen =
-        at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, s.cuda_device));
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    s.cuda = gen.get_state();
-  }
-  return s;
-}
-
-void RestoreRng(const RngSnapshot& s) {
-  {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(s.cpu);
-  }
-  if (s.cuda.defined()) {
-    at::Generator gen =
-        at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, s.cuda_device));
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(s.cuda);
-  }
-}
-
-// What backward needs besides the saved input.
-struct CheckpointState : torch::CustomClassHolder {
-  std::shared_ptr<DecoderLayer> layer;
-  Tensor cos, sin;  // (B, T, D), (B, T, D)
-  AttentionLayout layout;
-  std::vector<Tensor> params;  // parameters that required grad at call time
-  RngSnapshot rng;
-  bool input_requires_grad = false;
-};
-
-struct CheckpointedLayerFn : public torch::autograd::Function<CheckpointedLayerFn> {
-  // x: (B, T, C); params: the layer's trainable parameters (for autograd's
-  // bookkeeping; the layer reads its own). Returns (B, T, C).
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, at::TensorList params,
-                        c10::intrusive_ptr<CheckpointState> state) {
-    state->rng = TakeRng(x.device());
-    state->input_requires_grad = x.requires_grad();
-    Tensor y = state->layer->forward(x, state->cos, state->sin, state->layout);
-    ctx->save_for_backward({x});
-    ctx->saved_data["state"] = c10::IValue::make_capsule(state);
-    (void)params;
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto state =
-        c10::static_intrusive_pointer_cast<CheckpointState>(ctx->saved_data["state"].toCapsule());
-    Tensor x = ctx->get_saved_variables()[0];
-    Tensor x_in = x.detach().requires_grad_(state->input_requires_grad);
-
-    const RngSnapshot now = TakeRng(x.device());
-    RestoreRng(state->rng);
-    Tensor y;
-    {
-      torch::AutoGradMode enable(true);
-      // A sharded base: the recompute's gathered weights serve its backward
-      // too (one gather for both).
-      KeepGatheredForBackward keep;
-      y = state->layer->forward(x_in, state->cos, state->sin, state->layout);
-    }
-    RestoreRng(now);
-
-    std::vector<Tensor> inputs;
-    if (state->input_requires_grad) inputs.push_back(x_in);
-    for (const Tensor& p : state->params) inputs.push_back(p);
-    std::vector<Tensor> g;
-    if (!inputs.empty() && y.requires_grad()) {
-      g = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false,
-                                /*create_graph=*/false, /*allow_unused=*/true);
-    } else {
-      g.assign(inputs.size(), Tensor());
-    }
-    variable_list out;
-    size_t k = 0;
-    out.push_back(state->input_requires_grad ? g[k++] : Tensor());
-    for (size_t i = 0; i < state->params.size(); ++i) out.push_back(g[k++]);
-    out.push_back(Tensor());  // state
-    return out;
-  }
-};
-
-}  // namespace
 
 // ---- Modules ----
 
@@ -496,26 +387,8 @@ Tensor CausalLM::Hidden(const Tensor& input_ids, const Tensor& position_ids,
         PrefetchBackward(i, *needs_grad, checkpoint);
       });
     };
-    if (!checkpoint) {
-      x = layer->forward(x, layer_cos, layer_sin, layout);
-      hook();
-      continue;
-    }
-    auto state = c10::make_intrusive<CheckpointState>();
-    state->layer = layer;
-    state->cos = layer_cos;
-    state->sin = layer_sin;
-    state->layout = layout;
-    for (const Tensor& p : layer->parameters()) {
-      if (p.requires_grad()) state->params.push_back(p);
-    }
-    if (!x.requires_grad() && state->params.empty()) {
-      x = layer->forward(x, layer_cos, layer_sin, layout);  // nothing to differentiate
-      hook();
-      continue;
-    }
-    const std::vector<Tensor> params = state->params;
-    x = CheckpointedLayerFn::apply(x, at::TensorList(params), state);
+    x = checkpoint ? CheckpointedLayer(layer, x, layer_cos, layer_sin, layout)
+                   : layer->forward(x, layer_cos, layer_sin, layout);
     hook();
   }
   return model->norm->forward(x);  // (B, T, C)
@@ -538,7 +411,7 @@ void CausalLM::PrefetchBackward(size_t i, const std::vector<LayerGrads>& needs_g
   // order, so the gathers started here are in the same order everywhere.
   if (checkpoint) {
     // Layer i's recompute (whose weights then serve its backward: see
-    // CheckpointedLayerFn), and layer i-1's recompute, where it has one.
+    // CheckpointedLayer), and layer i-1's recompute, where it has one.
     ForEachShardedLinear(i, [](ShardedLinear& s) { s.Prefetch(); });
     if (i > 0 && needs_grad[i - 1].output) {
       ForEachShardedLinear(i - 1, [](ShardedLinear& s) { s.Prefetch(); });

@@ -269,10 +269,6 @@ Tensor ShardPieces::RowsOf(int64_t k, torch::Device device) const {
   return rows_of.to(device);
 }
 
-Tensor ShardPieces::Gather(ShardGroup& group, const Tensor& shard, int64_t k) const {
-  return group.AllGather(shard.narrow(0, k * pr, Take(k)));
-}
-
 std::function<Tensor()> ShardPieces::StartGather(ShardGroup& group, const Tensor& shard,
                                                  int64_t k) const {
   return group.StartAllGather(shard.narrow(0, k * pr, Take(k)));

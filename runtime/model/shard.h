@@ -70,8 +70,8 @@ struct ShardPieces {
   // The full weight's row of each row of piece k: (ranks·Take(k)) int64 on
   // `device`; rows >= `rows` are the zero padding of the last shards.
   torch::Tensor RowsOf(int64_t k, torch::Device device) const;
-  // Piece k, gathered from every rank's shard (rp, ...): a collective.
-  torch::Tensor Gather(ShardGroup& group, const torch::Tensor& shard, int64_t k) const;
+  // Starts gathering piece k from every rank's shard (rp, ...), a
+  // collective; the returned function waits for it.
   std::function<torch::Tensor()> StartGather(ShardGroup& group, const torch::Tensor& shard,
                                              int64_t k) const;
 };
