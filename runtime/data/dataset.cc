@@ -35,67 +35,61 @@ absl::StatusOr<ValidationReport> Process(std::istream& in, absl::string_view nam
   ValidationReport report;
   report.chat_template = renderer.chat_template();
   int64_t format_line = 0;
+  auto read_line = [&](const std::string& line, int64_t n) {
+    ParseResult parsed = ParseRecordLine(line, n);
+    if (!parsed.record) {
+      AddError(report, options, std::move(parsed.error));
+      return;
+    }
+    const Record& record = *parsed.record;
+    if (!report.format) {
+      report.format = record.format;
+      format_line = n;
+    } else if (*report.format != record.format) {
+      AddError(report, options,
+               {n, "",
+                absl::StrCat("format ", FormatName(record.format),
+                             " differs from the file's format ", FormatName(*report.format),
+                             " (set by line ", format_line, "); a file must use one format")});
+      return;
+    }
+    absl::StatusOr<RenderedTokens> rendered = renderer.Render(record);
+    if (!rendered.ok()) {
+      AddError(report, options, {n, "", std::string(rendered.status().message())});
+      return;
+    }
+    const int64_t length = static_cast<int64_t>(rendered->ids.size());
+    const bool over = options.max_length > 0 && length > options.max_length;
+    if (over && !options.truncate) {
+      AddError(report, options,
+               {n, "",
+                absl::StrCat(length, " tokens after tokenization, over max_length ",
+                             options.max_length, " (enable truncation to cut it)")});
+      return;
+    }
+    Example example = MakeExample(rendered->ids, rendered->trained, options.max_length);
+    example.line = n;
+    const int64_t trained = CountTrained(example.targets);
+    if (trained == 0) {
+      AddError(report, options,
+               {n, "",
+                over ? absl::StrCat("no trained tokens left after truncation to ",
+                                    options.max_length, " tokens (from ", length, ")")
+                     : std::string("no trained tokens (every assistant message has weight 0, "
+                                   "or the text is a single token)")});
+      return;
+    }
+    ++report.examples;
+    report.tokens += static_cast<int64_t>(example.input_ids.size());
+    report.trained_tokens += trained;
+    if (over) ++report.truncated;
+    if (examples != nullptr) examples->push_back(std::move(example));
+  };
   FJORD_ASSIGN_OR_RETURN(
       report.lines,
       ForEachJsonlLine(
           in, name, options.max_line_bytes,
-          [&](int64_t n) {
-            AddError(
-                report, options,
-                {n, "", absl::StrCat("line is longer than ", options.max_line_bytes, " bytes")});
-          },
-          [&](const std::string& line, int64_t n) {
-            ParseResult parsed = ParseRecordLine(line, n);
-            if (!parsed.record) {
-              AddError(report, options, std::move(parsed.error));
-              return;
-            }
-            const Record& record = *parsed.record;
-            if (!report.format) {
-              report.format = record.format;
-              format_line = n;
-            } else if (*report.format != record.format) {
-              AddError(
-                  report, options,
-                  {n, "",
-                   absl::StrCat("format ", FormatName(record.format),
-                                " differs from the file's format ", FormatName(*report.format),
-                                " (set by line ", format_line, "); a file must use one format")});
-              return;
-            }
-            absl::StatusOr<RenderedTokens> rendered = renderer.Render(record);
-            if (!rendered.ok()) {
-              AddError(report, options, {n, "", std::string(rendered.status().message())});
-              return;
-            }
-            const int64_t length = static_cast<int64_t>(rendered->ids.size());
-            const bool over = options.max_length > 0 && length > options.max_length;
-            if (over && !options.truncate) {
-              AddError(report, options,
-                       {n, "",
-                        absl::StrCat(length, " tokens after tokenization, over max_length ",
-                                     options.max_length, " (enable truncation to cut it)")});
-              return;
-            }
-            Example example = MakeExample(rendered->ids, rendered->trained, options.max_length);
-            example.line = n;
-            const int64_t trained = CountTrained(example.targets);
-            if (trained == 0) {
-              AddError(
-                  report, options,
-                  {n, "",
-                   over ? absl::StrCat("no trained tokens left after truncation to ",
-                                       options.max_length, " tokens (from ", length, ")")
-                        : std::string("no trained tokens (every assistant message has weight 0, "
-                                      "or the text is a single token)")});
-              return;
-            }
-            ++report.examples;
-            report.tokens += static_cast<int64_t>(example.input_ids.size());
-            report.trained_tokens += trained;
-            if (over) ++report.truncated;
-            if (examples != nullptr) examples->push_back(std::move(example));
-          }));
+          [&](LineError error) { AddError(report, options, std::move(error)); }, read_line));
   if (report.examples == 0 && report.error_count == 0) {
     AddError(report, options, {0, "", "no examples in the file"});
   }

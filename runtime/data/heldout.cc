@@ -49,32 +49,29 @@ absl::StatusOr<HeldoutReport> Process(std::istream& in, absl::string_view name, 
                                       std::vector<HeldoutQuestion>* questions) {
   if (max_errors < 0) return absl::InvalidArgumentError("max_errors must be >= 0");
   HeldoutReport report;
+  auto read_line = [&](const std::string& line, int64_t n) {
+    ObjectLine parsed = ParseObjectLine(line, n, " {\"prompt\": ..., \"answer\": ...}");
+    if (!parsed.object) {
+      AddError(report, max_errors, std::move(parsed.error));
+      return;
+    }
+    const nlohmann::json& j = *parsed.object;
+    HeldoutQuestion q;
+    q.line = n;
+    LineError error;
+    if (!ReadText(j, "prompt", n, &q.prompt, &error) ||
+        !ReadText(j, "answer", n, &q.answer, &error)) {
+      AddError(report, max_errors, std::move(error));
+      return;
+    }
+    ++report.questions;
+    if (questions != nullptr) questions->push_back(std::move(q));
+  };
   FJORD_ASSIGN_OR_RETURN(
       report.lines,
       ForEachJsonlLine(
           in, name, kMaxLineBytes,
-          [&](int64_t n) {
-            AddError(report, max_errors,
-                     {n, "", absl::StrCat("line is longer than ", kMaxLineBytes, " bytes")});
-          },
-          [&](const std::string& line, int64_t n) {
-            ObjectLine parsed = ParseObjectLine(line, n, " {\"prompt\": ..., \"answer\": ...}");
-            if (!parsed.object) {
-              AddError(report, max_errors, std::move(parsed.error));
-              return;
-            }
-            const nlohmann::json& j = *parsed.object;
-            HeldoutQuestion q;
-            q.line = n;
-            LineError error;
-            if (!ReadText(j, "prompt", n, &q.prompt, &error) ||
-                !ReadText(j, "answer", n, &q.answer, &error)) {
-              AddError(report, max_errors, std::move(error));
-              return;
-            }
-            ++report.questions;
-            if (questions != nullptr) questions->push_back(std::move(q));
-          }));
+          [&](LineError error) { AddError(report, max_errors, std::move(error)); }, read_line));
   if (report.questions == 0 && report.error_count == 0) {
     AddError(report, max_errors, {0, "", "no questions in the file"});
   }

@@ -410,7 +410,7 @@ LineReader::Result LineReader::Next(std::string& line) {
 
 absl::StatusOr<int64_t> ForEachJsonlLine(
     std::istream& in, absl::string_view name, int64_t max_line_bytes,
-    const std::function<void(int64_t n)>& on_too_long,
+    const std::function<void(LineError error)>& on_too_long,
     const std::function<void(const std::string& line, int64_t n)>& on_line) {
   LineReader reader(in, max_line_bytes);
   std::string line;
@@ -422,7 +422,8 @@ absl::StatusOr<int64_t> ForEachJsonlLine(
           absl::StrCat(name, ": read error after line ", reader.line_number()));
     }
     if (result == LineReader::Result::kTooLong) {
-      on_too_long(reader.line_number());
+      on_too_long({reader.line_number(), "",
+                   absl::StrCat("line is longer than ", max_line_bytes, " bytes")});
       continue;
     }
     if (IsBlank(line)) continue;

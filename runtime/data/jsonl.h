@@ -156,13 +156,13 @@ class LineReader {
 };
 
 // Reads a JSONL stream line by line (LineReader): `on_line(line, n)` for
-// each line that is not blank, `on_too_long(n)` for each longer than
-// max_line_bytes (n: its 1-based number). Returns the number of lines read,
-// blank ones included, or DataLossError "NAME: read error after line N" when
-// the stream fails.
+// each line that is not blank (n: its 1-based number), `on_too_long(error)`
+// for each longer than max_line_bytes ("line is longer than N bytes").
+// Returns the number of lines read, blank ones included, or DataLossError
+// "NAME: read error after line N" when the stream fails.
 absl::StatusOr<int64_t> ForEachJsonlLine(
     std::istream& in, absl::string_view name, int64_t max_line_bytes,
-    const std::function<void(int64_t n)>& on_too_long,
+    const std::function<void(LineError error)>& on_too_long,
     const std::function<void(const std::string& line, int64_t n)>& on_line);
 
 }  // namespace fjord::data

@@ -200,91 +200,84 @@ absl::StatusOr<PreferenceReport> Process(std::istream& in, absl::string_view nam
   PreferenceReport report;
   report.chat_template = renderer.chat_template();
   int64_t format_line = 0;
+  auto read_line = [&](const std::string& line, int64_t n) {
+    LineResult parsed = ParseLine(line, n);
+    if (!parsed.record) {
+      AddError(report, options, std::move(parsed.error));
+      return;
+    }
+    if (!report.format) {
+      report.format = parsed.record->format;
+      format_line = n;
+    } else if (*report.format != parsed.record->format) {
+      AddError(
+          report, options,
+          {n, "",
+           absl::StrCat("format ", PreferenceFormatName(parsed.record->format),
+                        " differs from the file's format ", PreferenceFormatName(*report.format),
+                        " (set by line ", format_line, "); a file must use one format")});
+      return;
+    }
+    absl::StatusOr<PreferencePair> pair = Tokenize(renderer, *parsed.record);
+    if (!pair.ok()) {
+      AddError(report, options, {n, "", std::string(pair.status().message())});
+      return;
+    }
+    pair->line = n;
+    if (pair->chosen.empty() || pair->rejected.empty()) {
+      AddError(report, options,
+               {n, pair->chosen.empty() ? "chosen" : "rejected",
+                "the response renders to no tokens after the prompt"});
+      return;
+    }
+    if (pair->chosen == pair->rejected) {
+      AddError(report, options,
+               {n, "rejected", "identical to chosen (after tokenization): nothing to prefer"});
+      return;
+    }
+    const int64_t prompt_len = static_cast<int64_t>(pair->prompt.size());
+    const int64_t longest =
+        prompt_len + static_cast<int64_t>(std::max(pair->chosen.size(), pair->rejected.size()));
+    const int64_t max_length = options.max_length;
+    if (max_length > 0 && longest > max_length) {
+      if (!options.truncate) {
+        AddError(report, options,
+                 {n, "",
+                  absl::StrCat(longest, " tokens (prompt ", prompt_len,
+                               " + response) after tokenization, over max_length ", max_length,
+                               " (enable truncation to cut the end of the response)")});
+        return;
+      }
+      if (prompt_len >= max_length) {
+        AddError(
+            report, options,
+            {n, "prompt",
+             absl::StrCat("the prompt alone has ", prompt_len, " tokens, max_length is ",
+                          max_length, ": truncation (keep_start) would leave no response tokens")});
+        return;
+      }
+      const size_t keep = static_cast<size_t>(max_length - prompt_len);
+      if (pair->chosen.size() > keep) pair->chosen.resize(keep);
+      if (pair->rejected.size() > keep) pair->rejected.resize(keep);
+      ++report.truncated;
+      if (pair->chosen == pair->rejected) {
+        AddError(report, options,
+                 {n, "rejected",
+                  absl::StrCat("identical to chosen after truncation to max_length ", max_length,
+                               ": the responses differ only past it")});
+        return;
+      }
+    }
+    ++report.pairs;
+    report.tokens += 2 * prompt_len + static_cast<int64_t>(pair->chosen.size()) +
+                     static_cast<int64_t>(pair->rejected.size());
+    if (pairs != nullptr) pairs->push_back(*std::move(pair));
+  };
   FJORD_ASSIGN_OR_RETURN(
       report.lines,
       ForEachJsonlLine(
           in, name, options.max_line_bytes,
-          [&](int64_t n) {
-            AddError(
-                report, options,
-                {n, "", absl::StrCat("line is longer than ", options.max_line_bytes, " bytes")});
-          },
-          [&](const std::string& line, int64_t n) {
-            LineResult parsed = ParseLine(line, n);
-            if (!parsed.record) {
-              AddError(report, options, std::move(parsed.error));
-              return;
-            }
-            if (!report.format) {
-              report.format = parsed.record->format;
-              format_line = n;
-            } else if (*report.format != parsed.record->format) {
-              AddError(report, options,
-                       {n, "",
-                        absl::StrCat("format ", PreferenceFormatName(parsed.record->format),
-                                     " differs from the file's format ",
-                                     PreferenceFormatName(*report.format), " (set by line ",
-                                     format_line, "); a file must use one format")});
-              return;
-            }
-            absl::StatusOr<PreferencePair> pair = Tokenize(renderer, *parsed.record);
-            if (!pair.ok()) {
-              AddError(report, options, {n, "", std::string(pair.status().message())});
-              return;
-            }
-            pair->line = n;
-            if (pair->chosen.empty() || pair->rejected.empty()) {
-              AddError(report, options,
-                       {n, pair->chosen.empty() ? "chosen" : "rejected",
-                        "the response renders to no tokens after the prompt"});
-              return;
-            }
-            if (pair->chosen == pair->rejected) {
-              AddError(
-                  report, options,
-                  {n, "rejected", "identical to chosen (after tokenization): nothing to prefer"});
-              return;
-            }
-            const int64_t prompt_len = static_cast<int64_t>(pair->prompt.size());
-            const int64_t longest = prompt_len + static_cast<int64_t>(std::max(
-                                                     pair->chosen.size(), pair->rejected.size()));
-            const int64_t max_length = options.max_length;
-            if (max_length > 0 && longest > max_length) {
-              if (!options.truncate) {
-                AddError(
-                    report, options,
-                    {n, "",
-                     absl::StrCat(longest, " tokens (prompt ", prompt_len,
-                                  " + response) after tokenization, over max_length ", max_length,
-                                  " (enable truncation to cut the end of the response)")});
-                return;
-              }
-              if (prompt_len >= max_length) {
-                AddError(
-                    report, options,
-                    {n, "prompt",
-                     absl::StrCat("the prompt alone has ", prompt_len, " tokens, max_length is ",
-                                  max_length,
-                                  ": truncation (keep_start) would leave no response tokens")});
-                return;
-              }
-              const size_t keep = static_cast<size_t>(max_length - prompt_len);
-              if (pair->chosen.size() > keep) pair->chosen.resize(keep);
-              if (pair->rejected.size() > keep) pair->rejected.resize(keep);
-              ++report.truncated;
-              if (pair->chosen == pair->rejected) {
-                AddError(report, options,
-                         {n, "rejected",
-                          absl::StrCat("identical to chosen after truncation to max_length ",
-                                       max_length, ": the responses differ only past it")});
-                return;
-              }
-            }
-            ++report.pairs;
-            report.tokens += 2 * prompt_len + static_cast<int64_t>(pair->chosen.size()) +
-                             static_cast<int64_t>(pair->rejected.size());
-            if (pairs != nullptr) pairs->push_back(*std::move(pair));
-          }));
+          [&](LineError error) { AddError(report, options, std::move(error)); }, read_line));
   if (report.pairs == 0 && report.error_count == 0) {
     AddError(report, options, {0, "", "no examples in the file"});
   }

@@ -87,6 +87,14 @@ absl::StatusOr<ReferenceTable> PrecomputeReference(CausalLM& model, AdapterMetho
   return table;
 }
 
+data::LoaderOptions EvalLoaderOptions(const TrainingConfig& cfg) {
+  data::LoaderOptions lo;
+  lo.seq_len = cfg.data.max_length;
+  lo.packing = cfg.data.packing;
+  lo.shuffle = false;
+  return lo;
+}
+
 // The preference loss and TRL's metrics over the validation pairs (no
 // dropout, no gradients), in fixed order; shared out over the ranks as
 // Evaluate does.
@@ -99,11 +107,7 @@ absl::StatusOr<PreferenceMetrics> EvaluatePreference(CausalLM& model, AdapterMet
   const int64_t rank = world != nullptr ? world->rank() : 0;
   torch::NoGradGuard no_grad;
   model.eval();
-  data::LoaderOptions lo;
-  lo.seq_len = cfg.data.max_length;
-  lo.packing = cfg.data.packing;
-  lo.shuffle = false;
-  FJORD_ASSIGN_OR_RETURN(auto loader, PairLoader(*setup.valid, lo));
+  FJORD_ASSIGN_OR_RETURN(auto loader, PairLoader(*setup.valid, EvalLoaderOptions(cfg)));
   PreferenceMetrics m;
   const double nll_weight = NllWeight(setup.loss);
   int64_t batches = 0;

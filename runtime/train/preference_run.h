@@ -49,6 +49,10 @@ absl::StatusOr<ReferenceTable> PrecomputeReference(CausalLM& model, AdapterMetho
                                                    const TrainingConfig& cfg,
                                                    const torch::Device& device);
 
+// A validation loader's options (SFT's and preference tuning's): the run's
+// row length and packing, in file order.
+data::LoaderOptions EvalLoaderOptions(const TrainingConfig& cfg);
+
 // The preference loss and TRL's metrics over the validation pairs (no
 // dropout, no gradients), in fixed order; shared out over the ranks as the
 // SFT evaluation does.

@@ -110,10 +110,7 @@ absl::StatusOr<EvalResult> Evaluate(CausalLM& model, const data::Dataset& valid,
   const int64_t rank = world != nullptr ? world->rank() : 0;
   torch::NoGradGuard no_grad;
   model.eval();
-  data::LoaderOptions lo;
-  lo.seq_len = cfg.data.max_length;
-  lo.packing = cfg.data.packing;
-  lo.shuffle = false;
+  data::LoaderOptions lo = internal::EvalLoaderOptions(cfg);
   lo.truncate = true;
   auto examples = std::make_shared<const std::vector<data::Example>>(valid.examples);
   FJORD_ASSIGN_OR_RETURN(auto loader, data::DataLoader::Create(examples, lo));
