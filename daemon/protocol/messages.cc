@@ -504,17 +504,6 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& body) {
                      spec.method, " job is measured by its reward accuracy on validation_file"),
         "heldout_file");
   }
-  if (spec.method != "sft" && spec.shard_base && spec.gpus > 1) {
-    return InvalidArgument(
-        absl::StrCat("shard_base is not supported with method ", spec.method, " yet"),
-        "shard_base");
-  }
-  if (spec.shard_base && spec.quantization == "nf4") {
-    return InvalidArgument(
-        "shard_base and quantization: nf4 cannot be combined (yet): a base sharded across the "
-        "job's GPUs cannot be held in 4 bits as well; choose one",
-        "shard_base");
-  }
   FJORD_RETURN_IF_ERROR(r.Int("max_restarts", &spec.max_restarts, 0, 100));
   FJORD_ASSIGN_OR_RETURN(const json* md, r.Object("metadata"));
   if (md != nullptr) {

@@ -86,11 +86,6 @@ TEST(JobSpecTest, BadFieldsNameTheirParam) {
        "shard_base",
        "shard_base must be true or false, got string"},
       {"shard_base number", {{"shard_base", 1}}, "shard_base", "must be true or false"},
-      {"shard_base with nf4",
-       {{"shard_base", true}, {"quantization", "nf4"}},
-       "shard_base",
-       "shard_base and quantization: nf4 cannot be combined (yet): a base sharded across the "
-       "job's GPUs cannot be held in 4 bits as well; choose one"},
       {"metadata value", {{"metadata", {{"a", 1}}}}, "metadata.a", "must be a string"},
       {"key", {{"idempotency_key", "a\tb"}}, "idempotency_key", "printable ASCII"},
       {"tenant", {{"tenant", "../x"}}, "tenant", "not a valid tenant name"},
@@ -246,13 +241,18 @@ TEST(JobSpecTest, ShardBase) {
   body["gpus"] = 8;
   body["quantization"] = "none";
   ASSERT_TRUE(JobSpecFromJson(body).ok());
-  body["quantization"] = "nf4";
-  absl::Status both = JobSpecFromJson(body).status();
-  EXPECT_EQ(both.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParamOf(both), "shard_base");
-  EXPECT_THAT(both.message(), HasSubstr("cannot be combined (yet)"));
-  EXPECT_THAT(both.message(), HasSubstr("choose one"));
-  body["shard_base"] = false;  // nf4 alone is fine
+  body["quantization"] = "nf4";  // both: sharded in 4 bits
+  absl::StatusOr<JobSpec> both = JobSpecFromJson(body);
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_TRUE(both->shard_base);
+  EXPECT_EQ(both->quantization, "nf4");
+  body["method"] = "dpo";  // preference tuning on a sharded base
+  absl::StatusOr<JobSpec> dpo = JobSpecFromJson(body);
+  ASSERT_TRUE(dpo.ok()) << dpo.status();
+  EXPECT_EQ(dpo->method, "dpo");
+  EXPECT_TRUE(dpo->shard_base);
+  body.erase("method");
+  body["shard_base"] = false;  // nf4 alone
   ASSERT_TRUE(JobSpecFromJson(body).ok());
 
   Job job;

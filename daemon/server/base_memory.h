@@ -10,18 +10,22 @@
 //         absmax per 64-weight block) + 4/(64*256) (one fp32 scale per 256
 //         blocks: double quantization) bytes each, the other parameters
 //         (embeddings, lm_head, norms, biases) at 2 bytes.
-// With shard_base over N GPUs (bf16 only; the trainer refuses nf4 with it)
-// each GPU holds 1/N of the rows of every decoder linear weight, the
-// embeddings and lm_head, and gathers what it needs for a moment
-// (docs/distributed.md, "A base sharded across the ranks"):
-//   held:      2 bytes x ceil(every parameter / N) (norms and biases are in
-//              fact held whole: too small to count)
+// With shard_base over N GPUs each GPU holds 1/N of the rows of every
+// decoder linear weight, the embeddings and lm_head, and gathers what it
+// needs for a moment (docs/distributed.md, "A base sharded across the
+// ranks"):
+//   held, bf16: 2 bytes x ceil(every parameter / N) (norms and biases are
+//              in fact held whole: too small to count)
+//   held, nf4: the nf4 bytes above x ceil(decoder linear weights / N) (a
+//              checkpoint stored in 4 bits: 0.5 + 4/64, its rows' absmax in
+//              fp32) + 2 bytes x ceil(other parameters / N)
 //   gathered:  2 bytes x ceil(vocab / N) x hidden (the embeddings and
 //              lm_head are gathered in 2N pieces, never whole: the piece in
 //              use and the next one, gathered ahead of it)
 //            + 2 bytes x one decoder layer's linear weights (the layer that
 //              runs; the next layer's, gathered ahead of it, is as big again:
-//              1/80 of a 70B's base, inside the 10% left below).
+//              1/80 of a 70B's base, inside the 10% left below); in nf4 its
+//              4-bit rows as gathered (0.5 + 4/64 bytes each) on top.
 // The base may take 90% of a GPU's memory; the rest is left for the CUDA
 // context, activations and the adapter (with its optimizer state).
 #ifndef FJORD_DAEMON_SERVER_BASE_MEMORY_H_
@@ -41,14 +45,17 @@ inline constexpr double kBaseMemoryFraction = 0.9;
 // Bytes of the frozen base on each GPU: bf16 (nf4 false) or nf4.
 double FrozenBaseBytes(const model::ModelConfig::ParameterCount& count, bool nf4);
 
-// What each of `ranks` GPUs needs for a bf16 base sharded over them.
+// What each of `ranks` GPUs needs for a base sharded over them: bf16, or
+// (nf4) its decoder linear weights in 4 bits (`stored_4bit`: as a checkpoint
+// stored in bitsandbytes 4-bit is sharded, its absmax in fp32).
 struct ShardedBaseBytes {
-  double held = 0;     // 2 B x ceil(parameters / ranks)
+  double held = 0;     // 2 B x ceil(parameters / ranks), or in nf4 as above
   double lm_head = 0;  // 2 B x ceil(vocab / ranks) x hidden: two pieces of lm_head in flight
-  double layer = 0;    // 2 B x one decoder layer's linear weights, gathered as it runs
+  double layer = 0;    // one decoder layer's linear weights gathered as it runs: 2 B (+ 0.5625)
   double total() const { return held + lm_head + layer; }
 };
-ShardedBaseBytes ShardedFrozenBaseBytes(const model::ModelConfig& config, int ranks);
+ShardedBaseBytes ShardedFrozenBaseBytes(const model::ModelConfig& config, int ranks,
+                                        bool nf4 = false, bool stored_4bit = false);
 
 // OK when the base of `model_name` (its config.json parsed as `config`)
 // fits in kBaseMemoryFraction of `gpu_memory_gb` (GB = 10^9 bytes; 0 or
@@ -60,7 +67,8 @@ ShardedBaseBytes ShardedFrozenBaseBytes(const model::ModelConfig& config, int ra
 // InvalidArgument otherwise, whose message shows the arithmetic and what
 // would fit, with param:
 //  - "shard_base" for shard_base over several GPUs of a checkpoint stored in
-//    4 bits (the trainer cannot shard it), or when only shard_base would fit;
+//    4 bits whose rows do not end on a block of 64 (the trainer cannot
+//    slice them), or when only shard_base (with nf4 or not) would fit;
 //  - "quantization" when nf4 would fit;
 //  - "gpus" when a sharded base would fit over more of the node's GPUs;
 //  - "model" when nothing does.

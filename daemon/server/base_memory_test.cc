@@ -195,12 +195,22 @@ TEST(BaseMemoryTest, AShardedBaseThatDoesNotFit) {
   EXPECT_THAT(s.message(),
               HasSubstr("; it does not fit even sharded over all of this node's 2 GPUs; with "
                         "quantization: nf4 instead of shard_base it needs 39.5 GB"));
-  // Two 40 GB GPUs: nothing fits.
+  // Two 40 GB GPUs: neither bf16 sharded (73.3 GB each) nor nf4 whole
+  // (39.5 GB) fits, nf4 sharded over both (23.0 GB each) does.
   s = CheckBaseFitsOnGpu("llama-70b", c, "none", true, 2, 2, 40);
+  EXPECT_EQ(protocol::ParamOf(s), "quantization");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; it does not fit even sharded over all of this node's 2 GPUs; with "
+                        "quantization: nf4 and shard_base over the job's 2 GPUs it needs 23.0 GB "
+                        "on each"));
+  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-70b", c, "nf4", true, 2, 2, 40).ok());
+  // Two 16 GB GPUs: nothing fits.
+  s = CheckBaseFitsOnGpu("llama-70b", c, "none", true, 2, 2, 16);
   EXPECT_EQ(protocol::ParamOf(s), "model");
-  EXPECT_THAT(s.message(),
+  EXPECT_THAT(std::string(s.message()),
               HasSubstr("; it does not fit even sharded over all of this node's 2 GPUs, nor in "
-                        "nf4 (39.5 GB): choose a smaller model or a node with larger GPUs"));
+                        "nf4 (39.5 GB, or 23.0 GB on each sharded over them): choose a smaller "
+                        "model or a node with larger GPUs"));
 }
 
 // 24 GB GPUs (21.6 usable): the 70B does not fit in nf4 (39.5 GB), but in
@@ -213,40 +223,131 @@ TEST(BaseMemoryTest, WhereOnlyShardBaseFits) {
   EXPECT_THAT(s.message(),
               HasSubstr("; even with quantization: nf4 it needs 39.5 GB, which does not fit "
                         "either; with shard_base over the job's 8 GPUs it needs 19.6 GB on each"));
+  // In nf4 it is sharded in nf4 (7.4 GB each over the job's 8).
   s = CheckBaseFitsOnGpu("llama-70b", c, "nf4", false, 8, 8, 24);
   EXPECT_EQ(protocol::ParamOf(s), "shard_base");
-  EXPECT_THAT(s.message(),
-              HasSubstr("; it does not fit even in nf4; in bf16 with shard_base over the job's 8 "
-                        "GPUs it needs 19.6 GB on each (instead of quantization: nf4)"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; it does not fit even in nf4; with shard_base over the job's 8 GPUs it "
+                        "needs 7.4 GB on each"));
   EXPECT_TRUE(CheckBaseFitsOnGpu("llama-70b", c, "none", true, 8, 8, 24).ok());
-  // A node of two 40 GB GPUs: nothing fits (sharded over both: 73.3 GB each).
+  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-70b", c, "nf4", true, 8, 8, 24).ok());
+  // A node of two 40 GB GPUs: bf16 sharded over both needs 73.3 GB each,
+  // nf4 39.5 GB, nf4 sharded over both 23.0 GB each: that.
   s = CheckBaseFitsOnGpu("llama-70b", c, "none", false, 1, 2, 40);
+  EXPECT_EQ(protocol::ParamOf(s), "shard_base");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; even with quantization: nf4 it needs 39.5 GB, which does not fit "
+                        "either; with quantization: nf4 and shard_base over 2 GPUs (gpus: 2) it "
+                        "needs 23.0 GB on each"));
+  // Two 16 GB GPUs: nothing fits.
+  s = CheckBaseFitsOnGpu("llama-70b", c, "none", false, 1, 2, 16);
   EXPECT_EQ(protocol::ParamOf(s), "model");
-  EXPECT_THAT(s.message(),
+  EXPECT_THAT(std::string(s.message()),
               HasSubstr("; even with quantization: nf4 it needs 39.5 GB, which does not fit "
                         "either (nor does shard_base over all of this node's 2 GPUs: 73.3 GB on "
-                        "each): choose a smaller model or a node with larger GPUs"));
+                        "each in bf16, 23.0 GB in nf4): choose a smaller model or a node with "
+                        "larger GPUs"));
 }
 
-// A checkpoint stored in bitsandbytes 4-bit cannot be sharded over more than
-// one GPU (the trainer refuses it): refused whether or not the GPUs' memory
-// is known; with one GPU shard_base has no effect.
-TEST(BaseMemoryTest, ACheckpointStoredIn4BitIsNotSharded) {
+// Sharded in nf4 over N GPUs, each holds 0.5159 B x ceil(decoder linear
+// weights / N) + 2 B x ceil(others / N), gathers two pieces of lm_head, and
+// one layer's linear weights in 4 bits (0.5625 B each) dequantized to bf16
+// (2 B): for the 70B over 2, 17,655,889,920 + 2,102,665,216 held +
+// 1,050,673,152 + 2.5625 x 855,638,016.
+TEST(BaseMemoryTest, ShardedNf4BaseBytes) {
+  const model::ModelConfig big = Parse(kLlama70B);
+  const ShardedBaseBytes b = ShardedFrozenBaseBytes(big, 2, /*nf4=*/true);
+  EXPECT_DOUBLE_EQ(b.held, 17655889920.0 + 2102665216.0);
+  EXPECT_DOUBLE_EQ(b.lm_head, 2 * 64128.0 * 8192);
+  EXPECT_DOUBLE_EQ(b.layer, 2.5625 * 855638016.0);
+  // A checkpoint stored in 4 bits keeps its rows' absmax in fp32: 0.5625 B.
+  EXPECT_DOUBLE_EQ(ShardedFrozenBaseBytes(big, 2, true, /*stored_4bit=*/true).held,
+                   0.5625 * 34225520640.0 + 2102665216.0);
+  // Two 24 GB GPUs (21.6 usable): 23.0 GB each is too much; the message
+  // shows the arithmetic.
+  absl::Status s = CheckBaseFitsOnGpu("llama-70b", big, "nf4", true, 2, 2, 24);
+  EXPECT_EQ(protocol::ParamOf(s), "model");
+  EXPECT_EQ(std::string(s.message()),
+            "model 'llama-70b' (70.6 B parameters) needs 23.0 GB on each GPU for its frozen base "
+            "in nf4 sharded over the job's 2 GPUs (0.5159 B x 68,451,041,280 / 2 decoder linear "
+            "weights + 2 B x 2,102,665,216 / 2 others = 19.8 GB held + 2 B x 128,256 / 2 x 8,192 "
+            "= 1.1 GB for two pieces of lm_head, gathered 1/4 at a time for the loss + 2.5625 B "
+            "x 855,638,016 = 2.2 GB for one decoder layer's linear weights, gathered in 4 bits "
+            "and dequantized to bf16 as it runs; norms and biases are held whole, too small to "
+            "count); this node's GPUs have 24 GB each (21.6 GB usable after 10% for the CUDA "
+            "context, activations and the adapter); it does not fit even sharded over all of "
+            "this node's 2 GPUs: choose a smaller model or a node with larger GPUs");
+  // Three of them: 16.1 GB each.
+  s = CheckBaseFitsOnGpu("llama-70b", big, "nf4", true, 2, 3, 24);
+  EXPECT_EQ(protocol::ParamOf(s), "gpus");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; with shard_base over 3 GPUs (gpus: 3) it needs 16.1 GB on each"));
+  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-70b", big, "nf4", true, 3, 3, 24).ok());
+}
+
+// Llama-3.1-405B on one node of eight 80 GB GPUs: in bf16 not even sharded
+// over all eight (108.4 GB each); in nf4 whole 215.6 GB; in nf4 sharded
+// over 4 of them 63.1 GB each (over 8: 35.6).
+TEST(BaseMemoryTest, A405BFitsOneNodeOnlyInNf4Sharded) {
+  const model::ModelConfig c = Parse(R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "vocab_size": 128256, "hidden_size": 16384, "intermediate_size": 53248,
+    "num_hidden_layers": 126, "num_attention_heads": 128, "num_key_value_heads": 8,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16"})");
+  ASSERT_EQ(c.CountParameters().total(), 405853388800);
+  absl::Status s = CheckBaseFitsOnGpu("llama-3.1-405b", c, "none", true, 8, 8, 80);
+  EXPECT_EQ(protocol::ParamOf(s), "quantization");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("needs 108.4 GB on each GPU for its frozen base in bf16 sharded over the "
+                        "job's 8 GPUs"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; it does not fit even sharded over all of this node's 8 GPUs; with "
+                        "quantization: nf4 and shard_base over the job's 8 GPUs it needs 35.6 GB "
+                        "on each"));
+  s = CheckBaseFitsOnGpu("llama-3.1-405b", c, "nf4", false, 4, 8, 80);
+  EXPECT_EQ(protocol::ParamOf(s), "shard_base");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("needs 215.6 GB for its frozen base in nf4 alone"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; with shard_base over the job's 4 GPUs it needs 63.1 GB on each"));
+  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.1-405b", c, "nf4", true, 4, 8, 80).ok());
+  s = CheckBaseFitsOnGpu("llama-3.1-405b", c, "nf4", true, 2, 8, 80);
+  EXPECT_EQ(protocol::ParamOf(s), "gpus");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; with shard_base over 4 GPUs (gpus: 4) it needs 63.1 GB on each"));
+}
+
+// A checkpoint stored in bitsandbytes 4-bit is sharded by slicing its rows
+// as stored (their absmax in fp32: 0.5625 B a weight); one whose rows do
+// not end on a block of 64 cannot be, refused whether or not the GPUs'
+// memory is known.
+TEST(BaseMemoryTest, ACheckpointStoredIn4BitIsShardedAsStored) {
   const model::ModelConfig c = Parse(kLlama8BStored4Bit);
+  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.1-8b-bnb", c, "none", true, 2, 8, 80).ok());
+  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.1-8b-bnb", c, "none", true, 2, 8, 0).ok());
+  // 4 GB GPUs (3.6 usable): 5.7 GB whole; sharded over 2, 4.1 GB each; over
+  // 3, 2.9 GB.
+  absl::Status s = CheckBaseFitsOnGpu("llama-3.1-8b-bnb", c, "none", false, 1, 8, 4);
+  EXPECT_EQ(protocol::ParamOf(s), "shard_base");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("; it does not fit even in nf4; with shard_base over 3 GPUs (gpus: 3) it "
+                        "needs 2.9 GB on each"));
+  model::ModelConfig odd = c;
+  odd.intermediate_size = 14340;  // down_proj's rows end mid-block
   for (double gb : {0.0, 80.0}) {
-    absl::Status s = CheckBaseFitsOnGpu("llama-3.1-8b-bnb", c, "none", true, 2, 8, gb);
+    s = CheckBaseFitsOnGpu("odd-bnb", odd, "none", true, 2, 8, gb);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(protocol::ParamOf(s), "shard_base");
-    EXPECT_EQ(s.message(),
-              "model 'llama-3.1-8b-bnb' is stored in bitsandbytes 4-bit (nf4), and a base sharded "
-              "across the job's GPUs cannot be held in 4 bits as well (yet): leave shard_base out");
+    EXPECT_EQ(std::string(s.message()),
+              "model 'odd-bnb' is stored in bitsandbytes 4-bit (nf4) with rows that do not end on "
+              "a block of 64 weights (hidden_size 4096, intermediate_size 14340), so its base "
+              "cannot be sharded across the job's GPUs: leave shard_base out");
   }
-  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.1-8b-bnb", c, "none", true, 1, 8, 80).ok());
-  EXPECT_TRUE(CheckBaseFitsOnGpu("llama-3.1-8b-bnb", c, "none", false, 2, 8, 80).ok());
+  EXPECT_TRUE(CheckBaseFitsOnGpu("odd-bnb", odd, "none", true, 1, 8, 80).ok());
   // Too big in 4-bit on 4 GB GPUs: no sharding suggested (it cannot be).
-  absl::Status s = CheckBaseFitsOnGpu("llama-3.1-8b-bnb", c, "none", false, 1, 8, 4);
+  s = CheckBaseFitsOnGpu("odd-bnb", odd, "none", false, 1, 8, 4);
   EXPECT_EQ(protocol::ParamOf(s), "model");
-  EXPECT_THAT(s.message(), Not(HasSubstr("shard_base")));
+  EXPECT_THAT(std::string(s.message()), Not(HasSubstr("shard_base")));
 }
 
 // A checkpoint stored in bitsandbytes 4-bit is an nf4 base whatever the job

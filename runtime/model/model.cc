@@ -433,26 +433,51 @@ Tensor CausalLM::Logits(const Tensor& hidden) {
   return logits;
 }
 
-Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
-  TORCH_CHECK(hidden.defined() && hidden.dim() == 3, "CausalLM::LossSum: hidden must be (B, T, C)");
+namespace {
+
+// hidden (B, T, C) and targets (B, T) int64 as (N, C) and (N), checked.
+std::pair<Tensor, Tensor> LossRows(const char* what, const Tensor& hidden, const Tensor& targets) {
+  TORCH_CHECK(hidden.defined() && hidden.dim() == 3, what, ": hidden must be (B, T, C)");
   TORCH_CHECK(targets.defined() && targets.dim() == 2 && targets.size(0) == hidden.size(0) &&
                   targets.size(1) == hidden.size(1) && targets.scalar_type() == torch::kInt64,
-              "CausalLM::LossSum: targets must be int64 of shape (B, T) = (", hidden.size(0), ", ",
+              what, ": targets must be int64 of shape (B, T) = (", hidden.size(0), ", ",
               hidden.size(1), ")");
-  const int64_t c = hidden.size(2);
-  Tensor h = hidden.reshape({-1, c});                    // (N, C)
-  Tensor y = targets.to(hidden.device()).reshape({-1});  // (N)
-  auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
-  auto sharded = std::dynamic_pointer_cast<ShardedLinear>(lm_head);
+  return {hidden.reshape({-1, hidden.size(2)}), targets.to(hidden.device()).reshape({-1})};
+}
+
+}  // namespace
+
+int64_t CausalLM::LossChunkRows(const Tensor& h) const {
   // On CPU, rows of logits per chunk such that one (rows, V) fp32 buffer is
   // ~64 MiB (524 rows for V = 32000): the loss's transient memory stays flat
   // while the GEMMs stay large enough to run at full speed. The fused CUDA
   // kernel keeps its default.
-  const int64_t chunk =
-      h.is_cuda()
-          ? 4096
-          : std::max<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(1, config_.vocab_size));
-  if (sharded != nullptr && !lm_head->base_bias().defined()) {
+  return h.is_cuda()
+             ? 4096
+             : std::max<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(1, config_.vocab_size));
+}
+
+ShardedLinear* CausalLM::ShardedHead() const {
+  auto* sharded = dynamic_cast<ShardedLinear*>(lm_head.get());
+  return sharded != nullptr && !sharded->base_bias().defined() ? sharded : nullptr;
+}
+
+Tensor CausalLM::TokenLosses(const Tensor& hidden, const Tensor& targets) {
+  auto [h, y] = LossRows("CausalLM::TokenLosses", hidden, targets);
+  if (ShardedLinear* sharded = ShardedHead(); sharded != nullptr) {
+    return ShardedLinearCrossEntropy(h, *sharded, y, LossChunkRows(h) * sharded->pieces().count,
+                                     config_.final_logit_softcapping);
+  }
+  return torch::nn::functional::cross_entropy(
+      Logits(h), y,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
+}
+
+Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
+  auto [h, y] = LossRows("CausalLM::LossSum", hidden, targets);
+  auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
+  const int64_t chunk = LossChunkRows(h);
+  if (ShardedLinear* sharded = ShardedHead(); sharded != nullptr) {
     // A sharded lm_head is never gathered whole: the loss runs over its
     // pieces (ShardedLinearCrossEntropySum), soft-capped or not. Each piece
     // has ~V/pieces columns, so the same chunk of rows keeps ~64 MiB.

@@ -227,7 +227,9 @@ struct LoadOptions {
   // When set (and of more than one rank): the frozen base sharded across
   // the group's ranks (runtime/model/shard.h): this rank reads and keeps
   // only its 1/N of the rows of every decoder linear weight, of the
-  // embeddings and of lm_head; norms and biases stay whole. Not with nf4.
+  // embeddings and of lm_head; norms and biases stay whole. With nf4 the
+  // decoder's linear rows are held (and gathered) in 4 bits: each rank
+  // quantizes its own, or slices a checkpoint's stored 4-bit rows.
   // A decoder layer's weights are gathered whole for the layer; the
   // embeddings and lm_head only piece by piece (LargeMatrixPieces).
   std::shared_ptr<ShardGroup> shard_group;
@@ -300,6 +302,11 @@ class CausalLM : public torch::nn::Module {
   // ShardedLinearCrossEntropySum (never holding lm_head whole either) when
   // it is a bias-free ShardedLinear, else via Logits.
   torch::Tensor LossSum(const torch::Tensor& hidden, const torch::Tensor& targets);
+  // Each token's cross-entropy as LossSum sums them: (B·T) fp32, 0 where the
+  // target is -100. One call costs a sharded base the same gathers whatever
+  // the batch holds (ShardedLinearCrossEntropy), so ranks with different
+  // batches stay in step; otherwise via Logits (all logits at once).
+  torch::Tensor TokenLosses(const torch::Tensor& hidden, const torch::Tensor& targets);
 
   // Every linear layer with its HF module path, decoder layers in order
   // (q, k, v, o, gate, up, down; Phi3: qkv, o, gate_up, down), then lm_head
@@ -360,6 +367,11 @@ class CausalLM : public torch::nn::Module {
     bool output = false;
   };
   void ForEachShardedLinear(size_t layer, const std::function<void(ShardedLinear&)>& fn);
+  // lm_head when it is a bias-free ShardedLinear (the loss's piecewise
+  // path), else null.
+  ShardedLinear* ShardedHead() const;
+  // Rows of logits the loss computes at a time for rows like h.
+  int64_t LossChunkRows(const torch::Tensor& h) const;
   // Called when backward reaches layer i's output: starts the gathers that
   // layer i's and layer i-1's backward will make.
   void PrefetchBackward(size_t i, const std::vector<LayerGrads>& needs_grad, bool checkpoint);

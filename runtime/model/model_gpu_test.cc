@@ -31,6 +31,8 @@
 #include "runtime/kernels/self_test.h"
 #include "runtime/model/model.h"
 #include "runtime/model/thread_shard_group.h"
+#include "runtime/quant/nf4.h"
+#include "runtime/quant/nf4_linear.h"
 
 namespace fjord::model {
 namespace {
@@ -281,6 +283,42 @@ TEST_F(ModelGpuTest, ShardedEmbeddingAndLossOnCuda) {
       EXPECT_LT(shared->most_rows.load(), vocab);
     }
   }
+}
+
+// A 4-bit sharded linear layer on CUDA (2 ranks as threads on one GPU):
+// each rank quantizes its rows on the GPU, a forward gathers the 4-bit rows
+// and fp32 absmax and dequantizes them with the CUDA kernel. Rows of 256
+// end on blocks and double quantization is off, so it computes what
+// Nf4Linear of the whole weight does on CUDA (the same dequantized bf16
+// weight and matmul).
+TEST_F(ModelGpuTest, ShardedNf4LinearOnCuda) {
+  torch::manual_seed(12);
+  const auto opts = torch::TensorOptions().dtype(torch::kBFloat16).device(torch::kCUDA);
+  Tensor w = torch::randn({384, 256}, opts) * 0.05;
+  Tensor x = torch::randn({4, 50, 256}, opts), up = torch::randn({4, 50, 384}, opts);
+  quant::Nf4Linear whole(quant::QuantizeNf4(w, false), Tensor(), torch::kBFloat16);
+  Tensor xd = x.clone().requires_grad_(true);
+  Tensor want = whole.forward(xd);
+  (want.to(torch::kFloat32) * up.to(torch::kFloat32)).sum().backward();
+  auto shared = std::make_shared<ThreadShardGroup::Shared>(2);
+  std::vector<Tensor> ys(2), gs(2);
+  RunRanks(2, shared, [&](int r, std::shared_ptr<ThreadShardGroup> group) {
+    torch::cuda::synchronize();
+    ShardedLinear layer(quant::QuantizeNf4(ShardRows(w, *group), false), 384, Tensor(), group,
+                        torch::kBFloat16);
+    Tensor xs = x.clone().requires_grad_(true);
+    ys[r] = layer.forward(xs);
+    (ys[r].to(torch::kFloat32) * up.to(torch::kFloat32)).sum().backward();
+    gs[r] = xs.grad();
+    torch::cuda::synchronize();
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_TRUE(ys[r].is_cuda());
+    // The same bf16 weight and GEMM shapes: equal but for cuBLAS's choices.
+    EXPECT_TRUE(torch::allclose(ys[r], want, 1e-2, 1e-3)) << r;
+    EXPECT_TRUE(torch::allclose(gs[r], xd.grad(), 1e-2, 1e-3)) << r;
+  }
+  EXPECT_EQ(shared->most_rows.load(), 384 * 256 * 9 / 16);  // the 4-bit bytes
 }
 
 }  // namespace

@@ -87,13 +87,8 @@ absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::st
   const std::shared_ptr<ShardGroup> group =
       options.shard_group != nullptr && options.shard_group->size() > 1 ? options.shard_group
                                                                         : nullptr;
-  if (group != nullptr && nf4) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir,
-                     ": a sharded base cannot be held in 4 bits as well (yet): choose one of "
-                     "sharding the base across the ranks and quantization nf4"));
-  }
-  // With a shard group, this rank keeps its rows of these (the rest whole).
+  // With a shard group, this rank keeps its rows of these (the rest whole);
+  // with nf4 as well, the decoder's linear weights in 4 bits.
   auto sharded = [&](const std::string& name) {
     return group != nullptr && (IsDecoderLinearWeight(name) ||
                                 name == "model.embed_tokens.weight" || name == "lm_head.weight");
@@ -164,11 +159,34 @@ absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::st
             absl::StrCat(dir, ": 4-bit tensor '", name, "' has shape ", ShapeString(q->shape),
                          ", expected ", ShapeString(shape), " from config.json"));
       }
+      if (group != nullptr) {
+        // Its 4-bit rows are sliced as they are stored, so a row must end
+        // on a block of absmax.
+        if (q->shape[1] % q->blocksize != 0 || q->blocksize % 2 != 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              dir, ": 4-bit tensor '", name, "' cannot be sharded across the ranks: its rows of ",
+              q->shape[1], " weights do not end on a block of ", q->blocksize,
+              " (leave shard_base out)"));
+        }
+        FJORD_ASSIGN_OR_RETURN(quantized[name],
+                               TorchCall(absl::StrCat(dir, ": sharding ", name),
+                                         [&]() { return ShardNf4Rows(*q, *group).To(device); }));
+        continue;
+      }
       FJORD_ASSIGN_OR_RETURN(quantized[name], TorchCall(absl::StrCat(dir, ": ", name),
                                                         [&]() { return q->To(device); }));
       continue;
     }
     FJORD_ASSIGN_OR_RETURN(Tensor t, reader->Get(name));
+    if (sharded(name) && nf4 && IsDecoderLinearWeight(name)) {
+      // This rank's rows, quantized on their own on the device.
+      FJORD_ASSIGN_OR_RETURN(
+          quantized[name],
+          TorchCall(absl::StrCat(dir, ": sharding ", name, " and quantizing it to nf4"), [&]() {
+            return quant::QuantizeNf4(ShardRows(t, *group).to(device), options.double_quant);
+          }));
+      continue;
+    }
     if (sharded(name)) {
       // Only this rank's rows are read (the file is mapped: the others'
       // pages are never touched) and kept, on the device, in the dtype.
@@ -199,6 +217,11 @@ absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::st
                         bool bias) -> std::shared_ptr<LinearBase> {
         (void)in;
         Tensor b = bias ? weight(prefix + ".bias", {out}) : Tensor();
+        if (auto it = quantized.find(prefix + ".weight"); it != quantized.end()) {
+          auto layer = std::make_shared<ShardedLinear>(std::move(it->second), out, b, group, dtype);
+          quantized.erase(it);
+          return layer;
+        }
         Tensor shard = shards.at(prefix + ".weight");
         shards.erase(prefix + ".weight");
         // lm_head, the largest matrix, is gathered in pieces, never whole.
@@ -206,7 +229,7 @@ absl::StatusOr<std::shared_ptr<CausalLM>> CausalLM::FromPretrained(const std::st
             shard, out, b, group, prefix == "lm_head" ? LargeMatrixPieces(group->size()) : 1);
       };
     }
-    if (nf4) {
+    if (nf4 && group == nullptr) {
       make_linear = [&](const std::string& prefix, int64_t out, int64_t in,
                         bool bias) -> std::shared_ptr<LinearBase> {
         Tensor b = bias ? weight(prefix + ".bias", {out}) : Tensor();

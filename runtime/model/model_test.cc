@@ -25,6 +25,7 @@
 #include "runtime/io/model_dir.h"
 #include "runtime/model/config.h"
 #include "runtime/model/thread_shard_group.h"
+#include "runtime/quant/nf4.h"
 #include "runtime/util/env.h"
 
 namespace fjord::model {
@@ -853,6 +854,45 @@ class FromPretrainedTest : public ::testing::Test {
     return CausalLM::FromPretrained(dir, dtype, torch::kCPU, env_.get());
   }
 
+  // What each of n ranks (threads) computes with `dir` loaded as `options`
+  // sharded over them, each on its own batch (rank r the rows of ids and
+  // targets rolled by r; its outputs rolled back).
+  struct RankOutputs {
+    std::vector<Tensor> logits, loss, hidden, token_losses;
+    std::vector<int64_t> base_bytes;
+    std::vector<std::string> errors;
+  };
+  RankOutputs RunSharded(const std::string& dir, const LoadOptions& options,
+                         const std::shared_ptr<ThreadShardGroup::Shared>& shared, const Tensor& ids,
+                         const Tensor& targets) {
+    const int n = static_cast<int>(shared->slots.size());
+    RankOutputs out;
+    out.logits.resize(n);
+    out.loss.resize(n);
+    out.hidden.resize(n);
+    out.token_losses.resize(n);
+    out.base_bytes.resize(n);
+    out.errors.resize(n);
+    RunRanks(n, shared, [&](int r, std::shared_ptr<ThreadShardGroup> group) {
+      LoadOptions o = options;
+      o.shard_group = std::move(group);
+      auto got = CausalLM::FromPretrained(dir, o);
+      if (!got.ok()) {
+        out.errors[r] = got.status().ToString();
+        return;
+      }
+      torch::NoGradGuard g;
+      Tensor mine = ids.roll(r, 0), mine_t = targets.roll(r, 0);
+      Tensor h = (*got)->Hidden(mine, Positions(mine), Tensor());
+      out.logits[r] = (*got)->Logits(h).roll(-r, 0);
+      out.loss[r] = (*got)->LossSum(h, mine_t);
+      out.base_bytes[r] = (*got)->BaseBytes();
+      out.hidden[r] = h.roll(-r, 0);
+      out.token_losses[r] = (*got)->TokenLosses(h, mine_t).view(mine_t.sizes()).roll(-r, 0);
+    });
+    return out;
+  }
+
   std::unique_ptr<Env> env_;
 };
 
@@ -989,49 +1029,35 @@ TEST_F(FromPretrainedTest, AShardedBaseComputesWhatTheWholeBaseDoes) {
     Save(*lm, "/m/whole");
     Tensor ids = Ids({{3, 1, 4, 1, 5}, {9, 2, 6, 5, 3}});
     Tensor targets = Ids({{1, 4, 1, 5, 9}, {2, 6, 5, 3, 5}});
-    Tensor want_logits, want_loss, want_hidden;
+    Tensor want_logits, want_loss, want_hidden, want_token_losses;
     {
       torch::NoGradGuard g;
       Tensor h = lm->Hidden(ids, Positions(ids), Tensor());
       want_hidden = h;
       want_logits = lm->Logits(h);
       want_loss = lm->LossSum(h, targets);
+      want_token_losses = lm->TokenLosses(h, targets).view(targets.sizes());
+      EXPECT_NEAR(want_token_losses.sum().item<double>(), want_loss.item<double>(), 1e-4);
     }
     for (int n : {2, 3}) {
       auto shared = std::make_shared<ThreadShardGroup::Shared>(n);
-      std::vector<Tensor> logits(n), loss(n), hidden(n);
-      std::vector<int64_t> bytes(n);
-      std::vector<std::string> errors(n);
-      std::vector<std::thread> ranks;
+      LoadOptions o;
+      o.env = env_.get();
+      // Data parallel: each rank its own batch.
+      const RankOutputs got = RunSharded("/m/whole", o, shared, ids, targets);
+      const auto& logits = got.logits;
+      const auto& loss = got.loss;
+      const auto& hidden = got.hidden;
+      const std::vector<int64_t>& bytes = got.base_bytes;
       for (int r = 0; r < n; ++r) {
-        ranks.emplace_back([&, r] {
-          LoadOptions o;
-          o.env = env_.get();
-          o.shard_group = std::make_shared<ThreadShardGroup>(shared, r);
-          auto got = CausalLM::FromPretrained("/m/whole", o);
-          if (!got.ok()) {
-            errors[r] = got.status().ToString();
-            return;
-          }
-          torch::NoGradGuard g;
-          // Data parallel: each rank its own batch (rank r the rows rolled by r).
-          Tensor mine = ids.roll(r, 0), mine_t = targets.roll(r, 0);
-          Tensor h = (*got)->Hidden(mine, Positions(mine), Tensor());
-          logits[r] = (*got)->Logits(h).roll(-r, 0);
-          loss[r] = (*got)->LossSum(h, mine_t);
-          bytes[r] = (*got)->BaseBytes();
-          hidden[r] = h.roll(-r, 0);
-        });
-      }
-      for (auto& t : ranks) t.join();
-      for (int r = 0; r < n; ++r) {
-        ASSERT_TRUE(errors[r].empty()) << errors[r];
+        ASSERT_TRUE(got.errors[r].empty()) << got.errors[r];
         EXPECT_TRUE(torch::allclose(logits[r], want_logits, 1e-5, 1e-6))
             << "tied " << tied << " ranks " << n << " rank " << r << ": "
             << (logits[r] - want_logits).abs().max().item<float>();
         EXPECT_NEAR(loss[r].item<double>(), want_loss.item<double>(), 1e-4);
         EXPECT_LT(bytes[r], lm->BaseBytes() / n + lm->BaseBytes() / 10);
         EXPECT_TRUE(torch::allclose(hidden[r], want_hidden, 1e-5, 1e-6)) << r;
+        EXPECT_TRUE(torch::allclose(got.token_losses[r], want_token_losses, 1e-5, 1e-5)) << r;
       }
       // No rank ever held the embeddings or lm_head whole: the largest
       // gather is a decoder layer's weight (intermediate 40 < vocab 50) or
@@ -1039,6 +1065,96 @@ TEST_F(FromPretrainedTest, AShardedBaseComputesWhatTheWholeBaseDoes) {
       EXPECT_LT(shared->most_rows.load(), c.vocab_size) << "tied " << tied << " ranks " << n;
     }
   }
+}
+
+// A base both sharded and in NF4: every linear weight's rows end on a
+// block of 64, so without double quantization each rank's rows quantized on
+// their own are the whole weight's NF4 rows, and the sharded model computes
+// what the whole NF4 model does. Each rank holds about 1/N of it, and a
+// layer's gather carries 4-bit rows, not fp32 ones.
+TEST_F(FromPretrainedTest, AShardedNf4BaseComputesWhatTheWholeNf4BaseDoes) {
+  ModelConfig c = TinyLlama();
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.head_dim = 16;  // q: 64 rows, k and v: 32
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 8);
+  Save(*lm, "/m/whole");
+  LoadOptions whole_options;
+  whole_options.env = env_.get();
+  whole_options.quantization = "nf4";
+  whole_options.double_quant = false;
+  absl::StatusOr<std::shared_ptr<CausalLM>> whole =
+      CausalLM::FromPretrained("/m/whole", whole_options);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  Tensor ids = Ids({{3, 1, 4, 1, 5}, {9, 2, 6, 5, 3}});
+  Tensor targets = Ids({{1, 4, 1, 5, 9}, {2, 6, 5, 3, 5}});
+  Tensor want_logits, want_loss;
+  {
+    torch::NoGradGuard g;
+    Tensor h = (*whole)->Hidden(ids, Positions(ids), Tensor());
+    want_logits = (*whole)->Logits(h);
+    want_loss = (*whole)->LossSum(h, targets);
+  }
+  ASSERT_FALSE(torch::allclose(want_logits, [&] {
+    torch::NoGradGuard g;
+    return lm->Logits(lm->Hidden(ids, Positions(ids), Tensor()));
+  }()));  // 4 bits do change the logits
+  const int n = 2;
+  auto shared = std::make_shared<ThreadShardGroup::Shared>(n);
+  const RankOutputs got = RunSharded("/m/whole", whole_options, shared, ids, targets);
+  const auto& logits = got.logits;
+  const auto& loss = got.loss;
+  const std::vector<int64_t>& bytes = got.base_bytes;
+  for (int r = 0; r < n; ++r) {
+    ASSERT_TRUE(got.errors[r].empty()) << got.errors[r];
+    EXPECT_TRUE(torch::allclose(logits[r], want_logits, 1e-5, 1e-6))
+        << r << ": " << (logits[r] - want_logits).abs().max().item<float>();
+    EXPECT_NEAR(loss[r].item<double>(), want_loss.item<double>(), 1e-4);
+    EXPECT_LT(bytes[r], (*whole)->BaseBytes() / n + (*whole)->BaseBytes() / 10) << r;
+  }
+  // The largest gather: the MLP's 4-bit rows (128 x 64 weights at 0.5625
+  // bytes), not the 128 rows of an fp32 weight.
+  EXPECT_EQ(shared->most_rows.load(), 128 * 64 * 9 / 16);
+}
+
+// A checkpoint stored in 4 bits is sharded by slicing its rows as stored,
+// so each row must end on a block of 64: TinyLlama's rows of 32 do not. The
+// sharded load is refused, naming the tensor; whole, it loads.
+TEST_F(FromPretrainedTest, AStored4BitBaseWhoseRowsEndMidBlockIsNotSharded) {
+  const ModelConfig c = TinyLlama();
+  auto lm = CausalLM::RandomInit(c, torch::kFloat32, torch::kCPU, 9);
+  std::vector<std::pair<std::string, Tensor>> tensors, stored;
+  Save(*lm, "", &tensors);
+  for (const auto& [name, t] : tensors) {
+    if (!absl::StartsWith(name, "model.layers.") || !absl::EndsWith(name, "_proj.weight")) {
+      stored.emplace_back(name, t);
+      continue;
+    }
+    for (const auto& [suffix, part] : quant::ToBitsandbytes(quant::QuantizeNf4(t, true))) {
+      stored.emplace_back(name + suffix, part);
+    }
+  }
+  std::string config = c.ToJson();
+  config = config.substr(0, config.rfind('}')) +
+           R"(, "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true,
+              "bnb_4bit_quant_type": "nf4"}})";
+  ASSERT_TRUE(env_->CreateDirs("/m/bnb").ok());
+  ASSERT_TRUE(env_->WriteFileAtomic("/m/bnb/config.json", config).ok());
+  ASSERT_TRUE(io::WriteModelDirTensors("/m/bnb", stored, 1 << 20, env_.get()).ok());
+  LoadOptions o;
+  o.env = env_.get();
+  absl::StatusOr<std::shared_ptr<CausalLM>> whole = CausalLM::FromPretrained("/m/bnb", o);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ((*whole)->quantization(), "nf4");
+  // Rank 0 of 2 (the refusal comes while reading, before any gather).
+  o.shard_group =
+      std::make_shared<ThreadShardGroup>(std::make_shared<ThreadShardGroup::Shared>(2), 0);
+  absl::StatusOr<std::shared_ptr<CausalLM>> sharded = CausalLM::FromPretrained("/m/bnb", o);
+  EXPECT_EQ(sharded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(sharded.status().message(),
+              HasSubstr("/m/bnb: 4-bit tensor 'model.layers.0.self_attn.q_proj.weight' cannot be "
+                        "sharded across the ranks: its rows of 32 weights do not end on a block "
+                        "of 64 (leave shard_base out)"));
 }
 
 }  // namespace

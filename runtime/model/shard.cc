@@ -8,6 +8,9 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/kernels/ops.h"
+#include "runtime/quant/nf4_linear.h"
+
 namespace fjord::model {
 namespace {
 
@@ -53,7 +56,8 @@ thread_local bool keep_gathered = false;  // KeepGatheredForBackward
 
 struct GatherState : public torch::CustomClassHolder {
   std::shared_ptr<ShardGroup> group;
-  Tensor shard;
+  Tensor shard;                                    // with pieces > 1 (a plain shard)
+  std::function<std::function<Tensor()>()> start;  // ShardedLinear::GatherWeight, with pieces == 1
   int64_t out = 0;
   int64_t pieces = 1;
   std::function<Tensor()> prefetched;  // forward's weight, when prefetched
@@ -61,7 +65,7 @@ struct GatherState : public torch::CustomClassHolder {
   bool keep = false;  // keep forward's weight for backward (KeepGatheredForBackward)
   Tensor kept;        // (out, in): forward's weight, kept
   Tensor Weight(torch::Dtype dtype) const {
-    return group->AllGather(shard).narrow(0, 0, out).to(dtype);  // (out, in)
+    return start()().narrow(0, 0, out).to(dtype);  // (out, in)
   }
 };
 
@@ -95,6 +99,44 @@ Tensor PiecewiseMatmulBackward(const Tensor& dy, const GatherState& s, torch::Dt
     dx.add_(torch::matmul(padded.index_select(-1, p.RowsOf(k, dy.device())), w.to(dtype)));
   }
   return dx.to(dtype);
+}
+
+// Starts gathering every rank's NF4 rows q (rp, in) as one byte buffer
+// each: the packed indices, then each block's absmax in fp32 (double
+// quantization undone here: each rank's second-level scales and offset are
+// its own). The returned function waits and dequantizes: (ranks·rp, in) in
+// `dtype`.
+std::function<Tensor()> StartGatherNf4(ShardGroup& group, const quant::Nf4Tensor& q,
+                                       torch::Dtype dtype) {
+  const int64_t packed = q.packed.numel();
+  const int64_t blocks = q.blocks();
+  const Tensor absmax = quant::BlockAbsmax(q).contiguous();  // (blocks) fp32
+  std::function<Tensor()> wait =
+      group.StartAllGather(torch::cat({q.packed.reshape({-1}), absmax.view(torch::kUInt8)}));
+  const int ranks = group.size();
+  const int64_t rp = q.shape[0], in = q.shape[1], numel = q.numel(), blocksize = q.blocksize;
+  const Tensor code = q.code.to(torch::kFloat32).contiguous();
+  return [=]() {
+    const Tensor all = wait().view({ranks, packed + 4 * blocks});
+    const Tensor indices = all.narrow(1, 0, packed).contiguous().reshape({-1});  // (ranks·packed)
+    const Tensor scales = all.narrow(1, packed, 4 * blocks)
+                              .contiguous()
+                              .view(torch::kFloat32)
+                              .reshape({-1});  // (ranks·blocks)
+    if (numel % blocksize == 0 && numel % 2 == 0) {
+      // Every rank's rows end on a block and a byte: the buffers join into
+      // one NF4 tensor of the whole (padded) weight.
+      return kernels::Nf4Dequantize(indices, scales, code, ranks * numel, blocksize, dtype)
+          .view({ranks * rp, in});
+    }
+    std::vector<Tensor> parts;
+    for (int r = 0; r < ranks; ++r) {
+      parts.push_back(kernels::Nf4Dequantize(indices.narrow(0, r * packed, packed),
+                                             scales.narrow(0, r * blocks, blocks), code, numel,
+                                             blocksize, dtype));
+    }
+    return torch::cat(parts).view({ranks * rp, in});
+  };
 }
 
 // y = x·Wᵀ with W gathered in forward and again in backward; only this
@@ -170,8 +212,8 @@ Tensor PieceLogits(const Tensor& h, const Tensor& w, const Tensor& padding, doub
 }
 
 struct LossResult {
-  Tensor loss;     // () fp32
-  Tensor dhidden;  // (N, C), or undefined
+  Tensor loss;     // (N) fp32: each row's loss, 0 where its label is ignored
+  Tensor dhidden;  // (N, C): each row's loss's gradient for its own row, or undefined
 };
 
 LossResult ShardedLoss(const Tensor& hidden, const ShardedLinear& head, const Tensor& labels,
@@ -205,7 +247,7 @@ LossResult ShardedLoss(const Tensor& hidden, const ShardedLinear& head, const Te
     }
   }
   LossResult r;
-  r.loss = torch::where(place.valid, lse - target, 0.0).sum();
+  r.loss = torch::where(place.valid, lse - target, 0.0);
   if (!want_dhidden) return r;
   Tensor dh = torch::zeros(hidden.sizes(), hidden.options().dtype(torch::kFloat32));  // (N, C)
   std::vector<int64_t> rest = Ascending(p.count - 1);
@@ -236,6 +278,8 @@ LossResult ShardedLoss(const Tensor& hidden, const ShardedLinear& head, const Te
   return r;
 }
 
+// Row i's loss depends on hidden row i alone: its gradient is dhidden's
+// row i times the loss's incoming gradient for row i.
 struct ShardedLossFn : public torch::autograd::Function<ShardedLossFn> {
   static Tensor forward(AutogradContext* ctx, const Tensor& /*hidden*/, const Tensor& dhidden,
                         const Tensor& loss) {
@@ -244,7 +288,7 @@ struct ShardedLossFn : public torch::autograd::Function<ShardedLossFn> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const Tensor dh = ctx->get_saved_variables()[0];
-    return {dh * grads[0].to(dh.scalar_type()), Tensor(), Tensor()};
+    return {dh * grads[0].to(dh.scalar_type()).unsqueeze(1), Tensor(), Tensor()};
   }
 };
 
@@ -299,16 +343,21 @@ Tensor ShardedEmbedding(const Tensor& shard, int64_t rows, const Tensor& ids, Sh
 
 Tensor ShardedLinearCrossEntropySum(const Tensor& hidden, const ShardedLinear& head,
                                     const Tensor& labels, int64_t chunk_tokens, double softcap) {
+  return ShardedLinearCrossEntropy(hidden, head, labels, chunk_tokens, softcap).sum();
+}
+
+Tensor ShardedLinearCrossEntropy(const Tensor& hidden, const ShardedLinear& head,
+                                 const Tensor& labels, int64_t chunk_tokens, double softcap) {
   TORCH_CHECK(hidden.dim() == 2 && labels.dim() == 1 && labels.size(0) == hidden.size(0) &&
                   hidden.size(1) == head.in_features() && labels.scalar_type() == torch::kInt64,
-              "ShardedLinearCrossEntropySum: want hidden (N, ", head.in_features(),
+              "ShardedLinearCrossEntropy: want hidden (N, ", head.in_features(),
               ") and int64 labels (N); got ", hidden.sizes(), ", ", labels.sizes(), " ",
               labels.scalar_type());
-  TORCH_CHECK(!head.base_bias().defined(), "ShardedLinearCrossEntropySum: a head with a bias");
+  TORCH_CHECK(!head.base_bias().defined(), "ShardedLinearCrossEntropy: a head with a bias");
   const Tensor y = labels.to(hidden.device());
   if (y.numel() > 0) {
     const bool bad = ((y != -100) & ((y < 0) | (y >= head.out_features()))).any().item<bool>();
-    TORCH_CHECK(!bad, "ShardedLinearCrossEntropySum: every label must be -100 or in [0, ",
+    TORCH_CHECK(!bad, "ShardedLinearCrossEntropy: every label must be -100 or in [0, ",
                 head.out_features(), ")");
   }
   const bool want = torch::GradMode::is_enabled() && hidden.requires_grad();
@@ -334,9 +383,33 @@ Tensor ShardRows(const Tensor& w, const ShardGroup& group) {
   return torch::cat({part, torch::zeros(pad_shape, w.options())}, 0);
 }
 
+quant::Nf4Tensor ShardNf4Rows(const quant::Nf4Tensor& q, const ShardGroup& group) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(q.shape.size() == 2 && q.blocksize % 2 == 0 && q.shape[1] % q.blocksize == 0,
+              "ShardNf4Rows: rows of ", q.shape.size() == 2 ? q.shape[1] : 0,
+              " weights do not end on a block of ", q.blocksize);
+  const int64_t rows = q.shape[0], in = q.shape[1], per_row = in / q.blocksize;
+  const int64_t rp = RowsPerRank(rows, group.size());
+  const int64_t begin = std::min<int64_t>(rows, rp * group.rank());
+  const int64_t take = std::min<int64_t>(rp, rows - begin);
+  quant::Nf4Tensor s;
+  s.shape = {rp, in};
+  s.dtype = q.dtype;
+  s.blocksize = q.blocksize;
+  s.code = q.code.clone();
+  s.packed = torch::zeros({rp * in / 2}, q.packed.options());
+  s.packed.narrow(0, 0, take * in / 2)
+      .copy_(q.packed.reshape({-1}).narrow(0, begin * in / 2, take * in / 2));
+  s.absmax = torch::zeros({rp * per_row}, q.packed.options().dtype(torch::kFloat32));
+  s.absmax.narrow(0, 0, take * per_row)
+      .copy_(quant::BlockAbsmax(q).narrow(0, begin * per_row, take * per_row));
+  return s;
+}
+
 ShardedLinear::ShardedLinear(Tensor shard, int64_t out, Tensor bias,
                              std::shared_ptr<ShardGroup> group, int64_t pieces)
     : shard_(std::move(shard)),
+      dtype_(shard_.scalar_type()),
       out_(out),
       bias_(std::move(bias)),
       group_(std::move(group)),
@@ -349,10 +422,38 @@ ShardedLinear::ShardedLinear(Tensor shard, int64_t out, Tensor bias,
   if (bias_.defined()) bias_ = register_parameter("bias", bias_, /*requires_grad=*/false);
 }
 
+ShardedLinear::ShardedLinear(quant::Nf4Tensor shard, int64_t out, Tensor bias,
+                             std::shared_ptr<ShardGroup> group, torch::Dtype dtype)
+    : nf4_(std::move(shard)),
+      dtype_(dtype),
+      out_(out),
+      bias_(std::move(bias)),
+      group_(std::move(group)),
+      pieces_(1) {
+  TORCH_CHECK(group_ != nullptr, "ShardedLinear: no shard group");
+  quant::Nf4Tensor& q = *nf4_;
+  TORCH_CHECK(q.shape.size() == 2 && q.shape[0] == RowsPerRank(out_, group_->size()),
+              "ShardedLinear: a 4-bit shard of ", c10::IntArrayRef(q.shape), " for ", out_,
+              " rows over ", group_->size(), " ranks");
+  // The 4-bit parts as buffers, as Nf4Linear's (BaseBytes counts them).
+  quant::RegisterNf4Buffers(*this, "weight_shard", q);
+  shard_ = q.packed;
+  if (bias_.defined()) bias_ = register_parameter("bias", bias_, /*requires_grad=*/false);
+}
+
+std::function<std::function<Tensor()>()> ShardedLinear::GatherWeight() const {
+  // By value: the autograd graph may hold it (backward's gather).
+  if (nf4_.has_value()) {
+    return [group = group_, q = *nf4_, dtype = dtype_] { return StartGatherNf4(*group, q, dtype); };
+  }
+  return [group = group_, shard = shard_] { return group->StartAllGather(shard); };
+}
+
 Tensor ShardedLinear::forward(const Tensor& x) {
   auto state = c10::make_intrusive<GatherState>();
   state->group = group_;
   state->shard = shard_;
+  state->start = GatherWeight();
   state->out = out_;
   state->pieces = pieces_;
   state->prefetched = std::move(prefetched_);
@@ -364,20 +465,19 @@ Tensor ShardedLinear::forward(const Tensor& x) {
 }
 
 void ShardedLinear::PrefetchForBackward() {
-  if (!*backward_prefetched_ && pieces_ == 1)
-    *backward_prefetched_ = group_->StartAllGather(shard_);
+  if (!*backward_prefetched_ && pieces_ == 1) *backward_prefetched_ = GatherWeight()();
 }
 
 KeepGatheredForBackward::KeepGatheredForBackward() : was_(keep_gathered) { keep_gathered = true; }
 KeepGatheredForBackward::~KeepGatheredForBackward() { keep_gathered = was_; }
 
 void ShardedLinear::Prefetch() {
-  if (!prefetched_ && pieces_ == 1) prefetched_ = group_->StartAllGather(shard_);
+  if (!prefetched_ && pieces_ == 1) prefetched_ = GatherWeight()();
 }
 
 Tensor ShardedLinear::base_weight() const {
   torch::NoGradGuard no_grad;
-  return group_->AllGather(shard_).narrow(0, 0, out_);
+  return GatherWeight()()().narrow(0, 0, out_);
 }
 
 }  // namespace fjord::model

@@ -6,6 +6,11 @@
 // every rank (they are small, and the data-parallel gradient sum keeps them
 // equal).
 //
+// The decoder's linear weights may also be held in NF4 (QLoRA's 4 bits,
+// runtime/quant/nf4.h) while sharded: each rank quantizes its own rows, and
+// a layer gathers the 4-bit rows (with each block's absmax) and dequantizes
+// them, so a gather moves 0.5625 bytes per weight instead of 2.
+//
 // runtime/model talks to the other ranks only through ShardGroup, so it
 // needs no c10d: the trainer implements it on dist::World. Every rank must
 // call the model the same way (the same forwards and backwards in the same
@@ -21,8 +26,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "runtime/model/linear.h"
+#include "runtime/quant/nf4.h"
 
 namespace fjord::model {
 
@@ -51,6 +58,13 @@ inline int64_t RowsPerRank(int64_t rows, int ranks) { return (rows + ranks - 1) 
 // This rank's rows [rank·rp, (rank+1)·rp) of w (rows, ...), zero-padded to rp
 // rows, as a new contiguous tensor (w itself is not kept).
 torch::Tensor ShardRows(const torch::Tensor& w, const ShardGroup& group);
+
+// This rank's rows of a weight already held in NF4 (as a checkpoint that
+// bitsandbytes saved in 4 bits holds it), as ShardRows takes them: the
+// 4-bit rows as they are (not quantized again) with their blocks' absmax in
+// fp32 (double quantization undone), zero-padded, on q's device. A row must
+// end on a block: in % blocksize == 0 (and blocksize even).
+quant::Nf4Tensor ShardNf4Rows(const quant::Nf4Tensor& q, const ShardGroup& group);
 
 // How a sharded weight is gathered piece by piece instead of whole (the
 // embeddings and lm_head: the largest single matrices of a model, which a
@@ -96,16 +110,27 @@ class ShardedLinear : public LinearBase {
   // LargeMatrixPieces).
   ShardedLinear(torch::Tensor shard, int64_t out, torch::Tensor bias,
                 std::shared_ptr<ShardGroup> group, int64_t pieces = 1);
+  // A shard held in NF4: this rank's rows (rp, in), zero-padded as
+  // ShardRows pads them, quantized on their own (QuantizeNf4). A
+  // forward gathers every rank's 4-bit rows and fp32 block absmax in one
+  // collective and dequantizes them to `dtype` (the model's; computing in
+  // x's dtype). Gathered whole, never in pieces.
+  ShardedLinear(quant::Nf4Tensor shard, int64_t out, torch::Tensor bias,
+                std::shared_ptr<ShardGroup> group, torch::Dtype dtype);
 
   // x: (..., in) -> (..., out): the weight gathered, used and let go.
   torch::Tensor forward(const torch::Tensor& x) override;
   // The full weight, gathered (a collective: every rank must call it).
   torch::Tensor base_weight() const override;
   torch::Tensor base_bias() const override { return bias_; }
-  int64_t in_features() const override { return shard_.size(1); }
+  int64_t in_features() const override { return nf4_ ? nf4_->shape[1] : shard_.size(1); }
   int64_t out_features() const override { return out_; }
 
+  // This rank's rows as held: (rp, in) in the model's dtype, or (nf4())
+  // the packed 4-bit rows (quantized_shard() has all their parts).
   const torch::Tensor& shard() const { return shard_; }
+  bool nf4() const { return nf4_.has_value(); }
+  const quant::Nf4Tensor& quantized_shard() const { return *nf4_; }
   const std::shared_ptr<ShardGroup>& group() const { return group_; }
   ShardPieces pieces() const { return ShardPieces::Make(out_, group_->size(), pieces_); }
 
@@ -119,12 +144,19 @@ class ShardedLinear : public LinearBase {
   void PrefetchForBackward();
 
  private:
+  // A function that starts gathering the whole weight (ranks·rp, in),
+  // padding rows included, in the model's dtype, and returns the function
+  // that waits for it. It holds what it needs (not this layer).
+  std::function<std::function<torch::Tensor()>()> GatherWeight() const;
+
   std::function<torch::Tensor()> prefetched_;  // set by Prefetch, taken by forward
   // Set by PrefetchForBackward, taken by backward (shared with the forward's
   // autograd state).
   std::shared_ptr<std::function<torch::Tensor()>> backward_prefetched_ =
       std::make_shared<std::function<torch::Tensor()>>();
-  torch::Tensor shard_;  // (rp, in)
+  torch::Tensor shard_;                  // (rp, in), or nf4_'s packed rows
+  std::optional<quant::Nf4Tensor> nf4_;  // the shard in 4 bits (its parts are buffers)
+  torch::Dtype dtype_;                   // what a gathered weight is made in
   int64_t out_;
   torch::Tensor bias_;
   std::shared_ptr<ShardGroup> group_;
@@ -147,13 +179,19 @@ class KeepGatheredForBackward {
   bool was_;
 };
 
-// Σ over rows of hidden of cross_entropy(head(hidden), labels) (labels -100
-// ignored), softcap > 0: the logits soft-capped (cap·tanh(l/cap)) first: a
-// 0-dim fp32 tensor, with the gradient for hidden. head's weight is gathered
-// piece by piece and never whole: a first pass over the pieces finds each
-// row's log-sum-exp, a second (in forward too, last piece first: it is still
-// here) the gradient; chunk_tokens rows of logits at a time. Every rank
-// calls it (each with its own rows). head must have no bias.
+// Each row's cross_entropy(head(hidden), labels) (0 where the label is
+// -100), softcap > 0: the logits soft-capped (cap·tanh(l/cap)) first: (N)
+// fp32, with the gradient for hidden. head's weight is gathered piece by
+// piece and never whole: a first pass over the pieces finds each row's
+// log-sum-exp, a second (in forward too, last piece first: it is still
+// here) each row's gradient, when hidden requires one; chunk_tokens rows of
+// logits at a time. Every rank calls it (each with its own rows, any
+// number: the gathers do not depend on them). head must have no bias.
+torch::Tensor ShardedLinearCrossEntropy(const torch::Tensor& hidden, const ShardedLinear& head,
+                                        const torch::Tensor& labels, int64_t chunk_tokens,
+                                        double softcap);
+
+// Their sum over rows: a 0-dim fp32 tensor.
 torch::Tensor ShardedLinearCrossEntropySum(const torch::Tensor& hidden, const ShardedLinear& head,
                                            const torch::Tensor& labels, int64_t chunk_tokens,
                                            double softcap);

@@ -50,20 +50,24 @@ struct Nf4LinearFn : public torch::autograd::Function<Nf4LinearFn> {
 
 }  // namespace
 
+void RegisterNf4Buffers(torch::nn::Module& module, const std::string& prefix, Nf4Tensor& q) {
+  q.packed = module.register_buffer(prefix, q.packed);
+  q.code = module.register_buffer(prefix + "_quant_map", q.code);
+  q.absmax = module.register_buffer(prefix + "_absmax", q.absmax);
+  if (q.nested) {
+    q.nested_absmax = module.register_buffer(prefix + "_nested_absmax", q.nested_absmax);
+    q.nested_code = module.register_buffer(prefix + "_nested_quant_map", q.nested_code);
+  }
+}
+
 Nf4Linear::Nf4Linear(Nf4Tensor weight, Tensor bias, torch::Dtype dtype)
     : weight_(std::move(weight)), bias_(std::move(bias)), dtype_(dtype) {
   TORCH_CHECK(weight_.shape.size() == 2, "Nf4Linear: the weight must be 2-D");
   TORCH_CHECK(!bias_.defined() || bias_.numel() == weight_.shape[0], "Nf4Linear: bias of ",
               bias_.defined() ? bias_.numel() : 0, " for ", weight_.shape[0], " outputs");
-  // The 4-bit parts as buffers (the module's memory is then what
-  // named_buffers() lists), the bias as a frozen parameter, as DenseLinear's.
-  weight_.packed = register_buffer("weight", weight_.packed);
-  weight_.code = register_buffer("weight_quant_map", weight_.code);
-  weight_.absmax = register_buffer("weight_absmax", weight_.absmax);
-  if (weight_.nested) {
-    weight_.nested_absmax = register_buffer("weight_nested_absmax", weight_.nested_absmax);
-    weight_.nested_code = register_buffer("weight_nested_quant_map", weight_.nested_code);
-  }
+  // The 4-bit parts as buffers, the bias as a frozen parameter, as
+  // DenseLinear's.
+  RegisterNf4Buffers(*this, "weight", weight_);
   if (bias_.defined()) bias_ = register_parameter("bias", bias_, /*requires_grad=*/false);
 }
 

@@ -8,12 +8,22 @@
 #ifndef FJORD_RUNTIME_QUANT_NF4_LINEAR_H_
 #define FJORD_RUNTIME_QUANT_NF4_LINEAR_H_
 
+#include <torch/nn/module.h>
 #include <torch/types.h>
+
+#include <string>
 
 #include "runtime/model/linear.h"
 #include "runtime/quant/nf4.h"
 
 namespace fjord::quant {
+
+// Registers q's parts with `module` as buffers named prefix,
+// prefix_quant_map, prefix_absmax (and prefix_nested_absmax,
+// prefix_nested_quant_map with double quantization), so that the module's
+// buffers hold the weight (its memory is then what named_buffers() lists),
+// and points q's tensors at them.
+void RegisterNf4Buffers(torch::nn::Module& module, const std::string& prefix, Nf4Tensor& q);
 
 class Nf4Linear : public LinearBase {
  public:

@@ -97,8 +97,13 @@ PairLogps SequenceLogps(CausalLM& model, const torch::Tensor& hidden, const torc
   const int64_t c = hidden.size(2);
   const torch::Tensor h = hidden.reshape({-1, c});  // (B·T, C)
   const torch::Tensor y = targets.reshape({-1});    // (B·T)
+  // A sharded base: one call for every token (each LossSum would gather
+  // lm_head, and ranks hold different numbers of spans).
+  const torch::Tensor token_nll =
+      model.shard_group() != nullptr ? model.TokenLosses(hidden, targets) : torch::Tensor();
   // −Σ log p(target) over `count` targets from flat index `from`.
   auto nll_of = [&](int64_t from, int64_t count) {
+    if (token_nll.defined()) return token_nll.narrow(0, from, count).sum();
     return model.LossSum(h.narrow(0, from, count).unsqueeze(0),
                          y.narrow(0, from, count).unsqueeze(0));
   };
@@ -137,6 +142,7 @@ PairLogps SequenceLogps(CausalLM& model, const torch::Tensor& hidden, const torc
   out.chosen_tokens = torch::tensor(chosen_tokens, torch::kFloat32).to(h.device());
   out.rejected_tokens = torch::tensor(rejected_tokens, torch::kFloat32).to(h.device());
   if (nll != NllTokens::kNone) out.nll_sum = nll_sum;
+  if (token_nll.defined()) out.anchor = token_nll.sum() * 0.0;
   return out;
 }
 

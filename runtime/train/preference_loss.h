@@ -72,6 +72,11 @@ struct PairLogps {
   // how many tokens that is. Undefined / 0 when not asked for.
   torch::Tensor nll_sum;
   int64_t nll_tokens = 0;
+  // With a sharded base only: 0, () fp32, tied to every token's loss of the
+  // batch. Added to the step's loss it makes backward reach every layer
+  // even for a batch of no pairs (a rank's filler pass), so every rank
+  // makes the same gathers.
+  torch::Tensor anchor;
 };
 
 // Per-pair terms. losses carries gradients; the rest are detached.
@@ -101,7 +106,9 @@ NllTokens NllTokensFor(const PreferenceLossOptions& options);
 // model.Hidden, targets (B, T) int64 on the hidden's device. Each span's
 // sum goes through model.LossSum (the fused linear + cross-entropy kernel
 // on CUDA, chunked on CPU), so no (tokens, V) logits are kept; differentiable
-// unless called under no_grad.
+// unless called under no_grad. With a sharded base (model.shard_group())
+// every token's loss comes from one model.TokenLosses call instead, and the
+// spans sum their share: the same gathers on every rank whatever its pairs.
 PairLogps SequenceLogps(CausalLM& model, const torch::Tensor& hidden, const torch::Tensor& targets,
                         const std::vector<data::PairSpans>& spans, NllTokens nll);
 

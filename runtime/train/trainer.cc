@@ -262,11 +262,6 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
   // no micro-batch is skipped and evaluation is not shared out (each rank
   // evaluates everything, the same way).
   const bool shard_base = cfg.model.shard_base && ranks > 1;
-  if (shard_base && preference) {
-    return absl::InvalidArgumentError(
-        "model.shard_base is not supported with preference methods yet (training.method " +
-        cfg.training.method + ")");
-  }
   std::shared_ptr<internal::WorldShardGroup> shard_group;
   if (shard_base) {
     shard_group = std::make_shared<internal::WorldShardGroup>(*world);
@@ -411,14 +406,14 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
       " steps",
       ranks > 1 ? absl::StrCat(", ", ranks, " data-parallel ranks (", world->backend(), ")")
                 : std::string(),
-      model->quantization().empty()
+      model->quantization().empty() && !shard_base
           ? std::string()
-          : absl::StrCat(", base in ", model->quantization(), " (",
-                         absl::SixDigits(static_cast<double>(model->BaseBytes()) / 1e6), " MB)"),
-      shard_base ? absl::StrCat(", base sharded over the ranks (",
-                                absl::SixDigits(static_cast<double>(model->BaseBytes()) / 1e6),
-                                " MB on each)")
-                 : std::string());
+          : absl::StrCat(
+                ", base",
+                model->quantization().empty() ? "" : absl::StrCat(" in ", model->quantization()),
+                shard_base ? " sharded over the ranks (" : " (",
+                absl::SixDigits(static_cast<double>(model->BaseBytes()) / 1e6),
+                shard_base ? " MB on each)" : " MB)"));
   emit(start);
 
   // One "eval" event: the validation loss and token accuracy (-1 without
@@ -556,7 +551,6 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
       step_trained += preference ? 0 : pb.trained_tokens;
       for (int32_t s : pb.segment_ids) tokens_since_start += (s != 0);
       if (preference) {
-        // (A sharded base is refused for preference methods at setup.)
         DeviceBatch d;
         d.pairs = MakePreferenceBatch(*pref.train, std::move(pb), device, nll_tokens);
         step_pairs += static_cast<int64_t>(d.pairs->spans.size());
@@ -565,6 +559,12 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
           step_trained += s.chosen.response_length() + s.rejected.response_length();
         }
         d.trained_tokens = static_cast<int64_t>(d.pairs->spans.size());
+        if (shard_base && !filler.has_value()) {  // the same rows, no pairs
+          filler = d;
+          filler->pairs->spans.clear();
+          filler->pairs->nll_tokens = 0;
+          filler->trained_tokens = 0;
+        }
         if (i % ranks != rank) continue;
         micro.push_back(std::move(d));
         micro_index.push_back(i);
@@ -609,9 +609,10 @@ absl::StatusOr<TrainResult> RunTrainingImpl(const TrainingConfig& cfg,
         const PreferenceForward f = ForwardPreference(*model, adapter, *b.pairs, pref.loss,
                                                       pref.train_ref ? &*pref.train_ref : nullptr);
         torch::Tensor loss = f.terms.losses.sum() / static_cast<double>(step_pairs);  // () fp32
-        if (nll_weight != 0 && step_nll_tokens > 0) {
+        if (nll_weight != 0 && step_nll_tokens > 0 && f.policy.nll_sum.defined()) {
           loss = loss + nll_weight * f.policy.nll_sum / static_cast<double>(step_nll_tokens);
         }
+        if (f.policy.anchor.defined()) loss = loss + f.policy.anchor;  // (sharded base)
         const double share = loss.item<double>();
         loss_sum += share;
         step_metrics.Add(f, share);

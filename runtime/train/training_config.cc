@@ -137,12 +137,6 @@ const Schema<TrainingConfig>& TrainingConfigSchema() {
             ": field 'eval.heldout': held-out answer accuracy is measured for sft only; "
             "preference methods report rewards/accuracies on data.validation"));
       }
-      if (c.model.shard_base && c.model.quantization == "nf4") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            name,
-            ": fields 'model.shard_base' and 'model.quantization': a base sharded across "
-            "the ranks cannot be held in 4 bits as well (yet); choose one"));
-      }
       return absl::OkStatus();
     };
     return s;

@@ -37,7 +37,8 @@ struct TrainingConfig {
     // Data-parallel runs: each rank holds 1/N of the frozen base (every
     // linear weight, the embeddings and lm_head, by rows) and gathers a
     // layer's weights just before it runs (runtime/model/shard.h), instead
-    // of the whole base. No effect on one rank; not with nf4.
+    // of the whole base. No effect on one rank; with nf4, the linear
+    // weights' rows are held and gathered in 4 bits.
     bool shard_base = false;
   } model;
   struct Data {

@@ -273,8 +273,9 @@ TEST(DaemonTest, QuantizationIsCheckedAgainstTheGpusAndKept) {
 // On a node of eight 80 GB GPUs, a 70B-shaped model's bf16 base (141.1 GB)
 // does not fit on one GPU: a job of 8 GPUs without shard_base is refused,
 // and the message says what sharding it over them would need (19.6 GB each);
-// with shard_base the job is accepted, its job.yaml says so, and the job
-// record keeps it across a kill -9 of the daemon until the job succeeds.
+// with shard_base (and nf4 as well) the job is accepted, its job.yaml says
+// so, and the job record keeps it across a kill -9 of the daemon until the
+// job succeeds.
 TEST(DaemonTest, ShardBaseIsCheckedAgainstTheGpusAndKept) {
   const std::string model = LlamaShapedModelDir(8192, 28672, 80, 64);  // Llama-3.3-70B
   HarnessOptions o;
@@ -299,15 +300,14 @@ TEST(DaemonTest, ShardBaseIsCheckedAgainstTheGpusAndKept) {
                           "quantization: nf4 it needs 39.5 GB; with shard_base over the job's 8 "
                           "GPUs it needs 19.6 GB on each"));
     spec.shard_base = true;
-    spec.quantization = "nf4";  // not both
-    absl::Status both = acme->CreateJob(spec).status();
-    EXPECT_EQ(protocol::ParamOf(both), "shard_base") << both;
-    spec.quantization = "none";
+    spec.quantization = "nf4";  // both: sharded in 4 bits
     ASSERT_OK_AND_ASSIGN(job, acme->CreateJob(spec));
     EXPECT_TRUE(job.spec.shard_base);
+    EXPECT_EQ(job.spec.quantization, "nf4");
     EXPECT_EQ(job.spec.gpus, 8);
-    EXPECT_THAT(ReadFile(h.storage() + "/acme/jobs/" + job.id + "/job.yaml"),
-                HasSubstr("shard_base: true"));
+    const std::string yaml = ReadFile(h.storage() + "/acme/jobs/" + job.id + "/job.yaml");
+    EXPECT_THAT(yaml, HasSubstr("shard_base: true"));
+    EXPECT_THAT(yaml, HasSubstr("quantization: nf4"));
     id = job.id;
   }
   h.Kill9();
@@ -316,6 +316,7 @@ TEST(DaemonTest, ShardBaseIsCheckedAgainstTheGpusAndKept) {
   ASSERT_OK_AND_ASSIGN(done, h.WaitForFinal(*acme, id));
   EXPECT_EQ(done.status, JobStatus::kSucceeded) << h.log();
   EXPECT_TRUE(done.spec.shard_base);
+  EXPECT_EQ(done.spec.quantization, "nf4");
   EXPECT_EQ(done.spec.gpus, 8);
   fs::remove_all(model);
 }
@@ -449,12 +450,6 @@ TEST(DaemonTest, InvalidRequestsNameTheirParam) {
        "this node has 2 CPU slots"},
       {[](protocol::JobSpec& s) { s.quantization = "int4"; }, absl::StatusCode::kInvalidArgument,
        "quantization", "quantization must be none or nf4, got 'int4'"},
-      {[](protocol::JobSpec& s) {
-         s.quantization = "nf4";
-         s.shard_base = true;
-       },
-       absl::StatusCode::kInvalidArgument, "shard_base",
-       "shard_base and quantization: nf4 cannot be combined (yet)"},
       {[](protocol::JobSpec& s) { s.priority = 5; }, absl::StatusCode::kPermissionDenied,
        "priority", "admin"},
       {[](protocol::JobSpec& s) { s.tenant = "zeta"; }, absl::StatusCode::kPermissionDenied,

@@ -216,12 +216,6 @@ def test_a_sharded_base_asks_the_held_out_questions_as_the_whole_base(tmp_path):
     assert accuracy["whole"] == accuracy["sharded"] and accuracy["whole"][1] >= 0
 
 
-def test_shard_base_with_nf4_is_refused(tmp_path):
-    config, _ = job(tmp_path, "both", model__shard_base=True, model__quantization="nf4")
-    r = run(config, check_rc=2)
-    assert "cannot be held in 4 bits as well" in r.stderr
-
-
 # A sharded base is re-sliced for the new number of ranks; the adapter and
 # the data order continue as without sharding.
 @pytest.mark.parametrize("resume_ranks, shard", [(1, False), (3, False), (3, True)])

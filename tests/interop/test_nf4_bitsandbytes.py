@@ -40,7 +40,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from test_fjord_train import BIN_DIR, TOOL, make_job, run_train
+from test_fjord_train import BIN_DIR, TOOL, TRAIN, make_job, run_train
 
 bnb = pytest.importorskip("bitsandbytes")
 import bitsandbytes.functional as F  # noqa: E402
@@ -53,6 +53,11 @@ IDS = [[1, 5, 9, 20, 33, 7, 2, 60], [4, 4, 100, 8, 16, 23, 42, 15]]
 IDS_ARG = ";".join(",".join(map(str, r)) for r in IDS)
 
 warnings.filterwarnings("ignore", message=".*kernels.*")
+
+# A full-precision base quantized on load and sharded over 2 ranks against
+# the same base quantized whole: relative, per step loss (each rank
+# double-quantizes its own rows' absmax).
+OWN_SHARDED_TOL = 1e-3
 
 
 def quantize(tmp, tensors, double_quant):
@@ -256,6 +261,64 @@ def test_lora_on_a_4_bit_base_learns_and_its_adapter_is_peft_s(tmp_path, saved_4
     with torch.no_grad():
         exported = plain(input_ids=torch.tensor(IDS)).logits
     assert (exported - ref).abs().max().item() < 1e-4
+
+
+def two_rank_run(tmp, name, job, model, quantization, shard_base):
+    """fjord-train on 2 Gloo ranks (real processes); returns (step events, adapter tensors)."""
+    import yaml
+    j = json.loads(json.dumps(job))
+    j["model"] = {"path": str(model), "quantization": quantization, "shard_base": shard_base}
+    j["output"] = {"dir": str(tmp / f"out_{name}")}
+    path, events = tmp / f"{name}.yaml", tmp / f"{name}.events"
+    path.write_text(yaml.safe_dump(j))
+    r = subprocess.run([str(TRAIN), "--config", str(path), "--progress", "none", "--events", str(events),
+                        "--nproc-per-node", "2"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = [e for e in map(json.loads, open(events)) if e["type"] == "step"]
+    return steps, load_file(tmp / f"out_{name}" / "adapter" / "adapter_model.safetensors")
+
+
+def test_a_4_bit_base_sharded_over_two_ranks(tmp_path, saved_4bit):
+    # A base both sharded across the ranks and held in 4 bits (QLoRA over
+    # FSDP-style shards), on 2 ranks:
+    #  * a checkpoint stored in 4 bits is sharded by slicing its rows as
+    #    stored: the run equals the same run with the base whole on each rank;
+    #  * a full-precision checkpoint quantized on load: each rank quantizes its
+    #    own rows. Every row of this model ends on a block of 64, so the 4-bit
+    #    indices and block absmax are the whole weight's; only the double
+    #    quantization of the absmax (each rank scales its own) differs;
+    #  * a layer's gather carries its 4-bit rows and fp32 block absmax (0.5625
+    #    bytes a weight) instead of fp32 rows (4 bytes): per step, exactly
+    #    (4 - 0.5625) bytes x half of the decoder weights gathered less on
+    #    rank 0, each pass.
+    config, mdir, qdir = saved_4bit
+    import yaml
+    job = yaml.safe_load(config.read_text())
+    job["training"].update(max_steps=4, gradient_accumulation_steps=2, gradient_checkpointing=False)
+    job["checkpoint"] = {"every_steps": 0}
+    runs = {name: two_rank_run(tmp_path, name, job, *how) for name, how in (
+        ("stored_whole", (qdir, "none", False)), ("stored_sharded", (qdir, "none", True)),
+        ("own_whole", (mdir, "nf4", False)), ("own_sharded", (mdir, "nf4", True)),
+        ("fp32_sharded", (mdir, "none", True)))}
+    (stored, stored_adapter), (sharded, sharded_adapter) = runs["stored_whole"], runs["stored_sharded"]
+    assert [e["step"] for e in stored] == [e["step"] for e in sharded] == [1, 2, 3, 4]
+    for x, y in zip(stored, sharded):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5), (x, y)
+    for k in stored_adapter:
+        assert torch.allclose(stored_adapter[k], sharded_adapter[k], atol=1e-5, rtol=0), k
+    own, own_sharded = runs["own_whole"][0], runs["own_sharded"][0]
+    for x, y in zip(own, own_sharded):
+        assert y["loss"] == pytest.approx(x["loss"], rel=OWN_SHARDED_TOL), (x, y)
+    gathered = {name: {e["base_gather_bytes"] for e in runs[name][0]}
+                for name in ("stored_sharded", "own_sharded", "fp32_sharded")}
+    (fp32,), (nf4,) = gathered["fp32_sharded"], gathered["own_sharded"]
+    assert gathered["stored_sharded"] == {nf4}
+    h, i, layers, kv = 64, 128, 2, 32  # make_nf4_job's model; every row count even: no padding
+    per_layer = 2 * h * h + 2 * kv * h + 3 * h * i
+    weights = 2 * layers * per_layer - (h * h + 2 * kv * h)  # forward, and backward but layer 0's q, k, v
+    passes = 2  # micro-batches a rank runs a step: gradient_accumulation_steps
+    assert fp32 - nf4 == passes * weights // 2 * (4 - 0.5625)
 
 
 @pytest.mark.parametrize("qc, message", [

@@ -250,8 +250,8 @@ constexpr SpecFlag kSpecFlags[] = {
      "none | nf4: the frozen base in 4-bit NF4 (QLoRA), about a quarter of its memory "
      "(default none)"},
     {"shard-base", "shard_base", 'b',
-     "each of the job's GPUs holds 1/gpus of the frozen base instead of all of it (bf16 only: "
-     "not with nf4; no effect with one GPU)"},
+     "each of the job's GPUs holds 1/gpus of the frozen base instead of all of it (in 4 bits "
+     "with nf4; no effect with one GPU)"},
     {"method", "method", 's',
      "sft | dpo | orpo | simpo: supervised, or preference tuning on preference pairs "
      "(default sft)"},

@@ -242,8 +242,8 @@ class Jobs:
         ``hyperparameters.seed``. quantization: ``"nf4"`` holds the frozen base in 4-bit
         NF4 (QLoRA: about a quarter of its bf16 memory); ``"none"`` (the daemon's default)
         keeps it in bf16. shard_base: ``True`` makes each of the job's ``gpus`` hold
-        1/gpus of the frozen (bf16) base instead of all of it, for a model too big for
-        one GPU in bf16 (no effect with one GPU; not with ``quantization="nf4"``);
+        1/gpus of the frozen base instead of all of it, for a model too big for one GPU
+        (no effect with one GPU; with ``quantization="nf4"`` the shards are in 4 bits);
         ``False`` / omitted: every GPU holds the whole base. method: ``"sft"`` (the
         default) or a preference method, ``"dpo"``, ``"orpo"`` or ``"simpo"``, whose
         training and validation files hold preference pairs; preference: its settings
@@ -254,8 +254,8 @@ class Jobs:
 
         Errors: InvalidArgumentError with ``param`` naming the field (an unknown model,
         a bad hyperparameter, a missing file, a quantization other than none or nf4, a
-        shard_base that is not a bool or comes with nf4; on a node that knows its GPUs'
-        memory, a base too big for each GPU: param ``quantization`` when nf4 would fit,
+        shard_base that is not a bool; on a node that knows its GPUs' memory, a base too
+        big for each GPU: param ``quantization`` when nf4 would fit (sharded or not),
         ``shard_base`` when only sharding it over the GPUs would, ``gpus`` when a sharded
         base needs more of them, ``model`` when nothing fits; the message shows the
         arithmetic and what would fit), ResourceExhaustedError (queue full),
