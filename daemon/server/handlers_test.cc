@@ -738,7 +738,7 @@ TEST_F(HandlersTest, PreferenceJobsCarryTheirMethodToTheTrainer) {
   u.job_id = job.id;
   u.message = protocol::DecodeWorkerMessage(
       R"({"loss":0.61,"rewards/accuracies":0.75,"rewards/margins":0.3,"logps/chosen":-12.5,)"
-      R"("step":3,"total_steps":8,"type":"step","unrelated":1})");
+      R"("base_gather_bytes":230500000,"step":3,"total_steps":8,"type":"step","unrelated":1})");
   ASSERT_TRUE(u.message.ok());
   runner_->OnUpdates({u}, false);
   u.message = protocol::DecodeWorkerMessage(
@@ -748,6 +748,7 @@ TEST_F(HandlersTest, PreferenceJobsCarryTheirMethodToTheTrainer) {
   EXPECT_DOUBLE_EQ(metrics.value("rewards/accuracies", -1.0), 0.75);
   EXPECT_DOUBLE_EQ(metrics.value("logps/chosen", 0.0), -12.5);
   EXPECT_DOUBLE_EQ(metrics.value("eval_rewards/accuracies", -1.0), 0.8);
+  EXPECT_DOUBLE_EQ(metrics.value("base_gather_bytes", -1.0), 230500000.0);  // a sharded base's
   EXPECT_FALSE(metrics.contains("unrelated"));
 }
 

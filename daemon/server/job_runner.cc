@@ -302,6 +302,14 @@ void JobRunner::OnEvent(const std::string& job_id, const protocol::WorkerMessage
     metric("eta_s", step->eta_s, false);
     if (step->peak_memory_bytes)
       job->metrics["peak_memory_bytes"] = static_cast<double>(*step->peak_memory_bytes);
+    // A base sharded across the ranks: what rank 0 received in its gathers
+    // during the step.
+    if (m->extra.is_object()) {
+      auto gathered = m->extra.find("base_gather_bytes");
+      if (gathered != m->extra.end() && gathered->is_number()) {
+        metric("base_gather_bytes", gathered->get<double>(), true);
+      }
+    }
     PreferenceMetrics(m->extra, "", job->metrics);
   } else if (const auto* eval = std::get_if<protocol::WorkerEval>(&m->payload)) {
     metric("eval_loss", eval->eval_loss, true);

@@ -246,17 +246,18 @@ def test_create_shard_base_from_the_job_file_and_the_flag(tmp_path, home):
         assert "with shard_base over the job's 8 GPUs it needs 19.6 GB on each" in r.stderr
         r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "whole.yaml", "--shard-base"], home)
         assert r.returncode == 0, r.stderr
-        # With nf4, or not a boolean: refused before the daemon is asked, at the file's line.
+        # With nf4 as well: sent (sharded in 4 bits).
         r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "job.yaml", "--quantization", "nf4"],
                 home)
-        assert r.returncode == 3
-        assert "shard_base and quantization: nf4 cannot be combined (yet)" in r.stderr
+        assert r.returncode == 0, r.stderr
+        # Not a boolean: refused before the daemon is asked, at the file's line.
         (tmp_path / "bad.yaml").write_text("model: demo\ntraining_file: files/t.jsonl\nshard_base: 1\n")
         r = run(["--endpoint", d.endpoint, "jobs", "create", "-f", tmp_path / "bad.yaml"], home)
         assert r.returncode == 3
         assert f"{tmp_path}/bad.yaml:3: shard_base must be true or false, got number" in r.stderr
-        assert len(d.requests("job.create")) == 4
-    assert [b.get("shard_base") for b in created] == [True, True, None, True]  # false is not sent
+        assert len(d.requests("job.create")) == 5
+    assert [b.get("shard_base") for b in created] == [True, True, None, True, True]  # false is not sent
+    assert created[-1]["quantization"] == "nf4"
 
 
 def test_files_delete_human_json_and_exit_codes(home):
