@@ -388,21 +388,16 @@ quant::Nf4Tensor ShardNf4Rows(const quant::Nf4Tensor& q, const ShardGroup& group
   TORCH_CHECK(q.shape.size() == 2 && q.blocksize % 2 == 0 && q.shape[1] % q.blocksize == 0,
               "ShardNf4Rows: rows of ", q.shape.size() == 2 ? q.shape[1] : 0,
               " weights do not end on a block of ", q.blocksize);
-  const int64_t rows = q.shape[0], in = q.shape[1], per_row = in / q.blocksize;
-  const int64_t rp = RowsPerRank(rows, group.size());
-  const int64_t begin = std::min<int64_t>(rows, rp * group.rank());
-  const int64_t take = std::min<int64_t>(rp, rows - begin);
+  // As ShardRows takes a weight's rows: the bytes of each row, and the
+  // absmax of its blocks, are rows of these.
+  const int64_t rows = q.shape[0], in = q.shape[1];
   quant::Nf4Tensor s;
-  s.shape = {rp, in};
+  s.shape = {RowsPerRank(rows, group.size()), in};
   s.dtype = q.dtype;
   s.blocksize = q.blocksize;
   s.code = q.code.clone();
-  s.packed = torch::zeros({rp * in / 2}, q.packed.options());
-  s.packed.narrow(0, 0, take * in / 2)
-      .copy_(q.packed.reshape({-1}).narrow(0, begin * in / 2, take * in / 2));
-  s.absmax = torch::zeros({rp * per_row}, q.packed.options().dtype(torch::kFloat32));
-  s.absmax.narrow(0, 0, take * per_row)
-      .copy_(quant::BlockAbsmax(q).narrow(0, begin * per_row, take * per_row));
+  s.packed = ShardRows(q.packed.reshape({rows, in / 2}), group).reshape({-1});
+  s.absmax = ShardRows(quant::BlockAbsmax(q).view({rows, in / q.blocksize}), group).reshape({-1});
   return s;
 }
 
