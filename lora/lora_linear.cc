@@ -82,6 +82,16 @@ std::vector<torch::Tensor> LoraLinear::ForwardGroup(const std::vector<fjord::Lin
   return kernels::LoraLinearGrouped(x, projections, dropout_, is_training());
 }
 
+std::optional<fjord::LinearParts> LoraLinear::Parts() const {
+  std::optional<fjord::LinearParts> parts = base_->Parts();
+  if (!parts.has_value() || merged_ || !enabled_) return parts;
+  parts->a = a_;
+  parts->b = b_;
+  parts->scale = scale_;
+  parts->dropout = is_training() ? dropout_ : 0.0;
+  return parts;
+}
+
 torch::Tensor LoraLinear::DeltaWeight() const {
   torch::NoGradGuard no_grad;
   return torch::matmul(b_, a_) * scale_;  // (out, in) in A's dtype

@@ -69,6 +69,10 @@ class LoraLinear : public fjord::LinearBase {
 
   const std::shared_ptr<fjord::LinearBase>& base_layer() const { return base_; }
   fjord::LinearBase* frozen_base() override { return base_->frozen_base(); }
+  // The base's parts plus this update (A, B, scale, and the dropout when
+  // training); the base's alone when merged or switched off; std::nullopt
+  // when the base has none (4-bit).
+  std::optional<fjord::LinearParts> Parts() const override;
   const torch::Tensor& lora_A() const { return a_; }  // (r, in), requires grad
   const torch::Tensor& lora_B() const { return b_; }  // (out, r), requires grad
   int64_t r() const { return r_; }

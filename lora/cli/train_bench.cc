@@ -9,6 +9,7 @@
 //       [--threads N] [--checkpointing] [--kernels auto|fused|reference]
 //       [--quantization none|nf4]   (nf4: the base's decoder linear weights in 4 bits)
 //       [--segments K]   (packed rows: K sequences per row, attention per sequence)
+//       [--lm_head]   (LoRA on lm_head too: the chunked adapted-head loss)
 //       [--profile]   (per-phase times on stderr)
 //
 // Prints one JSON line: {"tokens_per_s", "tokens_per_cpu_s", "peak_bytes",
@@ -82,11 +83,11 @@ int Main(int argc, char** argv) {
       {"batch", "8"},      {"seq", "256"},           {"rank", "16"},       {"steps", "6"},
       {"warmup", "2"},     {"device", "cpu"},        {"dtype", "float32"}, {"threads", "0"},
       {"kernels", "auto"}, {"quantization", "none"}, {"segments", "1"}};
-  bool checkpointing = false, profile = false;
+  bool checkpointing = false, profile = false, lm_head = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--checkpointing" || a == "--profile") {
-      (a == "--profile" ? profile : checkpointing) = true;
+    if (a == "--checkpointing" || a == "--profile" || a == "--lm_head") {
+      (a == "--profile" ? profile : a == "--lm_head" ? lm_head : checkpointing) = true;
       continue;
     }
     if (a.rfind("--", 0) != 0 || i + 1 >= argc || (a != "--model" && !flags.count(a.substr(2)))) {
@@ -148,6 +149,13 @@ int Main(int argc, char** argv) {
   config.r = rank;
   config.alpha = 2.0 * static_cast<double>(rank);
   config.dropout = 0;
+  if (lm_head) {
+    // Every linear layer, as all-linear, and lm_head (PEFT's names; Phi-3's
+    // fused ones included).
+    config.target_modules =
+        TargetModules::Names({"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj",
+                              "up_proj", "down_proj", "gate_up_proj", "lm_head"});
+  }
   absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter = LoraAdapter::Inject(**lm, config, 0);
   if (!adapter.ok()) return Fail(std::string(adapter.status().message()));
   (*lm)->train();

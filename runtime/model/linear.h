@@ -11,10 +11,27 @@
 #include <torch/utils.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace fjord {
+
+// What a linear layer computes, as parts a caller can fuse into something
+// larger (the chunked loss over lm_head: runtime/model/head_loss.h):
+//
+//   y = x·Wᵀ (+ b) (+ scale · (dropout(x)·Aᵀ)·Bᵀ)
+//
+// W and b are frozen; A and B (a trainable low-rank update: lora/) are
+// undefined when the layer adds none.
+struct LinearParts {
+  torch::Tensor weight;  // (out, in)
+  torch::Tensor bias;    // (out) or undefined
+  torch::Tensor a;       // (r, in) or undefined
+  torch::Tensor b;       // (out, r) or undefined
+  double scale = 0;      // of the update
+  double dropout = 0;    // on the update's input; 0 outside training
+};
 
 // A linear map y = x·Wᵀ (+ b). Implementations: DenseLinear (here),
 // quant::Nf4Linear (a weight held in 4 bits: runtime/quant) and
@@ -30,6 +47,10 @@ class LinearBase : public torch::nn::Module {
   virtual int64_t out_features() const { return base_weight().size(0); }
   // The frozen layer underneath (an adapter's base), or this one.
   virtual LinearBase* frozen_base() { return this; }
+  // forward as LinearParts, when it is exactly that; std::nullopt (the
+  // default) when it is not, or the weight is not held whole (4-bit,
+  // sharded): callers then run forward.
+  virtual std::optional<LinearParts> Parts() const { return std::nullopt; }
 
   // Applies `group` (this layer first, then others reading the same x) to
   // x, sharing work where the implementation can (lora: one GEMM for every
@@ -69,6 +90,7 @@ class DenseLinear : public LinearBase {
   }
   torch::Tensor base_weight() const override { return weight_; }
   torch::Tensor base_bias() const override { return bias_; }
+  std::optional<LinearParts> Parts() const override { return LinearParts{weight_, bias_}; }
   // Replaces the weight data in place (merge/unmerge of adapters).
   void set_weight(const torch::Tensor& w) {
     torch::NoGradGuard g;

@@ -25,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/ops.h"
+#include "runtime/model/head_loss.h"
 #include "runtime/model/layer_checkpoint.h"
 #include "runtime/util/status_macros.h"
 
@@ -475,7 +476,6 @@ Tensor CausalLM::TokenLosses(const Tensor& hidden, const Tensor& targets) {
 
 Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
   auto [h, y] = LossRows("CausalLM::LossSum", hidden, targets);
-  auto dense = std::dynamic_pointer_cast<DenseLinear>(lm_head);
   const int64_t chunk = LossChunkRows(h);
   if (ShardedLinear* sharded = ShardedHead(); sharded != nullptr) {
     // A sharded lm_head is never gathered whole: the loss runs over its
@@ -484,11 +484,19 @@ Tensor CausalLM::LossSum(const Tensor& hidden, const Tensor& targets) {
     return ShardedLinearCrossEntropySum(h, *sharded, y, chunk * sharded->pieces().count,
                                         config_.final_logit_softcapping);
   }
-  if (dense != nullptr && !lm_head->base_bias().defined() && config_.final_logit_softcapping == 0) {
-    return kernels::LinearCrossEntropySum(h, lm_head->base_weight(), y, chunk);
+  const std::optional<LinearParts> parts = lm_head->Parts();
+  const double cap = config_.final_logit_softcapping;
+  if (parts.has_value() && !parts->bias.defined() && !parts->a.defined() && cap == 0) {
+    return kernels::LinearCrossEntropySum(h, parts->weight, y, chunk);  // fused on CUDA
   }
-  // An adapted or biased lm_head, or soft-capped logits: plain logits (all
-  // of them at once).
+  if (parts.has_value() && !parts->weight.requires_grad() &&
+      !(parts->bias.defined() && parts->bias.requires_grad())) {
+    // Adapted (lm_head among the LoRA targets), biased or soft-capped: chunk
+    // by chunk all the same (plain LibTorch ops on every device).
+    return HeadCrossEntropySum(h, *parts, y, chunk, cap);
+  }
+  // A head that is not a frozen matrix (a researcher's LinearBase): plain
+  // logits, all of them at once.
   Tensor logits = Logits(h);  // (N, V)
   return torch::nn::functional::cross_entropy(
       logits, y,

@@ -297,10 +297,13 @@ class CausalLM : public torch::nn::Module {
   // Sum over tokens with target != -100 of the cross-entropy of
   // softmax(lm_head(hidden)) against targets, a 0-dim fp32 tensor. hidden:
   // (B, T, C); targets: (B, T) int64, already the next-token targets (no
-  // shift here). Through kernels::LinearCrossEntropySum (never holding all
-  // logits) when lm_head is a bias-free DenseLinear, through
+  // shift here). Never holds all the logits at once: through
+  // kernels::LinearCrossEntropySum (fused on CUDA) when lm_head is a plain
+  // frozen matrix; through HeadCrossEntropySum when it also has a bias, a
+  // LoRA update or soft-capped logits (head_loss.h); through
   // ShardedLinearCrossEntropySum (never holding lm_head whole either) when
-  // it is a bias-free ShardedLinear, else via Logits.
+  // it is a bias-free ShardedLinear. Else (a layer without LinearParts, or
+  // an adapted sharded lm_head) via Logits.
   torch::Tensor LossSum(const torch::Tensor& hidden, const torch::Tensor& targets);
   // Each token's cross-entropy as LossSum sums them: (B·T) fp32, 0 where the
   // target is -100. One call costs a sharded base the same gathers whatever

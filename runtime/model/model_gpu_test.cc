@@ -29,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "runtime/kernels/ops.h"
 #include "runtime/kernels/self_test.h"
+#include "runtime/model/head_loss.h"
 #include "runtime/model/model.h"
 #include "runtime/model/thread_shard_group.h"
 #include "runtime/quant/nf4.h"
@@ -231,6 +232,43 @@ TEST_F(ModelGpuTest, FusedLossMatchesCpu) {
       gpu->LossSum(gpu->Hidden(ids.cuda(), Positions(ids).cuda(), Tensor()), targets.cuda())
           .item<double>();
   EXPECT_NEAR(got, want, 1e-4 * std::abs(want));
+}
+
+// The chunked loss over an adapted, biased, soft-capped lm_head on CUDA in
+// bf16 and fp32 (A and B fp32, as LoRA keeps them) against fp32 on the CPU:
+// loss and the gradients of hidden, A and B.
+TEST_F(ModelGpuTest, HeadLossOnCudaMatchesCpu) {
+  torch::manual_seed(21);
+  const int64_t n = 300, c = 64, v = 1000, r = 8;
+  const Tensor hidden = torch::randn({n, c}), labels = torch::randint(v, {n}, torch::kInt64);
+  labels.narrow(0, 0, 10).fill_(-100);
+  LinearParts head{torch::randn({v, c}) * 0.1,
+                   torch::randn({v}) * 0.1,
+                   torch::randn({r, c}) * 0.1,
+                   torch::randn({v, r}) * 0.1,
+                   2.0,
+                   0.0};
+  auto run = [&](torch::Device device, torch::Dtype dtype) {
+    const Tensor h = hidden.to(device, dtype).requires_grad_(true);
+    LinearParts p = head;
+    p.weight = head.weight.to(device, dtype);
+    p.bias = head.bias.to(device, dtype);
+    p.a = head.a.to(device).requires_grad_(true);
+    p.b = head.b.to(device).requires_grad_(true);
+    const Tensor loss = HeadCrossEntropySum(h, p, labels.to(device), 128, 30.0);
+    loss.backward();
+    return std::vector<Tensor>{loss.detach().cpu(), h.grad().cpu().to(torch::kFloat32),
+                               p.a.grad().cpu(), p.b.grad().cpu()};
+  };
+  const std::vector<Tensor> want = run(torch::kCPU, torch::kFloat32);
+  for (auto [dtype, tol] : {std::pair{torch::kFloat32, 1e-4}, std::pair{torch::kBFloat16, 3e-2}}) {
+    const std::vector<Tensor> got = run(torch::kCUDA, dtype);
+    EXPECT_NEAR(got[0].item<double>(), want[0].item<double>(), tol * want[0].item<double>());
+    for (size_t i = 1; i < got.size(); ++i) {
+      const double err = ((got[i] - want[i]).norm() / want[i].norm()).item<double>();
+      EXPECT_LT(err, tol) << "gradient " << i << " in " << dtype;
+    }
+  }
 }
 
 // The sharded base's piecewise embedding lookup and loss on CUDA (2 ranks
