@@ -22,7 +22,37 @@ std::map<std::string, LinearSlot> SlotsByName(CausalLM& model) {
   return out;
 }
 
+bool Wide(torch::ScalarType t) { return t == torch::kFloat32 || t == torch::kFloat64; }
+
 }  // namespace
+
+absl::Status CheckBaseLayerCopy(const std::string& file, const std::string& key,
+                                const torch::Tensor& copy, const torch::Tensor& base) {
+  return TorchCall(absl::StrCat(file, ": ", key), [&]() -> absl::Status {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor c = copy.to(base.device());
+    const auto ct = c.scalar_type(), bt = base.scalar_type();
+    bool same = false;
+    if (ct == bt || Wide(ct) || Wide(bt)) {
+      const auto narrow = Wide(ct) ? (Wide(bt) ? torch::kFloat32 : bt) : ct;
+      same = torch::equal(c.to(narrow), base.to(narrow));
+    } else {  // fp16 against bf16
+      const torch::Tensor b32 = base.to(torch::kFloat32);
+      same = (c.to(torch::kFloat32) - b32).abs().max().item<double>() <=
+             0.01 * b32.abs().max().item<double>();
+    }
+    if (same) return absl::OkStatus();
+    const double diff =
+        (c.to(torch::kFloat32) - base.to(torch::kFloat32)).abs().max().item<double>();
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": tensor '", key,
+        "' (peft's copy of the base layer, written when lm_head is a target) differs from this "
+        "base model's weight (largest difference ",
+        diff,
+        "): the adapter was trained on other base weights (a resized or retrained vocabulary?); "
+        "fjord keeps the base model as it is"));
+  });
+}
 
 std::vector<ModuleInfo> ModulesOf(CausalLM& model) {
   std::vector<ModuleInfo> out;
@@ -70,11 +100,21 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Inject(CausalLM& model
 }
 
 absl::StatusOr<std::vector<torch::Tensor>> LoraAdapter::ReadWeights(
-    const std::string& dir, const std::vector<AdaptedModule>& modules, Env* env) {
+    const std::string& dir, const std::vector<AdaptedModule>& modules, Env* env,
+    const std::function<torch::Tensor(size_t)>& base_weight) {
   const std::string path = JoinPath(dir, kAdapterWeightsName);
   FJORD_ASSIGN_OR_RETURN(std::unique_ptr<io::SafetensorsFile> file,
                          io::SafetensorsFile::Open(path, env));
   FJORD_RETURN_IF_ERROR(CheckAdapterTensors(file->header(), modules, path));
+  for (size_t i : BaseLayerCopies(file->header(), modules)) {
+    const std::string key = BaseLayerCopyKey(modules[i].path);
+    FJORD_ASSIGN_OR_RETURN(torch::Tensor copy, file->Get(key));
+    FJORD_ASSIGN_OR_RETURN(torch::Tensor base, TorchCall(absl::StrCat(path, ": ", key), [&]() {
+                             torch::NoGradGuard no_grad;
+                             return base_weight(i);
+                           }));
+    FJORD_RETURN_IF_ERROR(CheckBaseLayerCopy(path, key, copy, base));
+  }
   std::vector<torch::Tensor> out;
   for (const AdaptedModule& m : modules) {
     for (const std::string& key : {LoraAKey(m.path), LoraBKey(m.path)}) {
@@ -103,7 +143,11 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPretrained(CausalL
   if (!modules.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", modules.status().message()));
   }
-  FJORD_ASSIGN_OR_RETURN(std::vector<torch::Tensor> weights, ReadWeights(dir, *modules, env));
+  std::map<std::string, LinearSlot> slots = SlotsByName(model);
+  FJORD_ASSIGN_OR_RETURN(std::vector<torch::Tensor> weights,
+                         ReadWeights(dir, *modules, env, [&](size_t i) {
+                           return (*slots.at((*modules)[i].path).layer)->base_weight();
+                         }));
   FJORD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter, Inject(model, std::move(config), 0));
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < adapter->layers_.size(); ++i) {
@@ -147,7 +191,9 @@ absl::Status LoraAdapter::LoadWeights(const std::string& dir, Env* env) {
           ") differs from this adapter's ", b.path, " (r ", b.r, ", scale ", b.scale, ")"));
     }
   }
-  FJORD_ASSIGN_OR_RETURN(std::vector<torch::Tensor> weights, ReadWeights(dir, modules_, env));
+  FJORD_ASSIGN_OR_RETURN(
+      std::vector<torch::Tensor> weights,
+      ReadWeights(dir, modules_, env, [&](size_t i) { return layers_[i]->base_weight(); }));
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < layers_.size(); ++i) {
     layers_[i]->lora_A().copy_(weights[2 * i]);
@@ -165,8 +211,18 @@ std::vector<std::pair<std::string, torch::Tensor>> LoraAdapter::NamedParameters(
   return out;
 }
 
-void LoraAdapter::Merge() {
+absl::Status LoraAdapter::Merge() {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i]->merged() && modules_[i].path == "lm_head" &&
+        model_->config().tie_word_embeddings) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot merge the adapter: it changes ", modules_[i].path,
+          ", which shares its matrix with the embeddings (tie_word_embeddings); merging would "
+          "change the embeddings too"));
+    }
+  }
   for (auto& l : layers_) l->Merge();
+  return absl::OkStatus();
 }
 
 void LoraAdapter::Unmerge() {

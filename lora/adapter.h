@@ -21,6 +21,7 @@
 
 #include <torch/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -37,6 +38,16 @@ namespace fjord::lora {
 
 // The model's linear layers as target matching sees them (LinearSlots order).
 std::vector<ModuleInfo> ModulesOf(CausalLM& model);
+
+// A copy of an adapted layer's base weight that an adapter file carries
+// (peft writes lm_head's when it is a target: BaseLayerCopyKey) must be the
+// base model's weight: fjord keeps the base frozen as it is. Equal means
+// equal once both are in the narrower of their two dtypes (a copy saved in
+// bf16 of an fp32 base, or the reverse); between fp16 and bf16, within 1% of
+// the weight's largest entry. InvalidArgument naming `file`, `key` and the
+// largest difference otherwise.
+absl::Status CheckBaseLayerCopy(const std::string& file, const std::string& key,
+                                const torch::Tensor& copy, const torch::Tensor& base);
 
 class LoraAdapter {
  public:
@@ -75,8 +86,11 @@ class LoraAdapter {
   // (name, parameter) of every A and B in module order, A before B.
   std::vector<std::pair<std::string, torch::Tensor>> NamedParameters() const;
 
-  // Merge / Unmerge every layer (LoraLinear::Merge).
-  void Merge();
+  // Merge / Unmerge every layer (LoraLinear::Merge). Merge refuses
+  // (FailedPrecondition, nothing merged) an adapted lm_head that shares its
+  // matrix with the embeddings (tie_word_embeddings): merging would change
+  // the embeddings too.
+  absl::Status Merge();
   void Unmerge();
   // Every layer on or off (LoraLinear::set_enabled): off, the model is its
   // base. FailedPrecondition when switching off while merged.
@@ -95,9 +109,12 @@ class LoraAdapter {
  private:
   LoraAdapter() = default;
   // Checks dir's files against `modules` and reads its tensors (fp32, in
-  // modules order: A, B, A, B, ...).
+  // modules order: A, B, A, B, ...). A copy of a module's base weight in the
+  // file (peft's save_embedding_layers) is checked against base_weight(i),
+  // module i's base weight in the model (CheckBaseLayerCopy).
   static absl::StatusOr<std::vector<torch::Tensor>> ReadWeights(
-      const std::string& dir, const std::vector<AdaptedModule>& modules, Env* env);
+      const std::string& dir, const std::vector<AdaptedModule>& modules, Env* env,
+      const std::function<torch::Tensor(size_t)>& base_weight);
 
   CausalLM* model_ = nullptr;
   LoraConfig config_;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lora/adapter.h"
 #include "lora/lora_config.h"
 #include "lora/peft_format.h"
 #include "runtime/io/model_dir.h"
@@ -126,6 +127,11 @@ absl::Status ExportMerged(const std::string& base_dir, const std::string& adapte
                                           [&]() { return quant::DequantizeNf4(*q, q->dtype); }));
     }
     auto it = by_weight.find(name);
+    if (it != by_weight.end() && weights->Find(BaseLayerCopyKey(it->second->path)) != nullptr) {
+      const std::string key = BaseLayerCopyKey(it->second->path);
+      FJORD_ASSIGN_OR_RETURN(torch::Tensor copy, weights->Get(key));
+      FJORD_RETURN_IF_ERROR(CheckBaseLayerCopy(weights_path, key, copy, t));
+    }
     FJORD_ASSIGN_OR_RETURN(
         torch::Tensor out, TorchCall(absl::StrCat(base_dir, ": merging ", name), [&]() {
           const torch::ScalarType dtype =

@@ -274,6 +274,21 @@ std::string LoraBKey(absl::string_view module_path) {
   return absl::StrCat("base_model.model.", module_path, ".lora_B.weight");
 }
 
+std::string BaseLayerCopyKey(absl::string_view module_path) {
+  return absl::StrCat("base_model.model.", module_path, ".base_layer.weight");
+}
+
+std::vector<size_t> BaseLayerCopies(const io::SafetensorsHeader& header,
+                                    const std::vector<AdaptedModule>& adapted) {
+  std::set<std::string> names;
+  for (const io::TensorEntry& t : header.tensors) names.insert(t.name);
+  std::vector<size_t> out;
+  for (size_t i = 0; i < adapted.size(); ++i) {
+    if (names.count(BaseLayerCopyKey(adapted[i].path))) out.push_back(i);
+  }
+  return out;
+}
+
 absl::Status CheckAdapterTensors(const io::SafetensorsHeader& header,
                                  const std::vector<AdaptedModule>& adapted,
                                  absl::string_view file) {
@@ -283,13 +298,29 @@ absl::Status CheckAdapterTensors(const io::SafetensorsHeader& header,
     bool is_a;
   };
   std::map<std::string, Expected> expected;
+  std::map<std::string, const AdaptedModule*> copies;  // optional
   for (const AdaptedModule& m : adapted) {
     expected[LoraAKey(m.path)] = {{m.r, m.in_features}, &m, true};
     expected[LoraBKey(m.path)] = {{m.out_features, m.r}, &m, false};
+    copies[BaseLayerCopyKey(m.path)] = &m;
   }
   std::vector<std::string> extra;
   std::set<std::string> seen;
   for (const io::TensorEntry& t : header.tensors) {
+    if (auto c = copies.find(t.name); c != copies.end()) {
+      const std::vector<int64_t> want = {c->second->out_features, c->second->in_features};
+      if (t.shape != want) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(file, ": tensor '", t.name, "' has shape ", ShapeString(t.shape),
+                         ", expected ", ShapeString(want), " (the base model's ", c->second->path,
+                         " weight, which it copies)"));
+      }
+      if (t.dtype != "F32" && t.dtype != "BF16" && t.dtype != "F16" && t.dtype != "F64") {
+        return absl::InvalidArgumentError(absl::StrCat(file, ": tensor '", t.name, "' has dtype ",
+                                                       t.dtype, ", expected a float type"));
+      }
+      continue;
+    }
     auto it = expected.find(t.name);
     if (it == expected.end()) {
       extra.push_back(t.name);

@@ -52,15 +52,29 @@ std::string AdapterConfigJson(const LoraConfig& config, const std::vector<Adapte
 std::string LoraAKey(absl::string_view module_path);
 std::string LoraBKey(absl::string_view module_path);
 
+// "base_model.model.<path>.base_layer.weight": a copy of an adapted
+// layer's base weight in the adapter file. peft writes one for lm_head (and
+// embed_tokens) when they are among the targets (save_embedding_layers,
+// "auto" by default), in case the adapter was trained on a resized
+// vocabulary.
+std::string BaseLayerCopyKey(absl::string_view module_path);
+
 // Checks an adapter_model.safetensors header against the modules the config
 // adapts: exactly the keys LoraAKey/LoraBKey of each, with shapes (r, in) and
-// (out, r), in a float dtype (F32, BF16, F16, F64). InvalidArgument naming
+// (out, r), plus for any of them a BaseLayerCopyKey of shape (out, in), in a
+// float dtype (F32, BF16, F16, F64); loaders check such a copy against the
+// base model's weight (BaseLayerCopies, CheckBaseLayerCopy). InvalidArgument naming
 // `file` and the key: missing keys (listed), extra keys (listed; DoRA
 // magnitude vectors, embedding adapters and adapter-name infixes are named
 // as such), a wrong shape (both shapes, and the r the config gives), a
 // non-float dtype.
 absl::Status CheckAdapterTensors(const io::SafetensorsHeader& header,
                                  const std::vector<AdaptedModule>& adapted, absl::string_view file);
+
+// The adapted modules (indices into `adapted`) whose base weight the header
+// holds a copy of (BaseLayerCopyKey), in `adapted`'s order.
+std::vector<size_t> BaseLayerCopies(const io::SafetensorsHeader& header,
+                                    const std::vector<AdaptedModule>& adapted);
 
 // The linear layers of a decoder with these sizes, in the model's order
 // (layer by layer: q, k, v, o, gate, up, down; with `fused` (Phi3): qkv, o,

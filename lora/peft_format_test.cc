@@ -258,6 +258,23 @@ TEST(CheckAdapterTensorsTest, AcceptsExactlyTheExpectedKeys) {
   EXPECT_THAT(s.message(),
               HasSubstr("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"));
   EXPECT_THAT(s.message(), HasSubstr("modules adapter_config.json does not target"));
+
+  // peft's copy of an adapted layer's base weight (save_embedding_layers).
+  const std::string copy = "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight";
+  EXPECT_EQ(BaseLayerCopyKey(adapted[0].path), copy);
+  const io::SafetensorsHeader with_copy =
+      Header({{a, "F32", {4, 32}}, {b, "F32", {24, 4}}, {copy, "BF16", {24, 32}}});
+  EXPECT_TRUE(CheckAdapterTensors(with_copy, adapted, "f").ok());
+  EXPECT_THAT(BaseLayerCopies(with_copy, adapted), ::testing::ElementsAre(0u));
+  EXPECT_TRUE(BaseLayerCopies(Header({{a, "F32", {4, 32}}, {b, "F32", {24, 4}}}), adapted).empty());
+  s = CheckAdapterTensors(
+      Header({{a, "F32", {4, 32}}, {b, "F32", {24, 4}}, {copy, "F32", {32, 24}}}), adapted, "f");
+  EXPECT_THAT(s.message(), HasSubstr("f: tensor '" + copy +
+                                     "' has shape [32, 24], expected [24, 32] (the base model's "
+                                     "model.layers.0.self_attn.q_proj weight, which it copies)"));
+  s = CheckAdapterTensors(
+      Header({{a, "F32", {4, 32}}, {b, "F32", {24, 4}}, {copy, "I8", {24, 32}}}), adapted, "f");
+  EXPECT_THAT(s.message(), HasSubstr("has dtype I8, expected a float type"));
 }
 
 }  // namespace

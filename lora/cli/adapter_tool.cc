@@ -106,7 +106,7 @@ absl::Status Logits(const std::map<std::string, std::string>& flags) {
   FJORD_ASSIGN_OR_RETURN(std::shared_ptr<CausalLM> lm, LoadModel(flags));
   FJORD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
                          LoraAdapter::FromPretrained(*lm, flags.at("adapter")));
-  if (flags.count("merged")) adapter->Merge();
+  if (flags.count("merged")) FJORD_RETURN_IF_ERROR(adapter->Merge());
   lm->eval();
   FJORD_ASSIGN_OR_RETURN(
       torch::Tensor logits, TorchCall("forward", [&]() {

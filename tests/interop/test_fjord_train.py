@@ -6,7 +6,7 @@ Tiny Llama / Qwen2 models are made with transformers (save_pretrained) with a
 tokenizer trained here with `tokenizers` (Llama 3 / ChatML special tokens);
 the demo (//tools/demo) is the project's own pretrained toy model.
 
-    bazel build //lora/cli:fjord-train //lora/cli:adapter_tool //tools/demo
+    bazel build //lora/cli:fjord-train //lora/cli:adapter_tool //runtime/data:validate_tool //tools/demo
     ~/.cache/fjord/venv/bin/python -m pytest -q tests/interop/test_fjord_train.py
 """
 
@@ -141,6 +141,72 @@ def test_adapter_trained_by_fjord_loads_in_peft(tmp_path, arch):
     got = load_file(out)["logits"]
     err = (got - ref).abs().max().item()
     assert err < TOL, f"fjord vs peft on fjord's adapter: {err}"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # lm_head tied to the embeddings, and not
+def test_an_adapted_lm_head_trains_as_in_peft(tmp_path, arch):
+    """LoRA on lm_head too (fjord's loss over it runs chunk by chunk:
+    model::HeadCrossEntropySum): three optimizer steps of one example each,
+    in file order, from the same PEFT adapter (random A and B; fjord-train's
+    lora.init_from), give transformers + peft's step losses (on the ids and
+    targets fjord's own tokenization gives: validate_tool --examples-out)
+    and, after them, the same adapter (AdamW, constant learning rate,
+    gradient clipping at 1.0 on both sides)."""
+    from peft import LoraConfig, get_peft_model
+    modules = ["q_proj", "v_proj", "lm_head"]
+    config, mdir = make_job(tmp_path, arch)
+    base = AutoModelForCausalLM.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager")
+    torch.manual_seed(5)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=modules))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape))
+    model.save_pretrained(tmp_path / "init")
+    start = load_file(tmp_path / "init" / "adapter_model.safetensors")
+    # peft also saves lm_head's base weight when lm_head is a target
+    # (save_embedding_layers); fjord checks it is the base model's.
+    assert "base_model.model.lm_head.base_layer.weight" in start
+    start = {k: v for k, v in start.items() if ".base_layer." not in k}
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"].update({"shuffle": False, "packing": False})
+    cfg["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": modules, "init_from": str(tmp_path / "init")}
+    cfg["training"].update({"max_steps": 3, "micro_batch_size": 1, "learning_rate": 1e-2, "lr_scheduler": "constant",
+                            "warmup_steps": 0, "max_grad_norm": 1.0, "weight_decay": 0.0})
+    config.write_text(yaml.safe_dump(cfg))
+    events = tmp_path / "events.jsonl"
+    run_train(config, "--events", str(events))
+    steps = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3]
+
+    examples_out = tmp_path / "examples.jsonl"
+    r = subprocess.run([str(BIN_DIR / "runtime" / "data" / "validate_tool"), str(mdir / "tokenizer.json"),
+                        cfg["data"]["train"], "--model-dir", str(mdir), "--max-length", "64",
+                        "--examples-out", str(examples_out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    examples = [json.loads(x) for x in examples_out.read_text().splitlines()]
+    model.train()
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    for mine, ex in zip(steps, examples):
+        targets = torch.tensor(ex["targets"])
+        logits = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0, :len(targets)]
+        loss = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum")
+        loss = loss / (targets != -100).sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        assert mine["loss"] == pytest.approx(loss.item(), abs=1e-5), (mine["step"], mine["loss"], loss.item())
+    got = load_file(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
+    assert sorted(got) == sorted(start)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            key = name.replace(".default", "")
+            assert (got[key] - p.detach()).abs().max().item() < 1e-4, key
+    moved = max((got[k] - start[k]).abs().max().item() for k in got if ".lm_head." in k)
+    assert moved > 1e-3  # the steps moved lm_head's adapter
 
 
 def test_stop_after_steps_then_resume_is_bitwise_identical(tmp_path):

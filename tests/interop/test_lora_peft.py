@@ -138,6 +138,34 @@ def test_peft_adapter_in_fjord(tmp_path, arch, case):
     assert (base_logits - ref).abs().max().item() > 100 * TOL
 
 
+@pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen3", "gemma3"])
+def test_peft_adapter_on_lm_head_in_fjord(tmp_path, arch):
+    """lm_head among peft's targets: peft's file also holds a copy of
+    lm_head's base weight (save_embedding_layers), which fjord checks against
+    the base model's. The logits equal peft's; merged too, except where
+    lm_head is tied to the embeddings (refused: merging would change them)."""
+    base = make_base(arch, tmp_path)
+    adapter, ref = peft_adapter(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"]), tmp_path)
+    assert "base_model.model.lm_head.base_layer.weight" in load_file(adapter / "adapter_model.safetensors")
+    err = (fjord_logits(base, adapter, tmp_path) - ref).abs().max().item()
+    assert err < TOL, f"{arch}: max |fjord - peft| = {err}"
+    tied = json.loads((base / "config.json").read_text()).get("tie_word_embeddings", False)
+    if tied:
+        with pytest.raises(subprocess.CalledProcessError) as e:
+            fjord_logits(base, adapter, tmp_path, merged=True)
+        assert "shares its matrix with the embeddings" in e.value.stderr
+    else:
+        err = (fjord_logits(base, adapter, tmp_path, merged=True) - ref).abs().max().item()
+        assert err < TOL, f"{arch} merged in fjord: {err}"
+    # A copy that is not the base's lm_head is refused, with the tensor named.
+    weights = load_file(adapter / "adapter_model.safetensors")
+    weights["base_model.model.lm_head.base_layer.weight"][3, 5] += 1.0
+    save_file(weights, adapter / "adapter_model.safetensors", metadata={"format": "pt"})
+    r = check(base, adapter, tmp_path)
+    assert r.returncode == 1
+    assert "'base_model.model.lm_head.base_layer.weight'" in r.stderr and "differs from this base model's" in r.stderr
+
+
 # Phi3's linear layers as peft names them: the fused qkv_proj and gate_up_proj
 # are one module each (one A and one B over all of q, k and v).
 PHI3_CONFIGS = {
