@@ -81,32 +81,43 @@ void CheckLabels(const torch::Tensor& labels, int64_t vocab) {
 ChunkedResult RunChunks(const torch::Tensor& hidden, const torch::Tensor& weight,
                         const torch::Tensor& labels, int64_t chunk_tokens, bool want_dhidden,
                         bool want_dweight) {
-  const int64_t n = hidden.size(0);
+  // A row whose label is -100 adds nothing to the loss or to any gradient,
+  // so only the others are computed (in chat data, a prompt's rows are left
+  // out).
+  torch::Tensor rows;  // the trained rows' indices; undefined when all are
+  torch::Tensor h_all = hidden, y_all = labels;
+  if (labels.numel() > 0 && !(labels != kIgnoreIndex).all().item<bool>()) {
+    rows = (labels != kIgnoreIndex).nonzero().squeeze(1);
+    h_all = hidden.index_select(0, rows);
+    y_all = labels.index_select(0, rows);
+  }
+  const int64_t n = h_all.size(0);
   if (chunk_tokens <= 0) chunk_tokens = std::max<int64_t>(n, 1);
   ChunkedResult r;
   torch::Tensor total = torch::zeros({}, hidden.options().dtype(torch::kFloat32));
-  if (want_dhidden) r.dhidden = torch::zeros_like(hidden);
+  torch::Tensor dhidden = want_dhidden ? torch::empty_like(h_all) : torch::Tensor();
   torch::Tensor dweight32;
   if (want_dweight)
     dweight32 = torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32));
   for (int64_t start = 0; start < n; start += chunk_tokens) {
     const int64_t len = std::min(chunk_tokens, n - start);
-    torch::Tensor h = hidden.narrow(0, start, len);                           // (len, C)
+    torch::Tensor h = h_all.narrow(0, start, len);                            // (len, C)
     torch::Tensor logits = torch::matmul(h, weight.t()).to(torch::kFloat32);  // (len, V)
-    torch::Tensor l = labels.narrow(0, start, len);                           // (len)
-    torch::Tensor valid = l != kIgnoreIndex;                                  // (len)
-    torch::Tensor safe = torch::where(valid, l, torch::zeros_like(l));        // (len)
+    torch::Tensor l = y_all.narrow(0, start, len).unsqueeze(1);               // (len, 1)
     torch::Tensor lse = torch::logsumexp(logits, -1);                         // (len)
-    torch::Tensor target = logits.gather(1, safe.unsqueeze(1)).squeeze(1);    // (len)
-    total = total + torch::where(valid, lse - target, torch::zeros_like(lse)).sum();
+    total.add_((lse - logits.gather(1, l).squeeze(1)).sum());
     if (!want_dhidden && !want_dweight) continue;
-    torch::Tensor dlogits = torch::exp(logits - lse.unsqueeze(1));  // softmax (len, V)
-    dlogits.scatter_add_(1, safe.unsqueeze(1), -torch::ones({len, 1}, dlogits.options()));
-    dlogits = (dlogits * valid.unsqueeze(1).to(torch::kFloat32)).to(hidden.scalar_type());
-    if (want_dhidden) r.dhidden.narrow(0, start, len).copy_(torch::matmul(dlogits, weight));
+    // softmax − onehot, in place over the logits (no other (len, V) buffer).
+    torch::Tensor dlogits = logits.sub_(lse.unsqueeze(1)).exp_();
+    dlogits.scatter_add_(1, l, -torch::ones({len, 1}, dlogits.options()));
+    dlogits = dlogits.to(hidden.scalar_type());
+    if (want_dhidden) dhidden.narrow(0, start, len).copy_(torch::matmul(dlogits, weight));
     if (want_dweight) {
       dweight32.add_(torch::matmul(dlogits.t(), h).to(torch::kFloat32));
     }
+  }
+  if (want_dhidden) {
+    r.dhidden = rows.defined() ? torch::zeros_like(hidden).index_copy_(0, rows, dhidden) : dhidden;
   }
   if (want_dweight) r.dweight = dweight32.to(weight.scalar_type());
   r.loss = total;

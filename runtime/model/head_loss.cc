@@ -30,10 +30,20 @@ struct Result {
 };
 
 // One pass over the rows, chunk by chunk: the loss and, as each chunk's
-// logits are at hand, the gradients `want` asks for.
+// logits are at hand, the gradients `want` asks for. Rows whose label is
+// -100 add nothing to either, so only the others are computed (in chat
+// data, a prompt's rows are left out).
 Result Run(const Tensor& hidden, const Tensor& input, const LinearParts& p, const Tensor& labels,
            int64_t chunk, double cap, Wanted want) {
-  const int64_t n = hidden.size(0);
+  Tensor rows;  // the trained rows' indices; undefined when all are
+  Tensor h_all = hidden, in_all = input, y_all = labels;
+  if (labels.numel() > 0 && !(labels != kIgnore).all().item<bool>()) {
+    rows = (labels != kIgnore).nonzero().squeeze(1);
+    h_all = hidden.index_select(0, rows);
+    in_all = input.index_select(0, rows);
+    y_all = labels.index_select(0, rows);
+  }
+  const int64_t n = h_all.size(0);
   if (chunk <= 0) chunk = std::max<int64_t>(n, 1);
   const auto dtype = hidden.scalar_type();
   const auto f32 = hidden.options().dtype(torch::kFloat32);
@@ -44,16 +54,16 @@ Result Run(const Tensor& hidden, const Tensor& input, const LinearParts& p, cons
   if (update) {
     a = p.a.to(dtype);
     b = p.b.to(dtype);
-    u = torch::matmul(input, a.t());  // (N, r)
-    if (want.input || want.ab) du = torch::zeros({n, a.size(0)}, f32);
+    u = torch::matmul(in_all, a.t());  // (n, r)
+    if (want.input || want.ab) du = torch::empty({n, a.size(0)}, f32);
     if (want.ab) db = torch::zeros(b.sizes(), f32);
   }
   Result r;
   Tensor total = torch::zeros({}, f32);
-  if (want.hidden) r.dhidden = torch::zeros_like(hidden);
+  Tensor dh = want.hidden ? torch::empty_like(h_all) : Tensor();
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t len = std::min(chunk, n - start);
-    Tensor l = torch::matmul(hidden.narrow(0, start, len), w.t());  // (len, V)
+    Tensor l = torch::matmul(h_all.narrow(0, start, len), w.t());  // (len, V)
     if (update) l.addmm_(u.narrow(0, start, len), b.t(), /*beta=*/1, /*alpha=*/p.scale);
     l = l.to(torch::kFloat32);
     if (bias.defined()) l.add_(bias);
@@ -62,31 +72,33 @@ Result Run(const Tensor& hidden, const Tensor& input, const LinearParts& p, cons
       t = torch::tanh(l / cap);
       l = t * cap;
     }
-    const Tensor y = labels.narrow(0, start, len);
-    const Tensor valid = y != kIgnore;
-    const Tensor safe = torch::where(valid, y, torch::zeros_like(y)).unsqueeze(1);  // (len, 1)
-    const Tensor lse = l.logsumexp(1);                                              // (len)
-    const Tensor target = l.gather(1, safe).squeeze(1);
-    total.add_(torch::where(valid, lse - target, 0.0).sum());
+    const Tensor y = y_all.narrow(0, start, len).unsqueeze(1);  // (len, 1)
+    const Tensor lse = l.logsumexp(1);                          // (len)
+    total.add_((lse - l.gather(1, y).squeeze(1)).sum());
     if (!want.any()) continue;
     // d loss / d l: softmax less the target's one-hot (through the cap's
-    // tanh: times 1 - tanh²), zero for ignored rows.
-    Tensor d = torch::exp(l - lse.unsqueeze(1));
-    d.scatter_add_(1, safe, -torch::ones({len, 1}, d.options()));
+    // tanh: times 1 - tanh²), in place over the logits.
+    Tensor d = l.sub_(lse.unsqueeze(1)).exp_();
+    d.scatter_add_(1, y, -torch::ones({len, 1}, d.options()));
     if (cap > 0) d.mul_(1 - t * t);
-    d = (d * valid.unsqueeze(1).to(torch::kFloat32)).to(dtype);
-    if (want.hidden) r.dhidden.narrow(0, start, len).copy_(torch::matmul(d, w));
+    d = d.to(dtype);
+    if (want.hidden) dh.narrow(0, start, len).copy_(torch::matmul(d, w));
     if (!update) continue;
     if (want.ab)
       db.add_(torch::matmul(d.t(), u.narrow(0, start, len)).to(torch::kFloat32), p.scale);
     if (du.defined()) du.narrow(0, start, len).copy_(torch::matmul(d, b).mul_(p.scale));
   }
+  // Back to every row (zero for the untrained ones).
+  auto all_rows = [&](const Tensor& x) {
+    return rows.defined() ? torch::zeros_like(hidden).index_copy_(0, rows, x) : x;
+  };
   r.loss = total;
+  if (want.hidden) r.dhidden = all_rows(dh);
   if (update && want.ab) {
-    r.da = torch::matmul(du.t().to(dtype), input).to(torch::kFloat32);  // (r, C)
+    r.da = torch::matmul(du.t().to(dtype), in_all).to(torch::kFloat32);  // (r, C)
     r.db = db;
   }
-  if (update && want.input) r.dinput = torch::matmul(du.to(dtype), a);  // (N, C)
+  if (update && want.input) r.dinput = all_rows(torch::matmul(du.to(dtype), a));
   return r;
 }
 

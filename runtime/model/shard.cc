@@ -262,13 +262,13 @@ LossResult ShardedLoss(const Tensor& hidden, const ShardedLinear& head, const Te
     for (int64_t a = 0; a < n; a += chunk) {
       const int64_t len = std::min(chunk, n - a);
       Tensor t;
-      const Tensor l = PieceLogits(hidden.narrow(0, a, len), w, padding, cap, &t);
+      Tensor l = PieceLogits(hidden.narrow(0, a, len), w, padding, cap, &t);
       // d loss / d l = softmax - one-hot of the target; through the cap's
       // tanh: times 1 - tanh².
-      Tensor d = torch::exp(l - lse.narrow(0, a, len).unsqueeze(1));  // (len, R)
+      Tensor d = l.sub_(lse.narrow(0, a, len).unsqueeze(1)).exp_();  // (len, R), in place
       d.scatter_add_(1, col.narrow(0, a, len), -here.narrow(0, a, len));
-      if (cap > 0) d = d * (1 - t * t);
-      d = d * valid.narrow(0, a, len);
+      if (cap > 0) d.mul_(1 - t * t);
+      d.mul_(valid.narrow(0, a, len));
       dh.narrow(0, a, len).add_(torch::matmul(d.to(hidden.scalar_type()), w));
     }
     w = Tensor();
