@@ -30,20 +30,21 @@ absl::Status CheckBaseLayerCopy(const std::string& file, const std::string& key,
                                 const torch::Tensor& copy, const torch::Tensor& base) {
   return TorchCall(absl::StrCat(file, ": ", key), [&]() -> absl::Status {
     torch::NoGradGuard no_grad;
-    const torch::Tensor c = copy.to(base.device());
-    const auto ct = c.scalar_type(), bt = base.scalar_type();
+    // On the host: a vocabulary-sized copy need not fit beside the model on
+    // its GPU.
+    const torch::Tensor c = copy.cpu(), b = base.cpu();
+    const auto ct = c.scalar_type(), bt = b.scalar_type();
     bool same = false;
     if (ct == bt || Wide(ct) || Wide(bt)) {
       const auto narrow = Wide(ct) ? (Wide(bt) ? torch::kFloat32 : bt) : ct;
-      same = torch::equal(c.to(narrow), base.to(narrow));
+      same = torch::equal(c.to(narrow), b.to(narrow));
     } else {  // fp16 against bf16
-      const torch::Tensor b32 = base.to(torch::kFloat32);
+      const torch::Tensor b32 = b.to(torch::kFloat32);
       same = (c.to(torch::kFloat32) - b32).abs().max().item<double>() <=
              0.01 * b32.abs().max().item<double>();
     }
     if (same) return absl::OkStatus();
-    const double diff =
-        (c.to(torch::kFloat32) - base.to(torch::kFloat32)).abs().max().item<double>();
+    const double diff = (c.to(torch::kFloat32) - b.to(torch::kFloat32)).abs().max().item<double>();
     return absl::InvalidArgumentError(absl::StrCat(
         file, ": tensor '", key,
         "' (peft's copy of the base layer, written when lm_head is a target) differs from this "
