@@ -10,6 +10,8 @@
 //       [--quantization none|nf4]   (nf4: the base's decoder linear weights in 4 bits)
 //       [--segments K]   (packed rows: K sequences per row, attention per sequence)
 //       [--lm_head]   (LoRA on lm_head too: the chunked adapted-head loss)
+//       [--init_from DIR]   (start from this PEFT adapter's A and B: the
+//                            harness's, which every side loads)
 //       [--profile]   (per-phase times on stderr)
 //
 // Prints one JSON line: {"tokens_per_s", "tokens_per_cpu_s", "peak_bytes",
@@ -82,7 +84,7 @@ int Main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {
       {"batch", "8"},      {"seq", "256"},           {"rank", "16"},       {"steps", "6"},
       {"warmup", "2"},     {"device", "cpu"},        {"dtype", "float32"}, {"threads", "0"},
-      {"kernels", "auto"}, {"quantization", "none"}, {"segments", "1"}};
+      {"kernels", "auto"}, {"quantization", "none"}, {"segments", "1"},    {"init_from", ""}};
   bool checkpointing = false, profile = false, lm_head = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -158,6 +160,11 @@ int Main(int argc, char** argv) {
   }
   absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter = LoraAdapter::Inject(**lm, config, 0);
   if (!adapter.ok()) return Fail(std::string(adapter.status().message()));
+  if (!flags["init_from"].empty()) {
+    if (absl::Status s = (*adapter)->LoadWeights(flags["init_from"]); !s.ok()) {
+      return Fail(absl::StrCat("--init_from: ", s.message()));
+    }
+  }
   (*lm)->train();
   (*lm)->SetGradientCheckpointing(checkpointing);
   const auto params = (*adapter)->NamedParameters();

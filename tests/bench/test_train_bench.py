@@ -202,13 +202,13 @@ def test_qwen2_through_make_transformers_and_fjord(tmp_path):
     for impl in ("hf-sdpa", "fjord"):
         assert "error" not in row["impls"][impl], row["impls"][impl]
         assert row["impls"][impl]["lora_params"] == row["lora_params"]
-    assert row["guard"]["fjord"]["ok"], row["guard"]
-    assert abs(row["impls"]["fjord"]["losses"][0] - row["impls"]["hf-sdpa"]["losses"][0]) < 2e-5
+    # Every step, not only step 0: all sides start from the harness's adapter.
+    assert row["guard"]["fjord"]["ok"] and row["guard"]["fjord"]["max_abs_diff"] < 1e-4, row["guard"]
 
 
 def test_lora_on_lm_head_too_through_transformers_and_fjord(tmp_path):
     # --lm-head: every side adapts lm_head as well (peft's target list, fjord's
-    # --lm_head), the FLOP count's N_lora counts it, and step 0 agrees.
+    # --lm_head), the FLOP count's N_lora counts it, and every step agrees.
     proc = run_script("--preset", "cpu-tiny", "--peers", "hf-sdpa,fjord", "--threads", "1", "--lm-head",
                       "--json", str(tmp_path / "h.json"))
     assert proc.returncode == 0, proc.stderr
@@ -219,12 +219,8 @@ def test_lora_on_lm_head_too_through_transformers_and_fjord(tmp_path):
     for impl in ("hf-sdpa", "fjord"):
         assert "error" not in row["impls"][impl], row["impls"][impl]
         assert row["impls"][impl]["lora_params"] == row["lora_params"]
-    assert row["guard"]["fjord"]["ok"], row["guard"]
-    assert abs(row["impls"]["fjord"]["losses"][0] - row["impls"]["hf-sdpa"]["losses"][0]) < 2e-5
-    # The later bound is wider with lm_head adapted, and only then.
-    losses, ref = [10.0, 10.003], [10.0, 10.0]
-    assert not train_bench.guard_check(losses, ref, "float32", 10)[0]
-    assert train_bench.guard_check(losses, ref, "float32", 10, lm_head=True)[0]
+    # From the same adapter (the harness's, --init_from), every step agrees.
+    assert row["guard"]["fjord"]["ok"] and row["guard"]["fjord"]["max_abs_diff"] < 1e-4, row["guard"]
 
 
 def test_a_failing_side_is_reported_not_fatal(tmp_path):
