@@ -8,7 +8,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
-#include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -17,6 +16,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "lora/adapter_test_util.h"
 #include "lora/export.h"
 #include "lora/job_config.h"
 #include "lora/lora_linear.h"
@@ -33,64 +33,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using torch::Tensor;
 
-std::string TempDir() {
-  std::string tmpl = ::testing::TempDir() + "/lora_XXXXXX";
-  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-  return tmpl;
-}
-
-ModelConfig TinyLlama(bool tied) {
-  ModelConfig c;
-  c.family = model::ModelFamily::kLlama;
-  c.architecture = "LlamaForCausalLM";
-  c.model_type = "llama";
-  c.vocab_size = 40;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  c.tie_word_embeddings = tied;
-  return c;
-}
-
-ModelConfig TinyQwen2() {
-  ModelConfig c = TinyLlama(false);
-  c.family = model::ModelFamily::kQwen2;
-  c.architecture = "Qwen2ForCausalLM";
-  c.model_type = "qwen2";
-  c.qkv_bias = true;
-  return c;
-}
-
-// Logits (B, T, V) of fixed ids, eval mode, no grad.
-Tensor Logits(CausalLM& lm) {
-  torch::NoGradGuard g;
-  lm.eval();
-  Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6, 5, 3}, torch::kInt64).view({2, 5});
-  Tensor pos = torch::arange(5, torch::kInt64).view({1, 5}).expand({2, 5}).contiguous();
-  return lm.Logits(lm.Hidden(ids, pos, Tensor()));
-}
-
-// Gives every B a random value so adapters change the output.
-void RandomizeB(LoraAdapter& a, uint64_t seed) {
-  torch::NoGradGuard g;
-  torch::manual_seed(seed);
-  for (auto& l : a.layers()) l->lora_B().copy_(torch::randn(l->lora_B().sizes()) * 0.3);
-}
-
-// Writes `lm` as a Hugging Face checkpoint (config.json + model.safetensors).
-void SaveBase(CausalLM& lm, const std::string& dir) {
-  std::map<std::string, Tensor> params;
-  for (const auto& p : lm.named_parameters()) params[p.key()] = p.value();
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& [name, shape] : model::ExpectedTensors(lm.config()))
-    tensors.emplace_back(name, params.at(name));
-  ASSERT_TRUE(io::WriteModelDirTensors(dir, tensors, int64_t{1} << 30).ok());
-  std::ofstream(dir + "/config.json") << lm.config().ToJson();
-}
+using namespace test_util;  // NOLINT(build/namespaces)
 
 TEST(InjectTest, AllLinearLeavesTheHeadAndStartsAsTheBase) {
   auto lm = CausalLM::RandomInit(TinyLlama(false), torch::kFloat32, torch::kCPU, 1);
@@ -195,75 +138,6 @@ TEST(SaveLoadTest, RoundTripInPeftFormat) {
   absl::Status s = (*mismatched)->LoadWeights(dir + "/adapter");
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), HasSubstr("module model.layers.0.mlp.down_proj (r 2, scale 3) differs"));
-}
-
-// peft saves a copy of lm_head's base weight when lm_head is a target
-// (save_embedding_layers): accepted when it is the base model's (also in
-// another dtype), refused with the largest difference when it is not, by
-// FromPretrained, LoadWeights (lora.init_from) and export.
-TEST(SaveLoadTest, ACopyOfTheHeadsBaseWeightMustBeTheBaseModels) {
-  const std::string dir = TempDir();
-  auto lm = CausalLM::RandomInit(TinyQwen2(), torch::kFloat32, torch::kCPU, 2);
-  SaveBase(*lm, dir + "/base");
-  LoraConfig c;
-  c.target_modules = TargetModules::Names({"q_proj", "lm_head"});
-  auto a = LoraAdapter::Inject(*lm, c, 5);
-  ASSERT_TRUE(a.ok()) << a.status();
-  RandomizeB(**a, 6);
-  const Tensor logits = Logits(*lm);
-  ASSERT_TRUE((*a)->Save(dir + "/adapter").ok());
-  const std::string file = dir + "/adapter/adapter_model.safetensors";
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  {
-    auto f = io::SafetensorsFile::Open(file);
-    ASSERT_TRUE(f.ok()) << f.status();
-    for (const std::string& name : (*f)->Names())
-      tensors.emplace_back(name, (*f)->Get(name)->clone());
-  }
-  const std::string key = "base_model.model.lm_head.base_layer.weight";
-  const Tensor head = lm->lm_head->base_weight().detach().clone();
-  auto with_copy = [&](const Tensor& copy) {
-    auto t = tensors;
-    t.emplace_back(key, copy);
-    EXPECT_TRUE(io::WriteSafetensors(file, t, {{"format", "pt"}}).ok());
-  };
-  auto from_pretrained = [&]() {
-    auto lm2 = CausalLM::RandomInit(TinyQwen2(), torch::kFloat32, torch::kCPU, 2);
-    auto b = LoraAdapter::FromPretrained(*lm2, dir + "/adapter");
-    if (b.ok()) {
-      EXPECT_TRUE(torch::equal(Logits(*lm2), logits));
-    }
-    return b.status();
-  };
-  auto load_weights = [&]() {
-    auto lm3 = CausalLM::RandomInit(TinyQwen2(), torch::kFloat32, torch::kCPU, 2);
-    auto fresh = LoraAdapter::Inject(*lm3, c, 99);
-    EXPECT_TRUE(fresh.ok());
-    return (*fresh)->LoadWeights(dir + "/adapter");
-  };
-  auto exported = [&]() {
-    std::filesystem::remove_all(dir + "/merged");
-    return ExportMerged(dir + "/base", dir + "/adapter", dir + "/merged");
-  };
-  for (const Tensor& same : {head, head.to(torch::kBFloat16)}) {
-    with_copy(same);
-    EXPECT_TRUE(from_pretrained().ok()) << from_pretrained();
-    EXPECT_TRUE(load_weights().ok()) << load_weights();
-    EXPECT_TRUE(exported().ok()) << exported();
-  }
-  Tensor other = head.clone();
-  other[7][3] += 0.5;
-  with_copy(other);
-  for (const absl::Status& s : {from_pretrained(), load_weights(), exported()}) {
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(s.message(), HasSubstr(file + ": tensor '" + key));
-    EXPECT_THAT(s.message(),
-                HasSubstr("differs from this base model's weight (largest difference 0.5"));
-  }
-  with_copy(head.narrow(0, 0, 10));
-  EXPECT_THAT(from_pretrained().message(),
-              HasSubstr("has shape [10, 32], expected [40, 32] (the base model's lm_head weight, "
-                        "which it copies)"));
 }
 
 // A saved adapter whose files a test then spoils.
@@ -411,79 +285,6 @@ TEST(MergeTest, MergedModelGivesTheSameLogits) {
   EXPECT_TRUE(torch::allclose(Logits(*lm), adapted, 1e-5, 1e-5));
   (*a)->Unmerge();
   EXPECT_TRUE(torch::allclose(Logits(*lm), adapted, 1e-5, 1e-5));
-}
-
-TEST(MergeTest, AnAdaptedTiedHeadIsNotMerged) {
-  for (bool tied : {true, false}) {
-    auto lm = CausalLM::RandomInit(TinyLlama(tied), torch::kFloat32, torch::kCPU, 4);
-    LoraConfig c;
-    c.target_modules = TargetModules::Names({"q_proj", "lm_head"});
-    auto a = LoraAdapter::Inject(*lm, c, 1);
-    ASSERT_TRUE(a.ok());
-    RandomizeB(**a, 2);
-    const Tensor embed = lm->model->embed_weight.clone();
-    const Tensor adapted = Logits(*lm);
-    const absl::Status s = (*a)->Merge();
-    if (tied) {
-      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-      EXPECT_THAT(s.message(), HasSubstr("it changes lm_head, which shares its matrix with the "
-                                         "embeddings (tie_word_embeddings)"));
-      EXPECT_FALSE((*a)->layers()[0]->merged());  // nothing merged
-    } else {
-      ASSERT_TRUE(s.ok()) << s;
-    }
-    EXPECT_TRUE(torch::equal(lm->model->embed_weight, embed));
-    EXPECT_TRUE(torch::allclose(Logits(*lm), adapted, 1e-5, 1e-5));
-  }
-}
-
-// lm_head among the targets: LossSum runs the chunked head loss
-// (model::HeadCrossEntropySum through LoraLinear::Parts) and gives what the
-// adapted head's full logits give, loss and adapter gradients.
-TEST(AdaptedHeadTest, LossAndGradientsEqualTheFullLogits) {
-  for (bool tied : {false, true}) {
-    auto lm = CausalLM::RandomInit(TinyLlama(tied), torch::kFloat32, torch::kCPU, 4);
-    LoraConfig c;
-    c.target_modules = TargetModules::Names({"lm_head", "q_proj"});
-    c.dropout = 0;  // both runs see the same adapters
-    auto a = LoraAdapter::Inject(*lm, c, 1);
-    ASSERT_TRUE(a.ok()) << a.status();
-    RandomizeB(**a, 2);
-    auto head = std::dynamic_pointer_cast<LoraLinear>(lm->lm_head);
-    ASSERT_NE(head, nullptr);
-    ASSERT_TRUE(head->Parts().has_value());
-    EXPECT_TRUE(head->Parts()->a.defined());
-    lm->train();
-    const Tensor ids = torch::tensor({3, 1, 4, 1, 5, 9, 2, 6, 5, 3}, torch::kInt64).view({2, 5});
-    const Tensor pos = torch::arange(5, torch::kInt64).view({1, 5}).expand({2, 5}).contiguous();
-    const Tensor targets =
-        torch::tensor({1, 4, 1, 5, -100, 2, 6, -100, 3, 7}, torch::kInt64).view({2, 5});
-    auto run = [&](bool full) {
-      for (const auto& [name, p] : (*a)->NamedParameters()) p.mutable_grad() = Tensor();
-      const Tensor h = lm->Hidden(ids, pos, Tensor());
-      const Tensor loss =
-          full ? torch::nn::functional::cross_entropy(
-                     lm->Logits(h).view({10, -1}), targets.view({-1}),
-                     torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(
-                         torch::kSum))
-               : lm->LossSum(h, targets);
-      loss.backward();
-      std::vector<Tensor> grads = {loss.detach()};
-      for (const auto& [name, p] : (*a)->NamedParameters()) grads.push_back(p.grad().clone());
-      return grads;
-    };
-    const std::vector<Tensor> got = run(false), want = run(true);
-    ASSERT_EQ(got.size(), want.size());
-    for (size_t i = 0; i < got.size(); ++i) {
-      EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-4, 1e-5)) << "tied " << tied << " #" << i;
-    }
-    // Merged or switched off, the head is its base matrix alone.
-    head->set_enabled(false);
-    EXPECT_FALSE(head->Parts()->a.defined());
-    head->set_enabled(true);
-    lm->eval();
-    EXPECT_EQ(head->Parts()->dropout, 0.0);
-  }
 }
 
 TEST(ExportTest, MergedCheckpointLoadsAndMatches) {
