@@ -70,6 +70,19 @@ torch::Tensor Nf4Dequantize(const torch::Tensor& packed, const torch::Tensor& ab
 
 // The plain LibTorch references (used on CPU and as the fused kernels' oracle).
 namespace reference {
+// Building blocks of the chunked cross-entropy losses (reference::LinearCrossEntropySum,
+// model::HeadCrossEntropySum, the sharded loss), in plain LibTorch ops.
+//
+// The indices (M) of the rows whose label is not -100, or an undefined
+// tensor when every row's is: the others add nothing to a loss or its
+// gradients, so the losses leave them out of their GEMMs. labels: (N) int64.
+torch::Tensor TrainedRows(const torch::Tensor& labels);
+// The summed cross-entropy (0-dim fp32) of rows of logits against their
+// targets; with `grad`, also turns `logits` in place into that sum's
+// gradient, softmax − one-hot (no other (rows, V) buffer). logits: (rows, V)
+// fp32; targets: (rows, 1) int64 in [0, V).
+torch::Tensor CrossEntropyInPlace(torch::Tensor& logits, const torch::Tensor& targets, bool grad);
+
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 std::pair<torch::Tensor, torch::Tensor> ApplyRope(const torch::Tensor& q, const torch::Tensor& k,
                                                   const torch::Tensor& cos,

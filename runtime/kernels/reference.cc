@@ -78,19 +78,34 @@ void CheckLabels(const torch::Tensor& labels, int64_t vocab) {
   TORCH_CHECK(!bad, "LinearCrossEntropySum: every label must be -100 or in [0, ", vocab, ")");
 }
 
+}  // namespace
+
+torch::Tensor TrainedRows(const torch::Tensor& labels) {
+  if (labels.numel() == 0) return torch::Tensor();
+  const torch::Tensor trained = labels != kIgnoreIndex;
+  if (trained.all().item<bool>()) return torch::Tensor();
+  return trained.nonzero().squeeze(1);
+}
+
+torch::Tensor CrossEntropyInPlace(torch::Tensor& logits, const torch::Tensor& targets, bool grad) {
+  const torch::Tensor lse = torch::logsumexp(logits, 1);  // (rows)
+  torch::Tensor loss = (lse - logits.gather(1, targets).squeeze(1)).sum();
+  if (grad) {
+    logits.sub_(lse.unsqueeze(1)).exp_();
+    logits.scatter_add_(1, targets, -torch::ones({logits.size(0), 1}, logits.options()));
+  }
+  return loss;
+}
+
+namespace {
+
 ChunkedResult RunChunks(const torch::Tensor& hidden, const torch::Tensor& weight,
                         const torch::Tensor& labels, int64_t chunk_tokens, bool want_dhidden,
                         bool want_dweight) {
-  // A row whose label is -100 adds nothing to the loss or to any gradient,
-  // so only the others are computed (in chat data, a prompt's rows are left
-  // out).
-  torch::Tensor rows;  // the trained rows' indices; undefined when all are
-  torch::Tensor h_all = hidden, y_all = labels;
-  if (labels.numel() > 0 && !(labels != kIgnoreIndex).all().item<bool>()) {
-    rows = (labels != kIgnoreIndex).nonzero().squeeze(1);
-    h_all = hidden.index_select(0, rows);
-    y_all = labels.index_select(0, rows);
-  }
+  // Only the trained rows (in chat data, a prompt's rows are left out).
+  const torch::Tensor rows = TrainedRows(labels);
+  const torch::Tensor h_all = rows.defined() ? hidden.index_select(0, rows) : hidden;
+  const torch::Tensor y_all = rows.defined() ? labels.index_select(0, rows) : labels;
   const int64_t n = h_all.size(0);
   if (chunk_tokens <= 0) chunk_tokens = std::max<int64_t>(n, 1);
   ChunkedResult r;
@@ -103,14 +118,10 @@ ChunkedResult RunChunks(const torch::Tensor& hidden, const torch::Tensor& weight
     const int64_t len = std::min(chunk_tokens, n - start);
     torch::Tensor h = h_all.narrow(0, start, len);                            // (len, C)
     torch::Tensor logits = torch::matmul(h, weight.t()).to(torch::kFloat32);  // (len, V)
-    torch::Tensor l = y_all.narrow(0, start, len).unsqueeze(1);               // (len, 1)
-    torch::Tensor lse = torch::logsumexp(logits, -1);                         // (len)
-    total.add_((lse - logits.gather(1, l).squeeze(1)).sum());
-    if (!want_dhidden && !want_dweight) continue;
-    // softmax − onehot, in place over the logits (no other (len, V) buffer).
-    torch::Tensor dlogits = logits.sub_(lse.unsqueeze(1)).exp_();
-    dlogits.scatter_add_(1, l, -torch::ones({len, 1}, dlogits.options()));
-    dlogits = dlogits.to(hidden.scalar_type());
+    const bool grad = want_dhidden || want_dweight;
+    total.add_(CrossEntropyInPlace(logits, y_all.narrow(0, start, len).unsqueeze(1), grad));
+    if (!grad) continue;
+    const torch::Tensor dlogits = logits.to(hidden.scalar_type());  // softmax − onehot
     if (want_dhidden) dhidden.narrow(0, start, len).copy_(torch::matmul(dlogits, weight));
     if (want_dweight) {
       dweight32.add_(torch::matmul(dlogits.t(), h).to(torch::kFloat32));

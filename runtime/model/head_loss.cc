@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <optional>
 
+#include "runtime/kernels/ops.h"
+
 namespace fjord::model {
 namespace {
 
@@ -35,14 +37,9 @@ struct Result {
 // data, a prompt's rows are left out).
 Result Run(const Tensor& hidden, const Tensor& input, const LinearParts& p, const Tensor& labels,
            int64_t chunk, double cap, Wanted want) {
-  Tensor rows;  // the trained rows' indices; undefined when all are
-  Tensor h_all = hidden, in_all = input, y_all = labels;
-  if (labels.numel() > 0 && !(labels != kIgnore).all().item<bool>()) {
-    rows = (labels != kIgnore).nonzero().squeeze(1);
-    h_all = hidden.index_select(0, rows);
-    in_all = input.index_select(0, rows);
-    y_all = labels.index_select(0, rows);
-  }
+  const Tensor rows = kernels::reference::TrainedRows(labels);
+  auto trained = [&](const Tensor& x) { return rows.defined() ? x.index_select(0, rows) : x; };
+  const Tensor h_all = trained(hidden), in_all = trained(input), y_all = trained(labels);
   const int64_t n = h_all.size(0);
   if (chunk <= 0) chunk = std::max<int64_t>(n, 1);
   const auto dtype = hidden.scalar_type();
@@ -72,16 +69,13 @@ Result Run(const Tensor& hidden, const Tensor& input, const LinearParts& p, cons
       t = torch::tanh(l / cap);
       l = t * cap;
     }
-    const Tensor y = y_all.narrow(0, start, len).unsqueeze(1);  // (len, 1)
-    const Tensor lse = l.logsumexp(1);                          // (len)
-    total.add_((lse - l.gather(1, y).squeeze(1)).sum());
+    total.add_(kernels::reference::CrossEntropyInPlace(l, y_all.narrow(0, start, len).unsqueeze(1),
+                                                       want.any()));
     if (!want.any()) continue;
-    // d loss / d l: softmax less the target's one-hot (through the cap's
-    // tanh: times 1 - tanh²), in place over the logits.
-    Tensor d = l.sub_(lse.unsqueeze(1)).exp_();
-    d.scatter_add_(1, y, -torch::ones({len, 1}, d.options()));
-    if (cap > 0) d.mul_(1 - t * t);
-    d = d.to(dtype);
+    // l is now d loss / d l: softmax less the target's one-hot; through the
+    // cap's tanh, times 1 - tanh².
+    if (cap > 0) l.mul_(1 - t * t);
+    const Tensor d = l.to(dtype);
     if (want.hidden) dh.narrow(0, start, len).copy_(torch::matmul(d, w));
     if (!update) continue;
     if (want.ab)

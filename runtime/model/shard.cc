@@ -366,14 +366,10 @@ Tensor ShardedLinearCrossEntropy(const Tensor& hidden, const ShardedLinear& head
     torch::NoGradGuard no_grad;
     // Rows labelled -100 add nothing: only the others are computed (the
     // gathers are the same either way, so the ranks stay in step).
-    Tensor rows;
-    Tensor h = hidden.detach(), y_trained = y;
-    if (y.numel() > 0 && !(y != -100).all().item<bool>()) {
-      rows = (y != -100).nonzero().squeeze(1);
-      h = h.index_select(0, rows);
-      y_trained = y.index_select(0, rows);
-    }
-    r = ShardedLoss(h.contiguous(), head, y_trained, chunk_tokens, softcap, want);
+    const Tensor rows = kernels::reference::TrainedRows(y);
+    const Tensor h = rows.defined() ? hidden.detach().index_select(0, rows) : hidden.detach();
+    r = ShardedLoss(h.contiguous(), head, rows.defined() ? y.index_select(0, rows) : y,
+                    chunk_tokens, softcap, want);
     if (rows.defined()) {
       r.loss = torch::zeros({hidden.size(0)}, r.loss.options()).index_copy_(0, rows, r.loss);
       if (want) r.dhidden = torch::zeros_like(hidden).index_copy_(0, rows, r.dhidden);
