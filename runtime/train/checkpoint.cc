@@ -96,6 +96,13 @@ absl::Status WriteSynced(Env* env, const std::string& path, absl::string_view da
   return status.ok() ? closed : status;
 }
 
+// "a/b/step-00000002/" -> "step-00000002".
+std::string LastComponent(absl::string_view path) {
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  const size_t slash = path.rfind('/');
+  return std::string(slash == absl::string_view::npos ? path : path.substr(slash + 1));
+}
+
 bool ParseStepName(const std::string& name, int64_t* step) {
   if (name.rfind("step-", 0) != 0 || name.size() <= 5) return false;
   int64_t v = 0;
@@ -153,6 +160,27 @@ absl::Status VerifyCheckpoint(const std::string& dir, Env* env) {
   const nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!manifest.is_object() || !manifest.contains("files") || !manifest["files"].is_object()) {
     return absl::DataLossError(absl::StrCat(manifest_path, ": not a valid manifest"));
+  }
+  // The header is checked too: a manifest that parses but says another
+  // format, version or step (a flipped byte in a string stays valid JSON)
+  // is not this checkpoint's.
+  if (!manifest.contains("format") || manifest["format"] != "fjord.checkpoint") {
+    return absl::DataLossError(
+        absl::StrCat(manifest_path, ": field \"format\" is not \"fjord.checkpoint\""));
+  }
+  if (!manifest.contains("version") || manifest["version"] != 1) {
+    return absl::DataLossError(
+        absl::StrCat(manifest_path,
+                     ": field \"version\" is not 1 (the only manifest version this fjord reads)"));
+  }
+  if (!manifest.contains("step") || !manifest["step"].is_number_integer()) {
+    return absl::DataLossError(absl::StrCat(manifest_path, ": field \"step\" is not an integer"));
+  }
+  if (int64_t named = 0;
+      ParseStepName(LastComponent(dir), &named) && manifest["step"].get<int64_t>() != named) {
+    return absl::DataLossError(absl::StrCat(manifest_path, ": field \"step\" is ",
+                                            manifest["step"].get<int64_t>(),
+                                            " but the directory is step ", named));
   }
   const auto& files = manifest["files"];
   FJORD_ASSIGN_OR_RETURN(std::vector<std::string> present, ListFiles(env, dir));

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 
 #include "absl/strings/match.h"
@@ -106,6 +107,70 @@ TEST_F(CheckpointTest, TruncatedAndExtraFilesDetected) {
   ASSERT_TRUE(b.ok());
   std::ofstream(*b + "/stray.bin") << "x";
   EXPECT_THAT(VerifyCheckpoint(*b).message(), HasSubstr("stray.bin is not in the manifest"));
+}
+
+// The chaos test's tear, made exhaustive: any one byte of any file of a
+// checkpoint XORed with 0x5a (the manifest included, whose strings stay
+// valid JSON) is found.
+TEST_F(CheckpointTest, EveryFlippedByteOfEveryFileIsFound) {
+  auto a =
+      WriteCheckpoint(root_, 2, 0, [](const std::string& d) { return WriteFiles(d, "payload"); });
+  ASSERT_TRUE(a.ok()) << a.status();
+  int flips = 0;
+  for (const auto& e : fs::recursive_directory_iterator(*a)) {
+    if (!e.is_regular_file()) continue;
+    const std::string path = e.path().string();
+    const uint64_t size = fs::file_size(path);
+    for (uint64_t at = 0; at < size; ++at) {
+      auto flip = [&] {
+        std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekg(static_cast<std::streamoff>(at));
+        char c = 0;
+        f.get(c);
+        f.seekp(static_cast<std::streamoff>(at));
+        f.put(static_cast<char>(c ^ 0x5a));
+      };
+      flip();
+      EXPECT_EQ(VerifyCheckpoint(*a).code(), absl::StatusCode::kDataLoss) << path << " byte " << at;
+      flip();  // back
+      ++flips;
+    }
+  }
+  EXPECT_GT(flips, 200);
+  EXPECT_TRUE(VerifyCheckpoint(*a).ok());
+}
+
+TEST_F(CheckpointTest, TheManifestsHeaderIsChecked) {
+  auto a =
+      WriteCheckpoint(root_, 2, 0, [](const std::string& d) { return WriteFiles(d, "payload"); });
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::string manifest_path = *a + "/MANIFEST.json";
+  std::string original;
+  {
+    std::ifstream in(manifest_path);
+    original.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string text = original;
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    std::ofstream(manifest_path, std::ios::trunc) << text;
+    return VerifyCheckpoint(*a);
+  };
+  absl::Status s = with("\"fjord.checkpoint\"", "\"fjord.checkpoinT\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("field \"format\""));
+  s = with("\"version\": 1", "\"version\": 2");
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("field \"version\" is not 1"));
+  s = with("\"step\": 2", "\"step\": 3");
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("field \"step\" is 3 but the directory is step 2"));
+  s = with("\"step\": 2", "\"step\": \"2\"");
+  EXPECT_THAT(s.message(), HasSubstr("field \"step\" is not an integer"));
+  s = with("\"step\": 2", "\"step\": 2");
+  EXPECT_TRUE(s.ok()) << s;
 }
 
 TEST_F(CheckpointTest, KeepLastPrunesOldest) {
