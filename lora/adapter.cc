@@ -70,7 +70,9 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Inject(CausalLM& model
                          ResolveTargets(config, ModulesOf(model)));
   std::map<std::string, LinearSlot> slots = SlotsByName(model);
   for (const AdaptedModule& m : modules) {
-    if (std::dynamic_pointer_cast<LoraLinear>(*slots.at(m.path).layer) != nullptr) {
+    // A layer that wraps another (a LoraLinear, a MultiLoraLinear) is adapted.
+    LinearBase* layer = slots.at(m.path).layer->get();
+    if (layer->frozen_base() != layer) {
       return absl::FailedPreconditionError(
           absl::StrCat(m.path, " already has a LoRA layer; cannot inject another"));
     }

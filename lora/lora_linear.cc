@@ -54,13 +54,8 @@ LoraLinear::LoraLinear(std::shared_ptr<fjord::LinearBase> base, const Options& o
 torch::Tensor LoraLinear::forward(const torch::Tensor& x) {
   if (merged_ || !enabled_) return base_->forward(x);
   if (dense_ == nullptr) {
-    // A base the fused kernels cannot take (4-bit): base(x) + s·drop(x)·Aᵀ·Bᵀ,
-    // A and B cast to x's dtype (their gradients arrive in fp32).
-    torch::Tensor h = x;
-    if (dropout_ > 0 && is_training()) h = torch::dropout(x, dropout_, /*train=*/true);
-    torch::Tensor delta =
-        torch::matmul(torch::matmul(h, a_.to(x.scalar_type()).t()), b_.to(x.scalar_type()).t());
-    return base_->forward(x) + delta * scale_;
+    // A base the fused kernels cannot take (4-bit): base(x) + s·drop(x)·Aᵀ·Bᵀ.
+    return base_->forward(x) + Update(x);
   }
   return kernels::LoraLinear(x, base_->base_weight(), base_->base_bias(), a_, b_, scale_, dropout_,
                              is_training());
@@ -90,6 +85,16 @@ std::optional<fjord::LinearParts> LoraLinear::Parts() const {
   parts->scale = scale_;
   parts->dropout = is_training() ? dropout_ : 0.0;
   return parts;
+}
+
+torch::Tensor LoraLinear::Update(const torch::Tensor& x) const {
+  TORCH_CHECK(!merged_,
+              "LoraLinear: the update of a merged adapter is in the base (unmerge first)");
+  torch::Tensor h = x;
+  if (dropout_ > 0 && is_training()) h = torch::dropout(x, dropout_, /*train=*/true);
+  torch::Tensor delta =
+      torch::matmul(torch::matmul(h, a_.to(x.scalar_type()).t()), b_.to(x.scalar_type()).t());
+  return delta * scale_;
 }
 
 torch::Tensor LoraLinear::DeltaWeight() const {

@@ -1,0 +1,211 @@
+// MultiLora: K LoraAdapters made one after another (each injected, then
+// taken out again), whose layers then sit side by side in one
+// MultiLoraLinear per adapted slot.
+//
+// Shape legend: B batch rows (the sum of the routing's rows), in, out features.
+#include "lora/multi_lora.h"
+
+#include <map>
+#include <numeric>
+#include <set>
+
+#include <torch/nn/module.h>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/util/status_macros.h"
+
+namespace fjord::lora {
+
+MultiLoraLinear::MultiLoraLinear(std::string path, std::shared_ptr<fjord::LinearBase> base,
+                                 std::vector<std::shared_ptr<LoraLinear>> layers,
+                                 std::shared_ptr<const MultiLoraRouting> routing)
+    : path_(std::move(path)),
+      base_(std::move(base)),
+      layers_(std::move(layers)),
+      routing_(std::move(routing)) {
+  TORCH_CHECK(base_ != nullptr && routing_ != nullptr, "MultiLoraLinear ", path_,
+              ": no base or routing");
+  register_module("base_layer", base_);
+  for (size_t k = 0; k < layers_.size(); ++k) {
+    if (layers_[k] == nullptr) continue;
+    TORCH_CHECK(layers_[k]->base_layer() == base_, "MultiLoraLinear ", path_, ": adapter ", k,
+                " wraps another base layer");
+    register_module(absl::StrCat("adapter_", k), layers_[k]);
+  }
+}
+
+torch::Tensor MultiLoraLinear::forward(const torch::Tensor& x) {
+  const MultiLoraRouting& r = *routing_;
+  if (r.only == MultiLora::kBase) return base_->forward(x);
+  if (r.only >= 0) {
+    const auto& layer = layers_.at(static_cast<size_t>(r.only));
+    return layer != nullptr ? layer->forward(x) : base_->forward(x);
+  }
+  const int64_t rows = std::accumulate(r.rows.begin(), r.rows.end(), int64_t{0});
+  TORCH_CHECK(x.dim() >= 2 && x.size(0) == rows, path_, ": the input has ",
+              x.dim() >= 1 ? x.size(0) : 0, " rows but the adapters' routing gives ", rows,
+              " (MultiLora::SetRows)");
+  torch::Tensor y = base_->forward(x);  // (B, ..., out): the base once over every row
+  bool any = false;
+  for (size_t k = 0; k < layers_.size(); ++k) any |= layers_[k] != nullptr && r.rows[k] > 0;
+  if (!any) return y;
+  // Each adapter's update over its own rows; rows of adapters that do not
+  // target this slot keep the base's output.
+  std::vector<torch::Tensor> pieces;
+  int64_t start = 0;
+  for (size_t k = 0; k < layers_.size(); ++k) {
+    const int64_t n = r.rows[k];
+    if (n == 0) continue;
+    torch::Tensor piece = y.narrow(0, start, n);
+    if (layers_[k] != nullptr) piece = piece + layers_[k]->Update(x.narrow(0, start, n));
+    pieces.push_back(std::move(piece));
+    start += n;
+  }
+  return pieces.size() == 1 ? pieces.front() : torch::cat(pieces, 0);
+}
+
+std::optional<fjord::LinearParts> MultiLoraLinear::Parts() const {
+  const MultiLoraRouting& r = *routing_;
+  if (r.only == MultiLora::kBase) return base_->Parts();
+  if (r.only >= 0) {
+    const auto& layer = layers_.at(static_cast<size_t>(r.only));
+    return layer != nullptr ? layer->Parts() : base_->Parts();
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::unique_ptr<MultiLora>> MultiLora::Attach(CausalLM& model,
+                                                             const std::vector<Member>& members,
+                                                             Env* env) {
+  if (members.empty()) return absl::InvalidArgumentError("MultiLora: no adapter given");
+  std::map<std::string, LinearSlot> slots;
+  for (LinearSlot& s : model.LinearSlots()) slots.emplace(s.name, s);
+  for (const auto& [name, slot] : slots) {
+    LinearBase* layer = slot.layer->get();
+    if (layer->frozen_base() != layer) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "MultiLora: ", name, " is adapted already; attach to a model without adapters"));
+    }
+  }
+  std::unique_ptr<MultiLora> multi(new MultiLora());
+  multi->model_ = &model;
+  multi->routing_ = std::make_shared<MultiLoraRouting>();
+  multi->routing_->rows.assign(members.size(), 0);
+  multi->routing_->only = 0;
+  // Each adapter goes in and out again, so the next one finds the plain
+  // layers (a failure leaves the model as it was: every one made so far is
+  // out).
+  for (size_t k = 0; k < members.size(); ++k) {
+    const Member& m = members[k];
+    absl::StatusOr<std::unique_ptr<LoraAdapter>> a =
+        m.peft_dir.empty() ? LoraAdapter::Inject(model, m.config, m.seed)
+                           : LoraAdapter::FromPretrained(model, m.peft_dir, env);
+    if (!a.ok()) {
+      return absl::Status(a.status().code(),
+                          absl::StrCat("MultiLora adapter ", k, ": ", a.status().message()));
+    }
+    (*a)->Detach();
+    multi->adapters_.push_back(std::move(*a));
+  }
+  // One MultiLoraLinear per slot any adapter targets, in the model's order.
+  for (LinearSlot& slot : model.LinearSlots()) {
+    std::vector<std::shared_ptr<LoraLinear>> layers(members.size());
+    bool any = false;
+    for (size_t k = 0; k < members.size(); ++k) {
+      const LoraAdapter& a = *multi->adapters_[k];
+      for (size_t i = 0; i < a.modules().size(); ++i) {
+        if (a.modules()[i].path == slot.name) {
+          layers[k] = a.layers()[i];
+          any = true;
+        }
+      }
+    }
+    if (!any) continue;
+    auto layer = std::make_shared<MultiLoraLinear>(slot.name, *slot.layer, std::move(layers),
+                                                   multi->routing_);
+    layer->train(model.is_training());
+    slot.Replace(layer);
+    multi->layers_.emplace_back(slot.name, std::move(layer));
+  }
+  return multi;
+}
+
+absl::Status MultiLora::SetRows(std::vector<int64_t> rows) {
+  if (rows.size() != adapters_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MultiLora::SetRows: ", rows.size(), " row counts for ", adapters_.size(), " adapters"));
+  }
+  int64_t total = 0;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    if (rows[k] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MultiLora::SetRows: adapter ", k, " has ", rows[k], " rows"));
+    }
+    total += rows[k];
+  }
+  if (total == 0) return absl::InvalidArgumentError("MultiLora::SetRows: no row at all");
+  routing_->rows = std::move(rows);
+  routing_->only = -1;
+  return absl::OkStatus();
+}
+
+MultiLora::OnlyScope MultiLora::Only(int k) {
+  TORCH_CHECK(k == kBase || (k >= 0 && k < size()), "MultiLora::Only: no adapter ", k, " (of ",
+              size(), ")");
+  return OnlyScope(routing_.get(), k);
+}
+
+absl::StatusOr<std::vector<torch::Tensor>> MultiLora::LossSums(CausalLM& model,
+                                                               const torch::Tensor& hidden,
+                                                               const torch::Tensor& targets) {
+  const std::vector<int64_t> rows = routing_->rows;
+  const int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  if (!hidden.defined() || hidden.dim() != 3 || hidden.size(0) != total || !targets.defined() ||
+      targets.dim() != 2 || targets.size(0) != total) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MultiLora::LossSums: hidden (B, T, C) and targets (B, T) must have the ",
+                     total, " rows of the routing"));
+  }
+  std::vector<torch::Tensor> sums;
+  int64_t start = 0;
+  for (int k = 0; k < size(); ++k) {
+    const int64_t n = rows[static_cast<size_t>(k)];
+    if (n == 0) {
+      sums.push_back(torch::zeros({}, hidden.options().dtype(torch::kFloat32)));
+      continue;
+    }
+    OnlyScope only = Only(k);
+    sums.push_back(model.LossSum(hidden.narrow(0, start, n), targets.narrow(0, start, n)));
+    start += n;
+  }
+  return sums;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> MultiLora::NamedParameters(int k) const {
+  return adapter(k).NamedParameters();
+}
+
+absl::Status MultiLora::Save(int k, const std::string& dir, Env* env) const {
+  if (k < 0 || k >= size()) {
+    return absl::InvalidArgumentError(absl::StrCat("MultiLora::Save: no adapter ", k));
+  }
+  return adapter(k).Save(dir, env);
+}
+
+absl::Status MultiLora::LoadWeights(int k, const std::string& dir, Env* env) {
+  if (k < 0 || k >= size()) {
+    return absl::InvalidArgumentError(absl::StrCat("MultiLora::LoadWeights: no adapter ", k));
+  }
+  return adapters_[static_cast<size_t>(k)]->LoadWeights(dir, env);
+}
+
+void MultiLora::Detach() {
+  std::map<std::string, LinearSlot> slots;
+  for (LinearSlot& s : model_->LinearSlots()) slots.emplace(s.name, s);
+  for (const auto& [name, layer] : layers_) {
+    const LinearSlot& slot = slots.at(name);
+    if (slot.layer->get() == layer.get()) slot.Replace(layer->base_layer());
+  }
+}
+
+}  // namespace fjord::lora
