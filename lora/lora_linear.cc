@@ -55,7 +55,7 @@ torch::Tensor LoraLinear::forward(const torch::Tensor& x) {
   if (merged_ || !enabled_) return base_->forward(x);
   if (dense_ == nullptr) {
     // A base the fused kernels cannot take (4-bit): base(x) + s·drop(x)·Aᵀ·Bᵀ.
-    return base_->forward(x) + Update(x);
+    return AddUpdate(base_->forward(x), x);
   }
   return kernels::LoraLinear(x, base_->base_weight(), base_->base_bias(), a_, b_, scale_, dropout_,
                              is_training());
@@ -87,14 +87,13 @@ std::optional<fjord::LinearParts> LoraLinear::Parts() const {
   return parts;
 }
 
-torch::Tensor LoraLinear::Update(const torch::Tensor& x) const {
+torch::Tensor LoraLinear::AddUpdate(const torch::Tensor& y, const torch::Tensor& x) const {
   TORCH_CHECK(!merged_,
               "LoraLinear: the update of a merged adapter is in the base (unmerge first)");
-  torch::Tensor h = x;
-  if (dropout_ > 0 && is_training()) h = torch::dropout(x, dropout_, /*train=*/true);
-  torch::Tensor delta =
-      torch::matmul(torch::matmul(h, a_.to(x.scalar_type()).t()), b_.to(x.scalar_type()).t());
-  return delta * scale_;
+  torch::Tensor h = x.reshape({-1, x.size(-1)});  // (N, in)
+  if (dropout_ > 0 && is_training()) h = torch::dropout(h, dropout_, /*train=*/true);
+  const torch::Tensor xa = torch::matmul(h, a_.to(x.scalar_type()).t()) * scale_;  // (N, r)
+  return torch::addmm(y.reshape({-1, y.size(-1)}), xa, b_.to(x.scalar_type()).t()).view(y.sizes());
 }
 
 torch::Tensor LoraLinear::DeltaWeight() const {

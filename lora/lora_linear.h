@@ -79,12 +79,14 @@ class LoraLinear : public fjord::LinearBase {
   double scale() const { return scale_; }
   double dropout() const { return dropout_; }
 
-  // The update alone, scale · (dropout(x)·Aᵀ)·Bᵀ: (..., in) -> (..., out) in
-  // x's dtype (A and B cast to it; their gradients arrive in their own
-  // dtype), in plain LibTorch ops; dropout in training mode only. What
-  // forward adds to the base, for a caller that runs the base itself
-  // (lora::MultiLoraLinear). Throws c10::Error when merged.
-  torch::Tensor Update(const torch::Tensor& x) const;
+  // y + scale · (dropout(x)·Aᵀ)·Bᵀ, with y the base's output for x: x
+  // (..., in), y (..., out) -> (..., out) in x's dtype (A and B cast to it;
+  // their gradients arrive in their own dtype). Plain LibTorch ops: the
+  // scale goes on the (N, r) product and the last GEMM adds into y; dropout
+  // in training mode only. What forward computes, for a caller that runs the
+  // base itself (lora::MultiLoraLinear, a 4-bit base). Throws c10::Error
+  // when merged.
+  torch::Tensor AddUpdate(const torch::Tensor& y, const torch::Tensor& x) const;
 
   // scale · B·A as (out, in) in fp32 (or A's dtype if wider), on the weights' device.
   torch::Tensor DeltaWeight() const;

@@ -50,16 +50,15 @@ torch::Tensor MultiLoraLinear::forward(const torch::Tensor& x) {
   for (size_t k = 0; k < layers_.size(); ++k) any |= layers_[k] != nullptr && r.rows[k] > 0;
   if (!any) return y;
   // Each adapter's update over its own rows; rows of adapters that do not
-  // target this slot keep the base's output.
+  // target this slot keep the base's output. split_with_sizes, not narrow:
+  // its backward joins the pieces' gradients in one cat, where each
+  // narrow's would write a zero-filled gradient of the whole input.
+  const std::vector<torch::Tensor> xs = x.split_with_sizes(r.rows, 0);
+  const std::vector<torch::Tensor> ys = y.split_with_sizes(r.rows, 0);
   std::vector<torch::Tensor> pieces;
-  int64_t start = 0;
   for (size_t k = 0; k < layers_.size(); ++k) {
-    const int64_t n = r.rows[k];
-    if (n == 0) continue;
-    torch::Tensor piece = y.narrow(0, start, n);
-    if (layers_[k] != nullptr) piece = piece + layers_[k]->Update(x.narrow(0, start, n));
-    pieces.push_back(std::move(piece));
-    start += n;
+    if (r.rows[k] == 0) continue;
+    pieces.push_back(layers_[k] != nullptr ? layers_[k]->AddUpdate(ys[k], xs[k]) : ys[k]);
   }
   return pieces.size() == 1 ? pieces.front() : torch::cat(pieces, 0);
 }
@@ -166,17 +165,18 @@ absl::StatusOr<std::vector<torch::Tensor>> MultiLora::LossSums(CausalLM& model,
         absl::StrCat("MultiLora::LossSums: hidden (B, T, C) and targets (B, T) must have the ",
                      total, " rows of the routing"));
   }
+  // split_with_sizes: one cat joins the pieces' gradients (MultiLoraLinear::forward).
+  const std::vector<torch::Tensor> hs = hidden.split_with_sizes(rows, 0);
+  const std::vector<torch::Tensor> ts = targets.split_with_sizes(rows, 0);
   std::vector<torch::Tensor> sums;
-  int64_t start = 0;
   for (int k = 0; k < size(); ++k) {
-    const int64_t n = rows[static_cast<size_t>(k)];
-    if (n == 0) {
+    const size_t i = static_cast<size_t>(k);
+    if (rows[i] == 0) {
       sums.push_back(torch::zeros({}, hidden.options().dtype(torch::kFloat32)));
       continue;
     }
     OnlyScope only = Only(k);
-    sums.push_back(model.LossSum(hidden.narrow(0, start, n), targets.narrow(0, start, n)));
-    start += n;
+    sums.push_back(model.LossSum(hs[i], ts[i]));
   }
   return sums;
 }
