@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -361,6 +362,63 @@ TEST(MultiLoraAloneTest, AdaptersSaveAsPeftAndLoadBack) {
   // Another adapter's files do not fit adapter 0 (other modules).
   absl::Status wrong = (*multi)->LoadWeights(0, dir + "/a1");
   EXPECT_EQ(wrong.code(), absl::StatusCode::kFailedPrecondition) << wrong;
+  std::filesystem::remove_all(dir);
+}
+
+// A 4-bit base (QLoRA): the routed update goes through LoraLinear::AddUpdate
+// on each adapter's rows, as a single adapter's forward does on the whole.
+TEST(MultiLoraAloneTest, OnANf4BaseEachAdaptersRowsAreThatAdapterAlone) {
+  const ModelConfig config = test_util::TinyLlama(false);
+  const std::string dir = test_util::TempDir();
+  test_util::SaveBase(*Base(config), dir);
+  model::LoadOptions nf4;
+  nf4.quantization = "nf4";
+  auto load = [&] {
+    auto lm = CausalLM::FromPretrained(dir, nf4);
+    EXPECT_TRUE(lm.ok()) << lm.status();
+    return *lm;
+  };
+  auto lm = load();
+  ASSERT_EQ(lm->quantization(), "nf4");
+  lm->train();
+  const auto members = ThreeMembers();
+  auto multi = MultiLora::Attach(*lm, members);
+  ASSERT_TRUE(multi.ok()) << multi.status();
+  RandomizeB(**multi);
+  const std::vector<int64_t> rows = {1, 2, 1};
+  torch::manual_seed(3);
+  const Tensor ids = torch::randint(0, config.vocab_size, {4, 6}, torch::kInt64);
+  ASSERT_TRUE((*multi)->SetRows(rows).ok());
+  auto sums = (*multi)->LossSums(*lm, lm->Hidden(ids, Positions(4, 6), Tensor()), ids);
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  ((*sums)[0] + (*sums)[1] + (*sums)[2]).backward();
+  int64_t start = 0;
+  for (int k = 0; k < 3; ++k) {
+    const int64_t n = rows[static_cast<size_t>(k)];
+    auto alone_lm = load();
+    alone_lm->train();
+    auto alone = LoraAdapter::Inject(*alone_lm, members[k].config, members[k].seed);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    auto mine = (*multi)->NamedParameters(k);
+    auto theirs = (*alone)->NamedParameters();
+    ASSERT_EQ(mine.size(), theirs.size());
+    {
+      torch::NoGradGuard g;
+      for (size_t i = 0; i < mine.size(); ++i) theirs[i].second.copy_(mine[i].second);
+    }
+    const Tensor own =
+        alone_lm->LossSum(alone_lm->Hidden(ids.narrow(0, start, n), Positions(n, 6), Tensor()),
+                          ids.narrow(0, start, n));
+    own.backward();
+    EXPECT_NEAR((*sums)[static_cast<size_t>(k)].item<double>(), own.item<double>(),
+                1e-5 * std::abs(own.item<double>()))
+        << "adapter " << k;
+    for (size_t i = 0; i < mine.size(); ++i) {
+      EXPECT_LT(MaxDiff(mine[i].second.grad(), theirs[i].second.grad()), 1e-5)
+          << "adapter " << k << " " << mine[i].first;
+    }
+    start += n;
+  }
   std::filesystem::remove_all(dir);
 }
 
