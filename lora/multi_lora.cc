@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/util/status_macros.h"
+#include "runtime/util/torch_status.h"
 
 namespace fjord::lora {
 
@@ -106,23 +107,30 @@ absl::StatusOr<std::unique_ptr<MultiLora>> MultiLora::Attach(CausalLM& model,
     (*a)->Detach();
     multi->adapters_.push_back(std::move(*a));
   }
-  // One MultiLoraLinear per slot any adapter targets, in the model's order.
-  for (LinearSlot& slot : model.LinearSlots()) {
-    std::vector<std::shared_ptr<LoraLinear>> layers(members.size());
-    bool any = false;
-    for (size_t k = 0; k < members.size(); ++k) {
-      const LoraAdapter& a = *multi->adapters_[k];
-      for (size_t i = 0; i < a.modules().size(); ++i) {
-        if (a.modules()[i].path == slot.name) {
-          layers[k] = a.layers()[i];
-          any = true;
+  // One MultiLoraLinear per slot any adapter targets, in the model's order;
+  // all built before any is swapped in, so an error leaves the model as it was.
+  std::vector<std::pair<LinearSlot, std::shared_ptr<MultiLoraLinear>>> made;
+  FJORD_RETURN_IF_ERROR(TorchCall("MultiLora: building the layers", [&]() {
+    for (LinearSlot& slot : model.LinearSlots()) {
+      std::vector<std::shared_ptr<LoraLinear>> layers(members.size());
+      bool any = false;
+      for (size_t k = 0; k < members.size(); ++k) {
+        const LoraAdapter& a = *multi->adapters_[k];
+        for (size_t i = 0; i < a.modules().size(); ++i) {
+          if (a.modules()[i].path == slot.name) {
+            layers[k] = a.layers()[i];
+            any = true;
+          }
         }
       }
+      if (!any) continue;
+      auto layer = std::make_shared<MultiLoraLinear>(slot.name, *slot.layer, std::move(layers),
+                                                     multi->routing_);
+      layer->train(model.is_training());
+      made.emplace_back(slot, std::move(layer));
     }
-    if (!any) continue;
-    auto layer = std::make_shared<MultiLoraLinear>(slot.name, *slot.layer, std::move(layers),
-                                                   multi->routing_);
-    layer->train(model.is_training());
+  }));
+  for (auto& [slot, layer] : made) {
     slot.Replace(layer);
     multi->layers_.emplace_back(slot.name, std::move(layer));
   }
