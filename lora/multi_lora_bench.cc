@@ -18,9 +18,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,6 +26,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "lora/multi_lora.h"
+#include "runtime/model/bench_util.h"
 #include "runtime/model/model.h"
 
 ABSL_FLAG(std::string, device, "auto", "cpu, cuda, or auto (cuda when a device is visible).");
@@ -49,37 +48,20 @@ namespace {
 
 using torch::Tensor;
 
-double MedianMs(const std::function<void()>& fn, bool cuda, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    if (cuda) torch::cuda::synchronize();
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    if (cuda) torch::cuda::synchronize();
-    ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using bench::MedianMs;
 
 int64_t Or(int64_t flag, int64_t cpu, int64_t gpu, bool cuda) {
   return flag > 0 ? flag : (cuda ? gpu : cpu);
 }
 
 int Run() {
-  const std::string which = absl::GetFlag(FLAGS_device);
-  if (which != "auto" && which != "cpu" && which != "cuda") {
-    std::fprintf(stderr, "multi_lora_bench: --device must be cpu, cuda or auto, got %s\n",
-                 which.c_str());
+  const absl::StatusOr<bool> use_cuda = bench::UseCuda(absl::GetFlag(FLAGS_device));
+  if (!use_cuda.ok()) {
+    std::fprintf(stderr, "multi_lora_bench: %s\n",
+                 std::string(use_cuda.status().message()).c_str());
     return 2;
   }
-  const bool cuda = which == "cuda" || (which == "auto" && torch::cuda::is_available());
-  if (cuda && !torch::cuda::is_available()) {
-    std::fprintf(stderr, "multi_lora_bench: --device cuda but no CUDA device is visible\n");
-    return 2;
-  }
+  const bool cuda = *use_cuda;
   if (!cuda) at::globalContext().setFlushDenormal(true);
   const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   const torch::Dtype dtype = cuda ? torch::kBFloat16 : torch::kFloat32;

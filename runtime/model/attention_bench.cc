@@ -17,7 +17,6 @@
 #include <torch/types.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <numeric>
@@ -27,6 +26,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/model/bench_util.h"
 #include "runtime/model/model.h"
 
 ABSL_FLAG(std::string, device, "auto", "cpu, cuda, or auto (cuda when a device is visible).");
@@ -48,20 +48,7 @@ namespace {
 
 using torch::Tensor;
 
-double MedianMs(const std::function<void()>& fn, bool cuda, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    if (cuda) torch::cuda::synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    if (cuda) torch::cuda::synchronize();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                     .count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using bench::MedianMs;
 
 using Impl = std::function<Tensor()>;
 
@@ -104,17 +91,12 @@ void Table(const std::vector<std::pair<std::string, Impl>>& impls, const Tensor&
 }
 
 int Main() {
-  const std::string which = absl::GetFlag(FLAGS_device);
-  if (which != "auto" && which != "cpu" && which != "cuda") {
-    std::fprintf(stderr, "attention_bench: --device must be cpu, cuda or auto, got '%s'\n",
-                 which.c_str());
-    return 2;
+  const absl::StatusOr<bool> use_cuda = bench::UseCuda(absl::GetFlag(FLAGS_device));
+  if (!use_cuda.ok()) {
+    std::fprintf(stderr, "attention_bench: %s\n", std::string(use_cuda.status().message()).c_str());
+    return use_cuda.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
-  const bool cuda = which == "cuda" || (which == "auto" && torch::cuda::is_available());
-  if (cuda && !torch::cuda::is_available()) {
-    std::fprintf(stderr, "attention_bench: --device=cuda but no CUDA device is visible\n");
-    return 1;
-  }
+  const bool cuda = *use_cuda;
   auto pick = [&](int64_t v, int64_t cpu, int64_t gpu) { return v > 0 ? v : (cuda ? gpu : cpu); };
   const int64_t b = pick(absl::GetFlag(FLAGS_batch), 2, 4),
                 t = pick(absl::GetFlag(FLAGS_seq), 1024, 2048);
