@@ -5,7 +5,6 @@
 // Shape legend: B batch rows (the sum of the routing's rows), in, out features.
 #include "lora/multi_lora.h"
 
-#include <map>
 #include <numeric>
 #include <set>
 
@@ -37,11 +36,7 @@ MultiLoraLinear::MultiLoraLinear(std::string path, std::shared_ptr<fjord::Linear
 
 torch::Tensor MultiLoraLinear::forward(const torch::Tensor& x) {
   const MultiLoraRouting& r = *routing_;
-  if (r.only == MultiLora::kBase) return base_->forward(x);
-  if (r.only >= 0) {
-    const auto& layer = layers_.at(static_cast<size_t>(r.only));
-    return layer != nullptr ? layer->forward(x) : base_->forward(x);
-  }
+  if (fjord::LinearBase* only = OnlyLayer(); only != nullptr) return only->forward(x);
   const int64_t rows = std::accumulate(r.rows.begin(), r.rows.end(), int64_t{0});
   TORCH_CHECK(x.dim() >= 2 && x.size(0) == rows, path_, ": the input has ",
               x.dim() >= 1 ? x.size(0) : 0, " rows but the adapters' routing gives ", rows,
@@ -65,30 +60,30 @@ torch::Tensor MultiLoraLinear::forward(const torch::Tensor& x) {
 }
 
 std::optional<fjord::LinearParts> MultiLoraLinear::Parts() const {
-  const MultiLoraRouting& r = *routing_;
-  if (r.only == MultiLora::kBase) return base_->Parts();
-  if (r.only >= 0) {
-    const auto& layer = layers_.at(static_cast<size_t>(r.only));
-    return layer != nullptr ? layer->Parts() : base_->Parts();
-  }
-  return std::nullopt;
+  const fjord::LinearBase* only = OnlyLayer();
+  return only != nullptr ? only->Parts() : std::nullopt;
+}
+
+fjord::LinearBase* MultiLoraLinear::OnlyLayer() const {
+  const int only = routing_->only;
+  if (only == MultiLora::kBase) return base_.get();
+  if (only < 0) return nullptr;
+  const auto& layer = layers_.at(static_cast<size_t>(only));
+  return layer != nullptr ? static_cast<fjord::LinearBase*>(layer.get()) : base_.get();
 }
 
 absl::StatusOr<std::unique_ptr<MultiLora>> MultiLora::Attach(CausalLM& model,
                                                              const std::vector<Member>& members,
                                                              Env* env) {
   if (members.empty()) return absl::InvalidArgumentError("MultiLora: no adapter given");
-  std::map<std::string, LinearSlot> slots;
-  for (LinearSlot& s : model.LinearSlots()) slots.emplace(s.name, s);
-  for (const auto& [name, slot] : slots) {
+  for (const LinearSlot& slot : model.LinearSlots()) {
     LinearBase* layer = slot.layer->get();
     if (layer->frozen_base() != layer) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "MultiLora: ", name, " is adapted already; attach to a model without adapters"));
+          "MultiLora: ", slot.name, " is adapted already; attach to a model without adapters"));
     }
   }
   std::unique_ptr<MultiLora> multi(new MultiLora());
-  multi->model_ = &model;
   multi->routing_ = std::make_shared<MultiLoraRouting>();
   multi->routing_->rows.assign(members.size(), 0);
   multi->routing_->only = 0;
@@ -130,10 +125,8 @@ absl::StatusOr<std::unique_ptr<MultiLora>> MultiLora::Attach(CausalLM& model,
       made.emplace_back(slot, std::move(layer));
     }
   }));
-  for (auto& [slot, layer] : made) {
-    slot.Replace(layer);
-    multi->layers_.emplace_back(slot.name, std::move(layer));
-  }
+  for (const auto& [slot, layer] : made) slot.Replace(layer);
+  multi->layers_ = std::move(made);
   return multi;
 }
 
@@ -208,10 +201,7 @@ absl::Status MultiLora::LoadWeights(int k, const std::string& dir, Env* env) {
 }
 
 void MultiLora::Detach() {
-  std::map<std::string, LinearSlot> slots;
-  for (LinearSlot& s : model_->LinearSlots()) slots.emplace(s.name, s);
-  for (const auto& [name, layer] : layers_) {
-    const LinearSlot& slot = slots.at(name);
+  for (const auto& [slot, layer] : layers_) {
     if (slot.layer->get() == layer.get()) slot.Replace(layer->base_layer());
   }
 }

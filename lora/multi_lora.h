@@ -93,6 +93,10 @@ class MultiLoraLinear : public fjord::LinearBase {
   const std::shared_ptr<fjord::LinearBase>& base_layer() const { return base_; }
 
  private:
+  // Under Only(k): the layer every row goes through (adapter k's, or the
+  // base where k does not target this slot or is kBase); else null.
+  fjord::LinearBase* OnlyLayer() const;
+
   std::string path_;
   std::shared_ptr<fjord::LinearBase> base_;
   std::vector<std::shared_ptr<LoraLinear>> layers_;
@@ -166,10 +170,9 @@ class MultiLora {
  private:
   MultiLora() = default;
 
-  CausalLM* model_ = nullptr;
   std::shared_ptr<MultiLoraRouting> routing_;
   std::vector<std::unique_ptr<LoraAdapter>> adapters_;
-  std::vector<std::pair<std::string, std::shared_ptr<MultiLoraLinear>>> layers_;  // by slot
+  std::vector<std::pair<LinearSlot, std::shared_ptr<MultiLoraLinear>>> layers_;  // by slot
 };
 
 }  // namespace fjord::lora
