@@ -76,6 +76,13 @@ absl::StatusOr<std::unique_ptr<MultiLora>> MultiLora::Attach(CausalLM& model,
                                                              const std::vector<Member>& members,
                                                              Env* env) {
   if (members.empty()) return absl::InvalidArgumentError("MultiLora: no adapter given");
+  if (model.shard_group() != nullptr) {
+    // LossSums makes one loss call per adapter with rows: on a sharded base
+    // each gathers lm_head, and ranks whose batches give an adapter no row
+    // would fall out of step.
+    return absl::FailedPreconditionError(
+        "MultiLora: a base sharded across ranks is not supported (load it whole on each rank)");
+  }
   for (const LinearSlot& slot : model.LinearSlots()) {
     LinearBase* layer = slot.layer->get();
     if (layer->frozen_base() != layer) {

@@ -31,9 +31,9 @@
 // backward (LossSums restores it before it returns).
 //
 // Not here: merging (the base is shared: export each adapter on its own
-// model with lora::Export), and fused CUDA kernels for the routed update
-// (plain LibTorch GEMMs on every device; Only(k) uses LoraLinear's own
-// forward, fused where built).
+// model with lora::Export), a base sharded across ranks, and fused CUDA kernels for the routed
+// update (plain LibTorch GEMMs on every device; Only(k) uses LoraLinear's own forward, fused where
+// built).
 //
 // Thread-safety: none; use from the thread that trains the model.
 #ifndef FJORD_LORA_MULTI_LORA_H_
@@ -118,7 +118,9 @@ class MultiLora {
 
   // Adapts `model` (which must hold no adapter) with every member, in
   // order; the routing starts as Only(0). Errors: InvalidArgument for no
-  // member; Inject's and FromPretrained's, prefixed with the member's index.
+  // member; FailedPrecondition for a model that has an adapter or whose base
+  // is sharded across ranks (not supported yet); Inject's and
+  // FromPretrained's, prefixed with the member's index.
   // On error the model is left unchanged.
   static absl::StatusOr<std::unique_ptr<MultiLora>> Attach(CausalLM& model,
                                                            const std::vector<Member>& members,

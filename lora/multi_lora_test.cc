@@ -20,6 +20,7 @@
 #include "lora/adapter_test_util.h"
 #include "runtime/model/generation.h"
 #include "runtime/model/model.h"
+#include "runtime/model/thread_shard_group.h"
 #include "runtime/train/optimizer.h"
 
 namespace fjord::lora {
@@ -464,6 +465,24 @@ TEST(MultiLoraAloneTest, Refusals) {
   EXPECT_EQ((*multi)->LossSums(*lm, hidden, ids).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_THROW((void)(*multi)->Only(3), c10::Error);
+
+  // A base sharded across ranks (2 ranks as threads), before any collective.
+  const std::string dir = test_util::TempDir();
+  test_util::SaveBase(*Base(config), dir);
+  auto shared = std::make_shared<model::ThreadShardGroup::Shared>(2);
+  std::vector<absl::Status> sharded(2);
+  model::RunRanks(2, shared, [&](int r, std::shared_ptr<model::ThreadShardGroup> group) {
+    model::LoadOptions o;
+    o.shard_group = std::move(group);
+    auto lm_r = CausalLM::FromPretrained(dir, o);
+    sharded[static_cast<size_t>(r)] =
+        lm_r.ok() ? MultiLora::Attach(**lm_r, ThreeMembers()).status() : lm_r.status();
+  });
+  for (const absl::Status& s : sharded) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(s.message(), HasSubstr("sharded across ranks is not supported"));
+  }
+  std::filesystem::remove_all(dir);
   EXPECT_EQ((*multi)->Save(3, "/nonexistent").code(), absl::StatusCode::kInvalidArgument);
 }
 
